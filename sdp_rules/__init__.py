@@ -1,0 +1,25 @@
+"""The IMS-ALG's SDP rules for e2ae security (3GPP TS 23.334 5.11.2, 5.20.2.2, 6.2.10).
+
+Pure functions, no I/O: see :mod:`sdp_rules.plan` for the API and
+:mod:`sdp_rules.rules` for the rules themselves.
+"""
+
+from sdp_rules.errors import E2aeError, PeerError, SdpParseError, SdpPolicyError, UnavailableError
+from sdp_rules.plan import ActpassPolicy, DialogState, Kind, Plan, Policy, Result, StreamDecision
+from sdp_rules.iq import Side
+
+__all__ = [
+    "ActpassPolicy", "DialogState", "E2aeError", "Kind", "PeerError", "Plan", "Policy",
+    "Result", "SdpParseError", "SdpPolicyError", "Side", "StreamDecision", "UnavailableError",
+    "process",
+]
+
+
+def process(sdp, *, origin, kind, state, dialog, transaction, policy=None):
+    """Plan what to do with one SDP body (see :func:`sdp_rules.rules.process`)."""
+    from sdp_rules.rules import process as _process
+
+    return _process(
+        sdp, origin=origin, kind=kind, state=state, dialog=dialog, transaction=transaction,
+        policy=policy if policy is not None else Policy(),
+    )
