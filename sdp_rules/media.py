@@ -1,0 +1,413 @@
+"""DTLS-protected media lines: DTLS-SRTP over UDP and TCP, T.38 over UDPTL/DTLS.
+
+Clauses: TS 23.334 5.11.2.3 (general, bandwidth), 5.11.2.3.2 and 6.2.10.4.2
+(T.38, RFC 7345), 5.11.2.4 and 6.2.10.5 (DTLS-SRTP, RFC 5763/5764), 5.11.2.5
+(DTLS-SRTP over TCP, RFC 4571/6544), with RFC 8842 ``a=tls-id``.
+
+Theory of operation
+-------------------
+Each function handles one m-line in one of four situations:
+
+==========================  ===============================================
+``offer_from_access``       WIC offer: reserve access (DTLS) + core (plain)
+``answer_from_core``        core answer to it: modify core, answer the WIC
+``offer_from_core``         core offer: reserve both, offer DTLS to the WIC
+``answer_from_access``      WIC answer to it: modify access with role/fp
+==========================  ===============================================
+
+Stream state kept per stream (``ctx.streams[str(stream_id)]``): ``kind``,
+``role`` (the AGW's DTLS role), ``local_tls_id``, ``remote_tls_id``,
+``remote_fingerprints``, ``remote_ice_ufrag``, ``access_proto``,
+``core_proto``, the AGW's ``access``/``core`` termination replies, and the
+RTCP multiplexing decided on each side.
+
+Association reuse (RFC 8842 section 5): a re-offer from the WIC whose tls-id is
+the one stored (or, from a peer that sends no tls-id, whose fingerprints and
+ICE ufrag are unchanged) keeps the DTLS association: our tls-id, role and
+fingerprint stay as they were -- even when the re-offer says ``actpass``
+(role stickiness).  Any other re-offer starts a new association: a new tls-id
+and a new handshake.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdp_rules import attrs, bandwidth
+from sdp_rules.attrs import DtlsParams
+from sdp_rules.errors import SdpPolicyError
+from sdp_rules.handlers import AnswerPart, Context, OfferPart, stream_reply
+from sdp_rules.iq import (
+    TRANSPORT_UDP,
+    TRANSPORT_UDP_DTLS,
+    IqReply,
+    Role,
+    Side,
+    StreamSpec,
+    TerminationReply,
+    TerminationSpec,
+)
+from sdp_rules.sdp import MediaSection
+
+# Access proto -> (kind, core proto, access Iq transport, core Iq transport)
+ACCESS_PROTOS: dict[str, tuple[str, str, str, str]] = {
+    "UDP/TLS/RTP/SAVP": ("srtp", "RTP/AVP", "UDP/TLS/RTP/SAVP", "RTP/AVP"),
+    "UDP/TLS/RTP/SAVPF": ("srtp", "RTP/AVPF", "UDP/TLS/RTP/SAVPF", "RTP/AVPF"),
+    "TCP/DTLS/RTP/SAVP": ("srtp_tcp", "RTP/AVP", "TCP/DTLS/RTP/SAVP", "RTP/AVP"),
+    "TCP/DTLS/RTP/SAVPF": ("srtp_tcp", "RTP/AVPF", "TCP/DTLS/RTP/SAVPF", "RTP/AVPF"),
+    "TCP/TLS/RTP/SAVP": ("srtp_tcp", "RTP/AVP", "TCP/DTLS/RTP/SAVP", "RTP/AVP"),
+    "TCP/TLS/RTP/SAVPF": ("srtp_tcp", "RTP/AVPF", "TCP/DTLS/RTP/SAVPF", "RTP/AVPF"),
+    "UDP/TLS/UDPTL": ("t38", "udptl", TRANSPORT_UDP_DTLS, TRANSPORT_UDP),
+}
+# Core proto (upper-cased) -> (kind, access proto, access Iq transport, core Iq transport)
+CORE_PROTOS: dict[str, tuple[str, str, str, str]] = {
+    "RTP/AVP": ("srtp", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVP", "RTP/AVP"),
+    "RTP/AVPF": ("srtp", "UDP/TLS/RTP/SAVPF", "UDP/TLS/RTP/SAVPF", "RTP/AVPF"),
+    "UDPTL": ("t38", "UDP/TLS/UDPTL", TRANSPORT_UDP_DTLS, TRANSPORT_UDP),
+}
+RTP_KINDS = ("srtp", "srtp_tcp")
+ACCESS_KINDS = ("srtp", "srtp_tcp", "t38")
+
+
+def classify_access(m: MediaSection) -> str | None:
+    entry = ACCESS_PROTOS.get(m.proto.upper())
+    return entry[0] if entry else None
+
+
+def classify_core(m: MediaSection) -> str | None:
+    entry = CORE_PROTOS.get(m.proto.upper())
+    return entry[0] if entry else None
+
+
+def _where(index: int) -> str:
+    return f"m-line {index + 1}"
+
+
+def _same_association(prev: dict[str, Any], dtls: DtlsParams, ice_ufrag: str | None) -> bool:
+    """RFC 8842 section 5: does this re-offer keep the existing DTLS association?"""
+    if dtls.tls_id is not None or prev.get("remote_tls_id") is not None:
+        return dtls.tls_id == prev.get("remote_tls_id")
+    # A peer without tls-id support: same fingerprints and no ICE restart.
+    same_fps = sorted(str(fp) for fp in dtls.fingerprints) == sorted(prev.get("remote_fingerprints", []))
+    return same_fps and ice_ufrag == prev.get("remote_ice_ufrag")
+
+
+def _access_reply(reply: IqReply | None, sid: int, prev: dict[str, Any] | None) -> TerminationReply:
+    """The AGW's access termination: from this reply, else as stored."""
+    if reply is not None:
+        try:
+            got = reply.stream(sid).access
+        except KeyError:
+            got = None
+        if got is not None:
+            return got
+    if prev and prev.get("access"):
+        return TerminationReply.from_dict(prev["access"])
+    raise ValueError(f"AGW reply lacks the access termination of stream {sid}")
+
+
+def _core_reply(reply: IqReply | None, sid: int, prev: dict[str, Any] | None) -> TerminationReply:
+    if reply is not None:
+        try:
+            got = reply.stream(sid).core
+        except KeyError:
+            got = None
+        if got is not None:
+            return got
+    if prev and prev.get("core"):
+        return TerminationReply.from_dict(prev["core"])
+    raise ValueError(f"AGW reply lacks the core termination of stream {sid}")
+
+
+# ---------------------------------------------------------------------------
+# WIC-originated: offer from access, answer from the core
+# ---------------------------------------------------------------------------
+
+def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int) -> OfferPart:
+    """TS 23.334 6.2.10.4.2 / 6.2.10.5 / 5.11.2.5: the WIC's offer of a DTLS media line."""
+    where = _where(index)
+    kind, core_proto, access_transport, core_transport = ACCESS_PROTOS[m.proto.upper()]
+    dtls = attrs.dtls_params(ctx.sdp, m, where, answer=False)
+    ice = attrs.ice_params(ctx.sdp, m)
+    address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
+    prev = ctx.streams.get(str(sid))
+    reuse = bool(prev) and prev["kind"] == kind and _same_association(prev, dtls, ice.ufrag)
+    if reuse:
+        role = Role(prev["role"])
+        if dtls.setup != "actpass" and attrs.agw_role_for_offer(dtls.setup, ctx.policy.actpass) is not role:
+            raise SdpPolicyError(
+                f"{where}: a=setup:{dtls.setup} would change the DTLS role of an existing association"
+                " (same tls-id; RFC 8842 section 5.3)"
+            )
+        local_tls_id = prev["local_tls_id"]
+    else:
+        role = attrs.agw_role_for_offer(dtls.setup, ctx.policy.actpass)
+        local_tls_id = ctx.new_tls_id()
+    if dtls.tls_id:
+        ctx.used_tls_ids.add(dtls.tls_id)
+    rtp = kind in RTP_KINDS
+    access = TerminationSpec(
+        side=Side.ACCESS,
+        transport=access_transport,
+        remote_address=address,
+        remote_port=port,
+        remote_rtcp_port=attrs.remote_rtcp_port(m) if rtp else None,
+        rtcp_mux=rtp and (m.has_attribute("rtcp-mux") or m.has_attribute("rtcp-mux-only")),
+        remote_fingerprints=list(dtls.fingerprints),
+        local_fingerprint_request=True,
+        establish_tls=(role is Role.CLIENT and not reuse),
+        tls_role=role,
+        notify_tls_failure=True,
+        ice_lite=True,
+        remote_ice_ufrag=ice.ufrag,
+        remote_ice_pwd=ice.pwd,
+        remote_candidates=list(ice.candidates),
+    )
+    core = TerminationSpec(side=Side.CORE, transport=core_transport, rtcp_mux=False)
+    spec = StreamSpec(
+        stream_id=sid, kind=kind, access=access, core=core,
+        local_tls_id=local_tls_id, remote_tls_id=dtls.tls_id, reuse_association=reuse,
+    )
+    pending = {
+        "sid": sid,
+        "kind": kind,
+        "access_proto": m.proto,
+        "core_proto": core_proto,
+        "role": role.value,
+        "local_tls_id": local_tls_id,
+        "remote_tls_id": dtls.tls_id,
+        "remote_fingerprints": [str(fp) for fp in dtls.fingerprints],
+        "remote_ice_ufrag": ice.ufrag,
+        "ice": ice.present,
+        "ice_tcp": ice.has_tcp or kind == "srtp_tcp",
+        "access_rtcp_mux": access.rtcp_mux,
+        "reuse": reuse,
+    }
+    source = m
+
+    def finish(reply: IqReply | None) -> list[MediaSection]:
+        core_reply = _core_reply(reply, sid, prev)
+        access_reply = _access_reply(reply, sid, prev)
+        out = _copy(source)
+        out.proto = core_proto
+        attrs.strip_for_core(out)
+        # Offer RTP/RTCP multiplexing to the core; its answer decides (RFC 5761 5.1.1).
+        attrs.set_core_transport(out, core_reply, rtcp_mux=rtp, rtp=rtp)
+        bandwidth.adjust(out, kind, add=False)
+        state = dict(prev or {})
+        state.update(pending)
+        state.pop("sid", None)
+        state["access"] = access_reply.to_dict()
+        state["core"] = core_reply.to_dict()
+        ctx.streams[str(sid)] = state
+        return [out]
+
+    return OfferPart(streams=[spec], finish=finish, pending=pending)
+
+
+def answer_from_core(ctx: Context, index: int, pending: dict[str, Any], m: MediaSection) -> AnswerPart:
+    """The core's answer to a WIC offer: back to DTLS toward the WIC (SRTP-5, T38-5)."""
+    sid, kind = pending["sid"], pending["kind"]
+    prev = ctx.streams.get(str(sid))
+    if m.rejected:
+        def finish_rejected(reply: IqReply | None) -> list[MediaSection]:
+            ctx.streams.pop(str(sid), None)
+            return [_rejected(m, pending["access_proto"])]
+
+        return AnswerPart(streams=[], finish=finish_rejected, release=[sid])
+    where = _where(index)
+    address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
+    rtp = kind in RTP_KINDS
+    core_mux = rtp and (m.has_attribute("rtcp-mux") or m.has_attribute("rtcp-mux-only"))
+    core = TerminationSpec(
+        side=Side.CORE,
+        transport=ACCESS_PROTOS[pending["access_proto"].upper()][3],
+        remote_address=address,
+        remote_port=port,
+        remote_rtcp_port=attrs.remote_rtcp_port(m) if rtp else None,
+        rtcp_mux=core_mux,
+    )
+    spec = StreamSpec(
+        stream_id=sid, kind=kind, core=core,
+        local_tls_id=pending["local_tls_id"], remote_tls_id=pending["remote_tls_id"],
+        reuse_association=True,
+    )
+    source = m
+
+    def finish(reply: IqReply | None) -> list[MediaSection]:
+        access_reply = _access_reply(reply, sid, prev)
+        out = _copy(source)
+        out.proto = pending["access_proto"]
+        attrs.strip_for_access(out)
+        attrs.add_access_transport(
+            out, access_reply,
+            role_setup=attrs.setup_for_role(Role(pending["role"])),
+            tls_id=pending["local_tls_id"],
+            ice=pending["ice"],
+            rtcp_mux=pending["access_rtcp_mux"],
+            tcp_candidates=pending["ice_tcp"],
+        )
+        bandwidth.adjust(out, kind, add=True)
+        state = dict(prev or {})
+        state["core_rtcp_mux"] = core_mux
+        state["access"] = access_reply.to_dict()
+        ctx.streams[str(sid)] = state
+        return [out]
+
+    return AnswerPart(streams=[spec], finish=finish)
+
+
+# ---------------------------------------------------------------------------
+# WIC-terminated: offer from the core, answer from access
+# ---------------------------------------------------------------------------
+
+def offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int) -> OfferPart:
+    """TS 23.334 6.2.10.5 (SRTP-6) and 5.11.2.3.2 (T38-6): a core offer toward the WIC."""
+    where = _where(index)
+    kind, access_proto, access_transport, core_transport = CORE_PROTOS[m.proto.upper()]
+    address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
+    prev = ctx.streams.get(str(sid))
+    rtp = kind in RTP_KINDS
+    core_mux = rtp and (m.has_attribute("rtcp-mux") or m.has_attribute("rtcp-mux-only"))
+    # A core re-offer keeps the access association as it is (the WIC's DTLS is not
+    # the core's business); a new stream gets a new association and tls-id.
+    reuse = bool(prev) and prev["kind"] == kind and prev.get("remote_fingerprints") is not None
+    local_tls_id = prev["local_tls_id"] if reuse else ctx.new_tls_id()
+    access = TerminationSpec(
+        side=Side.ACCESS,
+        transport=access_transport,
+        local_fingerprint_request=True,
+        notify_tls_failure=True,
+        ice_lite=True,
+        rtcp_mux=False,
+        tls_role=Role(prev["role"]) if reuse else None,
+    )
+    core = TerminationSpec(
+        side=Side.CORE,
+        transport=core_transport,
+        remote_address=address,
+        remote_port=port,
+        remote_rtcp_port=attrs.remote_rtcp_port(m) if rtp else None,
+        rtcp_mux=core_mux,
+    )
+    spec = StreamSpec(
+        stream_id=sid, kind=kind, access=access, core=core, local_tls_id=local_tls_id,
+        remote_tls_id=prev.get("remote_tls_id") if reuse else None, reuse_association=reuse,
+    )
+    pending = {
+        "sid": sid,
+        "kind": kind,
+        "access_proto": access_proto,
+        "core_proto": m.proto,
+        "local_tls_id": local_tls_id,
+        "core_rtcp_mux": core_mux,
+        "reuse": reuse,
+        "role": prev["role"] if reuse else None,
+    }
+    source = m
+
+    def finish(reply: IqReply | None) -> list[MediaSection]:
+        access_reply = _access_reply(reply, sid, prev)
+        core_reply = _core_reply(reply, sid, prev)
+        out = _copy(source)
+        out.proto = access_proto
+        attrs.strip_for_access(out)
+        # RFC 8842 5.2 / RFC 5763 5: an offerer says actpass; for a kept
+        # association the role it already has (role stickiness).
+        setup = attrs.setup_for_role(Role(pending["role"])) if reuse else "actpass"
+        attrs.add_access_transport(
+            out, access_reply, role_setup=setup, tls_id=local_tls_id,
+            ice=True, rtcp_mux=ctx.policy.offer_rtcp_mux_to_access and rtp,
+        )
+        bandwidth.adjust(out, kind, add=True)
+        state = dict(prev or {})
+        state.update({k: v for k, v in pending.items() if k != "sid"})
+        state["access"] = access_reply.to_dict()
+        state["core"] = core_reply.to_dict()
+        ctx.streams[str(sid)] = state
+        return [out]
+
+    return OfferPart(streams=[spec], finish=finish, pending=pending)
+
+
+def answer_from_access(ctx: Context, index: int, pending: dict[str, Any], m: MediaSection) -> AnswerPart:
+    """The WIC's answer to a core offer (SRTP-7): role, fingerprints, Establish if client."""
+    sid, kind = pending["sid"], pending["kind"]
+    prev = ctx.streams.get(str(sid))
+    if m.rejected:
+        def finish_rejected(reply: IqReply | None) -> list[MediaSection]:
+            ctx.streams.pop(str(sid), None)
+            return [_rejected(m, pending["core_proto"])]
+
+        return AnswerPart(streams=[], finish=finish_rejected, release=[sid])
+    where = _where(index)
+    if m.proto.upper() != pending["access_proto"].upper():
+        raise SdpPolicyError(f"{where}: answer proto {m.proto} does not match the offer's {pending['access_proto']}")
+    dtls = attrs.dtls_params(ctx.sdp, m, where, answer=True)
+    ice = attrs.ice_params(ctx.sdp, m)
+    address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
+    role = attrs.agw_role_for_answer(dtls.setup)
+    if pending.get("reuse") and pending.get("role") and Role(pending["role"]) is not role:
+        raise SdpPolicyError(f"{where}: a=setup:{dtls.setup} changes the DTLS role of an existing association")
+    if dtls.tls_id:
+        ctx.used_tls_ids.add(dtls.tls_id)
+    rtp = kind in RTP_KINDS
+    access_mux = rtp and (m.has_attribute("rtcp-mux") or m.has_attribute("rtcp-mux-only"))
+    first = not (prev and prev.get("notified_failure"))
+    access = TerminationSpec(
+        side=Side.ACCESS,
+        transport=CORE_PROTOS[pending["core_proto"].upper()][2],
+        remote_address=address,
+        remote_port=port,
+        remote_rtcp_port=attrs.remote_rtcp_port(m) if rtp else None,
+        rtcp_mux=access_mux,
+        remote_fingerprints=list(dtls.fingerprints),
+        establish_tls=(role is Role.CLIENT and not pending.get("reuse")),
+        tls_role=role,
+        notify_tls_failure=first,
+        ice_lite=True,
+        remote_ice_ufrag=ice.ufrag,
+        remote_ice_pwd=ice.pwd,
+        remote_candidates=list(ice.candidates),
+    )
+    spec = StreamSpec(
+        stream_id=sid, kind=kind, access=access, local_tls_id=pending["local_tls_id"],
+        remote_tls_id=dtls.tls_id, reuse_association=bool(pending.get("reuse")),
+    )
+    source = m
+
+    def finish(reply: IqReply | None) -> list[MediaSection]:
+        core_reply = _core_reply(reply, sid, prev)
+        out = _copy(source)
+        out.proto = pending["core_proto"]
+        attrs.strip_for_core(out)
+        out.remove_attributes("rtcp-mux")
+        attrs.set_core_transport(out, core_reply, rtcp_mux=pending["core_rtcp_mux"], rtp=rtp)
+        bandwidth.adjust(out, kind, add=False)
+        state = dict(prev or {})
+        state.update({
+            "role": role.value,
+            "remote_tls_id": dtls.tls_id,
+            "remote_fingerprints": [str(fp) for fp in dtls.fingerprints],
+            "remote_ice_ufrag": ice.ufrag,
+            "access_rtcp_mux": access_mux,
+            "notified_failure": True,
+        })
+        ctx.streams[str(sid)] = state
+        return [out]
+
+    return AnswerPart(streams=[spec], finish=finish)
+
+
+def _copy(m: MediaSection) -> MediaSection:
+    from sdp_rules.sdp import Line
+
+    return MediaSection([Line(line.type, line.value) for line in m.lines])
+
+
+def _rejected(m: MediaSection, proto: str) -> MediaSection:
+    """A rejected m-line (port 0) in the other side's proto (RFC 3264 section 6)."""
+    out = _copy(m)
+    out.port = 0
+    out.proto = proto
+    return out

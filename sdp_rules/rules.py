@@ -1,0 +1,374 @@
+"""The IMS-ALG's SDP rules: from one SDP body to a :class:`~sdp_rules.plan.Plan`.
+
+Theory of operation
+-------------------
+The dialog has two lists of m-lines: the access side's (what the WIC sees)
+and the core side's.  They map one to one, except that one data-channel
+m-line toward access stands for one core m-line per channel (MSRP, T.140;
+TS 23.334 5.20.2.2).  ``state.data["map"]`` keeps that mapping per access
+index: ``{"handler": kind, "core": {slot key: core index}}``, so re-offers
+keep every m-line at its place (RFC 3264 section 8) and new lines go at the end.
+
+An offer is cut into *groups*, each handled by one handler (:mod:`media` for
+DTLS-SRTP/T.38, :mod:`datachannel` for data channels, or pass-through).  Each
+group asks for Iq streams and renders its outgoing m-lines once the AGW has
+replied.  What an answer needs to know of its offer is kept in
+``state.data["pending"]``; it stays after the answer so that the same answer
+seen twice (an 18x and the 2xx, a retransmission) renders the same SDP.
+
+Streams that are not e2ae pass through untouched and the plan says why: plain
+RTP, SDES ``RTP/SAVP``, rejected (port 0) lines, and unknown protos.
+
+BUNDLE (RFC 9143) is not used: the AGW gives every m-line its own transport.
+Offers are forwarded and answers returned without ``a=group:BUNDLE`` (an
+answerer may decline bundling, RFC 9143 7.3.3); a ``bundle-only`` line (port
+0) therefore passes through rejected.  Browsers with the default ``balanced``
+bundle policy then use one transport per m-line.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from sdp_rules import datachannel, media
+from sdp_rules.errors import SdpPolicyError
+from sdp_rules.handlers import AnswerPart, Context, OfferPart
+from sdp_rules.iq import Command, IqReply, IqRequest, Side
+from sdp_rules.plan import DialogState, Kind, Plan, Policy, Result, StreamDecision
+from sdp_rules.sdp import Line, MediaSection, SessionDescription, parse
+
+PASSTHROUGH = "passthrough"
+SINGLE = "m"  # slot key of a one-to-one m-line
+SESSION_ICE_DTLS = ("fingerprint", "setup", "tls-id", "ice-ufrag", "ice-pwd", "ice-lite", "ice-options")
+
+
+def process(
+    sdp: str,
+    *,
+    origin: Side,
+    kind: Kind,
+    state: DialogState,
+    dialog: str,
+    transaction: str,
+    policy: Policy,
+) -> Plan:
+    """Plan the handling of one SDP body (see the module docstring)."""
+    parsed = parse(sdp)
+    data = copy.deepcopy(state.data)
+    data.setdefault("streams", {})
+    data.setdefault("map", {})
+    ctx = Context(
+        origin=origin, kind=kind, policy=policy, sdp=parsed, streams=data["streams"],
+        used_tls_ids=set(data.get("tls_ids", [])),
+    )
+    if kind is Kind.OFFER:
+        planner = _plan_offer_from_access if origin is Side.ACCESS else _plan_offer_from_core
+    else:
+        planner = _plan_answer
+    streams, release, decisions, render = planner(ctx, parsed, data)
+    iq = None
+    if streams or release:
+        command = Command.MODIFY if data.get("agw") else Command.RESERVE
+        iq = IqRequest(command, dialog, transaction, streams, release)
+    version = state.version
+
+    def finish(reply: IqReply | None) -> Result:
+        if iq is not None and reply is None:
+            raise ValueError("the plan asked the AGW something; finish() needs its reply")
+        if reply is not None and reply.error:
+            raise ValueError(f"AGW refused the request: {reply.error}")
+        out = render(reply)
+        new = copy.deepcopy(data)
+        new["streams"] = ctx.streams
+        new["tls_ids"] = sorted(ctx.used_tls_ids)
+        if iq is not None:
+            new["agw"] = True
+        return Result(sdp=str(out), state=DialogState(version=version + 1, data=new))
+
+    return Plan(origin=origin, kind=kind, iq=iq, streams=decisions, _finish=finish)
+
+
+# ---------------------------------------------------------------------------
+# Offers from access: access m-line i -> one or more core m-lines
+# ---------------------------------------------------------------------------
+
+def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[str, Any]):
+    old_map: dict[str, Any] = data["map"]
+    next_core = 1 + max((idx for entry in old_map.values() for idx in entry["core"].values()), default=-1)
+    groups: list[dict[str, Any]] = []
+    parts: list[OfferPart | None] = []
+    decisions: list[StreamDecision] = []
+    for i, m in enumerate(sdp.media):
+        handler, reason = _classify_access(m)
+        part: OfferPart | None = None
+        if handler in media.ACCESS_KINDS:
+            part = media.offer_from_access(ctx, i, m, sid=i)
+        elif handler == datachannel.KIND:
+            known = old_map.get(str(i), {}).get("core", {})
+            part = datachannel.offer_from_access(ctx, i, m, sid=i, known_keys=dict(known))
+        keys = part.keys if part else [SINGLE]
+        known = old_map.get(str(i), {}).get("core", {})
+        slots: dict[str, int] = {}
+        for key in keys:
+            if key in known:
+                slots[key] = known[key]
+            else:
+                slots[key] = next_core
+                next_core += 1
+        vanished = {k: v for k, v in known.items() if k not in slots}
+        groups.append({"access": i, "handler": handler, "core": slots, "vanished": vanished,
+                       "data": part.pending if part else {}})
+        parts.append(part)
+        decisions.append(StreamDecision(i, m.media, m.proto, handler, reason,
+                                        [s.stream_id for s in part.streams] if part else []))
+    streams = [s for p in parts if p for s in p.streams]
+    core_count = next_core
+
+    def render(reply: IqReply | None) -> SessionDescription:
+        out: list[MediaSection | None] = [None] * core_count
+        old_lines = data.get("core_mlines", {})
+        for group, part, m in zip(groups, parts, sdp.media):
+            sections = part.finish(reply) if part else [_copy(m)]
+            for key, section in zip(group["core"], sections):
+                out[group["core"][key]] = section
+            for key, idx in group["vanished"].items():
+                out[idx] = _rejected_from_m(old_lines.get(str(idx)), m)
+        for idx, section in enumerate(out):
+            if section is None:
+                out[idx] = _rejected_from_m(data.get("core_mlines", {}).get(str(idx)), None)
+        result = _assemble(sdp, out, toward=Side.CORE, any_e2ae=bool(streams))
+        data["map"] = {str(g["access"]): {"handler": g["handler"], "core": g["core"]} for g in groups}
+        data["core_mlines"] = {str(i): str(s.lines[0].value) for i, s in enumerate(out) if s is not None}
+        data["pending"] = {"origin": Side.ACCESS.value, "groups": groups, "count": core_count}
+        return result
+
+    return streams, [], decisions, render
+
+
+# ---------------------------------------------------------------------------
+# Offers from the core: core m-lines -> access m-lines (several into one data channel line)
+# ---------------------------------------------------------------------------
+
+def _plan_offer_from_core(ctx: Context, sdp: SessionDescription, data: dict[str, Any]):
+    old_map: dict[str, Any] = data["map"]
+    reverse: dict[int, tuple[int, str]] = {}
+    for access_idx, entry in old_map.items():
+        for key, core_idx in entry["core"].items():
+            reverse[core_idx] = (int(access_idx), key)
+    next_access = 1 + max((int(k) for k in old_map), default=-1)
+    by_access: dict[int, dict[str, Any]] = {}
+    new_dc_access: int | None = None
+    decisions: list[StreamDecision] = []
+    for j, m in enumerate(sdp.media):
+        if j in reverse:
+            access_idx, key = reverse[j]
+            handler = old_map[str(access_idx)]["handler"]
+            reason = "existing m-line"
+            if handler != datachannel.KIND and handler != PASSTHROUGH:
+                handler_now, reason = _classify_core(m)
+                handler = handler_now if not m.rejected else PASSTHROUGH
+        else:
+            handler, reason = _classify_core(m)
+            key = None
+            if handler == datachannel.KIND:
+                existing = [int(a) for a, e in old_map.items() if e["handler"] == datachannel.KIND]
+                if existing:
+                    access_idx = existing[0]
+                else:
+                    if new_dc_access is None:
+                        new_dc_access = next_access
+                        next_access += 1
+                    access_idx = new_dc_access
+            else:
+                access_idx = next_access
+                next_access += 1
+        group = by_access.setdefault(access_idx, {"access": access_idx, "handler": handler, "inputs": []})
+        group["inputs"].append((j, m, key))
+        decisions.append(StreamDecision(j, m.media, m.proto, handler, reason, []))
+    order = sorted(by_access)
+    if order != list(range(len(order))):
+        raise SdpPolicyError("core offer does not keep every m-line of the session (RFC 3264 section 8)")
+    parts: dict[int, OfferPart | None] = {}
+    for access_idx in order:
+        group = by_access[access_idx]
+        handler = group["handler"]
+        part = None
+        if handler == datachannel.KIND:
+            part = datachannel.offer_from_core(ctx, access_idx, group["inputs"], sid=access_idx)
+        elif handler in media.ACCESS_KINDS:
+            j, m, _ = group["inputs"][0]
+            part = media.offer_from_core(ctx, j, m, sid=access_idx)
+        parts[access_idx] = part
+        keys = part.keys if part else [SINGLE] * len(group["inputs"])
+        group["core"] = {key: j for key, (j, _m, _k) in zip(keys, group["inputs"])}
+        group["data"] = part.pending if part else {}
+        for j, _m, _k in group["inputs"]:
+            decisions[j].stream_ids = [s.stream_id for s in part.streams] if part else []
+    streams = [s for p in parts.values() if p for s in p.streams]
+
+    def render(reply: IqReply | None) -> SessionDescription:
+        out: list[MediaSection] = []
+        for access_idx in order:
+            group, part = by_access[access_idx], parts[access_idx]
+            if part:
+                out.extend(part.finish(reply))
+            else:
+                out.append(_copy(group["inputs"][0][1]))
+        result = _assemble(sdp, out, toward=Side.ACCESS, any_e2ae=bool(streams))
+        data["map"] = {
+            str(a): {"handler": by_access[a]["handler"], "core": by_access[a]["core"]} for a in order
+        }
+        data["core_mlines"] = {str(j): m.lines[0].value for j, m in enumerate(sdp.media)}
+        data["pending"] = {
+            "origin": Side.CORE.value,
+            "groups": [
+                {"access": a, "handler": by_access[a]["handler"], "core": by_access[a]["core"],
+                 "data": by_access[a]["data"]}
+                for a in order
+            ],
+            "count": len(order),
+        }
+        return result
+
+    return streams, [], decisions, render
+
+
+# ---------------------------------------------------------------------------
+# Answers: back through the same groups
+# ---------------------------------------------------------------------------
+
+def _plan_answer(ctx: Context, sdp: SessionDescription, data: dict[str, Any]):
+    pending = data.get("pending")
+    if not pending:
+        raise SdpPolicyError("SDP answer without an offer in progress")
+    offer_origin = Side(pending["origin"])
+    if offer_origin is ctx.origin:
+        raise SdpPolicyError(f"SDP answer from {ctx.origin.value} to its own offer")
+    if len(sdp.media) != pending["count"]:
+        raise SdpPolicyError(
+            f"answer has {len(sdp.media)} m-lines, the offer had {pending['count']} (RFC 3264 section 6)"
+        )
+    parts: list[tuple[dict[str, Any], AnswerPart | None, list[MediaSection]]] = []
+    decisions: list[StreamDecision] = []
+    for group in pending["groups"]:
+        handler = group["handler"]
+        if offer_origin is Side.ACCESS:
+            # The core answers: its m-lines at the group's core indices -> one access m-line.
+            indices = list(group["core"].values())
+            sections = [sdp.media[j] for j in indices]
+            part = None
+            if handler in media.ACCESS_KINDS:
+                part = media.answer_from_core(ctx, indices[0], group["data"], sections[0])
+            elif handler == datachannel.KIND:
+                keyed = dict(zip(group["core"].keys(), sections))
+                part = datachannel.answer_from_core(ctx, group["access"], group["data"], keyed)
+        else:
+            # The WIC answers: its m-line at the group's access index -> the group's core m-lines.
+            m = sdp.media[group["access"]]
+            sections = [m]
+            part = None
+            if handler in media.ACCESS_KINDS:
+                part = media.answer_from_access(ctx, group["access"], group["data"], m)
+            elif handler == datachannel.KIND:
+                part = datachannel.answer_from_access(ctx, group["access"], group["data"], m)
+        parts.append((group, part, sections))
+        first = sections[0]
+        decisions.append(StreamDecision(
+            group["access"] if offer_origin is Side.CORE else list(group["core"].values())[0],
+            first.media, first.proto, handler, "" if part else "not e2ae",
+            [s.stream_id for s in part.streams] if part else [],
+        ))
+    streams = [s for _, p, _ in parts if p for s in p.streams]
+    release = [sid for _, p, _ in parts if p for sid in p.release]
+
+    def render(reply: IqReply | None) -> SessionDescription:
+        if offer_origin is Side.ACCESS:
+            out_access: list[MediaSection] = []
+            for group, part, sections in parts:
+                out_access.extend(part.finish(reply) if part else [_copy(sections[0])])
+            return _assemble(sdp, out_access, toward=Side.ACCESS, any_e2ae=bool(streams or release))
+        placed: dict[int, MediaSection] = {}
+        for group, part, sections in parts:
+            rendered = part.finish(reply) if part else [_copy(sections[0])]
+            for core_idx, section in zip(group["core"].values(), rendered):
+                placed[core_idx] = section
+        out_core = [placed[j] for j in sorted(placed)]
+        return _assemble(sdp, out_core, toward=Side.CORE, any_e2ae=bool(streams or release))
+
+    return streams, release, decisions, render
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+def _classify_access(m: MediaSection) -> tuple[str, str]:
+    if m.rejected:
+        return PASSTHROUGH, "rejected (port 0)"
+    kind = media.classify_access(m)
+    if kind:
+        return kind, ""
+    if datachannel.classify_access(m):
+        return datachannel.KIND, ""
+    if m.proto.upper() == "RTP/SAVP" or m.proto.upper() == "RTP/SAVPF":
+        return PASSTHROUGH, "SDES-SRTP, not DTLS: not e2ae"
+    return PASSTHROUGH, f"proto {m.proto} is not e2ae"
+
+
+def _classify_core(m: MediaSection) -> tuple[str, str]:
+    if m.rejected:
+        return PASSTHROUGH, "rejected (port 0)"
+    if datachannel.classify_core(m):
+        return datachannel.KIND, ""
+    kind = media.classify_core(m)
+    if kind:
+        return kind, ""
+    if m.proto.upper() in ("RTP/SAVP", "RTP/SAVPF"):
+        return PASSTHROUGH, "SDES-SRTP from the core: not e2ae"
+    return PASSTHROUGH, f"proto {m.proto} is not e2ae"
+
+
+def _assemble(source: SessionDescription, sections: list[MediaSection], *, toward: Side,
+              any_e2ae: bool) -> SessionDescription:
+    """The outgoing SDP: the source's session section (adjusted) and the rendered m-lines."""
+    session = type(source.session)([Line(line.type, line.value) for line in source.session.lines])
+    out = SessionDescription(session, sections)
+    if not any_e2ae:
+        return out
+    session.remove_attributes("group")
+    session.remove_attributes(*SESSION_ICE_DTLS)
+    if toward is Side.ACCESS and any(s.has_attribute("ice-ufrag") for s in sections):
+        session.add_attribute("ice-lite")
+    # With every live m-line anchored at the AGW, the session-level c= follows it.
+    live = [s for s in sections if not s.rejected]
+    addresses = {s.connection.address for s in live if s.connection is not None}
+    if live and len(addresses) == 1 and all(s.connection is not None for s in live):
+        if session.connection is not None:
+            session.set_connection(addresses.pop())
+            for s in live:
+                s.remove_lines("c")
+    return out
+
+
+def _copy(m: MediaSection) -> MediaSection:
+    return MediaSection([Line(line.type, line.value) for line in m.lines])
+
+
+def _rejected_from_m(m_value: str | None, fallback: MediaSection | None) -> MediaSection:
+    """A port-0 placeholder for a core m-line that no longer carries anything."""
+    if m_value is None and fallback is not None:
+        m_value = fallback.lines[0].value
+    if m_value is None:
+        m_value = "application 0 TCP *"
+    parts = m_value.split(" ")
+    parts[1] = "0"
+    return MediaSection([Line("m", " ".join(parts))])
+
+
+def release_request(dialog: str, transaction: str) -> IqRequest:
+    """The Iq request that releases everything of a dialog (BYE, CANCEL, failure)."""
+    return IqRequest(Command.RELEASE, dialog, transaction)
+
+
+__all__ = ["process", "release_request"]
