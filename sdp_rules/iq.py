@@ -12,6 +12,13 @@ termination carries *streams*.  Here:
   (``kind == "sctp"``) and its channels are *component streams*
   (``kind == "dc_channel"``) grouped with it by ``group``.
 
+Commands: RESERVE opens the dialog's context with its first streams; MODIFY
+changes streams the context has and *adds* any stream id it does not have yet
+(a re-offer that adds an m-line: H.248 MOD carrying a new stream); RELEASE
+without ``release_streams`` drops the whole context, MODIFY with
+``release_streams`` drops only those.  A termination spec left ``None`` in a
+MODIFY means "unchanged".
+
 The fields of :class:`TerminationSpec` are the information elements of the
 spec (names in the comments).  Every type round-trips through
 ``to_dict``/``from_dict`` (plain JSON values) so the same messages travel on
