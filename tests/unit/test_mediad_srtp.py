@@ -1,0 +1,225 @@
+"""mediad.srtp: libsrtp through pylibsrtp, checked against an independent RFC 3711 oracle."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from mediad.srtp import (
+    AEAD_AES_128_GCM,
+    AES_CM_128_HMAC_SHA1_32,
+    AES_CM_128_HMAC_SHA1_80,
+    PROFILES,
+    SrtpError,
+    SrtpKeys,
+    SrtpTransformer,
+    exporter_length,
+)
+from sdp_rules.errors import E2aeError
+
+# RFC 3711 Appendix B.3 (key derivation test vectors).
+B3_MASTER_KEY = bytes.fromhex("E1F97A0D3E018BE0D64FA32C06DE4139")
+B3_MASTER_SALT = bytes.fromhex("0EC675AD498AFEEBB6960B3AABE6")
+B3_CIPHER_KEY = bytes.fromhex("C61E7A93744F39EE10734AFE3FF7A087")
+B3_CIPHER_SALT = bytes.fromhex("30CBBC08863D8C85D49DB34A9AE1")
+B3_AUTH_KEY_PREFIX = bytes.fromhex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4")
+# RFC 3711 Appendix B.2 (AES-CM keystream).
+B2_SESSION_KEY = bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C")
+B2_SESSION_SALT = bytes.fromhex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD")
+B2_KEYSTREAM = bytes.fromhex(
+    "E03EAD0935C95E80E166B16DD92B4EB4" "D23513162B02D0F72A43A2FE4A5F97AB" "41E95B3BB0A2E8DD477901E4FCA894C0"
+)
+
+RTP = bytes.fromhex("80 0f 12 34 de ca fb ad ca fe ba be") + bytes.fromhex("ab" * 100)
+RTCP_SR = bytes.fromhex("80c80006cafebabe") + bytes(range(20))
+
+
+# -- an independent oracle: RFC 3711 with `cryptography` AES-CTR and hashlib HMAC-SHA1 -----
+
+
+def aes_cm(key: bytes, iv: bytes, data: bytes) -> bytes:
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
+    return encryptor.update(data) + encryptor.finalize()
+
+
+def kdf(master_key: bytes, master_salt: bytes, label: int, length: int) -> bytes:
+    """RFC 3711 4.3.1/4.3.3 with key_derivation_rate 0: x = (label || r) XOR salt, IV = x * 2^16."""
+    x = bytearray(master_salt)
+    x[7] ^= label
+    return aes_cm(master_key, bytes(x) + b"\x00\x00", bytes(length))
+
+
+def packet_iv(session_salt: bytes, ssrc: int, index: int) -> bytes:
+    """RFC 3711 4.1.1: IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16)."""
+    iv = int.from_bytes(session_salt, "big") << 16
+    iv ^= ssrc << 64
+    iv ^= index << 16
+    return iv.to_bytes(16, "big")
+
+
+def oracle_protect_rtp(master_key: bytes, master_salt: bytes, rtp: bytes, tag_len: int, roc: int = 0) -> bytes:
+    k_e, k_a, k_s = kdf(master_key, master_salt, 0, 16), kdf(master_key, master_salt, 1, 20), kdf(
+        master_key, master_salt, 2, 14)
+    header, payload = rtp[:12], rtp[12:]
+    seq = int.from_bytes(rtp[2:4], "big")
+    ssrc = int.from_bytes(rtp[8:12], "big")
+    encrypted = header + aes_cm(k_e, packet_iv(k_s, ssrc, (roc << 16) | seq), payload)
+    tag = hmac.new(k_a, encrypted + roc.to_bytes(4, "big"), hashlib.sha1).digest()[:tag_len]
+    return encrypted + tag
+
+
+def oracle_protect_rtcp(master_key: bytes, master_salt: bytes, rtcp: bytes, srtcp_index: int) -> bytes:
+    k_e, k_a, k_s = kdf(master_key, master_salt, 3, 16), kdf(master_key, master_salt, 4, 20), kdf(
+        master_key, master_salt, 5, 14)
+    ssrc = int.from_bytes(rtcp[4:8], "big")
+    encrypted = rtcp[:8] + aes_cm(k_e, packet_iv(k_s, ssrc, srtcp_index), rtcp[8:])
+    e_index = (0x80000000 | srtcp_index).to_bytes(4, "big")
+    tag = hmac.new(k_a, encrypted + e_index, hashlib.sha1).digest()[:10]  # SRTCP: always 80 bits
+    return encrypted + e_index + tag
+
+
+def test_oracle_matches_rfc3711_appendix_b():
+    assert kdf(B3_MASTER_KEY, B3_MASTER_SALT, 0, 16) == B3_CIPHER_KEY
+    assert kdf(B3_MASTER_KEY, B3_MASTER_SALT, 2, 14) == B3_CIPHER_SALT
+    assert kdf(B3_MASTER_KEY, B3_MASTER_SALT, 1, 20) == B3_AUTH_KEY_PREFIX
+    assert aes_cm(B2_SESSION_KEY, B2_SESSION_SALT + b"\x00\x00", bytes(48)) == B2_KEYSTREAM
+
+
+def keys_pair(profile: str, key: bytes | None = None, salt: bytes | None = None) -> tuple[SrtpKeys, SrtpKeys]:
+    spec = PROFILES[profile]
+    a_key, a_salt = key or os.urandom(spec.key_length), salt or os.urandom(spec.salt_length)
+    b_key, b_salt = os.urandom(spec.key_length), os.urandom(spec.salt_length)
+    return SrtpKeys(profile, a_key, a_salt, b_key, b_salt), SrtpKeys(profile, b_key, b_salt, a_key, a_salt)
+
+
+# -- known answers --------------------------------------------------------------------------
+
+
+@pytest.mark.req("SRTP-8")
+@pytest.mark.parametrize("profile, tag_len", [(AES_CM_128_HMAC_SHA1_80, 10), (AES_CM_128_HMAC_SHA1_32, 4)])
+def test_rfc3711_known_answer_rtp_and_rtcp(profile, tag_len):
+    local, _ = keys_pair(profile, B3_MASTER_KEY, B3_MASTER_SALT)
+    transformer = SrtpTransformer(local)
+    srtp = transformer.protect_rtp(RTP)
+    assert srtp == oracle_protect_rtp(B3_MASTER_KEY, B3_MASTER_SALT, RTP, tag_len)
+    second = RTP[:2] + b"\x12\x35" + RTP[4:]
+    assert transformer.protect_rtp(second) == oracle_protect_rtp(B3_MASTER_KEY, B3_MASTER_SALT, second, tag_len)
+
+    srtcp = transformer.protect_rtcp(RTCP_SR)
+    index = int.from_bytes(srtcp[len(RTCP_SR) : len(RTCP_SR) + 4], "big") & 0x7FFFFFFF
+    assert index < 2
+    assert srtcp == oracle_protect_rtcp(B3_MASTER_KEY, B3_MASTER_SALT, RTCP_SR, index)
+
+
+@pytest.mark.req("SRTP-8")
+def test_rfc3711_known_answer_unprotect_of_oracle_packets():
+    _, remote = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    # The far end (oracle) protects with remote's *remote* keys; we unprotect with ours.
+    far_key, far_salt = remote.remote_key, remote.remote_salt
+    transformer = SrtpTransformer(remote)
+    assert transformer.unprotect_rtp(oracle_protect_rtp(far_key, far_salt, RTP, 10)) == RTP
+    assert transformer.unprotect_rtcp(oracle_protect_rtcp(far_key, far_salt, RTCP_SR, 7)) == RTCP_SR
+
+
+# -- round trips, tampering, replay ----------------------------------------------------------
+
+
+@pytest.mark.req("SRTP-8")
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_round_trip_tamper_and_replay(profile):
+    a_keys, b_keys = keys_pair(profile)
+    a, b = SrtpTransformer(a_keys), SrtpTransformer(b_keys)
+    srtp = a.protect_rtp(RTP)
+    assert srtp != RTP and len(srtp) == len(RTP) + PROFILES[profile].auth_tag_length
+    assert b.unprotect_rtp(srtp) == RTP
+    with pytest.raises(SrtpError) as replay:
+        b.unprotect_rtp(srtp)
+    assert replay.value.reason == "replay"
+
+    later = a.protect_rtp(RTP[:2] + b"\x12\x36" + RTP[4:])
+    tampered = bytearray(later)
+    tampered[20] ^= 0x01
+    with pytest.raises(SrtpError) as auth:
+        b.unprotect_rtp(bytes(tampered))
+    assert auth.value.reason == "auth_fail"
+    assert isinstance(auth.value, E2aeError)
+    assert b.unprotect_rtp(later)[12:] == RTP[12:]  # the genuine packet still passes
+
+    srtcp = b.protect_rtcp(RTCP_SR)
+    assert a.unprotect_rtcp(srtcp) == RTCP_SR
+    with pytest.raises(SrtpError) as rtcp_replay:
+        a.unprotect_rtcp(srtcp)
+    assert rtcp_replay.value.reason == "replay"
+    bad = bytearray(b.protect_rtcp(RTCP_SR))
+    bad[-1] ^= 0x80
+    with pytest.raises(SrtpError) as rtcp_auth:
+        a.unprotect_rtcp(bytes(bad))
+    assert rtcp_auth.value.reason == "auth_fail"
+
+
+@pytest.mark.parametrize("packet", [b"", b"\x80", b"\x80\x00\x00\x01", bytes(3000)])
+def test_bad_packets_raise_srtp_error(packet):
+    a_keys, b_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    b = SrtpTransformer(b_keys)
+    for method in (b.unprotect_rtp, b.unprotect_rtcp):
+        with pytest.raises(SrtpError) as err:
+            method(packet)
+        assert err.value.reason in ("bad_packet", "auth_fail")
+    with pytest.raises(SrtpError) as too_long:
+        b.protect_rtp(bytes.fromhex("80000001000000a0deadbeef") + bytes(1500))
+    assert too_long.value.reason == "bad_packet"
+
+
+def test_outbound_repeat_is_allowed_for_a_relay():
+    a_keys, b_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    a = SrtpTransformer(a_keys)
+    assert a.protect_rtp(RTP) == a.protect_rtp(RTP)
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@pytest.mark.req("SRTP-8")
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_from_exporter_uses_rfc5764_layout(profile):
+    spec = PROFILES[profile]
+    k, s = spec.key_length, spec.salt_length
+    material = bytes(range(exporter_length(profile)))
+    client_key, server_key = material[:k], material[k : 2 * k]
+    client_salt, server_salt = material[2 * k : 2 * k + s], material[2 * k + s :]
+    client = SrtpKeys.from_exporter(material, profile, is_client=True)
+    server = SrtpKeys.from_exporter(material, profile, is_client=False)
+    assert (client.local_key, client.local_salt, client.remote_key, client.remote_salt) == (
+        client_key, client_salt, server_key, server_salt)
+    assert (server.local_key, server.local_salt, server.remote_key, server.remote_salt) == (
+        server_key, server_salt, client_key, client_salt)
+    assert len(material) == {16 + 14: 60, 16 + 12: 56}[k + s]
+    with pytest.raises(ValueError):
+        SrtpKeys.from_exporter(material[:-1], profile, is_client=True)
+
+
+def test_keys_round_trip_and_never_show():
+    keys, _ = keys_pair(AEAD_AES_128_GCM)
+    data = keys.to_dict()
+    assert SrtpKeys.from_dict(data) == keys
+    assert set(data) == {"profile", "local_key", "local_salt", "remote_key", "remote_salt"}
+    assert all(isinstance(v, str) for v in data.values())
+    shown = repr(keys) + str(keys) + repr(SrtpTransformer(keys))
+    for secret in (keys.local_key, keys.remote_key, keys.local_salt, keys.remote_salt):
+        assert secret.hex() not in shown.lower() and data["local_key"] not in shown and secret.hex()[:8] not in shown
+    for broken in ({**data, "local_key": "!!"}, {**data, "profile": "SRTP_NULL"},
+                   {k: v for k, v in data.items() if k != "remote_salt"}, {**data, "local_salt": data["local_key"]}):
+        with pytest.raises(ValueError) as err:
+            SrtpKeys.from_dict(broken)
+        assert data["local_key"] not in str(err.value)
+
+
+def test_profiles_offered():
+    assert AES_CM_128_HMAC_SHA1_80 in PROFILES and AES_CM_128_HMAC_SHA1_32 in PROFILES
+    assert PROFILES[AES_CM_128_HMAC_SHA1_32].auth_tag_length == 4
+    if AEAD_AES_128_GCM in PROFILES:
+        assert (PROFILES[AEAD_AES_128_GCM].key_length, PROFILES[AEAD_AES_128_GCM].salt_length) == (16, 12)
