@@ -29,6 +29,7 @@ _SESSION_TYPES = frozenset("vosiuepcbtrzkam")
 _MEDIA_TYPES = frozenset("micbka")
 _TYPE_RE = re.compile(r"^[a-z]$")
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
+_DIGITS_RE = re.compile(r"^[0-9]+$")  # str.isdigit() would accept non-ASCII digits
 
 
 @dataclass
@@ -196,9 +197,9 @@ class MediaLine:
         if not _TOKEN_RE.match(media):
             raise SdpParseError(lineno, media, "media type is not a token")
         port_part, _, count_part = port_text.partition("/")
-        if not port_part.isdigit() or int(port_part) > 65535:
+        if not _DIGITS_RE.match(port_part) or int(port_part) > 65535:
             raise SdpParseError(lineno, port_text, "port is not a number in 0..65535")
-        if count_part and not count_part.isdigit():
+        if count_part and not _DIGITS_RE.match(count_part):
             raise SdpParseError(lineno, port_text, "port count is not a number")
         if not all(fmts):
             raise SdpParseError(lineno, value, "empty format token")
@@ -347,7 +348,7 @@ def parse(text: str) -> SessionDescription:
             Connection.parse(line.value, lineno)
         if line.type == "b":
             bwtype, colon, value = line.value.partition(":")
-            if not colon or not bwtype or not value.isdigit():
+            if not colon or not bwtype or not _DIGITS_RE.match(value):
                 raise SdpParseError(lineno, line.value, "b= needs '<bwtype>:<bandwidth>'")
         if line.type == "a" and not line.value:
             raise SdpParseError(lineno, raw, "empty attribute")
