@@ -1,0 +1,240 @@
+"""The one configuration file of e2ae edge, read by the plugin and by mediad.
+
+Theory of operation: the file is INI (``configparser``) with the sections
+``[edge]``, ``[mediad]``, ``[redis]``, ``[policy]`` and ``[plugin]``; every
+option has a default that works on one machine on loopback, so an empty or
+missing file is a valid configuration.  ``load_config`` returns a frozen
+:class:`Config`; a bad value raises :class:`ConfigError` naming the section,
+the option and the value.  The path comes from the argument, else the
+environment variable ``E2AE_CONFIG``, else defaults only.
+
+``deploy/e2ae.conf`` documents every option; keep it in step with this file.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from sdp_rules.errors import UsageError
+
+ENV_CONFIG = "E2AE_CONFIG"
+ACTPASS_POLICIES = ("active", "passive")
+
+
+class ConfigError(UsageError):
+    """The configuration file has an invalid value (names section, option and value)."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def as_tuple(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+@dataclass(frozen=True)
+class PortRange:
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every option, with its default.  Attribute names are ``section_option``."""
+
+    # [edge]
+    edge_access_sip: HostPort = HostPort("127.0.0.1", 5060)
+    edge_core_sip: HostPort = HostPort("127.0.0.2", 5060)
+    edge_core_next_hop: str = "sip:127.0.0.3:5060"
+    # [mediad]
+    mediad_control: HostPort = HostPort("127.0.0.1", 2223)
+    mediad_control_secret: str = ""  # empty: shared through Redis key CONTROL_SECRET_KEY
+    mediad_access_address: str = "127.0.0.1"
+    mediad_core_address: str = "127.0.0.2"
+    mediad_access_ports: PortRange = PortRange(30000, 34999)
+    mediad_core_ports: PortRange = PortRange(40000, 44999)
+    mediad_metrics: HostPort | None = HostPort("127.0.0.1", 9810)
+    mediad_dtls_handshake_timeout: float = 30.0
+    mediad_consent_timeout: float = 30.0
+    mediad_certificate_file: str = ""
+    mediad_key_file: str = ""
+    mediad_log_level: str = "INFO"
+    # [redis]
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: str = ""
+    redis_dialog_ttl: int = 7200
+    # [policy]
+    policy_actpass: str = "active"
+    # [plugin]
+    plugin_metrics: HostPort | None = HostPort("127.0.0.1", 9811)
+    plugin_iq_timeout_ms: int = 500
+    plugin_retry_after: int = 5
+
+    @property
+    def redis_url_with_password(self) -> str:
+        """``redis_url`` with ``redis_password`` put in when the URL carries none."""
+        if not self.redis_password:
+            return self.redis_url
+        parts = urlsplit(self.redis_url)
+        if parts.password:
+            return self.redis_url
+        host = parts.hostname or "127.0.0.1"
+        netloc = f"{parts.username or ''}:{quote(self.redis_password, safe='')}@{host}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def parse_host_port(text: str, *, where: str = "") -> HostPort:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{where}: expected host:port, got {text!r}")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{where}: expected an IP address and a port, got {text!r}") from None
+    if not 0 < number < 65536:
+        raise ConfigError(f"{where}: port out of range in {text!r}")
+    return HostPort(host, number)
+
+
+def parse_port_range(text: str, *, where: str = "") -> PortRange:
+    first, sep, last = text.strip().partition("-")
+    try:
+        lo, hi = int(first), int(last)
+    except ValueError:
+        raise ConfigError(f"{where}: expected first-last, got {text!r}") from None
+    if not sep or not 1024 <= lo < hi < 65536:
+        raise ConfigError(f"{where}: expected 1024 <= first < last <= 65535, got {text!r}")
+    if hi - lo < 3:
+        raise ConfigError(f"{where}: range {text!r} holds fewer than four ports")
+    return PortRange(lo, hi)
+
+
+def _address(text: str, where: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ConfigError(f"{where}: expected an IP address, got {text!r}") from None
+
+
+def _positive(kind: type, text: str, where: str) -> float | int:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {text!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{where}: must be positive, got {text!r}")
+    return value
+
+
+def _optional_host_port(text: str, where: str) -> HostPort | None:
+    return None if text.strip() in ("", "off", "none") else parse_host_port(text, where=where)
+
+
+# (section, option) -> converter(text, where)
+_CONVERTERS = {
+    ("edge", "access_sip"): lambda t, w: parse_host_port(t, where=w),
+    ("edge", "core_sip"): lambda t, w: parse_host_port(t, where=w),
+    ("edge", "core_next_hop"): lambda t, w: t.strip(),
+    ("mediad", "control"): lambda t, w: parse_host_port(t, where=w),
+    ("mediad", "control_secret"): lambda t, w: t.strip(),
+    ("mediad", "access_address"): _address,
+    ("mediad", "core_address"): _address,
+    ("mediad", "access_ports"): lambda t, w: parse_port_range(t, where=w),
+    ("mediad", "core_ports"): lambda t, w: parse_port_range(t, where=w),
+    ("mediad", "metrics"): _optional_host_port,
+    ("mediad", "dtls_handshake_timeout"): lambda t, w: float(_positive(float, t, w)),
+    ("mediad", "consent_timeout"): lambda t, w: float(_positive(float, t, w)),
+    ("mediad", "certificate_file"): lambda t, w: t.strip(),
+    ("mediad", "key_file"): lambda t, w: t.strip(),
+    ("mediad", "log_level"): lambda t, w: t.strip().upper(),
+    ("redis", "url"): lambda t, w: t.strip(),
+    ("redis", "password"): lambda t, w: t.strip(),
+    ("redis", "dialog_ttl"): lambda t, w: int(_positive(int, t, w)),
+    ("policy", "actpass"): lambda t, w: _choice(t, w, ACTPASS_POLICIES),
+    ("plugin", "metrics"): _optional_host_port,
+    ("plugin", "iq_timeout_ms"): lambda t, w: int(_positive(int, t, w)),
+    ("plugin", "retry_after"): lambda t, w: int(_positive(int, t, w)),
+}
+
+
+def _choice(text: str, where: str, choices: tuple[str, ...]) -> str:
+    value = text.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{where}: expected one of {', '.join(choices)}, got {text!r}")
+    return value
+
+
+def parse_config(text: str, *, source: str = "<string>") -> Config:
+    """Build a Config from INI text; unknown sections or options are errors (typos)."""
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    values: dict[str, object] = {}
+    known_sections = {section for section, _ in _CONVERTERS}
+    for section in parser.sections():
+        if section not in known_sections:
+            raise ConfigError(f"{source}: unknown section [{section}]")
+        for option, raw in parser.items(section):
+            converter = _CONVERTERS.get((section, option))
+            if converter is None:
+                raise ConfigError(f"{source}: unknown option {option!r} in [{section}]")
+            values[f"{section}_{option}"] = converter(raw, f"{source} [{section}] {option}")
+    config = Config(**values)  # type: ignore[arg-type]
+    _check(config, source)
+    return config
+
+
+def _check(config: Config, source: str) -> None:
+    if config.mediad_access_address == config.mediad_core_address:
+        a, c = config.mediad_access_ports, config.mediad_core_ports
+        if a.first <= c.last and c.first <= a.last:
+            raise ConfigError(
+                f"{source}: access_ports and core_ports overlap on the same address {config.mediad_access_address}"
+            )
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load the file at ``path``, else at ``$E2AE_CONFIG``, else return the defaults."""
+    env = os.environ if env is None else env
+    chosen = path if path is not None else env.get(ENV_CONFIG) or None
+    if chosen is None:
+        return Config()
+    file = Path(chosen)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {str(file)!r}: {exc.strerror}") from None
+    return parse_config(text, source=str(file))
+
+
+def option_names() -> list[str]:
+    """``section.option`` for every option (used by the documentation test)."""
+    return [f"{section}.{option}" for section, option in _CONVERTERS]
+
+
+__all__ = [
+    "Config", "ConfigError", "HostPort", "PortRange", "load_config", "parse_config",
+    "parse_host_port", "parse_port_range", "option_names", "ENV_CONFIG",
+]

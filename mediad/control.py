@@ -1,0 +1,161 @@
+"""The control endpoint: the Iq interface carried over UDP on loopback.
+
+Wire format (one JSON object per datagram, UTF-8):
+
+* request: ``{"iq": IqRequest.to_dict(), "mac": hex(HMAC-SHA256(secret, canonical(iq)))}``
+  where ``canonical`` is ``json.dumps(iq, sort_keys=True, separators=(",", ":"))``;
+* reply: ``IqReply.to_dict()``; on failure ``error`` and ``error_code`` are set:
+  400 malformed, 401 bad MAC, 404 unknown dialog, 501 unsupported stream kind,
+  503 no ports left, 500 internal error.
+
+Theory of operation: :func:`decode_request` checks size, JSON, MAC (constant
+time) and the Iq schema, raising :class:`ControlError` with the code to
+answer.  :class:`ControlProtocol` is the asyncio shell: every datagram becomes
+a task that awaits the handler (the daemon's session manager) and sends the
+reply back to the source address.  A datagram from a non-loopback address is
+ignored, and so is a request beyond ``MAX_PENDING`` in progress.  Idempotency (same dialog + transaction → same answer) is the
+handler's business, because the cache lives with the dialog's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from sdp_rules.errors import E2aeError
+from sdp_rules.iq import IqReply, IqRequest
+
+log = logging.getLogger("mediad.control")
+
+MAX_DATAGRAM = 65507
+MAX_PENDING = 1024  # requests being served at once; more are dropped (the client retransmits)
+
+E_MALFORMED = 400
+E_BAD_MAC = 401
+E_UNKNOWN_DIALOG = 404
+E_INTERNAL = 500
+E_UNSUPPORTED = 501
+E_NO_RESOURCES = 503
+
+
+class ControlError(E2aeError):
+    """A control request that gets an error reply with ``code``."""
+
+    def __init__(self, code: int, message: str, dialog: str = "", transaction: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.dialog = dialog
+        self.transaction = transaction
+
+    def reply(self) -> IqReply:
+        return IqReply(self.dialog, self.transaction, error=self.message, error_code=self.code)
+
+
+def canonical(iq: dict[str, Any]) -> bytes:
+    return json.dumps(iq, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(secret: bytes, iq: dict[str, Any]) -> str:
+    return hmac.new(secret, canonical(iq), hashlib.sha256).hexdigest()
+
+
+def encode_request(secret: bytes, request: IqRequest) -> bytes:
+    iq = request.to_dict()
+    return json.dumps({"iq": iq, "mac": sign(secret, iq)}, separators=(",", ":")).encode()
+
+
+def encode_reply(reply: IqReply) -> bytes:
+    return json.dumps(reply.to_dict(), separators=(",", ":")).encode()
+
+
+def decode_reply(data: bytes) -> IqReply:
+    try:
+        return IqReply.from_dict(json.loads(data))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed Iq reply: {exc}") from None
+
+
+def decode_request(secret: bytes, data: bytes) -> IqRequest:
+    """Check and parse one request datagram; raise ControlError (400/401)."""
+    try:
+        outer = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise ControlError(E_MALFORMED, "request is not JSON") from None
+    if not isinstance(outer, dict) or not isinstance(outer.get("iq"), dict):
+        raise ControlError(E_MALFORMED, "request must be an object with an 'iq' object")
+    iq = outer["iq"]
+    dialog = str(iq.get("dialog", ""))[:256]
+    transaction = str(iq.get("transaction", ""))[:256]
+    mac = outer.get("mac")
+    if not isinstance(mac, str) or not hmac.compare_digest(mac.encode(), sign(secret, iq).encode()):
+        raise ControlError(E_BAD_MAC, "missing or bad mac", dialog, transaction)
+    try:
+        request = IqRequest.from_dict(iq)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise ControlError(E_MALFORMED, str(exc)[:300], dialog, transaction) from None
+    if not request.dialog or not request.transaction:
+        raise ControlError(E_MALFORMED, "dialog and transaction must not be empty", dialog, transaction)
+    return request
+
+
+Handler = Callable[[IqRequest], Awaitable[IqReply]]
+
+
+class ControlProtocol(asyncio.DatagramProtocol):
+    """asyncio shell of the control endpoint."""
+
+    def __init__(self, secret: bytes, handler: Handler, metrics) -> None:
+        self.secret = secret
+        self.handler = handler
+        self.metrics = metrics
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        try:
+            if not ipaddress.ip_address(addr[0]).is_loopback:
+                self.metrics.control("unknown", "401", 0.0)
+                return
+        except ValueError:
+            return
+        if len(self.tasks) >= MAX_PENDING:
+            self.metrics.control("unknown", "503", 0.0)
+            return
+        task = asyncio.ensure_future(self._serve(data, addr))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, data: bytes, addr) -> None:
+        started = time.perf_counter()
+        command = "unknown"
+        try:
+            if len(data) > MAX_DATAGRAM:
+                raise ControlError(E_MALFORMED, "request too large")
+            request = decode_request(self.secret, data)
+            command = request.command.value
+            reply = await self.handler(request)
+        except ControlError as exc:
+            reply = exc.reply()
+        except Exception:  # the endpoint must answer and survive whatever happens
+            log.exception("control request failed")
+            reply = IqReply("", "", error="internal error", error_code=E_INTERNAL)
+        result = "ok" if reply.error_code is None else str(reply.error_code)
+        self.metrics.control(command, result, time.perf_counter() - started)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(encode_reply(reply), addr)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        for task in list(self.tasks):
+            task.cancel()

@@ -1,0 +1,458 @@
+"""The mediad daemon: serves the Iq interface and owns every dialog's media.
+
+Theory of operation
+-------------------
+:class:`Daemon` wires the parts: the configuration, one Prometheus registry
+(``mediad.metrics``), the port pools (``mediad.ports``), the shared
+certificate, the Redis store (``mediad.state``), the control endpoint
+(``mediad.control``) and the dialogs (``mediad.session``), whose channels run
+the packet path (``mediad.relay``).
+
+Control requests are served one at a time (one lock), so a retransmission that
+arrives while its original is being served waits and then finds the answer in
+the idempotency cache: per dialog, the last replies by transaction, stored
+with the dialog's document in Redis (so a restarted mediad answers the same);
+for released dialogs and errors, a bounded in-memory cache.  Reserve is
+all-or-nothing: if a port group cannot be had, everything it bound is closed
+again and the answer is 503.
+
+Every change is written to Redis: Iq requests write before they answer; what
+the packet path learns (DTLS result, SRTP keys, peer address) marks the dialog
+dirty and one task writes the dirty dialogs on the next loop turn.  At start
+the dialogs in Redis are reloaded (``restore``): same ports, same ICE
+credentials, SRTP from the stored keys, no new handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from sdp_rules.errors import E2aeError
+from sdp_rules.iq import Command, IqReply, IqRequest, Role, StreamSpec, TerminationSpec
+
+from mediad.certs import Certificate
+from mediad.config import Config
+from mediad.control import (
+    E_MALFORMED, E_NO_RESOURCES, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlError, ControlProtocol,
+)
+from mediad.metrics import Metrics
+from mediad.ports import NoPortsError, PortPool
+from mediad.relay import FAILED, AccessChannel, CoreChannel
+from mediad.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys
+from mediad.state import CERTIFICATE_KEY, StateError, StateStore
+
+log = logging.getLogger("mediad")
+
+RECENT_REPLIES = 4096
+CERTIFICATE_DAYS = 365
+
+
+class Daemon:
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics(registry if registry is not None else CollectorRegistry())
+        self.access_pool = PortPool(config.mediad_access_address, config.mediad_access_ports)
+        self.core_pool = PortPool(config.mediad_core_address, config.mediad_core_ports)
+        self.dialogs: dict[str, Dialog] = {}
+        self.recent: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self.dirty: set[str] = set()
+        self.tasks: set[asyncio.Task] = set()
+        self.certificate: Certificate | None = None
+        self.certificate_reference = ""
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.store: StateStore | None = None
+        self.control: ControlProtocol | None = None
+        self.metrics_server = None
+        self.lock: asyncio.Lock | None = None
+        self.flush_scheduled = False
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.lock = asyncio.Lock()
+        self.store = StateStore(self.config.redis_url_with_password, self.config.redis_dialog_ttl)
+        await self.store.ping()
+        secret = self.config.mediad_control_secret.encode() or await self.store.control_secret()
+        await self._load_certificate()
+        await self.restore()
+        control = self.config.mediad_control
+        _, self.control = await self.loop.create_datagram_endpoint(
+            lambda: ControlProtocol(secret, self.handle, self.metrics), local_addr=control.as_tuple()
+        )
+        self._spawn(self._sweep())
+        if self.config.mediad_metrics is not None:
+            m = self.config.mediad_metrics
+            self.metrics_server, _ = start_http_server(m.port, addr=m.host, registry=self.metrics.registry)
+        log.info("mediad ready: control %s, access %s %s, core %s %s, fingerprint %s",
+                 control, self.config.mediad_access_address, self.config.mediad_access_ports,
+                 self.config.mediad_core_address, self.config.mediad_core_ports,
+                 self.certificate.fingerprint() if self.certificate else None)
+
+    async def stop(self) -> None:
+        """Stop serving; the state stays in Redis for the next start."""
+        if self.control is not None:
+            self.control.close()
+        await self.flush()
+        for dialog in list(self.dialogs.values()):
+            for stream in dialog.streams.values():
+                for channel in stream.channels():
+                    channel.close()
+        self.dialogs.clear()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+        if self.store is not None:
+            await self.store.close()
+
+    async def _load_certificate(self) -> None:
+        cfg = self.config
+        if cfg.mediad_certificate_file:
+            cert_pem = Path(cfg.mediad_certificate_file).read_bytes()
+            key_pem = Path(cfg.mediad_key_file or cfg.mediad_certificate_file).read_bytes()
+            self.certificate = Certificate.from_pem(cert_pem, key_pem)
+            self.certificate_reference = "file"
+            return
+        assert self.store is not None
+        cert_pem, key_pem = await self.store.certificate_pem(
+            lambda: Certificate.generate(days=CERTIFICATE_DAYS).to_pem())
+        certificate = Certificate.from_pem(cert_pem, key_pem)
+        if certificate.x509.has_expired():
+            certificate = Certificate.generate(days=CERTIFICATE_DAYS)
+            await self.store.replace_certificate_pem(*certificate.to_pem())
+        self.certificate = certificate
+        self.certificate_reference = "redis:" + CERTIFICATE_KEY
+
+    # -- the Iq interface -------------------------------------------------------------
+    async def handle(self, request: IqRequest) -> IqReply:
+        assert self.lock is not None
+        async with self.lock:
+            key = (request.dialog, request.transaction)
+            dialog = self.dialogs.get(request.dialog)
+            cached = dialog.replies.get(request.transaction) if dialog else self.recent.get(key)
+            if cached is None and dialog is not None:
+                cached = self.recent.get(key)
+            if cached is not None:
+                return IqReply.from_dict(cached)
+            try:
+                reply = await self._dispatch(request)
+            except ControlError as exc:
+                exc.dialog, exc.transaction = request.dialog, request.transaction
+                reply = exc.reply()
+            except NoPortsError as exc:
+                reply = IqReply(request.dialog, request.transaction, error=str(exc), error_code=E_NO_RESOURCES)
+            data = reply.to_dict()
+            dialog = self.dialogs.get(request.dialog)
+            if dialog is not None and reply.error_code is None and request.command in (Command.RESERVE, Command.MODIFY):
+                dialog.remember(request.transaction, data)
+                await self.save(dialog)
+            else:
+                self.recent[key] = data
+                while len(self.recent) > RECENT_REPLIES:
+                    self.recent.popitem(last=False)
+            return reply
+
+    async def _dispatch(self, request: IqRequest) -> IqReply:
+        command = request.command
+        if command is Command.LIST:
+            return IqReply(request.dialog, request.transaction,
+                           data={"dialogs": sorted(self.dialogs), "count": len(self.dialogs)})
+        dialog = self.dialogs.get(request.dialog)
+        if command is Command.RESERVE:
+            return await self._reserve(request, dialog)
+        if dialog is None:
+            raise ControlError(E_UNKNOWN_DIALOG, f"unknown dialog {request.dialog[:64]!r}")
+        if command is Command.QUERY:
+            return IqReply(request.dialog, request.transaction, data=dialog.public_view())
+        if command is Command.MODIFY:
+            return await self._modify(request, dialog)
+        return await self._release(request, dialog)
+
+    def _check_stream(self, spec: StreamSpec) -> None:
+        if spec.kind not in SUPPORTED_KINDS:
+            raise ControlError(E_UNSUPPORTED, f"stream kind {spec.kind!r} is not supported by this mediad")
+        if spec.access is None and spec.core is None:
+            raise ControlError(E_MALFORMED, f"stream {spec.stream_id} has no termination")
+
+    async def _reserve(self, request: IqRequest, dialog: Dialog | None) -> IqReply:
+        if not request.streams:
+            raise ControlError(E_MALFORMED, "reserve without streams")
+        for spec in request.streams:
+            self._check_stream(spec)
+            if dialog is not None and spec.stream_id in dialog.streams:
+                raise ControlError(E_MALFORMED, f"stream {spec.stream_id} is already reserved")
+        new_dialog = dialog is None
+        dialog = dialog or Dialog(self, request.dialog)
+        self.dialogs[dialog.id] = dialog
+        try:
+            streams = await self._create_streams(dialog, request.streams)
+        except BaseException:
+            if new_dialog:
+                del self.dialogs[dialog.id]
+            raise
+        self.metrics.sessions_active.set(len(self.dialogs))
+        return self._reply(request, streams)
+
+    async def _create_streams(self, dialog: Dialog, specs: list[StreamSpec]) -> list[Stream]:
+        """Allocate and bind every port of ``specs``, all or nothing."""
+        created: list[Stream] = []
+        try:
+            for spec in specs:
+                stream = Stream(dialog, spec)
+                created.append(stream)
+                if spec.access is not None:
+                    await self._add_access(stream, spec.access)
+                if spec.core is not None:
+                    await self._add_core(stream, spec.core)
+        except BaseException:
+            for stream in created:
+                self._close_stream(stream)
+            raise
+        for stream in created:
+            dialog.streams[stream.stream_id] = stream
+            if stream.access is not None:
+                stream.access.configure()
+        return created
+
+    async def _add_access(self, stream: Stream, spec: TerminationSpec) -> None:
+        leg = AccessLeg(stream, spec)
+        stream.access = leg
+        count = 1 if stream.kind == "t38" or spec.rtcp_mux else 2
+        socks = self.access_pool.allocate(count, even=count == 2)
+        self.metrics.terminations_active.labels("access").inc()
+        leg.rtp = AccessChannel(leg, socks[0].getsockname()[1], "rtp")
+        if count == 2:
+            leg.rtcp = AccessChannel(leg, socks[1].getsockname()[1], "rtcp")
+        for channel, sock in zip(leg.channels(), socks):
+            await self.loop.create_datagram_endpoint(lambda c=channel: c, sock=sock)
+
+    async def _add_core(self, stream: Stream, spec: TerminationSpec) -> None:
+        leg = CoreLeg(stream, spec)
+        stream.core = leg
+        count = 1 if stream.kind == "t38" or spec.rtcp_mux else 2
+        socks = self.core_pool.allocate(count, even=stream.kind != "t38")
+        self.metrics.terminations_active.labels("core").inc()
+        leg.rtp = CoreChannel(leg, socks[0].getsockname()[1], "rtp")
+        if count == 2:
+            leg.rtcp = CoreChannel(leg, socks[1].getsockname()[1], "rtcp")
+        for channel, sock in zip(leg.channels(), socks):
+            await self.loop.create_datagram_endpoint(lambda c=channel: c, sock=sock)
+
+    async def _modify(self, request: IqRequest, dialog: Dialog) -> IqReply:
+        for spec in request.streams:
+            if spec.stream_id not in dialog.streams:
+                self._check_stream(spec)
+        for stream_id in request.release_streams:
+            stream = dialog.streams.pop(stream_id, None)
+            if stream is not None:
+                self._close_stream(stream)
+        touched: list[Stream] = []
+        new_specs = [s for s in request.streams if s.stream_id not in dialog.streams]
+        for spec in request.streams:
+            stream = dialog.streams.get(spec.stream_id)
+            if stream is None:
+                continue
+            if (spec.remote_tls_id and stream.remote_tls_id and spec.remote_tls_id != stream.remote_tls_id
+                    and not spec.reuse_association and stream.access is not None):
+                stream.access.reset_association()
+            stream.local_tls_id = spec.local_tls_id or stream.local_tls_id
+            stream.remote_tls_id = spec.remote_tls_id or stream.remote_tls_id
+            if spec.access is not None:
+                if stream.access is None:
+                    await self._add_access(stream, spec.access)
+                    stream.access.configure()
+                else:
+                    for port in stream.access.apply(spec.access):
+                        self.access_pool.release(port)
+            if spec.core is not None:
+                if stream.core is None:
+                    await self._add_core(stream, spec.core)
+                else:
+                    for port in stream.core.apply(spec.core):
+                        self.core_pool.release(port)
+            touched.append(stream)
+        touched += await self._create_streams(dialog, new_specs)
+        return self._reply(request, touched)
+
+    async def _release(self, request: IqRequest, dialog: Dialog) -> IqReply:
+        ids = list(request.release_streams) + [s.stream_id for s in request.streams]
+        if ids:
+            for stream_id in ids:
+                stream = dialog.streams.pop(stream_id, None)
+                if stream is not None:
+                    self._close_stream(stream)
+        if not ids or not dialog.streams:
+            for stream in dialog.streams.values():
+                self._close_stream(stream)
+            dialog.streams.clear()
+            del self.dialogs[dialog.id]
+            self.dirty.discard(dialog.id)
+            self.metrics.sessions_active.set(len(self.dialogs))
+            await self._delete(dialog.id)
+        else:
+            await self.save(dialog)
+        return IqReply(request.dialog, request.transaction)
+
+    def _reply(self, request: IqRequest, streams: list[Stream]) -> IqReply:
+        a, c = self.config.mediad_access_address, self.config.mediad_core_address
+        return IqReply(request.dialog, request.transaction, streams=[s.reply(a, c) for s in streams])
+
+    def _close_stream(self, stream: Stream) -> None:
+        if stream.access is not None:
+            for channel in stream.access.channels():
+                channel.close()
+                self.access_pool.release(channel.port)
+            self.metrics.terminations_active.labels("access").dec()
+        if stream.core is not None:
+            for channel in stream.core.channels():
+                channel.close()
+                self.core_pool.release(channel.port)
+            self.metrics.terminations_active.labels("core").dec()
+
+    async def _sweep(self) -> None:
+        """Tell the ALG about expired consent even when no media is waiting to be sent."""
+        period = min(1.0, self.config.mediad_consent_timeout / 4)
+        while True:
+            await asyncio.sleep(period)
+            for dialog in list(self.dialogs.values()):
+                for stream in list(dialog.streams.values()):
+                    if stream.access is not None and stream.access.spec.ice_lite:
+                        for channel in stream.access.channels():
+                            channel.check_consent()
+
+    # -- what the packet path tells us -------------------------------------------------
+    def event(self, stream: Stream, name: str, reason: str | None, component: str) -> None:
+        dialog = stream.dialog
+        event = {"dialog": dialog.id, "stream_id": stream.stream_id, "event": name, "reason": reason,
+                 "component": component, "time": round(time.time(), 3)}
+        dialog.add_event(event)
+        self.metrics.events.labels(name).inc()
+        log.info("dialog %s stream %d %s: %s%s", dialog.id, stream.stream_id, component, name,
+                 f" ({reason})" if reason else "")
+        if dialog.id in self.dialogs:
+            self._spawn(self._publish(event))
+            self.changed(dialog)
+
+    def changed(self, dialog: Dialog) -> None:
+        if dialog.id not in self.dialogs:
+            return
+        self.dirty.add(dialog.id)
+        if not self.flush_scheduled and self.loop is not None:
+            self.flush_scheduled = True
+            self._spawn(self.flush())
+
+    async def flush(self) -> None:
+        self.flush_scheduled = False
+        while self.dirty:
+            dialog = self.dialogs.get(self.dirty.pop())
+            if dialog is not None:
+                await self.save(dialog)
+
+    async def save(self, dialog: Dialog) -> None:
+        assert self.store is not None
+        self.dirty.discard(dialog.id)
+        try:
+            await self.store.save(dialog.id, dialog.document())
+        except StateError as exc:
+            self.metrics.redis_errors.inc()
+            log.warning("dialog %s not saved: %s", dialog.id, exc)
+
+    async def _delete(self, dialog_id: str) -> None:
+        assert self.store is not None
+        try:
+            await self.store.delete(dialog_id)
+        except StateError as exc:
+            self.metrics.redis_errors.inc()
+            log.warning("dialog %s not deleted: %s", dialog_id, exc)
+
+    async def _publish(self, event: dict[str, Any]) -> None:
+        assert self.store is not None
+        try:
+            await self.store.publish(event)
+        except StateError as exc:
+            self.metrics.redis_errors.inc()
+            log.warning("event not published: %s", exc)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- restart -------------------------------------------------------------------
+    async def restore(self) -> None:
+        """Reload every dialog in Redis: same ports, SRTP from the stored keys."""
+        assert self.store is not None
+        for document in await self.store.load_all():
+            try:
+                dialog = await self._restore_dialog(document)
+            except (E2aeError, KeyError, TypeError, ValueError) as exc:
+                log.warning("dialog %s not restored: %s", str(document.get("dialog"))[:64], exc)
+                continue
+            self.dialogs[dialog.id] = dialog
+            self.metrics.restored_sessions.inc()
+        self.metrics.sessions_active.set(len(self.dialogs))
+
+    async def _restore_dialog(self, document: dict[str, Any]) -> Dialog:
+        dialog = Dialog(self, str(document["dialog"]))
+        dialog.version = int(document.get("version", 0))
+        dialog.replies = dict(document.get("replies") or {})
+        dialog.events = list(document.get("events") or [])
+        streams: list[Stream] = []
+        try:
+            for sdoc in document["streams"]:
+                spec = StreamSpec(int(sdoc["stream_id"]), str(sdoc["kind"]),
+                                  local_tls_id=sdoc.get("local_tls_id"), remote_tls_id=sdoc.get("remote_tls_id"))
+                stream = Stream(dialog, spec)
+                streams.append(stream)
+                if sdoc.get("access"):
+                    await self._restore_access(stream, sdoc["access"])
+                if sdoc.get("core"):
+                    await self._restore_core(stream, sdoc["core"])
+        except BaseException:
+            for stream in streams:
+                self._close_stream(stream)
+            raise
+        for stream in streams:
+            dialog.streams[stream.stream_id] = stream
+            if stream.access is not None:
+                stream.access.configure()
+        return dialog
+
+    async def _restore_access(self, stream: Stream, adoc: dict[str, Any]) -> None:
+        leg = AccessLeg(stream, TerminationSpec.from_dict(adoc["spec"]), (adoc["ice_ufrag"], adoc["ice_pwd"]))
+        stream.access = leg
+        self.metrics.terminations_active.labels("access").inc()
+        for component in ("rtp", "rtcp"):
+            cdoc = adoc["channels"].get(component)
+            if cdoc is None:
+                continue
+            sock = self.access_pool.claim(int(cdoc["port"]))
+            channel = AccessChannel(leg, int(cdoc["port"]), component)
+            setattr(leg, component, channel)
+            await self.loop.create_datagram_endpoint(lambda c=channel: c, sock=sock)
+            channel.role = Role(cdoc["role"]) if cdoc.get("role") else None
+            peer = tuple(cdoc["peer"]) if cdoc.get("peer") else None
+            keys = stored_keys(cdoc)
+            if keys is not None:
+                channel.restore(keys, peer)
+            elif cdoc.get("state") == FAILED:
+                channel.state, channel.failure, channel.peer = FAILED, cdoc.get("failure"), peer
+
+    async def _restore_core(self, stream: Stream, cdoc: dict[str, Any]) -> None:
+        leg = CoreLeg(stream, TerminationSpec.from_dict(cdoc["spec"]))
+        stream.core = leg
+        self.metrics.terminations_active.labels("core").inc()
+        leg.latched = {k: tuple(v) for k, v in (cdoc.get("latched") or {}).items()}
+        for component, port in cdoc["ports"].items():
+            sock = self.core_pool.claim(int(port))
+            channel = CoreChannel(leg, int(port), component)
+            setattr(leg, component, channel)
+            await self.loop.create_datagram_endpoint(lambda c=channel: c, sock=sock)

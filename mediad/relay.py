@@ -1,0 +1,437 @@
+"""The packet path: one asyncio DatagramProtocol per bound media port.
+
+Theory of operation
+-------------------
+Access side (toward the WebRTC client / secure UE), one :class:`AccessChannel`
+per port (the RTP port, and a separate RTCP port when RTCP is not
+multiplexed, each with its own DTLS association: RFC 5764 section 4.1).  Every
+datagram goes through small named steps::
+
+    classify (RFC 7983 / RFC 5761 section 4, mediad.demux)
+      STUN  -> ICE-lite responder (RFC 8445 2.5, RFC 7675) -> answer, learn peer
+      DTLS  -> DtlsSession.receive -> pump (send flights, handle events)
+      RTP   -> SRTP unprotect -> core RTP port
+      RTCP  -> SRTCP unprotect -> core RTCP port (or the RTP port when muxed)
+      else  -> drop ("unknown_kind")
+
+Core side (plain RTP/RTCP or UDPTL), one :class:`CoreChannel` per port::
+
+    RTP  -> SRTP protect -> access peer;  RTCP -> SRTCP protect -> access peer
+    UDPTL -> DTLS application data -> access peer (T.38, RFC 7345)
+
+The DTLS sessions are sans-IO (mediad.dtls); time is the loop clock and the
+retransmission / handshake timers are one ``call_at`` per session, re-armed
+after every pump.  A DTLS failure (fingerprint mismatch, timeout, protocol
+error) tears the association down: from then on nothing is relayed for the
+channel.  Toward access the destination is the ICE-selected address, else the
+address the peer's DTLS or SRTP came from, else the SDP address; with ICE,
+nothing is sent once consent expired (RFC 7675 section 5.1).
+
+A bad packet is dropped, counted by reason and logged at debug level; nothing
+raises out of ``datagram_received``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from sdp_rules.iq import EVENT_CONSENT_EXPIRED, EVENT_DTLS_ESTABLISHED, EVENT_DTLS_FAILED, Role
+
+from mediad import demux
+from mediad.dtls import ApplicationData, Closed, DtlsSession, HandshakeComplete, HandshakeFailed
+from mediad.srtp import SrtpError, SrtpTransformer
+from mediad.stun import IceLiteResponder
+
+if TYPE_CHECKING:
+    from mediad.session import AccessLeg, CoreLeg
+
+log = logging.getLogger("mediad.relay")
+
+RTP, RTCP, STUN, DTLS = demux.RTP, demux.RTCP, demux.STUN, demux.DTLS
+
+# Channel states (the DTLS association of the channel, as seen by the relay).
+NEW, HANDSHAKING, ESTABLISHED, FAILED, CLOSED = "new", "handshaking", "established", "failed", "closed"
+
+
+class Channel(asyncio.DatagramProtocol):
+    """A bound UDP port; subclasses implement ``datagram_received``."""
+
+    def __init__(self, port: int, component: str) -> None:
+        self.port = port
+        self.component = component  # "rtp" or "rtcp"
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def error_received(self, exc) -> None:  # type: ignore[override]
+        log.debug("port %d: %s", self.port, exc)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+
+class AccessChannel(Channel):
+    """One access-side port: ICE-lite, one DTLS association, its SRTP context."""
+
+    def __init__(self, leg: "AccessLeg", port: int, component: str) -> None:
+        super().__init__(port, component)
+        self.leg = leg
+        owner = leg.stream.dialog.owner
+        self.owner = owner
+        self.metrics = owner.metrics
+        self.loop = owner.loop
+        traffic = owner.metrics.traffic
+        self.t = traffic
+        self.in_rtp, self.in_rtcp = traffic[("access", "in", "rtp")], traffic[("access", "in", "rtcp")]
+        self.out_rtp, self.out_rtcp = traffic[("access", "out", "rtp")], traffic[("access", "out", "rtcp")]
+        self.responder = IceLiteResponder(
+            leg.ice_ufrag, leg.ice_pwd, leg.spec.remote_ice_ufrag, leg.spec.remote_ice_pwd,
+            consent_timeout=owner.config.mediad_consent_timeout,
+        )
+        self.dtls: DtlsSession | None = None
+        self.srtp: SrtpTransformer | None = None
+        self.keys = None  # SrtpKeys of the established association (persisted)
+        self.state = NEW
+        self.failure: str | None = None
+        self.role: Role | None = None
+        self.peer: tuple[str, int] | None = None  # learned from DTLS/SRTP/STUN
+        self.pending_start = False
+        self.started_at: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.consent_reported = False
+        self.source: tuple[str, int] | None = None  # source of the datagram being processed
+
+    # -- the pipeline ---------------------------------------------------------------
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        try:
+            kind = demux.classify(data)
+            if kind == RTP or kind == RTCP:
+                self.media_in(data, addr, kind)
+            elif kind == STUN:
+                self.stun_in(data, addr)
+            elif kind == DTLS:
+                self.dtls_in(data, addr)
+            else:
+                self.metrics.dropped("unknown_kind")
+        except Exception as exc:  # a packet never takes the daemon down
+            self.metrics.dropped("unexpected")
+            log.debug("access port %d: dropped a packet: %r", self.port, exc, exc_info=True)
+
+    def media_in(self, data: bytes, addr, kind) -> None:
+        srtp = self.srtp
+        if srtp is None:
+            self.metrics.dropped("dtls_failed" if self.state == FAILED else "not_established")
+            return
+        is_rtp = kind == RTP
+        if is_rtp and self.component == "rtcp":
+            self.metrics.dropped("unexpected")
+            return
+        try:
+            plain = srtp.unprotect_rtp(data) if is_rtp else srtp.unprotect_rtcp(data)
+        except SrtpError as exc:
+            self.metrics.dropped(exc.reason)
+            return
+        (self.in_rtp if is_rtp else self.in_rtcp).count(len(data))
+        if self.peer != addr and not self.leg.spec.ice_lite:
+            self.peer = addr  # authenticated: latch (restart, NAT rebinding)
+        core = self.leg.stream.core
+        if core is None:
+            self.metrics.dropped("no_peer")
+        elif is_rtp:
+            core.send_rtp(plain)
+        else:
+            core.send_rtcp(plain)
+
+    def stun_in(self, data: bytes, addr) -> None:
+        self.t[("access", "in", "stun")].count(len(data))
+        responder = self.responder
+        before, dropped, rejected = responder.selected_address, responder.dropped, responder.rejected
+        reply = responder.handle(data, addr, self.loop.time())
+        if responder.dropped != dropped:
+            self.metrics.dropped("malformed")
+        elif responder.rejected != rejected:
+            self.metrics.dropped("stun_rejected")
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+            self.t[("access", "out", "stun")].count(len(reply))
+        selected = self.responder.selected_address
+        if selected is not None and selected != before:
+            self.peer = selected
+            self.consent_reported = False
+            self.owner.changed(self.leg.stream.dialog)
+            if self.pending_start:
+                self.start_client()
+
+    def dtls_in(self, data: bytes, addr) -> None:
+        self.t[("access", "in", "dtls")].count(len(data))
+        if self.state in (FAILED, CLOSED):
+            self.metrics.dropped("dtls_failed")
+            return
+        if self.dtls is None:
+            if self.role is Role.CLIENT:
+                self.metrics.dropped("not_established")
+                return
+            self.new_session(Role.SERVER)
+        if self.peer is None or (self.state != ESTABLISHED and not self.leg.spec.ice_lite):
+            self.peer = addr  # once established, only authenticated data moves the peer
+        self.source = addr
+        assert self.dtls is not None
+        self.dtls.receive(data, self.loop.time())
+        self.pump()
+
+    # -- toward access --------------------------------------------------------------
+    def check_consent(self) -> bool:
+        """RFC 7675: False (and the ALG told once) when the peer's consent expired."""
+        if self.responder.selected_address is None or not self.responder.consent_expired(self.loop.time()):
+            return True
+        if not self.consent_reported:
+            self.consent_reported = True
+            self.owner.event(self.leg.stream, EVENT_CONSENT_EXPIRED, None, self.component)
+        return False
+
+    def destination(self) -> tuple[str, int] | None:
+        """Where to send toward the peer now; None (and a counted drop) if nowhere."""
+        if self.leg.spec.ice_lite:
+            selected = self.responder.selected_address
+            if not self.check_consent():
+                self.metrics.dropped("consent_expired")
+                return None
+            if selected is not None:
+                return selected
+        if self.peer is not None:
+            return self.peer
+        spec = self.leg.spec
+        if spec.remote_address and spec.remote_port:
+            if self.component == "rtp":
+                return (spec.remote_address, spec.remote_port)
+            return (spec.remote_address, spec.remote_rtcp_port or spec.remote_port + 1)
+        self.metrics.dropped("no_peer")
+        return None
+
+    def send_protected(self, data: bytes, is_rtp: bool) -> None:
+        srtp = self.srtp
+        if srtp is None or self.transport is None:
+            self.metrics.dropped("dtls_failed" if self.state == FAILED else "not_established")
+            return
+        dest = self.destination()
+        if dest is None:
+            return
+        try:
+            out = srtp.protect_rtp(data) if is_rtp else srtp.protect_rtcp(data)
+        except SrtpError as exc:
+            self.metrics.dropped(exc.reason)
+            return
+        self.transport.sendto(out, dest)
+        (self.out_rtp if is_rtp else self.out_rtcp).count(len(out))
+
+    def send_application_data(self, data: bytes) -> None:
+        if self.state != ESTABLISHED or self.dtls is None:
+            self.metrics.dropped("dtls_failed" if self.state == FAILED else "not_established")
+            return
+        self.dtls.send_application_data(data)
+        self.pump()
+
+    # -- the DTLS association -------------------------------------------------------
+    def new_session(self, role: Role) -> None:
+        now = self.loop.time()
+        fps = self.leg.spec.remote_fingerprints or None
+        self.dtls = DtlsSession(
+            self.owner.certificate, role, srtp=self.leg.stream.kind == "srtp", remote_fingerprints=fps,
+            handshake_timeout=self.owner.config.mediad_dtls_handshake_timeout, now=now,
+        )
+        self.role = role
+        self.state = HANDSHAKING
+        self.started_at = now
+        self.srtp = None
+        self.keys = None
+
+    def start_client(self) -> None:
+        """Establish (D)TLS session IE: start once the peer's address is known."""
+        if self.dtls is None or self.dtls.state != "new":
+            self.new_session(Role.CLIENT)
+        if self.destination() is None:
+            self.pending_start = True
+            return
+        self.pending_start = False
+        assert self.dtls is not None
+        self.dtls.start(self.loop.time())
+        self.pump()
+
+    def set_remote_fingerprints(self, fingerprints) -> None:
+        if self.dtls is not None and fingerprints and self.state == HANDSHAKING:
+            self.dtls.set_remote_fingerprints(list(fingerprints), self.loop.time())
+            self.pump()
+
+    def pump(self) -> None:
+        dtls = self.dtls
+        if dtls is None:
+            return
+        datagrams = dtls.datagrams_to_send()
+        if datagrams:
+            dest = self.destination()
+            if dest is not None and self.transport is not None:
+                out = self.t[("access", "out", "dtls")]
+                for datagram in datagrams:
+                    self.transport.sendto(datagram, dest)
+                    out.count(len(datagram))
+        while True:
+            event = dtls.next_event()
+            if event is None:
+                break
+            self.handle_event(event)
+        self.arm_timer()
+
+    def handle_event(self, event) -> None:
+        if isinstance(event, ApplicationData):
+            core = self.leg.stream.core
+            if self.leg.stream.kind != "t38" or core is None:
+                self.metrics.dropped("unexpected")
+                return
+            self.t[("access", "in", "udptl")].count(len(event.data))
+            if self.source is not None and not self.leg.spec.ice_lite:
+                self.peer = self.source  # authenticated: latch (NAT rebinding)
+            core.send_udptl(event.data)
+        elif isinstance(event, HandshakeComplete):
+            role = self.role.value if self.role else "server"
+            self.metrics.handshakes.labels(role, "ok").inc()
+            if self.started_at is not None:
+                self.metrics.handshake_seconds.labels(role).observe(self.loop.time() - self.started_at)
+            if event.srtp_keys is not None:
+                self.keys = event.srtp_keys
+                self.srtp = SrtpTransformer(event.srtp_keys)
+            self.state = ESTABLISHED
+            self.owner.event(self.leg.stream, EVENT_DTLS_ESTABLISHED, None, self.component)
+        elif isinstance(event, HandshakeFailed):
+            role = self.role.value if self.role else "server"
+            reason = event.reason if event.reason in ("fingerprint_mismatch", "timeout") else "protocol_error"
+            self.metrics.handshakes.labels(role, reason).inc()
+            self.fail(reason)
+        elif isinstance(event, Closed):
+            if self.state != FAILED:
+                self.state = CLOSED
+            self.srtp = None if self.leg.stream.kind == "t38" else self.srtp
+            self.owner.changed(self.leg.stream.dialog)
+
+    def fail(self, reason: str) -> None:
+        """Tear the association down: nothing is relayed for this channel any more."""
+        self.state = FAILED
+        self.failure = reason
+        self.srtp = None
+        self.keys = None
+        self.pending_start = False
+        dtls = self.dtls
+        if dtls is not None:
+            dtls.close()
+            datagrams = dtls.datagrams_to_send()
+            dest = self.peer
+            if datagrams and dest is not None and self.transport is not None:
+                for datagram in datagrams:
+                    self.transport.sendto(datagram, dest)
+        self.cancel_timer()
+        self.owner.event(self.leg.stream, EVENT_DTLS_FAILED, reason, self.component)
+
+    def arm_timer(self) -> None:
+        self.cancel_timer()
+        if self.dtls is None or self.state in (FAILED, CLOSED):
+            return
+        when = self.dtls.timeout()
+        if when is not None:
+            self.timer = self.loop.call_at(when, self.on_timer)
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def on_timer(self) -> None:
+        self.timer = None
+        try:
+            if self.dtls is not None:
+                self.dtls.handle_timeout(self.loop.time())
+                self.pump()
+        except Exception:
+            log.exception("DTLS timer failed on access port %d", self.port)
+            self.fail("protocol_error")
+
+    def restore(self, keys, peer) -> None:
+        """Continue an association from stored SRTP keys (restart: no new handshake)."""
+        self.keys = keys
+        self.srtp = SrtpTransformer(keys)
+        self.state = ESTABLISHED
+        self.peer = peer
+
+    def close(self) -> None:
+        self.cancel_timer()
+        if self.dtls is not None and self.state == ESTABLISHED:
+            try:
+                self.dtls.close()
+                datagrams = self.dtls.datagrams_to_send()
+                if datagrams and self.peer is not None and self.transport is not None:
+                    for datagram in datagrams:
+                        self.transport.sendto(datagram, self.peer)
+            except Exception:
+                log.debug("DTLS close failed on port %d", self.port, exc_info=True)
+        self.dtls = None
+        self.srtp = None
+        super().close()
+
+
+class CoreChannel(Channel):
+    """One core-side port: plain RTP/RTCP or UDPTL toward the IMS core."""
+
+    def __init__(self, leg: "CoreLeg", port: int, component: str) -> None:
+        super().__init__(port, component)
+        self.leg = leg
+        self.metrics = leg.stream.dialog.owner.metrics
+        traffic = self.metrics.traffic
+        self.t = traffic
+        self.in_rtp, self.in_rtcp = traffic[("core", "in", "rtp")], traffic[("core", "in", "rtcp")]
+        self.in_udptl = traffic[("core", "in", "udptl")]
+        self.out = {kind: traffic[("core", "out", kind)] for kind in ("rtp", "rtcp", "udptl")}
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        try:
+            leg = self.leg
+            if leg.spec.remote_address is None or leg.spec.remote_port is None:
+                leg.latch(self.component, addr)
+            access = leg.stream.access
+            if leg.stream.kind == "t38":
+                self.in_udptl.count(len(data))
+                if access is None:
+                    self.metrics.dropped("no_peer")
+                else:
+                    access.rtp.send_application_data(data)
+                return
+            kind = demux.classify(data)
+            if kind == RTCP:
+                is_rtp = False
+            elif kind == RTP:
+                is_rtp = self.component == "rtp"
+            else:
+                self.metrics.dropped("malformed")
+                return
+            (self.in_rtp if is_rtp else self.in_rtcp).count(len(data))
+            if access is None:
+                self.metrics.dropped("no_peer")
+            elif is_rtp:
+                access.rtp.send_protected(data, True)
+            else:
+                access.rtcp_channel.send_protected(data, False)
+        except Exception as exc:
+            self.metrics.dropped("unexpected")
+            log.debug("core port %d: dropped a packet: %r", self.port, exc, exc_info=True)
+
+    def send(self, data: bytes, dest: tuple[str, int] | None, kind: str) -> None:
+        if dest is None:
+            self.metrics.dropped("no_peer")
+            return
+        if self.transport is None:
+            self.metrics.dropped("send_error")
+            return
+        self.transport.sendto(data, dest)
+        self.out[kind].count(len(data))

@@ -1,0 +1,278 @@
+"""The call's ownership tree: dialog → stream → termination (leg) → channel.
+
+Theory of operation
+-------------------
+A :class:`Dialog` (the H.248 context) owns its :class:`Stream` objects by
+``stream_id``; a stream owns at most one :class:`AccessLeg` and one
+:class:`CoreLeg`; a leg owns its bound ports, as ``relay`` channels.  Only the
+owner writes a field: the daemon (Iq requests) writes specs and creates or
+closes legs; channels write what they learn from packets (peer address, DTLS
+state, SRTP keys) and tell the daemon, which persists the dialog.
+
+Ports (``mediad.ports``): an access leg has one RTP port, plus an RTCP port
+with its own DTLS association while RTCP is not multiplexed (RFC 5764
+section 4.1); a core leg has an even RTP port plus RTP+1 for RTCP unless the
+core multiplexes (RFC 3550 section 11, RFC 5761).  T.38 legs have one port.
+
+``Dialog.document()`` is the JSON stored in Redis; ``Dialog.restore`` rebuilds
+the tree from it, re-binds the same ports and keeps SRTP running from the
+stored keys.  libsrtp's replay window and rollover counter restart from zero
+after a restart: old packets replayed to the new process would pass once, and a
+stream that crossed a sequence-number wrap before the restart (more than 65536
+packets, about 22 minutes of 20 ms audio) is decrypted with ROC 0 and fails
+authentication until re-keyed by a new handshake (re-INVITE with a new tls-id).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdp_rules.iq import Role, StreamReply, StreamSpec, TerminationReply, TerminationSpec
+
+from mediad.relay import ESTABLISHED, AccessChannel, Channel, CoreChannel
+from mediad.srtp import SrtpKeys
+from mediad.stun import random_ice_credentials
+
+SUPPORTED_KINDS = ("srtp", "t38")
+DOCUMENT_VERSION = 1
+
+
+def _merge_access(old: TerminationSpec, new: TerminationSpec) -> TerminationSpec:
+    """A modify's termination: what it leaves out (None, empty) keeps its old value."""
+    for name in ("remote_address", "remote_port", "remote_rtcp_port", "tls_role", "remote_ice_ufrag",
+                 "remote_ice_pwd"):
+        if getattr(new, name) is None:
+            setattr(new, name, getattr(old, name))
+    for name in ("remote_fingerprints", "remote_candidates"):
+        if not getattr(new, name):
+            setattr(new, name, list(getattr(old, name)))
+    return new
+
+
+class AccessLeg:
+    def __init__(self, stream: "Stream", spec: TerminationSpec, ice: tuple[str, str] | None = None) -> None:
+        self.stream = stream
+        self.spec = spec
+        self.ice_ufrag, self.ice_pwd = ice or random_ice_credentials()
+        self.rtp: AccessChannel | None = None
+        self.rtcp: AccessChannel | None = None
+
+    @property
+    def rtcp_channel(self) -> AccessChannel:
+        assert self.rtp is not None
+        return self.rtcp or self.rtp
+
+    def channels(self) -> list[AccessChannel]:
+        return [c for c in (self.rtp, self.rtcp) if c is not None]
+
+    def reply(self, address: str) -> TerminationReply:
+        assert self.rtp is not None
+        owner = self.stream.dialog.owner
+        return TerminationReply(
+            local_address=address, local_port=self.rtp.port,
+            local_rtcp_port=self.rtcp.port if self.rtcp else None,
+            local_fingerprint=owner.certificate.fingerprint("sha-256"),
+            ice_ufrag=self.ice_ufrag, ice_pwd=self.ice_pwd,
+        )
+
+    def apply(self, spec: TerminationSpec) -> list[int]:
+        """Take a modify's spec; returns ports released (RTCP port once muxed)."""
+        self.spec = _merge_access(self.spec, spec)
+        released = []
+        if self.spec.rtcp_mux and self.rtcp is not None:
+            released.append(self.rtcp.port)
+            self.rtcp.close()
+            self.rtcp = None
+        self.configure()
+        return released
+
+    def configure(self) -> None:
+        """Push the spec into the channels: fingerprints, ICE credentials, role, start."""
+        spec = self.spec
+        for channel in self.channels():
+            channel.responder.set_remote_credentials(spec.remote_ice_ufrag, spec.remote_ice_pwd)
+            if spec.tls_role is not None and channel.dtls is None and channel.state != ESTABLISHED:
+                channel.role = spec.tls_role
+            if spec.remote_fingerprints:
+                channel.set_remote_fingerprints(spec.remote_fingerprints)
+            if (spec.establish_tls and spec.tls_role is Role.CLIENT and channel.state != ESTABLISHED
+                    and (channel.dtls is None or channel.dtls.state == "new")):
+                channel.role = Role.CLIENT
+                channel.start_client()
+
+    def reset_association(self) -> None:
+        """New tls-id without reuse: forget the association, a new handshake follows."""
+        for channel in self.channels():
+            channel.cancel_timer()
+            if channel.dtls is not None:
+                channel.dtls.close()
+                if channel.peer is not None and channel.transport is not None:
+                    for datagram in channel.dtls.datagrams_to_send():
+                        channel.transport.sendto(datagram, channel.peer)
+            channel.dtls = None
+            channel.srtp = None
+            channel.keys = None
+            channel.state = "new"
+            channel.failure = None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.to_dict(),
+            "ice_ufrag": self.ice_ufrag,
+            "ice_pwd": self.ice_pwd,
+            "channels": {
+                c.component: {
+                    "port": c.port, "state": c.state, "failure": c.failure,
+                    "role": c.role.value if c.role else None,
+                    "peer": list(c.peer) if c.peer else None,
+                    "srtp_keys": c.keys.to_dict() if c.keys is not None else None,
+                }
+                for c in self.channels()
+            },
+        }
+
+
+class CoreLeg:
+    def __init__(self, stream: "Stream", spec: TerminationSpec) -> None:
+        self.stream = stream
+        self.spec = spec
+        self.rtp: CoreChannel | None = None
+        self.rtcp: CoreChannel | None = None
+        self.latched: dict[str, tuple[str, int]] = {}
+
+    def channels(self) -> list[CoreChannel]:
+        return [c for c in (self.rtp, self.rtcp) if c is not None]
+
+    def reply(self, address: str) -> TerminationReply:
+        assert self.rtp is not None
+        return TerminationReply(address, self.rtp.port, self.rtcp.port if self.rtcp else None)
+
+    def apply(self, spec: TerminationSpec) -> list[int]:
+        self.spec = _merge_access(self.spec, spec)
+        released = []
+        if self.spec.rtcp_mux and self.rtcp is not None:
+            released.append(self.rtcp.port)
+            self.rtcp.close()
+            self.rtcp = None
+        return released
+
+    def latch(self, component: str, addr: tuple[str, int]) -> None:
+        self.latched[component] = addr
+
+    def remote(self, component: str) -> tuple[str, int] | None:
+        spec = self.spec
+        if spec.remote_address and spec.remote_port:
+            if component == "rtp" or spec.rtcp_mux:
+                return (spec.remote_address, spec.remote_port)
+            return (spec.remote_address, spec.remote_rtcp_port or spec.remote_port + 1)
+        return self.latched.get(component) or self.latched.get("rtp")
+
+    def send_rtp(self, data: bytes) -> None:
+        assert self.rtp is not None
+        self.rtp.send(data, self.remote("rtp"), "rtp")
+
+    def send_rtcp(self, data: bytes) -> None:
+        channel = self.rtcp or self.rtp
+        assert channel is not None
+        channel.send(data, self.remote("rtcp"), "rtcp")
+
+    def send_udptl(self, data: bytes) -> None:
+        assert self.rtp is not None
+        self.rtp.send(data, self.remote("rtp"), "udptl")
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.to_dict(),
+            "ports": {c.component: c.port for c in self.channels()},
+            "latched": {k: list(v) for k, v in self.latched.items()},
+        }
+
+
+class Stream:
+    def __init__(self, dialog: "Dialog", spec: StreamSpec) -> None:
+        self.dialog = dialog
+        self.stream_id = spec.stream_id
+        self.kind = spec.kind
+        self.local_tls_id = spec.local_tls_id
+        self.remote_tls_id = spec.remote_tls_id
+        self.access: AccessLeg | None = None
+        self.core: CoreLeg | None = None
+
+    def reply(self, access_address: str, core_address: str) -> StreamReply:
+        return StreamReply(
+            self.stream_id,
+            access=self.access.reply(access_address) if self.access else None,
+            core=self.core.reply(core_address) if self.core else None,
+        )
+
+    def channels(self) -> list[Channel]:
+        out: list[Channel] = []
+        if self.access:
+            out += self.access.channels()
+        if self.core:
+            out += self.core.channels()
+        return out
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id, "kind": self.kind,
+            "local_tls_id": self.local_tls_id, "remote_tls_id": self.remote_tls_id,
+            "access": self.access.document() if self.access else None,
+            "core": self.core.document() if self.core else None,
+        }
+
+
+class Dialog:
+    """One dialog's media context; ``owner`` is the daemon (metrics, config, certificate, loop)."""
+
+    MAX_REPLIES = 32
+    MAX_EVENTS = 32
+
+    def __init__(self, owner, dialog_id: str) -> None:
+        self.owner = owner
+        self.id = dialog_id
+        self.streams: dict[int, Stream] = {}
+        self.replies: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.version = 0
+
+    def remember(self, transaction: str, reply: dict[str, Any]) -> None:
+        self.replies[transaction] = reply
+        while len(self.replies) > self.MAX_REPLIES:
+            del self.replies[next(iter(self.replies))]
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        del self.events[: -self.MAX_EVENTS]
+
+    def document(self) -> dict[str, Any]:
+        self.version += 1
+        return {
+            "version": self.version,
+            "format": DOCUMENT_VERSION,
+            "dialog": self.id,
+            "certificate": self.owner.certificate_reference,
+            "streams": [s.document() for s in self.streams.values()],
+            "replies": self.replies,
+            "events": self.events,
+        }
+
+    def public_view(self) -> dict[str, Any]:
+        """The document without secrets (keys, ice-pwd, cached replies): QUERY answers this."""
+        streams = []
+        for stream in self.streams.values():
+            doc = stream.document()
+            if doc["access"]:
+                doc["access"].pop("ice_pwd", None)
+                doc["access"]["spec"].pop("remote_ice_pwd", None)
+                for channel in doc["access"]["channels"].values():
+                    channel["srtp_keys"] = channel["srtp_keys"] is not None
+            if doc["core"]:
+                doc["core"]["spec"].pop("remote_ice_pwd", None)
+            streams.append(doc)
+        return {"dialog": self.id, "version": self.version, "streams": streams, "events": self.events}
+
+
+def stored_keys(channel_doc: dict[str, Any]) -> SrtpKeys | None:
+    raw = channel_doc.get("srtp_keys")
+    return SrtpKeys.from_dict(raw) if raw else None

@@ -1,0 +1,139 @@
+"""mediad's state in Redis, keyed by dialog.
+
+Keys (and nothing else is written):
+
+* ``e2ae:agw:dialog:{dialog}``: one JSON document per dialog, ``version``
+  incremented on every write, ``EXPIRE dialog_ttl`` refreshed on every write,
+  deleted on release.  It holds the stream specs, bound ports, ICE
+  credentials, learned peer addresses, SRTP master keys (base64) of
+  established associations, the idempotency cache of control replies and the
+  events sent to the ALG.  It is what lets a restarted or standby mediad take
+  the dialog over, so Redis must be private (loopback or TLS, password/ACL).
+* ``e2ae:agw:certificate``: the generated certificate and key (PEM), shared by
+  every mediad (SET NX), so the fingerprint survives restarts.
+* ``e2ae:control_secret``: the generated control HMAC key, when the
+  configuration gives none (SET NX; the plugin reads it).
+
+Events are PUBLISHed on ``e2ae:events`` as JSON ``{dialog, stream_id, event,
+reason, ...}`` (names ``EVENT_*`` of ``sdp_rules.iq``).  Redis errors are
+translated to :class:`StateError` at this boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from sdp_rules.errors import UnavailableError
+
+log = logging.getLogger("mediad.state")
+
+DIALOG_PREFIX = "e2ae:agw:dialog:"
+CERTIFICATE_KEY = "e2ae:agw:certificate"
+CONTROL_SECRET_KEY = "e2ae:control_secret"
+EVENTS_CHANNEL = "e2ae:events"
+
+
+class StateError(UnavailableError):
+    """Redis failed or is unreachable."""
+
+
+def dialog_key(dialog: str) -> str:
+    return DIALOG_PREFIX + dialog
+
+
+def read_control_secret_sync(url: str) -> bytes:
+    """The shared control secret, for blocking callers (the plugin)."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=1.0)
+        try:
+            value = client.get(CONTROL_SECRET_KEY)
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        raise StateError(f"redis: {exc.__class__.__name__}") from None
+    if not value:
+        raise StateError("no control secret in Redis yet (is mediad running?)")
+    return bytes(value)
+
+
+class StateStore:
+    def __init__(self, url: str, dialog_ttl: int) -> None:
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self.dialog_ttl = dialog_ttl
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> None:
+        try:
+            await self.redis.ping()
+        except redis.RedisError as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}: {exc}") from None
+
+    async def save(self, dialog: str, document: dict[str, Any]) -> None:
+        try:
+            await self.redis.set(dialog_key(dialog), json.dumps(document, separators=(",", ":")), ex=self.dialog_ttl)
+        except redis.RedisError as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}") from None
+
+    async def delete(self, dialog: str) -> None:
+        try:
+            await self.redis.delete(dialog_key(dialog))
+        except redis.RedisError as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}") from None
+
+    async def load_all(self) -> list[dict[str, Any]]:
+        documents = []
+        try:
+            async for key in self.redis.scan_iter(match=DIALOG_PREFIX + "*", count=500):
+                raw = await self.redis.get(key)
+                if raw is None:
+                    continue
+                try:
+                    documents.append(json.loads(raw))
+                except ValueError:
+                    log.warning("skipping unreadable dialog document %s", key.decode(errors="replace"))
+        except redis.RedisError as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}") from None
+        return documents
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        try:
+            await self.redis.publish(EVENTS_CHANNEL, json.dumps(event, separators=(",", ":")))
+        except redis.RedisError as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}") from None
+
+    async def control_secret(self) -> bytes:
+        """The shared control secret; created (SET NX) by the first mediad."""
+        try:
+            await self.redis.set(CONTROL_SECRET_KEY, secrets.token_hex(32), nx=True)
+            return bytes(await self.redis.get(CONTROL_SECRET_KEY))
+        except redis.RedisError as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}") from None
+
+    async def certificate_pem(self, generate) -> tuple[bytes, bytes]:
+        """The shared (cert_pem, key_pem); ``generate()`` makes one when none is stored."""
+        try:
+            raw = await self.redis.get(CERTIFICATE_KEY)
+            if raw is None:
+                cert_pem, key_pem = generate()
+                value = json.dumps({"cert": cert_pem.decode(), "key": key_pem.decode()})
+                await self.redis.set(CERTIFICATE_KEY, value, nx=True)
+                raw = await self.redis.get(CERTIFICATE_KEY)
+        except redis.RedisError as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}") from None
+        stored = json.loads(raw)
+        return stored["cert"].encode(), stored["key"].encode()
+
+    async def replace_certificate_pem(self, cert_pem: bytes, key_pem: bytes) -> None:
+        value = json.dumps({"cert": cert_pem.decode(), "key": key_pem.decode()})
+        try:
+            await self.redis.set(CERTIFICATE_KEY, value)
+        except redis.RedisError as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}") from None

@@ -1,0 +1,182 @@
+"""Fixtures for mediad integration tests: a real mediad process on free ports.
+
+``mediad`` starts ``python -m mediad --config FILE`` with a configuration on
+free loopback ports (control, metrics) and small random media port ranges
+(collisions with other suites are skipped by mediad's port pool), against the
+real redis-server of ``tests/conftest.py``.  The handle can stop, kill and
+restart the process, scrape its metrics and count its open sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mediad.client import AsyncIqClient, IqClient
+from sdp_rules.errors import UnavailableError
+from sdp_rules.iq import Command, IqRequest
+from tests.conftest import REPO, free_port
+
+ACCESS_ADDRESS = "127.0.0.1"
+CORE_ADDRESS = "127.0.0.2"
+
+
+def random_range(size: int = 120) -> tuple[int, int]:
+    first = random.randrange(20000, 29000, 2)
+    return first, first + size - 1
+
+
+class Mediad:
+    def __init__(self, tmp_path: Path, redis_url: str, **options: str) -> None:
+        self.control_port = free_port()
+        self.metrics_port = free_port()
+        self.secret = secrets.token_hex(16)
+        a, c = random_range(), random_range()
+        self.access_range, self.core_range = a, c
+        values = {
+            "control": f"127.0.0.1:{self.control_port}",
+            "control_secret": self.secret,
+            "access_address": ACCESS_ADDRESS,
+            "core_address": CORE_ADDRESS,
+            "access_ports": f"{a[0]}-{a[1]}",
+            "core_ports": f"{c[0]}-{c[1]}",
+            "metrics": f"127.0.0.1:{self.metrics_port}",
+            "dtls_handshake_timeout": "5",
+            "consent_timeout": "30",
+            "log_level": "INFO",
+        }
+        values.update(options)
+        if values["control_secret"] == "":
+            self.secret = ""
+        lines = ["[mediad]"] + [f"{k} = {v}" for k, v in values.items()]
+        lines += ["[redis]", f"url = {redis_url}", "dialog_ttl = 600"]
+        self.config_path = tmp_path / f"e2ae-{uuid.uuid4().hex[:8]}.conf"
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self.log_path = tmp_path / f"mediad-{uuid.uuid4().hex[:8]}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    # -- process ----------------------------------------------------------------
+    def start(self, timeout: float = 15.0) -> None:
+        log = open(self.log_path, "ab")
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mediad", "--config", str(self.config_path)],
+            cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mediad exited: {self.log()}")
+            if self.secret:
+                try:
+                    self.client(timeout=0.2).request(self.iq(Command.LIST, "probe"))
+                    return
+                except UnavailableError:
+                    pass
+            elif "mediad ready" in self.log():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"mediad did not start: {self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # -- control ----------------------------------------------------------------
+    @property
+    def control(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.control_port)
+
+    def client(self, timeout: float = 2.0) -> IqClient:
+        return IqClient(self.control, self.secret, timeout)
+
+    def aclient(self, timeout: float = 2.0) -> AsyncIqClient:
+        return AsyncIqClient(self.control, self.secret, timeout)
+
+    @staticmethod
+    def iq(command: Command, dialog: str, streams=None, transaction: str | None = None, **kw) -> IqRequest:
+        return IqRequest(command, dialog, transaction or uuid.uuid4().hex[:12], streams or [], **kw)
+
+    # -- observation ------------------------------------------------------------
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=2).read().decode()
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def sockets(self) -> set[tuple[str, int]]:
+        """The UDP sockets the process holds open: (address, port) from /proc/net/udp."""
+        assert self.proc is not None
+        inodes = set()
+        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        bound = set()
+        for line in Path(f"/proc/{self.proc.pid}/net/udp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                hex_addr, hex_port = fields[1].split(":")
+                address = ".".join(str(b) for b in reversed(bytes.fromhex(hex_addr)))
+                bound.add((address, int(hex_port, 16)))
+        return bound
+
+
+@pytest.fixture
+def mediad_factory(tmp_path: Path, redis_url: str) -> Iterator:
+    started: list[Mediad] = []
+
+    def make(**options: str) -> Mediad:
+        daemon = Mediad(tmp_path, redis_url, **options)
+        daemon.start()
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture
+def mediad(mediad_factory) -> Mediad:
+    return mediad_factory()

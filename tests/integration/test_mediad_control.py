@@ -1,0 +1,129 @@
+"""mediad's control endpoint (the Iq interface) against a real mediad and Redis."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from mediad.client import IqClient
+from mediad.control import encode_request
+from sdp_rules.errors import UnavailableError
+from sdp_rules.iq import Command, IqReply, IqRequest, Role, Side, StreamSpec, TerminationSpec
+from tests.conftest import free_port
+
+
+def srtp_stream(stream_id: int = 1, access_mux: bool = False, core_mux: bool = False) -> StreamSpec:
+    return StreamSpec(stream_id, "srtp",
+                      access=TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", rtcp_mux=access_mux,
+                                             tls_role=Role.SERVER, local_fingerprint_request=True),
+                      core=TerminationSpec(Side.CORE, "RTP/AVPF", rtcp_mux=core_mux))
+
+
+def raw(mediad, data: bytes) -> IqReply:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(2)
+    try:
+        sock.sendto(data, mediad.control)
+        return IqReply.from_dict(json.loads(sock.recv(65535)))
+    finally:
+        sock.close()
+
+
+@pytest.mark.req("SRTP-2", "T38-9")
+def test_reserve_is_idempotent_and_release_cleans_everything(mediad, redis_server):
+    client = mediad.client()
+    before = mediad.sockets()
+    request = mediad.iq(Command.RESERVE, "call-1", [srtp_stream(1), srtp_stream(2, access_mux=True, core_mux=True)],
+                        transaction="tx-1")
+    first = client.request(request)
+    assert first.error is None, first
+    bound = mediad.sockets() - before
+    assert len(bound) == 2 + 2 + 1 + 1
+    # Each stream gets its own ports; the one certificate's fingerprint on both (T38-9: the
+    # association is identified by ports and tls-id, not by the certificate).
+    one, two = first.stream(1), first.stream(2)
+    assert one.access.local_port != two.access.local_port
+    assert one.access.local_fingerprint == two.access.local_fingerprint
+    assert one.access.ice_ufrag != two.access.ice_ufrag
+    assert one.core.local_port % 2 == 0 and one.core.local_rtcp_port == one.core.local_port + 1
+    assert two.core.local_rtcp_port is None and two.access.local_rtcp_port is None
+    # The same transaction again (a retransmission, or the plugin's retry): same answer, no ports.
+    assert client.request(request) == first
+    assert raw(mediad, encode_request(mediad.secret.encode(), request)) == first
+    assert mediad.sockets() - before == bound
+    # ... even after a restart (the answer is kept with the dialog in Redis).
+    mediad.stop()
+    mediad.start()
+    assert mediad.client().request(request) == first
+    assert mediad.sockets() - before == bound
+    keys = sorted(redis_server.client().keys("*"))
+    assert keys == [b"e2ae:agw:certificate", b"e2ae:agw:dialog:call-1"]
+    assert redis_server.client().ttl("e2ae:agw:dialog:call-1") > 500
+    document = json.loads(redis_server.client().get("e2ae:agw:dialog:call-1"))
+    assert document["version"] >= 1 and len(document["streams"]) == 2
+    listing = mediad.client().request(mediad.iq(Command.LIST, "*"))
+    assert listing.data["dialogs"] == ["call-1"]
+    query = mediad.client().request(mediad.iq(Command.QUERY, "call-1"))
+    text = json.dumps(query.data)
+    assert "ice_pwd" not in text, text[text.index("ice_pwd") - 200:text.index("ice_pwd") + 50]
+    release = mediad.iq(Command.RELEASE, "call-1", transaction="tx-2")
+    assert mediad.client().request(release).error is None
+    assert mediad.client().request(release).error is None  # retransmitted release
+    assert redis_server.client().keys("*") == [b"e2ae:agw:certificate"]
+    assert mediad.sockets() == before
+    assert mediad.metric("e2ae_mediad_sessions_active") == 0
+    assert mediad.metric("e2ae_mediad_terminations_active", side="access") == 0
+
+
+def test_errors_are_typed_replies(mediad):
+    client = mediad.client()
+    assert raw(mediad, b"not json").error_code == 400
+    assert raw(mediad, b'{"iq": {"command": "reserve"}, "mac": "x"}').error_code == 401
+    wrong_key = encode_request(b"not the secret", mediad.iq(Command.LIST, "x"))
+    assert raw(mediad, wrong_key).error_code == 401
+    iq = {"command": "explode", "dialog": "d", "transaction": "t"}
+    from mediad.control import sign
+    assert raw(mediad, json.dumps({"iq": iq, "mac": sign(mediad.secret.encode(), iq)}).encode()).error_code == 400
+    assert client.request(mediad.iq(Command.QUERY, "nobody")).error_code == 404
+    assert client.request(mediad.iq(Command.MODIFY, "nobody", [srtp_stream()])).error_code == 404
+    assert client.request(mediad.iq(Command.RELEASE, "nobody")).error_code == 404
+    for kind in ("sctp", "dc_channel", "srtp_tcp", "bogus"):
+        stream = StreamSpec(1, kind, access=TerminationSpec(Side.ACCESS, "UDP/DTLS/SCTP"))
+        assert client.request(mediad.iq(Command.RESERVE, "d", [stream])).error_code == 501
+    assert client.request(mediad.iq(Command.RESERVE, "d", [StreamSpec(1, "srtp")])).error_code == 400
+    assert client.request(mediad.iq(Command.LIST, "x")).data["count"] == 0
+    assert mediad.metric("e2ae_mediad_control_requests_total", command="unknown", result="401") == 2
+
+
+def test_no_ports_left_is_503_and_nothing_leaks(mediad_factory, redis_server):
+    first = free_port()
+    mediad = mediad_factory(access_ports=f"{first}-{first + 3}")
+    before = mediad.sockets()
+    client = mediad.client()
+    replies = [client.request(mediad.iq(Command.RESERVE, f"d{i}", [srtp_stream()])) for i in range(3)]
+    codes = [r.error_code for r in replies]
+    assert codes[-1] == 503 and codes.count(None) <= 2
+    ok = [i for i, r in enumerate(replies) if r.error is None]
+    for i in ok:
+        client.request(mediad.iq(Command.RELEASE, f"d{i}"))
+    assert mediad.sockets() == before
+    assert redis_server.client().keys("e2ae:agw:dialog:*") == []
+
+
+def test_secret_generated_in_redis_when_not_configured(mediad_factory, redis_server):
+    mediad = mediad_factory(control_secret="")
+    secret = redis_server.client().get("e2ae:control_secret")
+    assert secret and len(secret) == 64
+    from mediad.config import load_config
+    config = load_config(mediad.config_path)
+    client = IqClient.from_config(config)
+    assert client.request(mediad.iq(Command.LIST, "x")).error is None
+    assert IqClient(mediad.control, b"wrong", 1).request(mediad.iq(Command.LIST, "x")).error_code == 401
+
+
+def test_client_raises_unavailable_when_mediad_is_down():
+    client = IqClient(("127.0.0.1", free_port()), b"secret", timeout=0.2)
+    with pytest.raises(UnavailableError):
+        client.request(IqRequest(Command.LIST, "x", "t"))
