@@ -22,6 +22,9 @@ from sdp_rules.plan import ActpassPolicy
 from sdp_rules.sdp import MediaSection, SessionDescription
 
 SETUP_VALUES = ("active", "passive", "actpass", "holdconn")
+# RFC 8122 section 5 / IANA "Hash Function Textual Names", without MD2 and MD5
+# (which RFC 8122 section 5 forbids for new fingerprints).
+USABLE_HASH_FUNCTIONS = ("sha-1", "sha-224", "sha-256", "sha-384", "sha-512")
 DTLS_ATTRIBUTES = ("fingerprint", "setup", "tls-id", "connection")
 ICE_ATTRIBUTES = (
     "ice-ufrag", "ice-pwd", "ice-lite", "ice-options", "ice-pacing", "ice-mismatch",
@@ -55,17 +58,28 @@ def dtls_params(sdp: SessionDescription, m: MediaSection, where: str, *, answer:
     if not raw_fps:
         raise SdpPolicyError(f"{where}: DTLS media without a=fingerprint (RFC 8122)")
     fingerprints = []
+    unknown = []
     for raw in raw_fps:
+        hash_func = raw.strip().split(" ")[0]
+        if hash_func.lower() not in USABLE_HASH_FUNCTIONS:
+            # RFC 8122 section 5: the verifier picks the set of its preferred
+            # hash function among those offered; others are ignored.
+            unknown.append(hash_func)
+            continue
         try:
             fingerprints.append(Fingerprint.parse(raw))
         except SdpPolicyError as exc:
             raise SdpPolicyError(f"{where}: {exc.reason}") from None
+    if not fingerprints:
+        raise SdpPolicyError(
+            f"{where}: a=fingerprint uses no supported hash function ({', '.join(unknown)}; RFC 8122 section 5)"
+        )
     setups = _level_values(sdp, m, "setup", where)
     if len(set(setups)) > 1:
         raise SdpPolicyError(f"{where}: more than one a=setup value")
-    # RFC 4145 section 4: an absent setup attribute means "active" (offer) and,
-    # RFC 5763 section 5, the answerer then must be passive.
-    setup = setups[0].strip() if setups else "active"
+    # RFC 4145 section 4.1: without a setup attribute an offerer is "active"
+    # and an answerer "passive".
+    setup = setups[0].strip() if setups else ("passive" if answer else "active")
     if setup not in SETUP_VALUES:
         raise SdpPolicyError(f"{where}: a=setup:{setup} is not active/passive/actpass")
     if setup == "holdconn":
@@ -163,8 +177,11 @@ def host_candidates(reply: TerminationReply, *, tcp: bool = False) -> list[str]:
         priority_rtcp = (126 << 24) | (65535 << 8) | (256 - 2)
         out.append(f"1 2 udp {priority_rtcp} {reply.local_address} {reply.local_rtcp_port} typ host")
     if tcp:
-        # RFC 6544 section 4.5: passive TCP host candidates, lower local preference.
-        priority_tcp = (126 << 24) | (8191 << 8) | (256 - 1)
+        # RFC 6544: an ICE-lite agent offers passive TCP host candidates only;
+        # local preference = 2^13 * direction-pref + other-pref
+        # with the recommended direction-pref 4 for passive host candidates
+        # (section 4.2), which keeps them below the UDP candidate.
+        priority_tcp = (126 << 24) | (((4 << 13) | 8191) << 8) | (256 - 1)
         out.append(f"2 1 tcp {priority_tcp} {reply.local_address} {reply.local_port} typ host tcptype passive")
     return out
 

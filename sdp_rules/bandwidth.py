@@ -29,15 +29,22 @@ section (RFC 4566), 20 ms when absent.  For media without a packet time
 * ``b=RS`` / ``b=RR`` (bit/s of RTCP, RFC 3556): SRTCP adds a 4-byte
   E-flag+index and the 10-byte tag to every compound packet (RFC 3711 3.4).
   RTCP's rate is derived from its bandwidth and average packet size, so the
-  overhead is proportional: ``value * 14 / 100`` rounded up, with 100 bytes as
-  the average compound RTCP packet size of a one-to-one call.
+  overhead is proportional, with 100 bytes as the average plain compound RTCP
+  packet of a one-to-one call (114 bytes once protected): a core value gains
+  ``ceil(value * 14 / 100)``; an access value, which already includes the
+  overhead, loses ``ceil(value * 14 / 114)``.  The two are exact inverses.
 * ``b=TIAS`` (RFC 3890 6.2) is transport independent by definition: it counts
   neither IP/UDP nor RTP header or trailer, so SRTP's tag is not in it and the
-  value is passed unchanged.  ``b=CT`` (session level, total) is treated as
-  ``b=AS`` summed over the session's e2ae streams.
+  value is passed unchanged.  So is ``b=CT`` (session level only, RFC 8866
+  5.8).
 
 Adding rounds up and subtracting rounds the overhead up too (so the core is
-never told more than access can carry), floored at zero.
+never told more than access can carry), floored at zero; a value of zero (no
+RTCP, RFC 3556 section 2) stays zero.  Where the packet rate comes from
+``a=ptime`` (audio, fax) adding then subtracting gives the value back.
+
+Only media-level modifiers are rewritten: a session-level ``b=`` line is
+passed unchanged (it covers non-e2ae streams as well).
 """
 
 from __future__ import annotations
@@ -84,9 +91,13 @@ def as_overhead_kbps(kind: str, m: MediaSection, value_kbps: int) -> int:
     return math.ceil(8 * per_packet * rate / 1000)
 
 
-def rtcp_overhead_bps(value_bps: int) -> int:
-    """Security overhead of a ``b=RS``/``b=RR`` value (bit/s)."""
-    return math.ceil(value_bps * SRTCP_EXTRA_BYTES / AVERAGE_RTCP_PACKET_BYTES)
+def rtcp_overhead_bps(value_bps: int, *, protected: bool = False) -> int:
+    """Security overhead of a ``b=RS``/``b=RR`` value (bit/s).
+
+    ``protected``: the value is the access side's, overhead included.
+    """
+    size = AVERAGE_RTCP_PACKET_BYTES + (SRTCP_EXTRA_BYTES if protected else 0)
+    return -(-value_bps * SRTCP_EXTRA_BYTES // size)
 
 
 def adjust(m: MediaSection, kind: str, *, add: bool) -> None:
@@ -101,7 +112,7 @@ def adjust(m: MediaSection, kind: str, *, add: bool) -> None:
         if upper == "AS":
             new = value + sign * as_overhead_kbps(kind, m, value)
         elif upper in ("RS", "RR") and kind != "t38":
-            new = value + sign * rtcp_overhead_bps(value) if value else 0
+            new = value + sign * rtcp_overhead_bps(value, protected=not add)
         else:
             continue
         line.value = f"{bwtype}:{max(0, new)}"

@@ -55,8 +55,6 @@ ACCESS_PROTOS: dict[str, tuple[str, str, str, str]] = {
     "UDP/TLS/RTP/SAVPF": ("srtp", "RTP/AVPF", "UDP/TLS/RTP/SAVPF", "RTP/AVPF"),
     "TCP/DTLS/RTP/SAVP": ("srtp_tcp", "RTP/AVP", "TCP/DTLS/RTP/SAVP", "RTP/AVP"),
     "TCP/DTLS/RTP/SAVPF": ("srtp_tcp", "RTP/AVPF", "TCP/DTLS/RTP/SAVPF", "RTP/AVPF"),
-    "TCP/TLS/RTP/SAVP": ("srtp_tcp", "RTP/AVP", "TCP/DTLS/RTP/SAVP", "RTP/AVP"),
-    "TCP/TLS/RTP/SAVPF": ("srtp_tcp", "RTP/AVPF", "TCP/DTLS/RTP/SAVPF", "RTP/AVPF"),
     "UDP/TLS/UDPTL": ("t38", "udptl", TRANSPORT_UDP_DTLS, TRANSPORT_UDP),
 }
 # Core proto (upper-cased) -> (kind, access proto, access Iq transport, core Iq transport)
@@ -83,13 +81,25 @@ def _where(index: int) -> str:
     return f"m-line {index + 1}"
 
 
-def _same_association(prev: dict[str, Any], dtls: DtlsParams, ice_ufrag: str | None) -> bool:
-    """RFC 8842 section 5: does this re-offer keep the existing DTLS association?"""
+def _same_association(
+    prev: dict[str, Any], dtls: DtlsParams, ice_ufrag: str | None, transport: list[Any], actpass: Any,
+) -> bool:
+    """RFC 8842 sections 4 and 5: does this re-offer keep the existing DTLS association?
+
+    With ``a=tls-id`` on either side, the tls-id alone decides.  A peer without
+    it wants a new association when it changes its fingerprint set, its DTLS
+    role, its ICE ufrag or -- without ICE -- its transport address and port.
+    (With ICE the m=/c= address follows the selected candidate pair and is no
+    sign of a new association; the ufrag is.)
+    """
     if dtls.tls_id is not None or prev.get("remote_tls_id") is not None:
         return dtls.tls_id == prev.get("remote_tls_id")
-    # A peer without tls-id support: same fingerprints and no ICE restart.
     same_fps = sorted(str(fp) for fp in dtls.fingerprints) == sorted(prev.get("remote_fingerprints", []))
-    return same_fps and ice_ufrag == prev.get("remote_ice_ufrag")
+    if not same_fps or ice_ufrag != prev.get("remote_ice_ufrag"):
+        return False
+    if dtls.setup != "actpass" and attrs.agw_role_for_offer(dtls.setup, actpass).value != prev.get("role"):
+        return False
+    return ice_ufrag is not None or prev.get("remote_transport") == transport
 
 
 def _access_reply(reply: IqReply | None, sid: int, prev: dict[str, Any] | None) -> TerminationReply:
@@ -131,7 +141,11 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int) -> Of
     ice = attrs.ice_params(ctx.sdp, m)
     address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
     prev = ctx.streams.get(str(sid))
-    reuse = bool(prev) and prev["kind"] == kind and _same_association(prev, dtls, ice.ufrag)
+    reuse = bool(prev) and prev["kind"] == kind and _same_association(
+        prev, dtls, ice.ufrag, [address, port], ctx.policy.actpass,
+    )
+    if dtls.tls_id:
+        ctx.used_tls_ids.add(dtls.tls_id)
     if reuse:
         role = Role(prev["role"])
         if dtls.setup != "actpass" and attrs.agw_role_for_offer(dtls.setup, ctx.policy.actpass) is not role:
@@ -143,8 +157,6 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int) -> Of
     else:
         role = attrs.agw_role_for_offer(dtls.setup, ctx.policy.actpass)
         local_tls_id = ctx.new_tls_id()
-    if dtls.tls_id:
-        ctx.used_tls_ids.add(dtls.tls_id)
     rtp = kind in RTP_KINDS
     access = TerminationSpec(
         side=Side.ACCESS,
@@ -158,7 +170,7 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int) -> Of
         establish_tls=(role is Role.CLIENT and not reuse),
         tls_role=role,
         notify_tls_failure=True,
-        ice_lite=True,
+        ice_lite=ice.present,
         remote_ice_ufrag=ice.ufrag,
         remote_ice_pwd=ice.pwd,
         remote_candidates=list(ice.candidates),
@@ -178,6 +190,7 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int) -> Of
         "remote_tls_id": dtls.tls_id,
         "remote_fingerprints": [str(fp) for fp in dtls.fingerprints],
         "remote_ice_ufrag": ice.ufrag,
+        "remote_transport": [address, port],
         "ice": ice.present,
         "ice_tcp": ice.has_tcp or kind == "srtp_tcp",
         "access_rtcp_mux": access.rtcp_mux,
@@ -197,6 +210,7 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int) -> Of
         state = dict(prev or {})
         state.update(pending)
         state.pop("sid", None)
+        state["notified_failure"] = True
         state["access"] = access_reply.to_dict()
         state["core"] = core_reply.to_dict()
         ctx.streams[str(sid)] = state
@@ -267,20 +281,26 @@ def offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int) -> Offe
     kind, access_proto, access_transport, core_transport = CORE_PROTOS[m.proto.upper()]
     address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
     prev = ctx.streams.get(str(sid))
+    if kind == "srtp" and prev and prev.get("kind") == "srtp_tcp":
+        # The WIC's m-line runs DTLS-SRTP over TCP (5.11.2.5): it stays so.
+        kind = "srtp_tcp"
+        access_proto = "TCP/DTLS/" + access_proto.split("/", 2)[2]
+        access_transport = ACCESS_PROTOS[access_proto][2]
     rtp = kind in RTP_KINDS
     core_mux = rtp and (m.has_attribute("rtcp-mux") or m.has_attribute("rtcp-mux-only"))
     # A core re-offer keeps the access association as it is (the WIC's DTLS is not
     # the core's business); a new stream gets a new association and tls-id.
     reuse = bool(prev) and prev["kind"] == kind and prev.get("remote_fingerprints") is not None
     local_tls_id = prev["local_tls_id"] if reuse else ctx.new_tls_id()
-    access = TerminationSpec(
+    # A kept association leaves the access termination as it is (None: unchanged);
+    # the offer to the WIC repeats the stored fingerprint, ICE credentials and port.
+    access = None if reuse else TerminationSpec(
         side=Side.ACCESS,
         transport=access_transport,
         local_fingerprint_request=True,
         notify_tls_failure=True,
         ice_lite=True,
         rtcp_mux=False,
-        tls_role=Role(prev["role"]) if reuse else None,
     )
     core = TerminationSpec(
         side=Side.CORE,
@@ -315,15 +335,21 @@ def offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int) -> Offe
         # RFC 8842 5.2 / RFC 5763 5: an offerer says actpass; for a kept
         # association the role it already has (role stickiness).
         setup = attrs.setup_for_role(Role(pending["role"])) if reuse else "actpass"
+        # A kept association keeps its ICE candidates (RFC 8839 4.4.1.2.2: no ICE
+        # restart) and its RTP/RTCP multiplexing (RFC 8035 section 5.3).
         attrs.add_access_transport(
             out, access_reply, role_setup=setup, tls_id=local_tls_id,
-            ice=True, rtcp_mux=ctx.policy.offer_rtcp_mux_to_access and rtp,
+            ice=prev.get("ice", True) if reuse else True,
+            rtcp_mux=rtp and (ctx.policy.offer_rtcp_mux_to_access or bool(reuse and prev.get("access_rtcp_mux"))),
+            tcp_candidates=bool(reuse and prev.get("ice_tcp")),
         )
         bandwidth.adjust(out, kind, add=True)
-        state = dict(prev or {})
+        state = dict(prev or {}) if reuse else {}
         state.update({k: v for k, v in pending.items() if k != "sid"})
         state["access"] = access_reply.to_dict()
         state["core"] = core_reply.to_dict()
+        state["answered"] = False
+        state["notified_failure"] = True
         ctx.streams[str(sid)] = state
         return [out]
 
@@ -354,6 +380,9 @@ def answer_from_access(ctx: Context, index: int, pending: dict[str, Any], m: Med
     rtp = kind in RTP_KINDS
     access_mux = rtp and (m.has_attribute("rtcp-mux") or m.has_attribute("rtcp-mux-only"))
     first = not (prev and prev.get("notified_failure"))
+    # The same answer seen again (a reliable 18x, then the 2xx): the handshake
+    # was asked for already.
+    repeat = bool(prev and prev.get("answered"))
     access = TerminationSpec(
         side=Side.ACCESS,
         transport=CORE_PROTOS[pending["core_proto"].upper()][2],
@@ -362,10 +391,10 @@ def answer_from_access(ctx: Context, index: int, pending: dict[str, Any], m: Med
         remote_rtcp_port=attrs.remote_rtcp_port(m) if rtp else None,
         rtcp_mux=access_mux,
         remote_fingerprints=list(dtls.fingerprints),
-        establish_tls=(role is Role.CLIENT and not pending.get("reuse")),
+        establish_tls=(role is Role.CLIENT and not pending.get("reuse") and not repeat),
         tls_role=role,
         notify_tls_failure=first,
-        ice_lite=True,
+        ice_lite=ice.present,
         remote_ice_ufrag=ice.ufrag,
         remote_ice_pwd=ice.pwd,
         remote_candidates=list(ice.candidates),
@@ -390,8 +419,11 @@ def answer_from_access(ctx: Context, index: int, pending: dict[str, Any], m: Med
             "remote_tls_id": dtls.tls_id,
             "remote_fingerprints": [str(fp) for fp in dtls.fingerprints],
             "remote_ice_ufrag": ice.ufrag,
+            "remote_transport": [address, port],
+            "ice": ice.present,
             "access_rtcp_mux": access_mux,
             "notified_failure": True,
+            "answered": True,
         })
         ctx.streams[str(sid)] = state
         return [out]

@@ -1,0 +1,218 @@
+"""Re-offers: keeping or renewing the DTLS association (RFC 8842 sections 4, 5.3, 5.5; RFC 5763 section 5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdp_rules import DialogState, Kind, SdpPolicyError, Side
+from sdp_rules.iq import Command, Role
+from sdp_rules.plan import ActpassPolicy
+
+from tests.unit.rules_helpers import AGW_FP_TEXT, TlsIds, fixture, policy, run, sdp
+
+WIC_TLS_ID = "wicFirstTlsIdAAAAAAAAAA"
+CORE_ANSWER = sdp("""
+    v=0
+    o=core 1 1 IN IP4 192.0.2.50
+    s=-
+    c=IN IP4 192.0.2.50
+    t=0 0
+    m=audio 6000 RTP/AVPF 111
+    a=rtpmap:111 opus/48000/2
+""")
+
+
+def _chromium(setup="actpass", tls_id=WIC_TLS_ID, ufrag="Px4O", fp_byte=None):
+    body = fixture("chromium_offer_audio.sdp").replace("a=setup:actpass", f"a=setup:{setup}")
+    if tls_id:
+        body = body.replace(f"a=setup:{setup}\r\n", f"a=setup:{setup}\r\na=tls-id:{tls_id}\r\n")
+    body = body.replace("a=ice-ufrag:Px4O", f"a=ice-ufrag:{ufrag}")
+    if fp_byte:
+        body = body.replace("a=fingerprint:sha-256 98:", f"a=fingerprint:sha-256 {fp_byte}:")
+    return body
+
+
+def _call(pol, offer):
+    """Initial WIC offer and core answer; returns (offer plan, answer SDP, state)."""
+    plan, offered = run(offer, Side.ACCESS, Kind.OFFER, DialogState(), pol)
+    _, answered = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol)
+    return plan, answered.sdp, answered.state
+
+
+def _reoffer(pol, state, offer):
+    plan, offered = run(offer, Side.ACCESS, Kind.OFFER, state, pol, transaction="t2")
+    _, answered = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol, transaction="t2")
+    return plan, answered.sdp, answered.state
+
+
+def _dtls_lines(body):
+    return [line for line in body.split("\r\n") if line.split(":")[0] in ("a=fingerprint", "a=setup", "a=tls-id")]
+
+
+@pytest.mark.req("SRTP-3", "SRTP-4")
+def test_same_tls_id_keeps_the_association():
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    _, first_answer, state = _call(pol, _chromium())
+    plan, second_answer, _ = _reoffer(pol, state, _chromium())
+    spec = plan.iq.streams[0]
+    assert plan.iq.command is Command.MODIFY
+    assert (spec.reuse_association, spec.local_tls_id, spec.remote_tls_id) == (True, ids.nth(1), WIC_TLS_ID)
+    assert (spec.access.establish_tls, spec.access.tls_role) == (False, Role.CLIENT)  # no new handshake
+    assert _dtls_lines(second_answer) == _dtls_lines(first_answer) == [
+        f"a=fingerprint:{AGW_FP_TEXT}", "a=setup:active", f"a=tls-id:{ids.nth(1)}"]
+    assert ids.count == 1
+
+
+@pytest.mark.req("SRTP-3", "SRTP-4")
+def test_new_tls_id_starts_a_new_association():
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    _, _, state = _call(pol, _chromium())
+    plan, answer, _ = _reoffer(pol, state, _chromium(tls_id="wicSecondTlsIdBBBBBBBBB"))
+    spec = plan.iq.streams[0]
+    assert (spec.reuse_association, spec.local_tls_id, spec.remote_tls_id) == (
+        False, ids.nth(2), "wicSecondTlsIdBBBBBBBBB")
+    assert (spec.access.establish_tls, spec.access.local_fingerprint_request) == (True, True)
+    assert _dtls_lines(answer) == [f"a=fingerprint:{AGW_FP_TEXT}", "a=setup:active", f"a=tls-id:{ids.nth(2)}"]
+
+
+@pytest.mark.req("SRTP-4", "T38-2")
+@pytest.mark.parametrize(("first_setup", "actpass", "role", "answer_setup"), [
+    # The policy would make the AGW client on actpass; the kept association stays server.
+    ("active", ActpassPolicy.ACTIVE, Role.SERVER, "a=setup:passive"),
+    # ... and the other way round.
+    ("passive", ActpassPolicy.PASSIVE, Role.CLIENT, "a=setup:active"),
+])
+def test_actpass_reoffer_keeps_the_role(first_setup, actpass, role, answer_setup):
+    pol = policy(actpass=actpass)
+    plan, first_answer, state = _call(pol, _chromium(setup=first_setup))
+    assert plan.iq.streams[0].access.tls_role is role
+    plan, second_answer, _ = _reoffer(pol, state, _chromium(setup="actpass"))
+    assert (plan.iq.streams[0].access.tls_role, plan.iq.streams[0].access.establish_tls) == (role, False)
+    assert answer_setup in second_answer.split("\r\n")
+    assert _dtls_lines(second_answer) == _dtls_lines(first_answer)
+
+
+@pytest.mark.req("SRTP-4")
+@pytest.mark.parametrize("actpass", [ActpassPolicy.ACTIVE, ActpassPolicy.PASSIVE])
+def test_actpass_policy_both_ways(actpass):
+    """6.2.10.5 c): on actpass the ALG decides; the default is client (RFC 5763 section 5)."""
+    pol = policy(actpass=actpass)
+    plan, answer, _ = _call(pol, _chromium())
+    client = actpass is ActpassPolicy.ACTIVE
+    access = plan.iq.streams[0].access
+    assert (access.tls_role, access.establish_tls) == ((Role.CLIENT, True) if client else (Role.SERVER, False))
+    assert ("a=setup:active" if client else "a=setup:passive") in answer.split("\r\n")
+    assert policy().actpass is ActpassPolicy.ACTIVE
+
+
+def test_same_tls_id_with_a_role_change_is_refused():
+    pol = policy()
+    _, _, state = _call(pol, _chromium(setup="passive"))  # the AGW is client
+    with pytest.raises(SdpPolicyError) as err:
+        run(_chromium(setup="active"), Side.ACCESS, Kind.OFFER, state, pol)
+    assert err.value.sip_status == 488
+    assert err.value.reason.startswith("m-line 1: a=setup:active would change the DTLS role")
+
+
+@pytest.mark.req("SRTP-4")
+@pytest.mark.parametrize(("change", "kept"), [
+    ({}, True),
+    ({"ufrag": "NEW1"}, False),        # ICE restart
+    ({"fp_byte": "11"}, False),        # another certificate
+    ({"setup": "active"}, False),      # the WIC changes role (was actpass -> AGW client; now AGW server)
+])
+def test_peer_without_tls_id(change, kept):
+    """RFC 8842 section 4: without tls-id, a new fingerprint, role or ICE ufrag means a new association."""
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    _, _, state = _call(pol, _chromium(tls_id=None))
+    plan, answer, _ = _reoffer(pol, state, _chromium(tls_id=None, **change))
+    spec = plan.iq.streams[0]
+    assert (spec.reuse_association, spec.local_tls_id) == (kept, ids.nth(1) if kept else ids.nth(2))
+    assert f"a=tls-id:{spec.local_tls_id}" in answer.split("\r\n")
+
+
+@pytest.mark.req("SRTP-4")
+@pytest.mark.parametrize(("port", "kept"), [(15476, True), (15500, False)])
+def test_peer_without_tls_id_and_ice_changing_port(port, kept):
+    """RFC 8842 section 4: without ICE, a new transport address/port means a new association."""
+    pol = policy()
+    body = fixture("baresip_offer.sdp")
+    _, _, state = _call(pol, body)
+    plan, _, _ = _reoffer(pol, state, body.replace("m=audio 15476", f"m=audio {port}"))
+    assert plan.iq.streams[0].reuse_association is kept
+    assert plan.iq.streams[0].access.establish_tls is not kept
+
+
+@pytest.mark.req("SRTP-3", "SRTP-6")
+def test_core_reoffer_keeps_the_wic_association():
+    """RFC 8842 5.5: an offer on a kept association repeats tls-id and fingerprint and keeps the role."""
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    _, _, state = _call(pol, _chromium())  # the AGW is DTLS client
+    core_reoffer = sdp("""
+        v=0
+        o=core 1 2 IN IP4 192.0.2.50
+        s=-
+        c=IN IP4 192.0.2.50
+        t=0 0
+        m=audio 6100 RTP/AVPF 111
+        a=rtpmap:111 opus/48000/2
+        a=sendonly
+    """)
+    plan, offered = run(core_reoffer, Side.CORE, Kind.OFFER, state, pol, transaction="t3")
+    spec = plan.iq.streams[0]
+    assert plan.iq.command is Command.MODIFY
+    assert (spec.access, spec.reuse_association, spec.local_tls_id) == (None, True, ids.nth(1))
+    assert (spec.core.remote_address, spec.core.remote_port) == ("192.0.2.50", 6100)
+    assert offered.sdp == sdp(f"""
+        v=0
+        o=core 1 2 IN IP4 192.0.2.50
+        s=-
+        c=IN IP4 203.0.113.10
+        t=0 0
+        a=ice-lite
+        m=audio 40000 UDP/TLS/RTP/SAVPF 111
+        a=rtpmap:111 opus/48000/2
+        a=sendonly
+        a=rtcp-mux
+        a=ice-ufrag:agwu0
+        a=ice-pwd:agwpwd0xxxxxxxxxxxxxxxxx
+        a=candidate:1 1 udp 2130706431 203.0.113.10 40000 typ host
+        a=candidate:2 1 tcp 2124414975 203.0.113.10 40000 typ host tcptype passive
+        a=end-of-candidates
+        a=fingerprint:{AGW_FP_TEXT}
+        a=setup:active
+        a=tls-id:{ids.nth(1)}
+    """)
+    # The WIC answers keeping the roles (passive): nothing new to establish.
+    answer = _chromium(setup="passive").replace("a=group:BUNDLE 0\r\n", "")
+    plan, _ = run(answer, Side.ACCESS, Kind.ANSWER, offered.state, pol, transaction="t3")
+    assert (plan.iq.streams[0].access.tls_role, plan.iq.streams[0].access.establish_tls) == (Role.CLIENT, False)
+
+
+@pytest.mark.req("SRTP-6", "SRTP-7")
+def test_core_reoffer_after_wic_answered_active_says_passive_and_adds_new_line_with_actpass():
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    core_offer = fixture("core_rtp_offer.sdp")
+    _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
+    wic_answer = _chromium(setup="active", tls_id="wicAnswerTlsIdCCCCCCCCC").replace(
+        "UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126", "UDP/TLS/RTP/SAVP 0")
+    plan, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    assert plan.iq.streams[0].access.tls_role is Role.SERVER
+    reoffer = core_offer + sdp("""
+        m=audio 20002 RTP/AVP 8
+        a=rtpmap:8 PCMA/8000
+    """)
+    plan, offered = run(reoffer, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t4")
+    assert [(s.stream_id, s.reuse_association, s.local_tls_id, s.access is None) for s in plan.iq.streams] == [
+        (0, True, ids.nth(1), True),
+        (1, False, ids.nth(2), False),
+    ]
+    assert _dtls_lines(offered.sdp) == [
+        f"a=fingerprint:{AGW_FP_TEXT}", "a=setup:passive", f"a=tls-id:{ids.nth(1)}",
+        f"a=fingerprint:{AGW_FP_TEXT}", "a=setup:actpass", f"a=tls-id:{ids.nth(2)}",
+    ]
