@@ -159,8 +159,12 @@ def remote_rtcp_port(m: MediaSection) -> int | None:
 
 
 def strip_for_core(m: MediaSection) -> None:
-    """Remove DTLS, ICE and access-side RTCP attributes from a section going to the core."""
-    m.remove_attributes(*DTLS_ATTRIBUTES, *ICE_ATTRIBUTES, "rtcp", "rtcp-mux-only", "crypto")
+    """Remove DTLS, ICE and access-side RTCP attributes from a section going to the core.
+
+    ``a=3ge2ae`` (TS 24.229: the UE's request for e2ae protection) describes
+    the access leg only; the edge applies it and does not pass it on.
+    """
+    m.remove_attributes(*DTLS_ATTRIBUTES, *ICE_ATTRIBUTES, "rtcp", "rtcp-mux-only", "crypto", "3ge2ae")
 
 
 def strip_for_access(m: MediaSection) -> None:

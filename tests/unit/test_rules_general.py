@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sdp_rules import DialogState, Kind, SdpPolicyError, Side
 from sdp_rules.iq import Command, Role
 
-from tests.unit.rules_helpers import AGW_FP_TEXT, TlsIds, fixture, policy, run, sdp
+from tests.unit.rules_helpers import AGW_FP2, AGW_FP_TEXT, TlsIds, attrs_of, core_port, fixture, policy, run, sdp
 
 FP = "sha-256 D6:00:20:5D:63:4E:97:C0:63:C2:2F:48:FC:FF:08:4F:55:CE:79:FD:B9:FB:29:55:9F:3B:47:3B:DF:96:BB:E3"
 PLAIN_VIDEO = """
@@ -276,3 +276,26 @@ def test_non_e2ae_lines_survive_offer_and_answer_byte_for_byte(offer_extra, answ
     media = body[body.index("m=audio 40000 UDP/TLS/RTP/SAVPF 111"):]
     assert media[1:2 + len(answer_extra)] == ["a=rtpmap:111 opus/48000/2", *answer_extra]
     assert f"a=fingerprint:{AGW_FP_TEXT}" in media
+
+
+@pytest.mark.req("G-1", "SRTP-4")
+def test_3ge2ae_request_is_applied_at_the_edge_and_not_forwarded():
+    """An IMS UE asks for e2ae with a=3ge2ae:requested; the core sees plain RTP and no such line."""
+    body = sdp("""
+        v=0
+        o=- 1 1 IN IP4 127.0.0.1
+        s=-
+        c=IN IP4 127.0.0.1
+        t=0 0
+        m=audio 49152 UDP/TLS/RTP/SAVP 0
+        a=3ge2ae:requested
+        a=fingerprint:sha-256 """ + AGW_FP2.value + """
+        a=setup:actpass
+        a=tls-id:abcdefghijklmnopqrstuv
+        a=rtpmap:0 PCMU/8000
+    """)
+    plan, result = run(body, Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    assert plan.streams[0].kind == "srtp"
+    assert attrs_of(result.sdp, 0) == [
+        f"m=audio {core_port(0)} RTP/AVP 0", "a=rtpmap:0 PCMU/8000", "a=rtcp-mux",
+    ]
