@@ -101,6 +101,9 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
     decisions: list[StreamDecision] = []
     for i, m in enumerate(sdp.media):
         handler, reason = _classify_access(m)
+        if m.rejected and old_map.get(str(i), {}).get("handler") == datachannel.KIND:
+            # A data-channel line rejected in a re-offer: its handler rejects its core lines in place.
+            handler, reason = datachannel.KIND, "rejected (port 0)"
         part: OfferPart | None = None
         if handler in media.ACCESS_KINDS:
             part = media.offer_from_access(ctx, i, m, sid=i)
