@@ -99,12 +99,18 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
     groups: list[dict[str, Any]] = []
     parts: list[OfferPart | None] = []
     decisions: list[StreamDecision] = []
+    release: list[int] = []
     for i, m in enumerate(sdp.media):
         handler, reason = _classify_access(m)
         if m.rejected and old_map.get(str(i), {}).get("handler") == datachannel.KIND:
             # A data-channel line rejected in a re-offer: its handler rejects its core lines in place.
             handler, reason = datachannel.KIND, "rejected (port 0)"
         part: OfferPart | None = None
+        if m.rejected and old_map.get(str(i), {}).get("handler") in media.ACCESS_KINDS:
+            # A DTLS media line disabled in a re-offer: release its AGW stream and
+            # keep its core m-line in place, rejected (RFC 3264 section 8.2).
+            release.append(i)
+            reason = "disabled in a re-offer: stream released"
         if handler in media.ACCESS_KINDS:
             part = media.offer_from_access(ctx, i, m, sid=i)
         elif handler == datachannel.KIND:
@@ -132,7 +138,11 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
         out: list[MediaSection | None] = [None] * core_count
         old_lines = data.get("core_mlines", {})
         for group, part, m in zip(groups, parts, sdp.media):
-            sections = part.finish(reply) if part else [_copy(m)]
+            if group["access"] in release:
+                ctx.streams.pop(str(group["access"]), None)
+                sections = [_rejected_from_m(old_lines.get(str(group["core"][SINGLE])), m)]
+            else:
+                sections = part.finish(reply) if part else [_copy(m)]
             for key, section in zip(group["core"], sections):
                 out[group["core"][key]] = section
             for key, idx in group["vanished"].items():
@@ -146,7 +156,7 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
         data["pending"] = {"origin": Side.ACCESS.value, "groups": groups, "count": core_count}
         return result
 
-    return streams, [], decisions, render
+    return streams, release, decisions, render
 
 
 # ---------------------------------------------------------------------------
@@ -163,14 +173,20 @@ def _plan_offer_from_core(ctx: Context, sdp: SessionDescription, data: dict[str,
     by_access: dict[int, dict[str, Any]] = {}
     new_dc_access: int | None = None
     decisions: list[StreamDecision] = []
+    release: list[int] = []
     for j, m in enumerate(sdp.media):
         if j in reverse:
             access_idx, key = reverse[j]
             handler = old_map[str(access_idx)]["handler"]
             reason = "existing m-line"
             if handler != datachannel.KIND and handler != PASSTHROUGH:
-                handler_now, reason = _classify_core(m)
+                if m.rejected and str(access_idx) in ctx.streams:
+                    # Disabled by the core in a re-offer: release the AGW stream.
+                    release.append(access_idx)
+                    reason = "disabled in a re-offer: stream released"
+                handler_now, reason_now = _classify_core(m)
                 handler = handler_now if not m.rejected else PASSTHROUGH
+                reason = reason if m.rejected else reason_now
         else:
             handler, reason = _classify_core(m)
             key = None
@@ -216,6 +232,9 @@ def _plan_offer_from_core(ctx: Context, sdp: SessionDescription, data: dict[str,
             group, part = by_access[access_idx], parts[access_idx]
             if part:
                 out.extend(part.finish(reply))
+            elif access_idx in release:
+                stream = ctx.streams.pop(str(access_idx))
+                out.append(_rejected_as(group["inputs"][0][1], stream.get("access_proto")))
             else:
                 out.append(_copy(group["inputs"][0][1]))
         result = _assemble(sdp, out, toward=Side.ACCESS, any_e2ae=bool(streams))
@@ -234,7 +253,7 @@ def _plan_offer_from_core(ctx: Context, sdp: SessionDescription, data: dict[str,
         }
         return result
 
-    return streams, [], decisions, render
+    return streams, release, decisions, render
 
 
 # ---------------------------------------------------------------------------
@@ -367,6 +386,16 @@ def _rejected_from_m(m_value: str | None, fallback: MediaSection | None) -> Medi
     parts = m_value.split(" ")
     parts[1] = "0"
     return MediaSection([Line("m", " ".join(parts))])
+
+
+def _rejected_as(m: MediaSection, proto: str | None) -> MediaSection:
+    """``m`` rejected (port 0), in the proto the other side has known it by."""
+    out = MediaSection([m.lines[0]])
+    out = _copy(out)
+    out.port = 0
+    if proto:
+        out.proto = proto
+    return out
 
 
 def release_request(dialog: str, transaction: str) -> IqRequest:

@@ -216,3 +216,46 @@ def test_core_reoffer_after_wic_answered_active_says_passive_and_adds_new_line_w
         f"a=fingerprint:{AGW_FP_TEXT}", "a=setup:passive", f"a=tls-id:{ids.nth(1)}",
         f"a=fingerprint:{AGW_FP_TEXT}", "a=setup:actpass", f"a=tls-id:{ids.nth(2)}",
     ]
+
+
+def _disabled(body):
+    """The same offer with its (only) m-line disabled: port 0 (RFC 3264 section 8.2)."""
+    head, _, rest = body.partition("m=audio ")
+    return head + "m=audio 0 " + rest.split(" ", 1)[1]
+
+
+@pytest.mark.req("SRTP-4")
+def test_wic_reoffer_disabling_the_stream_releases_it():
+    pol = policy()
+    _, _, state = _call(pol, _chromium())
+    plan, offered = run(_disabled(_chromium()), Side.ACCESS, Kind.OFFER, state, pol, transaction="t2")
+    assert (plan.iq.command, plan.iq.streams, plan.iq.release_streams) == (Command.MODIFY, [], [0])
+    forwarded = offered.sdp.split("\r\n")
+    m_lines = [line for line in forwarded if line.startswith("m=")]
+    assert m_lines == ["m=audio 0 RTP/AVPF 111 63 9 0 8 13 110 126"]
+    assert offered.state.data["streams"] == {}
+
+
+@pytest.mark.req("SRTP-6")
+def test_core_reoffer_disabling_the_stream_releases_it():
+    pol = policy()
+    core_offer = fixture("core_rtp_offer.sdp")
+    _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
+    access_m = [line for line in offered.sdp.split("\r\n") if line.startswith("m=")][0]
+    wic_answer = sdp(f"""
+        v=0
+        o=- 2 2 IN IP4 127.0.0.1
+        s=-
+        c=IN IP4 127.0.0.1
+        t=0 0
+        {access_m.replace(access_m.split(" ")[1], "50000", 1)}
+        a=fingerprint:sha-256 {':'.join(['AB'] * 32)}
+        a=setup:active
+        a=tls-id:wicTlsIdForCoreCallAAAA
+    """)
+    _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    plan, reoffered = run(_disabled(core_offer), Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
+    assert (plan.iq.streams, plan.iq.release_streams) == ([], [0])
+    m_lines = [line for line in reoffered.sdp.split("\r\n") if line.startswith("m=")]
+    assert m_lines == [" ".join(["m=audio", "0", "UDP/TLS/RTP/SAVP", *access_m.split(" ")[3:]])]
+    assert reoffered.state.data["streams"] == {}
