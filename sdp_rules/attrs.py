@@ -116,6 +116,59 @@ def setup_for_role(role: Role) -> str:
     return "active" if role is Role.CLIENT else "passive"
 
 
+def same_association(
+    prev: dict, dtls: DtlsParams, ice_ufrag: str | None, transport: list, actpass: ActpassPolicy,
+) -> bool:
+    """RFC 8842 sections 4 and 5: does this re-offer keep the existing DTLS association?
+
+    With ``a=tls-id`` on either side, the tls-id alone decides.  A peer without
+    it wants a new association when it changes its fingerprint set, its DTLS
+    role, its ICE ufrag or -- without ICE -- its transport address and port.
+    (With ICE the m=/c= address follows the selected candidate pair and is no
+    sign of a new association; the ufrag is.)  ``prev`` is the stream's stored
+    state: ``remote_tls_id``, ``remote_fingerprints``, ``remote_ice_ufrag``,
+    ``role`` and ``remote_transport``.
+    """
+    if dtls.tls_id is not None or prev.get("remote_tls_id") is not None:
+        return dtls.tls_id == prev.get("remote_tls_id")
+    same_fps = sorted(str(fp) for fp in dtls.fingerprints) == sorted(prev.get("remote_fingerprints") or [])
+    if not same_fps or ice_ufrag != prev.get("remote_ice_ufrag"):
+        return False
+    if dtls.setup != "actpass" and agw_role_for_offer(dtls.setup, actpass).value != prev.get("role"):
+        return False
+    return ice_ufrag is not None or prev.get("remote_transport") == transport
+
+
+@dataclass
+class Association:
+    """What a WIC offer means for a stream's DTLS association."""
+
+    reuse: bool
+    role: Role
+    local_tls_id: str
+
+
+def decide_association(
+    prev: dict | None, dtls: DtlsParams, ice_ufrag: str | None, transport: list,
+    policy_actpass: ActpassPolicy, new_tls_id, where: str,
+) -> Association:
+    """Keep the association (same role and tls-id: role stickiness) or start a new one.
+
+    A kept association never changes role, even on an ``actpass`` re-offer;
+    an explicit setup value that would change it is refused (RFC 8842 5.3).
+    ``new_tls_id`` is called only for a new association.
+    """
+    if prev is not None and same_association(prev, dtls, ice_ufrag, transport, policy_actpass):
+        role = Role(prev["role"])
+        if dtls.setup != "actpass" and agw_role_for_offer(dtls.setup, policy_actpass) is not role:
+            raise SdpPolicyError(
+                f"{where}: a=setup:{dtls.setup} would change the DTLS role of an existing association"
+                " (same tls-id; RFC 8842 section 5.3)"
+            )
+        return Association(True, role, prev["local_tls_id"])
+    return Association(False, agw_role_for_offer(dtls.setup, policy_actpass), new_tls_id())
+
+
 @dataclass
 class IceParams:
     ufrag: str | None

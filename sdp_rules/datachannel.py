@@ -515,24 +515,6 @@ def _association(ctx: Context, sid: int) -> dict[str, Any] | None:
     return prev if prev and prev.get("kind") == "sctp" else None
 
 
-def _same_association(prev: dict[str, Any], dtls: attrs.DtlsParams, ice_ufrag: str | None,
-                      transport: list[Any], ctx: Context) -> bool:
-    """RFC 8842 sections 4 and 5: does this re-offer keep the existing association?
-
-    The tls-id decides when either side uses it; a peer without it asks for a
-    new association by changing its fingerprints, its DTLS role, its ICE ufrag
-    or -- without ICE -- its address and port (as :mod:`media` does).
-    """
-    if dtls.tls_id is not None or prev.get("remote_tls_id") is not None:
-        return dtls.tls_id == prev.get("remote_tls_id")
-    same_fps = sorted(str(fp) for fp in dtls.fingerprints) == sorted(prev.get("remote_fingerprints") or [])
-    if not same_fps or ice_ufrag != prev.get("remote_ice_ufrag"):
-        return False
-    if dtls.setup != "actpass" and attrs.agw_role_for_offer(dtls.setup, ctx.policy.actpass).value != prev.get("role"):
-        return False
-    return ice_ufrag is not None or prev.get("remote_transport") == transport
-
-
 def _live_channels(ctx: Context, prev: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
     """The component streams of an association as stored: Iq id -> state."""
     out = {}
@@ -581,20 +563,12 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
     address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
     remote_sctp_port = _sctp_port(m, where)
     remote_mms = _max_message_size(m, where)
-    reuse = prev is not None and _same_association(prev, dtls, ice.ufrag, [address, port], ctx)
-    if reuse:
-        role = Role(prev["role"])
-        if dtls.setup != "actpass" and attrs.agw_role_for_offer(dtls.setup, ctx.policy.actpass) is not role:
-            raise SdpPolicyError(
-                f"{where}: a=setup:{dtls.setup} would change the DTLS role of an existing association"
-                " (same tls-id; RFC 8842 section 5.3)"
-            )
-        local_tls_id = prev["local_tls_id"]
-    else:
-        role = attrs.agw_role_for_offer(dtls.setup, ctx.policy.actpass)
-        local_tls_id = ctx.new_tls_id()
     if dtls.tls_id:
         ctx.used_tls_ids.add(dtls.tls_id)
+    association = attrs.decide_association(
+        prev, dtls, ice.ufrag, [address, port], ctx.policy.actpass, ctx.new_tls_id, where,
+    )
+    reuse, role, local_tls_id = association.reuse, association.role, association.local_tls_id
 
     entries = []
     streams: list[StreamSpec] = []

@@ -34,9 +34,8 @@ from __future__ import annotations
 from typing import Any
 
 from sdp_rules import attrs, bandwidth
-from sdp_rules.attrs import DtlsParams
 from sdp_rules.errors import SdpPolicyError
-from sdp_rules.handlers import AnswerPart, Context, OfferPart, stream_reply
+from sdp_rules.handlers import AnswerPart, Context, OfferPart
 from sdp_rules.iq import (
     TRANSPORT_UDP,
     TRANSPORT_UDP_DTLS,
@@ -81,27 +80,6 @@ def _where(index: int) -> str:
     return f"m-line {index + 1}"
 
 
-def _same_association(
-    prev: dict[str, Any], dtls: DtlsParams, ice_ufrag: str | None, transport: list[Any], actpass: Any,
-) -> bool:
-    """RFC 8842 sections 4 and 5: does this re-offer keep the existing DTLS association?
-
-    With ``a=tls-id`` on either side, the tls-id alone decides.  A peer without
-    it wants a new association when it changes its fingerprint set, its DTLS
-    role, its ICE ufrag or -- without ICE -- its transport address and port.
-    (With ICE the m=/c= address follows the selected candidate pair and is no
-    sign of a new association; the ufrag is.)
-    """
-    if dtls.tls_id is not None or prev.get("remote_tls_id") is not None:
-        return dtls.tls_id == prev.get("remote_tls_id")
-    same_fps = sorted(str(fp) for fp in dtls.fingerprints) == sorted(prev.get("remote_fingerprints", []))
-    if not same_fps or ice_ufrag != prev.get("remote_ice_ufrag"):
-        return False
-    if dtls.setup != "actpass" and attrs.agw_role_for_offer(dtls.setup, actpass).value != prev.get("role"):
-        return False
-    return ice_ufrag is not None or prev.get("remote_transport") == transport
-
-
 def _access_reply(reply: IqReply | None, sid: int, prev: dict[str, Any] | None) -> TerminationReply:
     """The AGW's access termination: from this reply, else as stored."""
     if reply is not None:
@@ -141,22 +119,13 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int) -> Of
     ice = attrs.ice_params(ctx.sdp, m)
     address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
     prev = ctx.streams.get(str(sid))
-    reuse = bool(prev) and prev["kind"] == kind and _same_association(
-        prev, dtls, ice.ufrag, [address, port], ctx.policy.actpass,
-    )
     if dtls.tls_id:
         ctx.used_tls_ids.add(dtls.tls_id)
-    if reuse:
-        role = Role(prev["role"])
-        if dtls.setup != "actpass" and attrs.agw_role_for_offer(dtls.setup, ctx.policy.actpass) is not role:
-            raise SdpPolicyError(
-                f"{where}: a=setup:{dtls.setup} would change the DTLS role of an existing association"
-                " (same tls-id; RFC 8842 section 5.3)"
-            )
-        local_tls_id = prev["local_tls_id"]
-    else:
-        role = attrs.agw_role_for_offer(dtls.setup, ctx.policy.actpass)
-        local_tls_id = ctx.new_tls_id()
+    association = attrs.decide_association(
+        prev if prev and prev["kind"] == kind else None, dtls, ice.ufrag, [address, port],
+        ctx.policy.actpass, ctx.new_tls_id, where,
+    )
+    reuse, role, local_tls_id = association.reuse, association.role, association.local_tls_id
     rtp = kind in RTP_KINDS
     access = TerminationSpec(
         side=Side.ACCESS,
