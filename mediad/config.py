@@ -76,6 +76,7 @@ class Config:
     mediad_certificate_file: str = ""
     mediad_key_file: str = ""
     mediad_log_level: str = "INFO"
+    mediad_sctp_max_message_size: int = 262144  # RFC 8841 a=max-message-size we accept
     # [redis]
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str = ""
@@ -167,6 +168,7 @@ _CONVERTERS = {
     ("mediad", "certificate_file"): lambda t, w: t.strip(),
     ("mediad", "key_file"): lambda t, w: t.strip(),
     ("mediad", "log_level"): lambda t, w: t.strip().upper(),
+    ("mediad", "sctp_max_message_size"): lambda t, w: int(_positive(int, t, w)),
     ("redis", "url"): lambda t, w: t.strip(),
     ("redis", "password"): lambda t, w: t.strip(),
     ("redis", "dialog_ttl"): lambda t, w: int(_positive(int, t, w)),

@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from sdp_rules.errors import E2aeError
 from sdp_rules.iq import Command, IqReply, IqRequest, Role, StreamSpec, TerminationSpec
 
+from mediad import datachannel
 from mediad.certs import Certificate
 from mediad.config import Config
 from mediad.control import (
@@ -47,6 +48,7 @@ from mediad.ports import NoPortsError, PortPool
 from mediad.relay import FAILED, AccessChannel, CoreChannel
 from mediad.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys
 from mediad.state import CERTIFICATE_KEY, StateError, StateStore
+from mediad.tcp import listen as listen_tcp, wants_tcp
 
 log = logging.getLogger("mediad")
 
@@ -177,7 +179,7 @@ class Daemon:
         return await self._release(request, dialog)
 
     def _check_stream(self, spec: StreamSpec) -> None:
-        if spec.kind not in SUPPORTED_KINDS:
+        if spec.kind not in SUPPORTED_KINDS and spec.kind not in datachannel.KINDS:
             raise ControlError(E_UNSUPPORTED, f"stream kind {spec.kind!r} is not supported by this mediad")
         if spec.access is None and spec.core is None:
             raise ControlError(E_MALFORMED, f"stream {spec.stream_id} has no termination")
@@ -223,18 +225,25 @@ class Daemon:
         return created
 
     async def _add_access(self, stream: Stream, spec: TerminationSpec) -> None:
+        if stream.kind in datachannel.KINDS:
+            return await datachannel.add_access(self, stream, spec)
         leg = AccessLeg(stream, spec)
         stream.access = leg
-        count = 1 if stream.kind == "t38" or spec.rtcp_mux else 2
-        socks = self.access_pool.allocate(count, even=count == 2)
+        count = 1 if stream.kind in ("t38", "srtp_tcp") or spec.rtcp_mux else 2  # over TCP RTCP is muxed
+        tcp = wants_tcp(stream.kind, spec)
+        socks = self.access_pool.allocate(count, even=count == 2, tcp_too=tcp)
         self.metrics.terminations_active.labels("access").inc()
         leg.rtp = AccessChannel(leg, socks[0].getsockname()[1], "rtp")
         if count == 2:
             leg.rtcp = AccessChannel(leg, socks[1].getsockname()[1], "rtcp")
         for channel, sock in zip(leg.channels(), socks):
             await self.loop.create_datagram_endpoint(lambda c=channel: c, sock=sock)
+        if tcp:
+            await listen_tcp(leg.rtp, socks[-1])
 
     async def _add_core(self, stream: Stream, spec: TerminationSpec) -> None:
+        if stream.kind in datachannel.KINDS:
+            return await datachannel.add_core(self, stream, spec)
         leg = CoreLeg(stream, spec)
         stream.core = leg
         count = 1 if stream.kind == "t38" or spec.rtcp_mux else 2
@@ -260,8 +269,8 @@ class Daemon:
             stream = dialog.streams.get(spec.stream_id)
             if stream is None:
                 continue
-            if (spec.remote_tls_id and stream.remote_tls_id and spec.remote_tls_id != stream.remote_tls_id
-                    and not spec.reuse_association and stream.access is not None):
+            if self._new_association(stream, spec):
+                stream.access.spec.remote_fingerprints = []  # the new ones come with this modify or a later one
                 stream.access.reset_association()
             stream.local_tls_id = spec.local_tls_id or stream.local_tls_id
             stream.remote_tls_id = spec.remote_tls_id or stream.remote_tls_id
@@ -281,6 +290,26 @@ class Daemon:
             touched.append(stream)
         touched += await self._create_streams(dialog, new_specs)
         return self._reply(request, touched)
+
+    @staticmethod
+    def _new_association(stream: Stream, spec: StreamSpec) -> bool:
+        """Does this modify start a new DTLS association on ``stream`` (RFC 8842 section 5)?
+
+        With tls-ids: a new remote tls-id.  A peer without tls-id (Chrome): the
+        ALG's ``reuse_association`` false on an access modify, once the stream
+        had the peer's fingerprints (ICE restart, new certificate); a stream
+        without them yet keeps its held early ClientHello (SRTP-9).  The reset
+        forgets the old fingerprints, so the modify that brings the new ones
+        (the answer to an AGW re-offer) does not reset again.
+        """
+        leg = stream.access
+        if spec.reuse_association or leg is None:
+            return False
+        if spec.remote_tls_id and stream.remote_tls_id:
+            return spec.remote_tls_id != stream.remote_tls_id
+        if spec.remote_tls_id or stream.remote_tls_id or spec.access is None:
+            return False
+        return bool(leg.spec.remote_fingerprints)
 
     async def _release(self, request: IqRequest, dialog: Dialog) -> IqReply:
         ids = list(request.release_streams) + [s.stream_id for s in request.streams]
@@ -329,10 +358,10 @@ class Daemon:
                             channel.check_consent()
 
     # -- what the packet path tells us -------------------------------------------------
-    def event(self, stream: Stream, name: str, reason: str | None, component: str) -> None:
+    def event(self, stream: Stream, name: str, reason: str | None, component: str, **extra: Any) -> None:
         dialog = stream.dialog
         event = {"dialog": dialog.id, "stream_id": stream.stream_id, "event": name, "reason": reason,
-                 "component": component, "time": round(time.time(), 3)}
+                 "component": component, "time": round(time.time(), 3), **extra}
         dialog.add_event(event)
         self.metrics.events.labels(name).inc()
         log.info("dialog %s stream %d %s: %s%s", dialog.id, stream.stream_id, component, name,
@@ -427,6 +456,8 @@ class Daemon:
         return dialog
 
     async def _restore_access(self, stream: Stream, adoc: dict[str, Any]) -> None:
+        if stream.kind in datachannel.KINDS:
+            return await datachannel.restore_access(self, stream, adoc)
         leg = AccessLeg(stream, TerminationSpec.from_dict(adoc["spec"]), (adoc["ice_ufrag"], adoc["ice_pwd"]))
         stream.access = leg
         self.metrics.terminations_active.labels("access").inc()
@@ -438,6 +469,8 @@ class Daemon:
             channel = AccessChannel(leg, int(cdoc["port"]), component)
             setattr(leg, component, channel)
             await self.loop.create_datagram_endpoint(lambda c=channel: c, sock=sock)
+            if component == "rtp" and wants_tcp(stream.kind, leg.spec):  # listen again: the WIC reconnects
+                await listen_tcp(channel, self.access_pool.bind_tcp(channel.port))
             channel.role = Role(cdoc["role"]) if cdoc.get("role") else None
             peer = tuple(cdoc["peer"]) if cdoc.get("peer") else None
             keys = stored_keys(cdoc)
@@ -447,6 +480,8 @@ class Daemon:
                 channel.state, channel.failure, channel.peer = FAILED, cdoc.get("failure"), peer
 
     async def _restore_core(self, stream: Stream, cdoc: dict[str, Any]) -> None:
+        if stream.kind in datachannel.KINDS:
+            return await datachannel.restore_core(self, stream, cdoc)
         leg = CoreLeg(stream, TerminationSpec.from_dict(cdoc["spec"]))
         stream.core = leg
         self.metrics.terminations_active.labels("core").inc()

@@ -48,6 +48,14 @@ class Deframer:
         return packets
 
     @property
+    def next_length(self) -> int | None:
+        """The length the next (incomplete) frame announces, once its prefix is in."""
+        buffer = self._buffer
+        if len(buffer) < LENGTH_SIZE:
+            return None
+        return (buffer[0] << 8) | buffer[1]
+
+    @property
     def pending(self) -> int:
         """Bytes held while waiting for the rest of a frame."""
         return len(self._buffer)

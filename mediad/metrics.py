@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 SIDES = ("access", "core")
 DIRECTIONS = ("in", "out")
-PACKET_KINDS = ("rtp", "rtcp", "udptl", "stun", "dtls")
+PACKET_KINDS = ("rtp", "rtcp", "udptl", "stun", "dtls", "sctp", "t140", "msrp")
 DROP_REASONS = (
     "malformed", "unknown_kind", "not_established", "auth_fail", "replay", "bad_packet",
     "dtls_failed", "no_peer", "consent_expired", "wrong_source", "send_error", "unexpected",
@@ -22,6 +22,9 @@ DROP_REASONS = (
 )
 ROLES = ("client", "server")
 HANDSHAKE_RESULTS = ("ok", "fingerprint_mismatch", "timeout", "protocol_error")
+TCP_RESULTS = ("accepted", "rejected")
+# Why an access TCP connection was closed or a frame not sent (mediad.tcp).
+TCP_ERRORS = ("not_stun", "unauthenticated", "oversized", "unknown_frame", "idle_timeout", "busy", "congested")
 COMMANDS = ("reserve", "modify", "release", "query", "list", "unknown")
 CONTROL_RESULTS = ("ok", "400", "401", "404", "500", "501", "503")
 
@@ -71,10 +74,27 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=registry,
         )
         self.events = Counter(p + "events", "Events sent to the ALG", ["event"], registry=registry)
+        self.sctp_setup_seconds = Histogram(
+            p + "sctp_setup_seconds", "SCTP association setup (DTLS up to SCTP established)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=registry,
+        )
+        self.data_channels_active = Gauge(
+            p + "data_channels_active", "Data channels bridged to a core stream", registry=registry
+        )
         self.restored_sessions = Counter(
             p + "restored_sessions", "Dialogs reloaded from Redis at start", registry=registry
         )
         self.redis_errors = Counter(p + "redis_errors", "Failed Redis operations", registry=registry)
+        self.tcp_connections = Counter(
+            p + "tcp_connections", "Access TCP connections (ICE-TCP) by admission result", ["result"],
+            registry=registry,
+        )
+        self.tcp_connections_active = Gauge(
+            p + "tcp_connections_active", "Open access TCP connections", registry=registry
+        )
+        self.tcp_errors = Counter(
+            p + "tcp_errors", "Access TCP framing and admission errors by reason", ["reason"], registry=registry
+        )
 
         self.traffic: dict[tuple[str, str, str], PacketCounters] = {
             (side, direction, kind): PacketCounters(
@@ -88,6 +108,8 @@ class Metrics:
                 self.handshakes.labels(role, result)
         for side in SIDES:
             self.terminations_active.labels(side)
+        self.tcp_result = {result: self.tcp_connections.labels(result) for result in TCP_RESULTS}
+        self.tcp_error = {reason: self.tcp_errors.labels(reason) for reason in TCP_ERRORS}
 
     def dropped(self, reason: str) -> None:
         child = self.drop.get(reason)

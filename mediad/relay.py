@@ -206,7 +206,7 @@ class AccessChannel(Channel):
         if self.peer is not None:
             return self.peer
         spec = self.leg.spec
-        if spec.remote_address and spec.remote_port:
+        if spec.remote_address and spec.remote_port and self.leg.stream.kind != "srtp_tcp":  # TCP: checked only
             if self.component == "rtp":
                 return (spec.remote_address, spec.remote_port)
             return (spec.remote_address, spec.remote_rtcp_port or spec.remote_port + 1)
@@ -241,8 +241,8 @@ class AccessChannel(Channel):
         now = self.loop.time()
         fps = self.leg.spec.remote_fingerprints or None
         self.dtls = DtlsSession(
-            self.owner.certificate, role, srtp=self.leg.stream.kind == "srtp", remote_fingerprints=fps,
-            handshake_timeout=self.owner.config.mediad_dtls_handshake_timeout, now=now,
+            self.owner.certificate, role, srtp=self.leg.stream.kind in ("srtp", "srtp_tcp"),
+            remote_fingerprints=fps, handshake_timeout=self.owner.config.mediad_dtls_handshake_timeout, now=now,
         )
         self.role = role
         self.state = HANDSHAKING

@@ -33,7 +33,7 @@ from mediad.relay import ESTABLISHED, AccessChannel, Channel, CoreChannel
 from mediad.srtp import SrtpKeys
 from mediad.stun import random_ice_credentials
 
-SUPPORTED_KINDS = ("srtp", "t38")
+SUPPORTED_KINDS = ("srtp", "srtp_tcp", "t38")
 DOCUMENT_VERSION = 1
 
 
@@ -124,7 +124,8 @@ class AccessLeg:
                 c.component: {
                     "port": c.port, "state": c.state, "failure": c.failure,
                     "role": c.role.value if c.role else None,
-                    "peer": list(c.peer) if c.peer else None,
+                    # a TCP peer (mediad.tcp.TcpPeer, a tuple subclass) dies with the process
+                    "peer": list(c.peer) if c.peer and type(c.peer) is tuple else None,
                     "srtp_keys": c.keys.to_dict() if c.keys is not None else None,
                 }
                 for c in self.channels()
@@ -193,6 +194,7 @@ class Stream:
         self.dialog = dialog
         self.stream_id = spec.stream_id
         self.kind = spec.kind
+        self.group = spec.group  # dc_channel: the stream id of its "sctp" stream (mediad.datachannel)
         self.local_tls_id = spec.local_tls_id
         self.remote_tls_id = spec.remote_tls_id
         self.access: AccessLeg | None = None

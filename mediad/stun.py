@@ -107,6 +107,16 @@ class IceLiteResponder:
             return self._drop("STUN response to an ICE-lite agent")
         return self._answer_request(message, addr, now)
 
+    def forget(self, addr: tuple[str, int]) -> None:
+        """The candidate pair at ``addr`` is gone (a closed ICE-TCP connection): deselect it.
+
+        The next valid check selects again, as before the first one.
+        """
+        if self.selected_address == addr:
+            self.selected_address = None
+            self.nominated = False
+            self.last_consent = None
+
     def consent_expired(self, now: float) -> bool:
         """True when the selected address sent no valid check for ``consent_timeout`` seconds."""
         return self.last_consent is not None and now - self.last_consent >= self.consent_timeout
