@@ -1,0 +1,316 @@
+"""The IMS-ALG's SIP logic, free of Kamailio: which SDP is an offer or an answer,
+the call to the rules and to mediad, the dialog's state, and the errors.
+
+Theory of operation
+-------------------
+:mod:`plugin.kemi` turns each SIP message into a :class:`Message` (the side it
+arrived on, its method, tags, CSeq and body) and calls :meth:`Edge.handle`,
+which answers with an :class:`Outcome`: a new body to put in the message, or
+an error to answer with (488 + Warning for a peer's fault, 503 + Retry-After
+when mediad or Redis cannot be reached, 500 for our own bugs).
+
+Offer or answer (RFC 3264, RFC 3261 13.2.1, RFC 3262, RFC 3311): the dialog
+record keeps the offer in progress (its transaction, the side that made it,
+and whether it came in a reply).  A reply with a body to the transaction whose
+request carried the offer is its answer (the 18x and the 2xx of one INVITE
+both are); an ACK or PRACK with a body answers an offer made in a reply; every
+other body is an offer (a late offer in an INVITE's 18x/2xx included).
+
+Idempotency: what was rendered for a body is cached in the record, keyed by
+transaction, side and a digest of the body, so a retransmission, or a 2xx
+repeating its 18x's answer, gets the same bytes without a second rules run or
+Iq request.  Forked early dialogs answering in turn are each applied to
+mediad when they arrive (the last answer seen sets the core's media address),
+and an answer seen before is applied again when another one was applied in
+between.  The Iq transaction id carries the state version, so mediad's own
+idempotency cache answers a retransmitted request, never a new one.  Messages of one dialog are serialised across workers by a Redis
+lock with a bounded wait.
+
+Release: :meth:`Edge.release` (BYE, CANCEL, a final error to the initial
+INVITE, the dialog module's timeout, a DTLS failure) sends RELEASE to mediad
+and deletes the record; both are idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import sdp_rules
+from sdp_rules.errors import E2aeError, PeerError, UnavailableError
+from sdp_rules.iq import EVENT_DTLS_FAILED, IqReply, IqRequest, Side
+from sdp_rules.plan import ActpassPolicy, Kind, Policy
+from sdp_rules.rules import release_request
+
+from plugin.metrics import Metrics, direction
+from plugin.state import DialogRecord, DialogStore, dialog_id
+
+log = logging.getLogger("e2ae.plugin")
+
+SDP_TYPE = "application/sdp"
+WARN_CODE = 399  # RFC 3261 20.43: miscellaneous warning
+WARNING_MAX = 200
+# The dialog module ends a dialog after [redis] dialog_ttl; the record outlives it by this
+# much so that the release at that moment still finds what to release.
+DIALOG_TTL_GRACE = 60
+
+
+@dataclass
+class Message:
+    """What the edge needs of one SIP message."""
+
+    request: bool
+    method: str  # the request's method; for a reply, the CSeq method
+    call_id: str
+    from_tag: str
+    to_tag: str
+    cseq: int
+    side: Side  # where it arrived
+    body: str = ""
+    content_type: str = ""
+    status: int = 0  # replies only
+
+    @property
+    def has_sdp(self) -> bool:
+        if not self.body.strip():
+            return False
+        ctype = self.content_type.split(";", 1)[0].strip().lower()
+        return ctype in ("", SDP_TYPE)
+
+    @property
+    def tx(self) -> str:
+        return f"{self.cseq} {self.method}"
+
+
+@dataclass
+class Outcome:
+    """What to do with the message: put ``body`` in it, or answer ``status``."""
+
+    body: str | None = None
+    status: int | None = None
+    reason: str = ""
+    warning: str | None = None  # the Warning header's text (without the header name)
+    retry_after: int | None = None
+    dialog: str | None = None  # the dialog id, when there is one
+
+    @property
+    def failed(self) -> bool:
+        return self.status is not None
+
+
+REASONS = {488: "Not Acceptable Here", 503: "Service Unavailable", 500: "Server Internal Error",
+           481: "Call/Transaction Does Not Exist"}
+
+
+def other(side: Side) -> Side:
+    return Side.CORE if side is Side.ACCESS else Side.ACCESS
+
+
+def _digest(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+
+
+def _warning_text(agent: str, reason: str) -> str:
+    clean = " ".join(reason.replace('"', "'").replace("\\", "/").split())[:WARNING_MAX]
+    return f'{WARN_CODE} {agent} "{clean}"'
+
+
+class Edge:
+    """The plugin's logic for one worker: a store, an Iq client, metrics and the policy."""
+
+    def __init__(self, store: DialogStore, iq_client, metrics: Metrics, *, agent: str,
+                 policy: Policy | None = None, retry_after: int = 5) -> None:
+        self.store = store
+        self.iq_client = iq_client
+        self.metrics = metrics
+        self.agent = agent
+        self.policy = policy or Policy()
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_config(cls, config, metrics: Metrics, iq_client=None) -> "Edge":
+        """Build from a ``mediad.config.Config`` (the one configuration file)."""
+        timeout = config.plugin_iq_timeout_ms / 1000.0
+        store = DialogStore(config.redis_url_with_password, config.redis_dialog_ttl + DIALOG_TTL_GRACE,
+                            timeout=timeout)
+        if iq_client is None:
+            iq_client = LazyIqClient(config)
+        policy = Policy(actpass=ActpassPolicy(config.policy_actpass))
+        access = config.edge_access_sip
+        return cls(store, iq_client, metrics, agent=f"{access.host}:{access.port}", policy=policy,
+                   retry_after=config.plugin_retry_after)
+
+    # -- messages -----------------------------------------------------------------
+    def handle(self, msg: Message) -> Outcome:
+        """Rewrite the SDP of one message (or say which error to answer)."""
+        if not msg.has_sdp:
+            return Outcome()
+        started = time.perf_counter()
+        try:
+            return self._handle_sdp(msg)
+        except PeerError as exc:
+            log.info("Call-ID %s: %s %s from %s refused: %s", msg.call_id, msg.method,
+                     "request" if msg.request else msg.status, msg.side.value, exc.reason)
+            return self._error(msg, exc.sip_status, exc.reason)
+        except UnavailableError as exc:
+            log.warning("Call-ID %s: %s", msg.call_id, exc.reason)
+            return self._error(msg, 503, exc.reason, retry_after=exc.retry_after or self.retry_after)
+        except Exception:  # our bug: answer, never leave the worker hanging
+            log.exception("Call-ID %s: internal error handling %s", msg.call_id, msg.method)
+            return self._error(msg, 500, "internal error")
+        finally:
+            self.metrics.sdp_seconds.labels(direction(msg.side.value)).observe(time.perf_counter() - started)
+
+    def _error(self, msg: Message, status: int, reason: str, retry_after: int | None = None) -> Outcome:
+        self.metrics.sip_errors.labels(str(status)).inc()
+        self.metrics.rewrite(msg.side.value, "answer" if self._looks_like_answer(msg) else "offer", "error")
+        return Outcome(status=status, reason=REASONS.get(status, "Error"),
+                       warning=_warning_text(self.agent, reason), retry_after=retry_after)
+
+    @staticmethod
+    def _looks_like_answer(msg: Message) -> bool:
+        return not msg.request or msg.method in ("ACK", "PRACK")
+
+    def _find_or_new(self, msg: Message) -> DialogRecord:
+        initial = msg.request and msg.method == "INVITE" and not msg.to_tag
+        tags = (msg.from_tag,) if initial or not msg.request else (msg.from_tag, msg.to_tag)
+        record = self.store.find(msg.call_id, *tags)
+        if record is not None:
+            return record
+        # The dialog's first SDP: its caller is the From of this message.
+        caller_side = msg.side if msg.request else other(msg.side)
+        return DialogRecord(id=dialog_id(msg.call_id, msg.from_tag), call_id=msg.call_id,
+                            caller_tag=msg.from_tag, caller_side=caller_side.value)
+
+    def _handle_sdp(self, msg: Message) -> Outcome:
+        first = self._find_or_new(msg)
+        with self.store.lock(first.id):
+            record = self.store.get(first.id) or first
+            cache_key = f"{msg.tx}|{msg.side.value}|{_digest(msg.body)}"
+            cached = record.rendered.get(cache_key)
+            kind = self._kind(record, msg)
+            if cached is not None and (kind is not Kind.ANSWER or record.applied == cache_key):
+                self.metrics.rewrite(msg.side.value, kind.value if kind else "offer", "cached")
+                return Outcome(body=cached, dialog=record.id)
+            if kind is None:
+                return Outcome(dialog=record.id)
+            # A known answer that is not the one mediad last applied (forks answering in
+            # turn) is applied again, under a new Iq transaction.
+            plan = sdp_rules.process(
+                msg.body, origin=msg.side, kind=kind, state=record.rules, dialog=record.id,
+                transaction=f"{cache_key}|{kind.value}|{record.rules.version}", policy=self.policy,
+            )
+            reply = self._iq(plan.iq) if plan.iq is not None else None
+            try:
+                result = plan.finish(reply)
+            except ValueError as exc:
+                raise PeerError(str(exc), 488) from None
+            record.rules = result.state
+            if kind is Kind.OFFER:
+                record.offer = {"tx": msg.tx, "cseq": msg.cseq, "side": msg.side.value,
+                                "in_reply": not msg.request}
+            if not msg.request and msg.to_tag and not record.callee_tag and msg.method == "INVITE":
+                record.callee_tag = msg.to_tag
+            record.remember(cache_key, result.sdp)
+            record.applied = cache_key
+            self.store.save(record)
+        self.metrics.rewrite(msg.side.value, kind.value, "rewritten" if plan.iq else "passthrough")
+        return Outcome(body=result.sdp, dialog=record.id)
+
+    @staticmethod
+    def _is_answer(record: DialogRecord, msg: Message) -> bool:
+        offer = record.offer
+        if not offer or offer["side"] == msg.side.value:
+            return False
+        if msg.request:
+            return msg.method in ("ACK", "PRACK") and offer["in_reply"]
+        return offer["tx"] == msg.tx and not offer["in_reply"]
+
+    def _kind(self, record: DialogRecord, msg: Message) -> Kind | None:
+        if self._is_answer(record, msg):
+            return Kind.ANSWER
+        if msg.request:
+            if msg.method == "ACK":
+                return None  # an ACK body that answers nothing: leave it alone
+            return Kind.OFFER
+        if msg.method == "INVITE" and 100 < msg.status < 300:
+            return Kind.OFFER  # late offer in an 18x / 2xx
+        return None
+
+    # -- mediad -------------------------------------------------------------------
+    def _iq(self, request: IqRequest) -> IqReply:
+        started = time.perf_counter()
+        try:
+            reply = self.iq_client.request(request)
+        finally:
+            self.metrics.iq_latency.labels(request.command.value).observe(time.perf_counter() - started)
+        if reply.error:
+            code = reply.error_code or 500
+            if code == 503:
+                raise UnavailableError(f"mediad: {reply.error}", self.retry_after)
+            if code in (400, 404, 501):
+                raise PeerError(f"mediad refused the media: {reply.error}", 488)
+            raise E2aeError(f"mediad error {code}: {reply.error}")
+        return reply
+
+    # -- release ------------------------------------------------------------------
+    def release(self, call_id: str, tags: tuple[str, ...], reason: str) -> bool:
+        """Release the dialog's media and state; False when there was none."""
+        try:
+            record = self.store.find(call_id, *tags)
+            if record is None:
+                return False
+            return self.release_record(record, reason)
+        except UnavailableError as exc:
+            log.warning("Call-ID %s: release (%s) failed: %s", call_id, reason, exc.reason)
+            return False
+
+    def release_record(self, record: DialogRecord, reason: str) -> bool:
+        if record.rules.data.get("agw"):
+            try:
+                self._iq(release_request(record.id, f"release|{reason}"))
+            except E2aeError as exc:
+                log.warning("Call-ID %s: mediad release (%s) failed: %s", record.call_id, reason, exc)
+        deleted = self.store.delete(record.id)
+        if deleted:
+            self.metrics.releases.labels(reason).inc()
+            log.info("Call-ID %s: dialog released (%s)", record.call_id, reason)
+        return deleted
+
+    def on_event(self, event: dict) -> DialogRecord | None:
+        """An event from mediad; returns the dialog to end for a DTLS failure."""
+        if event.get("event") != EVENT_DTLS_FAILED:
+            return None
+        reason = str(event.get("reason", "unknown"))[:40]
+        self.metrics.dtls_failures.labels(reason).inc()
+        try:
+            record = self.store.get(str(event.get("dialog", "")))
+        except UnavailableError as exc:
+            log.warning("DTLS failure on dialog %s, state unreadable: %s", event.get("dialog"), exc.reason)
+            return None
+        if record is None:
+            log.warning("DTLS failure (%s) on unknown dialog %s", reason, event.get("dialog"))
+            return None
+        log.warning("Call-ID %s: DTLS failed on stream %s (%s): ending the call",
+                    record.call_id, event.get("stream_id"), reason)
+        return record
+
+
+class LazyIqClient:
+    """mediad's IqClient, created on first use (the control secret may come from Redis)."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self._client = None
+
+    def request(self, iq: IqRequest) -> IqReply:
+        if self._client is None:
+            from mediad.client import IqClient
+
+            self._client = IqClient.from_config(self.config)
+        return self._client.request(iq)
+
+
+__all__ = ["Edge", "LazyIqClient", "Message", "Outcome", "other"]

@@ -1,0 +1,295 @@
+"""The KEMI script Kamailio's app_python3 loads (``modparam("app_python3", "load", ...)``).
+
+Theory of operation
+-------------------
+Kamailio calls :func:`mod_init` once in its main process; the returned
+:class:`kamailio` object is inherited by every forked worker, which builds its
+own :class:`~plugin.edge.Edge` (Redis connection, Iq socket) on first use.
+Which side a message comes from is the socket it arrived on (``$Ri:$Rp``
+against ``[edge] access_sip`` / ``core_sip``).
+
+* ``ksr_request_route``: initial requests from access go to ``[edge]
+  core_next_hop`` through the core socket; initial requests from the core go
+  to their Request-URI through the access socket; in-dialog requests follow
+  their Route set, out of the other socket.  SDP offers/answers are rewritten
+  by the edge before Record-Route is added; errors are answered statefully
+  (488 + Warning, 503 + Retry-After).  BYE and CANCEL release the dialog.
+* ``ksr_onreply_edge``: rewrites the SDP of 18x/2xx replies.
+* ``ksr_failure_edge``: a final error to the initial INVITE releases the dialog.
+* ``ksr_dialog_event``: the dialog module's end of a dialog (its timeout)
+  releases what is left.
+* ``ksr_rtimer_events``: drains mediad's events; a DTLS failure ends the call
+  with a BYE to both sides (dialog module) and releases it.
+* ``ksr_xhttp_event``: serves ``GET /metrics`` on ``[plugin] metrics``.
+"""
+
+import glob
+import os
+import sys
+import tempfile
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _site in sorted(glob.glob(os.path.join(_ROOT, ".venv", "lib", "python3*", "site-packages"))):
+    if _site not in sys.path:
+        sys.path.insert(0, _site)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+# prometheus_client must see its multiprocess directory before it is imported.
+_METRICS_DIR = os.environ.get("E2AE_METRICS_DIR") or os.path.join(
+    tempfile.gettempdir(), "e2ae-plugin-metrics-%d" % os.getpid())
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _METRICS_DIR
+
+import json  # noqa: E402
+import logging  # noqa: E402
+
+import KSR  # noqa: E402
+
+from sdp_rules.iq import Side  # noqa: E402
+
+from mediad.config import load_config  # noqa: E402
+from plugin import metrics as metrics_module  # noqa: E402
+from plugin.edge import Edge, Message, other  # noqa: E402
+
+EVENTS_CHANNEL = "e2ae:events"
+EVENTS_PER_TICK = 100
+
+
+class _KsrHandler(logging.Handler):
+    """Python logging into Kamailio's log."""
+
+    def emit(self, record):
+        try:
+            text = "e2ae: " + self.format(record).replace("\n", " | ") + "\n"
+            if record.levelno >= logging.ERROR:
+                KSR.err(text)
+            elif record.levelno >= logging.WARNING:
+                KSR.warn(text)
+            elif record.levelno >= logging.INFO:
+                KSR.info(text)
+            else:
+                KSR.dbg(text)
+        except Exception:
+            pass
+
+
+def _pv(name, default=""):
+    value = KSR.pv.get(name)
+    return default if value is None else value
+
+
+class kamailio:
+    def __init__(self):
+        self.config = load_config()
+        self.access = self.config.edge_access_sip
+        self.core = self.config.edge_core_sip
+        self.sockets = {
+            Side.ACCESS: "udp:%s:%d" % (self.access.host, self.access.port),
+            Side.CORE: "udp:%s:%d" % (self.core.host, self.core.port),
+        }
+        self.metrics_dir = _METRICS_DIR
+        self._edge = None
+        self._pubsub = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    def child_init(self, rank):
+        return 0
+
+    @property
+    def edge(self):
+        if self._edge is None:
+            self._edge = Edge.from_config(self.config, metrics_module.Metrics(None))
+        return self._edge
+
+    # -- helpers --------------------------------------------------------------------
+    def _side(self):
+        ip, port = _pv("$Ri"), _pv("$Rp", 0)
+        if ip == self.access.host and int(port) == self.access.port:
+            return Side.ACCESS
+        if ip == self.core.host and int(port) == self.core.port:
+            return Side.CORE
+        return None
+
+    def _message(self, side, request):
+        cseq = _pv("$cs", 0)
+        return Message(
+            request=request,
+            method=_pv("$rm"),
+            call_id=_pv("$ci"),
+            from_tag=_pv("$ft"),
+            to_tag=_pv("$tt"),
+            cseq=int(cseq or 0),
+            side=side,
+            body=_pv("$rb"),
+            content_type=_pv("$cT"),
+            status=0 if request else int(_pv("$rs", 0) or 0),
+        )
+
+    def _reply_error(self, outcome):
+        if outcome.warning:
+            KSR.hdr.append_to_reply("Warning: %s\r\n" % outcome.warning)
+        if outcome.retry_after:
+            KSR.hdr.append_to_reply("Retry-After: %d\r\n" % outcome.retry_after)
+        KSR.tm.t_reply(outcome.status, outcome.reason)
+
+    def _apply(self, side, request=True):
+        """Rewrite the body of the current message; False when an error was answered."""
+        msg = self._message(side, request)
+        outcome = self.edge.handle(msg)
+        if outcome.failed:
+            if request and msg.method != "ACK":
+                self._reply_error(outcome)
+                return False
+            # A reply or an ACK cannot be refused: it goes on unchanged, and the error is logged.
+            KSR.err("e2ae: Call-ID %s: %s from %s forwarded unchanged: %s\n"
+                    % (msg.call_id, msg.method if request else msg.status, side.value, outcome.warning))
+            return True
+        if outcome.body is not None and outcome.body != msg.body:
+            KSR.textops.set_body(outcome.body, "application/sdp")
+        return True
+
+    def _relay(self, side):
+        KSR.corex.set_send_socket(self.sockets[other(side)])
+        KSR.tm.t_on_reply("ksr_onreply_edge")
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
+
+    # -- routes ---------------------------------------------------------------------
+    def ksr_request_route(self, msg):
+        side = self._side()
+        if side is None:
+            KSR.sl.sl_send_reply(403, "Forbidden")
+            return 1
+        if KSR.maxfwd.process_maxfwd(10) < 0:
+            KSR.sl.sl_send_reply(483, "Too Many Hops")
+            return 1
+        method = _pv("$rm")
+        if method == "CANCEL":
+            if KSR.tm.t_check_trans() > 0:
+                self.edge.release(_pv("$ci"), (_pv("$ft"),), "cancel")
+                KSR.tm.t_relay()
+            return 1
+        if KSR.siputils.has_totag() > 0:
+            return self._in_dialog(side, method)
+        if method == "ACK":
+            if KSR.tm.t_check_trans() > 0:
+                KSR.tm.t_relay()
+            return 1
+        if KSR.tm.t_newtran() <= 0:
+            return 1  # a retransmission, absorbed
+        if not self._apply(side):
+            return 1
+        KSR.rr.record_route()
+        if method == "INVITE":
+            KSR.dialog.dlg_manage()
+            KSR.tm.t_on_failure("ksr_failure_edge")
+        if side is Side.ACCESS:
+            KSR.setdsturi(self.config.edge_core_next_hop)
+        self._relay(side)
+        return 1
+
+    def _in_dialog(self, side, method):
+        routed = KSR.rr.loose_route() > 0
+        if method == "ACK":
+            if not routed and KSR.tm.t_check_trans() <= 0:
+                return 1
+            self._apply(side)
+            KSR.corex.set_send_socket(self.sockets[other(side)])
+            KSR.tm.t_relay()
+            return 1
+        if not routed:
+            KSR.sl.sl_send_reply(404, "Not Here")
+            return 1
+        if KSR.tm.t_newtran() <= 0:
+            return 1
+        if method == "BYE":
+            self.edge.release(_pv("$ci"), (_pv("$ft"), _pv("$tt")), "bye")
+        elif not self._apply(side):
+            return 1
+        self._relay(side)
+        return 1
+
+    def ksr_onreply_edge(self, msg):
+        side = self._side()
+        status = int(_pv("$rs", 0) or 0)
+        if side is None or status >= 300 or status < 101:
+            return 1
+        self._apply(side, request=False)
+        return 1
+
+    def ksr_failure_edge(self, msg):
+        self.edge.release(_pv("$ci"), (_pv("$ft"),), "failure")
+        return 1
+
+    def ksr_reply_route(self, msg):
+        return 1
+
+    def ksr_onsend_route(self, msg):
+        return 1
+
+    # -- events -------------------------------------------------------------------
+    def ksr_dialog_event(self, *args):
+        evname = args[-1] if args and isinstance(args[-1], str) else None
+        if evname in ("dialog:end", "dialog:failed"):
+            call_id = _pv("$dlg(callid)")
+            tags = (_pv("$dlg(from_tag)"), _pv("$dlg(to_tag)"))
+            if call_id:
+                if evname == "dialog:failed":
+                    reason = "failure"
+                else:  # a BYE ends the dialog while its request is routed; else a timeout
+                    reason = "bye" if _pv("$rm") == "BYE" else "timeout"
+                self.edge.release(call_id, tags, reason)
+        return 1
+
+    def ksr_rtimer_events(self, *args):
+        try:
+            pubsub = self._subscription()
+            for _ in range(EVENTS_PER_TICK):
+                item = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+                if item is None:
+                    break
+                try:
+                    event = json.loads(item["data"])
+                except (ValueError, TypeError):
+                    continue
+                self._on_event(event)
+        except Exception as exc:  # Redis down: try again on the next tick
+            KSR.warn("e2ae: events: %s\n" % exc.__class__.__name__)
+            self._pubsub = None
+        return 1
+
+    def _subscription(self):
+        if self._pubsub is None:
+            pubsub = self.edge.store.redis.pubsub()
+            pubsub.subscribe(EVENTS_CHANNEL)
+            self._pubsub = pubsub
+        return self._pubsub
+
+    def _on_event(self, event):
+        record = self.edge.on_event(event)
+        if record is None:
+            return
+        self.edge.release_record(record, "dtls_failed")
+        if record.callee_tag and KSR.dialog.dlg_get(record.call_id, record.caller_tag, record.callee_tag) > 0:
+            KSR.dialog.dlg_bye("all")
+        else:
+            KSR.warn("e2ae: Call-ID %s: no confirmed dialog to end with BYE\n" % record.call_id)
+
+    def ksr_xhttp_event(self, *args):
+        if _pv("$hu").split("?", 1)[0] != "/metrics":
+            KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "not found\n")
+            return 1
+        body = metrics_module.exposition(self.metrics_dir).decode("utf-8")
+        KSR.xhttp.xhttp_reply(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body)
+        return 1
+
+
+def mod_init():
+    handler = _KsrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger("e2ae")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    metrics_module.reset_directory(_METRICS_DIR)
+    return kamailio()

@@ -1,0 +1,87 @@
+"""Signalling-side metrics of the Kamailio plugin (Prometheus).
+
+Every metric is defined here, against an injected registry.  Kamailio's
+workers are forked processes, so in Kamailio the plugin runs
+``prometheus_client`` in multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is
+set (by :mod:`plugin.kemi`) before ``prometheus_client`` is imported, each
+worker writes its own memory-mapped files there, and the HTTP handler (a
+Kamailio xhttp route on ``[plugin] metrics``) aggregates them at scrape time
+with :func:`exposition`.  Labels are bounded: never a Call-ID.
+
+Names (documented in the README):
+
+* ``e2ae_plugin_sdp_rewrites_total{direction, kind, result}``: SDP bodies
+  handled; direction ``access_to_core`` / ``core_to_access``, kind ``offer`` /
+  ``answer``, result ``rewritten`` / ``passthrough`` / ``cached`` / ``error``.
+* ``e2ae_plugin_iq_latency_seconds{command}``: round trip of Iq requests to
+  mediad (reserve, modify, release), failures included.
+* ``e2ae_plugin_sdp_seconds{direction}``: time the plugin spent on one SDP
+  body (rules, Redis, Iq round trip): the latency it adds to that message.
+* ``e2ae_plugin_sip_errors_total{status}``: SIP errors the plugin answered
+  (488, 503, 500).
+* ``e2ae_plugin_releases_total{reason}``: dialogs released (bye, cancel,
+  failure, timeout, dtls_failed).
+* ``e2ae_plugin_dtls_failures_total{reason}``: DTLS failure events received
+  from mediad.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+SDP_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+               0.25, 0.5, 1.0, 2.5)
+IQ_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        kw = {"registry": registry}
+        self.rewrites = Counter(
+            "e2ae_plugin_sdp_rewrites", "SDP bodies handled by the plugin",
+            ["direction", "kind", "result"], **kw)
+        self.iq_latency = Histogram(
+            "e2ae_plugin_iq_latency_seconds", "Round trip of Iq requests to mediad",
+            ["command"], buckets=IQ_BUCKETS, **kw)
+        self.sdp_seconds = Histogram(
+            "e2ae_plugin_sdp_seconds", "Time spent by the plugin on one SDP body",
+            ["direction"], buckets=SDP_BUCKETS, **kw)
+        self.sip_errors = Counter(
+            "e2ae_plugin_sip_errors", "SIP error replies sent by the plugin", ["status"], **kw)
+        self.releases = Counter(
+            "e2ae_plugin_releases", "Dialogs released", ["reason"], **kw)
+        self.dtls_failures = Counter(
+            "e2ae_plugin_dtls_failures", "DTLS failure events received from mediad", ["reason"], **kw)
+
+    def rewrite(self, origin: str, kind: str, result: str) -> None:
+        self.rewrites.labels(direction(origin), kind, result).inc()
+
+
+def direction(origin: str) -> str:
+    return "access_to_core" if origin == "access" else "core_to_access"
+
+
+def exposition(path: str) -> bytes:
+    """The text exposition of every worker's metrics in the multiprocess directory ``path``."""
+    from prometheus_client import generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=path)
+    return generate_latest(registry)
+
+
+def reset_directory(path: str) -> None:
+    """Empty the multiprocess directory at start (stale files from a previous run)."""
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            try:
+                os.unlink(os.path.join(path, name))
+            except OSError:
+                pass
+
+
+__all__ = ["Metrics", "direction", "exposition", "reset_directory", "IQ_BUCKETS", "SDP_BUCKETS"]

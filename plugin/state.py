@@ -1,0 +1,175 @@
+"""The signalling side's dialog state in Redis, shared by every Kamailio worker.
+
+Keys (nothing else is written by the plugin):
+
+* ``e2ae:alg:dialog:{id}``: one JSON document per dialog: the caller's and
+  callee's tags, the Call-ID, the rules' :class:`~sdp_rules.plan.DialogState`,
+  the offer/answer tracker and the last rendered bodies (the idempotency cache
+  for retransmitted and forked messages).  ``EXPIRE dialog_ttl`` is refreshed
+  on every write; the key is deleted when the dialog is released.
+* ``e2ae:alg:lock:{id}``: a short-lived lock (``SET NX PX``) that serialises
+  the workers handling messages of the same dialog (an 18x and a 2xx handled in
+  parallel, a re-INVITE crossing an UPDATE).
+
+``{id}`` is the dialog id given to mediad too: a digest of the Call-ID and the
+caller's From tag, so in-dialog requests in either direction find it (from
+tag first, then to tag).  Every Redis call has a socket timeout; Redis errors
+become :class:`~sdp_rules.errors.UnavailableError` (503 + Retry-After).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from sdp_rules.errors import UnavailableError
+from sdp_rules.plan import DialogState
+
+DIALOG_PREFIX = "e2ae:alg:dialog:"
+LOCK_PREFIX = "e2ae:alg:lock:"
+LOCK_TTL_MS = 3000
+LOCK_WAIT_S = 2.0
+CACHE_SIZE = 16
+
+_UNLOCK = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def dialog_id(call_id: str, caller_tag: str) -> str:
+    """The dialog's id: stable, short, safe in a Redis key and on the Iq interface."""
+    digest = hashlib.sha256(f"{call_id}\0{caller_tag}".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:32]
+
+
+@dataclass
+class DialogRecord:
+    """Everything the plugin keeps for one dialog."""
+
+    id: str
+    call_id: str
+    caller_tag: str
+    caller_side: str  # "access" or "core": where the initial INVITE came from
+    callee_tag: str = ""
+    rules: DialogState = field(default_factory=DialogState)
+    # The offer in progress: {"tx": "<cseq> <method>", "side": origin, "in_reply": bool}.
+    offer: dict[str, Any] | None = None
+    # Idempotency cache: "<tx>|<side>|<sha256 of body>" -> rendered body.
+    rendered: dict[str, str] = field(default_factory=dict)
+    applied: str = ""  # cache key of the body whose plan mediad applied last
+    created: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "id": self.id, "call_id": self.call_id, "caller_tag": self.caller_tag,
+            "caller_side": self.caller_side, "callee_tag": self.callee_tag,
+            "rules": {"version": self.rules.version, "data": self.rules.data},
+            "offer": self.offer, "rendered": self.rendered, "applied": self.applied,
+            "created": self.created,
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "DialogRecord":
+        doc = json.loads(raw)
+        rules = doc.get("rules") or {}
+        return cls(
+            id=doc["id"], call_id=doc["call_id"], caller_tag=doc["caller_tag"],
+            caller_side=doc["caller_side"], callee_tag=doc.get("callee_tag", ""),
+            rules=DialogState(int(rules.get("version", 0)), dict(rules.get("data", {}))),
+            offer=doc.get("offer"), rendered=dict(doc.get("rendered", {})), applied=doc.get("applied", ""),
+            created=float(doc.get("created", 0.0)),
+        )
+
+    def remember(self, key: str, body: str) -> None:
+        self.rendered[key] = body
+        while len(self.rendered) > CACHE_SIZE:
+            self.rendered.pop(next(iter(self.rendered)))
+
+
+class DialogStore:
+    """Blocking Redis access for one Kamailio worker (connections opened lazily)."""
+
+    def __init__(self, url: str, ttl: int, timeout: float = 0.5) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.timeout = timeout
+        self._redis: redis.Redis | None = None
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(
+                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+            )
+        return self._redis
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
+
+    def find(self, call_id: str, *tags: str) -> DialogRecord | None:
+        for tag in tags:
+            if not tag:
+                continue
+            raw = self._call(self.redis.get, DIALOG_PREFIX + dialog_id(call_id, tag))
+            if raw:
+                return DialogRecord.from_json(raw)
+        return None
+
+    def get(self, ident: str) -> DialogRecord | None:
+        raw = self._call(self.redis.get, DIALOG_PREFIX + ident)
+        return DialogRecord.from_json(raw) if raw else None
+
+    def save(self, record: DialogRecord) -> None:
+        if not record.created:
+            record.created = time.time()
+        self._call(self.redis.set, DIALOG_PREFIX + record.id, record.to_json(), ex=self.ttl)
+
+    def delete(self, ident: str) -> bool:
+        return bool(self._call(self.redis.delete, DIALOG_PREFIX + ident))
+
+    def lock(self, ident: str) -> "DialogLock":
+        return DialogLock(self, ident)
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+
+
+class DialogLock:
+    """A bounded per-dialog lock: waits at most LOCK_WAIT_S, expires after LOCK_TTL_MS."""
+
+    def __init__(self, store: DialogStore, ident: str) -> None:
+        self.store = store
+        self.key = LOCK_PREFIX + ident
+        self.token = secrets.token_hex(8)
+
+    def __enter__(self) -> "DialogLock":
+        deadline = time.monotonic() + LOCK_WAIT_S
+        delay = 0.001
+        while True:
+            if self.store._call(self.store.redis.set, self.key, self.token, nx=True, px=LOCK_TTL_MS):
+                return self
+            if time.monotonic() >= deadline:
+                raise UnavailableError("dialog busy: lock not acquired in time")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.store.redis.eval(_UNLOCK, 1, self.key, self.token)
+        except redis.RedisError:
+            pass  # the lock expires by itself
+
+
+__all__ = ["DialogLock", "DialogRecord", "DialogStore", "dialog_id", "DIALOG_PREFIX", "LOCK_PREFIX"]

@@ -1,0 +1,383 @@
+"""Fixtures that run the edge for real: Redis, mediad and Kamailio on free loopback ports.
+
+One :class:`Edge` per test session: a generated ``e2ae.conf`` in a temp dir
+(access SIP on 127.0.0.1, core SIP on 127.0.0.2, the core next hop on
+127.0.0.3, all on free ports), ``python -m mediad`` and ``kamailio -DD -E``
+started with ``deploy/kamailio.cfg`` and ``-A`` defines from that
+configuration.  :class:`Sipp` runs one SIPp scenario and parses what it
+received from its ``-trace_msg`` log.  Every process is stopped by the
+fixture's finalizer.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.run_edge import kamailio_command
+from tests.conftest import REPO, free_port
+
+SCENARIOS = REPO / "sipp_scenarios"
+KAMAILIO_CFG = REPO / "deploy" / "kamailio.cfg"
+PLUGIN = REPO / "plugin" / "kemi.py"
+CONTROL_SECRET = "e2ae-test-control-secret"
+
+
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        if predicate():
+            return
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise RuntimeError(f"{what} did not start\n{tail}")
+
+
+def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def sip_ping(host: str, port: int, timeout: float = 0.3) -> bool:
+    """OPTIONS with Max-Forwards 0: Kamailio answers 483 once its routes run."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        lport = s.getsockname()[1]
+        branch = "z9hG4bK" + "%x" % random.getrandbits(48)
+        msg = (
+            f"OPTIONS sip:ping@{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{lport};branch={branch};rport\r\n"
+            "Max-Forwards: 0\r\n"
+            f"From: <sip:probe@{host}>;tag=probe\r\nTo: <sip:ping@{host}>\r\n"
+            f"Call-ID: probe-{branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        s.settimeout(timeout)
+        try:
+            s.sendto(msg.encode(), (host, port))
+            return s.recv(4096).startswith(b"SIP/2.0 ")
+        except OSError:
+            return False
+
+
+@dataclass
+class EdgeConfig:
+    access_port: int
+    core_port: int
+    next_hop_port: int
+    control_port: int
+    plugin_metrics_port: int
+    mediad_metrics_port: int
+    access_ports: str
+    core_ports: str
+    redis_url: str
+    iq_timeout_ms: int = 500
+    actpass: str = "active"
+    dialog_ttl: int = 600
+
+    def text(self) -> str:
+        return f"""[edge]
+access_sip = 127.0.0.1:{self.access_port}
+core_sip = 127.0.0.2:{self.core_port}
+core_next_hop = sip:127.0.0.3:{self.next_hop_port}
+
+[mediad]
+control = 127.0.0.1:{self.control_port}
+control_secret = {CONTROL_SECRET}
+access_address = 127.0.0.1
+core_address = 127.0.0.2
+access_ports = {self.access_ports}
+core_ports = {self.core_ports}
+metrics = 127.0.0.1:{self.mediad_metrics_port}
+dtls_handshake_timeout = 5
+log_level = INFO
+
+[redis]
+url = {self.redis_url}
+dialog_ttl = {self.dialog_ttl}
+
+[policy]
+actpass = {self.actpass}
+
+[plugin]
+metrics = 127.0.0.1:{self.plugin_metrics_port}
+iq_timeout_ms = {self.iq_timeout_ms}
+retry_after = 7
+"""
+
+
+def _port_range(size: int = 200) -> str:
+    base = random.randrange(20000, 29000, 2)
+    return f"{base}-{base + size - 1}"
+
+
+class Edge:
+    """Redis (given), mediad and Kamailio for one test session."""
+
+    def __init__(self, redis_server, **options) -> None:
+        self.redis_server = redis_server
+        self.dir = Path(tempfile.mkdtemp(prefix="e2ae-edge-"))
+        self.conf = EdgeConfig(
+            access_port=free_port(host="127.0.0.1"), core_port=free_port(host="127.0.0.2"),
+            next_hop_port=free_port(host="127.0.0.3"), control_port=free_port(),
+            plugin_metrics_port=free_port(socket.SOCK_STREAM), mediad_metrics_port=free_port(socket.SOCK_STREAM),
+            redis_url=redis_server.url,
+            **{"access_ports": _port_range(), "core_ports": _port_range(), **options},
+        )
+        while self.conf.core_ports == self.conf.access_ports:
+            self.conf.core_ports = _port_range()
+        self.config_path = self.dir / "e2ae.conf"
+        self.config_path.write_text(self.conf.text())
+        self.env = dict(os.environ, E2AE_CONFIG=str(self.config_path),
+                        E2AE_METRICS_DIR=str(self.dir / "plugin-metrics"), PYTHONUNBUFFERED="1")
+        self.mediad: subprocess.Popen | None = None
+        self.kamailio: subprocess.Popen | None = None
+        self.mediad_log = self.dir / "mediad.log"
+        self.kamailio_log = self.dir / "kamailio.log"
+
+    @property
+    def access(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.conf.access_port)
+
+    @property
+    def core(self) -> tuple[str, int]:
+        return ("127.0.0.2", self.conf.core_port)
+
+    @property
+    def next_hop(self) -> tuple[str, int]:
+        return ("127.0.0.3", self.conf.next_hop_port)
+
+    def start(self) -> None:
+        self.start_mediad()
+        self.start_kamailio()
+
+    def start_mediad(self) -> None:
+        before = self._ready_count()
+        out = open(self.mediad_log, "ab")
+        self.mediad = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "python"), "-m", "mediad", "--config", str(self.config_path)],
+            cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        out.close()
+        _wait(lambda: self._ready_count() > before, 20, "mediad", self.mediad, self.mediad_log)
+
+    def _ready_count(self) -> int:
+        return self.mediad_log.read_bytes().count(b"mediad ready") if self.mediad_log.exists() else 0
+
+    def stop_mediad(self) -> None:
+        stop_process(self.mediad)
+        self.mediad = None
+
+    def start_kamailio(self) -> None:
+        rundir = self.dir / "kamailio"
+        rundir.mkdir(exist_ok=True)
+        cmd = kamailio_command(
+            str(KAMAILIO_CFG), str(rundir), plugin=str(PLUGIN),
+            access=f"127.0.0.1:{self.conf.access_port}", core=f"127.0.0.2:{self.conf.core_port}",
+            metrics=f"127.0.0.1:{self.conf.plugin_metrics_port}", dialog_ttl=self.conf.dialog_ttl,
+        )
+        out = open(self.kamailio_log, "ab")
+        self.kamailio = subprocess.Popen(cmd, cwd=self.dir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        out.close()
+        _wait(lambda: sip_ping(*self.access) and sip_ping(*self.core), 30, "kamailio",
+              self.kamailio, self.kamailio_log)
+
+    def stop(self) -> None:
+        stop_process(self.kamailio)
+        stop_process(self.mediad)
+        if not os.environ.get("E2AE_KEEP_LOGS"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- inspection ---------------------------------------------------------------
+    def redis(self):
+        return self.redis_server.client()
+
+    def dialog_keys(self) -> list[str]:
+        client = self.redis()
+        try:
+            keys = client.keys("e2ae:alg:*") + client.keys("e2ae:agw:dialog:*")
+        finally:
+            client.close()
+        return sorted(k.decode() for k in keys)
+
+    def wait_no_dialogs(self, timeout: float = 5.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        keys = self.dialog_keys()
+        while keys and time.monotonic() < deadline:
+            time.sleep(0.05)
+            keys = self.dialog_keys()
+        return keys
+
+    def mediad_dialogs(self) -> list[str]:
+        """Dialogs mediad holds now, asked over the Iq interface (LIST)."""
+        from mediad.client import IqClient
+        from sdp_rules.iq import Command, IqRequest
+
+        client = IqClient(("127.0.0.1", self.conf.control_port), CONTROL_SECRET, timeout=2.0)
+        try:
+            reply = client.request(IqRequest(Command.LIST, "list", "list-%d" % random.getrandbits(32)))
+        finally:
+            client.close()
+        data = reply.data or {}
+        return list(data.get("dialogs", data) if isinstance(data, dict) else data)
+
+    def plugin_metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.conf.plugin_metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.read().decode()
+
+    def kamailio_log_text(self) -> str:
+        return self.kamailio_log.read_text(errors="replace")
+
+
+# ---------------------------------------------------------------------------
+# SIPp
+# ---------------------------------------------------------------------------
+
+@dataclass
+class SipMessage:
+    direction: str  # "received" or "sent"
+    text: str
+
+    @property
+    def first_line(self) -> str:
+        return self.text.split("\r\n", 1)[0].split("\n", 1)[0]
+
+    @property
+    def head(self) -> str:
+        return self.text.replace("\r\n", "\n").split("\n\n", 1)[0]
+
+    @property
+    def body(self) -> str:
+        parts = self.text.replace("\r\n", "\n").split("\n\n", 1)
+        return parts[1] if len(parts) > 1 else ""
+
+    @property
+    def body_lines(self) -> list[str]:
+        return [line for line in self.body.split("\n") if line]
+
+    def header(self, name: str) -> list[str]:
+        out = []
+        for line in self.head.split("\n")[1:]:
+            key, _, value = line.partition(":")
+            if key.strip().lower() == name.lower():
+                out.append(value.strip())
+        return out
+
+
+_LOG_ENTRY = re.compile(
+    r"^-{20,} [^\n]*\n(UDP|TCP) message (received|sent) (?:\[\d+\] bytes :|\(\d+ bytes\):)\n\n", re.M)
+
+
+def parse_message_log(text: str) -> list[SipMessage]:
+    messages = []
+    matches = list(_LOG_ENTRY.finditer(text))
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        raw = text[match.end():end].rstrip("\n")
+        messages.append(SipMessage(match.group(2), raw.replace("\n", "\r\n")))
+    return messages
+
+
+@dataclass
+class Sipp:
+    scenario: str
+    local_ip: str
+    remote: tuple[str, int] | None = None
+    keys: dict[str, str] = field(default_factory=dict)
+    calls: int = 1
+    rate: float = 1.0
+    limit: int = 1
+    timeout: float = 30.0
+    extra: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="e2ae-sipp-"))
+        self.port = free_port(host=self.local_ip)
+        self.media_port = free_port(host=self.local_ip)
+        self.proc: subprocess.Popen | None = None
+        self.message_file = self.dir / "messages.log"
+        self.error_file = self.dir / "errors.log"
+        self.stat_file = self.dir / "stat.csv"
+        self.returncode: int | None = None
+
+    def command(self) -> list[str]:
+        exe = shutil.which("sipp") or "/usr/bin/sipp"
+        cmd = [exe, "-sf", str(SCENARIOS / self.scenario), "-i", self.local_ip, "-p", str(self.port),
+               "-mi", self.local_ip, "-mp", str(self.media_port), "-m", str(self.calls),
+               "-r", str(self.rate), "-l", str(self.limit), "-nostdin",
+               "-timeout", f"{int(self.timeout)}s", "-timeout_error",
+               "-trace_msg", "-message_file", str(self.message_file),
+               "-trace_err", "-error_file", str(self.error_file),
+               "-recv_timeout", "10000", "-max_recv_loops", "1000"]
+        for key, value in self.keys.items():
+            cmd += ["-key", key, value]
+        cmd += self.extra
+        if self.remote:
+            cmd.append(f"{self.remote[0]}:{self.remote[1]}")
+        return cmd
+
+    def start(self) -> "Sipp":
+        self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        return self
+
+    def wait(self, timeout: float | None = None) -> int:
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout or self.timeout + 10)
+        except subprocess.TimeoutExpired:
+            stop_process(self.proc, signal.SIGKILL)
+        self.returncode = self.proc.returncode
+        return self.returncode
+
+    def run(self) -> int:
+        return self.start().wait()
+
+    def stop(self) -> None:
+        stop_process(self.proc, signal.SIGKILL, timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def messages(self) -> list[SipMessage]:
+        if not self.message_file.exists():
+            return []
+        return parse_message_log(self.message_file.read_text(errors="replace"))
+
+    def received(self, first_line_prefix: str = "") -> list[SipMessage]:
+        return [m for m in self.messages() if m.direction == "received" and m.first_line.startswith(first_line_prefix)]
+
+    def errors(self) -> str:
+        return self.error_file.read_text(errors="replace") if self.error_file.exists() else ""
+
+    def diagnostics(self) -> str:
+        err = self.proc.stderr.read().decode(errors="replace") if self.proc and self.proc.stderr else ""
+        msgs = "\n".join(f"[{m.direction}] {m.text}" for m in self.messages())
+        return f"sipp {self.scenario} rc={self.returncode}\nstderr: {err[-2000:]}\nerrors: {self.errors()[-2000:]}\n{msgs[-6000:]}"
+
+
+__all__ = ["Edge", "EdgeConfig", "Sipp", "SipMessage", "parse_message_log", "sip_ping", "stop_process",
+           "kamailio_command", "CONTROL_SECRET"]
