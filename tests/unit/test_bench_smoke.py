@@ -1,0 +1,92 @@
+"""The benchmark's pure parts: the NG protocol's bencode, ramp summaries, the report table.
+
+The benchmark itself (real relays, real packets) runs in smoke mode in
+tests/integration/test_bench_smoke.py.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from bench import bencode
+from bench.rtpengine import _CRYPTO, _key_hex, _media, _sdp
+from bench.run import SYSTEMS, markdown, parse_args, summarize_ramp
+
+
+def test_bencode_round_trip_of_an_ng_offer():
+    command = {"command": "offer", "call-id": "c1", "flags": ["no-rtcp-attribute"], "n": -3,
+               "sdp": "v=0\r\nm=audio 4000 RTP/AVP 0\r\n"}
+    data = bencode.encode(command)
+    assert data.startswith(b"d7:call-id2:c17:command5:offer")  # keys sorted (BEP 3)
+    assert bencode.decode(data) == command
+
+
+def test_bencode_keeps_non_utf8_strings_as_bytes():
+    assert bencode.decode(bencode.encode({"k": b"\xff\x00"})) == {"k": b"\xff\x00"}
+
+
+@pytest.mark.parametrize("bad", [b"", b"i12", b"5:abc", b"x", b"le trailing"])
+def test_bencode_rejects_malformed_input(bad):
+    with pytest.raises(ValueError):
+        bencode.decode(bad)
+
+
+def test_bencode_refuses_booleans():
+    with pytest.raises(TypeError):
+        bencode.encode({"x": True})
+
+
+def test_sdes_crypto_line_parsing():
+    key = bytes(range(30))
+    sdp = _sdp("127.0.0.1", 4000, "RTP/SAVP",
+               f"a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}|2^31")
+    ((tag, suite, inline),) = _CRYPTO.findall(sdp)
+    assert (tag, suite) == ("3", "AES_CM_128_HMAC_SHA1_80")
+    assert _key_hex(inline) == key.hex()
+    assert _media(sdp) == ("127.0.0.1", 4000)
+
+
+def _step(rate, passed, received=1000, cpu=0.5):
+    return {"rate": rate, "sent": 1000, "received": received, "foreign": 0, "verify_ok": 10, "verify_fail": 0,
+            "payload_ok": received, "loss": 0.0, "tx_pps": rate, "rx_pps": rate * 0.999, "relay_cpu_seconds": cpu,
+            "p50_us": 100.0, "p99_us": 900.0, "max_us": 2000.0, "passed": passed}
+
+
+def test_ramp_result_is_the_last_passed_step_before_the_first_failure():
+    ramp = summarize_ramp({"steps": [_step(1000, True), _step(2000, True), _step(3000, False), _step(4000, True)]})
+    assert ramp["rate"] == 2000
+    assert ramp["cpu_s_per_mpkt"] == pytest.approx(500.0)
+    assert ramp["p99_ms"] == pytest.approx(0.9)
+    assert ramp["checks"]["received"] == 4000
+
+
+def test_ramp_without_a_passed_step_reports_zero():
+    ramp = summarize_ramp({"steps": [_step(1000, False, received=0)]})
+    assert ramp["pps"] == 0.0 and ramp["p99_ms"] is None
+
+
+def test_smoke_arguments_are_small():
+    args = parse_args(["--smoke"])
+    assert args.streams <= 20 and args.rounds == 1 and max(args.rate_list) <= 5000
+
+
+def test_table_says_not_measured_with_the_reason():
+    reason = {"status": "not measured", "reason": "mediad does not import"}
+    report = {
+        "started": "t", "mode": "smoke",
+        "machine": {"cores": 2, "cpu_model": "cpu", "kernel": "k"},
+        "config": {"cpus": {"generator": 0, "relay": 1}, "streams": 10, "packet_bytes": 172, "rounds": 1,
+                   "max_loss": 0.001, "max_p99_ms": 20.0},
+        "systems": {"rtpengine": {"status": "measured"}, "mediad": reason},
+        "relay": {"rtpengine": {d: {"median": {"pps": 1000.0, "cpu_s_per_mpkt": 3.0, "p50_ms": 0.1, "p99_ms": 0.2}}
+                                for d in ("srtp_rtp", "rtp_srtp")}},
+        "ratio": {"srtp_rtp": None, "rtp_srtp": None},
+        "handshakes": reason, "memory": {"kamailio_worker": reason}, "call_setup": reason,
+    }
+    table = markdown(report)
+    assert "| srtp_rtp | rtpengine | 1,000 |" in table
+    assert "| srtp_rtp | mediad | not measured |" in table
+    assert "mediad does not import" in table
+    assert set(SYSTEMS) == {"rtpengine", "mediad"}
