@@ -201,3 +201,17 @@ def test_missing_markers_is_an_error(tree: Path):
 
 def test_default_requirements_path_is_beside_the_repository():
     assert tr.DEFAULT_REQUIREMENTS == TOOL.parent.parent.parent / "shared" / "spec" / "REQUIREMENTS.md"
+
+
+def test_readme_table_is_current():
+    """The README traceability table matches the req marks of this suite (regenerate with --write)."""
+    repo = Path(__file__).resolve().parents[2]
+    requirements = repo.parent / "shared" / "spec" / "REQUIREMENTS.md"
+    if not requirements.exists():
+        pytest.skip("the requirements list is kept beside the repository, not in it")
+    done = subprocess.run(
+        [sys.executable, str(repo / "tools" / "traceability.py"), "--requirements", str(requirements),
+         "--check", str(repo / "README.rst")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
