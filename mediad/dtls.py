@@ -86,9 +86,14 @@ logger = logging.getLogger(__name__)
 
 DTLS1_2_VERSION = 0xFEFD
 EXPORTER_LABEL = b"EXTRACTOR-dtls_srtp"  # RFC 5764 section 4.2
+# Our certificate is ECDSA, so as server only the ECDSA suites can be chosen; as
+# client the RSA suites are offered too, for peers with RSA certificates
+# (baresip and many SIP UEs), which otherwise answer "no shared cipher".
 CIPHERS = (
     b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-    b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
+    b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:"
+    b"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"
+    b"ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA"
 )
 # RFC 6347 section 4.1: content types 20..25 (ccs, alert, handshake, application data, heartbeat, tls12_cid).
 RECORD_HEADER_LENGTH = 13

@@ -59,11 +59,11 @@ def test_aiortc_call_dtls_srtp_audio_both_ways(edge):
 # baresip
 # ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def passive_edge(redis_server):
-    # baresip's DTLS server refuses mediad's ClientHello ("no shared cipher"), so this
-    # edge runs with [policy] actpass = passive: the AGW is DTLS server, baresip client.
-    e = Edge(redis_server, actpass="passive")
+@pytest.fixture(scope="module", params=["active", "passive"])
+def baresip_edge(request, redis_server):
+    # baresip offers a=setup:actpass: with [policy] actpass = active (the default) the AGW is
+    # the DTLS client against baresip's RSA-certificate server; with passive, the DTLS server.
+    e = Edge(redis_server, actpass=request.param)
     try:
         e.start()
         yield e
@@ -88,8 +88,8 @@ def _loud_frames(path: Path) -> int:
 
 
 @pytest.mark.req("SRTP-1", "SRTP-8")
-def test_baresip_call_through_the_edge(passive_edge):
-    edge = passive_edge
+def test_baresip_call_through_the_edge(baresip_edge):
+    edge = baresip_edge
     work = Path(tempfile.mkdtemp(prefix="e2ae-baresip-"))
     try:
         _tone_wav(work / "tone.wav")

@@ -603,3 +603,62 @@ def test_peer_closing_a_held_session_fails_it(cert_a, cert_b):
     assert [e.reason for e in events(agw)] == ["protocol_error"]
     agw.set_remote_fingerprints([cert_a.fingerprint()], now=1.0)  # too late: no effect
     assert agw.state == "failed" and events(agw) == []
+
+
+# -- a peer with an RSA certificate (baresip, many SIP UEs) -----------------------
+
+
+def _rsa_dtls_server():
+    """An independent pyOpenSSL DTLS 1.2 server whose certificate is RSA: only ECDHE-RSA suites."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    from OpenSSL import SSL
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rsa-ue")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    ctx = SSL.Context(SSL.DTLS_METHOD)
+    ctx.use_certificate(cert)
+    ctx.use_privatekey(key)
+    ctx.set_cipher_list(b"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384")
+    ctx.set_tlsext_use_srtp(b"SRTP_AES128_CM_SHA1_80")
+    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *args: True)
+    conn = SSL.Connection(ctx, None)
+    conn.set_accept_state()
+    digest = cert.fingerprint(hashes.SHA256())
+    return conn, Fingerprint("sha-256", ":".join(f"{b:02X}" for b in digest))
+
+
+@pytest.mark.req("SRTP-8", "T38-8")
+def test_client_role_completes_with_an_rsa_certificate_peer(cert_a):
+    """The AGW as DTLS client offers ECDHE-RSA suites too: a UE with an RSA certificate can answer."""
+    from OpenSSL import SSL
+
+    server, server_fp = _rsa_dtls_server()
+    agw = DtlsSession(cert_a, Role.CLIENT, srtp=True, remote_fingerprints=[server_fp])
+    agw.start(now=0.0)
+    for _ in range(20):
+        for datagram in agw.datagrams_to_send():
+            server.bio_write(datagram)
+        try:
+            server.do_handshake()
+        except SSL.WantReadError:
+            pass
+        while True:
+            try:
+                agw.receive(server.bio_read(65536), now=0.0)
+            except SSL.WantReadError:
+                break
+        if agw.state == "established":
+            break
+    got = events(agw)
+    assert [type(e).__name__ for e in got] == ["HandshakeComplete"]
+    assert got[0].profile == "SRTP_AES128_CM_SHA1_80" and got[0].peer_fingerprint == server_fp
+    assert server.get_cipher_name().startswith("ECDHE-RSA-")
