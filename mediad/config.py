@@ -25,6 +25,7 @@ from sdp_rules.errors import UsageError
 
 ENV_CONFIG = "E2AE_CONFIG"
 ACTPASS_POLICIES = ("active", "passive")
+DTLS_FAILURE_POLICIES = ("bye", "keep")
 
 
 class ConfigError(UsageError):
@@ -83,6 +84,7 @@ class Config:
     redis_dialog_ttl: int = 7200
     # [policy]
     policy_actpass: str = "active"
+    policy_dtls_failure: str = "bye"
     # [plugin]
     plugin_metrics: HostPort | None = HostPort("127.0.0.1", 9811)
     plugin_iq_timeout_ms: int = 500
@@ -173,6 +175,7 @@ _CONVERTERS = {
     ("redis", "password"): lambda t, w: t.strip(),
     ("redis", "dialog_ttl"): lambda t, w: int(_positive(int, t, w)),
     ("policy", "actpass"): lambda t, w: _choice(t, w, ACTPASS_POLICIES),
+    ("policy", "dtls_failure"): lambda t, w: _choice(t, w, DTLS_FAILURE_POLICIES),
     ("plugin", "metrics"): _optional_host_port,
     ("plugin", "iq_timeout_ms"): lambda t, w: int(_positive(int, t, w)),
     ("plugin", "retry_after"): lambda t, w: int(_positive(int, t, w)),

@@ -121,13 +121,14 @@ class Edge:
     """The plugin's logic for one worker: a store, an Iq client, metrics and the policy."""
 
     def __init__(self, store: DialogStore, iq_client, metrics: Metrics, *, agent: str,
-                 policy: Policy | None = None, retry_after: int = 5) -> None:
+                 policy: Policy | None = None, retry_after: int = 5, dtls_failure: str = "bye") -> None:
         self.store = store
         self.iq_client = iq_client
         self.metrics = metrics
         self.agent = agent
         self.policy = policy or Policy()
         self.retry_after = retry_after
+        self.dtls_failure = dtls_failure  # "bye": end the call; "keep": log and count only
 
     @classmethod
     def from_config(cls, config, metrics: Metrics, iq_client=None) -> "Edge":
@@ -140,7 +141,7 @@ class Edge:
         policy = Policy(actpass=ActpassPolicy(config.policy_actpass))
         access = config.edge_access_sip
         return cls(store, iq_client, metrics, agent=f"{access.host}:{access.port}", policy=policy,
-                   retry_after=config.plugin_retry_after)
+                   retry_after=config.plugin_retry_after, dtls_failure=config.policy_dtls_failure)
 
     # -- messages -----------------------------------------------------------------
     def handle(self, msg: Message) -> Outcome:
@@ -280,7 +281,7 @@ class Edge:
         return deleted
 
     def on_event(self, event: dict) -> DialogRecord | None:
-        """An event from mediad; returns the dialog to end for a DTLS failure."""
+        """An event from mediad; returns the dialog to end for a DTLS failure (policy "bye")."""
         if event.get("event") != EVENT_DTLS_FAILED:
             return None
         reason = str(event.get("reason", "unknown"))[:40]
@@ -292,6 +293,10 @@ class Edge:
             return None
         if record is None:
             log.warning("DTLS failure (%s) on unknown dialog %s", reason, event.get("dialog"))
+            return None
+        if self.dtls_failure == "keep":
+            log.warning("Call-ID %s: DTLS failed on stream %s (%s): call kept ([policy] dtls_failure)",
+                        record.call_id, event.get("stream_id"), reason)
             return None
         log.warning("Call-ID %s: DTLS failed on stream %s (%s): ending the call",
                     record.call_id, event.get("stream_id"), reason)

@@ -182,3 +182,20 @@ def test_forked_answers_are_each_applied_and_the_200_reapplies_its_own(store, me
     # A retransmitted 200 changes nothing more.
     edge.handle(msg(CORE_ANSWER, request=False, side=Side.CORE, to_tag="A", status=200))
     assert len([r for r in agw.requests if r.command is Command.MODIFY]) == 3
+
+
+@pytest.mark.req("SRTP-10", "T38-10")
+@pytest.mark.parametrize("policy", ["bye", "keep"])
+def test_dtls_failure_event_follows_the_configured_policy(store, metrics_registry, policy):
+    """[policy] dtls_failure: "bye" hands the dialog back to be ended, "keep" only logs and counts."""
+    edge = Edge(store, Agw(), Metrics(metrics_registry), agent="127.0.0.1:5060", dtls_failure=policy)
+    outcome = edge.handle(msg((FIXTURES / "chromium_offer_audio.sdp").read_text()))
+    assert outcome.dialog
+    record = edge.on_event({"event": "dtls_failed", "reason": "fingerprint_mismatch",
+                            "dialog": outcome.dialog, "stream_id": 0})
+    assert (record is not None) == (policy == "bye")
+    if record is not None:
+        assert record.call_id == "call-1"
+    assert metrics_registry.get_sample_value(
+        "e2ae_plugin_dtls_failures_total", {"reason": "fingerprint_mismatch"}) == 1
+    assert edge.on_event({"event": "dtls_established", "dialog": outcome.dialog}) is None
