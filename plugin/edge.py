@@ -26,15 +26,29 @@ between.  The Iq transaction id carries the state version, so mediad's own
 idempotency cache answers a retransmitted request, never a new one.  Messages of one dialog are serialised across workers by a Redis
 lock with a bounded wait.
 
-Release: :meth:`Edge.release` (BYE, CANCEL, a final error to the initial
-INVITE, the dialog module's timeout, a DTLS failure) sends RELEASE to mediad
-and deletes the record; both are idempotent.
+Which bodies: only INVITE, UPDATE, PRACK and ACK bodies (and their replies')
+are offers or answers; an SDP body in OPTIONS, MESSAGE, INFO... passes
+untouched.  Non-initial messages, replies included, find their record by both
+tags (a reply to a request the callee sent has the callee's tag in From); a
+reply creates a record only as an INVITE's 18x/2xx (a late offer).  The
+callee's tag is the To tag of the last 2xx to the caller's INVITE (the fork
+that won), with or without a body.  Every in-dialog request refreshes the
+record's TTL, as the dialog module refreshes its own timeout.
+
+Release: :meth:`Edge.release` (BYE, a final error to the initial INVITE, a
+CANCEL included through its 487, the dialog module's timeout, a DTLS failure)
+takes the dialog's lock, re-reads the record, sends RELEASE to mediad under a
+transaction unique to this release (a dialog id can be reserved again after a
+release) and replaces the record by a short-lived tombstone, so that a message
+still in flight cannot re-create it.  A RESERVE whose outcome cannot be saved
+(Iq timeout, Redis error, rules error) is released at once, best effort.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -55,6 +69,9 @@ WARNING_MAX = 200
 # The dialog module ends a dialog after [redis] dialog_ttl; the record outlives it by this
 # much so that the release at that moment still finds what to release.
 DIALOG_TTL_GRACE = 60
+# Only these methods' bodies are offers/answers (RFC 3261, 3262, 3311); an SDP body in
+# OPTIONS, MESSAGE, INFO, ... is not negotiated and is left alone.
+SDP_METHODS = frozenset({"INVITE", "UPDATE", "PRACK", "ACK"})
 
 
 @dataclass
@@ -146,7 +163,9 @@ class Edge:
     # -- messages -----------------------------------------------------------------
     def handle(self, msg: Message) -> Outcome:
         """Rewrite the SDP of one message (or say which error to answer)."""
-        if not msg.has_sdp:
+        sdp = msg.has_sdp and msg.method in SDP_METHODS
+        if not sdp:
+            self._bookkeep(msg)
             return Outcome()
         started = time.perf_counter()
         try:
@@ -174,12 +193,64 @@ class Edge:
     def _looks_like_answer(msg: Message) -> bool:
         return not msg.request or msg.method in ("ACK", "PRACK")
 
-    def _find_or_new(self, msg: Message) -> DialogRecord:
-        initial = msg.request and msg.method == "INVITE" and not msg.to_tag
-        tags = (msg.from_tag,) if initial or not msg.request else (msg.from_tag, msg.to_tag)
+    @staticmethod
+    def _initial(msg: Message) -> bool:
+        return msg.request and msg.method == "INVITE" and not msg.to_tag
+
+    def _bookkeep(self, msg: Message) -> None:
+        """What a message without SDP to process still does to the record (best effort).
+
+        * a 2xx to the caller's INVITE names the callee (the fork that won), with or
+          without a body;
+        * an initial INVITE clears a tombstone left by an earlier release of the same
+          Call-ID and From tag (a retry after 407).
+        """
+        try:
+            if self._initial(msg):
+                self.store.unbury(dialog_id(msg.call_id, msg.from_tag))
+            elif self._is_final_ok(msg):
+                record = self.store.find(msg.call_id, msg.from_tag)
+                if record is not None and record.callee_tag != msg.to_tag:
+                    with self.store.lock(record.id):
+                        record = self.store.get(record.id)
+                        if record is not None and record.caller_tag == msg.from_tag:
+                            record.callee_tag = msg.to_tag
+                            self.store.save(record)
+        except UnavailableError as exc:
+            log.warning("Call-ID %s: %s: %s", msg.call_id, msg.method, exc.reason)
+
+    def refresh(self, call_id: str, tags: tuple[str, ...]) -> bool:
+        """Refresh the record's TTL for an in-dialog request (one EXPIRE, best effort).
+
+        The dialog module resets its timeout on every in-dialog request; the record
+        must live as long as the dialog, or the final release finds nothing.  Called
+        after the request is relayed, so it adds nothing to its forwarding delay.
+        """
+        try:
+            return self.store.touch(call_id, *tags)
+        except UnavailableError as exc:
+            log.warning("Call-ID %s: refresh failed: %s", call_id, exc.reason)
+            return False
+
+    @staticmethod
+    def _is_final_ok(msg: Message) -> bool:
+        return not msg.request and msg.method == "INVITE" and 200 <= msg.status < 300 and bool(msg.to_tag)
+
+    def _find_or_new(self, msg: Message) -> DialogRecord | None:
+        """The message's dialog record; a new one only for a dialog's first SDP.
+
+        Every non-initial message (replies included) is looked up by both tags: a
+        reply to a request the callee sent carries the callee's tag in From.  A
+        reply creates a record only as an 18x/2xx to an INVITE (a late offer);
+        None otherwise.
+        """
+        initial = self._initial(msg)
+        tags = (msg.from_tag,) if initial else (msg.from_tag, msg.to_tag)
         record = self.store.find(msg.call_id, *tags)
         if record is not None:
             return record
+        if not msg.request and not (msg.method == "INVITE" and 100 < msg.status < 300):
+            return None
         # The dialog's first SDP: its caller is the From of this message.
         caller_side = msg.side if msg.request else other(msg.side)
         return DialogRecord(id=dialog_id(msg.call_id, msg.from_tag), call_id=msg.call_id,
@@ -187,8 +258,20 @@ class Edge:
 
     def _handle_sdp(self, msg: Message) -> Outcome:
         first = self._find_or_new(msg)
+        if first is None:
+            return Outcome()  # a reply with SDP to nothing we know: left alone
+        if self._initial(msg):
+            self.store.unbury(first.id)
         with self.store.lock(first.id):
-            record = self.store.get(first.id) or first
+            record = self.store.get(first.id)
+            if record is None:
+                if first.created or (not self._initial(msg) and self.store.released(first.id)):
+                    # Released (BYE, CANCEL, failure) while this message was on its way:
+                    # never re-create the record (nothing would release it again).
+                    log.info("Call-ID %s: %s %s after the dialog was released: refused", msg.call_id,
+                             msg.method, "request" if msg.request else msg.status)
+                    return self._error(msg, 481, "dialog already released")
+                record = first
             cache_key = f"{msg.tx}|{msg.side.value}|{_digest(msg.body)}"
             cached = record.rendered.get(cache_key)
             kind = self._kind(record, msg)
@@ -203,20 +286,30 @@ class Edge:
                 msg.body, origin=msg.side, kind=kind, state=record.rules, dialog=record.id,
                 transaction=f"{cache_key}|{kind.value}|{record.rules.version}", policy=self.policy,
             )
-            reply = self._iq(plan.iq) if plan.iq is not None else None
+            reserving = plan.iq is not None and not record.rules.data.get("agw")
             try:
-                result = plan.finish(reply)
-            except ValueError as exc:
-                raise PeerError(str(exc), 488) from None
-            record.rules = result.state
-            if kind is Kind.OFFER:
-                record.offer = {"tx": msg.tx, "cseq": msg.cseq, "side": msg.side.value,
-                                "in_reply": not msg.request}
-            if not msg.request and msg.to_tag and not record.callee_tag and msg.method == "INVITE":
-                record.callee_tag = msg.to_tag
-            record.remember(cache_key, result.sdp)
-            record.applied = cache_key
-            self.store.save(record)
+                reply = self._iq(plan.iq) if plan.iq is not None else None
+                try:
+                    result = plan.finish(reply)
+                except ValueError as exc:
+                    raise PeerError(str(exc), 488) from None
+                record.rules = result.state
+                if kind is Kind.OFFER:
+                    record.offer = {"tx": msg.tx, "cseq": msg.cseq, "side": msg.side.value,
+                                    "in_reply": not msg.request}
+                if not msg.request and msg.to_tag and msg.method == "INVITE" and msg.from_tag == record.caller_tag:
+                    # The callee: the fork whose 2xx came (any 2xx overrides an 18x's tag).
+                    if not record.callee_tag or 200 <= msg.status < 300:
+                        record.callee_tag = msg.to_tag
+                record.remember(cache_key, result.sdp)
+                record.applied = cache_key
+                self.store.save(record)
+            except Exception as exc:
+                if reserving and not getattr(exc, "mediad_refused", False):
+                    # mediad may have reserved (an Iq timeout after the work, a failed
+                    # save or finish): undo it, or the ports stay and a retry is refused.
+                    self._undo_reserve(record)
+                raise
         self.metrics.rewrite(msg.side.value, kind.value, "rewritten" if plan.iq else "passthrough")
         return Outcome(body=result.sdp, dialog=record.id)
 
@@ -250,10 +343,13 @@ class Edge:
         if reply.error:
             code = reply.error_code or 500
             if code == 503:
-                raise UnavailableError(f"mediad: {reply.error}", self.retry_after)
-            if code in (400, 404, 501):
-                raise PeerError(f"mediad refused the media: {reply.error}", 488)
-            raise E2aeError(f"mediad error {code}: {reply.error}")
+                exc: E2aeError = UnavailableError(f"mediad: {reply.error}", self.retry_after)
+            elif code in (400, 404, 501):
+                exc = PeerError(f"mediad refused the media: {reply.error}", 488)
+            else:
+                exc = E2aeError(f"mediad error {code}: {reply.error}")
+            exc.mediad_refused = True  # mediad answered: it did nothing to undo
+            raise exc
         return reply
 
     # -- release ------------------------------------------------------------------
@@ -268,13 +364,32 @@ class Edge:
             log.warning("Call-ID %s: release (%s) failed: %s", call_id, reason, exc.reason)
             return False
 
+    @staticmethod
+    def _release_tx(record: DialogRecord, reason: str) -> str:
+        # Unique per release: mediad answers a repeated (dialog, transaction) from its
+        # cache, and one dialog id can be reserved and released again (an INVITE retried
+        # after a 407 has the same Call-ID and From tag).
+        return f"release|{reason}|{record.created:.6f}|{record.rules.version}|{secrets.token_hex(4)}"
+
+    def _undo_reserve(self, record: DialogRecord) -> None:
+        try:
+            self._iq(release_request(record.id, self._release_tx(record, "undo")))
+        except Exception as exc:  # best effort: the original error is what the caller gets
+            log.warning("Call-ID %s: mediad release after a failed reserve failed: %s", record.call_id, exc)
+
     def release_record(self, record: DialogRecord, reason: str) -> bool:
-        if record.rules.data.get("agw"):
-            try:
-                self._iq(release_request(record.id, f"release|{reason}"))
-            except E2aeError as exc:
-                log.warning("Call-ID %s: mediad release (%s) failed: %s", record.call_id, reason, exc)
-        deleted = self.store.delete(record.id)
+        """Release under the dialog's lock, from the record as it is in Redis now."""
+        with self.store.lock(record.id):
+            current = self.store.get(record.id)
+            if current is None:
+                return False
+            if current.rules.data.get("agw"):
+                try:
+                    self._iq(release_request(current.id, self._release_tx(current, reason)))
+                except E2aeError as exc:
+                    log.warning("Call-ID %s: mediad release (%s) failed: %s", current.call_id, reason, exc)
+            deleted = self.store.bury(current.id)
+            reason = current.ending or reason
         if deleted:
             self.metrics.releases.labels(reason).inc()
             log.info("Call-ID %s: dialog released (%s)", record.call_id, reason)
@@ -300,6 +415,15 @@ class Edge:
             return None
         log.warning("Call-ID %s: DTLS failed on stream %s (%s): ending the call",
                     record.call_id, event.get("stream_id"), reason)
+        try:
+            with self.store.lock(record.id):
+                current = self.store.get(record.id)
+                if current is not None:
+                    current.ending = EVENT_DTLS_FAILED
+                    self.store.save(current)
+                    record = current
+        except UnavailableError as exc:
+            log.warning("Call-ID %s: %s", record.call_id, exc.reason)
         return record
 
 

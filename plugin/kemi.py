@@ -13,9 +13,12 @@ against ``[edge] access_sip`` / ``core_sip``).
   to their Request-URI through the access socket; in-dialog requests follow
   their Route set, out of the other socket.  SDP offers/answers are rewritten
   by the edge before Record-Route is added; errors are answered statefully
-  (488 + Warning, 503 + Retry-After).  BYE and CANCEL release the dialog.
+  (488 + Warning, 503 + Retry-After).  BYE releases the dialog; CANCEL does
+  not (a 200 may cross it): its 487 reaches ``ksr_failure_edge``.  Every
+  in-dialog request refreshes the dialog's record in Redis.
 * ``ksr_onreply_edge``: rewrites the SDP of 18x/2xx replies.
-* ``ksr_failure_edge``: a final error to the initial INVITE releases the dialog.
+* ``ksr_failure_edge``: a final error to the initial INVITE (a CANCEL's 487
+  included) releases the dialog.
 * ``ksr_dialog_event``: the dialog module's end of a dialog (its timeout)
   releases what is left.
 * ``ksr_rtimer_events``: drains mediad's events; a DTLS failure ends the call
@@ -165,8 +168,9 @@ class kamailio:
             return 1
         method = _pv("$rm")
         if method == "CANCEL":
+            # No release here: a 200 may cross the CANCEL and the call go on.  The
+            # INVITE's 487 (or any final error) runs ksr_failure_edge, which releases.
             if KSR.tm.t_check_trans() > 0:
-                self.edge.release(_pv("$ci"), (_pv("$ft"),), "cancel")
                 KSR.tm.t_relay()
             return 1
         if KSR.siputils.has_totag() > 0:
@@ -196,6 +200,7 @@ class kamailio:
             self._apply(side)
             KSR.corex.set_send_socket(self.sockets[other(side)])
             KSR.tm.t_relay()
+            self.edge.refresh(_pv("$ci"), (_pv("$ft"), _pv("$tt")))
             return 1
         if not routed:
             KSR.sl.sl_send_reply(404, "Not Here")
@@ -207,6 +212,9 @@ class kamailio:
         elif not self._apply(side):
             return 1
         self._relay(side)
+        if method != "BYE":
+            # The dialog module reset its timeout for this request: so does the record.
+            self.edge.refresh(_pv("$ci"), (_pv("$ft"), _pv("$tt")))
         return 1
 
     def ksr_onreply_edge(self, msg):
@@ -269,11 +277,15 @@ class kamailio:
         record = self.edge.on_event(event)
         if record is None:
             return
-        self.edge.release_record(record, "dtls_failed")
+        # BYE first (the dialog module needs the callee's tag: the last 2xx's), then release.
         if record.callee_tag and KSR.dialog.dlg_get(record.call_id, record.caller_tag, record.callee_tag) > 0:
             KSR.dialog.dlg_bye("all")
         else:
             KSR.warn("e2ae: Call-ID %s: no confirmed dialog to end with BYE\n" % record.call_id)
+        try:
+            self.edge.release_record(record, "dtls_failed")
+        except Exception as exc:
+            KSR.warn("e2ae: Call-ID %s: release after DTLS failure: %s\n" % (record.call_id, exc))
 
     def ksr_xhttp_event(self, *args):
         if _pv("$hu").split("?", 1)[0] != "/metrics":

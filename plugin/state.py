@@ -6,10 +6,20 @@ Keys (nothing else is written by the plugin):
   callee's tags, the Call-ID, the rules' :class:`~sdp_rules.plan.DialogState`,
   the offer/answer tracker and the last rendered bodies (the idempotency cache
   for retransmitted and forked messages).  ``EXPIRE dialog_ttl`` is refreshed
-  on every write; the key is deleted when the dialog is released.
+  on every write and on every in-dialog request (with or without SDP, as the
+  dialog module resets its own timeout on each), so the record lives as long
+  as the dialog; the key is deleted when the dialog is released.
+* ``e2ae:alg:released:{id}``: a tombstone written when the dialog is released,
+  expiring after ``TOMBSTONE_TTL`` s (32 s, a Timer B/F of slack for replies and
+  requests still in flight): a late 18x/2xx or in-dialog request handled by
+  another worker just after the release must not re-create the record (and a
+  new RESERVE that nothing would ever release).  Only an initial INVITE (same
+  Call-ID and From tag, e.g. retried after a 407) clears it.  Tombstones carry
+  no media or state and always expire by themselves.
 * ``e2ae:alg:lock:{id}``: a short-lived lock (``SET NX PX``) that serialises
   the workers handling messages of the same dialog (an 18x and a 2xx handled in
-  parallel, a re-INVITE crossing an UPDATE).
+  parallel, a re-INVITE crossing an UPDATE, a BYE crossing a 2xx: releases
+  take it too).
 
 ``{id}`` is the dialog id given to mediad too: a digest of the Call-ID and the
 caller's From tag, so in-dialog requests in either direction find it (from
@@ -33,6 +43,8 @@ from sdp_rules.plan import DialogState
 
 DIALOG_PREFIX = "e2ae:alg:dialog:"
 LOCK_PREFIX = "e2ae:alg:lock:"
+TOMBSTONE_PREFIX = "e2ae:alg:released:"
+TOMBSTONE_TTL = 32
 LOCK_TTL_MS = 3000
 LOCK_WAIT_S = 2.0
 CACHE_SIZE = 16
@@ -65,6 +77,10 @@ class DialogRecord:
     rendered: dict[str, str] = field(default_factory=dict)
     applied: str = ""  # cache key of the body whose plan mediad applied last
     created: float = 0.0
+    # Why the call is being ended when the plugin itself ends it (a DTLS failure): the
+    # release, whichever path does it (the dialog module's end event may come first),
+    # is counted under this reason.
+    ending: str = ""
 
     def to_json(self) -> str:
         return json.dumps({
@@ -72,7 +88,7 @@ class DialogRecord:
             "caller_side": self.caller_side, "callee_tag": self.callee_tag,
             "rules": {"version": self.rules.version, "data": self.rules.data},
             "offer": self.offer, "rendered": self.rendered, "applied": self.applied,
-            "created": self.created,
+            "created": self.created, "ending": self.ending,
         }, separators=(",", ":"))
 
     @classmethod
@@ -84,7 +100,7 @@ class DialogRecord:
             caller_side=doc["caller_side"], callee_tag=doc.get("callee_tag", ""),
             rules=DialogState(int(rules.get("version", 0)), dict(rules.get("data", {}))),
             offer=doc.get("offer"), rendered=dict(doc.get("rendered", {})), applied=doc.get("applied", ""),
-            created=float(doc.get("created", 0.0)),
+            created=float(doc.get("created", 0.0)), ending=doc.get("ending", ""),
         )
 
     def remember(self, key: str, body: str) -> None:
@@ -137,6 +153,26 @@ class DialogStore:
     def delete(self, ident: str) -> bool:
         return bool(self._call(self.redis.delete, DIALOG_PREFIX + ident))
 
+    def touch(self, call_id: str, *tags: str) -> bool:
+        """Refresh the TTL of the dialog's record (EXPIRE; found by any of the tags)."""
+        for tag in tags:
+            if tag and self._call(self.redis.expire, DIALOG_PREFIX + dialog_id(call_id, tag), self.ttl):
+                return True
+        return False
+
+    def bury(self, ident: str) -> bool:
+        """Delete the record and leave a short-lived tombstone, in one round trip."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(DIALOG_PREFIX + ident)
+        pipe.set(TOMBSTONE_PREFIX + ident, "1", ex=TOMBSTONE_TTL)
+        return bool(self._call(pipe.execute)[0])
+
+    def released(self, ident: str) -> bool:
+        return bool(self._call(self.redis.exists, TOMBSTONE_PREFIX + ident))
+
+    def unbury(self, ident: str) -> None:
+        self._call(self.redis.delete, TOMBSTONE_PREFIX + ident)
+
     def lock(self, ident: str) -> "DialogLock":
         return DialogLock(self, ident)
 
@@ -172,4 +208,5 @@ class DialogLock:
             pass  # the lock expires by itself
 
 
-__all__ = ["DialogLock", "DialogRecord", "DialogStore", "dialog_id", "DIALOG_PREFIX", "LOCK_PREFIX"]
+__all__ = ["DialogLock", "DialogRecord", "DialogStore", "dialog_id", "DIALOG_PREFIX", "LOCK_PREFIX",
+           "TOMBSTONE_PREFIX", "TOMBSTONE_TTL"]

@@ -217,12 +217,30 @@ class Edge:
         return self.redis_server.client()
 
     def dialog_keys(self) -> list[str]:
+        """The plugin's and mediad's dialog state left in Redis.
+
+        The one documented exception: the plugin's release tombstones
+        (``e2ae:alg:released:{id}``, see plugin/state.py) are not state: they hold no
+        media or dialog data and expire by themselves after TOMBSTONE_TTL (32 s, longer
+        than a test waits), so they are not counted; :meth:`tombstones` lists them.
+        """
+        from plugin.state import TOMBSTONE_PREFIX
+
         client = self.redis()
         try:
             keys = client.keys("e2ae:alg:*") + client.keys("e2ae:agw:dialog:*")
         finally:
             client.close()
-        return sorted(k.decode() for k in keys)
+        return sorted(k.decode() for k in keys if not k.decode().startswith(TOMBSTONE_PREFIX))
+
+    def tombstones(self) -> list[str]:
+        from plugin.state import TOMBSTONE_PREFIX
+
+        client = self.redis()
+        try:
+            return sorted(k.decode() for k in client.keys(TOMBSTONE_PREFIX + "*"))
+        finally:
+            client.close()
 
     def wait_no_dialogs(self, timeout: float = 5.0) -> list[str]:
         deadline = time.monotonic() + timeout

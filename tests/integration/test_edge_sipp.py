@@ -320,11 +320,16 @@ def test_audio_switched_to_t38(edge, sipps):
 
 
 def test_cancel_releases_everything(edge, sipps):
+    failures = _metric(edge, 'e2ae_plugin_releases_total{reason="failure"}')
     uas, uac = core_uas(edge, "core_uas_cancel.xml"), wic_uac(edge, "wic_cancel_uac.xml")
     sipps += [uas, uac]
     run_pair(uas, uac)
     assert [m.first_line.split()[0] for m in uas.received()] == ["INVITE", "CANCEL", "ACK"]
     assert re.search(r'e2ae_plugin_releases_total\{reason="(cancel|failure)"\} [1-9]', edge.plugin_metrics())
+    # The CANCEL itself releases nothing (a 200 may cross it): the 487 does.
+    assert edge.wait_no_dialogs() == []
+    assert _metric(edge, 'e2ae_plugin_releases_total{reason="failure"}') - failures == 1
+    assert _metric(edge, 'e2ae_plugin_releases_total{reason="cancel"}') == 0
 
 
 def test_bye_from_core(edge, sipps):
@@ -547,3 +552,74 @@ a=T38FaxMaxBuffer:262
 a=T38FaxMaxDatagram:176
 a=T38FaxUdpEC:t38UDPRedundancy
 """
+
+
+def _headers(text: str, name: str) -> list[str]:
+    head = text.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    return [line for line in head if line.split(":", 1)[0].strip().lower() == name.lower()]
+
+
+def _core_answers_across_cancel(port: int, got: list[str], timeout: float = 15.0) -> None:
+    """A core UAS (raw UDP) whose 200 crosses the CANCEL: 180; on the CANCEL, 200 to it and
+    then 200 (with SDP) to the INVITE, not 487; ACK; 200 to the BYE."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.3", port))
+        s.settimeout(0.2)
+        deadline = time.monotonic() + timeout
+        invite = None
+        while time.monotonic() < deadline:
+            try:
+                data, peer = s.recvfrom(65535)
+            except socket.timeout:
+                continue
+            text = data.decode(errors="replace")
+            method = text.split(" ", 1)[0]
+            got.append(method)
+            if method == "INVITE" and invite is None:
+                invite = text
+                _send_reply(s, peer, invite, "180 Ringing", tag=True)
+            elif method == "CANCEL":
+                _send_reply(s, peer, text, "200 OK")
+                sdp = ("v=0\r\no=core 1 1 IN IP4 127.0.0.3\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\n"
+                       "m=audio 49170 RTP/AVPF 0 126\r\nb=AS:64\r\na=rtpmap:0 PCMU/8000\r\n"
+                       "a=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\n")
+                _send_reply(s, peer, invite, "200 OK", tag=True, body=sdp)
+            elif method == "BYE":
+                _send_reply(s, peer, text, "200 OK")
+                return
+
+
+def _send_reply(s: socket.socket, peer, request: str, status: str, tag: bool = False, body: str = "") -> None:
+    lines = [f"SIP/2.0 {status}"] + _headers(request, "Via") + _headers(request, "Record-Route")
+    lines += _headers(request, "From")
+    to = _headers(request, "To")[0]
+    lines.append(to + ";tag=corex1" if tag and ";tag=" not in to else to)
+    lines += _headers(request, "Call-ID") + _headers(request, "CSeq")
+    lines.append(f"Contact: <sip:core@127.0.0.3:{s.getsockname()[1]}>")
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    s.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode(), peer)
+
+
+def test_200_crossing_the_cancel_is_an_answer_and_the_call_is_released_by_bye(edge, sipps):
+    import threading
+
+    reserves = _metric(edge, 'e2ae_plugin_iq_latency_seconds_count{command="reserve"}')
+    byes = _metric(edge, 'e2ae_plugin_releases_total{reason="bye"}')
+    got: list[str] = []
+    core = threading.Thread(target=_core_answers_across_cancel, args=(edge.conf.next_hop_port, got))
+    core.start()
+    time.sleep(0.1)
+    uac = wic_uac(edge, "wic_cancel_crossed_uac.xml")
+    sipps.append(uac)
+    rc = uac.run()
+    core.join(20)
+    assert rc == 0, uac.diagnostics()
+    assert [m for m in got if m != "CANCEL"] == ["INVITE", "ACK", "BYE"], got
+    ok = [m for m in uac.received("SIP/2.0 200") if m.header("CSeq") == ["1 INVITE"]][0]
+    # The core's answer to the WIC's offer: setup:active, not a new offer (actpass).
+    values = match_lines(ok.body_lines, ACCESS_ANSWER)
+    assert values["fp"] == agw_fingerprint(edge)
+    assert _metric(edge, 'e2ae_plugin_iq_latency_seconds_count{command="reserve"}') - reserves == 1
+    assert _metric(edge, 'e2ae_plugin_releases_total{reason="bye"}') - byes == 1

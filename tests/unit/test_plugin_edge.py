@@ -199,3 +199,189 @@ def test_dtls_failure_event_follows_the_configured_policy(store, metrics_registr
     assert metrics_registry.get_sample_value(
         "e2ae_plugin_dtls_failures_total", {"reason": "fingerprint_mismatch"}) == 1
     assert edge.on_event({"event": "dtls_established", "dialog": outcome.dialog}) is None
+
+
+# -- robustness: dialog matching, releases, leaks ------------------------------------
+
+WIC_OFFER_FILE = "chromium_offer_audio.sdp"
+
+
+class CachingAgw(Agw):
+    """Like mediad: a repeated (dialog, transaction) is answered from a cache, and does nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cache = {}
+        self.released = []
+        self.reserved = set()
+
+    def request(self, iq):
+        key = (iq.dialog, iq.transaction)
+        if key in self.cache:
+            return self.cache[key]
+        reply = super().request(iq)
+        if iq.command is Command.RELEASE:
+            if iq.dialog in self.reserved:
+                self.reserved.discard(iq.dialog)
+                self.released.append(iq.dialog)
+        elif iq.command is Command.RESERVE:
+            self.reserved.add(iq.dialog)
+        self.cache[key] = reply
+        return reply
+
+
+def test_reply_to_a_callee_reinvite_is_its_answer_not_a_new_dialog(store, metrics_registry):
+    agw = Agw()
+    edge = make_edge(store, metrics_registry, agw)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    edge.handle(msg(CORE_ANSWER, request=False, side=Side.CORE, to_tag="t1", status=200))
+    # The core re-offers: From is the callee (t1), To the WIC (ftag).
+    reoffer = Message(request=True, method="INVITE", call_id="call-1", from_tag="t1", to_tag="ftag", cseq=5,
+                      side=Side.CORE, body=CORE_ANSWER.replace("6000", "6002"), content_type="application/sdp")
+    out = edge.handle(reoffer)
+    assert out.body and "a=fingerprint" in out.body and not out.failed
+    wic_answer = (FIXTURES / "chromium_answer_audio.sdp").read_text().replace("a=setup:active", "a=setup:passive")
+    reply = Message(request=False, method="INVITE", call_id="call-1", from_tag="t1", to_tag="ftag", cseq=5,
+                    side=Side.ACCESS, body=wic_answer, content_type="application/sdp", status=200)
+    answer = edge.handle(reply)
+    assert not answer.failed and answer.dialog == out.dialog
+    assert "a=fingerprint" not in answer.body and "a=setup" not in answer.body  # an answer toward the core
+    assert [r.command for r in agw.requests].count(Command.RESERVE) == 1
+    assert len(store.redis.keys(DIALOG_PREFIX + "*")) == 1
+    assert rewrites(metrics_registry, "access_to_core", "answer", "rewritten") == 1
+
+
+def test_a_reply_never_creates_a_record_except_an_invites_18x_2xx(store, metrics_registry):
+    agw = Agw()
+    edge = make_edge(store, metrics_registry, agw)
+    update_ok = msg(PLAIN_ANSWER, request=False, method="UPDATE", side=Side.CORE, to_tag="t1", status=200, cseq=3)
+    assert edge.handle(update_ok).body is None
+    assert agw.requests == [] and store.redis.keys(DIALOG_PREFIX + "*") == []
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "MESSAGE", "INFO"])
+def test_sdp_in_other_methods_is_left_alone(store, metrics_registry, method):
+    agw = Agw()
+    edge = make_edge(store, metrics_registry, agw)
+    body = (FIXTURES / WIC_OFFER_FILE).read_text()
+    assert edge.handle(msg(body, method=method)).body is None
+    assert edge.handle(msg(body, request=False, method=method, side=Side.CORE, to_tag="t1", status=200)).body is None
+    assert agw.requests == [] and store.redis.keys(DIALOG_PREFIX + "*") == []
+
+
+def test_a_second_release_of_the_same_dialog_id_releases_again(store, metrics_registry):
+    # INVITE -> 407 (failure release); the INVITE retried with the same Call-ID and From
+    # tag (same dialog id) -> 486 (failure release again): mediad must release both.
+    agw = CachingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    offer = (FIXTURES / WIC_OFFER_FILE).read_text()
+    edge.handle(msg(offer))
+    assert edge.release("call-1", ("ftag",), "failure") is True
+    assert not edge.handle(msg(offer, cseq=2)).failed
+    assert edge.release("call-1", ("ftag",), "failure") is True
+    assert len(agw.released) == 2 and agw.reserved == set()
+    releases = [r.transaction for r in agw.requests if r.command is Command.RELEASE]
+    assert len(set(releases)) == 2
+
+
+class TimesOutAfterReserving(CachingAgw):
+    def request(self, iq):
+        reply = super().request(iq)
+        if iq.command is Command.RESERVE:
+            raise UnavailableError("mediad did not answer within 0.500s", 5)
+        return reply
+
+
+def test_reserve_that_times_out_after_mediad_did_it_is_released(store, metrics_registry):
+    agw = TimesOutAfterReserving()
+    edge = make_edge(store, metrics_registry, agw)
+    out = edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    assert out.status == 503
+    assert agw.reserved == set() and len(agw.released) == 1
+    assert store.redis.keys(DIALOG_PREFIX + "*") == []
+
+
+def test_reserve_whose_save_fails_is_released_and_a_retry_works(store, metrics_registry, monkeypatch):
+    agw = CachingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    offer = (FIXTURES / WIC_OFFER_FILE).read_text()
+
+    def broken_save(record):
+        raise UnavailableError("redis: TimeoutError")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "save", broken_save)
+        assert edge.handle(msg(offer)).status == 503
+    assert agw.reserved == set() and len(agw.released) == 1
+    retry = edge.handle(msg(offer))
+    assert not retry.failed and retry.body
+
+
+def test_refused_reserve_sends_no_release(store, metrics_registry):
+    agw = Agw(error=(400, "no"))
+    edge = make_edge(store, metrics_registry, agw)
+    assert edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text())).status == 488
+    assert [r.command for r in agw.requests] == [Command.RESERVE]
+
+
+def test_release_waits_for_the_dialog_lock_and_a_late_reply_cannot_recreate(store, metrics_registry):
+    agw = CachingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    record = store.find("call-1", "ftag")
+    # Another worker holds the lock while it applies a 2xx: the release waits for it.
+    with store.lock(record.id):
+        import threading
+
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (edge.release("call-1", ("ftag",), "bye"), done.set()))
+        worker.start()
+        assert not done.wait(0.2)
+        fresh = store.get(record.id)
+        fresh.callee_tag = "t1"
+        store.save(fresh)
+    worker.join(5)
+    assert done.is_set() and agw.released == [record.id]
+    assert store.redis.keys(DIALOG_PREFIX + "*") == []
+    # The 200 that crossed the BYE arrives now: no record, no RESERVE.
+    late = edge.handle(msg(CORE_ANSWER, request=False, side=Side.CORE, to_tag="t1", status=200))
+    assert late.status == 481
+    assert store.redis.keys(DIALOG_PREFIX + "*") == []
+    assert [r.command for r in agw.requests].count(Command.RESERVE) == 1
+    # A stale copy read before the release is not saved back either.
+    stale = edge.handle(Message(request=True, method="UPDATE", call_id="call-1", from_tag="ftag", to_tag="t1",
+                                cseq=9, side=Side.ACCESS, body=PLAIN_OFFER, content_type="application/sdp"))
+    assert stale.status == 481 and store.redis.keys(DIALOG_PREFIX + "*") == []
+    # The tombstone expires by itself; a new initial INVITE (a retry) is not refused.
+    assert 0 < store.redis.ttl("e2ae:alg:released:" + record.id) <= 32
+    assert not edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text(), cseq=2)).failed
+
+
+def test_in_dialog_requests_without_sdp_refresh_the_record(store, metrics_registry):
+    edge = make_edge(store, metrics_registry)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    edge.handle(msg(CORE_ANSWER, request=False, side=Side.CORE, to_tag="t1", status=200))
+    (key,) = store.redis.keys(DIALOG_PREFIX + "*")
+    for n, (method, from_tag, to_tag, ctype) in enumerate([("UPDATE", "t1", "ftag", ""),
+                                                         ("OPTIONS", "ftag", "t1", ""),
+                                                         ("INFO", "t1", "ftag", "application/dtmf-relay")]):
+        store.redis.expire(key, 5)
+        # What kemi does for every in-dialog request but BYE, with or without a body.
+        request = Message(request=True, method=method, call_id="call-1", from_tag=from_tag, to_tag=to_tag,
+                          cseq=10 + n, side=Side.CORE, body="Signal=1\r\n" if ctype else "", content_type=ctype)
+        assert edge.handle(request).body is None
+        assert edge.refresh(request.call_id, (request.from_tag, request.to_tag)) is True
+        assert store.redis.ttl(key) > 50, method
+    assert edge.refresh("call-1", ("nope", "none")) is False
+
+
+def test_callee_tag_is_the_2xx_fork_with_or_without_body(store, metrics_registry):
+    edge = make_edge(store, metrics_registry)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    edge.handle(msg(CORE_ANSWER, request=False, side=Side.CORE, to_tag="A", status=183))
+    assert store.find("call-1", "ftag").callee_tag == "A"
+    edge.handle(msg(request=False, side=Side.CORE, to_tag="B", status=200))  # fork B's 200, no body
+    assert store.find("call-1", "ftag").callee_tag == "B"
+    fork_c = CORE_ANSWER.replace("10.0.0.3", "10.0.0.5")
+    edge.handle(msg(fork_c, request=False, side=Side.CORE, to_tag="C", status=200))
+    assert store.find("call-1", "ftag").callee_tag == "C"
