@@ -99,6 +99,8 @@ class Config:
         if parts.password:
             return self.redis_url
         host = parts.hostname or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 literal keeps its brackets (RFC 3986 3.2.2)
         netloc = f"{parts.username or ''}:{quote(self.redis_password, safe='')}@{host}"
         if parts.port:
             netloc += f":{parts.port}"

@@ -53,6 +53,16 @@ def test_redis_password_goes_into_the_url():
     assert config.redis_url_with_password == "redis://:inurl@127.0.0.1:6380/2"
 
 
+def test_redis_password_goes_into_an_ipv6_url_with_its_brackets():
+    import redis
+
+    config = parse_config("[redis]\nurl = redis://[::1]:6380/2\npassword = p@ss\n")
+    assert config.redis_url_with_password == "redis://:p%40ss@[::1]:6380/2"
+    pool = redis.ConnectionPool.from_url(config.redis_url_with_password)
+    assert (pool.connection_kwargs["host"], pool.connection_kwargs["port"],
+            pool.connection_kwargs["password"]) == ("::1", 6380, "p@ss")
+
+
 @pytest.mark.parametrize("text, message", [
     ("[mediad]\ncontrol = localhost\n", "host:port"),
     ("[mediad]\ncontrol = 127.0.0.1:70000\n", "out of range"),
