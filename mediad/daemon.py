@@ -486,6 +486,7 @@ class Daemon:
         stream.core = leg
         self.metrics.terminations_active.labels("core").inc()
         leg.latched = {k: tuple(v) for k, v in (cdoc.get("latched") or {}).items()}
+        leg.refresh()
         for component, port in cdoc["ports"].items():
             sock = self.core_pool.claim(int(port))
             channel = CoreChannel(leg, int(port), component)

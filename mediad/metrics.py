@@ -1,8 +1,15 @@
 """Every Prometheus metric of mediad, defined against an injected registry.
 
 Theory of operation: :class:`Metrics` creates the metric families once and
-binds the label children the packet path needs up front, so the hot path is
-one ``inc()`` on a prebound child: no label lookup, no dict churn.  Labels are
+binds the label children it needs up front.  The packet path does not touch
+prometheus-client at all (each ``inc()`` takes a lock): packet and byte
+counts are plain integers on one :class:`PacketCounters` per (side,
+direction, kind), which the packet path adds to in place, and drops are plain
+integers per reason; :class:`TrafficCollector` reads them when the registry is
+scraped and yields them as the counter families ``e2ae_mediad_packets``,
+``e2ae_mediad_bytes`` and ``e2ae_mediad_drops`` (same names, labels and
+``_created`` samples as ``Counter`` would give).  Reading an int is atomic
+under the GIL, so the scrape thread needs no lock.  Labels are
 bounded sets (side, direction, kind, reason, role, result, command); never a
 dialog or Call-ID.  Names start with ``e2ae_mediad_``; counters end in
 ``_total`` (prometheus-client adds the suffix to the exposed name).
@@ -10,7 +17,10 @@ dialog or Call-ID.  Names start with ``e2ae_mediad_``; counters end in
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 SIDES = ("access", "core")
 DIRECTIONS = ("in", "out")
@@ -30,17 +40,52 @@ CONTROL_RESULTS = ("ok", "400", "401", "404", "500", "501", "503")
 
 
 class PacketCounters:
-    """The prebound packet and byte counters of one (side, direction, kind)."""
+    """The packet and byte counts of one (side, direction, kind): plain integers.
+
+    The packet path adds to ``packets`` and ``bytes`` in place (or calls
+    :meth:`count`); :class:`TrafficCollector` exports them.
+    """
 
     __slots__ = ("packets", "bytes")
 
-    def __init__(self, packets, bytes_) -> None:
-        self.packets = packets
-        self.bytes = bytes_
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
 
     def count(self, size: int) -> None:
-        self.packets.inc()
-        self.bytes.inc(size)
+        self.packets += 1
+        self.bytes += size
+
+
+class TrafficCollector:
+    """Exports the integer packet, byte and drop counts as Prometheus counter families."""
+
+    def __init__(self, prefix: str, traffic: dict[tuple[str, str, str], PacketCounters],
+                 drops: dict[str, int]) -> None:
+        self.prefix = prefix
+        self.traffic = traffic
+        self.drops = drops
+        self.created = time.time()
+
+    def describe(self):
+        return self._families(empty=True)
+
+    def collect(self):
+        return self._families(empty=False)
+
+    def _families(self, empty: bool):
+        p, created = self.prefix, self.created
+        labels = ["side", "direction", "kind"]
+        packets = CounterMetricFamily(p + "packets", "Packets by side, direction and kind", labels=labels)
+        bytes_ = CounterMetricFamily(p + "bytes", "Bytes by side, direction and kind", labels=labels)
+        drops = CounterMetricFamily(p + "drops", "Dropped packets by reason", labels=["reason"])
+        if not empty:
+            for key, counters in list(self.traffic.items()):
+                packets.add_metric(key, counters.packets, created=created)
+                bytes_.add_metric(key, counters.bytes, created=created)
+            for reason, count in list(self.drops.items()):
+                drops.add_metric((reason,), count, created=created)
+        return [packets, bytes_, drops]
 
 
 class Metrics:
@@ -58,13 +103,13 @@ class Metrics:
             p + "dtls_handshake_seconds", "DTLS handshake duration (first flight to completion)", ["role"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry,
         )
-        self.packets = Counter(
-            p + "packets", "Packets by side, direction and kind", ["side", "direction", "kind"], registry=registry
-        )
-        self.bytes = Counter(
-            p + "bytes", "Bytes by side, direction and kind", ["side", "direction", "kind"], registry=registry
-        )
-        self.drops = Counter(p + "drops", "Dropped packets by reason", ["reason"], registry=registry)
+        # Packets, bytes and drops: plain integers, exported by TrafficCollector (see above).
+        self.traffic: dict[tuple[str, str, str], PacketCounters] = {
+            (side, direction, kind): PacketCounters()
+            for side in SIDES for direction in DIRECTIONS for kind in PACKET_KINDS
+        }
+        self.drop_counts: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        registry.register(TrafficCollector(p, self.traffic, self.drop_counts))
         self.control_requests = Counter(
             p + "control_requests", "Control (Iq) requests by command and result", ["command", "result"],
             registry=registry,
@@ -96,13 +141,6 @@ class Metrics:
             p + "tcp_errors", "Access TCP framing and admission errors by reason", ["reason"], registry=registry
         )
 
-        self.traffic: dict[tuple[str, str, str], PacketCounters] = {
-            (side, direction, kind): PacketCounters(
-                self.packets.labels(side, direction, kind), self.bytes.labels(side, direction, kind)
-            )
-            for side in SIDES for direction in DIRECTIONS for kind in PACKET_KINDS
-        }
-        self.drop = {reason: self.drops.labels(reason) for reason in DROP_REASONS}
         for role in ROLES:
             for result in HANDSHAKE_RESULTS:
                 self.handshakes.labels(role, result)
@@ -112,10 +150,10 @@ class Metrics:
         self.tcp_error = {reason: self.tcp_errors.labels(reason) for reason in TCP_ERRORS}
 
     def dropped(self, reason: str) -> None:
-        child = self.drop.get(reason)
-        if child is None:
-            child = self.drop["unexpected"]
-        child.inc()
+        counts = self.drop_counts
+        if reason not in counts:
+            reason = "unexpected"
+        counts[reason] += 1
 
     def control(self, command: str, result: str, seconds: float) -> None:
         command = command if command in COMMANDS else "unknown"

@@ -29,6 +29,26 @@ nothing is sent once consent expired (RFC 7675 section 5.1).
 
 A bad packet is dropped, counted by reason and logged at debug level; nothing
 raises out of ``datagram_received``.
+
+The packet path (established RTP/RTCP) is kept lean: RTP/RTCP is recognised
+inline from its first two bytes before the general demultiplexer runs; the
+transport's ``sendto`` is bound once (:attr:`Channel.sendto`); packet and byte
+counts are integers added in place (``mediad.metrics``); the destination
+toward access is computed once when it can change (peer learned, ICE
+selection, spec, consent) and kept in :attr:`AccessChannel.dest`.  Consent
+freshness does not read the clock per packet: while a destination chosen by
+ICE is cached, one timer per channel fires at the consent deadline
+(``last_consent + consent_timeout``); if no newer check came it drops the
+cached destination, and the next packet takes the full check (which drops
+and reports the expiry, RFC 7675 section 5.1).  On the core side the
+destinations are computed by the leg when its spec or latched address
+changes (``mediad.session.CoreLeg.refresh``).
+
+Overload: nothing here pauses reading.  A UDP port that receives more than
+the process can handle loses datagrams in the kernel (its receive buffer
+overflows) and relays again as soon as the load falls; an error the kernel
+reports on the socket reaches ``error_received`` (logged at debug level) and
+the transport stays open.
 """
 
 from __future__ import annotations
@@ -61,12 +81,23 @@ class Channel(asyncio.DatagramProtocol):
     def __init__(self, port: int, component: str) -> None:
         self.port = port
         self.component = component  # "rtp" or "rtcp"
-        self.transport: asyncio.DatagramTransport | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self.sendto = None  # the transport's bound sendto, for the packet path
+
+    @property
+    def transport(self) -> asyncio.DatagramTransport | None:
+        return self._transport
+
+    @transport.setter
+    def transport(self, transport) -> None:
+        self._transport = transport
+        self.sendto = transport.sendto if transport is not None else None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
 
     def error_received(self, exc) -> None:  # type: ignore[override]
+        """A send or receive the kernel refused (ENOBUFS, ICMP unreachable): the port stays open."""
         log.debug("port %d: %s", self.port, exc)
 
     def close(self) -> None:
@@ -81,6 +112,7 @@ class AccessChannel(Channel):
     def __init__(self, leg: "AccessLeg", port: int, component: str) -> None:
         super().__init__(port, component)
         self.leg = leg
+        self.stream = leg.stream
         owner = leg.stream.dialog.owner
         self.owner = owner
         self.metrics = owner.metrics
@@ -89,6 +121,12 @@ class AccessChannel(Channel):
         self.t = traffic
         self.in_rtp, self.in_rtcp = traffic[("access", "in", "rtp")], traffic[("access", "in", "rtcp")]
         self.out_rtp, self.out_rtcp = traffic[("access", "out", "rtp")], traffic[("access", "out", "rtcp")]
+        self.in_stun, self.out_stun = traffic[("access", "in", "stun")], traffic[("access", "out", "stun")]
+        self.in_dtls, self.out_dtls = traffic[("access", "in", "dtls")], traffic[("access", "out", "dtls")]
+        self.in_udptl = traffic[("access", "in", "udptl")]
+        self.rtcp_only = component == "rtcp"
+        self.dest: tuple[str, int] | None = None  # cached destination toward access (None: compute)
+        self.consent_timer: asyncio.TimerHandle | None = None
         self.responder = IceLiteResponder(
             leg.ice_ufrag, leg.ice_pwd, leg.spec.remote_ice_ufrag, leg.spec.remote_ice_pwd,
             consent_timeout=owner.config.mediad_consent_timeout,
@@ -99,18 +137,32 @@ class AccessChannel(Channel):
         self.state = NEW
         self.failure: str | None = None
         self.role: Role | None = None
-        self.peer: tuple[str, int] | None = None  # learned from DTLS/SRTP/STUN
+        self._peer: tuple[str, int] | None = None  # learned from DTLS/SRTP/STUN
         self.pending_start = False
         self.started_at: float | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.consent_reported = False
         self.source: tuple[str, int] | None = None  # source of the datagram being processed
 
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        return self._peer
+
+    @peer.setter
+    def peer(self, peer: tuple[str, int] | None) -> None:
+        self._peer = peer
+        self.dest = None
+
     # -- the pipeline ---------------------------------------------------------------
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
         try:
+            # RTP/RTCP first: RFC 7983 first byte 128..191, RFC 5761 section 4 packet type 192..223
+            # (the same answer as demux.classify for a datagram of 12 bytes or more).
+            if len(data) >= 12 and 127 < data[0] < 192:
+                self.media_in(data, addr, RTCP if 191 < data[1] < 224 else RTP)
+                return
             kind = demux.classify(data)
-            if kind == RTP or kind == RTCP:
+            if kind is RTP or kind is RTCP:
                 self.media_in(data, addr, kind)
             elif kind == STUN:
                 self.stun_in(data, addr)
@@ -127,8 +179,8 @@ class AccessChannel(Channel):
         if srtp is None:
             self.metrics.dropped("dtls_failed" if self.state == FAILED else "not_established")
             return
-        is_rtp = kind == RTP
-        if is_rtp and self.component == "rtcp":
+        is_rtp = kind is RTP
+        if is_rtp and self.rtcp_only:
             self.metrics.dropped("unexpected")
             return
         try:
@@ -136,10 +188,12 @@ class AccessChannel(Channel):
         except SrtpError as exc:
             self.metrics.dropped(exc.reason)
             return
-        (self.in_rtp if is_rtp else self.in_rtcp).count(len(data))
-        if self.peer != addr and not self.leg.spec.ice_lite:
+        counters = self.in_rtp if is_rtp else self.in_rtcp
+        counters.packets += 1
+        counters.bytes += len(data)
+        if self._peer != addr and not self.leg.spec.ice_lite:
             self.peer = addr  # authenticated: latch (restart, NAT rebinding)
-        core = self.leg.stream.core
+        core = self.stream.core
         if core is None:
             self.metrics.dropped("no_peer")
         elif is_rtp:
@@ -148,7 +202,7 @@ class AccessChannel(Channel):
             core.send_rtcp(plain)
 
     def stun_in(self, data: bytes, addr) -> None:
-        self.t[("access", "in", "stun")].count(len(data))
+        self.in_stun.count(len(data))
         responder = self.responder
         before, dropped, rejected = responder.selected_address, responder.dropped, responder.rejected
         reply = responder.handle(data, addr, self.loop.time())
@@ -156,19 +210,19 @@ class AccessChannel(Channel):
             self.metrics.dropped("malformed")
         elif responder.rejected != rejected:
             self.metrics.dropped("stun_rejected")
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
-            self.t[("access", "out", "stun")].count(len(reply))
+        if reply is not None and self.sendto is not None:
+            self.sendto(reply, addr)
+            self.out_stun.count(len(reply))
         selected = self.responder.selected_address
         if selected is not None and selected != before:
-            self.peer = selected
+            self.peer = selected  # (and the cached destination is recomputed)
             self.consent_reported = False
             self.owner.changed(self.leg.stream.dialog)
             if self.pending_start:
                 self.start_client()
 
     def dtls_in(self, data: bytes, addr) -> None:
-        self.t[("access", "in", "dtls")].count(len(data))
+        self.in_dtls.count(len(data))
         if self.state in (FAILED, CLOSED):
             self.metrics.dropped("dtls_failed")
             return
@@ -194,6 +248,37 @@ class AccessChannel(Channel):
             self.owner.event(self.leg.stream, EVENT_CONSENT_EXPIRED, None, self.component)
         return False
 
+    def route(self) -> tuple[str, int] | None:
+        """:meth:`destination`, kept in :attr:`dest` until something it depends on changes."""
+        dest = self.destination()
+        if dest is not None:
+            responder = self.responder
+            if self.leg.spec.ice_lite and responder.selected_address is not None:
+                if responder.last_consent is not None:
+                    self.arm_consent_timer(responder.last_consent + responder.consent_timeout)
+                    self.dest = dest
+            else:
+                self.dest = dest
+        return dest
+
+    def arm_consent_timer(self, when: float) -> None:
+        if self.consent_timer is None:
+            self.consent_timer = self.loop.call_at(when, self.on_consent_timer)
+
+    def on_consent_timer(self) -> None:
+        """The consent deadline of the cached destination: still fresh, or recompute (RFC 7675)."""
+        self.consent_timer = None
+        responder = self.responder
+        last = responder.last_consent
+        if self.dest is not None and last is not None and not responder.consent_expired(self.loop.time()):
+            self.arm_consent_timer(last + responder.consent_timeout)  # a newer check moved the deadline
+        else:
+            self.dest = None  # the next packet runs the full check (drop, report once)
+
+    def forget_route(self) -> None:
+        """Something the destination depends on changed (spec, ICE selection, association)."""
+        self.dest = None
+
     def destination(self) -> tuple[str, int] | None:
         """Where to send toward the peer now; None (and a counted drop) if nowhere."""
         if self.leg.spec.ice_lite:
@@ -215,19 +300,24 @@ class AccessChannel(Channel):
 
     def send_protected(self, data: bytes, is_rtp: bool) -> None:
         srtp = self.srtp
-        if srtp is None or self.transport is None:
+        sendto = self.sendto
+        if srtp is None or sendto is None:
             self.metrics.dropped("dtls_failed" if self.state == FAILED else "not_established")
             return
-        dest = self.destination()
+        dest = self.dest
         if dest is None:
-            return
+            dest = self.route()
+            if dest is None:
+                return
         try:
             out = srtp.protect_rtp(data) if is_rtp else srtp.protect_rtcp(data)
         except SrtpError as exc:
             self.metrics.dropped(exc.reason)
             return
-        self.transport.sendto(out, dest)
-        (self.out_rtp if is_rtp else self.out_rtcp).count(len(out))
+        sendto(out, dest)
+        counters = self.out_rtp if is_rtp else self.out_rtcp
+        counters.packets += 1
+        counters.bytes += len(out)
 
     def send_application_data(self, data: bytes) -> None:
         if self.state != ESTABLISHED or self.dtls is None:
@@ -274,10 +364,11 @@ class AccessChannel(Channel):
         datagrams = dtls.datagrams_to_send()
         if datagrams:
             dest = self.destination()
-            if dest is not None and self.transport is not None:
-                out = self.t[("access", "out", "dtls")]
+            sendto = self.sendto
+            if dest is not None and sendto is not None:
+                out = self.out_dtls
                 for datagram in datagrams:
-                    self.transport.sendto(datagram, dest)
+                    sendto(datagram, dest)
                     out.count(len(datagram))
         while True:
             event = dtls.next_event()
@@ -292,7 +383,7 @@ class AccessChannel(Channel):
             if self.leg.stream.kind != "t38" or core is None:
                 self.metrics.dropped("unexpected")
                 return
-            self.t[("access", "in", "udptl")].count(len(event.data))
+            self.in_udptl.count(len(event.data))
             if self.source is not None and not self.leg.spec.ice_lite:
                 self.peer = self.source  # authenticated: latch (NAT rebinding)
             core.send_udptl(event.data)
@@ -367,6 +458,10 @@ class AccessChannel(Channel):
 
     def close(self) -> None:
         self.cancel_timer()
+        if self.consent_timer is not None:
+            self.consent_timer.cancel()
+            self.consent_timer = None
+        self.dest = None
         if self.dtls is not None and self.state == ESTABLISHED:
             try:
                 self.dtls.close()
@@ -387,35 +482,45 @@ class CoreChannel(Channel):
     def __init__(self, leg: "CoreLeg", port: int, component: str) -> None:
         super().__init__(port, component)
         self.leg = leg
+        self.stream = leg.stream
+        self.is_t38 = leg.stream.kind == "t38"
+        self.rtp_port = component == "rtp"
         self.metrics = leg.stream.dialog.owner.metrics
         traffic = self.metrics.traffic
         self.t = traffic
         self.in_rtp, self.in_rtcp = traffic[("core", "in", "rtp")], traffic[("core", "in", "rtcp")]
         self.in_udptl = traffic[("core", "in", "udptl")]
         self.out = {kind: traffic[("core", "out", kind)] for kind in ("rtp", "rtcp", "udptl")}
+        self.out_rtp, self.out_rtcp, self.out_udptl = self.out["rtp"], self.out["rtcp"], self.out["udptl"]
 
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
         try:
             leg = self.leg
-            if leg.spec.remote_address is None or leg.spec.remote_port is None:
+            if leg.latching:
                 leg.latch(self.component, addr)
-            access = leg.stream.access
-            if leg.stream.kind == "t38":
+            access = self.stream.access
+            if self.is_t38:
                 self.in_udptl.count(len(data))
                 if access is None:
                     self.metrics.dropped("no_peer")
                 else:
                     access.rtp.send_application_data(data)
                 return
-            kind = demux.classify(data)
-            if kind == RTCP:
-                is_rtp = False
-            elif kind == RTP:
-                is_rtp = self.component == "rtp"
+            # RTP/RTCP inline as in AccessChannel.datagram_received; shorter ones go to demux.
+            if len(data) >= 12 and 127 < data[0] < 192:
+                is_rtp = self.rtp_port and not 191 < data[1] < 224
             else:
-                self.metrics.dropped("malformed")
-                return
-            (self.in_rtp if is_rtp else self.in_rtcp).count(len(data))
+                kind = demux.classify(data)
+                if kind is RTCP:
+                    is_rtp = False
+                elif kind is RTP:
+                    is_rtp = self.rtp_port
+                else:
+                    self.metrics.dropped("malformed")
+                    return
+            counters = self.in_rtp if is_rtp else self.in_rtcp
+            counters.packets += 1
+            counters.bytes += len(data)
             if access is None:
                 self.metrics.dropped("no_peer")
             elif is_rtp:
@@ -426,12 +531,15 @@ class CoreChannel(Channel):
             self.metrics.dropped("unexpected")
             log.debug("core port %d: dropped a packet: %r", self.port, exc, exc_info=True)
 
-    def send(self, data: bytes, dest: tuple[str, int] | None, kind: str) -> None:
+    def send(self, data: bytes, dest: tuple[str, int] | None, counters) -> None:
+        """Send toward the core; ``counters``: the PacketCounters of the kind sent."""
         if dest is None:
             self.metrics.dropped("no_peer")
             return
-        if self.transport is None:
+        sendto = self.sendto
+        if sendto is None:
             self.metrics.dropped("send_error")
             return
-        self.transport.sendto(data, dest)
-        self.out[kind].count(len(data))
+        sendto(data, dest)
+        counters.packets += 1
+        counters.bytes += len(data)

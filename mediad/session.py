@@ -90,6 +90,7 @@ class AccessLeg:
         """Push the spec into the channels: fingerprints, ICE credentials, role, start."""
         spec = self.spec
         for channel in self.channels():
+            channel.forget_route()
             channel.responder.set_remote_credentials(spec.remote_ice_ufrag, spec.remote_ice_pwd)
             if spec.tls_role is not None and channel.dtls is None and channel.state != ESTABLISHED:
                 channel.role = spec.tls_role
@@ -104,6 +105,7 @@ class AccessLeg:
         """New tls-id without reuse: forget the association, a new handshake follows."""
         for channel in self.channels():
             channel.cancel_timer()
+            channel.forget_route()
             if channel.dtls is not None:
                 channel.dtls.close()
                 if channel.peer is not None and channel.transport is not None:
@@ -140,6 +142,11 @@ class CoreLeg:
         self.rtp: CoreChannel | None = None
         self.rtcp: CoreChannel | None = None
         self.latched: dict[str, tuple[str, int]] = {}
+        # Computed by refresh() whenever spec or latched changes (the packet path reads them).
+        self.latching = True  # no SDP address yet: media goes where the core's media comes from
+        self.dest_rtp: tuple[str, int] | None = None
+        self.dest_rtcp: tuple[str, int] | None = None
+        self.refresh()
 
     def channels(self) -> list[CoreChannel]:
         return [c for c in (self.rtp, self.rtcp) if c is not None]
@@ -155,10 +162,20 @@ class CoreLeg:
             released.append(self.rtcp.port)
             self.rtcp.close()
             self.rtcp = None
+        self.refresh()
         return released
 
+    def refresh(self) -> None:
+        """Recompute what the packet path reads: after a change of ``spec`` or ``latched``."""
+        spec = self.spec
+        self.latching = spec.remote_address is None or spec.remote_port is None
+        self.dest_rtp = self.remote("rtp")
+        self.dest_rtcp = self.remote("rtcp")
+
     def latch(self, component: str, addr: tuple[str, int]) -> None:
-        self.latched[component] = addr
+        if self.latched.get(component) != addr:
+            self.latched[component] = addr
+            self.refresh()
 
     def remote(self, component: str) -> tuple[str, int] | None:
         spec = self.spec
@@ -169,17 +186,16 @@ class CoreLeg:
         return self.latched.get(component) or self.latched.get("rtp")
 
     def send_rtp(self, data: bytes) -> None:
-        assert self.rtp is not None
-        self.rtp.send(data, self.remote("rtp"), "rtp")
+        channel = self.rtp
+        channel.send(data, self.dest_rtp, channel.out_rtp)  # type: ignore[union-attr]
 
     def send_rtcp(self, data: bytes) -> None:
         channel = self.rtcp or self.rtp
-        assert channel is not None
-        channel.send(data, self.remote("rtcp"), "rtcp")
+        channel.send(data, self.dest_rtcp, channel.out_rtcp)  # type: ignore[union-attr]
 
     def send_udptl(self, data: bytes) -> None:
-        assert self.rtp is not None
-        self.rtp.send(data, self.remote("rtp"), "udptl")
+        channel = self.rtp
+        channel.send(data, self.dest_rtp, channel.out_udptl)  # type: ignore[union-attr]
 
     def document(self) -> dict[str, Any]:
         return {

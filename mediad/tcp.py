@@ -342,6 +342,7 @@ class TcpListener:
             self.active = None
             channel = self.channel
             channel.responder.forget(connection.peer)  # the next valid check selects again
+            channel.forget_route()
             if channel.peer == connection.peer:
                 channel.peer = None
 

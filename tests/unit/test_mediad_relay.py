@@ -1,0 +1,145 @@
+"""mediad.relay's packet path in memory: cached destinations, consent deadline, integer counters.
+
+Channels are wired to a fake transport and a fake loop whose clock and timers
+the test drives, so RFC 7675 consent expiry is checked without sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+from prometheus_client import CollectorRegistry
+from pylibsrtp import Policy, Session
+
+from mediad.metrics import Metrics
+from mediad.relay import AccessChannel, CoreChannel
+from mediad.session import AccessLeg, CoreLeg, Dialog, Stream
+from mediad.srtp import AES_CM_128_HMAC_SHA1_80, SrtpKeys
+from sdp_rules.iq import Side, StreamSpec, TerminationSpec
+
+PEER = ("127.0.0.1", 40000)
+CORE = ("127.0.0.3", 40002)
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, addr) -> None:
+        self.sent.append((data, addr))
+
+    def close(self) -> None:
+        pass
+
+
+class FakeTimer:
+    def __init__(self, when: float, callback) -> None:
+        self.when, self.callback, self.cancelled = when, callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLoop:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.timers: list[FakeTimer] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback) -> FakeTimer:
+        timer = FakeTimer(when, callback)
+        self.timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for timer in [t for t in self.timers if t.when <= self.now and not t.cancelled]:
+            self.timers.remove(timer)
+            timer.callback()
+
+
+def rtp(seq: int) -> bytes:
+    return bytes([0x80, 0]) + seq.to_bytes(2, "big") + bytes(4) + b"\x11\x22\x33\x44" + bytes(160)
+
+
+def wire(ice_lite: bool, consent_timeout: float = 30.0):
+    loop = FakeLoop()
+    events: list[str] = []
+    owner = types.SimpleNamespace(
+        metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None,
+        config=types.SimpleNamespace(mediad_consent_timeout=consent_timeout),
+        event=lambda stream, name, reason, component: events.append(name),
+    )
+    dialog = Dialog(owner, "d")
+    access = TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", remote_address="127.0.0.1", remote_port=9,
+                             rtcp_mux=True, ice_lite=ice_lite)
+    core = TerminationSpec(Side.CORE, "RTP/AVP", remote_address=CORE[0], remote_port=CORE[1], rtcp_mux=True)
+    stream = Stream(dialog, StreamSpec(1, "srtp", access, core))
+    stream.access, stream.core = AccessLeg(stream, access), CoreLeg(stream, core)
+    a = stream.access.rtp = AccessChannel(stream.access, 50000, "rtp")
+    c = stream.core.rtp = CoreChannel(stream.core, 50002, "rtp")
+    a.connection_made(FakeTransport())
+    c.connection_made(FakeTransport())
+    keys = SrtpKeys(AES_CM_128_HMAC_SHA1_80, os.urandom(16), os.urandom(14), os.urandom(16), os.urandom(14))
+    a.restore(keys, None)
+    peer_tx = Session(Policy(key=keys.remote_key + keys.remote_salt, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    return types.SimpleNamespace(loop=loop, events=events, owner=owner, access=a, core=c, peer_tx=peer_tx)
+
+
+def test_media_both_ways_counts_integers_and_follows_the_latched_peer():
+    w = wire(ice_lite=False)
+    w.core.datagram_received(rtp(1), CORE)
+    assert w.access.transport.sent[-1][1] == ("127.0.0.1", 9)  # the SDP address: no peer yet
+    w.access.datagram_received(w.peer_tx.protect(rtp(1)), PEER)
+    assert w.core.transport.sent[-1] == (rtp(1), CORE)
+    w.core.datagram_received(rtp(2), CORE)
+    assert w.access.transport.sent[-1][1] == PEER  # authenticated SRTP moved the destination
+    traffic = w.owner.metrics.traffic
+    assert traffic[("access", "in", "rtp")].packets == 1 and traffic[("access", "in", "rtp")].bytes == 182
+    assert traffic[("core", "out", "rtp")].packets == 1 and traffic[("core", "out", "rtp")].bytes == 172
+    assert traffic[("core", "in", "rtp")].packets == 2 and traffic[("access", "out", "rtp")].packets == 2
+    w.access.datagram_received(b"\x80\x00" + bytes(20), PEER)  # fails authentication: dropped, counted
+    w.access.datagram_received(b"\x80", PEER)  # too short for any kind
+    assert w.owner.metrics.drop_counts["auth_fail"] == 1 and w.owner.metrics.drop_counts["unknown_kind"] == 1
+    assert traffic[("access", "in", "rtp")].packets == 1
+
+
+def test_consent_expiry_without_a_clock_read_per_packet():
+    w = wire(ice_lite=True, consent_timeout=30.0)
+    responder = w.access.responder
+    responder.selected_address, responder.last_consent = PEER, w.loop.now  # a valid check selected PEER
+    w.access.peer = PEER
+    w.core.datagram_received(rtp(1), CORE)
+    assert w.access.transport.sent[-1][1] == PEER and w.access.dest == PEER
+    w.loop.advance(20)
+    responder.last_consent = w.loop.now  # a consent check refreshed it
+    w.loop.advance(15)  # the first deadline passes: re-armed, still cached
+    assert w.access.dest == PEER
+    w.core.datagram_received(rtp(2), CORE)
+    assert len(w.access.transport.sent) == 2
+    w.loop.advance(16)  # no check for 31 s: expired
+    w.core.datagram_received(rtp(3), CORE)
+    w.core.datagram_received(rtp(4), CORE)
+    assert len(w.access.transport.sent) == 2
+    assert w.owner.metrics.drop_counts["consent_expired"] == 2
+    assert w.events == ["consent_expired"]  # reported once
+    responder.last_consent = w.loop.now  # a fresh check restores consent
+    w.core.datagram_received(rtp(5), CORE)
+    assert len(w.access.transport.sent) == 3
+
+
+def test_scrape_exports_the_integer_counters_under_the_counter_names():
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    counters = metrics.traffic[("core", "out", "rtcp")]
+    counters.packets += 3
+    counters.bytes += 300
+    metrics.dropped("replay")
+    labels = {"side": "core", "direction": "out", "kind": "rtcp"}
+    assert registry.get_sample_value("e2ae_mediad_packets_total", labels) == 3
+    assert registry.get_sample_value("e2ae_mediad_bytes_total", labels) == 300
+    assert registry.get_sample_value("e2ae_mediad_drops_total", {"reason": "replay"}) == 1
+    assert registry.get_sample_value("e2ae_mediad_packets_created", labels) is not None
