@@ -435,11 +435,27 @@ class LazyIqClient:
         self._client = None
 
     def request(self, iq: IqRequest) -> IqReply:
+        reply = self._client_now().request(iq)
+        if reply.error_code == 401:
+            # mediad no longer knows our secret (e.g. it generated a new one after Redis
+            # lost the old): read it again, once, rather than failing every call until
+            # Kamailio restarts.
+            log.warning("mediad refused the control secret; reading it again")
+            self.close()
+            reply = self._client_now().request(iq)
+        return reply
+
+    def _client_now(self):
         if self._client is None:
             from mediad.client import IqClient
 
             self._client = IqClient.from_config(self.config)
-        return self._client.request(iq)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 __all__ = ["Edge", "LazyIqClient", "Message", "Outcome", "other"]
