@@ -193,11 +193,7 @@ def answer_from_core(ctx: Context, index: int, pending: dict[str, Any], m: Media
     sid, kind = pending["sid"], pending["kind"]
     prev = ctx.streams.get(str(sid))
     if m.rejected:
-        def finish_rejected(reply: IqReply | None) -> list[MediaSection]:
-            ctx.streams.pop(str(sid), None)
-            return [_rejected(m, pending["access_proto"])]
-
-        return AnswerPart(streams=[], finish=finish_rejected, release=[sid])
+        return _rejected_answer(ctx, sid, m, pending["access_proto"])
     where = _where(index)
     address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
     rtp = kind in RTP_KINDS
@@ -330,11 +326,7 @@ def answer_from_access(ctx: Context, index: int, pending: dict[str, Any], m: Med
     sid, kind = pending["sid"], pending["kind"]
     prev = ctx.streams.get(str(sid))
     if m.rejected:
-        def finish_rejected(reply: IqReply | None) -> list[MediaSection]:
-            ctx.streams.pop(str(sid), None)
-            return [_rejected(m, pending["core_proto"])]
-
-        return AnswerPart(streams=[], finish=finish_rejected, release=[sid])
+        return _rejected_answer(ctx, sid, m, pending["core_proto"])
     where = _where(index)
     if m.proto.upper() != pending["access_proto"].upper():
         raise SdpPolicyError(f"{where}: answer proto {m.proto} does not match the offer's {pending['access_proto']}")
@@ -404,6 +396,15 @@ def _copy(m: MediaSection) -> MediaSection:
     from sdp_rules.sdp import Line
 
     return MediaSection([Line(line.type, line.value) for line in m.lines])
+
+
+def _rejected_answer(ctx: Context, sid: int, m: MediaSection, proto: str) -> AnswerPart:
+    """An answer that rejects the stream (port 0): release it, answer port 0 in ``proto``."""
+    def finish(reply: IqReply | None) -> list[MediaSection]:
+        ctx.streams.pop(str(sid), None)
+        return [_rejected(m, proto)]
+
+    return AnswerPart(streams=[], finish=finish, release=[sid])
 
 
 def _rejected(m: MediaSection, proto: str) -> MediaSection:
