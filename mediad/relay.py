@@ -496,10 +496,10 @@ class CoreChannel(Channel):
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
         try:
             leg = self.leg
-            if leg.latching:
-                leg.latch(self.component, addr)
             access = self.stream.access
             if self.is_t38:
+                if leg.latching:
+                    leg.latch(self.component, addr)
                 self.in_udptl.count(len(data))
                 if access is None:
                     self.metrics.dropped("no_peer")
@@ -518,6 +518,8 @@ class CoreChannel(Channel):
                 else:
                     self.metrics.dropped("malformed")
                     return
+            if leg.latching:  # only media re-points the core destination, never garbage
+                leg.latch(self.component, addr)
             counters = self.in_rtp if is_rtp else self.in_rtcp
             counters.packets += 1
             counters.bytes += len(data)

@@ -143,3 +143,19 @@ def test_scrape_exports_the_integer_counters_under_the_counter_names():
     assert registry.get_sample_value("e2ae_mediad_bytes_total", labels) == 300
     assert registry.get_sample_value("e2ae_mediad_drops_total", {"reason": "replay"}) == 1
     assert registry.get_sample_value("e2ae_mediad_packets_created", labels) is not None
+
+
+def test_only_media_latches_the_core_peer_before_the_core_answer():
+    """With no SDP address from the core yet, media goes where core RTP comes from; garbage never re-points it."""
+    w = wire(ice_lite=False)
+    leg = w.core.leg
+    leg.spec.remote_address = leg.spec.remote_port = None  # the core has not answered yet
+    leg.refresh()
+    w.access.datagram_received(w.peer_tx.protect(rtp(1)), PEER)
+    assert w.core.transport.sent == []  # nowhere to send yet
+    w.core.datagram_received(rtp(1), CORE)  # the core's media: latched
+    w.core.datagram_received(bytes(40), ("127.0.0.9", 9999))  # garbage from elsewhere: dropped
+    w.core.datagram_received(b"\x80\x00\x01", ("127.0.0.9", 9999))  # too short to be RTP
+    assert w.owner.metrics.drop_counts["malformed"] == 2
+    w.access.datagram_received(w.peer_tx.protect(rtp(2)), PEER)
+    assert w.core.transport.sent == [(rtp(2), CORE)]
