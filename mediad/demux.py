@@ -65,3 +65,27 @@ def classify(datagram: bytes) -> Kind:
     if len(datagram) < MIN_LENGTH.get(kind, 0):
         return UNKNOWN
     return kind
+
+
+def rtcp_is_valid(datagram: bytes) -> bool:
+    """RFC 3550 appendix A.2 header validity for a (compound) RTCP datagram.
+
+    Every packet has version 2, and the packets' length fields -- ``(length + 1)``
+    32-bit words each -- add up to exactly the datagram; padding only on the last.
+    The first-packet SR/RR rule of A.2 is not applied, so reduced-size RTCP
+    (RFC 5506) passes.  Used on plain RTCP from the core, which no
+    authentication protects, so that garbage is not protected and sent on.
+    """
+    size = len(datagram)
+    if size < 8 or size % 4:
+        return False
+    offset = 0
+    while offset < size:
+        if size - offset < 4 or datagram[offset] >> 6 != 2:
+            return False
+        length = (int.from_bytes(datagram[offset + 2:offset + 4], "big") + 1) * 4
+        padded = datagram[offset] & 0x20
+        offset += length
+        if padded and offset != size:
+            return False
+    return offset == size

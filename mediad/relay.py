@@ -518,6 +518,9 @@ class CoreChannel(Channel):
                 else:
                     self.metrics.dropped("malformed")
                     return
+            if not is_rtp and not demux.rtcp_is_valid(data):
+                self.metrics.dropped("malformed")  # plain RTCP is unauthenticated: check its form
+                return
             if leg.latching:  # only media re-points the core destination, never garbage
                 leg.latch(self.component, addr)
             counters = self.in_rtp if is_rtp else self.in_rtcp

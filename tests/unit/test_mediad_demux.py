@@ -60,3 +60,26 @@ def test_minimum_lengths_are_enough():
     assert demux.classify(b"\x81\xc9" + bytes(6)) is demux.RTCP
     assert demux.classify(b"\x40\x00\x00\x00") is demux.TURN_CHANNEL
     assert demux.classify(b"\x10" + bytes(11)) is demux.ZRTP
+
+
+# -- RFC 3550 A.2: RTCP header validity -------------------------------------------
+
+_RR = bytes([0x80, 201, 0, 1]) + bytes(4)  # empty receiver report: 8 bytes, length 1
+_SDES = bytes([0x81, 202, 0, 2]) + bytes(4) + bytes([1, 2, 0x61, 0x62])  # one chunk, 12 bytes
+
+
+@pytest.mark.req("SRTP-8")
+@pytest.mark.parametrize("datagram, valid", [
+    (_RR, True),
+    (_RR + _SDES, True),  # compound
+    (bytes([0x80, 206, 0, 2]) + bytes(8), True),  # reduced size (RFC 5506): feedback alone
+    (_RR + bytes([0xA0, 203, 0, 1]) + bytes(3) + b"\x04", True),  # padding on the last packet
+    (bytes([0xA0, 201, 0, 1]) + bytes(4) + _SDES, False),  # padding not on the last packet
+    (_RR[:7], False),  # short
+    (bytes([0x8C, 200]) + bytes(9), False),  # 11 bytes: not a whole number of words
+    (bytes([0x80, 201, 0, 2]) + bytes(4), False),  # length says 12, datagram has 8
+    (_RR + bytes([0x40, 202, 0, 0]), False),  # second packet version 1
+    (bytes([0x80, 201, 0, 0]) + bytes(4), False),  # length says 4, 4 bytes left over
+])
+def test_rtcp_validity_rfc3550_a2(datagram, valid):
+    assert demux.rtcp_is_valid(datagram) is valid

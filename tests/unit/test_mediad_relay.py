@@ -159,3 +159,15 @@ def test_only_media_latches_the_core_peer_before_the_core_answer():
     assert w.owner.metrics.drop_counts["malformed"] == 2
     w.access.datagram_received(w.peer_tx.protect(rtp(2)), PEER)
     assert w.core.transport.sent == [(rtp(2), CORE)]
+
+
+def test_core_rtcp_that_is_not_rtcp_is_dropped_not_protected():
+    """Plain RTCP has no authentication: a datagram that fails RFC 3550 A.2 is dropped and counted."""
+    w = wire(ice_lite=False)
+    w.access.peer = PEER
+    report = bytes([0x80, 201, 0, 1]) + b"\x11\x22\x33\x44"
+    w.core.datagram_received(bytes([0x8C, 200]) + bytes(9), CORE)  # looks like RTCP, is not
+    assert w.access.transport.sent == []
+    assert w.owner.metrics.drop_counts["malformed"] == 1
+    w.core.datagram_received(report, CORE)
+    assert len(w.access.transport.sent) == 1
