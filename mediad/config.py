@@ -28,6 +28,9 @@ ACTPASS_POLICIES = ("active", "passive")
 DTLS_FAILURE_POLICIES = ("bye", "keep")
 
 
+PACKET_PATHS = ("auto", "native", "python")
+
+
 class ConfigError(UsageError):
     """The configuration file has an invalid value (names section, option and value)."""
 
@@ -78,6 +81,7 @@ class Config:
     mediad_key_file: str = ""
     mediad_log_level: str = "INFO"
     mediad_sctp_max_message_size: int = 262144  # RFC 8841 a=max-message-size we accept
+    mediad_packet_path: str = "auto"  # auto | native | python (mediad.fastpath)
     # [redis]
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str = ""
@@ -173,6 +177,7 @@ _CONVERTERS = {
     ("mediad", "key_file"): lambda t, w: t.strip(),
     ("mediad", "log_level"): lambda t, w: t.strip().upper(),
     ("mediad", "sctp_max_message_size"): lambda t, w: int(_positive(int, t, w)),
+    ("mediad", "packet_path"): lambda t, w: _choice(t, w, PACKET_PATHS),
     ("redis", "url"): lambda t, w: t.strip(),
     ("redis", "password"): lambda t, w: t.strip(),
     ("redis", "dialog_ttl"): lambda t, w: int(_positive(int, t, w)),

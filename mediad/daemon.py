@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from sdp_rules.errors import E2aeError
 from sdp_rules.iq import Command, IqReply, IqRequest, Role, StreamSpec, TerminationSpec
 
-from mediad import datachannel
+from mediad import datachannel, fastpath
 from mediad.certs import Certificate
 from mediad.config import Config
 from mediad.control import (
@@ -60,6 +60,9 @@ class Daemon:
     def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.metrics = Metrics(registry if registry is not None else CollectorRegistry())
+        self.engine = self._packet_path(config.mediad_packet_path)
+        if self.engine is not None:
+            self.metrics.add_native(self.engine)
         self.access_pool = PortPool(config.mediad_access_address, config.mediad_access_ports)
         self.core_pool = PortPool(config.mediad_core_address, config.mediad_core_ports)
         self.dialogs: dict[str, Dialog] = {}
@@ -74,6 +77,34 @@ class Daemon:
         self.metrics_server = None
         self.lock: asyncio.Lock | None = None
         self.flush_scheduled = False
+
+    @staticmethod
+    def _packet_path(choice: str) -> "fastpath.Engine | None":
+        """The native packet path's engine, or None for the Python one (``[mediad] packet_path``)."""
+        if choice == "python":
+            return None
+        if not fastpath.available():
+            if choice == "native":
+                raise RuntimeError("packet_path = native, but the native packet path is not built "
+                                   "(run: python -m mediad.fastpath_build)")
+            log.warning("the native packet path is not built: established SRTP is relayed in Python")
+            return None
+        return fastpath.Engine()
+
+    async def open_channel(self, channel, sock) -> None:
+        """Start reading a channel's socket: natively for DTLS-SRTP over UDP, else asyncio's."""
+        stream = channel.stream
+        if self.engine is not None and stream.kind == "srtp":
+            if stream.path is None:
+                stream.path = fastpath.StreamPath(self.engine, stream)
+            rtcp = channel.component == "rtcp"
+            if isinstance(channel, AccessChannel):
+                which = fastpath.A_RTCP if rtcp else fastpath.A_RTP
+            else:
+                which = fastpath.C_RTCP if rtcp else fastpath.C_RTP
+            fastpath.FastTransport(self.loop, stream.path, which, channel, sock)
+        else:
+            await self.loop.create_datagram_endpoint(lambda: channel, sock=sock)
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -237,7 +268,7 @@ class Daemon:
         if count == 2:
             leg.rtcp = AccessChannel(leg, socks[1].getsockname()[1], "rtcp")
         for channel, sock in zip(leg.channels(), socks):
-            await self.loop.create_datagram_endpoint(lambda c=channel: c, sock=sock)
+            await self.open_channel(channel, sock)
         if tcp:
             await listen_tcp(leg.rtp, socks[-1])
 
@@ -253,7 +284,7 @@ class Daemon:
         if count == 2:
             leg.rtcp = CoreChannel(leg, socks[1].getsockname()[1], "rtcp")
         for channel, sock in zip(leg.channels(), socks):
-            await self.loop.create_datagram_endpoint(lambda c=channel: c, sock=sock)
+            await self.open_channel(channel, sock)
 
     async def _modify(self, request: IqRequest, dialog: Dialog) -> IqReply:
         for spec in request.streams:
@@ -468,7 +499,7 @@ class Daemon:
             sock = self.access_pool.claim(int(cdoc["port"]))
             channel = AccessChannel(leg, int(cdoc["port"]), component)
             setattr(leg, component, channel)
-            await self.loop.create_datagram_endpoint(lambda c=channel: c, sock=sock)
+            await self.open_channel(channel, sock)
             if component == "rtp" and wants_tcp(stream.kind, leg.spec):  # listen again: the WIC reconnects
                 await listen_tcp(channel, self.access_pool.bind_tcp(channel.port))
             channel.role = Role(cdoc["role"]) if cdoc.get("role") else None
@@ -491,4 +522,4 @@ class Daemon:
             sock = self.core_pool.claim(int(port))
             channel = CoreChannel(leg, int(port), component)
             setattr(leg, component, channel)
-            await self.loop.create_datagram_endpoint(lambda c=channel: c, sock=sock)
+            await self.open_channel(channel, sock)

@@ -65,6 +65,7 @@ class TrafficCollector:
         self.prefix = prefix
         self.traffic = traffic
         self.drops = drops
+        self.native: list = []  # mediad.fastpath.Engine counter blocks, added in
         self.created = time.time()
 
     def describe(self):
@@ -79,13 +80,23 @@ class TrafficCollector:
         packets = CounterMetricFamily(p + "packets", "Packets by side, direction and kind", labels=labels)
         bytes_ = CounterMetricFamily(p + "bytes", "Bytes by side, direction and kind", labels=labels)
         drops = CounterMetricFamily(p + "drops", "Dropped packets by reason", labels=["reason"])
+        native = CounterMetricFamily(
+            p + "native_packets", "Packets relayed by the native packet path (also counted in packets)"
+        )
         if not empty:
+            engines = list(self.native)
             for key, counters in list(self.traffic.items()):
-                packets.add_metric(key, counters.packets, created=created)
-                bytes_.add_metric(key, counters.bytes, created=created)
+                n_packets, n_bytes = counters.packets, counters.bytes
+                for engine in engines:
+                    extra = engine.traffic(key)
+                    n_packets += extra[0]
+                    n_bytes += extra[1]
+                packets.add_metric(key, n_packets, created=created)
+                bytes_.add_metric(key, n_bytes, created=created)
             for reason, count in list(self.drops.items()):
-                drops.add_metric((reason,), count, created=created)
-        return [packets, bytes_, drops]
+                drops.add_metric((reason,), count + sum(e.drops(reason) for e in engines), created=created)
+            native.add_metric([], sum(e.fast_packets for e in engines), created=created)
+        return [packets, bytes_, drops, native]
 
 
 class Metrics:
@@ -109,7 +120,8 @@ class Metrics:
             for side in SIDES for direction in DIRECTIONS for kind in PACKET_KINDS
         }
         self.drop_counts: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
-        registry.register(TrafficCollector(p, self.traffic, self.drop_counts))
+        self.collector = TrafficCollector(p, self.traffic, self.drop_counts)
+        registry.register(self.collector)
         self.control_requests = Counter(
             p + "control_requests", "Control (Iq) requests by command and result", ["command", "result"],
             registry=registry,
@@ -148,6 +160,10 @@ class Metrics:
             self.terminations_active.labels(side)
         self.tcp_result = {result: self.tcp_connections.labels(result) for result in TCP_RESULTS}
         self.tcp_error = {reason: self.tcp_errors.labels(reason) for reason in TCP_ERRORS}
+
+    def add_native(self, engine) -> None:
+        """Count what the native packet path (mediad.fastpath.Engine) relays and drops, too."""
+        self.collector.native.append(engine)
 
     def dropped(self, reason: str) -> None:
         counts = self.drop_counts

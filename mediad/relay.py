@@ -125,14 +125,14 @@ class AccessChannel(Channel):
         self.in_dtls, self.out_dtls = traffic[("access", "in", "dtls")], traffic[("access", "out", "dtls")]
         self.in_udptl = traffic[("access", "in", "udptl")]
         self.rtcp_only = component == "rtcp"
-        self.dest: tuple[str, int] | None = None  # cached destination toward access (None: compute)
+        self._dest: tuple[str, int] | None = None  # cached destination toward access (None: compute)
         self.consent_timer: asyncio.TimerHandle | None = None
         self.responder = IceLiteResponder(
             leg.ice_ufrag, leg.ice_pwd, leg.spec.remote_ice_ufrag, leg.spec.remote_ice_pwd,
             consent_timeout=owner.config.mediad_consent_timeout,
         )
         self.dtls: DtlsSession | None = None
-        self.srtp: SrtpTransformer | None = None
+        self._srtp: SrtpTransformer | None = None
         self.keys = None  # SrtpKeys of the established association (persisted)
         self.state = NEW
         self.failure: str | None = None
@@ -144,6 +144,7 @@ class AccessChannel(Channel):
         self.consent_reported = False
         self.source: tuple[str, int] | None = None  # source of the datagram being processed
 
+    # Whatever the native packet path (mediad.fastpath) repeats is written down there on change.
     @property
     def peer(self) -> tuple[str, int] | None:
         return self._peer
@@ -152,6 +153,35 @@ class AccessChannel(Channel):
     def peer(self, peer: tuple[str, int] | None) -> None:
         self._peer = peer
         self.dest = None
+
+    @property
+    def dest(self) -> tuple[str, int] | None:
+        """The cached destination toward access (None: compute it)."""
+        return self._dest
+
+    @dest.setter
+    def dest(self, dest: tuple[str, int] | None) -> None:
+        self._dest = dest
+        path = self.stream.path
+        if path is not None:
+            path.sync()
+
+    @property
+    def srtp(self):
+        """The SRTP contexts of the established association (None: not established)."""
+        return self._srtp
+
+    @srtp.setter
+    def srtp(self, srtp) -> None:
+        self._srtp = srtp
+        path = self.stream.path
+        if path is not None:
+            path.sync()
+
+    def new_srtp(self, keys):
+        """SRTP contexts for ``keys``: shared with the native path when the stream has one."""
+        path = self.stream.path
+        return path.new_srtp(keys) if path is not None else SrtpTransformer(keys)
 
     # -- the pipeline ---------------------------------------------------------------
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
@@ -394,7 +424,7 @@ class AccessChannel(Channel):
                 self.metrics.handshake_seconds.labels(role).observe(self.loop.time() - self.started_at)
             if event.srtp_keys is not None:
                 self.keys = event.srtp_keys
-                self.srtp = SrtpTransformer(event.srtp_keys)
+                self.srtp = self.new_srtp(event.srtp_keys)
             self.state = ESTABLISHED
             self.owner.event(self.leg.stream, EVENT_DTLS_ESTABLISHED, None, self.component)
         elif isinstance(event, HandshakeFailed):
@@ -452,7 +482,7 @@ class AccessChannel(Channel):
     def restore(self, keys, peer) -> None:
         """Continue an association from stored SRTP keys (restart: no new handshake)."""
         self.keys = keys
-        self.srtp = SrtpTransformer(keys)
+        self.srtp = self.new_srtp(keys)
         self.state = ESTABLISHED
         self.peer = peer
 

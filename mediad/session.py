@@ -116,6 +116,8 @@ class AccessLeg:
             channel.keys = None
             channel.state = "new"
             channel.failure = None
+        if self.stream.path is not None:
+            self.stream.path.sync()
 
     def document(self) -> dict[str, Any]:
         return {
@@ -171,6 +173,8 @@ class CoreLeg:
         self.latching = spec.remote_address is None or spec.remote_port is None
         self.dest_rtp = self.remote("rtp")
         self.dest_rtcp = self.remote("rtcp")
+        if self.stream.path is not None:
+            self.stream.path.sync()
 
     def latch(self, component: str, addr: tuple[str, int]) -> None:
         if self.latched.get(component) != addr:
@@ -206,6 +210,8 @@ class CoreLeg:
 
 
 class Stream:
+    path = None  # mediad.fastpath.StreamPath when the native packet path carries it
+
     def __init__(self, dialog: "Dialog", spec: StreamSpec) -> None:
         self.dialog = dialog
         self.stream_id = spec.stream_id

@@ -20,6 +20,7 @@ from mediad.srtp import (
     exporter_length,
 )
 from sdp_rules.errors import E2aeError
+from mediad import fastpath
 
 # RFC 3711 Appendix B.3 (key derivation test vectors).
 B3_MASTER_KEY = bytes.fromhex("E1F97A0D3E018BE0D64FA32C06DE4139")
@@ -96,14 +97,28 @@ def keys_pair(profile: str, key: bytes | None = None, salt: bytes | None = None)
     return SrtpKeys(profile, a_key, a_salt, b_key, b_salt), SrtpKeys(profile, b_key, b_salt, a_key, a_salt)
 
 
+# Both implementations: pylibsrtp (the Python packet path) and the native path's libsrtp contexts.
+IMPLEMENTATIONS = [SrtpTransformer] + ([fastpath.FastSrtp] if fastpath.available() else [])
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda cls: cls.__name__)
+def impl(request):
+    return request.param
+
+
+def test_the_native_path_is_built_in_this_environment():
+    """``deploy/e2ae setup`` builds it; without it the native tests would silently not run."""
+    assert fastpath.available()
+
+
 # -- known answers --------------------------------------------------------------------------
 
 
 @pytest.mark.req("SRTP-8")
 @pytest.mark.parametrize("profile, tag_len", [(AES_CM_128_HMAC_SHA1_80, 10), (AES_CM_128_HMAC_SHA1_32, 4)])
-def test_rfc3711_known_answer_rtp_and_rtcp(profile, tag_len):
+def test_rfc3711_known_answer_rtp_and_rtcp(profile, tag_len, impl):
     local, _ = keys_pair(profile, B3_MASTER_KEY, B3_MASTER_SALT)
-    transformer = SrtpTransformer(local)
+    transformer = impl(local)
     srtp = transformer.protect_rtp(RTP)
     assert srtp == oracle_protect_rtp(B3_MASTER_KEY, B3_MASTER_SALT, RTP, tag_len)
     second = RTP[:2] + b"\x12\x35" + RTP[4:]
@@ -116,11 +131,11 @@ def test_rfc3711_known_answer_rtp_and_rtcp(profile, tag_len):
 
 
 @pytest.mark.req("SRTP-8")
-def test_rfc3711_known_answer_unprotect_of_oracle_packets():
+def test_rfc3711_known_answer_unprotect_of_oracle_packets(impl):
     _, remote = keys_pair(AES_CM_128_HMAC_SHA1_80)
     # The far end (oracle) protects with remote's *remote* keys; we unprotect with ours.
     far_key, far_salt = remote.remote_key, remote.remote_salt
-    transformer = SrtpTransformer(remote)
+    transformer = impl(remote)
     assert transformer.unprotect_rtp(oracle_protect_rtp(far_key, far_salt, RTP, 10)) == RTP
     assert transformer.unprotect_rtcp(oracle_protect_rtcp(far_key, far_salt, RTCP_SR, 7)) == RTCP_SR
 
@@ -130,9 +145,10 @@ def test_rfc3711_known_answer_unprotect_of_oracle_packets():
 
 @pytest.mark.req("SRTP-8")
 @pytest.mark.parametrize("profile", list(PROFILES))
-def test_round_trip_tamper_and_replay(profile):
+@pytest.mark.parametrize("peer_impl", IMPLEMENTATIONS, ids=lambda cls: "with_" + cls.__name__)
+def test_round_trip_tamper_and_replay(profile, impl, peer_impl):
     a_keys, b_keys = keys_pair(profile)
-    a, b = SrtpTransformer(a_keys), SrtpTransformer(b_keys)
+    a, b = impl(a_keys), peer_impl(b_keys)
     srtp = a.protect_rtp(RTP)
     assert srtp != RTP and len(srtp) == len(RTP) + PROFILES[profile].auth_tag_length
     assert b.unprotect_rtp(srtp) == RTP
@@ -162,6 +178,23 @@ def test_round_trip_tamper_and_replay(profile):
 
 
 @pytest.mark.parametrize("packet", [b"", b"\x80", b"\x80\x00\x00\x01", bytes(3000)])
+def test_native_bad_packets_raise_srtp_error(packet):
+    a_keys, b_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    b = fastpath.FastSrtp(b_keys)
+    for method in (b.unprotect_rtp, b.unprotect_rtcp):
+        with pytest.raises(SrtpError) as err:
+            method(packet)
+        assert err.value.reason in ("bad_packet", "auth_fail")
+
+
+def test_native_path_takes_full_size_packets():
+    """pylibsrtp caps RTP at ~1356 bytes; the native contexts take any datagram up to 64 KiB."""
+    a_keys, b_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    big = bytes.fromhex("80000001000000a0deadbeef") + os.urandom(1488)
+    assert fastpath.FastSrtp(b_keys).unprotect_rtp(fastpath.FastSrtp(a_keys).protect_rtp(big)) == big
+
+
+@pytest.mark.parametrize("packet", [b"", b"\x80", b"\x80\x00\x00\x01", bytes(3000)])
 def test_bad_packets_raise_srtp_error(packet):
     a_keys, b_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
     b = SrtpTransformer(b_keys)
@@ -174,9 +207,9 @@ def test_bad_packets_raise_srtp_error(packet):
     assert too_long.value.reason == "bad_packet"
 
 
-def test_outbound_repeat_is_allowed_for_a_relay():
+def test_outbound_repeat_is_allowed_for_a_relay(impl):
     a_keys, b_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
-    a = SrtpTransformer(a_keys)
+    a = impl(a_keys)
     assert a.protect_rtp(RTP) == a.protect_rtp(RTP)
 
 

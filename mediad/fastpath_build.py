@@ -1,0 +1,71 @@
+"""Builds mediad's native packet path (``mediad/_fastpath*.so``) with cffi.
+
+Run ``python -m mediad.fastpath_build`` (``deploy/e2ae setup`` does): it needs
+gcc, the Python headers and ``libsrtp2-dev``.  The C source is
+``mediad/fastpath.c``; ``mediad.fastpath`` explains what it does and why.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import cffi
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CDEF = """
+typedef struct { int ok; ...; } e2ae_addr;
+typedef struct e2ae_srtp e2ae_srtp;
+typedef struct {
+    int fd[4];
+    e2ae_srtp *srtp[2];
+    e2ae_addr dest[4];
+    e2ae_addr peer[2];
+    int check_peer;
+    int core_latching;
+    uint64_t *counters;
+} e2ae_stream;
+typedef struct {
+    int len;
+    int family;
+    int port;
+    unsigned char ip[16];
+    unsigned char *data;
+} e2ae_pkt;
+int e2ae_init(void);
+e2ae_srtp *e2ae_srtp_new(int profile, const unsigned char *local, const unsigned char *remote, int *err);
+void e2ae_srtp_free(e2ae_srtp *s);
+int e2ae_srtp_apply(e2ae_srtp *s, int op, unsigned char *buf, int len);
+int e2ae_max_trailer(void);
+void e2ae_set_addr(e2ae_addr *a, int family, const unsigned char *ip, int port);
+int e2ae_pump(e2ae_stream *s, int which, e2ae_pkt *slow);
+#define E2AE_BATCH 32
+#define E2AE_COUNTERS 24
+"""
+
+
+def builder() -> cffi.FFI:
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    with open(os.path.join(HERE, "fastpath.c"), encoding="utf-8") as source:
+        ffi.set_source(
+            "mediad._fastpath", source.read(), libraries=["srtp2"],
+            extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
+        )
+    return ffi
+
+
+def build() -> str:
+    """Compile in place; returns the path of the extension module."""
+    parent = os.path.dirname(HERE)
+    tmpdir = os.path.join(HERE, "__pycache__", "fastpath_build")
+    os.makedirs(tmpdir, exist_ok=True)
+    built = builder().compile(tmpdir=tmpdir, verbose=False)
+    target = os.path.join(HERE, os.path.basename(built))
+    os.replace(built, target)
+    return os.path.relpath(target, parent)
+
+
+if __name__ == "__main__":
+    print(f"built {build()}", file=sys.stderr)
