@@ -6,6 +6,12 @@
  * This file is the smallest piece that removes it: one call per readable
  * socket drains it with recvmmsg(2), and each datagram that is established
  * RTP/RTCP of a known peer is transformed in place with libsrtp and sent on.
+ *
+ * libsrtp is pylibsrtp's own copy (OpenSSL crypto): mediad creates the sessions
+ * with pylibsrtp as before and hands their srtp_t and the addresses of
+ * srtp_protect & co. to e2ae_bind(), so one session serves both paths and this
+ * file needs no libsrtp headers.  (Debian's libsrtp2 is built on NSS, whose
+ * per-call locking costs more than the whole relay.)
  * Everything else -- STUN, DTLS, a new source address, latching, a stream that
  * is not (or no longer) established, a destination not yet known -- is left
  * for Python ("slow" packets), which runs the same code as without this file.
@@ -22,11 +28,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <srtp2/srtp.h>
+
+/* libsrtp 2.x ABI: srtp_err_status_t values and the transform signature */
+#define SRTP_OK 0
+#define SRTP_AUTH_FAIL 7
+#define SRTP_REPLAY_FAIL 9
+#define SRTP_REPLAY_OLD 10
+#define SRTP_MAX_TRAILER 160 /* >= SRTP_MAX_SRTCP_TRAILER_LEN (16 tag + 128 MKI + 4 index) */
+typedef int (*srtp_transform)(void *ctx, void *hdr, int *len);
+static srtp_transform srtp_protect, srtp_unprotect, srtp_protect_rtcp, srtp_unprotect_rtcp;
 
 #define E2AE_BATCH 32
 #define E2AE_MAX_RECV 4096 /* larger datagrams are dropped as malformed (media over UDP stays under the MTU) */
-#define E2AE_BUFSZ (E2AE_MAX_RECV + SRTP_MAX_TRAILER_LEN)
+#define E2AE_BUFSZ (E2AE_MAX_RECV + SRTP_MAX_TRAILER)
 
 /* which channel of a stream a socket belongs to */
 enum { E2AE_A_RTP = 0, E2AE_A_RTCP = 1, E2AE_C_RTP = 2, E2AE_C_RTCP = 3 };
@@ -45,8 +59,8 @@ typedef struct {
 } e2ae_addr;
 
 typedef struct {
-    srtp_t tx;
-    srtp_t rx;
+    void *tx; /* srtp_t of pylibsrtp's outbound session */
+    void *rx; /* srtp_t of its inbound session */
 } e2ae_srtp;
 
 typedef struct {
@@ -70,68 +84,12 @@ typedef struct {
 static __thread unsigned char bufs[E2AE_BATCH][E2AE_BUFSZ];
 static __thread struct sockaddr_storage srcs[E2AE_BATCH];
 
-int e2ae_init(void) { return (int)srtp_init(); }
-
-static srtp_t make_session(int profile, const unsigned char *key, int outbound, int *err) {
-    srtp_policy_t policy;
-    srtp_t session = NULL;
-    memset(&policy, 0, sizeof(policy));
-    if (srtp_crypto_policy_set_from_profile_for_rtp(&policy.rtp, (srtp_profile_t)profile) != srtp_err_status_ok ||
-        srtp_crypto_policy_set_from_profile_for_rtcp(&policy.rtcp, (srtp_profile_t)profile) != srtp_err_status_ok) {
-        *err = (int)srtp_err_status_bad_param;
-        return NULL;
-    }
-    policy.ssrc.type = outbound ? ssrc_any_outbound : ssrc_any_inbound;
-    policy.key = (unsigned char *)key;
-    policy.window_size = 1024;
-    policy.allow_repeat_tx = outbound;
-    policy.next = NULL;
-    *err = (int)srtp_create(&session, &policy);
-    return *err == 0 ? session : NULL;
+void e2ae_bind(uintptr_t protect, uintptr_t unprotect, uintptr_t protect_rtcp, uintptr_t unprotect_rtcp) {
+    srtp_protect = (srtp_transform)protect;
+    srtp_unprotect = (srtp_transform)unprotect;
+    srtp_protect_rtcp = (srtp_transform)protect_rtcp;
+    srtp_unprotect_rtcp = (srtp_transform)unprotect_rtcp;
 }
-
-/* local/remote: master key || master salt of what we send / what we receive */
-e2ae_srtp *e2ae_srtp_new(int profile, const unsigned char *local, const unsigned char *remote, int *err) {
-    e2ae_srtp *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        *err = (int)srtp_err_status_alloc_fail;
-        return NULL;
-    }
-    s->tx = make_session(profile, local, 1, err);
-    if (s->tx != NULL)
-        s->rx = make_session(profile, remote, 0, err);
-    if (s->rx == NULL) {
-        if (s->tx != NULL)
-            srtp_dealloc(s->tx);
-        free(s);
-        return NULL;
-    }
-    return s;
-}
-
-void e2ae_srtp_free(e2ae_srtp *s) {
-    if (s == NULL)
-        return;
-    srtp_dealloc(s->tx);
-    srtp_dealloc(s->rx);
-    free(s);
-}
-
-/* op: 0 protect RTP, 1 unprotect RTP, 2 protect RTCP, 3 unprotect RTCP.  buf has room for
- * len + SRTP_MAX_TRAILER_LEN.  Returns the new length, or -(libsrtp status). */
-int e2ae_srtp_apply(e2ae_srtp *s, int op, unsigned char *buf, int len) {
-    int n = len;
-    srtp_err_status_t st;
-    switch (op) {
-    case 0: st = srtp_protect(s->tx, buf, &n); break;
-    case 1: st = srtp_unprotect(s->rx, buf, &n); break;
-    case 2: st = srtp_protect_rtcp(s->tx, buf, &n); break;
-    default: st = srtp_unprotect_rtcp(s->rx, buf, &n); break;
-    }
-    return st == srtp_err_status_ok ? n : -(int)st;
-}
-
-int e2ae_max_trailer(void) { return SRTP_MAX_TRAILER_LEN; }
 
 void e2ae_set_addr(e2ae_addr *a, int family, const unsigned char *ip, int port) {
     memset(a, 0, sizeof(*a));
@@ -180,10 +138,10 @@ static int rtcp_is_valid(const unsigned char *p, int size) {
     return offset == size;
 }
 
-static void count_drop(uint64_t *c, srtp_err_status_t st) {
-    if (st == srtp_err_status_auth_fail)
+static void count_drop(uint64_t *c, int st) {
+    if (st == SRTP_AUTH_FAIL)
         c[E2AE_DROP_AUTH_FAIL]++;
-    else if (st == srtp_err_status_replay_fail || st == srtp_err_status_replay_old)
+    else if (st == SRTP_REPLAY_FAIL || st == SRTP_REPLAY_OLD)
         c[E2AE_DROP_REPLAY]++;
     else
         c[E2AE_DROP_BAD_PACKET]++;
@@ -204,7 +162,7 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
     int is_rtcp, fd, n, kind;
     const e2ae_addr *dest;
     e2ae_srtp *srtp = s->srtp[which];
-    srtp_err_status_t st;
+    int st;
     if (srtp == NULL || len < 12 || buf[0] < 128 || buf[0] > 191)
         return 0;
     is_rtcp = buf[1] >= 192 && buf[1] <= 223;
@@ -223,7 +181,7 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
         return 0;
     n = len;
     st = is_rtcp ? srtp_unprotect_rtcp(srtp->rx, buf, &n) : srtp_unprotect(srtp->rx, buf, &n);
-    if (st != srtp_err_status_ok) {
+    if (st != SRTP_OK) {
         count_drop(c, st);
         return 1;
     }
@@ -239,7 +197,7 @@ static int from_core(e2ae_stream *s, int which, unsigned char *buf, int len) {
     uint64_t *c = s->counters;
     int is_rtp, target, n, kind;
     e2ae_srtp *srtp;
-    srtp_err_status_t st;
+    int st;
     if (s->core_latching || len < 12 || buf[0] < 128 || buf[0] > 191)
         return 0;
     is_rtp = which == E2AE_C_RTP && !(buf[1] >= 192 && buf[1] <= 223);
@@ -256,7 +214,7 @@ static int from_core(e2ae_stream *s, int which, unsigned char *buf, int len) {
     c[E2AE_SIDE_CORE + E2AE_IN + kind + 1] += (uint64_t)len;
     n = len;
     st = is_rtp ? srtp_protect(srtp->tx, buf, &n) : srtp_protect_rtcp(srtp->tx, buf, &n);
-    if (st != srtp_err_status_ok) {
+    if (st != SRTP_OK) {
         count_drop(c, st);
         return 1;
     }

@@ -6,11 +6,14 @@ Why native: measured on the 2-core benchmark box, the Python relay
 (``mediad.relay``) costs ~17 CPU-µs per relayed packet, of which ~2 µs are
 interpreter work of the relay itself, ~1-2 µs pylibsrtp's per-packet
 allocations and the rest the kernel's UDP path and the event loop.  rtpengine
-in userspace costs 13-19.  ``fastpath.c`` (~300 lines, cffi, the system
-libsrtp2) is the smallest piece that removes the Python part: each readable
-media socket is drained with one ``recvmmsg`` per wake-up, and a datagram that
-is established RTP/RTCP from a known peer toward a known destination is
-transformed in place by libsrtp and sent on, without entering Python.
+in userspace costs 13-19.  ``fastpath.c`` (~300 lines, cffi) is the smallest
+piece that removes the Python part: each readable media socket is drained
+with one ``recvmmsg`` per wake-up, and a datagram that is established RTP/RTCP
+from a known peer toward a known destination is transformed in place and sent
+on, without entering Python.  The transform is pylibsrtp's own libsrtp (built
+on OpenSSL), called through function pointers on the very sessions pylibsrtp
+created: Debian's libsrtp2 is built on NSS, whose per-call locking alone cost
+more than the relay (measured with perf).
 
 Everything else stays in Python and runs exactly the code it runs without this
 module: STUN (ICE-lite, consent), DTLS, a datagram from a new source address
@@ -49,7 +52,9 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
-from mediad.srtp import PROFILES, SrtpError, SrtpKeys
+from pylibsrtp._binding import ffi as _srtp_ffi, lib as _srtp_lib
+
+from mediad.srtp import SrtpKeys, SrtpTransformer
 
 if TYPE_CHECKING:
     from mediad.relay import Channel
@@ -61,8 +66,9 @@ try:  # built by ``python -m mediad.fastpath_build``
     from mediad._fastpath import ffi, lib
 except ImportError:  # pragma: no cover - depends on the build
     ffi = lib = None
-else:
-    lib.e2ae_init()
+else:  # C calls pylibsrtp's libsrtp (OpenSSL crypto), the copy that created the sessions
+    lib.e2ae_bind(*(int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, name)))
+                    for name in ("srtp_protect", "srtp_unprotect", "srtp_protect_rtcp", "srtp_unprotect_rtcp")))
 
 A_RTP, A_RTCP, C_RTP, C_RTCP = 0, 1, 2, 3
 TRAFFIC_INDEX = {
@@ -73,9 +79,6 @@ TRAFFIC_INDEX = {
 }
 DROP_INDEX = {"auth_fail": 16, "replay": 17, "bad_packet": 18, "malformed": 19, "send_error": 20}
 FAST_PACKETS = 21
-
-# libsrtp status -> mediad drop reason (srtp_err_status_t: 7 auth_fail, 9 replay_fail, 10 replay_old)
-_REASONS = {7: "auth_fail", 9: "replay", 10: "replay"}
 
 
 def available() -> bool:
@@ -106,43 +109,18 @@ class Engine:
         return int(self.counters[FAST_PACKETS])
 
 
-class FastSrtp:
-    """libsrtp contexts of one association, shared by C and Python (as ``SrtpTransformer``)."""
+class FastSrtp(SrtpTransformer):
+    """An association's pylibsrtp sessions, also handed to C (one replay window, one ROC).
 
-    __slots__ = ("profile", "ptr")
+    Python's slow path uses the inherited methods; C calls the same sessions'
+    ``srtp_t`` through the function pointers bound by :func:`_bind`.
+    """
 
     def __init__(self, keys: SrtpKeys) -> None:
-        profile = PROFILES[keys.profile]
-        err = ffi.new("int *")
-        ptr = lib.e2ae_srtp_new(profile.libsrtp_profile, keys.local_key + keys.local_salt,
-                                keys.remote_key + keys.remote_salt, err)
-        if ptr == ffi.NULL:
-            raise ValueError(f"libsrtp refused the keys (status {err[0]})")
-        self.profile = keys.profile
-        self.ptr = ffi.gc(ptr, lib.e2ae_srtp_free)
-
-    def _apply(self, op: int, data: bytes) -> bytes:
-        size = len(data)
-        if size > 65535:
-            raise SrtpError("bad_packet")
-        buf = ffi.new("unsigned char[]", size + lib.e2ae_max_trailer())
-        ffi.memmove(buf, data, size)
-        n = lib.e2ae_srtp_apply(self.ptr, op, buf, size)
-        if n < 0:
-            raise SrtpError(_REASONS.get(-n, "bad_packet"))
-        return ffi.buffer(buf, n)[:]
-
-    def protect_rtp(self, rtp: bytes) -> bytes:
-        return self._apply(0, rtp)
-
-    def unprotect_rtp(self, srtp: bytes) -> bytes:
-        return self._apply(1, srtp)
-
-    def protect_rtcp(self, rtcp: bytes) -> bytes:
-        return self._apply(2, rtcp)
-
-    def unprotect_rtcp(self, srtcp: bytes) -> bytes:
-        return self._apply(3, srtcp)
+        super().__init__(keys)
+        self.ptr = ffi.new("e2ae_srtp *")
+        self.ptr.tx = ffi.cast("void *", int(_srtp_ffi.cast("uintptr_t", self._tx._srtp[0])))
+        self.ptr.rx = ffi.cast("void *", int(_srtp_ffi.cast("uintptr_t", self._rx._srtp[0])))
 
     def __repr__(self) -> str:
         return f"FastSrtp(profile={self.profile!r})"

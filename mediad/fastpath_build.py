@@ -1,7 +1,7 @@
 """Builds mediad's native packet path (``mediad/_fastpath*.so``) with cffi.
 
 Run ``python -m mediad.fastpath_build`` (``deploy/e2ae setup`` does): it needs
-gcc, the Python headers and ``libsrtp2-dev``.  The C source is
+gcc and the Python headers; libsrtp is pylibsrtp's own copy, bound at run time.  The C source is
 ``mediad/fastpath.c``; ``mediad.fastpath`` explains what it does and why.
 """
 
@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 CDEF = """
 typedef struct { int ok; ...; } e2ae_addr;
-typedef struct e2ae_srtp e2ae_srtp;
+typedef struct { void *tx; void *rx; } e2ae_srtp;
 typedef struct {
     int fd[4];
     e2ae_srtp *srtp[2];
@@ -33,11 +33,7 @@ typedef struct {
     unsigned char ip[16];
     unsigned char *data;
 } e2ae_pkt;
-int e2ae_init(void);
-e2ae_srtp *e2ae_srtp_new(int profile, const unsigned char *local, const unsigned char *remote, int *err);
-void e2ae_srtp_free(e2ae_srtp *s);
-int e2ae_srtp_apply(e2ae_srtp *s, int op, unsigned char *buf, int len);
-int e2ae_max_trailer(void);
+void e2ae_bind(uintptr_t protect, uintptr_t unprotect, uintptr_t protect_rtcp, uintptr_t unprotect_rtcp);
 void e2ae_set_addr(e2ae_addr *a, int family, const unsigned char *ip, int port);
 int e2ae_pump(e2ae_stream *s, int which, e2ae_pkt *slow);
 #define E2AE_BATCH 32
@@ -50,7 +46,7 @@ def builder() -> cffi.FFI:
     ffi.cdef(CDEF)
     with open(os.path.join(HERE, "fastpath.c"), encoding="utf-8") as source:
         ffi.set_source(
-            "mediad._fastpath", source.read(), libraries=["srtp2"],
+            "mediad._fastpath", source.read(),
             extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
         )
     return ffi
