@@ -154,10 +154,16 @@ class MediadUnderTest:
                 pass  # already gone; the next start has a clean Redis anyway
 
     def create_streams(self, n: int, direction: str, gen: tuple[str, int],
-                       sink: tuple[str, int]) -> tuple[list[MediadStream], dict]:
-        """Reserve ``n`` dialogs, handshake each; (streams, handshake stats)."""
+                       sink: tuple[str, int], on_reserved=None) -> tuple[list[MediadStream], dict]:
+        """Reserve ``n`` dialogs, handshake each; (streams, handshake stats).
+
+        ``on_reserved`` (no arguments) runs once every dialog is reserved and
+        before any handshake: the memory figure of reserved sessions.
+        """
         peer = gen if direction == "srtp_rtp" else sink
         reserved = [self.reserve(peer, sink) for _ in range(n)]
+        if on_reserved is not None:
+            on_reserved()
         keys, seconds = handshake_all(peer, [access for _, access, _ in reserved], self.cert, self.key)
         streams = []
         for dialog, access, core in reserved:

@@ -164,10 +164,10 @@ def start_system(name: str, workdir: str, cpu):
     return system
 
 
-def create(system, name, n, direction, gen, sink):
+def create(system, name, n, direction, gen, sink, on_reserved=None):
     if name == "rtpengine":
         return system.create_streams(n, direction, gen, sink), None
-    return system.create_streams(n, direction, gen, sink)
+    return system.create_streams(n, direction, gen, sink, on_reserved=on_reserved)
 
 
 def measure_relay(name, args, rates, cpus, workdir, rnd) -> dict:
@@ -196,23 +196,55 @@ def measure_relay(name, args, rates, cpus, workdir, rnd) -> dict:
     return out
 
 
-def measure_memory(name, sessions, cpus, workdir) -> dict:
+MEMORY_SETTLE_SECONDS = 1.0
+
+
+def measure_memory_once(name, sessions, cpus, workdir) -> dict:
+    """RSS growth of a fresh ``name`` for ``sessions`` established, idle sessions (no media).
+
+    For mediad the growth is also read after the reservations, before any
+    handshake (``rss_reserved_kib_per_1000``).
+    """
     system = start_system(name, workdir, cpus["relay"])
+    reserved: list = []
+
+    def on_reserved():
+        time.sleep(MEMORY_SETTLE_SECONDS)
+        reserved.append(procs.rss_kib(system.pid))
+
     try:
         time.sleep(0.5)
         before = procs.rss_kib(system.pid)
         gen = ("127.0.0.1", procs.free_udp_port())
         sink = ("127.0.0.1", procs.free_udp_port())
-        streams, _ = create(system, name, sessions, "srtp_rtp", gen, sink)
-        time.sleep(1.0)
+        streams, _ = create(system, name, sessions, "srtp_rtp", gen, sink, on_reserved)
+        time.sleep(MEMORY_SETTLE_SECONDS)
         after = procs.rss_kib(system.pid)
         system.delete_streams(streams)
     finally:
         system.stop()
     if before is None or after is None:
         return {"status": "not measured", "reason": "RSS not readable"}
-    return {"status": "measured", "sessions": sessions, "rss_before_kib": before, "rss_after_kib": after,
-            "rss_kib_per_1000": (after - before) * 1000 / sessions}
+    out = {"status": "measured", "sessions": sessions, "rss_before_kib": before, "rss_after_kib": after,
+           "rss_kib_per_1000": (after - before) * 1000 / sessions}
+    if reserved and reserved[0] is not None:
+        out["rss_reserved_kib"] = reserved[0]
+        out["rss_reserved_kib_per_1000"] = (reserved[0] - before) * 1000 / sessions
+    return out
+
+
+def measure_memory(name, sessions, cpus, workdir, repeats: int = 1) -> dict:
+    """:func:`measure_memory_once` ``repeats`` times, each on a fresh process; medians, samples kept."""
+    samples = [measure_memory_once(name, sessions, cpus, workdir) for _ in range(repeats)]
+    measured = [s for s in samples if s["status"] == "measured"]
+    if not measured:
+        return samples[0]
+    out = {"status": "measured", "sessions": sessions, "samples": samples,
+           "rss_kib_per_1000": statistics.median(s["rss_kib_per_1000"] for s in measured)}
+    reserved = [s["rss_reserved_kib_per_1000"] for s in measured if "rss_reserved_kib_per_1000" in s]
+    if reserved:
+        out["rss_reserved_kib_per_1000"] = statistics.median(reserved)
+    return out
 
 
 def measure_call_setup(args, cpus, workdir) -> tuple[dict, dict]:
@@ -284,6 +316,9 @@ def markdown(report: dict) -> str:
 
     hs = report["handshakes"]
     lines.append(f"| RSS per 1,000 idle sessions | {mem_cell('rtpengine')} | {mem_cell('mediad')} |")
+    reserved = mem.get("mediad", {}).get("rss_reserved_kib_per_1000")
+    if reserved is not None:
+        lines.append(f"| RSS per 1,000 reserved sessions (before the handshake) | | {_fmt(reserved)} KiB |")
     lines.append("| DTLS handshakes/s | (SDES) | "
                  f"{_fmt(hs.get('per_second'), 0) if hs.get('status') == 'measured' else 'not measured'} |")
     kw = mem.get("kamailio_worker", {})
@@ -325,6 +360,8 @@ def parse_args(argv):
     p.add_argument("--step-seconds", type=float, help="seconds per ramp step (default 3; smoke 1)")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="rtpengine,mediad")
     p.add_argument("--memory-sessions", type=int, help="sessions for the memory figure (default 1000; smoke 20)")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only the memory figure: no relay ramps, no call setup; --rounds fresh processes, median")
     p.add_argument("--call-rates", help="comma-separated ramp of call rates (calls/s) for the call-setup figure")
     p.add_argument("--call-step-seconds", type=float, help="seconds of calls per call-rate step (default 5; smoke 1)")
     p.add_argument("--no-call-setup", dest="call_setup", action="store_false",
@@ -366,7 +403,8 @@ def main(argv=None) -> int:
                    "step_seconds": args.step_seconds, "packet_bytes": 172, "max_loss": 0.001, "max_p99_ms": 20.0,
                    "cpus": cpus, "memory_sessions": args.memory_sessions},
         "systems": {}, "relay": {}, "ratio": {}, "handshakes": {}, "memory": {},
-        "call_setup": {"status": "not measured", "reason": "not selected (--no-call-setup)"},
+        "call_setup": {"status": "not measured",
+                       "reason": "not selected (--memory-only)" if args.memory_only else "not selected (--no-call-setup)"},
         "note": args.note,
     }
     report["memory"]["kamailio_worker"] = dict(report["call_setup"])
@@ -384,7 +422,7 @@ def main(argv=None) -> int:
     active = [n for n in SYSTEMS if report["systems"][n]["status"] == "measured"]
     per_round: dict = {n: {d: [] for d in DIRECTIONS} for n in active}
     with tempfile.TemporaryDirectory(prefix="e2ae-bench-") as workdir:
-        for rnd in range(1, args.rounds + 1):
+        for rnd in range(1, 0 if args.memory_only else args.rounds + 1):
             order = active if rnd % 2 else list(reversed(active))
             for name in order:
                 try:
@@ -399,10 +437,11 @@ def main(argv=None) -> int:
             if report["systems"][name]["status"] != "measured":
                 continue
             try:
-                report["memory"][name] = measure_memory(name, args.memory_sessions, cpus, workdir)
+                report["memory"][name] = measure_memory(name, args.memory_sessions, cpus, workdir,
+                                                        repeats=args.rounds if args.memory_only else 1)
             except Exception as exc:
                 report["memory"][name] = {"status": "not measured", "reason": str(exc)}
-        if args.call_setup:
+        if args.call_setup and not args.memory_only:
             report["call_setup"], report["memory"]["kamailio_worker"] = measure_call_setup(args, cpus, workdir)
     for name in active:
         report["relay"][name] = {d: {"rounds": per_round[name][d], "median": aggregate(per_round[name][d])}

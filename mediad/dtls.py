@@ -62,6 +62,22 @@ States, as a table (:data:`TRANSITIONS`)::
     new | handshaking | held | established --close--> closed
     (a peer's close_notify or fatal alert: established -> closed, held -> failed)
 
+Compaction.  An OpenSSL connection keeps about 80 KiB after its handshake
+(record buffers, the state DTLS keeps to retransmit flights, the session).  A
+DTLS-SRTP session (``srtp=True``, ``compact`` left on) drops it once
+established and handles the rare later records with
+:class:`mediad.dtls_record.RecordProtection`, derived from the connection's
+master secret (AEAD suites only; with any other suite, or if the derived keys
+fail to open the records of the handshake, the connection stays).  What it
+does then is what OpenSSL does (the tests compare both): application data in
+and out; a peer's close_notify is answered with ours; a fatal alert closes
+silently; no_renegotiation or a malformed alert, five warnings in a row, a
+record of an unknown type or an unexpected handshake message close with a
+fatal alert; a renegotiation attempt is refused with a no_renegotiation
+warning; a repeated Finished (the peer lost our last flight, RFC 6347 section
+4.2.4) makes us resend that flight, renumbered, at most 12 times; records of
+another epoch, with a bad tag or replayed are dropped silently.
+
 SRTP profiles offered (and, as server, chosen in this order): the ones in
 :data:`mediad.srtp.PROFILES` (AEAD_AES_128_GCM when libsrtp has it, then
 AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32).  Keys never reach a log.
@@ -78,6 +94,12 @@ from typing import Iterable, Sequence, Union
 from OpenSSL import SSL
 
 from mediad.certs import Certificate, certificate_fingerprint
+from mediad.dtls_record import (
+    RecordProtection,
+    record_epoch,
+    record_sequence,
+    with_sequence,
+)
 from mediad.srtp import PROFILES, SrtpKeys, exporter_length
 from sdp_rules.errors import UsageError
 from sdp_rules.iq import Fingerprint, Role
@@ -97,8 +119,20 @@ CIPHERS = (
 )
 # RFC 6347 section 4.1: content types 20..25 (ccs, alert, handshake, application data, heartbeat, tls12_cid).
 RECORD_HEADER_LENGTH = 13
+CONTENT_TYPE_CHANGE_CIPHER_SPEC = 20
+CONTENT_TYPE_ALERT = 21
 CONTENT_TYPE_HANDSHAKE = 22
+CONTENT_TYPE_APPLICATION_DATA = 23
+HANDSHAKE_HELLO_REQUEST = 0
 HANDSHAKE_CLIENT_HELLO = 1
+HANDSHAKE_FINISHED = 20
+# RFC 5246 section 7.2: alert levels and the descriptions the compact association uses.
+ALERT_WARNING, ALERT_FATAL = 1, 2
+ALERT_CLOSE_NOTIFY, ALERT_UNEXPECTED_MESSAGE, ALERT_HANDSHAKE_FAILURE, ALERT_NO_RENEGOTIATION = 0, 10, 40, 100
+CLOSE_NOTIFY = b"\x01\x00"  # RFC 5246 section 7.2: warning(1), close_notify(0)
+MAX_PLAINTEXT_LENGTH = 16384  # RFC 5246 section 6.2.1
+DTLS1_TMO_ALERT_COUNT = 12  # OpenSSL: retransmissions of our last flight it grants the peer
+MAX_WARN_ALERT_COUNT = 5  # OpenSSL: consecutive warning alerts it accepts
 _CONTENT_TYPES = range(20, 26)
 # RFC 8122 section 5: the strongest hash function offered is the one checked.
 HASH_PREFERENCE = ("sha-512", "sha-384", "sha-256", "sha-224", "sha-1")
@@ -260,6 +294,7 @@ class DtlsSession:
         handshake_timeout: float = 30.0,
         now: float = 0.0,
         srtp_profiles: Sequence[str] | None = None,
+        compact: bool = True,
     ) -> None:
         self.certificate = certificate
         self.role = Role(role)
@@ -277,6 +312,15 @@ class DtlsSession:
         self._rejected = False
         self._deadline: float | None = None
         self._retransmit_at: float | None = None
+        # Compaction (see the module docstring): what is needed to drop the OpenSSL connection.
+        self._compact = compact and srtp
+        self._protection: RecordProtection | None = None
+        self._next_sequence = [0, 0]  # the next sequence number we send in epoch 0 and epoch 1
+        self._last_flight: list[bytes] = []  # our last handshake flight, as records
+        self._peer_records: deque[bytes] = deque(maxlen=4)  # the peer's latest epoch-1 records
+        self._finished_retransmits = 0
+        self._warning_alerts = 0
+        self._close_notify_sent = False
         profiles = list(PROFILES) if srtp_profiles is None else list(srtp_profiles)
         unknown = [p for p in profiles if p not in PROFILES]
         if unknown or (srtp and not profiles):
@@ -304,6 +348,7 @@ class DtlsSession:
             self._conclude()
             self._flush()
         self._update_timer(now)
+        self._compact_if_done()
 
     def start(self, now: float) -> None:
         """Client: send the ClientHello.  Server: nothing (it waits for one)."""
@@ -322,6 +367,11 @@ class DtlsSession:
                 self._drop("only a ClientHello starts a handshake")
                 return
             self._begin(now)
+        if self._protection is not None:
+            self._receive_compact(records)
+            return
+        if self._compact:
+            self._peer_records.extend(r for r in records if record_epoch(r) == 1)
         try:
             self._ssl.bio_write(datagram)
         except SSL.Error:
@@ -333,6 +383,11 @@ class DtlsSession:
         """Send one record of application data; only once ``established``."""
         if self.state != "established":
             raise UsageError(f"DTLS application data in state {self.state}")
+        if self._protection is not None:
+            if len(data) > MAX_PLAINTEXT_LENGTH:
+                raise UsageError(f"DTLS refused {len(data)} bytes of application data: too long")
+            self._outgoing.append(self._protection.seal(CONTENT_TYPE_APPLICATION_DATA, data))
+            return
         try:
             self._ssl.send(data)
         except SSL.Error as exc:
@@ -360,6 +415,8 @@ class DtlsSession:
             self._fail(FAIL_TIMEOUT, f"no handshake within {self.handshake_timeout:g} s")
             self._shutdown()
             return
+        if self._ssl is None:
+            return
         try:
             self._ssl.DTLSv1_handle_timeout()
         except SSL.Error as exc:
@@ -376,6 +433,11 @@ class DtlsSession:
         if began:
             self._shutdown()
         self._held.clear()
+
+    @property
+    def compacted(self) -> bool:
+        """True once the OpenSSL connection was dropped for the compact record protection."""
+        return self._protection is not None
 
     def __repr__(self) -> str:
         return f"DtlsSession(role={self.role.value}, state={self.state})"
@@ -413,6 +475,7 @@ class DtlsSession:
             self._read_records()
         self._flush()
         self._update_timer(now)
+        self._compact_if_done()
 
     def _verify(self, conn: SSL.Connection, x509: object, errno: int, depth: int, ok: int) -> bool:
         if depth != 0 or self._remote_fingerprints is None:
@@ -494,6 +557,11 @@ class DtlsSession:
         self._events.append(HandshakeFailed(reason, detail))
 
     def _shutdown(self) -> None:
+        if self._protection is not None:
+            if not self._close_notify_sent:
+                self._close_notify_sent = True
+                self._outgoing.append(self._protection.seal(CONTENT_TYPE_ALERT, CLOSE_NOTIFY))
+            return
         try:
             self._ssl.shutdown()
         except SSL.Error:
@@ -513,11 +581,123 @@ class DtlsSession:
         records = split_records(data)
         if records is None:  # not expected from OpenSSL: send it as it is
             self._outgoing.append(data)
+            return
+        self._outgoing.extend(pack_records(records, self.mtu))
+        if self._compact:
+            self._note_sent(records)
+
+    # -- compaction: the established association without the OpenSSL connection ----------
+
+    def _note_sent(self, records: list[bytes]) -> None:
+        """Follow our sequence numbers, and keep our latest handshake flight (to retransmit it)."""
+        for record in records:
+            epoch = record_epoch(record)
+            if epoch <= 1:
+                self._next_sequence[epoch] = max(self._next_sequence[epoch], record_sequence(record) + 1)
+        if self._ssl is not None and any(r[0] in (CONTENT_TYPE_CHANGE_CIPHER_SPEC, CONTENT_TYPE_HANDSHAKE)
+                                         for r in records):
+            self._last_flight = records
+
+    def _compact_if_done(self) -> None:
+        """Once established, replace the OpenSSL connection by :class:`RecordProtection` when it checks out."""
+        ssl = self._ssl
+        if not self._compact or self.state != "established" or ssl is None or ssl.DTLSv1_get_timeout() is not None:
+            return
+        self._compact = False  # one attempt: on any doubt the connection stays
+        protection = RecordProtection.from_connection(ssl, self.role is Role.CLIENT, self._next_sequence[1])
+        if protection is None:
+            return
+        flight: list[bytes | tuple[int, bytes]] = []
+        for record in self._last_flight:
+            if record_epoch(record) == 0:
+                flight.append(record)
+                continue
+            plaintext = protection.open_own(record)
+            if plaintext is None:
+                return
+            flight.append((record[0], plaintext))
+        peer_records = [protection.open(record) for record in self._peer_records]
+        if not any(peer_records) or not any(isinstance(item, tuple) for item in flight):
+            return
+        self._protection = protection
+        self._last_flight = flight  # type: ignore[assignment]
+        self._peer_records.clear()
+        self._ssl = None
+
+    def _receive_compact(self, records: list[bytes]) -> None:
+        """What OpenSSL does with the records of an established association."""
+        assert self._protection is not None
+        for record in records:
+            opened = self._protection.open(record)
+            if opened is None:
+                continue  # another epoch, a bad tag or a replay: dropped silently (RFC 6347 4.1.2.7)
+            content_type, plaintext = opened
+            if content_type != CONTENT_TYPE_ALERT and plaintext:
+                self._warning_alerts = 0  # an empty record does not count (as in OpenSSL)
+            if content_type == CONTENT_TYPE_APPLICATION_DATA:
+                if plaintext:
+                    self._events.append(ApplicationData(plaintext))
+            elif content_type == CONTENT_TYPE_ALERT:
+                self._alert_received(plaintext)
+            elif content_type == CONTENT_TYPE_HANDSHAKE:
+                self._handshake_received(plaintext)
+            elif content_type != CONTENT_TYPE_CHANGE_CIPHER_SPEC:
+                self._fatal(ALERT_UNEXPECTED_MESSAGE, f"unexpected record type {content_type}")
+            if self.state != "established":
+                return
+
+    def _alert_received(self, alert: bytes) -> None:
+        if len(alert) != 2:
+            self._fatal(ALERT_UNEXPECTED_MESSAGE, "malformed alert")
+        elif alert[1] == ALERT_CLOSE_NOTIFY:
+            self._peer_closed("close_notify")  # answered with our close_notify
+        elif alert[0] == ALERT_FATAL:
+            self._close_notify_sent = True  # nothing is sent after a fatal alert
+            self._peer_closed(f"fatal alert {alert[1]}")
+        elif alert[1] == ALERT_NO_RENEGOTIATION:
+            self._fatal(ALERT_HANDSHAKE_FAILURE, "no_renegotiation")
         else:
-            self._outgoing.extend(pack_records(records, self.mtu))
+            self._warning_alerts += 1
+            if self._warning_alerts >= MAX_WARN_ALERT_COUNT:
+                self._fatal(ALERT_UNEXPECTED_MESSAGE, "too many warning alerts")
+
+    def _handshake_received(self, message: bytes) -> None:
+        kind = message[0] if message else None
+        if kind == HANDSHAKE_FINISHED:  # the peer did not get our last flight
+            self._finished_retransmits += 1
+            if self._finished_retransmits > DTLS1_TMO_ALERT_COUNT:
+                self._close_notify_sent = True
+                self._peer_closed("read timeout expired")
+            else:
+                self._retransmit_last_flight()
+        elif (kind == HANDSHAKE_CLIENT_HELLO and self.role is Role.SERVER) or (
+                kind == HANDSHAKE_HELLO_REQUEST and self.role is Role.CLIENT):
+            self._send_alert(ALERT_WARNING, ALERT_NO_RENEGOTIATION)  # OP_NO_RENEGOTIATION
+        else:
+            self._fatal(ALERT_UNEXPECTED_MESSAGE, f"handshake message {kind} after the handshake")
+
+    def _send_alert(self, level: int, description: int) -> None:
+        assert self._protection is not None
+        self._outgoing.append(self._protection.seal(CONTENT_TYPE_ALERT, bytes([level, description])))
+
+    def _fatal(self, description: int, why: str) -> None:
+        self._send_alert(ALERT_FATAL, description)
+        self._close_notify_sent = True
+        self._peer_closed(why)
+
+    def _retransmit_last_flight(self) -> None:
+        assert self._protection is not None
+        records = []
+        for item in self._last_flight:
+            if isinstance(item, bytes):
+                records.append(with_sequence(item, self._next_sequence[0]))
+                self._next_sequence[0] += 1
+            else:
+                records.append(self._protection.seal(*item))
+        self._outgoing.extend(pack_records(records, self.mtu))
 
     def _update_timer(self, now: float) -> None:
-        if self.state not in ("handshaking", "held", "established"):
+        if self.state not in ("handshaking", "held", "established") or self._ssl is None:
             self._retransmit_at = None
             return
         remaining = self._ssl.DTLSv1_get_timeout()

@@ -90,3 +90,20 @@ def test_table_says_not_measured_with_the_reason():
     assert "| srtp_rtp | mediad | not measured |" in table
     assert "mediad does not import" in table
     assert set(SYSTEMS) == {"rtpengine", "mediad"}
+
+
+def test_memory_only_repeats_on_fresh_processes_and_reports_medians(monkeypatch):
+    from bench import run
+
+    args = parse_args(["--memory-only", "--systems", "mediad", "--rounds", "3"])
+    assert args.memory_only and args.rounds == 3
+    samples = iter([(40.0, 9.0), (30.0, 12.0), (35.0, 10.0)])
+
+    def once(name, sessions, cpus, workdir):
+        established, reserved = next(samples)
+        return {"status": "measured", "rss_kib_per_1000": established, "rss_reserved_kib_per_1000": reserved}
+
+    monkeypatch.setattr(run, "measure_memory_once", once)
+    result = run.measure_memory("mediad", 1000, {"relay": None}, "unused", repeats=3)
+    assert result["rss_kib_per_1000"] == 35.0 and result["rss_reserved_kib_per_1000"] == 10.0
+    assert len(result["samples"]) == 3
