@@ -14,7 +14,11 @@ answer.  :class:`ControlProtocol` is the asyncio shell: every datagram becomes
 a task that awaits the handler (the daemon's session manager) and sends the
 reply back to the source address.  A datagram from a non-loopback address is
 ignored, and so is a request beyond ``MAX_PENDING`` in progress.  Idempotency (same dialog + transaction → same answer) is the
-handler's business, because the cache lives with the dialog's state.
+handler's business, because the cache lives with the dialog's state.  The
+handler serves the requests of one dialog one at a time, in their order of
+arrival, with :class:`DialogLocks` (requests of different dialogs go on
+concurrently): a retransmission waits for its original and then finds the
+answer in the cache.
 """
 
 from __future__ import annotations
@@ -67,8 +71,10 @@ def sign(secret: bytes, iq: dict[str, Any]) -> str:
 
 
 def encode_request(secret: bytes, request: IqRequest) -> bytes:
-    iq = request.to_dict()
-    return json.dumps({"iq": iq, "mac": sign(secret, iq)}, separators=(",", ":")).encode()
+    # The canonical form is itself the iq's JSON: serialised once, signed and sent as is.
+    body = canonical(request.to_dict())
+    mac = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return b'{"iq":' + body + b',"mac":"' + mac.encode() + b'"}'
 
 
 def encode_reply(reply: IqReply) -> bytes:
@@ -106,6 +112,52 @@ def decode_request(secret: bytes, data: bytes) -> IqRequest:
 
 
 Handler = Callable[[IqRequest], Awaitable[IqReply]]
+
+
+class DialogLocks:
+    """One FIFO lock per dialog id, kept only while a request holds or awaits it.
+
+    ``async with locks.hold(dialog): ...``
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def hold(self, dialog: str) -> "_Entry":
+        entry = self._entries.get(dialog)
+        if entry is None:
+            entry = self._entries[dialog] = _Entry(self._entries, dialog)
+        return entry
+
+
+class _Entry:
+    __slots__ = ("entries", "dialog", "lock", "users")
+
+    def __init__(self, entries: dict[str, "_Entry"], dialog: str) -> None:
+        self.entries = entries
+        self.dialog = dialog
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+    async def __aenter__(self) -> None:
+        self.users += 1
+        try:
+            await self.lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc) -> None:
+        self.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.entries.get(self.dialog) is self:
+            del self.entries[self.dialog]
 
 
 class ControlProtocol(asyncio.DatagramProtocol):

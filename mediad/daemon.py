@@ -8,17 +8,21 @@ certificate, the Redis store (``mediad.state``), the control endpoint
 (``mediad.control``) and the dialogs (``mediad.session``), whose channels run
 the packet path (``mediad.relay``).
 
-Control requests are served one at a time (one lock), so a retransmission that
-arrives while its original is being served waits and then finds the answer in
-the idempotency cache: per dialog, the last replies by transaction, stored
-with the dialog's document in Redis (so a restarted mediad answers the same);
-for released dialogs and errors, a bounded in-memory cache.  Reserve is
+Control requests of one dialog are served one at a time (one lock per dialog,
+``mediad.control.DialogLocks``; different dialogs concurrently), so a
+retransmission that arrives while its original is being served waits and then
+finds the answer in the idempotency cache: per dialog, the last replies by
+transaction, stored with the dialog's document in Redis (so a restarted mediad
+answers the same); for released dialogs and errors, a bounded in-memory cache.  Reserve is
 all-or-nothing: if a port group cannot be had, everything it bound is closed
 again and the answer is 503.
 
-Every change is written to Redis: Iq requests write before they answer; what
-the packet path learns (DTLS result, SRTP keys, peer address) marks the dialog
-dirty and one task writes the dirty dialogs on the next loop turn.  At start
+Every change is written to Redis, behind the answer: an Iq request, or what
+the packet path learns (DTLS result, SRTP keys, peer address), marks the
+dialog changed (``mediad.state.WriteBehind``) and one writer task sends what
+changed, in one pipeline, from the next loop turn on, one batch after the
+other (so in order).  A release drops the dialog's pending save and answers
+once its deletion is written; ``flush`` waits for everything marked so far.  At start
 the dialogs in Redis are reloaded (``restore``): same ports, same ICE
 credentials, SRTP from the stored keys, no new handshake.
 """
@@ -41,13 +45,13 @@ from mediad import datachannel, fastpath
 from mediad.certs import Certificate
 from mediad.config import Config
 from mediad.control import (
-    E_MALFORMED, E_NO_RESOURCES, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlError, ControlProtocol,
+    E_MALFORMED, E_NO_RESOURCES, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlError, ControlProtocol, DialogLocks,
 )
 from mediad.metrics import Metrics
 from mediad.ports import NoPortsError, PortPool
 from mediad.relay import FAILED, AccessChannel, CoreChannel
 from mediad.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys
-from mediad.state import CERTIFICATE_KEY, StateError, StateStore
+from mediad.state import CERTIFICATE_KEY, StateError, StateStore, WriteBehind
 from mediad.tcp import listen as listen_tcp, wants_tcp
 
 log = logging.getLogger("mediad")
@@ -67,7 +71,9 @@ class Daemon:
         self.core_pool = PortPool(config.mediad_core_address, config.mediad_core_ports)
         self.dialogs: dict[str, Dialog] = {}
         self.recent: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
-        self.dirty: set[str] = set()
+        self.pending = WriteBehind()
+        self.flush_waiters: list[asyncio.Future] = []
+        self.writing = False
         self.tasks: set[asyncio.Task] = set()
         self.certificate: Certificate | None = None
         self.certificate_reference = ""
@@ -75,8 +81,7 @@ class Daemon:
         self.store: StateStore | None = None
         self.control: ControlProtocol | None = None
         self.metrics_server = None
-        self.lock: asyncio.Lock | None = None
-        self.flush_scheduled = False
+        self.locks = DialogLocks()
 
     @staticmethod
     def _packet_path(choice: str) -> "fastpath.Engine | None":
@@ -109,7 +114,6 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.lock = asyncio.Lock()
         self.store = StateStore(self.config.redis_url_with_password, self.config.redis_dialog_ttl)
         await self.store.ping()
         secret = self.config.mediad_control_secret.encode() or await self.store.control_secret()
@@ -166,8 +170,7 @@ class Daemon:
 
     # -- the Iq interface -------------------------------------------------------------
     async def handle(self, request: IqRequest) -> IqReply:
-        assert self.lock is not None
-        async with self.lock:
+        async with self.locks.hold(request.dialog):
             key = (request.dialog, request.transaction)
             dialog = self.dialogs.get(request.dialog)
             cached = dialog.replies.get(request.transaction) if dialog else self.recent.get(key)
@@ -186,7 +189,7 @@ class Daemon:
             dialog = self.dialogs.get(request.dialog)
             if dialog is not None and reply.error_code is None and request.command in (Command.RESERVE, Command.MODIFY):
                 dialog.remember(request.transaction, data)
-                await self.save(dialog)
+                self.changed(dialog)
             else:
                 self.recent[key] = data
                 while len(self.recent) > RECENT_REPLIES:
@@ -354,11 +357,11 @@ class Daemon:
                 self._close_stream(stream)
             dialog.streams.clear()
             del self.dialogs[dialog.id]
-            self.dirty.discard(dialog.id)
+            self.pending.released(dialog.id)
             self.metrics.sessions_active.set(len(self.dialogs))
-            await self._delete(dialog.id)
+            await self.flush()  # answered once nothing of it is left in Redis
         else:
-            await self.save(dialog)
+            self.changed(dialog)
         return IqReply(request.dialog, request.transaction)
 
     def _reply(self, request: IqRequest, streams: list[Stream]) -> IqReply:
@@ -402,36 +405,49 @@ class Daemon:
             self.changed(dialog)
 
     def changed(self, dialog: Dialog) -> None:
+        """Write the dialog's document behind the caller (from the next loop turn on)."""
         if dialog.id not in self.dialogs:
             return
-        self.dirty.add(dialog.id)
-        if not self.flush_scheduled and self.loop is not None:
-            self.flush_scheduled = True
-            self._spawn(self.flush())
+        self.pending.changed(dialog.id)
+        self._wake_writer()
 
     async def flush(self) -> None:
-        self.flush_scheduled = False
-        while self.dirty:
-            dialog = self.dialogs.get(self.dirty.pop())
-            if dialog is not None:
-                await self.save(dialog)
+        """Return once everything changed or released so far is written (or failed)."""
+        if not self.pending and not self.writing:
+            return
+        assert self.loop is not None
+        waiter = self.loop.create_future()
+        self.flush_waiters.append(waiter)
+        self._wake_writer()
+        await asyncio.shield(waiter)
 
-    async def save(self, dialog: Dialog) -> None:
-        assert self.store is not None
-        self.dirty.discard(dialog.id)
-        try:
-            await self.store.save(dialog.id, dialog.document())
-        except StateError as exc:
-            self.metrics.redis_errors.inc()
-            log.warning("dialog %s not saved: %s", dialog.id, exc)
+    def _wake_writer(self) -> None:
+        if not self.writing and self.loop is not None:
+            self.writing = True
+            self._spawn(self._write())
 
-    async def _delete(self, dialog_id: str) -> None:
+    async def _write(self) -> None:
+        """The one writer: batch after batch until nothing is pending."""
         assert self.store is not None
         try:
-            await self.store.delete(dialog_id)
-        except StateError as exc:
-            self.metrics.redis_errors.inc()
-            log.warning("dialog %s not deleted: %s", dialog_id, exc)
+            while self.pending or self.flush_waiters:
+                waiters, self.flush_waiters = self.flush_waiters, []
+                deletes, saves = self.pending.batch()
+                documents = [(d, self.dialogs[d].document()) for d in saves if d in self.dialogs]
+                try:
+                    if deletes or documents:
+                        await self.store.write(deletes, documents)
+                except StateError as exc:
+                    self.metrics.redis_errors.inc()
+                    log.warning("%d dialog(s) not saved, %d not deleted: %s", len(documents), len(deletes), exc)
+                except Exception:  # the writer must survive whatever one batch does
+                    log.exception("%d dialog(s) not saved, %d not deleted", len(documents), len(deletes))
+                finally:
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
+        finally:
+            self.writing = False
 
     async def _publish(self, event: dict[str, Any]) -> None:
         assert self.store is not None

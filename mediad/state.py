@@ -17,6 +17,15 @@ Keys (and nothing else is written):
 Events are PUBLISHed on ``e2ae:events`` as JSON ``{dialog, stream_id, event,
 reason, ...}`` (names ``EVENT_*`` of ``sdp_rules.iq``).  Redis errors are
 translated to :class:`StateError` at this boundary.
+
+Dialog documents are written behind: :class:`WriteBehind` (no I/O) records
+which dialogs changed or were released since the last write; one writer in the
+daemon takes a :meth:`~WriteBehind.batch` at a time and sends it in one
+pipeline (:meth:`StateStore.write`): the deletions first, then each changed
+dialog once, serialised when the batch is taken (its latest state).  One
+writer, one batch after the other, so a dialog's documents reach Redis in the
+order they were made; a release drops the dialog's pending save, so no late
+save re-writes a released dialog.
 """
 
 from __future__ import annotations
@@ -62,6 +71,37 @@ def read_control_secret_sync(url: str) -> bytes:
     return bytes(value)
 
 
+class WriteBehind:
+    """Which dialog documents are to be written or deleted next (sans-IO)."""
+
+    def __init__(self) -> None:
+        self._saves: dict[str, None] = {}
+        self._deletes: dict[str, None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._saves or self._deletes)
+
+    def changed(self, dialog: str) -> None:
+        """The dialog's document is to be (re)written."""
+        self._saves[dialog] = None
+
+    def released(self, dialog: str) -> None:
+        """The dialog is gone: delete its document, forget any save not taken yet."""
+        self._saves.pop(dialog, None)
+        self._deletes[dialog] = None
+
+    def batch(self) -> tuple[list[str], list[str]]:
+        """``(deletes, saves)`` to write now, in this order; both are then forgotten.
+
+        A dialog in both was released then reserved again under the same id: its old
+        document goes first, then the new one.
+        """
+        deletes, saves = list(self._deletes), list(self._saves)
+        self._deletes.clear()
+        self._saves.clear()
+        return deletes, saves
+
+
 class StateStore:
     def __init__(self, url: str, dialog_ttl: int) -> None:
         self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
@@ -79,6 +119,18 @@ class StateStore:
     async def save(self, dialog: str, document: dict[str, Any]) -> None:
         try:
             await self.redis.set(dialog_key(dialog), json.dumps(document, separators=(",", ":")), ex=self.dialog_ttl)
+        except redis.RedisError as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}") from None
+
+    async def write(self, deletes: list[str], documents: list[tuple[str, dict[str, Any]]]) -> None:
+        """Delete then save dialog documents, in this order, in one pipeline (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for dialog in deletes:
+            pipe.delete(dialog_key(dialog))
+        for dialog, document in documents:
+            pipe.set(dialog_key(dialog), json.dumps(document, separators=(",", ":")), ex=self.dialog_ttl)
+        try:
+            await pipe.execute()
         except redis.RedisError as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 

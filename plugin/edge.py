@@ -236,42 +236,39 @@ class Edge:
     def _is_final_ok(msg: Message) -> bool:
         return not msg.request and msg.method == "INVITE" and 200 <= msg.status < 300 and bool(msg.to_tag)
 
-    def _find_or_new(self, msg: Message) -> DialogRecord | None:
-        """The message's dialog record; a new one only for a dialog's first SDP.
+    @staticmethod
+    def _may_create(msg: Message) -> bool:
+        """May this message's SDP create the dialog's record (its first SDP)?
 
-        Every non-initial message (replies included) is looked up by both tags: a
-        reply to a request the callee sent carries the callee's tag in From.  A
-        reply creates a record only as an 18x/2xx to an INVITE (a late offer);
-        None otherwise.
+        A request may; a reply only as an 18x/2xx to an INVITE (a late offer).
         """
-        initial = self._initial(msg)
-        tags = (msg.from_tag,) if initial else (msg.from_tag, msg.to_tag)
-        record = self.store.find(msg.call_id, *tags)
-        if record is not None:
-            return record
-        if not msg.request and not (msg.method == "INVITE" and 100 < msg.status < 300):
-            return None
+        return msg.request or (msg.method == "INVITE" and 100 < msg.status < 300)
+
+    @staticmethod
+    def _new_record(msg: Message) -> DialogRecord:
         # The dialog's first SDP: its caller is the From of this message.
         caller_side = msg.side if msg.request else other(msg.side)
         return DialogRecord(id=dialog_id(msg.call_id, msg.from_tag), call_id=msg.call_id,
                             caller_tag=msg.from_tag, caller_side=caller_side.value)
 
     def _handle_sdp(self, msg: Message) -> Outcome:
-        first = self._find_or_new(msg)
-        if first is None:
+        # Every non-initial message (replies included) is looked up by both tags: a
+        # reply to a request the callee sent carries the callee's tag in From.
+        initial = self._initial(msg)
+        tags = (msg.from_tag,) if initial else (msg.from_tag, msg.to_tag)
+        claim = self.store.claim(msg.call_id, tags, create=self._may_create(msg), unbury=initial)
+        if claim is None:
             return Outcome()  # a reply with SDP to nothing we know: left alone
-        if self._initial(msg):
-            self.store.unbury(first.id)
-        with self.store.lock(first.id):
-            record = self.store.get(first.id)
+        with claim:
+            record = claim.record
             if record is None:
-                if first.created or (not self._initial(msg) and self.store.released(first.id)):
+                if claim.existed or (not initial and claim.released):
                     # Released (BYE, CANCEL, failure) while this message was on its way:
                     # never re-create the record (nothing would release it again).
                     log.info("Call-ID %s: %s %s after the dialog was released: refused", msg.call_id,
                              msg.method, "request" if msg.request else msg.status)
                     return self._error(msg, 481, "dialog already released")
-                record = first
+                record = self._new_record(msg)
             cache_key = f"{msg.tx}|{msg.side.value}|{_digest(msg.body)}"
             cached = record.rendered.get(cache_key)
             kind = self._kind(record, msg)
@@ -303,7 +300,7 @@ class Edge:
                         record.callee_tag = msg.to_tag
                 record.remember(cache_key, result.sdp)
                 record.applied = cache_key
-                self.store.save(record)
+                claim.commit(record)
             except Exception as exc:
                 if reserving and not getattr(exc, "mediad_refused", False):
                     # mediad may have reserved (an Iq timeout after the work, a failed
@@ -356,10 +353,10 @@ class Edge:
     def release(self, call_id: str, tags: tuple[str, ...], reason: str) -> bool:
         """Release the dialog's media and state; False when there was none."""
         try:
-            record = self.store.find(call_id, *tags)
-            if record is None:
+            claim = self.store.claim(call_id, tags, create=False)
+            if claim is None:
                 return False
-            return self.release_record(record, reason)
+            return self._release_claimed(claim, call_id, reason)
         except UnavailableError as exc:
             log.warning("Call-ID %s: release (%s) failed: %s", call_id, reason, exc.reason)
             return False
@@ -379,8 +376,14 @@ class Edge:
 
     def release_record(self, record: DialogRecord, reason: str) -> bool:
         """Release under the dialog's lock, from the record as it is in Redis now."""
-        with self.store.lock(record.id):
-            current = self.store.get(record.id)
+        claim = self.store.claim_id(record.id)
+        if claim is None:
+            return False
+        return self._release_claimed(claim, record.call_id, reason)
+
+    def _release_claimed(self, claim, call_id: str, reason: str) -> bool:
+        with claim:
+            current = claim.record
             if current is None:
                 return False
             if current.rules.data.get("agw"):
@@ -388,11 +391,11 @@ class Edge:
                     self._iq(release_request(current.id, self._release_tx(current, reason)))
                 except E2aeError as exc:
                     log.warning("Call-ID %s: mediad release (%s) failed: %s", current.call_id, reason, exc)
-            deleted = self.store.bury(current.id)
+            deleted = claim.bury()
             reason = current.ending or reason
         if deleted:
             self.metrics.releases.labels(reason).inc()
-            log.info("Call-ID %s: dialog released (%s)", record.call_id, reason)
+            log.info("Call-ID %s: dialog released (%s)", call_id, reason)
         return deleted
 
     def on_event(self, event: dict) -> DialogRecord | None:

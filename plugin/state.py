@@ -25,6 +25,12 @@ Keys (nothing else is written by the plugin):
 caller's From tag, so in-dialog requests in either direction find it (from
 tag first, then to tag).  Every Redis call has a socket timeout; Redis errors
 become :class:`~sdp_rules.errors.UnavailableError` (503 + Retry-After).
+
+Round trips: a message's work on its dialog is one :meth:`DialogStore.claim`
+(a Lua script that finds the record by its tags, clears the tombstone for an
+initial INVITE, takes the lock and reads the record and the tombstone: one
+round trip) and one :meth:`Claim.commit` or :meth:`Claim.bury` (the write and
+the unlock in one pipeline).
 """
 
 from __future__ import annotations
@@ -52,6 +58,26 @@ CACHE_SIZE = 16
 _UNLOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
+"""
+# KEYS: (record, lock, tombstone) of each candidate dialog id, the caller's first.
+# ARGV: lock token, lock TTL (ms), "1" to create when no candidate has a record,
+# "1" to clear the first candidate's tombstone before locking.
+# Returns {0} (no record, not created), {-1, i, record existed} (candidate i is
+# locked by another worker), or {1, i, record or false, tombstone exists, record existed}.
+_CLAIM = """
+local pick = 0
+for i = 1, #KEYS / 3 do
+  if redis.call('exists', KEYS[3 * i - 2]) == 1 then pick = i break end
+end
+local existed = pick > 0 and 1 or 0
+if pick == 0 then
+  if ARGV[3] ~= '1' then return {0} end
+  pick = 1
+end
+local base = 3 * pick - 3
+if ARGV[4] == '1' then redis.call('del', KEYS[base + 3]) end
+if not redis.call('set', KEYS[base + 2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1, pick, existed} end
+return {1, pick, redis.call('get', KEYS[base + 1]) or false, redis.call('exists', KEYS[base + 3]), existed}
 """
 
 
@@ -176,10 +202,102 @@ class DialogStore:
     def lock(self, ident: str) -> "DialogLock":
         return DialogLock(self, ident)
 
+    def claim(self, call_id: str, tags: tuple[str, ...], *, create: bool, unbury: bool = False) -> "Claim | None":
+        """Find the dialog by ``tags`` (the caller's first), lock it and read it: one round trip.
+
+        None when no tag has a record and ``create`` is false (nothing locked).  With
+        ``create``, a dialog without record is locked under the first tag's id (a new
+        dialog).  ``unbury`` clears that id's tombstone first (an initial INVITE).  The
+        lock is waited for as :class:`DialogLock` does; while waiting the claim sticks
+        to the dialog it found first.
+        """
+        candidates = [dialog_id(call_id, tags[0])] + [dialog_id(call_id, t) for t in tags[1:] if t]
+        return self._claim(candidates, create, unbury)
+
+    def claim_id(self, ident: str) -> "Claim | None":
+        """Lock and read the dialog ``ident`` (None when it has no record)."""
+        return self._claim([ident], False, False)
+
+    def _claim(self, candidates: list[str], create: bool, unbury: bool) -> "Claim | None":
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        delay = 0.001
+        seen = False
+        while True:
+            keys = [k for ident in candidates for k in (DIALOG_PREFIX + ident, LOCK_PREFIX + ident,
+                                                        TOMBSTONE_PREFIX + ident)]
+            reply = self._call(self.redis.eval, _CLAIM, len(keys), *keys, token, LOCK_TTL_MS,
+                               "1" if create else "0", "1" if unbury else "0")
+            if reply[0] == 0:
+                return None
+            ident = candidates[int(reply[1]) - 1]
+            if reply[0] == 1:
+                raw, released, existed = reply[2], bool(reply[3]), bool(reply[4])
+                return Claim(self, ident, token, DialogRecord.from_json(raw) if raw else None, released,
+                             seen or existed)
+            if time.monotonic() >= deadline:
+                raise UnavailableError("dialog busy: lock not acquired in time")
+            # Wait for this dialog; if its record goes meanwhile, that is for the caller to see.
+            seen = seen or reply[2] == 1
+            candidates, create, unbury = [ident], True, False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
     def close(self) -> None:
         if self._redis is not None:
             self._redis.close()
             self._redis = None
+
+
+class Claim:
+    """A dialog locked by :meth:`DialogStore.claim`, with its record as read under the lock.
+
+    ``record`` is None when there is none; ``existed`` says a record was found when
+    the claim began (it went away while the claim waited for the lock: released);
+    ``released`` says the dialog's tombstone is there.  Use as a context manager:
+    leaving it unlocks, unless :meth:`commit` or :meth:`bury` already did.
+    """
+
+    def __init__(self, store: DialogStore, ident: str, token: str, record: DialogRecord | None,
+                 released: bool, existed: bool) -> None:
+        self.store = store
+        self.id = ident
+        self.token = token
+        self.record = record
+        self.released = released
+        self.existed = existed
+        self.held = True
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            self.held = False
+            try:
+                self.store.redis.eval(_UNLOCK, 1, LOCK_PREFIX + self.id, self.token)
+            except redis.RedisError:
+                pass  # the lock expires by itself
+
+    def commit(self, record: DialogRecord) -> None:
+        """Save ``record`` and unlock, in one round trip."""
+        if not record.created:
+            record.created = time.time()
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.set(DIALOG_PREFIX + record.id, record.to_json(), ex=self.store.ttl)
+        pipe.eval(_UNLOCK, 1, LOCK_PREFIX + self.id, self.token)
+        self.store._call(pipe.execute)
+        self.held = False
+
+    def bury(self) -> bool:
+        """Delete the record, leave the tombstone and unlock, in one round trip (MULTI)."""
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.delete(DIALOG_PREFIX + self.id)
+        pipe.set(TOMBSTONE_PREFIX + self.id, "1", ex=TOMBSTONE_TTL)
+        pipe.eval(_UNLOCK, 1, LOCK_PREFIX + self.id, self.token)
+        deleted = bool(self.store._call(pipe.execute)[0])
+        self.held = False
+        return deleted
 
 
 class DialogLock:
@@ -208,5 +326,5 @@ class DialogLock:
             pass  # the lock expires by itself
 
 
-__all__ = ["DialogLock", "DialogRecord", "DialogStore", "dialog_id", "DIALOG_PREFIX", "LOCK_PREFIX",
+__all__ = ["Claim", "DialogLock", "DialogRecord", "DialogStore", "dialog_id", "DIALOG_PREFIX", "LOCK_PREFIX",
            "TOMBSTONE_PREFIX", "TOMBSTONE_TTL"]

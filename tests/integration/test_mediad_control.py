@@ -127,3 +127,56 @@ def test_client_raises_unavailable_when_mediad_is_down():
     client = IqClient(("127.0.0.1", free_port()), b"secret", timeout=0.2)
     with pytest.raises(UnavailableError):
         client.request(IqRequest(Command.LIST, "x", "t"))
+
+
+def test_answers_do_not_wait_for_redis_nor_for_other_dialogs(tmp_path):
+    """Write-behind and one lock per dialog: a stalled Redis delays only what must wait for it.
+
+    A release answers once its deletion is written, so it waits for Redis; a reserve of
+    another dialog meanwhile is answered at once, and its document reaches Redis as soon
+    as Redis is back, after the deletion that was ahead of it.
+    """
+    import os
+    import signal
+    import threading
+    import time
+
+    from tests.conftest import RedisServer
+    from tests.integration.conftest import Mediad
+
+    server = RedisServer()
+    server.start()
+    mediad = Mediad(tmp_path, server.url)
+    try:
+        mediad.start()
+        assert mediad.client().request(mediad.iq(Command.RESERVE, "call-a", [srtp_stream(1)])).error is None
+        store = server.client()
+        deadline = time.monotonic() + 2
+        while not store.exists("e2ae:agw:dialog:call-a") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.exists("e2ae:agw:dialog:call-a")
+        released: list = []
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            release = threading.Thread(target=lambda: released.append(
+                mediad.client(timeout=5.0).request(mediad.iq(Command.RELEASE, "call-a"))))
+            release.start()
+            time.sleep(0.1)
+            started = time.monotonic()
+            reply = mediad.client(timeout=1.0).request(mediad.iq(Command.RESERVE, "call-b", [srtp_stream(1)]))
+            elapsed = time.monotonic() - started
+            assert reply.error is None and elapsed < 0.3, elapsed
+            assert not released  # still waiting for its deletion to be written
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        release.join(5)
+        assert released and released[0].error is None
+        assert not store.exists("e2ae:agw:dialog:call-a")
+        deadline = time.monotonic() + 2
+        while not store.exists("e2ae:agw:dialog:call-b") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert json.loads(store.get("e2ae:agw:dialog:call-b"))["dialog"] == "call-b"
+        store.close()
+    finally:
+        mediad.stop()
+        server.stop()

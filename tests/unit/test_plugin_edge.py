@@ -17,7 +17,7 @@ from sdp_rules.iq import Command, Fingerprint, IqReply, Side, StreamReply, Termi
 
 from plugin.edge import Edge, Message
 from plugin.metrics import Metrics
-from plugin.state import DIALOG_PREFIX, DialogStore
+from plugin.state import DIALOG_PREFIX, Claim, DialogStore
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sdp"
 AGW_FP = Fingerprint("sha-256", ":".join(["AB"] * 32))
@@ -306,11 +306,11 @@ def test_reserve_whose_save_fails_is_released_and_a_retry_works(store, metrics_r
     edge = make_edge(store, metrics_registry, agw)
     offer = (FIXTURES / WIC_OFFER_FILE).read_text()
 
-    def broken_save(record):
+    def broken_save(claim, record):
         raise UnavailableError("redis: TimeoutError")
 
     with monkeypatch.context() as m:
-        m.setattr(store, "save", broken_save)
+        m.setattr(Claim, "commit", broken_save)
         assert edge.handle(msg(offer)).status == 503
     assert agw.reserved == set() and len(agw.released) == 1
     retry = edge.handle(msg(offer))
@@ -385,3 +385,31 @@ def test_callee_tag_is_the_2xx_fork_with_or_without_body(store, metrics_registry
     fork_c = CORE_ANSWER.replace("10.0.0.3", "10.0.0.5")
     edge.handle(msg(fork_c, request=False, side=Side.CORE, to_tag="C", status=200))
     assert store.find("call-1", "ftag").callee_tag == "C"
+
+
+def test_each_sdp_message_and_release_costs_two_redis_round_trips(store, metrics_registry, monkeypatch):
+    """Find + lock + read in one round trip (a script), write + unlock in another (a pipeline)."""
+    import redis.connection
+
+    edge = make_edge(store, metrics_registry)
+    store.redis.ping()  # the connection is open: what follows counts only the work
+    sent = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(command)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    assert not edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text())).failed
+    assert len(sent) == 2
+    sent.clear()
+    assert not edge.handle(msg(CORE_ANSWER, request=False, side=Side.CORE, to_tag="t1", status=200)).failed
+    assert len(sent) == 2
+    sent.clear()
+    assert edge.release("call-1", ("ftag", "t1"), "bye")
+    assert len(sent) == 2
+    sent.clear()
+    assert not edge.release("call-1", ("ftag", "t1"), "bye")  # the dialog module's end, after the BYE
+    assert len(sent) == 1
+    assert store.redis.keys(DIALOG_PREFIX + "*") == []

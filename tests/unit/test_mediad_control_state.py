@@ -1,0 +1,100 @@
+"""mediad's control concurrency and write-behind state, without sockets or Redis.
+
+``DialogLocks`` serves one dialog's requests one at a time, in order, and different
+dialogs side by side; ``WriteBehind`` decides what the one writer sends to Redis next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mediad.control import DialogLocks
+from mediad.state import WriteBehind
+
+
+def test_write_behind_saves_each_changed_dialog_once_per_batch():
+    pending = WriteBehind()
+    assert not pending
+    for dialog in ("a", "b", "a", "a"):
+        pending.changed(dialog)
+    assert pending
+    assert pending.batch() == ([], ["a", "b"])
+    assert not pending and pending.batch() == ([], [])
+
+
+def test_write_behind_release_drops_the_pending_save():
+    pending = WriteBehind()
+    pending.changed("a")
+    pending.changed("b")
+    pending.released("a")
+    assert pending.batch() == (["a"], ["b"])
+
+
+def test_write_behind_reserved_again_after_release_is_deleted_then_saved():
+    pending = WriteBehind()
+    pending.changed("a")
+    pending.released("a")
+    pending.changed("a")  # the same dialog id reserved again (an INVITE retried after a 407)
+    assert pending.batch() == (["a"], ["a"])
+
+
+def test_write_behind_release_after_the_batch_is_taken_comes_in_the_next_one():
+    pending = WriteBehind()
+    pending.changed("a")
+    assert pending.batch() == ([], ["a"])  # the writer is sending this one
+    pending.released("a")
+    assert pending.batch() == (["a"], [])  # written after it, never before
+
+
+def test_one_dialog_is_served_in_order_and_others_go_on_meanwhile():
+    async def scenario() -> list[str]:
+        locks = DialogLocks()
+        trace: list[str] = []
+        gate = asyncio.Event()
+
+        async def request(dialog: str, name: str, wait: bool = False) -> None:
+            async with locks.hold(dialog):
+                trace.append(f"{name} in")
+                if wait:
+                    await gate.wait()
+                trace.append(f"{name} out")
+
+        first = asyncio.ensure_future(request("d1", "reserve", wait=True))
+        retransmission = asyncio.ensure_future(request("d1", "retransmission"))
+        other = asyncio.ensure_future(request("d2", "other"))
+        await asyncio.sleep(0.01)
+        assert trace == ["reserve in", "other in", "other out"]
+        assert len(locks) == 1  # d2's lock is gone with its last user
+        gate.set()
+        await asyncio.gather(first, retransmission, other)
+        assert len(locks) == 0
+        return trace
+
+    assert asyncio.run(scenario()) == ["reserve in", "other in", "other out", "reserve out",
+                                       "retransmission in", "retransmission out"]
+
+
+def test_a_cancelled_waiter_leaves_no_lock_behind():
+    async def scenario() -> None:
+        locks = DialogLocks()
+        gate = asyncio.Event()
+
+        async def holder() -> None:
+            async with locks.hold("d1"):
+                await gate.wait()
+
+        async def waiter() -> None:
+            async with locks.hold("d1"):
+                pass
+
+        held = asyncio.ensure_future(holder())
+        await asyncio.sleep(0)
+        waiting = asyncio.ensure_future(waiter())
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        gate.set()
+        await held
+        assert len(locks) == 0
+
+    asyncio.run(scenario())
