@@ -63,8 +63,9 @@ class MediadStream:
 
 
 class MediadUnderTest:
-    def __init__(self, workdir: str, cpu: int | None) -> None:
+    def __init__(self, workdir: str, cpu: int | None, packet_path: str = "native") -> None:
         self.workdir = workdir
+        self.packet_path = packet_path
         self.cpu = cpu
         self.redis_port = procs.free_udp_port()
         self.control_port = procs.free_udp_port()
@@ -93,6 +94,7 @@ class MediadUnderTest:
                 "access_address = 127.0.0.1", "core_address = 127.0.0.1",
                 f"access_ports = {ACCESS_PORTS[0]}-{ACCESS_PORTS[1]}", f"core_ports = {CORE_PORTS[0]}-{CORE_PORTS[1]}",
                 "metrics = off", "log_level = WARNING", "dtls_handshake_timeout = 60",
+                f"packet_path = {self.packet_path}",
                 "[redis]", f"url = redis://127.0.0.1:{self.redis_port}/0",
             ]) + "\n")
         env = dict(os.environ, PYTHONPATH=REPO)

@@ -158,8 +158,12 @@ def summarize_ramp(result: dict) -> dict:
     }
 
 
+PACKET_PATH = "native"  # mediad's [mediad] packet_path for this run (--packet-path)
+
+
 def start_system(name: str, workdir: str, cpu):
-    system = rtpengine.Rtpengine(workdir, cpu) if name == "rtpengine" else mediad_side.MediadUnderTest(workdir, cpu)
+    system = (rtpengine.Rtpengine(workdir, cpu) if name == "rtpengine"
+              else mediad_side.MediadUnderTest(workdir, cpu, packet_path=PACKET_PATH))
     system.start()
     return system
 
@@ -291,7 +295,8 @@ def markdown(report: dict) -> str:
         f"Generator on CPU {report['config']['cpus']['generator']}, relay on CPU {report['config']['cpus']['relay']}. "
         f"{report['config']['streams']} streams of {report['config']['packet_bytes']}-byte RTP, "
         f"median of {report['config']['rounds']} interleaved round(s); a step passes with loss ≤ "
-        f"{report['config']['max_loss'] * 100:g} % and p99 ≤ {report['config']['max_p99_ms']:g} ms.", "",
+        f"{report['config']['max_loss'] * 100:g} % and p99 ≤ {report['config']['max_p99_ms']:g} ms. "
+        f"mediad's packet path: {report['config'].get('mediad_packet_path', 'native')}.", "",
         "## Relay throughput", "",
         "| direction | system | pps | CPU s / Mpkt | p50 ms | p99 ms | mediad / rtpengine |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -354,6 +359,8 @@ def markdown(report: dict) -> str:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="seconds-long run of the whole path, no targets")
+    p.add_argument("--packet-path", choices=("native", "python"), default="native",
+                   help="mediad's packet path (default native; python measures the Python relay)")
     p.add_argument("--streams", type=int, help="concurrent streams (default 500; smoke 10)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; smoke 1)")
     p.add_argument("--rates", help="comma-separated ramp of total packet rates")
@@ -382,6 +389,8 @@ def parse_args(argv):
                            else list(SMOKE_CALL_RATES if args.smoke else FULL_CALL_RATES))
     args.call_step_seconds = args.call_step_seconds or (1.0 if args.smoke else 5.0)
     args.system_list = [s for s in args.systems.split(",") if s]
+    global PACKET_PATH
+    PACKET_PATH = args.packet_path
     if any(s not in SYSTEMS for s in args.system_list):
         p.error(f"systems are {', '.join(SYSTEMS)}")
     return args
@@ -401,7 +410,7 @@ def main(argv=None) -> int:
         "schema": SCHEMA, "started": started, "mode": "smoke" if args.smoke else "full", "machine": machine(),
         "config": {"streams": args.streams, "rounds": args.rounds, "rates": args.rate_list,
                    "step_seconds": args.step_seconds, "packet_bytes": 172, "max_loss": 0.001, "max_p99_ms": 20.0,
-                   "cpus": cpus, "memory_sessions": args.memory_sessions},
+                   "cpus": cpus, "memory_sessions": args.memory_sessions, "mediad_packet_path": args.packet_path},
         "systems": {}, "relay": {}, "ratio": {}, "handshakes": {}, "memory": {},
         "call_setup": {"status": "not measured",
                        "reason": "not selected (--memory-only)" if args.memory_only else "not selected (--no-call-setup)"},
