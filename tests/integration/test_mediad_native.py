@@ -12,6 +12,7 @@ import socket
 
 import pytest
 
+from sdp_rules.iq import Command
 from tests.integration.dtls_peer import rtp_packet
 from tests.integration.test_mediad_udp_peer import NoMuxCall, check_media, recv_all
 
@@ -109,3 +110,34 @@ def test_new_source_is_latched_after_authentication(mediad_factory, packet_path)
     finally:
         moved.close()
         call.close()
+
+
+@pytest.mark.req("SRTP-8")
+def test_released_stream_leaves_nothing_behind_and_reused_descriptors_carry_the_new_call(mediad_factory):
+    """A released stream's sockets are out of the native path before they close, so a new call whose
+    sockets get the same descriptor numbers relays its own media, and only its own."""
+    mediad = mediad_factory(packet_path="native")
+    first = NoMuxCall(mediad, "first")
+    first.open()
+    first.establish([first.rtp_peer.fingerprint()])
+    assert first.rtp_peer.handshake(None) and first.rtcp_peer.handshake(None)
+    check_media(first)
+    before = mediad.sockets()
+    assert mediad.client().request(mediad.iq(Command.RELEASE, "first")).error is None
+    released = {first.access_rtp, first.access_rtcp, first.core_rtp_addr, first.core_rtcp_addr}
+    assert not released & mediad.sockets()
+    assert before - mediad.sockets() == released
+    second = NoMuxCall(mediad, "second")
+    try:
+        second.open()
+        second.establish([second.rtp_peer.fingerprint()])
+        assert second.rtp_peer.handshake(None) and second.rtcp_peer.handshake(None)
+        check_media(second)
+        check_media(second, seq0=300)
+        # The first call's peer still sending: nothing reaches either core.
+        first.rtp_peer.send_rtp(rtp_packet(900))
+        assert recv_all(first.core_rtp, 1, timeout=0.5) == [] and recv_all(second.core_rtp, 1, timeout=0.5) == []
+        assert mediad.metric("e2ae_mediad_native_packets_total") >= 42
+    finally:
+        first.close()
+        second.close()
