@@ -10,7 +10,11 @@ Wire format (one JSON object per datagram, UTF-8):
 
 Theory of operation: :func:`decode_request` checks size, JSON, MAC (constant
 time) and the Iq schema, raising :class:`ControlError` with the code to
-answer.  :class:`ControlProtocol` is the asyncio shell: every datagram becomes
+answer.  A datagram framed as :func:`encode_request` frames it (the canonical
+iq as sent, then the MAC) is checked on those bytes as they are, without
+parsing and re-serialising the whole request; any other framing, or a MAC
+that does not check, takes the general path (parse, ``canonical``, compare),
+so every error is answered as before.  :class:`ControlProtocol` is the asyncio shell: every datagram becomes
 a task that awaits the handler (the daemon's session manager) and sends the
 reply back to the source address.  A datagram from a non-loopback address is
 ignored, and so is a request beyond ``MAX_PENDING`` in progress.  Idempotency (same dialog + transaction → same answer) is the
@@ -70,15 +74,23 @@ def sign(secret: bytes, iq: dict[str, Any]) -> str:
     return hmac.new(secret, canonical(iq), hashlib.sha256).hexdigest()
 
 
+_IQ_HEAD = b'{"iq":'
+_MAC_HEAD = b',"mac":"'
+_MAC_TAIL = b'"}'
+_MAC_HEX = 2 * hashlib.sha256().digest_size
+
+
 def encode_request(secret: bytes, request: IqRequest) -> bytes:
     # The canonical form is itself the iq's JSON: serialised once, signed and sent as is.
     body = canonical(request.to_dict())
     mac = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return b'{"iq":' + body + b',"mac":"' + mac.encode() + b'"}'
+    return _IQ_HEAD + body + _MAC_HEAD + mac.encode() + _MAC_TAIL
 
 
-def encode_reply(reply: IqReply) -> bytes:
-    return json.dumps(reply.to_dict(), separators=(",", ":")).encode()
+def encode_reply(reply: IqReply | dict[str, Any]) -> bytes:
+    """The reply datagram, from an :class:`IqReply` or its ``to_dict()`` already made."""
+    data = reply if isinstance(reply, dict) else reply.to_dict()
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 def decode_reply(data: bytes) -> IqReply:
@@ -90,6 +102,35 @@ def decode_reply(data: bytes) -> IqReply:
 
 def decode_request(secret: bytes, data: bytes) -> IqRequest:
     """Check and parse one request datagram; raise ControlError (400/401)."""
+    iq = _signed_as_sent(secret, data)
+    if iq is None:
+        iq = _signed_canonical(secret, data)
+    return _request(iq)
+
+
+def _signed_as_sent(secret: bytes, data: bytes) -> dict[str, Any] | None:
+    """The iq of a datagram framed as encode_request frames it, if its MAC checks on the bytes sent.
+
+    Those bytes are what the sender signed: the canonical iq.  None sends the
+    datagram down the general path (other framing, bad MAC, not an object).
+    """
+    mac_at = len(data) - len(_MAC_TAIL) - _MAC_HEX
+    body_end = mac_at - len(_MAC_HEAD)
+    if (body_end <= len(_IQ_HEAD) or not data.startswith(_IQ_HEAD) or not data.endswith(_MAC_TAIL)
+            or data[body_end:mac_at] != _MAC_HEAD):
+        return None
+    body = data[len(_IQ_HEAD):body_end]
+    if not hmac.compare_digest(data[mac_at:-len(_MAC_TAIL)], hmac.new(secret, body, hashlib.sha256).hexdigest().encode()):
+        return None
+    try:
+        iq = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return iq if isinstance(iq, dict) else None
+
+
+def _signed_canonical(secret: bytes, data: bytes) -> dict[str, Any]:
+    """The general path: parse the request, check the MAC over the re-serialised canonical iq."""
     try:
         outer = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -97,11 +138,20 @@ def decode_request(secret: bytes, data: bytes) -> IqRequest:
     if not isinstance(outer, dict) or not isinstance(outer.get("iq"), dict):
         raise ControlError(E_MALFORMED, "request must be an object with an 'iq' object")
     iq = outer["iq"]
-    dialog = str(iq.get("dialog", ""))[:256]
-    transaction = str(iq.get("transaction", ""))[:256]
     mac = outer.get("mac")
     if not isinstance(mac, str) or not hmac.compare_digest(mac.encode(), sign(secret, iq).encode()):
-        raise ControlError(E_BAD_MAC, "missing or bad mac", dialog, transaction)
+        raise ControlError(E_BAD_MAC, "missing or bad mac", *_names(iq))
+    return iq
+
+
+def _names(iq: dict[str, Any]) -> tuple[str, str]:
+    """(dialog, transaction) to answer an error with."""
+    return str(iq.get("dialog", ""))[:256], str(iq.get("transaction", ""))[:256]
+
+
+def _request(iq: dict[str, Any]) -> IqRequest:
+    """The IqRequest of an authenticated iq; ControlError 400 when it breaks the schema."""
+    dialog, transaction = _names(iq)
     try:
         request = IqRequest.from_dict(iq)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
@@ -111,7 +161,9 @@ def decode_request(secret: bytes, data: bytes) -> IqRequest:
     return request
 
 
-Handler = Callable[[IqRequest], Awaitable[IqReply]]
+# The handler answers an IqReply, or its to_dict() when it has made that already (the daemon
+# caches it): the reply is then serialised once.
+Handler = Callable[[IqRequest], Awaitable["IqReply | dict[str, Any]"]]
 
 
 class DialogLocks:
@@ -174,12 +226,14 @@ class ControlProtocol(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
-        try:
-            if not ipaddress.ip_address(addr[0]).is_loopback:
-                self.metrics.control("unknown", "401", 0.0)
+        host = addr[0]
+        if not host.startswith("127."):  # the kernel writes IPv4 dotted quads: 127/8 is loopback
+            try:
+                if not ipaddress.ip_address(host).is_loopback:
+                    self.metrics.control("unknown", "401", 0.0)
+                    return
+            except ValueError:
                 return
-        except ValueError:
-            return
         if len(self.tasks) >= MAX_PENDING:
             self.metrics.control("unknown", "503", 0.0)
             return
@@ -201,8 +255,8 @@ class ControlProtocol(asyncio.DatagramProtocol):
         except Exception:  # the endpoint must answer and survive whatever happens
             log.exception("control request failed")
             reply = IqReply("", "", error="internal error", error_code=E_INTERNAL)
-        result = "ok" if reply.error_code is None else str(reply.error_code)
-        self.metrics.control(command, result, time.perf_counter() - started)
+        code = reply["error_code"] if isinstance(reply, dict) else reply.error_code
+        self.metrics.control(command, "ok" if code is None else str(code), time.perf_counter() - started)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(encode_reply(reply), addr)
 

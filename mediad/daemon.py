@@ -121,7 +121,7 @@ class Daemon:
         await self.restore()
         control = self.config.mediad_control
         _, self.control = await self.loop.create_datagram_endpoint(
-            lambda: ControlProtocol(secret, self.handle, self.metrics), local_addr=control.as_tuple()
+            lambda: ControlProtocol(secret, self.serve, self.metrics), local_addr=control.as_tuple()
         )
         self._spawn(self._sweep())
         if self.config.mediad_metrics is not None:
@@ -170,6 +170,11 @@ class Daemon:
 
     # -- the Iq interface -------------------------------------------------------------
     async def handle(self, request: IqRequest) -> IqReply:
+        """Serve one request (see :meth:`serve`); the answer as an IqReply."""
+        return IqReply.from_dict(await self.serve(request))
+
+    async def serve(self, request: IqRequest) -> dict[str, Any]:
+        """Serve one request; the answer as the ``IqReply.to_dict()`` it caches (not to be changed)."""
         async with self.locks.hold(request.dialog):
             key = (request.dialog, request.transaction)
             dialog = self.dialogs.get(request.dialog)
@@ -177,7 +182,7 @@ class Daemon:
             if cached is None and dialog is not None:
                 cached = self.recent.get(key)
             if cached is not None:
-                return IqReply.from_dict(cached)
+                return cached
             try:
                 reply = await self._dispatch(request)
             except ControlError as exc:
@@ -194,7 +199,7 @@ class Daemon:
                 self.recent[key] = data
                 while len(self.recent) > RECENT_REPLIES:
                     self.recent.popitem(last=False)
-            return reply
+            return data
 
     async def _dispatch(self, request: IqRequest) -> IqReply:
         command = request.command

@@ -18,6 +18,7 @@ dialog or Call-ID.  Names start with ``e2ae_mediad_``; counters end in
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
@@ -159,6 +160,10 @@ class Metrics:
         for side in SIDES:
             self.terminations_active.labels(side)
         self.tcp_result = {result: self.tcp_connections.labels(result) for result in TCP_RESULTS}
+        # control() runs on every Iq request: each child is looked up once (labels() hashes and
+        # locks each time), on first use, so the exposition shows what was counted, as before.
+        self.control_count: dict[tuple[str, str], Any] = {}
+        self.control_latency: dict[str, Any] = {}
         self.tcp_error = {reason: self.tcp_errors.labels(reason) for reason in TCP_ERRORS}
 
     def add_native(self, engine) -> None:
@@ -173,5 +178,11 @@ class Metrics:
 
     def control(self, command: str, result: str, seconds: float) -> None:
         command = command if command in COMMANDS else "unknown"
-        self.control_requests.labels(command, result).inc()
-        self.control_seconds.labels(command).observe(seconds)
+        count = self.control_count.get((command, result))
+        if count is None:
+            count = self.control_count[(command, result)] = self.control_requests.labels(command, result)
+        latency = self.control_latency.get(command)
+        if latency is None:
+            latency = self.control_latency[command] = self.control_seconds.labels(command)
+        count.inc()
+        latency.observe(seconds)

@@ -25,7 +25,12 @@ pipeline (:meth:`StateStore.write`): the deletions first, then each changed
 dialog once, serialised when the batch is taken (its latest state).  One
 writer, one batch after the other, so a dialog's documents reach Redis in the
 order they were made; a release drops the dialog's pending save, so no late
-save re-writes a released dialog.
+save re-writes a released dialog.  The writer has a Redis connection of its
+own (it is the only one using it, one batch at a time): a batch is packed and
+sent as one write and its replies read back, with the pool's check of the
+connection (reconnected when Redis dropped it) and the client's retry, but
+without the pipeline machinery (pool checkout, per command bookkeeping),
+which cost about as much CPU as the round trip itself.
 """
 
 from __future__ import annotations
@@ -106,8 +111,12 @@ class StateStore:
     def __init__(self, url: str, dialog_ttl: int) -> None:
         self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.dialog_ttl = dialog_ttl
+        self._writer: Any = None  # the connection of write(), made on first use
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.disconnect()
+            self._writer = None
         await self.redis.aclose()
 
     async def ping(self) -> None:
@@ -123,14 +132,35 @@ class StateStore:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def write(self, deletes: list[str], documents: list[tuple[str, dict[str, Any]]]) -> None:
-        """Delete then save dialog documents, in this order, in one pipeline (one round trip)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for dialog in deletes:
-            pipe.delete(dialog_key(dialog))
-        for dialog, document in documents:
-            pipe.set(dialog_key(dialog), json.dumps(document, separators=(",", ":")), ex=self.dialog_ttl)
+        """Delete then save dialog documents, in this order, in one round trip.
+
+        For one caller at a time (the daemon's writer): it uses a connection of its own.
+        """
+        commands: list[tuple[Any, ...]] = [("DEL", dialog_key(dialog)) for dialog in deletes]
+        commands += [("SET", dialog_key(dialog), json.dumps(document, separators=(",", ":")), "EX", self.dialog_ttl)
+                     for dialog, document in documents]
+        if not commands:
+            return
+        pool = self.redis.connection_pool
+        conn = self._writer
+        if conn is None:
+            conn = self._writer = pool.make_connection()
+        packed = conn.pack_commands(commands)
+
+        async def send() -> None:
+            await pool.ensure_connection(conn)  # as the pool checks a connection it hands out
+            await conn.send_packed_command(packed)
+            first_error = None
+            for _ in commands:  # every reply is read, so the connection stays in step
+                try:
+                    await conn.read_response()
+                except redis.ResponseError as exc:
+                    first_error = first_error or exc
+            if first_error is not None:
+                raise first_error
+
         try:
-            await pipe.execute()
+            await conn.retry.call_with_retry(send, lambda error: conn.disconnect())
         except redis.RedisError as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 

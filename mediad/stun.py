@@ -41,6 +41,7 @@ selected address for ``consent_timeout`` seconds" (RFC 7675 section 5.1 uses
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
 import string
@@ -55,10 +56,14 @@ STUN_MAGIC_COOKIE = stun.COOKIE
 
 
 def random_ice_credentials() -> tuple[str, str]:
-    """A fresh ``(ufrag, pwd)``: 8 and 24 ice-chars (RFC 8445 section 5.3: >= 24 and 128 bits)."""
-    ufrag = "".join(secrets.choice(ICE_CHARS) for _ in range(8))
-    pwd = "".join(secrets.choice(ICE_CHARS) for _ in range(24))
-    return ufrag, pwd
+    """A fresh ``(ufrag, pwd)``: 8 and 24 ice-chars (RFC 8445 section 5.3: >= 24 and 128 bits).
+
+    The base64 alphabet is exactly the 64 ice-chars, so base64 of random bytes is
+    a uniform choice of 6 bits per character: 48 bits of ufrag, 144 of pwd (one
+    ``urandom`` call instead of one per character: this runs on every reserve).
+    """
+    text = base64.b64encode(secrets.token_bytes(24)).decode("ascii")
+    return text[:8], text[8:]
 
 
 class IceLiteResponder:

@@ -169,17 +169,19 @@ class TerminationSpec:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Enum):
+        for name in _field_names(TerminationSpec):
+            value = getattr(self, name)
+            if value is None or value.__class__ in _PLAIN:
+                pass
+            elif isinstance(value, Enum):
                 value = value.value
-            elif f.name == "remote_fingerprints":
+            elif name == "remote_fingerprints":
                 value = [fp.to_dict() for fp in value]
             elif isinstance(value, DcMap):
                 value = value.to_dict()
             elif isinstance(value, list):
                 value = list(value)
-            out[f.name] = value
+            out[name] = value
         return out
 
     @classmethod
@@ -281,7 +283,7 @@ class TerminationReply:
     local_max_message_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = {name: getattr(self, name) for name in _field_names(TerminationReply)}
         out["local_fingerprint"] = self.local_fingerprint.to_dict() if self.local_fingerprint else None
         return out
 
@@ -364,9 +366,22 @@ EVENT_SCTP_STREAM_RESET = "sctp_stream_reset"
 EVENT_CONSENT_EXPIRED = "consent_expired"
 
 
+# Types a to_dict passes through as they are (JSON values already).
+_PLAIN = (str, int, bool, float)
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The dataclass's field names in order, computed once per class (messages are built per call)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _known(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(kwargs) - names
+    names = _field_names(cls)
+    unknown = [name for name in kwargs if name not in names]
     if unknown:
         raise ValueError(f"unknown fields for {cls.__name__}: {sorted(unknown)}")
     return kwargs

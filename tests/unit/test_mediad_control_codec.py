@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import json
 import socket
 
@@ -10,7 +13,9 @@ import pytest
 from mediad.config import PortRange
 from mediad.control import ControlError, canonical, decode_request, encode_request, sign
 from mediad.ports import NoPortsError, PortPool
-from sdp_rules.iq import Command, IqRequest, Side, StreamSpec, TerminationSpec
+from sdp_rules.iq import (
+    Command, Fingerprint, IqReply, IqRequest, Role, Side, StreamReply, StreamSpec, TerminationReply, TerminationSpec,
+)
 from tests.conftest import free_port
 
 SECRET = b"k" * 32
@@ -93,3 +98,53 @@ def test_port_pool_exhaustion_is_no_ports_error():
     finally:
         for s in held:
             s.close()
+
+
+def test_a_request_framed_as_sent_is_checked_without_re_serialising(monkeypatch):
+    """The MAC of encode_request's framing is checked on the bytes sent: no canonical() per request."""
+    data = encode_request(SECRET, request())
+    monkeypatch.setattr("mediad.control.canonical", lambda iq: pytest.fail("re-serialised the iq"))
+    assert decode_request(SECRET, data) == request()
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda d: d.replace(b'"tx-1"', b'"tx-2"'),  # body changed, MAC kept
+    lambda d: d[:-3] + (b"0" if d[-3:-2] != b"0" else b"1") + d[-2:],  # MAC changed
+    lambda d: d.replace(b'"mac":"', b'"mac": "'),  # other framing, same MAC: general path
+])
+def test_a_tampered_request_framed_as_sent_is_still_401_or_parsed_the_general_way(tamper):
+    data = tamper(encode_request(SECRET, request()))
+    if b'"mac": "' in data:
+        assert decode_request(SECRET, data) == request()
+        return
+    with pytest.raises(ControlError) as info:
+        decode_request(SECRET, data)
+    assert info.value.code == 401
+
+
+def test_a_framed_request_with_a_bad_schema_is_400_with_its_names():
+    iq = {"command": "nonsense", "dialog": "d", "transaction": "t"}
+    body = canonical(iq)
+    data = b'{"iq":' + body + b',"mac":"' + hmac.new(SECRET, body, hashlib.sha256).hexdigest().encode() + b'"}'
+    with pytest.raises(ControlError) as info:
+        decode_request(SECRET, data)
+    assert info.value.code == 400 and info.value.reply().transaction == "t"
+
+
+def test_messages_serialise_every_field_in_declaration_order():
+    fp = Fingerprint("sha-256", ":".join(["AB"] * 32))
+    spec = TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", rtcp_mux=True, remote_fingerprints=[fp],
+                           tls_role=Role.CLIENT, remote_candidates=["c1"])
+    data = spec.to_dict()
+    assert list(data) == [f.name for f in dataclasses.fields(TerminationSpec)]
+    assert data["side"] == "access" and data["tls_role"] == "client"
+    assert data["remote_fingerprints"] == [fp.to_dict()] and data["remote_candidates"] == ["c1"]
+    assert data["remote_candidates"] is not spec.remote_candidates
+    assert TerminationSpec.from_dict(json.loads(json.dumps(data))) == spec
+    term = TerminationReply("127.0.0.1", 30000, None, fp, "ufrag", "p" * 24)
+    assert list(term.to_dict()) == [f.name for f in dataclasses.fields(TerminationReply)]
+    assert term.to_dict()["local_fingerprint"] == fp.to_dict()
+    reply = IqReply("d", "t", [StreamReply(1, access=term)])
+    assert IqReply.from_dict(json.loads(json.dumps(reply.to_dict()))) == reply
+    with pytest.raises(ValueError, match="unknown fields"):
+        TerminationSpec.from_dict(dict(data, bogus=1))

@@ -7,9 +7,12 @@ dialogs side by side; ``WriteBehind`` decides what the one writer sends to Redis
 from __future__ import annotations
 
 import asyncio
+import json
+
+import pytest
 
 from mediad.control import DialogLocks
-from mediad.state import WriteBehind
+from mediad.state import StateError, StateStore, WriteBehind, dialog_key
 
 
 def test_write_behind_saves_each_changed_dialog_once_per_batch():
@@ -98,3 +101,55 @@ def test_a_cancelled_waiter_leaves_no_lock_behind():
         assert len(locks) == 0
 
     asyncio.run(scenario())
+
+
+def test_store_write_deletes_then_saves_and_reconnects_after_a_lost_connection(redis_server, redis_url):
+    """StateStore.write against a real Redis: order, TTL, and a connection Redis dropped."""
+    async def scenario(check) -> None:
+        store = StateStore(redis_url, dialog_ttl=60)
+        try:
+            await store.write([], [("a", {"version": 1}), ("b", {"version": 1})])
+            check.set(dialog_key("c"), "old")
+            await store.write(["a", "c"], [("c", {"version": 2})])  # c: deleted, then saved again
+            assert check.get(dialog_key("a")) is None
+            assert json.loads(check.get(dialog_key("c"))) == {"version": 2}
+            assert 0 < check.ttl(dialog_key("b")) <= 60
+            check.client_kill_filter(_type="normal", skipme=True)  # Redis drops the writer's connection
+            await asyncio.sleep(0.1)  # ... and its FIN reaches the client
+            try:
+                await store.write([], [("b", {"version": 2})])
+            except StateError:  # the batch that finds the connection gone may fail (redis-py's pool: same)
+                await store.write([], [("b", {"version": 2})])  # the next one reconnects
+            assert json.loads(check.get(dialog_key("b"))) == {"version": 2}
+            await store.write([], [])
+        finally:
+            await store.close()
+
+    check = redis_server.client()
+    try:
+        asyncio.run(scenario(check))
+    finally:
+        check.delete(*(dialog_key(d) for d in "abc"))
+        check.close()
+
+
+def test_store_write_error_reply_is_state_error_and_the_connection_stays_usable(redis_server, redis_url):
+    """A command Redis refuses fails the batch (StateError) after every reply is read."""
+    async def scenario(check) -> None:
+        store = StateStore(redis_url, dialog_ttl=60)
+        try:
+            store.dialog_ttl = -5  # SET ... EX -5: Redis answers an error
+            with pytest.raises(StateError):
+                await store.write(["x"], [("y", {"v": 1})])
+            store.dialog_ttl = 60
+            await store.write([], [("y", {"v": 2})])
+            assert check.get(dialog_key("y")) == b'{"v":2}'
+        finally:
+            await store.close()
+
+    check = redis_server.client()
+    try:
+        asyncio.run(scenario(check))
+    finally:
+        check.delete(dialog_key("y"))
+        check.close()

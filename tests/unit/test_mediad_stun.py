@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 
 import pytest
@@ -145,6 +146,17 @@ def test_random_ice_credentials():
         assert set(ufrag + pwd) <= set(ICE_CHARS)
         seen.add((ufrag, pwd))
     assert len(seen) == 20
+
+
+def test_random_ice_credentials_are_base64_of_one_random_draw(monkeypatch):
+    """8 + 24 ice-chars from 24 random bytes: the base64 alphabet is exactly the ice-chars."""
+    assert set(base64.b64encode(bytes(range(256)) * 3).decode()) == set(ICE_CHARS)
+    draws = []
+    monkeypatch.setattr("mediad.stun.secrets.token_bytes", lambda n: draws.append(n) or bytes(range(n)))
+    ufrag, pwd = random_ice_credentials()
+    assert draws == [24]
+    assert ufrag + pwd == base64.b64encode(bytes(range(24))).decode()
+    assert (len(ufrag), len(pwd)) == (8, 24)
 
 
 @given(st.binary(max_size=120), st.integers(0, 107), st.binary(min_size=1, max_size=8))
