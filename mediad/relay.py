@@ -139,6 +139,7 @@ class AccessChannel(Channel):
         self.role: Role | None = None
         self._peer: tuple[str, int] | None = None  # learned from DTLS/SRTP/STUN
         self.pending_start = False
+        self.start_handle: asyncio.Handle | None = None  # a start_client scheduled by start_client_soon
         self.started_at: float | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.consent_reported = False
@@ -382,6 +383,27 @@ class AccessChannel(Channel):
         self.dtls.start(self.loop.time())
         self.pump()
 
+    def start_client_soon(self) -> None:
+        """:meth:`start_client` on the next loop turn, so that the Iq answer goes out first.
+
+        Building the ClientHello (a new OpenSSL connection and its first flight) is
+        about 40 % of a RESERVE's work; the ALG waits for the answer, not for it.
+        """
+        if self.start_handle is None:
+            self.start_handle = self.loop.call_soon(self._deferred_start)
+
+    def _deferred_start(self) -> None:
+        self.start_handle = None
+        if self.transport is None or self.role is not Role.CLIENT or self.state in (ESTABLISHED, FAILED, CLOSED):
+            return  # closed, reconfigured or failed meanwhile
+        if self.dtls is not None and self.dtls.state != "new":
+            return  # started meanwhile
+        try:
+            self.start_client()
+        except Exception:
+            log.exception("DTLS start failed on access port %d", self.port)
+            self.fail("protocol_error")
+
     def set_remote_fingerprints(self, fingerprints) -> None:
         if self.dtls is not None and fingerprints and self.state == HANDSHAKING:
             self.dtls.set_remote_fingerprints(list(fingerprints), self.loop.time())
@@ -488,6 +510,9 @@ class AccessChannel(Channel):
 
     def close(self) -> None:
         self.cancel_timer()
+        if self.start_handle is not None:
+            self.start_handle.cancel()
+            self.start_handle = None
         if self.consent_timer is not None:
             self.consent_timer.cancel()
             self.consent_timer = None

@@ -99,7 +99,7 @@ class AccessLeg:
             if (spec.establish_tls and spec.tls_role is Role.CLIENT and channel.state != ESTABLISHED
                     and (channel.dtls is None or channel.dtls.state == "new")):
                 channel.role = Role.CLIENT
-                channel.start_client()
+                channel.start_client_soon()  # after the answer
 
     def reset_association(self) -> None:
         """New tls-id without reuse: forget the association, a new handshake follows."""

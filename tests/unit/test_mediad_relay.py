@@ -12,11 +12,12 @@ import types
 from prometheus_client import CollectorRegistry
 from pylibsrtp import Policy, Session
 
+from mediad.certs import Certificate
 from mediad.metrics import Metrics
 from mediad.relay import AccessChannel, CoreChannel
 from mediad.session import AccessLeg, CoreLeg, Dialog, Stream
 from mediad.srtp import AES_CM_128_HMAC_SHA1_80, SrtpKeys
-from sdp_rules.iq import Side, StreamSpec, TerminationSpec
+from sdp_rules.iq import Role, Side, StreamSpec, TerminationSpec
 
 PEER = ("127.0.0.1", 40000)
 CORE = ("127.0.0.3", 40002)
@@ -48,6 +49,9 @@ class FakeLoop:
 
     def time(self) -> float:
         return self.now
+
+    def call_soon(self, callback) -> FakeTimer:
+        return self.call_at(self.now, callback)  # runs on the next advance()
 
     def call_at(self, when: float, callback) -> FakeTimer:
         timer = FakeTimer(when, callback)
@@ -171,3 +175,40 @@ def test_core_rtcp_that_is_not_rtcp_is_dropped_not_protected():
     assert w.owner.metrics.drop_counts["malformed"] == 1
     w.core.datagram_received(report, CORE)
     assert len(w.access.transport.sent) == 1
+
+
+def client_channel():
+    """A fresh access channel told to establish DTLS as client (RESERVE with setup:actpass)."""
+    loop = FakeLoop()
+    owner = types.SimpleNamespace(
+        metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None,
+        config=types.SimpleNamespace(mediad_consent_timeout=30.0, mediad_dtls_handshake_timeout=30.0),
+        event=lambda stream, name, reason, component: None, certificate=Certificate.generate(),
+    )
+    access = TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", remote_address="127.0.0.1", remote_port=9,
+                             rtcp_mux=True, tls_role=Role.CLIENT, establish_tls=True)
+    stream = Stream(Dialog(owner, "d"), StreamSpec(1, "srtp", access, None))
+    stream.access = AccessLeg(stream, access)
+    channel = stream.access.rtp = AccessChannel(stream.access, 50000, "rtp")
+    channel.connection_made(FakeTransport())
+    return loop, stream.access, channel
+
+
+def test_client_hello_goes_out_on_the_next_loop_turn_after_the_answer():
+    loop, leg, channel = client_channel()
+    leg.configure()
+    assert channel.transport.sent == [] and channel.dtls is None  # the Iq answer is not held up by it
+    leg.configure()  # a second configure in the same turn schedules nothing more
+    loop.advance(0)
+    hellos = [data for data, addr in channel.transport.sent if data[0] == 22]
+    assert len(hellos) == 1 and hellos[0][13] == 1 and channel.transport.sent[0][1] == ("127.0.0.1", 9)
+    assert channel.state == "handshaking" and channel.role is Role.CLIENT
+
+
+def test_a_channel_closed_before_its_deferred_start_sends_nothing():
+    loop, leg, channel = client_channel()
+    leg.configure()
+    transport = channel.transport
+    channel.close()
+    loop.advance(0)
+    assert transport.sent == [] and channel.dtls is None
