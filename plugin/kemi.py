@@ -93,6 +93,9 @@ class kamailio:
         self.metrics_dir = _METRICS_DIR
         self._edge = None
         self._pubsub = None
+        # The Call-ID whose dialog the dialog module's "dialog:end" released while the
+        # current BYE was loose-routed (its event runs inside loose_route()).
+        self._released_by_dialog = None
 
     # -- lifecycle ------------------------------------------------------------------
     def child_init(self, rank):
@@ -159,6 +162,7 @@ class kamailio:
 
     # -- routes ---------------------------------------------------------------------
     def ksr_request_route(self, msg):
+        self._released_by_dialog = None
         side = self._side()
         if side is None:
             KSR.sl.sl_send_reply(403, "Forbidden")
@@ -208,7 +212,9 @@ class kamailio:
         if KSR.tm.t_newtran() <= 0:
             return 1
         if method == "BYE":
-            self.edge.release(_pv("$ci"), (_pv("$ft"), _pv("$tt")), "bye")
+            call_id = _pv("$ci")
+            if self._released_by_dialog != call_id:  # else a second claim would find nothing
+                self.edge.release(call_id, (_pv("$ft"), _pv("$tt")), "bye")
         elif not self._apply(side):
             return 1
         self._relay(side)
@@ -246,7 +252,8 @@ class kamailio:
                     reason = "failure"
                 else:  # a BYE ends the dialog while its request is routed; else a timeout
                     reason = "bye" if _pv("$rm") == "BYE" else "timeout"
-                self.edge.release(call_id, tags, reason)
+                if self.edge.release(call_id, tags, reason) and reason == "bye":
+                    self._released_by_dialog = call_id
         return 1
 
     def ksr_rtimer_events(self, *args):

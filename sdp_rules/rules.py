@@ -41,6 +41,37 @@ from sdp_rules.sdp import Line, MediaSection, SessionDescription, parse
 PASSTHROUGH = "passthrough"
 SINGLE = "m"  # slot key of a one-to-one m-line
 SESSION_ICE_DTLS = ("fingerprint", "setup", "tls-id", "ice-ufrag", "ice-pwd", "ice-lite", "ice-options")
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
+
+
+def copy_state(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """``copy.deepcopy`` of a dialog state, fast for what it is made of (JSON values).
+
+    Plain dicts and lists are copied here, sharing preserved as deepcopy does;
+    anything else goes to ``copy.deepcopy`` with the same memo, so the result is
+    the same as deepcopy's (this runs twice per SDP body in the signalling path).
+    """
+    cls = value.__class__
+    if cls in _ATOMIC:
+        return value
+    if memo is None:
+        memo = {}
+    seen = memo.get(id(value))
+    if seen is not None:
+        return seen
+    if cls is dict:
+        out: Any = {}
+        memo[id(value)] = out
+        for key, item in value.items():
+            out[key if key.__class__ in _ATOMIC else copy_state(key, memo)] = (
+                item if item.__class__ in _ATOMIC else copy_state(item, memo))
+        return out
+    if cls is list:
+        out = []
+        memo[id(value)] = out
+        out.extend([item if item.__class__ in _ATOMIC else copy_state(item, memo) for item in value])
+        return out
+    return copy.deepcopy(value, memo)
 
 
 def process(
@@ -55,7 +86,7 @@ def process(
 ) -> Plan:
     """Plan the handling of one SDP body (see the module docstring)."""
     parsed = parse(sdp)
-    data = copy.deepcopy(state.data)
+    data = copy_state(state.data)
     data.setdefault("streams", {})
     data.setdefault("map", {})
     ctx = Context(
@@ -79,7 +110,7 @@ def process(
         if reply is not None and reply.error:
             raise ValueError(f"AGW refused the request: {reply.error}")
         out = render(reply)
-        new = copy.deepcopy(data)
+        new = copy_state(data)
         new["streams"] = ctx.streams
         new["tls_ids"] = sorted(ctx.used_tls_ids)
         if iq is not None:

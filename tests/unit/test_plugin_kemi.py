@@ -1,0 +1,80 @@
+"""The KEMI routes with a stand-in ``KSR`` module: what each route asks of the edge."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+import pytest
+
+
+class FakeKsr(types.ModuleType):
+    """Just enough of Kamailio's KSR for an in-dialog BYE; loose_route runs the dialog module's end event."""
+
+    def __init__(self, pvs: dict[str, str]) -> None:
+        super().__init__("KSR")
+        self.pvs = pvs
+        self.on_loose_route = lambda: None
+        self.pv = types.SimpleNamespace(get=lambda name: self.pvs.get(name))
+        self.maxfwd = types.SimpleNamespace(process_maxfwd=lambda n: 1)
+        self.siputils = types.SimpleNamespace(has_totag=lambda: 1)
+        self.rr = types.SimpleNamespace(loose_route=self._loose_route)
+        self.tm = types.SimpleNamespace(t_newtran=lambda: 1, t_on_reply=lambda name: 1, t_relay=lambda: 1)
+        self.corex = types.SimpleNamespace(set_send_socket=lambda sock: 1)
+        self.sl = types.SimpleNamespace(sl_send_reply=lambda code, reason: 1, sl_reply_error=lambda: 1)
+        for level in ("err", "warn", "info", "dbg"):
+            setattr(self, level, lambda text: None)
+
+    def _loose_route(self):
+        self.on_loose_route()
+        return 1
+
+
+class RecordingEdge:
+    def __init__(self, released: bool) -> None:
+        self.released = released
+        self.releases = []
+
+    def release(self, call_id, tags, reason):
+        self.releases.append((call_id, tags, reason))
+        return self.released and len(self.releases) == 1
+
+    def refresh(self, call_id, tags):
+        return True
+
+
+@pytest.fixture
+def kemi(monkeypatch, tmp_path):
+    pvs = {"$Ri": "127.0.0.1", "$Rp": "5060", "$rm": "BYE", "$ci": "call-1", "$ft": "ftag", "$tt": "ttag"}
+    ksr = FakeKsr(pvs)
+    monkeypatch.setitem(sys.modules, "KSR", ksr)
+    monkeypatch.delenv("E2AE_CONFIG", raising=False)
+    monkeypatch.setenv("E2AE_METRICS_DIR", str(tmp_path))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # the import sets it; restored after
+    sys.modules.pop("plugin.kemi", None)
+    module = importlib.import_module("plugin.kemi")
+    yield module, ksr
+    sys.modules.pop("plugin.kemi", None)
+
+
+@pytest.mark.parametrize("event_released", [True, False])
+def test_bye_released_by_the_dialog_end_event_is_not_released_again(kemi, event_released):
+    module, ksr = kemi
+    script = module.kamailio()
+    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
+    edge = script._edge = RecordingEdge(event_released)
+    pvs = dict(ksr.pvs, **{"$dlg(callid)": "call-1", "$dlg(from_tag)": "ftag", "$dlg(to_tag)": "ttag"})
+    ksr.on_loose_route = lambda: (ksr.pvs.update(pvs), script.ksr_dialog_event("dialog:end"))
+    assert script.ksr_request_route(None) == 1
+    # The dialog module's end event released the dialog during loose_route(); a second
+    # release would only cost a Redis round trip to find nothing.  When the event found
+    # nothing (or Redis failed), the BYE still releases.
+    expected = 1 if event_released else 2
+    assert [r[2] for r in edge.releases] == ["bye"] * expected
+    # The next BYE (another call) is released by its route when no event did it.
+    edge.releases.clear()
+    ksr.on_loose_route = lambda: None
+    ksr.pvs["$ci"] = "call-2"
+    assert script.ksr_request_route(None) == 1
+    assert edge.releases == [("call-2", ("ftag", "ttag"), "bye")]
