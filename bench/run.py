@@ -135,12 +135,18 @@ def run_generator(streams, gen_addr, sink_addr, relay_pid, rates, step_seconds, 
 
 
 def summarize_ramp(result: dict) -> dict:
-    """The highest passed step before the first failure, with its figures."""
+    """The passed step with the most packets/s received before the first failure, with its figures.
+
+    Not simply the last passed step: when the generator falls short of a step's
+    rate (``generator_limited``), a later step can pass at a lower rate than an
+    earlier one, and the relay sustained the higher one.
+    """
     best = None
     for step in result["steps"]:
         if not step["passed"]:
             break
-        best = step
+        if best is None or step["rx_pps"] > best["rx_pps"]:
+            best = step
     checks = {"verify_fail": sum(s["verify_fail"] for s in result["steps"]),
               "verify_ok": sum(s["verify_ok"] for s in result["steps"]),
               "payload_ok": sum(s["payload_ok"] for s in result["steps"]),

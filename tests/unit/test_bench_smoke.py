@@ -62,6 +62,12 @@ def test_ramp_result_is_the_last_passed_step_before_the_first_failure():
     assert ramp["checks"]["received"] == 4000
 
 
+def test_ramp_result_is_the_best_passed_rate_when_the_generator_falls_short():
+    short = dict(_step(3000, True), rx_pps=1500.0, tx_pps=1500.0)  # the generator could not send 3000/s
+    ramp = summarize_ramp({"steps": [_step(1000, True), _step(2000, True), short, _step(4000, False)]})
+    assert ramp["rate"] == 2000 and ramp["pps"] == pytest.approx(1998.0)
+
+
 def test_ramp_without_a_passed_step_reports_zero():
     ramp = summarize_ramp({"steps": [_step(1000, False, received=0)]})
     assert ramp["pps"] == 0.0 and ramp["p99_ms"] is None
