@@ -45,6 +45,7 @@ from bench import callsetup, mediad_side, procs, rtpengine
 HERE = os.path.dirname(os.path.abspath(__file__))
 GEN_SOURCE = os.path.join(HERE, "gen", "e2ae_gen.c")
 BUILD_DIR = os.path.join(HERE, "build")
+REPO = os.path.dirname(HERE)
 GEN_BINARY = os.path.join(BUILD_DIR, "e2ae_gen")
 RESULTS_DIR = os.path.join(HERE, "results")
 
@@ -99,6 +100,17 @@ def build_generator() -> str:
     subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-o", GEN_BINARY, GEN_SOURCE, "-lsrtp2", "-lpthread", "-lm"],
                    check=True, timeout=120)
     return GEN_BINARY
+
+
+def ensure_native() -> None:
+    """Build mediad's native packet path when it is missing or older than its source."""
+    from mediad import fastpath_build
+
+    sources = [os.path.join(REPO, "mediad", name) for name in ("fastpath.c", "fastpath_build.py")]
+    built = [os.path.join(REPO, "mediad", n) for n in os.listdir(os.path.join(REPO, "mediad"))
+             if n.startswith("_fastpath.") and n.endswith(".so")]
+    if not built or max(os.path.getmtime(p) for p in sources) > os.path.getmtime(built[0]):
+        print(f"bench: built {fastpath_build.build()}", file=sys.stderr)
 
 
 def machine() -> dict:
@@ -410,6 +422,8 @@ def main(argv=None) -> int:
         print(f"bench: cannot build the generator, missing {missing}", file=sys.stderr)
         return 2
     build_generator()
+    if "mediad" in args.systems and args.packet_path == "native":
+        ensure_native()
     ncpu = os.cpu_count() or 1
     cpus = {"generator": 0, "relay": 1} if ncpu >= 2 else {"generator": None, "relay": None}
     report: dict = {
