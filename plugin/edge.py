@@ -32,16 +32,33 @@ untouched.  Non-initial messages, replies included, find their record by both
 tags (a reply to a request the callee sent has the callee's tag in From); a
 reply creates a record only as an INVITE's 18x/2xx (a late offer).  The
 callee's tag is the To tag of the last 2xx to the caller's INVITE (the fork
-that won), with or without a body.  Every in-dialog request refreshes the
-record's TTL, as the dialog module refreshes its own timeout.
+that won), with or without a body.
+
+TTL: the record lives ``dialog_ttl`` + ``DIALOG_TTL_GRACE`` from its last
+refresh.  Every write and every unlock of a claimed dialog refreshes it (so
+every 18x/2xx with SDP does, answered from the cache or not), and every
+in-dialog request but ACK and BYE refreshes it as the dialog module resets its
+own timeout: at most once per ``REFRESH_INTERVAL`` (30 s) per dialog and
+worker (a small per-worker cache of the dialogs it refreshed).  An ACK
+refreshes nothing: the ACK of a 2xx comes within 64*T1 (32 s) of the 2xx, and
+that 2xx refreshed the record, or (a 2xx without SDP after a reliable 18x)
+the 18x did, within the INVITE's ``fr_inv_timer`` (60 s) before it; the ACK of
+an error comes within ``fr_inv_timer`` of the in-dialog INVITE, itself
+refreshed at most ``REFRESH_INTERVAL`` late.  The longest lag of the record's
+refresh behind the dialog module's is thus 92 s; the grace (120 s) covers it,
+so the record always outlives the dialog module's timeout.
 
 Release: :meth:`Edge.release` (BYE, a final error to the initial INVITE, a
 CANCEL included through its 487, the dialog module's timeout, a DTLS failure)
-takes the dialog's lock, re-reads the record, sends RELEASE to mediad under a
-transaction unique to this release (a dialog id can be reserved again after a
-release) and replaces the record by a short-lived tombstone, so that a message
-still in flight cannot re-create it.  A RESERVE whose outcome cannot be saved
-(Iq timeout, Redis error, rules error) is released at once, best effort.
+replaces the record by a short-lived tombstone, so that a message still in
+flight cannot re-create it, and sends RELEASE to mediad from the record as it
+was, under a transaction unique to this release (a dialog id can be reserved
+again after a release).  When no worker holds the dialog's lock that is one
+Redis round trip (:meth:`~plugin.state.DialogStore.take`, which explains why
+RELEASE may follow the burial); else the release waits for the lock, re-reads
+the record, sends RELEASE and buries it under the lock.  A RESERVE whose
+outcome cannot be saved (Iq timeout, Redis error, rules error) is released at
+once, best effort.
 """
 
 from __future__ import annotations
@@ -50,6 +67,7 @@ import hashlib
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import sdp_rules
@@ -59,7 +77,7 @@ from sdp_rules.plan import ActpassPolicy, Kind, Policy
 from sdp_rules.rules import release_request
 
 from plugin.metrics import Metrics, direction
-from plugin.state import DialogRecord, DialogStore, dialog_id
+from plugin.state import BUSY, TAKEN, DialogRecord, DialogStore, dialog_id
 
 log = logging.getLogger("e2ae.plugin")
 
@@ -67,8 +85,13 @@ SDP_TYPE = "application/sdp"
 WARN_CODE = 399  # RFC 3261 20.43: miscellaneous warning
 WARNING_MAX = 200
 # The dialog module ends a dialog after [redis] dialog_ttl; the record outlives it by this
-# much so that the release at that moment still finds what to release.
-DIALOG_TTL_GRACE = 60
+# much so that the release at that moment still finds what to release.  It covers the lag
+# of the last refresh behind the dialog module's (module docstring: TTL).
+DIALOG_TTL_GRACE = 120
+# An in-dialog request does not refresh a record this worker refreshed less than this
+# long ago (s); the cache of those dialogs holds at most REFRESH_CACHE_SIZE entries.
+REFRESH_INTERVAL = 30.0
+REFRESH_CACHE_SIZE = 512
 # Only these methods' bodies are offers/answers (RFC 3261, 3262, 3311); an SDP body in
 # OPTIONS, MESSAGE, INFO, ... is not negotiated and is left alone.
 SDP_METHODS = frozenset({"INVITE", "UPDATE", "PRACK", "ACK"})
@@ -146,6 +169,8 @@ class Edge:
         self.policy = policy or Policy()
         self.retry_after = retry_after
         self.dtls_failure = dtls_failure  # "bye": end the call; "keep": log and count only
+        # Dialogs this worker refreshed lately: "<Call-ID> <tag> <tag>" -> time.monotonic().
+        self._refreshed: OrderedDict[str, float] = OrderedDict()
 
     @classmethod
     def from_config(cls, config, metrics: Metrics, iq_client=None) -> "Edge":
@@ -211,26 +236,44 @@ class Edge:
             elif self._is_final_ok(msg):
                 record = self.store.find(msg.call_id, msg.from_tag)
                 if record is not None and record.callee_tag != msg.to_tag:
-                    with self.store.lock(record.id):
-                        record = self.store.get(record.id)
-                        if record is not None and record.caller_tag == msg.from_tag:
-                            record.callee_tag = msg.to_tag
-                            self.store.save(record)
+                    claim = self.store.claim_id(record.id)
+                    if claim is not None:
+                        with claim:
+                            record = claim.record
+                            if record is not None and record.caller_tag == msg.from_tag:
+                                record.callee_tag = msg.to_tag
+                                claim.commit(record)
         except UnavailableError as exc:
             log.warning("Call-ID %s: %s: %s", msg.call_id, msg.method, exc.reason)
 
-    def refresh(self, call_id: str, tags: tuple[str, ...]) -> bool:
-        """Refresh the record's TTL for an in-dialog request (one EXPIRE, best effort).
+    def refresh(self, call_id: str, tags: tuple[str, ...], method: str = "", now: float | None = None) -> bool:
+        """Refresh the record's TTL for an in-dialog request ``method`` (best effort).
 
         The dialog module resets its timeout on every in-dialog request; the record
         must live as long as the dialog, or the final release finds nothing.  Called
         after the request is relayed, so it adds nothing to its forwarding delay.
+        Nothing is sent for an ACK, nor for a dialog this worker refreshed less than
+        ``REFRESH_INTERVAL`` ago (module docstring: TTL); else one round trip.  True
+        when the record is known to be fresh.
         """
+        if method == "ACK":
+            return False
+        now = time.monotonic() if now is None else now
+        key = " ".join((call_id, *sorted(tags)))
+        last = self._refreshed.get(key)
+        if last is not None and now - last < REFRESH_INTERVAL:
+            return True
         try:
-            return self.store.touch(call_id, *tags)
+            fresh = self.store.touch(call_id, *tags)
         except UnavailableError as exc:
             log.warning("Call-ID %s: refresh failed: %s", call_id, exc.reason)
             return False
+        if fresh:
+            self._refreshed[key] = now
+            self._refreshed.move_to_end(key)
+            if len(self._refreshed) > REFRESH_CACHE_SIZE:
+                self._refreshed.popitem(last=False)
+        return fresh
 
     @staticmethod
     def _is_final_ok(msg: Message) -> bool:
@@ -353,6 +396,11 @@ class Edge:
     def release(self, call_id: str, tags: tuple[str, ...], reason: str) -> bool:
         """Release the dialog's media and state; False when there was none."""
         try:
+            found, record = self.store.take(call_id, tags)
+            if found == TAKEN:
+                return self._release_taken(record, reason)
+            if found != BUSY:
+                return False
             claim = self.store.claim(call_id, tags, create=False)
             if claim is None:
                 return False
@@ -375,28 +423,45 @@ class Edge:
             log.warning("Call-ID %s: mediad release after a failed reserve failed: %s", record.call_id, exc)
 
     def release_record(self, record: DialogRecord, reason: str) -> bool:
-        """Release under the dialog's lock, from the record as it is in Redis now."""
+        """Release from the record as it is in Redis now (waiting for the dialog's lock)."""
+        found, current = self.store.take_id(record.id)
+        if found == TAKEN:
+            return self._release_taken(current, reason)
+        if found != BUSY:
+            return False
         claim = self.store.claim_id(record.id)
         if claim is None:
             return False
         return self._release_claimed(claim, record.call_id, reason)
+
+    def _release_media(self, record: DialogRecord, reason: str) -> None:
+        if record.rules.data.get("agw"):
+            try:
+                self._iq(release_request(record.id, self._release_tx(record, reason)))
+            except E2aeError as exc:
+                log.warning("Call-ID %s: mediad release (%s) failed: %s", record.call_id, reason, exc)
+
+    def _release_taken(self, record: DialogRecord, reason: str) -> bool:
+        """The release of a record :meth:`~plugin.state.DialogStore.take` buried already."""
+        self._release_media(record, reason)
+        self._count_release(record.call_id, record.ending or reason)
+        return True
 
     def _release_claimed(self, claim, call_id: str, reason: str) -> bool:
         with claim:
             current = claim.record
             if current is None:
                 return False
-            if current.rules.data.get("agw"):
-                try:
-                    self._iq(release_request(current.id, self._release_tx(current, reason)))
-                except E2aeError as exc:
-                    log.warning("Call-ID %s: mediad release (%s) failed: %s", current.call_id, reason, exc)
+            self._release_media(current, reason)
             deleted = claim.bury()
             reason = current.ending or reason
         if deleted:
-            self.metrics.releases.labels(reason).inc()
-            log.info("Call-ID %s: dialog released (%s)", call_id, reason)
+            self._count_release(call_id, reason)
         return deleted
+
+    def _count_release(self, call_id: str, reason: str) -> None:
+        self.metrics.releases.labels(reason).inc()
+        log.info("Call-ID %s: dialog released (%s)", call_id, reason)
 
     def on_event(self, event: dict) -> DialogRecord | None:
         """An event from mediad; returns the dialog to end for a DTLS failure (policy "bye")."""
@@ -419,12 +484,13 @@ class Edge:
         log.warning("Call-ID %s: DTLS failed on stream %s (%s): ending the call",
                     record.call_id, event.get("stream_id"), reason)
         try:
-            with self.store.lock(record.id):
-                current = self.store.get(record.id)
-                if current is not None:
-                    current.ending = EVENT_DTLS_FAILED
-                    self.store.save(current)
-                    record = current
+            claim = self.store.claim_id(record.id)
+            if claim is not None:
+                with claim:
+                    if claim.record is not None:
+                        record = claim.record
+                        record.ending = EVENT_DTLS_FAILED
+                        claim.commit(record)
         except UnavailableError as exc:
             log.warning("Call-ID %s: %s", record.call_id, exc.reason)
         return record

@@ -15,7 +15,8 @@ against ``[edge] access_sip`` / ``core_sip``).
   by the edge before Record-Route is added; errors are answered statefully
   (488 + Warning, 503 + Retry-After).  BYE releases the dialog; CANCEL does
   not (a 200 may cross it): its 487 reaches ``ksr_failure_edge``.  Every
-  in-dialog request refreshes the dialog's record in Redis.
+  in-dialog request but ACK and BYE refreshes the dialog's record in Redis
+  (:meth:`~plugin.edge.Edge.refresh` says why not the ACK, and how often).
 * ``ksr_onreply_edge``: rewrites the SDP of 18x/2xx replies.
 * ``ksr_failure_edge``: a final error to the initial INVITE (a CANCEL's 487
   included) releases the dialog.
@@ -204,8 +205,7 @@ class kamailio:
             self._apply(side)
             KSR.corex.set_send_socket(self.sockets[other(side)])
             KSR.tm.t_relay()
-            self.edge.refresh(_pv("$ci"), (_pv("$ft"), _pv("$tt")))
-            return 1
+            return 1  # no refresh: Edge.refresh says why an ACK needs none
         if not routed:
             KSR.sl.sl_send_reply(404, "Not Here")
             return 1
@@ -220,7 +220,7 @@ class kamailio:
         self._relay(side)
         if method != "BYE":
             # The dialog module reset its timeout for this request: so does the record.
-            self.edge.refresh(_pv("$ci"), (_pv("$ft"), _pv("$tt")))
+            self.edge.refresh(_pv("$ci"), (_pv("$ft"), _pv("$tt")), method)
         return 1
 
     def ksr_onreply_edge(self, msg):

@@ -5,10 +5,11 @@ Keys (nothing else is written by the plugin):
 * ``e2ae:alg:dialog:{id}``: one JSON document per dialog: the caller's and
   callee's tags, the Call-ID, the rules' :class:`~sdp_rules.plan.DialogState`,
   the offer/answer tracker and the last rendered bodies (the idempotency cache
-  for retransmitted and forked messages).  ``EXPIRE dialog_ttl`` is refreshed
-  on every write and on every in-dialog request (with or without SDP, as the
-  dialog module resets its own timeout on each), so the record lives as long
-  as the dialog; the key is deleted when the dialog is released.
+  for retransmitted and forked messages).  Its TTL is set again on every write,
+  on every unlock, and on in-dialog requests (with or without SDP, as the dialog
+  module resets its own timeout on each; see :meth:`plugin.edge.Edge.refresh`
+  for the ACK and the per-worker interval), so the record lives as long as the
+  dialog; the key is deleted when the dialog is released.
 * ``e2ae:alg:released:{id}``: a tombstone written when the dialog is released,
   expiring after ``TOMBSTONE_TTL`` s (32 s, a Timer B/F of slack for replies and
   requests still in flight): a late 18x/2xx or in-dialog request handled by
@@ -18,19 +19,42 @@ Keys (nothing else is written by the plugin):
   no media or state and always expire by themselves.
 * ``e2ae:alg:lock:{id}``: a short-lived lock (``SET NX PX``) that serialises
   the workers handling messages of the same dialog (an 18x and a 2xx handled in
-  parallel, a re-INVITE crossing an UPDATE, a BYE crossing a 2xx: releases
-  take it too).
+  parallel, a re-INVITE crossing an UPDATE, a BYE crossing a 2xx: a release
+  waits for it when it is held, and otherwise buries the dialog in one step
+  that no lock holder can interleave with).
 
 ``{id}`` is the dialog id given to mediad too: a digest of the Call-ID and the
 caller's From tag, so in-dialog requests in either direction find it (from
 tag first, then to tag).  Every Redis call has a socket timeout; Redis errors
 become :class:`~sdp_rules.errors.UnavailableError` (503 + Retry-After).
 
-Round trips: a message's work on its dialog is one :meth:`DialogStore.claim`
-(a Lua script that finds the record by its tags, clears the tombstone for an
-initial INVITE, takes the lock and reads the record and the tombstone: one
-round trip) and one :meth:`Claim.commit` or :meth:`Claim.bury` (the write and
-the unlock in one pipeline).
+Round trips (each a registered Lua script, sent as EVALSHA):
+
+* a message's work on its dialog is one :meth:`DialogStore.claim` (finds the
+  record by its tags, clears the tombstone for an initial INVITE, takes the
+  lock and reads the record and the tombstone) and one :meth:`Claim.commit`
+  (write and unlock) or a plain unlock; every unlock refreshes the record's TTL
+  too, so every claimed message (a 2xx answered from the cache included) keeps
+  the record alive at no extra cost;
+* a release is one :meth:`DialogStore.take`: when the dialog's lock is free,
+  it deletes the record, writes the tombstone and returns the record, for the
+  RELEASE sent to mediad afterwards.  When the lock is held (a message of the
+  dialog is being handled) it changes nothing, and the release claims the
+  dialog (waiting for the lock) and buries it under the lock: two round trips;
+* an in-dialog request's TTL refresh is one :meth:`DialogStore.touch`,
+  whichever of its tags names the record.
+
+Why a release may send RELEASE after its record is gone: every message that
+talks to mediad about a dialog does so under the dialog's lock, holding a
+record; ``take`` runs only while no one holds the lock, and a message that
+claims the dialog after it finds no record and the tombstone (481, or left
+alone), so it never reaches mediad.  The only message that can reserve the
+same dialog id again is an initial INVITE (it clears the tombstone): an INVITE
+retried after a 401/407 comes after the failure route that released (Kamailio
+runs it before relaying the final reply), and mediad refuses a RESERVE of
+streams a dialog id still holds, so a RELEASE in flight never releases a
+reservation made after it (the INVITE racing it is refused, as the 481 of the
+claim path refused it).
 """
 
 from __future__ import annotations
@@ -55,9 +79,56 @@ LOCK_TTL_MS = 3000
 LOCK_WAIT_S = 2.0
 CACHE_SIZE = 16
 
+# Each script is registered once per client and sent as EVALSHA; every key it touches is in KEYS.
+
+# KEYS: lock. ARGV: token.
 _UNLOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
+"""
+# KEYS: lock, record. ARGV: token, record TTL (s).  Unlocks and refreshes the record's TTL.
+_UNLOCK_TOUCH = """
+redis.call('expire', KEYS[2], ARGV[2])
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+# KEYS: record, lock. ARGV: record JSON, record TTL (s), token.  Saves, then unlocks.
+_COMMIT = """
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) end
+return 1
+"""
+# KEYS: record, tombstone, lock. ARGV: tombstone TTL (s), token.
+# Deletes the record, leaves the tombstone, unlocks; returns whether the record was there.
+_BURY = """
+local deleted = redis.call('del', KEYS[1])
+redis.call('set', KEYS[2], '1', 'EX', ARGV[1])
+if redis.call('get', KEYS[3]) == ARGV[2] then redis.call('del', KEYS[3]) end
+return deleted
+"""
+# KEYS: the record of each candidate dialog id, the caller's first. ARGV: record TTL (s).
+# Refreshes the first record there; returns its index (1-based), 0 when none is.
+_TOUCH = """
+for i = 1, #KEYS do
+  if redis.call('expire', KEYS[i], ARGV[1]) == 1 then return i end
+end
+return 0
+"""
+# KEYS: (record, lock, tombstone) of each candidate dialog id, the caller's first.
+# ARGV: tombstone TTL (s).  Finds the first candidate with a record: {-1, i} when its lock
+# is held (nothing changed); else deletes the record, leaves the tombstone and returns
+# {1, i, record}.  {0} when no candidate has a record.
+_TAKE = """
+for i = 1, #KEYS / 3 do
+  local raw = redis.call('get', KEYS[3 * i - 2])
+  if raw then
+    if redis.call('exists', KEYS[3 * i - 1]) == 1 then return {-1, i} end
+    redis.call('del', KEYS[3 * i - 2])
+    redis.call('set', KEYS[3 * i], '1', 'EX', ARGV[1])
+    return {1, i, raw}
+  end
+end
+return {0}
 """
 # KEYS: (record, lock, tombstone) of each candidate dialog id, the caller's first.
 # ARGV: lock token, lock TTL (ms), "1" to create when no candidate has a record,
@@ -79,6 +150,13 @@ if ARGV[4] == '1' then redis.call('del', KEYS[base + 3]) end
 if not redis.call('set', KEYS[base + 2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1, pick, existed} end
 return {1, pick, redis.call('get', KEYS[base + 1]) or false, redis.call('exists', KEYS[base + 3]), existed}
 """
+_SCRIPTS = {"unlock": _UNLOCK, "unlock_touch": _UNLOCK_TOUCH, "commit": _COMMIT, "bury": _BURY,
+            "touch": _TOUCH, "take": _TAKE, "claim": _CLAIM}
+
+# What DialogStore.take found.
+TAKEN = "taken"  # the record was there and is now buried
+ABSENT = "absent"  # no record
+BUSY = "busy"  # the record is there but locked: nothing changed
 
 
 def dialog_id(call_id: str, caller_tag: str) -> str:
@@ -143,6 +221,7 @@ class DialogStore:
         self.ttl = ttl
         self.timeout = timeout
         self._redis: redis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
 
     @property
     def redis(self) -> redis.Redis:
@@ -150,7 +229,19 @@ class DialogStore:
             self._redis = redis.Redis.from_url(
                 self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
             )
+            self._scripts = {name: self._redis.register_script(src) for name, src in _SCRIPTS.items()}
         return self._redis
+
+    def load_scripts(self) -> None:
+        """Load every script into Redis now (else the first EVALSHA of each loads it)."""
+        client = self.redis  # registers the scripts
+        for script in self._scripts.values():
+            script.sha = self._call(client.script_load, script.script)
+
+    def script(self, name: str, keys: list[str], *args):
+        """Run one of the registered scripts (EVALSHA; loaded again if Redis lost it)."""
+        client = self.redis  # registers the scripts
+        return self._call(self._scripts[name], keys=keys, args=args, client=client)
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -180,11 +271,9 @@ class DialogStore:
         return bool(self._call(self.redis.delete, DIALOG_PREFIX + ident))
 
     def touch(self, call_id: str, *tags: str) -> bool:
-        """Refresh the TTL of the dialog's record (EXPIRE; found by any of the tags)."""
-        for tag in tags:
-            if tag and self._call(self.redis.expire, DIALOG_PREFIX + dialog_id(call_id, tag), self.ttl):
-                return True
-        return False
+        """Refresh the TTL of the dialog's record, found by the first tag that names one: one round trip."""
+        keys = [DIALOG_PREFIX + dialog_id(call_id, tag) for tag in tags if tag]
+        return bool(keys) and bool(self.script("touch", keys, self.ttl))
 
     def bury(self, ident: str) -> bool:
         """Delete the record and leave a short-lived tombstone, in one round trip."""
@@ -198,6 +287,27 @@ class DialogStore:
 
     def unbury(self, ident: str) -> None:
         self._call(self.redis.delete, TOMBSTONE_PREFIX + ident)
+
+    def take(self, call_id: str, tags: tuple[str, ...]) -> tuple[str, DialogRecord | None]:
+        """Bury the dialog found by ``tags`` (the caller's first) unless it is locked: one round trip.
+
+        ``(TAKEN, record)``: the record was deleted and the tombstone written; the
+        caller sends RELEASE from ``record``.  ``(ABSENT, None)``: no record.
+        ``(BUSY, None)``: a worker holds the dialog's lock; nothing changed.
+        """
+        return self._take([dialog_id(call_id, tag) for tag in tags if tag])
+
+    def take_id(self, ident: str) -> tuple[str, DialogRecord | None]:
+        """:meth:`take` for the dialog ``ident``."""
+        return self._take([ident])
+
+    def _take(self, candidates: list[str]) -> tuple[str, DialogRecord | None]:
+        keys = [k for ident in candidates for k in (DIALOG_PREFIX + ident, LOCK_PREFIX + ident,
+                                                    TOMBSTONE_PREFIX + ident)]
+        reply = self.script("take", keys, TOMBSTONE_TTL) if keys else [0]
+        if reply[0] == 1:
+            return TAKEN, DialogRecord.from_json(reply[2])
+        return (BUSY, None) if reply[0] == -1 else (ABSENT, None)
 
     def lock(self, ident: str) -> "DialogLock":
         return DialogLock(self, ident)
@@ -226,8 +336,7 @@ class DialogStore:
         while True:
             keys = [k for ident in candidates for k in (DIALOG_PREFIX + ident, LOCK_PREFIX + ident,
                                                         TOMBSTONE_PREFIX + ident)]
-            reply = self._call(self.redis.eval, _CLAIM, len(keys), *keys, token, LOCK_TTL_MS,
-                               "1" if create else "0", "1" if unbury else "0")
+            reply = self.script("claim", keys, token, LOCK_TTL_MS, "1" if create else "0", "1" if unbury else "0")
             if reply[0] == 0:
                 return None
             ident = candidates[int(reply[1]) - 1]
@@ -255,7 +364,8 @@ class Claim:
     ``record`` is None when there is none; ``existed`` says a record was found when
     the claim began (it went away while the claim waited for the lock: released);
     ``released`` says the dialog's tombstone is there.  Use as a context manager:
-    leaving it unlocks, unless :meth:`commit` or :meth:`bury` already did.
+    leaving it unlocks (and refreshes the record's TTL), unless :meth:`commit` or
+    :meth:`bury` already did.
     """
 
     def __init__(self, store: DialogStore, ident: str, token: str, record: DialogRecord | None,
@@ -275,27 +385,23 @@ class Claim:
         if self.held:
             self.held = False
             try:
-                self.store.redis.eval(_UNLOCK, 1, LOCK_PREFIX + self.id, self.token)
-            except redis.RedisError:
+                self.store.script("unlock_touch", [LOCK_PREFIX + self.id, DIALOG_PREFIX + self.id],
+                                  self.token, self.store.ttl)
+            except UnavailableError:
                 pass  # the lock expires by itself
 
     def commit(self, record: DialogRecord) -> None:
         """Save ``record`` and unlock, in one round trip."""
         if not record.created:
             record.created = time.time()
-        pipe = self.store.redis.pipeline(transaction=False)
-        pipe.set(DIALOG_PREFIX + record.id, record.to_json(), ex=self.store.ttl)
-        pipe.eval(_UNLOCK, 1, LOCK_PREFIX + self.id, self.token)
-        self.store._call(pipe.execute)
+        self.store.script("commit", [DIALOG_PREFIX + record.id, LOCK_PREFIX + self.id],
+                          record.to_json(), self.store.ttl, self.token)
         self.held = False
 
     def bury(self) -> bool:
-        """Delete the record, leave the tombstone and unlock, in one round trip (MULTI)."""
-        pipe = self.store.redis.pipeline(transaction=True)
-        pipe.delete(DIALOG_PREFIX + self.id)
-        pipe.set(TOMBSTONE_PREFIX + self.id, "1", ex=TOMBSTONE_TTL)
-        pipe.eval(_UNLOCK, 1, LOCK_PREFIX + self.id, self.token)
-        deleted = bool(self.store._call(pipe.execute)[0])
+        """Delete the record, leave the tombstone and unlock, in one round trip."""
+        deleted = bool(self.store.script("bury", [DIALOG_PREFIX + self.id, TOMBSTONE_PREFIX + self.id,
+                                                  LOCK_PREFIX + self.id], TOMBSTONE_TTL, self.token))
         self.held = False
         return deleted
 
@@ -321,10 +427,10 @@ class DialogLock:
 
     def __exit__(self, *exc) -> None:
         try:
-            self.store.redis.eval(_UNLOCK, 1, self.key, self.token)
-        except redis.RedisError:
+            self.store.script("unlock", [self.key], self.token)
+        except UnavailableError:
             pass  # the lock expires by itself
 
 
-__all__ = ["Claim", "DialogLock", "DialogRecord", "DialogStore", "dialog_id", "DIALOG_PREFIX", "LOCK_PREFIX",
-           "TOMBSTONE_PREFIX", "TOMBSTONE_TTL"]
+__all__ = ["Claim", "DialogLock", "DialogRecord", "DialogStore", "dialog_id", "ABSENT", "BUSY", "DIALOG_PREFIX",
+           "LOCK_PREFIX", "TAKEN", "TOMBSTONE_PREFIX", "TOMBSTONE_TTL"]

@@ -15,9 +15,10 @@ import pytest
 from sdp_rules.errors import UnavailableError
 from sdp_rules.iq import Command, Fingerprint, IqReply, Side, StreamReply, TerminationReply
 
-from plugin.edge import Edge, Message
+import plugin.edge
+from plugin.edge import REFRESH_INTERVAL, Edge, Message
 from plugin.metrics import Metrics
-from plugin.state import DIALOG_PREFIX, Claim, DialogStore
+from plugin.state import DIALOG_PREFIX, TOMBSTONE_PREFIX, Claim, DialogStore, dialog_id
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sdp"
 AGW_FP = Fingerprint("sha-256", ":".join(["AB"] * 32))
@@ -370,7 +371,9 @@ def test_in_dialog_requests_without_sdp_refresh_the_record(store, metrics_regist
         request = Message(request=True, method=method, call_id="call-1", from_tag=from_tag, to_tag=to_tag,
                           cseq=10 + n, side=Side.CORE, body="Signal=1\r\n" if ctype else "", content_type=ctype)
         assert edge.handle(request).body is None
-        assert edge.refresh(request.call_id, (request.from_tag, request.to_tag)) is True
+        # Each later than REFRESH_INTERVAL after the one before (this worker skips sooner ones).
+        assert edge.refresh(request.call_id, (request.from_tag, request.to_tag), method,
+                            now=n * REFRESH_INTERVAL) is True
         assert store.redis.ttl(key) > 50, method
     assert edge.refresh("call-1", ("nope", "none")) is False
 
@@ -387,12 +390,11 @@ def test_callee_tag_is_the_2xx_fork_with_or_without_body(store, metrics_registry
     assert store.find("call-1", "ftag").callee_tag == "C"
 
 
-def test_each_sdp_message_and_release_costs_two_redis_round_trips(store, metrics_registry, monkeypatch):
-    """Find + lock + read in one round trip (a script), write + unlock in another (a pipeline)."""
+@pytest.fixture
+def sent_commands(monkeypatch):
+    """Every command sent to Redis from now on (a pipeline counts once: one round trip)."""
     import redis.connection
 
-    edge = make_edge(store, metrics_registry)
-    store.redis.ping()  # the connection is open: what follows counts only the work
     sent = []
     original = redis.connection.AbstractConnection.send_packed_command
 
@@ -401,15 +403,91 @@ def test_each_sdp_message_and_release_costs_two_redis_round_trips(store, metrics
         return original(self, command, check_health)
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
-    assert not edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text())).failed
-    assert len(sent) == 2
-    sent.clear()
-    assert not edge.handle(msg(CORE_ANSWER, request=False, side=Side.CORE, to_tag="t1", status=200)).failed
-    assert len(sent) == 2
-    sent.clear()
-    assert edge.release("call-1", ("ftag", "t1"), "bye")
-    assert len(sent) == 2
-    sent.clear()
-    assert not edge.release("call-1", ("ftag", "t1"), "bye")  # the dialog module's end, after the BYE
-    assert len(sent) == 1
+    return sent
+
+
+def test_redis_round_trips_per_message_of_a_basic_call(store, metrics_registry, sent_commands):
+    """INVITE 2 (claim, commit), 200 2 (claim, commit), ACK 0, BYE 1 (take): 5 (7 before).
+
+    In-dialog requests cost one round trip whichever side sent them, and none when
+    this worker refreshed the dialog less than REFRESH_INTERVAL ago.
+    """
+    edge = make_edge(store, metrics_registry)
+    store.load_scripts()  # Redis knows the scripts: what follows counts only the work
+    sent_commands.clear()
+    trips = {}
+
+    def count(kind, outcome):
+        trips[kind] = len(sent_commands)
+        sent_commands.clear()
+        return outcome
+
+    assert not count("INVITE", edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))).failed
+    assert not count("200", edge.handle(msg(CORE_ANSWER, request=False, side=Side.CORE, to_tag="t1",
+                                            status=200))).failed
+    # What kemi does for the ACK: handle it (no SDP), relay it, refresh nothing.
+    ack = msg(method="ACK", to_tag="t1")
+    count("ACK", (edge.handle(ack), edge.refresh(ack.call_id, (ack.from_tag, ack.to_tag), "ACK")))
+    # An in-dialog request from the callee (its tag first), then one more within the interval.
+    assert count("UPDATE from the callee", edge.refresh("call-1", ("t1", "ftag"), "UPDATE", now=1000.0))
+    assert count("INFO within the interval", edge.refresh("call-1", ("ftag", "t1"), "INFO", now=1001.0))
+    assert count("BYE", edge.release("call-1", ("ftag", "t1"), "bye"))
+    # The dialog module's end event, after the BYE: finds nothing.
+    assert not count("second release", edge.release("call-1", ("ftag", "t1"), "bye"))
+    assert trips == {"INVITE": 2, "200": 2, "ACK": 0, "UPDATE from the callee": 1,
+                     "INFO within the interval": 0, "BYE": 1, "second release": 1}
     assert store.redis.keys(DIALOG_PREFIX + "*") == []
+    assert store.redis.exists(TOMBSTONE_PREFIX + dialog_id("call-1", "ftag"))
+
+
+def test_a_2xx_answered_from_the_cache_refreshes_the_record(store, metrics_registry):
+    """The 200 repeating its 183's answer writes nothing, yet its ACK may rely on it for the TTL."""
+    edge = make_edge(store, metrics_registry)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    edge.handle(msg(CORE_ANSWER, request=False, side=Side.CORE, to_tag="t1", status=183))
+    (key,) = store.redis.keys(DIALOG_PREFIX + "*")
+    store.redis.expire(key, 5)
+    edge.handle(msg(CORE_ANSWER, request=False, side=Side.CORE, to_tag="t1", status=200))
+    assert rewrites(metrics_registry, "core_to_access", "answer", "cached") == 1
+    assert store.redis.ttl(key) > 50
+
+
+def test_refresh_is_sent_again_after_the_interval_and_the_cache_is_bounded(store, metrics_registry,
+                                                                           sent_commands, monkeypatch):
+    monkeypatch.setattr(plugin.edge, "REFRESH_CACHE_SIZE", 2)
+    edge = make_edge(store, metrics_registry)
+    for call_id in ("c1", "c2", "c3"):
+        store.redis.set(DIALOG_PREFIX + dialog_id(call_id, "a"), "{}", ex=5)
+    store.load_scripts()
+    sent_commands.clear()
+    assert edge.refresh("c1", ("a", "b"), "OPTIONS", now=0.0)
+    assert edge.refresh("c1", ("b", "a"), "OPTIONS", now=REFRESH_INTERVAL - 1)  # either direction
+    assert len(sent_commands) == 1
+    assert edge.refresh("c1", ("a", "b"), "OPTIONS", now=REFRESH_INTERVAL)
+    assert len(sent_commands) == 2
+    assert store.redis.ttl(DIALOG_PREFIX + dialog_id("c1", "a")) > 50
+    sent_commands.clear()
+    # A failed refresh is not remembered: the next request tries again.
+    assert not edge.refresh("c9", ("a", "b"), "OPTIONS", now=REFRESH_INTERVAL)
+    assert not edge.refresh("c9", ("a", "b"), "OPTIONS", now=REFRESH_INTERVAL)
+    assert len(sent_commands) == 2
+    # At most REFRESH_CACHE_SIZE dialogs remembered: the oldest is forgotten first.
+    edge.refresh("c2", ("a", "b"), "OPTIONS", now=REFRESH_INTERVAL)
+    edge.refresh("c3", ("a", "b"), "OPTIONS", now=REFRESH_INTERVAL)
+    sent_commands.clear()
+    assert edge.refresh("c1", ("a", "b"), "OPTIONS", now=REFRESH_INTERVAL + 1)
+    assert len(sent_commands) == 1
+
+
+def test_dtls_failure_release_is_counted_under_its_reason(store, metrics_registry):
+    agw = CachingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    outcome = edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    record = edge.on_event({"event": "dtls_failed", "reason": "timeout", "dialog": outcome.dialog, "stream_id": 0})
+    assert store.get(outcome.dialog).ending == "dtls_failed"
+    # The dialog module's end event (reason "bye") came first: still counted as a DTLS failure.
+    assert edge.release("call-1", ("ftag",), "bye") is True
+    assert edge.release_record(record, "dtls_failed") is False
+    assert agw.released == [outcome.dialog]
+    assert metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "dtls_failed"}) == 1
+    assert store.redis.exists(TOMBSTONE_PREFIX + outcome.dialog)

@@ -32,15 +32,22 @@ class FakeKsr(types.ModuleType):
 
 
 class RecordingEdge:
-    def __init__(self, released: bool) -> None:
+    def __init__(self, released: bool = False) -> None:
         self.released = released
         self.releases = []
+        self.refreshes = []
+
+    def handle(self, msg):
+        from plugin.edge import Outcome
+
+        return Outcome()
 
     def release(self, call_id, tags, reason):
         self.releases.append((call_id, tags, reason))
         return self.released and len(self.releases) == 1
 
-    def refresh(self, call_id, tags):
+    def refresh(self, call_id, tags, method=""):
+        self.refreshes.append((call_id, tags, method))
         return True
 
 
@@ -78,3 +85,17 @@ def test_bye_released_by_the_dialog_end_event_is_not_released_again(kemi, event_
     ksr.pvs["$ci"] = "call-2"
     assert script.ksr_request_route(None) == 1
     assert edge.releases == [("call-2", ("ftag", "ttag"), "bye")]
+
+
+def test_an_in_dialog_ack_refreshes_nothing_other_requests_do(kemi):
+    """The ACK's 2xx refreshed the record (plugin.edge: TTL); an UPDATE, INFO... refresh it."""
+    module, ksr = kemi
+    script = module.kamailio()
+    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
+    edge = script._edge = RecordingEdge()
+    ksr.pvs["$rm"] = "ACK"
+    assert script.ksr_request_route(None) == 1
+    assert edge.refreshes == []
+    ksr.pvs["$rm"] = "UPDATE"
+    assert script.ksr_request_route(None) == 1
+    assert edge.refreshes == [("call-1", ("ftag", "ttag"), "UPDATE")]
