@@ -270,22 +270,39 @@ def measure(workdir: str, cpus: dict, rates: list[float], step_seconds: float, l
         result["added_ms"] = {k: (e[f"{k}_ms"] - b[f"{k}_ms"]) if e[f"{k}_ms"] is not None
                               and b[f"{k}_ms"] is not None else None for k in ("p50", "p99")}
         # 2. The ramp: highest calls/s with no failed call.
-        steps, best = [], None
-        for rate in rates:
-            step = run_step(edge, edge.workdir, rate, max(1, int(rate * step_seconds)), cpus["generator"])
-            steps.append(step)
-            print(f"bench: call setup {rate:g}/s: {step['answered']}/{step['calls']} answered, "
-                  f"INVITE->200 p99 {step['invite_200_ms']['p99']} ms", file=sys.stderr)
-            if not step["passed"]:
-                break
-            best = step
-        result["steps"] = steps
-        result["calls_per_second"] = best["rate"] if best else 0
+        result["steps"], result["calls_per_second"] = ramp(edge, rates, step_seconds, cpus["generator"])
         # 3. Memory: calls held open.
         result["memory"] = _memory(edge, memory_calls, cpus)
     finally:
         edge.stop()
     return result
+
+
+def ramp(edge: Edge, rates: list[float], step_seconds: float, cpu: int | None) -> tuple[list[dict], float]:
+    """SIPp ramp through a started edge: (steps, highest rate whose step passed before the first failure)."""
+    steps, best = [], None
+    for rate in rates:
+        step = run_step(edge, edge.workdir, rate, max(1, int(rate * step_seconds)), cpu)
+        steps.append(step)
+        print(f"bench: call setup {rate:g}/s{'' if cpu is not None else ' (unpinned)'}: "
+              f"{step['answered']}/{step['calls']} answered, INVITE->200 p99 {step['invite_200_ms']['p99']} ms",
+              file=sys.stderr)
+        if not step["passed"]:
+            break
+        best = step
+    return steps, best["rate"] if best else 0
+
+
+def measure_unpinned(workdir: str, rates: list[float], step_seconds: float) -> dict:
+    """The same ramp with nothing pinned: Kamailio, mediad, Redis and SIPp share every core."""
+    edge = Edge(os.path.join(workdir, "unpinned"), None)
+    try:
+        edge.start()
+        _probe(edge, 20, {"generator": None})  # warm the workers up
+        steps, best = ramp(edge, rates, step_seconds, None)
+    finally:
+        edge.stop()
+    return {"status": "measured", "steps": steps, "calls_per_second": best}
 
 
 def _probe(edge: Edge, calls: int, cpus: dict) -> dict:

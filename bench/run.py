@@ -54,7 +54,7 @@ SYSTEMS = ("rtpengine", "mediad")
 FULL_RATES = (10000, 20000, 40000, 60000, 70000, 80000, 90000, 100000, 110000, 120000, 130000, 140000,
               160000, 180000, 200000, 220000, 250000, 300000)
 SMOKE_RATES = (1000, 3000)
-FULL_CALL_RATES = (25, 50, 100, 150, 200, 300, 400, 600, 800)
+FULL_CALL_RATES = (25, 50, 100, 150, 200, 250, 300, 350, 400, 600, 800)
 SMOKE_CALL_RATES = (5,)
 APT_FOR = {"gcc": "gcc", "srtp": "libsrtp2-dev", "rtpengine": "rtpengine-daemon", "redis": "redis-server"}
 SCHEMA = 1
@@ -284,6 +284,12 @@ def measure_call_setup(args, cpus, workdir) -> tuple[dict, dict]:
         entry = {"status": "failed", "reason": str(exc)[:500]}
         return entry, dict(entry)
     memory = result.pop("memory")
+    if not args.smoke:
+        try:
+            result["unpinned"] = callsetup.measure_unpinned(workdir, args.call_rate_list, args.call_step_seconds)
+        except Exception as exc:
+            traceback.print_exc()
+            result["unpinned"] = {"status": "failed", "reason": str(exc)[:500]}
     return result, memory
 
 
@@ -351,7 +357,12 @@ def markdown(report: dict) -> str:
     lines.append(f"| Kamailio worker RSS per 1,000 calls (largest worker) | | {kw_cell} |")
     cs = report["call_setup"]
     if cs.get("status") == "measured":
-        lines.append(f"| calls/s with no failed call (SIPp ramp) | | {_fmt(cs['calls_per_second'])} |")
+        lines.append(f"| calls/s with no failed call (SIPp ramp; edge on one core, SIPp on the other) | | "
+                     f"{_fmt(cs['calls_per_second'])} |")
+        unpinned = cs.get("unpinned", {})
+        if unpinned.get("status") == "measured":
+            lines.append(f"| calls/s with no failed call (nothing pinned: edge and SIPp share both cores) | | "
+                         f"{_fmt(unpinned['calls_per_second'])} |")
         for key, label in (("baseline", "INVITE→200 without plugin"), ("edge_latency", "INVITE→200 through the edge")):
             e = cs[key]
             lines.append(f"| {label}, p50 / p99 ms | | {_fmt(e['p50_ms'], 2)} / {_fmt(e['p99_ms'], 2)} |")
