@@ -54,6 +54,7 @@ pytestmark = [
 ]
 
 MEDIA_SECONDS = 2.0
+BEEP_WAIT = 6.0
 # 2 s of 20 ms packets is 100 each way; allow for start-up.
 MIN_PACKETS = 50
 RTCP_WAIT = 6.0
@@ -174,6 +175,10 @@ async def _call(edge: Edge, peer: ChromiumPeer) -> ChromiumCall:
         result.timings["connected"] = time.monotonic() - t0
         if result.connection_state == "connected":
             await asyncio.sleep(MEDIA_SECONDS)
+            # Chromium's fake device can start late under load: wait (bounded) for its beeps.
+            deadline = time.monotonic() + BEEP_WAIT
+            while sum(1 for peak in result.core_rtp.peaks if peak > LOUD) < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             # Chromium's first RTCP report for audio can take a few seconds.
             deadline = time.monotonic() + RTCP_WAIT
             while not result.core_rtp.rtcp and time.monotonic() < deadline:

@@ -475,7 +475,10 @@ def test_dialog_timeout_ends_the_call_and_releases_everything(short_dialog_edge,
     uas, uac = core_uas(edge), wic_uac(edge, "wic_call_uac_recv_bye.xml")
     sipps += [uas, uac]
     started = time.monotonic()
-    run_pair(uas, uac)
+    try:
+        run_pair(uas, uac)
+    except AssertionError as exc:  # keep Kamailio's side of the story with the failure
+        raise AssertionError(f"{exc}\n--- kamailio log ---\n{edge.kamailio_log_text()[-4000:]}") from None
     assert time.monotonic() - started < 8
     assert len(uac.received("BYE ")) == 1 and len(uas.received("BYE ")) == 1
     assert edge.wait_no_dialogs() == [] and edge.mediad_dialogs() == []
