@@ -126,12 +126,12 @@ class Edge:
             if not procs.wait_until(self._mediad_ready, 20, 0.1):
                 raise RuntimeError(f"mediad did not start; see {self.workdir}/mediad.log")
             argv = [exe, "-DD", "-E", "-f", EDGE_CFG, "-Y", rundir, "-P", os.path.join(rundir, "k.pid"),
-                    "-m", "64", "-M", "8", "-A", f"E2AE_ACCESS_SIP=udp:{self.access[0]}:{self.access[1]}",
+                    "-m", "64", "-M", "8", "-x", "tlsf", "-X", "tlsf", "-A", f"E2AE_ACCESS_SIP=udp:{self.access[0]}:{self.access[1]}",
                     "-A", f"E2AE_CORE_SIP=udp:{self.core[0]}:{self.core[1]}", "-A", f'E2AE_PLUGIN="{PLUGIN}"',
                     "-A", "E2AE_DIALOG_TTL=600"]
         else:
             argv = [exe, "-DD", "-E", "-f", BASELINE_CFG, "-Y", rundir, "-P", os.path.join(rundir, "k.pid"),
-                    "-m", "64", "-M", "8", "-A", f"BENCH_ACCESS_SIP=udp:{self.access[0]}:{self.access[1]}",
+                    "-m", "64", "-M", "8", "-x", "tlsf", "-X", "tlsf", "-A", f"BENCH_ACCESS_SIP=udp:{self.access[0]}:{self.access[1]}",
                     "-A", f"BENCH_CORE_SIP=udp:{self.core[0]}:{self.core[1]}",
                     "-A", f'BENCH_NEXT_HOP="sip:{self.next_hop[0]}:{self.next_hop[1]}"']
         self.kamailio = procs.start(argv, self.cpu, os.path.join(self.workdir, "kamailio.log"), cwd=self.workdir,
