@@ -113,7 +113,7 @@ class FastSrtp(SrtpTransformer):
     """An association's pylibsrtp sessions, also handed to C (one replay window, one ROC).
 
     Python's slow path uses the inherited methods; C calls the same sessions'
-    ``srtp_t`` through the function pointers bound by :func:`_bind`.
+    ``srtp_t`` through the function pointers bound at import (``e2ae_bind``).
     """
 
     def __init__(self, keys: SrtpKeys) -> None:
@@ -153,7 +153,6 @@ class StreamPath:
         self.srtp: list[Any] = [None, None]  # keeps installed contexts alive while C holds them
         self.addrs: list[Any] = [None] * 6  # dest[0..3], peer[0..1] as last written
         self.channels: list["Channel | None"] = [None, None, None, None]
-        self.closed = False
 
     def new_srtp(self, keys: SrtpKeys) -> FastSrtp:
         return FastSrtp(keys)
@@ -175,8 +174,6 @@ class StreamPath:
 
     def sync(self) -> None:
         """Write down in C what Python would decide for an RTP/RTCP datagram now."""
-        if self.closed:
-            return
         ctx, stream = self.ctx, self.stream
         for which in range(4):
             channel = self.channels[which]
@@ -209,14 +206,6 @@ class StreamPath:
             target.ok = 0
         else:
             lib.e2ae_set_addr(ffi.addressof(target), packed[0], packed[1], packed[2])
-
-    def close(self) -> None:
-        for which in range(4):
-            self.ctx.fd[which] = -1
-        self.ctx.srtp[0] = self.ctx.srtp[1] = ffi.NULL
-        self.srtp = [None, None]
-        self.channels = [None, None, None, None]
-        self.closed = True
 
 
 def _address(pkt) -> tuple:
@@ -259,8 +248,7 @@ class FastTransport(asyncio.DatagramTransport):
         packets = [(ffi.buffer(slow[i].data, slow[i].len)[:], _address(slow[i])) for i in range(n)]
         receive = self._channel.datagram_received
         for data, addr in packets:
-            receive(data, addr)  # never raises (the channel catches and counts)
-        self._path.sync()
+            receive(data, addr)  # never raises (the channel catches and counts); its changes sync C
 
     # -- asyncio.DatagramTransport -------------------------------------------------------
     def sendto(self, data, addr=None) -> None:

@@ -116,8 +116,6 @@ class AccessLeg:
             channel.keys = None
             channel.state = "new"
             channel.failure = None
-        if self.stream.path is not None:
-            self.stream.path.sync()
 
     def document(self) -> dict[str, Any]:
         return {
