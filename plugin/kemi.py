@@ -235,12 +235,6 @@ class kamailio:
         self.edge.release(_pv("$ci"), (_pv("$ft"),), "failure")
         return 1
 
-    def ksr_reply_route(self, msg):
-        return 1
-
-    def ksr_onsend_route(self, msg):
-        return 1
-
     # -- events -------------------------------------------------------------------
     def ksr_dialog_event(self, *args):
         evname = args[-1] if args and isinstance(args[-1], str) else None

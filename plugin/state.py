@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -222,6 +223,9 @@ class DialogStore:
         self.timeout = timeout
         self._redis: redis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        # The connection the scripts run on (the hot path), this process's own.
+        self._conn: redis.Connection | None = None
+        self._conn_pid = 0
 
     @property
     def redis(self) -> redis.Redis:
@@ -234,14 +238,60 @@ class DialogStore:
 
     def load_scripts(self) -> None:
         """Load every script into Redis now (else the first EVALSHA of each loads it)."""
-        client = self.redis  # registers the scripts
-        for script in self._scripts.values():
-            script.sha = self._call(client.script_load, script.script)
+        _ = self.redis  # registers the scripts
+        try:
+            conn, _fresh = self._connection()
+            for script in self._scripts.values():
+                conn.send_command("SCRIPT", "LOAD", script.script)
+                script.sha = conn.read_response().decode()
+        except redis.RedisError as exc:
+            raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
 
     def script(self, name: str, keys: list[str], *args):
-        """Run one of the registered scripts (EVALSHA; loaded again if Redis lost it)."""
-        client = self.redis  # registers the scripts
-        return self._call(self._scripts[name], keys=keys, args=args, client=client)
+        """Run one of the registered scripts (EVALSHA; loaded again if Redis lost it).
+
+        Scripts are the plugin's hot path (every SIP message with SDP runs two), so
+        they go straight to one redis-py connection kept by this worker: packed and
+        parsed by redis-py (hiredis), without the client layer's per-command work
+        (pool checkout, retry wrapper, observability hooks), which cost more CPU
+        than the round trip itself.  A connection found broken when it is used
+        again (Redis restarted) is reopened once; a timeout is not retried.
+        """
+        if self._redis is None:
+            _ = self.redis  # registers the scripts
+        script = self._scripts[name]
+        try:
+            conn, fresh = self._connection()
+            try:
+                return self._evalsha(conn, script, keys, args)
+            except redis.ConnectionError:
+                if fresh:
+                    raise
+                conn.disconnect()
+                return self._evalsha(conn, script, keys, args)
+        except redis.RedisError as exc:
+            if self._conn is not None and not isinstance(exc, redis.ResponseError):
+                self._conn.disconnect()
+            raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
+
+    def _connection(self) -> tuple[redis.Connection, bool]:
+        """This process's script connection, and whether it has not been used yet."""
+        pid = os.getpid()
+        if self._conn is None or self._conn_pid != pid:
+            self._conn = self.redis.connection_pool.make_connection()
+            self._conn_pid = pid
+        return self._conn, self._conn._sock is None
+
+    @staticmethod
+    def _evalsha(conn: redis.Connection, script, keys: list[str], args: tuple):
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:
+            conn.send_command("SCRIPT", "LOAD", script.script)
+            script.sha = conn.read_response().decode()
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -353,6 +403,9 @@ class DialogStore:
             delay = min(delay * 2, 0.02)
 
     def close(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._conn = None
         if self._redis is not None:
             self._redis.close()
             self._redis = None

@@ -8,6 +8,7 @@ real mediad is exercised by tests/integration/test_edge_*.py).
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -491,3 +492,37 @@ def test_dtls_failure_release_is_counted_under_its_reason(store, metrics_registr
     assert agw.released == [outcome.dialog]
     assert metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "dtls_failed"}) == 1
     assert store.redis.exists(TOMBSTONE_PREFIX + outcome.dialog)
+
+
+def test_scripts_run_again_after_redis_forgot_them(store, metrics_registry):
+    """A Redis that lost its scripts (SCRIPT FLUSH, a restart) gets them again: no error."""
+    edge = make_edge(store, metrics_registry)
+    store.load_scripts()
+    store.redis.script_flush()
+    assert not edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text())).failed
+    assert store.find("call-1", "ftag") is not None
+
+
+def test_a_broken_script_connection_is_reopened_once(store, metrics_registry):
+    """Redis closed the worker's connection (restart, client kill): the next message still works."""
+    edge = make_edge(store, metrics_registry)
+    store.load_scripts()
+    killed = store.redis.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    assert not edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text())).failed
+    assert store.find("call-1", "ftag") is not None
+
+
+def test_unreachable_redis_is_unavailable_without_retrying_the_timeout():
+    """Nothing listens: the script raises UnavailableError (503 upstream), at once."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = DialogStore(f"redis://127.0.0.1:{port}/0", ttl=60, timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(UnavailableError):
+        store.script("touch", [DIALOG_PREFIX + "x"], 60)
+    assert time.monotonic() - started < 1.0
+    store.close()
