@@ -269,6 +269,11 @@ def measure(workdir: str, cpus: dict, rates: list[float], step_seconds: float, l
         b, e = result["baseline"], result["edge_latency"]
         result["added_ms"] = {k: (e[f"{k}_ms"] - b[f"{k}_ms"]) if e[f"{k}_ms"] is not None
                               and b[f"{k}_ms"] is not None else None for k in ("p50", "p99")}
+        # The INVITE alone: sent by the caller -> received by the callee.
+        result["invite_added_ms"] = {
+            k: (e[f"invite_forward_{k}_ms"] - b[f"invite_forward_{k}_ms"])
+            if e.get(f"invite_forward_{k}_ms") is not None and b.get(f"invite_forward_{k}_ms") is not None
+            else None for k in ("p50", "p99")}
         # 2. The ramp: highest calls/s with no failed call.
         result["steps"], result["calls_per_second"] = ramp(edge, rates, step_seconds, cpus["generator"])
         # 3. Memory: calls held open.
@@ -306,13 +311,8 @@ def measure_unpinned(workdir: str, rates: list[float], step_seconds: float) -> d
 
 
 def _probe(edge: Edge, calls: int, cpus: dict) -> dict:
-    uas = Sipp(edge.workdir, UAS_SCENARIO, edge.next_hop[0], calls, cpus["generator"], port=edge.next_hop[1],
-               timeout=calls * 0.5 + 30).start()
-    time.sleep(0.3)
-    try:
-        return sipprobe.probe(edge.access, calls)
-    finally:
-        uas.kill()
+    """Calls one at a time; the probe's own UAS is the callee, so the INVITE's way is timed too."""
+    return sipprobe.probe(edge.access, calls, uas=edge.next_hop)
 
 
 def _memory(edge: Edge, calls: int, cpus: dict) -> dict:

@@ -369,6 +369,9 @@ def markdown(report: dict) -> str:
         a = cs["added_ms"]
         lines.append(f"| INVITE→200 added by plugin + mediad, p50 / p99 ms | | "
                      f"{_fmt(a['p50'], 2)} / {_fmt(a['p99'], 2)} |")
+        i = cs.get("invite_added_ms") or {}
+        lines.append(f"| INVITE alone (caller → callee) added by plugin + mediad, p50 / p99 ms | | "
+                     f"{_fmt(i.get('p50'), 2)} / {_fmt(i.get('p99'), 2)} |")
     else:
         lines.append("| call setup | | not measured |")
     missing = [f"- {what}: {entry.get('status')}: {entry.get('reason', '')}" for what, entry in [

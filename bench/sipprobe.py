@@ -5,8 +5,13 @@ too coarse for the latency the plugin adds.  :func:`probe` places ``calls``
 calls one after the other over UDP (INVITE with the same WebRTC DTLS-SRTP
 offer as ``sipp_scenarios/wic_call_uac.xml``, ACK, BYE along the recorded
 route, RFC 3261 sections 12.2.1.1 and 16.12) and times each INVITE→200 with
-``time.perf_counter``.  The callee is a SIPp UAS.  Calls that fail or time out
-are counted, not timed.
+``time.perf_counter``.  Calls that fail or time out are counted, not timed.
+
+The callee is either a SIPp UAS (``probe(target, calls)``) or, with ``uas=(ip,
+port)``, a minimal UAS of this module on that address, answering in the same
+thread: then each call is also timed from the INVITE sent to the INVITE
+received by the callee (the INVITE's forwarding delay, what the plugin adds
+to an INVITE alone), and the 200's way back from the callee to the caller.
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ SDP = (
     "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\n"
     "a=rtpmap:8 PCMA/8000\r\na=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\n"
 )
+ANSWER = (
+    "v=0\r\no=core 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
+    "m=audio {port} RTP/AVPF 0 126\r\nb=AS:64\r\na=rtpmap:0 PCMU/8000\r\n"
+    "a=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+)
 _URI = re.compile(r"<([^>]+)>")
+_COPIED = ("via", "record-route", "from", "call-id", "cseq")
 
 
 def _headers(msg: str, name: str) -> list[str]:
@@ -46,6 +57,59 @@ def _request(method, uri, local, call_id, from_tag, to, cseq, routes=(), body=""
         lines.append("Content-Type: application/sdp")
     lines.append(f"Content-Length: {len(body.encode())}")
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def _all_headers(msg: str, name: str) -> list[str]:
+    """Every ``name`` header line of ``msg``, as sent (for copying into a response)."""
+    head = msg.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    return [line for line in head if line.split(":", 1)[0].strip().lower() == name]
+
+
+class Uas:
+    """A callee answering every INVITE with 200 + a plain RTP answer, and every BYE with 200."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.address = self.sock.getsockname()
+
+    def _answer(self, request: str, source, body: str = "") -> None:
+        lines = ["SIP/2.0 200 OK"]
+        for name in _COPIED:
+            lines += _all_headers(request, name)
+        to = _all_headers(request, "to")[0]
+        lines.append(to if ";tag=" in to else to + ";tag=" + secrets.token_hex(4))
+        lines.append(f"Contact: <sip:callee@{self.address[0]}:{self.address[1]}>")
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body.encode())}")
+        self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode(), source)
+
+    def serve(self, call_id: str, method: str, deadline: float) -> float | None:
+        """Answer requests of ``call_id`` until one ``method`` came; when it came (perf_counter)."""
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data, source = self.sock.recvfrom(65535)
+            except socket.timeout:
+                return None
+            arrived = time.perf_counter()
+            text = data.decode(errors="replace")
+            if text.startswith("SIP/2.0 ") or _headers(text, "call-id") != [call_id]:
+                continue
+            got = text.split(" ", 1)[0]
+            if got == "INVITE":
+                self._answer(text, source, ANSWER.format(ip=self.address[0], port=40000))
+            elif got == "BYE":
+                self._answer(text, source)
+            if got == method:
+                return arrived
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _await(sock, call_id, cseq_method, deadline):
@@ -68,7 +132,8 @@ def _await(sock, call_id, cseq_method, deadline):
             return data
 
 
-def one_call(sock, target, local, timeout: float = 5.0) -> float | None:
+def one_call(sock, target, local, timeout: float = 5.0, uas: Uas | None = None) -> tuple[float, float | None] | None:
+    """One call: (INVITE→200, INVITE sent→received by ``uas``) in seconds, None if it failed."""
     call_id = secrets.token_hex(12) + "@probe"
     from_tag = secrets.token_hex(6)
     uri = f"sip:callee@{target[0]}:{target[1]}"
@@ -77,6 +142,12 @@ def one_call(sock, target, local, timeout: float = 5.0) -> float | None:
     invite = _request("INVITE", uri, local, call_id, from_tag, to, 1, body=body)
     started = time.perf_counter()
     sock.sendto(invite, target)
+    forwarded = None
+    if uas is not None:
+        arrived = uas.serve(call_id, "INVITE", started + timeout)
+        if arrived is None:
+            return None
+        forwarded = arrived - started
     reply = _await(sock, call_id, "INVITE", started + timeout)
     elapsed = time.perf_counter() - started
     if reply is None or not reply.startswith("SIP/2.0 200"):
@@ -92,25 +163,43 @@ def one_call(sock, target, local, timeout: float = 5.0) -> float | None:
         first_hop = (host, int(port or 5060))
     sock.sendto(_request("ACK", contact, local, call_id, from_tag, to_hdr, 1, routes), first_hop)
     sock.sendto(_request("BYE", contact, local, call_id, from_tag, to_hdr, 2, routes), first_hop)
+    if uas is not None:
+        uas.serve(call_id, "BYE", time.perf_counter() + timeout)
     _await(sock, call_id, "BYE", time.perf_counter() + timeout)
-    return elapsed
+    return elapsed, forwarded
 
 
-def probe(target: tuple[str, int], calls: int, local_ip: str = "127.0.0.1", pause: float = 0.02) -> dict:
+def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
+    values = sorted(values)
+    if not values:
+        return None, None
+    return tuple(values[min(len(values) - 1, int(q * len(values)))] for q in (0.5, 0.99))
+
+
+def probe(target: tuple[str, int], calls: int, local_ip: str = "127.0.0.1", pause: float = 0.02,
+          uas: tuple[str, int] | None = None) -> dict:
+    """``calls`` calls one after the other; with ``uas``, this module's UAS answers on that address."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((local_ip, 0))
     local = sock.getsockname()
-    times, failed = [], 0
+    callee = Uas(uas) if uas is not None else None
+    times, forwarding, failed = [], [], 0
     try:
         for _ in range(calls):
-            t = one_call(sock, target, local)
+            t = one_call(sock, target, local, uas=callee)
             if t is None:
                 failed += 1
             else:
-                times.append(t * 1000)
+                times.append(t[0] * 1000)
+                if t[1] is not None:
+                    forwarding.append(t[1] * 1000)
             time.sleep(pause)
     finally:
         sock.close()
-    times.sort()
-    pick = (lambda q: times[min(len(times) - 1, int(q * len(times)))]) if times else (lambda q: None)
-    return {"calls": calls, "answered": len(times), "failed": failed, "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
+        if callee is not None:
+            callee.close()
+    p50, p99 = _percentiles(times)
+    result = {"calls": calls, "answered": len(times), "failed": failed, "p50_ms": p50, "p99_ms": p99}
+    if callee is not None:
+        result["invite_forward_p50_ms"], result["invite_forward_p99_ms"] = _percentiles(forwarding)
+    return result

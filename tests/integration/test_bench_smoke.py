@@ -88,5 +88,8 @@ def test_smoke_call_setup_through_the_edge(smoke):
     cs = report["call_setup"]
     assert cs["status"] == "measured", cs
     assert cs["edge_latency"]["answered"] > 0 and cs["baseline"]["answered"] > 0
+    # The INVITE alone is timed at the probe's callee, and is part of INVITE->200.
+    for key in ("edge_latency", "baseline"):
+        assert 0 < cs[key]["invite_forward_p50_ms"] < cs[key]["p50_ms"]
     assert cs["calls_per_second"] > 0
     assert report["memory"]["kamailio_worker"]["status"] == "measured"
