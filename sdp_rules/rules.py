@@ -110,9 +110,12 @@ def process(
         if reply is not None and reply.error:
             raise ValueError(f"AGW refused the request: {reply.error}")
         out = render(reply)
-        new = copy_state(data)
-        new["streams"] = ctx.streams
-        new["tls_ids"] = sorted(ctx.used_tls_ids)
+        # A copy of ``data`` in which "streams" and "tls_ids" are replaced (not copied:
+        # a copy of them would be thrown away), every key at its place.
+        replaced = {"streams": ctx.streams, "tls_ids": sorted(ctx.used_tls_ids)}
+        memo: dict[int, Any] = {}
+        new = {key: replaced[key] if key in replaced else copy_state(value, memo) for key, value in data.items()}
+        new.update(replaced)
         if iq is not None:
             new["agw"] = True
         return Result(sdp=str(out), state=DialogState(version=version + 1, data=new))
@@ -395,8 +398,9 @@ def _assemble(source: SessionDescription, sections: list[MediaSection], *, towar
         session.add_attribute("ice-lite")
     # With every live m-line anchored at the AGW, the session-level c= follows it.
     live = [s for s in sections if not s.rejected]
-    addresses = {s.connection.address for s in live if s.connection is not None}
-    if live and len(addresses) == 1 and all(s.connection is not None for s in live):
+    connections = [s.connection for s in live]
+    addresses = {c.address for c in connections if c is not None}
+    if live and len(addresses) == 1 and all(c is not None for c in connections):
         if session.connection is not None:
             session.set_connection(addresses.pop())
             for s in live:

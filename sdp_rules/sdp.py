@@ -27,7 +27,7 @@ CRLF = "\r\n"
 # RFC 8866 section 9: session-level line types and media-level line types.
 _SESSION_TYPES = frozenset("vosiuepcbtrzkam")
 _MEDIA_TYPES = frozenset("micbka")
-_TYPE_RE = re.compile(r"^[a-z]$")
+_LINE_TYPES = frozenset("abcdefghijklmnopqrstuvwxyz")  # <type> is one ASCII letter, a-z
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 _DIGITS_RE = re.compile(r"^[0-9]+$")  # str.isdigit() would accept non-ASCII digits
 
@@ -54,8 +54,8 @@ class Line:
     @property
     def attribute_value(self) -> str | None:
         """The attribute's value, or ``None`` for a property attribute."""
-        parts = self.value.split(":", 1)
-        return parts[1] if len(parts) == 2 else None
+        _, colon, value = self.value.partition(":")
+        return value if colon else None
 
 
 @dataclass
@@ -84,11 +84,19 @@ class Section:
         self.lines: list[Line] = lines if lines is not None else []
 
     # -- attributes -----------------------------------------------------
+    # The rules scan attributes by name many times per SDP body, so these loops
+    # test ``line.type`` and ``line.value`` directly rather than through the
+    # ``Line`` properties (same meaning, no call per line).
     def attribute_lines(self, name: str | None = None) -> list[Line]:
+        if name is None:
+            return [line for line in self.lines if line.type == "a"]
+        if ":" in name:
+            return []  # an attribute name ends at the first ":"
+        prefix = name + ":"
         return [
             line
             for line in self.lines
-            if line.is_attribute and (name is None or line.attribute_name == name)
+            if line.type == "a" and (line.value == name or line.value.startswith(prefix))
         ]
 
     def attributes(self, name: str) -> list[str | None]:
@@ -97,18 +105,27 @@ class Section:
 
     def attribute(self, name: str) -> str | None:
         """The value of the first ``a=name`` line, or ``None``."""
-        lines = self.attribute_lines(name)
-        return lines[0].attribute_value if lines else None
+        line = self._first_attribute(name)
+        return line.attribute_value if line is not None else None
 
     def has_attribute(self, name: str) -> bool:
-        return bool(self.attribute_lines(name))
+        return self._first_attribute(name) is not None
+
+    def _first_attribute(self, name: str) -> Line | None:
+        if ":" not in name:
+            prefix = name + ":"
+            for line in self.lines:
+                if line.type == "a" and (line.value == name or line.value.startswith(prefix)):
+                    return line
+        return None
 
     def remove_attributes(self, *names: str) -> int:
         """Remove every ``a=`` line whose name is one of ``names``; return how many."""
         before = len(self.lines)
         wanted = set(names)
         self.lines = [
-            line for line in self.lines if not (line.is_attribute and line.attribute_name in wanted)
+            line for line in self.lines
+            if not (line.type == "a" and line.value.partition(":")[0] in wanted)
         ]
         return before - len(self.lines)
 
@@ -140,8 +157,10 @@ class Section:
 
     @property
     def connection(self) -> Connection | None:
-        lines = self.lines_of("c")
-        return Connection.parse(lines[0].value) if lines else None
+        for line in self.lines:
+            if line.type == "c":
+                return Connection.parse(line.value)
+        return None
 
     def set_connection(self, address: str, addr_type: str = "IP4") -> None:
         """Set (or insert, in RFC 8866 order) the ``c=`` line of this section."""
@@ -282,10 +301,11 @@ class SessionDescription:
         self.media = media
 
     def __str__(self) -> str:
-        out = [str(line) for line in self.session.lines]
+        # Each line as Line.__str__ writes it, followed by CRLF.
+        out = [f"{line.type}={line.value}{CRLF}" for line in self.session.lines]
         for section in self.media:
-            out.extend(str(line) for line in section.lines)
-        return CRLF.join(out) + CRLF
+            out.extend([f"{line.type}={line.value}{CRLF}" for line in section.lines])
+        return "".join(out) or CRLF  # a description without lines is a lone CRLF
 
     def connection_for(self, section: MediaSection) -> Connection | None:
         """The effective ``c=`` of a media section (its own, else the session's)."""
@@ -324,38 +344,38 @@ def parse(text: str) -> SessionDescription:
         raise SdpParseError(1, "", "empty SDP body")
     session_lines: list[Line] = []
     media: list[MediaSection] = []
-    current: list[Line] | None = None
-    current_start = 0
+    current: list[Line] = session_lines  # the lines of the section being read
+    allowed = _SESSION_TYPES
     for lineno, raw in enumerate(raw_lines, start=1):
-        if len(raw) < 2 or raw[1] != "=" or not _TYPE_RE.match(raw[0]):
+        if len(raw) < 2 or raw[1] != "=" or raw[0] not in _LINE_TYPES:
             token = raw[:20] if raw else "(empty line)"
             raise SdpParseError(lineno, token, "not a '<type>=<value>' line")
-        line = Line(raw[0], raw[2:])
-        if lineno == 1 and (line.type != "v" or line.value != "0"):
+        line_type = raw[0]
+        line = Line(line_type, raw[2:])
+        if lineno == 1 and (line_type != "v" or line.value != "0"):
             raise SdpParseError(lineno, raw, "SDP must start with v=0")
-        if line.type == "m":
-            if current is not None:
-                media.append(MediaSection(current, current_start))
+        if line_type == "m":
+            # The section's line list is filled in place as its lines are read; the
+            # m= line is parsed (and checked) here, once.
             current = [line]
-            current_start = lineno
-            MediaLine.parse(line.value, lineno)
+            media.append(MediaSection(current, lineno))
+            allowed = _MEDIA_TYPES
             continue
-        allowed = _SESSION_TYPES if current is None else _MEDIA_TYPES
-        if line.type not in allowed:
-            where = "session" if current is None else "media"
-            raise SdpParseError(lineno, raw[:20], f"'{line.type}=' is not allowed at {where} level")
-        if line.type == "c":
+        if line_type not in allowed:
+            where = "session" if allowed is _SESSION_TYPES else "media"
+            raise SdpParseError(lineno, raw[:20], f"'{line_type}=' is not allowed at {where} level")
+        if line_type == "a":
+            if not line.value:
+                raise SdpParseError(lineno, raw, "empty attribute")
+        elif line_type == "c":
             Connection.parse(line.value, lineno)
-        if line.type == "b":
+        elif line_type == "b":
             bwtype, colon, value = line.value.partition(":")
             if not colon or not bwtype or not _DIGITS_RE.match(value):
                 raise SdpParseError(lineno, line.value, "b= needs '<bwtype>:<bandwidth>'")
-        if line.type == "a" and not line.value:
-            raise SdpParseError(lineno, raw, "empty attribute")
-        (session_lines if current is None else current).append(line)
-    if current is not None:
-        media.append(MediaSection(current, current_start))
+        current.append(line)
+    session_types = {line.type for line in session_lines}
     for required in ("o", "s"):
-        if not any(line.type == required for line in session_lines):
+        if required not in session_types:
             raise SdpParseError(1, f"{required}=", f"session section lacks '{required}='")
     return SessionDescription(Section(session_lines), media)
