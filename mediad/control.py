@@ -66,8 +66,13 @@ class ControlError(E2aeError):
         return IqReply(self.dialog, self.transaction, error=self.message, error_code=self.code)
 
 
+# Made once: json.dumps with options builds an encoder on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def canonical(iq: dict[str, Any]) -> bytes:
-    return json.dumps(iq, sort_keys=True, separators=(",", ":")).encode()
+    return _CANONICAL.encode(iq).encode()
 
 
 def sign(secret: bytes, iq: dict[str, Any]) -> str:
@@ -90,7 +95,7 @@ def encode_request(secret: bytes, request: IqRequest) -> bytes:
 def encode_reply(reply: IqReply | dict[str, Any]) -> bytes:
     """The reply datagram, from an :class:`IqReply` or its ``to_dict()`` already made."""
     data = reply if isinstance(reply, dict) else reply.to_dict()
-    return json.dumps(data, separators=(",", ":")).encode()
+    return _COMPACT.encode(data).encode()
 
 
 def decode_reply(data: bytes) -> IqReply:
@@ -237,7 +242,7 @@ class ControlProtocol(asyncio.DatagramProtocol):
         if len(self.tasks) >= MAX_PENDING:
             self.metrics.control("unknown", "503", 0.0)
             return
-        task = asyncio.ensure_future(self._serve(data, addr))
+        task = asyncio.get_running_loop().create_task(self._serve(data, addr))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

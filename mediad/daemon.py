@@ -271,7 +271,7 @@ class Daemon:
         count = 1 if stream.kind in ("t38", "srtp_tcp") or spec.rtcp_mux else 2  # over TCP RTCP is muxed
         tcp = wants_tcp(stream.kind, spec)
         socks = self.access_pool.allocate(count, even=count == 2, tcp_too=tcp)
-        self.metrics.terminations_active.labels("access").inc()
+        self.metrics.terminations["access"].inc()
         leg.rtp = AccessChannel(leg, socks[0].getsockname()[1], "rtp")
         if count == 2:
             leg.rtcp = AccessChannel(leg, socks[1].getsockname()[1], "rtcp")
@@ -287,7 +287,7 @@ class Daemon:
         stream.core = leg
         count = 1 if stream.kind == "t38" or spec.rtcp_mux else 2
         socks = self.core_pool.allocate(count, even=stream.kind != "t38")
-        self.metrics.terminations_active.labels("core").inc()
+        self.metrics.terminations["core"].inc()
         leg.rtp = CoreChannel(leg, socks[0].getsockname()[1], "rtp")
         if count == 2:
             leg.rtcp = CoreChannel(leg, socks[1].getsockname()[1], "rtcp")
@@ -378,12 +378,12 @@ class Daemon:
             for channel in stream.access.channels():
                 channel.close()
                 self.access_pool.release(channel.port)
-            self.metrics.terminations_active.labels("access").dec()
+            self.metrics.terminations["access"].dec()
         if stream.core is not None:
             for channel in stream.core.channels():
                 channel.close()
                 self.core_pool.release(channel.port)
-            self.metrics.terminations_active.labels("core").dec()
+            self.metrics.terminations["core"].dec()
 
     async def _sweep(self) -> None:
         """Tell the ALG about expired consent even when no media is waiting to be sent."""
@@ -424,7 +424,7 @@ class Daemon:
         waiter = self.loop.create_future()
         self.flush_waiters.append(waiter)
         self._wake_writer()
-        await asyncio.shield(waiter)
+        await waiter  # the caller's own: cancelling the caller cancels it, and the writer skips it
 
     def _wake_writer(self) -> None:
         if not self.writing and self.loop is not None:
@@ -512,7 +512,7 @@ class Daemon:
             return await datachannel.restore_access(self, stream, adoc)
         leg = AccessLeg(stream, TerminationSpec.from_dict(adoc["spec"]), (adoc["ice_ufrag"], adoc["ice_pwd"]))
         stream.access = leg
-        self.metrics.terminations_active.labels("access").inc()
+        self.metrics.terminations["access"].inc()
         for component in ("rtp", "rtcp"):
             cdoc = adoc["channels"].get(component)
             if cdoc is None:
@@ -536,7 +536,7 @@ class Daemon:
             return await datachannel.restore_core(self, stream, cdoc)
         leg = CoreLeg(stream, TerminationSpec.from_dict(cdoc["spec"]))
         stream.core = leg
-        self.metrics.terminations_active.labels("core").inc()
+        self.metrics.terminations["core"].inc()
         leg.latched = {k: tuple(v) for k, v in (cdoc.get("latched") or {}).items()}
         leg.refresh()
         for component, port in cdoc["ports"].items():

@@ -100,7 +100,7 @@ async def add_access(daemon, stream: "Stream", spec: TerminationSpec) -> None:
         await _bind_access(daemon, leg, sock)
     else:
         stream.access = ChannelAccessLeg(stream, spec)
-        daemon.metrics.terminations_active.labels("access").inc()
+        daemon.metrics.terminations["access"].inc()
 
 
 async def add_core(daemon, stream: "Stream", spec: TerminationSpec) -> None:
@@ -114,7 +114,7 @@ async def add_core(daemon, stream: "Stream", spec: TerminationSpec) -> None:
         count = 1 if spec.rtcp_mux else 2
         await leg.bind(daemon.core_pool.allocate(count, even=True))
     stream.core = leg
-    daemon.metrics.terminations_active.labels("core").inc()
+    daemon.metrics.terminations["core"].inc()
     leg.configure()
 
 
@@ -127,7 +127,7 @@ async def restore_access(daemon, stream: "Stream", adoc: dict[str, Any]) -> None
     else:
         stream.group = adoc.get("group")
         stream.access = ChannelAccessLeg(stream, spec)
-        daemon.metrics.terminations_active.labels("access").inc()
+        daemon.metrics.terminations["access"].inc()
 
 
 async def restore_core(daemon, stream: "Stream", cdoc: dict[str, Any]) -> None:
@@ -141,13 +141,13 @@ async def restore_core(daemon, stream: "Stream", cdoc: dict[str, Any]) -> None:
         await leg.bind([daemon.core_pool.claim(int(ports[c])) for c in ("rtp", "rtcp") if c in ports])
         leg.latched = tuple(cdoc["latched"]) if cdoc.get("latched") else None
     stream.core = leg
-    daemon.metrics.terminations_active.labels("core").inc()
+    daemon.metrics.terminations["core"].inc()
     leg.configure()
 
 
 async def _bind_access(daemon, leg: "SctpAccessLeg", sock: socket.socket) -> None:
     leg.stream.access = leg
-    daemon.metrics.terminations_active.labels("access").inc()
+    daemon.metrics.terminations["access"].inc()
     leg.rtp = SctpAccessChannel(leg, sock.getsockname()[1], "rtp")
     await daemon.loop.create_datagram_endpoint(lambda: leg.rtp, sock=sock)
 

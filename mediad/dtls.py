@@ -137,6 +137,7 @@ _CONTENT_TYPES = range(20, 26)
 # RFC 8122 section 5: the strongest hash function offered is the one checked.
 HASH_PREFERENCE = ("sha-512", "sha-384", "sha-256", "sha-224", "sha-1")
 MAX_HELD_RECORDS = 64
+BIO_READ_SIZE = 65536
 
 FAIL_FINGERPRINT_MISMATCH = "fingerprint_mismatch"
 FAIL_TIMEOUT = "timeout"
@@ -244,8 +245,16 @@ _contexts: "weakref.WeakKeyDictionary[Certificate, dict[tuple[str, ...], SSL.Con
 )
 
 
-def _accept_any(conn: SSL.Connection, x509: object, errno: int, depth: int, ok: int) -> bool:
-    return True
+def _verify(conn: SSL.Connection, x509: object, errno: int, depth: int, ok: int) -> bool:
+    """The contexts' verify callback: the session's check (its app data is a weak reference to it).
+
+    One callback for every connection, set on the shared context: a callback of each
+    connection's own costs a new C callback per session; the weak reference spares a
+    reference cycle through OpenSSL.
+    """
+    ref = conn.get_app_data()
+    session = ref() if ref is not None else None
+    return session is not None and session._verify(conn, x509, errno, depth, ok)
 
 
 def ssl_context(certificate: Certificate, srtp_profiles: Sequence[str]) -> SSL.Context:
@@ -262,22 +271,11 @@ def ssl_context(certificate: Certificate, srtp_profiles: Sequence[str]) -> SSL.C
         ctx.use_privatekey(certificate.key.to_cryptography_key())
         ctx.check_privatekey()
         ctx.set_cipher_list(CIPHERS)
-        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_any)
+        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify)
         if key:
             ctx.set_tlsext_use_srtp(":".join(key).encode("ascii"))
         per_cert[key] = ctx
     return ctx
-
-
-def _weak_verify(session: "DtlsSession"):
-    """The session's verify callback without a reference cycle through OpenSSL."""
-    ref = weakref.ref(session)
-
-    def verify(conn: SSL.Connection, x509: object, errno: int, depth: int, ok: int) -> bool:
-        target = ref()
-        return target is not None and target._verify(conn, x509, errno, depth, ok)
-
-    return verify
 
 
 class DtlsSession:
@@ -326,7 +324,7 @@ class DtlsSession:
         if unknown or (srtp and not profiles):
             raise UsageError(f"unsupported SRTP profiles {unknown or profiles}")
         self._ssl = SSL.Connection(ssl_context(certificate, profiles if srtp else ()), None)
-        self._ssl.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _weak_verify(self))
+        self._ssl.set_app_data(weakref.ref(self))  # for the context's verify callback, _verify
         self._ssl.set_ciphertext_mtu(mtu)
         if self.role is Role.CLIENT:
             self._ssl.set_connect_state()
@@ -572,9 +570,12 @@ class DtlsSession:
         chunks = []
         while True:
             try:
-                chunks.append(self._ssl.bio_read(65536))
+                chunk = self._ssl.bio_read(BIO_READ_SIZE)
             except SSL.Error:
                 break
+            chunks.append(chunk)
+            if len(chunk) < BIO_READ_SIZE:
+                break  # a memory BIO gives all it holds up to the size asked: it is empty now
         if not chunks:
             return
         data = b"".join(chunks)

@@ -157,8 +157,8 @@ class Metrics:
         for role in ROLES:
             for result in HANDSHAKE_RESULTS:
                 self.handshakes.labels(role, result)
-        for side in SIDES:
-            self.terminations_active.labels(side)
+        # Per side, bound once: reserve and release change them on every call.
+        self.terminations = {side: self.terminations_active.labels(side) for side in SIDES}
         self.tcp_result = {result: self.tcp_connections.labels(result) for result in TCP_RESULTS}
         # control() runs on every Iq request: each child is looked up once (labels() hashes and
         # locks each time), on first use, so the exposition shows what was counted, as before.

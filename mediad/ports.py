@@ -34,9 +34,8 @@ class PortPool:
         self._next = random.randint(ports.first, ports.last)
 
     def _bind(self, port: int, kind: int = socket.SOCK_DGRAM) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, kind)
+        sock = socket.socket(socket.AF_INET, kind | socket.SOCK_NONBLOCK)
         try:
-            sock.setblocking(False)
             if kind == socket.SOCK_STREAM:  # a listener re-bound after a restart: TIME_WAIT
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.address, port))

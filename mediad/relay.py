@@ -368,7 +368,8 @@ class AccessChannel(Channel):
         self.role = role
         self.state = HANDSHAKING
         self.started_at = now
-        self.srtp = None
+        if self._srtp is not None:  # (the setter writes the native path down again)
+            self.srtp = None
         self.keys = None
 
     def start_client(self) -> None:
@@ -516,7 +517,9 @@ class AccessChannel(Channel):
         if self.consent_timer is not None:
             self.consent_timer.cancel()
             self.consent_timer = None
-        self.dest = None
+        # Not through the setters: closing the transport (below) takes the channel off the native
+        # path, whose state is written down again then.
+        self._dest = None
         if self.dtls is not None and self.state == ESTABLISHED:
             try:
                 self.dtls.close()
@@ -527,7 +530,7 @@ class AccessChannel(Channel):
             except Exception:
                 log.debug("DTLS close failed on port %d", self.port, exc_info=True)
         self.dtls = None
-        self.srtp = None
+        self._srtp = None
         super().close()
 
 

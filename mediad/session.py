@@ -146,7 +146,7 @@ class CoreLeg:
         self.latching = True  # no SDP address yet: media goes where the core's media comes from
         self.dest_rtp: tuple[str, int] | None = None
         self.dest_rtcp: tuple[str, int] | None = None
-        self.refresh()
+        self._compute()  # not refresh(): no channel of this leg is on the native path yet
 
     def channels(self) -> list[CoreChannel]:
         return [c for c in (self.rtp, self.rtcp) if c is not None]
@@ -167,12 +167,15 @@ class CoreLeg:
 
     def refresh(self) -> None:
         """Recompute what the packet path reads: after a change of ``spec`` or ``latched``."""
+        self._compute()
+        if self.stream.path is not None:
+            self.stream.path.sync()
+
+    def _compute(self) -> None:
         spec = self.spec
         self.latching = spec.remote_address is None or spec.remote_port is None
         self.dest_rtp = self.remote("rtp")
         self.dest_rtcp = self.remote("rtcp")
-        if self.stream.path is not None:
-            self.stream.path.sync()
 
     def latch(self, component: str, addr: tuple[str, int]) -> None:
         if self.latched.get(component) != addr:

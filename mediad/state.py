@@ -53,6 +53,9 @@ CONTROL_SECRET_KEY = "e2ae:control_secret"
 EVENTS_CHANNEL = "e2ae:events"
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once (json.dumps with options makes one per call)
+
+
 class StateError(UnavailableError):
     """Redis failed or is unreachable."""
 
@@ -137,7 +140,7 @@ class StateStore:
         For one caller at a time (the daemon's writer): it uses a connection of its own.
         """
         commands: list[tuple[Any, ...]] = [("DEL", dialog_key(dialog)) for dialog in deletes]
-        commands += [("SET", dialog_key(dialog), json.dumps(document, separators=(",", ":")), "EX", self.dialog_ttl)
+        commands += [("SET", dialog_key(dialog), _COMPACT.encode(document), "EX", self.dialog_ttl)
                      for dialog, document in documents]
         if not commands:
             return
