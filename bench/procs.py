@@ -10,10 +10,21 @@ import time
 from typing import Sequence
 
 
+# The relays' media port ranges in the benchmark (rtpengine 46000-53999, mediad's access and
+# core pools 54000-59999): a port handed out for anything else must not be in them, or a
+# relay allocating its media ports may take it between the pick and its use.
+MEDIA_PORTS = (46000, 59999)
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A UDP port free now on ``host``, outside the relays' media ranges (MEDIA_PORTS)."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if not MEDIA_PORTS[0] <= port <= MEDIA_PORTS[1]:
+            return port
+    raise RuntimeError("no free UDP port outside the media ranges")
 
 
 def cpu_count() -> int:

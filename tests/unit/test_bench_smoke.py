@@ -113,3 +113,16 @@ def test_memory_only_repeats_on_fresh_processes_and_reports_medians(monkeypatch)
     result = run.measure_memory("mediad", 1000, {"relay": None}, "unused", repeats=3)
     assert result["rss_kib_per_1000"] == 35.0 and result["rss_reserved_kib_per_1000"] == 10.0
     assert len(result["samples"]) == 3
+
+
+def test_free_ports_are_never_in_the_relays_media_ranges():
+    """A generator or sink port inside a relay's media range could be taken by the relay first."""
+    from bench import mediad_side, procs, rtpengine
+
+    low, high = procs.MEDIA_PORTS
+    assert low <= min(mediad_side.ACCESS_PORTS[0], mediad_side.CORE_PORTS[0])
+    assert high >= max(mediad_side.ACCESS_PORTS[1], mediad_side.CORE_PORTS[1])
+    engine = rtpengine.Rtpengine.__init__.__defaults__
+    assert low <= min(engine) and high >= max(engine)
+    ports = {procs.free_udp_port() for _ in range(300)}
+    assert not [p for p in ports if low <= p <= high]
