@@ -126,3 +126,30 @@ def test_free_ports_are_never_in_the_relays_media_ranges():
     assert low <= min(engine) and high >= max(engine)
     ports = {procs.free_udp_port() for _ in range(300)}
     assert not [p for p in ports if low <= p <= high]
+
+
+def _ramp_step(rate, tx, passed=True):
+    return {"rate": rate, "tx_pps": tx, "rx_pps": tx, "passed": passed, "received": int(tx * 3), "verify_fail": 0,
+            "verify_ok": 0, "payload_ok": int(tx * 3), "relay_cpu_seconds": 1.0, "p50_us": 100.0, "p99_us": 900.0}
+
+
+def test_a_relay_that_never_failed_a_generator_limited_ramp_is_shown_as_a_lower_bound():
+    """mediad passed every step but the generator fell short: '≥' on its figure and on the ratio."""
+    limited = summarize_ramp({"steps": [_ramp_step(100_000, 100_000), _ramp_step(200_000, 150_000)]})
+    failed = summarize_ramp({"steps": [_ramp_step(100_000, 100_000), _ramp_step(200_000, 99_000, passed=False)]})
+    assert limited["never_failed"] and limited["generator_limited"] and not failed["never_failed"]
+    report = {
+        "started": "t", "mode": "full", "machine": {"cores": 2, "cpu_model": "cpu", "kernel": "k"},
+        "config": {"cpus": {"generator": 0, "relay": 1}, "streams": 500, "packet_bytes": 172, "rounds": 1,
+                   "max_loss": 0.001, "max_p99_ms": 20.0},
+        "systems": {"rtpengine": {"status": "measured"}, "mediad": {"status": "measured"}},
+        "relay": {"mediad": {"srtp_rtp": {"rounds": [limited], "median": limited},
+                             "rtp_srtp": {"rounds": [failed], "median": failed}},
+                  "rtpengine": {d: {"rounds": [failed], "median": failed} for d in ("srtp_rtp", "rtp_srtp")}},
+        "ratio": {"srtp_rtp": 150_000 / 100_000, "rtp_srtp": 1.0},
+        "handshakes": {}, "memory": {"kamailio_worker": {}}, "call_setup": {},
+    }
+    table = markdown(report)
+    assert "| srtp_rtp | mediad | ≥ 150,000 |" in table and "| ≥ 1.50 |" in table
+    assert "| rtp_srtp | mediad | 100,000 |" in table and "| 1.00 |" in table
+    assert "lower bound" in table
