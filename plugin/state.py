@@ -242,8 +242,7 @@ class DialogStore:
         try:
             conn, _fresh = self._connection()
             for script in self._scripts.values():
-                conn.send_command("SCRIPT", "LOAD", script.script)
-                script.sha = conn.read_response().decode()
+                self._load(conn, script)
         except redis.RedisError as exc:
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
 
@@ -288,10 +287,14 @@ class DialogStore:
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
             return conn.read_response()
         except redis.exceptions.NoScriptError:
-            conn.send_command("SCRIPT", "LOAD", script.script)
-            script.sha = conn.read_response().decode()
+            DialogStore._load(conn, script)
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
             return conn.read_response()
+
+    @staticmethod
+    def _load(conn: redis.Connection, script) -> None:
+        conn.send_command("SCRIPT", "LOAD", script.script)
+        script.sha = conn.read_response().decode()
 
     def _call(self, fn, *args, **kwargs):
         try:

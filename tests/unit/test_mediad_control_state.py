@@ -125,12 +125,7 @@ def test_store_write_deletes_then_saves_and_reconnects_after_a_lost_connection(r
         finally:
             await store.close()
 
-    check = redis_server.client()
-    try:
-        asyncio.run(scenario(check))
-    finally:
-        check.delete(*(dialog_key(d) for d in "abc"))
-        check.close()
+    _run_with_check(redis_server, scenario, "abc")
 
 
 def test_store_write_error_reply_is_state_error_and_the_connection_stays_usable(redis_server, redis_url):
@@ -147,9 +142,14 @@ def test_store_write_error_reply_is_state_error_and_the_connection_stays_usable(
         finally:
             await store.close()
 
+    _run_with_check(redis_server, scenario, "y")
+
+
+def _run_with_check(redis_server, scenario, dialogs) -> None:
+    """Run ``scenario(check)`` with a client of its own on the test Redis; delete ``dialogs``' keys after."""
     check = redis_server.client()
     try:
         asyncio.run(scenario(check))
     finally:
-        check.delete(dialog_key("y"))
+        check.delete(*(dialog_key(d) for d in dialogs))
         check.close()
