@@ -95,6 +95,8 @@ REFRESH_CACHE_SIZE = 512
 # Only these methods' bodies are offers/answers (RFC 3261, 3262, 3311); an SDP body in
 # OPTIONS, MESSAGE, INFO, ... is not negotiated and is left alone.
 SDP_METHODS = frozenset({"INVITE", "UPDATE", "PRACK", "ACK"})
+# The requests whose replies may carry an offer or an answer (an ACK has no reply).
+REPLY_SDP_METHODS = frozenset({"INVITE", "UPDATE", "PRACK"})
 
 
 @dataclass
@@ -222,6 +224,18 @@ class Edge:
     def _initial(msg: Message) -> bool:
         return msg.request and msg.method == "INVITE" and not msg.to_tag
 
+    @staticmethod
+    def needs_bodyless(request: bool, method: str, to_tag: str, status: int) -> bool:
+        """Whether a message without a body still changes the record (:meth:`_bookkeep`).
+
+        Only an initial INVITE (it clears a tombstone) and a 2xx to an INVITE (it
+        names the callee) do; the SIP layer need not hand any other body-less
+        message (an ACK, an 18x, the 200 of an UPDATE) to :meth:`handle`.
+        """
+        if method != "INVITE":
+            return False
+        return not to_tag if request else 200 <= status < 300
+
     def _bookkeep(self, msg: Message) -> None:
         """What a message without SDP to process still does to the record (best effort).
 
@@ -295,9 +309,16 @@ class Edge:
                             caller_tag=msg.from_tag, caller_side=caller_side.value)
 
     def _handle_sdp(self, msg: Message) -> Outcome:
+        initial = self._initial(msg)
+        if initial:
+            # No worker can hold a new dialog yet (plugin.state: round trips): processed
+            # without a claim, saved by one conditional write.
+            try:
+                return self._render(msg, self._new_record(msg), self._create)
+            except _Exists:
+                pass  # the same Call-ID and From tag seen before: as any other message
         # Every non-initial message (replies included) is looked up by both tags: a
         # reply to a request the callee sent carries the callee's tag in From.
-        initial = self._initial(msg)
         tags = (msg.from_tag,) if initial else (msg.from_tag, msg.to_tag)
         claim = self.store.claim(msg.call_id, tags, create=self._may_create(msg), unbury=initial)
         if claim is None:
@@ -312,44 +333,60 @@ class Edge:
                              msg.method, "request" if msg.request else msg.status)
                     return self._error(msg, 481, "dialog already released")
                 record = self._new_record(msg)
-            cache_key = f"{msg.tx}|{msg.side.value}|{_digest(msg.body)}"
-            cached = record.rendered.get(cache_key)
-            kind = self._kind(record, msg)
-            if cached is not None and (kind is not Kind.ANSWER or record.applied == cache_key):
-                self.metrics.rewrite(msg.side.value, kind.value if kind else "offer", "cached")
-                return Outcome(body=cached, dialog=record.id)
-            if kind is None:
-                return Outcome(dialog=record.id)
-            # A known answer that is not the one mediad last applied (forks answering in
-            # turn) is applied again, under a new Iq transaction.
-            plan = sdp_rules.process(
-                msg.body, origin=msg.side, kind=kind, state=record.rules, dialog=record.id,
-                transaction=f"{cache_key}|{kind.value}|{record.rules.version}", policy=self.policy,
-            )
-            reserving = plan.iq is not None and not record.rules.data.get("agw")
+            return self._render(msg, record, claim.commit)
+
+    def _create(self, record: DialogRecord) -> None:
+        created, existing = self.store.create(record)
+        if not created:
+            raise _Exists(existing)
+
+    def _render(self, msg: Message, record: DialogRecord, save) -> Outcome:
+        """Plan, ask mediad, finish and ``save(record)``; the outcome for ``msg``."""
+        cache_key = f"{msg.tx}|{msg.side.value}|{_digest(msg.body)}"
+        cached = record.rendered.get(cache_key)
+        kind = self._kind(record, msg)
+        if cached is not None and (kind is not Kind.ANSWER or record.applied == cache_key):
+            self.metrics.rewrite(msg.side.value, kind.value if kind else "offer", "cached")
+            return Outcome(body=cached, dialog=record.id)
+        if kind is None:
+            return Outcome(dialog=record.id)
+        # A known answer that is not the one mediad last applied (forks answering in
+        # turn) is applied again, under a new Iq transaction.
+        plan = sdp_rules.process(
+            msg.body, origin=msg.side, kind=kind, state=record.rules, dialog=record.id,
+            transaction=f"{cache_key}|{kind.value}|{record.rules.version}", policy=self.policy,
+        )
+        reserving = plan.iq is not None and not record.rules.data.get("agw")
+        try:
+            reply = self._iq(plan.iq) if plan.iq is not None else None
             try:
-                reply = self._iq(plan.iq) if plan.iq is not None else None
-                try:
-                    result = plan.finish(reply)
-                except ValueError as exc:
-                    raise PeerError(str(exc), 488) from None
-                record.rules = result.state
-                if kind is Kind.OFFER:
-                    record.offer = {"tx": msg.tx, "cseq": msg.cseq, "side": msg.side.value,
-                                    "in_reply": not msg.request}
-                if not msg.request and msg.to_tag and msg.method == "INVITE" and msg.from_tag == record.caller_tag:
-                    # The callee: the fork whose 2xx came (any 2xx overrides an 18x's tag).
-                    if not record.callee_tag or 200 <= msg.status < 300:
-                        record.callee_tag = msg.to_tag
-                record.remember(cache_key, result.sdp)
-                record.applied = cache_key
-                claim.commit(record)
-            except Exception as exc:
-                if reserving and not getattr(exc, "mediad_refused", False):
-                    # mediad may have reserved (an Iq timeout after the work, a failed
-                    # save or finish): undo it, or the ports stay and a retry is refused.
-                    self._undo_reserve(record)
-                raise
+                result = plan.finish(reply)
+            except ValueError as exc:
+                raise PeerError(str(exc), 488) from None
+            record.rules = result.state
+            if kind is Kind.OFFER:
+                record.offer = {"tx": msg.tx, "cseq": msg.cseq, "side": msg.side.value,
+                                "in_reply": not msg.request}
+            if not msg.request and msg.to_tag and msg.method == "INVITE" and msg.from_tag == record.caller_tag:
+                # The callee: the fork whose 2xx came (any 2xx overrides an 18x's tag).
+                if not record.callee_tag or 200 <= msg.status < 300:
+                    record.callee_tag = msg.to_tag
+            record.remember(cache_key, result.sdp)
+            record.applied = cache_key
+            save(record)
+        except _Exists as exc:
+            # A new record was not saved: the dialog was there.  mediad holds streams for
+            # a dialog id only once, so when that dialog holds them this RESERVE was the
+            # same request again, answered from mediad's cache: nothing to undo.
+            if reserving and (exc.record is None or not exc.record.rules.data.get("agw")):
+                self._undo_reserve(record)
+            raise
+        except Exception as exc:
+            if reserving and not getattr(exc, "mediad_refused", False):
+                # mediad may have reserved (an Iq timeout after the work, a failed
+                # save or finish): undo it, or the ports stay and a retry is refused.
+                self._undo_reserve(record)
+            raise
         self.metrics.rewrite(msg.side.value, kind.value, "rewritten" if plan.iq else "passthrough")
         return Outcome(body=result.sdp, dialog=record.id)
 
@@ -494,6 +531,14 @@ class Edge:
         except UnavailableError as exc:
             log.warning("Call-ID %s: %s", record.call_id, exc.reason)
         return record
+
+
+class _Exists(Exception):
+    """A new dialog's record was not saved: the dialog has one (``record``) or a lock holder."""
+
+    def __init__(self, record: DialogRecord | None) -> None:
+        super().__init__("dialog exists")
+        self.record = record
 
 
 class LazyIqClient:

@@ -17,7 +17,8 @@ against ``[edge] access_sip`` / ``core_sip``).
   not (a 200 may cross it): its 487 reaches ``ksr_failure_edge``.  Every
   in-dialog request but ACK and BYE refreshes the dialog's record in Redis
   (:meth:`~plugin.edge.Edge.refresh` says why not the ACK, and how often).
-* ``ksr_onreply_edge``: rewrites the SDP of 18x/2xx replies.
+* ``ksr_onreply_edge``: rewrites the SDP of 18x/2xx replies (armed for INVITE,
+  UPDATE and PRACK only: no other reply is rewritten or noted).
 * ``ksr_failure_edge``: a final error to the initial INVITE (a CANCEL's 487
   included) releases the dialog.
 * ``ksr_dialog_event``: the dialog module's end of a dialog (its timeout)
@@ -53,7 +54,7 @@ from sdp_rules.iq import Side  # noqa: E402
 
 from mediad.config import load_config  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
-from plugin.edge import Edge, Message, other  # noqa: E402
+from plugin.edge import REPLY_SDP_METHODS, Edge, Message, other  # noqa: E402
 
 EVENTS_CHANNEL = "e2ae:events"
 EVENTS_PER_TICK = 100
@@ -141,6 +142,9 @@ class kamailio:
 
     def _apply(self, side, request=True):
         """Rewrite the body of the current message; False when an error was answered."""
+        if not _pv("$rb") and not Edge.needs_bodyless(
+                request, _pv("$rm"), _pv("$tt"), 0 if request else int(_pv("$rs", 0) or 0)):
+            return True  # nothing to rewrite nor to note (an ACK, an 18x without SDP)
         msg = self._message(side, request)
         outcome = self.edge.handle(msg)
         if outcome.failed:
@@ -155,9 +159,10 @@ class kamailio:
             KSR.textops.set_body(outcome.body, "application/sdp")
         return True
 
-    def _relay(self, side):
+    def _relay(self, side, method):
         KSR.corex.set_send_socket(self.sockets[other(side)])
-        KSR.tm.t_on_reply("ksr_onreply_edge")
+        if method in REPLY_SDP_METHODS:  # no other reply is rewritten or noted (a BYE's 200)
+            KSR.tm.t_on_reply("ksr_onreply_edge")
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
 
@@ -194,7 +199,7 @@ class kamailio:
             KSR.tm.t_on_failure("ksr_failure_edge")
         if side is Side.ACCESS:
             KSR.setdsturi(self.config.edge_core_next_hop)
-        self._relay(side)
+        self._relay(side, method)
         return 1
 
     def _in_dialog(self, side, method):
@@ -217,7 +222,7 @@ class kamailio:
                 self.edge.release(call_id, (_pv("$ft"), _pv("$tt")), "bye")
         elif not self._apply(side):
             return 1
-        self._relay(side)
+        self._relay(side, method)
         if method != "BYE":
             # The dialog module reset its timeout for this request: so does the record.
             self.edge.refresh(_pv("$ci"), (_pv("$ft"), _pv("$tt")), method)

@@ -30,7 +30,15 @@ become :class:`~sdp_rules.errors.UnavailableError` (503 + Retry-After).
 
 Round trips (each a registered Lua script, sent as EVALSHA):
 
-* a message's work on its dialog is one :meth:`DialogStore.claim` (finds the
+* an initial INVITE's work is one :meth:`DialogStore.create`: no worker can
+  hold its dialog before it is relayed (Kamailio's transaction layer absorbs
+  its retransmissions, and its replies come after it), so it is processed
+  without a lock and its record saved by one conditional write, which clears
+  the tombstone; when the dialog turns out to have a record or a lock holder
+  after all (the same Call-ID and From tag seen again), nothing is written and
+  the INVITE is handled as below (:mod:`plugin.edge` says what becomes of its
+  reservation);
+* any other message's work on its dialog is one :meth:`DialogStore.claim` (finds the
   record by its tags, clears the tombstone for an initial INVITE, takes the
   lock and reads the record and the tombstone) and one :meth:`Claim.commit`
   (write and unlock) or a plain unlock; every unlock refreshes the record's TTL
@@ -44,17 +52,16 @@ Round trips (each a registered Lua script, sent as EVALSHA):
 * an in-dialog request's TTL refresh is one :meth:`DialogStore.touch`,
   whichever of its tags names the record.
 
-Why a release may send RELEASE after its record is gone: every message that
-talks to mediad about a dialog does so under the dialog's lock, holding a
-record; ``take`` runs only while no one holds the lock, and a message that
+Why a release may send RELEASE after its record is gone: every message but an
+initial INVITE talks to mediad about a dialog under the dialog's lock, holding
+a record; ``take`` runs only while no one holds the lock, and a message that
 claims the dialog after it finds no record and the tombstone (481, or left
 alone), so it never reaches mediad.  The only message that can reserve the
 same dialog id again is an initial INVITE (it clears the tombstone): an INVITE
 retried after a 401/407 comes after the failure route that released (Kamailio
 runs it before relaying the final reply), and mediad refuses a RESERVE of
 streams a dialog id still holds, so a RELEASE in flight never releases a
-reservation made after it (the INVITE racing it is refused, as the 481 of the
-claim path refused it).
+reservation made after it (the INVITE racing it is refused).
 """
 
 from __future__ import annotations
@@ -151,8 +158,19 @@ if ARGV[4] == '1' then redis.call('del', KEYS[base + 3]) end
 if not redis.call('set', KEYS[base + 2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1, pick, existed} end
 return {1, pick, redis.call('get', KEYS[base + 1]) or false, redis.call('exists', KEYS[base + 3]), existed}
 """
+# KEYS: record, lock, tombstone. ARGV: record JSON, record TTL (s).
+# A new dialog's record: saved (its tombstone cleared) unless the dialog has a record or a
+# lock holder, in which case nothing changes.  Returns {1} when saved, else {0, record}
+# ({0} when there is only a lock).
+_CREATE = """
+local raw = redis.call('get', KEYS[1])
+if raw or redis.call('exists', KEYS[2]) == 1 then return {0, raw} end
+redis.call('del', KEYS[3])
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return {1}
+"""
 _SCRIPTS = {"unlock": _UNLOCK, "unlock_touch": _UNLOCK_TOUCH, "commit": _COMMIT, "bury": _BURY,
-            "touch": _TOUCH, "take": _TAKE, "claim": _CLAIM}
+            "touch": _TOUCH, "take": _TAKE, "claim": _CLAIM, "create": _CREATE}
 
 # What DialogStore.take found.
 TAKEN = "taken"  # the record was there and is now buried
@@ -361,6 +379,20 @@ class DialogStore:
         if reply[0] == 1:
             return TAKEN, DialogRecord.from_json(reply[2])
         return (BUSY, None) if reply[0] == -1 else (ABSENT, None)
+
+    def create(self, record: DialogRecord) -> tuple[bool, DialogRecord | None]:
+        """Save a new dialog's record, clearing its tombstone, unless the dialog exists: one round trip.
+
+        ``(True, None)`` when saved; ``(False, record)`` when the dialog already has a
+        record (the one in Redis) or ``(False, None)`` a lock holder: nothing changed.
+        """
+        if not record.created:
+            record.created = time.time()
+        reply = self.script("create", [DIALOG_PREFIX + record.id, LOCK_PREFIX + record.id,
+                                       TOMBSTONE_PREFIX + record.id], record.to_json(), self.ttl)
+        if reply[0] == 1:
+            return True, None
+        return False, DialogRecord.from_json(reply[1]) if len(reply) > 1 and reply[1] else None
 
     def lock(self, ident: str) -> "DialogLock":
         return DialogLock(self, ident)

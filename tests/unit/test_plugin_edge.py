@@ -95,7 +95,8 @@ def test_retransmitted_offer_is_not_planned_twice(store, metrics_registry):
     agw = Agw()
     edge = make_edge(store, metrics_registry, agw)
     offer = (FIXTURES / "chromium_offer_audio.sdp").read_text()
-    first, second = edge.handle(msg(offer)), edge.handle(msg(offer))
+    reoffer = msg(offer, cseq=2, to_tag="t1")
+    first, second = edge.handle(reoffer), edge.handle(reoffer)
     assert first.body == second.body
     assert len(agw.requests) == 1
 
@@ -209,20 +210,28 @@ WIC_OFFER_FILE = "chromium_offer_audio.sdp"
 
 
 class CachingAgw(Agw):
-    """Like mediad: a repeated (dialog, transaction) is answered from a cache, and does nothing."""
+    """Like mediad: a repeated (dialog, transaction) is answered from a cache, and does nothing.
+
+    As in mediad, the replies of a dialog's RESERVE and MODIFY live as long as the
+    dialog: a RELEASE forgets them.  ``asked`` has every request, ``requests`` those
+    not answered from the cache.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.cache = {}
+        self.asked = []
         self.released = []
         self.reserved = set()
 
     def request(self, iq):
+        self.asked.append(iq)
         key = (iq.dialog, iq.transaction)
         if key in self.cache:
             return self.cache[key]
         reply = super().request(iq)
         if iq.command is Command.RELEASE:
+            self.cache = {k: v for k, v in self.cache.items() if k[0] != iq.dialog}
             if iq.dialog in self.reserved:
                 self.reserved.discard(iq.dialog)
                 self.released.append(iq.dialog)
@@ -303,20 +312,74 @@ def test_reserve_that_times_out_after_mediad_did_it_is_released(store, metrics_r
     assert store.redis.keys(DIALOG_PREFIX + "*") == []
 
 
-def test_reserve_whose_save_fails_is_released_and_a_retry_works(store, metrics_registry, monkeypatch):
+@pytest.mark.parametrize("save", ["create", "commit"])
+def test_reserve_whose_save_fails_is_released_and_a_retry_works(store, metrics_registry, monkeypatch, save):
     agw = CachingAgw()
     edge = make_edge(store, metrics_registry, agw)
     offer = (FIXTURES / WIC_OFFER_FILE).read_text()
 
-    def broken_save(claim, record):
+    def broken_save(self, record):
         raise UnavailableError("redis: TimeoutError")
 
     with monkeypatch.context() as m:
-        m.setattr(Claim, "commit", broken_save)
+        m.setattr(DialogStore if save == "create" else Claim, save, broken_save)
+        if save == "commit":  # the claimed path: an INVITE whose dialog has a lock holder
+            m.setattr(DialogStore, "create", lambda self, record: (False, None))
         assert edge.handle(msg(offer)).status == 503
-    assert agw.reserved == set() and len(agw.released) == 1
+    # Claimed: the RESERVE made before the conditional save is undone first.
+    assert agw.reserved == set() and len(agw.released) == (1 if save == "create" else 2)
     retry = edge.handle(msg(offer))
     assert not retry.failed and retry.body
+    assert store.get(dialog_id("call-1", "ftag")).rules.data.get("agw")
+
+
+@pytest.mark.req("SRTP-4")
+def test_a_retransmitted_initial_invite_gets_the_same_bytes_and_keeps_its_reservation(store, metrics_registry,
+                                                                                      sent_commands):
+    """Saved without a claim, the initial INVITE's twin (past Kamailio's transaction) finds
+    the record on saving: its RESERVE was the same request (mediad's cache answered it),
+    so nothing is released, and the claimed path answers from the record's cache."""
+    agw = CachingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    offer = (FIXTURES / WIC_OFFER_FILE).read_text()
+    first = edge.handle(msg(offer))
+    record = store.get(dialog_id("call-1", "ftag"))
+    second = edge.handle(msg(offer))
+    assert not first.failed and second.body == first.body
+    assert [r.command for r in agw.asked] == [Command.RESERVE, Command.RESERVE]
+    assert agw.asked[0].transaction == agw.asked[1].transaction and len(agw.requests) == 1
+    assert agw.released == [] and agw.reserved == {record.id}
+    assert store.get(record.id).to_json() == record.to_json()
+    assert rewrites(metrics_registry, "access_to_core", "offer", "cached") == 1
+
+
+@pytest.mark.req("SRTP-4")
+def test_an_initial_invite_whose_dialog_is_held_undoes_its_reserve_and_waits_for_the_lock(store, metrics_registry):
+    """A record without media, or a worker holding the lock: the RESERVE made before the
+    conditional save is new, so it is released, and the INVITE goes the claimed way."""
+    import threading
+
+    agw = CachingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    ident = dialog_id("call-1", "ftag")
+    holder = store.lock(ident).__enter__()
+    threading.Timer(0.2, holder.__exit__).start()
+    out = edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    assert not out.failed and "RTP/AVPF" in out.body
+    assert [r.command for r in agw.requests] == [Command.RESERVE, Command.RELEASE, Command.RESERVE]
+    assert agw.released == [ident] and agw.reserved == {ident}
+    saved = store.get(ident)
+    assert saved.rules.data.get("agw") and saved.rendered
+    # A plain-RTP dialog (no media at mediad) under the same id, then a WIC INVITE for it.
+    store.redis.delete(DIALOG_PREFIX + ident)
+    agw.reserved.clear()
+    agw.requests.clear()
+    edge.handle(msg(PLAIN_OFFER, cseq=1))
+    assert agw.requests == [] and not store.get(ident).rules.data.get("agw")
+    out = edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text(), cseq=2))
+    assert not out.failed
+    assert [r.command for r in agw.requests] == [Command.RESERVE, Command.RELEASE, Command.RESERVE]
+    assert agw.reserved == {ident} and store.get(ident).rules.data.get("agw")
 
 
 def test_refused_reserve_sends_no_release(store, metrics_registry):
@@ -408,7 +471,7 @@ def sent_commands(monkeypatch):
 
 
 def test_redis_round_trips_per_message_of_a_basic_call(store, metrics_registry, sent_commands):
-    """INVITE 2 (claim, commit), 200 2 (claim, commit), ACK 0, BYE 1 (take): 5 (7 before).
+    """INVITE 1 (create), 200 2 (claim, commit), ACK 0, BYE 1 (take): 4 (7, then 5 before).
 
     In-dialog requests cost one round trip whichever side sent them, and none when
     this worker refreshed the dialog less than REFRESH_INTERVAL ago.
@@ -435,7 +498,7 @@ def test_redis_round_trips_per_message_of_a_basic_call(store, metrics_registry, 
     assert count("BYE", edge.release("call-1", ("ftag", "t1"), "bye"))
     # The dialog module's end event, after the BYE: finds nothing.
     assert not count("second release", edge.release("call-1", ("ftag", "t1"), "bye"))
-    assert trips == {"INVITE": 2, "200": 2, "ACK": 0, "UPDATE from the callee": 1,
+    assert trips == {"INVITE": 1, "200": 2, "ACK": 0, "UPDATE from the callee": 1,
                      "INFO within the interval": 0, "BYE": 1, "second release": 1}
     assert store.redis.keys(DIALOG_PREFIX + "*") == []
     assert store.redis.exists(TOMBSTONE_PREFIX + dialog_id("call-1", "ftag"))

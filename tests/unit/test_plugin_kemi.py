@@ -36,10 +36,12 @@ class RecordingEdge:
         self.released = released
         self.releases = []
         self.refreshes = []
+        self.handled = []
 
     def handle(self, msg):
         from plugin.edge import Outcome
 
+        self.handled.append(msg)
         return Outcome()
 
     def release(self, call_id, tags, reason):
@@ -99,3 +101,51 @@ def test_an_in_dialog_ack_refreshes_nothing_other_requests_do(kemi):
     ksr.pvs["$rm"] = "UPDATE"
     assert script.ksr_request_route(None) == 1
     assert edge.refreshes == [("call-1", ("ftag", "ttag"), "UPDATE")]
+
+
+def test_bodyless_messages_reach_the_edge_only_when_they_change_the_record(kemi):
+    """An ACK, an 18x or a 200 to UPDATE without a body costs no call into the edge; an
+    initial INVITE (it clears a tombstone) and a 2xx to an INVITE (it names the callee) do."""
+    module, ksr = kemi
+    script = module.kamailio()
+    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
+    edge = script._edge = RecordingEdge()
+
+    def seen():
+        return [(m.method, m.request, m.status) for m in edge.handled]
+
+    ksr.pvs["$rm"] = "ACK"
+    assert script.ksr_request_route(None) == 1
+    assert seen() == []
+    ksr.pvs["$rb"] = "v=0\r\n"
+    assert script.ksr_request_route(None) == 1
+    assert seen() == [("ACK", True, 0)]
+    del ksr.pvs["$rb"]
+    for method, status, reaches in (("INVITE", 180, False), ("UPDATE", 200, False), ("INVITE", 200, True)):
+        edge.handled.clear()
+        ksr.pvs.update({"$rm": method, "$rs": str(status)})
+        assert script.ksr_onreply_edge(None) == 1
+        assert seen() == ([(method, False, status)] if reaches else []), (method, status)
+    edge.handled.clear()
+    del ksr.pvs["$tt"]
+    ksr.pvs["$rm"] = "INVITE"
+    ksr.siputils.has_totag = lambda: -1
+    ksr.rr.record_route = lambda: 1
+    ksr.dialog = types.SimpleNamespace(dlg_manage=lambda: 1)
+    ksr.tm.t_on_failure = lambda name: 1
+    ksr.setdsturi = lambda uri: 1
+    assert script.ksr_request_route(None) == 1
+    assert seen() == [("INVITE", True, 0)]
+
+
+@pytest.mark.parametrize("method, armed", [("BYE", False), ("INFO", False), ("UPDATE", True), ("INVITE", True)])
+def test_only_replies_that_may_carry_sdp_come_back_to_the_plugin(kemi, method, armed):
+    module, ksr = kemi
+    script = module.kamailio()
+    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
+    script._edge = RecordingEdge()
+    routes = []
+    ksr.tm.t_on_reply = routes.append
+    ksr.pvs["$rm"] = method
+    assert script.ksr_request_route(None) == 1
+    assert routes == (["ksr_onreply_edge"] if armed else [])
