@@ -5,7 +5,10 @@ Theory of operation
 1. :func:`ensure_tools` installs what is missing (Debian packages
    ``rtpengine-daemon``, ``libsrtp2-dev``, ``gcc``, ``redis-server``) and
    :func:`build_generator` compiles ``bench/gen/e2ae_gen.c`` into
-   ``bench/build/``.
+   ``bench/build/``.  The generator is linked with Debian's libsrtp2 (built on
+   NSS, which caps its SRTP rate) but is given pylibsrtp's OpenSSL-based
+   libsrtp (:func:`openssl_libsrtp`, the one mediad's native path calls) and
+   uses that one; each ramp records which (``srtp_lib``).
 2. For each round, the systems run one after the other, their order swapped
    every round (interleaving spreads slow drifts of a shared machine over
    both).  Each system is started fresh, pinned to the relay CPU, and for
@@ -97,9 +100,26 @@ def build_generator() -> str:
     os.makedirs(BUILD_DIR, exist_ok=True)
     if os.path.exists(GEN_BINARY) and os.path.getmtime(GEN_BINARY) >= os.path.getmtime(GEN_SOURCE):
         return GEN_BINARY
-    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-o", GEN_BINARY, GEN_SOURCE, "-lsrtp2", "-lpthread", "-lm"],
+    # --export-dynamic-symbol: the CPython symbols the generator defines for pylibsrtp's module (see
+    # load_libsrtp in the source) must be visible to the dynamic loader.
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-o", GEN_BINARY, GEN_SOURCE,
+                    "-lsrtp2", "-lpthread", "-lm", "-ldl", "-Wl,--export-dynamic-symbol=Py*,--export-dynamic-symbol=_Py*"],
                    check=True, timeout=120)
     return GEN_BINARY
+
+
+def openssl_libsrtp() -> str | None:
+    """pylibsrtp's extension module, for the generator's ``--libsrtp``; None without pylibsrtp.
+
+    It bundles libsrtp 2.x built on OpenSSL, the library mediad's native packet
+    path calls; Debian's libsrtp2, which the generator is linked with, is built
+    on NSS and caps the generator's SRTP rate below the relays'.
+    """
+    try:
+        from pylibsrtp import _binding
+    except ImportError:
+        return None
+    return _binding.__file__
 
 
 def ensure_native() -> None:
@@ -139,6 +159,9 @@ def run_generator(streams, gen_addr, sink_addr, relay_pid, rates, step_seconds, 
             "--step-seconds", str(step_seconds), "--relay-pid", str(relay_pid), "--drain-ms", "300"]
     if stop_on_fail:
         argv.append("--stop-on-fail")
+    libsrtp = openssl_libsrtp()
+    if libsrtp:
+        argv += ["--libsrtp", libsrtp]
     limit = len(rates) * (step_seconds * 2.5 + 2) + 30
     out = subprocess.run(argv, capture_output=True, text=True, timeout=limit, preexec_fn=procs.pinned(cpu))
     if out.returncode != 0:
@@ -222,7 +245,8 @@ def measure_relay(name, args, rates, cpus, workdir, rnd) -> dict:
             finally:
                 system.delete_streams(streams)
             ramp = summarize_ramp(raw)
-            ramp.update({"round": rnd, "setup_seconds": setup_seconds, "handshakes": handshakes, "steps": raw["steps"]})
+            ramp.update({"round": rnd, "setup_seconds": setup_seconds, "handshakes": handshakes, "steps": raw["steps"],
+                         "srtp_lib": raw.get("srtp_lib")})
             out[direction] = ramp
             print(f"bench: round {rnd} {name} {direction}: {ramp['pps']:.0f} pps "
                   f"(p99 {ramp['p99_ms']} ms)", file=sys.stderr)

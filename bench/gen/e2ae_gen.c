@@ -39,6 +39,22 @@
  * relay's CPU time (utime + stime of all its threads, /proc/PID/stat) is read
  * at the start and at the end of each step.
  *
+ * Which libsrtp: the program is linked with Debian's libsrtp2 (2.5.0), which is
+ * built on NSS, and NSS caps the generator: every srtp_protect goes through
+ * NSS's PKCS#11 token layer, with its locks and per-call allocations (in a
+ * profile of the generator on one core, that layer, its locks and the
+ * allocator take over half of the time, AES and SHA-1 themselves under a
+ * tenth), so it tops out near 100k SRTP packets/s, below what the relays under
+ * test take.  With --libsrtp PATH it uses instead the libsrtp 2.x built on
+ * OpenSSL that pylibsrtp bundles in its extension module (PATH is that
+ * module's .so), the same library mediad's native packet path calls, and
+ * sends over twice as many SRTP packets/s: load_libsrtp() opens it and
+ * resolves the few srtp_* functions used here into srtp_api, through which
+ * the sender protects and the sink verifies.  When PATH cannot be loaded, or
+ * no PATH is given, the linked libsrtp2 is used.  "srtp_lib" in the output
+ * names the library in use (its srtp_get_version_string()), "srtp_lib_file"
+ * the file it came from, "srtp_lib_error" why PATH was not used.
+ *
  * Output: one JSON object on stdout.  Every loop is bounded by the rates and
  * durations given on the command line.
  *
@@ -47,6 +63,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -127,6 +144,149 @@ static void usage_error(const char *msg)
     exit(2);
 }
 
+/* ---- libsrtp: the linked one, or the one given with --libsrtp ------------------ */
+
+/*
+ * Every libsrtp call goes through srtp_api: the linked libsrtp2 by default,
+ * the functions of the --libsrtp library once load_libsrtp() succeeded.
+ *
+ * The policy given to srtp_create is laid out by Debian's 2.5.0 header and
+ * read by the loaded library, 2.7.0 in pylibsrtp 1.0.  srtp_policy_t is the
+ * same in both: ssrc {type, value}, rtp and rtcp (srtp_crypto_policy_t, six
+ * 32-bit fields each), key, keys, num_master_keys, deprecated_ekt,
+ * window_size, allow_repeat_tx, enc_xtn_hdr, enc_xtn_hdr_count, next; on
+ * x86-64 128 bytes, ssrc at 0, rtp at 8, rtcp at 32, key at 56, window_size at
+ * 88, allow_repeat_tx at 96 (offsetof with the 2.5.0 header; the same figures
+ * from pylibsrtp's binding, whose cffi compiled them from the 2.7.0 header).
+ * Every field set here other than next is among those, and the rest of the
+ * 128 bytes is zeroed (next = NULL, keys = NULL: the single key is used).  The
+ * crypto policies are filled in by the loaded library itself
+ * (srtp_crypto_policy_set_*_default), with its own cipher and auth
+ * identifiers.  The srtp_ssrc_type_t values, srtp_err_status_ok (0) and the
+ * prototypes used here are the same in 2.x; libsrtp 3 changes them (an opaque
+ * policy, new protect/unprotect signatures), hence the version check in
+ * load_libsrtp().
+ */
+struct srtp_api {
+    srtp_err_status_t (*init)(void);
+    srtp_err_status_t (*create)(srtp_t *session, const srtp_policy_t *policy);
+    srtp_err_status_t (*protect)(srtp_t ctx, void *rtp_hdr, int *len_ptr);
+    srtp_err_status_t (*unprotect)(srtp_t ctx, void *srtp_hdr, int *len_ptr);
+    void (*rtp_default)(srtp_crypto_policy_t *p);
+    void (*rtcp_default)(srtp_crypto_policy_t *p);
+    const char *(*version)(void);
+};
+
+static struct srtp_api srtp_api = {
+    srtp_init, srtp_create, srtp_protect, srtp_unprotect,
+    srtp_crypto_policy_set_rtp_default, srtp_crypto_policy_set_rtcp_default, srtp_get_version_string,
+};
+static char srtp_lib_error[512];
+
+/*
+ * pylibsrtp's module is a CPython extension: besides libc it needs these
+ * CPython symbols, used only by its Python-facing code (PyInit__binding and
+ * the wrappers), never by libsrtp.  The generator does not initialise the
+ * module nor embed Python, so it defines them itself, exported (gcc
+ * -Wl,--export-dynamic-symbol, see bench/run.py) for the loader to resolve
+ * against: the functions abort if ever called.  That needs no libpython,
+ * which the benchmark's interpreter does not have to ship as a shared
+ * library.  A module that needs one more such symbol fails to load (RTLD_NOW)
+ * and the linked libsrtp2 is used, with the missing name in srtp_lib_error.
+ */
+extern char _Py_NoneStruct[64];
+char _Py_NoneStruct[64];
+#define PY_STUB(name)                                                              \
+    void name(void);                                                               \
+    void name(void)                                                                \
+    {                                                                              \
+        fprintf(stderr, "e2ae_gen: CPython's %s called inside libsrtp\n", #name); \
+        abort();                                                                   \
+    }
+PY_STUB(PyArg_UnpackTuple)
+PY_STUB(PyErr_Occurred)
+PY_STUB(PyEval_RestoreThread)
+PY_STUB(PyEval_SaveThread)
+PY_STUB(PyImport_ImportModule)
+PY_STUB(PyLong_FromLong)
+PY_STUB(PyLong_FromVoidPtr)
+PY_STUB(PyObject_CallMethod)
+PY_STUB(PyObject_Free)
+PY_STUB(PyObject_Malloc)
+PY_STUB(_Py_Dealloc)
+
+/*
+ * Open the libsrtp at path and switch srtp_api to it; 0 on success, else -1
+ * with the reason in srtp_lib_error (srtp_api is then left unchanged).
+ *
+ * RTLD_DEEPBIND is required: that library calls its own exported functions
+ * through the PLT (srtp_protect -> srtp_protect_mki -> srtp_cipher_encrypt ...,
+ * srtp_crypto_kernel_*), and without it those calls would bind to the
+ * libsrtp2 linked into this program, found first in the global scope, so
+ * the loaded library's entry points would run Debian's NSS-based internals.
+ * With it, its own definitions come first; only the CPython symbols above
+ * come from the program.  RTLD_LOCAL keeps its symbols (libsrtp's and the
+ * OpenSSL it embeds) out of everyone else's way.
+ */
+static int load_libsrtp(const char *path)
+{
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!h) {
+        snprintf(srtp_lib_error, sizeof srtp_lib_error, "dlopen: %s", dlerror());
+        return -1;
+    }
+    struct srtp_api api;
+    const char *missing = NULL;
+#define RESOLVE(field, name)                                 \
+    if (!missing && !(api.field = dlsym(h, name)))           \
+        missing = name;
+    RESOLVE(init, "srtp_init")
+    RESOLVE(create, "srtp_create")
+    RESOLVE(protect, "srtp_protect")
+    RESOLVE(unprotect, "srtp_unprotect")
+    RESOLVE(rtp_default, "srtp_crypto_policy_set_rtp_default")
+    RESOLVE(rtcp_default, "srtp_crypto_policy_set_rtcp_default")
+    RESOLVE(version, "srtp_get_version_string")
+#undef RESOLVE
+    if (missing) {
+        snprintf(srtp_lib_error, sizeof srtp_lib_error, "%s: no %s", path, missing);
+        return -1;
+    }
+    const char *version = api.version();
+    if (strncmp(version, "libsrtp2 2.", 11) != 0) { /* the 2.x API and layout only */
+        snprintf(srtp_lib_error, sizeof srtp_lib_error, "%s: %s is not libsrtp 2.x", path, version);
+        return -1;
+    }
+    if (api.init() != srtp_err_status_ok) {
+        snprintf(srtp_lib_error, sizeof srtp_lib_error, "%s: srtp_init failed", path);
+        return -1;
+    }
+    srtp_api = api;
+    return 0;
+}
+
+static const char *srtp_lib_file(void)
+{
+    Dl_info info;
+    if (dladdr((void *)srtp_api.protect, &info) && info.dli_fname)
+        return info.dli_fname;
+    return "";
+}
+
+static void print_json_string(const char *key, const char *value, int comma)
+{
+    printf("\"%s\": \"", key);
+    for (const unsigned char *c = (const unsigned char *)value; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            printf("\\%c", *c);
+        else if (*c < 0x20)
+            printf("\\u%04x", *c);
+        else
+            putchar(*c);
+    }
+    printf("\"%s", comma ? ", " : "");
+}
+
 static double mono_now(void)
 {
     struct timespec ts;
@@ -172,8 +332,8 @@ static int make_ctx(srtp_t *ctx, const unsigned char *key, uint32_t ssrc, int in
 {
     srtp_policy_t policy;
     memset(&policy, 0, sizeof policy);
-    srtp_crypto_policy_set_rtp_default(&policy.rtp);
-    srtp_crypto_policy_set_rtcp_default(&policy.rtcp);
+    srtp_api.rtp_default(&policy.rtp);
+    srtp_api.rtcp_default(&policy.rtcp);
     if (inbound) {
         policy.ssrc.type = ssrc_any_inbound;
     } else {
@@ -183,7 +343,7 @@ static int make_ctx(srtp_t *ctx, const unsigned char *key, uint32_t ssrc, int in
     policy.key = (unsigned char *)key;
     policy.window_size = 1024;
     policy.next = NULL;
-    return srtp_create(ctx, &policy) == srtp_err_status_ok ? 0 : -1;
+    return srtp_api.create(ctx, &policy) == srtp_err_status_ok ? 0 : -1;
 }
 
 static void load_streams(const char *path, uint64_t seq_start)
@@ -319,7 +479,7 @@ static void *sink_main(void *arg)
             if (idx == 0 && has_verify) {
                 int l = (int)len;
                 memcpy(scratch, p, len);
-                if (srtp_unprotect(verify_ctx, scratch, &l) == srtp_err_status_ok)
+                if (srtp_api.unprotect(verify_ctx, scratch, &l) == srtp_err_status_ok)
                     vok++;
                 else
                     vfail++;
@@ -417,7 +577,7 @@ static uint64_t send_step(double rate, double seconds, int *cursor, double *elap
             struct stream *s = &streams[idx];
             fill_packet(bufs[i], s, idx, now_ns);
             int len = RTP_HEADER + payload_size;
-            if (s->has_tx && srtp_protect(s->tx, bufs[i], &len) != srtp_err_status_ok)
+            if (s->has_tx && srtp_api.protect(s->tx, bufs[i], &len) != srtp_err_status_ok)
                 usage_error("srtp_protect failed");
             iov[i].iov_base = bufs[i];
             iov[i].iov_len = (size_t)len;
@@ -484,7 +644,7 @@ static void print_number(const char *key, double v, int comma)
 
 int main(int argc, char **argv)
 {
-    const char *streams_path = NULL, *rates_text = NULL;
+    const char *streams_path = NULL, *rates_text = NULL, *libsrtp_path = NULL;
     double step_seconds = 3.0, max_loss = 0.001, max_p99_us = 20000;
     int drain_ms = 300, stop_on_fail = 0, relay_pid = 0;
     uint64_t seq_start = 1;
@@ -506,6 +666,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--ssrc-base")) ssrc_base = (uint32_t)strtoul(TAKE(), NULL, 0);
         else if (!strcmp(a, "--seq-start")) seq_start = strtoull(TAKE(), NULL, 0);
         else if (!strcmp(a, "--payload")) payload_size = (uint16_t)atoi(TAKE());
+        else if (!strcmp(a, "--libsrtp")) libsrtp_path = TAKE();
         else usage_error("unknown option (see the comment at the top of e2ae_gen.c)");
 #undef TAKE
     }
@@ -515,7 +676,11 @@ int main(int argc, char **argv)
         usage_error("step-seconds must be in (0, 600], drain-ms in [0, 10000]");
     if (payload_size < 1 || payload_size > 1200)
         usage_error("payload must be 1..1200 bytes");
-    if (srtp_init() != srtp_err_status_ok)
+    if (libsrtp_path && load_libsrtp(libsrtp_path) != 0) {
+        fprintf(stderr, "e2ae_gen: --libsrtp not used, falling back to the linked libsrtp2: %s\n", srtp_lib_error);
+        libsrtp_path = NULL;
+    }
+    if (!libsrtp_path && srtp_api.init() != srtp_err_status_ok)
         usage_error("srtp_init failed");
     double rates[MAX_STEPS];
     int nrates = parse_rates(rates_text, rates);
@@ -578,7 +743,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < nstreams; i++)
         if (streams[i].seq > next_seq)
             next_seq = streams[i].seq;
-    printf("{\"streams\": %d, \"payload\": %u, \"srtp_tx\": %s, \"srtp_verify\": %s, \"next_seq\": %" PRIu64
+    printf("{");
+    print_json_string("srtp_lib", srtp_api.version(), 1);
+    print_json_string("srtp_lib_file", srtp_lib_file(), 1);
+    if (srtp_lib_error[0])
+        print_json_string("srtp_lib_error", srtp_lib_error, 1);
+    printf("\"streams\": %d, \"payload\": %u, \"srtp_tx\": %s, \"srtp_verify\": %s, \"next_seq\": %" PRIu64
            ", \"max_loss\": %g, \"max_p99_us\": %g, \"steps\": [",
            nstreams, payload_size, streams[0].has_tx ? "true" : "false", has_verify ? "true" : "false", next_seq,
            max_loss, max_p99_us);

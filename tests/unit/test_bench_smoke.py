@@ -153,3 +153,26 @@ def test_a_relay_that_never_failed_a_generator_limited_ramp_is_shown_as_a_lower_
     assert "| srtp_rtp | mediad | ≥ 150,000 |" in table and "| ≥ 1.50 |" in table
     assert "| rtp_srtp | mediad | 100,000 |" in table and "| 1.00 |" in table
     assert "lower bound" in table
+
+
+def test_every_generator_run_is_given_pylibsrtps_openssl_libsrtp(monkeypatch, tmp_path):
+    """Debian's libsrtp2 (NSS) caps the generator: every run is given pylibsrtp's libsrtp (OpenSSL)."""
+    import subprocess
+    import types
+
+    from pylibsrtp import _binding
+
+    from bench import run
+
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout='{"srtp_lib": "libsrtp2 2.7.0", "steps": []}', stderr="")
+
+    monkeypatch.setattr(run.subprocess, "run", fake_run)
+    stream = types.SimpleNamespace(dst=("127.0.0.1", 4000), tx_key="00" * 30, rx_key=None)
+    run.run_generator([stream], ("127.0.0.1", 4001), ("127.0.0.1", 4002), 0, [1000], 1.0, None, str(tmp_path),
+                      stop_on_fail=False)
+    (argv,) = calls
+    assert argv[argv.index("--libsrtp") + 1] == _binding.__file__ == run.openssl_libsrtp()
