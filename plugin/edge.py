@@ -24,7 +24,9 @@ mediad when they arrive (the last answer seen sets the core's media address),
 and an answer seen before is applied again when another one was applied in
 between.  The Iq transaction id carries the state version, so mediad's own
 idempotency cache answers a retransmitted request, never a new one.  Messages of one dialog are serialised across workers by a Redis
-lock with a bounded wait.
+lock with a bounded wait; an initial INVITE, which no other message of its
+dialog can cross before it is relayed, takes none and is saved by one
+conditional write (:mod:`plugin.state`).
 
 Which bodies: only INVITE, UPDATE, PRACK and ACK bodies (and their replies')
 are offers or answers; an SDP body in OPTIONS, MESSAGE, INFO... passes
