@@ -283,11 +283,33 @@ def measure(workdir: str, cpus: dict, rates: list[float], step_seconds: float, l
     return result
 
 
+def edge_cpu(edge: Edge) -> dict[str, float]:
+    """CPU seconds so far (:func:`bench.procs.cpu_time`) of the edge's processes: Kamailio (all), mediad, Redis."""
+    groups = {"kamailio": ([edge.kamailio.pid] + edge.kamailio_workers()) if edge.kamailio else [],
+              "mediad": [edge.mediad.pid] if edge.mediad else [], "redis": [edge.redis.pid] if edge.redis else []}
+    return {name: sum(procs.cpu_time(pid) or 0.0 for pid in pids) for name, pids in groups.items()}
+
+
+def cpu_per_call(before: dict[str, float], after: dict[str, float], calls: int) -> dict[str, float]:
+    """Milliseconds of CPU per call of each process group between two :func:`edge_cpu` readings, and their total."""
+    out = {name: round((after[name] - before[name]) / calls * 1000, 2) for name in before}
+    out["total"] = round(sum(out.values()), 2)
+    return out
+
+
 def ramp(edge: Edge, rates: list[float], step_seconds: float, cpu: int | None) -> tuple[list[dict], float]:
-    """SIPp ramp through a started edge: (steps, highest rate whose step passed before the first failure)."""
+    """SIPp ramp through a started edge: (steps, highest rate whose step passed before the first failure).
+
+    Each step also has the edge's CPU per call over it (``edge_cpu_ms_per_call``):
+    what one core's capacity is made of, and a figure that moves less than
+    pass/fail when the machine's speed drifts.
+    """
     steps, best = [], None
     for rate in rates:
-        step = run_step(edge, edge.workdir, rate, max(1, int(rate * step_seconds)), cpu)
+        calls = max(1, int(rate * step_seconds))
+        before = edge_cpu(edge)
+        step = run_step(edge, edge.workdir, rate, calls, cpu)
+        step["edge_cpu_ms_per_call"] = cpu_per_call(before, edge_cpu(edge), calls)
         steps.append(step)
         print(f"bench: call setup {rate:g}/s{'' if cpu is not None else ' (unpinned)'}: "
               f"{step['answered']}/{step['calls']} answered, INVITE->200 p99 {step['invite_200_ms']['p99']} ms",

@@ -407,6 +407,13 @@ def markdown(report: dict) -> str:
     if cs.get("status") == "measured":
         lines.append(f"| calls/s with no failed call (SIPp ramp; edge on one core, SIPp on the other) | | "
                      f"{_fmt(cs['calls_per_second'])} |")
+        cpu_step = next((s for s in reversed(cs.get("steps", [])) if s.get("passed") and s.get("edge_cpu_ms_per_call")),
+                        None)
+        if cpu_step is not None:
+            c = cpu_step["edge_cpu_ms_per_call"]
+            lines.append(f"| edge CPU per call at {_fmt(cpu_step['rate'])} calls/s pinned: Kamailio / mediad / Redis "
+                         f"(total), ms | | {_fmt(c['kamailio'], 2)} / {_fmt(c['mediad'], 2)} / {_fmt(c['redis'], 2)} "
+                         f"({_fmt(c['total'], 2)}) |")
         unpinned = cs.get("unpinned", {})
         if unpinned.get("status") == "measured":
             lines.append(f"| calls/s with no failed call (nothing pinned: edge and SIPp share both cores) | | "

@@ -100,6 +100,11 @@ def test_smoke_call_setup_through_the_edge(smoke):
     for key in ("edge_latency", "baseline"):
         assert 0 < cs[key]["invite_forward_p50_ms"] < cs[key]["p50_ms"]
     assert cs["calls_per_second"] > 0
+    # The edge's CPU per call of each step, from the /proc times of its processes.
+    for step in cs["steps"]:
+        cpu = step["edge_cpu_ms_per_call"]
+        assert cpu["kamailio"] > 0 and cpu["mediad"] > 0 and cpu["redis"] >= 0
+        assert cpu["total"] == pytest.approx(cpu["kamailio"] + cpu["mediad"] + cpu["redis"], abs=0.02)
     assert report["memory"]["kamailio_worker"]["status"] == "measured"
 
 

@@ -11,6 +11,7 @@ import base64
 import pytest
 
 from bench import bencode
+from bench.callsetup import cpu_per_call
 from bench.rtpengine import _CRYPTO, _key_hex, _media, _sdp
 from bench.run import SYSTEMS, markdown, parse_args, summarize_ramp
 
@@ -176,3 +177,43 @@ def test_every_generator_run_is_given_pylibsrtps_openssl_libsrtp(monkeypatch, tm
                       stop_on_fail=False)
     (argv,) = calls
     assert argv[argv.index("--libsrtp") + 1] == _binding.__file__ == run.openssl_libsrtp()
+
+
+def test_call_setup_cpu_per_call_is_shown_for_the_highest_passed_pinned_step():
+    before = {"kamailio": 10.0, "mediad": 5.0, "redis": 1.0}
+    after = {"kamailio": 13.3, "mediad": 6.5, "redis": 1.36}
+    assert cpu_per_call(before, after, 1500) == {"kamailio": 2.2, "mediad": 1.0, "redis": 0.24, "total": 3.44}
+
+    def step(rate, passed, total):
+        return {"rate": rate, "passed": passed,
+                "edge_cpu_ms_per_call": {"kamailio": total - 1.5, "mediad": 1.2, "redis": 0.3, "total": total}}
+
+    latency = {"p50_ms": 1.0, "p99_ms": 2.0}
+    report = {
+        "started": "t", "mode": "full", "machine": {"cores": 2, "cpu_model": "cpu", "kernel": "k"},
+        "config": {"cpus": {"generator": 0, "relay": 1}, "streams": 500, "packet_bytes": 172, "rounds": 1,
+                   "max_loss": 0.001, "max_p99_ms": 20.0},
+        "systems": {name: {"status": "not measured", "reason": "not selected"} for name in ("rtpengine", "mediad")},
+        "relay": {}, "ratio": {}, "handshakes": {}, "memory": {"kamailio_worker": {}},
+        "call_setup": {"status": "measured", "calls_per_second": 250,
+                       "steps": [step(200, True, 3.9), step(250, True, 3.5), step(300, False, 3.3)],
+                       "baseline": latency, "edge_latency": latency, "added_ms": {"p50": 0.0, "p99": 0.0},
+                       "invite_added_ms": {"p50": 0.0, "p99": 0.0}},
+    }
+    table = markdown(report)
+    assert ("| edge CPU per call at 250 calls/s pinned: Kamailio / mediad / Redis (total), ms | | "
+            "2.00 / 1.20 / 0.30 (3.50) |") in table
+
+
+def test_cpu_time_counts_this_process_to_well_under_a_clock_tick():
+    import os
+    import time
+
+    from bench import procs
+
+    before = procs.cpu_time(os.getpid())
+    deadline = time.process_time() + 0.003
+    while time.process_time() < deadline:  # 3 ms of CPU: under one 10 ms tick
+        pass
+    spent = procs.cpu_time(os.getpid()) - before
+    assert 0.002 < spent < 0.5
