@@ -274,10 +274,11 @@ def measure(workdir: str, cpus: dict, rates: list[float], step_seconds: float, l
             k: (e[f"invite_forward_{k}_ms"] - b[f"invite_forward_{k}_ms"])
             if e.get(f"invite_forward_{k}_ms") is not None and b.get(f"invite_forward_{k}_ms") is not None
             else None for k in ("p50", "p99")}
-        # 2. The ramp: highest calls/s with no failed call.
-        result["steps"], result["calls_per_second"] = ramp(edge, rates, step_seconds, cpus["generator"])
-        # 3. Memory: calls held open.
+        # 2. Memory: calls held open, before the ramp (whose last, failed, step can leave
+        # a backlog of retransmissions and unfinished dialogs behind it).
         result["memory"] = _memory(edge, memory_calls, cpus)
+        # 3. The ramp: highest calls/s with no failed call.
+        result["steps"], result["calls_per_second"] = ramp(edge, rates, step_seconds, cpus["generator"])
     finally:
         edge.stop()
     return result
@@ -351,20 +352,25 @@ def _memory(edge: Edge, calls: int, cpus: dict) -> dict:
     workers = edge.kamailio_workers()
     before = {pid: procs.rss_kib(pid) for pid in workers}
     mediad_before = procs.rss_kib(edge.mediad.pid) if edge.mediad else None
-    hold_ms = int((calls / rate + 20) * 1000)
+    # Every call is held until the last one is up and measured, then ended with its BYE
+    # (what runs next must not find a thousand dialogs and DTLS sessions left behind).
+    margin = min(20.0, max(5.0, calls / rate))
+    hold_ms = int((calls / rate + margin) * 1000)
     uas = Sipp(edge.workdir, UAS_SCENARIO, edge.next_hop[0], calls, cpus["generator"], port=edge.next_hop[1],
                timeout=hold_ms / 1000 + 30).start()
     time.sleep(0.3)
     uac = Sipp(edge.workdir, UAC_SCENARIO, "127.0.0.1", calls, cpus["generator"], remote=edge.access, rate=rate,
                hold_ms=hold_ms, timeout=hold_ms / 1000 + 30).start()
     try:
-        deadline = time.monotonic() + calls / rate + 15
+        deadline = time.monotonic() + calls / rate + margin - 3
         while time.monotonic() < deadline and len(uac.rtts_ms()) < calls:
             time.sleep(0.5)
         established = len(uac.rtts_ms())
         time.sleep(1.0)
         after = {pid: procs.rss_kib(pid) for pid in workers}
         mediad_after = procs.rss_kib(edge.mediad.pid) if edge.mediad else None
+        uac.wait()
+        uas.wait()
     finally:
         uac.kill()
         uas.kill()
