@@ -90,7 +90,9 @@ def cpu_time(pid: int) -> float | None:
     """CPU seconds of all threads of ``pid``, to the nanosecond (``/proc/PID/task/*/schedstat``).
 
     :func:`cpu_seconds` counts clock ticks (10 ms): too coarse for a few calls.
-    Falls back to it where schedstat is missing.
+    Falls back to it where schedstat is missing.  Only live threads count: one
+    that exits between two readings takes its time with it (the processes
+    measured with it, Kamailio's, mediad and Redis, keep their threads).
     """
     total, seen = 0, False
     for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
