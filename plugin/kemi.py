@@ -118,7 +118,7 @@ class kamailio:
             return Side.CORE
         return None
 
-    def _message(self, side, request):
+    def _message(self, side, request, body):
         cseq = _pv("$cs", 0)
         return Message(
             request=request,
@@ -128,7 +128,7 @@ class kamailio:
             to_tag=_pv("$tt"),
             cseq=int(cseq or 0),
             side=side,
-            body=_pv("$rb"),
+            body=body,
             content_type=_pv("$cT"),
             status=0 if request else int(_pv("$rs", 0) or 0),
         )
@@ -142,10 +142,11 @@ class kamailio:
 
     def _apply(self, side, request=True):
         """Rewrite the body of the current message; False when an error was answered."""
-        if not _pv("$rb") and not Edge.needs_bodyless(
+        body = _pv("$rb")
+        if not body and not Edge.needs_bodyless(
                 request, _pv("$rm"), _pv("$tt"), 0 if request else int(_pv("$rs", 0) or 0)):
             return True  # nothing to rewrite nor to note (an ACK, an 18x without SDP)
-        msg = self._message(side, request)
+        msg = self._message(side, request, body)
         outcome = self.edge.handle(msg)
         if outcome.failed:
             if request and msg.method != "ACK":

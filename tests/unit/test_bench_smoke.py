@@ -16,6 +16,19 @@ from bench.rtpengine import _CRYPTO, _key_hex, _media, _sdp
 from bench.run import SYSTEMS, markdown, parse_args, summarize_ramp
 
 
+def _report(**parts) -> dict:
+    """A report as bench.run writes it, nothing measured but what ``parts`` give."""
+    report = {
+        "started": "t", "mode": "full", "machine": {"cores": 2, "cpu_model": "cpu", "kernel": "k"},
+        "config": {"cpus": {"generator": 0, "relay": 1}, "streams": 500, "packet_bytes": 172, "rounds": 1,
+                   "max_loss": 0.001, "max_p99_ms": 20.0},
+        "systems": {name: {"status": "not measured", "reason": "not selected"} for name in ("rtpengine", "mediad")},
+        "relay": {}, "ratio": {}, "handshakes": {}, "memory": {"kamailio_worker": {}}, "call_setup": {},
+    }
+    report.update(parts)
+    return report
+
+
 def test_bencode_round_trip_of_an_ng_offer():
     command = {"command": "offer", "call-id": "c1", "flags": ["no-rtcp-attribute"], "n": -3,
                "sdp": "v=0\r\nm=audio 4000 RTP/AVP 0\r\n"}
@@ -81,17 +94,13 @@ def test_smoke_arguments_are_small():
 
 def test_table_says_not_measured_with_the_reason():
     reason = {"status": "not measured", "reason": "mediad does not import"}
-    report = {
-        "started": "t", "mode": "smoke",
-        "machine": {"cores": 2, "cpu_model": "cpu", "kernel": "k"},
-        "config": {"cpus": {"generator": 0, "relay": 1}, "streams": 10, "packet_bytes": 172, "rounds": 1,
-                   "max_loss": 0.001, "max_p99_ms": 20.0},
-        "systems": {"rtpengine": {"status": "measured"}, "mediad": reason},
-        "relay": {"rtpengine": {d: {"median": {"pps": 1000.0, "cpu_s_per_mpkt": 3.0, "p50_ms": 0.1, "p99_ms": 0.2}}
-                                for d in ("srtp_rtp", "rtp_srtp")}},
-        "ratio": {"srtp_rtp": None, "rtp_srtp": None},
-        "handshakes": reason, "memory": {"kamailio_worker": reason}, "call_setup": reason,
-    }
+    report = _report(
+        mode="smoke", systems={"rtpengine": {"status": "measured"}, "mediad": reason},
+        relay={"rtpengine": {d: {"median": {"pps": 1000.0, "cpu_s_per_mpkt": 3.0, "p50_ms": 0.1, "p99_ms": 0.2}}
+                             for d in ("srtp_rtp", "rtp_srtp")}},
+        ratio={"srtp_rtp": None, "rtp_srtp": None},
+        handshakes=reason, memory={"kamailio_worker": reason}, call_setup=reason,
+    )
     table = markdown(report)
     assert "| srtp_rtp | rtpengine | 1,000 |" in table
     assert "| srtp_rtp | mediad | not measured |" in table
@@ -139,17 +148,13 @@ def test_a_relay_that_never_failed_a_generator_limited_ramp_is_shown_as_a_lower_
     limited = summarize_ramp({"steps": [_ramp_step(100_000, 100_000), _ramp_step(200_000, 150_000)]})
     failed = summarize_ramp({"steps": [_ramp_step(100_000, 100_000), _ramp_step(200_000, 99_000, passed=False)]})
     assert limited["never_failed"] and limited["generator_limited"] and not failed["never_failed"]
-    report = {
-        "started": "t", "mode": "full", "machine": {"cores": 2, "cpu_model": "cpu", "kernel": "k"},
-        "config": {"cpus": {"generator": 0, "relay": 1}, "streams": 500, "packet_bytes": 172, "rounds": 1,
-                   "max_loss": 0.001, "max_p99_ms": 20.0},
-        "systems": {"rtpengine": {"status": "measured"}, "mediad": {"status": "measured"}},
-        "relay": {"mediad": {"srtp_rtp": {"rounds": [limited], "median": limited},
-                             "rtp_srtp": {"rounds": [failed], "median": failed}},
-                  "rtpengine": {d: {"rounds": [failed], "median": failed} for d in ("srtp_rtp", "rtp_srtp")}},
-        "ratio": {"srtp_rtp": 150_000 / 100_000, "rtp_srtp": 1.0},
-        "handshakes": {}, "memory": {"kamailio_worker": {}}, "call_setup": {},
-    }
+    report = _report(
+        systems={"rtpengine": {"status": "measured"}, "mediad": {"status": "measured"}},
+        relay={"mediad": {"srtp_rtp": {"rounds": [limited], "median": limited},
+                          "rtp_srtp": {"rounds": [failed], "median": failed}},
+               "rtpengine": {d: {"rounds": [failed], "median": failed} for d in ("srtp_rtp", "rtp_srtp")}},
+        ratio={"srtp_rtp": 150_000 / 100_000, "rtp_srtp": 1.0},
+    )
     table = markdown(report)
     assert "| srtp_rtp | mediad | ≥ 150,000 |" in table and "| ≥ 1.50 |" in table
     assert "| rtp_srtp | mediad | 100,000 |" in table and "| 1.00 |" in table
@@ -189,17 +194,11 @@ def test_call_setup_cpu_per_call_is_shown_for_the_highest_passed_pinned_step():
                 "edge_cpu_ms_per_call": {"kamailio": total - 1.5, "mediad": 1.2, "redis": 0.3, "total": total}}
 
     latency = {"p50_ms": 1.0, "p99_ms": 2.0}
-    report = {
-        "started": "t", "mode": "full", "machine": {"cores": 2, "cpu_model": "cpu", "kernel": "k"},
-        "config": {"cpus": {"generator": 0, "relay": 1}, "streams": 500, "packet_bytes": 172, "rounds": 1,
-                   "max_loss": 0.001, "max_p99_ms": 20.0},
-        "systems": {name: {"status": "not measured", "reason": "not selected"} for name in ("rtpengine", "mediad")},
-        "relay": {}, "ratio": {}, "handshakes": {}, "memory": {"kamailio_worker": {}},
-        "call_setup": {"status": "measured", "calls_per_second": 250,
-                       "steps": [step(200, True, 3.9), step(250, True, 3.5), step(300, False, 3.3)],
-                       "baseline": latency, "edge_latency": latency, "added_ms": {"p50": 0.0, "p99": 0.0},
-                       "invite_added_ms": {"p50": 0.0, "p99": 0.0}},
-    }
+    report = _report(call_setup={
+        "status": "measured", "calls_per_second": 250,
+        "steps": [step(200, True, 3.9), step(250, True, 3.5), step(300, False, 3.3)],
+        "baseline": latency, "edge_latency": latency, "added_ms": {"p50": 0.0, "p99": 0.0},
+        "invite_added_ms": {"p50": 0.0, "p99": 0.0}})
     table = markdown(report)
     assert ("| edge CPU per call at 250 calls/s pinned: Kamailio / mediad / Redis (total), ms | | "
             "2.00 / 1.20 / 0.30 (3.50) |") in table
