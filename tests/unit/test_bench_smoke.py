@@ -215,4 +215,4 @@ def test_cpu_time_counts_this_process_to_well_under_a_clock_tick():
     while time.process_time() < deadline:  # 3 ms of CPU: under one 10 ms tick
         pass
     spent = procs.cpu_time(os.getpid()) - before
-    assert 0.002 < spent < 0.5
+    assert 0.0025 < spent < 0.008  # a clock-tick count would say 0 or 0.01
