@@ -265,7 +265,11 @@ def measure(workdir: str, cpus: dict, rates: list[float], step_seconds: float, l
     try:
         edge.start()
         _probe(edge, 20, cpus)  # warm the workers up (imports, connections)
+        metrics_dir = os.path.join(edge.workdir, "plugin-metrics")
+        timings = plugin_timings(metrics_dir)
         result["edge_latency"] = _probe(edge, latency_calls, cpus)
+        # Where the plugin's time on those calls went, from its own histograms.
+        result["plugin_ms"] = timing_means_ms(timings, plugin_timings(metrics_dir))
         b, e = result["baseline"], result["edge_latency"]
         result["added_ms"] = {k: (e[f"{k}_ms"] - b[f"{k}_ms"]) if e[f"{k}_ms"] is not None
                               and b[f"{k}_ms"] is not None else None for k in ("p50", "p99")}
@@ -289,6 +293,49 @@ def edge_cpu(edge: Edge) -> dict[str, float]:
     groups = {"kamailio": ([edge.kamailio.pid] + edge.kamailio_workers()) if edge.kamailio else [],
               "mediad": [edge.mediad.pid] if edge.mediad else [], "redis": [edge.redis.pid] if edge.redis else []}
     return {name: sum(procs.cpu_time(pid) or 0.0 for pid in pids) for name, pids in groups.items()}
+
+
+# The plugin's timing histograms the probe's calls feed, by the name the report gives them:
+# the INVITE's offer and the 200's answer (the probe's only SDP bodies), and the Iq
+# round trips inside them.
+PLUGIN_TIMINGS = {
+    ("e2ae_plugin_sdp_seconds", "access_to_core"): "invite_sdp",
+    ("e2ae_plugin_sdp_seconds", "core_to_access"): "answer_sdp",
+    ("e2ae_plugin_iq_latency_seconds", "reserve"): "reserve_round_trip",
+    ("e2ae_plugin_iq_latency_seconds", "modify"): "modify_round_trip",
+}
+
+
+def plugin_timings(metrics_dir: str) -> dict[str, tuple[float, float]]:
+    """(sum in seconds, count) of each of :data:`PLUGIN_TIMINGS` so far, from the workers' metric files."""
+    from plugin.metrics import exposition
+
+    return parse_plugin_timings(exposition(metrics_dir).decode())
+
+
+def parse_plugin_timings(text: str) -> dict[str, tuple[float, float]]:
+    """:func:`plugin_timings` of a text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            kind = sample.name[len(family.name):]
+            label = sample.labels.get("direction") or sample.labels.get("command")
+            name = PLUGIN_TIMINGS.get((family.name, label))
+            if name is not None and kind in ("_sum", "_count"):
+                out.setdefault(name, [0.0, 0.0])[kind == "_count"] += sample.value
+    return {name: (total, count) for name, (total, count) in out.items()}
+
+
+def timing_means_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict:
+    """Mean milliseconds and count of each timing between two :func:`plugin_timings` readings."""
+    out = {}
+    for name, (total, count) in after.items():
+        total0, count0 = before.get(name, (0.0, 0.0))
+        if count > count0:
+            out[name] = {"mean": round((total - total0) / (count - count0) * 1000, 3), "count": int(count - count0)}
+    return out
 
 
 def cpu_per_call(before: dict[str, float], after: dict[str, float], calls: int) -> dict[str, float]:

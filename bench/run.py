@@ -427,6 +427,10 @@ def markdown(report: dict) -> str:
         i = cs.get("invite_added_ms") or {}
         lines.append(f"| INVITE alone (caller → callee) added by plugin + mediad, p50 / p99 ms | | "
                      f"{_fmt(i.get('p50'), 2)} / {_fmt(i.get('p99'), 2)} |")
+        t = cs.get("plugin_ms") or {}
+        if "invite_sdp" in t:
+            lines.append(f"| the INVITE's SDP in the plugin / of which mediad's RESERVE round trip, mean ms | | "
+                         f"{_fmt(t['invite_sdp']['mean'], 2)} / {_fmt((t.get('reserve_round_trip') or {}).get('mean'), 2)} |")
     else:
         lines.append("| call setup | | not measured |")
     missing = [f"- {what}: {entry.get('status')}: {entry.get('reason', '')}" for what, entry in [

@@ -100,6 +100,12 @@ def test_smoke_call_setup_through_the_edge(smoke):
     for key in ("edge_latency", "baseline"):
         assert 0 < cs[key]["invite_forward_p50_ms"] < cs[key]["p50_ms"]
     assert cs["calls_per_second"] > 0
+    # The plugin's own times on the probe's calls: one INVITE offer and one answer per
+    # call, and mediad's RESERVE round trip is a part of the INVITE's time.
+    plugin = cs["plugin_ms"]
+    assert plugin["invite_sdp"]["count"] == plugin["reserve_round_trip"]["count"] == cs["edge_latency"]["calls"]
+    assert plugin["answer_sdp"]["count"] >= cs["edge_latency"]["answered"]  # a repeated 200 counts again
+    assert 0 < plugin["reserve_round_trip"]["mean"] < plugin["invite_sdp"]["mean"]
     # The edge's CPU per call of each step, from the /proc times of its processes.
     for step in cs["steps"]:
         cpu = step["edge_cpu_ms_per_call"]

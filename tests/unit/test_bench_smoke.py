@@ -11,7 +11,7 @@ import base64
 import pytest
 
 from bench import bencode
-from bench.callsetup import cpu_per_call
+from bench.callsetup import cpu_per_call, parse_plugin_timings, timing_means_ms
 from bench.rtpengine import _CRYPTO, _key_hex, _media, _sdp
 from bench.run import SYSTEMS, markdown, parse_args, summarize_ramp
 
@@ -216,3 +216,31 @@ def test_cpu_time_counts_this_process_to_well_under_a_clock_tick():
         pass
     spent = procs.cpu_time(os.getpid()) - before
     assert 0.0025 < spent < 0.008  # a clock-tick count would say 0 or 0.01
+
+
+def test_plugin_timings_are_read_from_the_plugins_histograms_and_differenced():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from plugin.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+
+    def reading():
+        return parse_plugin_timings(generate_latest(registry).decode())
+
+    metrics.sdp_seconds.labels("access_to_core").observe(0.010)  # before: not counted
+    metrics.iq_latency.labels("release").observe(0.5)  # not a timing the report names
+    before = reading()
+    for seconds in (0.002, 0.004):
+        metrics.sdp_seconds.labels("access_to_core").observe(seconds)
+        metrics.iq_latency.labels("reserve").observe(seconds / 2)
+    metrics.sdp_seconds.labels("core_to_access").observe(0.003)
+    means = timing_means_ms(before, reading())
+    assert means == {"invite_sdp": {"mean": 3.0, "count": 2}, "reserve_round_trip": {"mean": 1.5, "count": 2},
+                     "answer_sdp": {"mean": 3.0, "count": 1}}
+    latency = {"p50_ms": 1.0, "p99_ms": 2.0}
+    table = markdown(_report(call_setup={
+        "status": "measured", "calls_per_second": 0, "steps": [], "baseline": latency, "edge_latency": latency,
+        "added_ms": {"p50": 0.0, "p99": 0.0}, "plugin_ms": means}))
+    assert "| the INVITE's SDP in the plugin / of which mediad's RESERVE round trip, mean ms | | 3.00 / 1.50 |" in table
