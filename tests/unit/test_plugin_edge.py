@@ -354,7 +354,8 @@ def test_a_retransmitted_initial_invite_gets_the_same_bytes_and_keeps_its_reserv
 
 
 @pytest.mark.req("SRTP-4")
-def test_an_initial_invite_whose_dialog_is_held_undoes_its_reserve_and_waits_for_the_lock(store, metrics_registry):
+def test_an_initial_invite_whose_dialog_is_held_undoes_its_reserve_and_waits_for_the_lock(store, metrics_registry,
+                                                                                         monkeypatch):
     """A record without media, or a worker holding the lock: the RESERVE made before the
     conditional save is new, so it is released, and the INVITE goes the claimed way."""
     import threading
@@ -363,9 +364,21 @@ def test_an_initial_invite_whose_dialog_is_held_undoes_its_reserve_and_waits_for
     edge = make_edge(store, metrics_registry, agw)
     ident = dialog_id("call-1", "ftag")
     holder = store.lock(ident).__enter__()
-    threading.Timer(0.2, holder.__exit__).start()
+    create, saves = store.create, []
+
+    def refused_then_freed(record):
+        # The holder lets go 0.2 s after the INVITE's first save was refused (not on a
+        # clock started before it: on a busy machine that could free the lock too early).
+        result = create(record)
+        saves.append(result[0])
+        if len(saves) == 1:
+            threading.Timer(0.2, holder.__exit__).start()
+        return result
+
+    monkeypatch.setattr(store, "create", refused_then_freed)
     out = edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
     assert not out.failed and "RTP/AVPF" in out.body
+    assert saves[0] is False  # the lock was held: the conditional save refused
     assert [r.command for r in agw.requests] == [Command.RESERVE, Command.RELEASE, Command.RESERVE]
     assert agw.released == [ident] and agw.reserved == {ident}
     saved = store.get(ident)
