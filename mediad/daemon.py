@@ -13,9 +13,9 @@ Control requests of one dialog are served one at a time (one lock per dialog,
 retransmission that arrives while its original is being served waits and then
 finds the answer in the idempotency cache: per dialog, the last replies by
 transaction, stored with the dialog's document in Redis (so a restarted mediad
-answers the same); for released dialogs and errors, a bounded in-memory cache.  Reserve is
-all-or-nothing: if a port group cannot be had, everything it bound is closed
-again and the answer is 503.
+answers the same); for released dialogs and errors, a bounded in-memory cache.  Reserve and
+modify are all-or-nothing: if a port group cannot be had, everything the request
+bound is closed again, the dialog is left as it was and the answer is 503.
 
 Every change is written to Redis, behind the answer: an Iq request, or what
 the packet path learns (DTLS result, SRTP keys, peer address), marks the
@@ -267,10 +267,10 @@ class Daemon:
         if stream.kind in datachannel.KINDS:
             return await datachannel.add_access(self, stream, spec)
         leg = AccessLeg(stream, spec)
-        stream.access = leg
         count = 1 if stream.kind in ("t38", "srtp_tcp") or spec.rtcp_mux else 2  # over TCP RTCP is muxed
         tcp = wants_tcp(stream.kind, spec)
         socks = self.access_pool.allocate(count, even=count == 2, tcp_too=tcp)
+        stream.access = leg  # only once it has its ports: a failed allocation leaves no leg
         self.metrics.terminations["access"].inc()
         leg.rtp = AccessChannel(leg, socks[0].getsockname()[1], "rtp")
         if count == 2:
@@ -284,9 +284,9 @@ class Daemon:
         if stream.kind in datachannel.KINDS:
             return await datachannel.add_core(self, stream, spec)
         leg = CoreLeg(stream, spec)
-        stream.core = leg
         count = 1 if stream.kind == "t38" or spec.rtcp_mux else 2
         socks = self.core_pool.allocate(count, even=stream.kind != "t38")
+        stream.core = leg
         self.metrics.terminations["core"].inc()
         leg.rtp = CoreChannel(leg, socks[0].getsockname()[1], "rtp")
         if count == 2:
@@ -295,40 +295,57 @@ class Daemon:
             await self.open_channel(channel, sock)
 
     async def _modify(self, request: IqRequest, dialog: Dialog) -> IqReply:
+        """Change, add and drop streams: all or nothing.
+
+        Every port the request needs (a side an existing stream gains, the new
+        streams) is bound before anything of the dialog changes; when one cannot
+        be had, what was bound is closed again, the dialog is as it was and the
+        answer is 503.  Streams the request drops are closed last, once nothing
+        can fail any more (their ports are not reused by this request's new ones).
+        """
+        drop = [i for i in dict.fromkeys(request.release_streams) if i in dialog.streams]
         for spec in request.streams:
-            if spec.stream_id not in dialog.streams:
+            if spec.stream_id not in dialog.streams or spec.stream_id in drop:
                 self._check_stream(spec)
-        for stream_id in request.release_streams:
-            stream = dialog.streams.pop(stream_id, None)
-            if stream is not None:
-                self._close_stream(stream)
-        touched: list[Stream] = []
+        streams_before = list(dialog.streams.items())
+        dropped = [dialog.streams.pop(i) for i in drop]
+        existing = [(dialog.streams[s.stream_id], s) for s in request.streams if s.stream_id in dialog.streams]
         new_specs = [s for s in request.streams if s.stream_id not in dialog.streams]
-        for spec in request.streams:
-            stream = dialog.streams.get(spec.stream_id)
-            if stream is None:
-                continue
-            if self._new_association(stream, spec):
+        gained: list[tuple[Stream, str]] = []  # (stream, side) an existing stream gains
+        try:
+            for stream, spec in existing:
+                for side, add in (("access", self._add_access), ("core", self._add_core)):
+                    if getattr(spec, side) is not None and getattr(stream, side) is None:
+                        gained.append((stream, side))
+                        await add(stream, getattr(spec, side))
+            created = await self._create_streams(dialog, new_specs)
+        except BaseException:
+            for stream, side in gained:
+                leg = getattr(stream, side)
+                if leg is not None:  # None: its ports could not be had
+                    self._close_leg(leg, side)
+                    setattr(stream, side, None)
+            dialog.streams.clear()
+            dialog.streams.update(streams_before)
+            raise
+        for stream, spec in existing:
+            new_access = (stream, "access") in gained
+            if not new_access and self._new_association(stream, spec):
                 stream.access.spec.remote_fingerprints = []  # the new ones come with this modify or a later one
                 stream.access.reset_association()
             stream.local_tls_id = spec.local_tls_id or stream.local_tls_id
             stream.remote_tls_id = spec.remote_tls_id or stream.remote_tls_id
-            if spec.access is not None:
-                if stream.access is None:
-                    await self._add_access(stream, spec.access)
-                    stream.access.configure()
-                else:
-                    for port in stream.access.apply(spec.access):
-                        self.access_pool.release(port)
-            if spec.core is not None:
-                if stream.core is None:
-                    await self._add_core(stream, spec.core)
-                else:
-                    for port in stream.core.apply(spec.core):
-                        self.core_pool.release(port)
-            touched.append(stream)
-        touched += await self._create_streams(dialog, new_specs)
-        return self._reply(request, touched)
+            if new_access:
+                stream.access.configure()
+            elif spec.access is not None:
+                for port in stream.access.apply(spec.access):
+                    self.access_pool.release(port)
+            if spec.core is not None and (stream, "core") not in gained:
+                for port in stream.core.apply(spec.core):
+                    self.core_pool.release(port)
+        for stream in dropped:
+            self._close_stream(stream)
+        return self._reply(request, [stream for stream, _ in existing] + created)
 
     @staticmethod
     def _new_association(stream: Stream, spec: StreamSpec) -> bool:
@@ -375,15 +392,17 @@ class Daemon:
 
     def _close_stream(self, stream: Stream) -> None:
         if stream.access is not None:
-            for channel in stream.access.channels():
-                channel.close()
-                self.access_pool.release(channel.port)
-            self.metrics.terminations["access"].dec()
+            self._close_leg(stream.access, "access")
         if stream.core is not None:
-            for channel in stream.core.channels():
-                channel.close()
-                self.core_pool.release(channel.port)
-            self.metrics.terminations["core"].dec()
+            self._close_leg(stream.core, "core")
+
+    def _close_leg(self, leg, side: str) -> None:
+        """Close one termination's channels and give their ports back."""
+        pool = self.access_pool if side == "access" else self.core_pool
+        for channel in leg.channels():
+            channel.close()
+            pool.release(channel.port)
+        self.metrics.terminations[side].dec()
 
     async def _sweep(self) -> None:
         """Tell the ALG about expired consent even when no media is waiting to be sent."""

@@ -112,6 +112,58 @@ def test_no_ports_left_is_503_and_nothing_leaks(mediad_factory, redis_server):
     assert redis_server.client().keys("e2ae:agw:dialog:*") == []
 
 
+def test_a_modify_whose_ports_cannot_be_had_changes_nothing(mediad_factory, redis_server):
+    first = free_port()
+    mediad = mediad_factory(access_ports=f"{first}-{first + 3}")
+    client = mediad.client()
+
+    def access_only(stream_id):
+        return StreamSpec(stream_id, "srtp", access=srtp_stream(stream_id, access_mux=True).access)
+
+    def view():
+        reply = client.request(mediad.iq(Command.QUERY, "d0"))
+        return {s["stream_id"]: s for s in reply.data["streams"]}
+
+    # d0: stream 1 with both sides, stream 4 access only; one access port each.
+    assert client.request(mediad.iq(Command.RESERVE, "d0", [srtp_stream(1, access_mux=True),
+                                                              access_only(4)])).error is None
+    fillers = []
+    while len(fillers) < 4:  # take the access ports left, one by one
+        reply = client.request(mediad.iq(Command.RESERVE, f"f{len(fillers)}", [access_only(1)]))
+        if reply.error is not None:
+            assert reply.error_code == 503
+            break
+        fillers.append(f"f{len(fillers)}")
+    assert fillers
+    before, sockets, core_terminations = view(), mediad.sockets(), mediad.metric(
+        "e2ae_mediad_terminations_active", side="core")
+    moved = srtp_stream(1, access_mux=True)
+    moved.core.remote_address, moved.core.remote_port = "127.0.0.3", 40000
+    gains_core = srtp_stream(4, access_mux=True)
+    # A change to stream 1, a core side for stream 4 (ports to be had) and a new stream 2
+    # (an access port, none left): refused, and nothing of it applied.
+    change = [moved, gains_core, srtp_stream(2, access_mux=True)]
+    assert client.request(mediad.iq(Command.MODIFY, "d0", change)).error_code == 503
+    assert view() == before
+    assert before[1]["core"]["spec"]["remote_address"] is None and before[4]["core"] is None
+    assert mediad.sockets() == sockets
+    assert mediad.metric("e2ae_mediad_terminations_active", side="core") == core_terminations
+    # Dropping stream 1 for a new stream 3 that cannot be had keeps stream 1.
+    reply = client.request(mediad.iq(Command.MODIFY, "d0", [srtp_stream(3, access_mux=True)], release_streams=[1]))
+    assert reply.error_code == 503
+    assert view() == before and mediad.sockets() == sockets
+    # With a port free again the same change applies, whole.
+    client.request(mediad.iq(Command.RELEASE, fillers.pop()))
+    reply = client.request(mediad.iq(Command.MODIFY, "d0", change))
+    assert reply.error is None and [s.stream_id for s in reply.streams] == [1, 4, 2]
+    after = view()
+    assert after[1]["core"]["spec"]["remote_address"] == "127.0.0.3" and after[4]["core"] is not None
+    for dialog in ["d0"] + fillers:
+        client.request(mediad.iq(Command.RELEASE, dialog))
+    assert mediad.metric("e2ae_mediad_terminations_active", side="core") == 0
+    assert redis_server.client().keys("e2ae:agw:dialog:*") == []
+
+
 def test_secret_generated_in_redis_when_not_configured(mediad_factory, redis_server):
     mediad = mediad_factory(control_secret="")
     secret = redis_server.client().get("e2ae:control_secret")
