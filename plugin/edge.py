@@ -30,7 +30,8 @@ conditional write (:mod:`plugin.state`).
 
 Which bodies: only INVITE, UPDATE, PRACK and ACK bodies (and their replies')
 are offers or answers; an SDP body in OPTIONS, MESSAGE, INFO... passes
-untouched.  Non-initial messages, replies included, find their record by both
+untouched.  In a multipart body the SDP part is the offer or answer, and only
+its content changes (:mod:`plugin.body`).  Non-initial messages, replies included, find their record by both
 tags (a reply to a request the callee sent has the callee's tag in From); a
 reply creates a record only as an INVITE's 18x/2xx (a late offer).  The
 callee's tag is the To tag of the last 2xx to the caller's INVITE (the fork
@@ -70,7 +71,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sdp_rules
 from sdp_rules.errors import E2aeError, PeerError, UnavailableError
@@ -78,12 +79,12 @@ from sdp_rules.iq import EVENT_DTLS_FAILED, IqReply, IqRequest, Side
 from sdp_rules.plan import ActpassPolicy, Kind, Policy
 from sdp_rules.rules import release_request
 
+from plugin.body import SDP_TYPE, MultipartError, find_sdp, is_multipart, media_type
 from plugin.metrics import Metrics, direction
 from plugin.state import BUSY, TAKEN, DialogRecord, DialogStore, dialog_id
 
 log = logging.getLogger("e2ae.plugin")
 
-SDP_TYPE = "application/sdp"
 WARN_CODE = 399  # RFC 3261 20.43: miscellaneous warning
 WARNING_MAX = 200
 # The dialog module ends a dialog after [redis] dialog_ttl; the record outlives it by this
@@ -120,8 +121,7 @@ class Message:
     def has_sdp(self) -> bool:
         if not self.body.strip():
             return False
-        ctype = self.content_type.split(";", 1)[0].strip().lower()
-        return ctype in ("", SDP_TYPE)
+        return media_type(self.content_type) in ("", SDP_TYPE)
 
     @property
     def tx(self) -> str:
@@ -138,13 +138,14 @@ class Outcome:
     warning: str | None = None  # the Warning header's text (without the header name)
     retry_after: int | None = None
     dialog: str | None = None  # the dialog id, when there is one
+    content_type: str = SDP_TYPE  # of ``body``: a multipart body keeps its own
 
     @property
     def failed(self) -> bool:
         return self.status is not None
 
 
-REASONS = {488: "Not Acceptable Here", 503: "Service Unavailable", 500: "Server Internal Error",
+REASONS = {400: "Bad Request", 488: "Not Acceptable Here", 503: "Service Unavailable", 500: "Server Internal Error",
            481: "Call/Transaction Does Not Exist"}
 
 
@@ -192,6 +193,8 @@ class Edge:
     # -- messages -----------------------------------------------------------------
     def handle(self, msg: Message) -> Outcome:
         """Rewrite the SDP of one message (or say which error to answer)."""
+        if msg.method in SDP_METHODS and is_multipart(msg.content_type) and msg.body.strip():
+            return self._handle_multipart(msg)
         sdp = msg.has_sdp and msg.method in SDP_METHODS
         if not sdp:
             self._bookkeep(msg)
@@ -211,6 +214,22 @@ class Edge:
             return self._error(msg, 500, "internal error")
         finally:
             self.metrics.sdp_seconds.labels(direction(msg.side.value)).observe(time.perf_counter() - started)
+
+    def _handle_multipart(self, msg: Message) -> Outcome:
+        """A multipart body (RFC 5621): its SDP part is handled as a bare SDP body would be."""
+        try:
+            part = find_sdp(msg.content_type, msg.body)
+        except MultipartError as exc:
+            log.info("Call-ID %s: %s %s from %s refused: %s", msg.call_id, msg.method,
+                     "request" if msg.request else msg.status, msg.side.value, exc)
+            return self._error(msg, exc.status, str(exc))
+        if part is None:  # no SDP in it: as a message without SDP
+            return self.handle(replace(msg, body="", content_type=""))
+        outcome = self.handle(replace(msg, body=part.sdp, content_type=SDP_TYPE))
+        if outcome.body is not None:
+            outcome.body = part.rebuild(outcome.body)
+            outcome.content_type = msg.content_type
+        return outcome
 
     def _error(self, msg: Message, status: int, reason: str, retry_after: int | None = None) -> Outcome:
         self.metrics.sip_errors.labels(str(status)).inc()

@@ -157,7 +157,7 @@ class kamailio:
                     % (msg.call_id, msg.method if request else msg.status, side.value, outcome.warning))
             return True
         if outcome.body is not None and outcome.body != msg.body:
-            KSR.textops.set_body(outcome.body, "application/sdp")
+            KSR.textops.set_body(outcome.body, outcome.content_type)
         return True
 
     def _relay(self, side, method):

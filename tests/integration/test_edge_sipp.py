@@ -172,6 +172,31 @@ def test_wic_originated_call(edge, sipps):
     assert re.search(r'e2ae_plugin_releases_total\{reason="bye"\} [1-9]', metrics)
 
 
+@pytest.mark.req("SRTP-1", "SRTP-4")
+def test_wic_call_with_a_multipart_offer_keeps_its_location(edge, sipps):
+    """An emergency-style INVITE (RFC 6442): the SDP part is rewritten, the PIDF-LO part and
+    the multipart Content-Type (its boundary) reach the core as they were sent."""
+    uas, uac = _wic_call(edge, sipps, "wic_multipart_uac.xml")
+    sent = [m for m in uac.messages() if m.direction == "sent" and m.first_line.startswith("INVITE ")][0]
+    offer = uas.received("INVITE ")[0]
+    ctype = 'multipart/mixed; boundary="e2ae-b0undary"'
+    assert sent.header("Content-Type") == offer.header("Content-Type") == [ctype]
+    parts = offer.body.split("--e2ae-b0undary")
+    assert parts[0] == "" and parts[-1].strip() == "--" and len(parts) == 4
+    sdp_part, location = parts[1], parts[2]
+    assert location == sent.body.split("--e2ae-b0undary")[2]  # the location, as the WIC sent it
+    assert "application/pidf+xml" in location and "e2ae test location" in location
+    sdp_head, sdp = sdp_part.split("\n\n", 1)
+    assert sdp_head.strip() == "Content-Type: application/sdp"
+    core = match_lines([line for line in sdp.split("\n") if line], CORE_OFFER)
+    assert 1024 <= int(core["core_port"]) < 65536
+    # The plain answer from the core comes back to the WIC as a DTLS-SRTP answer.
+    answer = [m for m in uac.received("SIP/2.0 200") if m.header("CSeq") == ["1 INVITE"]][0]
+    assert answer.header("Content-Type") == ["application/sdp"]
+    assert match_lines(answer.body_lines, ACCESS_ANSWER)["fp"] == agw_fingerprint(edge)
+    assert edge.wait_no_dialogs() == [] and edge.mediad_dialogs() == []
+
+
 ACCESS_OFFER_FROM_CORE = """
 v=0
 o=core 53655765 2353687637 IN IP4 127.0.0.3

@@ -602,3 +602,39 @@ def test_unreachable_redis_is_unavailable_without_retrying_the_timeout():
         store.script("touch", [DIALOG_PREFIX + "x"], 60)
     assert time.monotonic() - started < 1.0
     store.close()
+
+
+@pytest.mark.req("SRTP-4")
+def test_the_sdp_part_of_a_multipart_offer_is_rewritten_and_the_other_parts_kept(store, metrics_registry):
+    """An emergency call's INVITE (RFC 6442): SDP and a PIDF-LO location in one multipart body."""
+    ctype = 'multipart/mixed; boundary="loc-b0undary"'
+    pidf = '<?xml version="1.0"?>\r\n<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="pres:wic@x"/>'
+    offer = (FIXTURES / WIC_OFFER_FILE).read_text()
+    body = ("--loc-b0undary\r\nContent-Type: application/sdp\r\n\r\n" + offer
+            + "\r\n--loc-b0undary\r\nContent-Type: application/pidf+xml\r\nContent-ID: <wic@x>\r\n\r\n"
+            + pidf + "\r\n--loc-b0undary--\r\n")
+    edge = make_edge(store, metrics_registry)
+    request = msg(body)
+    request.content_type = ctype
+    out = edge.handle(request)
+    assert not out.failed and out.content_type == ctype
+    head, sdp_and_rest = out.body.split("\r\n\r\n", 1)
+    assert head == "--loc-b0undary\r\nContent-Type: application/sdp"
+    sdp, rest = sdp_and_rest.split("\r\n--loc-b0undary\r\n", 1)
+    # The same SDP the bare offer gets toward the core, and the location part byte for byte.
+    from prometheus_client import CollectorRegistry
+
+    alone = Message(request=True, method="INVITE", call_id="call-2", from_tag="ftag", to_tag="", cseq=1,
+                    side=Side.ACCESS, body=offer, content_type="application/sdp")
+    bare = make_edge(store, CollectorRegistry()).handle(alone).body
+    assert "RTP/AVPF" in sdp and "fingerprint" not in sdp and sdp == bare
+    assert rest == "Content-Type: application/pidf+xml\r\nContent-ID: <wic@x>\r\n\r\n" + pidf + "\r\n--loc-b0undary--\r\n"
+    # Malformed multipart: 400, and two SDP parts: 488, each with a Warning saying why.
+    broken = msg(body.replace("--loc-b0undary--", "--other--"), cseq=3)
+    broken.content_type = ctype
+    out = edge.handle(broken)
+    assert out.status == 400 and "closing boundary" in out.warning
+    twice = msg(body.replace("application/pidf+xml", "application/sdp"), cseq=4)
+    twice.content_type = ctype
+    out = edge.handle(twice)
+    assert out.status == 488 and "2 SDP parts" in out.warning

@@ -1,0 +1,86 @@
+"""The SDP part of a multipart SIP body (plugin.body): found, replaced, the rest untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugin.body import MultipartError, boundary, find_sdp, is_multipart
+
+SDP = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+PIDF = ('<?xml version="1.0" encoding="UTF-8"?>\r\n<presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        'entity="pres:wic@example.com">\r\n\r\n  <tuple id="t1"><status/></tuple>\r\n</presence>')
+
+
+def emergency_body(sdp: str = SDP, *, crlf: str = "\r\n", preamble: str = "", epilogue: str = "") -> str:
+    """An RFC 6442 shaped body: the SDP, then a PIDF-LO, boundary "b0undary"."""
+    return crlf.join([
+        preamble + "--b0undary",
+        "Content-Type: application/sdp",
+        "",
+        sdp.rstrip("\r\n").replace("\r\n", crlf),
+        "--b0undary  ",  # transport padding after the delimiter (RFC 2046 5.1.1)
+        "Content-Type: application/pidf+xml",
+        "Content-ID: <wic@example.com>",
+        "",
+        PIDF.replace("\r\n", crlf),
+        "--b0undary--",
+    ]) + epilogue
+
+
+def test_content_types():
+    assert is_multipart('multipart/mixed;boundary="b0undary"')
+    assert is_multipart("Multipart/Related ; type=application/sdp; boundary=x")
+    assert not is_multipart("application/sdp")
+    assert boundary('multipart/mixed; charset=x; boundary="b0 und\\"ary"') == 'b0 und"ary'
+    assert boundary("multipart/mixed;BOUNDARY=simple;x=y") == "simple"
+    with pytest.raises(MultipartError):
+        boundary("multipart/mixed")
+    with pytest.raises(MultipartError):
+        boundary("multipart/mixed; boundary=" + "x" * 71)
+
+
+@pytest.mark.parametrize("crlf", ["\r\n", "\n"])
+@pytest.mark.parametrize("preamble,epilogue", [("", ""), ("This is a preamble.\r\n", "\r\nepilogue\r\n")])
+def test_the_sdp_part_is_replaced_and_every_other_byte_kept(crlf, preamble, epilogue):
+    body = emergency_body(crlf=crlf, preamble=preamble, epilogue=epilogue)
+    part = find_sdp("multipart/mixed; boundary=b0undary", body)
+    assert part is not None
+    assert part.sdp == SDP.rstrip("\r\n").replace("\r\n", crlf)
+    assert part.rebuild(part.sdp) == body
+    new = "v=0\r\nm=audio 9 RTP/AVP 0\r\n"
+    rebuilt = part.rebuild(new)
+    assert rebuilt == body.replace(part.sdp, new)
+    again = find_sdp("multipart/mixed; boundary=b0undary", rebuilt)
+    assert again is not None and again.sdp == new and again.after == part.after
+
+
+def test_part_headers_folded_compact_or_in_any_case_are_read():
+    body = ("--x\r\nContent-ID: <a>\r\nc: Application/SDP;\r\n charset=utf-8\r\n\r\n" + SDP
+            + "\r\n--x\r\n\r\nplain text part without headers\r\n--x--\r\n")
+    part = find_sdp("multipart/mixed; boundary=x", body)
+    assert part is not None and part.sdp == SDP
+
+
+def test_a_body_without_an_sdp_part_has_none():
+    body = "--x\r\nContent-Type: application/pidf+xml\r\n\r\n" + PIDF + "\r\n--x--"
+    assert find_sdp("multipart/mixed; boundary=x", body) is None
+
+
+def test_boundary_text_inside_a_part_is_not_a_delimiter():
+    # "--x" only delimits at the start of a line; "--xyz" is another boundary's line.
+    body = ("--x\r\nContent-Type: text/plain\r\n\r\nsee --x here\r\n--xyz\r\n--x\r\n"
+            "Content-Type: application/sdp\r\n\r\n" + SDP + "--x--")
+    part = find_sdp("multipart/mixed; boundary=x", body)
+    assert part is not None and part.sdp == SDP.rstrip("\r\n")
+
+
+@pytest.mark.parametrize("body,status", [
+    ("v=0\r\n", 400),  # no delimiter at all
+    ("--x\r\nContent-Type: application/sdp\r\n\r\n" + SDP, 400),  # no closing delimiter
+    ("--x\r\nContent-Type: application/sdp\r\n\r\n" + SDP + "--x\r\nContent-Type: application/sdp\r\n\r\n"
+     + SDP + "--x--", 488),  # two SDP parts: which is the offer?
+])
+def test_bodies_that_cannot_be_taken_apart_are_refused_with_a_status(body, status):
+    with pytest.raises(MultipartError) as caught:
+        find_sdp("multipart/mixed; boundary=x", body)
+    assert caught.value.status == status
