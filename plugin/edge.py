@@ -31,11 +31,11 @@ conditional write (:mod:`plugin.state`).
 Which bodies: only INVITE, UPDATE, PRACK and ACK bodies (and their replies')
 are offers or answers; an SDP body in OPTIONS, MESSAGE, INFO... passes
 untouched.  In a multipart body the SDP part is the offer or answer, and only
-its content changes (:mod:`plugin.body`).  Non-initial messages, replies included, find their record by both
-tags (a reply to a request the callee sent has the callee's tag in From); a
-reply creates a record only as an INVITE's 18x/2xx (a late offer).  The
-callee's tag is the To tag of the last 2xx to the caller's INVITE (the fork
-that won), with or without a body.
+its content changes (:mod:`plugin.body`).  Non-initial messages, replies
+included, find their record by both tags (a reply to a request the callee sent
+has the callee's tag in From); a reply creates a record only as an INVITE's
+18x/2xx (a late offer).  The callee's tag is the To tag of the last 2xx to the
+caller's INVITE (the fork that won), with or without a body.
 
 TTL: the record lives ``dialog_ttl`` + ``DIALOG_TTL_GRACE`` from its last
 refresh.  Every write and every unlock of a claimed dialog refreshes it (so
@@ -145,8 +145,8 @@ class Outcome:
         return self.status is not None
 
 
-REASONS = {400: "Bad Request", 488: "Not Acceptable Here", 503: "Service Unavailable", 500: "Server Internal Error",
-           481: "Call/Transaction Does Not Exist"}
+REASONS = {400: "Bad Request", 488: "Not Acceptable Here", 503: "Service Unavailable",
+           500: "Server Internal Error", 481: "Call/Transaction Does Not Exist"}
 
 
 def other(side: Side) -> Side:
