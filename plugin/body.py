@@ -85,12 +85,10 @@ def find_sdp(content_type: str, body: str) -> SdpPart | None:
     if not closing:
         raise MultipartError("the multipart body has no closing boundary line")
     found: list[SdpPart] = []
+    # The parts: from each delimiter up to the next, the first closing one ending the last.
     for opening, following in zip(delimiters, delimiters[1:closing[0] + 1]):
-        if opening.group(1):
-            break
         start, end = opening.end(), following.start()
-        part = body[start:end]
-        head, separator, _ = _split_head(part)
+        head, separator = _split_head(body[start:end])
         if media_type(_header(head, "content-type", "c")) == SDP_TYPE:
             content = start + len(head) + len(separator)
             found.append(SdpPart(body[:content], body[content:end], body[end:]))
@@ -99,15 +97,14 @@ def find_sdp(content_type: str, body: str) -> SdpPart | None:
     return found[0] if found else None
 
 
-def _split_head(part: str) -> tuple[str, str, str]:
-    """(headers, the empty line after them, content) of one body part."""
+def _split_head(part: str) -> tuple[str, str]:
+    """(headers, the empty line after them) of one body part; its content follows them."""
     if part.startswith("\r\n") or part.startswith("\n"):  # no headers: text/plain (RFC 2046 5.1.1)
-        n = 2 if part.startswith("\r\n") else 1
-        return "", part[:n], part[n:]
+        return "", part[:2] if part.startswith("\r\n") else part[:1]
     match = re.search(r"\r?\n\r?\n", part)
     if match is None:
-        return part, "", ""  # headers only: an empty part
-    return part[:match.start()], match.group(0), part[match.end():]
+        return part, ""  # headers only: an empty part
+    return part[:match.start()], match.group(0)
 
 
 def _header(head: str, name: str, compact: str) -> str:
