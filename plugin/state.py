@@ -70,6 +70,7 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,7 +234,12 @@ class DialogRecord:
 
 
 class DialogStore:
-    """Blocking Redis access for one Kamailio worker (connections opened lazily)."""
+    """Blocking Redis access for one Kamailio worker (connections opened lazily).
+
+    The scripts run on a connection of the calling thread's own: a Kamailio worker is
+    one process with one thread, but a store shared by threads (a test's lock holder,
+    an embedding application) must never read another thread's reply.
+    """
 
     def __init__(self, url: str, ttl: int, timeout: float = 0.5) -> None:
         self.url = url
@@ -241,9 +247,10 @@ class DialogStore:
         self.timeout = timeout
         self._redis: redis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        # The connection the scripts run on (the hot path), this process's own.
-        self._conn: redis.Connection | None = None
-        self._conn_pid = 0
+        # The connections the scripts run on (the hot path): one per process and thread.
+        self._local = threading.local()
+        self._conns: list[redis.Connection] = []
+        self._conns_lock = threading.Lock()
 
     @property
     def redis(self) -> redis.Redis:
@@ -277,6 +284,7 @@ class DialogStore:
         if self._redis is None:
             _ = self.redis  # registers the scripts
         script = self._scripts[name]
+        conn = None
         try:
             conn, fresh = self._connection()
             try:
@@ -287,17 +295,20 @@ class DialogStore:
                 conn.disconnect()
                 return self._evalsha(conn, script, keys, args)
         except redis.RedisError as exc:
-            if self._conn is not None and not isinstance(exc, redis.ResponseError):
-                self._conn.disconnect()
+            if conn is not None and not isinstance(exc, redis.ResponseError):
+                conn.disconnect()
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
 
     def _connection(self) -> tuple[redis.Connection, bool]:
-        """This process's script connection, and whether it has not been used yet."""
-        pid = os.getpid()
-        if self._conn is None or self._conn_pid != pid:
-            self._conn = self.redis.connection_pool.make_connection()
-            self._conn_pid = pid
-        return self._conn, self._conn._sock is None
+        """This thread's script connection, and whether it has not been used yet."""
+        local, pid = self._local, os.getpid()
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != pid:
+            conn = local.conn = self.redis.connection_pool.make_connection()
+            local.pid = pid
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn, conn._sock is None
 
     @staticmethod
     def _evalsha(conn: redis.Connection, script, keys: list[str], args: tuple):
@@ -438,9 +449,11 @@ class DialogStore:
             delay = min(delay * 2, 0.02)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.disconnect()
-            self._conn = None
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.disconnect()
+        self._local = threading.local()
         if self._redis is not None:
             self._redis.close()
             self._redis = None

@@ -19,7 +19,7 @@ from sdp_rules.iq import Command, Fingerprint, IqReply, Side, StreamReply, Termi
 import plugin.edge
 from plugin.edge import REFRESH_INTERVAL, Edge, Message
 from plugin.metrics import Metrics
-from plugin.state import DIALOG_PREFIX, TOMBSTONE_PREFIX, Claim, DialogStore, dialog_id
+from plugin.state import DIALOG_PREFIX, LOCK_PREFIX, TOMBSTONE_PREFIX, Claim, DialogStore, dialog_id
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sdp"
 AGW_FP = Fingerprint("sha-256", ":".join(["AB"] * 32))
@@ -587,6 +587,40 @@ def test_a_broken_script_connection_is_reopened_once(store, metrics_registry):
     assert killed >= 1
     assert not edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text())).failed
     assert store.find("call-1", "ftag") is not None
+
+
+def test_threads_sharing_a_store_each_read_their_own_replies(store):
+    """A store used from several threads (a lock released by a timer, an embedding
+    application): each thread's scripts get their own replies, never another's."""
+    import threading
+
+    from plugin.state import DialogRecord
+
+    idents = [dialog_id(f"call-{n}", "ftag") for n in range(4)]
+    for n, ident in enumerate(idents):
+        store.save(DialogRecord(id=ident, call_id=f"call-{n}", caller_tag="ftag", caller_side="access"))
+    errors: list[str] = []
+    start = threading.Barrier(len(idents))
+
+    def worker(ident: str) -> None:
+        start.wait()
+        try:
+            for _ in range(300):
+                with store.claim_id(ident) as claim:
+                    if claim.record is None or claim.record.id != ident:
+                        errors.append(f"{ident} read {claim.record and claim.record.id}")
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            errors.append(f"{ident}: {exc!r}")
+
+    threads = [threading.Thread(target=worker, args=(ident,)) for ident in idents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert all(store.get(ident) is not None for ident in idents)
+    assert not store.redis.keys(LOCK_PREFIX + "*")
 
 
 def test_unreachable_redis_is_unavailable_without_retrying_the_timeout():
