@@ -18,7 +18,9 @@ against ``[edge] access_sip`` / ``core_sip``).
   in-dialog request but ACK and BYE refreshes the dialog's record in Redis
   (:meth:`~plugin.edge.Edge.refresh` says why not the ACK, and how often).
 * ``ksr_onreply_edge``: rewrites the SDP of 18x/2xx replies (armed for INVITE,
-  UPDATE and PRACK only: no other reply is rewritten or noted).
+  UPDATE and PRACK only: no other reply is rewritten or noted).  A 2xx (or an
+  ACK) whose answer cannot be converted goes on unchanged, with a Warning, and
+  the call is ended a second later (dialog timeout: a BYE to each side).
 * ``ksr_failure_edge``: a final error to the initial INVITE (a CANCEL's 487
   included) releases the dialog.
 * ``ksr_dialog_event``: the dialog module's end of a dialog (its timeout)
@@ -58,6 +60,9 @@ from plugin.edge import REPLY_SDP_METHODS, Edge, Message, other  # noqa: E402
 
 EVENTS_CHANNEL = "e2ae:events"
 EVENTS_PER_TICK = 100
+# A call whose answer could not be converted ends this long after it (the dialog
+# module's timer has a one-second tick: the BYEs leave 1-2 s later).
+END_AFTER_S = 1
 
 
 class _KsrHandler(logging.Handler):
@@ -155,10 +160,23 @@ class kamailio:
             # A reply or an ACK cannot be refused: it goes on unchanged, and the error is logged.
             KSR.err("e2ae: Call-ID %s: %s from %s forwarded unchanged: %s\n"
                     % (msg.call_id, msg.method if request else msg.status, side.value, outcome.warning))
+            if msg.method == "ACK" or 200 <= msg.status < 300:
+                self._end_call(msg, outcome)
             return True
         if outcome.body is not None and outcome.body != msg.body:
             KSR.textops.set_body(outcome.body, outcome.content_type)
         return True
+
+    def _end_call(self, msg, outcome):
+        """A final answer that could not be converted: the call has no media.  It ends
+        END_AFTER_S later through the dialog module's timeout (a BYE to each side, then
+        "dialog:end" releases it, counted as ``answer_failed``); a 2xx carries the
+        Warning saying why.  A proxy cannot refuse a 2xx: the caller must still ACK it."""
+        self.edge.answer_failed(msg.call_id, (msg.from_tag, msg.to_tag))
+        if KSR.dialog.dlg_set_timeout(END_AFTER_S) < 0:
+            KSR.err("e2ae: Call-ID %s: no dialog to end after a failed answer\n" % msg.call_id)
+        if not msg.request and outcome.warning:
+            KSR.hdr.append("Warning: %s\r\n" % outcome.warning)
 
     def _relay(self, side, method):
         KSR.corex.set_send_socket(self.sockets[other(side)])

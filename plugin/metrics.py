@@ -20,7 +20,7 @@ Names (documented in the README):
 * ``e2ae_plugin_sip_errors_total{status}``: SIP errors the plugin answered
   (488, 503, 500).
 * ``e2ae_plugin_releases_total{reason}``: dialogs released (bye, cancel,
-  failure, timeout, dtls_failed).
+  failure, timeout, dtls_failed, answer_failed).
 * ``e2ae_plugin_dtls_failures_total{reason}``: DTLS failure events received
   from mediad.
 """

@@ -365,6 +365,26 @@ def test_bye_from_core(edge, sipps):
     assert len(byes) == 1 and byes[0].header("Call-ID")
 
 
+@pytest.mark.req("SRTP-5")
+def test_a_core_answer_that_cannot_be_converted_ends_the_call(edge, sipps):
+    """A proxy cannot refuse a 2xx: the core's answer (one m-line too many) reaches the
+    WIC unchanged with a Warning saying why, and the call, which has no media, is ended
+    at once with a BYE to each side and released, counted as answer_failed."""
+    failed = _metric(edge, 'e2ae_plugin_releases_total{reason="answer_failed"}')
+    uas, uac = core_uas(edge, "core_uas_bad_answer.xml"), wic_uac(edge, "wic_call_uac_recv_bye.xml")
+    sipps += [uas, uac]
+    started = time.monotonic()
+    run_pair(uas, uac)
+    (ok,) = [m for m in uac.received("SIP/2.0 200") if m.header("CSeq") == ["1 INVITE"]]
+    assert "m=video" in ok.body and "a=fingerprint" not in ok.body
+    (warning,) = ok.header("Warning")
+    assert re.fullmatch(r'399 127\.0\.0\.1:\d+ "[^"]*m-lines[^"]*"', warning), warning
+    assert len(uac.received("BYE ")) == 1 and len(uas.received("BYE ")) == 1
+    assert time.monotonic() - started < 8
+    assert edge.wait_no_dialogs() == []
+    assert _metric(edge, 'e2ae_plugin_releases_total{reason="answer_failed"}') - failed == 1
+
+
 def test_bye_from_wic(edge, sipps):
     uas, uac = _wic_call(edge, sipps)
     assert uas.received("BYE ")[0].header("CSeq") == ["2 BYE"]

@@ -149,3 +149,32 @@ def test_only_replies_that_may_carry_sdp_come_back_to_the_plugin(kemi, method, a
     ksr.pvs["$rm"] = method
     assert script.ksr_request_route(None) == 1
     assert routes == (["ksr_onreply_edge"] if armed else [])
+
+
+@pytest.mark.parametrize("method, status, ends", [("INVITE", 183, False), ("INVITE", 200, True),
+                                                  ("UPDATE", 200, True), ("ACK", 0, True)])
+def test_only_a_final_answer_that_cannot_be_converted_ends_the_call(kemi, method, status, ends):
+    """An 18x's answer may be followed by a good 2xx: it is forwarded and logged.  A 2xx or
+    an ACK that goes on unconverted leaves a call without media: its record notes why, the
+    dialog module ends it a second later, and a 2xx carries the Warning."""
+    from plugin.edge import Outcome
+
+    module, ksr = kemi
+    script = module.kamailio()
+    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
+    edge = script._edge = RecordingEdge()
+    failed, timeouts, appended = [], [], []
+    edge.handle = lambda msg: Outcome(status=488, reason="Not Acceptable Here",
+                                      warning='399 127.0.0.1:5060 "answer has 2 m-lines"')
+    edge.answer_failed = lambda call_id, tags: failed.append((call_id, tags)) or True
+    ksr.dialog = types.SimpleNamespace(dlg_set_timeout=lambda seconds: timeouts.append(seconds) or 1)
+    ksr.hdr = types.SimpleNamespace(append=lambda text: appended.append(text) or 1)
+    ksr.textops = types.SimpleNamespace(set_body=lambda *a: pytest.fail("an unconverted body was set"))
+    ksr.pvs.update({"$rm": method, "$rs": str(status), "$rb": "v=0\r\n"})
+    if status:
+        assert script.ksr_onreply_edge(None) == 1
+    else:
+        assert script.ksr_request_route(None) == 1
+    assert failed == ([("call-1", ("ftag", "ttag"))] if ends else [])
+    assert timeouts == ([module.END_AFTER_S] if ends else [])
+    assert appended == (['Warning: 399 127.0.0.1:5060 "answer has 2 m-lines"\r\n'] if status and ends else [])
