@@ -15,9 +15,11 @@ the delimiters of RFC 2046 section 5.1.1 are looked for here: a line
 line break, and the closing ``--boundary--``.  A part is its headers, an empty
 line, and its content, which ends at the line break before the next delimiter.
 
-One level only: an SDP inside a nested multipart is not looked for (the body
-is then left alone, as any body without SDP).  A body with more than one SDP
-part is refused: which of them is the offer would be a guess.
+A part that is itself multipart is searched the same way (a ``multipart/
+alternative`` inside a ``multipart/mixed``), down to ``MAX_DEPTH`` levels; a
+body nested deeper is refused (400) rather than let an SDP hidden in it reach
+the other side unconverted.  A body with more than one SDP part, at any depth,
+is refused (488): which of them is the offer would be a guess.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 SDP_TYPE = "application/sdp"
+MAX_DEPTH = 4  # multipart levels searched: the body's own and three nested
 _PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]+)')
 
 
@@ -74,9 +77,20 @@ def boundary(content_type: str) -> str:
 def find_sdp(content_type: str, body: str) -> SdpPart | None:
     """The one ``application/sdp`` part of a multipart body; None when it has none.
 
-    Raises :class:`MultipartError` when the body does not follow its
-    Content-Type's boundary, or holds more than one SDP part.
+    Raises :class:`MultipartError` when the body (or a multipart part of it)
+    does not follow its Content-Type's boundary, nests deeper than
+    ``MAX_DEPTH`` levels, or holds more than one SDP part.
     """
+    found = _find(content_type, body, 1)
+    if len(found) > 1:
+        raise MultipartError(f"the multipart body has {len(found)} SDP parts", 488)
+    return found[0] if found else None
+
+
+def _find(content_type: str, body: str, depth: int) -> list[SdpPart]:
+    """Every SDP part of a multipart body at this level and below."""
+    if depth > MAX_DEPTH:
+        raise MultipartError(f"multipart nested deeper than {MAX_DEPTH} levels")
     mark = re.escape(boundary(content_type))
     delimiters = list(re.finditer(rf"(?:\A|\r?\n)--{mark}(--)?[ \t]*(?:\r?\n|\Z)", body))
     if not delimiters:
@@ -89,12 +103,14 @@ def find_sdp(content_type: str, body: str) -> SdpPart | None:
     for opening, following in zip(delimiters, delimiters[1:closing[0] + 1]):
         start, end = opening.end(), following.start()
         head, separator = _split_head(body[start:end])
-        if media_type(_header(head, "content-type", "c")) == SDP_TYPE:
-            content = start + len(head) + len(separator)
+        part_type = _header(head, "content-type", "c")
+        content = start + len(head) + len(separator)
+        if media_type(part_type) == SDP_TYPE:
             found.append(SdpPart(body[:content], body[content:end], body[end:]))
-    if len(found) > 1:
-        raise MultipartError(f"the multipart body has {len(found)} SDP parts", 488)
-    return found[0] if found else None
+        elif is_multipart(part_type):
+            found += [SdpPart(body[:content] + inner.before, inner.sdp, inner.after + body[end:])
+                      for inner in _find(part_type, body[content:end], depth + 1)]
+    return found
 
 
 def _split_head(part: str) -> tuple[str, str]:
@@ -116,4 +132,4 @@ def _header(head: str, name: str, compact: str) -> str:
     return ""
 
 
-__all__ = ["MultipartError", "SdpPart", "boundary", "find_sdp", "is_multipart", "media_type"]
+__all__ = ["MAX_DEPTH", "MultipartError", "SdpPart", "boundary", "find_sdp", "is_multipart", "media_type"]

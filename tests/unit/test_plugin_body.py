@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plugin.body import MultipartError, boundary, find_sdp, is_multipart
+from plugin.body import MAX_DEPTH, MultipartError, boundary, find_sdp, is_multipart
 
 SDP = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 PIDF = ('<?xml version="1.0" encoding="UTF-8"?>\r\n<presence xmlns="urn:ietf:params:xml:ns:pidf" '
@@ -84,3 +84,54 @@ def test_bodies_that_cannot_be_taken_apart_are_refused_with_a_status(body, statu
     with pytest.raises(MultipartError) as caught:
         find_sdp("multipart/mixed; boundary=x", body)
     assert caught.value.status == status
+
+
+def nested(levels: int, inner: str) -> tuple[str, str]:
+    """``inner`` (a part's content and headers) wrapped in ``levels`` multipart/mixed
+    bodies, each with a PIDF part before it; the outermost Content-Type and body."""
+    ctype, body = "", inner
+    for level in range(levels):
+        mark = f"level-{level}"
+        body = (f"--{mark}\r\nContent-Type: application/pidf+xml\r\n\r\n{PIDF}\r\n"
+                f"--{mark}\r\n{body}\r\n--{mark}--\r\n")
+        ctype = f'multipart/mixed; boundary="{mark}"'
+        if level < levels - 1:
+            body = f"Content-Type: {ctype}\r\n\r\n{body}"
+    return ctype, body
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4])
+def test_an_sdp_in_a_nested_multipart_is_found_and_every_other_byte_kept(levels):
+    ctype, body = nested(levels, "Content-Type: application/sdp\r\n\r\n" + SDP.rstrip("\r\n"))
+    part = find_sdp(ctype, body)
+    assert part is not None and part.sdp == SDP.rstrip("\r\n")
+    assert part.rebuild(part.sdp) == body
+    new = "v=0\r\nm=audio 9 RTP/AVP 0"
+    rebuilt = part.rebuild(new)
+    assert rebuilt == body.replace(part.sdp, new) and rebuilt.count(PIDF) == levels
+    assert find_sdp(ctype, rebuilt).sdp == new
+
+
+@pytest.mark.parametrize("inner,levels,status", [
+    ("Content-Type: application/sdp\r\n\r\n" + SDP.rstrip("\r\n"), MAX_DEPTH + 1, 400),  # too deep
+    ('Content-Type: multipart/alternative; boundary="in"\r\n\r\n--in\r\nContent-Type: application/sdp\r\n\r\n'
+     + SDP + "--in--", 1, 400),  # the nested part breaks its own boundary: no closing line
+    ('Content-Type: multipart/alternative; boundary="in"\r\n\r\n--in\r\nContent-Type: application/sdp\r\n\r\n'
+     + SDP + "--in\r\nContent-Type: application/sdp\r\n\r\n" + SDP + "--in--", 1, 488),  # two SDP parts
+])
+def test_nested_bodies_that_cannot_be_taken_apart_are_refused_with_a_status(inner, levels, status):
+    ctype, body = nested(levels, inner)
+    if status == 400 and levels == 1:
+        body = body.replace("--in--", "--in-")
+    with pytest.raises(MultipartError) as caught:
+        find_sdp(ctype, body)
+    assert caught.value.status == status
+
+
+def test_two_sdp_parts_at_different_levels_are_two():
+    ctype, body = nested(2, "Content-Type: application/sdp\r\n\r\n" + SDP.rstrip("\r\n"))
+    body = body.replace("--level-1\r\nContent-Type: application/pidf+xml\r\n\r\n" + PIDF,
+                        "--level-1\r\nContent-Type: application/sdp\r\n\r\n" + SDP.rstrip("\r\n"), 1)
+    with pytest.raises(MultipartError) as caught:
+        find_sdp(ctype, body)
+    assert caught.value.status == 488
