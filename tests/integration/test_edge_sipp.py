@@ -366,16 +366,22 @@ def test_bye_from_core(edge, sipps):
 
 
 @pytest.mark.req("SRTP-5")
-def test_a_core_answer_that_cannot_be_converted_ends_the_call(edge, sipps):
-    """A proxy cannot refuse a 2xx: the core's answer (one m-line too many) reaches the
-    WIC unchanged with a Warning saying why, and the call, which has no media, is ended
-    at once with a BYE to each side and released, counted as answer_failed."""
+@pytest.mark.parametrize("uac_scenario, uas_scenario, cseq", [
+    ("wic_call_uac_recv_bye.xml", "core_uas_bad_answer.xml", "1 INVITE"),
+    ("wic_reinvite_uac_recv_bye.xml", "core_uas_reinvite_bad_answer.xml", "2 INVITE"),
+])
+def test_a_core_answer_that_cannot_be_converted_ends_the_call(edge, sipps, uac_scenario, uas_scenario, cseq):
+    """A proxy cannot refuse a 2xx: the core's answer (one m-line too many) to the INVITE
+    or to a re-INVITE reaches the WIC unchanged with a Warning saying why, and the call,
+    which has no media, is ended at once with a BYE to each side and released, counted
+    as answer_failed."""
     failed = _metric(edge, 'e2ae_plugin_releases_total{reason="answer_failed"}')
-    uas, uac = core_uas(edge, "core_uas_bad_answer.xml"), wic_uac(edge, "wic_call_uac_recv_bye.xml")
+    uas = core_uas(edge, uas_scenario)
+    uac = wic_uac(edge, uac_scenario, **({"reinvite_tls_id": OFFER_TLS_ID} if cseq == "2 INVITE" else {}))
     sipps += [uas, uac]
     started = time.monotonic()
     run_pair(uas, uac)
-    (ok,) = [m for m in uac.received("SIP/2.0 200") if m.header("CSeq") == ["1 INVITE"]]
+    (ok,) = [m for m in uac.received("SIP/2.0 200") if m.header("CSeq") == [cseq]]
     assert "m=video" in ok.body and "a=fingerprint" not in ok.body
     (warning,) = ok.header("Warning")
     assert re.fullmatch(r'399 127\.0\.0\.1:\d+ "[^"]*m-lines[^"]*"', warning), warning
