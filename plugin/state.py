@@ -72,6 +72,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,9 +248,10 @@ class DialogStore:
         self.timeout = timeout
         self._redis: redis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        # The connections the scripts run on (the hot path): one per process and thread.
+        # The connections the scripts run on (the hot path): one per process and thread
+        # (a thread's goes with it; close() closes those still there).
         self._local = threading.local()
-        self._conns: list[redis.Connection] = []
+        self._conns: weakref.WeakSet[redis.Connection] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
 
     @property
@@ -307,7 +309,7 @@ class DialogStore:
             conn = local.conn = self.redis.connection_pool.make_connection()
             local.pid = pid
             with self._conns_lock:
-                self._conns.append(conn)
+                self._conns.add(conn)
         return conn, conn._sock is None
 
     @staticmethod
@@ -450,7 +452,7 @@ class DialogStore:
 
     def close(self) -> None:
         with self._conns_lock:
-            conns, self._conns = self._conns, []
+            conns, self._conns = list(self._conns), weakref.WeakSet()
         for conn in conns:
             conn.disconnect()
         self._local = threading.local()

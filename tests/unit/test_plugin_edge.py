@@ -592,6 +592,7 @@ def test_a_broken_script_connection_is_reopened_once(store, metrics_registry):
 def test_threads_sharing_a_store_each_read_their_own_replies(store):
     """A store used from several threads (a lock released by a timer, an embedding
     application): each thread's scripts get their own replies, never another's."""
+    import gc
     import threading
 
     from plugin.state import DialogRecord
@@ -612,6 +613,7 @@ def test_threads_sharing_a_store_each_read_their_own_replies(store):
         except Exception as exc:  # noqa: BLE001 - any failure is the finding
             errors.append(f"{ident}: {exc!r}")
 
+    clients = len(store.redis.client_list())
     threads = [threading.Thread(target=worker, args=(ident,)) for ident in idents]
     for thread in threads:
         thread.start()
@@ -621,6 +623,12 @@ def test_threads_sharing_a_store_each_read_their_own_replies(store):
     assert errors == []
     assert all(store.get(ident) is not None for ident in idents)
     assert not store.redis.keys(LOCK_PREFIX + "*")
+    # A thread's connection goes with it: none is left open per thread that ran.
+    gc.collect()
+    deadline = time.monotonic() + 2.0  # Redis sees a closed connection on its next loop
+    while len(store.redis.client_list()) != clients and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(store.redis.client_list()) == clients
 
 
 def test_unreachable_redis_is_unavailable_without_retrying_the_timeout():
