@@ -544,31 +544,23 @@ class Edge:
             return None
         log.warning("Call-ID %s: DTLS failed on stream %s (%s): ending the call",
                     record.call_id, event.get("stream_id"), reason)
-        marked = self._mark_ending(lambda: self.store.claim_id(record.id), record.call_id, EVENT_DTLS_FAILED)
-        return marked or record
+        try:
+            claim = self.store.claim_id(record.id)
+            if claim is not None:
+                with claim:
+                    if claim.record is not None:
+                        record = claim.record
+                        record.ending = EVENT_DTLS_FAILED
+                        claim.commit(record)
+        except UnavailableError as exc:
+            log.warning("Call-ID %s: %s", record.call_id, exc.reason)
+        return record
 
     def answer_failed(self, call_id: str, tags: tuple[str, ...]) -> bool:
         """A 2xx (or an ACK) whose answer could not be converted went on unchanged: the
-        call has no media, and the glue ends it.  Its release is counted under
-        ``answer_failed``; False when the dialog's record cannot be marked."""
-        return self._mark_ending(lambda: self.store.claim(call_id, tags, create=False), call_id,
-                                 ENDING_ANSWER_FAILED) is not None
-
-    def _mark_ending(self, claim_dialog, call_id: str, reason: str) -> DialogRecord | None:
-        """Note in the dialog's record why it will end (its release is counted so)."""
-        try:
-            claim = claim_dialog()
-            if claim is None:
-                return None
-            with claim:
-                record = claim.record
-                if record is not None:
-                    record.ending = reason
-                    claim.commit(record)
-                return record
-        except UnavailableError as exc:
-            log.warning("Call-ID %s: %s", call_id, exc.reason)
-            return None
+        call has no media.  It is released now, counted as ``answer_failed`` (the glue
+        has the dialog module end it); False when there was nothing to release."""
+        return self.release(call_id, tags, ENDING_ANSWER_FAILED)
 
 
 class _Exists(Exception):

@@ -63,6 +63,8 @@ EVENTS_PER_TICK = 100
 # A call whose answer could not be converted ends this long after it (the dialog
 # module's timer has a one-second tick: the BYEs leave 1-2 s later).
 END_AFTER_S = 1
+# Set on a dialog whose INVITE's 2xx could not be converted: its ACK ends it.
+END_AT_ACK = "$dlg_var(e2ae_end)"
 
 
 class _KsrHandler(logging.Handler):
@@ -168,15 +170,23 @@ class kamailio:
         return True
 
     def _end_call(self, msg, outcome):
-        """A final answer that could not be converted: the call has no media.  It ends
-        END_AFTER_S later through the dialog module's timeout (a BYE to each side, then
-        "dialog:end" releases it, counted as ``answer_failed``); a 2xx carries the
-        Warning saying why.  A proxy cannot refuse a 2xx: the caller must still ACK it."""
+        """A final answer that could not be converted: the call has no media.  Its media
+        and record are released now (counted as ``answer_failed``: not left to the
+        dialog's end event), and the dialog module's timeout ends it with a BYE to each
+        side; a 2xx carries the Warning saying why.  A proxy cannot refuse a 2xx: the
+        caller must still ACK it, and an INVITE's dialog is ended from that ACK (the
+        dialog module sends no BYE on a dialog its 2xx has not confirmed yet)."""
         self.edge.answer_failed(msg.call_id, (msg.from_tag, msg.to_tag))
-        if KSR.dialog.dlg_set_timeout(END_AFTER_S) < 0:
-            KSR.err("e2ae: Call-ID %s: no dialog to end after a failed answer\n" % msg.call_id)
+        if not msg.request and msg.method == "INVITE":
+            KSR.pv.sets(END_AT_ACK, "1")
+        else:
+            self._end_dialog(msg.call_id)
         if not msg.request and outcome.warning:
             KSR.hdr.append("Warning: %s\r\n" % outcome.warning)
+
+    def _end_dialog(self, call_id):
+        if KSR.dialog.dlg_set_timeout(END_AFTER_S) < 0:
+            KSR.err("e2ae: Call-ID %s: no dialog to end after a failed answer\n" % call_id)
 
     def _relay(self, side, method):
         KSR.corex.set_send_socket(self.sockets[other(side)])
@@ -227,6 +237,8 @@ class kamailio:
             if not routed and KSR.tm.t_check_trans() <= 0:
                 return 1
             self._apply(side)
+            if routed and _pv(END_AT_ACK):  # the ACK of a 2xx whose answer failed
+                self._end_dialog(_pv("$ci"))
             KSR.corex.set_send_socket(self.sockets[other(side)])
             KSR.tm.t_relay()
             return 1  # no refresh: Edge.refresh says why an ACK needs none

@@ -155,8 +155,10 @@ def test_only_replies_that_may_carry_sdp_come_back_to_the_plugin(kemi, method, a
                                                   ("UPDATE", 200, True), ("ACK", 0, True)])
 def test_only_a_final_answer_that_cannot_be_converted_ends_the_call(kemi, method, status, ends):
     """An 18x's answer may be followed by a good 2xx: it is forwarded and logged.  A 2xx or
-    an ACK that goes on unconverted leaves a call without media: its record notes why, the
-    dialog module ends it a second later, and a 2xx carries the Warning."""
+    an ACK that goes on unconverted leaves a call without media: it is released, a 2xx
+    carries the Warning, and the dialog module ends the call a second later: at once for
+    an UPDATE's 2xx or an ACK, from its ACK for an INVITE's 2xx (whose dialog the dialog
+    module confirms only after this route)."""
     from plugin.edge import Outcome
 
     module, ksr = kemi
@@ -169,6 +171,7 @@ def test_only_a_final_answer_that_cannot_be_converted_ends_the_call(kemi, method
     edge.answer_failed = lambda call_id, tags: failed.append((call_id, tags)) or True
     ksr.dialog = types.SimpleNamespace(dlg_set_timeout=lambda seconds: timeouts.append(seconds) or 1)
     ksr.hdr = types.SimpleNamespace(append=lambda text: appended.append(text) or 1)
+    ksr.pv.sets = lambda name, value: ksr.pvs.__setitem__(name, value)
     ksr.textops = types.SimpleNamespace(set_body=lambda *a: pytest.fail("an unconverted body was set"))
     ksr.pvs.update({"$rm": method, "$rs": str(status), "$rb": "v=0\r\n"})
     if status:
@@ -176,5 +179,13 @@ def test_only_a_final_answer_that_cannot_be_converted_ends_the_call(kemi, method
     else:
         assert script.ksr_request_route(None) == 1
     assert failed == ([("call-1", ("ftag", "ttag"))] if ends else [])
-    assert timeouts == ([module.END_AFTER_S] if ends else [])
     assert appended == (['Warning: 399 127.0.0.1:5060 "answer has 2 m-lines"\r\n'] if status and ends else [])
+    deferred = method == "INVITE" and ends
+    assert timeouts == ([module.END_AFTER_S] if ends and not deferred else [])
+    assert bool(ksr.pvs.get(module.END_AT_ACK)) is deferred
+    # The ACK (no body): the INVITE's dialog is ended now; any other ACK ends nothing.
+    timeouts.clear()
+    ksr.pvs.update({"$rm": "ACK", "$rs": "0"})
+    del ksr.pvs["$rb"]
+    assert script.ksr_request_route(None) == 1
+    assert timeouts == ([module.END_AFTER_S] if deferred else [])
