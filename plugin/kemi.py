@@ -63,7 +63,8 @@ EVENTS_PER_TICK = 100
 # A call whose answer could not be converted ends this long after it (the dialog
 # module's timer has a one-second tick: the BYEs leave 1-2 s later).
 END_AFTER_S = 1
-# Set on a dialog whose INVITE's 2xx could not be converted: its ACK ends it.
+# On a dialog being ended after a failed answer: "ack" when its ACK is to set the
+# timeout (an INVITE's 2xx failed), "set" once it is set.
 END_AT_ACK = "$dlg_var(e2ae_end)"
 
 
@@ -176,15 +177,19 @@ class kamailio:
         side; a 2xx carries the Warning saying why.  A proxy cannot refuse a 2xx: the
         caller must still ACK it, and an INVITE's dialog is ended from that ACK (the
         dialog module sends no BYE on a dialog its 2xx has not confirmed yet)."""
-        self.edge.answer_failed(msg.call_id, (msg.from_tag, msg.to_tag))
-        if not msg.request and msg.method == "INVITE":
-            KSR.pv.sets(END_AT_ACK, "1")
-        else:
-            self._end_dialog(msg.call_id)
+        if not _pv(END_AT_ACK):  # else being ended already: a retransmission
+            self.edge.answer_failed(msg.call_id, (msg.from_tag, msg.to_tag))
+            if not msg.request and msg.method == "INVITE":
+                KSR.pv.sets(END_AT_ACK, "ack")
+            else:
+                self._end_dialog(msg.call_id)
         if not msg.request and outcome.warning:
             KSR.hdr.append("Warning: %s\r\n" % outcome.warning)
 
     def _end_dialog(self, call_id):
+        # Once only: the dialog module must not see its timer set again while it ends
+        # the dialog (a retransmitted 2xx and its ACK).
+        KSR.pv.sets(END_AT_ACK, "set")
         if KSR.dialog.dlg_set_timeout(END_AFTER_S) < 0:
             KSR.err("e2ae: Call-ID %s: no dialog to end after a failed answer\n" % call_id)
 
@@ -237,7 +242,7 @@ class kamailio:
             if not routed and KSR.tm.t_check_trans() <= 0:
                 return 1
             self._apply(side)
-            if routed and _pv(END_AT_ACK):  # the ACK of a 2xx whose answer failed
+            if routed and _pv(END_AT_ACK) == "ack":  # the ACK of a 2xx whose answer failed
                 self._end_dialog(_pv("$ci"))
             KSR.corex.set_send_socket(self.sockets[other(side)])
             KSR.tm.t_relay()

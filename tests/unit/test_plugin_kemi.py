@@ -182,10 +182,23 @@ def test_only_a_final_answer_that_cannot_be_converted_ends_the_call(kemi, method
     assert appended == (['Warning: 399 127.0.0.1:5060 "answer has 2 m-lines"\r\n'] if status and ends else [])
     deferred = method == "INVITE" and ends
     assert timeouts == ([module.END_AFTER_S] if ends and not deferred else [])
-    assert bool(ksr.pvs.get(module.END_AT_ACK)) is deferred
+    assert ksr.pvs.get(module.END_AT_ACK) == ("ack" if deferred else "set" if ends else None)
     # The ACK (no body): the INVITE's dialog is ended now; any other ACK ends nothing.
     timeouts.clear()
     ksr.pvs.update({"$rm": "ACK", "$rs": "0"})
     del ksr.pvs["$rb"]
     assert script.ksr_request_route(None) == 1
     assert timeouts == ([module.END_AFTER_S] if deferred else [])
+    if ends:
+        # A retransmitted 2xx and its ACK: released once, the timer set once.
+        timeouts.clear()
+        failed.clear()
+        ksr.pvs.update({"$rm": method, "$rs": str(status), "$rb": "v=0\r\n"})
+        if status:
+            assert script.ksr_onreply_edge(None) == 1
+        else:
+            assert script.ksr_request_route(None) == 1
+        ksr.pvs.update({"$rm": "ACK", "$rs": "0"})
+        del ksr.pvs["$rb"]
+        assert script.ksr_request_route(None) == 1
+        assert failed == [] and timeouts == []
