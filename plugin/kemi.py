@@ -19,8 +19,9 @@ against ``[edge] access_sip`` / ``core_sip``).
   (:meth:`~plugin.edge.Edge.refresh` says why not the ACK, and how often).
 * ``ksr_onreply_edge``: rewrites the SDP of 18x/2xx replies (armed for INVITE,
   UPDATE and PRACK only: no other reply is rewritten or noted).  A 2xx (or an
-  ACK) whose answer cannot be converted goes on unchanged, with a Warning, and
-  the call is ended a second later (dialog timeout: a BYE to each side).
+  ACK) whose answer cannot be converted goes on unchanged, with a Warning; the
+  call is released at once and ended about a second later (dialog timeout: a
+  BYE to each side).
 * ``ksr_failure_edge``: a final error to the initial INVITE (a CANCEL's 487
   included) releases the dialog.
 * ``ksr_dialog_event``: the dialog module's end of a dialog (its timeout)
@@ -60,8 +61,9 @@ from plugin.edge import REPLY_SDP_METHODS, Edge, Message, other  # noqa: E402
 
 EVENTS_CHANNEL = "e2ae:events"
 EVENTS_PER_TICK = 100
-# A call whose answer could not be converted ends this long after it (the dialog
-# module's timer has a one-second tick: the BYEs leave 1-2 s later).
+# A call whose answer could not be converted is ended this long after its ACK (or
+# the failure, when there is no ACK to wait for); the dialog module's timer ticks
+# once a second, so the BYEs leave up to that long after it.
 END_AFTER_S = 1
 # On a dialog being ended after a failed answer: "ack" when its ACK is to set the
 # timeout (an INVITE's 2xx failed), "set" once it is set.
