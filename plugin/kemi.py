@@ -68,6 +68,9 @@ END_AFTER_S = 1
 # On a dialog being ended after a failed answer: "ack" when its ACK is to set the
 # timeout (an INVITE's 2xx failed), "set" once it is set.
 END_AT_ACK = "$dlg_var(e2ae_end)"
+# Replies whose dialog the dialog module has not confirmed yet (a PRACK's comes before
+# its INVITE's 2xx): their call is ended from the INVITE's ACK.
+DEFERRED_TO_ACK = frozenset({"INVITE", "PRACK"})
 
 
 class _KsrHandler(logging.Handler):
@@ -178,10 +181,11 @@ class kamailio:
         dialog's end event), and the dialog module's timeout ends it with a BYE to each
         side; a 2xx carries the Warning saying why.  A proxy cannot refuse a 2xx: the
         caller must still ACK it, and an INVITE's dialog is ended from that ACK (the
-        dialog module sends no BYE on a dialog its 2xx has not confirmed yet)."""
+        dialog module sends no BYE on a dialog its 2xx has not confirmed yet), as is
+        one whose PRACK's 2xx failed."""
         if not _pv(END_AT_ACK):  # else being ended already: a retransmission
             self.edge.answer_failed(msg.call_id, (msg.from_tag, msg.to_tag))
-            if not msg.request and msg.method == "INVITE":
+            if not msg.request and msg.method in DEFERRED_TO_ACK:
                 KSR.pv.sets(END_AT_ACK, "ack")
             else:
                 self._end_dialog(msg.call_id)

@@ -152,13 +152,14 @@ def test_only_replies_that_may_carry_sdp_come_back_to_the_plugin(kemi, method, a
 
 
 @pytest.mark.parametrize("method, status, ends", [("INVITE", 183, False), ("INVITE", 200, True),
-                                                  ("UPDATE", 200, True), ("ACK", 0, True)])
+                                                  ("PRACK", 200, True), ("UPDATE", 200, True),
+                                                  ("ACK", 0, True)])
 def test_only_a_final_answer_that_cannot_be_converted_ends_the_call(kemi, method, status, ends):
     """An 18x's answer may be followed by a good 2xx: it is forwarded and logged.  A 2xx or
     an ACK that goes on unconverted leaves a call without media: it is released, a 2xx
     carries the Warning, and the dialog module ends the call a second later: at once for
-    an UPDATE's 2xx or an ACK, from its ACK for an INVITE's 2xx (whose dialog the dialog
-    module confirms only after this route)."""
+    an UPDATE's 2xx or an ACK, from the INVITE's ACK for an INVITE's or a PRACK's 2xx
+    (whose dialog the dialog module has not confirmed yet)."""
     from plugin.edge import Outcome
 
     module, ksr = kemi
@@ -180,7 +181,7 @@ def test_only_a_final_answer_that_cannot_be_converted_ends_the_call(kemi, method
         assert script.ksr_request_route(None) == 1
     assert failed == ([("call-1", ("ftag", "ttag"))] if ends else [])
     assert appended == (['Warning: 399 127.0.0.1:5060 "answer has 2 m-lines"\r\n'] if status and ends else [])
-    deferred = method == "INVITE" and ends
+    deferred = method in ("INVITE", "PRACK") and ends
     assert timeouts == ([module.END_AFTER_S] if ends and not deferred else [])
     assert ksr.pvs.get(module.END_AT_ACK) == ("ack" if deferred else "set" if ends else None)
     # The ACK (no body): the INVITE's dialog is ended now; any other ACK ends nothing.
