@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from iq import Fingerprint, Role, TerminationReply
 from sdp_rules.errors import SdpPolicyError
-from sdp_rules.iq import Fingerprint, Role, TerminationReply
 from sdp_rules.plan import ActpassPolicy
 from sdp_rules.sdp import MediaSection, SessionDescription
 
@@ -68,8 +68,8 @@ def dtls_params(sdp: SessionDescription, m: MediaSection, where: str, *, answer:
             continue
         try:
             fingerprints.append(Fingerprint.parse(raw))
-        except SdpPolicyError as exc:
-            raise SdpPolicyError(f"{where}: {exc.reason}") from None
+        except ValueError as exc:
+            raise SdpPolicyError(f"{where}: {exc}") from None
     if not fingerprints:
         raise SdpPolicyError(
             f"{where}: a=fingerprint uses no supported hash function ({', '.join(unknown)}; RFC 8122 section 5)"

@@ -110,10 +110,7 @@ import re
 from typing import Any
 from urllib.parse import quote, unquote
 
-from sdp_rules import attrs
-from sdp_rules.errors import SdpPolicyError
-from sdp_rules.handlers import AnswerPart, Context, OfferPart
-from sdp_rules.iq import (
+from iq import (
     TRANSPORT_TCP,
     TRANSPORT_TCP_DTLS_SCTP,
     TRANSPORT_UDP_DTLS_SCTP,
@@ -125,6 +122,9 @@ from sdp_rules.iq import (
     TerminationReply,
     TerminationSpec,
 )
+from sdp_rules import attrs
+from sdp_rules.errors import SdpPolicyError
+from sdp_rules.handlers import AnswerPart, Context, OfferPart
 from sdp_rules.sdp import Line, MediaSection
 
 KIND = "datachannel"

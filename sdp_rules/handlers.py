@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sdp_rules.iq import IqReply, StreamReply, StreamSpec
+from iq import IqReply, Side, StreamReply, StreamSpec
 from sdp_rules.plan import Kind, Policy
-from sdp_rules.iq import Side
 from sdp_rules.sdp import MediaSection, SessionDescription
 
 Finish = Callable[[IqReply | None], list[MediaSection]]

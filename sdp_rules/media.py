@@ -33,10 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdp_rules import attrs, bandwidth
-from sdp_rules.errors import SdpPolicyError
-from sdp_rules.handlers import AnswerPart, Context, OfferPart
-from sdp_rules.iq import (
+from iq import (
     TRANSPORT_UDP,
     TRANSPORT_UDP_DTLS,
     IqReply,
@@ -46,6 +43,9 @@ from sdp_rules.iq import (
     TerminationReply,
     TerminationSpec,
 )
+from sdp_rules import attrs, bandwidth
+from sdp_rules.errors import SdpPolicyError
+from sdp_rules.handlers import AnswerPart, Context, OfferPart
 from sdp_rules.sdp import MediaSection
 
 # Access proto -> (kind, core proto, access Iq transport, core Iq transport)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
 
-from sdp_rules.iq import IqReply, IqRequest, Role, Side
+from iq import IqReply, IqRequest, Role, Side
 
 
 class Kind(str, Enum):

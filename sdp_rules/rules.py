@@ -31,10 +31,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from iq import Command, IqReply, IqRequest, Side
 from sdp_rules import datachannel, media
 from sdp_rules.errors import SdpPolicyError
 from sdp_rules.handlers import AnswerPart, Context, OfferPart
-from sdp_rules.iq import Command, IqReply, IqRequest, Side
 from sdp_rules.plan import DialogState, Kind, Plan, Policy, Result, StreamDecision
 from sdp_rules.sdp import Line, MediaSection, SessionDescription, parse
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from sdp_rules.iq import (
+from iq import (
     Command,
     Fingerprint,
     IqReply,
