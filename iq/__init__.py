@@ -7,7 +7,8 @@ replies.  It holds data and its JSON form only, no behaviour and no I/O:
 * :mod:`iq.values` -- sides, DTLS roles, commands, Iq transport names,
   RFC 8122 fingerprints, RFC 8864 dcmaps, the names of the AGW's events;
 * :mod:`iq.messages` -- requests (:class:`IqRequest`: streams and their
-  terminations, transports) and replies (:class:`IqReply`).
+  terminations, and the access transports that several streams share under
+  BUNDLE) and replies (:class:`IqReply`).
 
 ``docs/iq.md`` describes every message, old and new, with examples.
 """
@@ -19,6 +20,8 @@ from iq.messages import (
     StreamSpec,
     TerminationReply,
     TerminationSpec,
+    TransportReply,
+    TransportSpec,
 )
 from iq.values import (
     EVENT_CONSENT_EXPIRED,
@@ -42,5 +45,5 @@ __all__ = [
     "EVENT_CONSENT_EXPIRED", "EVENT_DTLS_ESTABLISHED", "EVENT_DTLS_FAILED", "EVENT_SCTP_STREAM_RESET",
     "HASH_FUNCTIONS", "TRANSPORT_TCP", "TRANSPORT_TCP_DTLS_SCTP", "TRANSPORT_UDP", "TRANSPORT_UDP_DTLS",
     "TRANSPORT_UDP_DTLS_SCTP", "Command", "DcMap", "Fingerprint", "IqReply", "IqRequest", "Role", "Side",
-    "StreamReply", "StreamSpec", "TerminationReply", "TerminationSpec",
+    "StreamReply", "StreamSpec", "TerminationReply", "TerminationSpec", "TransportReply", "TransportSpec",
 ]

@@ -19,6 +19,21 @@ without ``release_streams`` drops the whole context, MODIFY with
 ``release_streams`` drops only those.  A termination spec left ``None`` in a
 MODIFY means "unchanged".
 
+*Transports* (BUNDLE, RFC 9143).  A :class:`TransportSpec` is one access
+5-tuple: one ICE-lite agent (RFC 8445 section 2.5), one DTLS association
+(RFC 9143 section 11, RFC 8842) and one local port, with RTP and RTCP
+multiplexed (RFC 9143 section 9.3).  It owns several streams: a stream whose
+``transport_id`` names it has no transport of its own on the access side --
+its access termination carries only what belongs to its m-line (Iq
+transport name, payload types, SSRCs, SCTP values) and the packets of every
+such stream arrive on, and leave from, the transport's port, told apart by
+the RTP MID header extension, SSRC and payload type (RFC 9143 section 9.2).
+The core side of a bundled stream is as any other: one core termination per
+stream.  A stream without ``transport_id`` owns its access transport, as
+before transports existed (non-bundled offers, T.38, TCP, data channels
+without bundle).  RELEASE of a whole context drops its transports too; MODIFY
+with ``release_transports`` drops those (after their streams).
+
 The fields of :class:`TerminationSpec` are the information elements of the
 spec (names in the comments).  Every type round-trips through
 ``to_dict``/``from_dict`` (plain JSON values) so the same messages travel on
@@ -32,7 +47,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from iq.values import Command, DcMap, Fingerprint, Role, Side
+from iq.values import TRANSPORT_UDP_DTLS, Command, DcMap, Fingerprint, Role, Side
 
 
 @dataclass
@@ -76,6 +91,11 @@ class TerminationSpec:
     dcmap: DcMap | None = None
     remote_dcsa: list[str] = field(default_factory=list)
     local_dcsa: list[str] = field(default_factory=list)
+    # RTP (a stream on a transport, RFC 9143 section 9.2): the payload types this
+    # termination receives from its peer (the m-line's formats), and the SSRCs the
+    # peer announced with a=ssrc (RFC 5576; empty when it announced none).
+    payload_types: list[int] = field(default_factory=list)
+    ssrcs: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -123,6 +143,12 @@ class StreamSpec:
     local_tls_id: str | None = None
     remote_tls_id: str | None = None
     reuse_association: bool = False  # keep the existing DTLS (and SCTP) association
+    # The transport (TransportSpec.transport_id) that carries this stream on the
+    # access side, None when the stream has a transport of its own.  The DTLS and
+    # ICE fields of ``access`` and the tls-ids above are then unused: the
+    # transport has them.
+    transport_id: int | None = None
+    mid: str | None = None  # the m-line's identification-tag (RFC 5888 a=mid; RFC 9143 section 9.2)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +160,8 @@ class StreamSpec:
             "local_tls_id": self.local_tls_id,
             "remote_tls_id": self.remote_tls_id,
             "reuse_association": self.reuse_association,
+            "transport_id": self.transport_id,
+            "mid": self.mid,
         }
 
     @classmethod
@@ -146,6 +174,72 @@ class StreamSpec:
 
 
 @dataclass
+class TransportSpec:
+    """One access transport owning several streams: a BUNDLE group's 5-tuple (RFC 9143).
+
+    The ICE, DTLS and address fields mean what the same fields of an access
+    :class:`TerminationSpec` mean, for the whole transport: the peer's values
+    are those of the tagged m-line (RFC 9143 section 7.1.3), the AGW's reply
+    (:class:`TransportReply`) is written once, into the tagged m-line.
+    """
+
+    transport_id: int
+    # Iq transport of the 5-tuple: RFC 9143 section 8 puts every bundled m-line on
+    # the same transport-layer protocol; bundles here are DTLS over UDP.
+    transport: str = TRANSPORT_UDP_DTLS
+    remote_address: str | None = None
+    remote_port: int | None = None
+    # ICE (the AGW is ICE-lite): the peer's credentials and candidates.
+    ice_lite: bool = False
+    remote_ice_ufrag: str | None = None
+    remote_ice_pwd: str | None = None
+    remote_candidates: list[str] = field(default_factory=list)
+    # The peer restarted ICE on a kept transport (a new ufrag, RFC 8839 section
+    # 4.4.1.1.1): the AGW answers with new ICE credentials of its own and keeps
+    # its port; the DTLS association is kept or renewed as ``reuse_association`` says.
+    ice_restart: bool = False
+    # DTLS: one association per transport (RFC 9143 section 11), IEs as on a termination.
+    remote_fingerprints: list[Fingerprint] = field(default_factory=list)
+    local_fingerprint_request: bool = False
+    establish_tls: bool = False
+    tls_role: Role | None = None
+    notify_tls_failure: bool = False
+    notify_tls_establishment: bool = False
+    # The association's tls-id pair (RFC 8842: ours, the peer's) and whether it is kept.
+    local_tls_id: str | None = None
+    remote_tls_id: str | None = None
+    reuse_association: bool = False
+    # The id of the RTP MID header extension (urn:ietf:params:rtp-hdrext:sdes:mid,
+    # RFC 9143 section 15.2; RFC 8285 a=extmap), one id for every bundled m-line
+    # (RFC 9143 section 12); None when the peer did not offer it.
+    mid_extension_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in _field_names(TransportSpec):
+            value = getattr(self, name)
+            if isinstance(value, Enum):
+                value = value.value
+            elif name == "remote_fingerprints":
+                value = [fp.to_dict() for fp in value]
+            elif isinstance(value, list):
+                value = list(value)
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TransportSpec":
+        kwargs = dict(data)
+        kwargs["transport_id"] = int(kwargs["transport_id"])
+        if kwargs.get("tls_role") is not None:
+            kwargs["tls_role"] = Role(kwargs["tls_role"])
+        kwargs["remote_fingerprints"] = [
+            Fingerprint.from_dict(fp) for fp in kwargs.get("remote_fingerprints", [])
+        ]
+        return cls(**_known(cls, kwargs))
+
+
+@dataclass
 class IqRequest:
     """A request on the Iq interface: one transaction on one dialog's context."""
 
@@ -154,6 +248,10 @@ class IqRequest:
     transaction: str
     streams: list[StreamSpec] = field(default_factory=list)
     release_streams: list[int] = field(default_factory=list)  # MODIFY may drop streams
+    # Access transports owning several streams (BUNDLE); RESERVE and MODIFY add
+    # the ids the context lacks and change the others, as for streams.
+    transports: list[TransportSpec] = field(default_factory=list)
+    release_transports: list[int] = field(default_factory=list)  # MODIFY may drop transports
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +260,8 @@ class IqRequest:
             "transaction": self.transaction,
             "streams": [s.to_dict() for s in self.streams],
             "release_streams": list(self.release_streams),
+            "transports": [t.to_dict() for t in self.transports],
+            "release_transports": list(self.release_transports),
         }
 
     @classmethod
@@ -173,9 +273,17 @@ class IqRequest:
                 transaction=str(data["transaction"]),
                 streams=[StreamSpec.from_dict(s) for s in data.get("streams", [])],
                 release_streams=[int(s) for s in data.get("release_streams", [])],
+                transports=[TransportSpec.from_dict(t) for t in data.get("transports", [])],
+                release_transports=[int(t) for t in data.get("release_transports", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed Iq request: {exc}") from exc
+
+    def transport(self, transport_id: int) -> TransportSpec:
+        for spec in self.transports:
+            if spec.transport_id == transport_id:
+                return spec
+        raise KeyError(f"no transport {transport_id} in the request")
 
 
 @dataclass
@@ -207,6 +315,14 @@ class TerminationReply:
 
 @dataclass
 class StreamReply:
+    """What the AGW answers for one stream.
+
+    For a stream on a transport, ``access`` (when given) repeats the
+    transport's address and port and carries only the stream's own values
+    (``local_sctp_port``, ``local_max_message_size``); the fingerprint and the
+    ICE credentials are the :class:`TransportReply`'s.
+    """
+
     stream_id: int
     access: TerminationReply | None = None
     core: TerminationReply | None = None
@@ -228,6 +344,30 @@ class StreamReply:
 
 
 @dataclass
+class TransportReply:
+    """What the AGW answers for one transport: its 5-tuple end, certificate and ICE credentials."""
+
+    transport_id: int
+    local_address: str
+    local_port: int
+    local_fingerprint: Fingerprint | None = None  # "Local certificate fingerprint" IE
+    ice_ufrag: str | None = None
+    ice_pwd: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in _field_names(TransportReply)}
+        out["local_fingerprint"] = self.local_fingerprint.to_dict() if self.local_fingerprint else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TransportReply":
+        kwargs = dict(data)
+        if kwargs.get("local_fingerprint") is not None:
+            kwargs["local_fingerprint"] = Fingerprint.from_dict(kwargs["local_fingerprint"])
+        return cls(**_known(cls, kwargs))
+
+
+@dataclass
 class IqReply:
     """The AGW's answer.  ``error`` is set (and ``streams`` empty) on failure."""
 
@@ -237,12 +377,19 @@ class IqReply:
     error: str | None = None
     error_code: int | None = None  # SIP-like: 400 malformed, 404 unknown dialog, 503 no resources
     data: dict[str, Any] | None = None  # QUERY / LIST payloads
+    transports: list[TransportReply] = field(default_factory=list)
 
     def stream(self, stream_id: int) -> StreamReply:
         for reply in self.streams:
             if reply.stream_id == stream_id:
                 return reply
         raise KeyError(f"no reply for stream {stream_id}")
+
+    def transport(self, transport_id: int) -> TransportReply:
+        for reply in self.transports:
+            if reply.transport_id == transport_id:
+                return reply
+        raise KeyError(f"no reply for transport {transport_id}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -252,6 +399,7 @@ class IqReply:
             "error": self.error,
             "error_code": self.error_code,
             "data": self.data,
+            "transports": [t.to_dict() for t in self.transports],
         }
 
     @classmethod
@@ -264,6 +412,7 @@ class IqReply:
                 error=data.get("error"),
                 error_code=data.get("error_code"),
                 data=data.get("data"),
+                transports=[TransportReply.from_dict(t) for t in data.get("transports", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed Iq reply: {exc}") from exc
