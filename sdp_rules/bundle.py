@@ -52,10 +52,23 @@ cannot join is answered with a transport of its own when it has a port
 (moved out of the group, RFC 9143 7.3.2) and rejected when it is
 ``bundle-only`` (7.3.3).
 
+RTCP feedback on a bundle: NACK, PLI, FIR and REMB (``a=rtcp-fb``) pass as the
+far side wrote them and stay end to end between the WIC and the core (the AGW
+relays the RTCP, routed by SSRC, RFC 9143 section 9.2).  Transport-wide
+congestion control does not: its sequence numbers (the
+``transport-wide-cc`` RTP header extension, ``a=rtcp-fb:* transport-cc``)
+count every packet of one 5-tuple, and the bundle's 5-tuple carries several
+core streams, each with a counter of its own.  So on a bundle both are
+removed from the offer, in whichever direction it goes, and neither side
+negotiates them.  (Without BUNDLE each m-line has its own 5-tuple and they
+pass.)
+
 A core offer is bundled toward access only when its m-lines can share one RTP
 session: no payload type number with two different codecs (RFC 9143 9.1.1)
 and no RTP header extension id with two meanings (RFC 9143 section 12);
-otherwise it is offered unbundled, as with ``bundle = off``.  m-lines without
+otherwise it is offered unbundled, as with ``bundle = off``.  The data-channel
+m-line the edge makes of a core offer's MSRP/T.140 lines keeps a transport of
+its own (not bundled; WIC offers do bundle their data channel).  m-lines without
 ``a=mid`` get one (RFC 5888); mids and the MID header extension the edge added
 are removed again from the answer sent to the core.
 
@@ -82,6 +95,8 @@ BUNDLE_ONLY = "bundle-only"
 # Protos that can share a bundle here: DTLS-SRTP and data channels, both over UDP.
 RTP_PROTOS = ("UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
 SCTP_PROTO = "UDP/DTLS/SCTP"
+TRANSPORT_WIDE_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+TRANSPORT_WIDE_CC_FEEDBACK = "transport-cc"
 # One-byte RTP header extension ids (RFC 8285 section 4.2), for a MID extension the edge adds.
 EXTMAP_IDS = range(1, 15)
 
@@ -562,3 +577,18 @@ def strip_added(m: MediaSection, state: dict[str, Any] | None) -> None:
         keep = [line for line in m.lines
                 if not (line.type == "a" and line.value.startswith("extmap:") and MID_URI in line.value)]
         m.lines[:] = keep
+
+
+def strip_transport_wide_cc(m: MediaSection) -> None:
+    """Remove transport-wide congestion control from a bundled RTP m-line (see the module docstring)."""
+    def wanted(line) -> bool:
+        if line.type != "a":
+            return True
+        name, _, value = line.value.partition(":")
+        if name == "extmap":
+            return TRANSPORT_WIDE_CC_URI not in value.split(" ")[1:2]
+        if name == "rtcp-fb":
+            return value.split(" ")[1:2] != [TRANSPORT_WIDE_CC_FEEDBACK]
+        return True
+
+    m.lines[:] = [line for line in m.lines if wanted(line)]

@@ -213,6 +213,7 @@ def _bundled_offer_from_access(ctx: Context, m: MediaSection, sid: int, member: 
         out = _copy(source)
         out.proto = core_proto
         attrs.strip_for_core(out)
+        bundle.strip_transport_wide_cc(out)
         attrs.set_core_transport(out, core_reply, rtcp_mux=True, rtp=True)
         bandwidth.adjust(out, kind, add=False)
         state = {k: v for k, v in pending.items() if k != "sid"}
@@ -400,6 +401,7 @@ def _bundled_offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int
         out = _copy(source)
         out.proto = access_proto
         attrs.strip_for_access(out)
+        bundle.strip_transport_wide_cc(out)
         member.transport.render(out, reply, mid_value=member.mid, tagged=member.tagged, rtp=True, offer=True)
         bandwidth.adjust(out, kind, add=True)
         state = {k: v for k, v in pending.items() if k != "sid"}

@@ -188,6 +188,22 @@ def test_the_answer_accepts_the_group_with_the_transport_in_the_tagged_line_only
     assert "a=rtcp-fb:96 nack pli" in section(to_wic, 1)
 
 
+def test_transport_wide_congestion_control_is_not_negotiated_over_a_bundle():
+    """One 5-tuple, several core streams: transport-cc and its header extension are left out; NACK/PLI/FIR/REMB pass."""
+    body = fixture("chromium_offer_max_bundle.sdp")
+    assert "transport-cc" in body and "transport-wide-cc" in body
+    _, to_core = Call().offer(body)
+    assert "transport-cc" not in to_core and "transport-wide-cc" not in to_core
+    assert "a=rtcp-fb:96 nack pli" in to_core and "a=rtcp-fb:96 goog-remb" in to_core
+    assert "a=rtcp-fb:96 ccm fir" in to_core and "abs-send-time" in to_core
+    _, unbundled = Call(BundlePolicy.OFF).offer(body)
+    assert "a=rtcp-fb:111 transport-cc" in unbundled
+    body = fixture("core_audio_video_offer.sdp").replace("a=rtcp-fb:96 nack\r\n",
+                                                         "a=rtcp-fb:96 nack\r\na=rtcp-fb:96 transport-cc\r\n")
+    _, to_wic = Call().step(body, Side.CORE, Kind.OFFER)
+    assert "transport-cc" not in to_wic and "a=rtcp-fb:96 nack pli" in to_wic
+
+
 def test_the_core_answer_asks_nothing_of_the_transport():
     """The core's answer changes only the core terminations: the transport stays as reserved."""
     _, _, _, plan, _ = max_bundle_call()
