@@ -74,8 +74,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import sdp_rules
+from iq import EVENT_DTLS_FAILED, IqReply, IqRequest, Side
 from sdp_rules.errors import E2aeError, PeerError, UnavailableError
-from sdp_rules.iq import EVENT_DTLS_FAILED, IqReply, IqRequest, Side
 from sdp_rules.plan import ActpassPolicy, BundlePolicy, Kind, Policy
 from sdp_rules.rules import release_request
 
