@@ -82,11 +82,12 @@ own state names its ``transport_id`` and ``mid``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from iq import IqReply, Role, TerminationReply, TransportReply, TransportSpec
 from sdp_rules import attrs
 from sdp_rules.errors import SdpPolicyError
+from sdp_rules.handlers import Context
 from sdp_rules.sdp import MediaSection, SessionDescription
 
 SEMANTICS = "BUNDLE"
@@ -362,7 +363,8 @@ def _transport_for(data: dict[str, Any], mids: list[str]) -> tuple[int, dict[str
 # WIC offer (and the core's answer to it)
 # ---------------------------------------------------------------------------
 
-def plan_access_offer(ctx, sdp: SessionDescription, data: dict[str, Any], eligible) -> Bundles:
+def plan_access_offer(ctx: Context, sdp: SessionDescription, data: dict[str, Any],
+                      eligible: Callable[[int], bool]) -> Bundles:
     """Which access m-lines share which transport, and what to ask of the AGW for it.
 
     ``eligible(index)`` says whether the edge can put m-line ``index`` on a
@@ -412,7 +414,7 @@ def plan_access_offer(ctx, sdp: SessionDescription, data: dict[str, Any], eligib
     return out
 
 
-def _offer_transport(ctx, sdp: SessionDescription, tid: int, prev: dict[str, Any] | None, tag: int,
+def _offer_transport(ctx: Context, sdp: SessionDescription, tid: int, prev: dict[str, Any] | None, tag: int,
                      members: list[int]) -> Transport:
     m = sdp.media[tag]
     where = _where(tag)
@@ -459,7 +461,7 @@ def answer_tag(transport: Transport, accepted: list[str]) -> str | None:
 # Core offer toward access (and the WIC's answer to it)
 # ---------------------------------------------------------------------------
 
-def plan_core_offer(ctx, data: dict[str, Any], candidates: list[tuple[int, MediaSection, bool]]) -> Bundles:
+def plan_core_offer(ctx: Context, data: dict[str, Any], candidates: list[tuple[int, MediaSection, bool]]) -> Bundles:
     """One transport for the access m-lines of a core offer (RFC 9143 7.2 and 7.5).
 
     ``candidates``: (access index, the core m-line it comes from, whether it is
@@ -516,7 +518,8 @@ def plan_core_offer(ctx, data: dict[str, Any], candidates: list[tuple[int, Media
     return out
 
 
-def plan_access_answer(ctx, sdp: SessionDescription, transport: Transport, indices: dict[str, int]) -> list[str]:
+def plan_access_answer(ctx: Context, sdp: SessionDescription, transport: Transport,
+                       indices: dict[str, int]) -> list[str]:
     """The WIC's answer to a bundled core offer: which members it kept, and the transport's new values.
 
     Sets ``transport.spec`` (the MODIFY of the transport) and its state, and

@@ -32,8 +32,8 @@ def match_sdp(got: str, expected: str, known: dict[str, str] | None = None) -> d
         assert m, f"line {n + 1}: {line!r} does not match {pattern!r}"
         for name, value in zip(PLACEHOLDER.findall(pattern), m.groups()):
             assert values.setdefault(name, value) == value, f"line {n + 1}: {{{name}}} is {values[name]} and {value}"
-    assert len(lines) == len(want), (f"{len(lines)} lines, {len(want)} expected; the first extra or missing:\n"
-                                     + "\n".join((lines if len(lines) > len(want) else want)[min(len(lines), len(want)):][:3]))
+    extra = (lines if len(lines) > len(want) else want)[min(len(lines), len(want)):]
+    assert len(lines) == len(want), f"{len(lines)} lines, {len(want)} expected:\n" + "\n".join(extra[:3])
     return values
 
 

@@ -210,7 +210,7 @@ def parts(packet: bytes) -> list[tuple[int, int]]:
 
 
 def test_captured_rtcp_goes_to_the_m_lines_it_reports_on(capture):
-    """RFC 9143 9.2: SR by sender and report blocks, SDES by chunk, RR by blocks, NACK by media source, REMB by its SSRCs."""
+    """RFC 9143 9.2: SR by sender and blocks, SDES by chunk, RR by blocks, NACK by media source, REMB by its SSRCs."""
     demux = capture.demux()
     seen = set()
     for packet in capture.rtcp():
@@ -256,12 +256,14 @@ def rtcp(pt: int, count: int, body: bytes) -> bytes:
     ("PLI: media source", rtcp(206, 1, struct.pack("!II", WIC_AUDIO, AGW_VIDEO)), (VIDEO,)),
     ("FIR: the FCI's SSRCs", rtcp(206, 4, struct.pack("!IIIIII", WIC_VIDEO, 0, AGW_VIDEO, 1 << 24, AGW_AUDIO, 0)),
      (VIDEO, AUDIO)),
-    ("TMMBR: request about what the AGW sends", rtcp(205, 3, struct.pack("!IIII", WIC_VIDEO, 0, AGW_VIDEO, 0)), (VIDEO,)),
+    ("TMMBR: request about what the AGW sends", rtcp(205, 3, struct.pack("!IIII", WIC_VIDEO, 0, AGW_VIDEO, 0)),
+     (VIDEO,)),
     ("TMMBN: notification about what the WIC sends", rtcp(205, 4, struct.pack("!IIII", WIC_VIDEO, 0, WIC_AUDIO, 0)),
      (AUDIO,)),
     ("SR: sender and blocks", rtcp(200, 1, struct.pack("!I", WIC_VIDEO) + bytes(20) + struct.pack("!I", AGW_AUDIO)
                                    + bytes(20)), (VIDEO, AUDIO)),
-    ("XR: DLRR sub-blocks", rtcp(207, 0, struct.pack("!IBBH", WIC_AUDIO, 5, 0, 3) + struct.pack("!III", AGW_VIDEO, 0, 0)),
+    ("XR: DLRR sub-blocks",
+     rtcp(207, 0, struct.pack("!IBBH", WIC_AUDIO, 5, 0, 3) + struct.pack("!III", AGW_VIDEO, 0, 0)),
      (AUDIO, VIDEO)),
     ("APP: unknown, not routed", rtcp(204, 0, struct.pack("!I", WIC_AUDIO) + b"name"), ()),
     ("NACK about an SSRC nobody knows", rtcp(205, 1, struct.pack("!III", WIC_AUDIO, 0x5555, 0)), ()),

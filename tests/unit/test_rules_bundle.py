@@ -382,7 +382,7 @@ def test_ice_restart_on_the_bundle_with_the_same_tls_id_keeps_the_association():
 
 
 def test_ice_restart_from_a_peer_without_tls_id_is_a_new_association():
-    """RFC 8842 section 3.3 via the rules' decision for peers without tls-id (Chromium): a new ufrag, a new association."""
+    """RFC 8842 section 3.3 for peers without tls-id (Chromium): a new ufrag, a new association."""
     call = Call()
     call.offer(offer(audio(transport=transport_attrs(50000, tls_id=None)), video()))
     call.answer(core_answer("audio", "video"))
@@ -394,12 +394,13 @@ def test_ice_restart_from_a_peer_without_tls_id_is_a_new_association():
 
 
 def test_a_new_tls_id_on_the_bundle_is_a_new_association_on_the_same_transport():
-    """RFC 8842 5.2/5.3: a changed tls-id in the tagged m-line asks for a new DTLS association, answered with a new tls-id."""
+    """RFC 8842 5.2/5.3: a new tls-id in the tagged m-line asks for a new DTLS association; a new tls-id answers it."""
     call, *_ = max_bundle_call()
     plan, _ = call.offer(reoffer(audio(PORT_W, transport=transport_attrs(PORT_W, tls_id=TLS_B)),
                                  video(PORT_W, bundle_only=False)))
     [transport] = plan.iq.transports
-    assert (transport.transport_id, transport.remote_tls_id, transport.local_tls_id) == (0, TLS_B, "e2aeTlsId00000000002")
+    assert (transport.transport_id, transport.remote_tls_id) == (0, TLS_B)
+    assert transport.local_tls_id == "e2aeTlsId00000000002"
     assert not transport.reuse_association and transport.establish_tls and not transport.ice_restart
     _, to_wic = call.answer(core_answer("audio", "video"))
     assert [line for line in to_wic.split("\r\n") if line.startswith("a=tls-id")] == ["a=tls-id:e2aeTlsId00000000002"]
@@ -517,7 +518,7 @@ def test_a_core_offer_goes_to_the_wic_as_one_bundle():
 
 
 def test_the_wics_bundled_answer_sets_the_transport_and_the_core_gets_plain_rtp():
-    """The answerer-tagged m-line of Chromium's real answer gives the transport's role and fingerprint (RFC 9143 7.4)."""
+    """The answerer-tagged m-line of Chromium's answer gives the transport's role and fingerprint (RFC 9143 7.4)."""
     call, *_ = core_offer_call()
     plan, to_core = call.step(fixture("chromium_answer_bundled.sdp"), Side.ACCESS, Kind.ANSWER)
     [transport] = plan.iq.transports

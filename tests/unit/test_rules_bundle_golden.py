@@ -37,7 +37,8 @@ def test_golden_pair(offer, origin, answer, name):
     state = DialogState()
     out = {}
     other = Side.CORE if origin is Side.ACCESS else Side.ACCESS
-    for n, (body, side, kind) in enumerate(((fixture(offer), origin, Kind.OFFER), (fixture(answer), other, Kind.ANSWER))):
+    steps = ((fixture(offer), origin, Kind.OFFER), (fixture(answer), other, Kind.ANSWER))
+    for n, (body, side, kind) in enumerate(steps):
         plan = process(body, origin=side, kind=kind, state=state, dialog="golden", transaction=str(n), policy=policy)
         result = plan.finish(agw.answer(plan.iq) if plan.iq is not None else None)
         state = result.state
