@@ -90,6 +90,8 @@ import redis
 from sdp_rules.errors import UnavailableError
 from sdp_rules.plan import DialogState
 
+from plugin.lifecycle import CallState
+
 DIALOG_PREFIX = "e2ae:alg:dialog:"
 LOCK_PREFIX = "e2ae:alg:lock:"
 TOMBSTONE_PREFIX = "e2ae:alg:released:"
@@ -219,10 +221,7 @@ class DialogRecord:
     rendered: dict[str, str] = field(default_factory=dict)
     applied: str = ""  # cache key of the body whose plan mediad applied last
     created: float = 0.0
-    # Why the call is being ended when the plugin itself ends it (a DTLS failure): the
-    # release, whichever path does it (the dialog module's end event may come first),
-    # is counted under this reason.
-    ending: str = ""
+    state: CallState = CallState.IDLE  # the call's lifecycle state (plugin.lifecycle)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -230,7 +229,7 @@ class DialogRecord:
             "caller_side": self.caller_side, "callee_tag": self.callee_tag,
             "rules": {"version": self.rules.version, "data": self.rules.data},
             "offer": self.offer, "rendered": self.rendered, "applied": self.applied,
-            "created": self.created, "ending": self.ending,
+            "created": self.created, "state": self.state.value,
         }, separators=(",", ":"))
 
     @classmethod
@@ -242,7 +241,8 @@ class DialogRecord:
             caller_side=doc["caller_side"], callee_tag=doc.get("callee_tag", ""),
             rules=DialogState(int(rules.get("version", 0)), dict(rules.get("data", {}))),
             offer=doc.get("offer"), rendered=dict(doc.get("rendered", {})), applied=doc.get("applied", ""),
-            created=float(doc.get("created", 0.0)), ending=doc.get("ending", ""),
+            created=float(doc.get("created", 0.0)),
+            state=CallState(doc.get("state", CallState.OFFERED.value)),
         )
 
     def remember(self, key: str, body: str) -> None:
