@@ -179,7 +179,10 @@ def _digest(body: str) -> str:
 
 
 def _warning_text(agent: str, reason: str) -> str:
-    clean = " ".join(reason.replace('"', "'").replace("\\", "/").split())[:WARNING_MAX]
+    # A quoted-string of printable text (RFC 3261 25.1): no quote, backslash or control
+    # character (a NUL from a peer's bytes would also stop Kamailio from adding the header).
+    printable = "".join(c if c.isprintable() else " " for c in reason.replace('"', "'").replace("\\", "/"))
+    clean = " ".join(printable.split())[:WARNING_MAX]
     return f'{WARN_CODE} {agent} "{clean}"'
 
 

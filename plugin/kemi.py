@@ -184,7 +184,10 @@ class kamailio:
         for name, value in (("Warning", outcome.warning), ("Retry-After", outcome.retry_after),
                             ("Accept", outcome.accept)):
             if value:
-                KSR.hdr.append_to_reply("%s: %s\r\n" % (name, value))
+                try:
+                    KSR.hdr.append_to_reply("%s: %s\r\n" % (name, value))
+                except (ValueError, TypeError):  # a header Kamailio cannot take: the reply still goes
+                    KSR.err("e2ae: the %s header could not be added to a %d\n" % (name, outcome.status))
         KSR.tm.t_reply(outcome.status, outcome.reason)
 
     @staticmethod

@@ -529,3 +529,23 @@ def test_sipreply_copies_what_the_request_said_and_picks_the_rfc3581_port():
                      "call-id": ["C"], "cseq": ["2 INVITE"]}
     assert sipreply.destination("SIP/2.0/UDP h:5070;branch=b", ("1.2.3.4", 9)) == ("1.2.3.4", 5070)
     assert sipreply.destination("SIP/2.0/UDP h;branch=b", ("1.2.3.4", 9)) == ("1.2.3.4", 5060)
+
+
+def test_a_header_kamailio_refuses_does_not_stop_the_reply(kemi):
+    """append_to_reply raising (text Kamailio cannot take) leaves the request answered."""
+    from plugin.edge import Outcome
+
+    module, ksr = kemi
+    script = module.kamailio()
+    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
+    edge = script._edge = RecordingEdge()
+    edge.handle = lambda msg: Outcome(status=488, reason="Not Acceptable Here", warning="399 x \"why\"")
+
+    def refuse(text):
+        raise ValueError("embedded null character")
+
+    ksr.hdr.append_to_reply = refuse
+    ksr.pvs.update({"$rm": "UPDATE", "$rb": "v=0\r\n"})
+    assert script.ksr_request_route(None) == 1
+    assert [(code, reason) for code, reason, _ in ksr.replies] == [(488, "Not Acceptable Here")]
+    assert any("Warning header could not be added" in line for line in ksr.logged)

@@ -105,3 +105,14 @@ def test_a_port_count_of_one_is_kept(store, metrics_registry):
     port = sdp.split("m=audio ", 1)[1].split(" ", 1)[0]
     out = make_edge(store, metrics_registry).handle(msg(sdp.replace(f"m=audio {port} ", f"m=audio {port}/1 ", 1)))
     assert not out.failed and "/1 RTP/AVPF" in out.body
+
+
+def test_a_warning_is_printable_whatever_the_reason_held(store, metrics_registry):
+    """A reason quoting a peer's bytes (a NUL, a control character, quotes) still makes a
+    valid Warning quoted-string (RFC 3261 20.43, 25.1), one Kamailio can add."""
+    edge = make_edge(store, metrics_registry)
+    warning = edge.warning('bad "token" a\x00b\x1b[31m\\ \u2028end')
+    assert warning.startswith('399 127.0.0.1:5060 "') and warning.endswith('"')
+    inner = warning[len('399 127.0.0.1:5060 "'):-1]
+    assert inner.isprintable() and '"' not in inner and "\\" not in inner
+    assert inner == "bad 'token' a b [31m/ end"
