@@ -51,6 +51,7 @@ def kamailio_command(cfg_path: str, rundir: str, *, access: str, core: str, metr
            # default allocator, measured with the call-setup benchmark (docs/performance.rst)
            "-x", "tlsf", "-X", "tlsf",
            "-A", f"E2AE_ACCESS_SIP=udp:{access}", "-A", f"E2AE_CORE_SIP=udp:{core}",
+           "-A", f"E2AE_ACCESS_SIP_TCP=tcp:{access}", "-A", f"E2AE_CORE_SIP_TCP=tcp:{core}",
            "-A", f'E2AE_PLUGIN="{plugin}"', "-A", f"E2AE_DIALOG_TTL={dialog_ttl}"]
     if metrics:
         cmd += ["-A", f"E2AE_METRICS=tcp:{metrics}"]

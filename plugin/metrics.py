@@ -18,11 +18,25 @@ Names (documented in the README):
 * ``e2ae_plugin_sdp_seconds{direction}``: time the plugin spent on one SDP
   body (rules, Redis, Iq round trip): the latency it adds to that message.
 * ``e2ae_plugin_sip_errors_total{status}``: SIP errors the plugin answered
-  (488, 503, 500).
-* ``e2ae_plugin_releases_total{reason}``: dialogs released (bye, cancel,
-  failure, timeout, dtls_failed, answer_failed).
+  (400, 413, 415, 488, 500, 503).
+* ``e2ae_plugin_releases_total{reason}``: dialogs released (bye, failure,
+  timeout, dtls_failed, answer_failed, refused).
 * ``e2ae_plugin_dtls_failures_total{reason}``: DTLS failure events received
   from mediad.
+* ``e2ae_plugin_call_transitions_total{state, event, next}``: the call
+  lifecycle's transitions (:mod:`plugin.lifecycle`);
+  ``e2ae_plugin_lifecycle_errors_total{state, event}``: events the table has
+  no transition for.
+* ``e2ae_plugin_call_ends_total{result}``: calls the edge ended itself with a
+  BYE to each side: ``bye`` (sent), ``gone`` (the dialog ended first),
+  ``error`` (the dialog module refused).
+* ``e2ae_plugin_drops_total{reason}``: requests left unanswered: ``bad_ack``
+  (an ACK failing the sanity checks), ``unanswerable`` (not even the headers
+  a response needs can be read).
+* ``e2ae_plugin_release_retries_total{result}``: releases that failed and were
+  queued (``queued``), then ``done`` (the retry released), ``nothing`` (another
+  path had released it), ``failed`` (tried again, still failing), ``abandoned``
+  (after the last try) or ``dropped`` (the queue was full).
 """
 
 from __future__ import annotations
@@ -54,6 +68,16 @@ class Metrics:
             "e2ae_plugin_releases", "Dialogs released", ["reason"], **kw)
         self.dtls_failures = Counter(
             "e2ae_plugin_dtls_failures", "DTLS failure events received from mediad", ["reason"], **kw)
+        self.transitions = Counter(
+            "e2ae_plugin_call_transitions", "Call lifecycle transitions", ["state", "event", "next"], **kw)
+        self.lifecycle_errors = Counter(
+            "e2ae_plugin_lifecycle_errors", "Call events without a transition", ["state", "event"], **kw)
+        self.call_ends = Counter(
+            "e2ae_plugin_call_ends", "Calls the edge ended with a BYE to each side", ["result"], **kw)
+        self.drops = Counter(
+            "e2ae_plugin_drops", "Requests the plugin could not answer", ["reason"], **kw)
+        self.release_retries = Counter(
+            "e2ae_plugin_release_retries", "Releases queued for retry and their outcome", ["result"], **kw)
 
     def rewrite(self, origin: str, kind: str, result: str) -> None:
         self.rewrites.labels(direction(origin), kind, result).inc()

@@ -97,6 +97,7 @@ class EdgeConfig:
     iq_timeout_ms: int = 500
     actpass: str = "active"
     dialog_ttl: int = 600
+    dtls_failure: str = "bye"
 
     def text(self) -> str:
         return f"""[edge]
@@ -121,6 +122,7 @@ dialog_ttl = {self.dialog_ttl}
 
 [policy]
 actpass = {self.actpass}
+dtls_failure = {self.dtls_failure}
 
 [plugin]
 metrics = 127.0.0.1:{self.plugin_metrics_port}
