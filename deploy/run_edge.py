@@ -41,12 +41,19 @@ PLUGIN = ROOT / "plugin" / "kemi.py"
 STOP_TIMEOUT = 10.0
 
 
+# Kamailio's shared memory (-m) and each process's private memory (-M), in MB: sized
+# for the load in docs/performance.rst ("Kamailio's shared memory"), which gives the formula.
+SHM_MB = 64
+PKG_MB = 8
+
+
 def kamailio_command(cfg_path: str, rundir: str, *, access: str, core: str, metrics: str | None,
-                     dialog_ttl: int, plugin: str = str(PLUGIN)) -> list[str]:
+                     dialog_ttl: int, plugin: str = str(PLUGIN), shm_mb: int = SHM_MB,
+                     pkg_mb: int = PKG_MB) -> list[str]:
     """The foreground Kamailio command for ``deploy/kamailio.cfg`` (defines from the configuration)."""
     exe = shutil.which("kamailio") or "/usr/sbin/kamailio"
     cmd = [exe, "-DD", "-E", "-f", cfg_path, "-Y", rundir, "-P", os.path.join(rundir, "kamailio.pid"),
-           "-m", "64", "-M", "8",
+           "-m", str(shm_mb), "-M", str(pkg_mb),
            # TLSF for shared and private memory: 13 % less Kamailio CPU per call than the
            # default allocator, measured with the call-setup benchmark (docs/performance.rst)
            "-x", "tlsf", "-X", "tlsf",
