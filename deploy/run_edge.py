@@ -43,7 +43,7 @@ STOP_TIMEOUT = 10.0
 
 # Kamailio's shared memory (-m) and each process's private memory (-M), in MB: sized
 # for the load in docs/performance.rst ("Kamailio's shared memory"), which gives the formula.
-SHM_MB = 64
+SHM_MB = 512
 PKG_MB = 8
 
 
