@@ -415,6 +415,9 @@ def summarize(rounds: list[dict], baseline_rounds: list[dict] | None, cpu_rate: 
         out["calls_per_second"] = _median([r["calls_per_second"] for r in ramps])
         # No step of any round failed: the ramp ran out of rates, not the system out of capacity.
         out["calls_per_second_lower_bound"] = all(s["passed"] for r in ramps for s in r["steps"])
+        per_rate = [(s["shm"]["real_used"] - r["shm_idle"]["real_used"]) / s["rate"] / 1024
+                    for r in ramps if r.get("shm_idle") for s in r["steps"] if s["passed"] and s.get("shm")]
+        out["shm_kib_per_call_per_second"] = _median(per_rate)
         at = [step_at(r["steps"], cpu_rate) for r in ramps]
         at = [s for s in at if s is not None]
         if at:
@@ -422,6 +425,19 @@ def summarize(rounds: list[dict], baseline_rounds: list[dict] | None, cpu_rate: 
             out["cpu_ms_per_call"] = {g: _median([s["cpu_ms_per_call"][g] for s in at]) for g in groups}
             out["cpu_rate"] = cpu_rate
     return out
+
+
+def shm_mb_for(calls_per_second: float, held_calls: int, kib_per_call_per_second: float = 168.0,
+               bytes_per_held_call: float = 1400.0, idle_mb: float = 3.0, margin: float = 1.5) -> int:
+    """Kamailio's ``-m`` for a load: ``margin`` x (idle + rate x per call/s + held calls x per held call), MB.
+
+    The defaults are the edge's figures measured by this benchmark
+    (docs/performance.rst, "Kamailio's shared memory"): every call/s keeps
+    168 KiB in use (its INVITE and BYE transactions, held for tm's 5 s wait
+    timer), every held call 1.4 KB (its dialog).
+    """
+    need = idle_mb + calls_per_second * kib_per_call_per_second / 1024 + held_calls * bytes_per_held_call / 2 ** 20
+    return int(-(-need * margin // 1))
 
 
 def measure(workdir: str, cpus: dict, rates: list[float], step_seconds: float, latency_calls: int,

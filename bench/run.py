@@ -408,6 +408,8 @@ def call_setup_table(cs: dict) -> list[str]:
     lines.append(f"| CPU per call {at}: Redis, ms | {_fmt(cpu['edge'].get('redis'), 3)} | — | — | |")
     row(f"CPU per call {at}: all processes, ms", cpu["edge"].get("total"), cpu["reference"].get("total"),
         cpu["baseline"].get("total"), 3)
+    shm = {k: m.get("shm_kib_per_call_per_second") for k, m in medians.items()}
+    row("Kamailio shared memory per call/s (passed steps), KiB", shm["edge"], shm["reference"], shm["baseline"], 0)
     checks = cs.get("sdp_check") or {}
 
     def check_cell(kind):
