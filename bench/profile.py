@@ -138,6 +138,28 @@ def shares(samples: list[tuple[list[str], int]], categories) -> dict[str, float]
     return {name: count / n for name, count in totals.most_common()} if n else {}
 
 
+def leaf_module(frame: str) -> str:
+    """The module of a py-spy frame ``function (path/module.py:line)``: ``json``, ``hmac``, ``mediad/client.py``..."""
+    m = re.search(r"\(([^:()]+):\d+\)$", frame)
+    if not m:
+        return frame
+    path = m.group(1)
+    for prefix in ("plugin/", "mediad/", "sdp_rules/"):
+        if path.startswith(prefix) or "/" + prefix in path:
+            return path[path.index(prefix):]
+    first = path.split("/")[0]
+    return first[:-3] if first.endswith(".py") else first
+
+
+def leaf_shares(samples: list[tuple[list[str], int]], categories) -> dict[str, dict[str, float]]:
+    """Within each category, the fraction of its samples by the module of the innermost frame."""
+    per: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for stack, count in samples:
+        per[categorize(stack, categories)][leaf_module(stack[-1])] += count
+    return {name: {mod: c / sum(counter.values()) for mod, c in counter.most_common(6)}
+            for name, counter in per.items()}
+
+
 def parse_perf_report(text: str) -> list[tuple[float, list[str]]]:
     """``perf report --stdio --no-children -F overhead,...`` lines as (percent, [fields])."""
     out = []
@@ -292,6 +314,7 @@ def analyse(raw: dict) -> dict:
         python[group] = {"python_ms_per_call": py_ms, "sampled_ms_per_call": sampled_ms,
                          "categories": {k: v * py_ms for k, v in shares(stacks[group], categories).items()},
                          "samples": sum(c for _, c in stacks[group])}
+        python[group]["leaves"] = leaf_shares(stacks[group], categories)
         if group == "kamailio":
             python[group]["operations"] = {k: v * py_ms for k, v in
                                            shares(stacks[group], KAMAILIO_OPERATIONS).items()}
@@ -320,8 +343,11 @@ def markdown(results: list[dict], started: str, note: str) -> str:
             lines.append("")
         for group, p in r["python"].items():
             lines += [f"### {group}: {p['python_ms_per_call']:.3f} ms per call under Python frames, by category "
-                      f"(py-spy, {p['samples']} samples)", "", "| category | ms per call |", "| --- | ---: |"]
-            lines += [f"| {k} | {v:.3f} |" for k, v in p["categories"].items()]
+                      f"(py-spy, {p['samples']} samples)", "",
+                      "| category | ms per call | innermost frames by module |", "| --- | ---: | --- |"]
+            for k, v in p["categories"].items():
+                leaves = ", ".join(f"{mod} {share * 100:.0f} %" for mod, share in p.get("leaves", {}).get(k, {}).items())
+                lines.append(f"| {k} | {v:.3f} | {leaves} |")
             if "operations" in p:
                 lines += ["", "| operation (KEMI entry point) | ms per call |", "| --- | ---: |"]
                 lines += [f"| {k} | {v:.3f} |" for k, v in p["operations"].items()]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile import (KAMAILIO_CATEGORIES, KAMAILIO_OPERATIONS, MEDIAD_CATEGORIES, categorize,
+from bench.profile import (KAMAILIO_CATEGORIES, KAMAILIO_OPERATIONS, MEDIAD_CATEGORIES, categorize, leaf_module,
+                           leaf_shares,
                            parse_collapsed, parse_commandstats, parse_perf_report, shares)
 
 ROUTE = "ksr_request_route (plugin/kemi.py:216)"
@@ -65,3 +66,13 @@ def test_perf_report_and_redis_commandstats_are_read():
     info = "# Commandstats\r\ncmdstat_evalsha:calls=400,usec=14280,usec_per_call=35.70,rejected_calls=0\r\n" \
            "cmdstat_set:calls=600,usec=2230,usec_per_call=3.72\r\n"
     assert parse_commandstats(info) == {"evalsha": {"calls": 400, "usec": 14280}, "set": {"calls": 600, "usec": 2230}}
+
+
+def test_within_a_category_samples_are_split_by_the_module_of_their_innermost_frame():
+    assert leaf_module("dumps (json/__init__.py:231)") == "json"
+    assert leaf_module("new (hmac.py:184)") == "hmac"
+    assert leaf_module("IqClient.request (/srv/e2ae/mediad/client.py:90)") == "mediad/client.py"
+    assert leaf_module("<module> (<string>:4)") == "<string>"
+    leaves = leaf_shares(parse_collapsed(COLLAPSED), KAMAILIO_CATEGORIES)
+    assert leaves["mediad Iq round trips (client: encode, HMAC, send, wait, decode)"] == {"json": 1.0}
+    assert leaves["Redis round trips (redis-py, the plugin's scripts)"] == {"redis": 1.0}
