@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.profile import (KAMAILIO_CATEGORIES, KAMAILIO_OPERATIONS, MEDIAD_CATEGORIES, categorize, leaf_module,
-                           leaf_shares,
-                           parse_collapsed, parse_commandstats, parse_perf_report, shares)
+                           leaf_shares, parse_collapsed, parse_commandstats, parse_perf_report, shares)
 
 ROUTE = "ksr_request_route (plugin/kemi.py:216)"
 REPLY = "ksr_onreply_edge (plugin/kemi.py:275)"
