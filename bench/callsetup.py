@@ -57,7 +57,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = os.path.join(REPO, "sipp_scenarios")
 UAC_SCENARIO = "wic_call_uac.xml"
-UAS_SCENARIO = "core_uas.xml"
+# The core's side: the suite's core_uas.xml taking an ACK relayed after the BYE (bench/sipp/).
+UAS_SCENARIO = os.path.join(HERE, "sipp", "core_uas.xml")
 EDGE_CFG = os.path.join(REPO, "deploy", "kamailio.cfg")
 BASELINE_CFG = os.path.join(HERE, "kamailio-baseline.cfg")
 REFERENCE_CFG = os.path.join(HERE, "kamailio-rtpengine.cfg")
