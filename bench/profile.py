@@ -247,11 +247,21 @@ def profile_system(kind: Kind, workdir: str, cpus: dict, rate: float, seconds: f
                   "usec_per_call": (v["usec"] - redis_before.get(cmd, {}).get("usec", 0)) / calls}
             for cmd, v in redis_after.items() if v["calls"] > redis_before.get(cmd, {}).get("calls", 0)}
         result["groups"] = {name: ps for name, ps in groups.items()}
+        # perf's pid field is a thread's id: every thread of each process, by group.
+        result["threads"] = {name: sorted({t for p in ps for t in threads(p)}) for name, ps in groups.items()}
         result["perf_data"] = perf_data if os.path.exists(perf_data) else None
         result["py_spy"] = {str(pid): path for pid, path in spy_files.items() if os.path.exists(path)}
     finally:
         system.stop()
     return result
+
+
+def threads(pid: int) -> list[int]:
+    """The thread ids of ``pid`` now (``/proc/PID/task``), ``pid`` itself when unreadable."""
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
 
 
 def perf_breakdown(perf_data: str, groups: dict[str, list[int]]) -> dict:
@@ -294,7 +304,7 @@ def perf_breakdown(perf_data: str, groups: dict[str, list[int]]) -> dict:
 def analyse(raw: dict) -> dict:
     """Milliseconds per call by process group, object class and Python category."""
     cpu = raw["cpu_ms_per_call"]
-    perf = perf_breakdown(raw["perf_data"], raw["groups"]) if raw.get("perf_data") else {}
+    perf = perf_breakdown(raw["perf_data"], raw.get("threads") or raw["groups"]) if raw.get("perf_data") else {}
     out: dict = {"kind": raw["kind"], "rate": raw["rate"], "calls": raw["calls"], "cpu_ms_per_call": cpu,
                  "perf": perf, "redis_commands": raw.get("redis_commands", {}), "passed": raw["step"]["passed"]}
     stacks: dict[str, list] = {"kamailio": [], "media": []}
