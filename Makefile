@@ -4,13 +4,19 @@
 #                     rtpengine (minutes; installs rtpengine-daemon and libsrtp2-dev
 #                     when missing, builds the load generator); see docs/performance.rst
 #   make bench-smoke  the same path in seconds, no targets
+#   make fuzz-sip     the SIP-level fuzz against a real edge started for it (Redis,
+#                     mediad, Kamailio): thousands of mutated INVITE, re-INVITE, UPDATE,
+#                     PRACK and 200 OK, concurrently; prints the seed, messages sent, final
+#                     answers by status, violations by kind and leftovers (minutes)
 #
-# Options for the full run go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--rounds 5 --streams 1000".
+# Options for the full run go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--rounds 5 --streams 1000";
+# the fuzz's in FUZZ_SIP_ARGS, e.g. make fuzz-sip FUZZ_SIP_ARGS="--cases 5000 --seed 1a2b --save /tmp/found".
 
 PYTHON ?= .venv/bin/python
 BENCH_ARGS ?=
+FUZZ_SIP_ARGS ?= --cases 2000
 
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke fuzz fuzz-sip
 
 $(PYTHON):
 	deploy/e2ae setup
@@ -20,3 +26,8 @@ bench: $(PYTHON)
 
 bench-smoke: $(PYTHON)
 	$(PYTHON) -m bench.run --smoke $(BENCH_ARGS)
+
+fuzz: fuzz-sip
+
+fuzz-sip: $(PYTHON)
+	$(PYTHON) -m tests.sipfuzz $(FUZZ_SIP_ARGS)
