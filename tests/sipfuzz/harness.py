@@ -65,6 +65,7 @@ from tests.sipfuzz.mutate import (CORE_FLOWS, FLOWS, Case, Draft, Seeds, keep_on
 COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "l": "content-length", "c": "content-type",
            "m": "contact", "k": "supported", "s": "subject"}
 T1 = 0.5
+MAX_DATAGRAM = 65507
 CLEAN_MARK = "X-Fuzz-Clean"
 SECRETS = (b"a=fingerprint", b"a=ice-pwd", b"a=crypto")
 # A fingerprint for the WIC's answers (no handshake happens: the harness sends no media).
@@ -278,6 +279,8 @@ class ClientTx:
         deadline = asyncio.get_running_loop().time() + timeout
         seen = 0
         while True:
+            if self._task.done() and not self._task.cancelled() and self._task.exception() is not None:
+                raise self._task.exception()  # it could not send: the harness's fault, not the edge's
             for msg in self.responses[seen:]:
                 if predicate(msg):
                     return msg
@@ -330,6 +333,8 @@ class Agent(asyncio.DatagramProtocol):
         self.transport = transport
 
     def send(self, data: bytes, dest, method: str) -> None:
+        if len(data) > MAX_DATAGRAM:
+            raise ValueError(f"{method}: {len(data)} bytes do not fit a UDP datagram")
         self.fuzz.stats.sent[method] += 1
         if self.fuzz.trace:
             self.fuzz.log(f"{self.name} -> {dest[0]}:{dest[1]}\n{data.decode('utf-8', 'backslashreplace')}")
@@ -383,9 +388,9 @@ class Agent(asyncio.DatagramProtocol):
         offer = sdp_of(request)
         if offer.strip():
             return make_answer(offer, self.address, self.sink, access=self.name == "wic")
-        if request.method == "INVITE" and not request.tag:
+        if request.method == "INVITE" and not request.tag and not request.body.strip():
             return make_offer(self.address, self.sink, access=self.name == "wic")
-        return b""
+        return b""  # a body it cannot read: no answer (it sends no 4xx, module docstring)
 
     async def default_handler(self, msg: Msg) -> None:
         if msg.method in ("INVITE", "UPDATE", "PRACK"):
@@ -757,7 +762,7 @@ class Fuzz:
                                   "INVITE", branch)
             final = await tx.final_response(self.answer_timeout + 4 * T1)
             self.check_final(case, "INVITE", tx, final)
-            if final is not None and final.get(CLEAN_MARK.lower()) and not case.framing_broken:
+            if final is not None and final.get(CLEAN_MARK.lower()) and not case.may_be_discarded:
                 self.violation("reply_dropped", case, "the core's 200 never reached the WIC; its clean "
                                                       "retransmission did")
             await self._finish(case, dialog, tx, final)
@@ -1048,7 +1053,12 @@ def fd_violations(name: str, before: dict[int, Counter], after: dict[int, Counte
 
     total_before = sum((own(c) for c in before.values()), Counter())
     total_after = sum((own(c) for c in after.values()), Counter())
-    problems = [f"{name}: {k} x{n} more than after the warm-up" for k, n in sorted((total_after - total_before).items())]
+    extra = total_after - total_before
+    problems = []
+    if extra:
+        shown = ", ".join(f"{k}" + (f" x{n}" if n > 1 else "") for k, n in sorted(extra.items())[:6])
+        problems.append(f"{name}: {sum(extra.values())} more fds than after the warm-up: {shown}"
+                        + (", ..." if len(extra) > 6 else ""))
     for pid, counts in after.items():
         for kind, n in counts.items():
             most = bound(kind)
@@ -1068,6 +1078,8 @@ def report(stats: Stats, seed: str, elapsed: float, out=print) -> None:
         firsts.setdefault(v.kind, v)
     for kind, v in firsts.items():
         out(f"    first {kind}: case {v.case}: {v.detail[:300]}")
+    for v in [v for v in stats.violations if v.case < 0][:20]:  # the end's checks, each
+        out(f"    at the end: {v.kind}: {v.detail[:300]}")
     out(f"  leftovers: {len(stats.leftovers.get('redis', []))} Redis keys, "
         f"{len(stats.leftovers.get('mediad', []))} mediad dialogs")
     out("  fds (after warm-up -> end): " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in stats.fds.items()))
