@@ -60,17 +60,26 @@ def test_sip_fuzz_every_request_answered_nothing_left(edge):
     assert stats.violations == [], summary
 
 
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[p.name for p in FIXTURES])
-def test_reproducer_keeps_the_invariants(edge, fixture):
+@pytest.fixture(scope="module")
+def replayed(edge):
+    """Every reproducer replayed once, concurrently, in one run: (stats, case index by file name)."""
     started = time.monotonic()
-    fuzz = Fuzz(edge, f"fixture:{fixture.name}", concurrency=1, answer_timeout=3.0, settle_timeout=8.0,
-                log=lambda *_: None)
+    fuzz = Fuzz(edge, "fixtures", concurrency=8, answer_timeout=3.0, log=lambda *_: None)
 
     async def go():
         await fuzz.open()
-        return await fuzz.run([replay_case(fixture, fuzz.sides)], warm=False)
+        cases = [replay_case(path, fuzz.sides) for path in FIXTURES]
+        for index, case in enumerate(cases):
+            case.index = index
+        return await fuzz.run(cases, batch=len(cases), warm=False)
 
     stats = asyncio.run(go())
-    summary = _summary(stats, fixture.name, started)
-    assert stats.cases == 1, summary
-    assert stats.violations == [], summary
+    print("\n" + _summary(stats, "fixtures", started))
+    return stats, {path.name: index for index, path in enumerate(FIXTURES)}
+
+
+@pytest.mark.parametrize("fixture", [p.name for p in FIXTURES])
+def test_reproducer_keeps_the_invariants(replayed, fixture):
+    stats, index = replayed
+    found = [f"{v.kind}: {v.detail}" for v in stats.violations if v.case == index[fixture]]
+    assert found == [], "\n".join(found)
