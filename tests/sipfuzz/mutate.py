@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -52,8 +52,6 @@ SDP_FIXTURES = ROOT / "tests" / "fixtures" / "sdp"
 SIPP_SCENARIOS = ROOT / "sipp_scenarios"
 
 FLOWS = ("invite", "core_invite", "reinvite", "update", "prack", "ok")
-# The mutated message of each flow is a request, but for "ok" (a reply from the core).
-REQUEST_FLOWS = frozenset(FLOWS) - {"ok"}
 # Flows whose mutated message comes from the core (its body is a plain offer or answer).
 CORE_FLOWS = frozenset({"core_invite", "ok"})
 
@@ -675,10 +673,6 @@ def make_case(seed: str, index: int, seeds: Seeds, flows: tuple[str, ...] = FLOW
     access_address, access_port = sides["access"]
     return Case(index, flow, draft, mutations, name,
                 base_offer=keep_on_loopback(base_offer, access_address, access_port) if flow != "core_invite" else b"")
-
-
-def with_body(draft: Draft, body: bytes) -> Draft:
-    return replace(draft, headers=list(draft.headers), body=body)
 
 
 __all__ = ["Case", "Draft", "FLOWS", "MUTATORS", "Seeds", "case_rng", "keep_on_loopback", "make_case",
