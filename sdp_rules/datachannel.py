@@ -221,7 +221,13 @@ def _unquote(text: str) -> str:
     match = _QUOTED_RE.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a quoted-string")
-    return unquote(match.group(1), errors="strict")
+    value = unquote(match.group(1), errors="strict")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 in the SDP
+            raise ValueError(f"{text!r} is not UTF-8 text (RFC 8864 section 5.1.2)") from None
+    return value
 
 
 def _quote(text: str) -> str:

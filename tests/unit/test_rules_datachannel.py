@@ -996,6 +996,15 @@ def test_dcmap_codec_quoted_strings_and_escapes():
         datachannel.parse_dcmap("65535 label=\"x\"", "m-line 1")  # RFC 8831: 65535 is reserved
 
 
+def test_dcmap_label_that_is_not_utf8_text_is_refused_488():
+    # Bytes that are not UTF-8 reach the rules as lone surrogates (undecodable bytes kept);
+    # such a label cannot be written back percent-encoded: refused, never a crash.
+    with pytest.raises(SdpPolicyError) as info:
+        datachannel.parse_dcmap('1 label="chat\udcff";subprotocol="msrp"', "m-line 1")
+    assert info.value.sip_status == 488 and "not UTF-8" in info.value.reason
+    assert datachannel.parse_dcmap('1 label="caf%C3%A9 ✓"', "m-line 1").label == "café ✓"
+
+
 @pytest.mark.req("DC-4", "DC-7")
 def test_reoffer_rejecting_the_data_channel_line_rejects_core_lines_in_place_and_releases_all():
     pol = policy()
