@@ -80,6 +80,7 @@ _SDES = bytes([0x81, 202, 0, 2]) + bytes(4) + bytes([1, 2, 0x61, 0x62])  # one c
     (bytes([0x80, 201, 0, 2]) + bytes(4), False),  # length says 12, datagram has 8
     (_RR + bytes([0x40, 202, 0, 0]), False),  # second packet version 1
     (bytes([0x80, 201, 0, 0]) + bytes(4), False),  # length says 4, 4 bytes left over
+    (bytes([0x80, 201, 0, 0]), False),  # a header alone (length 0: 4 bytes) carries no SSRC
 ])
 def test_rtcp_validity_rfc3550_a2(datagram, valid):
     assert demux.rtcp_is_valid(datagram) is valid

@@ -120,6 +120,10 @@ def test_nomination_selects_the_address():
     responder.handle(request("lite:full", "b" * 24, use_candidate=True), first, 0.4)  # 401: ignored
     assert responder.selected_address == second
     assert responder.answered == 4
+    # A valid check nominating another pair moves the nomination there (RFC 8445 8.2.2).
+    responder.handle(request("lite:full", "a" * 24, use_candidate=True), first, 0.5)
+    assert responder.selected_address == first and responder.nominated
+    assert responder.last_consent == 0.5 and responder.answered == 5
 
 
 @pytest.mark.req("ICE-2")

@@ -74,6 +74,16 @@ def test_boundary_text_inside_a_part_is_not_a_delimiter():
     assert part is not None and part.sdp == SDP.rstrip("\r\n")
 
 
+def test_delimiters_after_the_closing_one_are_epilogue():
+    # RFC 2046 5.1.1: what follows the close-delimiter is the epilogue, to be ignored,
+    # even when it looks like another SDP part (no 488 "two SDP parts").
+    epilogue = "\r\n--x\r\nContent-Type: application/sdp\r\n\r\n" + SDP + "--x--\r\n"
+    body = "--x\r\nContent-Type: application/sdp\r\n\r\n" + SDP + "--x--" + epilogue
+    part = find_sdp("multipart/mixed; boundary=x", body)
+    assert part is not None and part.sdp == SDP.rstrip("\r\n")
+    assert part.after == "\r\n--x--" + epilogue
+
+
 @pytest.mark.parametrize("body,status", [
     ("v=0\r\n", 400),  # no delimiter at all
     ("--x\r\nContent-Type: application/sdp\r\n\r\n" + SDP, 400),  # no closing delimiter

@@ -299,3 +299,39 @@ def test_3ge2ae_request_is_applied_at_the_edge_and_not_forwarded():
     assert attrs_of(result.sdp, 0) == [
         f"m=audio {core_port(0)} RTP/AVP 0", "a=rtpmap:0 PCMU/8000", "a=rtcp-mux",
     ]
+
+
+@pytest.mark.parametrize(("attributes", "port", "expected"), [
+    ([], 5000, 5001),  # RTP port + 1 (RFC 3550 section 11)
+    (["rtcp:5011"], 5000, 5011),  # RFC 3605 section 2.1: the port alone
+    (["rtcp:53020 IN IP4 126.16.64.4"], 5000, 53020),  # and with an address
+    (["rtcp:abc"], 5000, 5001),  # not a port: as if absent
+    (["rtcp:"], 5000, 5001),
+    (["rtcp-mux", "rtcp:5011"], 5000, None),  # multiplexed: no RTCP port (RFC 5761)
+    (["rtcp-mux-only"], 5000, None),  # RFC 8858
+    ([], 0, None),  # a rejected stream has no RTCP
+])
+def test_remote_rtcp_port_reads_rfc3605_a_rtcp(attributes, port, expected):
+    from sdp_rules.attrs import remote_rtcp_port
+    from sdp_rules.sdp import Line, MediaSection
+
+    section = MediaSection([Line("m", f"audio {port} RTP/AVP 0"), *[Line("a", a) for a in attributes]])
+    assert remote_rtcp_port(section) == expected
+
+
+def test_core_answer_a_rtcp_port_goes_to_the_agw():
+    pol = policy()
+    _, offered = run(fixture("chromium_offer_audio.sdp"), Side.ACCESS, Kind.OFFER, DialogState(), pol)
+    answer = sdp("""
+        v=0
+        o=core 1 1 IN IP4 192.0.2.50
+        s=-
+        c=IN IP4 192.0.2.50
+        t=0 0
+        m=audio 6000 RTP/AVPF 111
+        a=rtpmap:111 opus/48000/2
+        a=rtcp:7003 IN IP4 192.0.2.50
+    """)
+    plan, _ = run(answer, Side.CORE, Kind.ANSWER, offered.state, pol)
+    core = plan.iq.streams[0].core
+    assert (core.remote_port, core.remote_rtcp_port, core.rtcp_mux) == (6000, 7003, False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sdp_rules import DialogState, Kind, SdpPolicyError, Side
-from sdp_rules.iq import Command, Role
+from sdp_rules.iq import Command, IqRequest, Role, StreamSpec, TerminationSpec
 from sdp_rules.plan import ActpassPolicy
 
 from tests.unit.rules_helpers import AGW_FP_TEXT, TlsIds, fixture, policy, run, sdp
@@ -259,3 +259,45 @@ def test_core_reoffer_disabling_the_stream_releases_it():
     m_lines = [line for line in reoffered.sdp.split("\r\n") if line.startswith("m=")]
     assert m_lines == [" ".join(["m=audio", "0", "UDP/TLS/RTP/SAVP", *access_m.split(" ")[3:]])]
     assert reoffered.state.data["streams"] == {}
+
+
+@pytest.mark.req("SRTP-3", "SRTP-4")
+@pytest.mark.parametrize(("first", "second"), [(WIC_TLS_ID, None), (None, WIC_TLS_ID)],
+                         ids=["tls-id-dropped", "tls-id-added"])
+def test_tls_id_on_one_side_only_starts_a_new_association(first, second):
+    """RFC 8842 section 4: with a=tls-id on either offer, only equal tls-ids keep the association,
+    even when fingerprint, role and ICE ufrag are unchanged."""
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    _, _, state = _call(pol, _chromium(tls_id=first))
+    plan, answer, _ = _reoffer(pol, state, _chromium(tls_id=second))
+    spec = plan.iq.streams[0]
+    assert (spec.reuse_association, spec.local_tls_id, spec.remote_tls_id) == (False, ids.nth(2), second)
+    assert spec.access.establish_tls is True
+    assert f"a=tls-id:{ids.nth(2)}" in answer.split("\r\n")
+
+
+@pytest.mark.req("SRTP-3", "SRTP-6")
+def test_core_reoffer_on_a_kept_association_modifies_the_core_termination_only():
+    """The whole MODIFY of a core re-offer on a kept association (RFC 8842 5.5, TS 23.334 6.2.10.5)."""
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    core_offer = fixture("core_rtp_offer.sdp")
+    _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
+    wic_answer = _chromium(setup="active", tls_id="wicAnswerTlsIdCCCCCCCCC").replace(
+        "UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126", "UDP/TLS/RTP/SAVP 0")
+    _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    moved = core_offer.replace("c=IN IP4 127.0.0.1", "c=IN IP4 192.0.2.77").replace(
+        "m=audio 20000", "m=audio 22000").replace("a=rtcp:20001", "a=rtcp:22009")
+    plan, reoffered = run(moved, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t4")
+    assert plan.iq == IqRequest(Command.MODIFY, "dlg-1", "t4", [StreamSpec(
+        stream_id=0,
+        kind="srtp",
+        access=None,
+        core=TerminationSpec(side=Side.CORE, transport="RTP/AVP", remote_address="192.0.2.77", remote_port=22000,
+                             remote_rtcp_port=22009, rtcp_mux=False),
+        local_tls_id=ids.nth(1),
+        remote_tls_id="wicAnswerTlsIdCCCCCCCCC",
+        reuse_association=True,
+    )])
+    assert _dtls_lines(reoffered.sdp) == [f"a=fingerprint:{AGW_FP_TEXT}", "a=setup:passive", f"a=tls-id:{ids.nth(1)}"]

@@ -328,6 +328,7 @@ MALFORMED = [
     ("missing-v", "o=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", 1, "o=- 1 1"),
     ("v-not-0", "v=1\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", 1, "v=1"),
     ("no-equals", HEAD + "m=audio 9 RTP/AVP 0\r\nrtpmap 0 PCMU\r\n", 6, "rtpmap 0 PCMU"),
+    ("colon-for-equals", HEAD + "m=audio 9 RTP/AVP 0\r\na:rtcp-mux\r\n", 6, "a:rtcp-mux"),
     ("upper-case-type", HEAD + "A=sendrecv\r\n", 5, "A=sendrecv"),
     ("empty-line", HEAD + "\r\nm=audio 9 RTP/AVP 0\r\n", 5, "(empty line)"),
     ("bad-m-port", HEAD + "m=audio 9x RTP/AVP 0\r\n", 5, "9x"),
