@@ -148,3 +148,21 @@ def test_messages_serialise_every_field_in_declaration_order():
     assert IqReply.from_dict(json.loads(json.dumps(reply.to_dict()))) == reply
     with pytest.raises(ValueError, match="unknown fields"):
         TerminationSpec.from_dict(dict(data, bogus=1))
+
+
+@pytest.mark.parametrize("data", [
+    b"[" * 5000,
+    b'{"iq":' * 3000 + b"1" + b"}" * 3000,
+])
+def test_json_nested_too_deep_is_malformed_not_an_internal_error(data):
+    with pytest.raises(ControlError) as caught:
+        decode_request(SECRET, data)
+    assert caught.value.code == 400
+
+
+def test_an_authentic_iq_nested_too_deep_is_malformed():
+    body = b'{"a":' * 3000 + b"1" + b"}" * 3000
+    mac = hmac.new(SECRET, body, hashlib.sha256).hexdigest().encode()
+    with pytest.raises(ControlError) as caught:
+        decode_request(SECRET, b'{"iq":' + body + b',"mac":"' + mac + b'"}')
+    assert caught.value.code == 400
