@@ -88,6 +88,7 @@ def run_target(target: str, *, runs: int, workdir: Path, max_time: int = 0, time
             f"-runs={runs - outcome.inputs}", f"-timeout={timeout}", f"-rss_limit_mb={RSS_LIMIT_MB}",
             f"-artifact_prefix={crashes}/", "-print_final_stats=1", "-print_pcs=0",
             *([f"-max_total_time={remaining_time}"] if remaining_time else []),
+            *([f"-max_len={TARGETS[target].max_len}"] if TARGETS[target].max_len else []),
             str(corpus),
         ]
         proc = subprocess.run(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -56,6 +56,7 @@ class Target:
     modules: tuple[str, ...]  # instrumented for coverage
     build: Callable[[], Callable[[bytes], None]]
     seeds: Callable[[], Iterable[bytes]]
+    max_len: int = 0  # libFuzzer's -max_len; 0: its own guess from the seeds
 
 
 # ---------------------------------------------------------------------------
@@ -430,7 +431,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("sdp_rules", "SDP rules: offer and answer from both sides, simulated AGW",
            ("sdp_rules",), build_sdp_rules, _seeds("sdp_rules")),
     Target("multipart", "multipart body scanner (RFC 2046 5.1.1)", ("plugin.body",),
-           build_multipart, _seeds("multipart")),
+           build_multipart, _seeds("multipart"), max_len=8192),
     Target("stun", "ICE-lite STUN responder (RFC 5389, RFC 8445)", ("mediad.stun", "aioice.stun"),
            build_stun, _seeds("stun")),
     Target("dtls_record", "DTLS record splitting and AEAD records (RFC 6347 4.1)",
@@ -444,5 +445,5 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("msrp", "MSRP message boundaries (RFC 4975 7.1)", ("mediad.msrp",), build_msrp, _seeds("msrp")),
     Target("t140", "T.140 in RTP and RED (RFC 4103, RFC 2198)", ("mediad.t140",), build_t140, _seeds("t140")),
     Target("control", "control codec (the Iq interface on the wire)", ("mediad.control", "sdp_rules.iq"),
-           build_control, _seeds("control")),
+           build_control, _seeds("control"), max_len=16384),
 )}
