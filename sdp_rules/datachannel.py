@@ -540,7 +540,6 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
     """TS 23.334 5.20.2.2: the WIC's data-channel m-line -> one core m-line per channel."""
     where = _where(index)
     proto = m.proto.upper()
-    transport = ACCESS_PROTOS[proto]
     prev = _association(ctx, sid)
     old_channels = _live_channels(ctx, prev)
     mid = m.attribute("mid")
@@ -564,6 +563,9 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
 
         return OfferPart(streams=[], finish=finish_empty, pending=pending, keys=keys)
 
+    # A live line is here because classify_access knew its proto; a rejected one (a re-offer
+    # may reject the data-channel line under any proto) went back above.
+    transport = ACCESS_PROTOS[proto]
     dtls = attrs.dtls_params(ctx.sdp, m, where, answer=False)
     ice = attrs.ice_params(ctx.sdp, m)
     address, port = attrs.remote_rtp_address(ctx.sdp, m, where)

@@ -1006,15 +1006,17 @@ def test_dcmap_label_that_is_not_utf8_text_is_refused_488():
 
 
 @pytest.mark.req("DC-4", "DC-7")
-def test_reoffer_rejecting_the_data_channel_line_rejects_core_lines_in_place_and_releases_all():
+@pytest.mark.parametrize("proto", ["UDP/DTLS/SCTP", "UEP/DTLS/SCTP"], ids=["same-proto", "other-proto"])
+def test_reoffer_rejecting_the_data_channel_line_rejects_core_lines_in_place_and_releases_all(proto):
+    # A rejected line may come under any proto (found by fuzzing: another one raised KeyError).
     pol = policy()
     established = _wic_call(pol)
-    body = sdp("""
+    body = sdp(f"""
         v=0
         o=- 7046312839584755208 3 IN IP4 127.0.0.1
         s=-
         t=0 0
-        m=application 0 UDP/DTLS/SCTP webrtc-datachannel
+        m=application 0 {proto} webrtc-datachannel
     """)
     plan, result = _wic_offer(pol, body, established.state)
     assert plan.iq is None
@@ -1044,8 +1046,8 @@ def test_reoffer_rejecting_the_data_channel_line_rejects_core_lines_in_place_and
         s=-
         c=IN IP4 192.0.2.50
         t=0 0
-        m=application 0 UDP/DTLS/SCTP webrtc-datachannel
-    """)
+        m=application 0 {proto} webrtc-datachannel
+    """.format(proto=proto))
     assert answered.state.data["streams"] == {}
 
 
