@@ -35,6 +35,8 @@ def _section(media="audio", ptime=None, bw=()):
     ("t38", "image", None, 20, 15),
     # video, no ptime: 2,000 kbit/s in 1,000-byte packets = 250 packets/s; 8 * 10 * 250 = 20 kbit/s
     ("srtp", "video", None, 2000, 20),
+    # 4,104 kbit/s: 513 packets/s; 8 * 10 * 513 = 41,040 bit/s -> 42 kbit/s (rounded up, never down)
+    ("srtp", "video", None, 4104, 42),
 ])
 def test_as_overhead_formula(kind, media, ptime, value, overhead):
     assert bandwidth.as_overhead_kbps(kind, _section(media, ptime), value) == overhead
@@ -47,6 +49,13 @@ def test_a_zero_negative_or_non_numeric_ptime_counts_as_absent(ptime):
     assert bandwidth.packet_rate(_section("audio", ptime), 50_000) == 50
     assert bandwidth.as_overhead_kbps("srtp", _section("audio", ptime), 50) == 4
     assert bandwidth.packet_rate(_section("audio", "0.5"), 50_000) == 2000  # a fraction of a millisecond is a ptime
+
+
+@pytest.mark.req("G-2")
+def test_video_packet_rate_is_at_least_one_packet_per_second():
+    assert bandwidth.packet_rate(_section("video"), 1000) == 1
+    assert bandwidth.packet_rate(_section("video"), 0) == 1
+    assert bandwidth.packet_rate(_section("video"), 8001) == 2
 
 
 @pytest.mark.req("G-2")

@@ -22,6 +22,15 @@ BODY = bytes(40)
 ])
 def test_rfc7983_first_byte_ranges(first, kind):
     assert demux.classify(bytes([first, 0]) + BODY) is kind
+    assert demux._first_byte_table()[first] is kind  # the table as the module builds it at import
+
+
+def test_first_byte_table_covers_every_byte():
+    table = demux._first_byte_table()
+    assert isinstance(table, tuple) and len(table) == 256
+    assert [sum(1 for k in table if k is kind) for kind in (demux.STUN, demux.ZRTP, demux.DTLS,
+                                                              demux.TURN_CHANNEL, demux.RTP, demux.UNKNOWN)] == [
+        4, 4, 44, 16, 64, 124]
 
 
 @pytest.mark.req("MUX-1")
