@@ -4,15 +4,16 @@
 
 For each module of :data:`MODULES` a copy of the packages and tests is made
 in ``DIR/<module>/`` with a ``[mutmut]`` section that mutates that module only
-and runs only its own test files; ``mutmut run`` then runs there (a module
-whose copy is unchanged since the last run is not mutated again: mutmut
-resumes).  The table gives per module: mutants, killed (by a failing test or a
-timeout), survived, no test at all, those of the survivors listed as
-*equivalent* in ``tools/mutants_equivalent.txt`` (a mutant no test can kill
-because the behaviour does not change, each with its reason), and two scores:
-killed / all, and killed / behavioural (all but the equivalent ones).
-``--survivors`` lists the unclassified survivors: ``cd DIR/<module> &&
-python -m mutmut show NAME`` shows one.
+and runs only its own test files; ``mutmut run`` then runs there.  The
+property tests draw 20 fixed examples each there (the ``mutate`` hypothesis
+profile of ``tests/conftest.py``).
+
+The table gives per module: mutants, killed (by a failing test or a timeout),
+survived, no test at all, the survivors that are *equivalent* (no test can
+kill them because the behaviour does not change: each matches a rule of
+:mod:`tools.mutants_equivalent`, which says why), and two scores: killed /
+all, and killed / behavioural (all but the equivalent ones).  ``--survivors``
+prints the diff of every unclassified survivor.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tools.mutants_equivalent import equivalent_reason
+
 REPO = Path(__file__).resolve().parent.parent
-EQUIVALENT_FILE = REPO / "tools" / "mutants_equivalent.txt"
 PACKAGES = ("sdp_rules", "mediad", "plugin")
 RULES_TESTS = [
     "tests/unit/test_rules_general.py", "tests/unit/test_rules_srtp.py", "tests/unit/test_rules_reoffer.py",
@@ -60,7 +62,8 @@ KILLED = ("killed", "timeout", "caught by type check", "segfault")
 class ModuleScore:
     module: str
     statuses: dict[str, str] = field(default_factory=dict)  # mutant name -> mutmut status
-    equivalent: set[str] = field(default_factory=set)
+    diffs: dict[str, str] = field(default_factory=dict)  # survivor -> its diff
+    equivalent: dict[str, str] = field(default_factory=dict)  # survivor -> why it is equivalent
 
     def count(self, *statuses: str) -> int:
         return sum(1 for s in self.statuses.values() if s in statuses)
@@ -86,18 +89,6 @@ class ModuleScore:
         return self.total - len([n for n in self.survivors if n in self.equivalent])
 
 
-def load_equivalent() -> dict[str, str]:
-    """Mutant name -> why it is equivalent, from ``tools/mutants_equivalent.txt``."""
-    out = {}
-    if EQUIVALENT_FILE.exists():
-        for line in EQUIVALENT_FILE.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                name, _, reason = line.partition(" ")
-                out[name] = reason.strip()
-    return out
-
-
 def _prepare(workdir: Path, module: str) -> None:
     """A copy of the packages and tests with a [mutmut] section for ``module``."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -120,24 +111,51 @@ def _prepare(workdir: Path, module: str) -> None:
         config.write(f)
 
 
-def run_module(module: str, root: Path, jobs: int, log) -> ModuleScore:
+def run_module(module: str, root: Path, jobs: int, log, *, run: bool = True) -> ModuleScore:
+    """Mutate ``module`` and run its tests (``run``), or only read the results of the last run."""
     from mutmut.stats import status_by_exit_code
 
     workdir = root / module.replace("/", "_").removesuffix(".py")
-    _prepare(workdir, module)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", E2AE_HYPOTHESIS_PROFILE="mutate")
-    proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=workdir,
-                          env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, errors="replace")
-    log.write(proc.stdout)
     meta = workdir / "mutants" / (module + ".meta")
     score = ModuleScore(module)
-    if proc.returncode != 0 or not meta.exists():
-        print(f"{module}: mutmut failed (exit {proc.returncode}); see the log", file=sys.stderr)
+    if run:
+        _prepare(workdir, module)
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", E2AE_HYPOTHESIS_PROFILE="mutate")
+        proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=workdir,
+                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, errors="replace")
+        log.write(proc.stdout)
+        if proc.returncode != 0:
+            print(f"{module}: mutmut failed (exit {proc.returncode}); see the log", file=sys.stderr)
+            return score
+    if not meta.exists():
+        print(f"{module}: no results in {workdir}", file=sys.stderr)
         return score
     exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
     score.statuses = {name: status_by_exit_code[code] for name, code in exit_codes.items()}
+    score.diffs = _diffs(workdir, score.survivors)
+    for name, diff in score.diffs.items():
+        reason = equivalent_reason(module, diff)
+        if reason is not None:
+            score.equivalent[name] = reason
     return score
+
+
+_DIFF_SCRIPT = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+names = json.load(sys.stdin)
+print(json.dumps({name: get_diff_for_mutant(name) for name in names}))
+"""
+
+
+def _diffs(workdir: Path, names: list[str]) -> dict[str, str]:
+    """The diff of each named mutant (mutmut reads them from the workdir's mutants/)."""
+    if not names:
+        return {}
+    proc = subprocess.run([sys.executable, "-c", _DIFF_SCRIPT], cwd=workdir, input=json.dumps(names),
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
 
 
 def table(scores: list[ModuleScore]) -> str:
@@ -164,27 +182,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", metavar="MODULE", help="default: all of " + ", ".join(MODULES))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="mutants tested at once")
     parser.add_argument("--workdir", type=Path, default=REPO / ".mutate")
-    parser.add_argument("--survivors", action="store_true", help="list the unclassified surviving mutants")
+    parser.add_argument("--survivors", action="store_true", help="print the unclassified surviving mutants")
+    parser.add_argument("--no-run", dest="run", action="store_false",
+                        help="only read the results of the last run in --workdir")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"unknown module(s): {', '.join(unknown)}")
-    equivalent = load_equivalent()
     args.workdir.mkdir(parents=True, exist_ok=True)
     scores = []
-    with open(args.workdir / "mutmut.log", "w") as log:
+    with open(args.workdir / "mutmut.log", "a" if not args.run else "w") as log:
         for module in args.modules or list(MODULES):
-            score = run_module(module, args.workdir, args.jobs, log)
-            score.equivalent = {name for name in score.statuses if name in equivalent}
+            score = run_module(module, args.workdir, args.jobs, log, run=args.run)
             scores.append(score)
             print(f"{module}: {score.killed}/{score.total} killed", flush=True)
     print(table(scores))
-    summary = {s.module: {"statuses": s.statuses, "unclassified": s.unclassified} for s in scores}
+    summary = {s.module: {"statuses": s.statuses, "unclassified": s.unclassified, "equivalent": s.equivalent,
+                          "diffs": s.diffs} for s in scores}
     (args.workdir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     if args.survivors:
         for s in scores:
             for name in s.unclassified:
-                print(f"{s.statuses[name]:>9}  {name}")
+                print(f"# {name}: {s.statuses[name]}")
+                print("\n".join(line for line in s.diffs.get(name, "").splitlines()[2:]
+                                if line[:1] in "-+" and not line.startswith(("---", "+++"))))
     return 0
 
 

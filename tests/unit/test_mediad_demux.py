@@ -90,6 +90,10 @@ _SDES = bytes([0x81, 202, 0, 2]) + bytes(4) + bytes([1, 2, 0x61, 0x62])  # one c
     (_RR + bytes([0x40, 202, 0, 0]), False),  # second packet version 1
     (bytes([0x80, 201, 0, 0]) + bytes(4), False),  # length says 4, 4 bytes left over
     (bytes([0x80, 201, 0, 0]), False),  # a header alone (length 0: 4 bytes) carries no SSRC
+    (_RR + bytes([0x80, 203, 0, 0]), True),  # a 4-byte BYE without SSRC (RFC 3550 6.6: SC = 0) last
+    (_SDES + _RR, True),  # a count field of 1 is no padding bit
+    (bytes([0x80, 204, 1, 0]) + bytes(1024), True),  # length 256 words: both bytes of the length count
+    (bytes([0x80, 204, 1, 0]) + bytes(1020), False),
 ])
 def test_rtcp_validity_rfc3550_a2(datagram, valid):
     assert demux.rtcp_is_valid(datagram) is valid

@@ -1,0 +1,96 @@
+"""Equivalent mutants: surviving mutants whose change no test can see, each rule with its reason.
+
+A mutant is equivalent when the program behaves the same with it: nothing a
+caller, a peer or an operator can observe changes.  Each :class:`Rule` names
+the module(s) it applies to (a glob), what the mutated line was (``removed``,
+a regular expression searched in the removed line) and what it became
+(``added``, searched in the added line); a surviving mutant whose diff
+matches a rule on every changed line is counted as equivalent, with the
+rule's reason.  Rules are written against the source text, not against
+mutmut's numbering, so they survive edits elsewhere in the module.
+
+Log messages are not behaviour here: they are debug-level diagnostics whose
+text no test asserts.  Error messages *are* behaviour (they reach the SIP
+Warning header or the Iq error reply) and have no rule.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rule:
+    modules: str
+    removed: str
+    added: str
+    reason: str
+
+    def matches(self, module: str, removed: list[str], added: list[str]) -> bool:
+        return (fnmatch.fnmatch(module, self.modules) and bool(removed) and len(removed) == len(added)
+                and all(re.search(self.removed, line) for line in removed)
+                and all(re.search(self.added, line) for line in added))
+
+
+LOG_CALL = r"^\s*(log|logger)\.(debug|info|warning|error|exception)\("
+
+RULES: tuple[Rule, ...] = (
+    # -- every module ------------------------------------------------------------
+    Rule("*", LOG_CALL, LOG_CALL, "a log call's text or arguments: debug diagnostics, no behaviour"),
+    Rule("*", r'"(utf-8|ascii)"', r'"(UTF-8|ASCII)"', "codec names are case-insensitive"),
+    Rule("*", r'(from_bytes|to_bytes)\([^()]*, "big"\)', r'(from_bytes|to_bytes)\([^()]*, \)',
+         'byte order "big" is the default of int.to_bytes/from_bytes since Python 3.11'),
+    # -- mediad/stun.py -----------------------------------------------------------
+    Rule("mediad/stun.py", r"return self\._drop\(", r"return self\._drop\(",
+         "the drop reason only goes to the debug log; the drop itself is counted either way"),
+    Rule("mediad/stun.py", r"datagram\[0\] > 3", r"datagram\[0\] (>= 3|> 4)",
+         "a first byte of 3 or 4 sets method bit M7 or M8 (RFC 5389 6): never a Binding, dropped either way"),
+    Rule("mediad/stun.py", r"self\.nominated = False", r"self\.nominated = None",
+         "None and False are both false; every reader tests the flag's truth"),
+    Rule("mediad/stun.py", r"self\._remote_pwd = remote_pwd", r"self\._remote_pwd = None",
+         "the remote password is kept but never read (a lite agent sends no checks, RFC 8445 2.5)"),
+    # -- sdp_rules/bandwidth.py ----------------------------------------------------
+    Rule("sdp_rules/bandwidth.py", r"line\.value\.partition\(\":\"\)", r"line\.value\.rpartition\(\":\"\)",
+         "a b= value is digits only (sdp.parse checks it): the line has one colon"),
+    Rule("sdp_rules/bandwidth.py", r"return 1000 // DEFAULT_PTIME_MS", r"return (1000 / DEFAULT_PTIME_MS|1001 // )",
+         "50.0 == 50 and 1001 // 20 == 50; every caller rounds with math.ceil"),
+    # -- plugin/body.py ------------------------------------------------------------
+    Rule("plugin/body.py", r"return \"\", part\[:2\] if part\.startswith\(\"\\r\\n\"\) else part\[:1\]",
+         r"return .*part\[",
+         "a part without headers is text/plain (RFC 2046 5.1.1): never the SDP part, so the length of"
+         " its empty line is never used"),
+    Rule("plugin/body.py", r'return ""$', r'return "XXXX"$',
+         "an absent part header reads as a media type that is neither SDP nor multipart either way"),
+    Rule("plugin/body.py", r'content_type\.split\(";", 1\)\[0\]', r'content_type\.split\(";", (2)?\)\[0\]',
+         "only the text before the first ';' is used"),
+    # -- mediad/demux.py -----------------------------------------------------------
+    Rule("mediad/demux.py", r"MIN_LENGTH\.get\(kind, 0\)", r"MIN_LENGTH\.get\(kind, 1\)",
+         "only UNKNOWN has no minimum length, and datagrams under 4 bytes are UNKNOWN before this test"),
+    Rule("mediad/demux.py", r"if size - offset < 4 or", r"if size \+ offset < 4 or",
+         "size is at least 8 and a multiple of 4, offset a multiple of 4 below it: neither test is ever"
+         " true (the original guards the slice below all the same)"),
+    # -- mediad/framing.py ---------------------------------------------------------
+)
+
+
+def _changed(diff: str) -> tuple[list[str], list[str]]:
+    removed, added = [], []
+    for line in diff.splitlines():
+        if line.startswith(("---", "+++")):
+            continue
+        if line.startswith("-"):
+            removed.append(line[1:])
+        elif line.startswith("+"):
+            added.append(line[1:])
+    return removed, added
+
+
+def equivalent_reason(module: str, diff: str) -> str | None:
+    """Why the mutant of ``module`` with ``diff`` is equivalent, or None if no rule says it is."""
+    removed, added = _changed(diff)
+    for rule in RULES:
+        if rule.matches(module, removed, added):
+            return rule.reason
+    return None
