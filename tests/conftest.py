@@ -27,6 +27,11 @@ settings.register_profile("mutate", max_examples=20, derandomize=True, database=
 settings.load_profile(os.environ.get("E2AE_HYPOTHESIS_PROFILE", "default"))
 
 
+def property_examples(suite: int) -> int:
+    """Examples for a property test that sets its own number: ``suite``, or the profile's in ``make mutate``."""
+    return settings.default.max_examples if os.environ.get("E2AE_HYPOTHESIS_PROFILE") == "mutate" else suite
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "req(*ids): requirement IDs this test proves")
 

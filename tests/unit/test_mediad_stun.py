@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from aioice import stun
 
 from mediad.stun import ICE_CHARS, IceLiteResponder, random_ice_credentials
+from tests.conftest import property_examples
 
 # RFC 5769 section 2.1: sample request (USERNAME "evtj:h6vY", password below).
 RFC5769_REQUEST = bytes.fromhex(
@@ -169,7 +170,7 @@ def test_random_ice_credentials_are_base64_of_one_random_draw(monkeypatch):
 
 
 @given(st.binary(max_size=120), st.integers(0, 107), st.binary(min_size=1, max_size=8))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=property_examples(300), deadline=None)
 def test_never_raises_on_mutated_requests(noise, offset, patch):
     responder = IceLiteResponder("evtj", RFC5769_PASSWORD)
     mutated = RFC5769_REQUEST[:offset] + patch + RFC5769_REQUEST[offset + len(patch):]

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from sdp_rules import DialogState, Kind, SdpPolicyError, Side
 from sdp_rules.iq import Command, Role
 
+from tests.conftest import property_examples
 from tests.unit.rules_helpers import AGW_FP2, AGW_FP_TEXT, TlsIds, attrs_of, core_port, fixture, policy, run, sdp
 
 FP = "sha-256 D6:00:20:5D:63:4E:97:C0:63:C2:2F:48:FC:FF:08:4F:55:CE:79:FD:B9:FB:29:55:9F:3B:47:3B:DF:96:BB:E3"
@@ -256,7 +257,7 @@ EXTRA = st.lists(st.tuples(ATTR_NAME, ATTR_VALUE).map(lambda t: f"a={t[0]}:{t[1]
 
 
 @pytest.mark.req("G-1", "SRTP-1")
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=property_examples(60), deadline=None)
 @given(offer_extra=EXTRA, answer_extra=EXTRA, session_extra=EXTRA)
 def test_non_e2ae_lines_survive_offer_and_answer_byte_for_byte(offer_extra, answer_extra, session_extra):
     """Every line the e2ae rules do not own reaches the other side unchanged and in order."""

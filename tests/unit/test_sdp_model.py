@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from sdp_rules.errors import PeerError, SdpParseError
 from sdp_rules.sdp import CRLF, Connection, MediaLine, parse
+from tests.conftest import property_examples
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sdp"
 FIXTURE_FILES = sorted(FIXTURES.glob("*.sdp"))
@@ -167,7 +168,7 @@ def sdp_bodies(draw) -> str:
     return CRLF.join(lines) + CRLF
 
 
-_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_SETTINGS = settings(max_examples=property_examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_SETTINGS
