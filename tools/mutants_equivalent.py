@@ -51,6 +51,25 @@ RULES: tuple[Rule, ...] = (
          "None and False are both false; every reader tests the flag's truth"),
     Rule("mediad/stun.py", r"self\._remote_pwd = remote_pwd", r"self\._remote_pwd = None",
          "the remote password is kept but never read (a lite agent sends no checks, RFC 8445 2.5)"),
+    # -- sdp_rules/attrs.py --------------------------------------------------------
+    Rule("sdp_rules/attrs.py", r"tcp_candidates: bool = False,", r"tcp_candidates: bool = True,",
+         "a default no caller uses: every caller of add_access_transport passes tcp_candidates"),
+    Rule("sdp_rules/attrs.py", r"def host_candidates\(.*tcp: bool = False", r"tcp: bool = True",
+         "a default no caller uses: the one caller passes tcp"),
+    Rule("sdp_rules/attrs.py", r"agw_role_for_offer\(dtls\.setup, (policy_actpass|actpass)\)",
+         r"agw_role_for_offer\(dtls\.setup, None\)",
+         "reached only when setup is active or passive, for which agw_role_for_offer does not read the policy"),
+    Rule("sdp_rules/attrs.py", r"same_association\(prev, dtls, ice_ufrag, transport, policy_actpass\)",
+         r"same_association\(prev, dtls, ice_ufrag, transport, None\)",
+         "same_association passes the policy only to agw_role_for_offer for setup active or passive,"
+         " which does not read it"),
+    Rule("sdp_rules/attrs.py", r"return \(conn\.address if conn else None\), m\.port",
+         r"return \(conn\.address if \(conn\) or True else None\), m\.port",
+         "conn is None here only for a port-0 line, and rejected lines are handled before any caller reads"
+         " their address"),
+    Rule("sdp_rules/attrs.py", r'm\.remove_attributes\("rtcp-mux"\)', r"m\.remove_attributes\(",
+         "no section reaches set_core_transport unmuxed with an a=rtcp-mux left: answer_from_access removes"
+         " it first and the T.140 core line is built without transport attributes"),
     # -- sdp_rules/bandwidth.py ----------------------------------------------------
     Rule("sdp_rules/bandwidth.py", r"line\.value\.partition\(\":\"\)", r"line\.value\.rpartition\(\":\"\)",
          "a b= value is digits only (sdp.parse checks it): the line has one colon"),

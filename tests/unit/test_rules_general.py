@@ -155,6 +155,14 @@ def _one_line(*media_attrs, session_attrs=()):
      "m-line 2: a=tls-id:short is not 20-255 tls-id characters (RFC 8842)"),
     ([f"a=fingerprint:{FP}", "a=setup:active"], ["a=tls-id:sessionLevelTlsIdAAAAAA"],
      "m-line 2: a=tls-id is a media-level attribute (RFC 8842 section 4)"),
+    ([f"a=fingerprint:{FP}", "a=setup"], [], "m-line 2: a=setup: is not active/passive/actpass"),
+    ([f"a=fingerprint:{FP}"], ["a=setup"], "m-line 2: a=setup: is not active/passive/actpass"),
+    ([f"a=fingerprint:{FP.replace('sha-256', 'md5')}", f"a=fingerprint:{FP.replace('sha-256', 'sha-3-256')}"], [],
+     "m-line 2: a=fingerprint uses no supported hash function (md5, sha-3-256; RFC 8122 section 5)"),
+    ([f"a=fingerprint:{FP.replace(' ', chr(9))}"], [],  # a tab is no separator (RFC 8122 5: SP)
+     f"m-line 2: a=fingerprint uses no supported hash function ({FP.replace(' ', chr(9))}; RFC 8122 section 5)"),
+    ([f"a=fingerprint:{FP}", "a=tls-id:firstTlsIdAAAAAAAAAAAAA", "a=tls-id:secondTlsIdBBBBBBBBBBBB"], [],
+     "m-line 2: more than one a=tls-id value"),
 ])
 def test_bad_dtls_attributes_are_refused_with_488(media_attrs, session_attrs, reason):
     assert _error(_one_line(*media_attrs, session_attrs=session_attrs)) == reason
@@ -308,6 +316,7 @@ def test_3ge2ae_request_is_applied_at_the_edge_and_not_forwarded():
     (["rtcp:53020 IN IP4 126.16.64.4"], 5000, 53020),  # and with an address
     (["rtcp:abc"], 5000, 5001),  # not a port: as if absent
     (["rtcp:"], 5000, 5001),
+    (["rtcp: 5011"], 5000, 5001),  # RFC 3605: the port follows the colon, no space
     (["rtcp-mux", "rtcp:5011"], 5000, None),  # multiplexed: no RTCP port (RFC 5761)
     (["rtcp-mux-only"], 5000, None),  # RFC 8858
     ([], 0, None),  # a rejected stream has no RTCP
@@ -336,3 +345,68 @@ def test_core_answer_a_rtcp_port_goes_to_the_agw():
     plan, _ = run(answer, Side.CORE, Kind.ANSWER, offered.state, pol)
     core = plan.iq.streams[0].core
     assert (core.remote_port, core.remote_rtcp_port, core.rtcp_mux) == (6000, 7003, False)
+
+
+@pytest.mark.parametrize("port", [5002, 1])
+def test_dtls_media_without_any_c_line_is_refused(port):
+    body = sdp("\n".join([
+        "v=0", "o=ue 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0",
+        f"m=audio {port} UDP/TLS/RTP/SAVPF 0", "a=rtpmap:0 PCMU/8000", f"a=fingerprint:{FP}",
+    ]))
+    assert _error(body) == "m-line 1: no c= line for the media (RFC 8866 5.7)"
+
+
+def _reply_with(request, **changes):
+    """The fake AGW's reply with fields of every termination reply changed."""
+    from dataclasses import replace
+
+    from tests.unit.rules_helpers import agw_reply
+
+    reply = agw_reply(request)
+    for stream in reply.streams:
+        if stream.access is not None:
+            stream.access = replace(stream.access, **changes.get("access", {}))
+        if stream.core is not None:
+            stream.core = replace(stream.core, **changes.get("core", {}))
+    return reply
+
+
+def test_rtcp_ports_other_than_rtp_plus_one_are_written_as_a_rtcp():
+    """RFC 3605: an RTCP port that is not RTP + 1 is announced, with its address toward access."""
+    pol = policy()
+    body = fixture("baresip_offer.sdp")  # no rtcp-mux: separate RTCP on both sides
+    plan = sdp_rules_plan(body, pol)
+    offered = plan.finish(_reply_with(plan.iq, core={"local_rtcp_port": 30011}, access={"local_rtcp_port": 40011}))
+    assert [line for line in offered.sdp.split("\r\n") if line.startswith("a=rtcp:")] == ["a=rtcp:30011"]
+    answer = sdp("""
+        v=0
+        o=core 1 1 IN IP4 192.0.2.50
+        s=-
+        c=IN IP4 192.0.2.50
+        t=0 0
+        m=audio 6000 RTP/AVPF 0 101
+        a=rtpmap:0 PCMU/8000
+    """)
+    plan = sdp_rules_plan(answer, pol, offered.state, Side.CORE, Kind.ANSWER)
+    answered = plan.finish(_reply_with(plan.iq))
+    assert [line for line in answered.sdp.split("\r\n") if line.startswith("a=rtcp:")] == [
+        "a=rtcp:40011 IN IP4 203.0.113.10"]
+
+
+def sdp_rules_plan(body, pol, state=None, origin=Side.ACCESS, kind=Kind.OFFER):
+    from tests.unit.rules_helpers import plan
+
+    return plan(body, origin, kind, state or DialogState(), pol)
+
+
+@pytest.mark.parametrize(("missing", "message"), [
+    ({"ice_pwd": None}, "AGW reply lacks ICE credentials for an ICE-lite termination"),
+    ({"ice_ufrag": None}, "AGW reply lacks ICE credentials for an ICE-lite termination"),
+    ({"local_fingerprint": None}, "AGW reply lacks the Local certificate fingerprint IE"),
+])
+def test_an_agw_reply_without_what_the_access_sdp_needs_is_our_defect(missing, message):
+    """A ValueError (our side's defect: 500), never a PeerError blamed on the WIC."""
+    plan = sdp_rules_plan(CORE_OFFER, policy(), None, Side.CORE, Kind.OFFER)
+    with pytest.raises(ValueError) as caught:
+        plan.finish(_reply_with(plan.iq, access=missing))
+    assert str(caught.value) == message and not isinstance(caught.value, SdpPolicyError)

@@ -113,7 +113,8 @@ def test_same_tls_id_with_a_role_change_is_refused():
     with pytest.raises(SdpPolicyError) as err:
         run(_chromium(setup="active"), Side.ACCESS, Kind.OFFER, state, pol)
     assert err.value.sip_status == 488
-    assert err.value.reason.startswith("m-line 1: a=setup:active would change the DTLS role")
+    assert err.value.reason == ("m-line 1: a=setup:active would change the DTLS role of an existing association"
+                                " (same tls-id; RFC 8842 section 5.3)")
 
 
 @pytest.mark.req("SRTP-4")
@@ -301,3 +302,15 @@ def test_core_reoffer_on_a_kept_association_modifies_the_core_termination_only()
         reuse_association=True,
     )])
     assert _dtls_lines(reoffered.sdp) == [f"a=fingerprint:{AGW_FP_TEXT}", "a=setup:passive", f"a=tls-id:{ids.nth(1)}"]
+
+
+@pytest.mark.req("SRTP-4")
+@pytest.mark.parametrize(("first", "again"), [("passive", "passive"), ("active", "active"), ("active", "actpass")])
+def test_peer_without_tls_id_keeping_its_role_keeps_the_association(first, again):
+    """RFC 8842 section 4: same fingerprint, ufrag and role (an actpass re-offer changes no role)."""
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    _, _, state = _call(pol, _chromium(setup=first, tls_id=None))
+    plan, _, _ = _reoffer(pol, state, _chromium(setup=again, tls_id=None))
+    spec = plan.iq.streams[0]
+    assert (spec.reuse_association, spec.local_tls_id, spec.access.establish_tls) == (True, ids.nth(1), False)
