@@ -410,3 +410,27 @@ def test_an_agw_reply_without_what_the_access_sdp_needs_is_our_defect(missing, m
     with pytest.raises(ValueError) as caught:
         plan.finish(_reply_with(plan.iq, access=missing))
     assert str(caught.value) == message and not isinstance(caught.value, SdpPolicyError)
+
+
+@pytest.mark.req("MUX-1")
+def test_rtcp_mux_only_alone_means_muxed_on_every_path():
+    """RFC 8858: a=rtcp-mux-only implies multiplexing even without a=rtcp-mux (offers and answers)."""
+    pol = policy()
+    offer = fixture("chromium_offer_audio.sdp").replace("a=rtcp-mux\r\n", "a=rtcp-mux-only\r\n")
+    plan, offered = run(offer, Side.ACCESS, Kind.OFFER, DialogState(), pol)
+    assert plan.iq.streams[0].access.rtcp_mux is True
+    core_answer = sdp("""
+        v=0
+        o=core 1 1 IN IP4 192.0.2.50
+        s=-
+        c=IN IP4 192.0.2.50
+        t=0 0
+        m=audio 6000 RTP/AVPF 111
+        a=rtpmap:111 opus/48000/2
+        a=rtcp-mux-only
+    """)
+    plan, _ = run(core_answer, Side.CORE, Kind.ANSWER, offered.state, pol)
+    assert (plan.iq.streams[0].core.rtcp_mux, plan.iq.streams[0].core.remote_rtcp_port) == (True, None)
+    _, core_offered = run(CORE_OFFER, Side.CORE, Kind.OFFER, DialogState(), pol)
+    plan, _ = run(_wic_answer(extra=["a=rtcp-mux-only"]), Side.ACCESS, Kind.ANSWER, core_offered.state, pol)
+    assert (plan.iq.streams[0].access.rtcp_mux, plan.iq.streams[0].access.remote_rtcp_port) == (True, None)
