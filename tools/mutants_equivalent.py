@@ -25,13 +25,17 @@ from dataclasses import dataclass
 class Rule:
     modules: str
     removed: str
-    added: str
+    added: str | None  # None: the mutant deletes the line
     reason: str
 
     def matches(self, module: str, removed: list[str], added: list[str]) -> bool:
-        return (fnmatch.fnmatch(module, self.modules) and bool(removed) and len(removed) == len(added)
-                and all(re.search(self.removed, line) for line in removed)
-                and all(re.search(self.added, line) for line in added))
+        if not fnmatch.fnmatch(module, self.modules) or not removed:
+            return False
+        if not all(re.search(self.removed, line) for line in removed):
+            return False
+        if self.added is None:
+            return not added
+        return len(removed) == len(added) and all(re.search(self.added, line) for line in added)
 
 
 LOG_CALL = r"^\s*(log|logger)\.(debug|info|warning|error|exception)\("
@@ -69,7 +73,43 @@ RULES: tuple[Rule, ...] = (
          " their address"),
     Rule("sdp_rules/attrs.py", r'm\.remove_attributes\("rtcp-mux"\)', r"m\.remove_attributes\(",
          "no section reaches set_core_transport unmuxed with an a=rtcp-mux left: answer_from_access removes"
-         " it first and the T.140 core line is built without transport attributes"),
+         " it first (each of the two removals alone is redundant) and the T.140 core line is built without"
+         " transport attributes"),
+    # -- sdp_rules/media.py --------------------------------------------------------
+    Rule("sdp_rules/media.py", r'first = not \(prev and prev\.get\("notified_failure"\)\)',
+         r"first = not \(prev or prev\.get",
+         "prev is always set when an answer from access is planned (the core offer stored the stream)"),
+    Rule("sdp_rules/media.py", r"notify_tls_failure=first,", None,
+         "first is False whenever an answer from access is planned (the core offer recorded the"
+         " notification): the default False is the same"),
+    Rule("sdp_rules/media.py", r"core_reply = _core_reply\(reply, sid, prev\)",
+         r"core_reply = _core_reply\((None, sid|reply, None), prev\)",
+         "in answer_from_access: the answer's MODIFY has no core termination, so the reply has none and the"
+         " stored one is used either way"),
+    Rule("sdp_rules/media.py", r"access_reply = _access_reply\(reply, sid, prev\)",
+         r"access_reply = _access_reply\((None, sid|reply, None), prev\)",
+         "in answer_from_core: the answer's MODIFY has no access termination, so the reply has none and the"
+         " stored one is used either way"),
+    Rule("sdp_rules/media.py", r"dtls_params\(ctx\.sdp, m, where, answer=False\)", r"answer=None\)",
+         "None is as false as False for the one test of it"),
+    Rule("sdp_rules/media.py", r'^\s*"(core_proto|reuse)": (core_proto|reuse),$', r'^\s*"\w+": (core_proto|reuse),$',
+         "offer_from_access's pending core_proto and reuse are read by no answer path (answer_from_core reads"
+         " neither), and a core offer replaces them in the stream state before answer_from_access reads its own"),
+    Rule("sdp_rules/media.py", r'state\.pop\("sid", None\)', r"state\.pop\(",
+         "a 'sid' key left in the stream state is read by nothing (the answer paths read it from pending)"),
+    Rule("sdp_rules/media.py", r'(state\["notified_failure"\] = True|"notified_failure": True,)',
+         r'(\["\w+"\] = (True|False|None)|"\w+": True,)',
+         "the flag a WIC offer or answer records is replaced by the core offer's before answer_from_access,"
+         " its only reader, runs"),
+    Rule("sdp_rules/media.py", r'state\["core_rtcp_mux"\] = core_mux', r'state\[.*\] = (core_mux|None)',
+         "the stream state's core_rtcp_mux is read by nothing: answer_from_access reads it from pending"),
+    Rule("sdp_rules/media.py", r'state\["access"\] = access_reply\.to_dict\(\)\n?$', r'state\["\w+"\] = access_reply',
+         "in answer_from_core: the access reply is the stored one (its MODIFY asks nothing of access)"),
+    Rule("sdp_rules/media.py", r"core = TerminationSpec\(side=Side\.CORE, transport=core_transport, rtcp_mux=False\)",
+         r"core = TerminationSpec\(side=Side\.CORE, transport=core_transport, \)",
+         "rtcp_mux defaults to False"),
+    Rule("sdp_rules/media.py", r'out\.remove_attributes\("rtcp-mux"\)', r"out\.remove_attributes\(",
+         "set_core_transport removes a=rtcp-mux as well when the core leg is not muxed, and adds it when it is"),
     # -- sdp_rules/bandwidth.py ----------------------------------------------------
     Rule("sdp_rules/bandwidth.py", r"line\.value\.partition\(\":\"\)", r"line\.value\.rpartition\(\":\"\)",
          "a b= value is digits only (sdp.parse checks it): the line has one colon"),
