@@ -434,3 +434,63 @@ def test_rtcp_mux_only_alone_means_muxed_on_every_path():
     _, core_offered = run(CORE_OFFER, Side.CORE, Kind.OFFER, DialogState(), pol)
     plan, _ = run(_wic_answer(extra=["a=rtcp-mux-only"]), Side.ACCESS, Kind.ANSWER, core_offered.state, pol)
     assert (plan.iq.streams[0].access.rtcp_mux, plan.iq.streams[0].access.remote_rtcp_port) == (True, None)
+
+
+SDES_CRYPTO = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+
+
+@pytest.mark.req("G-1")
+def test_the_plan_says_per_m_line_what_was_decided_and_why_for_a_core_offer_and_its_answer():
+    pol = policy()
+    offer = (CORE_OFFER + "m=audio 5004 rtp/savpf 0\r\n" + SDES_CRYPTO + "m=video 0 RTP/AVP 96\r\n"
+             "m=application 5070 TCP/BFCP *\r\n")
+    p, offered = run(offer, Side.CORE, Kind.OFFER, DialogState(), pol)
+    assert [(d.index, d.media, d.proto, d.kind, d.reason, d.stream_ids) for d in p.streams] == [
+        (0, "audio", "RTP/AVP", "srtp", "", [0]),
+        (1, "audio", "rtp/savpf", "passthrough", "SDES-SRTP from the core: not e2ae", []),
+        (2, "video", "RTP/AVP", "passthrough", "rejected (port 0)", []),
+        (3, "application", "TCP/BFCP", "passthrough", "proto TCP/BFCP is not e2ae", []),
+    ]
+    answer = sdp("\n".join([
+        "v=0", "o=ue 2 2 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
+        "m=audio 5000 UDP/TLS/RTP/SAVP 0", f"a=fingerprint:{FP}", "a=setup:active",
+        "m=audio 5004 rtp/savpf 0", "m=video 0 RTP/AVP 96", "m=application 0 TCP/BFCP *",
+    ]))
+    p, answered = run(answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    assert [(d.index, d.media, d.proto, d.kind, d.reason, d.stream_ids) for d in p.streams] == [
+        (0, "audio", "UDP/TLS/RTP/SAVP", "srtp", "", [0]),
+        (1, "audio", "rtp/savpf", "passthrough", "not e2ae", []),
+        (2, "video", "RTP/AVP", "passthrough", "not e2ae", []),
+        (3, "application", "TCP/BFCP", "passthrough", "not e2ae", []),
+    ]
+    assert [line for line in answered.sdp.split("\r\n") if line.startswith("m=")][1:] == [
+        "m=audio 5004 rtp/savpf 0", "m=video 0 RTP/AVP 96", "m=application 0 TCP/BFCP *"]
+
+
+@pytest.mark.req("G-1")
+def test_the_plan_says_per_m_line_what_was_decided_for_a_wic_offer_and_the_core_answer():
+    pol = policy()
+    offer = (fixture("chromium_offer_audio.sdp") + "m=audio 5004 RTP/SAVPF 0\r\n" + SDES_CRYPTO
+             + "m=video 5006 RTP/AVP 96\r\n")
+    p, offered = run(offer, Side.ACCESS, Kind.OFFER, DialogState(), pol)
+    assert [(d.index, d.kind, d.reason) for d in p.streams] == [
+        (0, "srtp", ""), (1, "passthrough", "SDES-SRTP, not DTLS: not e2ae"),
+        (2, "passthrough", "proto RTP/AVP is not e2ae")]
+    answer = sdp("""
+        v=0
+        o=core 1 1 IN IP4 192.0.2.50
+        s=-
+        c=IN IP4 192.0.2.50
+        t=0 0
+        m=audio 6000 RTP/AVPF 111
+        m=audio 6004 RTP/SAVPF 0
+        m=video 6006 RTP/AVP 96
+    """)
+    p, answered = run(answer, Side.CORE, Kind.ANSWER, offered.state, pol)
+    assert [(d.index, d.media, d.proto, d.kind, d.reason, d.stream_ids) for d in p.streams] == [
+        (0, "audio", "RTP/AVPF", "srtp", "", [0]),
+        (1, "audio", "RTP/SAVPF", "passthrough", "not e2ae", []),
+        (2, "video", "RTP/AVP", "passthrough", "not e2ae", []),
+    ]
+    assert [line for line in answered.sdp.split("\r\n") if line.startswith("m=")][1:] == [
+        "m=audio 6004 RTP/SAVPF 0", "m=video 6006 RTP/AVP 96"]
