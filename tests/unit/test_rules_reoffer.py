@@ -231,6 +231,7 @@ def test_wic_reoffer_disabling_the_stream_releases_it():
     _, _, state = _call(pol, _chromium())
     plan, offered = run(_disabled(_chromium()), Side.ACCESS, Kind.OFFER, state, pol, transaction="t2")
     assert (plan.iq.command, plan.iq.streams, plan.iq.release_streams) == (Command.MODIFY, [], [0])
+    assert [(d.kind, d.reason) for d in plan.streams] == [("passthrough", "disabled in a re-offer: stream released")]
     forwarded = offered.sdp.split("\r\n")
     m_lines = [line for line in forwarded if line.startswith("m=")]
     assert m_lines == ["m=audio 0 RTP/AVPF 111 63 9 0 8 13 110 126"]
@@ -257,6 +258,7 @@ def test_core_reoffer_disabling_the_stream_releases_it():
     _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
     plan, reoffered = run(_disabled(core_offer), Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
     assert (plan.iq.streams, plan.iq.release_streams) == ([], [0])
+    assert [(d.kind, d.reason) for d in plan.streams] == [("passthrough", "disabled in a re-offer: stream released")]
     m_lines = [line for line in reoffered.sdp.split("\r\n") if line.startswith("m=")]
     assert m_lines == [" ".join(["m=audio", "0", "UDP/TLS/RTP/SAVP", *access_m.split(" ")[3:]])]
     assert reoffered.state.data["streams"] == {}
@@ -314,3 +316,49 @@ def test_peer_without_tls_id_keeping_its_role_keeps_the_association(first, again
     plan, _, _ = _reoffer(pol, state, _chromium(setup=again, tls_id=None))
     spec = plan.iq.streams[0]
     assert (spec.reuse_association, spec.local_tls_id, spec.access.establish_tls) == (True, ids.nth(1), False)
+
+
+@pytest.mark.req("SRTP-6")
+def test_core_reoffer_decisions_for_kept_new_and_pass_through_lines():
+    pol = policy()
+    core_offer = fixture("core_rtp_offer.sdp") + "m=video 5006 RTP/SAVP 96\r\n"
+    _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
+    access_m = [line for line in offered.sdp.split("\r\n") if line.startswith("m=")]
+    wic_answer = sdp(f"""
+        v=0
+        o=- 2 2 IN IP4 127.0.0.1
+        s=-
+        c=IN IP4 127.0.0.1
+        t=0 0
+        {access_m[0].replace(access_m[0].split(" ")[1], "50000", 1)}
+        a=fingerprint:sha-256 {':'.join(['AB'] * 32)}
+        a=setup:active
+        {access_m[1]}
+    """)
+    _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    reoffer = core_offer + "m=audio 5008 RTP/AVP 0\r\n"
+    plan, reoffered = run(reoffer, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
+    assert [(d.index, d.kind, d.reason, d.stream_ids) for d in plan.streams] == [
+        (0, "srtp", "", [0]),
+        (1, "passthrough", "existing m-line", []),
+        (2, "srtp", "", [2]),
+    ]
+    assert [line for line in reoffered.sdp.split("\r\n") if line.startswith("m=")][1] == "m=video 5006 RTP/SAVP 96"
+
+
+@pytest.mark.parametrize(("body", "origin", "message"), [
+    (CORE_ANSWER, Side.CORE, "SDP answer without an offer in progress"),
+])
+def test_an_answer_without_an_offer_is_refused(body, origin, message):
+    with pytest.raises(SdpPolicyError) as caught:
+        run(body, origin, Kind.ANSWER, DialogState(), policy())
+    assert caught.value.reason == message
+
+
+def test_an_answer_from_the_offerer_itself_is_refused():
+    pol = policy()
+    _, offered = run(_chromium(), Side.ACCESS, Kind.OFFER, DialogState(), pol)
+    with pytest.raises(SdpPolicyError) as caught:
+        run(_chromium(setup="active"), Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    assert caught.value.reason == "SDP answer from access to its own offer"
+
