@@ -129,6 +129,9 @@ RULES: tuple[Rule, ...] = (
     Rule("sdp_rules/sdp.py", r'bwtype, colon, value = line\.value\.partition\(":"\)',
          r'line\.value\.rpartition\(":"\)',
          "a value after a second colon is no number either way: refused the same (the reason names the line)"),
+    # -- sdp_rules/iq.py -----------------------------------------------------------
+    Rule("sdp_rules/iq.py", r"names = _FIELD_NAMES\.get\(cls\)", r"names = (None|_FIELD_NAMES\.get\(None\))",
+         "a cache miss on every call: the field names are recomputed, the same"),
     # -- sdp_rules/bandwidth.py ----------------------------------------------------
     Rule("sdp_rules/bandwidth.py", r"line\.value\.partition\(\":\"\)", r"line\.value\.rpartition\(\":\"\)",
          "a b= value is digits only (sdp.parse checks it): the line has one colon"),
