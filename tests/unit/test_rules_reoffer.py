@@ -362,3 +362,28 @@ def test_an_answer_from_the_offerer_itself_is_refused():
         run(_chromium(setup="active"), Side.ACCESS, Kind.ANSWER, offered.state, pol)
     assert caught.value.reason == "SDP answer from access to its own offer"
 
+
+
+def test_a_core_reoffer_turning_a_dtls_media_line_into_t140_is_refused():
+    """Found by fuzzing: the data-channel rules took the kept SRTP stream for an association (a 500)."""
+    pol = policy()
+    core_offer = fixture("core_rtp_offer.sdp")
+    _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
+    access_m = [line for line in offered.sdp.split("\r\n") if line.startswith("m=")][0]
+    wic_answer = sdp(f"""
+        v=0
+        o=- 2 2 IN IP4 127.0.0.1
+        s=-
+        c=IN IP4 127.0.0.1
+        t=0 0
+        {access_m.replace(access_m.split(" ")[1], "50000", 1)}
+        a=fingerprint:sha-256 {':'.join(['AB'] * 32)}
+        a=setup:active
+    """)
+    _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    t140 = core_offer.replace("m=audio 20000 RTP/AVP 0 8 101", "m=text 20000 RTP/AVP 98").replace(
+        "a=rtpmap:0 PCMU/8000", "a=rtpmap:98 t140/1000")
+    with pytest.raises(SdpPolicyError) as caught:
+        run(t140, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
+    assert caught.value.sip_status == 488
+    assert caught.value.reason == "m-line 1: a re-offer turning a srtp stream into text for a data channel is not supported"
