@@ -387,3 +387,15 @@ def test_a_core_reoffer_turning_a_dtls_media_line_into_t140_is_refused():
         run(t140, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
     assert caught.value.sip_status == 488
     assert caught.value.reason == "m-line 1: a re-offer turning a srtp stream into text for a data channel is not supported"
+
+
+def test_a_wic_reoffer_with_fewer_m_lines_keeps_the_cores_lines_rejected_in_place():
+    """RFC 3264 section 8: the core must see every m-line it knows; a missing one goes as port 0."""
+    pol = policy()
+    two = _chromium() + "m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+    _, offered = run(two, Side.ACCESS, Kind.OFFER, DialogState(), pol)
+    answer = CORE_ANSWER + "m=video 7000 RTP/AVP 96\r\n"
+    _, answered = run(answer, Side.CORE, Kind.ANSWER, offered.state, pol)
+    _, reoffered = run(_chromium(), Side.ACCESS, Kind.OFFER, answered.state, pol, transaction="t2")
+    assert [line for line in reoffered.sdp.split("\r\n") if line.startswith("m=")] == [
+        "m=audio 30000 RTP/AVPF 111 63 9 0 8 13 110 126", "m=video 0 RTP/AVP 96"]
