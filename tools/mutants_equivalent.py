@@ -146,6 +146,13 @@ RULES: tuple[Rule, ...] = (
          "an absent part header reads as a media type that is neither SDP nor multipart either way"),
     Rule("plugin/body.py", r'content_type\.split\(";", 1\)\[0\]', r'content_type\.split\(";", (2)?\)\[0\]',
          "only the text before the first ';' is used"),
+    # -- mediad/msrp.py ------------------------------------------------------------
+    Rule("mediad/msrp.py", r"if found < 0:", r"if found (<= 0|< 1):",
+         "the search starts after the start line: found is never 0"),
+    Rule("mediad/msrp.py", r"pos = found \+ 1", r"pos = found \+ 2",
+         "the needle starts with CR LF: two matches are never one byte apart"),
+    Rule("mediad/msrp.py", r"while pos < len\(buffer\):", r"while pos <= len\(buffer\):",
+         "at the end of the buffer message_end sees an empty start line and waits: the loop ends the same"),
     # -- mediad/demux.py -----------------------------------------------------------
     Rule("mediad/demux.py", r"MIN_LENGTH\.get\(kind, 0\)", r"MIN_LENGTH\.get\(kind, 1\)",
          "only UNKNOWN has no minimum length, and datagrams under 4 bytes are UNKNOWN before this test"),
