@@ -91,8 +91,14 @@ class ModuleScore:
 
 
 def _prepare(workdir: Path, module: str) -> None:
-    """A copy of the packages and tests with a [mutmut] section for ``module``."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    """A fresh copy of the packages and tests with a [mutmut] section for ``module``.
+
+    Fresh: mutmut keeps the verdicts it finds in a work directory, and would not
+    test again a mutant that changed tests now kill.
+    """
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in (*PACKAGES, "tests"):
         target = workdir / name

@@ -101,6 +101,13 @@ def test_parse_rtp_skips_csrcs_and_the_header_extension():
 def test_parse_rtp_removes_padding():
     packet = struct.pack("!BBHII", 0xA0, 98, 1, 0, 0) + b"hi" + bytes([0, 0, 3])
     assert parse_rtp(packet)[5] == b"hi"
+    packet = struct.pack("!BBHII", 0xA0, 98, 1, 0, 0) + bytes([0, 2])  # padding is the whole payload
+    assert parse_rtp(packet)[5] == b""
+
+
+def test_parse_rtp_marker_is_the_top_bit_only():
+    assert parse_rtp(struct.pack("!BBHII", 0x80, 99, 1, 0, 0))[4] is False
+    assert parse_rtp(struct.pack("!BBHII", 0x80, 0x80 | 99, 1, 0, 0))[4] is True
 
 
 @pytest.mark.parametrize(("packet", "message"), [
@@ -112,6 +119,9 @@ def test_parse_rtp_removes_padding():
     (struct.pack("!BBHII", 0x81, 98, 1, 0, 0), "RTP header longer than the packet"),
     (struct.pack("!BBHII", 0xA0, 98, 1, 0, 0) + b"a" + bytes([3]), "RTP padding longer than the payload"),
     (struct.pack("!BBHII", 0xA0, 98, 1, 0, 0), "RTP padding longer than the payload"),
+    (struct.pack("!BBHII", 0xA0, 98, 1, 0, 0) + bytes([0, 5]), "RTP padding longer than the payload"),
+    (struct.pack("!BBHII", 0x90, 98, 1, 0, 0) + struct.pack("!HH", 0xBEDE, 0x8000) + bytes(8),
+     "RTP header longer than the packet"),
 ])
 def test_parse_rtp_errors_say_what_is_wrong(packet, message):
     with pytest.raises(ValueError) as caught:
@@ -153,3 +163,20 @@ def test_red_errors_say_what_is_wrong(payload, message):
 def test_red_block_filling_the_packet_exactly_is_whole():
     payload = struct.pack("!I", 0x80000000 | (98 << 24) | 3) + bytes([98]) + b"abc"
     assert parse_red(payload) == ([(98, 0, b"abc")], (98, b""))
+
+
+def test_a_character_longer_than_the_limit_cannot_be_split():
+    with pytest.raises(ValueError) as caught:
+        split_utf8("\u00e9".encode(), 1)
+    assert str(caught.value) == "T.140 text is not UTF-8"
+    assert split_utf8("a\u00e9".encode(), 2) == [b"a", "\u00e9".encode()]
+
+
+def test_red_recovers_two_lost_packets_in_order_and_drops_are_counted():
+    depacketizer = T140Depacketizer(pt=98, red_pt=100)
+    assert depacketizer.receive(rtp(10, red_payload([b"", b"a"], b"b"), pt=100)) == b"b"
+    # 11 and 12 are lost; 13 carries them as its two redundant generations
+    assert depacketizer.receive(rtp(13, red_payload([b"c", b"d"], b"e"), pt=100)) == b"cde"
+    assert depacketizer.receive(rtp(14, bytes([98]) + b"abc", pt=0)) is None  # not T.140, not RED
+    assert depacketizer.receive(rtp(15, red_payload([], b"x", pt=97), pt=100)) is None  # RED of another type
+    assert depacketizer.dropped == 2
