@@ -53,7 +53,7 @@ RULES: tuple[Rule, ...] = (
          "a first byte of 3 or 4 sets method bit M7 or M8 (RFC 5389 6): never a Binding, dropped either way"),
     Rule("mediad/stun.py", r"self\.nominated = False", r"self\.nominated = None",
          "None and False are both false; every reader tests the flag's truth"),
-    Rule("mediad/stun.py", r"self\._remote_pwd = remote_pwd", r"self\._remote_pwd = None",
+    Rule("mediad/stun.py", r"self\._remote_pwd = (remote_pwd|pwd)$", r"self\._remote_pwd = None",
          "the remote password is kept but never read (a lite agent sends no checks, RFC 8445 2.5)"),
     # -- sdp_rules/attrs.py --------------------------------------------------------
     Rule("sdp_rules/attrs.py", r"tcp_candidates: bool = False,", r"tcp_candidates: bool = True,",
@@ -132,6 +132,8 @@ RULES: tuple[Rule, ...] = (
     # -- sdp_rules/iq.py -----------------------------------------------------------
     Rule("sdp_rules/iq.py", r"names = _FIELD_NAMES\.get\(cls\)", r"names = (None|_FIELD_NAMES\.get\(None\))",
          "a cache miss on every call: the field names are recomputed, the same"),
+    Rule("mediad/stun.py", r"^        self\.last_consent = now$", r"^        self\.last_consent = None$",
+         "in the nomination branch: the test after it sets last_consent = now for the address just selected"),
     # -- sdp_rules/bandwidth.py ----------------------------------------------------
     Rule("sdp_rules/bandwidth.py", r"line\.value\.partition\(\":\"\)", r"line\.value\.rpartition\(\":\"\)",
          "a b= value is digits only (sdp.parse checks it): the line has one colon"),
@@ -163,6 +165,9 @@ RULES: tuple[Rule, ...] = (
     Rule("mediad/t140.py", r'raise ValueError\(f"RED primary payload type', r"raise ValueError\(",
          "receive() catches this error and counts the drop: its text is shown nowhere"),
     # -- mediad/demux.py -----------------------------------------------------------
+    Rule("mediad/demux.py", r"for lo, hi, kind in \(\(0, 3, STUN\)",
+         r"\(16, 20, ZRTP\), \(20, 63, DTLS\)|\(20, 64, DTLS\), \(64, 79, TURN_CHANNEL\)",
+         "the next range starts at that byte and is written after it: the table comes out the same"),
     Rule("mediad/demux.py", r"MIN_LENGTH\.get\(kind, 0\)", r"MIN_LENGTH\.get\(kind, 1\)",
          "only UNKNOWN has no minimum length, and datagrams under 4 bytes are UNKNOWN before this test"),
     Rule("mediad/demux.py", r"if size - offset < 4 or", r"if size \+ offset < 4 or",
