@@ -51,7 +51,7 @@ MODULES: dict[str, list[str]] = {
     "mediad/stun.py": ["tests/unit/test_mediad_stun.py"],
     "mediad/demux.py": ["tests/unit/test_mediad_demux.py"],
     "mediad/framing.py": ["tests/unit/test_mediad_framing.py"],
-    "mediad/dtls_record.py": ["tests/unit/test_mediad_dtls_compact.py"],
+    "mediad/dtls_record.py": ["tests/unit/test_mediad_dtls_record.py", "tests/unit/test_mediad_dtls_compact.py"],
     "mediad/srtp.py": ["tests/unit/test_mediad_srtp.py"],
     "mediad/msrp.py": ["tests/unit/test_mediad_msrp.py"],
     "mediad/t140.py": ["tests/unit/test_mediad_t140.py"],
