@@ -1056,3 +1056,19 @@ def test_reoffer_rejecting_the_data_channel_line_rejects_core_lines_in_place_and
 def test_dcmap_written_by_the_alg_parses_back_to_the_same_channel(stream_id, label, subprotocol):
     dcmap = DcMap(stream_id=stream_id, label=label, subprotocol=subprotocol)
     assert datachannel.parse_dcmap(datachannel.format_dcmap(dcmap), "m-line 1") == dcmap
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ('1 label="a;b', "unterminated quoted string"),
+    ("1 label=chat", "'chat' is not a quoted-string"),
+    ('1 label="chat";subprotocol', "'subprotocol' is not name=value"),
+    ('1 label="a";label="b"', "label appears twice"),
+    ("1 max-retr=three", "max-retr=three is not a number"),
+    ("1 ordered=yes", "ordered=yes is not true/false"),
+    ("1 max-retr=1;max-time=2", "max-retr and max-time are mutually exclusive"),
+])
+def test_malformed_dcmap_reasons_name_the_problem(value, why):
+    """RFC 8864 5.1 syntax errors: 488 with the line and what is wrong in the Warning."""
+    with pytest.raises(SdpPolicyError) as caught:
+        datachannel.parse_dcmap(value, "m-line 1")
+    assert caught.value.reason == f"m-line 1: malformed a=dcmap:{value}: {why}"
