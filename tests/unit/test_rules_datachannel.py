@@ -1072,3 +1072,21 @@ def test_malformed_dcmap_reasons_name_the_problem(value, why):
     with pytest.raises(SdpPolicyError) as caught:
         datachannel.parse_dcmap(value, "m-line 1")
     assert caught.value.reason == f"m-line 1: malformed a=dcmap:{value}: {why}"
+
+
+@pytest.mark.req("DC-7", "DC-8")
+@pytest.mark.parametrize("mux", ["a=rtcp-mux", "a=rtcp-mux-only", None])
+def test_t140_core_lines_multiplex_rtcp_as_the_core_says(mux):
+    """RFC 5761 / RFC 8858 on the core's T.140 line, in its answer and in its offer."""
+    pol = policy()
+    _, offered = _wic_offer(pol)
+    answer = CORE_ANSWER.replace("m=text 6000 RTP/AVP 98 100\r\n", "m=text 6000 RTP/AVP 98 100\r\n"
+                                 + (mux + "\r\n" if mux else ""))
+    plan, _ = run(answer, Side.CORE, Kind.ANSWER, offered.state, pol)
+    core = [s for s in plan.iq.streams if s.stream_id == ch(0, 2)][0].core
+    assert (core.rtcp_mux, core.remote_rtcp_port) == ((True, None) if mux else (False, 6001))
+    offer = CORE_T140_OFFER.replace("m=text 11000 RTP/AVP 98 100\r\n", "m=text 11000 RTP/AVP 98 100\r\n"
+                                    + (mux + "\r\n" if mux else ""))
+    plan, _ = _core_offer(pol, offer)
+    core = plan.iq.streams[1].core
+    assert (core.rtcp_mux, core.remote_rtcp_port) == ((True, None) if mux else (False, 11001))
