@@ -1090,3 +1090,24 @@ def test_t140_core_lines_multiplex_rtcp_as_the_core_says(mux):
     plan, _ = _core_offer(pol, offer)
     core = plan.iq.streams[1].core
     assert (core.rtcp_mux, core.remote_rtcp_port) == ((True, None) if mux else (False, 11001))
+
+
+@pytest.mark.req("DC-2", "DC-9")
+def test_wic_answer_to_a_core_reoffer_on_a_kept_association_sends_only_the_new_transport_and_channels():
+    """The kept association: no fingerprints, no Establish IEs, no SCTP port; ICE and stream ids as answered."""
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    _, offered = _core_offer(pol, CORE_MSRP_T140_OFFER)
+    _, answered = run(WIC_ANSWER, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    _, reoffered = _core_offer(pol, CORE_MSRP_T140_OFFER, answered.state)
+    plan, _ = run(WIC_ANSWER, Side.ACCESS, Kind.ANSWER, reoffered.state, pol)
+    assert plan.iq.streams[0] == StreamSpec(
+        stream_id=0, kind="sctp",
+        access=TerminationSpec(
+            side=Side.ACCESS, transport="UDP/DTLS/SCTP", remote_address="192.0.2.20", remote_port=52342,
+            tls_role=Role.SERVER, ice_lite=True, remote_ice_ufrag="wicU", remote_ice_pwd="wicPasswordwicPassword12",
+            remote_candidates=["1 1 udp 2122260223 192.0.2.20 52342 typ host"], notify_stream_reset=True,
+            sctp_stream_ids=[1, 3],
+        ),
+        local_tls_id=ids.nth(1), remote_tls_id="wicTlsIdwicTlsId0009", reuse_association=True,
+    )
