@@ -134,6 +134,9 @@ RULES: tuple[Rule, ...] = (
          "a cache miss on every call: the field names are recomputed, the same"),
     Rule("mediad/stun.py", r"^        self\.last_consent = now$", r"^        self\.last_consent = None$",
          "in the nomination branch: the test after it sets last_consent = now for the address just selected"),
+    Rule("sdp_rules/iq.py", r"if value is None or value\.__class__ in _PLAIN:",
+         r"if value is None and value\.__class__ in _PLAIN:",
+         "the branches below leave None and plain values as they are: the dict comes out the same"),
     # -- sdp_rules/bandwidth.py ----------------------------------------------------
     Rule("sdp_rules/bandwidth.py", r"line\.value\.partition\(\":\"\)", r"line\.value\.rpartition\(\":\"\)",
          "a b= value is digits only (sdp.parse checks it): the line has one colon"),

@@ -207,6 +207,7 @@ def test_every_iq_field_round_trips_under_its_wire_name():
     assert wire["streams"][0]["access"]["tls_role"] == "client"
     assert wire["streams"][0]["access"]["dcmap"]["label"] == "chat"
     assert IqRequest.from_dict(wire) == request
+    assert IqRequest.from_dict(wire).streams[0].access.tls_role is Role.CLIENT  # the enum, not its text
     assert decode_request(SECRET, encode_request(SECRET, request)) == request
     wire = json.loads(json.dumps(reply.to_dict()))
     assert set(wire) == {"dialog", "transaction", "streams", "error", "error_code", "data"}
