@@ -457,6 +457,7 @@ def test_the_plan_says_per_m_line_what_was_decided_and_why_for_a_core_offer_and_
         "m=audio 5004 rtp/savpf 0", "m=video 0 RTP/AVP 96", "m=application 0 TCP/BFCP *",
     ]))
     p, answered = run(answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    assert (p.origin, p.kind, p.forward_to) == (Side.ACCESS, Kind.ANSWER, Side.CORE)
     assert [(d.index, d.media, d.proto, d.kind, d.reason, d.stream_ids) for d in p.streams] == [
         (0, "audio", "UDP/TLS/RTP/SAVP", "srtp", "", [0]),
         (1, "audio", "rtp/savpf", "passthrough", "not e2ae", []),
@@ -473,9 +474,11 @@ def test_the_plan_says_per_m_line_what_was_decided_for_a_wic_offer_and_the_core_
     offer = (fixture("chromium_offer_audio.sdp") + "m=audio 5004 RTP/SAVPF 0\r\n" + SDES_CRYPTO
              + "m=video 5006 RTP/AVP 96\r\n")
     p, offered = run(offer, Side.ACCESS, Kind.OFFER, DialogState(), pol)
-    assert [(d.index, d.kind, d.reason) for d in p.streams] == [
-        (0, "srtp", ""), (1, "passthrough", "SDES-SRTP, not DTLS: not e2ae"),
-        (2, "passthrough", "proto RTP/AVP is not e2ae")]
+    assert [(d.index, d.media, d.proto, d.kind, d.reason, d.stream_ids) for d in p.streams] == [
+        (0, "audio", "UDP/TLS/RTP/SAVPF", "srtp", "", [0]),
+        (1, "audio", "RTP/SAVPF", "passthrough", "SDES-SRTP, not DTLS: not e2ae", []),
+        (2, "video", "RTP/AVP", "passthrough", "proto RTP/AVP is not e2ae", [])]
+    assert (p.origin, p.kind, p.forward_to) == (Side.ACCESS, Kind.OFFER, Side.CORE)
     answer = sdp("""
         v=0
         o=core 1 1 IN IP4 192.0.2.50

@@ -399,3 +399,49 @@ def test_a_wic_reoffer_with_fewer_m_lines_keeps_the_cores_lines_rejected_in_plac
     _, reoffered = run(_chromium(), Side.ACCESS, Kind.OFFER, answered.state, pol, transaction="t2")
     assert [line for line in reoffered.sdp.split("\r\n") if line.startswith("m=")] == [
         "m=audio 30000 RTP/AVPF 111 63 9 0 8 13 110 126", "m=video 0 RTP/AVP 96"]
+
+
+def test_rejected_placeholders_for_core_lines_keep_their_media_and_proto():
+    from sdp_rules.rules import _rejected_from_m
+    from sdp_rules.sdp import parse
+
+    fallback = parse(fixture("core_rtp_offer.sdp")).media[0]
+    assert str(_rejected_from_m("video 7000 RTP/AVP 96", fallback).lines[0]) == "m=video 0 RTP/AVP 96"
+    assert str(_rejected_from_m(None, fallback).lines[0]) == "m=audio 0 RTP/AVP 0 8 101"
+    assert str(_rejected_from_m(None, None).lines[0]) == "m=application 0 TCP *"
+
+
+def test_a_wic_reoffer_with_fewer_lines_after_a_core_call_keeps_the_cores_lines():
+    pol = policy()
+    core_offer = fixture("core_rtp_offer.sdp") + "m=video 7000 RTP/AVP 96\r\n"
+    _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
+    access_m = [line for line in offered.sdp.split("\r\n") if line.startswith("m=")]
+    wic_answer = sdp(f"""
+        v=0
+        o=- 2 2 IN IP4 127.0.0.1
+        s=-
+        c=IN IP4 127.0.0.1
+        t=0 0
+        {access_m[0].replace(access_m[0].split(" ")[1], "50000", 1)}
+        a=fingerprint:sha-256 {':'.join(['AB'] * 32)}
+        a=setup:active
+        {access_m[1].replace(access_m[1].split(" ")[1], "50002", 1)}
+        a=fingerprint:sha-256 {':'.join(['AB'] * 32)}
+        a=setup:active
+    """)
+    _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    reoffer = wic_answer.split("m=video")[0]
+    _, reoffered = run(reoffer, Side.ACCESS, Kind.OFFER, answered.state, pol, transaction="t2")
+    assert [line for line in reoffered.sdp.split("\r\n") if line.startswith("m=")] == [
+        "m=audio 30000 RTP/AVP 0 8 101", "m=video 0 RTP/AVP 96"]
+
+
+def test_a_core_offer_with_a_new_data_channel_line_then_audio_keeps_their_order():
+    from sdp_rules.simulated_agw import SimulatedAgw
+
+    pol = policy()
+    body = fixture("core_msrp_offer.sdp") + "m=audio 5008 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    p, offered = run(body, Side.CORE, Kind.OFFER, DialogState(), pol, reply=SimulatedAgw().answer)
+    assert [line.split(" ")[0] + " " + line.split(" ")[2] for line in offered.sdp.split("\r\n")
+            if line.startswith("m=")] == ["m=application UDP/DTLS/SCTP", "m=audio UDP/TLS/RTP/SAVP"]
+    assert [d.kind for d in p.streams] == ["datachannel", "srtp"]
