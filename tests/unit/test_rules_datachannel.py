@@ -1020,7 +1020,7 @@ def test_reoffer_rejecting_the_data_channel_line_rejects_core_lines_in_place_and
     """)
     plan, result = _wic_offer(pol, body, established.state)
     assert plan.iq is None
-    assert [(d.index, d.kind) for d in plan.streams] == [(0, "datachannel")]
+    assert [(d.index, d.kind, d.reason) for d in plan.streams] == [(0, "datachannel", "rejected (port 0)")]
     assert result.sdp == sdp("""
         v=0
         o=- 7046312839584755208 3 IN IP4 127.0.0.1

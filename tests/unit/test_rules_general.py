@@ -497,3 +497,39 @@ def test_the_plan_says_per_m_line_what_was_decided_for_a_wic_offer_and_the_core_
     ]
     assert [line for line in answered.sdp.split("\r\n") if line.startswith("m=")][1:] == [
         "m=audio 6004 RTP/SAVPF 0", "m=video 6006 RTP/AVP 96"]
+
+
+def test_finish_without_the_agw_reply_or_with_a_refusal_is_our_defect():
+    from sdp_rules.iq import IqReply
+    from tests.unit.rules_helpers import plan
+
+    p = plan(fixture("chromium_offer_audio.sdp"), Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    with pytest.raises(ValueError) as caught:
+        p.finish(None)
+    assert str(caught.value) == "the plan asked the AGW something; finish() needs its reply"
+    with pytest.raises(ValueError) as caught:
+        p.finish(IqReply(p.iq.dialog, p.iq.transaction, error="no ports left", error_code=503))
+    assert str(caught.value) == "AGW refused the request: no ports left"
+
+
+@pytest.mark.req("SRTP-3")
+def test_a_tls_id_used_earlier_in_the_dialog_is_never_handed_out_again():
+    """RFC 8842 section 4: tls-id values are unique; those of earlier messages of the dialog count too."""
+    wic_tls_id = "wicTlsIdFromTheOfferAAA"
+    values = iter(["ourFirstTlsIdAAAAAAAAAA", wic_tls_id, "ourSecondTlsIdBBBBBBBBB"])
+    pol = policy(new_tls_id=lambda: next(values))
+    offer = fixture("chromium_offer_audio.sdp").replace(
+        "a=setup:actpass\r\n", f"a=setup:actpass\r\na=tls-id:{wic_tls_id}\r\n")
+    _, offered = run(offer, Side.ACCESS, Kind.OFFER, DialogState(), pol)
+    core_answer = sdp("""
+        v=0
+        o=core 1 1 IN IP4 192.0.2.50
+        s=-
+        c=IN IP4 192.0.2.50
+        t=0 0
+        m=audio 6000 RTP/AVPF 111
+    """)
+    _, answered = run(core_answer, Side.CORE, Kind.ANSWER, offered.state, pol)
+    reoffer = core_answer + "m=video 6002 RTP/AVP 96\r\n"
+    p, _ = run(reoffer, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
+    assert [s.local_tls_id for s in p.iq.streams] == ["ourFirstTlsIdAAAAAAAAAA", "ourSecondTlsIdBBBBBBBBB"]
