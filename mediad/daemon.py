@@ -57,6 +57,7 @@ from mediad.tcp import listen as listen_tcp, wants_tcp
 log = logging.getLogger("mediad")
 
 RECENT_REPLIES = 4096
+REDIS_PING_INTERVAL = 5.0  # seconds between two pings behind e2ae_mediad_redis_up
 CERTIFICATE_DAYS = 365
 
 
@@ -69,6 +70,8 @@ class Daemon:
             self.metrics.add_native(self.engine)
         self.access_pool = PortPool(config.mediad_access_address, config.mediad_access_ports)
         self.core_pool = PortPool(config.mediad_core_address, config.mediad_core_ports)
+        self.metrics.watch_pool("access", self.access_pool)
+        self.metrics.watch_pool("core", self.core_pool)
         self.dialogs: dict[str, Dialog] = {}
         self.recent: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self.pending = WriteBehind()
@@ -124,6 +127,8 @@ class Daemon:
             lambda: ControlProtocol(secret, self.serve, self.metrics), local_addr=control.as_tuple()
         )
         self._spawn(self._sweep())
+        self.metrics.redis_up.set(1)
+        self._spawn(self._watch_redis())
         if self.config.mediad_metrics is not None:
             m = self.config.mediad_metrics
             self.metrics_server, _ = start_http_server(m.port, addr=m.host, registry=self.metrics.registry)
@@ -414,6 +419,24 @@ class Daemon:
                     if stream.access is not None and stream.access.spec.ice_lite:
                         for channel in stream.access.channels():
                             channel.check_consent()
+
+    async def _watch_redis(self) -> None:
+        """Ping Redis every REDIS_PING_INTERVAL s: ``e2ae_mediad_redis_up``, a log line on each change."""
+        assert self.store is not None
+        up = True
+        while True:
+            await asyncio.sleep(REDIS_PING_INTERVAL)
+            try:
+                await self.store.ping()
+            except StateError as exc:
+                if up:
+                    log.warning("Redis unreachable: %s", exc)
+                up = False
+            else:
+                if not up:
+                    log.info("Redis reachable again")
+                up = True
+            self.metrics.redis_up.set(1 if up else 0)
 
     # -- what the packet path tells us -------------------------------------------------
     def event(self, stream: Stream, name: str, reason: str | None, component: str, **extra: Any) -> None:
