@@ -146,7 +146,9 @@ class kamailio:
             status=0 if request else int(_pv("$rs", 0) or 0),
         )
 
-    def _reply_error(self, outcome):
+    def _reply_error(self, outcome, initial=False):
+        if initial:
+            self.edge.metrics.call_outcomes.labels(str(outcome.status)).inc()
         if outcome.warning:
             KSR.hdr.append_to_reply("Warning: %s\r\n" % outcome.warning)
         if outcome.retry_after:
@@ -163,7 +165,7 @@ class kamailio:
         outcome = self.edge.handle(msg)
         if outcome.failed:
             if request and msg.method != "ACK":
-                self._reply_error(outcome)
+                self._reply_error(outcome, initial=msg.method == "INVITE" and not msg.to_tag)
                 return False
             # A reply or an ACK cannot be refused: it goes on unchanged, and the error is logged.
             KSR.err("e2ae: Call-ID %s: %s from %s forwarded unchanged: %s\n"
@@ -231,6 +233,8 @@ class kamailio:
             return 1
         if KSR.tm.t_newtran() <= 0:
             return 1  # a retransmission, absorbed
+        if method == "INVITE":
+            self.edge.metrics.call_attempts.labels(side.value).inc()
         if not self._apply(side):
             return 1
         KSR.rr.record_route()
@@ -279,12 +283,15 @@ class kamailio:
         return 1
 
     def ksr_failure_edge(self, msg):
+        self.edge.metrics.call_outcomes.labels(str(_pv("$T_reply_code", 0))).inc()
         self.edge.release(_pv("$ci"), (_pv("$ft"),), "failure")
         return 1
 
     # -- events -------------------------------------------------------------------
     def ksr_dialog_event(self, *args):
         evname = args[-1] if args and isinstance(args[-1], str) else None
+        if evname == "dialog:start":  # confirmed by a 2xx, once per dialog
+            self.edge.metrics.call_outcomes.labels("200").inc()
         if evname in ("dialog:end", "dialog:failed"):
             call_id = _pv("$dlg(callid)")
             tags = (_pv("$dlg(from_tag)"), _pv("$dlg(to_tag)"))
@@ -339,7 +346,8 @@ class kamailio:
         if _pv("$hu").split("?", 1)[0] != "/metrics":
             KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "not found\n")
             return 1
-        body = metrics_module.exposition(self.metrics_dir).decode("utf-8")
+        dialogs = {state: float(_pv("$stat(%s_dialogs)" % state, 0) or 0) for state in metrics_module.DIALOG_STATES}
+        body = metrics_module.exposition(self.metrics_dir, dialogs).decode("utf-8")
         KSR.xhttp.xhttp_reply(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body)
         return 1
 

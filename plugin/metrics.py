@@ -23,6 +23,14 @@ Names (documented in the README):
   failure, timeout, dtls_failed, answer_failed).
 * ``e2ae_plugin_dtls_failures_total{reason}``: DTLS failure events received
   from mediad.
+* ``e2ae_plugin_call_attempts_total{side}``: initial INVITEs taken in (a
+  transaction created), by the side they came from.
+* ``e2ae_plugin_call_outcomes_total{status}``: the final status of those
+  INVITEs: ``200`` when the dialog module confirms the dialog, the code of the
+  final error relayed or answered (by the plugin, or by Kamailio's
+  transaction layer: 408).
+* ``e2ae_plugin_dialogs{state}``: dialogs Kamailio's dialog module holds now
+  (``active``, ``early``), read from its statistics at scrape time.
 """
 
 from __future__ import annotations
@@ -54,6 +62,10 @@ class Metrics:
             "e2ae_plugin_releases", "Dialogs released", ["reason"], **kw)
         self.dtls_failures = Counter(
             "e2ae_plugin_dtls_failures", "DTLS failure events received from mediad", ["reason"], **kw)
+        self.call_attempts = Counter(
+            "e2ae_plugin_call_attempts", "Initial INVITEs taken in, by side", ["side"], **kw)
+        self.call_outcomes = Counter(
+            "e2ae_plugin_call_outcomes", "Final status of initial INVITEs", ["status"], **kw)
 
     def rewrite(self, origin: str, kind: str, result: str) -> None:
         self.rewrites.labels(direction(origin), kind, result).inc()
@@ -63,13 +75,35 @@ def direction(origin: str) -> str:
     return "access_to_core" if origin == "access" else "core_to_access"
 
 
-def exposition(path: str) -> bytes:
-    """The text exposition of every worker's metrics in the multiprocess directory ``path``."""
+DIALOG_STATES = ("active", "early")
+
+
+class _DialogsCollector:
+    """``e2ae_plugin_dialogs{state}`` from values read at scrape time (the dialog module's)."""
+
+    def __init__(self, dialogs: dict[str, float]) -> None:
+        self.dialogs = dialogs
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("e2ae_plugin_dialogs", "Dialogs held by the dialog module, by state",
+                                   labels=["state"])
+        for state, value in self.dialogs.items():
+            family.add_metric([state], value)
+        yield family
+
+
+def exposition(path: str, dialogs: dict[str, float] | None = None) -> bytes:
+    """The text exposition of every worker's metrics in the multiprocess directory ``path``,
+    and ``dialogs`` (state -> count) as ``e2ae_plugin_dialogs`` when given."""
     from prometheus_client import generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=path)
+    if dialogs is not None:
+        registry.register(_DialogsCollector(dialogs))
     return generate_latest(registry)
 
 
@@ -84,4 +118,4 @@ def reset_directory(path: str) -> None:
                 pass
 
 
-__all__ = ["Metrics", "direction", "exposition", "reset_directory", "IQ_BUCKETS", "SDP_BUCKETS"]
+__all__ = ["Metrics", "DIALOG_STATES", "direction", "exposition", "reset_directory", "IQ_BUCKETS", "SDP_BUCKETS"]

@@ -33,6 +33,12 @@ class FakeKsr(types.ModuleType):
 
 class RecordingEdge:
     def __init__(self, released: bool = False) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from plugin.metrics import Metrics
+
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
         self.released = released
         self.releases = []
         self.refreshes = []
@@ -203,3 +209,47 @@ def test_only_a_final_answer_that_cannot_be_converted_ends_the_call(kemi, method
         del ksr.pvs["$rb"]
         assert script.ksr_request_route(None) == 1
         assert failed == [] and timeouts == []
+
+
+def test_call_attempts_and_outcomes_are_counted(kemi):
+    """An initial INVITE is an attempt; its outcome is the dialog's confirmation (200), the
+    final error relayed (failure route) or the error the plugin answered itself."""
+    from plugin.edge import Outcome
+
+    module, ksr = kemi
+    script = module.kamailio()
+    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
+    edge = script._edge = RecordingEdge()
+    ksr.siputils.has_totag = lambda: -1
+    ksr.rr.record_route = lambda: 1
+    ksr.dialog = types.SimpleNamespace(dlg_manage=lambda: 1)
+    ksr.tm.t_on_failure = lambda name: 1
+    ksr.setdsturi = lambda uri: 1
+    ksr.pvs.update({"$rm": "INVITE", "$tt": "", "$rb": ""})
+    assert script.ksr_request_route(None) == 1
+    value = edge.registry.get_sample_value
+    assert value("e2ae_plugin_call_attempts_total", {"side": "access"}) == 1
+    script.ksr_dialog_event("dialog:start")
+    assert value("e2ae_plugin_call_outcomes_total", {"status": "200"}) == 1
+    ksr.pvs["$T_reply_code"] = "486"
+    script.ksr_failure_edge(None)
+    assert value("e2ae_plugin_call_outcomes_total", {"status": "486"}) == 1
+    # An offer the plugin refuses: 488 answered, counted as that INVITE's outcome.
+    replies = []
+    ksr.hdr = types.SimpleNamespace(append_to_reply=lambda text: 1)
+    ksr.tm.t_reply = lambda code, reason: replies.append(code)
+    ksr.pvs["$rb"] = "garbage"
+    edge.handle = lambda msg: Outcome(status=488, reason="Not Acceptable Here", warning="bad")
+    assert script.ksr_request_route(None) == 1
+    assert replies == [488]
+    assert value("e2ae_plugin_call_attempts_total", {"side": "access"}) == 2
+    assert value("e2ae_plugin_call_outcomes_total", {"status": "488"}) == 1
+
+
+def test_exposition_carries_the_dialog_module_counts(tmp_path):
+    from plugin.metrics import exposition
+
+    text = exposition(str(tmp_path), {"active": 3.0, "early": 1.0}).decode()
+    assert 'e2ae_plugin_dialogs{state="active"} 3.0' in text
+    assert 'e2ae_plugin_dialogs{state="early"} 1.0' in text
+    assert "e2ae_plugin_dialogs" not in exposition(str(tmp_path)).decode()
