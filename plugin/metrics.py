@@ -39,6 +39,14 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+# Label values shown (at 0) from the start, so that increase() and rate() see their first event
+# (a series born at 1 shows no increase); others appear when first counted.
+SIDES = ("access", "core")
+ERROR_STATUSES = ("488", "500", "503")
+RELEASE_REASONS = ("bye", "failure", "timeout", "dtls_failed", "answer_failed")
+DTLS_FAILURE_REASONS = ("fingerprint_mismatch", "timeout", "protocol_error")
+CALL_OUTCOMES = ("200",) + ERROR_STATUSES
+
 SDP_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
                0.25, 0.5, 1.0, 2.5)
 IQ_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -66,6 +74,11 @@ class Metrics:
             "e2ae_plugin_call_attempts", "Initial INVITEs taken in, by side", ["side"], **kw)
         self.call_outcomes = Counter(
             "e2ae_plugin_call_outcomes", "Final status of initial INVITEs", ["status"], **kw)
+        for counter, values in ((self.call_attempts, SIDES), (self.call_outcomes, CALL_OUTCOMES),
+                                (self.sip_errors, ERROR_STATUSES), (self.releases, RELEASE_REASONS),
+                                (self.dtls_failures, DTLS_FAILURE_REASONS)):
+            for value in values:
+                counter.labels(value)
 
     def rewrite(self, origin: str, kind: str, result: str) -> None:
         self.rewrites.labels(direction(origin), kind, result).inc()
