@@ -42,3 +42,23 @@ def test_redis_up_follows_a_redis_that_goes_away_and_comes_back(tmp_path):
     finally:
         daemon.stop()
         server.stop()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("packet_path", ["native", "python"])
+def test_query_reports_the_packets_each_stream_relayed_each_way(mediad_factory, packet_path):
+    from sdp_rules.iq import Command
+    from tests.integration.test_mediad_native import established
+    from tests.integration.test_mediad_udp_peer import check_media
+
+    mediad, call = established(mediad_factory, packet_path, f"packets-{packet_path}")
+    try:
+        check_media(call)  # 20 RTP and 1 RTCP each way
+        check_media(call, seq0=1000)
+        reply = mediad.client().request(mediad.iq(Command.QUERY, call.dialog))
+        (stream,) = reply.data["streams"]
+        assert stream["packets"] == {"from_access": 42, "from_core": 42}
+        native = mediad.metric("e2ae_mediad_native_packets_total")
+        assert (native > 0) == (packet_path == "native")
+    finally:
+        call.close()
