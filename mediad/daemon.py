@@ -446,7 +446,9 @@ class Daemon:
         dialog.add_event(event)
         self.metrics.events.labels(name).inc()
         log.info("dialog %s stream %d %s: %s%s", dialog.id, stream.stream_id, component, name,
-                 f" ({reason})" if reason else "")
+                 f" ({reason})" if reason else "",
+                 extra={"dialog": dialog.id, "stream": stream.stream_id, "leg": "access", "component": component,
+                        "event": name, "reason": reason})
         if dialog.id in self.dialogs:
             self._spawn(self._publish(event))
             self.changed(dialog)

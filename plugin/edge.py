@@ -412,6 +412,9 @@ class Edge:
                 self._undo_reserve(record)
             raise
         self.metrics.rewrite(msg.side.value, kind.value, "rewritten" if plan.iq else "passthrough")
+        if reserving:
+            log.info("Call-ID %s: dialog %s: %d stream(s) reserved on mediad", record.call_id, record.id,
+                     len(plan.iq.streams), extra={"call_id": record.call_id, "dialog": record.id, "event": "reserved"})
         return Outcome(body=result.sdp, dialog=record.id)
 
     @staticmethod
@@ -522,7 +525,8 @@ class Edge:
 
     def _count_release(self, call_id: str, reason: str) -> None:
         self.metrics.releases.labels(reason).inc()
-        log.info("Call-ID %s: dialog released (%s)", call_id, reason)
+        log.info("Call-ID %s: dialog released (%s)", call_id, reason,
+                 extra={"call_id": call_id, "event": "released", "reason": reason})
 
     def on_event(self, event: dict) -> DialogRecord | None:
         """An event from mediad; returns the dialog to end for a DTLS failure (policy "bye")."""
@@ -543,7 +547,9 @@ class Edge:
                         record.call_id, event.get("stream_id"), reason)
             return None
         log.warning("Call-ID %s: DTLS failed on stream %s (%s): ending the call",
-                    record.call_id, event.get("stream_id"), reason)
+                    record.call_id, event.get("stream_id"), reason,
+                    extra={"call_id": record.call_id, "dialog": record.id, "stream": event.get("stream_id"),
+                           "leg": "access", "event": "dtls_failed", "reason": reason})
         try:
             claim = self.store.claim_id(record.id)
             if claim is not None:

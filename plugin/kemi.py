@@ -56,6 +56,7 @@ import KSR  # noqa: E402
 from sdp_rules.iq import Side  # noqa: E402
 
 from mediad.config import load_config  # noqa: E402
+from mediad.logs import formatter  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
 from plugin.edge import REPLY_SDP_METHODS, Edge, Message, other  # noqa: E402
 
@@ -97,8 +98,8 @@ def _pv(name, default=""):
 
 
 class kamailio:
-    def __init__(self):
-        self.config = load_config()
+    def __init__(self, config=None):
+        self.config = config or load_config()
         self.access = self.config.edge_access_sip
         self.core = self.config.edge_core_sip
         self.sockets = {
@@ -353,11 +354,13 @@ class kamailio:
 
 
 def mod_init():
+    config = load_config()
     handler = _KsrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    root = logging.getLogger("e2ae")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    handler.setFormatter(formatter(config.plugin_log_format, "%(levelname)s %(message)s"))
+    for name in ("e2ae", "mediad"):  # the plugin's loggers, and those of the mediad modules it uses
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(getattr(logging, config.plugin_log_level, logging.INFO))
+        logger.propagate = False
     metrics_module.reset_directory(_METRICS_DIR)
-    return kamailio()
+    return kamailio(config)
