@@ -42,7 +42,7 @@ STOP_TIMEOUT = 10.0
 
 
 def kamailio_command(cfg_path: str, rundir: str, *, access: str, core: str, metrics: str | None,
-                     dialog_ttl: int, plugin: str = str(PLUGIN)) -> list[str]:
+                     dialog_ttl: int, plugin: str = str(PLUGIN), rpc_socket: str | None = None) -> list[str]:
     """The foreground Kamailio command for ``deploy/kamailio.cfg`` (defines from the configuration)."""
     exe = shutil.which("kamailio") or "/usr/sbin/kamailio"
     cmd = [exe, "-DD", "-E", "-f", cfg_path, "-Y", rundir, "-P", os.path.join(rundir, "kamailio.pid"),
@@ -54,6 +54,8 @@ def kamailio_command(cfg_path: str, rundir: str, *, access: str, core: str, metr
            "-A", f'E2AE_PLUGIN="{plugin}"', "-A", f"E2AE_DIALOG_TTL={dialog_ttl}"]
     if metrics:
         cmd += ["-A", f"E2AE_METRICS=tcp:{metrics}"]
+    if rpc_socket:
+        cmd += ["-A", f'E2AE_RPC_SOCKET="{rpc_socket}"']
     return cmd
 
 
@@ -188,8 +190,10 @@ class Runner:
         rundir.mkdir(exist_ok=True)
         access, core = config.edge_access_sip, config.edge_core_sip
         metrics = config.plugin_metrics
+        Path(config.plugin_rpc_socket).parent.mkdir(parents=True, exist_ok=True)
         cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), access=str(access), core=str(core),
-                               metrics=str(metrics) if metrics else None, dialog_ttl=config.redis_dialog_ttl)
+                               metrics=str(metrics) if metrics else None, dialog_ttl=config.redis_dialog_ttl,
+                               rpc_socket=config.plugin_rpc_socket)
         kamailio = self.spawn("kamailio", cmd, env)
         self.wait_for("kamailio", lambda: _sip_ready(access.host, access.port) and _sip_ready(core.host, core.port),
                       kamailio)

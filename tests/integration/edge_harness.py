@@ -96,7 +96,10 @@ class EdgeConfig:
     redis_url: str
     iq_timeout_ms: int = 500
     actpass: str = "active"
+    dtls_failure: str = "bye"
     dialog_ttl: int = 600
+    rpc_socket: str = ""
+    log_level: str = "INFO"
 
     def text(self) -> str:
         return f"""[edge]
@@ -113,7 +116,7 @@ access_ports = {self.access_ports}
 core_ports = {self.core_ports}
 metrics = 127.0.0.1:{self.mediad_metrics_port}
 dtls_handshake_timeout = 5
-log_level = INFO
+log_level = {self.log_level}
 
 [redis]
 url = {self.redis_url}
@@ -121,11 +124,14 @@ dialog_ttl = {self.dialog_ttl}
 
 [policy]
 actpass = {self.actpass}
+dtls_failure = {self.dtls_failure}
 
 [plugin]
 metrics = 127.0.0.1:{self.plugin_metrics_port}
 iq_timeout_ms = {self.iq_timeout_ms}
 retry_after = 7
+rpc_socket = {self.rpc_socket}
+log_level = {self.log_level}
 """
 
 
@@ -149,6 +155,7 @@ class Edge:
         )
         while self.conf.core_ports == self.conf.access_ports:
             self.conf.core_ports = _port_range()
+        self.conf.rpc_socket = str(self.dir / "kamailio" / "kamailio_rpc.sock")
         self.config_path = self.dir / "e2ae.conf"
         self.config_path.write_text(self.conf.text())
         self.env = dict(os.environ, E2AE_CONFIG=str(self.config_path),
@@ -198,6 +205,7 @@ class Edge:
             str(KAMAILIO_CFG), str(rundir), plugin=str(PLUGIN),
             access=f"127.0.0.1:{self.conf.access_port}", core=f"127.0.0.2:{self.conf.core_port}",
             metrics=f"127.0.0.1:{self.conf.plugin_metrics_port}", dialog_ttl=self.conf.dialog_ttl,
+            rpc_socket=self.conf.rpc_socket,
         )
         out = open(self.kamailio_log, "ab")
         self.kamailio = subprocess.Popen(cmd, cwd=self.dir, env=self.env, stdout=out, stderr=subprocess.STDOUT,

@@ -104,3 +104,47 @@ class LiveCall:
         self.uac.close()
         self.core.close()
         await asyncio.sleep(0.05)  # the transports' sockets close on the loop's next turns
+
+
+def secrets_in_play(redis_client, sdps: list[str]) -> dict[str, str]:
+    """Every secret a log or a tool's output must never show, by what it is.
+
+    The ice-pwd values of ``sdps`` (the offers and answers seen), the SRTP master keys
+    and salts mediad keeps in Redis for every dialog now (base64 as stored, hex, and
+    Python's bytes repr), the certificate's private key (each line of its PEM body)
+    and the control secret kept in Redis, if any.
+    """
+    import base64
+    import json as json_
+
+    out: dict[str, str] = {}
+    for sdp in sdps:
+        for n, pwd in enumerate(re.findall(r"^a=ice-pwd:(\S+)", sdp, re.M)):
+            out[f"ice-pwd {n} {pwd[:4]}"] = pwd
+    for key in redis_client.keys("e2ae:agw:dialog:*"):
+        doc = json_.loads(redis_client.get(key) or b"{}")
+        for stream in doc.get("streams", []):
+            for name, channel in ((stream.get("access") or {}).get("channels") or {}).items():
+                if channel.get("ice_pwd"):
+                    out[f"ice-pwd mediad {name}"] = channel["ice_pwd"]
+                for field, value in (channel.get("srtp_keys") or {}).items():
+                    if field == "profile":
+                        continue
+                    raw = base64.b64decode(value)
+                    label = f"{key.decode()[-8:]} stream {stream.get('stream_id')} {name} {field}"
+                    out[label + " base64"] = value
+                    out[label + " hex"] = raw.hex()
+                    out[label + " HEX"] = raw.hex().upper()
+                    out[label + " repr"] = repr(raw)[2:-1]
+            if (stream.get("access") or {}).get("ice_pwd"):
+                out[f"ice-pwd mediad stream {stream.get('stream_id')}"] = stream["access"]["ice_pwd"]
+    stored = redis_client.get("e2ae:agw:certificate")
+    if stored:
+        pem = json_.loads(stored)["key"]
+        for n, line in enumerate(pem.splitlines()):
+            if line and not line.startswith("-----") and len(line) >= 16:
+                out[f"private key line {n}"] = line
+    control = redis_client.get("e2ae:control_secret")
+    if control:
+        out["control secret"] = control.decode()
+    return out
