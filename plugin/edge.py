@@ -374,6 +374,9 @@ class Edge:
             return Outcome(body=cached, dialog=record.id)
         if kind is None:
             return Outcome(dialog=record.id)
+        log.debug("Call-ID %s: %s %s from %s: %s, dialog %s, state version %d", msg.call_id,
+                  msg.method if msg.request else msg.status, msg.tx, msg.side.value, kind.value, record.id,
+                  record.rules.version, extra={"call_id": msg.call_id, "dialog": record.id})
         # A known answer that is not the one mediad last applied (forks answering in
         # turn) is applied again, under a new Iq transaction.
         plan = sdp_rules.process(

@@ -75,7 +75,13 @@ DEFERRED_TO_ACK = frozenset({"INVITE", "PRACK"})
 
 
 class _KsrHandler(logging.Handler):
-    """Python logging into Kamailio's log."""
+    """Python logging into Kamailio's log.
+
+    ``[plugin] log_level`` decides which of the plugin's lines are written: the DEBUG
+    ones go out at Kamailio's INFO level, so that they need no Kamailio debug=3 (at
+    which app_python3 logs the parameters of every KEMI call, SIP bodies included:
+    their ice-pwd values with them).
+    """
 
     def emit(self, record):
         try:
@@ -84,10 +90,8 @@ class _KsrHandler(logging.Handler):
                 KSR.err(text)
             elif record.levelno >= logging.WARNING:
                 KSR.warn(text)
-            elif record.levelno >= logging.INFO:
-                KSR.info(text)
             else:
-                KSR.dbg(text)
+                KSR.info(text)
         except Exception:
             pass
 

@@ -99,7 +99,8 @@ class EdgeConfig:
     dtls_failure: str = "bye"
     dialog_ttl: int = 600
     rpc_socket: str = ""
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # mediad's and the plugin's
+    log_format: str = "text"
 
     def text(self) -> str:
         return f"""[edge]
@@ -117,6 +118,7 @@ core_ports = {self.core_ports}
 metrics = 127.0.0.1:{self.mediad_metrics_port}
 dtls_handshake_timeout = 5
 log_level = {self.log_level}
+log_format = {self.log_format}
 
 [redis]
 url = {self.redis_url}
@@ -132,6 +134,7 @@ iq_timeout_ms = {self.iq_timeout_ms}
 retry_after = 7
 rpc_socket = {self.rpc_socket}
 log_level = {self.log_level}
+log_format = {self.log_format}
 """
 
 
