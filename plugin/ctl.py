@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -286,11 +287,7 @@ class KamailioRpc:
             raise CtlError(f"Kamailio RPC {method}: {exc.strerror or exc}") from None
         finally:
             sock.close()
-            for leftover in (reply_path, here):
-                try:
-                    os.unlink(leftover) if leftover == reply_path else os.rmdir(leftover)
-                except OSError:
-                    pass
+            shutil.rmtree(here, ignore_errors=True)
         try:
             doc = json.loads(raw)
         except ValueError:
