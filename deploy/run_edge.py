@@ -216,7 +216,7 @@ class Runner:
             time.sleep(0.2)
 
     def _mediad_ready(self, config) -> bool:
-        from sdp_rules.iq import Command, IqRequest
+        from iq import Command, IqRequest
 
         from mediad.client import IqClient
 

@@ -53,8 +53,7 @@ import logging  # noqa: E402
 
 import KSR  # noqa: E402
 
-from sdp_rules.iq import Side  # noqa: E402
-
+from iq import Side  # noqa: E402
 from mediad.config import load_config  # noqa: E402
 from mediad.logs import formatter  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
