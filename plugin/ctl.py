@@ -45,8 +45,8 @@ import tempfile
 import time
 from typing import Any, Iterable, TextIO
 
+from iq import Command, IqRequest
 from sdp_rules.errors import E2aeError, UnavailableError
-from sdp_rules.iq import Command, IqRequest
 
 from plugin.state import DIALOG_PREFIX, DialogRecord
 
