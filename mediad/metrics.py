@@ -162,6 +162,7 @@ class Metrics:
                               registry=registry)
 
         for role in ROLES:
+            self.handshake_seconds.labels(role)  # from 0, so that rate() sees the first handshake
             for result in HANDSHAKE_RESULTS:
                 self.handshakes.labels(role, result)
         # Per side, bound once: reserve and release change them on every call.

@@ -98,7 +98,8 @@ def stat_html(panel: dict) -> str:
     for name, points in series_of(panel):
         last = next((v for _, v in reversed(points) if not math.isnan(v)), float("nan"))
         alert = "red" if last >= 1 and "ismatch" in panel["title"] else ("orange" if last >= 1 else "green")
-        cells.append(f'<div class="stat {alert}"><b>{html.escape(number(last, "short"))}</b>'
+        shown = last if math.isnan(last) else round(last)  # increase() extrapolates: 1.06 is one event
+        cells.append(f'<div class="stat {alert}"><b>{html.escape(number(shown, "short"))}</b>'
                      f'<span>{html.escape(name)}</span></div>')
     return "".join(cells)
 
