@@ -181,6 +181,7 @@ def snapshot(prometheus: Prometheus, start: float, path: Path) -> None:
     """Every panel's series over the test, as ``tools/dashboard_snapshot.py`` draws them."""
     board = json.loads(DASHBOARD.read_text())
     end = time.time()
+    start = end - int(end - start)  # the last point at the end: it sees every sample
     panels = []
     for panel in board["panels"]:
         if panel["type"] == "row":
@@ -204,12 +205,12 @@ def test_every_dashboard_panel_returns_series_from_a_real_prometheus(edge, prome
     assert good.status == 200 and good.dtls_state == "connected"
     assert bad.status == 200 and bad.bye_received.is_set()
     assert edge.wait_no_dialogs(10) == [] and edge.mediad_dialogs() == []
-    # Everything scraped a few times since the last call (scrapes run every second): a
-    # counter child born with the failure needs two samples before increase() sees it.
+    # The last call's counts scraped (scrapes run every second), then two scrapes more.
     assert prometheus.wait('e2ae_mediad_dtls_handshakes_total{result="fingerprint_mismatch"} >= 1')
-    assert prometheus.wait('count_over_time(e2ae_plugin_dtls_failures_total{reason="fingerprint_mismatch"}[1m]) >= 3')
-    assert prometheus.wait('count_over_time(e2ae_plugin_releases_total{reason="dtls_failed"}[1m]) >= 3')
+    assert prometheus.wait('e2ae_plugin_dtls_failures_total{reason="fingerprint_mismatch"} >= 1')
+    assert prometheus.wait('e2ae_plugin_releases_total{reason="dtls_failed"} >= 1')
     assert prometheus.wait("e2ae_mediad_sessions_active == 0")
+    time.sleep(2.5)
     assert prometheus.wait('ALERTS{alertname="E2aeFingerprintMismatch", alertstate="firing"}'), prometheus.api("alerts")
 
     queries = panel_queries()
