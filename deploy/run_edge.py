@@ -141,7 +141,8 @@ class Runner:
 
     # -- the edge -------------------------------------------------------------------
     def runtime_config(self) -> tuple[Path, object, str]:
-        """Copy of the configuration with the Redis password filled in (0600, under .run/)."""
+        """Copy of the configuration with the Redis password filled in (0600, under .run/), and
+        Kamailio's RPC socket (e2ae-ctl's) under this run's directory unless one is configured."""
         from mediad.config import load_config
 
         config = load_config(self.source)
@@ -156,6 +157,10 @@ class Runner:
             if not parser.has_section("redis"):
                 parser.add_section("redis")
             parser.set("redis", "password", password)
+        if not parser.has_option("plugin", "rpc_socket"):  # Kamailio's, under this run's directory
+            if not parser.has_section("plugin"):
+                parser.add_section("plugin")
+            parser.set("plugin", "rpc_socket", str(self.rundir / "kamailio" / "kamailio_rpc.sock"))
         self.rundir.mkdir(exist_ok=True)
         path = self.rundir / "e2ae.conf"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -190,7 +195,6 @@ class Runner:
         rundir.mkdir(exist_ok=True)
         access, core = config.edge_access_sip, config.edge_core_sip
         metrics = config.plugin_metrics
-        Path(config.plugin_rpc_socket).parent.mkdir(parents=True, exist_ok=True)
         cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), access=str(access), core=str(core),
                                metrics=str(metrics) if metrics else None, dialog_ttl=config.redis_dialog_ttl,
                                rpc_socket=config.plugin_rpc_socket)
@@ -207,6 +211,7 @@ class Runner:
         if metrics:
             say(f"  plugin metrics      http://{metrics}/metrics")
         say(f"  Redis               {rhost}:{rport} (password in {path})")
+        say(f"  e2ae-ctl            E2AE_CONFIG={path} .venv/bin/e2ae-ctl calls")
         say("Ctrl-C stops everything.  Place a demo call with: .venv/bin/python -m deploy.demo_call")
         while True:
             for name, proc in self.procs:

@@ -100,7 +100,7 @@ class Config:
     plugin_retry_after: int = 5
     plugin_log_level: str = "INFO"
     plugin_log_format: str = "text"  # text | json (mediad.logs)
-    plugin_rpc_socket: str = "/run/kamailio/kamailio_rpc.sock"  # Kamailio's jsonrpcs datagram socket
+    plugin_rpc_socket: str = "/run/e2ae-edge/kamailio_rpc.sock"  # Kamailio's jsonrpcs datagram socket
 
     @property
     def redis_url_with_password(self) -> str:
