@@ -19,7 +19,11 @@ Nothing here keeps state of its own; it reads what the edge already holds:
   ``[plugin] rpc_socket``): the dialog module's ``dlg.terminate_dlg`` sends a
   BYE to each side; its end event makes the plugin release the media and the
   state (:mod:`plugin.kemi`), and ``end`` waits until neither Redis nor
-  mediad holds the dialog any more.
+  mediad holds the dialog any more.  When the end event has not released it
+  within ``EVENT_GRACE`` seconds (seen with a dialog ended over RPC right
+  after another), ``end`` releases it itself with the plugin's own
+  :meth:`plugin.edge.Edge.release` (the record's tombstone and mediad's
+  RELEASE, as the plugin does), and says so.
 
 It is authenticated as the plugin is: Iq requests are signed with the control
 secret (``[mediad] control_secret``, or the one mediad keeps in Redis), Redis
@@ -59,6 +63,7 @@ SECRET_FIELDS = frozenset({
 })
 SCAN_COUNT = 500
 RPC_TIMEOUT = 3.0
+EVENT_GRACE = 3.0  # seconds the dialog module's end event has to release an ended call
 
 
 class CtlError(E2aeError):
@@ -301,10 +306,11 @@ class KamailioRpc:
 class Edge:
     """The running edge as e2ae-ctl sees it: Redis, the mediads, Kamailio's RPC socket."""
 
-    def __init__(self, redis_client, mediads: list[Mediad], rpc: KamailioRpc) -> None:
+    def __init__(self, redis_client, mediads: list[Mediad], rpc: KamailioRpc, config=None) -> None:
         self.redis = redis_client
         self.mediads = mediads
         self.rpc = rpc
+        self.config = config  # for the plugin's own release, when the end event did not release
 
     @classmethod
     def from_config(cls, config) -> "Edge":
@@ -318,7 +324,7 @@ class Edge:
             iq = IqClient.from_config(config)
         except UnavailableError as exc:
             raise CtlError(f"cannot authenticate to mediad: {exc}") from None
-        return cls(client, [Mediad(str(config.mediad_control), iq)], KamailioRpc(config.plugin_rpc_socket))
+        return cls(client, [Mediad(str(config.mediad_control), iq)], KamailioRpc(config.plugin_rpc_socket), config)
 
     def close(self) -> None:
         for mediad in self.mediads:
@@ -389,13 +395,37 @@ class Edge:
         for record in records:
             self.rpc.call("dlg.terminate_dlg", record.call_id, record.caller_tag, record.callee_tag)
         dialogs = [r.id for r in records]
-        deadline = time.monotonic() + wait
+        started = time.monotonic()
+        left = self._wait_released(dialogs, started + min(wait, EVENT_GRACE))
+        released_by = "kamailio"
+        if left and self.config is not None:
+            self._release([r for r in records if r.id in left])
+            released_by = "e2ae-ctl"
+            left = self._wait_released(dialogs, started + wait)
+        return {"call_id": call_id, "dialogs": dialogs, "bye_sent": True, "released": not left,
+                "released_by": released_by if not left else None, "still_held": left}
+
+    def _wait_released(self, dialogs: list[str], deadline: float) -> list[str]:
         left = self._held(dialogs)
         while left and time.monotonic() < deadline:
             time.sleep(0.1)
             left = self._held(dialogs)
-        return {"call_id": call_id, "dialogs": dialogs, "bye_sent": True, "released": not left,
-                "still_held": left}
+        return left
+
+    def _release(self, records: list[DialogRecord]) -> None:
+        """The plugin's own release (tombstone, record gone, RELEASE to mediad), from here."""
+        from prometheus_client import CollectorRegistry
+
+        from plugin.edge import Edge as PluginEdge
+        from plugin.metrics import Metrics
+
+        edge = PluginEdge.from_config(self.config, Metrics(CollectorRegistry()))
+        try:
+            for record in records:
+                edge.release(record.call_id, (record.caller_tag, record.callee_tag), "bye")
+        finally:
+            edge.store.close()
+            edge.iq_client.close()
 
     def _held(self, dialogs: Iterable[str]) -> list[str]:
         """Which of ``dialogs`` Redis (the plugin's record) or a mediad still holds."""
@@ -454,8 +484,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, edge: Edge | 
             if args.json:
                 out.write(json.dumps(result, indent=2) + "\n")
             else:
+                by = " (by e2ae-ctl: the dialog's end event did not)" if result.get("released_by") == "e2ae-ctl" else ""
                 out.write(f"{args.call_id}: BYE sent to both sides; "
-                          + ("media and state released\n" if result["released"]
+                          + (f"media and state released{by}\n" if result["released"]
                              else f"still held after {args.wait:g} s: {', '.join(result['still_held'])}\n"))
             return 0 if result["released"] else 1
     except E2aeError as exc:

@@ -114,8 +114,10 @@ def test_calls_call_and_end_with_live_aiortc_and_sipp_calls(edge):
             await asyncio.wait_for(live.bye_received.wait(), 5)
             await asyncio.wait_for(live.core.bye_received.wait(), 5)
             ended = await ctl(edge, "--json", "end", sipp_call_id)
-            assert ended.returncode == 0, ended.stdout + ended.stderr
-            assert json.loads(ended.stdout)["released"] is True
+            assert ended.returncode == 0, (ended.stdout + ended.stderr + uac.diagnostics() + uas.diagnostics()
+                                           + edge.kamailio_log_text()[-3000:])
+            result = json.loads(ended.stdout)
+            assert result["released"] is True and result["released_by"] in ("kamailio", "e2ae-ctl")
             gone = await ctl(edge, "call", live.call_id)
             assert gone.returncode == 1 and "no call with Call-ID" in gone.stderr
             empty = await ctl(edge, "calls")
