@@ -1,6 +1,6 @@
 """``deploy/e2ae run``: run the whole edge on this machine, in the foreground.
 
-    .venv/bin/python -m deploy.run_edge [--config FILE] [--rundir DIR]
+    .venv/bin/python -m deploy.run_edge [--config FILE] [--rundir DIR] [--shm-mb MB]
 
 Starts, in order, and prints where each listens:
 
@@ -41,16 +41,24 @@ PLUGIN = ROOT / "plugin" / "kemi.py"
 STOP_TIMEOUT = 10.0
 
 
+# Kamailio's shared memory (-m) and each process's private memory (-M), in MB: sized
+# for the load in docs/performance.rst ("Kamailio's shared memory"), which gives the formula.
+SHM_MB = 512
+PKG_MB = 8
+
+
 def kamailio_command(cfg_path: str, rundir: str, *, access: str, core: str, metrics: str | None,
-                     dialog_ttl: int, plugin: str = str(PLUGIN), rpc_socket: str | None = None) -> list[str]:
+                     dialog_ttl: int, plugin: str = str(PLUGIN), shm_mb: int = SHM_MB,
+                     pkg_mb: int = PKG_MB, rpc_socket: str | None = None) -> list[str]:
     """The foreground Kamailio command for ``deploy/kamailio.cfg`` (defines from the configuration)."""
     exe = shutil.which("kamailio") or "/usr/sbin/kamailio"
     cmd = [exe, "-DD", "-E", "-f", cfg_path, "-Y", rundir, "-P", os.path.join(rundir, "kamailio.pid"),
-           "-m", "64", "-M", "8",
+           "-m", str(shm_mb), "-M", str(pkg_mb),
            # TLSF for shared and private memory: 13 % less Kamailio CPU per call than the
            # default allocator, measured with the call-setup benchmark (docs/performance.rst)
            "-x", "tlsf", "-X", "tlsf",
            "-A", f"E2AE_ACCESS_SIP=udp:{access}", "-A", f"E2AE_CORE_SIP=udp:{core}",
+           "-A", f"E2AE_ACCESS_SIP_TCP=tcp:{access}", "-A", f"E2AE_CORE_SIP_TCP=tcp:{core}",
            "-A", f'E2AE_PLUGIN="{plugin}"', "-A", f"E2AE_DIALOG_TTL={dialog_ttl}"]
     if metrics:
         cmd += ["-A", f"E2AE_METRICS=tcp:{metrics}"]
@@ -95,9 +103,10 @@ def _sip_ready(host: str, port: int) -> bool:
 
 
 class Runner:
-    def __init__(self, config_path: Path, rundir: Path) -> None:
+    def __init__(self, config_path: Path, rundir: Path, shm_mb: int = SHM_MB) -> None:
         self.source = config_path
         self.rundir = rundir
+        self.shm_mb = shm_mb
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.stopping = False
 
@@ -197,7 +206,7 @@ class Runner:
         metrics = config.plugin_metrics
         cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), access=str(access), core=str(core),
                                metrics=str(metrics) if metrics else None, dialog_ttl=config.redis_dialog_ttl,
-                               rpc_socket=config.plugin_rpc_socket)
+                               shm_mb=self.shm_mb, rpc_socket=config.plugin_rpc_socket)
         kamailio = self.spawn("kamailio", cmd, env)
         self.wait_for("kamailio", lambda: _sip_ready(access.host, access.port) and _sip_ready(core.host, core.port),
                       kamailio)
@@ -242,9 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="configuration file (default: $E2AE_CONFIG, else deploy/e2ae.conf)")
     parser.add_argument("--rundir", default=str(ROOT / ".run"),
                         help="directory for the runtime configuration, pid files and Redis (default .run/)")
+    parser.add_argument("--shm-mb", type=int, default=SHM_MB,
+                        help=f"Kamailio's shared memory in MB (default {SHM_MB}; docs/performance.rst sizes it)")
     args = parser.parse_args(argv)
+    if args.shm_mb < 16:
+        parser.error("--shm-mb: at least 16")
     source = Path(args.config or os.environ.get("E2AE_CONFIG") or ROOT / "deploy" / "e2ae.conf").resolve()
-    runner = Runner(source, Path(args.rundir).resolve())
+    runner = Runner(source, Path(args.rundir).resolve(), args.shm_mb)
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt

@@ -147,7 +147,7 @@ def detail(record: DialogRecord | None, dialog: str, mediad: str | None, view: d
         out["sip"] = {
             "call_id": record.call_id, "caller_tag": record.caller_tag, "callee_tag": record.callee_tag,
             "caller_side": record.caller_side, "created": record.created,
-            "offer_in_progress": record.offer, "ending": record.ending or None,
+            "offer_in_progress": record.offer, "state": record.state.value,
         }
     if view is not None:
         out["media"] = {
@@ -202,8 +202,8 @@ def render_call(call: dict[str, Any]) -> str:
                   f"callee tag   {sip['callee_tag'] or '- (not answered)'}"]
         if sip.get("offer_in_progress"):
             lines.append(f"offer        {sip['offer_in_progress']}")
-        if sip.get("ending"):
-            lines.append(f"ending       {sip['ending']}")
+        if sip.get("state"):
+            lines.append(f"state        {sip['state']}")
     for stream in (call.get("media") or {}).get("streams", []):
         lines.append(f"stream {stream['stream_id']} ({stream['kind']})")
         packets = stream.get("packets") or {}
@@ -417,12 +417,13 @@ class Edge:
         from prometheus_client import CollectorRegistry
 
         from plugin.edge import Edge as PluginEdge
+        from plugin.lifecycle import CallEvent
         from plugin.metrics import Metrics
 
         edge = PluginEdge.from_config(self.config, Metrics(CollectorRegistry()))
         try:
             for record in records:
-                edge.release(record.call_id, (record.caller_tag, record.callee_tag), "bye")
+                edge.release(record.call_id, (record.caller_tag, record.callee_tag), CallEvent.BYE)
         finally:
             edge.store.close()
             edge.iq_client.close()

@@ -18,11 +18,25 @@ Names (documented in the README):
 * ``e2ae_plugin_sdp_seconds{direction}``: time the plugin spent on one SDP
   body (rules, Redis, Iq round trip): the latency it adds to that message.
 * ``e2ae_plugin_sip_errors_total{status}``: SIP errors the plugin answered
-  (488, 503, 500).
-* ``e2ae_plugin_releases_total{reason}``: dialogs released (bye, cancel,
-  failure, timeout, dtls_failed, answer_failed).
+  (400, 413, 415, 488, 500, 503).
+* ``e2ae_plugin_releases_total{reason}``: dialogs released (bye, failure,
+  timeout, dtls_failed, answer_failed, refused).
 * ``e2ae_plugin_dtls_failures_total{reason}``: DTLS failure events received
   from mediad.
+* ``e2ae_plugin_call_transitions_total{state, event, next}``: the call
+  lifecycle's transitions (:mod:`plugin.lifecycle`);
+  ``e2ae_plugin_lifecycle_errors_total{state, event}``: events the table has
+  no transition for.
+* ``e2ae_plugin_call_ends_total{result}``: calls the edge ended itself with a
+  BYE to each side: ``bye`` (sent), ``gone`` (the dialog ended first),
+  ``error`` (the dialog module refused).
+* ``e2ae_plugin_drops_total{reason}``: requests left unanswered: ``bad_ack``
+  (an ACK failing the sanity checks), ``unanswerable`` (not even the headers
+  a response needs can be read).
+* ``e2ae_plugin_release_retries_total{result}``: releases that failed and were
+  queued (``queued``), then ``done`` (the retry released), ``nothing`` (another
+  path had released it), ``failed`` (tried again, still failing), ``abandoned``
+  (after the last try) or ``dropped`` (the queue was full).
 * ``e2ae_plugin_call_attempts_total{side}``: initial INVITEs taken in (a
   transaction created), by the side they came from.
 * ``e2ae_plugin_call_outcomes_total{status}``: the final status of those
@@ -42,8 +56,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 # Label values shown (at 0) from the start, so that increase() and rate() see their first event
 # (a series born at 1 shows no increase); others appear when first counted.
 SIDES = ("access", "core")
-ERROR_STATUSES = ("488", "500", "503")
-RELEASE_REASONS = ("bye", "failure", "timeout", "dtls_failed", "answer_failed")
+ERROR_STATUSES = ("400", "413", "415", "488", "500", "503")
+RELEASE_REASONS = ("bye", "failure", "timeout", "dtls_failed", "answer_failed", "refused")
 DTLS_FAILURE_REASONS = ("fingerprint_mismatch", "timeout", "protocol_error")
 CALL_OUTCOMES = ("200",) + ERROR_STATUSES
 
@@ -74,6 +88,16 @@ class Metrics:
             "e2ae_plugin_call_attempts", "Initial INVITEs taken in, by side", ["side"], **kw)
         self.call_outcomes = Counter(
             "e2ae_plugin_call_outcomes", "Final status of initial INVITEs", ["status"], **kw)
+        self.transitions = Counter(
+            "e2ae_plugin_call_transitions", "Call lifecycle transitions", ["state", "event", "next"], **kw)
+        self.lifecycle_errors = Counter(
+            "e2ae_plugin_lifecycle_errors", "Call events without a transition", ["state", "event"], **kw)
+        self.call_ends = Counter(
+            "e2ae_plugin_call_ends", "Calls the edge ended with a BYE to each side", ["result"], **kw)
+        self.drops = Counter(
+            "e2ae_plugin_drops", "Requests the plugin could not answer", ["reason"], **kw)
+        self.release_retries = Counter(
+            "e2ae_plugin_release_retries", "Releases queued for retry and their outcome", ["result"], **kw)
         for counter, values in ((self.call_attempts, SIDES), (self.call_outcomes, CALL_OUTCOMES),
                                 (self.sip_errors, ERROR_STATUSES), (self.releases, RELEASE_REASONS),
                                 (self.dtls_failures, DTLS_FAILURE_REASONS)):

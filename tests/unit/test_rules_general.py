@@ -159,6 +159,20 @@ def test_bad_dtls_attributes_are_refused_with_488(media_attrs, session_attrs, re
     assert _error(_one_line(*media_attrs, session_attrs=session_attrs)) == reason
 
 
+@pytest.mark.parametrize("count", ["2", "99999999999999999"])
+def test_a_port_count_on_a_terminated_stream_is_refused(count):
+    """RFC 8866 5.14: the AGW reserves one port (RTP/RTCP pair) per m-line; a count naming
+    more is refused, not copied to the other side naming ports nobody holds.  A plain
+    stream that passes through keeps its count."""
+    body = _one_line(f"a=fingerprint:{FP}", "a=setup:actpass").replace(
+        "m=audio 5002 UDP/TLS/RTP/SAVPF", f"m=audio 5002/{count} UDP/TLS/RTP/SAVPF")
+    assert _error(body) == (f"m-line 2: port count /{count}: the edge relays one port (RTP/RTCP pair) per m-line"
+                            " (RFC 8866 5.14)")
+    _, result = run(body.replace(f"5002/{count}", "5002/1").replace("5000 RTP/AVP", "5000/2 RTP/AVP"),
+                    Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    assert "m=audio 5000/2 RTP/AVP 0" in result.sdp and f"m=audio {core_port(1)}/1 RTP/AVPF 0" in result.sdp
+
+
 CORE_OFFER = fixture("core_rtp_offer.sdp")
 
 
