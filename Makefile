@@ -6,15 +6,21 @@
 #   make bench-smoke  the same path in seconds, no targets
 #   make profile      where the edge's processes spend their time per call at 100 calls/s
 #                     (perf and py-spy; installs linux-perf and py-spy when missing)
+#   make fuzz-sip     the SIP-level fuzz against a real edge started for it (Redis,
+#                     mediad, Kamailio): thousands of mutated INVITE, re-INVITE, UPDATE,
+#                     PRACK and 200 OK, concurrently; prints the seed, messages sent, final
+#                     answers by status, violations by kind and leftovers (minutes)
 #
 # Options for the full run go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--rounds 5 --streams 1000";
-# for the profile in PROFILE_ARGS, e.g. make profile PROFILE_ARGS="--rate 200 --seconds 30".
+# for the profile in PROFILE_ARGS, e.g. make profile PROFILE_ARGS="--rate 200 --seconds 30";
+# the fuzz's in FUZZ_SIP_ARGS, e.g. make fuzz-sip FUZZ_SIP_ARGS="--cases 5000 --seed 1a2b --save /tmp/found".
 
 PYTHON ?= .venv/bin/python
 BENCH_ARGS ?=
 PROFILE_ARGS ?=
+FUZZ_SIP_ARGS ?= --cases 2000
 
-.PHONY: bench bench-smoke profile
+.PHONY: bench bench-smoke profile fuzz fuzz-sip
 
 $(PYTHON):
 	deploy/e2ae setup
@@ -27,3 +33,8 @@ bench-smoke: $(PYTHON)
 
 profile: $(PYTHON)
 	$(PYTHON) -m bench.profile $(PROFILE_ARGS)
+
+fuzz: fuzz-sip
+
+fuzz-sip: $(PYTHON)
+	$(PYTHON) -m tests.sipfuzz $(FUZZ_SIP_ARGS)

@@ -257,6 +257,7 @@ class CoreEndpoint:
         self.rtp_in = 0
         self.rtp_out = 0
         self.rtp_in_tone = 0  # packets whose payload is not mu-law silence
+        self.tone_times: list[float] = []  # time.monotonic() of each of those packets
         self.bye_received = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._sender: asyncio.Task | None = None
@@ -275,6 +276,7 @@ class CoreEndpoint:
                     endpoint.rtp_in += 1
                     if any(b not in (0xFF, 0x7F) for b in data[12:]):
                         endpoint.rtp_in_tone += 1
+                        endpoint.tone_times.append(time.monotonic())
 
         self.rtp_transport, _ = await loop.create_datagram_endpoint(Rtp, local_addr=(self.media_host, 0))
         self.rtp_port = self.rtp_transport.get_extra_info("sockname")[1]
@@ -436,6 +438,9 @@ class DemoResult:
     core_offer: str = ""
     access_answer: str = ""
     notes: list[str] = field(default_factory=list)
+    # time.monotonic() of each packet (core) and frame (WIC) carrying the other side's tone
+    core_tone_times: list[float] = field(default_factory=list)
+    wic_tone_times: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -444,8 +449,12 @@ class DemoResult:
 
 
 async def run_call(access: tuple[str, int], core_sip: tuple[str, int], seconds: float = 3.0,
-                   log=print) -> DemoResult:
-    """One call: aiortc WIC → edge access socket → core endpoint at ``core_sip``."""
+                   log=print, during=None) -> DemoResult:
+    """One call: aiortc WIC → edge access socket → core endpoint at ``core_sip``.
+
+    ``during``, when given, is a coroutine function awaited after ``seconds`` of
+    media, followed by ``seconds`` more before the BYE (what a test does mid-call).
+    """
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     loopback_only()
@@ -468,6 +477,7 @@ async def run_call(access: tuple[str, int], core_sip: tuple[str, int], seconds: 
                 samples = array.array("h", bytes(frame.planes[0])[: frame.samples * 2])
                 if samples and max(abs(x) for x in samples) > 1000:
                     tone_frames += 1
+                    result.wic_tone_times.append(time.monotonic())
         asyncio.ensure_future(consume())
 
     try:
@@ -492,6 +502,9 @@ async def run_call(access: tuple[str, int], core_sip: tuple[str, int], seconds: 
         result.dtls_state = dtls.state
         log(f"WIC: DTLS {dtls.state}; media for {seconds:.1f} s")
         await asyncio.sleep(seconds)
+        if during is not None:
+            await during()
+            await asyncio.sleep(seconds)
         sender_stats = await pc.getTransceivers()[0].sender.getStats()
         for stat in sender_stats.values():
             if getattr(stat, "type", "") == "outbound-rtp":
@@ -499,6 +512,7 @@ async def run_call(access: tuple[str, int], core_sip: tuple[str, int], seconds: 
         result.wic_frames_in, result.wic_tone_frames = frames, tone_frames
         result.core_rtp_in, result.core_rtp_out = core.rtp_in, core.rtp_out
         result.core_tone_packets = core.rtp_in_tone
+        result.core_tone_times = core.tone_times
         bye = await uac.bye()
         result.bye_status = bye.status
         try:
