@@ -87,7 +87,7 @@ PKG_MB = 8
 
 def kamailio_command(cfg_path: str, rundir: str, *, access: str, core: str, metrics: str | None,
                      dialog_ttl: int, plugin: str = str(PLUGIN), shm_mb: int = SHM_MB,
-                     pkg_mb: int = PKG_MB) -> list[str]:
+                     pkg_mb: int = PKG_MB, rpc_socket: str | None = None) -> list[str]:
     """The foreground Kamailio command for ``deploy/kamailio.cfg`` (defines from the configuration)."""
     exe = shutil.which("kamailio") or "/usr/sbin/kamailio"
     cmd = [exe, "-DD", "-E", "-f", cfg_path, "-Y", rundir, "-P", os.path.join(rundir, "kamailio.pid"),
@@ -100,6 +100,8 @@ def kamailio_command(cfg_path: str, rundir: str, *, access: str, core: str, metr
            "-A", f'E2AE_PLUGIN="{plugin}"', "-A", f"E2AE_DIALOG_TTL={dialog_ttl}"]
     if metrics:
         cmd += ["-A", f"E2AE_METRICS=tcp:{metrics}"]
+    if rpc_socket:
+        cmd += ["-A", f'E2AE_RPC_SOCKET="{rpc_socket}"']
     return cmd
 
 
@@ -305,7 +307,8 @@ class Runner:
 
     # -- the edge -------------------------------------------------------------------
     def runtime_config(self) -> tuple[Path, object, str]:
-        """Copy of the configuration with the Redis password filled in (0600, under .run/)."""
+        """Copy of the configuration with the Redis password filled in (0600, under .run/), and
+        Kamailio's RPC socket (e2ae-ctl's) under this run's directory unless one is configured."""
         from mediad.config import load_config
 
         config = load_config(self.source)
@@ -320,6 +323,10 @@ class Runner:
             if not parser.has_section("redis"):
                 parser.add_section("redis")
             parser.set("redis", "password", password)
+        if not parser.has_option("plugin", "rpc_socket"):  # Kamailio's, under this run's directory
+            if not parser.has_section("plugin"):
+                parser.add_section("plugin")
+            parser.set("plugin", "rpc_socket", str(self.rundir / "kamailio" / "kamailio_rpc.sock"))
         self.rundir.mkdir(exist_ok=True)
         path = self.rundir / "e2ae.conf"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -354,7 +361,7 @@ class Runner:
         metrics = config.plugin_metrics
         cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), access=str(access), core=str(core),
                                metrics=str(metrics) if metrics else None, dialog_ttl=config.redis_dialog_ttl,
-                               shm_mb=self.shm_mb)
+                               shm_mb=self.shm_mb, rpc_socket=config.plugin_rpc_socket)
         self.add("kamailio", cmd, lambda: _sip_ready(access.host, access.port) and _sip_ready(core.host, core.port),
                  env)
         say("edge ready:")
@@ -367,6 +374,7 @@ class Runner:
         if metrics:
             say(f"  plugin metrics      http://{metrics}/metrics")
         say(f"  Redis               {rhost}:{rport} (password in {path})")
+        say(f"  e2ae-ctl            E2AE_CONFIG={path} .venv/bin/e2ae-ctl calls")
         say(f"A process that dies is restarted (at most {self.policy.burst} times within "
             f"{self.policy.interval:.0f} s); the others keep running.")
         say("Ctrl-C stops everything.  Place a demo call with: .venv/bin/python -m deploy.demo_call")

@@ -432,6 +432,9 @@ class Edge:
             return Outcome(body=cached, dialog=record.id)
         if kind is None:
             return Outcome(dialog=record.id)
+        log.debug("Call-ID %s: %s %s from %s: %s, dialog %s, state version %d", msg.call_id,
+                  msg.method if msg.request else msg.status, msg.tx, msg.side.value, kind.value, record.id,
+                  record.rules.version, extra={"call_id": msg.call_id, "dialog": record.id})
         # A known answer that is not the one mediad last applied (forks answering in
         # turn) is applied again, under a new Iq transaction.
         plan = sdp_rules.process(
@@ -483,6 +486,9 @@ class Edge:
                 self._undo_reserve(record)
             raise
         self.metrics.rewrite(msg.side.value, kind.value, "rewritten" if plan.iq else "passthrough")
+        if reserving:
+            log.info("Call-ID %s: dialog %s: %d stream(s) reserved on mediad", record.call_id, record.id,
+                     len(plan.iq.streams), extra={"call_id": record.call_id, "dialog": record.id, "event": "reserved"})
         return Outcome(body=result.sdp, dialog=record.id)
 
     @staticmethod
@@ -570,6 +576,8 @@ class Edge:
         if Action.RELEASE in transition.actions and record is not None:
             self._release_media(record, event)
             self.metrics.releases.labels(event.value).inc()
+            log.info("Call-ID %s: dialog released (%s)", call_id, event.value,
+                     extra={"call_id": call_id, "dialog": record.id, "event": "released", "reason": event.value})
             released = True
         if Action.END_DIALOG in transition.actions:
             caller, callee = (record.caller_tag, record.callee_tag) if record is not None else ("", "")
@@ -660,7 +668,9 @@ class Edge:
                         record.call_id, event.get("stream_id"), reason)
             return False
         log.warning("Call-ID %s: DTLS failed on stream %s (%s): ending the call",
-                    record.call_id, event.get("stream_id"), reason)
+                    record.call_id, event.get("stream_id"), reason,
+                    extra={"call_id": record.call_id, "dialog": record.id, "stream": event.get("stream_id"),
+                           "leg": "access", "event": "dtls_failed", "reason": reason})
         return self.release_record(record, CallEvent.DTLS_FAILED)
 
     def answer_failed(self, call_id: str, tags: tuple[str, ...]) -> bool:

@@ -70,6 +70,7 @@ from iq import Side  # noqa: E402
 from sdp_rules.errors import UnavailableError  # noqa: E402
 
 from mediad.config import load_config  # noqa: E402
+from mediad.logs import formatter  # noqa: E402
 from plugin import limits, sipreply  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
 from plugin.edge import REPLY_SDP_METHODS, SDP_METHODS, Edge, Message, Outcome, other  # noqa: E402
@@ -106,7 +107,13 @@ SANITY_URIS = 7  # Request-URI, From, To
 
 
 class _KsrHandler(logging.Handler):
-    """Python logging into Kamailio's log."""
+    """Python logging into Kamailio's log.
+
+    ``[plugin] log_level`` decides which of the plugin's lines are written: the DEBUG
+    ones go out at Kamailio's INFO level, so that they need no Kamailio debug=3 (at
+    which app_python3 logs the parameters of every KEMI call, SIP bodies included:
+    their ice-pwd values with them).
+    """
 
     def emit(self, record):
         try:
@@ -115,10 +122,8 @@ class _KsrHandler(logging.Handler):
                 KSR.err(text)
             elif record.levelno >= logging.WARNING:
                 KSR.warn(text)
-            elif record.levelno >= logging.INFO:
-                KSR.info(text)
             else:
-                KSR.dbg(text)
+                KSR.info(text)
         except Exception:
             pass
 
@@ -129,8 +134,8 @@ def _pv(name, default=""):
 
 
 class kamailio:
-    def __init__(self):
-        self.config = load_config()
+    def __init__(self, config=None):
+        self.config = config or load_config()
         self.access = self.config.edge_access_sip
         self.core = self.config.edge_core_sip
         self.sockets = {
@@ -180,7 +185,9 @@ class kamailio:
             status=0 if request else int(_pv("$rs", 0) or 0),
         )
 
-    def _reply_error(self, outcome):
+    def _reply_error(self, outcome, initial=False):
+        if initial:  # the final status of an initial INVITE
+            self.edge.metrics.call_outcomes.labels(str(outcome.status)).inc()
         for name, value in (("Warning", outcome.warning), ("Retry-After", outcome.retry_after),
                             ("Accept", outcome.accept)):
             if value:
@@ -220,7 +227,7 @@ class kamailio:
         self._flush()
         if outcome.failed:
             if request and msg.method != "ACK":
-                self._reply_error(outcome)
+                self._reply_error(outcome, initial=msg.method == "INVITE" and not msg.to_tag)
                 return False
             # A reply or an ACK cannot be refused: it goes on unchanged, and the error is logged.
             KSR.err("e2ae: Call-ID %s: %s from %s forwarded unchanged: %s\n"
@@ -370,13 +377,15 @@ class kamailio:
         if created < 0:  # a request tm cannot parse: answered, never dropped in silence
             self._bad_request(method, "the request cannot be parsed")
             return 1
+        if method == "INVITE":
+            self.edge.metrics.call_attempts.labels(side.value).inc()
         if method == "INVITE" and not _pv("$tt") and KSR.htable.sht_get(
                 RELEASE_TABLE, dialog_id(_pv("$ci"), _pv("$ft"))) is not None:
             # An earlier attempt of this dialog is still being released in mediad: a
             # reservation now would be undone by that release.
             self._reply_error(Outcome(status=503, reason="Service Unavailable", retry_after=self.edge.retry_after,
                                       warning=self.edge.warning("an earlier attempt of this call is still "
-                                                                "being released")))
+                                                                "being released")), initial=True)
             return 1
         if not self._apply(side):
             return 1
@@ -443,6 +452,7 @@ class kamailio:
         return 1
 
     def ksr_failure_edge(self, msg):
+        self.edge.metrics.call_outcomes.labels(str(_pv("$T_reply_code", 0))).inc()
         self.edge.release(_pv("$ci"), (_pv("$ft"),), CallEvent.FAILURE)
         self._flush()
         return 1
@@ -450,7 +460,9 @@ class kamailio:
     # -- events -------------------------------------------------------------------
     def ksr_dialog_event(self, *args):
         evname = args[-1] if args and isinstance(args[-1], str) else None
-        if evname == "dialog:timeout":
+        if evname == "dialog:start":  # confirmed by a 2xx, once per dialog
+            self.edge.metrics.call_outcomes.labels("200").inc()
+        elif evname == "dialog:timeout":
             # The dialog module sends its BYEs right after this event, then "dialog:end".
             KSR.htable.sht_seti(BYE_TABLE, _pv("$dlg(callid)"), 1)
         elif evname in ("dialog:end", "dialog:failed"):
@@ -588,17 +600,20 @@ class kamailio:
         if _pv("$hu").split("?", 1)[0] != "/metrics":
             KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "not found\n")
             return 1
-        body = metrics_module.exposition(self.metrics_dir).decode("utf-8")
+        dialogs = {state: float(_pv("$stat(%s_dialogs)" % state, 0) or 0) for state in metrics_module.DIALOG_STATES}
+        body = metrics_module.exposition(self.metrics_dir, dialogs).decode("utf-8")
         KSR.xhttp.xhttp_reply(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body)
         return 1
 
 
 def mod_init():
+    config = load_config()
     handler = _KsrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    root = logging.getLogger("e2ae")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    handler.setFormatter(formatter(config.plugin_log_format, "%(levelname)s %(message)s"))
+    for name in ("e2ae", "mediad"):  # the plugin's loggers, and those of the mediad modules it uses
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(getattr(logging, config.plugin_log_level, logging.INFO))
+        logger.propagate = False
     metrics_module.reset_directory(_METRICS_DIR)
-    return kamailio()
+    return kamailio(config)

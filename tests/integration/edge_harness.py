@@ -97,8 +97,11 @@ class EdgeConfig:
     redis_url: str
     iq_timeout_ms: int = 500
     actpass: str = "active"
-    dialog_ttl: int = 600
     dtls_failure: str = "bye"
+    dialog_ttl: int = 600
+    rpc_socket: str = ""
+    log_level: str = "INFO"  # mediad's and the plugin's
+    log_format: str = "text"
 
     def text(self) -> str:
         return f"""[edge]
@@ -115,7 +118,8 @@ access_ports = {self.access_ports}
 core_ports = {self.core_ports}
 metrics = 127.0.0.1:{self.mediad_metrics_port}
 dtls_handshake_timeout = 5
-log_level = INFO
+log_level = {self.log_level}
+log_format = {self.log_format}
 
 [redis]
 url = {self.redis_url}
@@ -129,6 +133,9 @@ dtls_failure = {self.dtls_failure}
 metrics = 127.0.0.1:{self.plugin_metrics_port}
 iq_timeout_ms = {self.iq_timeout_ms}
 retry_after = 7
+rpc_socket = {self.rpc_socket}
+log_level = {self.log_level}
+log_format = {self.log_format}
 """
 
 
@@ -152,6 +159,7 @@ class Edge:
         )
         while self.conf.core_ports == self.conf.access_ports:
             self.conf.core_ports = _port_range()
+        self.conf.rpc_socket = str(self.dir / "kamailio" / "kamailio_rpc.sock")
         self.config_path = self.dir / "e2ae.conf"
         self.config_path.write_text(self.conf.text())
         self.env = dict(os.environ, E2AE_CONFIG=str(self.config_path),
@@ -201,6 +209,7 @@ class Edge:
             str(KAMAILIO_CFG), str(rundir), plugin=str(PLUGIN),
             access=f"127.0.0.1:{self.conf.access_port}", core=f"127.0.0.2:{self.conf.core_port}",
             metrics=f"127.0.0.1:{self.conf.plugin_metrics_port}", dialog_ttl=self.conf.dialog_ttl,
+            rpc_socket=self.conf.rpc_socket,
         )
         out = open(self.kamailio_log, "ab")
         self.kamailio = subprocess.Popen(cmd, cwd=self.dir, env=self.env, stdout=out, stderr=subprocess.STDOUT,

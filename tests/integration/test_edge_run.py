@@ -47,6 +47,11 @@ def test_run_command_then_demo_call_then_ctrl_c():
         assert "demo call: OK" in demo.stdout
         assert re.search(r"WIC -> core: \d+ SRTP packets sent by the WIC, \d+ RTP packets received by the core",
                          demo.stdout)
+        # e2ae-ctl with the runtime configuration it printed: Redis, mediad and Kamailio's RPC socket.
+        assert (run.rundir / "kamailio" / "kamailio_rpc.sock").exists()
+        ctl = subprocess.run([str(REPO / ".venv" / "bin" / "e2ae-ctl"), "--config", str(run.rundir / "e2ae.conf"),
+                              "calls"], capture_output=True, text=True, timeout=30)
+        assert ctl.returncode == 0 and ctl.stdout.endswith("0 call(s)\n"), ctl.stdout + ctl.stderr
         status = run.stop()
         text = run.text()
         assert status == 0, text[-4000:]

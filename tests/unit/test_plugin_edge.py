@@ -594,7 +594,7 @@ def test_dtls_failure_release_is_counted_under_its_reason(store, metrics_registr
     assert edge.release("call-1", ("ftag",), "bye") is False
     assert agw.released == [outcome.dialog]
     assert metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "dtls_failed"}) == 1
-    assert metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "bye"}) is None
+    assert not metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "bye"})  # 0 or absent
     assert store.redis.exists(TOMBSTONE_PREFIX + outcome.dialog)
 
 

@@ -549,3 +549,47 @@ def test_a_header_kamailio_refuses_does_not_stop_the_reply(kemi):
     assert script.ksr_request_route(None) == 1
     assert [(code, reason) for code, reason, _ in ksr.replies] == [(488, "Not Acceptable Here")]
     assert any("Warning header could not be added" in line for line in ksr.logged)
+
+
+def test_call_attempts_and_outcomes_are_counted(kemi):
+    """An initial INVITE is an attempt; its outcome is the dialog's confirmation (200), the
+    final error relayed (failure route) or the error the plugin answered itself."""
+    from plugin.edge import Outcome
+
+    module, ksr = kemi
+    script = module.kamailio()
+    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
+    edge = script._edge = RecordingEdge()
+    ksr.siputils.has_totag = lambda: -1
+    ksr.rr.record_route = lambda: 1
+    ksr.dialog = types.SimpleNamespace(dlg_manage=lambda: 1)
+    ksr.tm.t_on_failure = lambda name: 1
+    ksr.setdsturi = lambda uri: 1
+    ksr.pvs.update({"$rm": "INVITE", "$tt": "", "$rb": ""})
+    metrics = edge.metrics
+    attempts, ok = metrics.call_attempts.labels("access"), metrics.call_outcomes.labels("200")
+    busy, refused = metrics.call_outcomes.labels("486"), metrics.call_outcomes.labels("488")
+    before = [counter(c) for c in (attempts, ok, busy, refused)]
+    assert script.ksr_request_route(None) == 1
+    assert counter(attempts) == before[0] + 1
+    script.ksr_dialog_event("dialog:start")
+    assert counter(ok) == before[1] + 1
+    ksr.pvs["$T_reply_code"] = "486"
+    script.ksr_failure_edge(None)
+    assert counter(busy) == before[2] + 1
+    # An offer the plugin refuses: 488 answered, counted as that INVITE's outcome.
+    ksr.pvs["$rb"] = "garbage"
+    edge.handle = lambda msg: Outcome(status=488, reason="Not Acceptable Here", warning="bad")
+    assert script.ksr_request_route(None) == 1
+    assert [code for code, _, _ in ksr.replies][-1] == 488
+    assert counter(attempts) == before[0] + 2
+    assert counter(refused) == before[3] + 1
+
+
+def test_exposition_carries_the_dialog_module_counts(tmp_path):
+    from plugin.metrics import exposition
+
+    text = exposition(str(tmp_path), {"active": 3.0, "early": 1.0}).decode()
+    assert 'e2ae_plugin_dialogs{state="active"} 3.0' in text
+    assert 'e2ae_plugin_dialogs{state="early"} 1.0' in text
+    assert "e2ae_plugin_dialogs" not in exposition(str(tmp_path)).decode()
