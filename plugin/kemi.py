@@ -30,7 +30,8 @@ requests over 1300 bytes toward a UDP peer, RFC 3261 18.1.1).
   call is released at once and its BYEs queued (:mod:`plugin.lifecycle`).
 * ``ksr_reply_route`` (every reply Kamailio receives): holds the reply to a BYE
   back while the BYEs of its dialog are being sent (:mod:`plugin.lifecycle`
-  says why).
+  says why); discards an 18x or 2xx whose Content-Length does not frame its
+  body (RFC 3261 18.3), which Kamailio would relay without reading its SDP.
 * ``ksr_failure_edge``: a final error to the initial INVITE (a CANCEL's 487
   included) releases the dialog.
 * ``ksr_dialog_event``: the dialog module's end of a dialog (its timeout)
@@ -234,6 +235,8 @@ class kamailio:
                     % (msg.call_id, msg.method if request else msg.status, side.value, outcome.warning))
             if msg.method == "ACK" or 200 <= msg.status < 300:
                 self._end_call(msg, outcome)
+            elif not request and outcome.warning:  # a provisional answer: the caller is told why
+                KSR.hdr.append("Warning: %s\r\n" % outcome.warning)
             return True
         if outcome.body is not None and outcome.body != msg.body:
             if not self._set_body(outcome):
@@ -294,13 +297,14 @@ class kamailio:
         KSR.tm.t_set_disable_internal_reply(1)
         if KSR.tm.t_relay() < 0:
             # RFC 3261 16.9: a transport error is answered as a 503 from the next hop.
-            why = "the request could not be sent toward the %s" % other(side).value
+            why = "the %s is unreachable: the request could not be sent toward it" % other(side).value
             KSR.err("e2ae: Call-ID %s: %s\n" % (_pv("$ci"), why))
             applied, self._applied = self._applied, None
             if applied is not None:
                 self.edge.release(applied.call_id, (applied.from_tag, applied.to_tag), CallEvent.REFUSED)
                 self._flush()
-            self._reply_error(Outcome(status=503, reason="Service Unavailable", warning=self.edge.warning(why)))
+            self._reply_error(Outcome(status=503, reason="Service Unavailable", retry_after=self.edge.retry_after,
+                                      warning=self.edge.warning(why)))
 
     # -- routes ---------------------------------------------------------------------
     def _sane(self, method):
@@ -329,18 +333,23 @@ class kamailio:
         self.edge.metrics.sip_errors.labels("400").inc()
 
     @staticmethod
-    def _send_built_reply(status, reason, warning):
+    def _raw_message():
+        """The message as received (``$mb``), undecodable bytes replaced."""
+        try:
+            return _pv("$mb")
+        except UnicodeDecodeError:
+            return bytes.fromhex(KSR.pv.get("$(mb{s.encode.hexa})") or "").decode("utf-8", "replace")
+
+    @classmethod
+    def _send_built_reply(cls, status, reason, warning):
         """Kamailio could not build the reply (a header it cannot parse, e.g. the
         Content-Length): build it from the raw message (plugin.sipreply)."""
-        try:
-            raw = _pv("$mb")
-        except UnicodeDecodeError:
-            raw = bytes.fromhex(KSR.pv.get("$(mb{s.encode.hexa})") or "").decode("utf-8", "replace")
+        raw = cls._raw_message()
         found = sipreply.needed_headers(raw)
         first = {name: values[0] if values else "" for name, values in found.items()}
         try:
             text = sipreply.response(status, reason, found["via"], first["from"], first["to"], first["call-id"],
-                                     first["cseq"], warning)
+                                     sipreply.cseq_of(raw, found), warning)
         except ValueError:
             return False
         host, port = sipreply.destination(found["via"][0], (_pv("$si"), int(_pv("$sp", 0) or 0)))
@@ -370,6 +379,11 @@ class kamailio:
         if method == "ACK":
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
+            return 1
+        if method == "INVITE" and not _pv("$ft"):
+            # RFC 3261 8.1.1.3: the From of a request outside a dialog MUST carry a tag;
+            # without one (or with ";tag" and no value) the dialog cannot be named.
+            self._bad_request(method, "the From header has no tag")
             return 1
         created = KSR.tm.t_newtran()
         if created == 0:
@@ -436,11 +450,16 @@ class kamailio:
         """Every reply Kamailio receives: a BYE's reply waits (at most BYE_HOLD_S) while
         the BYEs of its dialog are being sent, so that Kamailio 5.6's dialog module sends
         both (plugin.lifecycle)."""
-        if KSR.pv.get("$rm") == "BYE":
+        method = KSR.pv.get("$rm")
+        if method == "BYE":
             call_id = _pv("$ci")
             deadline = time.monotonic() + BYE_HOLD_S
             while KSR.htable.sht_get(BYE_TABLE, call_id) is not None and time.monotonic() < deadline:
                 time.sleep(0.0005)
+        elif method in REPLY_SDP_METHODS and 100 < int(_pv("$rs", 0) or 0) < 300 and not self._read_body():
+            framing = sipreply.framing_error(self._raw_message())
+            if framing is not None:
+                self._discard_reply(int(_pv("$rs", 0)), framing)
         return 1
 
     def ksr_onreply_edge(self, msg):
@@ -450,6 +469,15 @@ class kamailio:
             return 1
         self._apply(side, request=False)
         return 1
+
+    def _discard_reply(self, status, why):
+        """RFC 3261 18.3: a response whose Content-Length does not frame its body MUST be
+        discarded (Kamailio reads no body from it, yet would relay its bytes).  Nothing
+        is released: a retransmitted 2xx may still come; if none does, the INVITE's
+        timeout ends the call (ksr_failure_edge)."""
+        KSR.err("e2ae: Call-ID %s: %d from %s:%s discarded: %s\n" % (_pv("$ci"), status, _pv("$si"), _pv("$sp"), why))
+        self.edge.metrics.drops.labels("bad_reply").inc()
+        KSR.set_drop()
 
     def ksr_failure_edge(self, msg):
         self.edge.metrics.call_outcomes.labels(str(_pv("$T_reply_code", 0))).inc()
@@ -494,7 +522,7 @@ class kamailio:
                 self._flush()
         except Exception as exc:  # Redis down: try again on the next tick
             KSR.warn("e2ae: events: %s\n" % exc.__class__.__name__)
-            self._pubsub = None
+            self._drop_subscription()
         self._end_calls()
         self._retry_releases()
         return 1
@@ -591,10 +619,18 @@ class kamailio:
 
     def _subscription(self):
         if self._pubsub is None:
-            pubsub = self.edge.store.redis.pubsub()
-            pubsub.subscribe(EVENTS_CHANNEL)
-            self._pubsub = pubsub
+            self._pubsub = self.edge.store.redis.pubsub()
+            self._pubsub.subscribe(EVENTS_CHANNEL)
         return self._pubsub
+
+    def _drop_subscription(self):
+        """Close the subscription's connection (a new one is made on the next tick)."""
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:  # its connection is already broken: nothing to close
+                pass
 
     def ksr_xhttp_event(self, *args):
         if _pv("$hu").split("?", 1)[0] != "/metrics":
