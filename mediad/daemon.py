@@ -30,6 +30,7 @@ credentials, SRTP from the stored keys, no new handshake.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import OrderedDict
@@ -45,7 +46,7 @@ from mediad import datachannel, fastpath
 from mediad.certs import Certificate
 from mediad.config import Config
 from mediad.control import (
-    E_MALFORMED, E_NO_RESOURCES, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlError, ControlProtocol, DialogLocks,
+    E_MALFORMED, E_NO_RESOURCES, E_PEER, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlEndpoint, ControlError, DialogLocks,
 )
 from mediad.metrics import Metrics
 from mediad.ports import NoPortsError, PortPool
@@ -79,7 +80,7 @@ class Daemon:
         self.certificate_reference = ""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.store: StateStore | None = None
-        self.control: ControlProtocol | None = None
+        self.control: ControlEndpoint | None = None
         self.metrics_server = None
         self.locks = DialogLocks()
 
@@ -120,9 +121,8 @@ class Daemon:
         await self._load_certificate()
         await self.restore()
         control = self.config.mediad_control
-        _, self.control = await self.loop.create_datagram_endpoint(
-            lambda: ControlProtocol(secret, self.serve, self.metrics), local_addr=control.as_tuple()
-        )
+        self.control = ControlEndpoint(secret, self.serve, self.metrics)
+        await self.control.listen(control.host, control.port)
         self._spawn(self._sweep())
         if self.config.mediad_metrics is not None:
             m = self.config.mediad_metrics
@@ -207,6 +207,8 @@ class Daemon:
             return IqReply(request.dialog, request.transaction,
                            data={"dialogs": sorted(self.dialogs), "count": len(self.dialogs)})
         dialog = self.dialogs.get(request.dialog)
+        for spec in request.streams:
+            self._check_remote(spec)
         if command is Command.RESERVE:
             return await self._reserve(request, dialog)
         if dialog is None:
@@ -216,6 +218,36 @@ class Daemon:
         if command is Command.MODIFY:
             return await self._modify(request, dialog)
         return await self._release(request, dialog)
+
+    def _check_remote(self, spec: StreamSpec) -> None:
+        """What the peer's SDP gave (addresses, ports) must be something mediad can send to.
+
+        A host name (mediad resolves no names on its packet path), an address of
+        the other family than the side's own, or a port out of range is the peer's
+        doing: 488, the request changes nothing.
+        """
+        for side, term, local in (("access", spec.access, self.config.mediad_access_address),
+                                  ("core", spec.core, self.config.mediad_core_address)):
+            if term is None:
+                continue
+            if term.remote_address:
+                try:
+                    address = ipaddress.ip_address(term.remote_address)
+                except ValueError:
+                    raise ControlError(E_PEER, f"stream {spec.stream_id}: {side} remote address "
+                                               f"{term.remote_address[:64]!r} is not an IP address") from None
+                if address.version != ipaddress.ip_address(local).version:
+                    raise ControlError(E_PEER, f"stream {spec.stream_id}: {side} remote address "
+                                               f"{term.remote_address!r} is IPv{address.version}, mediad's {side} "
+                                               f"address is IPv{ipaddress.ip_address(local).version}")
+            for name in ("remote_port", "remote_rtcp_port", "remote_sctp_port"):
+                value = getattr(term, name)
+                if value is None:
+                    continue
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ControlError(E_MALFORMED, f"stream {spec.stream_id}: {side} {name} is not a number")
+                if not 0 <= value <= 65535:
+                    raise ControlError(E_PEER, f"stream {spec.stream_id}: {side} remote port {value} is out of range")
 
     def _check_stream(self, spec: StreamSpec) -> None:
         if spec.kind not in SUPPORTED_KINDS and spec.kind not in datachannel.KINDS:

@@ -37,7 +37,12 @@ TCP_RESULTS = ("accepted", "rejected")
 # Why an access TCP connection was closed or a frame not sent (mediad.tcp).
 TCP_ERRORS = ("not_stun", "unauthenticated", "oversized", "unknown_frame", "idle_timeout", "busy", "congested")
 COMMANDS = ("reserve", "modify", "release", "query", "list", "unknown")
-CONTROL_RESULTS = ("ok", "400", "401", "404", "500", "501", "503")
+CONTROL_RESULTS = ("ok", "400", "401", "404", "488", "500", "501", "503")
+# Why the control endpoint closed a connection (mediad.controlwire.Reason, and the endpoint's own).
+CONTROL_REJECTIONS = (
+    "malformed", "too_large", "version", "unexpected", "bad_proof", "bad_mac", "replay", "refused",
+    "handshake_timeout", "stalled", "busy",
+)
 
 
 class PacketCounters:
@@ -131,6 +136,13 @@ class Metrics:
             p + "control_request_seconds", "Control request latency", ["command"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=registry,
         )
+        self.control_rejections = Counter(
+            p + "control_rejected", "Control connections closed by mediad, by reason (garbage, wrong secret, "
+            "replayed or forged frames, timeouts)", ["reason"], registry=registry,
+        )
+        self.control_connections = Gauge(
+            p + "control_connections_active", "Open control connections", registry=registry
+        )
         self.events = Counter(p + "events", "Events sent to the ALG", ["event"], registry=registry)
         self.sctp_setup_seconds = Histogram(
             p + "sctp_setup_seconds", "SCTP association setup (DTLS up to SCTP established)",
@@ -165,6 +177,7 @@ class Metrics:
         self.control_count: dict[tuple[str, str], Any] = {}
         self.control_latency: dict[str, Any] = {}
         self.tcp_error = {reason: self.tcp_errors.labels(reason) for reason in TCP_ERRORS}
+        self.control_rejected_by = {reason: self.control_rejections.labels(reason) for reason in CONTROL_REJECTIONS}
 
     def add_native(self, engine) -> None:
         """Count what the native packet path (mediad.fastpath.Engine) relays and drops, too."""
@@ -175,6 +188,11 @@ class Metrics:
         if reason not in counts:
             reason = "unexpected"
         counts[reason] += 1
+
+    def control_rejected(self, reason: str) -> None:
+        counter = self.control_rejected_by.get(reason)
+        if counter is not None:
+            counter.inc()
 
     def control(self, command: str, result: str, seconds: float) -> None:
         command = command if command in COMMANDS else "unknown"

@@ -11,7 +11,7 @@ Keys (and nothing else is written):
   the dialog over, so Redis must be private (loopback or TLS, password/ACL).
 * ``e2ae:agw:certificate``: the generated certificate and key (PEM), shared by
   every mediad (SET NX), so the fingerprint survives restarts.
-* ``e2ae:control_secret``: the generated control HMAC key, when the
+* ``e2ae:control_secret``: the generated control channel secret, when the
   configuration gives none (SET NX; the plugin reads it).
 
 Events are PUBLISHed on ``e2ae:events`` as JSON ``{dialog, stream_id, event,

@@ -13,6 +13,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediad.client import AsyncIqClient, IqClient
+from mediad.control import decode_reply
+from mediad.controlwire import Authenticated, ClientConnection, Message, ProtocolError, Refused
 from sdp_rules.errors import UnavailableError
 from sdp_rules.iq import Command, IqRequest
 from tests.conftest import REPO, free_port
@@ -124,6 +127,10 @@ class Mediad:
     def aclient(self, timeout: float = 2.0) -> AsyncIqClient:
         return AsyncIqClient(self.control, self.secret, timeout)
 
+    def raw(self, secret: str | None = None) -> "RawControl":
+        """A control connection whose every byte the test sees and may send again."""
+        return RawControl(self.control, (self.secret if secret is None else secret).encode())
+
     @staticmethod
     def iq(command: Command, dialog: str, streams=None, transaction: str | None = None, **kw) -> IqRequest:
         return IqRequest(command, dialog, transaction or uuid.uuid4().hex[:12], streams or [], **kw)
@@ -160,6 +167,67 @@ class Mediad:
                 address = ".".join(str(b) for b in reversed(bytes.fromhex(hex_addr)))
                 bound.add((address, int(hex_port, 16)))
         return bound
+
+
+class RawControl:
+    """One control connection driven by hand: the handshake, payloads, raw bytes, what comes back."""
+
+    def __init__(self, address: tuple[str, int], secret: bytes, timeout: float = 3.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.wire = ClientConnection(secret)
+        self.sent: list[bytes] = []  # every write, as it went out
+
+    def handshake(self) -> list:
+        self.write(self.wire.hello())
+        return self.events()
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+        self.sock.sendall(data)
+
+    def send(self, payload: bytes) -> bytes:
+        """Send one DATA message; returns its bytes (to replay them)."""
+        data = self.wire.send(payload)
+        self.write(data)
+        return data
+
+    def events(self) -> list:
+        """The events of what mediad sends next; [] once it closed the connection."""
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except ConnectionResetError:
+                return []
+            if not data:
+                return []
+            events = self.wire.receive_data(data)
+            if events:
+                return events
+
+    def reply(self):
+        """The next reply (an IqReply), or the event that ended the connection (None: closed)."""
+        for event in self.events():
+            if isinstance(event, Message):
+                return decode_reply(event.payload)
+            if isinstance(event, (Refused, ProtocolError)):
+                return event
+            assert isinstance(event, Authenticated)
+        return None
+
+    def closed_by_peer(self, timeout: float = 3.0) -> bool:
+        """True when mediad closes the connection within ``timeout`` (what it sends meanwhile is read)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                if not self.sock.recv(65536):
+                    return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 @pytest.fixture
