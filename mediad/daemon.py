@@ -42,6 +42,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from sdp_rules.errors import E2aeError
 from sdp_rules.iq import Command, IqReply, IqRequest, Role, StreamSpec, TerminationSpec
 
+EVENT_DIALOG_EXPIRED = "dialog_expired"
+
 from mediad import datachannel, fastpath
 from mediad.certs import Certificate
 from mediad.config import Config
@@ -124,6 +126,7 @@ class Daemon:
         self.control = ControlEndpoint(secret, self.serve, self.metrics)
         await self.control.listen(control.host, control.port)
         self._spawn(self._sweep())
+        self._spawn(self._expire_idle())
         if self.config.mediad_metrics is not None:
             m = self.config.mediad_metrics
             self.metrics_server, _ = start_http_server(m.port, addr=m.host, registry=self.metrics.registry)
@@ -194,6 +197,7 @@ class Daemon:
             dialog = self.dialogs.get(request.dialog)
             if dialog is not None and reply.error_code is None and request.command in (Command.RESERVE, Command.MODIFY):
                 dialog.remember(request.transaction, data)
+                dialog.refresh(self.loop.time())  # (and its document, with its TTL, is written again)
                 self.changed(dialog)
             else:
                 self.recent[key] = data
@@ -447,6 +451,46 @@ class Daemon:
                         for channel in stream.access.channels():
                             channel.check_consent()
 
+    async def _expire_idle(self) -> None:
+        """Release the dialogs nothing refreshed for ``dialog_ttl`` (their Redis documents expire too).
+
+        A dialog is refreshed by a RESERVE or MODIFY, and by authenticated traffic
+        from the access side (SRTP/SRTCP, consent checks, DTLS application data)
+        seen since its last refresh: an active dialog is refreshed, and its
+        document written again with a new TTL, once half its TTL has passed.  A
+        dialog that expires is released as a RELEASE would (ports, native path,
+        Redis), counted and announced with a ``dialog_expired`` event.
+        """
+        ttl = float(self.config.redis_dialog_ttl)
+        period = max(0.2, min(30.0, ttl / 8))
+        while True:
+            await asyncio.sleep(period)
+            now = self.loop.time()
+            for dialog in list(self.dialogs.values()):
+                age = now - dialog.refreshed_at
+                if age < ttl / 2:
+                    continue
+                if dialog.active():
+                    dialog.refresh(now)
+                    self.changed(dialog)
+                elif age >= ttl:
+                    self._expire(dialog, age)
+
+    def _expire(self, dialog: Dialog, age: float) -> None:
+        for stream in dialog.streams.values():
+            self._close_stream(stream)
+        dialog.streams.clear()
+        del self.dialogs[dialog.id]
+        self.pending.released(dialog.id)
+        self._wake_writer()
+        self.metrics.sessions_active.set(len(self.dialogs))
+        self.metrics.dialogs_expired.inc()
+        log.info("dialog %s expired: no request and no access traffic for %.0f s", dialog.id, age)
+        event = {"dialog": dialog.id, "stream_id": None, "event": EVENT_DIALOG_EXPIRED, "reason": None,
+                 "component": None, "time": round(time.time(), 3)}
+        self.metrics.events.labels(EVENT_DIALOG_EXPIRED).inc()
+        self._spawn(self._publish(event))
+
     # -- what the packet path tells us -------------------------------------------------
     def event(self, stream: Stream, name: str, reason: str | None, component: str, **extra: Any) -> None:
         dialog = stream.dialog
@@ -521,13 +565,17 @@ class Daemon:
     # -- restart -------------------------------------------------------------------
     async def restore(self) -> None:
         """Reload every dialog in Redis: same ports, SRTP from the stored keys."""
-        assert self.store is not None
-        for document in await self.store.load_all():
+        assert self.store is not None and self.loop is not None
+        ttl = self.config.redis_dialog_ttl
+        for document, remaining in await self.store.load_all():
             try:
                 dialog = await self._restore_dialog(document)
             except (E2aeError, KeyError, TypeError, ValueError) as exc:
                 log.warning("dialog %s not restored: %s", str(document.get("dialog"))[:64], exc)
                 continue
+            # It expires when its document does (remaining: the document's TTL left, in s).
+            dialog.refreshed_at = self.loop.time() - max(0.0, ttl - remaining) if remaining is not None else \
+                self.loop.time()
             self.dialogs[dialog.id] = dialog
             self.metrics.restored_sessions.inc()
         self.metrics.sessions_active.set(len(self.dialogs))

@@ -70,6 +70,7 @@ typedef struct {
     e2ae_addr peer[2];    /* the access channel's authenticated source, when check_peer */
     int check_peer;       /* not ICE-lite: a new source is latched by Python */
     int core_latching;    /* the core's address is not known yet: Python latches */
+    uint64_t access_rx;   /* authenticated access packets relayed here (the dialog's expiry) */
     uint64_t *counters;
 } e2ae_stream;
 
@@ -186,6 +187,7 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
         return 1;
     }
     kind = is_rtcp ? E2AE_RTCP : E2AE_RTP;
+    s->access_rx++;
     c[E2AE_SIDE_ACCESS + E2AE_IN + kind]++;
     c[E2AE_SIDE_ACCESS + E2AE_IN + kind + 1] += (uint64_t)len;
     c[E2AE_FAST_PACKETS]++;

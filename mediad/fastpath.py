@@ -157,6 +157,10 @@ class StreamPath:
     def new_srtp(self, keys: SrtpKeys) -> FastSrtp:
         return FastSrtp(keys)
 
+    def access_received(self) -> int:
+        """Authenticated access packets the native path relayed (the dialog's expiry)."""
+        return int(self.ctx.access_rx)
+
     # -- Python -> C ------------------------------------------------------------------
     def attach(self, which: int, channel: "Channel", sock: socket.socket) -> None:
         self.channels[which] = channel

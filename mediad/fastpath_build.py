@@ -24,6 +24,7 @@ typedef struct {
     e2ae_addr peer[2];
     int check_peer;
     int core_latching;
+    uint64_t access_rx;
     uint64_t *counters;
 } e2ae_stream;
 typedef struct {

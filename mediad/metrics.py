@@ -151,6 +151,10 @@ class Metrics:
         self.data_channels_active = Gauge(
             p + "data_channels_active", "Data channels bridged to a core stream", registry=registry
         )
+        self.dialogs_expired = Counter(
+            p + "dialogs_expired", "Dialogs released by mediad after dialog_ttl without a request or access traffic",
+            registry=registry,
+        )
         self.restored_sessions = Counter(
             p + "restored_sessions", "Dialogs reloaded from Redis at start", registry=registry
         )

@@ -144,6 +144,7 @@ class AccessChannel(Channel):
         self.timer: asyncio.TimerHandle | None = None
         self.consent_reported = False
         self.source: tuple[str, int] | None = None  # source of the datagram being processed
+        self.received = 0  # authenticated packets from the peer (the dialog's expiry: refreshed by traffic)
 
     # Whatever the native packet path (mediad.fastpath) repeats is written down there on change.
     @property
@@ -222,6 +223,7 @@ class AccessChannel(Channel):
         counters = self.in_rtp if is_rtp else self.in_rtcp
         counters.packets += 1
         counters.bytes += len(data)
+        self.received += 1
         if self._peer != addr and not self.leg.spec.ice_lite:
             self.peer = addr  # authenticated: latch (restart, NAT rebinding)
         core = self.stream.core
@@ -236,7 +238,10 @@ class AccessChannel(Channel):
         self.in_stun.count(len(data))
         responder = self.responder
         before, dropped, rejected = responder.selected_address, responder.dropped, responder.rejected
+        consent = responder.last_consent
         reply = responder.handle(data, addr, self.loop.time())
+        if responder.last_consent != consent:
+            self.received += 1  # an authenticated check
         if responder.dropped != dropped:
             self.metrics.dropped("malformed")
         elif responder.rejected != rejected:
@@ -437,6 +442,7 @@ class AccessChannel(Channel):
                 self.metrics.dropped("unexpected")
                 return
             self.in_udptl.count(len(event.data))
+            self.received += 1
             if self.source is not None and not self.leg.spec.ice_lite:
                 self.peer = self.source  # authenticated: latch (NAT rebinding)
             core.send_udptl(event.data)

@@ -238,6 +238,13 @@ class Stream:
             out += self.core.channels()
         return out
 
+    def traffic(self) -> int:
+        """Authenticated access packets of this stream (Python's count, the native path's)."""
+        count = self.path.access_received() if self.path is not None else 0
+        if self.access is not None:
+            count += sum(c.received for c in self.access.channels())
+        return count
+
     def document(self) -> dict[str, Any]:
         return {
             "stream_id": self.stream_id, "kind": self.kind,
@@ -260,6 +267,21 @@ class Dialog:
         self.replies: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.version = 0
+        loop = owner.loop
+        self.refreshed_at = loop.time() if loop is not None else 0.0  # expiry: the daemon's _expire_idle
+        self.traffic_seen = 0  # access traffic counted at the last refresh
+
+    def traffic(self) -> int:
+        """Authenticated packets received on the access side so far (both packet paths)."""
+        return sum(stream.traffic() for stream in self.streams.values())
+
+    def active(self) -> bool:
+        """Has access traffic come since the last refresh?"""
+        return self.traffic() != self.traffic_seen
+
+    def refresh(self, now: float) -> None:
+        self.refreshed_at = now
+        self.traffic_seen = self.traffic()
 
     def remember(self, transaction: str, reply: dict[str, Any]) -> None:
         self.replies[transaction] = reply

@@ -42,7 +42,7 @@ def random_range(size: int = 120) -> tuple[int, int]:
 
 
 class Mediad:
-    def __init__(self, tmp_path: Path, redis_url: str, **options: str) -> None:
+    def __init__(self, tmp_path: Path, redis_url: str, dialog_ttl: int = 600, **options: str) -> None:
         self.control_port = free_port()
         self.metrics_port = free_port()
         self.secret = secrets.token_hex(16)
@@ -64,7 +64,7 @@ class Mediad:
         if values["control_secret"] == "":
             self.secret = ""
         lines = ["[mediad]"] + [f"{k} = {v}" for k, v in values.items()]
-        lines += ["[redis]", f"url = {redis_url}", "dialog_ttl = 600"]
+        lines += ["[redis]", f"url = {redis_url}", f"dialog_ttl = {dialog_ttl}"]
         self.config_path = tmp_path / f"e2ae-{uuid.uuid4().hex[:8]}.conf"
         self.config_path.write_text("\n".join(lines) + "\n")
         self.log_path = tmp_path / f"mediad-{uuid.uuid4().hex[:8]}.log"
@@ -234,7 +234,7 @@ class RawControl:
 def mediad_factory(tmp_path: Path, redis_url: str) -> Iterator:
     started: list[Mediad] = []
 
-    def make(**options: str) -> Mediad:
+    def make(**options) -> Mediad:
         daemon = Mediad(tmp_path, redis_url, **options)
         daemon.start()
         started.append(daemon)
