@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from typing import TYPE_CHECKING
 
 from sdp_rules.iq import EVENT_CONSENT_EXPIRED, EVENT_DTLS_ESTABLISHED, EVENT_DTLS_FAILED, Role
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mediad.relay")
 
 RTP, RTCP, STUN, DTLS = demux.RTP, demux.RTCP, demux.STUN, demux.DTLS
+_SSRC = struct.Struct("!I")  # RTP header bytes 8-11, RTCP bytes 4-7 (RFC 3550 sections 5.1, 6.4)
 
 # Channel states (the DTLS association of the channel, as seen by the relay).
 NEW, HANDSHAKING, ESTABLISHED, FAILED, CLOSED = "new", "handshaking", "established", "failed", "closed"
@@ -145,6 +147,8 @@ class AccessChannel(Channel):
         self.consent_reported = False
         self.source: tuple[str, int] | None = None  # source of the datagram being processed
         self.received = 0  # authenticated packets from the peer (the dialog's expiry: refreshed by traffic)
+        self.ssrcs: set[int] = set()  # SSRCs the SRTP session protects toward the peer (at most max_ssrcs)
+        self.max_ssrcs = owner.config.mediad_max_ssrcs
 
     # Whatever the native packet path (mediad.fastpath) repeats is written down there on change.
     @property
@@ -175,6 +179,8 @@ class AccessChannel(Channel):
 
     @srtp.setter
     def srtp(self, srtp) -> None:
+        if srtp is not self._srtp:
+            self.ssrcs = set()  # a new session (or none) has no streams yet
         self._srtp = srtp
         path = self.stream.path
         if path is not None:
@@ -345,6 +351,9 @@ class AccessChannel(Channel):
             dest = self.route()
             if dest is None:
                 return
+        ssrc = _SSRC.unpack_from(data, 8 if is_rtp else 4)[0]
+        if ssrc not in self.ssrcs and not self.admit_ssrc(ssrc):
+            return
         try:
             out = srtp.protect_rtp(data) if is_rtp else srtp.protect_rtcp(data)
         except SrtpError as exc:
@@ -354,6 +363,17 @@ class AccessChannel(Channel):
         counters = self.out_rtp if is_rtp else self.out_rtcp
         counters.packets += 1
         counters.bytes += len(out)
+
+    def admit_ssrc(self, ssrc: int) -> bool:
+        """A new SSRC toward the peer: each costs libsrtp a stream until the session ends; capped."""
+        if len(self.ssrcs) >= self.max_ssrcs:
+            self.metrics.dropped("too_many_ssrcs")
+            return False
+        self.ssrcs.add(ssrc)
+        path = self.stream.path
+        if path is not None:
+            path.sync()
+        return True
 
     def send_application_data(self, data: bytes) -> None:
         if self.state != ESTABLISHED or self.dtls is None:
@@ -562,8 +582,9 @@ class CoreChannel(Channel):
             leg = self.leg
             access = self.stream.access
             if self.is_t38:
-                if leg.latching:
-                    leg.latch(self.component, addr)
+                if not leg.admits(self.component, addr):
+                    self.metrics.dropped("wrong_source")
+                    return
                 self.in_udptl.count(len(data))
                 if access is None:
                     self.metrics.dropped("no_peer")
@@ -585,8 +606,11 @@ class CoreChannel(Channel):
             if not is_rtp and not demux.rtcp_is_valid(data):
                 self.metrics.dropped("malformed")  # plain RTCP is unauthenticated: check its form
                 return
-            if leg.latching:  # only media re-points the core destination, never garbage
-                leg.latch(self.component, addr)
+            # Only media from the core's address (or the latched source) goes on; garbage never latches.
+            if leg.latch_mode or addr[0] != leg.expected_host:
+                if not leg.admits(self.component, addr):
+                    self.metrics.dropped("wrong_source")
+                    return
             counters = self.in_rtp if is_rtp else self.in_rtcp
             counters.packets += 1
             counters.bytes += len(data)
