@@ -398,9 +398,21 @@ class AccessChannel(Channel):
         self.keys = None
 
     def start_client(self) -> None:
-        """Establish (D)TLS session IE: start once the peer's address is known."""
+        """Establish (D)TLS session IE: start once the peer's address is known.
+
+        With ICE (the ALG's ``ice_lite``), known means checked: the first
+        ClientHello goes to the address of a valid STUN check whose consent
+        holds, never to the SDP address before (RFC 8445 section 12; RFC 7675).
+        A ClientHello sent early reaches a client that may still hold it when
+        the call is set up again with the same offer (an INVITE retried after a
+        407): it answers that stale hello on the new association, whose own
+        hello had another random, and the handshake fails ("bad signature").
+        """
         if self.dtls is None or self.dtls.state != "new":
             self.new_session(Role.CLIENT)
+        if self.leg.spec.ice_lite and (self.responder.selected_address is None or not self.check_consent()):
+            self.pending_start = True
+            return
         if self.destination() is None:
             self.pending_start = True
             return
