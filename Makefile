@@ -4,13 +4,16 @@
 #                     rtpengine (minutes; installs rtpengine-daemon and libsrtp2-dev
 #                     when missing, builds the load generator); see docs/performance.rst
 #   make bench-smoke  the same path in seconds, no targets
+#   make soak         mediad's RSS over 20,000 calls (about 4 minutes); SOAK_ARGS for options
+#   make bench-iq     the cost of one Iq round trip on the control channel, and the sizes that fit
 #
 # Options for the full run go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--rounds 5 --streams 1000".
 
 PYTHON ?= .venv/bin/python
 BENCH_ARGS ?=
+SOAK_ARGS ?=
 
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke soak bench-iq
 
 $(PYTHON):
 	deploy/e2ae setup
@@ -20,3 +23,9 @@ bench: $(PYTHON)
 
 bench-smoke: $(PYTHON)
 	$(PYTHON) -m bench.run --smoke $(BENCH_ARGS)
+
+soak: $(PYTHON)
+	$(PYTHON) -m bench.soak $(SOAK_ARGS)
+
+bench-iq: $(PYTHON)
+	$(PYTHON) -m bench.iq_roundtrip

@@ -408,11 +408,12 @@ class AccessChannel(Channel):
         407): it answers that stale hello on the new association, whose own
         hello had another random, and the handshake fails ("bad signature").
         """
+        if self.leg.spec.ice_lite and (self.responder.selected_address is None or not self.check_consent()):
+            self.role = Role.CLIENT
+            self.pending_start = True  # (no OpenSSL connection until then: ~80 KiB each while it handshakes)
+            return
         if self.dtls is None or self.dtls.state != "new":
             self.new_session(Role.CLIENT)
-        if self.leg.spec.ice_lite and (self.responder.selected_address is None or not self.check_consent()):
-            self.pending_start = True
-            return
         if self.destination() is None:
             self.pending_start = True
             return

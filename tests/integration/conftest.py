@@ -42,14 +42,16 @@ def random_range(size: int = 120) -> tuple[int, int]:
 
 
 class Mediad:
-    def __init__(self, tmp_path: Path, redis_url: str, dialog_ttl: int = 600, **options: str) -> None:
-        self.control_port = free_port()
+    def __init__(self, tmp_path: Path, redis_url: str, dialog_ttl: int = 600, control_host: str = "127.0.0.1",
+                 **options: str) -> None:
+        self.control_host = control_host
+        self.control_port = free_port(host=control_host)
         self.metrics_port = free_port()
         self.secret = secrets.token_hex(16)
         a, c = random_range(), random_range()
         self.access_range, self.core_range = a, c
         values = {
-            "control": f"127.0.0.1:{self.control_port}",
+            "control": f"{control_host}:{self.control_port}",
             "control_secret": self.secret,
             "access_address": ACCESS_ADDRESS,
             "core_address": CORE_ADDRESS,
@@ -119,7 +121,7 @@ class Mediad:
     # -- control ----------------------------------------------------------------
     @property
     def control(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.control_port)
+        return (self.control_host, self.control_port)
 
     def client(self, timeout: float = 2.0) -> IqClient:
         return IqClient(self.control, self.secret, timeout)

@@ -274,6 +274,34 @@ def test_half_open_and_garbage_connections_hang_nothing(mediad):
     stalled.close()
 
 
+def test_the_control_endpoint_serves_its_configured_address_beyond_loopback(tmp_path):
+    """Bound to a non-loopback address (192.0.2.10, in a network namespace of the test's own), the
+    control endpoint serves clients from that address: the secret protects it, not a loopback rule."""
+    import subprocess
+
+    from tests.conftest import RedisServer
+    from tests.integration.chromium_peer import private_loopback_netns
+    from tests.integration.conftest import Mediad
+
+    with private_loopback_netns():
+        subprocess.run(["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"], check=True)
+        server = RedisServer()
+        server.start()
+        mediad = Mediad(tmp_path, server.url, control_host="192.0.2.10")
+        try:
+            mediad.start()
+            client = mediad.client()
+            reply = client.request(mediad.iq(Command.RESERVE, "remote", [srtp_stream(1)]))
+            assert reply.error is None, reply
+            assert client._sock.getsockname()[0] == "192.0.2.10"  # not a loopback source
+            with pytest.raises(OSError):  # and only there: nothing listens on 127.0.0.1
+                socket.create_connection(("127.0.0.1", mediad.control_port), timeout=1).close()
+            assert client.request(mediad.iq(Command.RELEASE, "remote")).error is None
+        finally:
+            mediad.stop()
+            server.stop()
+
+
 def test_no_ports_left_is_503_and_nothing_leaks(mediad_factory, redis_server):
     first = free_port()
     mediad = mediad_factory(access_ports=f"{first}-{first + 3}")
