@@ -18,8 +18,8 @@ after a warm-up:
   request sizes, to show which sizes go through.
 
 Each figure is the median and 99th percentile of the wall-clock round trip in
-microseconds, and mediad's CPU time per request (all its threads, from
-``/proc``).  The figures are printed and returned; nothing is asserted.
+microseconds, mediad's CPU time per request (all its threads, from
+``/proc``) and the client's (this process: what a Kamailio worker spends).  The figures are printed and returned; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -47,13 +47,14 @@ def _streams(candidates: int = 0):
     return [StreamSpec(1, "srtp", access, core)]
 
 
-def _figure(samples: list[float], cpu: float | None) -> dict:
+def _figure(samples: list[float], cpu: float | None, client_cpu: float) -> dict:
     ordered = sorted(samples)
     return {
         "n": len(samples),
         "median_us": round(statistics.median(ordered) * 1e6, 1),
         "p99_us": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6, 1),
         "mediad_cpu_us": round(cpu / len(samples) * 1e6, 1) if cpu is not None else None,
+        "client_cpu_us": round(client_cpu / len(samples) * 1e6, 1),
     }
 
 
@@ -75,6 +76,8 @@ def measure(n: int = 2000, sizes: tuple[int, ...] = (1000, 2800, 16000, 65536, 2
 
             def timed(requests):
                 samples = []
+                requests = list(requests)
+                client_before = time.process_time()
                 cpu_before = procs.cpu_time(mediad.pid)
                 for request in requests:
                     started = time.perf_counter()
@@ -83,8 +86,9 @@ def measure(n: int = 2000, sizes: tuple[int, ...] = (1000, 2800, 16000, 65536, 2
                     if reply.error_code is not None:
                         raise RuntimeError(f"{request.command.value}: {reply.error_code} {reply.error}")
                 cpu_after = procs.cpu_time(mediad.pid)
+                client_cpu = time.process_time() - client_before
                 used = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
-                return _figure(samples, used)
+                return _figure(samples, used, client_cpu)
 
             results["list"] = timed(IqRequest(Command.LIST, "bench", f"l{i}") for i in range(n))
             dialogs = [f"iq-bench-{i}" for i in range(n // 4)]
@@ -116,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=2000, help="requests per figure")
     args = parser.parse_args(argv)
     results = measure(args.n)
-    print(f"{'figure':<10} {'n':>6} {'median µs':>10} {'p99 µs':>10} {'mediad CPU µs/req':>18}")
+    print(f"{'figure':<10} {'n':>6} {'median µs':>10} {'p99 µs':>10} {'mediad CPU µs/req':>18} "
+          f"{'client CPU µs/req':>18}")
     for name in ("list", "reserve", "release"):
         r = results[name]
-        print(f"{name:<10} {r['n']:>6} {r['median_us']:>10} {r['p99_us']:>10} {str(r['mediad_cpu_us']):>18}")
+        print(f"{name:<10} {r['n']:>6} {r['median_us']:>10} {r['p99_us']:>10} {str(r['mediad_cpu_us']):>18} "
+              f"{r['client_cpu_us']:>18}")
     print("request size (bytes of JSON) -> outcome")
     for size, outcome in results["request_bytes"].items():
         print(f"  {size:>8}  {outcome}")

@@ -34,7 +34,7 @@ from sdp_rules.iq import IqReply, IqRequest
 from mediad.control import E_BAD_MAC, decode_reply, encode_request
 from mediad.controlwire import MAX_PAYLOAD, Authenticated, ClientConnection, Message, ProtocolError, Refused
 
-RECV_SIZE = 262144
+RECV_SIZE = 65536  # one read (a reply larger than this takes several)
 
 
 def _address(address) -> tuple[str, int]:
@@ -91,6 +91,7 @@ class IqClient:
         self._sock: socket.socket | None = None
         self._wire: ClientConnection | None = None
         self._pid = 0
+        self._buffer: bytearray | None = None  # reads land here (no large allocation per read)
 
     @classmethod
     def from_config(cls, config) -> "IqClient":
@@ -154,10 +155,12 @@ class IqClient:
         if remaining <= 0:
             raise _Late()
         self._sock.settimeout(remaining)
-        data = self._sock.recv(RECV_SIZE)
-        if not data:
+        if self._buffer is None:
+            self._buffer = bytearray(RECV_SIZE)
+        size = self._sock.recv_into(self._buffer)
+        if not size:
             raise _Lost("mediad closed the connection")
-        events = self._wire.receive_data(data)
+        events = self._wire.receive_data(bytes(memoryview(self._buffer)[:size]))
         for event in events:
             if type(event) is Refused:
                 raise _RefusedError(event)
