@@ -142,6 +142,7 @@ class AccessChannel(Channel):
         self._peer: tuple[str, int] | None = None  # learned from DTLS/SRTP/STUN
         self.pending_start = False
         self.start_handle: asyncio.Handle | None = None  # a start_client scheduled by start_client_soon
+        self.ice_timer: asyncio.TimerHandle | None = None  # a client's deadline for its first valid check
         self.started_at: float | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.consent_reported = False
@@ -411,7 +412,13 @@ class AccessChannel(Channel):
         if self.leg.spec.ice_lite and (self.responder.selected_address is None or not self.check_consent()):
             self.role = Role.CLIENT
             self.pending_start = True  # (no OpenSSL connection until then: ~80 KiB each while it handshakes)
+            if self.ice_timer is None:  # the handshake must still be done in dtls_handshake_timeout
+                when = self.loop.time() + self.owner.config.mediad_dtls_handshake_timeout
+                self.ice_timer = self.loop.call_at(when, self.on_ice_timeout)
             return
+        if self.ice_timer is not None:
+            self.ice_timer.cancel()
+            self.ice_timer = None
         if self.dtls is None or self.dtls.state != "new":
             self.new_session(Role.CLIENT)
         if self.destination() is None:
@@ -421,6 +428,14 @@ class AccessChannel(Channel):
         assert self.dtls is not None
         self.dtls.start(self.loop.time())
         self.pump()
+
+    def on_ice_timeout(self) -> None:
+        """No valid check came in ``dtls_handshake_timeout``: the handshake failed (timeout), as it
+        would had it been started (the ALG is told, and ends the call)."""
+        self.ice_timer = None
+        if self.pending_start and self.dtls is None and self.state not in (ESTABLISHED, FAILED, CLOSED):
+            self.metrics.handshakes.labels("client", "timeout").inc()
+            self.fail("timeout")
 
     def start_client_soon(self) -> None:
         """:meth:`start_client` on the next loop turn, so that the Iq answer goes out first.
@@ -530,6 +545,9 @@ class AccessChannel(Channel):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.ice_timer is not None:
+            self.ice_timer.cancel()
+            self.ice_timer = None
 
     def on_timer(self) -> None:
         self.timer = None

@@ -219,16 +219,19 @@ def test_core_rtcp_that_is_not_rtcp_is_dropped_not_protected():
     assert len(w.access.transport.sent) == 1
 
 
-def client_channel():
+def client_channel(ice_lite: bool = False, events: list | None = None):
     """A fresh access channel told to establish DTLS as client (RESERVE with setup:actpass)."""
     loop = FakeLoop()
+    events = [] if events is None else events
     owner = types.SimpleNamespace(
         metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None,
         config=Config(mediad_consent_timeout=30.0, mediad_dtls_handshake_timeout=30.0),
-        event=lambda stream, name, reason, component: None, certificate=Certificate.generate(),
+        event=lambda stream, name, reason, component: events.append((name, reason)),
+        certificate=Certificate.generate(),
     )
     access = TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", remote_address="127.0.0.1", remote_port=9,
-                             rtcp_mux=True, tls_role=Role.CLIENT, establish_tls=True)
+                             rtcp_mux=True, tls_role=Role.CLIENT, establish_tls=True, ice_lite=ice_lite,
+                             remote_ice_ufrag="peer", remote_ice_pwd="p" * 22)
     stream = Stream(Dialog(owner, "d"), StreamSpec(1, "srtp", access, None))
     stream.access = AccessLeg(stream, access)
     channel = stream.access.rtp = AccessChannel(stream.access, 50000, "rtp")
@@ -254,3 +257,37 @@ def test_a_channel_closed_before_its_deferred_start_sends_nothing():
     channel.close()
     loop.advance(0)
     assert transport.sent == [] and channel.dtls is None
+
+
+def test_an_ice_lite_client_waits_for_a_check_and_fails_in_time_without_one():
+    events: list = []
+    loop, leg, channel = client_channel(ice_lite=True, events=events)
+    leg.configure()
+    loop.advance(0)
+    assert channel.transport.sent == [] and channel.dtls is None and channel.pending_start
+    loop.advance(29)
+    assert channel.state == "new" and events == []
+    loop.advance(2)  # dtls_handshake_timeout without a valid check: the handshake failed
+    assert channel.state == "failed" and events == [("dtls_failed", "timeout")]
+    assert channel.transport.sent == []
+    assert channel.metrics.registry.get_sample_value(
+        "e2ae_mediad_dtls_handshakes_total", {"role": "client", "result": "timeout"}) == 1
+
+
+def test_an_ice_lite_client_starts_at_the_first_valid_check():
+    from aioice import stun
+
+    loop, leg, channel = client_channel(ice_lite=True)
+    leg.configure()
+    loop.advance(0)
+    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    request.attributes["USERNAME"] = f"{leg.ice_ufrag}:peer"
+    request.attributes["PRIORITY"] = 1
+    request.attributes["ICE-CONTROLLING"] = 1
+    request.attributes["USE-CANDIDATE"] = None
+    request.add_message_integrity(leg.ice_pwd.encode())
+    request.add_fingerprint()
+    channel.datagram_received(bytes(request), ("127.0.0.1", 40404))
+    hellos = [addr for data, addr in channel.transport.sent if data[0] == 22]
+    assert hellos == [("127.0.0.1", 40404)]  # to the checked address, not the SDP's port 9
+    assert channel.ice_timer is None and channel.state == "handshaking"
