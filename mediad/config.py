@@ -25,12 +25,15 @@ from sdp_rules.errors import UsageError
 
 ENV_CONFIG = "E2AE_CONFIG"
 ACTPASS_POLICIES = ("active", "passive")
+BUNDLE_POLICIES = ("off", "on")
 DTLS_FAILURE_POLICIES = ("bye", "keep")
 
 
 PACKET_PATHS = ("auto", "native", "python")
 CORE_SOURCES = ("sdp", "latch")
 MAX_SSRCS_LIMIT = 64  # the native packet path's table size (mediad/fastpath.c E2AE_MAX_SSRCS)
+LOG_FORMATS = ("text", "json")  # mediad.logs
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(UsageError):
@@ -86,6 +89,7 @@ class Config:
     mediad_packet_path: str = "auto"  # auto | native | python (mediad.fastpath)
     mediad_core_source: str = "sdp"  # sdp | latch: whose core media is accepted (docs/mediad.md)
     mediad_max_ssrcs: int = 16  # SSRCs per SRTP session toward access; a new one past it is dropped
+    mediad_log_format: str = "text"  # text | json (mediad.logs)
     # [redis]
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str = ""
@@ -93,10 +97,14 @@ class Config:
     # [policy]
     policy_actpass: str = "active"
     policy_dtls_failure: str = "bye"
+    policy_bundle: str = "off"  # BUNDLE toward access (RFC 9143): off | on
     # [plugin]
     plugin_metrics: HostPort | None = HostPort("127.0.0.1", 9811)
     plugin_iq_timeout_ms: int = 500
     plugin_retry_after: int = 5
+    plugin_log_level: str = "INFO"
+    plugin_log_format: str = "text"  # text | json (mediad.logs)
+    plugin_rpc_socket: str = "/run/e2ae-edge/kamailio_rpc.sock"  # Kamailio's jsonrpcs datagram socket
 
     @property
     def redis_url_with_password(self) -> str:
@@ -184,14 +192,19 @@ _CONVERTERS = {
     ("mediad", "packet_path"): lambda t, w: _choice(t, w, PACKET_PATHS),
     ("mediad", "core_source"): lambda t, w: _choice(t, w, CORE_SOURCES),
     ("mediad", "max_ssrcs"): lambda t, w: _bounded(t, w, 1, MAX_SSRCS_LIMIT),
+    ("mediad", "log_format"): lambda t, w: _choice(t, w, LOG_FORMATS),
     ("redis", "url"): lambda t, w: t.strip(),
     ("redis", "password"): lambda t, w: t.strip(),
     ("redis", "dialog_ttl"): lambda t, w: int(_positive(int, t, w)),
     ("policy", "actpass"): lambda t, w: _choice(t, w, ACTPASS_POLICIES),
     ("policy", "dtls_failure"): lambda t, w: _choice(t, w, DTLS_FAILURE_POLICIES),
+    ("policy", "bundle"): lambda t, w: _choice(t, w, BUNDLE_POLICIES),
     ("plugin", "metrics"): _optional_host_port,
     ("plugin", "iq_timeout_ms"): lambda t, w: int(_positive(int, t, w)),
     ("plugin", "retry_after"): lambda t, w: int(_positive(int, t, w)),
+    ("plugin", "log_level"): lambda t, w: _choice(t, w, LOG_LEVELS).upper(),
+    ("plugin", "log_format"): lambda t, w: _choice(t, w, LOG_FORMATS),
+    ("plugin", "rpc_socket"): lambda t, w: t.strip(),
 }
 
 

@@ -164,6 +164,9 @@ class StreamPath:
     def access_received(self) -> int:
         """Authenticated access packets the native path relayed (the dialog's expiry)."""
         return int(self.ctx.access_rx)
+    def relayed(self) -> tuple[int, int]:
+        """Packets C took in for relay from access and from the core (this stream)."""
+        return int(self.ctx.relayed[0]), int(self.ctx.relayed[1])
 
     # -- Python -> C ------------------------------------------------------------------
     def attach(self, which: int, channel: "Channel", sock: socket.socket) -> None:

@@ -30,6 +30,7 @@ typedef struct {
     uint32_t ssrc[2][64];
     uint64_t access_rx;
     uint64_t *counters;
+    uint64_t relayed[2];
 } e2ae_stream;
 typedef struct {
     int len;

@@ -231,6 +231,7 @@ class AccessChannel(Channel):
         counters.packets += 1
         counters.bytes += len(data)
         self.received += 1
+        self.stream.from_access += 1
         if self._peer != addr and not self.leg.spec.ice_lite:
             self.peer = addr  # authenticated: latch (restart, NAT rebinding)
         core = self.stream.core
@@ -491,6 +492,7 @@ class AccessChannel(Channel):
                 return
             self.in_udptl.count(len(event.data))
             self.received += 1
+            self.stream.from_access += 1
             if self.source is not None and not self.leg.spec.ice_lite:
                 self.peer = self.source  # authenticated: latch (NAT rebinding)
             core.send_udptl(event.data)
@@ -617,6 +619,7 @@ class CoreChannel(Channel):
                     self.metrics.dropped("wrong_source")
                     return
                 self.in_udptl.count(len(data))
+                self.stream.from_core += 1
                 if access is None:
                     self.metrics.dropped("no_peer")
                 else:
@@ -645,6 +648,7 @@ class CoreChannel(Channel):
             counters = self.in_rtp if is_rtp else self.in_rtcp
             counters.packets += 1
             counters.bytes += len(data)
+            self.stream.from_core += 1
             if access is None:
                 self.metrics.dropped("no_peer")
             elif is_rtp:

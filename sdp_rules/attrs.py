@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from iq import Fingerprint, Role, TerminationReply
 from sdp_rules.errors import SdpPolicyError
-from sdp_rules.iq import Fingerprint, Role, TerminationReply
 from sdp_rules.plan import ActpassPolicy
 from sdp_rules.sdp import MediaSection, SessionDescription
 
@@ -68,8 +68,8 @@ def dtls_params(sdp: SessionDescription, m: MediaSection, where: str, *, answer:
             continue
         try:
             fingerprints.append(Fingerprint.parse(raw))
-        except SdpPolicyError as exc:
-            raise SdpPolicyError(f"{where}: {exc.reason}") from None
+        except ValueError as exc:
+            raise SdpPolicyError(f"{where}: {exc}") from None
     if not fingerprints:
         raise SdpPolicyError(
             f"{where}: a=fingerprint uses no supported hash function ({', '.join(unknown)}; RFC 8122 section 5)"
@@ -193,6 +193,15 @@ def ice_params(sdp: SessionDescription, m: MediaSection) -> IceParams:
 
 
 def remote_rtp_address(sdp: SessionDescription, m: MediaSection, where: str) -> tuple[str | None, int]:
+    """The peer's address and port of a stream the edge terminates.
+
+    A port count (``m=audio 49170/2 ...``, RFC 8866 5.14) names more ports than
+    the AGW reserves (one port, or an RTP/RTCP pair, per m-line): refused (488)
+    rather than copied to the other side naming ports nobody holds.
+    """
+    if m.m.port_count not in (None, 1):
+        raise SdpPolicyError(f"{where}: port count /{m.m.port_count}: the edge relays one port"
+                             " (RTP/RTCP pair) per m-line (RFC 8866 5.14)")
     conn = sdp.connection_for(m)
     if conn is None and m.port != 0:
         raise SdpPolicyError(f"{where}: no c= line for the media (RFC 8866 5.7)")
@@ -212,17 +221,19 @@ def remote_rtcp_port(m: MediaSection) -> int | None:
 
 
 def strip_for_core(m: MediaSection) -> None:
-    """Remove DTLS, ICE and access-side RTCP attributes from a section going to the core.
+    """Remove DTLS, ICE, access-side RTCP and BUNDLE attributes from a section going to the core.
 
     ``a=3ge2ae`` (TS 24.229: the UE's request for e2ae protection) describes
     the access leg only; the edge applies it and does not pass it on.
     """
-    m.remove_attributes(*DTLS_ATTRIBUTES, *ICE_ATTRIBUTES, "rtcp", "rtcp-mux-only", "crypto", "3ge2ae")
+    m.remove_attributes(*DTLS_ATTRIBUTES, *ICE_ATTRIBUTES, "rtcp", "rtcp-mux-only", "crypto", "3ge2ae",
+                        "bundle-only")
 
 
 def strip_for_access(m: MediaSection) -> None:
     """Remove what the core said of its own transport before the AGW's values go in."""
-    m.remove_attributes(*DTLS_ATTRIBUTES, *ICE_ATTRIBUTES, "rtcp", "rtcp-mux", "rtcp-mux-only", "crypto")
+    m.remove_attributes(*DTLS_ATTRIBUTES, *ICE_ATTRIBUTES, "rtcp", "rtcp-mux", "rtcp-mux-only", "crypto",
+                        "bundle-only")
 
 
 def host_candidates(reply: TerminationReply, *, tcp: bool = False) -> list[str]:

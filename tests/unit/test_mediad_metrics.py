@@ -51,3 +51,16 @@ def test_control_requests_and_latency_are_counted_as_a_counter_and_a_histogram(m
     assert value("e2ae_mediad_control_request_seconds_count", {"command": "reserve"}) == 4
     assert abs(value("e2ae_mediad_control_request_seconds_sum", {"command": "reserve"}) - 2.0035) < 1e-9
     assert value("e2ae_mediad_control_requests_created", {"command": "reserve", "result": "ok"}) is not None
+def test_ports_free_follows_the_pool(metrics_registry):
+    from mediad.config import PortRange
+    from mediad.ports import PortPool
+
+    metrics = Metrics(metrics_registry)
+    pool = PortPool("127.0.0.1", PortRange(20000, 20009))
+    metrics.watch_pool("access", pool)
+    assert metrics_registry.get_sample_value("e2ae_mediad_ports", {"side": "access"}) == 10
+    assert metrics_registry.get_sample_value("e2ae_mediad_ports_free", {"side": "access"}) == 10
+    pool.in_use.update({20000, 20001, 20002})
+    assert metrics_registry.get_sample_value("e2ae_mediad_ports_free", {"side": "access"}) == 7
+    pool.release(20001)
+    assert metrics_registry.get_sample_value("e2ae_mediad_ports_free", {"side": "access"}) == 8
