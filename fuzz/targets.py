@@ -490,6 +490,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            ("mediad.sctp", "aiortc.rtcsctptransport", "aiortc.rtcdatachannel"), build_sctp, _seeds("sctp")),
     Target("msrp", "MSRP message boundaries (RFC 4975 7.1)", ("mediad.msrp",), build_msrp, _seeds("msrp")),
     Target("t140", "T.140 in RTP and RED (RFC 4103, RFC 2198)", ("mediad.t140",), build_t140, _seeds("t140")),
-    Target("control", "control channel: frames, handshake, sequence, Iq payload", ("mediad.control", "mediad.controlwire", "iq"),
+    Target("control", "control channel: frames, handshake, sequence, Iq payload",
+           ("mediad.control", "mediad.controlwire", "iq"),
            build_control, _seeds("control"), max_len=16384),
 )}

@@ -345,8 +345,8 @@ class _Connection:
                 if state is State.OPEN:  # the common case, inline: a DATA frame
                     (length,) = _LENGTH.unpack_from(data, offset)
                     end = offset + 4 + length
-                    if 0 < length <= MAX_FRAME and data[offset + 4] == _DATA:
-                        if end > size:
+                    if 0 < length <= MAX_FRAME and (size - offset == 4 or data[offset + 4] == _DATA):
+                        if end > size:  # the frame is not all there (perhaps only its length)
                             break
                         assert self._rx is not None
                         events.append(Message(self._rx.open(data, offset + 4, end)))

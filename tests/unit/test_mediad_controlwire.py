@@ -57,6 +57,19 @@ def test_bytes_split_anywhere_give_the_same_events():
     assert server.buffered == 0
 
 
+def test_a_message_cut_at_any_byte_after_the_handshake_is_received_whole():
+    # TCP may deliver a frame's length alone (an IndexError the control fuzz target found).
+    server, client = connected()
+    assert server.receive_data(client.send(b"first")) == [Authenticated(), Message(b"first")]
+    size = len(encode(Frame(FrameType.DATA, bytes(controlwire.SEQ_SIZE + 4 + controlwire.TAG_SIZE))))
+    for cut in range(size + 1):
+        payload = b"m-%02d" % cut
+        frame = client.send(payload)
+        assert len(frame) == size
+        assert server.receive_data(frame[:cut]) + server.receive_data(frame[cut:]) == [Message(payload)]
+    assert server.buffered == 0 and server.state is State.OPEN
+
+
 def test_the_payload_is_encrypted_on_the_wire():
     _, client = connected()
     assert b"ice_pwd-secret-value" not in client.send(b'{"ice_pwd": "ice_pwd-secret-value"}')
