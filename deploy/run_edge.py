@@ -367,7 +367,7 @@ class Runner:
         say("edge ready:")
         say(f"  SIP access socket   udp:{access}   (WebRTC clients / UEs)")
         say(f"  SIP core socket     udp:{core}   -> next hop {config.edge_core_next_hop}")
-        say(f"  mediad control      udp:{control}   media access {config.mediad_access_address} "
+        say(f"  mediad control      tcp:{control}   media access {config.mediad_access_address} "
             f"{config.mediad_access_ports}, core {config.mediad_core_address} {config.mediad_core_ports}")
         if config.mediad_metrics:
             say(f"  mediad metrics      http://{config.mediad_metrics}/metrics")

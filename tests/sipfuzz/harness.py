@@ -896,8 +896,8 @@ class Fuzz:
         if name == "kamailio":
             # the plugin's store (its script connection and redis-py's pool for the
             # other commands) and, in the events process, its subscription; the Iq
-            # socket; prometheus_client's files of the worker (each mapped once, opened twice)
-            return [(redis, 3), (re.escape(f"udp -> 127.0.0.1:{self.edge.conf.control_port}"), 1),
+            # connection; prometheus_client's files of the worker (each mapped once, opened twice)
+            return [(redis, 3), (re.escape(f"tcp -> 127.0.0.1:{self.edge.conf.control_port}"), 1),
                     (re.escape(str(self.edge.dir / "plugin-metrics")) + r"/\w+\.db", 2)]
         return [(redis, self.concurrency + 2)]  # mediad's pool (one per concurrent command) and its writer
 
