@@ -90,6 +90,11 @@ from sdp_rules.errors import AgwError, E2aeError, PeerError, UnavailableError
 from sdp_rules.plan import ActpassPolicy, BundlePolicy, Kind, Policy
 from sdp_rules.rules import release_request
 
+# Imported here, in Kamailio's main process before it forks its workers: the
+# control channel's cryptography costs 50-100 ms to import, which each worker's
+# first call would otherwise pay.
+from mediad.client import IqClient
+
 from plugin import limits
 from plugin.body import SDP_TYPE, MultipartError, find_sdp, is_multipart, media_type
 from plugin.lifecycle import (Action, CallEvent, CallState, EndRequest, Lifecycle, LifecycleError,
@@ -713,8 +718,6 @@ class LazyIqClient:
 
     def _client_now(self):
         if self._client is None:
-            from mediad.client import IqClient
-
             self._client = IqClient.from_config(self.config)
         return self._client
 
