@@ -531,11 +531,14 @@ class Edge:
             self.metrics.iq_latency.labels(request.command.value).observe(time.perf_counter() - started)
 
     def _refusal(self, reply: IqReply) -> E2aeError:
-        """The error for mediad's error reply: 503 when it is overloaded, else a defect of
-        ours or of mediad's (500), never the peer's."""
+        """The error for mediad's error reply (docs/mediad.md): 503 when it is overloaded,
+        488 when the peer's SDP asks for what mediad cannot do, else a defect of ours or
+        of mediad's (500), never the peer's."""
         code = reply.error_code or 500
         if code == 503:
             return UnavailableError(f"mediad: {reply.error}", self.retry_after)
+        if code == 488:
+            return PeerError(f"media: {reply.error}", 488)
         return AgwError(f"mediad refused the request (error {code}): {reply.error}")
 
     def _iq(self, request: IqRequest) -> IqReply:

@@ -31,7 +31,8 @@ requests over 1300 bytes toward a UDP peer, RFC 3261 18.1.1).
 * ``ksr_reply_route`` (every reply Kamailio receives): holds the reply to a BYE
   back while the BYEs of its dialog are being sent (:mod:`plugin.lifecycle`
   says why); discards an 18x or 2xx whose Content-Length does not frame its
-  body (RFC 3261 18.3), which Kamailio would relay without reading its SDP.
+  body (RFC 3261 18.3), which Kamailio would relay without reading its SDP,
+  and a 2xx to an INVITE without a To tag (RFC 3261 12.1.1).
 * ``ksr_failure_edge``: a final error to the initial INVITE (a CANCEL's 487
   included) releases the dialog.
 * ``ksr_dialog_event``: the dialog module's end of a dialog (its timeout)
@@ -456,10 +457,16 @@ class kamailio:
             deadline = time.monotonic() + BYE_HOLD_S
             while KSR.htable.sht_get(BYE_TABLE, call_id) is not None and time.monotonic() < deadline:
                 time.sleep(0.0005)
-        elif method in REPLY_SDP_METHODS and 100 < int(_pv("$rs", 0) or 0) < 300 and not self._read_body():
-            framing = sipreply.framing_error(self._raw_message())
-            if framing is not None:
-                self._discard_reply(int(_pv("$rs", 0)), framing)
+        elif method in REPLY_SDP_METHODS:
+            status = int(_pv("$rs", 0) or 0)
+            if method == "INVITE" and 200 <= status < 300 and not _pv("$tt"):
+                # RFC 3261 12.1.1: a 2xx names the dialog with its To tag; one without
+                # it can start no dialog (its media could never be released).
+                self._discard_reply(status, "a 2xx to an INVITE without a To tag")
+            elif 100 < status < 300 and not self._read_body():
+                framing = sipreply.framing_error(self._raw_message())
+                if framing is not None:
+                    self._discard_reply(status, framing)
         return 1
 
     def ksr_onreply_edge(self, msg):
@@ -471,8 +478,8 @@ class kamailio:
         return 1
 
     def _discard_reply(self, status, why):
-        """RFC 3261 18.3: a response whose Content-Length does not frame its body MUST be
-        discarded (Kamailio reads no body from it, yet would relay its bytes).  Nothing
+        """Discard a reply the edge cannot use (RFC 3261 18.3: a response whose
+        Content-Length does not frame its body MUST be discarded).  Nothing
         is released: a retransmitted 2xx may still come; if none does, the INVITE's
         timeout ends the call (ksr_failure_edge)."""
         KSR.err("e2ae: Call-ID %s: %d from %s:%s discarded: %s\n" % (_pv("$ci"), status, _pv("$si"), _pv("$sp"), why))

@@ -553,10 +553,12 @@ class Fuzz:
         self.stats.requests[method] += 1
         if final is None:
             sent = Msg.parse(tx.data, None)
-            if sent is not None and not all(sent.get(name) for name in CORE_REQUIRED):
-                # Kamailio's core drops a request without one of these before any route
-                # runs (receive_msg: "required headers not found in request"): no script
-                # can answer it, and no client could match an answer without a CSeq.
+            if sent is not None and (not all(sent.get(name) for name in CORE_REQUIRED)
+                                     or len(sent.get("cseq").split()) < 2):
+                # Kamailio's core drops a request without one of these, or whose CSeq
+                # has no method (its parser fails), before any route runs (receive_msg:
+                # "required headers not found in request"): no script can answer it,
+                # and no client could match an answer without a CSeq.
                 self.stats.finals[f"dropped by Kamailio's core {method}"] += 1
                 return
             got = ", ".join(sorted({m.first for m in tx.responses})) or "nothing"

@@ -610,10 +610,10 @@ class Case:
     @property
     def may_be_discarded(self) -> bool:
         """A response a proxy may discard (RFC 3261 18.3, 16.7): its Content-Length does not
-        frame its body, or its CSeq is broken (it matches no transaction)."""
-        return any(m.startswith(("content_length(", "cseq(")) or m.startswith(("fixture ok-content_length",
-                                                                              "fixture ok-cseq"))
-                   for m in self.mutations)
+        frame its body, its CSeq is broken (it matches no transaction), or it is a 2xx
+        without a To tag (RFC 3261 12.1.1: it starts no dialog)."""
+        return any(m.startswith(("content_length(", "cseq(", "fixture ok-content_length", "fixture ok-cseq"))
+                   or (self.flow == "ok" and m.startswith("missing_tag(To)")) for m in self.mutations)
 
     def describe(self) -> str:
         return f"case {self.index} {self.flow} seed {self.seed_name}: " + "; ".join(self.mutations or ["unmutated"])

@@ -134,15 +134,16 @@ def test_malformed_offer_is_488_with_a_warning(store, metrics_registry):
     assert metrics_registry.get_sample_value("e2ae_plugin_sip_errors_total", {"status": "488"}) == 1
 
 
-@pytest.mark.parametrize("code, status", [(503, 503), (400, 500), (404, 500), (501, 500), (500, 500)])
+@pytest.mark.parametrize("code, status", [(503, 503), (488, 488), (400, 500), (404, 500), (501, 500), (500, 500)])
 def test_agw_errors_map_to_sip_statuses(store, metrics_registry, code, status):
-    """mediad overloaded: 503; any other error of mediad's is a defect on our side, a 500
-    with a Warning saying so, never a 488 blamed on the peer."""
+    """mediad overloaded: 503; the peer's SDP asking what mediad cannot do (its 488): 488;
+    any other error of mediad's is a defect on our side, a 500 with a Warning saying so,
+    never a 488 blamed on the peer."""
     edge = make_edge(store, metrics_registry, Agw(error=(code, "no")))
     out = edge.handle(msg((FIXTURES / "chromium_offer_audio.sdp").read_text()))
     assert out.status == status
     assert (out.retry_after is not None) == (status == 503)
-    assert out.warning and "mediad" in out.warning
+    assert out.warning and ("media: no" if status == 488 else "mediad") in out.warning
     assert store.redis.keys(DIALOG_PREFIX + "*") == []
 
 

@@ -586,6 +586,12 @@ def test_a_reply_whose_content_length_does_not_frame_it_is_discarded(kemi):
     ksr.pvs["$mb"] = "SIP/2.0 200 OK\r\n\r\n"  # no body at all: goes on
     assert script.ksr_reply_route(None) == 1
     assert dropped == [1]
+    ksr.pvs["$tt"] = ""  # RFC 3261 12.1.1: a 2xx without a To tag starts no dialog
+    assert script.ksr_reply_route(None) == 1
+    assert dropped == [1, 1]
+    ksr.pvs["$rs"] = "180"  # a provisional reply may lack it
+    assert script.ksr_reply_route(None) == 1
+    assert dropped == [1, 1]
 
 
 def test_a_header_kamailio_refuses_does_not_stop_the_reply(kemi):
