@@ -5,8 +5,11 @@ Theory of operation
 Kamailio calls :func:`mod_init` once in its main process; the returned
 :class:`kamailio` object is inherited by every forked worker, which builds its
 own :class:`~plugin.edge.Edge` (Redis connection, Iq socket) on first use.
-Which side a message comes from is the socket it arrived on (``$Ri:$Rp``
-against ``[edge] access_sip`` / ``core_sip``).
+Which side a message comes from is the socket it arrived on (``$pr``,
+``$Ri:$Rp`` against every ``[edge]`` socket), and which socket a request
+leaves on is the other side's socket for its next hop's transport: both
+decided by :mod:`plugin.routing`, which also says how REGISTER gets its Path
+and how requests from the core find the client's flow.
 
 * ``ksr_request_route``: initial requests from access go to ``[edge]
   core_next_hop`` through the core socket; initial requests from the core go
@@ -58,6 +61,7 @@ from sdp_rules.iq import Side  # noqa: E402
 from mediad.config import load_config  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
 from plugin.edge import REPLY_SDP_METHODS, Edge, Message, other  # noqa: E402
+from plugin import routing  # noqa: E402
 
 EVENTS_CHANNEL = "e2ae:events"
 EVENTS_PER_TICK = 100
@@ -71,6 +75,9 @@ END_AT_ACK = "$dlg_var(e2ae_end)"
 # Replies whose dialog the dialog module has not confirmed yet (a PRACK's comes before
 # its INVITE's 2xx): their call is ended from the INVITE's ACK.
 DEFERRED_TO_ACK = frozenset({"INVITE", "PRACK"})
+# Requests from access whose Contact names the client (a dialog's remote target):
+# it gets the client's flow as an alias (plugin.routing).
+CONTACT_ALIAS_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
 
 
 class _KsrHandler(logging.Handler):
@@ -99,12 +106,8 @@ def _pv(name, default=""):
 class kamailio:
     def __init__(self):
         self.config = load_config()
-        self.access = self.config.edge_access_sip
-        self.core = self.config.edge_core_sip
-        self.sockets = {
-            Side.ACCESS: "udp:%s:%d" % (self.access.host, self.access.port),
-            Side.CORE: "udp:%s:%d" % (self.core.host, self.core.port),
-        }
+        self.routes = routing.SocketMap.from_config(self.config)
+        self.next_hop = routing.core_next_hop(self.config, self.routes)
         self.metrics_dir = _METRICS_DIR
         self._edge = None
         self._pubsub = None
@@ -124,12 +127,26 @@ class kamailio:
 
     # -- helpers --------------------------------------------------------------------
     def _side(self):
-        ip, port = _pv("$Ri"), _pv("$Rp", 0)
-        if ip == self.access.host and int(port) == self.access.port:
-            return Side.ACCESS
-        if ip == self.core.host and int(port) == self.core.port:
-            return Side.CORE
-        return None
+        return self.routes.side_of(_pv("$pr"), _pv("$Ri"), _pv("$Rp", 0))
+
+    def _toward(self, side):
+        """Where the current request leaves toward ``side`` (plugin.routing.toward)."""
+        du = _pv("$du")
+        if side is Side.ACCESS and KSR.nathelper.handle_ruri_alias() > 0:
+            du = _pv("$du")  # an in-dialog request toward a client: its connection
+        decision = routing.toward(self.routes, side, _pv("$nh(P)"), du or _pv("$ru"), flow=bool(du))
+        if decision.action is routing.Action.RELAY:
+            if decision.no_connect:
+                KSR.set_forward_no_connect()
+            KSR.corex.set_send_socket(decision.socket)
+        return decision
+
+    def _refuse(self, status, reason, warning, stateful=True):
+        KSR.hdr.append_to_reply('Warning: 399 %s "%s"\r\n' % (self.edge.agent, warning))
+        if stateful:
+            KSR.tm.t_reply(status, reason)
+        else:
+            KSR.sl.sl_send_reply(status, reason)
 
     def _message(self, side, request, body):
         cseq = _pv("$cs", 0)
@@ -200,11 +217,30 @@ class kamailio:
             KSR.err("e2ae: Call-ID %s: no dialog to end after a failed answer\n" % call_id)
 
     def _relay(self, side, method):
-        KSR.corex.set_send_socket(self.sockets[other(side)])
+        decision = self._toward(other(side))
+        if decision.action is routing.Action.REPLY:
+            self._refuse(decision.status, decision.reason, decision.warning)
+            return False
         if method in REPLY_SDP_METHODS:  # no other reply is rewritten or noted (a BYE's 200)
             KSR.tm.t_on_reply("ksr_onreply_edge")
         if KSR.tm.t_relay() < 0:
-            KSR.sl.sl_reply_error()
+            status, reason, warning = routing.relay_failed(other(side), decision)
+            self._refuse(status, reason, warning)
+            return False
+        return True
+
+    def _register(self, side):
+        """REGISTER from access: to the core next hop with a Path naming the client's flow
+        (RFC 3327, RFC 5626; plugin.routing).  The edge keeps no binding of its own."""
+        if side is not Side.ACCESS:
+            KSR.sl.sl_send_reply(403, "Forbidden")
+            return 1
+        if KSR.tm.t_newtran() <= 0:
+            return 1
+        KSR.path.add_path_received()
+        KSR.setdsturi(self.next_hop)
+        self._relay(side, "REGISTER")
+        return 1
 
     # -- routes ---------------------------------------------------------------------
     def ksr_request_route(self, msg):
@@ -217,6 +253,12 @@ class kamailio:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
         method = _pv("$rm")
+        if side is Side.ACCESS:
+            KSR.force_rport()  # RFC 3581: replies go to the client's source, not its Via
+            if method in CONTACT_ALIAS_METHODS:
+                KSR.nathelper.add_contact_alias()  # in-dialog requests follow its flow
+        if method == "REGISTER":
+            return self._register(side)
         if method == "CANCEL":
             # No release here: a 200 may cross the CANCEL and the call go on.  The
             # INVITE's 487 (or any final error) runs ksr_failure_edge, which releases.
@@ -238,8 +280,11 @@ class kamailio:
             KSR.dialog.dlg_manage()
             KSR.tm.t_on_failure("ksr_failure_edge")
         if side is Side.ACCESS:
-            KSR.setdsturi(self.config.edge_core_next_hop)
-        self._relay(side, method)
+            KSR.setdsturi(self.next_hop)
+        else:
+            KSR.rr.loose_route()  # a Path to a registered client: its flow becomes $du
+        if not self._relay(side, method) and method == "INVITE":
+            self.edge.release(_pv("$ci"), (_pv("$ft"),), "failure")
         return 1
 
     def _in_dialog(self, side, method):
@@ -250,8 +295,8 @@ class kamailio:
             self._apply(side)
             if routed and _pv(END_AT_ACK) == "ack":  # the ACK of a 2xx whose answer failed
                 self._end_dialog(_pv("$ci"))
-            KSR.corex.set_send_socket(self.sockets[other(side)])
-            KSR.tm.t_relay()
+            if self._toward(other(side)).action is routing.Action.RELAY:
+                KSR.tm.t_relay()
             return 1  # no refresh: Edge.refresh says why an ACK needs none
         if not routed:
             KSR.sl.sl_send_reply(404, "Not Here")
@@ -275,6 +320,8 @@ class kamailio:
         status = int(_pv("$rs", 0) or 0)
         if side is None or status >= 300 or status < 101:
             return 1
+        if side is Side.ACCESS and status > 100:
+            KSR.nathelper.add_contact_alias()  # the client's Contact: its flow (plugin.routing)
         self._apply(side, request=False)
         return 1
 
@@ -336,6 +383,9 @@ class kamailio:
             KSR.warn("e2ae: Call-ID %s: release after DTLS failure: %s\n" % (record.call_id, exc))
 
     def ksr_xhttp_event(self, *args):
+        if self.routes.has_websocket() and "websocket" in _pv("$hdr(Upgrade)").lower():
+            KSR.websocket.handle_handshake()  # SIP over WebSocket (RFC 7118)
+            return 1
         if _pv("$hu").split("?", 1)[0] != "/metrics":
             KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "not found\n")
             return 1

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.run_edge import kamailio_command
+from deploy.sip_tls import ensure_certificate, write_tls_cfg
+from mediad.config import sip_sockets
 from tests.conftest import REPO, free_port
 
 SCENARIOS = REPO / "sipp_scenarios"
@@ -97,12 +99,17 @@ class EdgeConfig:
     iq_timeout_ms: int = 500
     actpass: str = "active"
     dialog_ttl: int = 600
+    # More lines for [edge] (TCP/TLS/WS sockets), [mediad] (advertised addresses), [policy].
+    edge_extra: str = ""
+    mediad_extra: str = ""
+    policy_extra: str = ""
 
     def text(self) -> str:
         return f"""[edge]
 access_sip = 127.0.0.1:{self.access_port}
 core_sip = 127.0.0.2:{self.core_port}
 core_next_hop = sip:127.0.0.3:{self.next_hop_port}
+{self.edge_extra}
 
 [mediad]
 control = 127.0.0.1:{self.control_port}
@@ -114,6 +121,7 @@ core_ports = {self.core_ports}
 metrics = 127.0.0.1:{self.mediad_metrics_port}
 dtls_handshake_timeout = 5
 log_level = INFO
+{self.mediad_extra}
 
 [redis]
 url = {self.redis_url}
@@ -121,6 +129,7 @@ dialog_ttl = {self.dialog_ttl}
 
 [policy]
 actpass = {self.actpass}
+{self.policy_extra}
 
 [plugin]
 metrics = 127.0.0.1:{self.plugin_metrics_port}
@@ -194,11 +203,15 @@ class Edge:
     def start_kamailio(self) -> None:
         rundir = self.dir / "kamailio"
         rundir.mkdir(exist_ok=True)
-        cmd = kamailio_command(
-            str(KAMAILIO_CFG), str(rundir), plugin=str(PLUGIN),
-            access=f"127.0.0.1:{self.conf.access_port}", core=f"127.0.0.2:{self.conf.core_port}",
-            metrics=f"127.0.0.1:{self.conf.plugin_metrics_port}", dialog_ttl=self.conf.dialog_ttl,
-        )
+        from mediad.config import load_config
+
+        config = load_config(self.config_path)
+        tls_config = None
+        if any(proto == "tls" for _, proto, _ in sip_sockets(config)):
+            cert, key = ensure_certificate(config, self.dir / "tls")
+            self.tls_certificate = cert
+            tls_config = str(write_tls_cfg(cert, key, self.dir / "tls.cfg"))
+        cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), config, plugin=str(PLUGIN), tls_config=tls_config)
         out = open(self.kamailio_log, "ab")
         self.kamailio = subprocess.Popen(cmd, cwd=self.dir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
