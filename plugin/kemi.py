@@ -138,7 +138,8 @@ class kamailio:
         if decision.action is routing.Action.RELAY:
             if decision.no_connect:
                 KSR.set_forward_no_connect()
-            KSR.corex.set_send_socket(decision.socket)
+            if decision.socket is not None:
+                KSR.corex.set_send_socket(decision.socket)
         return decision
 
     def _refuse(self, status, reason, warning, stateful=True):

@@ -221,6 +221,10 @@ def toward(sockets: SocketMap, side: Side, next_hop_proto: str, destination_uri:
         return Decision(Action.REPLY, status=UNAVAILABLE[0], reason=UNAVAILABLE[1],
                         warning="no flow to the client (its address is a .invalid host)")
     socket = sockets.send_socket(side, transport.value)
+    if side is Side.ACCESS and flow and transport in (Transport.WS, Transport.WSS):
+        # A WebSocket flow is found by its address whichever listener (ws or wss) it
+        # came in on; forcing one would miss it.
+        return Decision(Action.RELAY, socket=None, no_connect=True)
     if socket is None:
         return Decision(Action.REPLY, status=NO_TRANSPORT[0], reason=NO_TRANSPORT[1],
                         warning=f"no {transport.value} socket on the {side.value} side")

@@ -1,7 +1,7 @@
 // Bundles the web phone with esbuild: one script per SIP stack, and the static files
 // beside them, into build/ (never committed).  Run by "deploy/e2ae setup".
 import { build } from "esbuild";
-import { copyFileSync, mkdirSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 
 mkdirSync("build", { recursive: true });
 for (const [entry, out] of [["src/jssip_phone.js", "build/jssip_phone.js"],
@@ -12,3 +12,7 @@ for (const [entry, out] of [["src/jssip_phone.js", "build/jssip_phone.js"],
   });
 }
 for (const name of ["index.html", "phone.css"]) copyFileSync(`src/${name}`, `build/${name}`);
+// The same page on each stack: index.html and jssip.html on JsSIP, sipjs.html on SIP.js.
+const page = readFileSync("src/index.html", "utf8");
+writeFileSync("build/jssip.html", page);
+writeFileSync("build/sipjs.html", page.replace("jssip_phone.js", "sipjs_phone.js").replace("JsSIP over", "SIP.js over"));
