@@ -129,12 +129,15 @@ class kamailio:
     def _side(self):
         return self.routes.side_of(_pv("$pr"), _pv("$Ri"), _pv("$Rp", 0))
 
-    def _toward(self, side):
+    def _toward(self, side, flow_transport=None):
         """Where the current request leaves toward ``side`` (plugin.routing.toward)."""
         du = _pv("$du")
-        if side is Side.ACCESS and KSR.nathelper.handle_ruri_alias() > 0:
-            du = _pv("$du")  # an in-dialog request toward a client: its connection
-        decision = routing.toward(self.routes, side, _pv("$nh(P)"), du or _pv("$ru"), flow=bool(du))
+        if side is Side.ACCESS:
+            alias = routing.alias_transport(_pv("$ru"))
+            if alias is not None and KSR.nathelper.handle_ruri_alias() > 0:
+                du, flow_transport = _pv("$du"), alias  # toward a client in a dialog: its flow
+        decision = routing.toward(self.routes, side, _pv("$nh(P)"), du or _pv("$ru"), flow=bool(du),
+                                  flow_transport=flow_transport)
         if decision.action is routing.Action.RELAY:
             if decision.no_connect:
                 KSR.set_forward_no_connect()
@@ -217,8 +220,8 @@ class kamailio:
         if KSR.dialog.dlg_set_timeout(END_AFTER_S) < 0:
             KSR.err("e2ae: Call-ID %s: no dialog to end after a failed answer\n" % call_id)
 
-    def _relay(self, side, method):
-        decision = self._toward(other(side))
+    def _relay(self, side, method, flow_transport=None):
+        decision = self._toward(other(side), flow_transport)
         if decision.action is routing.Action.REPLY:
             self._refuse(decision.status, decision.reason, decision.warning)
             return False
@@ -238,7 +241,7 @@ class kamailio:
             return 1
         if KSR.tm.t_newtran() <= 0:
             return 1
-        KSR.path.add_path_received()
+        KSR.path.add_path_received_user(routing.path_user(_pv("$pr")))
         KSR.setdsturi(self.next_hop)
         self._relay(side, "REGISTER")
         return 1
@@ -280,11 +283,15 @@ class kamailio:
         if method == "INVITE":
             KSR.dialog.dlg_manage()
             KSR.tm.t_on_failure("ksr_failure_edge")
+        flow_transport = None
         if side is Side.ACCESS:
             KSR.setdsturi(self.next_hop)
         else:
-            KSR.rr.loose_route()  # a Path to a registered client: its flow becomes $du
-        if not self._relay(side, method) and method == "INVITE":
+            # Through the Path of a registered client: its flow becomes $du, and our
+            # Path URI's user names the flow's transport.
+            flow_transport = routing.path_transport(_pv("$hdr(Route)"))
+            KSR.rr.loose_route()
+        if not self._relay(side, method, flow_transport) and method == "INVITE":
             self.edge.release(_pv("$ci"), (_pv("$ft"),), "failure")
         return 1
 

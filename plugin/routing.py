@@ -173,6 +173,38 @@ def unroutable(uri: str) -> bool:
     return host == "invalid" or host.endswith(".invalid")
 
 
+# Kamailio's protocol numbers (ip_addr.h), as nathelper writes them in an alias.
+_PROTO_IDS = {"1": Transport.UDP, "2": Transport.TCP, "3": Transport.TLS, "4": Transport.SCTP,
+              "5": Transport.WS, "6": Transport.WSS}
+_ALIAS = re.compile(r";alias=[^;>~]+~\d+~(\d)", re.IGNORECASE)
+# The user part of the Path URI the edge inserts names the flow's transport: a URI says
+# "transport=ws" for WS and WSS alike (RFC 7118 5.2), the edge must know which listener.
+PATH_USER_PREFIX = "e2ae-"
+_PATH_USER = re.compile(r"^\s*<?sips?:" + PATH_USER_PREFIX + r"([a-z]+)@", re.IGNORECASE)
+
+
+def alias_transport(uri: str) -> Transport | None:
+    """The transport of a Contact ``alias`` (nathelper: ``;alias=ip~port~protoid``)."""
+    match = _ALIAS.search(uri)
+    return _PROTO_IDS.get(match.group(1)) if match else None
+
+
+def path_user(received_proto: str) -> str:
+    """The user part of the Path URI for a REGISTER that came over ``received_proto``."""
+    return PATH_USER_PREFIX + Transport.parse(received_proto).value
+
+
+def path_transport(route: str) -> Transport | None:
+    """The flow's transport named by the edge's own Path URI at the top of ``route``."""
+    match = _PATH_USER.match(route)
+    if not match:
+        return None
+    try:
+        return Transport.parse(match.group(1))
+    except ValueError:
+        return None
+
+
 def core_next_hop(config, sockets: SocketMap) -> str:
     """``[edge] core_next_hop``, with ``;transport=`` for a core reachable by TCP or TLS only."""
     uri = config.edge_core_next_hop
@@ -202,7 +234,7 @@ class Decision:
 
 
 def toward(sockets: SocketMap, side: Side, next_hop_proto: str, destination_uri: str,
-           *, flow: bool) -> Decision:
+           *, flow: bool, flow_transport: Transport | None = None) -> Decision:
     """How a request leaves toward ``side``.
 
     ``next_hop_proto`` is Kamailio's ``$nh(P)``, ``destination_uri`` the URI it
@@ -210,10 +242,12 @@ def toward(sockets: SocketMap, side: Side, next_hop_proto: str, destination_uri:
     client's flow (a Path ``received``, a Contact ``alias``, a connection the
     request must follow).  Toward access, a connection-oriented flow must not be
     re-opened (a browser cannot be connected to) and an ``*.invalid`` host is
-    never resolved.
+    never resolved.  ``flow_transport`` is the flow's own transport when the
+    edge knows it (its Path user, a Contact alias): WS and WSS are told apart
+    there, not in ``next_hop_proto``.
     """
     try:
-        transport = Transport.parse(next_hop_proto or "udp")
+        transport = flow_transport if flow and flow_transport else Transport.parse(next_hop_proto or "udp")
     except ValueError:
         return Decision(Action.REPLY, status=NO_TRANSPORT[0], reason=NO_TRANSPORT[1],
                         warning=f"no {next_hop_proto} transport toward the {side.value} side")
@@ -221,10 +255,6 @@ def toward(sockets: SocketMap, side: Side, next_hop_proto: str, destination_uri:
         return Decision(Action.REPLY, status=UNAVAILABLE[0], reason=UNAVAILABLE[1],
                         warning="no flow to the client (its address is a .invalid host)")
     socket = sockets.send_socket(side, transport.value)
-    if side is Side.ACCESS and flow and transport in (Transport.WS, Transport.WSS):
-        # A WebSocket flow is found by its address whichever listener (ws or wss) it
-        # came in on; forcing one would miss it.
-        return Decision(Action.RELAY, socket=None, no_connect=True)
     if socket is None:
         return Decision(Action.REPLY, status=NO_TRANSPORT[0], reason=NO_TRANSPORT[1],
                         warning=f"no {transport.value} socket on the {side.value} side")
@@ -259,7 +289,7 @@ def kamailio_defines(config) -> dict[str, str]:
 
 
 __all__ = [
-    "Action", "Decision", "FLOW_FAILED", "Listener", "SIP_OPTION_PROTO", "SocketMap", "Transport",
+    "Action", "Decision", "PATH_USER_PREFIX", "alias_transport", "path_transport", "path_user", "FLOW_FAILED", "Listener", "SIP_OPTION_PROTO", "SocketMap", "Transport",
     "UNAVAILABLE", "core_next_hop", "kamailio_defines", "relay_failed", "toward", "unroutable",
     "uri_host", "uri_transport",
 ]

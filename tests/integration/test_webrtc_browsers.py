@@ -168,10 +168,11 @@ def test_register_over_wss_leaves_a_binding_with_the_edges_path(world, stack):
     assert f"AoR: reg-{stack}\n" in bindings, bindings
     entry = bindings[bindings.find(f"AoR: reg-{stack}\n"):]
     # The Path names the edge's core socket and, in "received", the client's flow: its
-    # source address and port over the WebSocket (Kamailio names both ws and wss "ws").
+    # source address and port over the WebSocket (a URI names both ws and wss "ws"; the
+    # Path's user part says which).
     path = re.search(r"Path: <([^>]*)>", entry)
     assert path, entry[:2000]
-    assert path.group(1).startswith(f"sip:127.0.0.2:{world.edge.conf.core_port};lr;received=sip:127.0.0.1:")
+    assert path.group(1).startswith(f"sip:e2ae-wss@127.0.0.2:{world.edge.conf.core_port};lr;received=sip:127.0.0.1:")
     assert re.search(r"received=sip:127\.0\.0\.1:\d+%3Btransport%3Dwss?$", path.group(1), re.I), path.group(1)
     contact = re.search(r"Contact: \{\s*Address: (\S+)", entry)
     assert contact and ".invalid" in contact.group(1), entry[:1500]  # the browser's own Contact, kept
