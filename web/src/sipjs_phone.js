@@ -6,6 +6,7 @@ class SipJsPhone {
   constructor() {
     this.status = newStatus("sipjs");
     this.user = null;
+    this.registered = false;
     this.t0 = 0;
   }
 
@@ -43,7 +44,8 @@ class SipJsPhone {
         note(this.status, held ? "held" : "resumed");
       },
       onServerDisconnect: () => note(this.status, "WebSocket disconnected"),
-      onUnregistered: () => { this.status.registration = "unregistered"; render(this.status); },
+      onRegistered: () => { this.registered = true; },
+      onUnregistered: () => { this.registered = false; this.status.registration = "unregistered"; render(this.status); },
     };
     this.user = new Web.SimpleUser(server, {
       aor: uri, delegate,
@@ -55,8 +57,7 @@ class SipJsPhone {
     await this.user.connect();
     let failed = null;
     await this.user.register({ requestDelegate: { onReject: (r) => { failed = r.message.statusCode; } } });
-    await until(() => failed || this.user.registerer && this.user.registerer.state === "Registered", 10000,
-                "REGISTER");
+    await until(() => failed || this.registered, 10000, "REGISTER");
     if (failed) {
       this.status.registration = "failed";
       this.status.error = `REGISTER: ${failed}`;
