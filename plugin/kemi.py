@@ -26,7 +26,8 @@ and how requests from the core find the client's flow.
   call is released at once and ended about a second later (dialog timeout: a
   BYE to each side).
 * ``ksr_failure_edge``: a final error to the initial INVITE (a CANCEL's 487
-  included) releases the dialog.
+  included) releases the dialog; a 488 to an AVPF offer is first retried as
+  RTP/AVP under ``[policy] core_rtp_profile = auto`` (:mod:`plugin.profile`).
 * ``ksr_dialog_event``: the dialog module's end of a dialog (its timeout)
   releases what is left.
 * ``ksr_rtimer_events``: drains mediad's events; a DTLS failure ends the call
@@ -61,7 +62,7 @@ from sdp_rules.iq import Side  # noqa: E402
 from mediad.config import load_config  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
 from plugin.edge import REPLY_SDP_METHODS, Edge, Message, other  # noqa: E402
-from plugin import routing  # noqa: E402
+from plugin import profile, routing  # noqa: E402
 
 EVENTS_CHANNEL = "e2ae:events"
 EVENTS_PER_TICK = 100
@@ -78,6 +79,10 @@ DEFERRED_TO_ACK = frozenset({"INVITE", "PRACK"})
 # Requests from access whose Contact names the client (a dialog's remote target):
 # it gets the client's flow as an alias (plugin.routing).
 CONTACT_ALIAS_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
+# Offers from access whose RTP profile [policy] core_rtp_profile sets (plugin.profile).
+AVP_OFFER_METHODS = frozenset({"INVITE", "UPDATE"})
+# Set once the INVITE transaction's offer went again as RTP/AVP after a 488.
+AVP_RETRIED = "$avp(e2ae_avp_retried)"
 
 
 class _KsrHandler(logging.Handler):
@@ -108,6 +113,7 @@ class kamailio:
         self.config = load_config()
         self.routes = routing.SocketMap.from_config(self.config)
         self.next_hop = routing.core_next_hop(self.config, self.routes)
+        self.core_profile = profile.CoreRtpProfile(self.config.policy_core_rtp_profile)
         self.metrics_dir = _METRICS_DIR
         self._edge = None
         self._pubsub = None
@@ -192,6 +198,8 @@ class kamailio:
             if msg.method == "ACK" or 200 <= msg.status < 300:
                 self._end_call(msg, outcome)
             return True
+        if outcome.body is not None and request and side is Side.ACCESS and msg.method in AVP_OFFER_METHODS:
+            outcome.body = profile.offer_now(self.core_profile, outcome.body) or outcome.body
         if outcome.body is not None and outcome.body != msg.body:
             KSR.textops.set_body(outcome.body, outcome.content_type)
         return True
@@ -334,8 +342,32 @@ class kamailio:
         return 1
 
     def ksr_failure_edge(self, msg):
+        if self._retry_as_avp():
+            return 1
         self.edge.release(_pv("$ci"), (_pv("$ft"),), "failure")
         return 1
+
+    def _retry_as_avp(self):
+        """``core_rtp_profile = auto``: a 488 from the core to our AVPF offer gets the same
+        offer as RTP/AVP in a new branch of this INVITE transaction, once (plugin.profile)."""
+        retried = _pv(AVP_RETRIED) == "1"
+        if not profile.retry_as_avp(self.core_profile, int(_pv("$T_reply_code", 0) or 0), retried):
+            return False
+        if self._side() is not Side.ACCESS or _pv("$rm") != "INVITE":
+            return False
+        outcome = self.edge.handle(self._message(Side.ACCESS, True, _pv("$rb")))  # the AVPF offer, cached
+        try:
+            body = profile.as_avp(outcome.body) if outcome.body is not None and not outcome.failed else None
+        except ValueError:  # a multipart body: not retried
+            body = None
+        if body is None:
+            return False
+        KSR.pv.sets(AVP_RETRIED, "1")
+        KSR.info("e2ae: Call-ID %s: the core refused RTP/AVPF (488): offering RTP/AVP\n" % _pv("$ci"))
+        KSR.textops.set_body(body, outcome.content_type)
+        KSR.setdsturi(self.next_hop)
+        KSR.tm.t_on_failure("ksr_failure_edge")
+        return self._relay(Side.ACCESS, "INVITE")
 
     # -- events -------------------------------------------------------------------
     def ksr_dialog_event(self, *args):

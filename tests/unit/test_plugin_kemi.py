@@ -22,6 +22,9 @@ class FakeKsr(types.ModuleType):
         self.rr = types.SimpleNamespace(loose_route=self._loose_route)
         self.tm = types.SimpleNamespace(t_newtran=lambda: 1, t_on_reply=lambda name: 1, t_relay=lambda: 1)
         self.corex = types.SimpleNamespace(set_send_socket=lambda sock: 1)
+        self.nathelper = types.SimpleNamespace(add_contact_alias=lambda: 1, handle_ruri_alias=lambda: -1)
+        self.force_rport = lambda: 1
+        self.set_forward_no_connect = lambda: 1
         self.sl = types.SimpleNamespace(sl_send_reply=lambda code, reason: 1, sl_reply_error=lambda: 1)
         for level in ("err", "warn", "info", "dbg"):
             setattr(self, level, lambda text: None)
@@ -55,7 +58,7 @@ class RecordingEdge:
 
 @pytest.fixture
 def kemi(monkeypatch, tmp_path):
-    pvs = {"$Ri": "127.0.0.1", "$Rp": "5060", "$rm": "BYE", "$ci": "call-1", "$ft": "ftag", "$tt": "ttag"}
+    pvs = {"$pr": "udp", "$Ri": "127.0.0.1", "$Rp": "5060", "$rm": "BYE", "$ci": "call-1", "$ft": "ftag", "$tt": "ttag"}
     ksr = FakeKsr(pvs)
     monkeypatch.setitem(sys.modules, "KSR", ksr)
     monkeypatch.delenv("E2AE_CONFIG", raising=False)
