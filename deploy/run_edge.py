@@ -22,6 +22,7 @@ repository by default).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import configparser
 import os
 import secrets
@@ -35,10 +36,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mediad.config import sip_sockets
+
 ROOT = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = ROOT / "deploy" / "kamailio.cfg"
 PLUGIN = ROOT / "plugin" / "kemi.py"
 STOP_TIMEOUT = 10.0
+# The web phone's HTTPS address and the demo tone's SIP port (deploy/e2ae run only).
+WEB_PHONE = ("127.0.0.1", 8088)
+TONE_PORT = 5060
 
 
 def kamailio_command(cfg_path: str, rundir: str, config, *, tls_config: str | None = None,
@@ -63,6 +69,50 @@ def kamailio_command(cfg_path: str, rundir: str, config, *, tls_config: str | No
     if config.plugin_metrics:
         cmd += ["-A", f"E2AE_METRICS=tcp:{config.plugin_metrics}"]
     return cmd
+
+
+def ready_lines(config) -> list[str]:
+    """One line per SIP socket: its transport, address (and public one), and its URL."""
+    labels = {"access_sip": ("udp", "access"), "access_tcp": ("tcp", "access"), "access_tls": ("tls", "access"),
+              "access_ws": ("ws", "access"), "access_wss": ("wss", "access"), "core_sip": ("udp", "core"),
+              "core_tcp": ("tcp", "core"), "core_tls": ("tls", "core")}
+    lines = []
+    for option, _, sock in sip_sockets(config):
+        transport, side = labels[option]
+        public = f" (public {sock.advertise})" if sock.advertise else ""
+        if transport in ("ws", "wss"):
+            where = f"{transport}://{sock.public.host}:{sock.public.port}"
+        else:
+            where = f"{transport}:{sock}"
+        suffix = f"-> next hop {config.edge_core_next_hop}" if side == "core" else "(WebRTC clients / UEs)"
+        lines.append(f"SIP {side:<6} {where:<28}{public} {suffix}")
+    return lines
+
+
+def _listening(proto: str, sock) -> bool:
+    if proto == "udp":
+        return _sip_ready(sock.host, sock.port)
+    try:
+        with socket.create_connection((sock.host, sock.port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def _loopback_next_hop(uri: str) -> tuple[str, int] | None:
+    """The next hop's address when it is a loopback IP literal (where the demo core may go)."""
+    import ipaddress
+    import re
+
+    match = re.match(r"^sips?:(?:[^@]*@)?([0-9.]+)(?::(\d+))?", uri)
+    if not match:
+        return None
+    try:
+        if not ipaddress.ip_address(match.group(1)).is_loopback:
+            return None
+    except ValueError:
+        return None
+    return match.group(1), int(match.group(2) or 5060)
 
 
 def say(text: str) -> None:
@@ -101,11 +151,17 @@ def _sip_ready(host: str, port: int) -> bool:
 
 
 class Runner:
-    def __init__(self, config_path: Path, rundir: Path) -> None:
+    def __init__(self, config_path: Path, rundir: Path, *, demo: bool = True,
+                 web: tuple[str, int] | None = WEB_PHONE) -> None:
         self.source = config_path
         self.rundir = rundir
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.stopping = False
+        self.demo = demo
+        self.web = web
+        self.tls_pair: tuple[Path, Path] | None = None
+        self.demo_stops: list = []
+        self.demo_lines: list[str] = []
 
     # -- children -------------------------------------------------------------------
     def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -127,6 +183,11 @@ class Runner:
 
     def stop_all(self) -> None:
         self.stopping = True
+        for stop in reversed(self.demo_stops):
+            try:
+                stop()
+            except Exception as exc:  # keep stopping the others
+                say(f"stopping the demo: {exc}")
         for name, proc in reversed(self.procs):
             if proc.poll() is not None:
                 continue
@@ -194,22 +255,24 @@ class Runner:
         self.wait_for("mediad", lambda: self._mediad_ready(config), mediad)
         rundir = self.rundir / "kamailio"
         rundir.mkdir(exist_ok=True)
-        access, core = config.edge_access_sip, config.edge_core_sip
         metrics = config.plugin_metrics
         cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), config, tls_config=self.tls_config(config))
         kamailio = self.spawn("kamailio", cmd, env)
-        self.wait_for("kamailio", lambda: _sip_ready(access.host, access.port) and _sip_ready(core.host, core.port),
+        self.wait_for("kamailio", lambda: all(_listening(proto, sock) for _, proto, sock in sip_sockets(config)),
                       kamailio)
+        self.start_demo(config)
         say("edge ready:")
-        say(f"  SIP access socket   udp:{access}   (WebRTC clients / UEs)")
-        say(f"  SIP core socket     udp:{core}   -> next hop {config.edge_core_next_hop}")
-        say(f"  mediad control      udp:{control}   media access {config.mediad_access_address} "
+        for line in ready_lines(config):
+            say("  " + line)
+        say(f"  mediad control      udp:{config.mediad_control}   media access {config.mediad_access_address} "
             f"{config.mediad_access_ports}, core {config.mediad_core_address} {config.mediad_core_ports}")
         if config.mediad_metrics:
             say(f"  mediad metrics      http://{config.mediad_metrics}/metrics")
         if metrics:
             say(f"  plugin metrics      http://{metrics}/metrics")
         say(f"  Redis               {rhost}:{rport} (password in {path})")
+        for line in self.demo_lines:
+            say(line)
         say("Ctrl-C stops everything.  Place a demo call with: .venv/bin/python -m deploy.demo_call")
         while True:
             for name, proc in self.procs:
@@ -217,6 +280,47 @@ class Runner:
                     say(f"{name} exited with status {proc.returncode}: stopping the edge")
                     return 1
             time.sleep(0.2)
+
+    def start_demo(self, config) -> None:
+        """The demo's core (a registrar with Path on the core next hop, a tone behind it) and
+        the web phone's pages, for a loopback next hop (deploy.demo_core, deploy.web_phone)."""
+        next_hop = _loopback_next_hop(config.edge_core_next_hop)
+        if self.demo and next_hop is not None:
+            from deploy.demo_core import CORE_UA_HOST, DOMAIN, CoreRegistrar, CoreUa
+
+            tone = (CORE_UA_HOST, TONE_PORT)
+            registrar = CoreRegistrar(next_hop, tone)
+            proc = registrar.start_process()
+            self.procs.append(("core", proc))
+            threading.Thread(target=_pump, args=("core", proc.stdout), daemon=True).start()
+            registrar.wait_ready()
+            self.demo_stops.append(registrar.stop)
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="demo-tone", daemon=True)
+            thread.start()
+            ua = CoreUa(tone[0], tone[1], next_hop)
+            asyncio.run_coroutine_threadsafe(ua.open(), loop).result(10)
+
+            def stop_tone() -> None:
+                loop.call_soon_threadsafe(ua.close)
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(5)
+
+            self.demo_stops.append(stop_tone)
+            self.demo_lines.append(f"  demo core           registrar sip:{next_hop[0]}:{next_hop[1]} (Path), "
+                                   f"tone sip:tone@{DOMAIN} (udp:{tone[0]}:{tone[1]})")
+        if self.web is not None:
+            from deploy.demo_core import DOMAIN
+            from deploy.sip_tls import ensure_certificate, spki_sha256
+            from deploy.web_phone import WebPhoneServer, page_config
+
+            cert, key = self.tls_pair or ensure_certificate(config, self.rundir / "tls")
+            server = WebPhoneServer(self.web, page_config(config, DOMAIN), certificate=cert, key=key)
+            self.demo_stops.append(server.stop)
+            self.demo_lines.append(f"  web phone           {server.url}")
+            if not config.edge_tls_certificate:
+                self.demo_lines.append(f"    open it with:     chromium --ignore-certificate-errors-spki-list="
+                                       f"{spki_sha256(cert)} {server.url}")
 
     def tls_config(self, config) -> str | None:
         """Kamailio's tls.cfg when a socket uses TLS: the configured certificate, else a
@@ -227,7 +331,7 @@ class Runner:
         if not any(proto == "tls" for _, proto, _ in sip_sockets(config)):
             return None
         cert, key = ensure_certificate(config, self.rundir / "tls")
-        self.certificate = cert
+        self.tls_pair = (cert, key)
         return str(write_tls_cfg(cert, key, self.rundir / "tls" / "tls.cfg"))
 
     def _mediad_ready(self, config) -> bool:
@@ -252,9 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="configuration file (default: $E2AE_CONFIG, else deploy/e2ae.conf)")
     parser.add_argument("--rundir", default=str(ROOT / ".run"),
                         help="directory for the runtime configuration, pid files and Redis (default .run/)")
+    parser.add_argument("--no-demo", action="store_true",
+                        help="do not start the demo core (registrar + tone) on a loopback next hop")
+    parser.add_argument("--web", default="%s:%d" % WEB_PHONE,
+                        help="HOST:PORT of the web phone's HTTPS pages, or off (default %(default)s)")
     args = parser.parse_args(argv)
     source = Path(args.config or os.environ.get("E2AE_CONFIG") or ROOT / "deploy" / "e2ae.conf").resolve()
-    runner = Runner(source, Path(args.rundir).resolve())
+    web = None if args.web == "off" else (args.web.rsplit(":", 1)[0], int(args.web.rsplit(":", 1)[1]))
+    runner = Runner(source, Path(args.rundir).resolve(), demo=not args.no_demo, web=web)
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt

@@ -30,9 +30,8 @@ from deploy.sip_tls import spki_sha256
 from tests.conftest import RedisServer, free_port
 from tests.integration.chromium_peer import interfaces, private_loopback_netns
 from tests.integration.edge_harness import Edge
-from tests.integration.webrtc_harness import (
-    CORE_UA_HOST, DOMAIN, Browser, CoreRegistrar, CoreUa, PageServer, web_ready,
-)
+from deploy.demo_core import CORE_UA_HOST, DOMAIN, CoreRegistrar, CoreUa
+from tests.integration.webrtc_harness import Browser, PageServer, web_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(web_ready() is not None, reason=str(web_ready()))]
 
@@ -82,8 +81,7 @@ class World:
         return self.browsers[stack]
 
     def core_ua(self, **options) -> CoreUa:
-        ua = CoreUa(CORE_UA_HOST, self.edge.next_hop, **options)
-        ua.port = self.core_ua_port
+        ua = CoreUa(CORE_UA_HOST, self.core_ua_port, self.edge.next_hop, **options)
         self.run(ua.open())
         return ua
 
@@ -227,4 +225,90 @@ def test_core_ua_calls_the_registered_browser_through_the_path_bye_from_the_core
         assert browser.eval("phone.status.call") == "ended"
     finally:
         world.loop.call_soon_threadsafe(ua.close)
+    _wait_clean(world)
+
+
+def _tls_id(sdp: str) -> str:
+    found = re.findall(r"^a=tls-id:(\S+)", sdp, re.M)
+    assert found, sdp
+    return found[0]
+
+
+@pytest.mark.req("SRTP-3")
+@pytest.mark.parametrize("stack", ["jssip", "sipjs"])
+@pytest.mark.timeout(120)
+def test_hold_and_unhold_from_the_browser_keep_the_dtls_association(world, stack):
+    browser, _ = _register(world, stack, f"holder-{stack}")
+    ua = world.core_ua()
+    try:
+        browser.eval(f"phone.call('sip:tone@{DOMAIN}')")
+        time.sleep(1.0)
+        before = browser.eval("phone.stats()")
+        answer_before = browser.eval("phone.pc().remoteDescription.sdp")
+        assert before["transport"]["dtlsState"] == "connected", before["transport"]
+        browser.eval("phone.hold()")
+        invites_on_hold = len(ua.offers)
+        assert invites_on_hold >= 2, ua.offers  # the re-INVITE reached the core
+        assert re.search(r"^a=(sendonly|inactive)", ua.offers[-1], re.M), ua.offers[-1]
+        browser.eval("phone.unhold()")
+        assert len(ua.offers) >= invites_on_hold + 1
+        assert re.search(r"^a=sendrecv", ua.offers[-1], re.M) or "a=send" not in ua.offers[-1]
+        answer_after = browser.eval("phone.pc().remoteDescription.sdp")
+        time.sleep(1.0)
+        after = _media(world, browser, ua)
+        # The same association: the answers to the re-INVITEs repeat the tls-id (RFC 8842 5.3),
+        # the browser never ran a new handshake (same transport, same certificate, connected
+        # throughout) and audio flows again after the unhold.
+        assert _tls_id(answer_after) == _tls_id(answer_before)
+        assert after["transport"]["dtlsState"] == "connected"
+        assert after["transport"]["id"] == before["transport"]["id"]
+        assert after["remoteCertificate"]["fingerprint"] == before["remoteCertificate"]["fingerprint"]
+        assert after["inbound"]["packetsReceived"] > before["inbound"]["packetsReceived"] + MIN_PACKETS // 2
+        assert browser.eval("phone.status.holds") == 1
+        browser.eval("phone.hangup()")
+    finally:
+        world.loop.call_soon_threadsafe(ua.close)
+    _wait_clean(world)
+
+
+@pytest.mark.timeout(120)
+def test_a_core_that_refuses_avpf_gets_the_same_offer_as_avp_in_the_same_transaction(world):
+    browser, _ = _register(world, "jssip", "avp-caller")
+    ua = world.core_ua(profile="RTP/AVP", refuse_profiles=("RTP/AVPF",))
+    try:
+        browser.eval(f"phone.call('sip:tone@{DOMAIN}')")
+        stats = _media(world, browser, ua)
+        assert len(ua.offers) == 2, ua.offers
+        first, second = ua.offers
+        assert re.search(r"^m=audio (\d+) RTP/AVPF ", first, re.M)
+        assert re.search(r"^m=audio (\d+) RTP/AVP ", second, re.M) and "a=rtcp-fb" not in second
+        # The same offer (same media address and port), a new branch of one INVITE transaction.
+        assert re.search(r"^m=audio (\d+)", first, re.M).group(1) == re.search(r"^m=audio (\d+)", second, re.M).group(1)
+        _check_audio(stats, ua)
+        # The browser still sees its own profile.
+        assert re.search(r"^m=audio \d+ UDP/TLS/RTP/SAVPF ", browser.eval("phone.pc().remoteDescription.sdp"), re.M)
+        browser.eval("phone.hangup()")
+    finally:
+        world.loop.call_soon_threadsafe(ua.close)
+    _wait_clean(world)
+
+
+@pytest.mark.timeout(120)
+def test_a_call_to_a_client_whose_websocket_dropped_gets_430_and_leaves_nothing(world):
+    dropped = Browser(world.pages.url(PHONES["jssip"]), spki=spki_sha256(world.edge.tls_certificate))
+    try:
+        dropped.eval(f"phone.register({{server: {json.dumps(world.wss)}, uri: 'sip:gone@{DOMAIN}'}})")
+    finally:
+        dropped.close()  # Chromium dies: its WebSocket closes, no REGISTER with Expires 0
+    assert "AoR: gone\n" in world.registrar.bindings()  # the registrar still holds the binding
+    ua = world.core_ua()
+    try:
+        t0 = time.monotonic()
+        reply = world.run(ua.call("gone"), timeout=20)
+        elapsed = time.monotonic() - t0
+    finally:
+        world.loop.call_soon_threadsafe(ua.close)
+    assert reply.status == 430, reply.first_line
+    assert elapsed < 5, elapsed
+    assert "connection" in reply.get("warning"), reply.headers
     _wait_clean(world)
