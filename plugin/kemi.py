@@ -365,6 +365,7 @@ class kamailio:
         KSR.pv.sets(AVP_RETRIED, "1")
         KSR.info("e2ae: Call-ID %s: the core refused RTP/AVPF (488): offering RTP/AVP\n" % _pv("$ci"))
         KSR.textops.set_body(body, outcome.content_type)
+        KSR.pv.sets("$ru", _pv("$ru"))  # a new branch to the same Request-URI
         KSR.setdsturi(self.next_hop)
         KSR.tm.t_on_failure("ksr_failure_edge")
         return self._relay(Side.ACCESS, "INVITE")

@@ -99,6 +99,8 @@ class EdgeConfig:
     iq_timeout_ms: int = 500
     actpass: str = "active"
     dialog_ttl: int = 600
+    # The access side's SIP and media address (127.0.0.1, or a private address behind a NAT).
+    access_host: str = "127.0.0.1"
     # More lines for [edge] (TCP/TLS/WS sockets), [mediad] (advertised addresses), [policy].
     edge_extra: str = ""
     mediad_extra: str = ""
@@ -106,7 +108,7 @@ class EdgeConfig:
 
     def text(self) -> str:
         return f"""[edge]
-access_sip = 127.0.0.1:{self.access_port}
+access_sip = {self.access_host}:{self.access_port}
 core_sip = 127.0.0.2:{self.core_port}
 core_next_hop = sip:127.0.0.3:{self.next_hop_port}
 {self.edge_extra}
@@ -114,7 +116,7 @@ core_next_hop = sip:127.0.0.3:{self.next_hop_port}
 [mediad]
 control = 127.0.0.1:{self.control_port}
 control_secret = {CONTROL_SECRET}
-access_address = 127.0.0.1
+access_address = {self.access_host}
 core_address = 127.0.0.2
 access_ports = {self.access_ports}
 core_ports = {self.core_ports}
@@ -150,7 +152,7 @@ class Edge:
         self.redis_server = redis_server
         self.dir = Path(tempfile.mkdtemp(prefix="e2ae-edge-"))
         self.conf = EdgeConfig(
-            access_port=free_port(host="127.0.0.1"), core_port=free_port(host="127.0.0.2"),
+            access_port=free_port(host=options.get("access_host", "127.0.0.1")), core_port=free_port(host="127.0.0.2"),
             next_hop_port=free_port(host="127.0.0.3"), control_port=free_port(),
             plugin_metrics_port=free_port(socket.SOCK_STREAM), mediad_metrics_port=free_port(socket.SOCK_STREAM),
             redis_url=redis_server.url,
@@ -169,7 +171,7 @@ class Edge:
 
     @property
     def access(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.conf.access_port)
+        return (self.conf.access_host, self.conf.access_port)
 
     @property
     def core(self) -> tuple[str, int]:
@@ -321,7 +323,7 @@ class SipMessage:
 
 
 _LOG_ENTRY = re.compile(
-    r"^-{20,} [^\n]*\n(UDP|TCP) message (received|sent) (?:\[\d+\] bytes :|\(\d+ bytes\):)\n\n", re.M)
+    r"^-{20,} [^\n]*\n(UDP|TCP|TLS) message (received|sent) (?:\[\d+\] bytes :|\(\d+ bytes\):)\n\n", re.M)
 
 
 def parse_message_log(text: str) -> list[SipMessage]:

@@ -61,7 +61,10 @@ def test_run_command_then_demo_call_then_ctrl_c():
     conf = work / "e2ae.conf"
     ports = _config(conf)
     out: list[str] = []
-    proc = subprocess.Popen([PYTHON, "-m", "deploy.run_edge", "--config", str(conf), "--rundir", str(work / "run")],
+    # Without the demo core and the web phone (their fixed loopback ports are tested in a
+    # namespace of their own: test_web_phone.py): the next hop is the demo call's own.
+    proc = subprocess.Popen([PYTHON, "-m", "deploy.run_edge", "--config", str(conf), "--rundir", str(work / "run"),
+                             "--no-demo", "--web", "off"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     reader = threading.Thread(target=lambda: out.extend(l.decode(errors="replace") for l in proc.stdout), daemon=True)
     reader.start()

@@ -12,6 +12,8 @@ Everything is started by the test inside the loopback-only network namespace of
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import http.server
 import json
@@ -151,4 +153,47 @@ class Browser:
 
 
 __all__ = ["Browser", "BrowserError", "CoreRegistrar", "CoreUa", "DOMAIN", "PageServer", "RtpCount",
-           "CORE_UA_HOST", "web_ready"]
+           "CORE_UA_HOST", "NamedNetns", "web_ready"]
+
+
+# ---------------------------------------------------------------------------
+# Named network namespaces (a NAT between a client and the edge)
+# ---------------------------------------------------------------------------
+
+CLONE_NEWNET = 0x40000000
+
+
+class NamedNetns:
+    """``ip netns add NAME`` (removed by :meth:`delete`); :meth:`enter` moves the calling
+    thread into it for a ``with`` block (threads and processes started there stay there)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.run("ip", "link", "set", "lo", "up")
+
+    def run(self, *argv: str) -> str:
+        out = subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True, timeout=20)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} in {self.name}: {out.stderr.strip()}")
+        return out.stdout
+
+    @contextlib.contextmanager
+    def enter(self):
+        libc = ctypes.CDLL(None, use_errno=True)
+        previous = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            if libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns into {self.name}")
+            try:
+                yield self
+            finally:
+                if libc.setns(previous, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns back")
+        finally:
+            os.close(target)
+            os.close(previous)
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=20)

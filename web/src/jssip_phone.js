@@ -87,14 +87,17 @@ class JsSipPhone {
     return this.status.setupMs;
   }
 
+  // Each resolves once the re-INVITE's 200 came back (JsSIP's "done" callback).
   async hold() {
-    this.session.hold();
-    await until(() => this.status.call === "held" && this.session.isReadyToReOffer(), 10000, "hold");
+    let done = false;
+    if (!this.session.hold({}, () => { done = true; })) throw new Error("hold refused by JsSIP");
+    await until(() => done && this.status.call === "held", 10000, "hold");
   }
 
   async unhold() {
-    this.session.unhold();
-    await until(() => this.status.call === "established" && this.session.isReadyToReOffer(), 10000, "unhold");
+    let done = false;
+    if (!this.session.unhold({}, () => { done = true; })) throw new Error("unhold refused by JsSIP");
+    await until(() => done && this.status.call === "established", 10000, "unhold");
   }
 
   async hangup() {

@@ -38,11 +38,6 @@ class SipJsPhone {
         note(this.status, "call established");
       },
       onCallHangup: () => { this.status.call = "ended"; note(this.status, "ended"); },
-      onCallHold: (held) => {
-        this.status.call = held ? "held" : "established";
-        if (held) this.status.holds += 1;
-        note(this.status, held ? "held" : "resumed");
-      },
       onServerDisconnect: () => note(this.status, "WebSocket disconnected"),
       onRegistered: () => { this.registered = true; },
       onUnregistered: () => { this.registered = false; this.status.registration = "unregistered"; render(this.status); },
@@ -93,14 +88,20 @@ class SipJsPhone {
     return this.status.setupMs;
   }
 
+  // Each resolves once the re-INVITE was accepted (SimpleUser's isHeld() follows its 200).
   async hold() {
     await this.user.hold();
-    await until(() => this.status.call === "held", 10000, "hold");
+    await until(() => this.user.isHeld(), 10000, "hold");
+    this.status.call = "held";
+    this.status.holds += 1;
+    note(this.status, "held");
   }
 
   async unhold() {
     await this.user.unhold();
-    await until(() => this.status.call === "established", 10000, "unhold");
+    await until(() => !this.user.isHeld(), 10000, "unhold");
+    this.status.call = "established";
+    note(this.status, "resumed");
   }
 
   async hangup() {
