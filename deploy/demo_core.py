@@ -216,6 +216,11 @@ class CoreUa:
     def _send(self, text: str, dest) -> None:
         self.sip.transport.sendto(text.encode(), dest)
 
+    @property
+    def sdp_sent(self) -> str:
+        """The SDP it answers and offers with (no a=rtcp-mux: RTCP on the next port)."""
+        return self._sdp()
+
     def _sdp(self) -> str:
         return ("v=0\r\n"
                 f"o=core {random.getrandbits(31)} 1 IN IP4 {self.host}\r\n"

@@ -189,6 +189,10 @@ def test_browser_calls_the_core_ua_audio_both_ways_bye_from_the_browser(world, s
         offer = ua.offers[0]
         assert re.search(r"^m=audio \d+ RTP/AVPF ", offer, re.M), offer
         assert "a=fingerprint" not in offer and "a=candidate" not in offer
+        # The core does not multiplex RTCP (its answer has no a=rtcp-mux); the answer the
+        # browser accepted does (Chromium refuses one without it): RTCP demuxed at mediad.
+        assert "a=rtcp-mux" not in ua.sdp_sent
+        assert "a=rtcp-mux" in browser.eval("phone.pc().remoteDescription.sdp")
         _check_audio(stats, ua)
         print(f"{stack} -> core: {stats['outbound']['packetsSent']} sent, {ua.rtp.received} received at the core; "
               f"core -> {stack}: {ua.rtp.sent} sent, {stats['inbound']['packetsReceived']} received")
