@@ -1,6 +1,6 @@
 // The web phone on JsSIP 3.13: SIP over WebSocket (RFC 7118) to the edge.
 import JsSIP from "jssip";
-import { newStatus, note, playRemote, refresh, render, until, wirePage } from "./phone_core.js";
+import { newStatus, note, playRemote, refresh, remoteSdps, render, until, wirePage } from "./phone_core.js";
 
 const MEDIA = { audio: true, video: false };
 const PC_CONFIG = { iceServers: [] };
@@ -106,6 +106,8 @@ class JsSipPhone {
   }
 
   async stats() { return refresh(this.status, this.pc()); }
+
+  remoteSdps() { return remoteSdps.slice(); }
 
   stop() { if (this.ua) this.ua.stop(); }
 }

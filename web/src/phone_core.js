@@ -3,6 +3,18 @@
 // register(), call(), answer on incoming calls, hold(), unhold(), hangup() and stats();
 // tests drive it through those and read window.phone.status, as the page shows it.
 
+// Every SDP handed to setRemoteDescription, as the SIP stack received it (Chromium's own
+// remoteDescription drops attributes it does not know, a=tls-id among them).
+export const remoteSdps = [];
+if (typeof RTCPeerConnection !== "undefined" && !RTCPeerConnection.prototype.e2aeWrapped) {
+  const original = RTCPeerConnection.prototype.setRemoteDescription;
+  RTCPeerConnection.prototype.setRemoteDescription = function (description, ...rest) {
+    if (description && description.sdp) remoteSdps.push(description.sdp);
+    return original.call(this, description, ...rest);
+  };
+  RTCPeerConnection.prototype.e2aeWrapped = true;
+}
+
 export function newStatus(stack) {
   return {
     stack, registration: "unregistered", registerMs: null, call: "idle", setupMs: null,

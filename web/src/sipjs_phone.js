@@ -1,6 +1,6 @@
 // The web phone on SIP.js 0.21 (SimpleUser): SIP over WebSocket (RFC 7118) to the edge.
 import { Web } from "sip.js";
-import { newStatus, note, playRemote, refresh, render, until, wirePage } from "./phone_core.js";
+import { newStatus, note, playRemote, refresh, remoteSdps, render, until, wirePage } from "./phone_core.js";
 
 class SipJsPhone {
   constructor() {
@@ -110,6 +110,8 @@ class SipJsPhone {
   }
 
   async stats() { return refresh(this.status, this.pc()); }
+
+  remoteSdps() { return remoteSdps.slice(); }
 
   stop() { if (this.user) this.user.disconnect(); }
 }
