@@ -142,7 +142,7 @@ class Edge:
     def _mediad_ready(self) -> bool:
         from mediad.client import IqClient
         from sdp_rules.errors import UnavailableError
-        from sdp_rules.iq import Command, IqRequest
+        from iq import Command, IqRequest
 
         if self.mediad is not None and self.mediad.poll() is not None:
             raise RuntimeError(f"mediad exited; see {self.workdir}/mediad.log")

@@ -44,7 +44,7 @@ CORE_PORTS = (57000, 59999)
 
 def available() -> str | None:
     """None when mediad can be benchmarked, else the reason it cannot."""
-    for module in ("mediad.__main__", "mediad.client", "sdp_rules.iq"):
+    for module in ("mediad.__main__", "mediad.client", "iq"):
         try:
             importlib.import_module(module)
         except Exception as exc:  # a module being written may fail in any way
@@ -107,7 +107,7 @@ class MediadUnderTest:
 
     def _ready(self) -> bool:
         from sdp_rules.errors import UnavailableError
-        from sdp_rules.iq import Command, IqRequest
+        from iq import Command, IqRequest
 
         if self.proc is None or self.proc.poll() is not None:
             raise RuntimeError(f"mediad exited; see {self.log_path}")
@@ -132,7 +132,7 @@ class MediadUnderTest:
 
     def reserve(self, peer: tuple[str, int], core_remote: tuple[str, int]) -> tuple[str, tuple[str, int], tuple[str, int]]:
         """One dialog, one audio stream; (dialog, access address, core address)."""
-        from sdp_rules.iq import Command, Fingerprint, IqRequest, Role, Side, StreamSpec, TerminationSpec
+        from iq import Command, Fingerprint, IqRequest, Role, Side, StreamSpec, TerminationSpec
 
         self.serial += 1
         dialog = f"bench-{self.serial}-{secrets.token_hex(4)}"
@@ -147,7 +147,7 @@ class MediadUnderTest:
                 (stream.core.local_address, stream.core.local_port))
 
     def release(self, dialogs: list[str]) -> None:
-        from sdp_rules.iq import Command, IqRequest
+        from iq import Command, IqRequest
 
         for dialog in dialogs:
             try:

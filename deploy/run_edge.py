@@ -335,7 +335,7 @@ class Runner:
         return str(write_tls_cfg(cert, key, self.rundir / "tls" / "tls.cfg"))
 
     def _mediad_ready(self, config) -> bool:
-        from sdp_rules.iq import Command, IqRequest
+        from iq import Command, IqRequest
 
         from mediad.client import IqClient
 

@@ -25,6 +25,7 @@ from sdp_rules.errors import UsageError
 
 ENV_CONFIG = "E2AE_CONFIG"
 ACTPASS_POLICIES = ("active", "passive")
+BUNDLE_POLICIES = ("off", "on")
 DTLS_FAILURE_POLICIES = ("bye", "keep")
 CORE_RTP_PROFILES = ("avpf", "avp", "auto")
 
@@ -128,6 +129,7 @@ class Config:
     policy_actpass: str = "active"
     policy_dtls_failure: str = "bye"
     policy_core_rtp_profile: str = "auto"
+    policy_bundle: str = "off"  # BUNDLE toward access (RFC 9143): off | on
     # [plugin]
     plugin_metrics: HostPort | None = HostPort("127.0.0.1", 9811)
     plugin_iq_timeout_ms: int = 500
@@ -252,6 +254,7 @@ _CONVERTERS = {
     ("policy", "actpass"): lambda t, w: _choice(t, w, ACTPASS_POLICIES),
     ("policy", "dtls_failure"): lambda t, w: _choice(t, w, DTLS_FAILURE_POLICIES),
     ("policy", "core_rtp_profile"): lambda t, w: _choice(t, w, CORE_RTP_PROFILES),
+    ("policy", "bundle"): lambda t, w: _choice(t, w, BUNDLE_POLICIES),
     ("plugin", "metrics"): _optional_host_port,
     ("plugin", "iq_timeout_ms"): lambda t, w: int(_positive(int, t, w)),
     ("plugin", "retry_after"): lambda t, w: int(_positive(int, t, w)),

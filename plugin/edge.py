@@ -74,9 +74,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import sdp_rules
+from iq import EVENT_DTLS_FAILED, IqReply, IqRequest, Side
 from sdp_rules.errors import E2aeError, PeerError, UnavailableError
-from sdp_rules.iq import EVENT_DTLS_FAILED, IqReply, IqRequest, Side
-from sdp_rules.plan import ActpassPolicy, Kind, Policy
+from sdp_rules.plan import ActpassPolicy, BundlePolicy, Kind, Policy
 from sdp_rules.rules import release_request
 
 from plugin.body import SDP_TYPE, MultipartError, find_sdp, is_multipart, media_type
@@ -188,7 +188,7 @@ class Edge:
                             timeout=timeout)
         if iq_client is None:
             iq_client = LazyIqClient(config)
-        policy = Policy(actpass=ActpassPolicy(config.policy_actpass))
+        policy = Policy(actpass=ActpassPolicy(config.policy_actpass), bundle=BundlePolicy(config.policy_bundle))
         from mediad.config import sip_sockets
 
         access = next(sock for option, _, sock in sip_sockets(config) if option.startswith("access_")).public

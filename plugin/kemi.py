@@ -57,8 +57,7 @@ import logging  # noqa: E402
 
 import KSR  # noqa: E402
 
-from sdp_rules.iq import Side  # noqa: E402
-
+from iq import Side  # noqa: E402
 from mediad.config import load_config  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
 from plugin.edge import REPLY_SDP_METHODS, Edge, Message, other  # noqa: E402

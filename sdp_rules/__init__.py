@@ -4,12 +4,12 @@ Pure functions, no I/O: see :mod:`sdp_rules.plan` for the API and
 :mod:`sdp_rules.rules` for the rules themselves.
 """
 
+from iq import Side
 from sdp_rules.errors import E2aeError, PeerError, SdpParseError, SdpPolicyError, UnavailableError
-from sdp_rules.plan import ActpassPolicy, DialogState, Kind, Plan, Policy, Result, StreamDecision
-from sdp_rules.iq import Side
+from sdp_rules.plan import ActpassPolicy, BundlePolicy, DialogState, Kind, Plan, Policy, Result, StreamDecision
 
 __all__ = [
-    "ActpassPolicy", "DialogState", "E2aeError", "Kind", "PeerError", "Plan", "Policy",
+    "ActpassPolicy", "BundlePolicy", "DialogState", "E2aeError", "Kind", "PeerError", "Plan", "Policy",
     "Result", "SdpParseError", "SdpPolicyError", "Side", "StreamDecision", "UnavailableError",
     "process",
 ]

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from iq import Fingerprint, Role, TerminationReply
 from sdp_rules.errors import SdpPolicyError
-from sdp_rules.iq import Fingerprint, Role, TerminationReply
 from sdp_rules.plan import ActpassPolicy
 from sdp_rules.sdp import MediaSection, SessionDescription
 
@@ -68,8 +68,8 @@ def dtls_params(sdp: SessionDescription, m: MediaSection, where: str, *, answer:
             continue
         try:
             fingerprints.append(Fingerprint.parse(raw))
-        except SdpPolicyError as exc:
-            raise SdpPolicyError(f"{where}: {exc.reason}") from None
+        except ValueError as exc:
+            raise SdpPolicyError(f"{where}: {exc}") from None
     if not fingerprints:
         raise SdpPolicyError(
             f"{where}: a=fingerprint uses no supported hash function ({', '.join(unknown)}; RFC 8122 section 5)"
@@ -212,17 +212,19 @@ def remote_rtcp_port(m: MediaSection) -> int | None:
 
 
 def strip_for_core(m: MediaSection) -> None:
-    """Remove DTLS, ICE and access-side RTCP attributes from a section going to the core.
+    """Remove DTLS, ICE, access-side RTCP and BUNDLE attributes from a section going to the core.
 
     ``a=3ge2ae`` (TS 24.229: the UE's request for e2ae protection) describes
     the access leg only; the edge applies it and does not pass it on.
     """
-    m.remove_attributes(*DTLS_ATTRIBUTES, *ICE_ATTRIBUTES, "rtcp", "rtcp-mux-only", "crypto", "3ge2ae")
+    m.remove_attributes(*DTLS_ATTRIBUTES, *ICE_ATTRIBUTES, "rtcp", "rtcp-mux-only", "crypto", "3ge2ae",
+                        "bundle-only")
 
 
 def strip_for_access(m: MediaSection) -> None:
     """Remove what the core said of its own transport before the AGW's values go in."""
-    m.remove_attributes(*DTLS_ATTRIBUTES, *ICE_ATTRIBUTES, "rtcp", "rtcp-mux", "rtcp-mux-only", "crypto")
+    m.remove_attributes(*DTLS_ATTRIBUTES, *ICE_ATTRIBUTES, "rtcp", "rtcp-mux", "rtcp-mux-only", "crypto",
+                        "bundle-only")
 
 
 def host_candidates(reply: TerminationReply, *, tcp: bool = False) -> list[str]:

@@ -4,7 +4,7 @@ Runs the SDP rules (:func:`sdp_rules.process`) against a simulated AGW
 (:mod:`sdp_rules.simulated_agw`), so nothing but this process is involved.
 
     e2ae-sdp offer --from access OFFER.sdp
-    e2ae-sdp call  --from access OFFER.sdp ANSWER.sdp [--json] [--actpass passive]
+    e2ae-sdp call  --from access OFFER.sdp ANSWER.sdp [--json] [--actpass passive] [--bundle on]
 
 Exit status: 0 on success, 2 on bad input (malformed or unacceptable SDP, an
 unreadable file, bad arguments) with one line on stderr naming the problem.
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from sdp_rules import ActpassPolicy, DialogState, Kind, Policy, Side, process
+from sdp_rules import ActpassPolicy, BundlePolicy, DialogState, Kind, Policy, Side, process
 from sdp_rules.errors import PeerError
 from sdp_rules.simulated_agw import DESCRIPTION, SimulatedAgw
 
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--actpass", choices=[a.value for a in ActpassPolicy],
                        default=ActpassPolicy.ACTIVE.value,
                        help="the AGW's setup when access offers a=setup:actpass (default: %(default)s)")
+        p.add_argument("--bundle", choices=[b.value for b in BundlePolicy], default=BundlePolicy.OFF.value,
+                       help="BUNDLE toward access, RFC 9143: the m-lines of a group on one transport "
+                            "([policy] bundle; default: %(default)s)")
 
     offer = sub.add_parser(
         "offer", help="print the offer as forwarded to the other side",
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the command; return the JSON object (also the source of the text output)."""
     origin = Side(args.origin)
     other = Side.CORE if origin is Side.ACCESS else Side.ACCESS
-    session = _Run(Policy(actpass=ActpassPolicy(args.actpass)))
+    session = _Run(Policy(actpass=ActpassPolicy(args.actpass), bundle=BundlePolicy(args.bundle)))
     out: dict[str, Any] = {"forwarded_offer": session.step(args.offer, origin, Kind.OFFER)}
     if args.command == "call":
         out["returned_answer"] = session.step(args.answer, other, Kind.ANSWER)

@@ -110,14 +110,12 @@ import re
 from typing import Any
 from urllib.parse import quote, unquote
 
-from sdp_rules import attrs
-from sdp_rules.errors import SdpPolicyError
-from sdp_rules.handlers import AnswerPart, Context, OfferPart
-from sdp_rules.iq import (
+from iq import (
     TRANSPORT_TCP,
     TRANSPORT_TCP_DTLS_SCTP,
     TRANSPORT_UDP_DTLS_SCTP,
     DcMap,
+    Fingerprint,
     IqReply,
     Role,
     Side,
@@ -125,6 +123,9 @@ from sdp_rules.iq import (
     TerminationReply,
     TerminationSpec,
 )
+from sdp_rules import attrs, bundle
+from sdp_rules.errors import SdpPolicyError
+from sdp_rules.handlers import AnswerPart, Context, OfferPart
 from sdp_rules.sdp import Line, MediaSection
 
 KIND = "datachannel"
@@ -441,15 +442,19 @@ def _t140_core_section(reply: TerminationReply, dcsa: list[str], *, proto: str, 
 
 def _access_section(proto: str, reply: TerminationReply, *, mid: str | None, setup: str, tls_id: str,
                     ice: bool, sctp_port: int, max_message_size: int,
-                    channels: list[tuple[DcMap, list[str]]]) -> MediaSection:
+                    channels: list[tuple[DcMap, list[str]]], member: bundle.Member | None = None,
+                    iq_reply: IqReply | None = None) -> MediaSection:
     """The one ``m=application ... webrtc-datachannel`` line toward access (DC-7, DC-8)."""
     out = _new_section(f"application {reply.local_port} {proto} {FORMAT}")
     if mid is not None:
         out.add_attribute("mid", mid)
-    attrs.add_access_transport(
-        out, reply, role_setup=setup, tls_id=tls_id, ice=ice, rtcp_mux=False,
-        tcp_candidates=proto.upper().startswith("TCP/"),
-    )
+    if member is not None:
+        member.transport.render(out, iq_reply, mid_value=member.mid, tagged=member.tagged, rtp=False)
+    else:
+        attrs.add_access_transport(
+            out, reply, role_setup=setup, tls_id=tls_id, ice=ice, rtcp_mux=False,
+            tcp_candidates=proto.upper().startswith("TCP/"),
+        )
     out.set_connection(reply.local_address, _addr_type(reply.local_address))
     out.add_attribute("sctp-port", str(sctp_port))
     out.add_attribute("max-message-size", str(max_message_size))
@@ -529,17 +534,30 @@ def _live_channels(ctx: Context, prev: dict[str, Any] | None) -> dict[int, dict[
 # WIC-originated: offer from access (DC-2..DC-6), answer from the core (DC-7)
 # ---------------------------------------------------------------------------
 
+def interworkable(m: MediaSection) -> bool:
+    """Does a data-channel m-line carry a channel the edge interworks (or a dcmap it must refuse with 488)?"""
+    try:
+        return any((d.subprotocol or "").lower() in SUBPROTOCOLS for d, _ in parse_channels(m, "m-line"))
+    except SdpPolicyError:
+        return True  # the handler answers it with 488
+
+
 def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
-                      known_keys: dict[str, int]) -> OfferPart:
-    """TS 23.334 5.20.2.2: the WIC's data-channel m-line -> one core m-line per channel."""
+                      known_keys: dict[str, int], member: bundle.Member | None = None) -> OfferPart:
+    """TS 23.334 5.20.2.2: the WIC's data-channel m-line -> one core m-line per channel.
+
+    On a BUNDLE transport (``member``) the DTLS association and ICE are the
+    transport's; the ``sctp`` stream names it and carries only the SCTP values.
+    """
     where = _where(index)
     proto = m.proto.upper()
     transport = ACCESS_PROTOS[proto]
     prev = _association(ctx, sid)
     old_channels = _live_channels(ctx, prev)
     mid = m.attribute("mid")
-    channels = [] if m.rejected else [(d, dcsa) for d, dcsa in parse_channels(m, where)
-                                      if (d.subprotocol or "").lower() in SUBPROTOCOLS]
+    rejected = m.rejected and member is None
+    channels = [] if rejected else [(d, dcsa) for d, dcsa in parse_channels(m, where)
+                                    if (d.subprotocol or "").lower() in SUBPROTOCOLS]
     if not channels:
         # Nothing to interwork (e.g. DCEP only) or the line is rejected: every
         # core line of it gets port 0; the association goes once answered.
@@ -558,17 +576,28 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
 
         return OfferPart(streams=[], finish=finish_empty, pending=pending, keys=keys)
 
-    dtls = attrs.dtls_params(ctx.sdp, m, where, answer=False)
-    ice = attrs.ice_params(ctx.sdp, m)
-    address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
     remote_sctp_port = _sctp_port(m, where)
     remote_mms = _max_message_size(m, where)
-    if dtls.tls_id:
-        ctx.used_tls_ids.add(dtls.tls_id)
-    association = attrs.decide_association(
-        prev, dtls, ice.ufrag, [address, port], ctx.policy.actpass, ctx.new_tls_id, where,
-    )
-    reuse, role, local_tls_id = association.reuse, association.role, association.local_tls_id
+    if member is not None:
+        kept = member.transport.state
+        dtls = attrs.DtlsParams([Fingerprint.parse(fp) for fp in kept["remote_fingerprints"]], "actpass",
+                                kept["remote_tls_id"])
+        ice = attrs.IceParams(kept["remote_ice_ufrag"], None, [])
+        address, port = kept["remote_transport"]
+        role, local_tls_id = Role(kept["role"]), kept["local_tls_id"]
+        # The SCTP association lives as long as the DTLS association under it.
+        reuse = bool(kept.get("reuse")) and prev is not None and prev.get("transport_id") == member.tid
+    else:
+        dtls = attrs.dtls_params(ctx.sdp, m, where, answer=False)
+        ice = attrs.ice_params(ctx.sdp, m)
+        address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
+        if dtls.tls_id:
+            ctx.used_tls_ids.add(dtls.tls_id)
+        association = attrs.decide_association(
+            prev if prev is None or "transport_id" not in prev else None, dtls, ice.ufrag, [address, port],
+            ctx.policy.actpass, ctx.new_tls_id, where,
+        )
+        reuse, role, local_tls_id = association.reuse, association.role, association.local_tls_id
 
     entries = []
     streams: list[StreamSpec] = []
@@ -588,7 +617,17 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
             core=TerminationSpec(side=Side.CORE, transport=TRANSPORT_TCP if sub == MSRP else "RTP/AVP"),
         ))
     stream_ids = [DcMap.from_dict(e["dcmap"]).stream_id for e in entries]
-    if reuse:
+    if member is not None and reuse:
+        access = TerminationSpec(side=Side.ACCESS, transport=transport, notify_stream_reset=True,
+                                 sctp_stream_ids=stream_ids)
+    elif member is not None:
+        access = TerminationSpec(
+            side=Side.ACCESS, transport=transport,
+            remote_sctp_port=remote_sctp_port, remote_max_message_size=remote_mms,
+            local_sctp_port_request=True, local_max_message_size_request=True,
+            establish_sctp=role is Role.CLIENT, notify_stream_reset=True, sctp_stream_ids=stream_ids,
+        )
+    elif reuse:
         access = TerminationSpec(
             side=Side.ACCESS, transport=transport, remote_address=address, remote_port=port,
             tls_role=role, ice_lite=ice.present, remote_ice_ufrag=ice.ufrag, remote_ice_pwd=ice.pwd,
@@ -606,15 +645,20 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
             local_sctp_port_request=True, local_max_message_size_request=True,
             establish_sctp=role is Role.CLIENT, notify_stream_reset=True, sctp_stream_ids=stream_ids,
         )
-    streams.insert(0, StreamSpec(
-        stream_id=sid, kind="sctp", access=access, local_tls_id=local_tls_id,
-        remote_tls_id=dtls.tls_id, reuse_association=reuse,
-    ))
+    if member is not None:
+        streams.insert(0, StreamSpec(stream_id=sid, kind="sctp", access=access, reuse_association=reuse,
+                                     transport_id=member.tid, mid=member.mid))
+    else:
+        streams.insert(0, StreamSpec(
+            stream_id=sid, kind="sctp", access=access, local_tls_id=local_tls_id,
+            remote_tls_id=dtls.tls_id, reuse_association=reuse,
+        ))
     current = {e["iq_id"] for e in entries}
     pending = {
         "sid": sid,
         "proto": m.proto,
         "transport": transport,
+        "transport_id": member.tid if member is not None else None,
         "mid": mid,
         "role": role.value,
         "local_tls_id": local_tls_id,
@@ -651,6 +695,10 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
             "remote_transport": [address, port], "access_proto": m.proto, "access": access_reply.to_dict(),
             "channels": sorted(current | set(pending["release"])),
         })
+        state.pop("transport_id", None)
+        state.pop("mid", None)
+        if member is not None:
+            state.update({"transport_id": member.tid, "mid": member.mid})
         ctx.streams[str(sid)] = state
         return out
 
@@ -665,7 +713,7 @@ def _dcsa_value(dcsa: list[str], name: str) -> str | None:
 
 
 def answer_from_core(ctx: Context, access_index: int, pending: dict[str, Any],
-                     sections: dict[str, MediaSection]) -> AnswerPart:
+                     sections: dict[str, MediaSection], member: bundle.Member | None = None) -> AnswerPart:
     """The core's answer: its channel m-lines -> one data-channel m-line toward the WIC (DC-7)."""
     sid = pending["sid"]
     prev = _association(ctx, sid)
@@ -735,7 +783,7 @@ def answer_from_core(ctx: Context, access_index: int, pending: dict[str, Any],
         return [_access_section(
             pending["proto"], got, mid=pending.get("mid"), setup=attrs.setup_for_role(Role(pending["role"])),
             tls_id=pending["local_tls_id"], ice=pending["ice"], sctp_port=sctp_port, max_message_size=mms,
-            channels=answered,
+            channels=answered, member=member, iq_reply=reply,
         )]
 
     return AnswerPart(streams=streams, finish=finish, release=sorted(set(release)))

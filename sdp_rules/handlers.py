@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sdp_rules.iq import IqReply, StreamReply, StreamSpec
+from iq import IqReply, Side, StreamReply, StreamSpec
 from sdp_rules.plan import Kind, Policy
-from sdp_rules.iq import Side
 from sdp_rules.sdp import MediaSection, SessionDescription
 
 Finish = Callable[[IqReply | None], list[MediaSection]]
@@ -33,6 +32,8 @@ class Context:
     streams: dict[str, dict[str, Any]]
     # Every tls-id this dialog has used, ours and the peers' (for uniqueness checks).
     used_tls_ids: set[str] = field(default_factory=set)
+    # Stored BUNDLE transports, keyed by str(transport_id) (see :mod:`sdp_rules.bundle`).
+    transports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def new_tls_id(self) -> str:
         """A fresh tls-id, unique in this dialog and (by randomness) everywhere (T38-7)."""

@@ -21,6 +21,11 @@ Stream state kept per stream (``ctx.streams[str(stream_id)]``): ``kind``,
 ``core_proto``, the AGW's ``access``/``core`` termination replies, and the
 RTCP multiplexing decided on each side.
 
+A DTLS-SRTP line on a BUNDLE transport (``member``, see :mod:`sdp_rules.bundle`)
+leaves ICE, DTLS and its access address to the transport: its access
+termination carries its payload types and SSRCs and names the transport, and
+its state holds ``transport_id`` and ``mid`` instead of an association.
+
 Association reuse (RFC 8842 section 5): a re-offer from the WIC whose tls-id is
 the one stored (or, from a peer that sends no tls-id, whose fingerprints and
 ICE ufrag are unchanged) keeps the DTLS association: our tls-id, role and
@@ -33,10 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdp_rules import attrs, bandwidth
-from sdp_rules.errors import SdpPolicyError
-from sdp_rules.handlers import AnswerPart, Context, OfferPart
-from sdp_rules.iq import (
+from iq import (
     TRANSPORT_UDP,
     TRANSPORT_UDP_DTLS,
     IqReply,
@@ -46,6 +48,9 @@ from sdp_rules.iq import (
     TerminationReply,
     TerminationSpec,
 )
+from sdp_rules import attrs, bandwidth, bundle
+from sdp_rules.errors import SdpPolicyError
+from sdp_rules.handlers import AnswerPart, Context, OfferPart
 from sdp_rules.sdp import MediaSection
 
 # Access proto -> (kind, core proto, access Iq transport, core Iq transport)
@@ -111,8 +116,11 @@ def _core_reply(reply: IqReply | None, sid: int, prev: dict[str, Any] | None) ->
 # WIC-originated: offer from access, answer from the core
 # ---------------------------------------------------------------------------
 
-def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int) -> OfferPart:
+def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int,
+                      member: bundle.Member | None = None) -> OfferPart:
     """TS 23.334 6.2.10.4.2 / 6.2.10.5 / 5.11.2.5: the WIC's offer of a DTLS media line."""
+    if member is not None:
+        return _bundled_offer_from_access(ctx, m, sid, member)
     where = _where(index)
     kind, core_proto, access_transport, core_transport = ACCESS_PROTOS[m.proto.upper()]
     dtls = attrs.dtls_params(ctx.sdp, m, where, answer=False)
@@ -122,8 +130,8 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int) -> Of
     if dtls.tls_id:
         ctx.used_tls_ids.add(dtls.tls_id)
     association = attrs.decide_association(
-        prev if prev and prev["kind"] == kind else None, dtls, ice.ufrag, [address, port],
-        ctx.policy.actpass, ctx.new_tls_id, where,
+        prev if prev and prev["kind"] == kind and "transport_id" not in prev else None, dtls, ice.ufrag,
+        [address, port], ctx.policy.actpass, ctx.new_tls_id, where,
     )
     reuse, role, local_tls_id = association.reuse, association.role, association.local_tls_id
     rtp = kind in RTP_KINDS
@@ -176,7 +184,7 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int) -> Of
         # Offer RTP/RTCP multiplexing to the core; its answer decides (RFC 5761 5.1.1).
         attrs.set_core_transport(out, core_reply, rtcp_mux=rtp, rtp=rtp)
         bandwidth.adjust(out, kind, add=False)
-        state = dict(prev or {})
+        state = dict(prev or {}) if not (prev and "transport_id" in prev) else {}
         state.update(pending)
         state.pop("sid", None)
         state["notified_failure"] = True
@@ -188,7 +196,36 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, sid: int) -> Of
     return OfferPart(streams=[spec], finish=finish, pending=pending)
 
 
-def answer_from_core(ctx: Context, index: int, pending: dict[str, Any], m: MediaSection) -> AnswerPart:
+def _bundled_offer_from_access(ctx: Context, m: MediaSection, sid: int, member: bundle.Member) -> OfferPart:
+    """A WIC offer's DTLS-SRTP line on a BUNDLE transport: the core side as any, the access side on the transport."""
+    kind, core_proto, access_transport, core_transport = ACCESS_PROTOS[m.proto.upper()]
+    prev = ctx.streams.get(str(sid))
+    access = TerminationSpec(side=Side.ACCESS, transport=access_transport, rtcp_mux=True,
+                             payload_types=bundle.payload_types(m), ssrcs=bundle.ssrcs(m))
+    core = TerminationSpec(side=Side.CORE, transport=core_transport, rtcp_mux=False)
+    spec = StreamSpec(stream_id=sid, kind=kind, access=access, core=core, transport_id=member.tid, mid=member.mid)
+    pending = {"sid": sid, "kind": kind, "access_proto": m.proto, "core_proto": core_proto,
+               "transport_id": member.tid, "mid": member.mid}
+    source = m
+
+    def finish(reply: IqReply | None) -> list[MediaSection]:
+        core_reply = _core_reply(reply, sid, prev)
+        out = _copy(source)
+        out.proto = core_proto
+        attrs.strip_for_core(out)
+        bundle.strip_transport_wide_cc(out)
+        attrs.set_core_transport(out, core_reply, rtcp_mux=True, rtp=True)
+        bandwidth.adjust(out, kind, add=False)
+        state = {k: v for k, v in pending.items() if k != "sid"}
+        state["core"] = core_reply.to_dict()
+        ctx.streams[str(sid)] = state
+        return [out]
+
+    return OfferPart(streams=[spec], finish=finish, pending=pending)
+
+
+def answer_from_core(ctx: Context, index: int, pending: dict[str, Any], m: MediaSection,
+                     member: bundle.Member | None = None) -> AnswerPart:
     """The core's answer to a WIC offer: back to DTLS toward the WIC (SRTP-5, T38-5)."""
     sid, kind = pending["sid"], pending["kind"]
     prev = ctx.streams.get(str(sid))
@@ -206,12 +243,26 @@ def answer_from_core(ctx: Context, index: int, pending: dict[str, Any], m: Media
         remote_rtcp_port=attrs.remote_rtcp_port(m) if rtp else None,
         rtcp_mux=core_mux,
     )
-    spec = StreamSpec(
-        stream_id=sid, kind=kind, core=core,
-        local_tls_id=pending["local_tls_id"], remote_tls_id=pending["remote_tls_id"],
-        reuse_association=True,
-    )
+    if member is not None:
+        spec = StreamSpec(stream_id=sid, kind=kind, core=core, transport_id=member.tid, mid=member.mid)
+    else:
+        spec = StreamSpec(
+            stream_id=sid, kind=kind, core=core,
+            local_tls_id=pending["local_tls_id"], remote_tls_id=pending["remote_tls_id"],
+            reuse_association=True,
+        )
     source = m
+
+    def finish_bundled(reply: IqReply | None) -> list[MediaSection]:
+        out = _copy(source)
+        out.proto = pending["access_proto"]
+        attrs.strip_for_access(out)
+        member.transport.render(out, reply, mid_value=member.mid, tagged=member.tagged, rtp=rtp)
+        bandwidth.adjust(out, kind, add=True)
+        state = dict(prev or {})
+        state["core_rtcp_mux"] = core_mux
+        ctx.streams[str(sid)] = state
+        return [out]
 
     def finish(reply: IqReply | None) -> list[MediaSection]:
         access_reply = _access_reply(reply, sid, prev)
@@ -233,15 +284,18 @@ def answer_from_core(ctx: Context, index: int, pending: dict[str, Any], m: Media
         ctx.streams[str(sid)] = state
         return [out]
 
-    return AnswerPart(streams=[spec], finish=finish)
+    return AnswerPart(streams=[spec], finish=finish_bundled if member is not None else finish)
 
 
 # ---------------------------------------------------------------------------
 # WIC-terminated: offer from the core, answer from access
 # ---------------------------------------------------------------------------
 
-def offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int) -> OfferPart:
+def offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int,
+                    member: bundle.Member | None = None) -> OfferPart:
     """TS 23.334 6.2.10.5 (SRTP-6) and 5.11.2.3.2 (T38-6): a core offer toward the WIC."""
+    if member is not None:
+        return _bundled_offer_from_core(ctx, index, m, sid, member)
     where = _where(index)
     kind, access_proto, access_transport, core_transport = CORE_PROTOS[m.proto.upper()]
     address, port = attrs.remote_rtp_address(ctx.sdp, m, where)
@@ -321,12 +375,53 @@ def offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int) -> Offe
     return OfferPart(streams=[spec], finish=finish, pending=pending)
 
 
-def answer_from_access(ctx: Context, index: int, pending: dict[str, Any], m: MediaSection) -> AnswerPart:
+def _bundled_offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int,
+                             member: bundle.Member) -> OfferPart:
+    """A core RTP line offered to the WIC on the BUNDLE transport (RFC 9143 7.2, 7.5)."""
+    kind, _proto, _transport, core_transport = CORE_PROTOS[m.proto.upper()]
+    # Every bundled RTP m-line has the same proto (RFC 9143 section 9.1).
+    access_proto = access_transport = member.transport.state.get("rtp_proto") or _proto
+    address, port = attrs.remote_rtp_address(ctx.sdp, m, _where(index))
+    prev = ctx.streams.get(str(sid))
+    core_mux = m.has_attribute("rtcp-mux") or m.has_attribute("rtcp-mux-only")
+    access = TerminationSpec(side=Side.ACCESS, transport=access_transport, rtcp_mux=True,
+                             payload_types=bundle.payload_types(m))
+    core = TerminationSpec(
+        side=Side.CORE, transport=core_transport, remote_address=address, remote_port=port,
+        remote_rtcp_port=attrs.remote_rtcp_port(m), rtcp_mux=core_mux,
+        payload_types=bundle.payload_types(m), ssrcs=bundle.ssrcs(m),
+    )
+    spec = StreamSpec(stream_id=sid, kind=kind, access=access, core=core, transport_id=member.tid, mid=member.mid)
+    pending = {"sid": sid, "kind": kind, "access_proto": access_proto, "core_proto": m.proto,
+               "core_rtcp_mux": core_mux, "transport_id": member.tid, "mid": member.mid}
+    source = m
+
+    def finish(reply: IqReply | None) -> list[MediaSection]:
+        core_reply = _core_reply(reply, sid, prev)
+        out = _copy(source)
+        out.proto = access_proto
+        attrs.strip_for_access(out)
+        bundle.strip_transport_wide_cc(out)
+        member.transport.render(out, reply, mid_value=member.mid, tagged=member.tagged, rtp=True, offer=True)
+        bandwidth.adjust(out, kind, add=True)
+        state = {k: v for k, v in pending.items() if k != "sid"}
+        state["core"] = core_reply.to_dict()
+        state["answered"] = bool(prev and prev.get("transport_id") == member.tid and prev.get("answered"))
+        ctx.streams[str(sid)] = state
+        return [out]
+
+    return OfferPart(streams=[spec], finish=finish, pending=pending)
+
+
+def answer_from_access(ctx: Context, index: int, pending: dict[str, Any], m: MediaSection,
+                       member: bundle.Member | None = None) -> AnswerPart:
     """The WIC's answer to a core offer (SRTP-7): role, fingerprints, Establish if client."""
     sid, kind = pending["sid"], pending["kind"]
     prev = ctx.streams.get(str(sid))
     if m.rejected:
         return _rejected_answer(ctx, sid, m, pending["core_proto"])
+    if pending.get("transport_id") is not None:
+        return _bundled_answer_from_access(ctx, index, pending, m, member)
     where = _where(index)
     if m.proto.upper() != pending["access_proto"].upper():
         raise SdpPolicyError(f"{where}: answer proto {m.proto} does not match the offer's {pending['access_proto']}")
@@ -386,6 +481,39 @@ def answer_from_access(ctx: Context, index: int, pending: dict[str, Any], m: Med
             "notified_failure": True,
             "answered": True,
         })
+        ctx.streams[str(sid)] = state
+        return [out]
+
+    return AnswerPart(streams=[spec], finish=finish)
+
+
+def _bundled_answer_from_access(ctx: Context, index: int, pending: dict[str, Any], m: MediaSection,
+                                member: bundle.Member | None) -> AnswerPart:
+    """The WIC's answer for a line offered on the BUNDLE transport: its payload types and SSRCs."""
+    sid, kind = pending["sid"], pending["kind"]
+    where = _where(index)
+    if member is None:
+        raise SdpPolicyError(f"{where}: answered outside the BUNDLE group it was offered bundle-only in"
+                             " (RFC 9143 7.3.2)")
+    if m.proto.upper() != pending["access_proto"].upper():
+        raise SdpPolicyError(f"{where}: answer proto {m.proto} does not match the offer's {pending['access_proto']}")
+    prev = ctx.streams.get(str(sid))
+    access = TerminationSpec(side=Side.ACCESS, transport=pending["access_proto"],
+                             rtcp_mux=True, payload_types=bundle.payload_types(m), ssrcs=bundle.ssrcs(m))
+    spec = StreamSpec(stream_id=sid, kind=kind, access=access, transport_id=member.tid, mid=member.mid)
+    source = m
+
+    def finish(reply: IqReply | None) -> list[MediaSection]:
+        core_reply = _core_reply(reply, sid, prev)
+        out = _copy(source)
+        out.proto = pending["core_proto"]
+        attrs.strip_for_core(out)
+        out.remove_attributes("rtcp-mux")
+        attrs.set_core_transport(out, core_reply, rtcp_mux=pending["core_rtcp_mux"], rtp=True)
+        bundle.strip_added(out, member.transport.state)
+        bandwidth.adjust(out, kind, add=False)
+        state = dict(prev or {})
+        state["answered"] = True
         ctx.streams[str(sid)] = state
         return [out]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
 
-from sdp_rules.iq import IqReply, IqRequest, Role, Side
+from iq import IqReply, IqRequest, Role, Side
 
 
 class Kind(str, Enum):
@@ -47,6 +47,21 @@ class ActpassPolicy(str, Enum):
     PASSIVE = "passive"
 
 
+class BundlePolicy(str, Enum):
+    """Whether the edge bundles media toward access (RFC 9143).
+
+    ``off`` (the default): every access m-line gets a transport of its own and
+    ``a=group:BUNDLE`` is declined (RFC 9143 section 7.3: an answerer may leave
+    the group out).  ``on``: the m-lines of a BUNDLE group share one transport
+    (one ICE-lite agent, one DTLS association, one port) and the edge's own
+    offers toward access propose one.  ``on`` needs an AGW that implements Iq
+    transports (``docs/iq.md``).
+    """
+
+    OFF = "off"
+    ON = "on"
+
+
 def random_tls_id() -> str:
     """A fresh RFC 8842 tls-id: 16 random bytes (128 bits), base64url without padding."""
     return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode("ascii")
@@ -64,6 +79,8 @@ class Policy:
     offer_rtcp_mux_to_access: bool = True
     # Local max-message-size the AGW reports for data channels when it is not asked.
     default_max_message_size: int = 262144
+    # BUNDLE toward access (RFC 9143); off until the AGW implements Iq transports.
+    bundle: BundlePolicy = BundlePolicy.OFF
 
 
 @dataclass
@@ -138,6 +155,7 @@ class Plan:
 
 __all__ = [
     "ActpassPolicy",
+    "BundlePolicy",
     "DialogState",
     "Kind",
     "Plan",

@@ -19,11 +19,14 @@ seen twice (an 18x and the 2xx, a retransmission) renders the same SDP.
 Streams that are not e2ae pass through untouched and the plan says why: plain
 RTP, SDES ``RTP/SAVP``, rejected (port 0) lines, and unknown protos.
 
-BUNDLE (RFC 9143) is not used: the AGW gives every m-line its own transport.
-Offers are forwarded and answers returned without ``a=group:BUNDLE`` (an
-answerer may decline bundling, RFC 9143 7.3.3); a ``bundle-only`` line (port
-0) therefore passes through rejected.  Browsers with the default ``balanced``
-bundle policy then use one transport per m-line.
+BUNDLE (RFC 9143) toward access follows ``Policy.bundle``.  ``off``: every
+m-line gets a transport of its own, offers and answers go without
+``a=group:BUNDLE`` (an answerer may decline bundling, RFC 9143 7.3) and a
+``bundle-only`` line (port 0) passes through rejected.  ``on``: the m-lines of
+a group share one Iq transport (:mod:`sdp_rules.bundle`), planned before the
+handlers run and given to each bundled m-line's handler as its ``member``.
+The core side never bundles: a core offer's ``a=group:BUNDLE`` is not passed
+on, so the core is answered without it and keeps one transport per m-line.
 """
 
 from __future__ import annotations
@@ -31,11 +34,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sdp_rules import datachannel, media
+from iq import Command, IqReply, IqRequest, Side
+from sdp_rules import bundle, datachannel, media
 from sdp_rules.errors import SdpPolicyError
 from sdp_rules.handlers import AnswerPart, Context, OfferPart
-from sdp_rules.iq import Command, IqReply, IqRequest, Side
-from sdp_rules.plan import DialogState, Kind, Plan, Policy, Result, StreamDecision
+from sdp_rules.plan import BundlePolicy, DialogState, Kind, Plan, Policy, Result, StreamDecision
 from sdp_rules.sdp import Line, MediaSection, SessionDescription, parse
 
 PASSTHROUGH = "passthrough"
@@ -91,17 +94,18 @@ def process(
     data.setdefault("map", {})
     ctx = Context(
         origin=origin, kind=kind, policy=policy, sdp=parsed, streams=data["streams"],
-        used_tls_ids=set(data.get("tls_ids", [])),
+        used_tls_ids=set(data.get("tls_ids", [])), transports=data.get("transports", {}),
     )
     if kind is Kind.OFFER:
         planner = _plan_offer_from_access if origin is Side.ACCESS else _plan_offer_from_core
     else:
         planner = _plan_answer
-    streams, release, decisions, render = planner(ctx, parsed, data)
+    streams, release, decisions, render, bundles = planner(ctx, parsed, data)
     iq = None
-    if streams or release:
+    transports = bundles.specs()
+    if streams or release or transports or bundles.release:
         command = Command.MODIFY if data.get("agw") else Command.RESERVE
-        iq = IqRequest(command, dialog, transaction, streams, release)
+        iq = IqRequest(command, dialog, transaction, streams, release, transports, list(bundles.release))
     version = state.version
 
     def finish(reply: IqReply | None) -> Result:
@@ -113,6 +117,8 @@ def process(
         # A copy of ``data`` in which "streams" and "tls_ids" are replaced (not copied:
         # a copy of them would be thrown away), every key at its place.
         replaced = {"streams": ctx.streams, "tls_ids": sorted(ctx.used_tls_ids)}
+        if ctx.transports or "transports" in data:
+            replaced["transports"] = ctx.transports
         memo: dict[int, Any] = {}
         new = {key: replaced[key] if key in replaced else copy_state(value, memo) for key, value in data.items()}
         new.update(replaced)
@@ -134,22 +140,29 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
     parts: list[OfferPart | None] = []
     decisions: list[StreamDecision] = []
     release: list[int] = []
+    bundles = bundle.Bundles()
+    if ctx.policy.bundle is BundlePolicy.ON:
+        bundles = bundle.plan_access_offer(ctx, sdp, data, lambda i: _bundle_eligible(sdp.media[i]))
     for i, m in enumerate(sdp.media):
-        handler, reason = _classify_access(m)
-        if m.rejected and old_map.get(str(i), {}).get("handler") == datachannel.KIND:
+        member = bundles.members.get(i)
+        rejected = m.rejected and member is None
+        handler, reason = _classify_access(m, bundled=member is not None)
+        if rejected and old_map.get(str(i), {}).get("handler") == datachannel.KIND:
             # A data-channel line rejected in a re-offer: its handler rejects its core lines in place.
             handler, reason = datachannel.KIND, "rejected (port 0)"
         part: OfferPart | None = None
-        if m.rejected and old_map.get(str(i), {}).get("handler") in media.ACCESS_KINDS:
+        if rejected and old_map.get(str(i), {}).get("handler") in media.ACCESS_KINDS:
             # A DTLS media line disabled in a re-offer: release its AGW stream and
             # keep its core m-line in place, rejected (RFC 3264 section 8.2).
             release.append(i)
             reason = "disabled in a re-offer: stream released"
+        if member is not None:
+            reason = f"bundled on transport {member.tid}" + (" (tagged)" if member.tagged else "")
         if handler in media.ACCESS_KINDS:
-            part = media.offer_from_access(ctx, i, m, sid=i)
+            part = media.offer_from_access(ctx, i, m, sid=i, member=member)
         elif handler == datachannel.KIND:
             known = old_map.get(str(i), {}).get("core", {})
-            part = datachannel.offer_from_access(ctx, i, m, sid=i, known_keys=dict(known))
+            part = datachannel.offer_from_access(ctx, i, m, sid=i, known_keys=dict(known), member=member)
         keys = part.keys if part else [SINGLE]
         known = old_map.get(str(i), {}).get("core", {})
         slots: dict[str, int] = {}
@@ -184,13 +197,16 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
         for idx, section in enumerate(out):
             if section is None:
                 out[idx] = _rejected_from_m(data.get("core_mlines", {}).get(str(idx)), None)
+        bundles.record(ctx.transports, reply)
         result = _assemble(sdp, out, toward=Side.CORE, any_e2ae=bool(streams))
         data["map"] = {str(g["access"]): {"handler": g["handler"], "core": g["core"]} for g in groups}
         data["core_mlines"] = {str(i): str(s.lines[0].value) for i, s in enumerate(out) if s is not None}
         data["pending"] = {"origin": Side.ACCESS.value, "groups": groups, "count": core_count}
+        if bundles.transports:
+            data["pending"]["bundles"] = _pending_bundles(bundles)
         return result
 
-    return streams, release, decisions, render
+    return streams, release, decisions, render, bundles
 
 
 # ---------------------------------------------------------------------------
@@ -242,16 +258,22 @@ def _plan_offer_from_core(ctx: Context, sdp: SessionDescription, data: dict[str,
     order = sorted(by_access)
     if order != list(range(len(order))):
         raise SdpPolicyError("core offer does not keep every m-line of the session (RFC 3264 section 8)")
+    bundles = bundle.Bundles()
+    if ctx.policy.bundle is BundlePolicy.ON:
+        candidates = [(a, by_access[a]["inputs"][0][1], True) for a in order
+                      if _core_line_bundles(ctx, by_access[a], a)]
+        bundles = bundle.plan_core_offer(ctx, data, candidates)
     parts: dict[int, OfferPart | None] = {}
     for access_idx in order:
         group = by_access[access_idx]
         handler = group["handler"]
         part = None
+        member = bundles.members.get(access_idx)
         if handler == datachannel.KIND:
             part = datachannel.offer_from_core(ctx, access_idx, group["inputs"], sid=access_idx)
         elif handler in media.ACCESS_KINDS:
             j, m, _ = group["inputs"][0]
-            part = media.offer_from_core(ctx, j, m, sid=access_idx)
+            part = media.offer_from_core(ctx, j, m, sid=access_idx, member=member)
         parts[access_idx] = part
         keys = part.keys if part else [SINGLE] * len(group["inputs"])
         group["core"] = {key: j for key, (j, _m, _k) in zip(keys, group["inputs"])}
@@ -271,7 +293,9 @@ def _plan_offer_from_core(ctx: Context, sdp: SessionDescription, data: dict[str,
                 out.append(_rejected_as(group["inputs"][0][1], stream.get("access_proto")))
             else:
                 out.append(_copy(group["inputs"][0][1]))
-        result = _assemble(sdp, out, toward=Side.ACCESS, any_e2ae=bool(streams))
+        bundles.record(ctx.transports, reply)
+        result = _assemble(sdp, out, toward=Side.ACCESS, any_e2ae=bool(streams),
+                           bundle_groups=[t.group_line(t.mids) for t in bundles.transports])
         data["map"] = {
             str(a): {"handler": by_access[a]["handler"], "core": by_access[a]["core"]} for a in order
         }
@@ -285,9 +309,11 @@ def _plan_offer_from_core(ctx: Context, sdp: SessionDescription, data: dict[str,
             ],
             "count": len(order),
         }
+        if bundles.transports:
+            data["pending"]["bundles"] = _pending_bundles(bundles)
         return result
 
-    return streams, release, decisions, render
+    return streams, release, decisions, render, bundles
 
 
 # ---------------------------------------------------------------------------
@@ -307,25 +333,27 @@ def _plan_answer(ctx: Context, sdp: SessionDescription, data: dict[str, Any]):
         )
     parts: list[tuple[dict[str, Any], AnswerPart | None, list[MediaSection]]] = []
     decisions: list[StreamDecision] = []
+    bundles, answer_groups = _answer_bundles(ctx, sdp, pending, offer_origin)
     for group in pending["groups"]:
         handler = group["handler"]
+        member = bundles.members.get(group["access"])
         if offer_origin is Side.ACCESS:
             # The core answers: its m-lines at the group's core indices -> one access m-line.
             indices = list(group["core"].values())
             sections = [sdp.media[j] for j in indices]
             part = None
             if handler in media.ACCESS_KINDS:
-                part = media.answer_from_core(ctx, indices[0], group["data"], sections[0])
+                part = media.answer_from_core(ctx, indices[0], group["data"], sections[0], member=member)
             elif handler == datachannel.KIND:
                 keyed = dict(zip(group["core"].keys(), sections))
-                part = datachannel.answer_from_core(ctx, group["access"], group["data"], keyed)
+                part = datachannel.answer_from_core(ctx, group["access"], group["data"], keyed, member=member)
         else:
             # The WIC answers: its m-line at the group's access index -> the group's core m-lines.
             m = sdp.media[group["access"]]
             sections = [m]
             part = None
             if handler in media.ACCESS_KINDS:
-                part = media.answer_from_access(ctx, group["access"], group["data"], m)
+                part = media.answer_from_access(ctx, group["access"], group["data"], m, member=member)
             elif handler == datachannel.KIND:
                 part = datachannel.answer_from_access(ctx, group["access"], group["data"], m)
         parts.append((group, part, sections))
@@ -343,24 +371,86 @@ def _plan_answer(ctx: Context, sdp: SessionDescription, data: dict[str, Any]):
             out_access: list[MediaSection] = []
             for group, part, sections in parts:
                 out_access.extend(part.finish(reply) if part else [_copy(sections[0])])
-            return _assemble(sdp, out_access, toward=Side.ACCESS, any_e2ae=bool(streams or release))
+            bundles.record(ctx.transports, reply)
+            return _assemble(sdp, out_access, toward=Side.ACCESS, any_e2ae=bool(streams or release),
+                             bundle_groups=answer_groups)
         placed: dict[int, MediaSection] = {}
         for group, part, sections in parts:
             rendered = part.finish(reply) if part else [_copy(sections[0])]
             for core_idx, section in zip(group["core"].values(), rendered):
                 placed[core_idx] = section
         out_core = [placed[j] for j in sorted(placed)]
+        bundles.record(ctx.transports, reply)
         return _assemble(sdp, out_core, toward=Side.CORE, any_e2ae=bool(streams or release))
 
-    return streams, release, decisions, render
+    return streams, release, decisions, render, bundles
+
+
+def _answer_bundles(ctx: Context, sdp: SessionDescription, pending: dict[str, Any],
+                    offer_origin: Side) -> tuple[bundle.Bundles, list[str]]:
+    """The transports of an offer in progress, as its answer leaves them, and the access group lines."""
+    out = bundle.Bundles()
+    lines: list[str] = []
+    for entry in pending.get("bundles", []):
+        tid = entry["tid"]
+        state = ctx.transports.get(str(tid))
+        if state is None:
+            continue
+        transport = bundle.Transport.stored(tid, state)
+        transport.mids, transport.tag = list(entry["mids"]), entry["tag"]
+        indices = {mid: int(i) for mid, i in entry["indices"].items()}
+        if offer_origin is Side.ACCESS:
+            cores = {g["access"]: list(g["core"].values()) for g in pending["groups"]}
+            accepted = [mid for mid in transport.mids
+                        if any(not sdp.media[j].rejected for j in cores.get(indices[mid], []))]
+            tag = bundle.answer_tag(transport, accepted)
+            if tag is not None:
+                transport.tag = tag
+                transport.mids = [mid for mid in transport.mids if mid in accepted]
+        else:
+            accepted = bundle.plan_access_answer(ctx, sdp, transport, indices)
+        if not accepted:
+            out.release.append(tid)
+            continue
+        out.transports.append(transport)
+        for mid in accepted:
+            out.members[indices[mid]] = bundle.Member(transport, mid, mid == transport.tag)
+        lines.append(transport.group_line(accepted))
+    return out, lines
+
+
+def _pending_bundles(bundles: bundle.Bundles) -> list[dict[str, Any]]:
+    """What an answer needs to know of the transports of its offer (JSON)."""
+    out = []
+    for transport in bundles.transports:
+        indices = {m.mid: i for i, m in bundles.members.items() if m.transport is transport}
+        out.append({"tid": transport.tid, "tag": transport.tag, "mids": list(transport.mids),
+                    "indices": {mid: indices[mid] for mid in transport.mids}})
+    return out
+
+
+def _bundle_eligible(m: MediaSection) -> bool:
+    """May this access m-line share a BUNDLE transport? (see :mod:`sdp_rules.bundle`)."""
+    proto = m.proto.upper()
+    if proto == bundle.SCTP_PROTO:
+        return datachannel.FORMAT in m.fmts and datachannel.interworkable(m)
+    return proto in bundle.RTP_PROTOS
+
+
+def _core_line_bundles(ctx: Context, group: dict[str, Any], access_idx: int) -> bool:
+    """May the access m-line made of this core offer group share the BUNDLE transport?"""
+    if group["handler"] != "srtp" or len(group["inputs"]) != 1:
+        return False
+    prev = ctx.streams.get(str(access_idx))
+    return not (prev and prev.get("kind") == "srtp_tcp")
 
 
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
 
-def _classify_access(m: MediaSection) -> tuple[str, str]:
-    if m.rejected:
+def _classify_access(m: MediaSection, bundled: bool = False) -> tuple[str, str]:
+    if m.rejected and not bundled:
         return PASSTHROUGH, "rejected (port 0)"
     kind = media.classify_access(m)
     if kind:
@@ -386,14 +476,21 @@ def _classify_core(m: MediaSection) -> tuple[str, str]:
 
 
 def _assemble(source: SessionDescription, sections: list[MediaSection], *, toward: Side,
-              any_e2ae: bool) -> SessionDescription:
-    """The outgoing SDP: the source's session section (adjusted) and the rendered m-lines."""
+              any_e2ae: bool, bundle_groups: list[str] | None = None) -> SessionDescription:
+    """The outgoing SDP: the source's session section (adjusted) and the rendered m-lines.
+
+    ``bundle_groups``: the ``a=group`` values of the edge's BUNDLE transports,
+    written where the session's first attribute was.
+    """
     session = type(source.session)([Line(line.type, line.value) for line in source.session.lines])
     out = SessionDescription(session, sections)
     if not any_e2ae:
         return out
+    first = next((k for k, line in enumerate(session.lines) if line.type == "a"), len(session.lines))
     session.remove_attributes("group")
     session.remove_attributes(*SESSION_ICE_DTLS)
+    for offset, value in enumerate(bundle_groups or []):
+        session.lines.insert(min(first, len(session.lines)) + offset, Line("a", f"group:{value}"))
     if toward is Side.ACCESS and any(s.has_attribute("ice-ufrag") for s in sections):
         session.add_attribute("ice-lite")
     # With every live m-line anchored at the AGW, the session-level c= follows it.

@@ -13,7 +13,11 @@ mediad.  Every value it hands out is predictable:
 * SCTP port :data:`SCTP_PORT` and max-message-size :data:`MAX_MESSAGE_SIZE`
   on data-channel associations;
 * a data channel (``dc_channel``) shares the access termination of its SCTP
-  association (``group``) and gets a core termination of its own.
+  association (``group``) and gets a core termination of its own;
+* a BUNDLE transport (``TransportSpec``) gets one access port, the fingerprint
+  and the ICE credentials; a stream on it gets no access port of its own, its
+  access reply repeats the transport's address and port; an ICE restart gets
+  the credentials suffixed with the number of restarts so far.
 
 It remembers what it gave each stream, so a MODIFY (or a repeated RESERVE) for
 a known stream gets the same values back; RELEASE forgets them.
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from sdp_rules.iq import (
+from iq import (
     Command,
     Fingerprint,
     IqReply,
@@ -33,6 +37,8 @@ from sdp_rules.iq import (
     StreamSpec,
     TerminationReply,
     TerminationSpec,
+    TransportReply,
+    TransportSpec,
 )
 
 ACCESS_ADDRESS = "127.0.0.1"
@@ -66,6 +72,9 @@ class SimulatedAgw:
     next_core_port: int = CORE_FIRST_PORT
     # (dialog, stream_id, side) -> what was handed out
     given: dict[tuple[str, int, Side], TerminationReply] = field(default_factory=dict)
+    # (dialog, transport_id) -> what was handed out
+    transports: dict[tuple[str, int], TransportReply] = field(default_factory=dict)
+    restarts: int = 0
 
     def answer(self, iq: IqRequest) -> IqReply:
         if iq.command is Command.RELEASE:
@@ -77,17 +86,41 @@ class SimulatedAgw:
             return IqReply(iq.dialog, iq.transaction, data=data)
         for stream_id in iq.release_streams:
             self._forget(iq.dialog, stream_id)
+        for transport_id in iq.release_transports:
+            self.transports.pop((iq.dialog, transport_id), None)
+        transports = [self._transport(iq.dialog, spec) for spec in iq.transports]
         replies = [self._stream(iq.dialog, spec) for spec in iq.streams]
-        return IqReply(iq.dialog, iq.transaction, streams=replies)
+        return IqReply(iq.dialog, iq.transaction, streams=replies, transports=transports)
 
     # -- internals -------------------------------------------------------
+    def _transport(self, dialog: str, spec: TransportSpec) -> TransportReply:
+        known = self.transports.get((dialog, spec.transport_id))
+        if known is None:
+            known = TransportReply(spec.transport_id, ACCESS_ADDRESS, self._allocate(Side.ACCESS),
+                                   FINGERPRINT, ICE_UFRAG, ICE_PWD)
+        elif spec.ice_restart:
+            self.restarts += 1
+            known = replace(known, ice_ufrag=f"{ICE_UFRAG}{self.restarts}", ice_pwd=f"{ICE_PWD}{self.restarts}")
+        self.transports[(dialog, spec.transport_id)] = known
+        return replace(known)
+
     def _stream(self, dialog: str, spec: StreamSpec) -> StreamReply:
         access = core = None
-        if spec.access is not None:
+        if spec.access is not None and spec.transport_id is not None:
+            access = self._on_transport(dialog, spec)
+        elif spec.access is not None:
             access = self._access(dialog, spec, spec.access)
         if spec.core is not None:
             core = self._termination(dialog, spec.stream_id, spec.core)
         return StreamReply(spec.stream_id, access=access, core=core)
+
+    def _on_transport(self, dialog: str, spec: StreamSpec) -> TerminationReply:
+        transport = self.transports[(dialog, spec.transport_id)]
+        reply = TerminationReply(local_address=transport.local_address, local_port=transport.local_port)
+        if spec.kind == "sctp":
+            reply.local_sctp_port = SCTP_PORT
+            reply.local_max_message_size = MAX_MESSAGE_SIZE
+        return reply
 
     def _access(self, dialog: str, spec: StreamSpec, term: TerminationSpec) -> TerminationReply:
         if spec.kind == "dc_channel" and spec.group is not None:
@@ -136,6 +169,8 @@ class SimulatedAgw:
         else:
             for key in [k for k in self.given if k[0] == iq.dialog]:
                 del self.given[key]
+            for key in [k for k in self.transports if k[0] == iq.dialog]:
+                del self.transports[key]
         return IqReply(iq.dialog, iq.transaction)
 
     def _forget(self, dialog: str, stream_id: int) -> None:
