@@ -88,18 +88,21 @@ class SipJsPhone {
     return this.status.setupMs;
   }
 
-  // Each resolves once the re-INVITE was accepted (SimpleUser's isHeld() follows its 200).
+  // Each resolves once the re-INVITE's answer was applied (a new remote SDP): SimpleUser's
+  // own promise settles when the re-INVITE is sent.
   async hold() {
+    const before = remoteSdps.length;
     await this.user.hold();
-    await until(() => this.user.isHeld(), 10000, "hold");
+    await until(() => remoteSdps.length > before, 10000, "hold");
     this.status.call = "held";
     this.status.holds += 1;
     note(this.status, "held");
   }
 
   async unhold() {
+    const before = remoteSdps.length;
     await this.user.unhold();
-    await until(() => !this.user.isHeld(), 10000, "unhold");
+    await until(() => remoteSdps.length > before, 10000, "unhold");
     this.status.call = "established";
     note(this.status, "resumed");
   }
