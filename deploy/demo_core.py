@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REGISTRAR_CFG = ROOT / "deploy" / "core_registrar.cfg"
 DOMAIN = "e2ae.test"
 CORE_UA_HOST = "127.0.0.4"
+ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
 
 def _sip_ping(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -221,7 +222,10 @@ class CoreUa:
         """The SDP it answers and offers with (no a=rtcp-mux: RTCP on the next port)."""
         return self._sdp()
 
-    def _sdp(self) -> str:
+    def _sdp(self, offer: str = "") -> str:
+        # RFC 3264 6.1: an answer's direction mirrors the offer's (hold: sendonly -> recvonly).
+        found = re.search(r"^a=(sendrecv|sendonly|recvonly|inactive)\r?$", offer, re.M)
+        direction = ANSWER_DIRECTION[found.group(1)] if found else "sendrecv"
         return ("v=0\r\n"
                 f"o=core {random.getrandbits(31)} 1 IN IP4 {self.host}\r\n"
                 "s=-\r\n"
@@ -230,7 +234,7 @@ class CoreUa:
                 f"m=audio {self.rtp_port} {self.profile} 0\r\n"
                 "a=rtpmap:0 PCMU/8000\r\n"
                 "a=ptime:20\r\n"
-                "a=sendrecv\r\n")
+                f"a={direction}\r\n")
 
     def _response(self, req: SipMessage, status: str, body: str = "", tag: bool = True) -> str:
         lines = [f"SIP/2.0 {status}"]
@@ -264,7 +268,7 @@ class CoreUa:
                 return
             self._set_remote(msg.body)
             self._dialog = {"call_id": msg.get("call-id"), "peer": msg.source, "incoming": msg}
-            self._send(self._response(msg, "200 OK", self._sdp()), msg.source)
+            self._send(self._response(msg, "200 OK", self._sdp(msg.body)), msg.source)
         elif method == "BYE":
             self.byes += 1
             self.calls_ended += 1
