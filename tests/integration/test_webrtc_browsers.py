@@ -379,7 +379,7 @@ def test_baresip_as_a_plain_rtp_avp_ua_at_the_core_answers_a_browser_call(world,
     fallback = "the core refused RTP/AVPF (488): offering RTP/AVP"
     fallbacks = world.edge.kamailio_log_text().count(fallback)
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["baresip", "-f", str(tmp_path), "-t", "25"], cwd=tmp_path, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(["baresip", "-f", str(tmp_path), "-s", "-t", "25"], cwd=tmp_path, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 10
@@ -388,7 +388,8 @@ def test_baresip_as_a_plain_rtp_avp_ua_at_the_core_answers_a_browser_call(world,
         try:
             setup_ms = _call(world, browser, f"sip:tone@{DOMAIN}")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\nbaresip: {log.read_text(errors='replace')[-3000:]}") from None
+            raise AssertionError(f"{exc}\nbaresip: {log.read_text(errors='replace')[-3000:]}\n"
+                                 f"core: {world.registrar.log_text()[-3000:]}") from None
         time.sleep(MEDIA_SECONDS + 1)
         stats = browser.eval("phone.stats()")
         browser.eval("phone.hangup()")

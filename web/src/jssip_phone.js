@@ -66,7 +66,8 @@ class JsSipPhone {
     session.on("ended", (e) => { this.status.call = "ended"; note(this.status, `ended by ${e.originator}: ${e.cause}`); });
     session.on("failed", (e) => {
       this.status.call = "failed";
-      this.status.error = `call: ${e.cause}`;
+      const code = e.message && e.message.status_code ? ` (${e.message.status_code} ${e.message.reason_phrase})` : "";
+      this.status.error = `call: ${e.cause}${code}`;
       note(this.status, `call failed: ${e.cause}`);
     });
     if (incoming) {
