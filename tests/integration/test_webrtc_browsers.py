@@ -278,8 +278,8 @@ def test_hold_and_unhold_from_the_browser_keep_the_dtls_association(world, stack
     ua = world.core_ua()
     try:
         _call(world, browser, f"sip:tone@{DOMAIN}")
-        time.sleep(1.0)
-        before = browser.eval("phone.stats()")
+        before = _media(world, browser, ua)  # audio flows before the hold
+        assert before["inbound"], before
         handshakes = _handshakes(world)
         answer_before = browser.eval("phone.remoteSdps()")[-1]
         assert before["transport"]["dtlsState"] == "connected", before["transport"]
