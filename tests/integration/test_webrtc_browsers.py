@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import threading
 import time
 
@@ -30,7 +29,7 @@ import pytest
 from deploy.sip_tls import spki_sha256
 from tests.conftest import RedisServer, free_port
 from tests.integration.chromium_peer import interfaces, private_loopback_netns
-from tests.integration.edge_harness import Edge, stop_process
+from tests.integration.edge_harness import Edge
 from deploy.demo_core import CORE_UA_HOST, DOMAIN, CoreRegistrar, CoreUa
 from tests.integration.webrtc_harness import Browser, BrowserError, PageServer, web_ready
 
@@ -44,7 +43,8 @@ PHONES = {"jssip": "jssip.html", "sipjs": "sipjs.html"}
 class World:
     """Everything one module's tests share: the edge, the core, the pages."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy_extra: str = "") -> None:
+        self.policy_extra = policy_extra
         self.redis = RedisServer()
         self.edge: Edge | None = None
         self.registrar: CoreRegistrar | None = None
@@ -60,7 +60,7 @@ class World:
         self.redis.start()
         ws, wss, tcp = free_port(host="127.0.0.1"), free_port(host="127.0.0.1"), free_port(host="127.0.0.1")
         self.ports = {"ws": ws, "wss": wss, "tcp": tcp}
-        self.edge = Edge(self.redis, edge_extra=(
+        self.edge = Edge(self.redis, policy_extra=self.policy_extra, edge_extra=(
             f"access_tcp = 127.0.0.1:{tcp}\naccess_ws = 127.0.0.1:{ws}\naccess_wss = 127.0.0.1:{wss}\n"))
         # The core's TCP socket on the core SIP port: large requests toward the core go over TCP.
         self.edge.conf.edge_extra += f"core_tcp = 127.0.0.2:{self.edge.conf.core_port}\n"
@@ -352,60 +352,4 @@ def test_a_call_to_a_client_whose_websocket_dropped_gets_430_and_leaves_nothing(
     assert reply.status == 430, reply.first_line
     assert elapsed < 5, elapsed
     assert "connection" in reply.get("warning"), reply.headers
-    _wait_clean(world)
-
-
-@pytest.mark.req("SRTP-1")
-@pytest.mark.timeout(120)
-def test_baresip_as_a_plain_rtp_avp_ua_at_the_core_answers_a_browser_call(world, tmp_path):
-    """baresip, default profile (RTP/AVP, no media encryption), answers what the core
-    routes to its UA: it refuses the AVPF offer (488), gets the same offer as RTP/AVP in
-    the same INVITE transaction ([policy] core_rtp_profile = auto), and answers."""
-    from tests.integration.test_edge_media import _loud_frames, _tone_wav
-
-    _tone_wav(tmp_path / "tone.wav", seconds=30)
-    # The core routes sip:tone@ to its UA: baresip answers for the user "tone".
-    (tmp_path / "accounts").write_text(f"<sip:tone@{CORE_UA_HOST}>;regint=0;answermode=auto;audio_codecs=PCMU\n")
-    (tmp_path / "config").write_text(
-        f"sip_listen {CORE_UA_HOST}:{world.core_ua_port}\nnet_interface {CORE_UA_HOST}\n"
-        "audio_player aubridge,sink\naudio_alert aubridge,sink\n"
-        f"audio_source aufile,{tmp_path / 'tone.wav'}\n"
-        "module_path /usr/lib/baresip/modules\n"
-        "module stdio.so\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\n"
-        "module_app account.so\nmodule_app menu.so\n"
-        f"snd_path {tmp_path}\n")
-    log = tmp_path / "baresip.log"
-    browser, _ = _register(world, "jssip", "baresip-caller")
-    fallback = "the core refused RTP/AVPF (488): offering RTP/AVP"
-    fallbacks = world.edge.kamailio_log_text().count(fallback)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(["baresip", "-f", str(tmp_path), "-s", "-t", "25"], cwd=tmp_path, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 10
-        while "baresip is ready" not in log.read_text(errors="replace") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        try:
-            setup_ms = _call(world, browser, f"sip:tone@{DOMAIN}")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nbaresip: {log.read_text(errors='replace')[-3000:]}\n"
-                                 f"core: {world.registrar.log_text()[-3000:]}") from None
-        time.sleep(MEDIA_SECONDS + 1)
-        stats = browser.eval("phone.stats()")
-        browser.eval("phone.hangup()")
-        time.sleep(1.0)
-    finally:
-        _hang_up(browser)
-        stop_process(proc)
-    text = log.read_text(errors="replace")
-    print(f"baresip: call setup {setup_ms} ms; browser received {stats['inbound']['packetsReceived']}, "
-          f"sent {stats['outbound']['packetsSent']}")
-    # baresip refused the AVPF offer; the edge offered it again as AVP, once.
-    assert world.edge.kamailio_log_text().count(fallback) == fallbacks + 1
-    assert stats["transport"]["dtlsState"] == "connected", stats["transport"]
-    assert stats["inbound"]["packetsReceived"] >= MIN_PACKETS and stats["inbound"]["audioLevel"] > 0.05, stats["inbound"]
-    # What baresip decoded from the browser: its fake microphone's beeps, over plain RTP/AVP.
-    decoded = list(tmp_path.glob("dump-*-dec.wav"))
-    assert decoded, text[-3000:]
-    assert _loud_frames(decoded[0]) >= 3, text[-3000:]
     _wait_clean(world)
