@@ -270,10 +270,13 @@ class CoreUa:
             self._dialog = {"call_id": msg.get("call-id"), "peer": msg.source, "incoming": msg}
             self._send(self._response(msg, "200 OK", self._sdp(msg.body)), msg.source)
         elif method == "BYE":
-            self.byes += 1
-            self.calls_ended += 1
             self._send(self._response(msg, "200 OK"), msg.source)
-            self._stop_rtp()
+            # Only this call's BYE ends its media: a late BYE of an earlier call (a
+            # retransmission) must not.
+            if self._dialog is not None and msg.get("call-id") == self._dialog["call_id"]:
+                self.byes += 1
+                self.calls_ended += 1
+                self._stop_rtp()
         elif method != "ACK":
             self._send(self._response(msg, "200 OK"), msg.source)
 
