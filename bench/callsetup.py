@@ -1,14 +1,21 @@
-"""Call setup through the edge: SIPp UAC → Kamailio + plugin + mediad → SIPp UAS.
+"""Call setup side by side: the edge, the reference (Kamailio + rtpengine) and bare Kamailio.
 
 Theory of operation
 -------------------
-:class:`Edge` starts the system as deployed: ``redis-server``, ``python -m
-mediad`` and ``kamailio -DD`` with ``deploy/kamailio.cfg`` loading the plugin,
-all reading one configuration written for the run, on free loopback ports
-(access SIP on 127.0.0.1, core SIP on 127.0.0.2, the core's next hop on
-127.0.0.3), pinned to the relay CPU.  ``Edge(with_plugin=False)`` starts only
-Kamailio with ``bench/kamailio-baseline.cfg``: same sockets, same transaction
-and record-route settings, no plugin.
+:class:`System` starts one of three systems on free loopback ports (access SIP
+on 127.0.0.1, core SIP on 127.0.0.2, the core's next hop on 127.0.0.3), every
+process pinned to the relay CPU:
+
+* ``Kind.EDGE``: the system as deployed, ``redis-server``, ``python -m mediad``
+  and Kamailio started with ``deploy.run_edge.kamailio_command`` (the run
+  command's own: ``deploy/kamailio.cfg``, the plugin, the same memory sizes),
+  all reading one configuration written for the run;
+* ``Kind.REFERENCE``: what an operator would run instead for the same job,
+  Kamailio with ``bench/kamailio-rtpengine.cfg`` (its C ``rtpengine`` module)
+  driving ``rtpengine`` (userspace, logical interfaces ``access`` on 127.0.0.1
+  and ``core`` on 127.0.0.2, like mediad's two addresses);
+* ``Kind.BASELINE``: Kamailio alone with ``bench/kamailio-baseline.cfg``: same
+  sockets, same transaction and record-route settings, no SDP handling.
 
 :func:`run_step` runs one SIPp pair for a fixed number of calls at a fixed
 rate (the scenarios of ``sipp_scenarios/``: a WebRTC DTLS-SRTP offer from the
@@ -16,21 +23,25 @@ access side, a plain RTP answer from the core), the SIPp processes pinned to
 the generator CPU, and reads every call's INVITE→200 time from SIPp's
 ``-trace_rtt`` file.  A step passes when every call was answered and the 99th
 percentile INVITE→200 stayed below T1 (500 ms, RFC 3261 17.1.1.2): past that
-the calls only got through by retransmission, the edge was overloaded.
+the calls only got through by retransmission, the system was overloaded.
 
-:func:`measure` first times INVITE→200 one call at a time with
-``bench.sipprobe`` (SIPp's clock is too coarse for it) through the baseline
-Kamailio and through the edge (the difference is the latency the plugin and
-mediad add), then ramps the call rate on the edge with SIPp until a step has
-a failed call, then measures the RSS growth of each Kamailio worker and of
-mediad with calls held open.
+:func:`measure_round` measures one system in one round: a fresh start, a
+warm-up, INVITE→200 one call at a time with ``bench.sipprobe`` (SIPp's clock
+is too coarse for it), then the SIPp ramp until a step has a failed call, with
+the CPU time of each process group and Kamailio's shared memory after each
+step.  :func:`measure` runs the rounds, interleaved, the order of the systems
+swapped every round, checks the SDPs of the edge and the reference once
+(``bench.sdpcheck``), measures the edge's memory per held call, and takes the
+medians.
 """
 
 from __future__ import annotations
 
 import csv
+import enum
 import glob
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -40,24 +51,51 @@ import subprocess
 import sys
 import time
 
-from bench import procs, sipprobe
+from bench import procs, rtpengine, sdpcheck, sipprobe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = os.path.join(REPO, "sipp_scenarios")
 UAC_SCENARIO = "wic_call_uac.xml"
-UAS_SCENARIO = "core_uas.xml"
+# The core's side: the suite's core_uas.xml taking an ACK relayed after the BYE (bench/sipp/).
+UAS_SCENARIO = os.path.join(HERE, "sipp", "core_uas.xml")
 EDGE_CFG = os.path.join(REPO, "deploy", "kamailio.cfg")
-BASELINE_CFG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-baseline.cfg")
+BASELINE_CFG = os.path.join(HERE, "kamailio-baseline.cfg")
+REFERENCE_CFG = os.path.join(HERE, "kamailio-rtpengine.cfg")
 PLUGIN = os.path.join(REPO, "plugin", "kemi.py")
 RETRANSMIT_MS = 500  # RFC 3261 T1: a slower INVITE->200 means the UAC retransmitted
+ACCESS_MEDIA, CORE_MEDIA = "127.0.0.1", "127.0.0.2"  # each relay's media address on each side
 
 
-def unavailable() -> str | None:
-    """None when the call-setup benchmark can run, else why not."""
-    for path in (EDGE_CFG, PLUGIN, os.path.join(SCENARIOS, UAC_SCENARIO), os.path.join(SCENARIOS, UAS_SCENARIO)):
+class Kind(str, enum.Enum):
+    EDGE = "edge"
+    REFERENCE = "reference"
+    BASELINE = "baseline"
+
+
+# What the report calls each system's media relay process group.
+MEDIA_PROCESS = {Kind.EDGE: "mediad", Kind.REFERENCE: "rtpengine"}
+
+
+def unavailable(kind: Kind = Kind.EDGE) -> str | None:
+    """None when ``kind`` can be measured, else why not."""
+    paths = [os.path.join(SCENARIOS, UAC_SCENARIO), os.path.join(SCENARIOS, UAS_SCENARIO)]
+    tools = ["kamailio", "sipp"]
+    if kind is Kind.EDGE:
+        paths += [EDGE_CFG, PLUGIN]
+        tools.append("redis-server")
+    elif kind is Kind.REFERENCE:
+        paths.append(REFERENCE_CFG)
+        if rtpengine.binary() is None:
+            return "rtpengine is not installed (Debian package rtpengine-daemon)"
+        if not glob.glob("/usr/lib/*/kamailio/modules/rtpengine.so"):
+            return "Kamailio's rtpengine module is not installed (Debian package kamailio)"
+    else:
+        paths.append(BASELINE_CFG)
+    for path in paths:
         if not os.path.exists(path):
             return f"{os.path.relpath(path, REPO)} is not in the tree yet"
-    for tool in ("kamailio", "sipp", "redis-server"):
+    for tool in tools:
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
             return f"{tool} is not installed (deploy/e2ae setup installs it)"
     return None
@@ -82,12 +120,25 @@ def _sip_ping(host: str, port: int) -> bool:
             return False
 
 
-class Edge:
-    def __init__(self, workdir: str, cpu: int | None, with_plugin: bool = True) -> None:
-        self.workdir = os.path.join(workdir, "edge" if with_plugin else "baseline")
+def parse_shmmem(text: str) -> dict[str, int]:
+    """``kamcmd core.shmmem``'s ``name: value`` lines (total, free, used, real_used, max_used, fragments)."""
+    out = {}
+    for name, value in re.findall(r"^\s*(\w+):\s*(\d+)\s*$", text, re.M):
+        out[name] = int(value)
+    return out
+
+
+class System:
+    """One system under the call-setup benchmark, started and stopped as a whole."""
+
+    def __init__(self, workdir: str, cpu: int | None, kind: Kind = Kind.EDGE, shm_mb: int | None = None) -> None:
+        from deploy.run_edge import SHM_MB
+
+        self.kind = kind
+        self.workdir = os.path.join(workdir, f"{kind.value}-{secrets.token_hex(3)}")
         os.makedirs(self.workdir, exist_ok=True)
         self.cpu = cpu
-        self.with_plugin = with_plugin
+        self.shm_mb = shm_mb or SHM_MB
         self.access = ("127.0.0.1", _free("127.0.0.1"))
         self.core = ("127.0.0.2", _free("127.0.0.2"))
         self.next_hop = ("127.0.0.3", _free("127.0.0.3"))
@@ -95,29 +146,48 @@ class Edge:
         self.redis_port = _free("127.0.0.1")
         self.secret = secrets.token_hex(16)
         self.config_path = os.path.join(self.workdir, "e2ae.conf")
+        self.rundir = os.path.join(self.workdir, "run")
         self.redis = self.mediad = self.kamailio = None
+        self.rtpengine: rtpengine.Rtpengine | None = None
+
+    @property
+    def with_plugin(self) -> bool:
+        return self.kind is Kind.EDGE
 
     def _config(self) -> str:
         return "\n".join([
             "[edge]", f"access_sip = {self.access[0]}:{self.access[1]}", f"core_sip = {self.core[0]}:{self.core[1]}",
+            f"access_tcp = {self.access[0]}:{self.access[1]}", f"core_tcp = {self.core[0]}:{self.core[1]}",
             f"core_next_hop = sip:{self.next_hop[0]}:{self.next_hop[1]}",
             "[mediad]", f"control = 127.0.0.1:{self.control_port}", f"control_secret = {self.secret}",
-            "access_address = 127.0.0.1", "core_address = 127.0.0.2",
+            f"access_address = {ACCESS_MEDIA}", f"core_address = {CORE_MEDIA}",
             "access_ports = 54000-56999", "core_ports = 54000-56999", "metrics = off",
             "dtls_handshake_timeout = 30", "log_level = WARNING",
             "[redis]", f"url = redis://127.0.0.1:{self.redis_port}/0", "dialog_ttl = 600",
             "[plugin]", "metrics = off", "iq_timeout_ms = 2000",
         ]) + "\n"
 
+    def _kamailio_argv(self, cfg: str, defines: list[str]) -> list[str]:
+        """Kamailio in the foreground with the run command's memory sizes and allocator."""
+        from deploy.run_edge import PKG_MB
+
+        exe = shutil.which("kamailio") or "/usr/sbin/kamailio"
+        argv = [exe, "-DD", "-E", "-f", cfg, "-Y", self.rundir, "-P", os.path.join(self.rundir, "kamailio.pid"),
+                "-m", str(self.shm_mb), "-M", str(PKG_MB), "-x", "tlsf", "-X", "tlsf"]
+        for define in defines:
+            argv += ["-A", define]
+        return argv
+
     def start(self) -> None:
+        from deploy.run_edge import kamailio_command
+        from mediad.config import load_config
+
         with open(self.config_path, "w") as f:
             f.write(self._config())
         env = dict(os.environ, E2AE_CONFIG=self.config_path, PYTHONPATH=REPO, PYTHONUNBUFFERED="1",
                    E2AE_METRICS_DIR=os.path.join(self.workdir, "plugin-metrics"))
-        rundir = os.path.join(self.workdir, "run")
-        os.makedirs(rundir, exist_ok=True)
-        exe = shutil.which("kamailio") or "/usr/sbin/kamailio"
-        if self.with_plugin:
+        os.makedirs(self.rundir, exist_ok=True)
+        if self.kind is Kind.EDGE:
             self.redis = procs.start(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
                                       "--save", "", "--appendonly", "no"], self.cpu,
                                      os.path.join(self.workdir, "redis.log"))
@@ -125,15 +195,20 @@ class Edge:
                                       os.path.join(self.workdir, "mediad.log"), cwd=REPO, env=env)
             if not procs.wait_until(self._mediad_ready, 20, 0.1):
                 raise RuntimeError(f"mediad did not start; see {self.workdir}/mediad.log")
-            argv = [exe, "-DD", "-E", "-f", EDGE_CFG, "-Y", rundir, "-P", os.path.join(rundir, "k.pid"),
-                    "-m", "64", "-M", "8", "-x", "tlsf", "-X", "tlsf", "-A", f"E2AE_ACCESS_SIP=udp:{self.access[0]}:{self.access[1]}",
-                    "-A", f"E2AE_CORE_SIP=udp:{self.core[0]}:{self.core[1]}", "-A", f'E2AE_PLUGIN="{PLUGIN}"',
-                    "-A", "E2AE_DIALOG_TTL=600"]
+            argv = kamailio_command(EDGE_CFG, self.rundir, load_config(self.config_path), plugin=PLUGIN,
+                                    shm_mb=self.shm_mb)
         else:
-            argv = [exe, "-DD", "-E", "-f", BASELINE_CFG, "-Y", rundir, "-P", os.path.join(rundir, "k.pid"),
-                    "-m", "64", "-M", "8", "-x", "tlsf", "-X", "tlsf", "-A", f"BENCH_ACCESS_SIP=udp:{self.access[0]}:{self.access[1]}",
-                    "-A", f"BENCH_CORE_SIP=udp:{self.core[0]}:{self.core[1]}",
-                    "-A", f'BENCH_NEXT_HOP="sip:{self.next_hop[0]}:{self.next_hop[1]}"']
+            defines = [f"BENCH_ACCESS_SIP=udp:{self.access[0]}:{self.access[1]}",
+                       f"BENCH_CORE_SIP=udp:{self.core[0]}:{self.core[1]}",
+                       f'BENCH_NEXT_HOP="sip:{self.next_hop[0]}:{self.next_hop[1]}"']
+            cfg = BASELINE_CFG
+            if self.kind is Kind.REFERENCE:
+                self.rtpengine = rtpengine.Rtpengine(self.workdir, self.cpu,
+                                                     interfaces=(f"access/{ACCESS_MEDIA}", f"core/{CORE_MEDIA}"))
+                self.rtpengine.start()
+                defines.append(f'BENCH_RTPENGINE="udp:127.0.0.1:{self.rtpengine.ng_port}"')
+                cfg = REFERENCE_CFG
+            argv = self._kamailio_argv(cfg, defines)
         self.kamailio = procs.start(argv, self.cpu, os.path.join(self.workdir, "kamailio.log"), cwd=self.workdir,
                                     env=env)
         if not procs.wait_until(lambda: _sip_ping(*self.access) and _sip_ping(*self.core), 30, 0.1):
@@ -170,10 +245,30 @@ class Edge:
                 out.append(int(stat.split("/")[2]))
         return sorted(out)
 
+    def process_groups(self) -> dict[str, list[int]]:
+        """Pids by group: ``kamailio`` (all), ``media`` (mediad or rtpengine), ``redis``."""
+        media = self.mediad.pid if self.mediad else (self.rtpengine.pid if self.rtpengine and self.rtpengine.proc
+                                                     else None)
+        return {"kamailio": ([self.kamailio.pid] + self.kamailio_workers()) if self.kamailio else [],
+                "media": [media] if media else [], "redis": [self.redis.pid] if self.redis else []}
+
+    def shm(self) -> dict[str, int] | None:
+        """Kamailio's shared memory now (``core.shmmem`` over the ctl socket), None when unreadable."""
+        exe = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
+        try:
+            out = subprocess.run([exe, "-s", f"unixs:{self.rundir}/kamailio_ctl", "core.shmmem"],
+                                 capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        values = parse_shmmem(out.stdout)
+        return values if out.returncode == 0 and "real_used" in values else None
+
     def stop(self) -> None:
         procs.stop(self.kamailio)
         procs.stop(self.mediad)
         procs.stop(self.redis)
+        if self.rtpengine is not None:
+            self.rtpengine.stop()
 
 
 class Sipp:
@@ -230,11 +325,11 @@ def _pct(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_step(edge: Edge, workdir: str, rate: float, calls: int, cpu: int | None, hold_ms: int = 0) -> dict:
+def run_step(system: System, workdir: str, rate: float, calls: int, cpu: int | None, hold_ms: int = 0) -> dict:
     timeout = calls / rate + 30
-    uas = Sipp(workdir, UAS_SCENARIO, edge.next_hop[0], calls, cpu, port=edge.next_hop[1], timeout=timeout).start()
+    uas = Sipp(workdir, UAS_SCENARIO, system.next_hop[0], calls, cpu, port=system.next_hop[1], timeout=timeout).start()
     time.sleep(0.3)
-    uac = Sipp(workdir, UAC_SCENARIO, "127.0.0.1", calls, cpu, remote=edge.access, rate=rate, hold_ms=hold_ms,
+    uac = Sipp(workdir, UAC_SCENARIO, "127.0.0.1", calls, cpu, remote=system.access, rate=rate, hold_ms=hold_ms,
                timeout=timeout).start()
     started = time.monotonic()
     try:
@@ -246,53 +341,167 @@ def run_step(edge: Edge, workdir: str, rate: float, calls: int, cpu: int | None,
     rtts = uac.rtts_ms()
     ok = len(rtts)
     return {"rate": rate, "calls": calls, "answered": ok, "sipp_exit": rc, "seconds": elapsed,
-            "passed": rc == 0 and ok == calls and rtts and _pct(rtts, 0.99) < RETRANSMIT_MS,
+            "passed": bool(rc == 0 and ok == calls and rtts and _pct(rtts, 0.99) < RETRANSMIT_MS),
             "invite_200_ms": {"p50": statistics.median(rtts) if rtts else None, "p99": _pct(rtts, 0.99),
                               "max": max(rtts) if rtts else None}}
 
 
+WARM_CALLS = 20  # one at a time before the probe: imports, connections, first touches of memory
+
+
+def measure_round(kind: Kind, workdir: str, cpus: dict, rates: list[float], step_seconds: float,
+                  latency_calls: int, shm_mb: int | None = None) -> dict:
+    """One system in one round: fresh start, warm-up, the probe, then the SIPp ramp over ``rates``."""
+    system = System(workdir, cpus["relay"], kind, shm_mb)
+    out: dict = {"status": "measured"}
+    try:
+        system.start()
+        out["shm_idle"] = system.shm()
+        sipprobe.probe(system.access, WARM_CALLS, uas=system.next_hop)
+        metrics_dir = os.path.join(system.workdir, "plugin-metrics")
+        before = plugin_timings(metrics_dir) if kind is Kind.EDGE else {}
+        out["latency"] = sipprobe.probe(system.access, latency_calls, uas=system.next_hop)
+        if kind is Kind.EDGE:
+            # Where the plugin's time on those calls went, from its own histograms.
+            out["plugin_ms"] = timing_means_ms(before, plugin_timings(metrics_dir))
+        if rates:
+            out["steps"], out["calls_per_second"] = ramp(system, rates, step_seconds, cpus["generator"])
+    finally:
+        system.stop()
+    return out
+
+
+def caller_offer() -> str:
+    """The offer the probe sends (one call's; the tls-id changes per call)."""
+    return sipprobe.SDP.format(ip="127.0.0.1", tls_id="0" * 32)
+
+
+def check_sdps(latency: dict) -> dict:
+    """:func:`bench.sdpcheck.check` of the first answered probe call's SDPs."""
+    sdp = latency.get("sdp")
+    if not sdp:
+        return {"ok": False, "problems": ["no call answered"], "seen": {}}
+    out = sdpcheck.check(sdp["core"], sdp["access"], caller_offer(), ACCESS_MEDIA, CORE_MEDIA)
+    out["sdp"] = sdp
+    return out
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def step_at(steps: list[dict], rate: float) -> dict | None:
+    """The passed step of ``steps`` at ``rate`` calls/s, else None."""
+    return next((s for s in steps if s["rate"] == rate and s["passed"]), None)
+
+
+def summarize(rounds: list[dict], baseline_rounds: list[dict] | None, cpu_rate: float) -> dict:
+    """Medians over the rounds of one system; latencies added over the baseline of the same round."""
+    done = [r for r in rounds if r.get("status") == "measured"]
+    out: dict = {"rounds": len(done)}
+    if not done:
+        return out
+    lat = [r["latency"] for r in done]
+    for key in ("p50_ms", "p99_ms", "invite_forward_p50_ms", "invite_forward_p99_ms"):
+        out[key] = _median([entry.get(key) for entry in lat])
+    if baseline_rounds is not None:
+        pairs = [(r["latency"], b["latency"]) for r, b in zip(rounds, baseline_rounds)
+                 if r.get("status") == "measured" and b.get("status") == "measured"]
+        for name, key in (("added_ms", ""), ("invite_added_ms", "invite_forward_")):
+            out[name] = {q: _median([(e.get(f"{key}{q}_ms") - b.get(f"{key}{q}_ms"))
+                                     if e.get(f"{key}{q}_ms") is not None and b.get(f"{key}{q}_ms") is not None
+                                     else None for e, b in pairs]) for q in ("p50", "p99")}
+    ramps = [r for r in done if "steps" in r]
+    if ramps:
+        out["calls_per_second"] = _median([r["calls_per_second"] for r in ramps])
+        # No step of any round failed: the ramp ran out of rates, not the system out of capacity.
+        out["calls_per_second_lower_bound"] = all(s["passed"] for r in ramps for s in r["steps"])
+        per_rate = [(s["shm"]["real_used"] - r["shm_idle"]["real_used"]) / s["rate"] / 1024
+                    for r in ramps if r.get("shm_idle") for s in r["steps"] if s["passed"] and s.get("shm")]
+        out["shm_kib_per_call_per_second"] = _median(per_rate)
+        at = [step_at(r["steps"], cpu_rate) for r in ramps]
+        at = [s for s in at if s is not None]
+        if at:
+            groups = at[0]["cpu_ms_per_call"].keys()
+            out["cpu_ms_per_call"] = {g: _median([s["cpu_ms_per_call"][g] for s in at]) for g in groups}
+            out["cpu_rate"] = cpu_rate
+    return out
+
+
+def shm_mb_for(calls_per_second: float, held_calls: int, kib_per_call_per_second: float = 168.0,
+               bytes_per_held_call: float = 1400.0, idle_mb: float = 3.0, margin: float = 1.5) -> int:
+    """Kamailio's ``-m`` for a load: ``margin`` x (idle + rate x per call/s + held calls x per held call), MB.
+
+    The defaults are the edge's figures measured by this benchmark
+    (docs/performance.rst, "Kamailio's shared memory"): every call/s keeps
+    168 KiB in use (its INVITE and BYE transactions, held for tm's 5 s wait
+    timer), every held call 1.4 KB (its dialog).
+    """
+    need = idle_mb + calls_per_second * kib_per_call_per_second / 1024 + held_calls * bytes_per_held_call / 2 ** 20
+    return int(-(-need * margin // 1))
+
+
 def measure(workdir: str, cpus: dict, rates: list[float], step_seconds: float, latency_calls: int,
-            memory_calls: int) -> dict:
-    result: dict = {"status": "measured"}
-    # 1. INVITE->200, one call at a time, baseline Kamailio then the edge (bench.sipprobe).
-    base = Edge(workdir, cpus["relay"], with_plugin=False)
-    try:
-        base.start()
-        result["baseline"] = _probe(base, latency_calls, cpus)
-    finally:
-        base.stop()
-    edge = Edge(workdir, cpus["relay"])
-    try:
-        edge.start()
-        _probe(edge, 20, cpus)  # warm the workers up (imports, connections)
-        metrics_dir = os.path.join(edge.workdir, "plugin-metrics")
-        timings = plugin_timings(metrics_dir)
-        result["edge_latency"] = _probe(edge, latency_calls, cpus)
-        # Where the plugin's time on those calls went, from its own histograms.
-        result["plugin_ms"] = timing_means_ms(timings, plugin_timings(metrics_dir))
-        b, e = result["baseline"], result["edge_latency"]
-        result["added_ms"] = {k: (e[f"{k}_ms"] - b[f"{k}_ms"]) if e[f"{k}_ms"] is not None
-                              and b[f"{k}_ms"] is not None else None for k in ("p50", "p99")}
-        # The INVITE alone: sent by the caller -> received by the callee.
-        result["invite_added_ms"] = {
-            k: (e[f"invite_forward_{k}_ms"] - b[f"invite_forward_{k}_ms"])
-            if e.get(f"invite_forward_{k}_ms") is not None and b.get(f"invite_forward_{k}_ms") is not None
-            else None for k in ("p50", "p99")}
-        # 2. Memory: calls held open, before the ramp (whose last, failed, step can leave
-        # a backlog of retransmissions and unfinished dialogs behind it).
-        result["memory"] = _memory(edge, memory_calls, cpus)
-        # 3. The ramp: highest calls/s with no failed call.
-        result["steps"], result["calls_per_second"] = ramp(edge, rates, step_seconds, cpus["generator"])
-    finally:
-        edge.stop()
+            memory_calls: int, rounds: int = 1, kinds: tuple[Kind, ...] = tuple(Kind), cpu_rate: float = 100.0,
+            ramp_baseline: bool = True, shm_mb: int | None = None) -> dict:
+    """Every system of ``kinds`` in ``rounds`` interleaved rounds; the report's ``call_setup`` entry.
+
+    Its ``memory`` entry (the edge's memory per held call) goes to the report's
+    ``memory.kamailio_worker``.
+    """
+    result: dict = {"status": "measured", "rounds": rounds, "cpu_rate": cpu_rate, "systems": {}, "sdp_check": {}}
+    per: dict[Kind, list[dict]] = {}
+    for kind in kinds:
+        why = unavailable(kind)
+        result["systems"][kind.value] = {"status": "measured"} if why is None else {"status": "not measured",
+                                                                                   "reason": why}
+        if why is None:
+            per[kind] = []
+    active = [k for k in kinds if k in per]
+    for rnd in range(1, rounds + 1):
+        for kind in (active if rnd % 2 else list(reversed(active))):
+            steps = rates if kind is not Kind.BASELINE or ramp_baseline else []
+            try:
+                entry = measure_round(kind, workdir, cpus, steps, step_seconds, latency_calls, shm_mb)
+            except Exception as exc:
+                entry = {"status": "failed", "reason": f"round {rnd}: {str(exc)[:400]}"}
+                print(f"bench: call setup {kind.value} round {rnd} failed: {exc}", file=sys.stderr)
+            entry["round"] = rnd
+            per[kind].append(entry)
+            lat = entry.get("latency") or {}
+            print(f"bench: call setup round {rnd} {kind.value}: INVITE->200 p50 {lat.get('p50_ms')} ms, "
+                  f"{entry.get('calls_per_second')} calls/s", file=sys.stderr)
+    baseline = per.get(Kind.BASELINE)
+    for kind in active:
+        sysres = result["systems"][kind.value]
+        sysres["round_results"] = per[kind]
+        sysres["median"] = summarize(per[kind], baseline if kind is not Kind.BASELINE else None, cpu_rate)
+        failed = [r for r in per[kind] if r.get("status") != "measured"]
+        if len(failed) == len(per[kind]):
+            sysres.update(status="failed", reason=failed[0].get("reason"))
+        if kind is not Kind.BASELINE:
+            first = next((r for r in per[kind] if r.get("status") == "measured"), None)
+            result["sdp_check"][kind.value] = (check_sdps(first["latency"]) if first is not None
+                                               else {"ok": False, "problems": ["not measured"], "seen": {}})
+    if Kind.EDGE in per and result["systems"]["edge"]["status"] == "measured":
+        edge = System(workdir, cpus["relay"], Kind.EDGE, shm_mb)
+        try:
+            edge.start()
+            sipprobe.probe(edge.access, WARM_CALLS, uas=edge.next_hop)
+            result["memory"] = _memory(edge, memory_calls, cpus)
+        except Exception as exc:
+            result["memory"] = {"status": "failed", "reason": str(exc)[:500]}
+        finally:
+            edge.stop()
+    else:
+        result["memory"] = {"status": "not measured", "reason": "the edge was not measured"}
     return result
 
 
-def edge_cpu(edge: Edge) -> dict[str, float]:
-    """CPU seconds so far (:func:`bench.procs.cpu_time`) of the edge's processes: Kamailio (all), mediad, Redis."""
-    groups = {"kamailio": ([edge.kamailio.pid] + edge.kamailio_workers()) if edge.kamailio else [],
-              "mediad": [edge.mediad.pid] if edge.mediad else [], "redis": [edge.redis.pid] if edge.redis else []}
-    return {name: sum(procs.cpu_time(pid) or 0.0 for pid in pids) for name, pids in groups.items()}
+def process_cpu(system: System) -> dict[str, float]:
+    """CPU seconds so far (:func:`bench.procs.cpu_time`) of each of the system's process groups."""
+    return {name: sum(procs.cpu_time(pid) or 0.0 for pid in pids) for name, pids in system.process_groups().items()}
 
 
 # The plugin's timing histograms the probe's calls feed, by the name the report gives them:
@@ -308,9 +517,13 @@ PLUGIN_TIMINGS = {
 
 def plugin_timings(metrics_dir: str) -> dict[str, tuple[float, float]]:
     """(sum in seconds, count) of each of :data:`PLUGIN_TIMINGS` so far, from the workers' metric files."""
-    from plugin.metrics import exposition
+    try:
+        from plugin.metrics import exposition
 
-    return parse_plugin_timings(exposition(metrics_dir).decode())
+        return parse_plugin_timings(exposition(metrics_dir).decode())
+    except Exception as exc:  # the plugin's metrics being rewritten may fail in any way
+        print(f"bench: plugin timings not read: {exc}", file=sys.stderr)
+        return {}
 
 
 def parse_plugin_timings(text: str) -> dict[str, tuple[float, float]]:
@@ -339,29 +552,33 @@ def timing_means_ms(before: dict[str, tuple[float, float]], after: dict[str, tup
 
 
 def cpu_per_call(before: dict[str, float], after: dict[str, float], calls: int) -> dict[str, float]:
-    """Milliseconds of CPU per call of each process group between two :func:`edge_cpu` readings, and their total."""
-    out = {name: round((after[name] - before[name]) / calls * 1000, 2) for name in before}
-    out["total"] = round(sum(out.values()), 2)
+    """Milliseconds of CPU per call of each process group between two :func:`process_cpu` readings, and their total."""
+    out = {name: round((after[name] - before[name]) / calls * 1000, 3) for name in before}
+    out["total"] = round(sum(out.values()), 3)
     return out
 
 
-def ramp(edge: Edge, rates: list[float], step_seconds: float, cpu: int | None) -> tuple[list[dict], float]:
-    """SIPp ramp through a started edge: (steps, highest rate whose step passed before the first failure).
+def ramp(system: System, rates: list[float], step_seconds: float, cpu: int | None) -> tuple[list[dict], float]:
+    """SIPp ramp through a started system: (steps, highest rate whose step passed before the first failure).
 
-    Each step also has the edge's CPU per call over it (``edge_cpu_ms_per_call``):
-    what one core's capacity is made of, and a figure that moves less than
-    pass/fail when the machine's speed drifts.
+    Each step also has the CPU per call of each process group over it
+    (``cpu_ms_per_call``): what one core's capacity is made of, and a figure
+    that moves less than pass/fail when the machine's speed drifts; and
+    Kamailio's shared memory at its end (``shm``: ``real_used`` then holds the
+    transactions of the last few seconds, still in tm's wait state), read
+    through the ctl socket.
     """
     steps, best = [], None
     for rate in rates:
         calls = max(1, int(rate * step_seconds))
-        before = edge_cpu(edge)
-        step = run_step(edge, edge.workdir, rate, calls, cpu)
-        step["edge_cpu_ms_per_call"] = cpu_per_call(before, edge_cpu(edge), calls)
+        before = process_cpu(system)
+        step = run_step(system, system.workdir, rate, calls, cpu)
+        step["cpu_ms_per_call"] = cpu_per_call(before, process_cpu(system), calls)
+        step["shm"] = system.shm()
         steps.append(step)
-        print(f"bench: call setup {rate:g}/s{'' if cpu is not None else ' (unpinned)'}: "
-              f"{step['answered']}/{step['calls']} answered, INVITE->200 p99 {step['invite_200_ms']['p99']} ms",
-              file=sys.stderr)
+        print(f"bench: call setup {system.kind.value} {rate:g}/s{'' if cpu is not None else ' (unpinned)'}: "
+              f"{step['answered']}/{step['calls']} answered, INVITE->200 p99 {step['invite_200_ms']['p99']} ms, "
+              f"CPU {step['cpu_ms_per_call']['total']} ms/call", file=sys.stderr)
         if not step["passed"]:
             break
         best = step
@@ -369,53 +586,59 @@ def ramp(edge: Edge, rates: list[float], step_seconds: float, cpu: int | None) -
 
 
 def measure_unpinned(workdir: str, rates: list[float], step_seconds: float) -> dict:
-    """The same ramp with nothing pinned: Kamailio, mediad, Redis and SIPp share every core."""
-    edge = Edge(os.path.join(workdir, "unpinned"), None)
+    """The edge's ramp with nothing pinned: Kamailio, mediad, Redis and SIPp share every core."""
+    edge = System(os.path.join(workdir, "unpinned"), None)
     try:
         edge.start()
-        _probe(edge, 20, {"generator": None})  # warm the workers up
+        sipprobe.probe(edge.access, WARM_CALLS, uas=edge.next_hop)
         steps, best = ramp(edge, rates, step_seconds, None)
     finally:
         edge.stop()
     return {"status": "measured", "steps": steps, "calls_per_second": best}
 
 
-def _probe(edge: Edge, calls: int, cpus: dict) -> dict:
-    """Calls one at a time; the probe's own UAS is the callee, so the INVITE's way is timed too."""
-    return sipprobe.probe(edge.access, calls, uas=edge.next_hop)
+TM_WAIT_SECONDS = 5.0  # tm's wait timer (wt_timer): a completed transaction stays this long in shared memory
 
 
-def _memory(edge: Edge, calls: int, cpus: dict) -> dict:
-    """RSS growth per 1,000 calls held open, of each Kamailio process and of mediad.
+def _memory(edge: System, calls: int, cpus: dict) -> dict:
+    """Memory per call held open: RSS growth of each Kamailio process and of mediad, Kamailio's shared memory.
 
     The same calls are first held and ended once: a worker's RSS also counts the
     pages of Kamailio's shared memory (transactions, dialogs) it touches for the
     first time, which depends on what ran before; the second round counts what
-    the calls themselves hold.
+    the calls themselves hold.  Kamailio's shared memory in use
+    (``real_used``) is read before the calls, once they are all up, and again
+    after tm's wait timer has freed their INVITE transactions: what is left is
+    what a held call keeps (its dialog).
     """
     rate = min(100.0, max(5.0, calls / 10))
     warm = run_step(edge, edge.workdir, rate, calls, cpus["generator"], hold_ms=int((calls / rate + 2) * 1000))
-    time.sleep(1.0)
+    time.sleep(TM_WAIT_SECONDS + 0.5)  # the warm round's transactions and dialogs freed
     workers = edge.kamailio_workers()
     before = {pid: procs.rss_kib(pid) for pid in workers}
     mediad_before = procs.rss_kib(edge.mediad.pid) if edge.mediad else None
+    shm_before = edge.shm()
     # Every call is held until the last one is up and measured, then ended with its BYE
     # (what runs next must not find a thousand dialogs and DTLS sessions left behind).
-    margin = min(20.0, max(5.0, calls / rate))
+    margin = min(20.0, max(TM_WAIT_SECONDS + 5, calls / rate))
     hold_ms = int((calls / rate + margin) * 1000)
     uas = Sipp(edge.workdir, UAS_SCENARIO, edge.next_hop[0], calls, cpus["generator"], port=edge.next_hop[1],
                timeout=hold_ms / 1000 + 30).start()
     time.sleep(0.3)
     uac = Sipp(edge.workdir, UAC_SCENARIO, "127.0.0.1", calls, cpus["generator"], remote=edge.access, rate=rate,
                hold_ms=hold_ms, timeout=hold_ms / 1000 + 30).start()
+    shm_held = shm_dialogs = None
     try:
-        deadline = time.monotonic() + calls / rate + margin - 3
+        deadline = time.monotonic() + calls / rate + margin - TM_WAIT_SECONDS - 3
         while time.monotonic() < deadline and len(uac.rtts_ms()) < calls:
             time.sleep(0.5)
         established = len(uac.rtts_ms())
         time.sleep(1.0)
         after = {pid: procs.rss_kib(pid) for pid in workers}
         mediad_after = procs.rss_kib(edge.mediad.pid) if edge.mediad else None
+        shm_held = edge.shm()
+        time.sleep(TM_WAIT_SECONDS + 0.5)
+        shm_dialogs = edge.shm()
         uac.wait()
         uas.wait()
     finally:
@@ -425,7 +648,7 @@ def _memory(edge: Edge, calls: int, cpus: dict) -> dict:
     if not established or not deltas:
         return {"status": "not measured", "reason": f"{established} of {calls} calls established"}
     scale = 1000 / established
-    return {
+    out = {
         "status": "measured", "established_calls": established, "kamailio_processes": len(workers),
         "warm_round_answered": warm["answered"],
         "kamailio_worker_max_kib_per_1000": max(deltas) * scale,
@@ -433,3 +656,8 @@ def _memory(edge: Edge, calls: int, cpus: dict) -> dict:
         "mediad_kib_per_1000": (mediad_after - mediad_before) * scale
         if mediad_after is not None and mediad_before is not None else None,
     }
+    if shm_before and shm_held and shm_dialogs:
+        out["shm_before"], out["shm_held"], out["shm_dialogs"] = shm_before, shm_held, shm_dialogs
+        out["shm_bytes_per_held_call"] = (shm_dialogs["real_used"] - shm_before["real_used"]) / established
+        out["shm_bytes_per_call_with_transaction"] = (shm_held["real_used"] - shm_before["real_used"]) / established
+    return out

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 :class:`Rtpengine` starts ``rtpengine`` in the foreground with no
 configuration file, no kernel forwarding (``--table=-1``), one interface on
-127.0.0.1, the NG control protocol on a free UDP port, timeouts long enough
+127.0.0.1 (or the logical interfaces it is given, ``NAME/ADDRESS``), the NG control protocol on a free UDP port, timeouts long enough
 that no call ends during a run, and ``--delete-delay=0`` so deleted calls free
 their ports at once.  Thread count is rtpengine's default.
 
@@ -135,8 +135,10 @@ def _key_hex(inline: str) -> str:
 class Rtpengine:
     """One rtpengine process (userspace only) and its NG client."""
 
-    def __init__(self, workdir: str, cpu: int | None, port_min: int = 46000, port_max: int = 53999) -> None:
+    def __init__(self, workdir: str, cpu: int | None, port_min: int = 46000, port_max: int = 53999,
+                 interfaces: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.workdir = workdir
+        self.interfaces = interfaces
         self.cpu = cpu
         self.port_min, self.port_max = port_min, port_max
         self.ng_port = procs.free_udp_port()
@@ -155,7 +157,7 @@ class Rtpengine:
             raise NgError("rtpengine is not installed (Debian package rtpengine-daemon)")
         return [
             exe, "--config-file=none", "--foreground", "--log-stderr", "--log-level=4",
-            "--table=-1", "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{self.ng_port}",
+            "--table=-1", *(f"--interface={i}" for i in self.interfaces), f"--listen-ng=127.0.0.1:{self.ng_port}",
             f"--port-min={self.port_min}", f"--port-max={self.port_max}",
             "--timeout=3600", "--silent-timeout=3600", "--offer-timeout=3600", "--final-timeout=0",
             "--delete-delay=0",

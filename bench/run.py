@@ -57,10 +57,10 @@ SYSTEMS = ("rtpengine", "mediad")
 FULL_RATES = (10000, 20000, 40000, 60000, 70000, 80000, 90000, 100000, 110000, 120000, 130000, 140000,
               160000, 180000, 200000, 220000, 250000, 300000)
 SMOKE_RATES = (1000, 3000)
-FULL_CALL_RATES = (25, 50, 100, 150, 200, 250, 300, 350, 400, 600, 800)
+FULL_CALL_RATES = (50, 100, 200, 300, 350, 400, 500, 600, 800, 1000, 1200, 1500, 2000)
 SMOKE_CALL_RATES = (5,)
 APT_FOR = {"gcc": "gcc", "srtp": "libsrtp2-dev", "rtpengine": "rtpengine-daemon", "redis": "redis-server"}
-SCHEMA = 1
+SCHEMA = 2
 
 
 # -- tools -------------------------------------------------------------------------------
@@ -308,20 +308,23 @@ def measure_memory(name, sessions, cpus, workdir, repeats: int = 1) -> dict:
 
 def measure_call_setup(args, cpus, workdir) -> tuple[dict, dict]:
     """(call_setup entry, kamailio_worker memory entry) of the report."""
-    why = callsetup.unavailable()
-    if why is not None:
-        entry = {"status": "not measured", "reason": why}
-        return entry, dict(entry)
+    kinds = tuple(callsetup.Kind(k) for k in args.call_system_list)
     try:
         result = callsetup.measure(workdir, cpus, args.call_rate_list, args.call_step_seconds,
                                    latency_calls=10 if args.smoke else 200,
-                                   memory_calls=10 if args.smoke else args.memory_sessions)
+                                   memory_calls=10 if args.smoke else args.memory_sessions,
+                                   rounds=args.call_rounds, kinds=kinds, cpu_rate=args.cpu_call_rate,
+                                   shm_mb=args.kamailio_shm_mb)
     except Exception as exc:
         traceback.print_exc()
         entry = {"status": "failed", "reason": str(exc)[:500]}
         return entry, dict(entry)
+    if all(entry["status"] != "measured" for entry in result["systems"].values()):
+        why = "; ".join(f"{k}: {e.get('reason')}" for k, e in result["systems"].items())
+        entry = {"status": "not measured", "reason": why}
+        return entry, dict(entry)
     memory = result.pop("memory")
-    if not args.smoke:
+    if not args.smoke and callsetup.Kind.EDGE in kinds and result["systems"]["edge"]["status"] == "measured":
         try:
             result["unpinned"] = callsetup.measure_unpinned(workdir, args.call_rate_list, args.call_step_seconds)
         except Exception as exc:
@@ -346,6 +349,133 @@ def _fmt(value, digits=0):
     if value is None:
         return "–"
     return f"{value:,.{digits}f}"
+
+
+def ratio(edge, reference, higher_is_better: bool) -> float | None:
+    """Edge against reference, >= 1.0 when the edge is as good: edge/reference for a figure where more is
+    better, reference/edge where less is; None without two positive figures."""
+    if edge is None or reference is None or edge <= 0 or reference <= 0:
+        return None
+    return edge / reference if higher_is_better else reference / edge
+
+
+def _cs_median(cs: dict, kind: str) -> dict:
+    entry = cs["systems"].get(kind) or {}
+    return entry.get("median") or {} if entry.get("status") == "measured" else {}
+
+
+def call_setup_table(cs: dict) -> list[str]:
+    """The side-by-side call-setup table: the edge, the reference, bare Kamailio, and the ratio."""
+    edge, ref, base = (_cs_median(cs, k) for k in ("edge", "reference", "baseline"))
+    rate = cs.get("cpu_rate")
+    lines = [f"## Call setup: the edge beside Kamailio + rtpengine (median of {cs.get('rounds')} interleaved "
+             f"round(s))", "",
+             "| figure | e2ae edge | Kamailio + rtpengine | bare Kamailio | edge vs reference (≥ 1.0: as good) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+
+    def row(label, e, r, b, digits, higher=False, suffix=""):
+        q = ratio(e, r, higher)
+        lines.append(f"| {label} | {_fmt(e, digits)}{suffix} | {_fmt(r, digits)}{suffix} | "
+                     f"{'—' if b is None else _fmt(b, digits) + suffix} | {_fmt(q, 2)} |")
+
+    for q in ("p50", "p99"):
+        row(f"INVITE→200 added over bare Kamailio, {q}, ms", (edge.get("added_ms") or {}).get(q),
+            (ref.get("added_ms") or {}).get(q), None, 2)
+    for q in ("p50", "p99"):
+        row(f"the INVITE alone, added, {q}, ms", (edge.get("invite_added_ms") or {}).get(q),
+            (ref.get("invite_added_ms") or {}).get(q), None, 2)
+    for q in ("p50", "p99"):
+        row(f"INVITE→200, {q}, ms", edge.get(f"{q}_ms"), ref.get(f"{q}_ms"), base.get(f"{q}_ms"), 2)
+    medians = {"edge": edge, "reference": ref, "baseline": base}
+    cps = {k: m.get("calls_per_second") for k, m in medians.items()}
+
+    def cps_cell(kind):
+        bound = "≥ " if medians[kind].get("calls_per_second_lower_bound") else ""
+        return "—" if cps[kind] is None and kind == "baseline" else bound + _fmt(cps[kind])
+
+    q = ratio(cps["edge"], cps["reference"], True)
+    bounded = medians["edge"].get("calls_per_second_lower_bound") != medians["reference"].get(
+        "calls_per_second_lower_bound")
+    prefix = ("≥ " if medians["edge"].get("calls_per_second_lower_bound") else "≤ ") if bounded else ""
+    lines.append(f"| calls/s with 0 failed, p99 < 500 ms | {cps_cell('edge')} | {cps_cell('reference')} | "
+                 f"{cps_cell('baseline')} | {prefix if q is not None else ''}{_fmt(q, 2)} |")
+    cpu = {k: m.get("cpu_ms_per_call") or {} for k, m in (("edge", edge), ("reference", ref), ("baseline", base))}
+    at = f"at {_fmt(rate)} calls/s" if rate is not None else ""
+    row(f"CPU per call {at}: Kamailio, ms", cpu["edge"].get("kamailio"), cpu["reference"].get("kamailio"),
+        cpu["baseline"].get("kamailio"), 3)
+    row(f"CPU per call {at}: mediad / rtpengine, ms", cpu["edge"].get("media"), cpu["reference"].get("media"),
+        None, 3)
+    lines.append(f"| CPU per call {at}: Redis, ms | {_fmt(cpu['edge'].get('redis'), 3)} | — | — | |")
+    row(f"CPU per call {at}: all processes, ms", cpu["edge"].get("total"), cpu["reference"].get("total"),
+        cpu["baseline"].get("total"), 3)
+    shm = {k: m.get("shm_kib_per_call_per_second") for k, m in medians.items()}
+    row("Kamailio shared memory per call/s (passed steps), KiB", shm["edge"], shm["reference"], shm["baseline"], 0)
+    checks = cs.get("sdp_check") or {}
+
+    def check_cell(kind):
+        c = checks.get(kind)
+        if c is None:
+            return "—"
+        return "same job ✓" if c.get("ok") else "✗ " + "; ".join(c.get("problems", []))
+
+    lines.append(f"| SDPs toward core and access checked | {check_cell('edge')} | {check_cell('reference')} | — | |")
+    missing = [f"{k}: {e.get('status')}: {e.get('reason', '')}" for k, e in cs["systems"].items()
+               if e.get("status") != "measured"]
+    if missing:
+        lines += [""] + [f"- {m}" for m in missing]
+    return lines
+
+
+def equal_load_latency(report: dict, direction: str) -> list[dict]:
+    """p50/p99 of mediad and rtpengine at the same offered rates of ``direction``.
+
+    The rates are steps every round of both systems passed: the highest, and
+    the highest at or below half of it (a light load).  Each figure is the
+    median over the rounds of that step's latency.
+    """
+    per = {}
+    for name in SYSTEMS:
+        rounds = report["relay"].get(name, {}).get(direction, {}).get("rounds") or []
+        if not rounds:
+            return []
+        passed = None
+        for r in rounds:
+            ok = set()
+            for step in r.get("steps", []):
+                if not step["passed"]:
+                    break
+                ok.add(step["rate"])
+            passed = ok if passed is None else passed & ok
+        per[name] = (rounds, passed or set())
+    common = per["mediad"][1] & per["rtpengine"][1]
+    if not common:
+        return []
+    top = max(common)
+    light = max((r for r in common if r <= top / 2), default=None)
+    out = []
+    for rate in sorted({top, light} - {None}):
+        entry: dict = {"rate": rate}
+        for name in SYSTEMS:
+            steps = [next(s for s in r["steps"] if s["rate"] == rate) for r in per[name][0]]
+            for q in ("p50", "p99"):
+                entry[f"{name}_{q}_ms"] = _median([s[f"{q}_us"] / 1000 if s[f"{q}_us"] is not None else None
+                                                   for s in steps])
+        out.append(entry)
+    return out
+
+
+def relay_latency_table(report: dict) -> list[str]:
+    rows = [(d, e) for d in DIRECTIONS for e in report.get("relay_latency", {}).get(d, [])]
+    if not rows:
+        return []
+    lines = ["", "## Relay latency at the same offered rate", "",
+             "| direction | offered pps | rtpengine p50 / p99 ms | mediad p50 / p99 ms | mediad vs rtpengine, p99 "
+             "(≥ 1.0: as good) |", "| --- | ---: | ---: | ---: | ---: |"]
+    for d, e in rows:
+        lines.append(f"| {d} | {_fmt(e['rate'])} | {_fmt(e['rtpengine_p50_ms'], 3)} / {_fmt(e['rtpengine_p99_ms'], 3)} | "
+                     f"{_fmt(e['mediad_p50_ms'], 3)} / {_fmt(e['mediad_p99_ms'], 3)} | "
+                     f"{_fmt(ratio(e['mediad_p99_ms'], e['rtpengine_p99_ms'], False), 2)} |")
+    return lines
 
 
 def markdown(report: dict) -> str:
@@ -404,35 +534,23 @@ def markdown(report: dict) -> str:
                if kw.get("status") == "measured" else "not measured")
     lines.append(f"| Kamailio worker RSS per 1,000 calls (largest worker) | | {kw_cell} |")
     cs = report["call_setup"]
+    if kw.get("shm_bytes_per_held_call") is not None:
+        lines.append(f"| Kamailio shared memory per held call / per call with its INVITE transaction, bytes | | "
+                     f"{_fmt(kw['shm_bytes_per_held_call'])} / {_fmt(kw['shm_bytes_per_call_with_transaction'])} |")
     if cs.get("status") == "measured":
-        lines.append(f"| calls/s with no failed call (SIPp ramp; edge on one core, SIPp on the other) | | "
-                     f"{_fmt(cs['calls_per_second'])} |")
-        cpu_step = next((s for s in reversed(cs.get("steps", [])) if s.get("passed") and s.get("edge_cpu_ms_per_call")),
-                        None)
-        if cpu_step is not None:
-            c = cpu_step["edge_cpu_ms_per_call"]
-            lines.append(f"| edge CPU per call at {_fmt(cpu_step['rate'])} calls/s pinned: Kamailio / mediad / Redis "
-                         f"(total), ms | | {_fmt(c['kamailio'], 2)} / {_fmt(c['mediad'], 2)} / {_fmt(c['redis'], 2)} "
-                         f"({_fmt(c['total'], 2)}) |")
         unpinned = cs.get("unpinned", {})
         if unpinned.get("status") == "measured":
-            lines.append(f"| calls/s with no failed call (nothing pinned: edge and SIPp share both cores) | | "
+            lines.append(f"| edge calls/s with no failed call (nothing pinned: edge and SIPp share both cores) | | "
                          f"{_fmt(unpinned['calls_per_second'])} |")
-        for key, label in (("baseline", "INVITE→200 without plugin"), ("edge_latency", "INVITE→200 through the edge")):
-            e = cs[key]
-            lines.append(f"| {label}, p50 / p99 ms | | {_fmt(e['p50_ms'], 2)} / {_fmt(e['p99_ms'], 2)} |")
-        a = cs["added_ms"]
-        lines.append(f"| INVITE→200 added by plugin + mediad, p50 / p99 ms | | "
-                     f"{_fmt(a['p50'], 2)} / {_fmt(a['p99'], 2)} |")
-        i = cs.get("invite_added_ms") or {}
-        lines.append(f"| INVITE alone (caller → callee) added by plugin + mediad, p50 / p99 ms | | "
-                     f"{_fmt(i.get('p50'), 2)} / {_fmt(i.get('p99'), 2)} |")
-        t = cs.get("plugin_ms") or {}
+        edge_rounds = (cs["systems"].get("edge") or {}).get("round_results") or []
+        t = next((r.get("plugin_ms") for r in edge_rounds if r.get("plugin_ms")), None) or {}
         if "invite_sdp" in t:
             lines.append(f"| the INVITE's SDP in the plugin / of which mediad's RESERVE round trip, mean ms | | "
                          f"{_fmt(t['invite_sdp']['mean'], 2)} / {_fmt((t.get('reserve_round_trip') or {}).get('mean'), 2)} |")
+        lines = lines[:4] + call_setup_table(cs) + [""] + lines[4:]
     else:
         lines.append("| call setup | | not measured |")
+    lines += relay_latency_table(report)
     missing = [f"- {what}: {entry.get('status')}: {entry.get('reason', '')}" for what, entry in [
         ("mediad", report["systems"]["mediad"]), ("rtpengine", report["systems"]["rtpengine"]),
         ("call setup", cs), ("Kamailio worker memory", report["memory"]["kamailio_worker"]),
@@ -464,6 +582,13 @@ def parse_args(argv):
     p.add_argument("--call-step-seconds", type=float, help="seconds of calls per call-rate step (default 5; smoke 1)")
     p.add_argument("--no-call-setup", dest="call_setup", action="store_false",
                    help="skip the call-setup benchmark (SIPp through Kamailio)")
+    p.add_argument("--call-systems", default="edge,reference,baseline",
+                   help="call-setup systems: edge, reference (Kamailio + rtpengine), baseline (bare Kamailio)")
+    p.add_argument("--call-rounds", type=int, help="interleaved call-setup rounds (default --rounds)")
+    p.add_argument("--cpu-call-rate", type=float, default=100.0,
+                   help="the call rate whose step gives the CPU per call (default 100; smoke: its one rate)")
+    p.add_argument("--kamailio-shm-mb", type=int,
+                   help="Kamailio's shared memory for every call-setup system (default: the run command's)")
     p.add_argument("--no-install", action="store_true", help="do not apt-get install missing tools")
     p.add_argument("--out", default=RESULTS_DIR, help="directory for the JSON and markdown results")
     p.add_argument("--note", default="", help="free text stored with the results (e.g. machine load)")
@@ -480,6 +605,12 @@ def parse_args(argv):
                            else list(SMOKE_CALL_RATES if args.smoke else FULL_CALL_RATES))
     args.call_step_seconds = args.call_step_seconds or (1.0 if args.smoke else 5.0)
     args.system_list = [s for s in args.systems.split(",") if s]
+    args.call_system_list = [s for s in args.call_systems.split(",") if s]
+    if any(s not in {k.value for k in callsetup.Kind} for s in args.call_system_list):
+        p.error("call systems are edge, reference, baseline")
+    args.call_rounds = args.call_rounds or args.rounds
+    if args.smoke and args.cpu_call_rate not in args.call_rate_list:
+        args.cpu_call_rate = args.call_rate_list[0]
     global PACKET_PATH
     PACKET_PATH = args.packet_path
     if any(s not in SYSTEMS for s in args.system_list):
@@ -552,6 +683,7 @@ def main(argv=None) -> int:
         a = report["relay"].get("mediad", {}).get(d, {}).get("median", {}).get("pps")
         b = report["relay"].get("rtpengine", {}).get(d, {}).get("median", {}).get("pps")
         report["ratio"][d] = a / b if a is not None and b else None
+    report["relay_latency"] = {d: equal_load_latency(report, d) for d in DIRECTIONS}
     hs = [r["handshakes"]["per_second"] for d in DIRECTIONS for r in per_round.get("mediad", {}).get(d, [])
           if r.get("handshakes")]
     report["handshakes"] = ({"status": "measured", "per_second": _median(hs), "samples": len(hs),

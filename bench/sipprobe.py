@@ -12,6 +12,9 @@ port)``, a minimal UAS of this module on that address, answering in the same
 thread: then each call is also timed from the INVITE sent to the INVITE
 received by the callee (the INVITE's forwarding delay, what the plugin adds
 to an INVITE alone), and the 200's way back from the callee to the caller.
+The probe keeps the SDP of its first answered call as each side saw it: the
+offer the callee received (what reaches the core) and the answer the caller
+received (what returns to the access side), for :mod:`bench.sdpcheck`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 import secrets
 import socket
 import time
+from dataclasses import dataclass
 
 SDP = (
     "v=0\r\no=- 4611731400430051336 2 IN IP4 {ip}\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
@@ -59,6 +63,10 @@ def _request(method, uri, local, call_id, from_tag, to, cseq, routes=(), body=""
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
 
 
+def _body(msg: str) -> str:
+    return msg.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in msg else ""
+
+
 def _all_headers(msg: str, name: str) -> list[str]:
     """Every ``name`` header line of ``msg``, as sent (for copying into a response)."""
     head = msg.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
@@ -72,6 +80,7 @@ class Uas:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(address)
         self.address = self.sock.getsockname()
+        self.last_offer = ""
 
     def _answer(self, request: str, source, body: str = "") -> None:
         lines = ["SIP/2.0 200 OK"]
@@ -86,7 +95,10 @@ class Uas:
         self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode(), source)
 
     def serve(self, call_id: str, method: str, deadline: float) -> float | None:
-        """Answer requests of ``call_id`` until one ``method`` came; when it came (perf_counter)."""
+        """Answer requests of ``call_id`` until one ``method`` came; when it came (perf_counter).
+
+        The body of the last INVITE answered is kept in :attr:`last_offer`.
+        """
         while True:
             left = deadline - time.perf_counter()
             if left <= 0:
@@ -102,6 +114,7 @@ class Uas:
                 continue
             got = text.split(" ", 1)[0]
             if got == "INVITE":
+                self.last_offer = _body(text)
                 self._answer(text, source, ANSWER.format(ip=self.address[0], port=40000))
             elif got == "BYE":
                 self._answer(text, source)
@@ -132,8 +145,18 @@ def _await(sock, call_id, cseq_method, deadline):
             return data
 
 
-def one_call(sock, target, local, timeout: float = 5.0, uas: Uas | None = None) -> tuple[float, float | None] | None:
-    """One call: (INVITE→200, INVITE sent→received by ``uas``) in seconds, None if it failed."""
+@dataclass
+class Call:
+    """One answered call: its times in seconds and the SDP each end received."""
+
+    invite_200: float
+    invite_forward: float | None  # INVITE sent -> received by the probe's UAS
+    answer_sdp: str  # the 200's body as the caller received it
+    offer_sdp: str | None  # the INVITE's body as the probe's UAS received it
+
+
+def one_call(sock, target, local, timeout: float = 5.0, uas: Uas | None = None) -> Call | None:
+    """One call, None if it failed."""
     call_id = secrets.token_hex(12) + "@probe"
     from_tag = secrets.token_hex(6)
     uri = f"sip:callee@{target[0]}:{target[1]}"
@@ -163,10 +186,11 @@ def one_call(sock, target, local, timeout: float = 5.0, uas: Uas | None = None) 
         first_hop = (host, int(port or 5060))
     sock.sendto(_request("ACK", contact, local, call_id, from_tag, to_hdr, 1, routes), first_hop)
     sock.sendto(_request("BYE", contact, local, call_id, from_tag, to_hdr, 2, routes), first_hop)
+    offer = uas.last_offer if uas is not None else None
     if uas is not None:
         uas.serve(call_id, "BYE", time.perf_counter() + timeout)
     _await(sock, call_id, "BYE", time.perf_counter() + timeout)
-    return elapsed, forwarded
+    return Call(elapsed, forwarded, _body(reply), offer)
 
 
 def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
@@ -184,22 +208,25 @@ def probe(target: tuple[str, int], calls: int, local_ip: str = "127.0.0.1", paus
     local = sock.getsockname()
     callee = Uas(uas) if uas is not None else None
     times, forwarding, failed = [], [], 0
+    first: Call | None = None
     try:
         for _ in range(calls):
-            t = one_call(sock, target, local, uas=callee)
-            if t is None:
+            call = one_call(sock, target, local, uas=callee)
+            if call is None:
                 failed += 1
             else:
-                times.append(t[0] * 1000)
-                if t[1] is not None:
-                    forwarding.append(t[1] * 1000)
+                first = first or call
+                times.append(call.invite_200 * 1000)
+                if call.invite_forward is not None:
+                    forwarding.append(call.invite_forward * 1000)
             time.sleep(pause)
     finally:
         sock.close()
         if callee is not None:
             callee.close()
     p50, p99 = _percentiles(times)
-    result = {"calls": calls, "answered": len(times), "failed": failed, "p50_ms": p50, "p99_ms": p99}
+    result = {"calls": calls, "answered": len(times), "failed": failed, "p50_ms": p50, "p99_ms": p99,
+              "sdp": {"access": first.answer_sdp, "core": first.offer_sdp} if first is not None else None}
     if callee is not None:
         result["invite_forward_p50_ms"], result["invite_forward_p99_ms"] = _percentiles(forwarding)
     return result

@@ -52,11 +52,12 @@ class SipMessage:
     headers: list[tuple[str, str]]
     body: str
     source: tuple[str, int]
+    stream: asyncio.Transport | None = None  # the TCP connection it came on (else UDP)
 
     @classmethod
-    def parse(cls, data: bytes, source) -> "SipMessage":
+    def parse(cls, data: bytes, source, stream: asyncio.Transport | None = None) -> "SipMessage":
         first, headers, body = _headers(data.decode("utf-8", "replace"))
-        return cls(first, headers, body.replace("\n", "\r\n"), source)
+        return cls(first, headers, body.replace("\n", "\r\n"), source, stream)
 
     def get(self, name: str) -> str:
         for key, value in self.headers:
@@ -95,6 +96,36 @@ class _Queue(asyncio.DatagramProtocol):
             self.queue.put_nowait(SipMessage.parse(data, addr))
         except (ValueError, IndexError):
             pass
+
+
+class _StreamQueue(asyncio.Protocol):
+    """SIP over TCP (RFC 3261 18.3): messages framed by their Content-Length, into ``queue``."""
+
+    def __init__(self, queue: asyncio.Queue) -> None:
+        self.queue = queue
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            self.buffer = self.buffer.lstrip(b"\r\n")  # keepalives (RFC 5626 3.5.1)
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            length = re.search(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)", head, re.I | re.M)
+            size = int(length.group(1)) if length else 0
+            if len(rest) < size:
+                return
+            message, self.buffer = head + sep + rest[:size], rest[size:]
+            try:
+                self.queue.put_nowait(SipMessage.parse(message, self.transport.get_extra_info("peername"),
+                                                       self.transport))
+            except (ValueError, IndexError):
+                pass
 
 
 def _tag() -> str:
@@ -210,7 +241,10 @@ class SipUac:
 
 
 class CoreEndpoint:
-    """The IMS core's side: a SIP UAS answering PCMU over RTP/AVP, and its RTP socket."""
+    """The IMS core's side: a SIP UAS answering PCMU over RTP/AVP, and its RTP socket.
+
+    It takes SIP over UDP and over TCP on the same address: the edge sends a request
+    over 1300 bytes over TCP (RFC 3261 18.1.1)."""
 
     def __init__(self, sip: tuple[str, int], media_host: str) -> None:
         self.sip = sip
@@ -223,13 +257,17 @@ class CoreEndpoint:
         self.rtp_in = 0
         self.rtp_out = 0
         self.rtp_in_tone = 0  # packets whose payload is not mu-law silence
+        self.tone_times: list[float] = []  # time.monotonic() of each of those packets
         self.bye_received = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._sender: asyncio.Task | None = None
+        self._tcp: asyncio.AbstractServer | None = None
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         _, self.sip_proto = await loop.create_datagram_endpoint(_Queue, local_addr=self.sip)
+        queue = self.sip_proto.queue
+        self._tcp = await loop.create_server(lambda: _StreamQueue(queue), *self.sip)
         endpoint = self
 
         class Rtp(asyncio.DatagramProtocol):
@@ -238,6 +276,7 @@ class CoreEndpoint:
                     endpoint.rtp_in += 1
                     if any(b not in (0xFF, 0x7F) for b in data[12:]):
                         endpoint.rtp_in_tone += 1
+                        endpoint.tone_times.append(time.monotonic())
 
         self.rtp_transport, _ = await loop.create_datagram_endpoint(Rtp, local_addr=(self.media_host, 0))
         self.rtp_port = self.rtp_transport.get_extra_info("sockname")[1]
@@ -249,6 +288,8 @@ class CoreEndpoint:
                 task.cancel()
         if self.sip_proto and self.sip_proto.transport:
             self.sip_proto.transport.close()
+        if self._tcp:
+            self._tcp.close()
         if self.rtp_transport:
             self.rtp_transport.close()
 
@@ -296,14 +337,22 @@ class CoreEndpoint:
                     self.remote_media = _media_address(msg.body)
                     if self.remote_media and self._sender is None:
                         self._sender = asyncio.ensure_future(self._send_rtp())
-                self.sip_proto.transport.sendto(self._response(msg, "200 OK", self._answer(), to_tag), msg.source)
+                self._send(msg, self._response(msg, "200 OK", self._answer(), to_tag))
             elif method == "BYE":
-                self.sip_proto.transport.sendto(self._response(msg, "200 OK"), msg.source)
+                self._send(msg, self._response(msg, "200 OK"))
                 self.bye_received.set()
                 if self._sender:
                     self._sender.cancel()
             elif method not in ("ACK",):
-                self.sip_proto.transport.sendto(self._response(msg, "200 OK"), msg.source)
+                self._send(msg, self._response(msg, "200 OK"))
+
+    def _send(self, request: SipMessage, data: bytes) -> None:
+        """A response goes back the way its request came (RFC 3261 18.2.2)."""
+        if request.stream is not None:
+            if not request.stream.is_closing():
+                request.stream.write(data)
+        else:
+            self.sip_proto.transport.sendto(data, request.source)
 
     async def _send_rtp(self) -> None:
         ssrc = random.getrandbits(32)
@@ -389,6 +438,9 @@ class DemoResult:
     core_offer: str = ""
     access_answer: str = ""
     notes: list[str] = field(default_factory=list)
+    # time.monotonic() of each packet (core) and frame (WIC) carrying the other side's tone
+    core_tone_times: list[float] = field(default_factory=list)
+    wic_tone_times: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -397,8 +449,13 @@ class DemoResult:
 
 
 async def run_call(access: tuple[str, int], core_sip: tuple[str, int], seconds: float = 3.0,
-                   log=print, request_uri: str | None = None) -> DemoResult:
-    """One call: aiortc WIC → edge access socket → core endpoint at ``core_sip``."""
+                   log=print, request_uri: str | None = None, during=None) -> DemoResult:
+    """One call: aiortc WIC → edge access socket → core endpoint at ``core_sip``.
+
+    ``request_uri``, when given, is the INVITE's Request-URI (else the core endpoint's).
+    ``during``, when given, is a coroutine function awaited after ``seconds`` of
+    media, followed by ``seconds`` more before the BYE (what a test does mid-call).
+    """
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     loopback_only()
@@ -421,6 +478,7 @@ async def run_call(access: tuple[str, int], core_sip: tuple[str, int], seconds: 
                 samples = array.array("h", bytes(frame.planes[0])[: frame.samples * 2])
                 if samples and max(abs(x) for x in samples) > 1000:
                     tone_frames += 1
+                    result.wic_tone_times.append(time.monotonic())
         asyncio.ensure_future(consume())
 
     try:
@@ -445,6 +503,9 @@ async def run_call(access: tuple[str, int], core_sip: tuple[str, int], seconds: 
         result.dtls_state = dtls.state
         log(f"WIC: DTLS {dtls.state}; media for {seconds:.1f} s")
         await asyncio.sleep(seconds)
+        if during is not None:
+            await during()
+            await asyncio.sleep(seconds)
         sender_stats = await pc.getTransceivers()[0].sender.getStats()
         for stat in sender_stats.values():
             if getattr(stat, "type", "") == "outbound-rtp":
@@ -452,6 +513,7 @@ async def run_call(access: tuple[str, int], core_sip: tuple[str, int], seconds: 
         result.wic_frames_in, result.wic_tone_frames = frames, tone_frames
         result.core_rtp_in, result.core_rtp_out = core.rtp_in, core.rtp_out
         result.core_tone_packets = core.rtp_in_tone
+        result.core_tone_times = core.tone_times
         bye = await uac.bye()
         result.bye_status = bye.status
         try:

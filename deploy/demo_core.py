@@ -90,12 +90,6 @@ class CoreRegistrar:
         out.close()
         self.wait_ready(timeout)
 
-    def start_process(self) -> subprocess.Popen:
-        """Start it with its output on a pipe (the run command prefixes and prints it)."""
-        self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        return self.proc
-
     def wait_ready(self, timeout: float = 20.0) -> None:
         host, port = self.listen
         deadline = time.monotonic() + timeout
@@ -106,6 +100,10 @@ class CoreRegistrar:
 
     def stop(self) -> None:
         _stop(self.proc)
+        self.remove_directory()
+
+    def remove_directory(self) -> None:
+        """Its runtime directory (log, pid file, ctl socket), unless E2AE_KEEP_LOGS is set."""
         if not os.environ.get("E2AE_KEEP_LOGS"):
             shutil.rmtree(self.dir, ignore_errors=True)
 

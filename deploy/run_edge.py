@@ -1,22 +1,62 @@
-"""``deploy/e2ae run``: run the whole edge on this machine, in the foreground.
+"""``deploy/e2ae run``: run the whole edge on this machine, in the foreground, supervised.
 
-    .venv/bin/python -m deploy.run_edge [--config FILE] [--rundir DIR]
+    .venv/bin/python -m deploy.run_edge [--config FILE] [--rundir DIR] [--shm-mb MB]
+        [--restart-delay S] [--restart-burst N] [--restart-interval S]
+        [--no-demo] [--web HOST:PORT|off]
 
-Starts, in order, and prints where each listens:
+Starts, in order, and prints where each listens and each child's pid:
 
 1. ``redis-server`` on the address of ``[redis] url``, loopback only, with a
-   password (the configured one, else a fresh random one), no persistence;
-   when a Redis already answers there, that one is used instead;
+   password (the configured one, else a fresh random one), persistent: an
+   append-only file under ``RUNDIR/redis`` (``appendfsync everysec``, no RDB
+   snapshots; the directory is mode 0700, as the file holds SRTP keys); when a
+   Redis already answers there, that one is used instead and not supervised;
 2. ``python -m mediad`` (the media daemon);
 3. ``kamailio -DD -E`` with ``deploy/kamailio.cfg`` and the plugin, its sockets
-   and metrics port taken from the configuration.
+   (every ``[edge]`` socket; a self-signed certificate for loopback under
+   ``RUNDIR/tls`` when a TLS or WSS socket has none configured) and metrics
+   port taken from the configuration;
+4. unless ``--no-demo``, when the core next hop is a loopback address: the
+   demo core (:mod:`deploy.demo_core`: a second Kamailio as registrar with
+   Path on the next hop, supervised as ``core``, and a tone user agent in this
+   process); unless ``--web off``, the web phone's HTTPS pages
+   (:mod:`deploy.web_phone`).
 
 Each child's output is copied to this terminal with a ``[name]`` prefix.
-Ctrl-C (or SIGTERM) stops Kamailio, then mediad, then Redis, each within a
-bounded time, and exits 0; if one of them dies, the others are stopped and the
-exit status is 1.  The children read a runtime copy of the configuration
-(with the Redis password filled in) under ``--rundir`` (``.run/`` in the
-repository by default).
+
+Supervision is that of the systemd units (``Restart=on-failure`` with a start
+limit): a child that dies of a signal or exits with a non-zero status is
+restarted after ``--restart-delay`` (0.5 s) and waited for until it answers
+again, while the others keep running untouched.  A child that needs more than
+``--restart-burst`` (5) restarts within ``--restart-interval`` (60 s) is given
+up (systemd's start-limit-hit): the edge stops, exit status 1.  A child that
+exits cleanly (status 0, or SIGTERM, SIGINT, SIGHUP or SIGPIPE, which systemd
+counts as clean too) was stopped on purpose: it is not restarted and the edge
+stops, exit status 1.  Kamailio's main process ends all of Kamailio when one
+of its workers dies, so a dead worker restarts the whole of Kamailio; what is
+left of a dead child's process group is killed before it starts again.
+
+What a call in progress keeps across a restart:
+
+* mediad reloads every dialog from Redis: same ports, same SRTP keys, media
+  resumes without a new handshake (``docs/mediad.md``, Restart);
+* Kamailio: in-dialog requests are routed by their Route headers and the
+  plugin's records are in Redis, so media keeps flowing and the BYE still
+  releases the call; the dialog module's memory is lost, so a call established
+  before the restart is no longer ended by the dialog timeout nor by a DTLS
+  failure's BYE: its record and mediad's dialog expire with their Redis TTL
+  (``[redis] dialog_ttl`` plus the plugin's grace);
+* Redis reloads its append-only file.  Every write Redis acknowledged was in
+  the file (Redis writes it before it replies), so a killed Redis loses
+  nothing; ``everysec`` bounds the loss to about one second only when the
+  machine itself stops.  The file stays in ``RUNDIR`` from one run to the
+  next, so calls also survive a restart of the whole edge; what is stale
+  expires with its TTL.
+
+Ctrl-C (or SIGTERM) stops the demo, then Kamailio, then mediad, then Redis, each within a
+bounded time (``STOP_TIMEOUT``), and exits 0.  The children read a runtime copy
+of the configuration (with the Redis password filled in) under ``--rundir``
+(``.run/`` in the repository by default).
 """
 
 from __future__ import annotations
@@ -24,6 +64,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import configparser
+import enum
 import os
 import secrets
 import shutil
@@ -33,7 +74,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 from mediad.config import sip_sockets
@@ -42,21 +86,32 @@ ROOT = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = ROOT / "deploy" / "kamailio.cfg"
 PLUGIN = ROOT / "plugin" / "kemi.py"
 STOP_TIMEOUT = 10.0
+READY_TIMEOUT = 30.0
+POLL_INTERVAL = 0.1
 # The web phone's HTTPS address and the demo tone's SIP port (deploy/e2ae run only).
 WEB_PHONE = ("127.0.0.1", 8088)
 TONE_PORT = 5060
 
 
+# Kamailio's shared memory (-m) and each process's private memory (-M), in MB: sized
+# for the load in docs/performance.rst ("Kamailio's shared memory"), which gives the formula.
+SHM_MB = 512
+PKG_MB = 8
+
+
 def kamailio_command(cfg_path: str, rundir: str, config, *, tls_config: str | None = None,
-                     plugin: str = str(PLUGIN)) -> list[str]:
+                     plugin: str = str(PLUGIN), shm_mb: int = SHM_MB, pkg_mb: int = PKG_MB,
+                     rpc_socket: str | None = None) -> list[str]:
     """The foreground Kamailio command for ``deploy/kamailio.cfg``: its ``-A`` defines
-    from the configuration (every SIP socket of ``[edge]``, metrics, dialog timeout) and
-    ``tls_config``, the tls module's file (:mod:`deploy.sip_tls`) when a socket uses TLS."""
+    from the configuration (every SIP socket of ``[edge]``, metrics, dialog timeout),
+    ``tls_config``, the tls module's file (:mod:`deploy.sip_tls`) when a socket uses
+    TLS, and ``rpc_socket``, e2ae-ctl's JSON-RPC socket (None: ``kamailio_rpc.sock``
+    under ``rundir``)."""
     from plugin.routing import kamailio_defines
 
     exe = shutil.which("kamailio") or "/usr/sbin/kamailio"
     cmd = [exe, "-DD", "-E", "-f", cfg_path, "-Y", rundir, "-P", os.path.join(rundir, "kamailio.pid"),
-           "-m", "64", "-M", "8",
+           "-m", str(shm_mb), "-M", str(pkg_mb),
            # TLSF for shared and private memory: 13 % less Kamailio CPU per call than the
            # default allocator, measured with the call-setup benchmark (docs/performance.rst)
            "-x", "tlsf", "-X", "tlsf",
@@ -68,6 +123,8 @@ def kamailio_command(cfg_path: str, rundir: str, config, *, tls_config: str | No
         cmd += ["-A", f'E2AE_TLS_CONFIG="{tls_config}"']
     if config.plugin_metrics:
         cmd += ["-A", f"E2AE_METRICS=tcp:{config.plugin_metrics}"]
+    if rpc_socket:
+        cmd += ["-A", f'E2AE_RPC_SOCKET="{rpc_socket}"']
     return cmd
 
 
@@ -150,48 +207,173 @@ def _sip_ready(host: str, port: int) -> bool:
             return False
 
 
+class Verdict(enum.Enum):
+    """What becomes of a child that exited (the systemd units' ``Restart=on-failure``)."""
+
+    RESTART = "restart"
+    CLEAN_EXIT = "clean exit"  # stopped on purpose: not restarted
+    GIVE_UP = "start limit hit"  # restarted too often
+
+
+# Deaths systemd counts as a clean exit for Restart=on-failure (systemd.service(5)).
+CLEAN_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE})
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """RestartSec, StartLimitBurst and StartLimitIntervalSec of one child."""
+
+    delay: float = 0.5
+    burst: int = 5
+    interval: float = 60.0
+
+
+class Restarts:
+    """One child's restart history, and the verdict on each of its exits (no I/O: ``now`` is given)."""
+
+    def __init__(self, policy: RestartPolicy) -> None:
+        self.policy = policy
+        self.times: deque[float] = deque()
+
+    def verdict(self, returncode: int, now: float) -> Verdict:
+        if returncode == 0 or (returncode < 0 and -returncode in CLEAN_SIGNALS):
+            return Verdict.CLEAN_EXIT
+        while self.times and now - self.times[0] >= self.policy.interval:
+            self.times.popleft()
+        if len(self.times) >= self.policy.burst:
+            return Verdict.GIVE_UP
+        self.times.append(now)
+        return Verdict.RESTART
+
+    @property
+    def recent(self) -> int:
+        """Restarts counted in the current interval (the last verdict's included)."""
+        return len(self.times)
+
+
+@dataclass
+class Child:
+    """One supervised process: how to start it and how to know it answers."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str] | None
+    ready: Callable[[], bool]
+    restarts: Restarts
+    proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+
+class EdgeStopped(Exception):
+    """The edge must stop: a child exited cleanly, hit its start limit, or never started."""
+
+
 class Runner:
-    def __init__(self, config_path: Path, rundir: Path, *, demo: bool = True,
-                 web: tuple[str, int] | None = WEB_PHONE) -> None:
+    def __init__(self, config_path: Path, rundir: Path, policy: RestartPolicy = RestartPolicy(),
+                 shm_mb: int = SHM_MB, *, demo: bool = True, web: tuple[str, int] | None = WEB_PHONE) -> None:
         self.source = config_path
         self.rundir = rundir
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-        self.stopping = False
+        self.policy = policy
+        self.shm_mb = shm_mb
+        self.children: list[Child] = []
         self.demo = demo
         self.web = web
         self.tls_pair: tuple[Path, Path] | None = None
-        self.demo_stops: list = []
+        # The demo's parts that are not children (the tone, the web phone's server), and
+        # what is removed once every child has stopped.
+        self.demo_stops: list[Callable[[], None]] = []
+        self.cleanups: list[Callable[[], None]] = []
         self.demo_lines: list[str] = []
 
     # -- children -------------------------------------------------------------------
-    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=str(ROOT), start_new_session=True)
-        threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True).start()
-        self.procs.append((name, proc))
+    def add(self, name: str, cmd: list[str], ready: Callable[[], bool], env: dict[str, str] | None = None) -> Child:
+        """Start a child and wait until it answers; the edge cannot start without it."""
+        child = Child(name, cmd, env, ready, Restarts(self.policy))
+        self.children.append(child)
+        self._start(child)
+        self._wait_ready(child)
+        return child
+
+    def _start(self, child: Child) -> subprocess.Popen:
+        proc = subprocess.Popen(child.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=child.env, cwd=str(ROOT), start_new_session=True)
+        threading.Thread(target=_pump, args=(child.name, proc.stdout), daemon=True).start()
+        child.proc = proc
+        say(f"{child.name} started (pid {proc.pid})")
         return proc
 
-    def wait_for(self, what: str, predicate, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    def _wait_ready(self, child: Child, timeout: float = READY_TIMEOUT) -> None:
+        proc = child.proc
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with status {proc.returncode}")
-            if predicate():
+                raise EdgeStopped(f"{child.name} {describe_exit(proc.returncode)} before it was ready")
+            if child.ready():
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"{what} not ready after {timeout:.0f} s")
+        raise EdgeStopped(f"{child.name} not ready after {timeout:.0f} s")
+
+    def supervise(self) -> None:
+        """Watch the children until one must stop the edge (raises :class:`EdgeStopped`)."""
+        while True:
+            for child in self.children:
+                if child.proc is not None and child.proc.poll() is not None:
+                    self._restart(child)
+            time.sleep(POLL_INTERVAL)
+
+    def _restart(self, child: Child) -> None:
+        """Restart a dead child until it answers again, within its start limit."""
+        dead = child.proc
+        while True:
+            code, pid = dead.returncode, dead.pid
+            verdict = child.restarts.verdict(code, time.monotonic())
+            what = f"{child.name} (pid {pid}) {describe_exit(code)}"
+            if verdict is Verdict.CLEAN_EXIT:
+                raise EdgeStopped(f"{what}: not restarted (a clean exit): stopping the edge")
+            if verdict is Verdict.GIVE_UP:
+                raise EdgeStopped(f"{what}: restarted {self.policy.burst} times within "
+                                  f"{self.policy.interval:.0f} s already: stopping the edge")
+            say(f"{what}: restarting it in {self.policy.delay:g} s "
+                f"(restart {child.restarts.recent} of at most {self.policy.burst} within {self.policy.interval:.0f} s)")
+            _kill_group(pid)
+            time.sleep(self.policy.delay)
+            proc = self._start(child)
+            try:
+                self._wait_ready(child)
+            except EdgeStopped as exc:
+                say(str(exc))
+                _kill_group(proc.pid)
+                proc.wait()
+                dead = proc
+                continue
+            say(f"{child.name} restarted (pid {proc.pid})")
+            return
 
     def stop_all(self) -> None:
-        self.stopping = True
         for stop in reversed(self.demo_stops):
             try:
                 stop()
             except Exception as exc:  # keep stopping the others
                 say(f"stopping the demo: {exc}")
-        for name, proc in reversed(self.procs):
-            if proc.poll() is not None:
+        for child in reversed(self.children):
+            proc = child.proc
+            if proc is None or proc.poll() is not None:
+                if proc is not None:
+                    _kill_group(proc.pid)
                 continue
-            say(f"stopping {name} (pid {proc.pid})")
+            say(f"stopping {child.name} (pid {proc.pid})")
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -199,16 +381,17 @@ class Runner:
             try:
                 proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                say(f"{name} did not stop in {STOP_TIMEOUT:.0f} s: killing it")
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+                say(f"{child.name} did not stop in {STOP_TIMEOUT:.0f} s: killing it")
+            _kill_group(proc.pid)
+            proc.wait()
+        for cleanup in self.cleanups:
+            cleanup()
 
     # -- the edge -------------------------------------------------------------------
     def runtime_config(self) -> tuple[Path, object, str]:
-        """Copy of the configuration with the Redis password filled in (0600, under .run/)."""
+        """Copy of the configuration with the Redis password filled in (0600, under .run/), and
+        Kamailio's RPC socket (e2ae-ctl's) under this run's directory unless one is configured
+        in a directory this user can bind in."""
         from mediad.config import load_config
 
         config = load_config(self.source)
@@ -223,6 +406,13 @@ class Runner:
             if not parser.has_section("redis"):
                 parser.add_section("redis")
             parser.set("redis", "password", password)
+        rpc = Path(config.plugin_rpc_socket) if parser.has_option("plugin", "rpc_socket") else None
+        if rpc is None or (rpc.is_absolute() and not (rpc.parent.is_dir() and os.access(rpc.parent, os.W_OK))):
+            # Kamailio's, under this run's directory: none configured, or the configured one's
+            # directory is not there to bind in (the shipped file names the systemd units' /run)
+            if not parser.has_section("plugin"):
+                parser.add_section("plugin")
+            parser.set("plugin", "rpc_socket", str(self.rundir / "kamailio" / "kamailio_rpc.sock"))
         self.rundir.mkdir(exist_ok=True)
         path = self.rundir / "e2ae.conf"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -231,35 +421,32 @@ class Runner:
             parser.write(out)
         return path, load_config(path), password
 
-    def run(self) -> int:
+    def start(self) -> None:
         path, config, password = self.runtime_config()
         env = dict(os.environ, E2AE_CONFIG=str(path), E2AE_METRICS_DIR=str(self.rundir / "plugin-metrics"),
                    PYTHONUNBUFFERED="1")
         url = urlsplit(config.redis_url)
         rhost, rport = url.hostname or "127.0.0.1", url.port or 6379
         if _redis_ping(rhost, rport, password):
-            say(f"Redis already answers on {rhost}:{rport}: using it")
+            say(f"Redis already answers on {rhost}:{rport}: using it (not supervised)")
             if not password:
                 say("warning: that Redis accepts clients without a password; it will hold SRTP keys "
                     "(set requirepass and put the password in [redis])")
         else:
             redis_dir = self.rundir / "redis"
-            redis_dir.mkdir(exist_ok=True)
-            exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-            proc = self.spawn("redis", [exe, "--bind", rhost, "--port", str(rport), "--requirepass", password,
-                                        "--protected-mode", "yes", "--save", "", "--appendonly", "no",
-                                        "--dir", str(redis_dir)])
-            self.wait_for("redis-server", lambda: _redis_ping(rhost, rport, password), proc)
-        mediad = self.spawn("mediad", [sys.executable, "-m", "mediad", "--config", str(path)], env)
-        control = config.mediad_control
-        self.wait_for("mediad", lambda: self._mediad_ready(config), mediad)
+            redis_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(redis_dir, 0o700)
+            self.add("redis", redis_command(rhost, rport, password, redis_dir),
+                     lambda: _redis_ping(rhost, rport, password))
+        self.add("mediad", [sys.executable, "-m", "mediad", "--config", str(path)],
+                 lambda: self._mediad_ready(config), env)
         rundir = self.rundir / "kamailio"
         rundir.mkdir(exist_ok=True)
         metrics = config.plugin_metrics
-        cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), config, tls_config=self.tls_config(config))
-        kamailio = self.spawn("kamailio", cmd, env)
-        self.wait_for("kamailio", lambda: all(_listening(proto, sock) for _, proto, sock in sip_sockets(config)),
-                      kamailio)
+        cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), config, tls_config=self.tls_config(config),
+                               shm_mb=self.shm_mb, rpc_socket=config.plugin_rpc_socket)
+        self.add("kamailio", cmd, lambda: all(_listening(proto, sock) for _, proto, sock in sip_sockets(config)),
+                 env)
         self.start_demo(config)
         say("edge ready:")
         for line in ready_lines(config):
@@ -273,13 +460,23 @@ class Runner:
         say(f"  Redis               {rhost}:{rport} (password in {path})")
         for line in self.demo_lines:
             say(line)
+        say(f"  e2ae-ctl            E2AE_CONFIG={path} .venv/bin/e2ae-ctl calls")
+        say(f"A process that dies is restarted (at most {self.policy.burst} times within "
+            f"{self.policy.interval:.0f} s); the others keep running.")
         say("Ctrl-C stops everything.  Place a demo call with: .venv/bin/python -m deploy.demo_call")
-        while True:
-            for name, proc in self.procs:
-                if proc.poll() is not None:
-                    say(f"{name} exited with status {proc.returncode}: stopping the edge")
-                    return 1
-            time.sleep(0.2)
+
+    def run(self) -> int:
+        """Start the edge and supervise it; the exit status once it must stop (Ctrl-C raises)."""
+        try:
+            self.start()
+        except EdgeStopped as exc:
+            say(f"cannot run the edge: {exc}")
+            return 1
+        try:
+            self.supervise()
+        except EdgeStopped as exc:
+            say(str(exc))
+        return 1
 
     def start_demo(self, config) -> None:
         """The demo's core (a registrar with Path on the core next hop, a tone behind it) and
@@ -290,11 +487,8 @@ class Runner:
 
             tone = (CORE_UA_HOST, TONE_PORT)
             registrar = CoreRegistrar(next_hop, tone)
-            proc = registrar.start_process()
-            self.procs.append(("core", proc))
-            threading.Thread(target=_pump, args=("core", proc.stdout), daemon=True).start()
-            registrar.wait_ready()
-            self.demo_stops.append(registrar.stop)
+            self.cleanups.append(registrar.remove_directory)
+            self.add("core", registrar.command(), lambda: _sip_ready(*next_hop))
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="demo-tone", daemon=True)
             thread.start()
@@ -351,19 +545,54 @@ class Runner:
             return False
 
 
+def redis_command(host: str, port: int, password: str, directory: Path) -> list[str]:
+    """redis-server on loopback with a password and an append-only file in ``directory``."""
+    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+    return [exe, "--bind", host, "--port", str(port), "--requirepass", password, "--protected-mode", "yes",
+            "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(directory)]
+
+
+def _kill_group(pgid: int, timeout: float = STOP_TIMEOUT) -> None:
+    """Kill what is left of a child's process group (a dead Kamailio main's workers) and
+    wait, bounded, until it is gone, so that a restart finds its ports free."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.02)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="e2ae run", description="run the e2ae edge in the foreground")
     parser.add_argument("--config", help="configuration file (default: $E2AE_CONFIG, else deploy/e2ae.conf)")
     parser.add_argument("--rundir", default=str(ROOT / ".run"),
                         help="directory for the runtime configuration, pid files and Redis (default .run/)")
+    parser.add_argument("--shm-mb", type=int, default=SHM_MB,
+                        help=f"Kamailio's shared memory in MB (default {SHM_MB}; docs/performance.rst sizes it)")
+    default = RestartPolicy()
+    parser.add_argument("--restart-delay", type=float, default=default.delay, metavar="S",
+                        help=f"wait before restarting a dead process (default {default.delay:g})")
+    parser.add_argument("--restart-burst", type=int, default=default.burst, metavar="N",
+                        help=f"restarts of one process allowed within the interval (default {default.burst})")
+    parser.add_argument("--restart-interval", type=float, default=default.interval, metavar="S",
+                        help=f"the interval of --restart-burst, in seconds (default {default.interval:g})")
     parser.add_argument("--no-demo", action="store_true",
                         help="do not start the demo core (registrar + tone) on a loopback next hop")
     parser.add_argument("--web", default="%s:%d" % WEB_PHONE,
                         help="HOST:PORT of the web phone's HTTPS pages, or off (default %(default)s)")
     args = parser.parse_args(argv)
+    if args.shm_mb < 16:
+        parser.error("--shm-mb: at least 16")
     source = Path(args.config or os.environ.get("E2AE_CONFIG") or ROOT / "deploy" / "e2ae.conf").resolve()
+    policy = RestartPolicy(delay=args.restart_delay, burst=args.restart_burst, interval=args.restart_interval)
     web = None if args.web == "off" else (args.web.rsplit(":", 1)[0], int(args.web.rsplit(":", 1)[1]))
-    runner = Runner(source, Path(args.rundir).resolve(), demo=not args.no_demo, web=web)
+    runner = Runner(source, Path(args.rundir).resolve(), policy, args.shm_mb, demo=not args.no_demo, web=web)
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -374,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         status = runner.run()
     except KeyboardInterrupt:
         say("interrupted")
-    except Exception as exc:  # a child that did not start: say why, stop the others
+    except Exception as exc:  # e.g. an unreadable configuration: say why, stop what started
         say(f"cannot run the edge: {exc}")
         status = 1
     finally:

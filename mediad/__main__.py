@@ -17,6 +17,7 @@ from sdp_rules.errors import E2aeError
 
 from mediad.config import load_config
 from mediad.daemon import Daemon
+from mediad.logs import formatter
 
 
 async def serve(config) -> None:
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except E2aeError as exc:
         print(f"e2ae-mediad: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, config.mediad_log_level, logging.INFO),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(config.mediad_log_format, "%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=getattr(logging, config.mediad_log_level, logging.INFO), handlers=[handler])
     try:
         import uvloop
     except ImportError:

@@ -31,6 +31,8 @@ CORE_RTP_PROFILES = ("avpf", "avp", "auto")
 
 
 PACKET_PATHS = ("auto", "native", "python")
+LOG_FORMATS = ("text", "json")  # mediad.logs
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(UsageError):
@@ -121,6 +123,7 @@ class Config:
     mediad_log_level: str = "INFO"
     mediad_sctp_max_message_size: int = 262144  # RFC 8841 a=max-message-size we accept
     mediad_packet_path: str = "auto"  # auto | native | python (mediad.fastpath)
+    mediad_log_format: str = "text"  # text | json (mediad.logs)
     # [redis]
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str = ""
@@ -134,6 +137,9 @@ class Config:
     plugin_metrics: HostPort | None = HostPort("127.0.0.1", 9811)
     plugin_iq_timeout_ms: int = 500
     plugin_retry_after: int = 5
+    plugin_log_level: str = "INFO"
+    plugin_log_format: str = "text"  # text | json (mediad.logs)
+    plugin_rpc_socket: str = "/run/e2ae-edge/kamailio_rpc.sock"  # Kamailio's jsonrpcs datagram socket
 
     @property
     def redis_url_with_password(self) -> str:
@@ -248,6 +254,7 @@ _CONVERTERS = {
     ("mediad", "log_level"): lambda t, w: t.strip().upper(),
     ("mediad", "sctp_max_message_size"): lambda t, w: int(_positive(int, t, w)),
     ("mediad", "packet_path"): lambda t, w: _choice(t, w, PACKET_PATHS),
+    ("mediad", "log_format"): lambda t, w: _choice(t, w, LOG_FORMATS),
     ("redis", "url"): lambda t, w: t.strip(),
     ("redis", "password"): lambda t, w: t.strip(),
     ("redis", "dialog_ttl"): lambda t, w: int(_positive(int, t, w)),
@@ -258,6 +265,9 @@ _CONVERTERS = {
     ("plugin", "metrics"): _optional_host_port,
     ("plugin", "iq_timeout_ms"): lambda t, w: int(_positive(int, t, w)),
     ("plugin", "retry_after"): lambda t, w: int(_positive(int, t, w)),
+    ("plugin", "log_level"): lambda t, w: _choice(t, w, LOG_LEVELS).upper(),
+    ("plugin", "log_format"): lambda t, w: _choice(t, w, LOG_FORMATS),
+    ("plugin", "rpc_socket"): lambda t, w: t.strip(),
 }
 
 

@@ -129,7 +129,7 @@ def _signed_as_sent(secret: bytes, data: bytes) -> dict[str, Any] | None:
         return None
     try:
         iq = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
         return None
     return iq if isinstance(iq, dict) else None
 
@@ -138,7 +138,7 @@ def _signed_canonical(secret: bytes, data: bytes) -> dict[str, Any]:
     """The general path: parse the request, check the MAC over the re-serialised canonical iq."""
     try:
         outer = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise ControlError(E_MALFORMED, "request is not JSON") from None
     if not isinstance(outer, dict) or not isinstance(outer.get("iq"), dict):
         raise ControlError(E_MALFORMED, "request must be an object with an 'iq' object")

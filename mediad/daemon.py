@@ -57,6 +57,7 @@ from mediad.tcp import listen as listen_tcp, wants_tcp
 log = logging.getLogger("mediad")
 
 RECENT_REPLIES = 4096
+REDIS_PING_INTERVAL = 5.0  # seconds between two pings behind e2ae_mediad_redis_up
 CERTIFICATE_DAYS = 365
 
 
@@ -69,6 +70,8 @@ class Daemon:
             self.metrics.add_native(self.engine)
         self.access_pool = PortPool(config.mediad_access_address, config.mediad_access_ports)
         self.core_pool = PortPool(config.mediad_core_address, config.mediad_core_ports)
+        self.metrics.watch_pool("access", self.access_pool)
+        self.metrics.watch_pool("core", self.core_pool)
         self.dialogs: dict[str, Dialog] = {}
         self.recent: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self.pending = WriteBehind()
@@ -124,6 +127,8 @@ class Daemon:
             lambda: ControlProtocol(secret, self.serve, self.metrics), local_addr=control.as_tuple()
         )
         self._spawn(self._sweep())
+        self.metrics.redis_up.set(1)
+        self._spawn(self._watch_redis())
         if self.config.mediad_metrics is not None:
             m = self.config.mediad_metrics
             self.metrics_server, _ = start_http_server(m.port, addr=m.host, registry=self.metrics.registry)
@@ -417,6 +422,24 @@ class Daemon:
                         for channel in stream.access.channels():
                             channel.check_consent()
 
+    async def _watch_redis(self) -> None:
+        """Ping Redis every REDIS_PING_INTERVAL s: ``e2ae_mediad_redis_up``, a log line on each change."""
+        assert self.store is not None
+        up = True
+        while True:
+            await asyncio.sleep(REDIS_PING_INTERVAL)
+            try:
+                await self.store.ping()
+            except StateError as exc:
+                if up:
+                    log.warning("Redis unreachable: %s", exc)
+                up = False
+            else:
+                if not up:
+                    log.info("Redis reachable again")
+                up = True
+            self.metrics.redis_up.set(1 if up else 0)
+
     # -- what the packet path tells us -------------------------------------------------
     def event(self, stream: Stream, name: str, reason: str | None, component: str, **extra: Any) -> None:
         dialog = stream.dialog
@@ -425,7 +448,9 @@ class Daemon:
         dialog.add_event(event)
         self.metrics.events.labels(name).inc()
         log.info("dialog %s stream %d %s: %s%s", dialog.id, stream.stream_id, component, name,
-                 f" ({reason})" if reason else "")
+                 f" ({reason})" if reason else "",
+                 extra={"dialog": dialog.id, "stream": stream.stream_id, "leg": "access", "component": component,
+                        "event": name, "reason": reason})
         if dialog.id in self.dialogs:
             self._spawn(self._publish(event))
             self.changed(dialog)

@@ -71,6 +71,7 @@ typedef struct {
     int check_peer;       /* not ICE-lite: a new source is latched by Python */
     int core_latching;    /* the core's address is not known yet: Python latches */
     uint64_t *counters;
+    uint64_t relayed[2];  /* packets taken in for relay from access, from the core (this stream) */
 } e2ae_stream;
 
 typedef struct {
@@ -189,6 +190,7 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
     c[E2AE_SIDE_ACCESS + E2AE_IN + kind]++;
     c[E2AE_SIDE_ACCESS + E2AE_IN + kind + 1] += (uint64_t)len;
     c[E2AE_FAST_PACKETS]++;
+    s->relayed[0]++;
     send_on(c, fd, dest, buf, n, E2AE_SIDE_CORE + E2AE_OUT + kind);
     return 1;
 }
@@ -212,6 +214,7 @@ static int from_core(e2ae_stream *s, int which, unsigned char *buf, int len) {
     kind = is_rtp ? E2AE_RTP : E2AE_RTCP;
     c[E2AE_SIDE_CORE + E2AE_IN + kind]++;
     c[E2AE_SIDE_CORE + E2AE_IN + kind + 1] += (uint64_t)len;
+    s->relayed[1]++;
     n = len;
     st = is_rtp ? srtp_protect(srtp->tx, buf, &n) : srtp_protect_rtcp(srtp->tx, buf, &n);
     if (st != SRTP_OK) {

@@ -157,6 +157,10 @@ class StreamPath:
     def new_srtp(self, keys: SrtpKeys) -> FastSrtp:
         return FastSrtp(keys)
 
+    def relayed(self) -> tuple[int, int]:
+        """Packets C took in for relay from access and from the core (this stream)."""
+        return int(self.ctx.relayed[0]), int(self.ctx.relayed[1])
+
     # -- Python -> C ------------------------------------------------------------------
     def attach(self, which: int, channel: "Channel", sock: socket.socket) -> None:
         self.channels[which] = channel

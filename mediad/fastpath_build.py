@@ -25,6 +25,7 @@ typedef struct {
     int check_peer;
     int core_latching;
     uint64_t *counters;
+    uint64_t relayed[2];
 } e2ae_stream;
 typedef struct {
     int len;

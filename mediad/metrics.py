@@ -153,8 +153,16 @@ class Metrics:
         self.tcp_errors = Counter(
             p + "tcp_errors", "Access TCP framing and admission errors by reason", ["reason"], registry=registry
         )
+        # Read at scrape time from the port pools (watch_pool); set by the daemon's Redis ping.
+        self.ports = Gauge(p + "ports", "Media ports in the configured range, by side", ["side"], registry=registry)
+        self.ports_free = Gauge(
+            p + "ports_free", "Media ports of the range held by no stream, by side", ["side"], registry=registry
+        )
+        self.redis_up = Gauge(p + "redis_up", "1 when the last periodic Redis ping succeeded, else 0",
+                              registry=registry)
 
         for role in ROLES:
+            self.handshake_seconds.labels(role)  # from 0, so that rate() sees the first handshake
             for result in HANDSHAKE_RESULTS:
                 self.handshakes.labels(role, result)
         # Per side, bound once: reserve and release change them on every call.
@@ -165,6 +173,12 @@ class Metrics:
         self.control_count: dict[tuple[str, str], Any] = {}
         self.control_latency: dict[str, Any] = {}
         self.tcp_error = {reason: self.tcp_errors.labels(reason) for reason in TCP_ERRORS}
+
+    def watch_pool(self, side: str, pool) -> None:
+        """Export the size and free ports of ``pool`` (a mediad.ports.PortPool) under ``side``."""
+        size = len(pool.range)
+        self.ports.labels(side).set(size)
+        self.ports_free.labels(side).set_function(lambda: size - len(pool.in_use))
 
     def add_native(self, engine) -> None:
         """Count what the native packet path (mediad.fastpath.Engine) relays and drops, too."""

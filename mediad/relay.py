@@ -222,6 +222,7 @@ class AccessChannel(Channel):
         counters = self.in_rtp if is_rtp else self.in_rtcp
         counters.packets += 1
         counters.bytes += len(data)
+        self.stream.from_access += 1
         if self._peer != addr and not self.leg.spec.ice_lite:
             self.peer = addr  # authenticated: latch (restart, NAT rebinding)
         core = self.stream.core
@@ -437,6 +438,7 @@ class AccessChannel(Channel):
                 self.metrics.dropped("unexpected")
                 return
             self.in_udptl.count(len(event.data))
+            self.stream.from_access += 1
             if self.source is not None and not self.leg.spec.ice_lite:
                 self.peer = self.source  # authenticated: latch (NAT rebinding)
             core.send_udptl(event.data)
@@ -559,6 +561,7 @@ class CoreChannel(Channel):
                 if leg.latching:
                     leg.latch(self.component, addr)
                 self.in_udptl.count(len(data))
+                self.stream.from_core += 1
                 if access is None:
                     self.metrics.dropped("no_peer")
                 else:
@@ -584,6 +587,7 @@ class CoreChannel(Channel):
             counters = self.in_rtp if is_rtp else self.in_rtcp
             counters.packets += 1
             counters.bytes += len(data)
+            self.stream.from_core += 1
             if access is None:
                 self.metrics.dropped("no_peer")
             elif is_rtp:

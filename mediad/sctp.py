@@ -47,6 +47,12 @@ Association states (one table, :data:`TRANSITIONS`)::
 The association lives exactly as long as its DTLS association: a new DTLS
 association (new tls-id) gets a new SCTP association, and a restarted mediad
 cannot rebuild one (SCTP and DTLS state are not exported).
+
+A packet that aiortc cannot survive is dropped before it gets there: aiortc's
+parameter decoder never ends on a parameter whose length field is 0 (RFC 4960
+section 3.2.1 makes it at least 4) in the chunks that carry parameters (INIT,
+INIT ACK, HEARTBEAT, HEARTBEAT ACK, ABORT, ERROR, RE-CONFIG), and would hang
+the event loop while its list of parameters grows (:func:`zero_length_parameter`).
 """
 
 from __future__ import annotations
@@ -78,6 +84,38 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (ESTABLISHED, "close"): CLOSED,
     (CLOSED, "close"): CLOSED,
 }
+
+
+# Chunk type -> offset of its parameters in the chunk value (RFC 4960 3.3, RFC 6525 3.1).
+_PARAMETER_CHUNKS = {1: 16, 2: 16, 4: 0, 5: 0, 6: 0, 9: 0, 130: 0}
+_COMMON_HEADER = 12
+
+
+def zero_length_parameter(packet: bytes) -> bool:
+    """True when a chunk of ``packet`` carries a parameter whose length field is 0.
+
+    Chunks and parameters are walked as aiortc walks them (each padded to 4
+    bytes); a chunk whose length is out of bounds ends the walk (aiortc refuses
+    the packet itself).
+    """
+    pos = _COMMON_HEADER
+    size = len(packet)
+    while pos + 4 <= size:
+        chunk_type = packet[pos]
+        length = int.from_bytes(packet[pos + 2:pos + 4], "big")
+        if length < 4 or pos + length > size:
+            return False
+        offset = _PARAMETER_CHUNKS.get(chunk_type)
+        if offset is not None:
+            param = pos + 4 + offset
+            end = pos + length
+            while param + 4 <= end:
+                param_length = int.from_bytes(packet[param + 2:param + 4], "big")
+                if param_length == 0:
+                    return True
+                param += param_length + (-param_length % 4)
+        pos += length + (-length % 4)
+    return False
 
 
 class DtlsLink:
@@ -176,7 +214,7 @@ class SctpAssociation:
 
     def receive(self, data: bytes) -> None:
         """One DTLS application-data record from the peer: an SCTP packet."""
-        if self.state not in (CONNECTING, ESTABLISHED):
+        if self.state not in (CONNECTING, ESTABLISHED) or zero_length_parameter(data):
             self.dropped += 1
             return
         try:

@@ -222,6 +222,15 @@ class Stream:
         self.remote_tls_id = spec.remote_tls_id
         self.access: AccessLeg | None = None
         self.core: CoreLeg | None = None
+        # Packets taken in for relay from each side (RTP, RTCP, UDPTL; authenticated on access);
+        # the native packet path counts its own (StreamPath.relayed).
+        self.from_access = 0
+        self.from_core = 0
+
+    def packets(self) -> dict[str, int]:
+        """Packets relayed from each side so far, by Python and by the native path."""
+        native = self.path.relayed() if self.path is not None else (0, 0)
+        return {"from_access": self.from_access + native[0], "from_core": self.from_core + native[1]}
 
     def reply(self, access_address: str, core_address: str) -> StreamReply:
         return StreamReply(
@@ -294,6 +303,7 @@ class Dialog:
                     channel["srtp_keys"] = channel["srtp_keys"] is not None
             if doc["core"]:
                 doc["core"]["spec"].pop("remote_ice_pwd", None)
+            doc["packets"] = stream.packets()
             streams.append(doc)
         return {"dialog": self.id, "version": self.version, "streams": streams, "events": self.events}
 

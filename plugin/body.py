@@ -27,17 +27,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sdp_rules.errors import PeerError
+
 SDP_TYPE = "application/sdp"
 MAX_DEPTH = 4  # multipart levels searched: the body's own and three nested
 _PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]+)')
 
 
-class MultipartError(ValueError):
+class MultipartError(PeerError, ValueError):
     """A multipart body that cannot be taken apart (400), or holds more than one SDP (488)."""
 
     def __init__(self, reason: str, status: int = 400) -> None:
-        super().__init__(reason)
-        self.status = status
+        super().__init__(reason, status)
+
+    @property
+    def status(self) -> int:
+        return self.sip_status
 
 
 @dataclass(frozen=True)

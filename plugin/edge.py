@@ -51,17 +51,28 @@ refreshed at most ``REFRESH_INTERVAL`` late.  The longest lag of the record's
 refresh behind the dialog module's is thus 92 s; the grace (120 s) covers it,
 so the record always outlives the dialog module's timeout.
 
-Release: :meth:`Edge.release` (BYE, a final error to the initial INVITE, a
-CANCEL included through its 487, the dialog module's timeout, a DTLS failure)
-replaces the record by a short-lived tombstone, so that a message still in
-flight cannot re-create it, and sends RELEASE to mediad from the record as it
-was, under a transaction unique to this release (a dialog id can be reserved
-again after a release).  When no worker holds the dialog's lock that is one
-Redis round trip (:meth:`~plugin.state.DialogStore.take`, which explains why
-RELEASE may follow the burial); else the release waits for the lock, re-reads
-the record, sends RELEASE and buries it under the lock.  A RESERVE whose
-outcome cannot be saved (Iq timeout, Redis error, rules error) is released at
-once, best effort.
+Release: :meth:`Edge.release` steps the call's lifecycle (:mod:`plugin.lifecycle`:
+BYE, a final error to the initial INVITE, a CANCEL included through its 487,
+the dialog module's timeout, a DTLS failure, a failed answer) and does what its
+table says.  It replaces the record by a short-lived tombstone, so that a
+message still in flight cannot re-create it, and sends RELEASE to mediad from
+the record as it was, under a transaction unique to this release (a dialog id
+can be reserved again after a release).  When no worker holds the dialog's
+lock that is one Redis round trip (:meth:`~plugin.state.DialogStore.take`,
+which explains why RELEASE may follow the burial); else the release waits for
+the lock, re-reads the record, sends RELEASE and buries it under the lock.  A
+RESERVE whose outcome cannot be used or saved (Iq timeout, Redis error, a reply
+the rules cannot use) is released at once.  What cannot be done now is put in
+the :attr:`Edge.outbox` for the glue to keep in Kamailio's shared memory: a
+failed release (:class:`~plugin.lifecycle.PendingRelease`, retried with
+:meth:`Edge.retry`) and a call to end with BYE
+(:class:`~plugin.lifecycle.EndRequest`).
+
+Errors: the peer's fault is a 4xx with a Warning (:mod:`plugin.limits` checks
+sizes and text before anything else; an offer in a body that is not SDP is
+415); mediad or Redis unreachable, 503 with Retry-After; mediad's own error or
+a reply the rules cannot use, 500 (:class:`~sdp_rules.errors.AgwError`), never
+blamed on the peer.
 """
 
 from __future__ import annotations
@@ -75,11 +86,14 @@ from dataclasses import dataclass, replace
 
 import sdp_rules
 from iq import EVENT_DTLS_FAILED, IqReply, IqRequest, Side
-from sdp_rules.errors import E2aeError, PeerError, UnavailableError
+from sdp_rules.errors import AgwError, E2aeError, PeerError, UnavailableError
 from sdp_rules.plan import ActpassPolicy, BundlePolicy, Kind, Policy
 from sdp_rules.rules import release_request
 
+from plugin import limits
 from plugin.body import SDP_TYPE, MultipartError, find_sdp, is_multipart, media_type
+from plugin.lifecycle import (Action, CallEvent, CallState, EndRequest, Lifecycle, LifecycleError,
+                              PendingRelease, retry_delay)
 from plugin.metrics import Metrics, direction
 from plugin.state import BUSY, TAKEN, DialogRecord, DialogStore, dialog_id
 
@@ -98,8 +112,11 @@ REFRESH_CACHE_SIZE = 512
 # Only these methods' bodies are offers/answers (RFC 3261, 3262, 3311); an SDP body in
 # OPTIONS, MESSAGE, INFO, ... is not negotiated and is left alone.
 SDP_METHODS = frozenset({"INVITE", "UPDATE", "PRACK", "ACK"})
-# The requests whose replies may carry an offer or an answer (an ACK has no reply).
+# The requests whose replies may carry an offer or an answer (an ACK has no reply); a
+# request of these methods with a body of another type is refused (415).
 REPLY_SDP_METHODS = frozenset({"INVITE", "UPDATE", "PRACK"})
+# The body types an offer or answer may come in (415's Accept header, RFC 3261 21.4.13).
+ACCEPT = "application/sdp, multipart/mixed, multipart/alternative, multipart/related"
 
 
 @dataclass
@@ -113,15 +130,17 @@ class Message:
     to_tag: str
     cseq: int
     side: Side  # where it arrived
-    body: str = ""
+    body: str | bytes = ""  # bytes when it is not UTF-8 text (plugin.limits)
     content_type: str = ""
     status: int = 0  # replies only
 
     @property
+    def has_body(self) -> bool:
+        return bool(self.body.strip())
+
+    @property
     def has_sdp(self) -> bool:
-        if not self.body.strip():
-            return False
-        return media_type(self.content_type) in ("", SDP_TYPE)
+        return self.has_body and media_type(self.content_type) in ("", SDP_TYPE)
 
     @property
     def tx(self) -> str:
@@ -139,17 +158,16 @@ class Outcome:
     retry_after: int | None = None
     dialog: str | None = None  # the dialog id, when there is one
     content_type: str = SDP_TYPE  # of ``body``: a multipart body keeps its own
+    accept: str | None = None  # the Accept header of a 415
 
     @property
     def failed(self) -> bool:
         return self.status is not None
 
 
-# The release reason of a call ended because its answer could not be converted.
-ENDING_ANSWER_FAILED = "answer_failed"
-
-REASONS = {400: "Bad Request", 488: "Not Acceptable Here", 503: "Service Unavailable",
-           500: "Server Internal Error", 481: "Call/Transaction Does Not Exist"}
+REASONS = {400: "Bad Request", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
+           488: "Not Acceptable Here", 503: "Service Unavailable", 500: "Server Internal Error",
+           481: "Call/Transaction Does Not Exist"}
 
 
 def other(side: Side) -> Side:
@@ -161,7 +179,10 @@ def _digest(body: str) -> str:
 
 
 def _warning_text(agent: str, reason: str) -> str:
-    clean = " ".join(reason.replace('"', "'").replace("\\", "/").split())[:WARNING_MAX]
+    # A quoted-string of printable text (RFC 3261 25.1): no quote, backslash or control
+    # character (a NUL from a peer's bytes would also stop Kamailio from adding the header).
+    printable = "".join(c if c.isprintable() else " " for c in reason.replace('"', "'").replace("\\", "/"))
+    clean = " ".join(printable.split())[:WARNING_MAX]
     return f'{WARN_CODE} {agent} "{clean}"'
 
 
@@ -177,6 +198,10 @@ class Edge:
         self.policy = policy or Policy()
         self.retry_after = retry_after
         self.dtls_failure = dtls_failure  # "bye": end the call; "keep": log and count only
+        self.lifecycle = Lifecycle(metrics)
+        # Work the SIP layer must keep beyond this call (plugin.lifecycle): calls to end
+        # with BYE, releases to retry.  The glue takes it after each call (take_outbox).
+        self.outbox: list[EndRequest | PendingRelease] = []
         # Dialogs this worker refreshed lately: "<Call-ID> <tag> <tag>" -> time.monotonic().
         self._refreshed: OrderedDict[str, float] = OrderedDict()
 
@@ -196,16 +221,41 @@ class Edge:
                    retry_after=config.plugin_retry_after, dtls_failure=config.policy_dtls_failure)
 
     # -- messages -----------------------------------------------------------------
+    def take_outbox(self) -> list[EndRequest | PendingRelease]:
+        """The calls to end and releases to retry queued since the last call (and forget them)."""
+        out, self.outbox = self.outbox, []
+        return out
+
+    def warning(self, reason: str) -> str:
+        """The value of a Warning header (RFC 3261 20.43) saying ``reason``."""
+        return _warning_text(self.agent, reason)
+
     def handle(self, msg: Message) -> Outcome:
         """Rewrite the SDP of one message (or say which error to answer)."""
-        if msg.method in SDP_METHODS and is_multipart(msg.content_type) and msg.body.strip():
-            return self._handle_multipart(msg)
+        if msg.method in SDP_METHODS and msg.has_body:
+            if is_multipart(msg.content_type) or msg.has_sdp:
+                try:
+                    text = limits.body_text(msg.body)
+                except limits.BodyError as exc:
+                    return self.refuse(msg, exc)
+                msg = replace(msg, body=text)
+                if is_multipart(msg.content_type):
+                    return self._handle_multipart(msg)
+            elif msg.request and msg.method in REPLY_SDP_METHODS:
+                # An offer or answer in a body that is not SDP would reach the other side
+                # untouched, a WIC's DTLS and ICE attributes included (RFC 3261 21.4.13).
+                outcome = self.refuse(msg, PeerError(
+                    f"a {msg.method} body must be SDP (or multipart with an SDP part), not "
+                    f"{media_type(msg.content_type)}", 415))
+                outcome.accept = ACCEPT
+                return outcome
         sdp = msg.has_sdp and msg.method in SDP_METHODS
         if not sdp:
             self._bookkeep(msg)
             return Outcome()
         started = time.perf_counter()
         try:
+            limits.check_sdp(msg.body)
             return self._handle_sdp(msg)
         except PeerError as exc:
             log.info("Call-ID %s: %s %s from %s refused: %s", msg.call_id, msg.method,
@@ -214,6 +264,10 @@ class Edge:
         except UnavailableError as exc:
             log.warning("Call-ID %s: %s", msg.call_id, exc.reason)
             return self._error(msg, 503, exc.reason, retry_after=exc.retry_after or self.retry_after)
+        except AgwError as exc:  # mediad's fault or ours: never blamed on the peer
+            log.error("Call-ID %s: %s %s from %s: %s", msg.call_id, msg.method,
+                      "request" if msg.request else msg.status, msg.side.value, exc.reason)
+            return self._error(msg, 500, exc.reason)
         except Exception:  # our bug: answer, never leave the worker hanging
             log.exception("Call-ID %s: internal error handling %s", msg.call_id, msg.method)
             return self._error(msg, 500, "internal error")
@@ -225,9 +279,7 @@ class Edge:
         try:
             part = find_sdp(msg.content_type, msg.body)
         except MultipartError as exc:
-            log.info("Call-ID %s: %s %s from %s refused: %s", msg.call_id, msg.method,
-                     "request" if msg.request else msg.status, msg.side.value, exc)
-            return self._error(msg, exc.status, str(exc))
+            return self.refuse(msg, exc)
         if part is None:  # no SDP in it: as a message without SDP
             return self.handle(replace(msg, body="", content_type=""))
         outcome = self.handle(replace(msg, body=part.sdp, content_type=SDP_TYPE))
@@ -235,6 +287,12 @@ class Edge:
             outcome.body = part.rebuild(outcome.body)
             outcome.content_type = msg.content_type
         return outcome
+
+    def refuse(self, msg: Message, exc: PeerError) -> Outcome:
+        """The error answer for ``msg``, refused because of ``exc`` (logged and counted)."""
+        log.info("Call-ID %s: %s %s from %s refused: %s", msg.call_id, msg.method,
+                 "request" if msg.request else msg.status, msg.side.value, exc.reason)
+        return self._error(msg, exc.sip_status, exc.reason)
 
     def _error(self, msg: Message, status: int, reason: str, retry_after: int | None = None) -> Outcome:
         self.metrics.sip_errors.labels(str(status)).inc()
@@ -376,6 +434,9 @@ class Edge:
             return Outcome(body=cached, dialog=record.id)
         if kind is None:
             return Outcome(dialog=record.id)
+        log.debug("Call-ID %s: %s %s from %s: %s, dialog %s, state version %d", msg.call_id,
+                  msg.method if msg.request else msg.status, msg.tx, msg.side.value, kind.value, record.id,
+                  record.rules.version, extra={"call_id": msg.call_id, "dialog": record.id})
         # A known answer that is not the one mediad last applied (forks answering in
         # turn) is applied again, under a new Iq transaction.
         plan = sdp_rules.process(
@@ -383,12 +444,23 @@ class Edge:
             transaction=f"{cache_key}|{kind.value}|{record.rules.version}", policy=self.policy,
         )
         reserving = plan.iq is not None and not record.rules.data.get("agw")
+        reply = None
+        if plan.iq is not None:
+            try:
+                reply = self._ask(plan.iq)
+            except Exception:
+                if reserving:  # an Iq timeout may come after mediad did the work
+                    self._undo_reserve(record)
+                raise
+            if reply.error:
+                raise self._refusal(reply)  # mediad answered: it did nothing to undo
         try:
-            reply = self._iq(plan.iq) if plan.iq is not None else None
             try:
                 result = plan.finish(reply)
-            except ValueError as exc:
-                raise PeerError(str(exc), 488) from None
+            except PeerError:
+                raise
+            except ValueError as exc:  # the rules' own checks of mediad's reply
+                raise AgwError(f"mediad's reply cannot be used: {exc}") from None
             record.rules = result.state
             if kind is Kind.OFFER:
                 record.offer = {"tx": msg.tx, "cseq": msg.cseq, "side": msg.side.value,
@@ -399,6 +471,8 @@ class Edge:
                     record.callee_tag = msg.to_tag
             record.remember(cache_key, result.sdp)
             record.applied = cache_key
+            event = CallEvent.OFFER if kind is Kind.OFFER else CallEvent.ANSWER
+            record.state = self.lifecycle.step(msg.call_id, record.state, event).next
             save(record)
         except _Exists as exc:
             # A new record was not saved: the dialog was there.  mediad holds streams for
@@ -407,13 +481,16 @@ class Edge:
             if reserving and (exc.record is None or not exc.record.rules.data.get("agw")):
                 self._undo_reserve(record)
             raise
-        except Exception as exc:
-            if reserving and not getattr(exc, "mediad_refused", False):
-                # mediad may have reserved (an Iq timeout after the work, a failed
-                # save or finish): undo it, or the ports stay and a retry is refused.
+        except Exception:
+            if reserving:
+                # mediad reserved, but the outcome cannot be used or saved: undo it, or
+                # the ports stay and a retry is refused.
                 self._undo_reserve(record)
             raise
         self.metrics.rewrite(msg.side.value, kind.value, "rewritten" if plan.iq else "passthrough")
+        if reserving:
+            log.info("Call-ID %s: dialog %s: %d stream(s) reserved on mediad", record.call_id, record.id,
+                     len(plan.iq.streams), extra={"call_id": record.call_id, "dialog": record.id, "event": "reserved"})
         return Outcome(body=result.sdp, dialog=record.id)
 
     @staticmethod
@@ -437,132 +514,172 @@ class Edge:
         return None
 
     # -- mediad -------------------------------------------------------------------
-    def _iq(self, request: IqRequest) -> IqReply:
+    def _ask(self, request: IqRequest) -> IqReply:
+        """mediad's reply (which may be an error); UnavailableError when it cannot be reached."""
         started = time.perf_counter()
         try:
-            reply = self.iq_client.request(request)
+            return self.iq_client.request(request)
         finally:
             self.metrics.iq_latency.labels(request.command.value).observe(time.perf_counter() - started)
+
+    def _refusal(self, reply: IqReply) -> E2aeError:
+        """The error for mediad's error reply: 503 when it is overloaded, else a defect of
+        ours or of mediad's (500), never the peer's."""
+        code = reply.error_code or 500
+        if code == 503:
+            return UnavailableError(f"mediad: {reply.error}", self.retry_after)
+        return AgwError(f"mediad refused the request (error {code}): {reply.error}")
+
+    def _iq(self, request: IqRequest) -> IqReply:
+        reply = self._ask(request)
         if reply.error:
-            code = reply.error_code or 500
-            if code == 503:
-                exc: E2aeError = UnavailableError(f"mediad: {reply.error}", self.retry_after)
-            elif code in (400, 404, 501):
-                exc = PeerError(f"mediad refused the media: {reply.error}", 488)
-            else:
-                exc = E2aeError(f"mediad error {code}: {reply.error}")
-            exc.mediad_refused = True  # mediad answered: it did nothing to undo
-            raise exc
+            raise self._refusal(reply)
         return reply
 
-    # -- release ------------------------------------------------------------------
-    def release(self, call_id: str, tags: tuple[str, ...], reason: str) -> bool:
-        """Release the dialog's media and state; False when there was none."""
+    # -- the end of a call (plugin.lifecycle) -------------------------------------------
+    def release(self, call_id: str, tags: tuple[str, ...], event: CallEvent | str) -> bool:
+        """The dialog found by ``tags`` (the caller's first) ends with ``event``: release
+        its media and record, queue its BYEs when the table says so.  True when this call
+        released it; a release that fails is queued for retry (:meth:`take_outbox`)."""
+        event = CallEvent(event)
         try:
             found, record = self.store.take(call_id, tags)
-            if found == TAKEN:
-                return self._release_taken(record, reason)
-            if found != BUSY:
-                return False
-            claim = self.store.claim(call_id, tags, create=False)
-            if claim is None:
-                return False
-            return self._release_claimed(claim, call_id, reason)
+            if found == BUSY:
+                claim = self.store.claim(call_id, tags, create=False)
+                if claim is not None:
+                    return self._end_claimed(claim, call_id, tags, event)
         except UnavailableError as exc:
-            log.warning("Call-ID %s: release (%s) failed: %s", call_id, reason, exc.reason)
+            log.warning("Call-ID %s: release (%s) failed, to be retried: %s", call_id, event.value, exc.reason)
+            self._retry(PendingRelease(call_id, tuple(tags), event))
             return False
+        return self._end(call_id, tags, event, record if found == TAKEN else None)
+
+    def release_record(self, record: DialogRecord, event: CallEvent | str) -> bool:
+        """:meth:`release` of the dialog ``record`` names (waiting for the dialog's lock)."""
+        return self.release(record.call_id, (record.caller_tag,), event)
+
+    def _end_claimed(self, claim, call_id: str, tags: tuple[str, ...], event: CallEvent) -> bool:
+        with claim:
+            record = claim.record
+            if record is None:
+                return self._end(call_id, tags, event, None)
+            claim.bury()
+        return self._end(call_id, tags, event, record)
+
+    def _end(self, call_id: str, tags: tuple[str, ...], event: CallEvent, record: DialogRecord | None) -> bool:
+        """Step the lifecycle of a dialog whose record was just taken (None: there was none)
+        and do what the table says."""
+        state = record.state if record is not None else CallState.ENDED
+        try:
+            transition = self.lifecycle.step(call_id, state, event)
+        except LifecycleError:
+            return False
+        released = False
+        if Action.RELEASE in transition.actions and record is not None:
+            self._release_media(record, event)
+            self.metrics.releases.labels(event.value).inc()
+            log.info("Call-ID %s: dialog released (%s)", call_id, event.value,
+                     extra={"call_id": call_id, "dialog": record.id, "event": "released", "reason": event.value})
+            released = True
+        if Action.END_DIALOG in transition.actions:
+            caller, callee = (record.caller_tag, record.callee_tag) if record is not None else ("", "")
+            if not callee and len(tags) > 1 and all(tags[:2]):
+                caller, callee = tags[0], tags[1]
+            if callee:
+                self.outbox.append(EndRequest(call_id, caller, callee, event, time.time()))
+            else:  # no 2xx nor 18x named the callee: the 2xx to come fails and ends it
+                log.info("Call-ID %s: no callee yet: the call ends at its 2xx", call_id)
+        return released
 
     @staticmethod
-    def _release_tx(record: DialogRecord, reason: str) -> str:
+    def _release_tx(record_id: str, event: CallEvent) -> str:
         # Unique per release: mediad answers a repeated (dialog, transaction) from its
         # cache, and one dialog id can be reserved and released again (an INVITE retried
         # after a 407 has the same Call-ID and From tag).
-        return f"release|{reason}|{record.created:.6f}|{record.rules.version}|{secrets.token_hex(4)}"
+        return f"release|{event.value}|{record_id[:8]}|{secrets.token_hex(6)}"
+
+    def _release_dialog(self, dialog: str, event: CallEvent) -> int | None:
+        """Send RELEASE for ``dialog``: None when mediad released it, else its error code
+        (404: it held nothing).  UnavailableError when mediad cannot be reached."""
+        reply = self._ask(release_request(dialog, self._release_tx(dialog, event)))
+        return (reply.error_code or 500) if reply.error else None
 
     def _undo_reserve(self, record: DialogRecord) -> None:
+        """A RESERVE whose outcome cannot be used: release what mediad may hold (retried
+        when mediad cannot be reached; the original error is what the caller gets)."""
         try:
-            self._iq(release_request(record.id, self._release_tx(record, "undo")))
-        except Exception as exc:  # best effort: the original error is what the caller gets
-            log.warning("Call-ID %s: mediad release after a failed reserve failed: %s", record.call_id, exc)
+            if self._release_dialog(record.id, CallEvent.REFUSED) in (None, 404):
+                return
+            log.warning("Call-ID %s: mediad refused the release of a failed reserve", record.call_id)
+        except UnavailableError as exc:
+            log.warning("Call-ID %s: release of a failed reserve failed, to be retried: %s",
+                        record.call_id, exc.reason)
+            self._retry(PendingRelease(record.call_id, (record.caller_tag,), CallEvent.REFUSED, dialog=record.id))
 
-    def release_record(self, record: DialogRecord, reason: str) -> bool:
-        """Release from the record as it is in Redis now (waiting for the dialog's lock)."""
-        found, current = self.store.take_id(record.id)
-        if found == TAKEN:
-            return self._release_taken(current, reason)
-        if found != BUSY:
-            return False
-        claim = self.store.claim_id(record.id)
-        if claim is None:
-            return False
-        return self._release_claimed(claim, record.call_id, reason)
+    def _release_media(self, record: DialogRecord, event: CallEvent) -> None:
+        if not record.rules.data.get("agw"):
+            return
+        try:
+            if self._release_dialog(record.id, event) not in (None, 404):
+                log.warning("Call-ID %s: mediad refused the release (%s)", record.call_id, event.value)
+        except UnavailableError as exc:
+            log.warning("Call-ID %s: mediad release (%s) failed, to be retried: %s", record.call_id,
+                        event.value, exc.reason)
+            self._retry(PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id))
 
-    def _release_media(self, record: DialogRecord, reason: str) -> None:
-        if record.rules.data.get("agw"):
-            try:
-                self._iq(release_request(record.id, self._release_tx(record, reason)))
-            except E2aeError as exc:
-                log.warning("Call-ID %s: mediad release (%s) failed: %s", record.call_id, reason, exc)
+    def _retry(self, pending: PendingRelease) -> None:
+        if not pending.next_at:
+            pending = replace(pending, next_at=time.time() + retry_delay(1))
+        self.outbox.append(pending)
 
-    def _release_taken(self, record: DialogRecord, reason: str) -> bool:
-        """The release of a record :meth:`~plugin.state.DialogStore.take` buried already."""
-        self._release_media(record, reason)
-        self._count_release(record.call_id, record.ending or reason)
-        return True
+    def retry(self, pending: PendingRelease) -> tuple[PendingRelease | None, bool]:
+        """Try a queued release again: (what is left of it, None when it is done; whether
+        this try released something: False when another path had done it already).
+        UnavailableError when mediad still cannot be reached."""
+        if pending.dialog:
+            code = self._release_dialog(pending.dialog, pending.event)
+            if code not in (None, 404):
+                log.warning("Call-ID %s: mediad refused the release of dialog %s (error %s)", pending.call_id,
+                            pending.dialog, code)
+            return None, code is None
+        mark = len(self.outbox)
+        released = self.release(pending.call_id, pending.tags, pending.event)
+        left = [item for item in self.outbox[mark:] if isinstance(item, PendingRelease)]
+        self.outbox[mark:] = [item for item in self.outbox[mark:] if not isinstance(item, PendingRelease)]
+        if not left:
+            return None, released
+        return replace(left[0], attempts=pending.attempts, next_at=pending.next_at), released
 
-    def _release_claimed(self, claim, call_id: str, reason: str) -> bool:
-        with claim:
-            current = claim.record
-            if current is None:
-                return False
-            self._release_media(current, reason)
-            deleted = claim.bury()
-            reason = current.ending or reason
-        if deleted:
-            self._count_release(call_id, reason)
-        return deleted
-
-    def _count_release(self, call_id: str, reason: str) -> None:
-        self.metrics.releases.labels(reason).inc()
-        log.info("Call-ID %s: dialog released (%s)", call_id, reason)
-
-    def on_event(self, event: dict) -> DialogRecord | None:
-        """An event from mediad; returns the dialog to end for a DTLS failure (policy "bye")."""
+    def on_event(self, event: dict) -> bool:
+        """An event from mediad: a DTLS failure ends the call (policy "bye"); True when
+        this released it."""
         if event.get("event") != EVENT_DTLS_FAILED:
-            return None
+            return False
         reason = str(event.get("reason", "unknown"))[:40]
         self.metrics.dtls_failures.labels(reason).inc()
         try:
             record = self.store.get(str(event.get("dialog", "")))
         except UnavailableError as exc:
             log.warning("DTLS failure on dialog %s, state unreadable: %s", event.get("dialog"), exc.reason)
-            return None
+            return False
         if record is None:
             log.warning("DTLS failure (%s) on unknown dialog %s", reason, event.get("dialog"))
-            return None
+            return False
         if self.dtls_failure == "keep":
             log.warning("Call-ID %s: DTLS failed on stream %s (%s): call kept ([policy] dtls_failure)",
                         record.call_id, event.get("stream_id"), reason)
-            return None
+            return False
         log.warning("Call-ID %s: DTLS failed on stream %s (%s): ending the call",
-                    record.call_id, event.get("stream_id"), reason)
-        try:
-            claim = self.store.claim_id(record.id)
-            if claim is not None:
-                with claim:
-                    if claim.record is not None:
-                        record = claim.record
-                        record.ending = EVENT_DTLS_FAILED
-                        claim.commit(record)
-        except UnavailableError as exc:
-            log.warning("Call-ID %s: %s", record.call_id, exc.reason)
-        return record
+                    record.call_id, event.get("stream_id"), reason,
+                    extra={"call_id": record.call_id, "dialog": record.id, "stream": event.get("stream_id"),
+                           "leg": "access", "event": "dtls_failed", "reason": reason})
+        return self.release_record(record, CallEvent.DTLS_FAILED)
 
     def answer_failed(self, call_id: str, tags: tuple[str, ...]) -> bool:
         """A 2xx (or an ACK) whose answer could not be converted went on unchanged: the
-        call has no media.  It is released now, counted as ``answer_failed`` (the glue
-        has the dialog module end it); False when there was nothing to release."""
-        return self.release(call_id, tags, ENDING_ANSWER_FAILED)
+        call has no media.  It is released now and its BYEs queued (``tags``: the
+        message's From and To tags); False when there was nothing to release."""
+        return self.release(call_id, tags, CallEvent.ANSWER_FAILED)
 
 
 class _Exists(Exception):

@@ -9,30 +9,51 @@ Which side a message comes from is the socket it arrived on (``$pr``,
 ``$Ri:$Rp`` against every ``[edge]`` socket), and which socket a request
 leaves on is the other side's socket for its next hop's transport: both
 decided by :mod:`plugin.routing`, which also says how REGISTER gets its Path
-and how requests from the core find the client's flow.
+and how requests from the core find the client's flow.  A request over 1300
+bytes toward a UDP peer goes over TCP when the core has a TCP socket (RFC
+3261 18.1.1; ``deploy/kamailio.cfg``).
 
-* ``ksr_request_route``: initial requests from access go to ``[edge]
-  core_next_hop`` through the core socket; initial requests from the core go
-  to their Request-URI through the access socket; in-dialog requests follow
-  their Route set, out of the other socket.  SDP offers/answers are rewritten
-  by the edge before Record-Route is added; errors are answered statefully
-  (488 + Warning, 503 + Retry-After).  BYE releases the dialog; CANCEL does
-  not (a 200 may cross it): its 487 reaches ``ksr_failure_edge``.  Every
-  in-dialog request but ACK and BYE refreshes the dialog's record in Redis
-  (:meth:`~plugin.edge.Edge.refresh` says why not the ACK, and how often).
+* ``ksr_request_route``: every request first passes Kamailio's ``sanity``
+  checks (RFC 3261 16.3, 18.3: a Content-Length that does not match the body,
+  missing headers, ...): 400 with a Warning naming the check.  A request from
+  access gets ``rport`` (RFC 3581) and, when it names the client's Contact, an
+  ``alias`` with its flow.  REGISTER from access goes to ``[edge]
+  core_next_hop`` with a Path naming the client's flow (RFC 3327, RFC 5626).
+  Initial requests from access go to ``[edge] core_next_hop`` through a core
+  socket; initial requests from the core go through the Path of a registered
+  client to its flow (else to their Request-URI) through an access socket;
+  in-dialog requests follow their Route set, out of the other side.  SDP
+  offers/answers are rewritten by the edge before Record-Route is added; the
+  body is read as bytes when it is not UTF-8 (:mod:`plugin.limits` refuses
+  it); errors are answered statefully (4xx + Warning, 503 + Retry-After).  A
+  message the edge rewrote that cannot go on (its new body cannot be set, the
+  relay fails, or it has no way out: 430 for a client's flow that is gone, 480
+  for a ``*.invalid`` client with no flow, 503 otherwise, each with a Warning)
+  is undone: the dialog is released (``refused``).  BYE releases
+  the dialog; CANCEL does not (a 200 may cross it): its 487 reaches
+  ``ksr_failure_edge``.  Every in-dialog request but ACK and BYE refreshes the
+  dialog's record in Redis (:meth:`~plugin.edge.Edge.refresh` says why not the
+  ACK, and how often).
 * ``ksr_onreply_edge``: rewrites the SDP of 18x/2xx replies (armed for INVITE,
   UPDATE and PRACK only: no other reply is rewritten or noted).  A 2xx (or an
-  ACK) whose answer cannot be converted goes on unchanged, with a Warning; the
-  call is released at once and ended about a second later (dialog timeout: a
-  BYE to each side).
+  ACK) whose answer cannot be converted goes on unchanged with a Warning; the
+  call is released at once and its BYEs queued (:mod:`plugin.lifecycle`).
+* ``ksr_reply_route`` (every reply Kamailio receives): holds the reply to a BYE
+  back while the BYEs of its dialog are being sent (:mod:`plugin.lifecycle`
+  says why).
 * ``ksr_failure_edge``: a final error to the initial INVITE (a CANCEL's 487
   included) releases the dialog; a 488 to an AVPF offer is first retried as
-  RTP/AVP under ``[policy] core_rtp_profile = auto`` (:mod:`plugin.profile`).
+  RTP/AVP under ``[policy] core_rtp_profile = auto`` (:mod:`plugin.profile`),
+  which neither releases nor counts an outcome: only the final error does.
 * ``ksr_dialog_event``: the dialog module's end of a dialog (its timeout)
-  releases what is left.
-* ``ksr_rtimer_events``: drains mediad's events; a DTLS failure ends the call
-  with a BYE to both sides (dialog module) and releases it.
-* ``ksr_xhttp_event``: serves ``GET /metrics`` on ``[plugin] metrics``.
+  releases what is left; its timeout event marks the BYEs it is about to send.
+* ``ksr_rtimer_events`` (one process, every second): drains mediad's events
+  (a DTLS failure ends the call), sends the queued BYEs of calls being ended
+  (``dlg_get`` + ``dlg_bye("all")``), and retries the queued releases.  Both
+  queues live in Kamailio's shared memory (``htable``), so they survive the
+  worker that filled them moving on.
+* ``ksr_xhttp_event``: WebSocket handshakes of SIP over WebSocket (RFC 7118)
+  and ``GET /metrics`` on ``[plugin] metrics``.
 """
 
 import glob
@@ -54,27 +75,49 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _METRICS_DIR
 
 import json  # noqa: E402
 import logging  # noqa: E402
+import time  # noqa: E402
 
 import KSR  # noqa: E402
 
 from iq import Side  # noqa: E402
+from sdp_rules.errors import UnavailableError  # noqa: E402
+
 from mediad.config import load_config  # noqa: E402
+from mediad.logs import formatter  # noqa: E402
+from plugin import limits, profile, routing, sipreply  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
-from plugin.edge import REPLY_SDP_METHODS, Edge, Message, other  # noqa: E402
-from plugin import profile, routing  # noqa: E402
+from plugin.body import SDP_TYPE, media_type  # noqa: E402
+from plugin.edge import REPLY_SDP_METHODS, SDP_METHODS, Edge, Message, Outcome, other  # noqa: E402
+from plugin.lifecycle import (BYE_HOLD_S, CallEvent, CallState, EndRequest, EndStep,  # noqa: E402
+                              LifecycleError, PendingRelease, end_step)
+from plugin.state import dialog_id  # noqa: E402
 
 EVENTS_CHANNEL = "e2ae:events"
 EVENTS_PER_TICK = 100
-# A call whose answer could not be converted is ended this long after its ACK (or
-# the failure, when there is no ACK to wait for); the dialog module's timer ticks
-# once a second, so the BYEs leave up to that long after it.
-END_AFTER_S = 1
-# On a dialog being ended after a failed answer: "ack" when its ACK is to set the
-# timeout (an INVITE's 2xx failed), "set" once it is set.
-END_AT_ACK = "$dlg_var(e2ae_end)"
-# Replies whose dialog the dialog module has not confirmed yet (a PRACK's comes before
-# its INVITE's 2xx): their call is ended from the INVITE's ACK.
-DEFERRED_TO_ACK = frozenset({"INVITE", "PRACK"})
+# Kamailio htables (deploy/kamailio.cfg): calls to end, releases to retry, Call-IDs whose
+# BYEs are being sent, and the retry queue's size as the rtimer process last counted it.
+END_TABLE = "e2ae_end"
+RELEASE_TABLE = "e2ae_release"
+BYE_TABLE = "e2ae_bye"
+META_TABLE = "e2ae_meta"
+RELEASES_PER_TICK = 200
+RELEASE_QUEUE_MAX = 10000
+# Marks a dialog for the dialog module's "dialog:timeout" event (its name does not matter).
+TIMEOUT_ROUTE = "e2ae"
+# The sanity module's checks run on every request (sanity README): name for the Warning.
+SANITY_CHECKS = {  # in the order a failure is looked for
+    128: "the Content-Length does not match the body (RFC 3261 18.3)",
+    1: "the Request-URI's SIP version is not 2.0",
+    2: "the Request-URI's scheme is not sip, sips, tel or tels",
+    4: "a required header (To, From, CSeq, Call-ID, Via) is missing",
+    32: "the CSeq method is not the request's",
+    64: "the CSeq number is not an unsigned 32-bit integer",
+    256: "the Expires value is not an unsigned integer",
+    1024: "the Request-URI, From or To URI does not parse",
+    4096: "a duplicated From or To tag",
+    16384: "the first Via does not parse",
+}
+SANITY_URIS = 7  # Request-URI, From, To
 # Requests from access whose Contact names the client (a dialog's remote target):
 # it gets the client's flow as an alias (plugin.routing).
 CONTACT_ALIAS_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
@@ -85,7 +128,13 @@ AVP_RETRIED = "$avp(e2ae_avp_retried)"
 
 
 class _KsrHandler(logging.Handler):
-    """Python logging into Kamailio's log."""
+    """Python logging into Kamailio's log.
+
+    ``[plugin] log_level`` decides which of the plugin's lines are written: the DEBUG
+    ones go out at Kamailio's INFO level, so that they need no Kamailio debug=3 (at
+    which app_python3 logs the parameters of every KEMI call, SIP bodies included:
+    their ice-pwd values with them).
+    """
 
     def emit(self, record):
         try:
@@ -94,10 +143,8 @@ class _KsrHandler(logging.Handler):
                 KSR.err(text)
             elif record.levelno >= logging.WARNING:
                 KSR.warn(text)
-            elif record.levelno >= logging.INFO:
-                KSR.info(text)
             else:
-                KSR.dbg(text)
+                KSR.info(text)
         except Exception:
             pass
 
@@ -108,8 +155,8 @@ def _pv(name, default=""):
 
 
 class kamailio:
-    def __init__(self):
-        self.config = load_config()
+    def __init__(self, config=None):
+        self.config = config or load_config()
         self.routes = routing.SocketMap.from_config(self.config)
         self.next_hop = routing.core_next_hop(self.config, self.routes)
         self.core_profile = profile.CoreRtpProfile(self.config.policy_core_rtp_profile)
@@ -119,6 +166,8 @@ class kamailio:
         # The Call-ID whose dialog the dialog module's "dialog:end" released while the
         # current BYE was loose-routed (its event runs inside loose_route()).
         self._released_by_dialog = None
+        # The message whose rewritten body was set (to undo if its relay fails).
+        self._applied = None
 
     # -- lifecycle ------------------------------------------------------------------
     def child_init(self, rank):
@@ -150,13 +199,6 @@ class kamailio:
                 KSR.corex.set_send_socket(decision.socket)
         return decision
 
-    def _refuse(self, status, reason, warning, stateful=True):
-        KSR.hdr.append_to_reply('Warning: 399 %s "%s"\r\n' % (self.edge.agent, warning))
-        if stateful:
-            KSR.tm.t_reply(status, reason)
-        else:
-            KSR.sl.sl_send_reply(status, reason)
-
     def _message(self, side, request, body):
         cseq = _pv("$cs", 0)
         return Message(
@@ -172,24 +214,52 @@ class kamailio:
             status=0 if request else int(_pv("$rs", 0) or 0),
         )
 
-    def _reply_error(self, outcome):
-        if outcome.warning:
-            KSR.hdr.append_to_reply("Warning: %s\r\n" % outcome.warning)
-        if outcome.retry_after:
-            KSR.hdr.append_to_reply("Retry-After: %d\r\n" % outcome.retry_after)
-        KSR.tm.t_reply(outcome.status, outcome.reason)
+    def _reply_error(self, outcome, initial=False, stateless=False):
+        if initial:  # the final status of an initial INVITE
+            self.edge.metrics.call_outcomes.labels(str(outcome.status)).inc()
+        for name, value in (("Warning", outcome.warning), ("Retry-After", outcome.retry_after),
+                            ("Accept", outcome.accept)):
+            if value:
+                try:
+                    KSR.hdr.append_to_reply("%s: %s\r\n" % (name, value))
+                except (ValueError, TypeError):  # a header Kamailio cannot take: the reply still goes
+                    KSR.err("e2ae: the %s header could not be added to a %d\n" % (name, outcome.status))
+        if stateless:
+            KSR.sl.sl_send_reply(outcome.status, outcome.reason)
+        else:
+            KSR.tm.t_reply(outcome.status, outcome.reason)
+
+    @staticmethod
+    def _read_body():
+        """The body: ``str`` when it is UTF-8 text, else ``bytes`` (Kamailio's ``$rb`` is
+        decoded strictly; the hexadecimal form is read instead), None when it is too
+        large to read that way (over limits.HEX_READ_LIMIT, refused anyway)."""
+        try:
+            return _pv("$rb")
+        except UnicodeDecodeError:
+            hexa = KSR.pv.get("$(rb{s.encode.hexa})")
+            return bytes.fromhex(hexa) if hexa else None
 
     def _apply(self, side, request=True):
         """Rewrite the body of the current message; False when an error was answered."""
-        body = _pv("$rb")
-        if not body and not Edge.needs_bodyless(
+        self._applied = None
+        body = self._read_body()
+        if body is not None and not body and not Edge.needs_bodyless(
                 request, _pv("$rm"), _pv("$tt"), 0 if request else int(_pv("$rs", 0) or 0)):
             return True  # nothing to rewrite nor to note (an ACK, an 18x without SDP)
-        msg = self._message(side, request, body)
-        outcome = self.edge.handle(msg)
+        if body is None and _pv("$rm") not in SDP_METHODS:
+            body = b""  # no offer or answer in it: the edge needs none of it
+        if body is None:
+            msg = self._message(side, request, b"")
+            outcome = self.edge.refuse(msg, limits.BodyError(
+                "body of %s bytes, over the edge's limit of %d" % (_pv("$bs", "?"), limits.MAX_BODY_BYTES), 413))
+        else:
+            msg = self._message(side, request, body)
+            outcome = self.edge.handle(msg)
+        self._flush()
         if outcome.failed:
             if request and msg.method != "ACK":
-                self._reply_error(outcome)
+                self._reply_error(outcome, initial=msg.method == "INVITE" and not msg.to_tag)
                 return False
             # A reply or an ACK cannot be refused: it goes on unchanged, and the error is logged.
             KSR.err("e2ae: Call-ID %s: %s from %s forwarded unchanged: %s\n"
@@ -197,56 +267,101 @@ class kamailio:
             if msg.method == "ACK" or 200 <= msg.status < 300:
                 self._end_call(msg, outcome)
             return True
-        if outcome.body is not None and request and side is Side.ACCESS and msg.method in AVP_OFFER_METHODS:
+        if (outcome.body is not None and request and side is Side.ACCESS and msg.method in AVP_OFFER_METHODS
+                and media_type(outcome.content_type) == SDP_TYPE):  # a multipart offer keeps its profile
             outcome.body = profile.offer_now(self.core_profile, outcome.body) or outcome.body
         if outcome.body is not None and outcome.body != msg.body:
-            KSR.textops.set_body(outcome.body, outcome.content_type)
+            if not self._set_body(outcome):
+                return self._undo(msg, "the rewritten body could not be set")
+            self._applied = msg
+        return True
+
+    @staticmethod
+    def _set_body(outcome):
+        try:
+            return KSR.textops.set_body(outcome.body, outcome.content_type) > 0
+        except (ValueError, TypeError):  # a body Kamailio cannot take (an embedded NUL)
+            return False
+
+    def _undo(self, msg, why):
+        """The edge applied ``msg`` (mediad, Redis) but it cannot go on: release the dialog
+        (a call already up is ended), answer a request 500 and a reply's call as failed."""
+        KSR.err("e2ae: Call-ID %s: %s: the dialog is released\n" % (msg.call_id, why))
+        self.edge.release(msg.call_id, (msg.from_tag, msg.to_tag), CallEvent.REFUSED)
+        self._flush()
+        if msg.request and msg.method != "ACK":
+            self._reply_error(Outcome(status=500, reason="Server Internal Error", warning=self.edge.warning(why)))
+            return False
+        self._end_call(msg, Outcome(status=500, warning=self.edge.warning(why)))
         return True
 
     def _end_call(self, msg, outcome):
         """A final answer that could not be converted: the call has no media.  Its media
-        and record are released now (counted as ``answer_failed``: not left to the
-        dialog's end event), and the dialog module's timeout ends it with a BYE to each
-        side; a 2xx carries the Warning saying why.  A proxy cannot refuse a 2xx: the
-        caller must still ACK it, and an INVITE's dialog is ended from that ACK (the
-        dialog module sends no BYE on a dialog its 2xx has not confirmed yet), as is
-        one whose PRACK's 2xx failed."""
-        if not _pv(END_AT_ACK):  # else being ended already: a retransmission
-            self.edge.answer_failed(msg.call_id, (msg.from_tag, msg.to_tag))
-            if not msg.request and msg.method in DEFERRED_TO_ACK:
-                KSR.pv.sets(END_AT_ACK, "ack")
-            else:
-                self._end_dialog(msg.call_id)
+        and record are released now (counted as ``answer_failed``) and its BYEs queued
+        for the rtimer process, which sends them once the dialog module has confirmed
+        the dialog (plugin.lifecycle); a 2xx carries the Warning saying why.  A proxy
+        cannot refuse a 2xx: the caller must still ACK it."""
+        self.edge.answer_failed(msg.call_id, (msg.from_tag, msg.to_tag))
+        self._flush()
         if not msg.request and outcome.warning:
             KSR.hdr.append("Warning: %s\r\n" % outcome.warning)
 
-    def _end_dialog(self, call_id):
-        # Once only: the dialog module must not see its timer set again while it ends
-        # the dialog (a retransmitted 2xx and its ACK).
-        KSR.pv.sets(END_AT_ACK, "set")
-        if KSR.dialog.dlg_set_timeout(END_AFTER_S) < 0:
-            KSR.err("e2ae: Call-ID %s: no dialog to end after a failed answer\n" % call_id)
+    def _flush(self):
+        """Queue in shared memory what the edge left to do: calls to end, releases to retry."""
+        for item in self.edge.take_outbox():
+            if isinstance(item, EndRequest):
+                KSR.htable.sht_sets(END_TABLE, item.key, item.to_value())
+                continue
+            queued = KSR.htable.sht_get(META_TABLE, "releases")
+            if isinstance(queued, int) and queued >= RELEASE_QUEUE_MAX:
+                self.edge.metrics.release_retries.labels("dropped").inc()
+                KSR.err("e2ae: Call-ID %s: release queue full: release (%s) dropped\n"
+                        % (item.call_id, item.event.value))
+                continue
+            self.edge.metrics.release_retries.labels("queued").inc()
+            KSR.htable.sht_sets(RELEASE_TABLE, item.key, item.to_value())
 
     def _relay(self, side, method, flow_transport=None):
+        """Relay the request toward the other side (plugin.routing); False when it could
+        not go and was answered instead."""
         decision = self._toward(other(side), flow_transport)
         if decision.action is routing.Action.REPLY:
-            self._refuse(decision.status, decision.reason, decision.warning)
+            self._not_relayed(method, decision.status, decision.reason, decision.warning)
             return False
         if method in REPLY_SDP_METHODS:  # no other reply is rewritten or noted (a BYE's 200)
             KSR.tm.t_on_reply("ksr_onreply_edge")
+        # A failure is answered here, with a Warning, not by tm's own reply.
+        KSR.tm.t_set_disable_internal_reply(1)
         if KSR.tm.t_relay() < 0:
-            status, reason, warning = routing.relay_failed(other(side), decision)
-            self._refuse(status, reason, warning)
+            # RFC 3261 16.9: a transport error is answered as a 503 from the next hop;
+            # RFC 5626 5.3: a client's flow that is gone, 430.
+            self._not_relayed(method, *routing.relay_failed(other(side), decision))
             return False
         return True
+
+    def _not_relayed(self, method, status, reason, why):
+        """The request cannot go on: what the edge applied for it is undone (the dialog is
+        released, ``refused``) and it is answered ``status`` with a Warning saying ``why``."""
+        KSR.err("e2ae: Call-ID %s: %s not relayed: %s\n" % (_pv("$ci"), method, why))
+        applied, self._applied = self._applied, None
+        if applied is not None:
+            self.edge.release(applied.call_id, (applied.from_tag, applied.to_tag), CallEvent.REFUSED)
+            self._flush()
+        self._reply_error(Outcome(status=status, reason=reason, warning=self.edge.warning(why)),
+                          initial=method == "INVITE" and not _pv("$tt"))
 
     def _register(self, side):
         """REGISTER from access: to the core next hop with a Path naming the client's flow
         (RFC 3327, RFC 5626; plugin.routing).  The edge keeps no binding of its own."""
         if side is not Side.ACCESS:
-            KSR.sl.sl_send_reply(403, "Forbidden")
+            self._reply_error(Outcome(status=403, reason="Forbidden", warning=self.edge.warning(
+                "a REGISTER is only taken from the access side")), stateless=True)
             return 1
-        if KSR.tm.t_newtran() <= 0:
+        created = KSR.tm.t_newtran()
+        if created == 0:
+            return 1
+        if created < 0:
+            self._bad_request("REGISTER", "the request cannot be parsed")
             return 1
         KSR.path.add_path_received_user(routing.path_user(_pv("$pr")))
         KSR.setdsturi(self.next_hop)
@@ -254,20 +369,73 @@ class kamailio:
         return 1
 
     # -- routes ---------------------------------------------------------------------
+    def _sane(self, method):
+        """Kamailio's sanity checks; False (the request answered 400, an ACK dropped) when
+        one fails."""
+        if KSR.sanity.sanity_check(sum(SANITY_CHECKS), SANITY_URIS) > 0:
+            return True
+        failed = next((why for check, why in SANITY_CHECKS.items()
+                       if KSR.sanity.sanity_check(check, SANITY_URIS) < 0), "a sanity check failed")
+        self._bad_request(method or "request", failed)
+        return False
+
+    def _bad_request(self, method, why):
+        """Answer 400 with a Warning saying ``why`` (statelessly; an ACK is only logged)."""
+        KSR.warn("e2ae: %s from %s:%s refused: %s\n" % (method, _pv("$si"), _pv("$sp"), why))
+        if method == "ACK":
+            self.edge.metrics.drops.labels("bad_ack").inc()
+            return
+        warning = self.edge.warning(why)
+        KSR.hdr.append_to_reply("Warning: %s\r\n" % warning)
+        if KSR.sl.sl_send_reply(400, "Bad Request") < 0 and not self._send_built_reply(400, "Bad Request", warning):
+            self.edge.metrics.drops.labels("unanswerable").inc()
+            KSR.err("e2ae: %s from %s:%s cannot be answered: its headers cannot be read\n"
+                    % (method, _pv("$si"), _pv("$sp")))
+            return
+        self.edge.metrics.sip_errors.labels("400").inc()
+
+    @staticmethod
+    def _send_built_reply(status, reason, warning):
+        """Kamailio could not build the reply (a header it cannot parse, e.g. the
+        Content-Length): build it from the raw message (plugin.sipreply)."""
+        try:
+            raw = _pv("$mb")
+        except UnicodeDecodeError:
+            raw = bytes.fromhex(KSR.pv.get("$(mb{s.encode.hexa})") or "").decode("utf-8", "replace")
+        found = sipreply.needed_headers(raw)
+        first = {name: values[0] if values else "" for name, values in found.items()}
+        try:
+            text = sipreply.response(status, reason, found["via"], first["from"], first["to"], first["call-id"],
+                                     first["cseq"], warning)
+        except ValueError:
+            return False
+        host, port = sipreply.destination(found["via"][0], (_pv("$si"), int(_pv("$sp", 0) or 0)))
+        try:
+            transport = routing.Transport.parse(_pv("$pr") or "udp")
+        except ValueError:
+            return False
+        uri = "sip:%s:%d" % (host, port)
+        if transport is not routing.Transport.UDP:  # back over the request's own connection
+            uri += ";transport=%s" % transport.value
+        return KSR.corex.sendx(uri, "%s:%s:%s" % (transport.listener, _pv("$Ri"), _pv("$Rp")), text) > 0
+
     def ksr_request_route(self, msg):
         self._released_by_dialog = None
+        self._applied = None
         side = self._side()
         if side is None:
             KSR.sl.sl_send_reply(403, "Forbidden")
             return 1
+        if side is Side.ACCESS:
+            KSR.force_rport()  # RFC 3581: replies go to the client's source, not its Via
+        method = _pv("$rm")
+        if not self._sane(method):
+            return 1
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
-        method = _pv("$rm")
-        if side is Side.ACCESS:
-            KSR.force_rport()  # RFC 3581: replies go to the client's source, not its Via
-            if method in CONTACT_ALIAS_METHODS:
-                KSR.nathelper.add_contact_alias()  # in-dialog requests follow its flow
+        if side is Side.ACCESS and method in CONTACT_ALIAS_METHODS:
+            KSR.nathelper.add_contact_alias()  # in-dialog requests follow its flow
         if method == "REGISTER":
             return self._register(side)
         if method == "CANCEL":
@@ -282,12 +450,29 @@ class kamailio:
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
             return 1
-        if KSR.tm.t_newtran() <= 0:
+        created = KSR.tm.t_newtran()
+        if created == 0:
             return 1  # a retransmission, absorbed
+        if created < 0:  # a request tm cannot parse: answered, never dropped in silence
+            self._bad_request(method, "the request cannot be parsed")
+            return 1
+        if method == "INVITE":
+            self.edge.metrics.call_attempts.labels(side.value).inc()
+        if method == "INVITE" and not _pv("$tt") and KSR.htable.sht_get(
+                RELEASE_TABLE, dialog_id(_pv("$ci"), _pv("$ft"))) is not None:
+            # An earlier attempt of this dialog is still being released in mediad: a
+            # reservation now would be undone by that release.
+            self._reply_error(Outcome(status=503, reason="Service Unavailable", retry_after=self.edge.retry_after,
+                                      warning=self.edge.warning("an earlier attempt of this call is still "
+                                                                "being released")), initial=True)
+            return 1
         if not self._apply(side):
             return 1
         KSR.rr.record_route()
         if method == "INVITE":
+            # The dialog module runs ksr_dialog_event("dialog:timeout") before it ends
+            # this dialog on its timeout: the BYEs it sends are marked (plugin.lifecycle).
+            KSR.pv.sets("$dlg_ctx(timeout_route)", TIMEOUT_ROUTE)
             KSR.dialog.dlg_manage()
             KSR.tm.t_on_failure("ksr_failure_edge")
         flow_transport = None
@@ -298,8 +483,7 @@ class kamailio:
             # Path URI's user names the flow's transport.
             flow_transport = routing.path_transport(_pv("$hdr(Route)"))
             KSR.rr.loose_route()
-        if not self._relay(side, method, flow_transport) and method == "INVITE":
-            self.edge.release(_pv("$ci"), (_pv("$ft"),), "failure")
+        self._relay(side, method, flow_transport)
         return 1
 
     def _in_dialog(self, side, method):
@@ -308,20 +492,23 @@ class kamailio:
             if not routed and KSR.tm.t_check_trans() <= 0:
                 return 1
             self._apply(side)
-            if routed and _pv(END_AT_ACK) == "ack":  # the ACK of a 2xx whose answer failed
-                self._end_dialog(_pv("$ci"))
             if self._toward(other(side)).action is routing.Action.RELAY:
                 KSR.tm.t_relay()
             return 1  # no refresh: Edge.refresh says why an ACK needs none
         if not routed:
             KSR.sl.sl_send_reply(404, "Not Here")
             return 1
-        if KSR.tm.t_newtran() <= 0:
+        created = KSR.tm.t_newtran()
+        if created == 0:
+            return 1
+        if created < 0:
+            self._bad_request(method, "the request cannot be parsed")
             return 1
         if method == "BYE":
             call_id = _pv("$ci")
             if self._released_by_dialog != call_id:  # else a second claim would find nothing
-                self.edge.release(call_id, (_pv("$ft"), _pv("$tt")), "bye")
+                self.edge.release(call_id, (_pv("$ft"), _pv("$tt")), CallEvent.BYE)
+                self._flush()
         elif not self._apply(side):
             return 1
         self._relay(side, method)
@@ -330,58 +517,88 @@ class kamailio:
             self.edge.refresh(_pv("$ci"), (_pv("$ft"), _pv("$tt")), method)
         return 1
 
+    def ksr_reply_route(self, msg):
+        """Every reply Kamailio receives: a BYE's reply waits (at most BYE_HOLD_S) while
+        the BYEs of its dialog are being sent, so that Kamailio 5.6's dialog module sends
+        both (plugin.lifecycle)."""
+        if KSR.pv.get("$rm") == "BYE":
+            call_id = _pv("$ci")
+            deadline = time.monotonic() + BYE_HOLD_S
+            while KSR.htable.sht_get(BYE_TABLE, call_id) is not None and time.monotonic() < deadline:
+                time.sleep(0.0005)
+        return 1
+
     def ksr_onreply_edge(self, msg):
         side = self._side()
         status = int(_pv("$rs", 0) or 0)
         if side is None or status >= 300 or status < 101:
             return 1
-        if side is Side.ACCESS and status > 100:
+        if side is Side.ACCESS:
             KSR.nathelper.add_contact_alias()  # the client's Contact: its flow (plugin.routing)
         self._apply(side, request=False)
         return 1
 
     def ksr_failure_edge(self, msg):
+        self._applied = None  # this route's message is the INVITE's, not the last one routed
         if self._retry_as_avp():
             return 1
-        self.edge.release(_pv("$ci"), (_pv("$ft"),), "failure")
+        self.edge.metrics.call_outcomes.labels(str(_pv("$T_reply_code", 0))).inc()
+        self.edge.release(_pv("$ci"), (_pv("$ft"),), CallEvent.FAILURE)
+        self._flush()
         return 1
 
     def _retry_as_avp(self):
         """``core_rtp_profile = auto``: a 488 from the core to our AVPF offer gets the same
-        offer as RTP/AVP in a new branch of this INVITE transaction, once (plugin.profile)."""
+        offer as RTP/AVP in a new branch of this INVITE transaction, once (plugin.profile).
+        True when the retry is on its way (nothing released, no outcome counted: the 488
+        is not the call's final answer), or when it could not be sent: then it was
+        answered, counted and the call released here."""
         retried = _pv(AVP_RETRIED) == "1"
         if not profile.retry_as_avp(self.core_profile, int(_pv("$T_reply_code", 0) or 0), retried):
             return False
         if self._side() is not Side.ACCESS or _pv("$rm") != "INVITE":
             return False
-        outcome = self.edge.handle(self._message(Side.ACCESS, True, _pv("$rb")))  # the AVPF offer, cached
+        body = self._read_body()
+        if not isinstance(body, str):
+            return False
+        outcome = self.edge.handle(self._message(Side.ACCESS, True, body))  # the AVPF offer, cached
+        self._flush()
         try:
-            body = profile.as_avp(outcome.body) if outcome.body is not None and not outcome.failed else None
+            avp = profile.as_avp(outcome.body) if outcome.body is not None and not outcome.failed else None
         except ValueError:  # a multipart body: not retried
-            body = None
-        if body is None:
+            avp = None
+        if avp is None or not self._set_body(Outcome(body=avp, content_type=outcome.content_type)):
             return False
         KSR.pv.sets(AVP_RETRIED, "1")
         KSR.info("e2ae: Call-ID %s: the core refused RTP/AVPF (488): offering RTP/AVP\n" % _pv("$ci"))
-        KSR.textops.set_body(body, outcome.content_type)
         KSR.pv.sets("$ru", _pv("$ru"))  # a new branch to the same Request-URI
         KSR.setdsturi(self.next_hop)
         KSR.tm.t_on_failure("ksr_failure_edge")
-        return self._relay(Side.ACCESS, "INVITE")
+        if not self._relay(Side.ACCESS, "INVITE"):  # answered (and counted) by _relay
+            self.edge.release(_pv("$ci"), (_pv("$ft"),), CallEvent.FAILURE)
+            self._flush()
+        return True
 
     # -- events -------------------------------------------------------------------
     def ksr_dialog_event(self, *args):
         evname = args[-1] if args and isinstance(args[-1], str) else None
-        if evname in ("dialog:end", "dialog:failed"):
+        if evname == "dialog:start":  # confirmed by a 2xx, once per dialog
+            self.edge.metrics.call_outcomes.labels("200").inc()
+        elif evname == "dialog:timeout":
+            # The dialog module sends its BYEs right after this event, then "dialog:end".
+            KSR.htable.sht_seti(BYE_TABLE, _pv("$dlg(callid)"), 1)
+        elif evname in ("dialog:end", "dialog:failed"):
             call_id = _pv("$dlg(callid)")
             tags = (_pv("$dlg(from_tag)"), _pv("$dlg(to_tag)"))
             if call_id:
+                KSR.htable.sht_rm(BYE_TABLE, call_id)
                 if evname == "dialog:failed":
-                    reason = "failure"
+                    event = CallEvent.FAILURE
                 else:  # a BYE ends the dialog while its request is routed; else a timeout
-                    reason = "bye" if _pv("$rm") == "BYE" else "timeout"
-                if self.edge.release(call_id, tags, reason) and reason == "bye":
+                    event = CallEvent.BYE if _pv("$rm") == "BYE" else CallEvent.TIMEOUT
+                if self.edge.release(call_id, tags, event) and event is CallEvent.BYE:
                     self._released_by_dialog = call_id
+                self._flush()
         return 1
 
     def ksr_rtimer_events(self, *args):
@@ -395,11 +612,104 @@ class kamailio:
                     event = json.loads(item["data"])
                 except (ValueError, TypeError):
                     continue
-                self._on_event(event)
+                self.edge.on_event(event)
+                self._flush()
         except Exception as exc:  # Redis down: try again on the next tick
             KSR.warn("e2ae: events: %s\n" % exc.__class__.__name__)
             self._pubsub = None
+        self._end_calls()
+        self._retry_releases()
         return 1
+
+    @staticmethod
+    def _entries(table, limit=2000):
+        """Up to ``limit`` (key, value) pairs of an htable (read first, worked on after: an
+        iterator holds a slot's lock)."""
+        out = []
+        if KSR.htable.sht_iterator_start("e2ae", table) < 0:
+            return out
+        while len(out) < limit and KSR.htable.sht_iterator_next("e2ae") > 0:
+            out.append((_pv("$shtitkey(e2ae)"), _pv("$shtitval(e2ae)")))
+        KSR.htable.sht_iterator_end("e2ae")
+        return out
+
+    def _end_calls(self):
+        """Send the BYEs of the calls being ended whose dialog is confirmed (plugin.lifecycle)."""
+        now = time.time()
+        for key, value in self._entries(END_TABLE):
+            try:
+                request = EndRequest.from_value(value)
+            except (ValueError, TypeError, KeyError):
+                KSR.htable.sht_rm(END_TABLE, key)
+                continue
+            state = None
+            if KSR.dialog.dlg_get(request.call_id, request.from_tag, request.to_tag) > 0:
+                state = int(_pv("$dlg(state)", 0) or 0)
+            step = end_step(state, now - request.queued)
+            if step is EndStep.WAIT:
+                continue
+            KSR.htable.sht_rm(END_TABLE, key)
+            if step is EndStep.BYE:
+                KSR.htable.sht_seti(BYE_TABLE, request.call_id, 1)
+                sent = KSR.dialog.dlg_bye("all") > 0
+                KSR.htable.sht_rm(BYE_TABLE, request.call_id)
+                result = "bye" if sent else "error"
+                if not sent:
+                    KSR.err("e2ae: Call-ID %s: the dialog module did not send the BYEs\n" % request.call_id)
+            else:
+                result = "gone"
+            self.edge.metrics.call_ends.labels(result).inc()
+            try:
+                self.edge.lifecycle.step(request.call_id, CallState.ENDING,
+                                         CallEvent.GONE if step is EndStep.GONE else CallEvent.HUNG_UP)
+            except LifecycleError:
+                pass
+
+    def _retry_releases(self):
+        """Retry the queued releases that are due; stop at the first that fails again (what
+        it needs is still down)."""
+        now = time.time()
+        entries = self._entries(RELEASE_TABLE, RELEASE_QUEUE_MAX)
+        KSR.htable.sht_seti(META_TABLE, "releases", len(entries))
+        done = 0
+        for key, value in entries:
+            if done >= RELEASES_PER_TICK:
+                break
+            try:
+                pending = PendingRelease.from_value(value)
+            except (ValueError, TypeError, KeyError):
+                KSR.htable.sht_rm(RELEASE_TABLE, key)
+                continue
+            if pending.next_at > now:
+                continue
+            done += 1
+            released = False
+            try:
+                left, released = self.edge.retry(pending)
+            except UnavailableError:
+                left = pending
+            except Exception as exc:  # a defect: keep the entry for the next tries
+                KSR.err("e2ae: Call-ID %s: release retry: %s\n" % (pending.call_id, exc.__class__.__name__))
+                left = pending
+            self._flush_ends()
+            KSR.htable.sht_rm(RELEASE_TABLE, key)
+            if left is None:
+                self.edge.metrics.release_retries.labels("done" if released else "nothing").inc()
+                continue
+            again = left.failed_again(now)
+            if again is None:
+                self.edge.metrics.release_retries.labels("abandoned").inc()
+                KSR.err("e2ae: Call-ID %s: release (%s) abandoned after %d tries\n"
+                        % (pending.call_id, pending.event.value, pending.attempts + 1))
+                continue
+            self.edge.metrics.release_retries.labels("failed").inc()
+            KSR.htable.sht_sets(RELEASE_TABLE, again.key, again.to_value())
+            break
+
+    def _flush_ends(self):
+        for item in self.edge.take_outbox():
+            if isinstance(item, EndRequest):
+                KSR.htable.sht_sets(END_TABLE, item.key, item.to_value())
 
     def _subscription(self):
         if self._pubsub is None:
@@ -408,20 +718,6 @@ class kamailio:
             self._pubsub = pubsub
         return self._pubsub
 
-    def _on_event(self, event):
-        record = self.edge.on_event(event)
-        if record is None:
-            return
-        # BYE first (the dialog module needs the callee's tag: the last 2xx's), then release.
-        if record.callee_tag and KSR.dialog.dlg_get(record.call_id, record.caller_tag, record.callee_tag) > 0:
-            KSR.dialog.dlg_bye("all")
-        else:
-            KSR.warn("e2ae: Call-ID %s: no confirmed dialog to end with BYE\n" % record.call_id)
-        try:
-            self.edge.release_record(record, "dtls_failed")
-        except Exception as exc:
-            KSR.warn("e2ae: Call-ID %s: release after DTLS failure: %s\n" % (record.call_id, exc))
-
     def ksr_xhttp_event(self, *args):
         if self.routes.has_websocket() and "websocket" in _pv("$hdr(Upgrade)").lower():
             KSR.websocket.handle_handshake()  # SIP over WebSocket (RFC 7118)
@@ -429,17 +725,20 @@ class kamailio:
         if _pv("$hu").split("?", 1)[0] != "/metrics":
             KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "not found\n")
             return 1
-        body = metrics_module.exposition(self.metrics_dir).decode("utf-8")
+        dialogs = {state: float(_pv("$stat(%s_dialogs)" % state, 0) or 0) for state in metrics_module.DIALOG_STATES}
+        body = metrics_module.exposition(self.metrics_dir, dialogs).decode("utf-8")
         KSR.xhttp.xhttp_reply(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body)
         return 1
 
 
 def mod_init():
+    config = load_config()
     handler = _KsrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    root = logging.getLogger("e2ae")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    handler.setFormatter(formatter(config.plugin_log_format, "%(levelname)s %(message)s"))
+    for name in ("e2ae", "mediad"):  # the plugin's loggers, and those of the mediad modules it uses
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(getattr(logging, config.plugin_log_level, logging.INFO))
+        logger.propagate = False
     metrics_module.reset_directory(_METRICS_DIR)
-    return kamailio()
+    return kamailio(config)

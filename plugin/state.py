@@ -52,6 +52,15 @@ Round trips (each a registered Lua script, sent as EVALSHA):
 * an in-dialog request's TTL refresh is one :meth:`DialogStore.touch`,
   whichever of its tags names the record.
 
+Deadlines: Redis runs a command it received even when the client stopped
+waiting for it (a Redis stalled past the socket timeout: the INVITE was
+answered 503, the release queued for retry).  So every script that writes
+(create, claim, commit, bury, take) carries a not-after time, the client's
+send time plus its socket timeout, on Redis's clock (the offset of Redis's
+``TIME`` from the local clock is measured once per connection); run later
+than that, it writes nothing and answers :data:`LATE`, and the client, which
+has given up, is not there to read it.
+
 Why a release may send RELEASE after its record is gone: every message but an
 initial INVITE talks to mediad about a dialog under the dialog's lock, holding
 a record; ``take`` runs only while no one holds the lock, and a message that
@@ -81,6 +90,8 @@ import redis
 from sdp_rules.errors import UnavailableError
 from sdp_rules.plan import DialogState
 
+from plugin.lifecycle import CallState
+
 DIALOG_PREFIX = "e2ae:alg:dialog:"
 LOCK_PREFIX = "e2ae:alg:lock:"
 TOMBSTONE_PREFIX = "e2ae:alg:released:"
@@ -90,6 +101,13 @@ LOCK_WAIT_S = 2.0
 CACHE_SIZE = 16
 
 # Each script is registered once per client and sent as EVALSHA; every key it touches is in KEYS.
+# A script that writes takes its deadline (Redis TIME, in ms) as its last ARGV and does
+# nothing after it: _LATE is its first line, and its answer then is {-9} (or -9).
+LATE = -9
+_LATE = """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[#ARGV]) then return %s end
+"""
 
 # KEYS: lock. ARGV: token.
 _UNLOCK = """
@@ -103,14 +121,14 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 return 0
 """
 # KEYS: record, lock. ARGV: record JSON, record TTL (s), token.  Saves, then unlocks.
-_COMMIT = """
+_COMMIT = _LATE % "-9" + """
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) end
 return 1
 """
 # KEYS: record, tombstone, lock. ARGV: tombstone TTL (s), token.
 # Deletes the record, leaves the tombstone, unlocks; returns whether the record was there.
-_BURY = """
+_BURY = _LATE % "-9" + """
 local deleted = redis.call('del', KEYS[1])
 redis.call('set', KEYS[2], '1', 'EX', ARGV[1])
 if redis.call('get', KEYS[3]) == ARGV[2] then redis.call('del', KEYS[3]) end
@@ -128,7 +146,7 @@ return 0
 # ARGV: tombstone TTL (s).  Finds the first candidate with a record: {-1, i} when its lock
 # is held (nothing changed); else deletes the record, leaves the tombstone and returns
 # {1, i, record}.  {0} when no candidate has a record.
-_TAKE = """
+_TAKE = _LATE % "{-9}" + """
 for i = 1, #KEYS / 3 do
   local raw = redis.call('get', KEYS[3 * i - 2])
   if raw then
@@ -145,7 +163,7 @@ return {0}
 # "1" to clear the first candidate's tombstone before locking.
 # Returns {0} (no record, not created), {-1, i, record existed} (candidate i is
 # locked by another worker), or {1, i, record or false, tombstone exists, record existed}.
-_CLAIM = """
+_CLAIM = _LATE % "{-9}" + """
 local pick = 0
 for i = 1, #KEYS / 3 do
   if redis.call('exists', KEYS[3 * i - 2]) == 1 then pick = i break end
@@ -164,7 +182,7 @@ return {1, pick, redis.call('get', KEYS[base + 1]) or false, redis.call('exists'
 # A new dialog's record: saved (its tombstone cleared) unless the dialog has a record or a
 # lock holder, in which case nothing changes.  Returns {1} when saved, else {0, record}
 # ({0} when there is only a lock).
-_CREATE = """
+_CREATE = _LATE % "{-9}" + """
 local raw = redis.call('get', KEYS[1])
 if raw or redis.call('exists', KEYS[2]) == 1 then return {0, raw} end
 redis.call('del', KEYS[3])
@@ -173,6 +191,7 @@ return {1}
 """
 _SCRIPTS = {"unlock": _UNLOCK, "unlock_touch": _UNLOCK_TOUCH, "commit": _COMMIT, "bury": _BURY,
             "touch": _TOUCH, "take": _TAKE, "claim": _CLAIM, "create": _CREATE}
+_DEADLINED = frozenset({"commit", "bury", "take", "claim", "create"})
 
 # What DialogStore.take found.
 TAKEN = "taken"  # the record was there and is now buried
@@ -202,10 +221,7 @@ class DialogRecord:
     rendered: dict[str, str] = field(default_factory=dict)
     applied: str = ""  # cache key of the body whose plan mediad applied last
     created: float = 0.0
-    # Why the call is being ended when the plugin itself ends it (a DTLS failure): the
-    # release, whichever path does it (the dialog module's end event may come first),
-    # is counted under this reason.
-    ending: str = ""
+    state: CallState = CallState.IDLE  # the call's lifecycle state (plugin.lifecycle)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -213,7 +229,7 @@ class DialogRecord:
             "caller_side": self.caller_side, "callee_tag": self.callee_tag,
             "rules": {"version": self.rules.version, "data": self.rules.data},
             "offer": self.offer, "rendered": self.rendered, "applied": self.applied,
-            "created": self.created, "ending": self.ending,
+            "created": self.created, "state": self.state.value,
         }, separators=(",", ":"))
 
     @classmethod
@@ -225,7 +241,8 @@ class DialogRecord:
             caller_side=doc["caller_side"], callee_tag=doc.get("callee_tag", ""),
             rules=DialogState(int(rules.get("version", 0)), dict(rules.get("data", {}))),
             offer=doc.get("offer"), rendered=dict(doc.get("rendered", {})), applied=doc.get("applied", ""),
-            created=float(doc.get("created", 0.0)), ending=doc.get("ending", ""),
+            created=float(doc.get("created", 0.0)),
+            state=CallState(doc.get("state", CallState.OFFERED.value)),
         )
 
     def remember(self, key: str, body: str) -> None:
@@ -270,6 +287,7 @@ class DialogStore:
             conn, _fresh = self._connection()
             for script in self._scripts.values():
                 self._load(conn, script)
+            self._deadlined(conn, "create", ())  # and measure the clock offset
         except redis.RedisError as exc:
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
 
@@ -290,16 +308,34 @@ class DialogStore:
         try:
             conn, fresh = self._connection()
             try:
-                return self._evalsha(conn, script, keys, args)
+                reply = self._evalsha(conn, script, keys, self._deadlined(conn, name, args))
             except redis.ConnectionError:
                 if fresh:
                     raise
                 conn.disconnect()
-                return self._evalsha(conn, script, keys, args)
+                self._local.offset = None
+                reply = self._evalsha(conn, script, keys, self._deadlined(conn, name, args))
         except redis.RedisError as exc:
             if conn is not None and not isinstance(exc, redis.ResponseError):
                 conn.disconnect()
+                self._local.offset = None
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
+        if reply == LATE or (isinstance(reply, list) and reply and reply[0] == LATE):
+            raise UnavailableError("redis: ran the request after its deadline")
+        return reply
+
+    def _deadlined(self, conn: redis.Connection, name: str, args: tuple) -> tuple:
+        """``args`` with the script's deadline appended when it writes (module docstring)."""
+        if name not in _DEADLINED:
+            return args
+        offset = getattr(self._local, "offset", None)
+        if offset is None:
+            before = time.time()
+            conn.send_command("TIME")
+            seconds, micros = conn.read_response()
+            after = time.time()
+            offset = self._local.offset = int(seconds) + int(micros) / 1e6 - (before + after) / 2
+        return (*args, int((time.time() + offset + self.timeout) * 1000))
 
     def _connection(self) -> tuple[redis.Connection, bool]:
         """This thread's script connection, and whether it has not been used yet."""
@@ -308,6 +344,7 @@ class DialogStore:
         if conn is None or local.pid != pid:
             conn = local.conn = self.redis.connection_pool.make_connection()
             local.pid = pid
+            local.offset = None
             with self._conns_lock:
                 self._conns.add(conn)
         return conn, conn._sock is None

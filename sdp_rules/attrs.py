@@ -193,6 +193,15 @@ def ice_params(sdp: SessionDescription, m: MediaSection) -> IceParams:
 
 
 def remote_rtp_address(sdp: SessionDescription, m: MediaSection, where: str) -> tuple[str | None, int]:
+    """The peer's address and port of a stream the edge terminates.
+
+    A port count (``m=audio 49170/2 ...``, RFC 8866 5.14) names more ports than
+    the AGW reserves (one port, or an RTP/RTCP pair, per m-line): refused (488)
+    rather than copied to the other side naming ports nobody holds.
+    """
+    if m.m.port_count not in (None, 1):
+        raise SdpPolicyError(f"{where}: port count /{m.m.port_count}: the edge relays one port"
+                             " (RTP/RTCP pair) per m-line (RFC 8866 5.14)")
     conn = sdp.connection_for(m)
     if conn is None and m.port != 0:
         raise SdpPolicyError(f"{where}: no c= line for the media (RFC 8866 5.7)")

@@ -222,7 +222,13 @@ def _unquote(text: str) -> str:
     match = _QUOTED_RE.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a quoted-string")
-    return unquote(match.group(1), errors="strict")
+    value = unquote(match.group(1), errors="strict")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 in the SDP
+            raise ValueError(f"{text!r} is not UTF-8 text (RFC 8864 section 5.1.2)") from None
+    return value
 
 
 def _quote(text: str) -> str:
@@ -551,7 +557,6 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
     """
     where = _where(index)
     proto = m.proto.upper()
-    transport = ACCESS_PROTOS[proto]
     prev = _association(ctx, sid)
     old_channels = _live_channels(ctx, prev)
     mid = m.attribute("mid")
@@ -576,6 +581,9 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
 
         return OfferPart(streams=[], finish=finish_empty, pending=pending, keys=keys)
 
+    # A live line is here because classify_access knew its proto; a rejected one (a re-offer
+    # may reject the data-channel line under any proto) went back above.
+    transport = ACCESS_PROTOS[proto]
     remote_sctp_port = _sctp_port(m, where)
     remote_mms = _max_message_size(m, where)
     if member is not None:

@@ -4,7 +4,9 @@
 we cannot accept (it carries the SIP status and a reason for the ``Warning``
 header); ``UsageError`` means the project itself was misused (a bug or a bad
 configuration); ``UnavailableError`` means a part we depend on (mediad, Redis)
-cannot be reached and the request may be retried later (503 + Retry-After).
+cannot be reached and the request may be retried later (503 + Retry-After);
+``AgwError`` means mediad (the AGW) answered with an error or with a reply the
+ALG cannot use: a defect on our side, never the peer's (500 + Warning).
 """
 
 from __future__ import annotations
@@ -41,6 +43,16 @@ class SdpPolicyError(PeerError):
 
 class UsageError(E2aeError):
     """We were misused: a bug, or an impossible configuration."""
+
+
+class AgwError(E2aeError):
+    """mediad answered with an error, or with a reply the ALG cannot use (500)."""
+
+    sip_status = 500
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class UnavailableError(E2aeError):

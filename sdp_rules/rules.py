@@ -235,6 +235,13 @@ def _plan_offer_from_core(ctx: Context, sdp: SessionDescription, data: dict[str,
                     release.append(access_idx)
                     reason = "disabled in a re-offer: stream released"
                 handler_now, reason_now = _classify_core(m)
+                if handler_now == datachannel.KIND and not m.rejected:
+                    # RFC 3264 8.3.3 lets the media type change, but this line's access
+                    # m-line is a DTLS media line: it cannot become a data channel in place.
+                    raise SdpPolicyError(
+                        f"m-line {j + 1}: a re-offer turning a {handler} stream into {m.media} for a"
+                        " data channel is not supported"
+                    )
                 handler = handler_now if not m.rejected else PASSTHROUGH
                 reason = reason if m.rejected else reason_now
         else:

@@ -16,8 +16,20 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+# ``make mutate`` runs the unit tests once per mutant (thousands of times): there the
+# property tests draw fewer examples, always the same ones, so that a run takes minutes
+# and a mutant's verdict does not change from one run to the next.
+settings.register_profile("mutate", max_examples=20, derandomize=True, database=None)
+settings.load_profile(os.environ.get("E2AE_HYPOTHESIS_PROFILE", "default"))
+
+
+def property_examples(suite: int) -> int:
+    """Examples for a property test that sets its own number: ``suite``, or the profile's in ``make mutate``."""
+    return settings.default.max_examples if os.environ.get("E2AE_HYPOTHESIS_PROFILE") == "mutate" else suite
 
 
 def pytest_configure(config: pytest.Config) -> None:

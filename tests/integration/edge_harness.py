@@ -4,8 +4,9 @@ One :class:`Edge` per test session: a generated ``e2ae.conf`` in a temp dir
 (access SIP on 127.0.0.1, core SIP on 127.0.0.2, the core next hop on
 127.0.0.3, all on free ports), ``python -m mediad`` and ``kamailio -DD -E``
 started with ``deploy/kamailio.cfg`` and ``-A`` defines from that
-configuration.  :class:`Sipp` runs one SIPp scenario and parses what it
-received from its ``-trace_msg`` log.  Every process is stopped by the
+configuration.  :class:`RunCommand` runs ``deploy/e2ae run`` itself (its
+Python part) on free ports.  :class:`Sipp` runs one SIPp scenario and parses
+what it received from its ``-trace_msg`` log.  Every process is stopped by the
 fixture's finalizer.
 """
 
@@ -98,19 +99,35 @@ class EdgeConfig:
     redis_url: str
     iq_timeout_ms: int = 500
     actpass: str = "active"
+    dtls_failure: str = "bye"
     dialog_ttl: int = 600
+    rpc_socket: str = ""
+    log_level: str = "INFO"  # mediad's and the plugin's
+    log_format: str = "text"
     # The access side's SIP and media address (127.0.0.1, or a private address behind a NAT).
     access_host: str = "127.0.0.1"
     # More lines for [edge] (TCP/TLS/WS sockets), [mediad] (advertised addresses), [policy].
+    # Unless edge_extra names access_tcp or core_tcp, each side has a TCP socket on its UDP
+    # socket's address and port: a request over 1300 bytes toward a UDP peer goes over TCP
+    # (RFC 3261 18.1.1), as with the shipped e2ae.conf.
     edge_extra: str = ""
     mediad_extra: str = ""
     policy_extra: str = ""
+
+    def tcp_twins(self) -> str:
+        lines = []
+        if "access_tcp" not in self.edge_extra:
+            lines.append(f"access_tcp = {self.access_host}:{self.access_port}")
+        if "core_tcp" not in self.edge_extra:
+            lines.append(f"core_tcp = 127.0.0.2:{self.core_port}")
+        return "\n".join(lines)
 
     def text(self) -> str:
         return f"""[edge]
 access_sip = {self.access_host}:{self.access_port}
 core_sip = 127.0.0.2:{self.core_port}
 core_next_hop = sip:127.0.0.3:{self.next_hop_port}
+{self.tcp_twins()}
 {self.edge_extra}
 
 [mediad]
@@ -122,7 +139,8 @@ access_ports = {self.access_ports}
 core_ports = {self.core_ports}
 metrics = 127.0.0.1:{self.mediad_metrics_port}
 dtls_handshake_timeout = 5
-log_level = INFO
+log_level = {self.log_level}
+log_format = {self.log_format}
 {self.mediad_extra}
 
 [redis]
@@ -131,12 +149,16 @@ dialog_ttl = {self.dialog_ttl}
 
 [policy]
 actpass = {self.actpass}
+dtls_failure = {self.dtls_failure}
 {self.policy_extra}
 
 [plugin]
 metrics = 127.0.0.1:{self.plugin_metrics_port}
 iq_timeout_ms = {self.iq_timeout_ms}
 retry_after = 7
+rpc_socket = {self.rpc_socket}
+log_level = {self.log_level}
+log_format = {self.log_format}
 """
 
 
@@ -160,6 +182,7 @@ class Edge:
         )
         while self.conf.core_ports == self.conf.access_ports:
             self.conf.core_ports = _port_range()
+        self.conf.rpc_socket = str(self.dir / "kamailio" / "kamailio_rpc.sock")
         self.config_path = self.dir / "e2ae.conf"
         self.config_path.write_text(self.conf.text())
         self.env = dict(os.environ, E2AE_CONFIG=str(self.config_path),
@@ -213,7 +236,8 @@ class Edge:
             cert, key = ensure_certificate(config, self.dir / "tls")
             self.tls_certificate = cert
             tls_config = str(write_tls_cfg(cert, key, self.dir / "tls.cfg"))
-        cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), config, plugin=str(PLUGIN), tls_config=tls_config)
+        cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), config, plugin=str(PLUGIN), tls_config=tls_config,
+                               rpc_socket=self.conf.rpc_socket)
         out = open(self.kamailio_log, "ab")
         self.kamailio = subprocess.Popen(cmd, cwd=self.dir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -285,6 +309,171 @@ class Edge:
 
     def kamailio_log_text(self) -> str:
         return self.kamailio_log.read_text(errors="replace")
+
+
+# ---------------------------------------------------------------------------
+# The run command (deploy/e2ae run)
+# ---------------------------------------------------------------------------
+
+class RunCommand:
+    """``python -m deploy.run_edge`` on free ports, its output collected, stopped with SIGINT.
+
+    :meth:`pids` reads the children's pids from what it prints; :meth:`kamailio_pids`
+    adds Kamailio's workers (children of its main process).  Without the demo core and
+    the web phone (their fixed loopback ports are tested in a network namespace of their
+    own, test_web_phone.py): the core next hop is the test's.  Each side has a TCP socket
+    on its UDP socket's port, as in the shipped e2ae.conf.
+    """
+
+    def __init__(self, *extra_args: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="e2ae-run-"))
+        self.config_path = self.dir / "e2ae.conf"
+        self.rundir = self.dir / "run"
+        self.ports = {
+            "access": free_port(host="127.0.0.1"), "core": free_port(host="127.0.0.2"),
+            "next_hop": free_port(host="127.0.0.3"), "control": free_port(),
+            "redis": free_port(socket.SOCK_STREAM), "mediad_metrics": free_port(socket.SOCK_STREAM),
+            "plugin_metrics": free_port(socket.SOCK_STREAM),
+        }
+        p = self.ports
+        self.config_path.write_text(f"""[edge]
+access_sip = 127.0.0.1:{p['access']}
+access_tcp = 127.0.0.1:{p['access']}
+core_sip = 127.0.0.2:{p['core']}
+core_tcp = 127.0.0.2:{p['core']}
+core_next_hop = sip:127.0.0.3:{p['next_hop']}
+[mediad]
+control = 127.0.0.1:{p['control']}
+access_ports = {_port_range()}
+core_ports = {_port_range()}
+metrics = 127.0.0.1:{p['mediad_metrics']}
+[redis]
+url = redis://127.0.0.1:{p['redis']}/0
+[plugin]
+metrics = 127.0.0.1:{p['plugin_metrics']}
+""")
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self.status: int | None = None
+
+    @property
+    def access(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.ports["access"])
+
+    @property
+    def next_hop(self) -> tuple[str, int]:
+        return ("127.0.0.3", self.ports["next_hop"])
+
+    def start(self, timeout: float = 60.0) -> "RunCommand":
+        import threading
+
+        self.proc = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "python"), "-m", "deploy.run_edge", "--config", str(self.config_path),
+             "--rundir", str(self.rundir), "--no-demo", "--web", "off", *self.extra_args],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        reader = threading.Thread(
+            target=lambda: self.lines.extend(line.decode(errors="replace") for line in self.proc.stdout), daemon=True)
+        reader.start()
+        self.wait_line("Ctrl-C stops everything", timeout)
+        return self
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_line(self, fragment: str, timeout: float, after: int = 0) -> int:
+        """Wait until a line from index ``after`` on contains ``fragment``; its index."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i in range(after, len(self.lines)):
+                if fragment in self.lines[i]:
+                    return i
+            if self.proc is not None and self.proc.poll() is not None and not any(
+                    fragment in line for line in self.lines[after:]):
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {fragment!r} from the run command:\n{self.text()[-5000:]}")
+
+    def pids(self) -> dict[str, int]:
+        """The pid of each child, as last printed ("<name> started (pid N)")."""
+        out = {}
+        for line in self.lines:
+            m = re.match(r"\[e2ae\] (\w+) started \(pid (\d+)\)", line)
+            if m:
+                out[m.group(1)] = int(m.group(2))
+        return out
+
+    def kamailio_pids(self) -> set[int]:
+        """Kamailio's main process and its workers."""
+        main = self.pids()["kamailio"]
+        return {main} | children_of(main)
+
+    def runtime_config(self):
+        from mediad.config import load_config
+
+        return load_config(self.rundir / "e2ae.conf")
+
+    def redis(self):
+        import redis
+
+        return redis.Redis.from_url(self.runtime_config().redis_url_with_password)
+
+    def edge_keys(self) -> list[str]:
+        """The plugin's and mediad's dialog state in the run's Redis (tombstones excluded)."""
+        from plugin.state import TOMBSTONE_PREFIX
+
+        client = self.redis()
+        try:
+            keys = client.keys("e2ae:alg:*") + client.keys("e2ae:agw:dialog:*")
+        finally:
+            client.close()
+        return sorted(k.decode() for k in keys if not k.decode().startswith(TOMBSTONE_PREFIX))
+
+    def mediad_dialogs(self) -> list[str]:
+        from mediad.client import IqClient
+        from sdp_rules.iq import Command, IqRequest
+
+        client = IqClient.from_config(self.runtime_config())
+        try:
+            reply = client.request(IqRequest(Command.LIST, "list", "list-%d" % random.getrandbits(32)))
+        finally:
+            client.close()
+        data = reply.data or {}
+        return list(data.get("dialogs", data) if isinstance(data, dict) else data)
+
+    def stop(self, timeout: float = 40.0, sig: int = signal.SIGINT) -> int | None:
+        """SIGINT (as Ctrl-C delivers it) or ``sig``; the exit status (None: it had to be killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.status = None
+        return self.status
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def children_of(pid: int) -> set[int]:
+    """The pids whose parent is ``pid`` (from /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.add(int(entry.name))
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -412,5 +601,5 @@ class Sipp:
         return f"sipp {self.scenario} rc={self.returncode}\nstderr: {err[-2000:]}\nerrors: {self.errors()[-2000:]}\n{msgs[-6000:]}"
 
 
-__all__ = ["Edge", "EdgeConfig", "Sipp", "SipMessage", "parse_message_log", "sip_ping", "stop_process",
-           "kamailio_command", "CONTROL_SECRET"]
+__all__ = ["Edge", "EdgeConfig", "RunCommand", "Sipp", "SipMessage", "children_of", "parse_message_log",
+           "sip_ping", "stop_process", "kamailio_command", "CONTROL_SECRET"]

@@ -87,34 +87,62 @@ def test_smoke_mediad_relays_both_directions(smoke):
     assert report["handshakes"]["status"] == "measured" and report["handshakes"]["per_second"] > 0
 
 
+def _call_setup(report, kind):
+    why = callsetup.unavailable(kind)
+    cs = report["call_setup"]
+    if why is not None:
+        assert cs["systems"][kind.value]["status"] == "not measured"
+        pytest.skip(f"{kind.value} cannot be benchmarked: {why}")
+    entry = cs["systems"][kind.value]
+    assert entry["status"] == "measured", entry
+    (rnd,) = entry["round_results"]
+    return cs, rnd
+
+
 def test_smoke_call_setup_through_the_edge(smoke):
     report, _ = smoke
-    why = callsetup.unavailable()
-    if why is not None:
-        assert report["call_setup"]["status"] == "not measured"
-        pytest.skip(f"call setup cannot be benchmarked yet: {why}")
-    cs = report["call_setup"]
-    assert cs["status"] == "measured", cs
-    assert cs["edge_latency"]["answered"] > 0 and cs["baseline"]["answered"] > 0
+    cs, rnd = _call_setup(report, callsetup.Kind.EDGE)
+    _, base = _call_setup(report, callsetup.Kind.BASELINE)
+    assert rnd["latency"]["answered"] > 0 and base["latency"]["answered"] > 0
     # The INVITE alone is timed at the probe's callee, and is part of INVITE->200.
-    for key in ("edge_latency", "baseline"):
-        assert 0 < cs[key]["invite_forward_p50_ms"] < cs[key]["p50_ms"]
-    assert cs["calls_per_second"] > 0
+    for entry in (rnd, base):
+        assert 0 < entry["latency"]["invite_forward_p50_ms"] < entry["latency"]["p50_ms"]
+    assert rnd["calls_per_second"] > 0
     # The plugin's own times on the probe's calls: one INVITE offer and one answer per
     # call, and mediad's RESERVE round trip is a part of the INVITE's time.
-    plugin = cs["plugin_ms"]
-    assert plugin["invite_sdp"]["count"] == plugin["reserve_round_trip"]["count"] == cs["edge_latency"]["calls"]
-    assert plugin["answer_sdp"]["count"] >= cs["edge_latency"]["answered"]  # a repeated 200 counts again
+    plugin = rnd["plugin_ms"]
+    assert plugin["invite_sdp"]["count"] == plugin["reserve_round_trip"]["count"] == rnd["latency"]["calls"]
+    assert plugin["answer_sdp"]["count"] >= rnd["latency"]["answered"]  # a repeated 200 counts again
     assert 0 < plugin["reserve_round_trip"]["mean"] < plugin["invite_sdp"]["mean"]
     # The edge's CPU per call of each step, from the /proc times of its processes.
-    for step in cs["steps"]:
-        cpu = step["edge_cpu_ms_per_call"]
-        assert cpu["kamailio"] > 0 and cpu["mediad"] > 0 and cpu["redis"] >= 0
-        assert cpu["total"] == pytest.approx(cpu["kamailio"] + cpu["mediad"] + cpu["redis"], abs=0.02)
+    for step in rnd["steps"]:
+        cpu = step["cpu_ms_per_call"]
+        assert cpu["kamailio"] > 0 and cpu["media"] > 0 and cpu["redis"] >= 0
+        assert cpu["total"] == pytest.approx(cpu["kamailio"] + cpu["media"] + cpu["redis"], abs=0.005)
+        assert step["shm"]["real_used"] > 0  # read over Kamailio's ctl socket
+    median = cs["systems"]["edge"]["median"]
+    assert median["added_ms"]["p50"] is not None and median["cpu_ms_per_call"]["total"] > 0
+    assert cs["sdp_check"]["edge"]["ok"], cs["sdp_check"]["edge"]["problems"]
     kw = report["memory"]["kamailio_worker"]
     assert kw["status"] == "measured"
     # The calls were held and ended once before the measured round (first touches of shared memory).
     assert kw["warm_round_answered"] == kw["established_calls"] > 0
+    # A held call keeps its dialog in Kamailio's shared memory.
+    assert kw["shm_bytes_per_held_call"] > 0
+
+
+def test_smoke_call_setup_through_the_reference(smoke):
+    """Kamailio + its rtpengine module + rtpengine: the same probe and SIPp step, and the same job done."""
+    report, table = smoke
+    cs, rnd = _call_setup(report, callsetup.Kind.REFERENCE)
+    assert rnd["latency"]["answered"] == rnd["latency"]["calls"] > 0
+    assert rnd["calls_per_second"] > 0
+    for step in rnd["steps"]:
+        cpu = step["cpu_ms_per_call"]
+        assert cpu["kamailio"] > 0 and cpu["media"] > 0 and cpu["redis"] == 0  # rtpengine keeps no Redis
+    assert cs["sdp_check"]["reference"]["ok"], cs["sdp_check"]["reference"]["problems"]
+    assert cs["systems"]["reference"]["median"]["added_ms"]["p50"] is not None
+    assert "| SDPs toward core and access checked | same job ✓ | same job ✓ | — | |" in table
 
 
 # -- the generator's libsrtp -------------------------------------------------------------

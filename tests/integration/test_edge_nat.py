@@ -84,8 +84,6 @@ def test_a_client_behind_the_public_address_registers_and_calls_with_media_both_
         edge = Edge(redis, access_host=PRIVATE,
                     edge_extra=f"access_wss = {PRIVATE}:{wss} advertise {PUBLIC}:{wss}\n",
                     mediad_extra=f"access_advertise = {PUBLIC}\n")
-        edge.conf.edge_extra += f"core_tcp = 127.0.0.2:{edge.conf.core_port}\n"
-        edge.config_path.write_text(edge.conf.text())
         thread = threading.Thread(target=loop.run_forever, daemon=True)
         thread.start()
     registrar = ua = browser = pages = None

@@ -36,8 +36,6 @@ pytestmark = pytest.mark.integration
 def edge(redis_server):
     tcp, tls = free_port(host="127.0.0.1"), free_port(host="127.0.0.1")
     e = Edge(redis_server, edge_extra=f"access_tcp = 127.0.0.1:{tcp}\naccess_tls = 127.0.0.1:{tls}\n")
-    e.conf.edge_extra += f"core_tcp = 127.0.0.2:{e.conf.core_port}\n"
-    e.config_path.write_text(e.conf.text())
     e.ports = {"tcp": tcp, "tls": tls}
     try:
         e.start()

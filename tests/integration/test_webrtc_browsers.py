@@ -62,9 +62,6 @@ class World:
         self.ports = {"ws": ws, "wss": wss, "tcp": tcp}
         self.edge = Edge(self.redis, policy_extra=self.policy_extra, edge_extra=(
             f"access_tcp = 127.0.0.1:{tcp}\naccess_ws = 127.0.0.1:{ws}\naccess_wss = 127.0.0.1:{wss}\n"))
-        # The core's TCP socket on the core SIP port: large requests toward the core go over TCP.
-        self.edge.conf.edge_extra += f"core_tcp = 127.0.0.2:{self.edge.conf.core_port}\n"
-        self.edge.config_path.write_text(self.edge.conf.text())
         self.edge.start()
         self.core_ua_port = free_port(host=CORE_UA_HOST)
         self.registrar = CoreRegistrar(self.edge.next_hop, (CORE_UA_HOST, self.core_ua_port))

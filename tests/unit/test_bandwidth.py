@@ -35,9 +35,27 @@ def _section(media="audio", ptime=None, bw=()):
     ("t38", "image", None, 20, 15),
     # video, no ptime: 2,000 kbit/s in 1,000-byte packets = 250 packets/s; 8 * 10 * 250 = 20 kbit/s
     ("srtp", "video", None, 2000, 20),
+    # 4,104 kbit/s: 513 packets/s; 8 * 10 * 513 = 41,040 bit/s -> 42 kbit/s (rounded up, never down)
+    ("srtp", "video", None, 4104, 42),
 ])
 def test_as_overhead_formula(kind, media, ptime, value, overhead):
     assert bandwidth.as_overhead_kbps(kind, _section(media, ptime), value) == overhead
+
+
+@pytest.mark.req("G-2")
+@pytest.mark.parametrize("ptime", ["0", "-20", "abc", ""])
+def test_a_zero_negative_or_non_numeric_ptime_counts_as_absent(ptime):
+    # 20 ms (50 packets/s) as without a=ptime, not a division by zero or 1,000 packets/s.
+    assert bandwidth.packet_rate(_section("audio", ptime), 50_000) == 50
+    assert bandwidth.as_overhead_kbps("srtp", _section("audio", ptime), 50) == 4
+    assert bandwidth.packet_rate(_section("audio", "0.5"), 50_000) == 2000  # a fraction of a millisecond is a ptime
+
+
+@pytest.mark.req("G-2")
+def test_video_packet_rate_is_at_least_one_packet_per_second():
+    assert bandwidth.packet_rate(_section("video"), 1000) == 1
+    assert bandwidth.packet_rate(_section("video"), 0) == 1
+    assert bandwidth.packet_rate(_section("video"), 8001) == 2
 
 
 @pytest.mark.req("G-2")
@@ -160,3 +178,47 @@ def test_ims_ue_bandwidth_subtracted_toward_core_added_toward_ue():
     _, answered = run(core_answer, Side.CORE, Kind.ANSWER, offered.state, pol)
     assert [line for line in answered.sdp.split("\r\n") if line.startswith("b=")] == [
         "b=AS:45", "b=RS:570", "b=RR:1710"]
+
+
+CORE_OFFER_WITH_BANDWIDTH = sdp("""
+    v=0
+    o=core 1 1 IN IP4 192.0.2.50
+    s=-
+    c=IN IP4 192.0.2.50
+    t=0 0
+    m=audio 6000 RTP/AVP 0
+    b=AS:64
+    b=RS:600
+    b=RR:2000
+    a=rtpmap:0 PCMU/8000
+    a=ptime:20
+""")
+
+
+def _b_lines(body):
+    return [line for line in body.split("\r\n") if line.startswith("b=")]
+
+
+@pytest.mark.req("G-2")
+def test_core_offer_bandwidth_added_toward_wic_and_wic_answer_subtracted_toward_core():
+    """The core-originated call: overhead added to the offer toward access, subtracted from the WIC's answer."""
+    pol = policy()
+    _, offered = run(CORE_OFFER_WITH_BANDWIDTH, Side.CORE, Kind.OFFER, DialogState(), pol)
+    assert _b_lines(offered.sdp) == ["b=AS:68", "b=RS:684", "b=RR:2280"]
+    wic_answer = sdp("""
+        v=0
+        o=- 2 2 IN IP4 127.0.0.1
+        s=-
+        c=IN IP4 127.0.0.1
+        t=0 0
+        m=audio 50000 UDP/TLS/RTP/SAVP 0
+        b=AS:68
+        b=RS:684
+        b=RR:2280
+        a=rtpmap:0 PCMU/8000
+        a=ptime:20
+        a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB
+        a=setup:active
+    """)
+    _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    assert _b_lines(answered.sdp) == ["b=AS:64", "b=RS:600", "b=RR:2000"]

@@ -11,9 +11,9 @@ import base64
 import pytest
 
 from bench import bencode
-from bench.callsetup import cpu_per_call, parse_plugin_timings, timing_means_ms
+from bench.callsetup import cpu_per_call, parse_plugin_timings, summarize, timing_means_ms
 from bench.rtpengine import _CRYPTO, _key_hex, _media, _sdp
-from bench.run import SYSTEMS, markdown, parse_args, summarize_ramp
+from bench.run import SYSTEMS, equal_load_latency, markdown, parse_args, ratio, summarize_ramp
 
 
 def _report(**parts) -> dict:
@@ -132,7 +132,7 @@ def test_free_ports_are_never_in_the_relays_media_ranges():
     low, high = procs.MEDIA_PORTS
     assert low <= min(mediad_side.ACCESS_PORTS[0], mediad_side.CORE_PORTS[0])
     assert high >= max(mediad_side.ACCESS_PORTS[1], mediad_side.CORE_PORTS[1])
-    engine = rtpengine.Rtpengine.__init__.__defaults__
+    engine = rtpengine.Rtpengine.__init__.__defaults__[:2]  # port_min, port_max
     assert low <= min(engine) and high >= max(engine)
     ports = {procs.free_udp_port() for _ in range(300)}
     assert not [p for p in ports if low <= p <= high]
@@ -184,24 +184,103 @@ def test_every_generator_run_is_given_pylibsrtps_openssl_libsrtp(monkeypatch, tm
     assert argv[argv.index("--libsrtp") + 1] == _binding.__file__ == run.openssl_libsrtp()
 
 
-def test_call_setup_cpu_per_call_is_shown_for_the_highest_passed_pinned_step():
-    before = {"kamailio": 10.0, "mediad": 5.0, "redis": 1.0}
-    after = {"kamailio": 13.3, "mediad": 6.5, "redis": 1.36}
-    assert cpu_per_call(before, after, 1500) == {"kamailio": 2.2, "mediad": 1.0, "redis": 0.24, "total": 3.44}
+def _cs_round(p50, fwd50, cps=None, cpu=None, status="measured", p99=None, fwd99=None):
+    """One round of one call-setup system as bench.callsetup.measure_round returns it."""
+    entry = {"status": status, "latency": {"p50_ms": p50, "p99_ms": p99 if p99 is not None else p50 * 2,
+                                           "invite_forward_p50_ms": fwd50,
+                                           "invite_forward_p99_ms": fwd99 if fwd99 is not None else fwd50 * 2}}
+    if cps is not None:
+        entry["calls_per_second"] = cps
+        entry["steps"] = [{"rate": 100, "passed": True, "cpu_ms_per_call": cpu}]
+    return entry
 
-    def step(rate, passed, total):
-        return {"rate": rate, "passed": passed,
-                "edge_cpu_ms_per_call": {"kamailio": total - 1.5, "mediad": 1.2, "redis": 0.3, "total": total}}
 
-    latency = {"p50_ms": 1.0, "p99_ms": 2.0}
-    report = _report(call_setup={
-        "status": "measured", "calls_per_second": 250,
-        "steps": [step(200, True, 3.9), step(250, True, 3.5), step(300, False, 3.3)],
-        "baseline": latency, "edge_latency": latency, "added_ms": {"p50": 0.0, "p99": 0.0},
-        "invite_added_ms": {"p50": 0.0, "p99": 0.0}})
+def test_call_setup_cpu_per_call_is_the_median_of_the_rounds_step_at_the_cpu_rate():
+    before = {"kamailio": 10.0, "media": 5.0, "redis": 1.0}
+    after = {"kamailio": 13.3, "media": 6.5, "redis": 1.36}
+    assert cpu_per_call(before, after, 1500) == {"kamailio": 2.2, "media": 1.0, "redis": 0.24, "total": 3.44}
+
+    def cpu(k):
+        return {"kamailio": k, "media": 1.0, "redis": 0.0, "total": k + 1.0}
+
+    rounds = [_cs_round(3.0, 2.0, 300, cpu(2.0)), _cs_round(3.5, 2.5, 400, cpu(2.4)),
+              _cs_round(4.0, 3.0, 350, cpu(2.2))]
+    # A step at another rate, or one that failed, is not the CPU figure.
+    rounds[0]["steps"].insert(0, {"rate": 50, "passed": True, "cpu_ms_per_call": cpu(9.0)})
+    rounds[1]["steps"].append({"rate": 100, "passed": False, "cpu_ms_per_call": cpu(9.0)})
+    median = summarize(rounds, None, 100)
+    assert median["calls_per_second"] == 350 and median["cpu_ms_per_call"]["kamailio"] == 2.2
+    assert median["p50_ms"] == 3.5 and median["rounds"] == 3
+    assert not median["calls_per_second_lower_bound"]  # a step failed: the figure is the system's limit
+    rounds[1]["steps"].pop()
+    assert summarize(rounds, None, 100)["calls_per_second_lower_bound"]
+
+
+def test_call_setup_latency_is_added_over_the_baseline_of_the_same_round():
+    baseline = [_cs_round(1.0, 0.5), _cs_round(2.0, 1.5), _cs_round(1.0, 0.5)]
+    edge = [_cs_round(4.0, 3.0), _cs_round(5.5, 4.5), _cs_round(3.0, 2.0, status="failed")]
+    median = summarize(edge, baseline, 100)
+    # Round 1: 3.0 added, round 2: 3.5 added; the failed round 3 counts for nothing.
+    assert median["added_ms"]["p50"] == pytest.approx(3.25)
+    assert median["invite_added_ms"]["p50"] == pytest.approx(2.75)
+    assert median["rounds"] == 2
+
+
+def _cs_report(edge, reference, baseline, checks=None):
+    def system(median):
+        return {"status": "measured", "median": median}
+
+    return {"status": "measured", "rounds": 3, "cpu_rate": 100,
+            "systems": {"edge": system(edge), "reference": system(reference), "baseline": system(baseline)},
+            "sdp_check": checks or {"edge": {"ok": True}, "reference": {"ok": True}}}
+
+
+def test_call_setup_table_puts_the_edge_beside_the_reference_with_ratios_where_1_is_as_good():
+    cpu_e = {"kamailio": 2.0, "media": 1.0, "redis": 0.5, "total": 3.5}
+    cpu_r = {"kamailio": 0.7, "media": 0.5, "redis": 0.0, "total": 1.2}
+    edge = {"added_ms": {"p50": 3.0, "p99": 6.0}, "invite_added_ms": {"p50": 2.0, "p99": 4.0}, "p50_ms": 3.5,
+            "p99_ms": 7.0, "calls_per_second": 400, "cpu_ms_per_call": cpu_e}
+    ref = {"added_ms": {"p50": 0.9, "p99": 1.5}, "invite_added_ms": {"p50": 0.8, "p99": 1.2}, "p50_ms": 1.4,
+           "p99_ms": 2.5, "calls_per_second": 1200, "cpu_ms_per_call": cpu_r}
+    base = {"p50_ms": 0.5, "p99_ms": 1.0, "calls_per_second": 2000, "calls_per_second_lower_bound": True,
+            "cpu_ms_per_call": {"kamailio": 0.27, "media": 0.0, "redis": 0.0, "total": 0.27}}
+    checks = {"edge": {"ok": True}, "reference": {"ok": False, "problems": ["core: proto RTP/AVP"]}}
+    table = markdown(_report(call_setup=_cs_report(edge, ref, base, checks)))
+    assert "| INVITE→200 added over bare Kamailio, p50, ms | 3.00 | 0.90 | — | 0.30 |" in table
+    assert "| the INVITE alone, added, p99, ms | 4.00 | 1.20 | — | 0.30 |" in table
+    # More is better; bare Kamailio passed every step of its ramp: a lower bound.
+    assert "| calls/s with 0 failed, p99 < 500 ms | 400 | 1,200 | ≥ 2,000 | 0.33 |" in table
+    assert "| CPU per call at 100 calls/s: Kamailio, ms | 2.000 | 0.700 | 0.270 | 0.35 |" in table
+    assert "| CPU per call at 100 calls/s: mediad / rtpengine, ms | 1.000 | 0.500 | — | 0.50 |" in table
+    assert "| CPU per call at 100 calls/s: all processes, ms | 3.500 | 1.200 | 0.270 | 0.34 |" in table
+    assert "| SDPs toward core and access checked | same job ✓ | ✗ core: proto RTP/AVP | — | |" in table
+    assert table.index("## Call setup") < table.index("## Relay throughput")
+    assert ratio(2.0, 1.0, higher_is_better=True) == 2.0 and ratio(2.0, 1.0, higher_is_better=False) == 0.5
+    assert ratio(0.0, 1.0, False) is None and ratio(None, 1.0, True) is None
+
+
+def _relay_steps(rates_passed, p99_us, failed_at=None):
+    steps = [dict(_ramp_step(rate, rate), p50_us=p99_us / 2, p99_us=p99_us) for rate in rates_passed]
+    if failed_at:
+        steps.append(dict(_ramp_step(failed_at, failed_at, passed=False), p50_us=None, p99_us=None))
+    return {"steps": steps}
+
+
+def test_relay_latency_is_compared_at_rates_both_relays_passed_in_every_round():
+    rates = [10_000, 20_000, 40_000, 60_000, 80_000]
+    report = _report(relay={
+        # rtpengine failed at 80k in one round, 60k in the other: 40k is the highest both passed always.
+        "rtpengine": {"srtp_rtp": {"rounds": [_relay_steps(rates[:4], 900.0, 80_000),
+                                              _relay_steps(rates[:3], 700.0, 60_000)]}},
+        "mediad": {"srtp_rtp": {"rounds": [_relay_steps(rates, 300.0), _relay_steps(rates, 500.0)]}},
+    })
+    (light, top) = equal_load_latency(report, "srtp_rtp")
+    assert top["rate"] == 40_000 and light["rate"] == 20_000
+    assert top["rtpengine_p99_ms"] == pytest.approx(0.8) and top["mediad_p99_ms"] == pytest.approx(0.4)
+    assert equal_load_latency(report, "rtp_srtp") == []
+    report["relay_latency"] = {"srtp_rtp": [light, top]}
     table = markdown(report)
-    assert ("| edge CPU per call at 250 calls/s pinned: Kamailio / mediad / Redis (total), ms | | "
-            "2.00 / 1.20 / 0.30 (3.50) |") in table
+    assert "| srtp_rtp | 40,000 | 0.400 / 0.800 | 0.200 / 0.400 | 2.00 |" in table
 
 
 def test_cpu_time_counts_this_process_to_well_under_a_clock_tick():
@@ -239,8 +318,8 @@ def test_plugin_timings_are_read_from_the_plugins_histograms_and_differenced():
     means = timing_means_ms(before, reading())
     assert means == {"invite_sdp": {"mean": 3.0, "count": 2}, "reserve_round_trip": {"mean": 1.5, "count": 2},
                      "answer_sdp": {"mean": 3.0, "count": 1}}
-    latency = {"p50_ms": 1.0, "p99_ms": 2.0}
-    table = markdown(_report(call_setup={
-        "status": "measured", "calls_per_second": 0, "steps": [], "baseline": latency, "edge_latency": latency,
-        "added_ms": {"p50": 0.0, "p99": 0.0}, "plugin_ms": means}))
+    assert "| the INVITE's SDP in the plugin" not in markdown(_report())
+    cs = _cs_report({}, {}, {})
+    cs["systems"]["edge"]["round_results"] = [{"status": "measured", "plugin_ms": means}]
+    table = markdown(_report(call_setup=cs))
     assert "| the INVITE's SDP in the plugin / of which mediad's RESERVE round trip, mean ms | | 3.00 / 1.50 |" in table

@@ -22,6 +22,15 @@ BODY = bytes(40)
 ])
 def test_rfc7983_first_byte_ranges(first, kind):
     assert demux.classify(bytes([first, 0]) + BODY) is kind
+    assert demux._first_byte_table()[first] is kind  # the table as the module builds it at import
+
+
+def test_first_byte_table_covers_every_byte():
+    table = demux._first_byte_table()
+    assert isinstance(table, tuple) and len(table) == 256
+    assert [sum(1 for k in table if k is kind) for kind in (demux.STUN, demux.ZRTP, demux.DTLS,
+                                                              demux.TURN_CHANNEL, demux.RTP, demux.UNKNOWN)] == [
+        4, 4, 44, 16, 64, 124]
 
 
 @pytest.mark.req("MUX-1")
@@ -80,6 +89,11 @@ _SDES = bytes([0x81, 202, 0, 2]) + bytes(4) + bytes([1, 2, 0x61, 0x62])  # one c
     (bytes([0x80, 201, 0, 2]) + bytes(4), False),  # length says 12, datagram has 8
     (_RR + bytes([0x40, 202, 0, 0]), False),  # second packet version 1
     (bytes([0x80, 201, 0, 0]) + bytes(4), False),  # length says 4, 4 bytes left over
+    (bytes([0x80, 201, 0, 0]), False),  # a header alone (length 0: 4 bytes) carries no SSRC
+    (_RR + bytes([0x80, 203, 0, 0]), True),  # a 4-byte BYE without SSRC (RFC 3550 6.6: SC = 0) last
+    (_SDES + _RR, True),  # a count field of 1 is no padding bit
+    (bytes([0x80, 204, 1, 0]) + bytes(1024), True),  # length 256 words: both bytes of the length count
+    (bytes([0x80, 204, 1, 0]) + bytes(1020), False),
 ])
 def test_rtcp_validity_rfc3550_a2(datagram, valid):
     assert demux.rtcp_is_valid(datagram) is valid

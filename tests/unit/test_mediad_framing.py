@@ -17,7 +17,7 @@ def test_rfc4571_frame_layout():
     assert frame(bytes(300))[:2] == b"\x01\x2c"
     assert frame(b"") == b"\x00\x00"
     assert len(frame(bytes(MAX_FRAME))) == MAX_FRAME + 2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="frame too long: 65536 bytes"):
         frame(bytes(MAX_FRAME + 1))
 
 

@@ -35,3 +35,18 @@ def test_unknown_drop_reasons_and_commands_stay_bounded(metrics_registry):
     assert metrics_registry.get_sample_value(
         "e2ae_mediad_control_requests_total", {"command": "unknown", "result": "400"}) == 1
     assert "503" in CONTROL_RESULTS
+
+
+def test_ports_free_follows_the_pool(metrics_registry):
+    from mediad.config import PortRange
+    from mediad.ports import PortPool
+
+    metrics = Metrics(metrics_registry)
+    pool = PortPool("127.0.0.1", PortRange(20000, 20009))
+    metrics.watch_pool("access", pool)
+    assert metrics_registry.get_sample_value("e2ae_mediad_ports", {"side": "access"}) == 10
+    assert metrics_registry.get_sample_value("e2ae_mediad_ports_free", {"side": "access"}) == 10
+    pool.in_use.update({20000, 20001, 20002})
+    assert metrics_registry.get_sample_value("e2ae_mediad_ports_free", {"side": "access"}) == 7
+    pool.release(20001)
+    assert metrics_registry.get_sample_value("e2ae_mediad_ports_free", {"side": "access"}) == 8

@@ -78,3 +78,38 @@ def test_partial_start_line_waits_and_oversize_fails():
     assert framer.feed(b"P abcd1234 SEND\r\n") == []
     with pytest.raises(MsrpFramingError):
         framer.feed(b"x" * 100)
+
+
+def test_a_message_without_headers_or_body_ends_right_after_its_start_line():
+    """RFC 4975 7.1: the end line follows the start line's CRLF directly."""
+    bare = b"MSRP abcd1234 200 OK\r\n-------abcd1234$\r\n"
+    assert MsrpFramer().feed(bare + bare) == [bare, bare]
+    assert message_end(bare) == (len(bare), b"abcd1234")
+
+
+def test_a_start_line_of_512_bytes_without_crlf_is_garbage_511_still_waits():
+    framer = MsrpFramer()
+    assert framer.feed((b"MSRP abcd1234 200 " + b"x" * 600)[:511]) == []
+    with pytest.raises(MsrpFramingError) as caught:
+        MsrpFramer().feed((b"MSRP abcd1234 200 " + b"x" * 600)[:512])
+    assert caught.value.sip_status == 400 and str(caught.value).startswith("not an MSRP start line: b'MSRP abcd")
+
+
+@pytest.mark.parametrize("garbage", [b"GET / HTTP/1.1\r\n", b"HELLO"])
+def test_garbage_is_refused_400_and_named(garbage):
+    with pytest.raises(MsrpFramingError) as caught:
+        MsrpFramer().feed(garbage)
+    assert caught.value.sip_status == 400
+    assert str(caught.value) == f"not an MSRP start line: {garbage[:40]!r}"
+    with pytest.raises(MsrpFramingError) as caught:
+        MsrpFramer().feed(b"GARBAGE-LONGER-THAN-FORTY-BYTES" * 3 + b"\r\n")
+    assert str(caught.value) == f"not an MSRP start line: {(b'GARBAGE-LONGER-THAN-FORTY-BYTES' * 3)[:40]!r}"
+
+
+def test_a_message_as_long_as_the_limit_waits_one_byte_more_fails_413():
+    framer = MsrpFramer(max_message=64)
+    framer.feed(b"MSRP abcd1234 SEND\r\n" + b"x" * 44)
+    assert framer.pending == 64
+    with pytest.raises(MsrpFramingError) as caught:
+        framer.feed(b"x")
+    assert caught.value.sip_status == 413 and str(caught.value) == "MSRP message longer than 64 bytes"

@@ -10,7 +10,11 @@ import asyncio
 
 import pytest
 
-from mediad.sctp import CLOSED, ESTABLISHED, SctpAssociation
+import struct
+
+from google_crc32c import value as crc32c
+
+from mediad.sctp import CLOSED, ESTABLISHED, SctpAssociation, zero_length_parameter
 from sdp_rules.iq import DcMap, Role
 
 
@@ -78,3 +82,45 @@ def test_packets_before_start_are_dropped_and_close_is_idempotent():
         pair.b.close()
 
     asyncio.run(scenario())
+
+
+def test_a_zero_length_parameter_is_dropped_before_aiortc_and_the_association_lives():
+    # aiortc's parameter decoder never ends on a parameter of length 0 (RFC 4960 3.2.1:
+    # at least 4): the packet is dropped and counted, the association keeps working.
+    async def scenario() -> None:
+        pair = Pair()
+        dcmap = DcMap(stream_id=3, label="t140", subprotocol="t140")
+        got: list = []
+        channel_a = pair.a.open_channel(dcmap)
+        pair.b.open_channel(dcmap).on("message", got.append)
+        pair.b.start(Role.SERVER, remote_port=5000, remote_max_message_size=None, initiate=False)
+        pair.a.start(Role.CLIENT, remote_port=5000, remote_max_message_size=65536, initiate=True)
+        assert await pair.wait(lambda: channel_a.readyState == "open")
+        tag = pair.b.transport._local_verification_tag
+        header = struct.pack("!HHL", 5000, 5000, tag)
+        for chunks in (
+            bytes.fromhex("04000010") + bytes.fromhex("00010008") + b"beat" + bytes.fromhex("00020000"),
+            bytes.fromhex("82000008") + bytes.fromhex("000d0000"),  # RE-CONFIG
+        ):
+            packet = header + struct.pack("<L", crc32c(header + bytes(4) + chunks)) + chunks
+            assert zero_length_parameter(packet)
+            pair.b.receive(packet)
+        assert pair.b.dropped == 2
+        channel_a.send("still here")
+        assert await pair.wait(lambda: got == ["still here"], timeout=3.0)
+        pair.a.close()
+        pair.b.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_zero_length_parameter_walks_chunks_and_parameters_as_aiortc_does():
+    header = bytes(12)
+    heartbeat_ok = bytes.fromhex("0400000c") + bytes.fromhex("00010008") + b"beat"
+    init_with_zero = bytes.fromhex("01000018") + bytes(16) + bytes.fromhex("00080000")
+    data_with_zeros = bytes.fromhex("00030014") + bytes(16)  # DATA carries no parameters
+    assert not zero_length_parameter(header + heartbeat_ok)
+    assert not zero_length_parameter(header + data_with_zeros + heartbeat_ok)
+    assert zero_length_parameter(header + init_with_zero)
+    assert zero_length_parameter(header + data_with_zeros + bytes.fromhex("06000008") + bytes(4))  # ABORT
+    assert not zero_length_parameter(header + bytes.fromhex("0400ffff") + bytes(8))  # chunk too long: aiortc refuses

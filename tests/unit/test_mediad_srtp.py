@@ -249,3 +249,67 @@ def test_profiles_offered():
     assert PROFILES[AES_CM_128_HMAC_SHA1_32].auth_tag_length == 4
     if AEAD_AES_128_GCM in PROFILES:
         assert (PROFILES[AEAD_AES_128_GCM].key_length, PROFILES[AEAD_AES_128_GCM].salt_length) == (16, 12)
+
+
+def test_supported_profiles_table_as_built():
+    """The table is built at import: checked here as the module builds it (RFC 5764 4.1.2, RFC 7714 14.2)."""
+    from pylibsrtp import Policy
+
+    from mediad.srtp import SrtpProfile, _supported_profiles
+
+    assert _supported_profiles() == {
+        AEAD_AES_128_GCM: SrtpProfile(AEAD_AES_128_GCM, Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12, 16),
+        AES_CM_128_HMAC_SHA1_80: SrtpProfile(AES_CM_128_HMAC_SHA1_80, Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14, 10),
+        AES_CM_128_HMAC_SHA1_32: SrtpProfile(AES_CM_128_HMAC_SHA1_32, Policy.SRTP_PROFILE_AES128_CM_SHA1_32, 16, 14, 4),
+    } == PROFILES
+    assert list(_supported_profiles()) == [AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32]
+
+
+def test_key_errors_name_the_field_and_the_size():
+    good = dict(local_key=bytes(16), local_salt=bytes(14), remote_key=bytes(16), remote_salt=bytes(14))
+    for name, size in (("local_key", 16), ("local_salt", 14), ("remote_key", 16), ("remote_salt", 14)):
+        with pytest.raises(ValueError) as err:
+            SrtpKeys(AES_CM_128_HMAC_SHA1_80, **{**good, name: bytes(size - 1)})
+        assert str(err.value) == f"{name} must be {size} bytes for {AES_CM_128_HMAC_SHA1_80}"
+    with pytest.raises(ValueError) as err:
+        SrtpKeys.from_exporter(bytes(59), AES_CM_128_HMAC_SHA1_80, is_client=True)
+    assert str(err.value) == f"{AES_CM_128_HMAC_SHA1_80} needs 60 bytes of keying material"
+    with pytest.raises(ValueError) as err:
+        exporter_length("SRTP_NULL_NULL")
+    assert str(err.value) == "unsupported SRTP protection profile 'SRTP_NULL_NULL'"
+
+
+def test_stored_keys_must_be_strict_base64():
+    keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    data = keys.to_dict()
+    with pytest.raises(ValueError) as err:
+        SrtpKeys.from_dict({**data, "local_key": data["local_key"][:-2] + "*" + data["local_key"][-1:]})
+    assert str(err.value) == "malformed SRTP keys: Error"
+    with pytest.raises(ValueError) as err:
+        SrtpKeys.from_dict({k: v for k, v in data.items() if k != "profile"})
+    assert str(err.value) == "malformed SRTP keys: KeyError"
+
+
+def test_transformer_names_its_profile_and_errors_carry_their_reason():
+    keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    transformer = SrtpTransformer(keys)
+    assert transformer.profile == AES_CM_128_HMAC_SHA1_80
+    with pytest.raises(SrtpError) as err:
+        transformer.protect_rtcp(b"\x80")
+    assert err.value.reason == "bad_packet" and str(err.value) == "bad_packet"
+
+
+def test_the_replay_window_is_1024_packets():
+    """RFC 3711 3.3.2: a packet 1023 behind the newest is still taken, 1024 behind is a replay (too old)."""
+    a_keys, b_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    a, b = SrtpTransformer(a_keys), SrtpTransformer(b_keys)
+
+    def packet(seq: int) -> bytes:
+        return a.protect_rtp(bytes.fromhex("8000") + seq.to_bytes(2, "big") + bytes.fromhex("000000a0deadbeef") + b"x")
+
+    old, older = packet(1), packet(0)
+    b.unprotect_rtp(packet(1024))
+    b.unprotect_rtp(old)  # 1023 behind
+    with pytest.raises(SrtpError) as err:
+        b.unprotect_rtp(older)  # 1024 behind
+    assert err.value.reason == "replay"

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from aioice import stun
 
 from mediad.stun import ICE_CHARS, IceLiteResponder, random_ice_credentials
+from tests.conftest import property_examples
 
 # RFC 5769 section 2.1: sample request (USERNAME "evtj:h6vY", password below).
 RFC5769_REQUEST = bytes.fromhex(
@@ -73,6 +74,8 @@ def test_bad_integrity_or_username_gets_401_and_missing_gets_400():
         answer = stun.parse_message(responder.handle(datagram, PEER, now=0.0))
         assert answer.message_class == stun.Class.ERROR
         assert answer.error_code == code
+        # RFC 5389 15.6: the reason phrases of 400 and 401 as section 15.6 names them
+        assert answer.attributes["ERROR-CODE"] == (code, {400: "Bad Request", 401: "Unauthorized"}[code])
         assert "MESSAGE-INTEGRITY" not in answer.attributes
         assert answer.transaction_id == datagram[8:20]
     assert responder.rejected == len(cases)
@@ -95,6 +98,8 @@ def test_garbage_is_dropped(garbage):
     responder = IceLiteResponder("evtj", RFC5769_PASSWORD)
     assert responder.handle(garbage, PEER, now=0.0) is None
     assert responder.dropped == 1 and responder.selected_address is None
+    assert responder.handle(garbage, PEER, now=0.0) is None
+    assert responder.dropped == 2  # every drop is counted
 
 
 def test_binding_indication_is_absorbed():
@@ -120,6 +125,10 @@ def test_nomination_selects_the_address():
     responder.handle(request("lite:full", "b" * 24, use_candidate=True), first, 0.4)  # 401: ignored
     assert responder.selected_address == second
     assert responder.answered == 4
+    # A valid check nominating another pair moves the nomination there (RFC 8445 8.2.2).
+    responder.handle(request("lite:full", "a" * 24, use_candidate=True), first, 0.5)
+    assert responder.selected_address == first and responder.nominated
+    assert responder.last_consent == 0.5 and responder.answered == 5
 
 
 @pytest.mark.req("ICE-2")
@@ -130,7 +139,8 @@ def test_consent_expires_without_checks_from_the_selected_address():
     responder.handle(check, PEER, now=100.0)
     assert responder.has_consent(129.9) and not responder.consent_expired(129.9)
     responder.handle(request("lite:full", "a" * 24), PEER, now=105.0)  # consent refresh (RFC 7675)
-    assert not responder.consent_expired(134.9)
+    assert not responder.consent_expired(134.9) and responder.has_consent(134.9)
+    assert responder.last_consent == 105.0
     responder.handle(request("lite:full", "a" * 24), ("10.9.9.9", 1), now=120.0)  # another address: no refresh
     responder.handle(request("lite:full", "b" * 24), PEER, now=121.0)  # invalid check: no refresh
     assert responder.consent_expired(135.0) and not responder.has_consent(135.0)
@@ -160,10 +170,62 @@ def test_random_ice_credentials_are_base64_of_one_random_draw(monkeypatch):
 
 
 @given(st.binary(max_size=120), st.integers(0, 107), st.binary(min_size=1, max_size=8))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=property_examples(300), deadline=None)
 def test_never_raises_on_mutated_requests(noise, offset, patch):
     responder = IceLiteResponder("evtj", RFC5769_PASSWORD)
     mutated = RFC5769_REQUEST[:offset] + patch + RFC5769_REQUEST[offset + len(patch):]
     for datagram in (noise, mutated, b"\x00\x01" + noise):
         answer = responder.handle(datagram, PEER, now=0.0)
         assert answer is None or stun.parse_message(answer).transaction_id == datagram[8:20]
+
+
+@pytest.mark.req("ICE-2")
+def test_consent_lasts_30_seconds_by_default():
+    """RFC 7675 section 5.1: consent expires 30 s after the last valid check."""
+    responder = IceLiteResponder("lite", "a" * 24)
+    responder.handle(request("lite:full", "a" * 24, use_candidate=True), PEER, now=10.0)
+    assert responder.has_consent(39.99) and responder.consent_expired(40.0)
+
+
+@pytest.mark.req("ICE-1")
+def test_nominating_the_address_already_selected_marks_it_nominated():
+    responder = IceLiteResponder("lite", "a" * 24)
+    responder.handle(request("lite:full", "a" * 24), PEER, 0.0)
+    assert responder.selected_address == PEER and not responder.nominated
+    responder.handle(request("lite:full", "a" * 24, use_candidate=True), PEER, 1.0)
+    assert responder.selected_address == PEER and responder.nominated is True
+
+
+def test_the_local_ufrag_ends_at_the_first_colon():
+    """RFC 8445 7.2.2: USERNAME is "<our ufrag>:<their ufrag>"; ice-chars hold no colon."""
+    responder = IceLiteResponder("lite", "a" * 24)
+    answer = stun.parse_message(responder.handle(request("lite:fu:ll", "a" * 24), PEER, 0.0))
+    assert answer.message_class == stun.Class.RESPONSE
+
+
+def test_a_header_only_binding_request_is_answered_400_not_dropped():
+    responder = IceLiteResponder("lite", "a" * 24)
+    bare = bytes(stun.Message(stun.Method.BINDING, stun.Class.REQUEST))
+    assert len(bare) == 20
+    answer = stun.parse_message(responder.handle(bare, PEER, 0.0))
+    assert answer.error_code == 400 and (responder.rejected, responder.dropped) == (1, 0)
+
+
+def test_remote_credentials_set_later_are_checked():
+    responder = IceLiteResponder("lite", "a" * 24)
+    responder.set_remote_credentials("full", "p" * 24)
+    assert stun.parse_message(responder.handle(request("lite:other", "a" * 24), PEER, 0.0)).error_code == 401
+    assert stun.parse_message(responder.handle(request("lite:full", "a" * 24), PEER, 0.0)).message_class == (
+        stun.Class.RESPONSE)
+
+
+def test_forget_deselects_only_the_selected_address():
+    responder = IceLiteResponder("lite", "a" * 24)
+    responder.handle(request("lite:full", "a" * 24, use_candidate=True), PEER, 5.0)
+    responder.forget(("192.0.2.99", 1))
+    assert (responder.selected_address, responder.nominated, responder.last_consent) == (PEER, True, 5.0)
+    responder.forget(PEER)
+    assert (responder.selected_address, responder.nominated, responder.last_consent) == (None, False, None)
+    assert not responder.has_consent(5.0)
+    responder.handle(request("lite:full", "a" * 24), ("192.0.2.7", 7), 6.0)
+    assert responder.selected_address == ("192.0.2.7", 7)

@@ -77,3 +77,106 @@ def test_red_parser_rfc2198_layout():
     assert primary == (98, b"three")
     with pytest.raises(ValueError):
         parse_red(b"\x80\x00")
+
+
+# -- RFC 3550 5.1 / 5.3.1: the RTP header as parse_rtp reads it ---------------------------
+
+def test_parse_rtp_fixed_header_fields():
+    packet = struct.pack("!BBHII", 0x80, 0x80 | 98, 0xBEEF, 0x01020304, 0xCAFEBABE) + b"text"
+    assert parse_rtp(packet) == (98, 0xBEEF, 0x01020304, 0xCAFEBABE, True, b"text")
+    assert parse_rtp(packet[:12]) == (98, 0xBEEF, 0x01020304, 0xCAFEBABE, True, b"")  # a header alone
+
+
+def test_parse_rtp_skips_csrcs_and_the_header_extension():
+    csrcs = struct.pack("!II", 1, 2)
+    packet = struct.pack("!BBHII", 0x82, 98, 1, 0, 0) + csrcs + b"ab"
+    assert parse_rtp(packet)[5] == b"ab"
+    extension = struct.pack("!HH", 0xBEDE, 2) + bytes(8)  # two 32-bit words of extension
+    packet = struct.pack("!BBHII", 0x91, 98, 1, 0, 0) + struct.pack("!I", 7) + extension + b"xyz"
+    assert parse_rtp(packet)[5] == b"xyz"
+    packet = struct.pack("!BBHII", 0x90, 98, 1, 0, 0) + struct.pack("!HH", 0xBEDE, 0)  # empty extension
+    assert parse_rtp(packet)[5] == b""
+
+
+def test_parse_rtp_removes_padding():
+    packet = struct.pack("!BBHII", 0xA0, 98, 1, 0, 0) + b"hi" + bytes([0, 0, 3])
+    assert parse_rtp(packet)[5] == b"hi"
+    packet = struct.pack("!BBHII", 0xA0, 98, 1, 0, 0) + bytes([0, 2])  # padding is the whole payload
+    assert parse_rtp(packet)[5] == b""
+
+
+def test_parse_rtp_marker_is_the_top_bit_only():
+    assert parse_rtp(struct.pack("!BBHII", 0x80, 99, 1, 0, 0))[4] is False
+    assert parse_rtp(struct.pack("!BBHII", 0x80, 0x80 | 99, 1, 0, 0))[4] is True
+
+
+@pytest.mark.parametrize(("packet", "message"), [
+    (bytes(11), "RTP packet too short: 11 bytes"),
+    (struct.pack("!BBHII", 0x40, 98, 1, 0, 0), "RTP version 1"),
+    (struct.pack("!BBHII", 0xC0, 98, 1, 0, 0), "RTP version 3"),
+    (struct.pack("!BBHII", 0x90, 98, 1, 0, 0) + b"\xbe\xde\x00", "RTP header extension truncated"),
+    (struct.pack("!BBHII", 0x90, 98, 1, 0, 0) + struct.pack("!HH", 0xBEDE, 1), "RTP header longer than the packet"),
+    (struct.pack("!BBHII", 0x81, 98, 1, 0, 0), "RTP header longer than the packet"),
+    (struct.pack("!BBHII", 0xA0, 98, 1, 0, 0) + b"a" + bytes([3]), "RTP padding longer than the payload"),
+    (struct.pack("!BBHII", 0xA0, 98, 1, 0, 0), "RTP padding longer than the payload"),
+    (struct.pack("!BBHII", 0xA0, 98, 1, 0, 0) + bytes([0, 5]), "RTP padding longer than the payload"),
+    (struct.pack("!BBHII", 0x90, 98, 1, 0, 0) + struct.pack("!HH", 0xBEDE, 0x8000) + bytes(8),
+     "RTP header longer than the packet"),
+])
+def test_parse_rtp_errors_say_what_is_wrong(packet, message):
+    with pytest.raises(ValueError) as caught:
+        parse_rtp(packet)
+    assert str(caught.value) == message
+
+
+# -- RFC 2198 section 3: RED headers ----------------------------------------------------
+
+def test_red_header_fields_offset_and_length():
+    # F=1, block PT 98, timestamp offset 0x3FFF (all 14 bits), length 2; then the primary header
+    header = struct.pack("!I", 0x80000000 | (98 << 24) | (0x3FFF << 10) | 2)
+    blocks, primary = parse_red(header + bytes([98]) + b"ab" + b"primary")
+    assert blocks == [(98, 0x3FFF, b"ab")] and primary == (98, b"primary")
+    header = struct.pack("!I", 0x80000000 | (98 << 24) | (1 << 10) | 0x3FF)  # the largest length
+    blocks, _ = parse_red(header + bytes([98]) + bytes(0x3FF))
+    assert blocks == [(98, 1, bytes(0x3FF))]
+    header = struct.pack("!I", 0xFF000000 | (200 << 10) | 1)  # block PT 127: the sign bit of the word set
+    assert parse_red(header + bytes([98]) + b"x")[0] == [(127, 200, b"x")]
+
+
+def test_red_primary_header_is_the_first_byte_without_f():
+    assert parse_red(bytes([0x7F]) + b"text") == ([], (127, b"text"))
+    assert parse_red(bytes([0x01])) == ([], (1, b""))
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    (b"", "RED header truncated"),
+    (b"\x80\x00\x00", "RED header truncated"),  # a redundant header needs 4 bytes
+    (b"\x80\x00\x00\x00", "RED header truncated"),  # and then a primary header
+    (struct.pack("!I", 0x80000000 | (98 << 24) | 3) + bytes([98]) + b"ab", "RED block longer than the packet"),
+])
+def test_red_errors_say_what_is_wrong(payload, message):
+    with pytest.raises(ValueError) as caught:
+        parse_red(payload)
+    assert str(caught.value) == message
+
+
+def test_red_block_filling_the_packet_exactly_is_whole():
+    payload = struct.pack("!I", 0x80000000 | (98 << 24) | 3) + bytes([98]) + b"abc"
+    assert parse_red(payload) == ([(98, 0, b"abc")], (98, b""))
+
+
+def test_a_character_longer_than_the_limit_cannot_be_split():
+    with pytest.raises(ValueError) as caught:
+        split_utf8("\u00e9".encode(), 1)
+    assert str(caught.value) == "T.140 text is not UTF-8"
+    assert split_utf8("a\u00e9".encode(), 2) == [b"a", "\u00e9".encode()]
+
+
+def test_red_recovers_two_lost_packets_in_order_and_drops_are_counted():
+    depacketizer = T140Depacketizer(pt=98, red_pt=100)
+    assert depacketizer.receive(rtp(10, red_payload([b"", b"a"], b"b"), pt=100)) == b"b"
+    # 11 and 12 are lost; 13 carries them as its two redundant generations
+    assert depacketizer.receive(rtp(13, red_payload([b"c", b"d"], b"e"), pt=100)) == b"cde"
+    assert depacketizer.receive(rtp(14, bytes([98]) + b"abc", pt=0)) is None  # not T.140, not RED
+    assert depacketizer.receive(rtp(15, red_payload([], b"x", pt=97), pt=100)) is None  # RED of another type
+    assert depacketizer.dropped == 2

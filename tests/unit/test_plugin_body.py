@@ -33,10 +33,14 @@ def test_content_types():
     assert not is_multipart("application/sdp")
     assert boundary('multipart/mixed; charset=x; boundary="b0 und\\"ary"') == 'b0 und"ary'
     assert boundary("multipart/mixed;BOUNDARY=simple;x=y") == "simple"
-    with pytest.raises(MultipartError):
+    with pytest.raises(MultipartError) as caught:
         boundary("multipart/mixed")
-    with pytest.raises(MultipartError):
+    assert str(caught.value) == "multipart Content-Type without a boundary parameter"
+    with pytest.raises(MultipartError, match="boundary of 71 characters"):
         boundary("multipart/mixed; boundary=" + "x" * 71)
+    assert boundary("multipart/mixed; boundary=" + "x" * 70) == "x" * 70  # RFC 2046: 1 to 70
+    with pytest.raises(MultipartError, match="boundary of 4 characters"):
+        boundary('multipart/mixed; boundary="abc "')  # may not end in a space (RFC 2046 5.1.1)
 
 
 @pytest.mark.parametrize("crlf", ["\r\n", "\n"])
@@ -74,6 +78,16 @@ def test_boundary_text_inside_a_part_is_not_a_delimiter():
     assert part is not None and part.sdp == SDP.rstrip("\r\n")
 
 
+def test_delimiters_after_the_closing_one_are_epilogue():
+    # RFC 2046 5.1.1: what follows the close-delimiter is the epilogue, to be ignored,
+    # even when it looks like another SDP part (no 488 "two SDP parts").
+    epilogue = "\r\n--x\r\nContent-Type: application/sdp\r\n\r\n" + SDP + "--x--\r\n"
+    body = "--x\r\nContent-Type: application/sdp\r\n\r\n" + SDP + "--x--" + epilogue
+    part = find_sdp("multipart/mixed; boundary=x", body)
+    assert part is not None and part.sdp == SDP.rstrip("\r\n")
+    assert part.after == "\r\n--x--" + epilogue
+
+
 @pytest.mark.parametrize("body,status", [
     ("v=0\r\n", 400),  # no delimiter at all
     ("--x\r\nContent-Type: application/sdp\r\n\r\n" + SDP, 400),  # no closing delimiter
@@ -84,6 +98,12 @@ def test_bodies_that_cannot_be_taken_apart_are_refused_with_a_status(body, statu
     with pytest.raises(MultipartError) as caught:
         find_sdp("multipart/mixed; boundary=x", body)
     assert caught.value.status == status
+    # the reason goes into the Warning header: it says what is wrong
+    assert str(caught.value) == {
+        "v": "the body has no line with the Content-Type's boundary",
+        "-": "the multipart body has no closing boundary line" if status == 400 else
+             "the multipart body has 2 SDP parts",
+    }[body[0]]
 
 
 def nested(levels: int, inner: str) -> tuple[str, str]:
@@ -126,6 +146,8 @@ def test_nested_bodies_that_cannot_be_taken_apart_are_refused_with_a_status(inne
     with pytest.raises(MultipartError) as caught:
         find_sdp(ctype, body)
     assert caught.value.status == status
+    if levels > MAX_DEPTH:
+        assert str(caught.value) == f"multipart nested deeper than {MAX_DEPTH} levels"
 
 
 def test_two_sdp_parts_at_different_levels_are_two():
@@ -135,3 +157,24 @@ def test_two_sdp_parts_at_different_levels_are_two():
     with pytest.raises(MultipartError) as caught:
         find_sdp(ctype, body)
     assert caught.value.status == 488
+
+
+@pytest.mark.parametrize("crlf", ["\r\n", "\n"])
+def test_a_part_without_headers_is_text_plain_whatever_its_content(crlf):
+    # RFC 2046 5.1.1: a part starting with an empty line has no headers (text/plain),
+    # even when its first lines look like headers.
+    body = crlf.join(["--x", "", "Content-Type: application/sdp", "", SDP.rstrip("\r\n"), "--x--"])
+    assert find_sdp("multipart/mixed; boundary=x", body) is None
+
+
+def test_a_headers_only_sdp_part_is_an_empty_sdp_and_loses_no_byte():
+    body = "--x\r\nContent-Type: application/sdp\r\n--x--\r\n"
+    part = find_sdp("multipart/mixed; boundary=x", body)
+    assert part is not None and part.sdp == ""
+    assert part.before + part.sdp + part.after == body
+
+
+def test_part_content_type_with_parameters_and_colons():
+    body = ('--x\r\nContent-Type: application/sdp; charset=utf-8; note="a:b"\r\n\r\n' + SDP + "--x--")
+    part = find_sdp("multipart/mixed; boundary=x", body)
+    assert part is not None and part.sdp == SDP.rstrip("\r\n")

@@ -18,6 +18,7 @@ from sdp_rules.iq import Command, Fingerprint, IqReply, Side, StreamReply, Termi
 
 import plugin.edge
 from plugin.edge import REFRESH_INTERVAL, Edge, Message
+from plugin.lifecycle import CallEvent, CallState, EndRequest
 from plugin.metrics import Metrics
 from plugin.state import DIALOG_PREFIX, LOCK_PREFIX, TOMBSTONE_PREFIX, Claim, DialogStore, dialog_id
 
@@ -133,12 +134,32 @@ def test_malformed_offer_is_488_with_a_warning(store, metrics_registry):
     assert metrics_registry.get_sample_value("e2ae_plugin_sip_errors_total", {"status": "488"}) == 1
 
 
-@pytest.mark.parametrize("code, status", [(503, 503), (400, 488), (500, 500)])
+@pytest.mark.parametrize("code, status", [(503, 503), (400, 500), (404, 500), (501, 500), (500, 500)])
 def test_agw_errors_map_to_sip_statuses(store, metrics_registry, code, status):
+    """mediad overloaded: 503; any other error of mediad's is a defect on our side, a 500
+    with a Warning saying so, never a 488 blamed on the peer."""
     edge = make_edge(store, metrics_registry, Agw(error=(code, "no")))
     out = edge.handle(msg((FIXTURES / "chromium_offer_audio.sdp").read_text()))
     assert out.status == status
     assert (out.retry_after is not None) == (status == 503)
+    assert out.warning and "mediad" in out.warning
+    assert store.redis.keys(DIALOG_PREFIX + "*") == []
+
+
+def test_an_unusable_agw_reply_is_500_and_undone(store, metrics_registry):
+    """mediad answered, but without what the rules need (no core termination): our defect
+    (500), and the reservation it made is released."""
+    class Broken(Agw):
+        def request(self, iq):
+            reply = super().request(iq)
+            for stream in reply.streams:
+                stream.core = None
+            return reply
+
+    agw = Broken()
+    out = make_edge(store, metrics_registry, agw).handle(msg((FIXTURES / "chromium_offer_audio.sdp").read_text()))
+    assert out.status == 500 and "core termination" in out.warning
+    assert [r.command for r in agw.requests] == [Command.RESERVE, Command.RELEASE]
     assert store.redis.keys(DIALOG_PREFIX + "*") == []
 
 
@@ -190,18 +211,25 @@ def test_forked_answers_are_each_applied_and_the_200_reapplies_its_own(store, me
 @pytest.mark.req("SRTP-10", "T38-10")
 @pytest.mark.parametrize("policy", ["bye", "keep"])
 def test_dtls_failure_event_follows_the_configured_policy(store, metrics_registry, policy):
-    """[policy] dtls_failure: "bye" hands the dialog back to be ended, "keep" only logs and counts."""
+    """[policy] dtls_failure: "bye" releases the call and queues its BYEs (once a 2xx named
+    the callee), "keep" only logs and counts."""
     edge = Edge(store, Agw(), Metrics(metrics_registry), agent="127.0.0.1:5060", dtls_failure=policy)
     outcome = edge.handle(msg((FIXTURES / "chromium_offer_audio.sdp").read_text()))
     assert outcome.dialog
-    record = edge.on_event({"event": "dtls_failed", "reason": "fingerprint_mismatch",
-                            "dialog": outcome.dialog, "stream_id": 0})
-    assert (record is not None) == (policy == "bye")
-    if record is not None:
-        assert record.call_id == "call-1"
+    edge.handle(msg(CORE_ANSWER, request=False, side=Side.CORE, to_tag="callee", status=200))
+    released = edge.on_event({"event": "dtls_failed", "reason": "fingerprint_mismatch",
+                              "dialog": outcome.dialog, "stream_id": 0})
+    assert released == (policy == "bye")
+    ends = [item for item in edge.take_outbox() if isinstance(item, EndRequest)]
+    if policy == "bye":
+        assert [(e.call_id, e.from_tag, e.to_tag, e.event) for e in ends] == [
+            ("call-1", "ftag", "callee", CallEvent.DTLS_FAILED)]
+        assert store.get(outcome.dialog) is None
+    else:
+        assert ends == [] and store.get(outcome.dialog).state is CallState.ANSWERED
     assert metrics_registry.get_sample_value(
         "e2ae_plugin_dtls_failures_total", {"reason": "fingerprint_mismatch"}) == 1
-    assert edge.on_event({"event": "dtls_established", "dialog": outcome.dialog}) is None
+    assert edge.on_event({"event": "dtls_established", "dialog": outcome.dialog}) is False
 
 
 # -- robustness: dialog matching, releases, leaks ------------------------------------
@@ -398,7 +426,7 @@ def test_an_initial_invite_whose_dialog_is_held_undoes_its_reserve_and_waits_for
 def test_refused_reserve_sends_no_release(store, metrics_registry):
     agw = Agw(error=(400, "no"))
     edge = make_edge(store, metrics_registry, agw)
-    assert edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text())).status == 488
+    assert edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text())).status == 500
     assert [r.command for r in agw.requests] == [Command.RESERVE]
 
 
@@ -560,13 +588,13 @@ def test_dtls_failure_release_is_counted_under_its_reason(store, metrics_registr
     agw = CachingAgw()
     edge = make_edge(store, metrics_registry, agw)
     outcome = edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
-    record = edge.on_event({"event": "dtls_failed", "reason": "timeout", "dialog": outcome.dialog, "stream_id": 0})
-    assert store.get(outcome.dialog).ending == "dtls_failed"
-    # The dialog module's end event (reason "bye") came first: still counted as a DTLS failure.
-    assert edge.release("call-1", ("ftag",), "bye") is True
-    assert edge.release_record(record, "dtls_failed") is False
+    assert edge.on_event({"event": "dtls_failed", "reason": "timeout", "dialog": outcome.dialog,
+                          "stream_id": 0}) is True
+    # The BYE that the dialog module then relays finds the call released: nothing more.
+    assert edge.release("call-1", ("ftag",), "bye") is False
     assert agw.released == [outcome.dialog]
     assert metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "dtls_failed"}) == 1
+    assert not metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "bye"})  # 0 or absent
     assert store.redis.exists(TOMBSTONE_PREFIX + outcome.dialog)
 
 

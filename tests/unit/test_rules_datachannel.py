@@ -996,20 +996,31 @@ def test_dcmap_codec_quoted_strings_and_escapes():
         datachannel.parse_dcmap("65535 label=\"x\"", "m-line 1")  # RFC 8831: 65535 is reserved
 
 
+def test_dcmap_label_that_is_not_utf8_text_is_refused_488():
+    # Bytes that are not UTF-8 reach the rules as lone surrogates (undecodable bytes kept);
+    # such a label cannot be written back percent-encoded: refused, never a crash.
+    with pytest.raises(SdpPolicyError) as info:
+        datachannel.parse_dcmap('1 label="chat\udcff";subprotocol="msrp"', "m-line 1")
+    assert info.value.sip_status == 488 and "not UTF-8" in info.value.reason
+    assert datachannel.parse_dcmap('1 label="caf%C3%A9 ✓"', "m-line 1").label == "café ✓"
+
+
 @pytest.mark.req("DC-4", "DC-7")
-def test_reoffer_rejecting_the_data_channel_line_rejects_core_lines_in_place_and_releases_all():
+@pytest.mark.parametrize("proto", ["UDP/DTLS/SCTP", "UEP/DTLS/SCTP"], ids=["same-proto", "other-proto"])
+def test_reoffer_rejecting_the_data_channel_line_rejects_core_lines_in_place_and_releases_all(proto):
+    # A rejected line may come under any proto (found by fuzzing: another one raised KeyError).
     pol = policy()
     established = _wic_call(pol)
-    body = sdp("""
+    body = sdp(f"""
         v=0
         o=- 7046312839584755208 3 IN IP4 127.0.0.1
         s=-
         t=0 0
-        m=application 0 UDP/DTLS/SCTP webrtc-datachannel
+        m=application 0 {proto} webrtc-datachannel
     """)
     plan, result = _wic_offer(pol, body, established.state)
     assert plan.iq is None
-    assert [(d.index, d.kind) for d in plan.streams] == [(0, "datachannel")]
+    assert [(d.index, d.kind, d.reason) for d in plan.streams] == [(0, "datachannel", "rejected (port 0)")]
     assert result.sdp == sdp("""
         v=0
         o=- 7046312839584755208 3 IN IP4 127.0.0.1
@@ -1035,8 +1046,8 @@ def test_reoffer_rejecting_the_data_channel_line_rejects_core_lines_in_place_and
         s=-
         c=IN IP4 192.0.2.50
         t=0 0
-        m=application 0 UDP/DTLS/SCTP webrtc-datachannel
-    """)
+        m=application 0 {proto} webrtc-datachannel
+    """.format(proto=proto))
     assert answered.state.data["streams"] == {}
 
 
@@ -1045,3 +1056,58 @@ def test_reoffer_rejecting_the_data_channel_line_rejects_core_lines_in_place_and
 def test_dcmap_written_by_the_alg_parses_back_to_the_same_channel(stream_id, label, subprotocol):
     dcmap = DcMap(stream_id=stream_id, label=label, subprotocol=subprotocol)
     assert datachannel.parse_dcmap(datachannel.format_dcmap(dcmap), "m-line 1") == dcmap
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ('1 label="a;b', "unterminated quoted string"),
+    ("1 label=chat", "'chat' is not a quoted-string"),
+    ('1 label="chat";subprotocol', "'subprotocol' is not name=value"),
+    ('1 label="a";label="b"', "label appears twice"),
+    ("1 max-retr=three", "max-retr=three is not a number"),
+    ("1 ordered=yes", "ordered=yes is not true/false"),
+    ("1 max-retr=1;max-time=2", "max-retr and max-time are mutually exclusive"),
+])
+def test_malformed_dcmap_reasons_name_the_problem(value, why):
+    """RFC 8864 5.1 syntax errors: 488 with the line and what is wrong in the Warning."""
+    with pytest.raises(SdpPolicyError) as caught:
+        datachannel.parse_dcmap(value, "m-line 1")
+    assert caught.value.reason == f"m-line 1: malformed a=dcmap:{value}: {why}"
+
+
+@pytest.mark.req("DC-7", "DC-8")
+@pytest.mark.parametrize("mux", ["a=rtcp-mux", "a=rtcp-mux-only", None])
+def test_t140_core_lines_multiplex_rtcp_as_the_core_says(mux):
+    """RFC 5761 / RFC 8858 on the core's T.140 line, in its answer and in its offer."""
+    pol = policy()
+    _, offered = _wic_offer(pol)
+    answer = CORE_ANSWER.replace("m=text 6000 RTP/AVP 98 100\r\n", "m=text 6000 RTP/AVP 98 100\r\n"
+                                 + (mux + "\r\n" if mux else ""))
+    plan, _ = run(answer, Side.CORE, Kind.ANSWER, offered.state, pol)
+    core = [s for s in plan.iq.streams if s.stream_id == ch(0, 2)][0].core
+    assert (core.rtcp_mux, core.remote_rtcp_port) == ((True, None) if mux else (False, 6001))
+    offer = CORE_T140_OFFER.replace("m=text 11000 RTP/AVP 98 100\r\n", "m=text 11000 RTP/AVP 98 100\r\n"
+                                    + (mux + "\r\n" if mux else ""))
+    plan, _ = _core_offer(pol, offer)
+    core = plan.iq.streams[1].core
+    assert (core.rtcp_mux, core.remote_rtcp_port) == ((True, None) if mux else (False, 11001))
+
+
+@pytest.mark.req("DC-2", "DC-9")
+def test_wic_answer_to_a_core_reoffer_on_a_kept_association_sends_only_the_new_transport_and_channels():
+    """The kept association: no fingerprints, no Establish IEs, no SCTP port; ICE and stream ids as answered."""
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    _, offered = _core_offer(pol, CORE_MSRP_T140_OFFER)
+    _, answered = run(WIC_ANSWER, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    _, reoffered = _core_offer(pol, CORE_MSRP_T140_OFFER, answered.state)
+    plan, _ = run(WIC_ANSWER, Side.ACCESS, Kind.ANSWER, reoffered.state, pol)
+    assert plan.iq.streams[0] == StreamSpec(
+        stream_id=0, kind="sctp",
+        access=TerminationSpec(
+            side=Side.ACCESS, transport="UDP/DTLS/SCTP", remote_address="192.0.2.20", remote_port=52342,
+            tls_role=Role.SERVER, ice_lite=True, remote_ice_ufrag="wicU", remote_ice_pwd="wicPasswordwicPassword12",
+            remote_candidates=["1 1 udp 2122260223 192.0.2.20 52342 typ host"], notify_stream_reset=True,
+            sctp_stream_ids=[1, 3],
+        ),
+        local_tls_id=ids.nth(1), remote_tls_id="wicTlsIdwicTlsId0009", reuse_association=True,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sdp_rules import DialogState, Kind, SdpPolicyError, Side
-from sdp_rules.iq import Command, Role
+from sdp_rules.iq import Command, IqRequest, Role, StreamSpec, TerminationSpec
 from sdp_rules.plan import ActpassPolicy
 
 from tests.unit.rules_helpers import AGW_FP_TEXT, TlsIds, fixture, policy, run, sdp
@@ -113,7 +113,8 @@ def test_same_tls_id_with_a_role_change_is_refused():
     with pytest.raises(SdpPolicyError) as err:
         run(_chromium(setup="active"), Side.ACCESS, Kind.OFFER, state, pol)
     assert err.value.sip_status == 488
-    assert err.value.reason.startswith("m-line 1: a=setup:active would change the DTLS role")
+    assert err.value.reason == ("m-line 1: a=setup:active would change the DTLS role of an existing association"
+                                " (same tls-id; RFC 8842 section 5.3)")
 
 
 @pytest.mark.req("SRTP-4")
@@ -230,6 +231,7 @@ def test_wic_reoffer_disabling_the_stream_releases_it():
     _, _, state = _call(pol, _chromium())
     plan, offered = run(_disabled(_chromium()), Side.ACCESS, Kind.OFFER, state, pol, transaction="t2")
     assert (plan.iq.command, plan.iq.streams, plan.iq.release_streams) == (Command.MODIFY, [], [0])
+    assert [(d.kind, d.reason) for d in plan.streams] == [("passthrough", "disabled in a re-offer: stream released")]
     forwarded = offered.sdp.split("\r\n")
     m_lines = [line for line in forwarded if line.startswith("m=")]
     assert m_lines == ["m=audio 0 RTP/AVPF 111 63 9 0 8 13 110 126"]
@@ -256,6 +258,190 @@ def test_core_reoffer_disabling_the_stream_releases_it():
     _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
     plan, reoffered = run(_disabled(core_offer), Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
     assert (plan.iq.streams, plan.iq.release_streams) == ([], [0])
+    assert [(d.kind, d.reason) for d in plan.streams] == [("passthrough", "disabled in a re-offer: stream released")]
     m_lines = [line for line in reoffered.sdp.split("\r\n") if line.startswith("m=")]
     assert m_lines == [" ".join(["m=audio", "0", "UDP/TLS/RTP/SAVP", *access_m.split(" ")[3:]])]
     assert reoffered.state.data["streams"] == {}
+
+
+@pytest.mark.req("SRTP-3", "SRTP-4")
+@pytest.mark.parametrize(("first", "second"), [(WIC_TLS_ID, None), (None, WIC_TLS_ID)],
+                         ids=["tls-id-dropped", "tls-id-added"])
+def test_tls_id_on_one_side_only_starts_a_new_association(first, second):
+    """RFC 8842 section 4: with a=tls-id on either offer, only equal tls-ids keep the association,
+    even when fingerprint, role and ICE ufrag are unchanged."""
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    _, _, state = _call(pol, _chromium(tls_id=first))
+    plan, answer, _ = _reoffer(pol, state, _chromium(tls_id=second))
+    spec = plan.iq.streams[0]
+    assert (spec.reuse_association, spec.local_tls_id, spec.remote_tls_id) == (False, ids.nth(2), second)
+    assert spec.access.establish_tls is True
+    assert f"a=tls-id:{ids.nth(2)}" in answer.split("\r\n")
+
+
+@pytest.mark.req("SRTP-3", "SRTP-6")
+def test_core_reoffer_on_a_kept_association_modifies_the_core_termination_only():
+    """The whole MODIFY of a core re-offer on a kept association (RFC 8842 5.5, TS 23.334 6.2.10.5)."""
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    core_offer = fixture("core_rtp_offer.sdp")
+    _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
+    wic_answer = _chromium(setup="active", tls_id="wicAnswerTlsIdCCCCCCCCC").replace(
+        "UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126", "UDP/TLS/RTP/SAVP 0")
+    _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    moved = core_offer.replace("c=IN IP4 127.0.0.1", "c=IN IP4 192.0.2.77").replace(
+        "m=audio 20000", "m=audio 22000").replace("a=rtcp:20001", "a=rtcp:22009")
+    plan, reoffered = run(moved, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t4")
+    assert plan.iq == IqRequest(Command.MODIFY, "dlg-1", "t4", [StreamSpec(
+        stream_id=0,
+        kind="srtp",
+        access=None,
+        core=TerminationSpec(side=Side.CORE, transport="RTP/AVP", remote_address="192.0.2.77", remote_port=22000,
+                             remote_rtcp_port=22009, rtcp_mux=False),
+        local_tls_id=ids.nth(1),
+        remote_tls_id="wicAnswerTlsIdCCCCCCCCC",
+        reuse_association=True,
+    )])
+    assert _dtls_lines(reoffered.sdp) == [f"a=fingerprint:{AGW_FP_TEXT}", "a=setup:passive", f"a=tls-id:{ids.nth(1)}"]
+
+
+@pytest.mark.req("SRTP-4")
+@pytest.mark.parametrize(("first", "again"), [("passive", "passive"), ("active", "active"), ("active", "actpass")])
+def test_peer_without_tls_id_keeping_its_role_keeps_the_association(first, again):
+    """RFC 8842 section 4: same fingerprint, ufrag and role (an actpass re-offer changes no role)."""
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
+    _, _, state = _call(pol, _chromium(setup=first, tls_id=None))
+    plan, _, _ = _reoffer(pol, state, _chromium(setup=again, tls_id=None))
+    spec = plan.iq.streams[0]
+    assert (spec.reuse_association, spec.local_tls_id, spec.access.establish_tls) == (True, ids.nth(1), False)
+
+
+@pytest.mark.req("SRTP-6")
+def test_core_reoffer_decisions_for_kept_new_and_pass_through_lines():
+    pol = policy()
+    core_offer = fixture("core_rtp_offer.sdp") + "m=video 5006 RTP/SAVP 96\r\n"
+    _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
+    access_m = [line for line in offered.sdp.split("\r\n") if line.startswith("m=")]
+    wic_answer = sdp(f"""
+        v=0
+        o=- 2 2 IN IP4 127.0.0.1
+        s=-
+        c=IN IP4 127.0.0.1
+        t=0 0
+        {access_m[0].replace(access_m[0].split(" ")[1], "50000", 1)}
+        a=fingerprint:sha-256 {':'.join(['AB'] * 32)}
+        a=setup:active
+        {access_m[1]}
+    """)
+    _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    reoffer = core_offer + "m=audio 5008 RTP/AVP 0\r\n"
+    plan, reoffered = run(reoffer, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
+    assert [(d.index, d.kind, d.reason, d.stream_ids) for d in plan.streams] == [
+        (0, "srtp", "", [0]),
+        (1, "passthrough", "existing m-line", []),
+        (2, "srtp", "", [2]),
+    ]
+    assert [line for line in reoffered.sdp.split("\r\n") if line.startswith("m=")][1] == "m=video 5006 RTP/SAVP 96"
+
+
+@pytest.mark.parametrize(("body", "origin", "message"), [
+    (CORE_ANSWER, Side.CORE, "SDP answer without an offer in progress"),
+])
+def test_an_answer_without_an_offer_is_refused(body, origin, message):
+    with pytest.raises(SdpPolicyError) as caught:
+        run(body, origin, Kind.ANSWER, DialogState(), policy())
+    assert caught.value.reason == message
+
+
+def test_an_answer_from_the_offerer_itself_is_refused():
+    pol = policy()
+    _, offered = run(_chromium(), Side.ACCESS, Kind.OFFER, DialogState(), pol)
+    with pytest.raises(SdpPolicyError) as caught:
+        run(_chromium(setup="active"), Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    assert caught.value.reason == "SDP answer from access to its own offer"
+
+
+
+def test_a_core_reoffer_turning_a_dtls_media_line_into_t140_is_refused():
+    """Found by fuzzing: the data-channel rules took the kept SRTP stream for an association (a 500)."""
+    pol = policy()
+    core_offer = fixture("core_rtp_offer.sdp")
+    _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
+    access_m = [line for line in offered.sdp.split("\r\n") if line.startswith("m=")][0]
+    wic_answer = sdp(f"""
+        v=0
+        o=- 2 2 IN IP4 127.0.0.1
+        s=-
+        c=IN IP4 127.0.0.1
+        t=0 0
+        {access_m.replace(access_m.split(" ")[1], "50000", 1)}
+        a=fingerprint:sha-256 {':'.join(['AB'] * 32)}
+        a=setup:active
+    """)
+    _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    t140 = core_offer.replace("m=audio 20000 RTP/AVP 0 8 101", "m=text 20000 RTP/AVP 98").replace(
+        "a=rtpmap:0 PCMU/8000", "a=rtpmap:98 t140/1000")
+    with pytest.raises(SdpPolicyError) as caught:
+        run(t140, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
+    assert caught.value.sip_status == 488
+    assert caught.value.reason == "m-line 1: a re-offer turning a srtp stream into text for a data channel is not supported"
+
+
+def test_a_wic_reoffer_with_fewer_m_lines_keeps_the_cores_lines_rejected_in_place():
+    """RFC 3264 section 8: the core must see every m-line it knows; a missing one goes as port 0."""
+    pol = policy()
+    two = _chromium() + "m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+    _, offered = run(two, Side.ACCESS, Kind.OFFER, DialogState(), pol)
+    answer = CORE_ANSWER + "m=video 7000 RTP/AVP 96\r\n"
+    _, answered = run(answer, Side.CORE, Kind.ANSWER, offered.state, pol)
+    _, reoffered = run(_chromium(), Side.ACCESS, Kind.OFFER, answered.state, pol, transaction="t2")
+    assert [line for line in reoffered.sdp.split("\r\n") if line.startswith("m=")] == [
+        "m=audio 30000 RTP/AVPF 111 63 9 0 8 13 110 126", "m=video 0 RTP/AVP 96"]
+
+
+def test_rejected_placeholders_for_core_lines_keep_their_media_and_proto():
+    from sdp_rules.rules import _rejected_from_m
+    from sdp_rules.sdp import parse
+
+    fallback = parse(fixture("core_rtp_offer.sdp")).media[0]
+    assert str(_rejected_from_m("video 7000 RTP/AVP 96", fallback).lines[0]) == "m=video 0 RTP/AVP 96"
+    assert str(_rejected_from_m(None, fallback).lines[0]) == "m=audio 0 RTP/AVP 0 8 101"
+    assert str(_rejected_from_m(None, None).lines[0]) == "m=application 0 TCP *"
+
+
+def test_a_wic_reoffer_with_fewer_lines_after_a_core_call_keeps_the_cores_lines():
+    pol = policy()
+    core_offer = fixture("core_rtp_offer.sdp") + "m=video 7000 RTP/AVP 96\r\n"
+    _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
+    access_m = [line for line in offered.sdp.split("\r\n") if line.startswith("m=")]
+    wic_answer = sdp(f"""
+        v=0
+        o=- 2 2 IN IP4 127.0.0.1
+        s=-
+        c=IN IP4 127.0.0.1
+        t=0 0
+        {access_m[0].replace(access_m[0].split(" ")[1], "50000", 1)}
+        a=fingerprint:sha-256 {':'.join(['AB'] * 32)}
+        a=setup:active
+        {access_m[1].replace(access_m[1].split(" ")[1], "50002", 1)}
+        a=fingerprint:sha-256 {':'.join(['AB'] * 32)}
+        a=setup:active
+    """)
+    _, answered = run(wic_answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    reoffer = wic_answer.split("m=video")[0]
+    _, reoffered = run(reoffer, Side.ACCESS, Kind.OFFER, answered.state, pol, transaction="t2")
+    assert [line for line in reoffered.sdp.split("\r\n") if line.startswith("m=")] == [
+        "m=audio 30000 RTP/AVP 0 8 101", "m=video 0 RTP/AVP 96"]
+
+
+def test_a_core_offer_with_a_new_data_channel_line_then_audio_keeps_their_order():
+    from sdp_rules.simulated_agw import SimulatedAgw
+
+    pol = policy()
+    body = fixture("core_msrp_offer.sdp") + "m=audio 5008 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    p, offered = run(body, Side.CORE, Kind.OFFER, DialogState(), pol, reply=SimulatedAgw().answer)
+    assert [line.split(" ")[0] + " " + line.split(" ")[2] for line in offered.sdp.split("\r\n")
+            if line.startswith("m=")] == ["m=application UDP/DTLS/SCTP", "m=audio UDP/TLS/RTP/SAVP"]
+    assert [d.kind for d in p.streams] == ["datachannel", "srtp"]

@@ -463,3 +463,70 @@ def test_agw_reply_fingerprint_is_what_the_wic_sees():
     _, answered = run(CORE_ANSWER_AVPF, Side.CORE, Kind.ANSWER, offered.state, pol)
     assert [line for line in answered.sdp.split("\r\n") if line.startswith("a=fingerprint")] == [
         f"a=fingerprint:{other}"]
+
+
+@pytest.mark.req("SRTP-7")
+def test_wic_rejecting_the_stream_in_its_answer_to_a_core_offer_releases_it():
+    """RFC 3264 section 6: port 0 in the WIC's answer; the stream is released, the core gets port 0."""
+    pol = policy()
+    _, offered = _core_offer(pol)
+    rejected = sdp(WIC_ANSWER.format(setup="active")).replace("m=audio 42558 ", "m=audio 0 ")
+    plan, answered = run(rejected, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    assert plan.iq == IqRequest(Command.MODIFY, DIALOG, "t1", [], [0])
+    assert [line for line in answered.sdp.split("\r\n") if line.startswith("m=")] == ["m=audio 0 RTP/AVP 0 101"]
+    assert answered.state.data["streams"] == {}
+
+
+@pytest.mark.req("SRTP-7")
+def test_tls_failure_notification_is_asked_once_per_stream_on_the_core_offer_path():
+    """The Notify (D)TLS session establishment Failure Event IE rides on the reservation only."""
+    pol = policy()
+    plan, offered = _core_offer(pol)
+    assert plan.iq.streams[0].access.notify_tls_failure is True
+    answer = sdp(WIC_ANSWER.format(setup="passive"))
+    plan, answered = run(answer, Side.ACCESS, Kind.ANSWER, offered.state, pol)
+    assert plan.iq.streams[0].access.notify_tls_failure is False
+    assert answered.state.data["streams"]["0"]["notified_failure"] is True
+    # The same answer again (a reliable 18x, then the 2xx): asked neither for the event nor a handshake.
+    plan, _ = run(answer, Side.ACCESS, Kind.ANSWER, answered.state, pol, transaction="t2")
+    access = plan.iq.streams[0].access
+    assert (access.notify_tls_failure, access.establish_tls) == (False, False)
+
+
+@pytest.mark.req("SRTP-1", "SRTP-5")
+def test_sdes_crypto_and_access_transport_attributes_never_reach_the_core():
+    """A WIC offer carrying a=crypto (SDES) next to DTLS: the plain core leg gets neither."""
+    offer = fixture("chromium_offer_audio.sdp").replace(
+        "a=setup:actpass\r\n",
+        "a=setup:actpass\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+        "a=rtcp:9 IN IP4 0.0.0.0\r\na=rtcp-mux-only\r\na=3ge2ae:requested\r\n")
+    _, offered = run(offer, Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    names = {line.split(":")[0] for line in offered.sdp.split("\r\n")}
+    assert not names & {"a=crypto", "a=fingerprint", "a=setup", "a=tls-id", "a=ice-ufrag", "a=ice-pwd",
+                        "a=candidate", "a=ice-options", "a=rtcp", "a=rtcp-mux-only", "a=3ge2ae"}
+    assert offered.sdp == CHROMIUM_TO_CORE
+
+
+@pytest.mark.req("SRTP-5", "SRTP-6", "ICE-1")
+@pytest.mark.parametrize("path", ["core answer", "core offer"])
+def test_the_cores_own_dtls_ice_crypto_and_rtcp_attributes_are_replaced_toward_the_wic(path):
+    core_attributes = (
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+        "a=fingerprint:sha-1 11:22:33:44:55:66:77:88:99:00:11:22:33:44:55:66:77:88:99:00\r\n"
+        "a=setup:passive\r\na=tls-id:coreTlsIdDDDDDDDDDDDDDD\r\na=connection:new\r\n"
+        "a=ice-ufrag:core\r\na=ice-pwd:corecorecorecorecorecore\r\na=ice-options:trickle\r\n"
+        "a=candidate:1 1 udp 1 192.0.2.50 6000 typ host\r\na=end-of-candidates\r\n"
+        "a=rtcp:6011\r\na=rtcp-mux\r\na=rtcp-mux-only\r\n")
+    pol = policy()
+    if path == "core answer":
+        _, offered = _chromium_offer(pol)
+        _, result = run(CORE_ANSWER_AVPF + core_attributes, Side.CORE, Kind.ANSWER, offered.state, pol)
+    else:
+        _, result = run(fixture("core_rtp_offer.sdp") + core_attributes, Side.CORE, Kind.OFFER, DialogState(), pol)
+    out = result.sdp.split("\r\n")
+    assert not [line for line in out if line.startswith(("a=crypto", "a=connection", "a=ice-options"))]
+    assert not [line for line in out if line.startswith("a=") and ("192.0.2.50 6000" in line or "core" in line)]
+    assert [line for line in out if line.startswith("a=fingerprint")] == [f"a=fingerprint:{AGW_FP_TEXT}"]
+    assert len([line for line in out if line.startswith("a=setup")]) == 1
+    assert [line for line in out if line.startswith("a=ice-ufrag")] == ["a=ice-ufrag:agwu0"]
+    assert [line for line in out if line.startswith(("a=rtcp:", "a=rtcp-mux"))] == ["a=rtcp-mux"]

@@ -12,6 +12,7 @@ from sdp_rules import DialogState, Kind, Policy, Side
 from sdp_rules.iq import Command, Fingerprint, IqRequest, Role, StreamSpec, TerminationSpec
 from sdp_rules.plan import ActpassPolicy
 
+from tests.conftest import property_examples
 from tests.unit.rules_helpers import AGW_FP_TEXT, DIALOG, TlsIds, fixture, policy, run, sdp
 
 UE_TLS_ID = "dfa2f6b2b31e5f8b9c1a47c53a6f7d12"
@@ -232,7 +233,7 @@ TLS_ID_TEXT = st.text(
 
 
 @pytest.mark.req("T38-7", "T38-5")
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=property_examples(80), deadline=None)
 @given(st.lists(st.one_of(st.none(), TLS_ID_TEXT), min_size=1, max_size=6))
 def test_tls_id_follows_the_ues_association_property(ue_ids):
     """UE re-offers of one T.38 stream: each tls-id the UE gives (None: it repeats the

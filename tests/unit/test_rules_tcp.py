@@ -203,3 +203,14 @@ def test_core_reoffer_keeps_tcp_dtls_and_its_tcp_candidate():
         a=setup:active
         a=tls-id:{ids.nth(1)}
     """)
+
+
+@pytest.mark.req("TCP-1", "ICE-1")
+def test_tcp_dtls_offer_without_tcp_candidates_still_gets_the_passive_tcp_candidate():
+    """The m-line's proto says TCP (RFC 7850): the answer carries the passive TCP candidate anyway."""
+    body = "".join(line for line in fixture("srtp_over_tcp_offer.sdp").splitlines(keepends=True)
+                   if " tcp " not in line)
+    pol = policy()
+    _, offered = _offer(pol, body=body)
+    _, answered = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol)
+    assert "a=candidate:2 1 tcp 2124414975 203.0.113.10 40000 typ host tcptype passive" in answered.sdp.split("\r\n")

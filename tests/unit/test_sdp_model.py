@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from sdp_rules.errors import PeerError, SdpParseError
 from sdp_rules.sdp import CRLF, Connection, MediaLine, parse
+from tests.conftest import property_examples
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sdp"
 FIXTURE_FILES = sorted(FIXTURES.glob("*.sdp"))
@@ -167,7 +168,7 @@ def sdp_bodies(draw) -> str:
     return CRLF.join(lines) + CRLF
 
 
-_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_SETTINGS = settings(max_examples=property_examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_SETTINGS
@@ -328,6 +329,7 @@ MALFORMED = [
     ("missing-v", "o=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", 1, "o=- 1 1"),
     ("v-not-0", "v=1\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", 1, "v=1"),
     ("no-equals", HEAD + "m=audio 9 RTP/AVP 0\r\nrtpmap 0 PCMU\r\n", 6, "rtpmap 0 PCMU"),
+    ("colon-for-equals", HEAD + "m=audio 9 RTP/AVP 0\r\na:rtcp-mux\r\n", 6, "a:rtcp-mux"),
     ("upper-case-type", HEAD + "A=sendrecv\r\n", 5, "A=sendrecv"),
     ("empty-line", HEAD + "\r\nm=audio 9 RTP/AVP 0\r\n", 5, "(empty line)"),
     ("bad-m-port", HEAD + "m=audio 9x RTP/AVP 0\r\n", 5, "9x"),
@@ -349,16 +351,37 @@ MALFORMED = [
     ("unknown-type", HEAD + "x=foo\r\n", 5, "x=foo"),
     ("no-o", "v=0\r\ns=-\r\nt=0 0\r\n", 1, "o="),
     ("no-s", "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\nt=0 0\r\n", 1, "s="),
+    ("m-trailing-space", HEAD + "m=audio 9 RTP/AVP \r\n", 5, "audio 9 RTP/AVP "),
 ]
 
 
+# What the Warning header says for each (the reason is behaviour: it reaches the peer).
+MALFORMED_REASONS = {
+    "missing-v": "SDP must start with v=0", "v-not-0": "SDP must start with v=0",
+    "no-equals": "not a '<type>=<value>' line", "colon-for-equals": "not a '<type>=<value>' line",
+    "upper-case-type": "not a '<type>=<value>' line", "empty-line": "not a '<type>=<value>' line",
+    "bad-m-port": "port is not a number in 0..65535", "m-port-too-big": "port is not a number in 0..65535",
+    "m-bad-port-count": "port count is not a number", "m-no-fmt": "m= needs '<media> <port> <proto> <fmt> ...'",
+    "m-empty-fmt": "empty format token", "m-media-not-token": "media type is not a token",
+    "bad-session-c": "c= needs '<nettype> <addrtype> <address>'",
+    "bad-media-c": "c= needs '<nettype> <addrtype> <address>'",
+    "b-no-colon": "b= needs '<bwtype>:<bandwidth>'", "b-not-number": "b= needs '<bwtype>:<bandwidth>'",
+    "b-no-type": "b= needs '<bwtype>:<bandwidth>'", "bare-cr": "bare CR in SDP", "bare-cr-lf-body": "bare CR in SDP",
+    "empty-body": "empty SDP body", "empty-attribute": "empty attribute",
+    "t-in-media": "'t=' is not allowed at media level", "unknown-type": "'x=' is not allowed at session level",
+    "no-o": "session section lacks 'o='", "no-s": "session section lacks 's='",
+    "m-trailing-space": "empty format token",
+}
+
+
 @pytest.mark.parametrize("body, lineno, token", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
-def test_malformed_sdp_raises_naming_line_and_token(body: str, lineno: int, token: str):
+def test_malformed_sdp_raises_naming_line_and_token(body: str, lineno: int, token: str, request):
     with pytest.raises(SdpParseError) as caught:
         parse(body)
     error = caught.value
     assert error.lineno == lineno
     assert token in error.token
+    assert str(error) == f"SDP line {lineno}: {MALFORMED_REASONS[request.node.callspec.id]} (at {error.token!r})"
     assert f"SDP line {lineno}:" in str(error)
     assert repr(error.token) in str(error)
     assert isinstance(error, PeerError) and error.sip_status == 488
@@ -370,7 +393,8 @@ def test_non_text_body_is_a_parse_error(value):
     with pytest.raises(SdpParseError) as caught:
         parse(value)  # type: ignore[arg-type]
     assert type(value).__name__ in caught.value.token
-    assert "must be text" in str(caught.value)
+    assert str(caught.value) == f"SDP line 0: SDP body must be text (at {repr(type(value))!r})"
+    assert caught.value.lineno == 0
 
 
 def test_connection_and_media_line_parsers_name_their_line():
@@ -391,3 +415,67 @@ def test_non_ascii_digits_are_parse_errors(digit: str):
         with pytest.raises(SdpParseError) as caught:
             parse(body)
         assert caught.value.lineno == lineno
+
+
+def test_the_first_bare_cr_is_named_and_long_lines_are_cut_to_20_characters():
+    with pytest.raises(SdpParseError) as caught:
+        parse(HEAD + "a=one\ra=two\r\na=three\rx\r\n")
+    assert caught.value.lineno == 5
+    with pytest.raises(SdpParseError) as caught:
+        parse(HEAD + "m=audio 9 RTP/AVP 0\r\nt=" + "1" * 40 + "\r\n")
+    assert caught.value.token == "t=" + "1" * 18
+    with pytest.raises(SdpParseError) as caught:
+        parse(HEAD + "this line has no equals sign at all\r\n")
+    assert caught.value.token == "this line has no equ"
+
+
+def test_set_connection_on_sections_holding_nothing_after_it():
+    parsed = parse("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nm=audio 9 RTP/AVP 0\r\ni=title\r\n")
+    parsed.session.set_connection("127.0.0.2")
+    parsed.media[0].set_connection("127.0.0.3")
+    assert str(parsed) == ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.2\r\n"
+                           "m=audio 9 RTP/AVP 0\r\ni=title\r\nc=IN IP4 127.0.0.3\r\n")
+
+
+def test_set_connection_goes_right_after_the_m_line_when_attributes_follow_it():
+    parsed = parse(HEAD + "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")
+    parsed.media[0].set_connection("127.0.0.3")
+    assert [str(line) for line in parsed.media[0]] == [
+        "m=audio 9 RTP/AVP 0", "c=IN IP4 127.0.0.3", "a=rtpmap:0 PCMU/8000", "a=sendrecv"]
+
+
+def test_attribute_names_end_at_the_first_colon():
+    parsed = parse(HEAD + "m=audio 9 RTP/AVP 0\r\na=x:y\r\nb=AS:64\r\na=flag\r\n")
+    section = parsed.media[0]
+    assert not section.has_attribute("x:y") and section.attribute_lines("x:y") == []
+    assert section.attribute("x") == "y" and section.attribute("flag") is None and section.has_attribute("flag")
+    assert [line.value for line in section.attribute_lines()] == ["x:y", "flag"]
+
+
+def test_set_attribute_appends_when_absent_and_remove_lines_counts():
+    parsed = parse(HEAD + "m=audio 9 RTP/AVP 0\r\nb=AS:64\r\nb=RR:0\r\na=x\r\n")
+    section = parsed.media[0]
+    added = section.set_attribute("setup", "actpass")
+    assert str(added) == "a=setup:actpass" and section.lines[-1] is added
+    assert str(section.set_attribute("rtcp-mux")) == "a=rtcp-mux"
+    assert section.remove_lines("b") == 2 and section.remove_lines("b") == 0
+    assert [str(line) for line in section] == ["m=audio 9 RTP/AVP 0", "a=x", "a=setup:actpass", "a=rtcp-mux"]
+    replaced = section.set_attribute("setup", "passive")
+    assert replaced is section.lines[2] and str(replaced) == "a=setup:passive"
+
+
+def test_media_level_attribute_wins_over_the_session_level_one():
+    parsed = parse(HEAD.replace("t=0 0", "t=0 0\r\na=setup:actpass\r\na=flag:session") +
+                   "m=audio 9 RTP/AVP 0\r\na=setup:active\r\na=flag\r\nm=audio 10 RTP/AVP 0\r\n")
+    first, second = parsed.media
+    assert parsed.attribute_for(first, "setup") == "active"
+    assert parsed.attribute_for(first, "flag") is None  # a media-level flag: no value, not the session's
+    assert parsed.attribute_for(second, "setup") == "actpass" and parsed.attribute_for(second, "flag") == "session"
+
+
+def test_copy_is_an_independent_equal_description():
+    parsed = parse(HEAD + "m=audio 9 RTP/AVP 0\r\n")
+    copied = parsed.copy()
+    assert str(copied) == str(parsed) and copied is not parsed
+    copied.media[0].port = 10
+    assert str(parsed) == HEAD + "m=audio 9 RTP/AVP 0\r\n"

@@ -1,0 +1,67 @@
+"""A stateless SIP error response built from a request's header values (RFC 3261 8.2.6,
+18.2.2), for the requests Kamailio cannot answer itself.
+
+Kamailio's reply builders (``sl_send_reply``, ``t_reply``) parse every header of the
+request first; a header they cannot parse (a Content-Length of ``abc``, ``-5`` or
+``99999999999``, or two Content-Length headers) makes them give up, and so do
+the header pseudo-variables, so such a request would get no answer at all.  This
+module reads the headers a response needs from the raw message (``$mb``,
+:func:`needed_headers`) and writes the response: the Via headers, From, To (with
+a tag when the request had none), Call-ID and CSeq copied, a Warning, no body.  It is sent back over UDP to the request's source address, and to
+its source port when the top Via asks for ``rport`` (RFC 3581), else to the Via's
+sent-by port.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+# RFC 3261 7.3.3: the compact forms of the headers a response copies.
+_COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id"}
+_NEEDED = ("via", "from", "to", "call-id", "cseq")
+_SENT_BY = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*\S+\s+(\[[^\]]+\]|[^\s;:]+)(?::(\d+))?", re.I)
+
+
+def needed_headers(message: str) -> dict[str, list[str]]:
+    """The values of the headers a response copies (Via, From, To, Call-ID, CSeq), read
+    from a raw SIP message's header section (folded lines joined, RFC 3261 7.3.1); a
+    header line that is not ``name: value`` is skipped."""
+    head = re.split(r"\r?\n\r?\n", message, maxsplit=1)[0]
+    lines = re.sub(r"\r?\n[ \t]+", " ", head).splitlines()[1:]
+    found: dict[str, list[str]] = {name: [] for name in _NEEDED}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        name = name.strip().lower()
+        name = _COMPACT.get(name, name)
+        if sep and name in found:
+            found[name] += [v.strip() for v in value.split(",")] if name == "via" else [value.strip()]
+    return found
+
+
+def response(status: int, reason: str, vias: list[str], from_: str, to: str, call_id: str, cseq: str,
+             warning: str | None = None) -> str:
+    """The response text; raises ValueError when a required header is missing."""
+    if not (vias and from_ and to and call_id and cseq):
+        raise ValueError("the request lacks Via, From, To, Call-ID or CSeq")
+    if not re.search(r";\s*tag\s*=", to, re.I):
+        to += ";tag=" + hashlib.sha256(f"{call_id}\0{from_}\0{cseq}".encode()).hexdigest()[:16]
+    lines = [f"SIP/2.0 {status} {reason}", *(f"Via: {via}" for via in vias), f"From: {from_}", f"To: {to}",
+             f"Call-ID: {call_id}", f"CSeq: {cseq}"]
+    if warning:
+        lines.append(f"Warning: {warning}")
+    lines.append("Content-Length: 0")
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
+def destination(top_via: str, source: tuple[str, int]) -> tuple[str, int]:
+    """Where a response to a request received over UDP from ``source`` goes (RFC 3261
+    18.2.2 with RFC 3581): the source address, and the source port when the top Via
+    has ``rport``, else its sent-by port (5060 when it names none)."""
+    if re.search(r";\s*rport\b", top_via, re.I):
+        return source
+    match = _SENT_BY.match(top_via)
+    return source[0], int(match.group(2)) if match and match.group(2) else 5060
+
+
+__all__ = ["destination", "response"]
