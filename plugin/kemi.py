@@ -608,18 +608,28 @@ class kamailio:
                 item = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
                 if item is None:
                     break
-                try:
-                    event = json.loads(item["data"])
-                except (ValueError, TypeError):
-                    continue
-                self.edge.on_event(event)
-                self._flush()
-        except Exception as exc:  # Redis down: try again on the next tick
+                self._on_event(item)
+        except Exception as exc:  # Redis down: a new subscription on the next tick
             KSR.warn("e2ae: events: %s\n" % exc.__class__.__name__)
-            self._pubsub = None
+            self._unsubscribe()
         self._end_calls()
         self._retry_releases()
         return 1
+
+    def _on_event(self, item):
+        """One event from mediad's channel; a defect in handling it loses that event only
+        (the subscription stays)."""
+        try:
+            event = json.loads(item["data"])
+        except (ValueError, TypeError):
+            return
+        if not isinstance(event, dict):
+            return
+        try:
+            self.edge.on_event(event)
+        except Exception as exc:
+            KSR.err("e2ae: event %s: %s\n" % (str(event.get("event"))[:40], exc.__class__.__name__))
+        self._flush()
 
     @staticmethod
     def _entries(table, limit=2000):
@@ -714,9 +724,23 @@ class kamailio:
     def _subscription(self):
         if self._pubsub is None:
             pubsub = self.edge.store.redis.pubsub()
-            pubsub.subscribe(EVENTS_CHANNEL)
+            try:
+                pubsub.subscribe(EVENTS_CHANNEL)
+            except Exception:
+                pubsub.close()
+                raise
             self._pubsub = pubsub
         return self._pubsub
+
+    def _unsubscribe(self):
+        """Drop the subscription and close its connection (a dropped PubSub keeps its own
+        connection open, outside the client's pool)."""
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception as exc:
+                KSR.dbg("e2ae: events: closing the subscription: %s\n" % exc.__class__.__name__)
 
     def ksr_xhttp_event(self, *args):
         if self.routes.has_websocket() and "websocket" in _pv("$hdr(Upgrade)").lower():

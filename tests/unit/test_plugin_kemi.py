@@ -662,3 +662,65 @@ def test_exposition_carries_the_dialog_module_counts(tmp_path):
     assert 'e2ae_plugin_dialogs{state="active"} 3.0' in text
     assert 'e2ae_plugin_dialogs{state="early"} 1.0' in text
     assert "e2ae_plugin_dialogs" not in exposition(str(tmp_path)).decode()
+
+
+class EventEdge(RecordingEdge):
+    """The rtimer's view of the edge: a real Redis client for mediad's event channel."""
+
+    def __init__(self, client, fail_on=()) -> None:
+        super().__init__()
+        self.store = types.SimpleNamespace(redis=client)
+        self.events = []
+        self.fail_on = set(fail_on)
+
+    def on_event(self, event):
+        if event.get("dialog") in self.fail_on:
+            raise RuntimeError("a defect")
+        self.events.append(event["dialog"])
+        return False
+
+
+def _tick(script, times=1):
+    for _ in range(times):
+        assert script.ksr_rtimer_events() == 1
+
+
+def _tick_until(script, expected, timeout=2.0):
+    """Ticks (a published event reaches the subscriber's socket a moment later)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while script._edge.events != expected and time.monotonic() < deadline:
+        _tick(script)
+        time.sleep(0.02)
+
+
+def test_the_rtimer_keeps_one_event_subscription_through_bad_events_defects_and_lost_connections(kemi, redis_url):
+    import json
+
+    import redis
+
+    module, ksr = kemi
+    client, admin = redis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url)
+    script = module.kamailio()
+    script._edge = EventEdge(client, fail_on={"d-defect"})
+    try:
+        _tick(script)  # subscribes
+        for data in ("not json", "[1]", "7", json.dumps({"event": "x", "dialog": "d-defect"}),
+                     json.dumps({"event": "x", "dialog": "d-1"})):
+            admin.publish(module.EVENTS_CHANNEL, data)
+        _tick_until(script, ["d-1"])
+        # Garbage and a defect lose one event each, not the subscription.
+        assert script._edge.events == ["d-1"]
+        assert len(admin.client_list(_type="pubsub")) == 1
+        # A subscription whose connection is lost is closed and made again: still one.
+        admin.client_kill_filter(_type="pubsub")
+        _tick(script, 3)
+        admin.publish(module.EVENTS_CHANNEL, json.dumps({"event": "x", "dialog": "d-2"}))
+        _tick_until(script, ["d-1", "d-2"])
+        assert script._edge.events == ["d-1", "d-2"]
+        assert len(admin.client_list(_type="pubsub")) == 1
+    finally:
+        script._unsubscribe()
+        client.close()
+        admin.close()
