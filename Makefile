@@ -4,6 +4,8 @@
 #                     rtpengine (minutes; installs rtpengine-daemon and libsrtp2-dev
 #                     when missing, builds the load generator); see docs/performance.rst
 #   make bench-smoke  the same path in seconds, no targets
+#   make soak         mediad's RSS over 20,000 calls (about 4 minutes); SOAK_ARGS for options
+#   make bench-iq     the cost of one Iq round trip on the control channel, and the sizes that fit
 #   make profile      where the edge's processes spend their time per call at 100 calls/s
 #                     (perf and py-spy; installs linux-perf and py-spy when missing)
 #   make fuzz         every fuzz sub-target below (long; CPU-bound, runs under nice)
@@ -24,13 +26,14 @@
 
 PYTHON ?= .venv/bin/python
 BENCH_ARGS ?=
+SOAK_ARGS ?=
 PROFILE_ARGS ?=
 FUZZ_ARGS ?=
 FUZZ_SIP_ARGS ?= --cases 2000
 MUTATE_ARGS ?=
 NICE ?= nice -n 19
 
-.PHONY: bench bench-smoke profile fuzz fuzz-parsers fuzz-sip mutate
+.PHONY: bench bench-smoke soak bench-iq profile fuzz fuzz-parsers fuzz-sip mutate
 
 $(PYTHON):
 	deploy/e2ae setup
@@ -40,6 +43,12 @@ bench: $(PYTHON)
 
 bench-smoke: $(PYTHON)
 	$(PYTHON) -m bench.run --smoke $(BENCH_ARGS)
+
+soak: $(PYTHON)
+	$(PYTHON) -m bench.soak $(SOAK_ARGS)
+
+bench-iq: $(PYTHON)
+	$(PYTHON) -m bench.iq_roundtrip
 
 profile: $(PYTHON)
 	$(PYTHON) -m bench.profile $(PROFILE_ARGS)

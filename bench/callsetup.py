@@ -142,7 +142,7 @@ class System:
         self.access = ("127.0.0.1", _free("127.0.0.1"))
         self.core = ("127.0.0.2", _free("127.0.0.2"))
         self.next_hop = ("127.0.0.3", _free("127.0.0.3"))
-        self.control_port = _free("127.0.0.1")
+        self.control_port = procs.free_tcp_port("127.0.0.1")
         self.redis_port = _free("127.0.0.1")
         self.secret = secrets.token_hex(16)
         self.config_path = os.path.join(self.workdir, "e2ae.conf")

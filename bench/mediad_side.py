@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 :class:`MediadUnderTest` starts ``redis-server`` (no persistence, a free
 loopback port) and ``python -m mediad --config FILE`` with a configuration
-written for the run: control on a free loopback port with a random HMAC
+written for the run: control on a free loopback port with a random
 secret, access and core ports in ranges of their own, metrics off.  Sessions
 go through the production path only: a RESERVE per dialog on the control
 endpoint (``mediad.client.IqClient``), then a real DTLS handshake per access
@@ -68,7 +68,7 @@ class MediadUnderTest:
         self.packet_path = packet_path
         self.cpu = cpu
         self.redis_port = procs.free_udp_port()
-        self.control_port = procs.free_udp_port()
+        self.control_port = procs.free_tcp_port()
         self.secret = secrets.token_hex(16)
         self.redis: subprocess.Popen | None = None
         self.proc: subprocess.Popen | None = None

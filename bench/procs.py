@@ -28,6 +28,17 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free UDP port outside the media ranges")
 
 
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free now on ``host`` (mediad's control endpoint), outside the relays' media ranges."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if not MEDIA_PORTS[0] <= port <= MEDIA_PORTS[1]:
+            return port
+    raise RuntimeError("no free TCP port outside the media ranges")
+
+
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 

@@ -57,10 +57,10 @@ SAMPLE_HZ = 499  # perf and py-spy; prime, away from the kernel tick
 APT_FOR = {"perf": "linux-perf"}
 
 # (category, pattern matched against a frame's "function (file:line)"), in order: a stack is the first
-# category any of its frames matches.  The Iq client comes before JSON and HMAC (which it uses), Redis
+# category any of its frames matches.  The Iq client comes before JSON and AES-GCM (which it uses), Redis
 # before the plugin's state module (which calls it).
 KAMAILIO_CATEGORIES = (
-    ("mediad Iq round trips (client: encode, HMAC, send, wait, decode)", r"[(/]mediad/client\.py"),
+    ("mediad Iq round trips (client: encode, seal, send, wait, open, decode)", r"[(/]mediad/client\.py"),
     ("Redis round trips (redis-py, the plugin's scripts)", r"[(/]redis/|hiredis"),
     ("SDP rules (parse, plan, render)", r"[(/]sdp_rules/"),
     ("metrics (prometheus-client)", r"[(/]plugin/metrics\.py|[(/]prometheus_client/"),
@@ -71,7 +71,8 @@ KAMAILIO_CATEGORIES = (
 )
 MEDIAD_CATEGORIES = (
     ("Redis writes (redis-py)", r"[(/]redis/|hiredis"),
-    ("control: decode, HMAC, JSON, dispatch", r"[(/]mediad/control\.py|[(/]sdp_rules/iq\.py"),
+    ("control: frames, AES-GCM, JSON, dispatch",
+     r"[(/]mediad/control(wire)?\.py|[(/]iq/(messages|values)\.py|[(/]sdp_rules/iq\.py"),
     ("sessions and ports (reserve, modify, release)", r"[(/]mediad/(session|ports|state|relay|demux|fastpath)\.py"),
     ("DTLS, ICE, SRTP set-up", r"[(/]mediad/(dtls|dtls_record|stun|srtp|certs)\.py"),
     ("event loop (asyncio, uvloop)", r"[(/]asyncio/|uvloop"),

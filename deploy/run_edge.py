@@ -451,7 +451,7 @@ class Runner:
         say("edge ready:")
         for line in ready_lines(config):
             say("  " + line)
-        say(f"  mediad control      udp:{config.mediad_control}   media access {config.mediad_access_address} "
+        say(f"  mediad control      tcp:{config.mediad_control}   media access {config.mediad_access_address} "
             f"{config.mediad_access_ports}, core {config.mediad_core_address} {config.mediad_core_ports}")
         if config.mediad_metrics:
             say(f"  mediad metrics      http://{config.mediad_metrics}/metrics")

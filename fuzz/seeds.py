@@ -266,8 +266,11 @@ def control() -> Iterator[bytes]:
         IqRequest(Command.RELEASE, "dialog-1", "tx-3"),
     ]
     for request in requests:
-        datagram = encode(request)
-        yield b"\x00" + datagram
+        yield b"\x00" + encode(request)
         body = json.dumps(request.to_dict(), sort_keys=True, separators=(",", ":")).encode()
         yield b"\x01" + body
-    yield b"\x00" + json.dumps({"iq": requests[0].to_dict(), "mac": "00"}).encode()
+    first = encode(requests[0])
+    data = first[22 + 37:]  # after HELLO (22 bytes) and AUTH (37): the request's DATA frame
+    yield b"\x00" + first + data  # the DATA frame again: a replay
+    yield b"\x02" + data
+    yield b"\x00" + json.dumps({"iq": requests[0].to_dict(), "mac": "00"}).encode()  # the old datagram

@@ -19,8 +19,6 @@ asked atheris to instrument them (coverage guidance).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -382,31 +380,79 @@ def build_t140() -> Callable[[bytes], None]:
 # The control codec
 # ---------------------------------------------------------------------------
 
+# The handshake of the control target: fixed nonces, so one secret gives the same keys on every run.
+CONTROL_CLIENT_NONCE = bytes(range(16))
+CONTROL_SERVER_NONCE = bytes(range(16, 32))
+
+
 def control_codec():
-    """(decode(datagram), authentic(iq bytes) -> datagram, encode(request) -> datagram, errors).
+    """(decode(wire bytes), authentic(payload) -> wire bytes, encode(request) -> wire bytes, errors).
 
     The one place that knows the control channel's wire format: when it changes,
-    point these at the new codec and the target follows.
+    point these at the new codec and the target follows.  The wire bytes are
+    what a client sends on a new connection (``mediad.controlwire``: HELLO, AUTH,
+    then DATA frames); ``decode`` feeds them to mediad's end of a connection whose
+    nonce is fixed, so that ``authentic`` can seal a payload under the keys that
+    connection derives, and decodes the one message's payload
+    (``mediad.control.decode_request``).
     """
-    from mediad import control
+    from mediad import control, controlwire
 
-    def authentic(body: bytes) -> bytes:
-        mac = hmac.new(CONTROL_SECRET, body, hashlib.sha256).hexdigest().encode()
-        return b'{"iq":' + body + b',"mac":"' + mac + b'"}'
+    def client() -> controlwire.ClientConnection:
+        peer = controlwire.ClientConnection(CONTROL_SECRET, CONTROL_CLIENT_NONCE)
+        server = controlwire.ServerConnection(CONTROL_SECRET, CONTROL_SERVER_NONCE)
+        server.receive_data(peer.hello())
+        _require(isinstance(peer.receive_data(server.data_to_send())[0], controlwire.Authenticated),
+                 "the handshake of a known secret fails")
+        return peer
 
-    return (lambda data: control.decode_request(CONTROL_SECRET, data), authentic,
-            lambda request: control.encode_request(CONTROL_SECRET, request), (control.ControlError,))
+    def authentic(payload: bytes) -> bytes:
+        peer = client()
+        return peer.hello() + peer.send(payload)
+
+    def decode(wire: bytes):
+        server = controlwire.ServerConnection(CONTROL_SECRET, CONTROL_SERVER_NONCE)
+        payloads = []
+        for event in server.receive_data(wire):
+            if isinstance(event, controlwire.ProtocolError):
+                frames, _ = controlwire.decode(server.data_to_send())
+                _require(server.closed and bool(frames) and frames[-1].kind is controlwire.FrameType.ERROR,
+                         "a protocol error leaves the connection open or unanswered")
+                raise controlwire.WireError(event.reason, event.message)
+            if isinstance(event, controlwire.Message):
+                payloads.append(event.payload)
+        if len(payloads) != 1:
+            raise controlwire.WireError(controlwire.Reason.MALFORMED, f"{len(payloads)} messages, not one")
+        return control.decode_request(payloads[0])
+
+    return (decode, authentic, lambda request: authentic(control.encode_request(request)),
+            (control.ControlError, controlwire.WireError))
 
 
 def build_control() -> Callable[[bytes], None]:
+    """Input: mode byte, then bytes.  Mode 0: the bytes as sent on a new connection;
+    1: the bytes as the payload of an authentic message; 2: the bytes after an
+    authentic handshake (frames in the open state)."""
+    from mediad import controlwire
+
     decode, authentic, encode, errors = control_codec()
+    keys = controlwire.derive(CONTROL_SECRET, CONTROL_CLIENT_NONCE, CONTROL_SERVER_NONCE)
+    handshake = (controlwire.ClientConnection(CONTROL_SECRET, CONTROL_CLIENT_NONCE).hello()
+                 + controlwire.encode(controlwire.Frame(controlwire.FrameType.AUTH, keys.client_proof)))
 
     def one(data: bytes) -> None:
         if not data:
             return
-        datagram = authentic(data[1:]) if data[0] & 1 else data[1:]
+        mode, rest = data[0] % 3, data[1:]
+        wire = authentic(rest) if mode == 1 else handshake + rest if mode == 2 else rest
         try:
-            request = decode(datagram)
+            frames, used = controlwire.decode(wire)
+        except controlwire.WireError:
+            pass
+        else:
+            _require(b"".join(map(controlwire.encode, frames)) == wire[:used], "a decoded frame does not round-trip")
+        try:
+            request = decode(wire)
         except errors:
             return
         _require(decode(encode(request)) == request, "a decoded request does not round-trip")
@@ -444,6 +490,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            ("mediad.sctp", "aiortc.rtcsctptransport", "aiortc.rtcdatachannel"), build_sctp, _seeds("sctp")),
     Target("msrp", "MSRP message boundaries (RFC 4975 7.1)", ("mediad.msrp",), build_msrp, _seeds("msrp")),
     Target("t140", "T.140 in RTP and RED (RFC 4103, RFC 2198)", ("mediad.t140",), build_t140, _seeds("t140")),
-    Target("control", "control codec (the Iq interface on the wire)", ("mediad.control", "sdp_rules.iq"),
+    Target("control", "control channel: frames, handshake, sequence, Iq payload",
+           ("mediad.control", "mediad.controlwire", "iq"),
            build_control, _seeds("control"), max_len=16384),
 )}

@@ -1,32 +1,46 @@
 """Clients of mediad's control endpoint (the Iq interface, see ``mediad.control``).
 
 :class:`IqClient` is blocking, for the Kamailio plugin whose worker processes
-have no event loop: it sends the request, waits half the timeout, retransmits
-once (mediad answers a retransmission from its idempotency cache), waits the
-rest, and raises :class:`~sdp_rules.errors.UnavailableError` on timeout or
-when the port is closed (ICMP port unreachable).  :class:`AsyncIqClient` does
-the same on asyncio, for tests and tools.  Both only accept the reply whose
-dialog and transaction match the request (or an error reply with no dialog).
+have no event loop.  It keeps one connection (opened on first use, and again
+in a forked child: a connection is never shared between processes), runs the
+handshake of ``mediad.controlwire`` on it once, then sends one request at a
+time and reads its reply.  No request waits longer than ``timeout`` in all
+(connecting and the handshake included); on timeout the connection is closed
+(a late reply must not answer the next request) and
+:class:`~sdp_rules.errors.UnavailableError` is raised.  A kept connection
+that fails under a request is replaced once and the request sent again on
+the new one, within the same time (mediad answers a
+request it already served from its idempotency cache): that is also how a
+connection mediad closed (a restart) is found and replaced, at no cost to
+the requests that find their connection alive.  A refused handshake
+(the secrets differ) answers an :class:`IqReply` with ``error_code`` 401, so
+the caller may read the secret again.  Unreachable: ``UnavailableError``.
+
+:class:`AsyncIqClient` does the same on asyncio for tests and tools, with one
+connection per request.  Both only accept the reply whose dialog and
+transaction match the request (or an error reply with no dialog).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 
 from sdp_rules.errors import UnavailableError
 from sdp_rules.iq import IqReply, IqRequest
 
-from mediad.control import decode_reply, encode_request
+from mediad.control import E_BAD_MAC, decode_reply, encode_request
+from mediad.controlwire import MAX_PAYLOAD, Authenticated, ClientConnection, Message, ProtocolError, Refused
 
-RECV_SIZE = 65535
+RECV_SIZE = 65536  # one read (a reply larger than this takes several)
 
 
 def _address(address) -> tuple[str, int]:
     if isinstance(address, str):
         host, _, port = address.rpartition(":")
-        return (host, int(port))
+        return (host.strip("[]"), int(port))
     if hasattr(address, "as_tuple"):
         return address.as_tuple()
     return (address[0], int(address[1]))
@@ -42,8 +56,32 @@ def _matches(reply: IqReply, request: IqRequest) -> bool:
     return reply.error_code is not None and reply.dialog == ""
 
 
+def _refused(request: IqRequest, event: Refused) -> IqReply:
+    """A refusal as the reply the caller gets: 401 for a secret mismatch, else unavailable."""
+    if event.code == E_BAD_MAC:
+        return IqReply(request.dialog, request.transaction, error=f"control channel refused: {event.reason}",
+                       error_code=E_BAD_MAC)
+    raise UnavailableError(f"mediad refused the control connection: {event.code} {event.reason}")
+
+
+class _Lost(Exception):
+    """The connection closed or broke before the reply came."""
+
+
+class _Late(Exception):
+    """The deadline passed."""
+
+
+class _RefusedError(Exception):
+    """mediad refused the connection (an ERROR frame), or did not prove the secret."""
+
+    def __init__(self, event: Refused) -> None:
+        super().__init__(event.reason)
+        self.event = event
+
+
 class IqClient:
-    """Blocking client; one UDP socket, opened lazily (safe to create before a fork)."""
+    """Blocking client; one TCP connection, opened lazily (safe to create before a fork)."""
 
     def __init__(self, address, secret: bytes | str, timeout: float = 0.5, retry_after: int = 5) -> None:
         self.address = _address(address)
@@ -51,6 +89,9 @@ class IqClient:
         self.timeout = timeout
         self.retry_after = retry_after
         self._sock: socket.socket | None = None
+        self._wire: ClientConnection | None = None
+        self._pid = 0
+        self._buffer: bytearray | None = None  # reads land here (no large allocation per read)
 
     @classmethod
     def from_config(cls, config) -> "IqClient":
@@ -60,64 +101,96 @@ class IqClient:
         secret = config.mediad_control_secret or read_control_secret_sync(config.redis_url_with_password)
         return cls(config.mediad_control, secret, config.plugin_iq_timeout_ms / 1000.0, config.plugin_retry_after)
 
-    def _socket(self) -> socket.socket:
-        if self._sock is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.connect(self.address)
-            self._sock = sock
-        return self._sock
-
     def request(self, iq: IqRequest) -> IqReply:
-        data = encode_request(self.secret, iq)
-        sock = self._socket()
+        payload = encode_request(iq)
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"an Iq request of {len(payload)} bytes is over the limit of {MAX_PAYLOAD}")
         deadline = time.monotonic() + self.timeout
-        retransmit_at = time.monotonic() + self.timeout / 2
-        retransmitted = False
+        for attempt in (1, 2):
+            fresh = self._sock is None or self._pid != os.getpid()
+            try:
+                if fresh:
+                    self._connect(deadline)
+                assert self._sock is not None and self._wire is not None
+                self._sock.sendall(self._wire.send(payload))
+                return self._reply(iq, deadline)
+            except _RefusedError as exc:
+                self.close()
+                return _refused(iq, exc.event)
+            except (_Late, socket.timeout):
+                self.close()
+                raise UnavailableError(f"mediad did not answer within {self.timeout:.3f}s", self.retry_after) from None
+            except (_Lost, OSError) as exc:
+                self.close()
+                if fresh or attempt == 2 or time.monotonic() >= deadline:
+                    reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or "connection lost"
+                    raise UnavailableError(f"mediad unreachable: {reason}", self.retry_after) from None
+                # a kept connection broke under the request: once more on a new one
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connect(self, deadline: float) -> None:
+        self.close()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Late()
+        sock = socket.create_connection(self.address, timeout=remaining)
         try:
-            sock.send(data)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            wire = ClientConnection(self.secret)
+            self._sock, self._wire, self._pid = sock, wire, os.getpid()
+            sock.sendall(wire.hello())
             while True:
-                now = time.monotonic()
-                if not retransmitted and now >= retransmit_at:
-                    sock.send(data)
-                    retransmitted = True
-                wait = (deadline if retransmitted else retransmit_at) - now
-                if wait <= 0:
-                    break
-                sock.settimeout(wait)
-                try:
-                    raw = sock.recv(RECV_SIZE)
-                except socket.timeout:
-                    continue
-                try:
-                    reply = decode_reply(raw)
-                except ValueError:
-                    continue
-                if _matches(reply, iq):
-                    return reply
-        except OSError as exc:  # ECONNREFUSED from an ICMP port unreachable, ...
+                for event in self._receive(deadline):
+                    if type(event) is Authenticated:
+                        return
+        except BaseException:
             self.close()
-            raise UnavailableError(f"mediad unreachable: {exc.strerror or exc}", self.retry_after) from None
-        raise UnavailableError(f"mediad did not answer within {self.timeout:.3f}s", self.retry_after)
+            raise
+
+    def _receive(self, deadline: float) -> list:
+        """The events of the next bytes mediad sends; raises _Late, _Lost, _RefusedError."""
+        assert self._sock is not None and self._wire is not None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Late()
+        self._sock.settimeout(remaining)
+        if self._buffer is None:
+            self._buffer = bytearray(RECV_SIZE)
+        size = self._sock.recv_into(self._buffer)
+        if not size:
+            raise _Lost("mediad closed the connection")
+        events = self._wire.receive_data(bytes(memoryview(self._buffer)[:size]))
+        for event in events:
+            if type(event) is Refused:
+                raise _RefusedError(event)
+            if type(event) is ProtocolError:
+                raise _Lost(f"control protocol error: {event.message}")
+        return events
+
+    def _reply(self, iq: IqRequest, deadline: float) -> IqReply:
+        while True:
+            for event in self._receive(deadline):
+                if type(event) is Message:
+                    try:
+                        reply = decode_reply(event.payload)
+                    except ValueError as exc:
+                        raise _Lost(str(exc)) from None
+                    if _matches(reply, iq):
+                        return reply
 
     def close(self) -> None:
         if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-
-class _ReplyProtocol(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue()
-
-    def datagram_received(self, data, addr) -> None:  # type: ignore[override]
-        self.queue.put_nowait(data)
-
-    def error_received(self, exc) -> None:  # type: ignore[override]
-        self.queue.put_nowait(exc)
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = None
+        self._wire = None
 
 
 class AsyncIqClient:
-    """asyncio client with the same behaviour as :class:`IqClient`."""
+    """asyncio client with the same behaviour as :class:`IqClient`, one connection per request."""
 
     def __init__(self, address, secret: bytes | str, timeout: float = 2.0) -> None:
         self.address = _address(address)
@@ -125,32 +198,34 @@ class AsyncIqClient:
         self.timeout = timeout
 
     async def request(self, iq: IqRequest) -> IqReply:
-        return await self.request_raw(encode_request(self.secret, iq), iq)
-
-    async def request_raw(self, data: bytes, iq: IqRequest | None = None) -> IqReply:
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(_ReplyProtocol, remote_addr=self.address)
         try:
-            deadline = loop.time() + self.timeout
-            for attempt in range(2):
-                transport.sendto(data)
-                until = deadline if attempt else loop.time() + self.timeout / 2
-                while True:
-                    wait = until - loop.time()
-                    if wait <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(protocol.queue.get(), wait)
-                    except asyncio.TimeoutError:
-                        break
-                    if isinstance(item, Exception):
-                        raise UnavailableError(f"mediad unreachable: {item}")
-                    try:
-                        reply = decode_reply(item)
-                    except ValueError:
-                        continue
-                    if iq is None or _matches(reply, iq):
-                        return reply
+            return await asyncio.wait_for(self._request(iq), self.timeout)
+        except asyncio.TimeoutError:
+            raise UnavailableError(f"mediad did not answer within {self.timeout:.3f}s") from None
+        except (OSError, _Lost) as exc:
+            raise UnavailableError(f"mediad unreachable: {exc}") from None
+
+    async def _request(self, iq: IqRequest) -> IqReply:
+        reader, writer = await asyncio.open_connection(*self.address)
+        try:
+            wire = ClientConnection(self.secret)
+            writer.write(wire.hello())
+            sent = False
+            while True:
+                data = await reader.read(RECV_SIZE)
+                if not data:
+                    raise _Lost("mediad closed the connection")
+                for event in wire.receive_data(data):
+                    if type(event) is Refused:
+                        return _refused(iq, event)
+                    if type(event) is ProtocolError:
+                        raise _Lost(event.message)
+                    if type(event) is Authenticated and not sent:
+                        writer.write(wire.send(encode_request(iq)))
+                        sent = True
+                    elif type(event) is Message:
+                        reply = decode_reply(event.payload)
+                        if _matches(reply, iq):
+                            return reply
         finally:
-            transport.close()
-        raise UnavailableError(f"mediad did not answer within {self.timeout:.3f}s")
+            writer.close()

@@ -31,6 +31,8 @@ CORE_RTP_PROFILES = ("avpf", "avp", "auto")
 
 
 PACKET_PATHS = ("auto", "native", "python")
+CORE_SOURCES = ("sdp", "latch")
+MAX_SSRCS_LIMIT = 64  # the native packet path's table size (mediad/fastpath.c E2AE_MAX_SSRCS)
 LOG_FORMATS = ("text", "json")  # mediad.logs
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -123,6 +125,8 @@ class Config:
     mediad_log_level: str = "INFO"
     mediad_sctp_max_message_size: int = 262144  # RFC 8841 a=max-message-size we accept
     mediad_packet_path: str = "auto"  # auto | native | python (mediad.fastpath)
+    mediad_core_source: str = "sdp"  # sdp | latch: whose core media is accepted (docs/mediad.md)
+    mediad_max_ssrcs: int = 16  # SSRCs per SRTP session toward access; a new one past it is dropped
     mediad_log_format: str = "text"  # text | json (mediad.logs)
     # [redis]
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -254,6 +258,8 @@ _CONVERTERS = {
     ("mediad", "log_level"): lambda t, w: t.strip().upper(),
     ("mediad", "sctp_max_message_size"): lambda t, w: int(_positive(int, t, w)),
     ("mediad", "packet_path"): lambda t, w: _choice(t, w, PACKET_PATHS),
+    ("mediad", "core_source"): lambda t, w: _choice(t, w, CORE_SOURCES),
+    ("mediad", "max_ssrcs"): lambda t, w: _bounded(t, w, 1, MAX_SSRCS_LIMIT),
     ("mediad", "log_format"): lambda t, w: _choice(t, w, LOG_FORMATS),
     ("redis", "url"): lambda t, w: t.strip(),
     ("redis", "password"): lambda t, w: t.strip(),
@@ -269,6 +275,16 @@ _CONVERTERS = {
     ("plugin", "log_format"): lambda t, w: _choice(t, w, LOG_FORMATS),
     ("plugin", "rpc_socket"): lambda t, w: t.strip(),
 }
+
+
+def _bounded(text: str, where: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {text!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{where}: expected {low} to {high}, got {text!r}")
+    return value
 
 
 def _choice(text: str, where: str, choices: tuple[str, ...]) -> str:

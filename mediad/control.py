@@ -1,55 +1,66 @@
-"""The control endpoint: the Iq interface carried over UDP on loopback.
+"""The control endpoint: the Iq interface over authenticated TCP connections.
 
-Wire format (one JSON object per datagram, UTF-8):
+Each connection runs the wire protocol of ``mediad.controlwire`` (frames,
+handshake, per-connection keys, sequence numbers); each DATA message carries
+one JSON object:
 
-* request: ``{"iq": IqRequest.to_dict(), "mac": hex(HMAC-SHA256(secret, canonical(iq)))}``
-  where ``canonical`` is ``json.dumps(iq, sort_keys=True, separators=(",", ":"))``;
-* reply: ``IqReply.to_dict()``; on failure ``error`` and ``error_code`` are set:
-  400 malformed, 401 bad MAC, 404 unknown dialog, 501 unsupported stream kind,
-  503 no ports left, 500 internal error.
+* request: ``IqRequest.to_dict()``;
+* reply: ``IqReply.to_dict()``; on failure ``error`` and ``error_code`` are set
+  (the codes are in ``docs/mediad.md``: who is wrong, and what the plugin answers).
 
-Theory of operation: :func:`decode_request` checks size, JSON, MAC (constant
-time) and the Iq schema, raising :class:`ControlError` with the code to
-answer.  A datagram framed as :func:`encode_request` frames it (the canonical
-iq as sent, then the MAC) is checked on those bytes as they are, without
-parsing and re-serialising the whole request; any other framing, or a MAC
-that does not check, takes the general path (parse, ``canonical``, compare),
-so every error is answered as before.  :class:`ControlProtocol` is the asyncio shell: every datagram becomes
-a task that awaits the handler (the daemon's session manager) and sends the
-reply back to the source address.  A datagram from a non-loopback address is
-ignored, and so is a request beyond ``MAX_PENDING`` in progress.  Idempotency (same dialog + transaction → same answer) is the
+Theory of operation: :func:`decode_request` and :func:`encode_reply` are the
+pure payload codec (JSON; a payload that is not an Iq request raises
+:class:`ControlError` 400, whatever its nesting).  :class:`ControlEndpoint` is
+the asyncio shell: it listens on the configured address, gives each
+connection a :class:`ControlConnection` (an ``asyncio.Protocol`` around a
+``controlwire.ServerConnection``) and closes connections that do not
+authenticate within ``HANDSHAKE_TIMEOUT`` or leave a frame half sent for
+``FRAME_TIMEOUT``.  Every authenticated request becomes a task that awaits
+the handler (the daemon's session manager) and writes the reply on its
+connection; a client that goes away does not cancel it (a request is applied
+whole or not at all).  Beyond ``MAX_PENDING`` requests in progress a request
+is answered 503 at once; beyond ``MAX_CONNECTIONS`` a connection is refused
+(ERROR 503).  What the protocol refuses (garbage, a wrong secret, a replayed
+or forged frame) is counted by reason and logged at info level, never with a
+traceback.  Idempotency (same dialog + transaction → same answer) is the
 handler's business, because the cache lives with the dialog's state.  The
 handler serves the requests of one dialog one at a time, in their order of
 arrival, with :class:`DialogLocks` (requests of different dialogs go on
-concurrently): a retransmission waits for its original and then finds the
-answer in the cache.
+concurrently): a request resent on a new connection after its first one was
+lost waits for its original and then finds the answer in the cache.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import ipaddress
 import json
 import logging
+import socket
 import time
 from typing import Any, Awaitable, Callable
 
 from sdp_rules.errors import E2aeError
 from sdp_rules.iq import IqReply, IqRequest
 
+from mediad import controlwire
+from mediad.controlwire import Authenticated, Message, ProtocolError, ServerConnection
+
 log = logging.getLogger("mediad.control")
 
-MAX_DATAGRAM = 65507
-MAX_PENDING = 1024  # requests being served at once; more are dropped (the client retransmits)
+MAX_PENDING = 1024  # requests being served at once; more are answered 503
+MAX_CONNECTIONS = 1024  # open control connections; more are refused
+HANDSHAKE_TIMEOUT = 3.0  # seconds from accept to an authenticated connection
+FRAME_TIMEOUT = 5.0  # seconds a frame may stay half received
+SWEEP_PERIOD = 1.0
 
-E_MALFORMED = 400
-E_BAD_MAC = 401
-E_UNKNOWN_DIALOG = 404
-E_INTERNAL = 500
-E_UNSUPPORTED = 501
-E_NO_RESOURCES = 503
+# The error codes of a reply (docs/mediad.md, "Error codes"): who is wrong decides the SIP answer.
+E_MALFORMED = 400  # the request breaks the Iq schema: the ALG's defect (500)
+E_BAD_MAC = 401  # not authenticated: the secrets differ (the client reads it again; else 503)
+E_UNKNOWN_DIALOG = 404  # no such dialog here (released, expired, lost)
+E_PEER = 488  # the peer's media description asks for what mediad cannot do (488)
+E_INTERNAL = 500  # mediad's own defect (500)
+E_UNSUPPORTED = 501  # a stream kind this mediad does not implement: plugin and mediad differ (500)
+E_NO_RESOURCES = 503  # no free ports, or too busy now (503 with Retry-After)
 
 
 class ControlError(E2aeError):
@@ -67,86 +78,42 @@ class ControlError(E2aeError):
 
 
 # Made once: json.dumps with options builds an encoder on every call.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
+_loads = json.loads
 
 
-def canonical(iq: dict[str, Any]) -> bytes:
-    return _CANONICAL.encode(iq).encode()
+def encode_request(request: IqRequest) -> bytes:
+    """The payload of a request message."""
+    return _COMPACT.encode(request.to_dict()).encode()
 
 
-def sign(secret: bytes, iq: dict[str, Any]) -> str:
-    return hmac.new(secret, canonical(iq), hashlib.sha256).hexdigest()
-
-
-_IQ_HEAD = b'{"iq":'
-_MAC_HEAD = b',"mac":"'
-_MAC_TAIL = b'"}'
-_MAC_HEX = 2 * hashlib.sha256().digest_size
-
-
-def encode_request(secret: bytes, request: IqRequest) -> bytes:
-    # The canonical form is itself the iq's JSON: serialised once, signed and sent as is.
-    body = canonical(request.to_dict())
-    mac = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return _IQ_HEAD + body + _MAC_HEAD + mac.encode() + _MAC_TAIL
+def decode_request(payload: bytes) -> IqRequest:
+    """The IqRequest of a request payload; ControlError 400 (with its names when it has them)."""
+    try:
+        iq = _loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise ControlError(E_MALFORMED, "request is not JSON") from None
+    except RecursionError:
+        raise ControlError(E_MALFORMED, "request is nested too deeply") from None
+    if not isinstance(iq, dict):
+        raise ControlError(E_MALFORMED, "request must be a JSON object")
+    return _request(iq)
 
 
 def encode_reply(reply: IqReply | dict[str, Any]) -> bytes:
-    """The reply datagram, from an :class:`IqReply` or its ``to_dict()`` already made."""
+    """The payload of a reply, from an :class:`IqReply` or its ``to_dict()`` already made."""
     data = reply if isinstance(reply, dict) else reply.to_dict()
     return _COMPACT.encode(data).encode()
 
 
-def decode_reply(data: bytes) -> IqReply:
+def decode_reply(payload: bytes) -> IqReply:
     try:
-        return IqReply.from_dict(json.loads(data))
-    except (ValueError, TypeError, AttributeError) as exc:
+        data = _loads(payload)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        return IqReply.from_dict(data)
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise ValueError(f"malformed Iq reply: {exc}") from None
-
-
-def decode_request(secret: bytes, data: bytes) -> IqRequest:
-    """Check and parse one request datagram; raise ControlError (400/401)."""
-    iq = _signed_as_sent(secret, data)
-    if iq is None:
-        iq = _signed_canonical(secret, data)
-    return _request(iq)
-
-
-def _signed_as_sent(secret: bytes, data: bytes) -> dict[str, Any] | None:
-    """The iq of a datagram framed as encode_request frames it, if its MAC checks on the bytes sent.
-
-    Those bytes are what the sender signed: the canonical iq.  None sends the
-    datagram down the general path (other framing, bad MAC, not an object).
-    """
-    mac_at = len(data) - len(_MAC_TAIL) - _MAC_HEX
-    body_end = mac_at - len(_MAC_HEAD)
-    if (body_end <= len(_IQ_HEAD) or not data.startswith(_IQ_HEAD) or not data.endswith(_MAC_TAIL)
-            or data[body_end:mac_at] != _MAC_HEAD):
-        return None
-    body = data[len(_IQ_HEAD):body_end]
-    if not hmac.compare_digest(data[mac_at:-len(_MAC_TAIL)], hmac.new(secret, body, hashlib.sha256).hexdigest().encode()):
-        return None
-    try:
-        iq = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
-        return None
-    return iq if isinstance(iq, dict) else None
-
-
-def _signed_canonical(secret: bytes, data: bytes) -> dict[str, Any]:
-    """The general path: parse the request, check the MAC over the re-serialised canonical iq."""
-    try:
-        outer = json.loads(data)
-    except (ValueError, RecursionError):
-        raise ControlError(E_MALFORMED, "request is not JSON") from None
-    if not isinstance(outer, dict) or not isinstance(outer.get("iq"), dict):
-        raise ControlError(E_MALFORMED, "request must be an object with an 'iq' object")
-    iq = outer["iq"]
-    mac = outer.get("mac")
-    if not isinstance(mac, str) or not hmac.compare_digest(mac.encode(), sign(secret, iq).encode()):
-        raise ControlError(E_BAD_MAC, "missing or bad mac", *_names(iq))
-    return iq
 
 
 def _names(iq: dict[str, Any]) -> tuple[str, str]:
@@ -155,11 +122,11 @@ def _names(iq: dict[str, Any]) -> tuple[str, str]:
 
 
 def _request(iq: dict[str, Any]) -> IqRequest:
-    """The IqRequest of an authenticated iq; ControlError 400 when it breaks the schema."""
+    """The IqRequest of a decoded iq; ControlError 400 when it breaks the schema."""
     dialog, transaction = _names(iq)
     try:
         request = IqRequest.from_dict(iq)
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
         raise ControlError(E_MALFORMED, str(exc)[:300], dialog, transaction) from None
     if not request.dialog or not request.transaction:
         raise ControlError(E_MALFORMED, "dialog and transaction must not be empty", dialog, transaction)
@@ -217,56 +184,169 @@ class _Entry:
             del self.entries[self.dialog]
 
 
-class ControlProtocol(asyncio.DatagramProtocol):
-    """asyncio shell of the control endpoint."""
+class ControlEndpoint:
+    """The listening side: connections, limits, timeouts, the handler."""
 
     def __init__(self, secret: bytes, handler: Handler, metrics) -> None:
         self.secret = secret
         self.handler = handler
         self.metrics = metrics
-        self.transport: asyncio.DatagramTransport | None = None
+        self.connections: set[ControlConnection] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self.sweeper: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def listen(self, host: str, port: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.server = await self.loop.create_server(lambda: ControlConnection(self), host, port,
+                                                    reuse_address=True, backlog=512)
+        self.sweeper = self.loop.call_later(SWEEP_PERIOD, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections that do not authenticate in time, or stall inside a frame."""
+        assert self.loop is not None
+        now = self.loop.time()
+        for connection in list(self.connections):
+            connection.check(now)
+        self.sweeper = self.loop.call_later(SWEEP_PERIOD, self._sweep)
+
+    def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for connection in list(self.connections):
+            connection.abort()
+        for task in list(self.tasks):
+            task.cancel()
+
+    def rejected(self, reason: str, message: str, peer) -> None:
+        self.metrics.control_rejected(reason)
+        log.info("control connection from %s closed: %s (%s)", peer, reason, message[:200])
+
+
+class ControlConnection(asyncio.Protocol):
+    """One control connection: bytes in, requests to the handler, replies out."""
+
+    def __init__(self, endpoint: ControlEndpoint) -> None:
+        self.endpoint = endpoint
+        self.wire = ServerConnection(endpoint.secret)
+        self.transport: asyncio.Transport | None = None
+        self.peer = None
+        self.opened_at = 0.0
+        self.partial_since: float | None = None  # when a frame began to arrive only in part
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
+        endpoint = self.endpoint
         self.transport = transport
-
-    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
-        host = addr[0]
-        if not host.startswith("127."):  # the kernel writes IPv4 dotted quads: 127/8 is loopback
+        self.peer = transport.get_extra_info("peername")
+        self.opened_at = endpoint.loop.time() if endpoint.loop else 0.0
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
             try:
-                if not ipaddress.ip_address(host).is_loopback:
-                    self.metrics.control("unknown", "401", 0.0)
-                    return
-            except ValueError:
-                return
-        if len(self.tasks) >= MAX_PENDING:
-            self.metrics.control("unknown", "503", 0.0)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            except OSError:
+                pass
+        if len(endpoint.connections) >= MAX_CONNECTIONS:
+            self.wire.refuse(E_NO_RESOURCES, "too many control connections")
+            self._flush()
+            endpoint.rejected("busy", "too many control connections", self.peer)
             return
-        task = asyncio.get_running_loop().create_task(self._serve(data, addr))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        endpoint.connections.add(self)
+        endpoint.metrics.control_connections.set(len(endpoint.connections))
 
-    async def _serve(self, data: bytes, addr) -> None:
+    def connection_lost(self, exc) -> None:  # type: ignore[override]
+        endpoint = self.endpoint
+        endpoint.connections.discard(self)
+        endpoint.metrics.control_connections.set(len(endpoint.connections))
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:  # type: ignore[override]
+        wire = self.wire
+        for event in wire.receive_data(data):
+            if type(event) is Message:
+                self._request(event.payload)
+            elif type(event) is ProtocolError:
+                self.endpoint.rejected(event.reason.value, event.message, self.peer)
+            elif type(event) is Authenticated:
+                log.debug("control connection from %s authenticated", self.peer)
+        if wire.buffered:
+            if self.partial_since is None and self.endpoint.loop is not None:
+                self.partial_since = self.endpoint.loop.time()
+        else:
+            self.partial_since = None
+        self._flush()
+
+    def eof_received(self) -> bool:  # type: ignore[override]
+        return False  # close our side too
+
+    def check(self, now: float) -> None:
+        """The sweeper's visit: a handshake or a frame that takes too long closes the connection."""
+        wire = self.wire
+        if wire.closed:
+            return
+        if wire.state is not controlwire.State.OPEN and now - self.opened_at > HANDSHAKE_TIMEOUT:
+            reason, message = "handshake_timeout", "not authenticated in time"
+        elif self.partial_since is not None and now - self.partial_since > FRAME_TIMEOUT:
+            reason, message = "stalled", "a frame left half sent"
+        else:
+            return
+        wire.refuse(E_MALFORMED, message)
+        self._flush()
+        self.endpoint.rejected(reason, message, self.peer)
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        out = self.wire.data_to_send()
+        if out:
+            transport.write(out)
+        if self.wire.closed:
+            transport.close()
+            self.endpoint.connections.discard(self)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _request(self, payload: bytes) -> None:
+        endpoint = self.endpoint
+        if len(endpoint.tasks) >= MAX_PENDING:
+            endpoint.metrics.control("unknown", "503", 0.0)
+            self._reply(IqReply("", "", error="mediad busy", error_code=E_NO_RESOURCES))
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(payload))
+        endpoint.tasks.add(task)
+        task.add_done_callback(endpoint.tasks.discard)
+
+    async def _serve(self, payload: bytes) -> None:
         started = time.perf_counter()
         command = "unknown"
+        metrics = self.endpoint.metrics
+        request: IqRequest | None = None
         try:
-            if len(data) > MAX_DATAGRAM:
-                raise ControlError(E_MALFORMED, "request too large")
-            request = decode_request(self.secret, data)
+            request = decode_request(payload)
             command = request.command.value
-            reply = await self.handler(request)
+            reply = await self.endpoint.handler(request)
         except ControlError as exc:
+            if exc.code == E_MALFORMED:
+                log.info("control request refused (%s): %s", exc.code, exc.message)
             reply = exc.reply()
         except Exception:  # the endpoint must answer and survive whatever happens
             log.exception("control request failed")
-            reply = IqReply("", "", error="internal error", error_code=E_INTERNAL)
+            dialog, transaction = (request.dialog, request.transaction) if request is not None else ("", "")
+            reply = IqReply(dialog, transaction, error="internal error", error_code=E_INTERNAL)
         code = reply["error_code"] if isinstance(reply, dict) else reply.error_code
-        self.metrics.control(command, "ok" if code is None else str(code), time.perf_counter() - started)
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(encode_reply(reply), addr)
+        metrics.control(command, "ok" if code is None else str(code), time.perf_counter() - started)
+        self._reply(reply)
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        for task in list(self.tasks):
-            task.cancel()
+    def _reply(self, reply: IqReply | dict[str, Any]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.wire.closed:
+            return  # the client went away: the request was served, the answer is lost
+        transport.write(self.wire.send(encode_reply(reply)))

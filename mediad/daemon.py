@@ -30,6 +30,7 @@ credentials, SRTP from the stored keys, no new handshake.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import OrderedDict
@@ -41,11 +42,13 @@ from prometheus_client import CollectorRegistry, start_http_server
 from sdp_rules.errors import E2aeError
 from sdp_rules.iq import Command, IqReply, IqRequest, Role, StreamSpec, TerminationSpec
 
+EVENT_DIALOG_EXPIRED = "dialog_expired"
+
 from mediad import datachannel, fastpath
 from mediad.certs import Certificate
 from mediad.config import Config
 from mediad.control import (
-    E_MALFORMED, E_NO_RESOURCES, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlError, ControlProtocol, DialogLocks,
+    E_MALFORMED, E_NO_RESOURCES, E_PEER, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlEndpoint, ControlError, DialogLocks,
 )
 from mediad.metrics import Metrics
 from mediad.ports import NoPortsError, PortPool
@@ -82,7 +85,7 @@ class Daemon:
         self.certificate_reference = ""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.store: StateStore | None = None
-        self.control: ControlProtocol | None = None
+        self.control: ControlEndpoint | None = None
         self.metrics_server = None
         self.locks = DialogLocks()
 
@@ -123,10 +126,10 @@ class Daemon:
         await self._load_certificate()
         await self.restore()
         control = self.config.mediad_control
-        _, self.control = await self.loop.create_datagram_endpoint(
-            lambda: ControlProtocol(secret, self.serve, self.metrics), local_addr=control.as_tuple()
-        )
+        self.control = ControlEndpoint(secret, self.serve, self.metrics)
+        await self.control.listen(control.host, control.port)
         self._spawn(self._sweep())
+        self._spawn(self._expire_idle())
         self.metrics.redis_up.set(1)
         self._spawn(self._watch_redis())
         if self.config.mediad_metrics is not None:
@@ -199,6 +202,7 @@ class Daemon:
             dialog = self.dialogs.get(request.dialog)
             if dialog is not None and reply.error_code is None and request.command in (Command.RESERVE, Command.MODIFY):
                 dialog.remember(request.transaction, data)
+                dialog.refresh(self.loop.time())  # (and its document, with its TTL, is written again)
                 self.changed(dialog)
             else:
                 self.recent[key] = data
@@ -212,6 +216,8 @@ class Daemon:
             return IqReply(request.dialog, request.transaction,
                            data={"dialogs": sorted(self.dialogs), "count": len(self.dialogs)})
         dialog = self.dialogs.get(request.dialog)
+        for spec in request.streams:
+            self._check_remote(spec)
         if command is Command.RESERVE:
             return await self._reserve(request, dialog)
         if dialog is None:
@@ -221,6 +227,36 @@ class Daemon:
         if command is Command.MODIFY:
             return await self._modify(request, dialog)
         return await self._release(request, dialog)
+
+    def _check_remote(self, spec: StreamSpec) -> None:
+        """What the peer's SDP gave (addresses, ports) must be something mediad can send to.
+
+        A host name (mediad resolves no names on its packet path), an address of
+        the other family than the side's own, or a port out of range is the peer's
+        doing: 488, the request changes nothing.
+        """
+        for side, term, local in (("access", spec.access, self.config.mediad_access_address),
+                                  ("core", spec.core, self.config.mediad_core_address)):
+            if term is None:
+                continue
+            if term.remote_address:
+                try:
+                    address = ipaddress.ip_address(term.remote_address)
+                except ValueError:
+                    raise ControlError(E_PEER, f"stream {spec.stream_id}: {side} remote address "
+                                               f"{term.remote_address[:64]!r} is not an IP address") from None
+                if address.version != ipaddress.ip_address(local).version:
+                    raise ControlError(E_PEER, f"stream {spec.stream_id}: {side} remote address "
+                                               f"{term.remote_address!r} is IPv{address.version}, mediad's {side} "
+                                               f"address is IPv{ipaddress.ip_address(local).version}")
+            for name in ("remote_port", "remote_rtcp_port", "remote_sctp_port"):
+                value = getattr(term, name)
+                if value is None:
+                    continue
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ControlError(E_MALFORMED, f"stream {spec.stream_id}: {side} {name} is not a number")
+                if not 0 <= value <= 65535:
+                    raise ControlError(E_PEER, f"stream {spec.stream_id}: {side} remote port {value} is out of range")
 
     def _check_stream(self, spec: StreamSpec) -> None:
         if spec.kind not in SUPPORTED_KINDS and spec.kind not in datachannel.KINDS:
@@ -422,6 +458,46 @@ class Daemon:
                         for channel in stream.access.channels():
                             channel.check_consent()
 
+    async def _expire_idle(self) -> None:
+        """Release the dialogs nothing refreshed for ``dialog_ttl`` (their Redis documents expire too).
+
+        A dialog is refreshed by a RESERVE or MODIFY, and by authenticated traffic
+        from the access side (SRTP/SRTCP, consent checks, DTLS application data)
+        seen since its last refresh: an active dialog is refreshed, and its
+        document written again with a new TTL, once half its TTL has passed.  A
+        dialog that expires is released as a RELEASE would (ports, native path,
+        Redis), counted and announced with a ``dialog_expired`` event.
+        """
+        ttl = float(self.config.redis_dialog_ttl)
+        period = max(0.2, min(30.0, ttl / 8))
+        while True:
+            await asyncio.sleep(period)
+            now = self.loop.time()
+            for dialog in list(self.dialogs.values()):
+                age = now - dialog.refreshed_at
+                if age < ttl / 2:
+                    continue
+                if dialog.active():
+                    dialog.refresh(now)
+                    self.changed(dialog)
+                elif age >= ttl:
+                    self._expire(dialog, age)
+
+    def _expire(self, dialog: Dialog, age: float) -> None:
+        for stream in dialog.streams.values():
+            self._close_stream(stream)
+        dialog.streams.clear()
+        del self.dialogs[dialog.id]
+        self.pending.released(dialog.id)
+        self._wake_writer()
+        self.metrics.sessions_active.set(len(self.dialogs))
+        self.metrics.dialogs_expired.inc()
+        log.info("dialog %s expired: no request and no access traffic for %.0f s", dialog.id, age)
+        event = {"dialog": dialog.id, "stream_id": None, "event": EVENT_DIALOG_EXPIRED, "reason": None,
+                 "component": None, "time": round(time.time(), 3)}
+        self.metrics.events.labels(EVENT_DIALOG_EXPIRED).inc()
+        self._spawn(self._publish(event))
+
     async def _watch_redis(self) -> None:
         """Ping Redis every REDIS_PING_INTERVAL s: ``e2ae_mediad_redis_up``, a log line on each change."""
         assert self.store is not None
@@ -516,13 +592,17 @@ class Daemon:
     # -- restart -------------------------------------------------------------------
     async def restore(self) -> None:
         """Reload every dialog in Redis: same ports, SRTP from the stored keys."""
-        assert self.store is not None
-        for document in await self.store.load_all():
+        assert self.store is not None and self.loop is not None
+        ttl = self.config.redis_dialog_ttl
+        for document, remaining in await self.store.load_all():
             try:
                 dialog = await self._restore_dialog(document)
             except (E2aeError, KeyError, TypeError, ValueError) as exc:
                 log.warning("dialog %s not restored: %s", str(document.get("dialog"))[:64], exc)
                 continue
+            # It expires when its document does (remaining: the document's TTL left, in s).
+            dialog.refreshed_at = self.loop.time() - max(0.0, ttl - remaining) if remaining is not None else \
+                self.loop.time()
             self.dialogs[dialog.id] = dialog
             self.metrics.restored_sessions.inc()
         self.metrics.sessions_active.set(len(self.dialogs))

@@ -178,6 +178,7 @@ class SctpAccessChannel(AccessChannel):
     def handle_event(self, event) -> None:
         if isinstance(event, ApplicationData):
             self.t[("access", "in", "sctp")].count(len(event.data))
+            self.received += 1
             if self.source is not None and not self.leg.spec.ice_lite:
                 self.peer = self.source  # authenticated: latch (NAT rebinding)
             self.leg.association.receive(event.data)
@@ -304,6 +305,9 @@ class ChannelAccessLeg:
         self.reset = False
         self.closed = False
         self.owner.metrics.data_channels_active.inc()
+
+    # A channel's traffic is its association's: counted on the sctp stream's access channel.
+    received = 0
 
     def channels(self) -> list["ChannelAccessLeg"]:
         return [self]

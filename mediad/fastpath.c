@@ -49,8 +49,11 @@ enum { E2AE_A_RTP = 0, E2AE_A_RTCP = 1, E2AE_C_RTP = 2, E2AE_C_RTCP = 3 };
 enum {
     E2AE_SIDE_ACCESS = 0, E2AE_SIDE_CORE = 8, E2AE_IN = 0, E2AE_OUT = 4, E2AE_RTP = 0, E2AE_RTCP = 2,
     E2AE_DROP_AUTH_FAIL = 16, E2AE_DROP_REPLAY = 17, E2AE_DROP_BAD_PACKET = 18, E2AE_DROP_MALFORMED = 19,
-    E2AE_DROP_SEND_ERROR = 20, E2AE_FAST_PACKETS = 21, E2AE_COUNTERS = 24
+    E2AE_DROP_SEND_ERROR = 20, E2AE_FAST_PACKETS = 21, E2AE_DROP_WRONG_SOURCE = 22, E2AE_DROP_SSRCS = 23,
+    E2AE_COUNTERS = 24
 };
+
+#define E2AE_MAX_SSRCS 64 /* [mediad] max_ssrcs is at most this */
 
 typedef struct {
     int ok;
@@ -69,7 +72,12 @@ typedef struct {
     e2ae_addr dest[4];    /* toward access per access channel; toward the core for RTP / RTCP */
     e2ae_addr peer[2];    /* the access channel's authenticated source, when check_peer */
     int check_peer;       /* not ICE-lite: a new source is latched by Python */
-    int core_latching;    /* the core's address is not known yet: Python latches */
+    int core_latching;    /* no core termination on this path: Python decides */
+    e2ae_addr core_src[2]; /* the source the core's RTP / RTCP port takes media from; ok 0: Python decides */
+    int core_src_port;    /* 1: address and port must match (latched); 0: the address only (the SDP's) */
+    int nssrc[2];         /* per access channel: the SSRCs its SRTP session protects (Python admits new ones) */
+    uint32_t ssrc[2][E2AE_MAX_SSRCS];
+    uint64_t access_rx;   /* authenticated access packets relayed here (the dialog's expiry) */
     uint64_t *counters;
     uint64_t relayed[2];  /* packets taken in for relay from access, from the core (this stream) */
 } e2ae_stream;
@@ -109,6 +117,23 @@ void e2ae_set_addr(e2ae_addr *a, int family, const unsigned char *ip, int port) 
         a->len = sizeof(*in6);
         a->ok = 1;
     }
+}
+
+static int same_host(const struct sockaddr_storage *src, const e2ae_addr *a) {
+    if (!a->ok || src->ss_family != a->sa.ss_family)
+        return 0;
+    if (src->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)src)->sin_addr.s_addr == ((const struct sockaddr_in *)&a->sa)->sin_addr.s_addr;
+    return memcmp(&((const struct sockaddr_in6 *)src)->sin6_addr, &((const struct sockaddr_in6 *)&a->sa)->sin6_addr, 16) == 0;
+}
+
+static int known_ssrc(const e2ae_stream *s, int target, const unsigned char *p) {
+    uint32_t ssrc = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    int i;
+    for (i = 0; i < s->nssrc[target]; i++)
+        if (s->ssrc[target][i] == ssrc)
+            return 1;
+    return 0;
 }
 
 static int same_addr(const struct sockaddr_storage *src, const e2ae_addr *a) {
@@ -187,6 +212,7 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
         return 1;
     }
     kind = is_rtcp ? E2AE_RTCP : E2AE_RTP;
+    s->access_rx++;
     c[E2AE_SIDE_ACCESS + E2AE_IN + kind]++;
     c[E2AE_SIDE_ACCESS + E2AE_IN + kind + 1] += (uint64_t)len;
     c[E2AE_FAST_PACKETS]++;
@@ -195,12 +221,13 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
     return 1;
 }
 
-static int from_core(e2ae_stream *s, int which, unsigned char *buf, int len) {
+static int from_core(e2ae_stream *s, int which, unsigned char *buf, int len, const struct sockaddr_storage *src) {
     uint64_t *c = s->counters;
     int is_rtp, target, n, kind;
+    const e2ae_addr *from = &s->core_src[which - E2AE_C_RTP];
     e2ae_srtp *srtp;
     int st;
-    if (s->core_latching || len < 12 || buf[0] < 128 || buf[0] > 191)
+    if (s->core_latching || !from->ok || len < 12 || buf[0] < 128 || buf[0] > 191)
         return 0;
     is_rtp = which == E2AE_C_RTP && !(buf[1] >= 192 && buf[1] <= 223);
     target = (is_rtp || s->fd[E2AE_A_RTCP] < 0) ? E2AE_A_RTP : E2AE_A_RTCP;
@@ -211,6 +238,12 @@ static int from_core(e2ae_stream *s, int which, unsigned char *buf, int len) {
         c[E2AE_DROP_MALFORMED]++; /* plain RTCP is unauthenticated: check its form */
         return 1;
     }
+    if (!(s->core_src_port ? same_addr(src, from) : same_host(src, from))) {
+        c[E2AE_DROP_WRONG_SOURCE]++; /* not the core's address (nor the latched source) */
+        return 1;
+    }
+    if (!known_ssrc(s, target, buf + (is_rtp ? 8 : 4)))
+        return 0; /* a new SSRC: Python admits it (up to max_ssrcs) or drops it */
     kind = is_rtp ? E2AE_RTP : E2AE_RTCP;
     c[E2AE_SIDE_CORE + E2AE_IN + kind]++;
     c[E2AE_SIDE_CORE + E2AE_IN + kind + 1] += (uint64_t)len;
@@ -274,7 +307,7 @@ int e2ae_pump(e2ae_stream *s, int which, e2ae_pkt *slow) {
         } else if (which <= E2AE_A_RTCP) {
             handled = from_access(s, which, bufs[i], len, &srcs[i]);
         } else {
-            handled = from_core(s, which, bufs[i], len);
+            handled = from_core(s, which, bufs[i], len, &srcs[i]);
         }
         if (!handled)
             describe(&slow[nslow++], bufs[i], len, &srcs[i]);

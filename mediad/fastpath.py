@@ -17,9 +17,11 @@ more than the relay (measured with perf).
 
 Everything else stays in Python and runs exactly the code it runs without this
 module: STUN (ICE-lite, consent), DTLS, a datagram from a new source address
-(latching), the core side before its address is known, a stream not (or no
+(latching), the core side before its address is known or latched, a new SSRC
+toward access (Python admits it up to ``max_ssrcs``), a stream not (or no
 longer) established, a destination not computed yet, RTCP shorter than 12
-bytes.  Such "slow" datagrams are handed back and fed to the channel's
+bytes.  Core media from a source other than the one Python allows (the
+SDP's address, or the latched address and port) is dropped and counted here.  Such "slow" datagrams are handed back and fed to the channel's
 ``datagram_received``.  So there is one source of truth for every decision:
 Python decides, C repeats the decision Python wrote down.
 
@@ -27,8 +29,8 @@ Python decides, C repeats the decision Python wrote down.
 sockets of its four channels, the libsrtp contexts of its two access channels,
 the destinations toward access (only while Python has one cached: the consent
 timer clears it, and the next packet then goes through Python's consent
-check), the core destinations, the latched access peers, and whether the core
-is still latching.  :meth:`StreamPath.sync` recomputes it from the stream's
+check), the core destinations, the latched access peers, the source the core's
+media must come from, and the SSRCs each access session protects.  :meth:`StreamPath.sync` recomputes it from the stream's
 Python objects and is called whenever one of them changes (keys, route, peer,
 spec, a channel opened or closed).  The SRTP contexts (:class:`FastSrtp`) are
 used both by C and, for the rare slow packet, by Python, so the replay window
@@ -77,7 +79,8 @@ TRAFFIC_INDEX = {
     for d, direction in enumerate(("in", "out"))
     for k, kind in enumerate(("rtp", "rtcp"))
 }
-DROP_INDEX = {"auth_fail": 16, "replay": 17, "bad_packet": 18, "malformed": 19, "send_error": 20}
+DROP_INDEX = {"auth_fail": 16, "replay": 17, "bad_packet": 18, "malformed": 19, "send_error": 20,
+              "wrong_source": 22, "too_many_ssrcs": 23}
 FAST_PACKETS = 21
 
 
@@ -151,12 +154,16 @@ class StreamPath:
         self.ctx.counters = engine.counters
         self.fds: list[int] = [-1, -1, -1, -1]
         self.srtp: list[Any] = [None, None]  # keeps installed contexts alive while C holds them
-        self.addrs: list[Any] = [None] * 6  # dest[0..3], peer[0..1] as last written
+        self.addrs: list[Any] = [None] * 8  # dest[0..3], peer[0..1], core_src[0..1] as last written
+        self.ssrcs: list[Any] = [None, None]  # the SSRC sets as last written (identity and size)
         self.channels: list["Channel | None"] = [None, None, None, None]
 
     def new_srtp(self, keys: SrtpKeys) -> FastSrtp:
         return FastSrtp(keys)
 
+    def access_received(self) -> int:
+        """Authenticated access packets the native path relayed (the dialog's expiry)."""
+        return int(self.ctx.access_rx)
     def relayed(self) -> tuple[int, int]:
         """Packets C took in for relay from access and from the core (this stream)."""
         return int(self.ctx.relayed[0]), int(self.ctx.relayed[1])
@@ -189,22 +196,49 @@ class StreamPath:
             srtp = channel.srtp if live else None
             if not isinstance(srtp, FastSrtp):
                 srtp = None
-            if srtp is not self.srtp[which]:
+            new_session = srtp is not self.srtp[which]
+            if new_session:
                 ctx.srtp[which] = srtp.ptr if srtp is not None else ffi.NULL
                 self.srtp[which] = srtp
             self._addr(which, channel.dest if live and srtp is not None else None)
             self._addr(4 + which, channel.peer if live else None)
+            ssrcs = channel.ssrcs if live and srtp is not None else None
+            if new_session or ssrcs is None or self.ssrcs[which] != (id(ssrcs), len(ssrcs)):
+                self._ssrcs(which, ssrcs)
         ctx.check_peer = int(access is not None and not access.spec.ice_lite)
         core_live = core is not None and any(c is not None and c.leg is core for c in self.channels[2:])
-        ctx.core_latching = int(not core_live or core.latching)
+        ctx.core_latching = int(not core_live)
         self._addr(C_RTP, core.dest_rtp if core_live else None)
         self._addr(C_RTCP, core.dest_rtcp if core_live else None)
+        if core_live and core.latch_mode:  # address and port of the latched source (none yet: Python)
+            ctx.core_src_port = 1
+            self._addr(6, core.latched.get("rtp"))
+            self._addr(7, core.latched.get("rtcp"))
+        else:  # the SDP's address, any port (none yet: Python drops)
+            ctx.core_src_port = 0
+            host = core.expected_host if core_live else None
+            self._addr(6, (host, 0) if host else None)
+            self._addr(7, (host, 0) if host else None)
+
+    def _ssrcs(self, which: int, ssrcs: set[int] | None) -> None:
+        """Write the SSRCs the access channel's session protects (C hands a new one to Python)."""
+        count = 0
+        if ssrcs is not None:
+            for count, ssrc in enumerate(ssrcs, 1):
+                self.ctx.ssrc[which][count - 1] = ssrc
+        self.ctx.nssrc[which] = count
+        self.ssrcs[which] = (id(ssrcs), len(ssrcs)) if ssrcs is not None else None
 
     def _addr(self, slot: int, addr) -> None:
         if addr == self.addrs[slot]:
             return
         self.addrs[slot] = addr
-        target = self.ctx.dest[slot] if slot < 4 else self.ctx.peer[slot - 4]
+        if slot < 4:
+            target = self.ctx.dest[slot]
+        elif slot < 6:
+            target = self.ctx.peer[slot - 4]
+        else:
+            target = self.ctx.core_src[slot - 6]
         packed = _packed(addr)
         if packed is None:
             target.ok = 0

@@ -24,6 +24,11 @@ typedef struct {
     e2ae_addr peer[2];
     int check_peer;
     int core_latching;
+    e2ae_addr core_src[2];
+    int core_src_port;
+    int nssrc[2];
+    uint32_t ssrc[2][64];
+    uint64_t access_rx;
     uint64_t *counters;
     uint64_t relayed[2];
 } e2ae_stream;

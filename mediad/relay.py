@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from typing import TYPE_CHECKING
 
 from sdp_rules.iq import EVENT_CONSENT_EXPIRED, EVENT_DTLS_ESTABLISHED, EVENT_DTLS_FAILED, Role
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mediad.relay")
 
 RTP, RTCP, STUN, DTLS = demux.RTP, demux.RTCP, demux.STUN, demux.DTLS
+_SSRC = struct.Struct("!I")  # RTP header bytes 8-11, RTCP bytes 4-7 (RFC 3550 sections 5.1, 6.4)
 
 # Channel states (the DTLS association of the channel, as seen by the relay).
 NEW, HANDSHAKING, ESTABLISHED, FAILED, CLOSED = "new", "handshaking", "established", "failed", "closed"
@@ -140,10 +142,14 @@ class AccessChannel(Channel):
         self._peer: tuple[str, int] | None = None  # learned from DTLS/SRTP/STUN
         self.pending_start = False
         self.start_handle: asyncio.Handle | None = None  # a start_client scheduled by start_client_soon
+        self.ice_timer: asyncio.TimerHandle | None = None  # a client's deadline for its first valid check
         self.started_at: float | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.consent_reported = False
         self.source: tuple[str, int] | None = None  # source of the datagram being processed
+        self.received = 0  # authenticated packets from the peer (the dialog's expiry: refreshed by traffic)
+        self.ssrcs: set[int] = set()  # SSRCs the SRTP session protects toward the peer (at most max_ssrcs)
+        self.max_ssrcs = owner.config.mediad_max_ssrcs
 
     # Whatever the native packet path (mediad.fastpath) repeats is written down there on change.
     @property
@@ -174,6 +180,8 @@ class AccessChannel(Channel):
 
     @srtp.setter
     def srtp(self, srtp) -> None:
+        if srtp is not self._srtp:
+            self.ssrcs = set()  # a new session (or none) has no streams yet
         self._srtp = srtp
         path = self.stream.path
         if path is not None:
@@ -222,6 +230,7 @@ class AccessChannel(Channel):
         counters = self.in_rtp if is_rtp else self.in_rtcp
         counters.packets += 1
         counters.bytes += len(data)
+        self.received += 1
         self.stream.from_access += 1
         if self._peer != addr and not self.leg.spec.ice_lite:
             self.peer = addr  # authenticated: latch (restart, NAT rebinding)
@@ -237,7 +246,10 @@ class AccessChannel(Channel):
         self.in_stun.count(len(data))
         responder = self.responder
         before, dropped, rejected = responder.selected_address, responder.dropped, responder.rejected
+        consent = responder.last_consent
         reply = responder.handle(data, addr, self.loop.time())
+        if responder.last_consent != consent:
+            self.received += 1  # an authenticated check
         if responder.dropped != dropped:
             self.metrics.dropped("malformed")
         elif responder.rejected != rejected:
@@ -341,6 +353,9 @@ class AccessChannel(Channel):
             dest = self.route()
             if dest is None:
                 return
+        ssrc = _SSRC.unpack_from(data, 8 if is_rtp else 4)[0]
+        if ssrc not in self.ssrcs and not self.admit_ssrc(ssrc):
+            return
         try:
             out = srtp.protect_rtp(data) if is_rtp else srtp.protect_rtcp(data)
         except SrtpError as exc:
@@ -350,6 +365,17 @@ class AccessChannel(Channel):
         counters = self.out_rtp if is_rtp else self.out_rtcp
         counters.packets += 1
         counters.bytes += len(out)
+
+    def admit_ssrc(self, ssrc: int) -> bool:
+        """A new SSRC toward the peer: each costs libsrtp a stream until the session ends; capped."""
+        if len(self.ssrcs) >= self.max_ssrcs:
+            self.metrics.dropped("too_many_ssrcs")
+            return False
+        self.ssrcs.add(ssrc)
+        path = self.stream.path
+        if path is not None:
+            path.sync()
+        return True
 
     def send_application_data(self, data: bytes) -> None:
         if self.state != ESTABLISHED or self.dtls is None:
@@ -374,7 +400,26 @@ class AccessChannel(Channel):
         self.keys = None
 
     def start_client(self) -> None:
-        """Establish (D)TLS session IE: start once the peer's address is known."""
+        """Establish (D)TLS session IE: start once the peer's address is known.
+
+        With ICE (the ALG's ``ice_lite``), known means checked: the first
+        ClientHello goes to the address of a valid STUN check whose consent
+        holds, never to the SDP address before (RFC 8445 section 12; RFC 7675).
+        A ClientHello sent early reaches a client that may still hold it when
+        the call is set up again with the same offer (an INVITE retried after a
+        407): it answers that stale hello on the new association, whose own
+        hello had another random, and the handshake fails ("bad signature").
+        """
+        if self.leg.spec.ice_lite and (self.responder.selected_address is None or not self.check_consent()):
+            self.role = Role.CLIENT
+            self.pending_start = True  # (no OpenSSL connection until then: ~80 KiB each while it handshakes)
+            if self.ice_timer is None:  # the handshake must still be done in dtls_handshake_timeout
+                when = self.loop.time() + self.owner.config.mediad_dtls_handshake_timeout
+                self.ice_timer = self.loop.call_at(when, self.on_ice_timeout)
+            return
+        if self.ice_timer is not None:
+            self.ice_timer.cancel()
+            self.ice_timer = None
         if self.dtls is None or self.dtls.state != "new":
             self.new_session(Role.CLIENT)
         if self.destination() is None:
@@ -384,6 +429,14 @@ class AccessChannel(Channel):
         assert self.dtls is not None
         self.dtls.start(self.loop.time())
         self.pump()
+
+    def on_ice_timeout(self) -> None:
+        """No valid check came in ``dtls_handshake_timeout``: the handshake failed (timeout), as it
+        would had it been started (the ALG is told, and ends the call)."""
+        self.ice_timer = None
+        if self.pending_start and self.dtls is None and self.state not in (ESTABLISHED, FAILED, CLOSED):
+            self.metrics.handshakes.labels("client", "timeout").inc()
+            self.fail("timeout")
 
     def start_client_soon(self) -> None:
         """:meth:`start_client` on the next loop turn, so that the Iq answer goes out first.
@@ -438,6 +491,7 @@ class AccessChannel(Channel):
                 self.metrics.dropped("unexpected")
                 return
             self.in_udptl.count(len(event.data))
+            self.received += 1
             self.stream.from_access += 1
             if self.source is not None and not self.leg.spec.ice_lite:
                 self.peer = self.source  # authenticated: latch (NAT rebinding)
@@ -493,6 +547,9 @@ class AccessChannel(Channel):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.ice_timer is not None:
+            self.ice_timer.cancel()
+            self.ice_timer = None
 
     def on_timer(self) -> None:
         self.timer = None
@@ -558,8 +615,9 @@ class CoreChannel(Channel):
             leg = self.leg
             access = self.stream.access
             if self.is_t38:
-                if leg.latching:
-                    leg.latch(self.component, addr)
+                if not leg.admits(self.component, addr):
+                    self.metrics.dropped("wrong_source")
+                    return
                 self.in_udptl.count(len(data))
                 self.stream.from_core += 1
                 if access is None:
@@ -582,8 +640,11 @@ class CoreChannel(Channel):
             if not is_rtp and not demux.rtcp_is_valid(data):
                 self.metrics.dropped("malformed")  # plain RTCP is unauthenticated: check its form
                 return
-            if leg.latching:  # only media re-points the core destination, never garbage
-                leg.latch(self.component, addr)
+            # Only media from the core's address (or the latched source) goes on; garbage never latches.
+            if leg.latch_mode or addr[0] != leg.expected_host:
+                if not leg.admits(self.component, addr):
+                    self.metrics.dropped("wrong_source")
+                    return
             counters = self.in_rtp if is_rtp else self.in_rtcp
             counters.packets += 1
             counters.bytes += len(data)

@@ -25,6 +25,7 @@ authentication until re-keyed by a new handshake (re-INVITE with a new tls-id).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from sdp_rules.iq import Role, StreamReply, StreamSpec, TerminationReply, TerminationSpec
@@ -135,15 +136,36 @@ class AccessLeg:
         }
 
 
+def host_of(address: str | None) -> str | None:
+    """An SDP address as the kernel writes a datagram's source (IPv4 dotted quad, IPv6 compressed)."""
+    if not address:
+        return None
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
 class CoreLeg:
+    """The core termination of an RTP or UDPTL stream.
+
+    Source filtering (``[mediad] core_source``): in ``sdp`` mode media is taken
+    only from the address the core's SDP names (any port), and nothing before
+    that address is known; in ``latch`` mode (a core behind NAT) the first media
+    packet of each component after the core's SDP was given fixes its source
+    (address and port) and media toward the core goes there.  :meth:`admits` is
+    the rule; ``expected_host`` and ``latched`` are what the native path repeats.
+    """
+
     def __init__(self, stream: "Stream", spec: TerminationSpec) -> None:
         self.stream = stream
         self.spec = spec
         self.rtp: CoreChannel | None = None
         self.rtcp: CoreChannel | None = None
         self.latched: dict[str, tuple[str, int]] = {}
+        self.latch_mode = stream.dialog.owner.config.mediad_core_source == "latch"
         # Computed by refresh() whenever spec or latched changes (the packet path reads them).
-        self.latching = True  # no SDP address yet: media goes where the core's media comes from
+        self.expected_host: str | None = None  # sdp mode: the only address media is taken from
         self.dest_rtp: tuple[str, int] | None = None
         self.dest_rtcp: tuple[str, int] | None = None
         self._compute()  # not refresh(): no channel of this leg is on the native path yet
@@ -156,7 +178,10 @@ class CoreLeg:
         return TerminationReply(address, self.rtp.port, self.rtcp.port if self.rtcp else None)
 
     def apply(self, spec: TerminationSpec) -> list[int]:
+        before = (self.spec.remote_address, self.spec.remote_port, self.spec.remote_rtcp_port)
         self.spec = _merge_access(self.spec, spec)
+        if self.latch_mode and (self.spec.remote_address, self.spec.remote_port, self.spec.remote_rtcp_port) != before:
+            self.latched.clear()  # the core moved (a new SDP): latch again
         released = []
         if self.spec.rtcp_mux and self.rtcp is not None:
             released.append(self.rtcp.port)
@@ -173,9 +198,20 @@ class CoreLeg:
 
     def _compute(self) -> None:
         spec = self.spec
-        self.latching = spec.remote_address is None or spec.remote_port is None
+        known = bool(spec.remote_address and spec.remote_port)
+        self.expected_host = host_of(spec.remote_address) if known else None
         self.dest_rtp = self.remote("rtp")
         self.dest_rtcp = self.remote("rtcp")
+
+    def admits(self, component: str, addr) -> bool:
+        """May media arriving on ``component``'s port from ``addr`` go on (latching it if so)?"""
+        if self.latch_mode:
+            latched = self.latched.get(component)
+            if latched is None:
+                self.latch(component, addr)
+                return True
+            return latched == addr
+        return addr[0] == self.expected_host
 
     def latch(self, component: str, addr: tuple[str, int]) -> None:
         if self.latched.get(component) != addr:
@@ -183,12 +219,17 @@ class CoreLeg:
             self.refresh()
 
     def remote(self, component: str) -> tuple[str, int] | None:
+        """Where media of ``component`` goes: the latched source (latch mode), else the SDP's address."""
+        if self.latch_mode:
+            latched = self.latched.get(component)
+            if latched is not None:
+                return latched
         spec = self.spec
         if spec.remote_address and spec.remote_port:
             if component == "rtp" or spec.rtcp_mux:
                 return (spec.remote_address, spec.remote_port)
             return (spec.remote_address, spec.remote_rtcp_port or spec.remote_port + 1)
-        return self.latched.get(component) or self.latched.get("rtp")
+        return None
 
     def send_rtp(self, data: bytes) -> None:
         channel = self.rtp
@@ -247,6 +288,13 @@ class Stream:
             out += self.core.channels()
         return out
 
+    def traffic(self) -> int:
+        """Authenticated access packets of this stream (Python's count, the native path's)."""
+        count = self.path.access_received() if self.path is not None else 0
+        if self.access is not None:
+            count += sum(c.received for c in self.access.channels())
+        return count
+
     def document(self) -> dict[str, Any]:
         return {
             "stream_id": self.stream_id, "kind": self.kind,
@@ -269,6 +317,21 @@ class Dialog:
         self.replies: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.version = 0
+        loop = owner.loop
+        self.refreshed_at = loop.time() if loop is not None else 0.0  # expiry: the daemon's _expire_idle
+        self.traffic_seen = 0  # access traffic counted at the last refresh
+
+    def traffic(self) -> int:
+        """Authenticated packets received on the access side so far (both packet paths)."""
+        return sum(stream.traffic() for stream in self.streams.values())
+
+    def active(self) -> bool:
+        """Has access traffic come since the last refresh?"""
+        return self.traffic() != self.traffic_seen
+
+    def refresh(self, now: float) -> None:
+        self.refreshed_at = now
+        self.traffic_seen = self.traffic()
 
     def remember(self, transaction: str, reply: dict[str, Any]) -> None:
         self.replies[transaction] = reply

@@ -11,7 +11,7 @@ Keys (and nothing else is written):
   the dialog over, so Redis must be private (loopback or TLS, password/ACL).
 * ``e2ae:agw:certificate``: the generated certificate and key (PEM), shared by
   every mediad (SET NX), so the fingerprint survives restarts.
-* ``e2ae:control_secret``: the generated control HMAC key, when the
+* ``e2ae:control_secret``: the generated control channel secret, when the
   configuration gives none (SET NX; the plugin reads it).
 
 Events are PUBLISHed on ``e2ae:events`` as JSON ``{dialog, stream_id, event,
@@ -173,15 +173,17 @@ class StateStore:
         except redis.RedisError as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
-    async def load_all(self) -> list[dict[str, Any]]:
+    async def load_all(self) -> list[tuple[dict[str, Any], float | None]]:
+        """Every dialog document, with the seconds its TTL has left (None: no TTL)."""
         documents = []
         try:
             async for key in self.redis.scan_iter(match=DIALOG_PREFIX + "*", count=500):
-                raw = await self.redis.get(key)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    raw, pttl = await pipe.get(key).pttl(key).execute()
                 if raw is None:
                     continue
                 try:
-                    documents.append(json.loads(raw))
+                    documents.append((json.loads(raw), pttl / 1000.0 if pttl >= 0 else None))
                 except ValueError:
                     log.warning("skipping unreadable dialog document %s", key.decode(errors="replace"))
         except redis.RedisError as exc:

@@ -241,9 +241,10 @@ class Edge:
                 msg = replace(msg, body=text)
                 if is_multipart(msg.content_type):
                     return self._handle_multipart(msg)
-            elif msg.request and msg.method in REPLY_SDP_METHODS:
+            elif msg.method in REPLY_SDP_METHODS:
                 # An offer or answer in a body that is not SDP would reach the other side
-                # untouched, a WIC's DTLS and ICE attributes included (RFC 3261 21.4.13).
+                # untouched, a WIC's DTLS and ICE attributes included (RFC 3261 21.4.13);
+                # in a reply it is an answer that cannot be converted.
                 outcome = self.refuse(msg, PeerError(
                     f"a {msg.method} body must be SDP (or multipart with an SDP part), not "
                     f"{media_type(msg.content_type)}", 415))
@@ -280,8 +281,12 @@ class Edge:
             part = find_sdp(msg.content_type, msg.body)
         except MultipartError as exc:
             return self.refuse(msg, exc)
-        if part is None:  # no SDP in it: as a message without SDP
-            return self.handle(replace(msg, body="", content_type=""))
+        if part is None:  # no SDP part: as a body that is not SDP (handle)
+            outcome = self.refuse(msg, PeerError(
+                f"a {msg.method} body must be SDP (or multipart with an SDP part), not "
+                f"{media_type(msg.content_type)} without one", 415))
+            outcome.accept = ACCEPT
+            return outcome
         outcome = self.handle(replace(msg, body=part.sdp, content_type=SDP_TYPE))
         if outcome.body is not None:
             outcome.body = part.rebuild(outcome.body)

@@ -40,7 +40,8 @@ bytes toward a UDP peer goes over TCP when the core has a TCP socket (RFC
   call is released at once and its BYEs queued (:mod:`plugin.lifecycle`).
 * ``ksr_reply_route`` (every reply Kamailio receives): holds the reply to a BYE
   back while the BYEs of its dialog are being sent (:mod:`plugin.lifecycle`
-  says why).
+  says why); discards an 18x or 2xx whose Content-Length does not frame its
+  body (RFC 3261 18.3), which Kamailio would relay without reading its SDP.
 * ``ksr_failure_edge``: a final error to the initial INVITE (a CANCEL's 487
   included) releases the dialog; a 488 to an AVPF offer is first retried as
   RTP/AVP under ``[policy] core_rtp_profile = auto`` (:mod:`plugin.profile`),
@@ -266,6 +267,8 @@ class kamailio:
                     % (msg.call_id, msg.method if request else msg.status, side.value, outcome.warning))
             if msg.method == "ACK" or 200 <= msg.status < 300:
                 self._end_call(msg, outcome)
+            elif not request and outcome.warning:  # a provisional answer: the caller is told why
+                KSR.hdr.append("Warning: %s\r\n" % outcome.warning)
             return True
         if (outcome.body is not None and request and side is Side.ACCESS and msg.method in AVP_OFFER_METHODS
                 and media_type(outcome.content_type) == SDP_TYPE):  # a multipart offer keeps its profile
@@ -347,7 +350,10 @@ class kamailio:
         if applied is not None:
             self.edge.release(applied.call_id, (applied.from_tag, applied.to_tag), CallEvent.REFUSED)
             self._flush()
-        self._reply_error(Outcome(status=status, reason=reason, warning=self.edge.warning(why)),
+        # A 503 says when to try again (RFC 3261 21.5.4), as every 503 of the edge does.
+        retry_after = self.edge.retry_after if status == 503 else None
+        self._reply_error(Outcome(status=status, reason=reason, retry_after=retry_after,
+                                  warning=self.edge.warning(why)),
                           initial=method == "INVITE" and not _pv("$tt"))
 
     def _register(self, side):
@@ -395,18 +401,23 @@ class kamailio:
         self.edge.metrics.sip_errors.labels("400").inc()
 
     @staticmethod
-    def _send_built_reply(status, reason, warning):
+    def _raw_message():
+        """The message as received (``$mb``), undecodable bytes replaced."""
+        try:
+            return _pv("$mb")
+        except UnicodeDecodeError:
+            return bytes.fromhex(KSR.pv.get("$(mb{s.encode.hexa})") or "").decode("utf-8", "replace")
+
+    @classmethod
+    def _send_built_reply(cls, status, reason, warning):
         """Kamailio could not build the reply (a header it cannot parse, e.g. the
         Content-Length): build it from the raw message (plugin.sipreply)."""
-        try:
-            raw = _pv("$mb")
-        except UnicodeDecodeError:
-            raw = bytes.fromhex(KSR.pv.get("$(mb{s.encode.hexa})") or "").decode("utf-8", "replace")
+        raw = cls._raw_message()
         found = sipreply.needed_headers(raw)
         first = {name: values[0] if values else "" for name, values in found.items()}
         try:
             text = sipreply.response(status, reason, found["via"], first["from"], first["to"], first["call-id"],
-                                     first["cseq"], warning)
+                                     sipreply.cseq_of(raw, found), warning)
         except ValueError:
             return False
         host, port = sipreply.destination(found["via"][0], (_pv("$si"), int(_pv("$sp", 0) or 0)))
@@ -449,6 +460,11 @@ class kamailio:
         if method == "ACK":
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
+            return 1
+        if method == "INVITE" and not _pv("$ft"):
+            # RFC 3261 8.1.1.3: the From of a request outside a dialog MUST carry a tag;
+            # without one (or with ";tag" and no value) the dialog cannot be named.
+            self._bad_request(method, "the From header has no tag")
             return 1
         created = KSR.tm.t_newtran()
         if created == 0:
@@ -521,11 +537,16 @@ class kamailio:
         """Every reply Kamailio receives: a BYE's reply waits (at most BYE_HOLD_S) while
         the BYEs of its dialog are being sent, so that Kamailio 5.6's dialog module sends
         both (plugin.lifecycle)."""
-        if KSR.pv.get("$rm") == "BYE":
+        method = KSR.pv.get("$rm")
+        if method == "BYE":
             call_id = _pv("$ci")
             deadline = time.monotonic() + BYE_HOLD_S
             while KSR.htable.sht_get(BYE_TABLE, call_id) is not None and time.monotonic() < deadline:
                 time.sleep(0.0005)
+        elif method in REPLY_SDP_METHODS and 100 < int(_pv("$rs", 0) or 0) < 300 and not self._read_body():
+            framing = sipreply.framing_error(self._raw_message())
+            if framing is not None:
+                self._discard_reply(int(_pv("$rs", 0)), framing)
         return 1
 
     def ksr_onreply_edge(self, msg):
@@ -537,6 +558,15 @@ class kamailio:
             KSR.nathelper.add_contact_alias()  # the client's Contact: its flow (plugin.routing)
         self._apply(side, request=False)
         return 1
+
+    def _discard_reply(self, status, why):
+        """RFC 3261 18.3: a response whose Content-Length does not frame its body MUST be
+        discarded (Kamailio reads no body from it, yet would relay its bytes).  Nothing
+        is released: a retransmitted 2xx may still come; if none does, the INVITE's
+        timeout ends the call (ksr_failure_edge)."""
+        KSR.err("e2ae: Call-ID %s: %d from %s:%s discarded: %s\n" % (_pv("$ci"), status, _pv("$si"), _pv("$sp"), why))
+        self.edge.metrics.drops.labels("bad_reply").inc()
+        KSR.set_drop()
 
     def ksr_failure_edge(self, msg):
         self._applied = None  # this route's message is the INVITE's, not the last one routed
@@ -611,7 +641,7 @@ class kamailio:
                 self._on_event(item)
         except Exception as exc:  # Redis down: a new subscription on the next tick
             KSR.warn("e2ae: events: %s\n" % exc.__class__.__name__)
-            self._unsubscribe()
+            self._drop_subscription()
         self._end_calls()
         self._retry_releases()
         return 1
@@ -732,15 +762,14 @@ class kamailio:
             self._pubsub = pubsub
         return self._pubsub
 
-    def _unsubscribe(self):
-        """Drop the subscription and close its connection (a dropped PubSub keeps its own
-        connection open, outside the client's pool)."""
+    def _drop_subscription(self):
+        """Close the subscription's connection (a new one is made on the next tick)."""
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             try:
                 pubsub.close()
-            except Exception as exc:
-                KSR.dbg("e2ae: events: closing the subscription: %s\n" % exc.__class__.__name__)
+            except Exception:  # its connection is already broken: nothing to close
+                pass
 
     def ksr_xhttp_event(self, *args):
         if self.routes.has_websocket() and "websocket" in _pv("$hdr(Upgrade)").lower():

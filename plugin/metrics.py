@@ -32,7 +32,8 @@ Names (documented in the README):
   ``error`` (the dialog module refused).
 * ``e2ae_plugin_drops_total{reason}``: requests left unanswered: ``bad_ack``
   (an ACK failing the sanity checks), ``unanswerable`` (not even the headers
-  a response needs can be read).
+  a response needs can be read), ``bad_reply`` (a reply whose Content-Length
+  does not frame its body, discarded as RFC 3261 18.3 says).
 * ``e2ae_plugin_release_retries_total{result}``: releases that failed and were
   queued (``queued``), then ``done`` (the retry released), ``nothing`` (another
   path had released it), ``failed`` (tried again, still failing), ``abandoned``
@@ -95,7 +96,7 @@ class Metrics:
         self.call_ends = Counter(
             "e2ae_plugin_call_ends", "Calls the edge ended with a BYE to each side", ["result"], **kw)
         self.drops = Counter(
-            "e2ae_plugin_drops", "Requests the plugin could not answer", ["reason"], **kw)
+            "e2ae_plugin_drops", "Requests the plugin could not answer, replies it discarded", ["reason"], **kw)
         self.release_retries = Counter(
             "e2ae_plugin_release_retries", "Releases queued for retry and their outcome", ["result"], **kw)
         for counter, values in ((self.call_attempts, SIDES), (self.call_outcomes, CALL_OUTCOMES),

@@ -257,7 +257,7 @@ def toward(sockets: SocketMap, side: Side, next_hop_proto: str, destination_uri:
     socket = sockets.send_socket(side, transport.value)
     if socket is None:
         return Decision(Action.REPLY, status=NO_TRANSPORT[0], reason=NO_TRANSPORT[1],
-                        warning=f"no {transport.value} socket on the {side.value} side")
+                        warning=f"the {side.value} is unreachable over {transport.value}: no such socket")
     no_connect = side is Side.ACCESS and transport.connection and (flow or transport in (Transport.WS, Transport.WSS))
     return Decision(Action.RELAY, socket=socket, no_connect=no_connect)
 
@@ -266,7 +266,7 @@ def relay_failed(side: Side, decision: Decision) -> tuple[int, str, str]:
     """The answer when relaying as ``decision`` said failed: the flow is gone (430) or not."""
     if side is Side.ACCESS and decision.no_connect:
         return FLOW_FAILED[0], FLOW_FAILED[1], "the client's connection is gone"
-    return 503, "Service Unavailable", f"cannot send toward the {side.value} side"
+    return 503, "Service Unavailable", f"the {side.value} is unreachable: the request could not be sent toward it"
 
 
 def kamailio_defines(config) -> dict[str, str]:

@@ -7,8 +7,9 @@ request first; a header they cannot parse (a Content-Length of ``abc``, ``-5`` o
 the header pseudo-variables, so such a request would get no answer at all.  This
 module reads the headers a response needs from the raw message (``$mb``,
 :func:`needed_headers`) and writes the response: the Via headers, From, To (with
-a tag when the request had none), Call-ID and CSeq copied, a Warning, no body.  It is sent back over UDP to the request's source address, and to
-its source port when the top Via asks for ``rport`` (RFC 3581), else to the Via's
+a tag when the request had none), Call-ID and CSeq copied (a request with no CSeq
+gets ``0`` and its request-line method, :func:`cseq_of`), a Warning, no body.  It is
+sent back over UDP to the request's source address, and to its source port when the top Via asks for ``rport`` (RFC 3581), else to the Via's
 sent-by port.
 """
 
@@ -39,6 +40,36 @@ def needed_headers(message: str) -> dict[str, list[str]]:
     return found
 
 
+def cseq_of(message: str, found: dict[str, list[str]]) -> str:
+    """The CSeq a response copies: the request's own, or ``0`` and the request line's
+    method when the request has none (RFC 3261 8.1.1.5 makes it mandatory, yet the
+    sender is still told why it is refused)."""
+    if found["cseq"]:
+        return found["cseq"][0]
+    method = message.split(" ", 1)[0].strip()
+    return f"0 {method}" if re.fullmatch(r"[A-Za-z0-9.!%*_+`'~-]+", method) else ""
+
+
+def framing_error(message: str) -> str | None:
+    """Why a message's Content-Length does not frame its body (RFC 3261 18.3, 20.14:
+    one header, ``1*DIGIT``, not more than the bytes after the empty line), or None.
+    A message without the header is framed by its datagram."""
+    parts = re.split(r"\r?\n\r?\n", message, maxsplit=1)
+    head, body = parts[0], parts[1] if len(parts) > 1 else ""
+    lines = re.sub(r"\r?\n[ \t]+", " ", head).splitlines()[1:]
+    values = [line.partition(":")[2].strip() for line in lines
+              if line.partition(":")[0].strip().lower() in ("content-length", "l") and ":" in line]
+    if not values:
+        return None
+    if len(values) > 1:
+        return f"{len(values)} Content-Length headers"
+    if not values[0].isdigit() or not values[0].isascii():
+        return f"Content-Length {values[0][:20]!r} is not a number"
+    if int(values[0]) > len(body.encode("utf-8", "surrogateescape")):
+        return f"Content-Length {values[0][:20]} is larger than the body"
+    return None
+
+
 def response(status: int, reason: str, vias: list[str], from_: str, to: str, call_id: str, cseq: str,
              warning: str | None = None) -> str:
     """The response text; raises ValueError when a required header is missing."""
@@ -64,4 +95,4 @@ def destination(top_via: str, source: tuple[str, int]) -> tuple[str, int]:
     return source[0], int(match.group(2)) if match and match.group(2) else 5060
 
 
-__all__ = ["destination", "response"]
+__all__ = ["cseq_of", "destination", "framing_error", "needed_headers", "response"]

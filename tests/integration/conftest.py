@@ -13,6 +13,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediad.client import AsyncIqClient, IqClient
+from mediad.control import decode_reply
+from mediad.controlwire import Authenticated, ClientConnection, Message, ProtocolError, Refused
 from sdp_rules.errors import UnavailableError
 from sdp_rules.iq import Command, IqRequest
 from tests.conftest import REPO, free_port
@@ -39,14 +42,16 @@ def random_range(size: int = 120) -> tuple[int, int]:
 
 
 class Mediad:
-    def __init__(self, tmp_path: Path, redis_url: str, **options: str) -> None:
-        self.control_port = free_port()
+    def __init__(self, tmp_path: Path, redis_url: str, dialog_ttl: int = 600, control_host: str = "127.0.0.1",
+                 **options: str) -> None:
+        self.control_host = control_host
+        self.control_port = free_port(host=control_host)
         self.metrics_port = free_port()
         self.secret = secrets.token_hex(16)
         a, c = random_range(), random_range()
         self.access_range, self.core_range = a, c
         values = {
-            "control": f"127.0.0.1:{self.control_port}",
+            "control": f"{control_host}:{self.control_port}",
             "control_secret": self.secret,
             "access_address": ACCESS_ADDRESS,
             "core_address": CORE_ADDRESS,
@@ -61,7 +66,7 @@ class Mediad:
         if values["control_secret"] == "":
             self.secret = ""
         lines = ["[mediad]"] + [f"{k} = {v}" for k, v in values.items()]
-        lines += ["[redis]", f"url = {redis_url}", "dialog_ttl = 600"]
+        lines += ["[redis]", f"url = {redis_url}", f"dialog_ttl = {dialog_ttl}"]
         self.config_path = tmp_path / f"e2ae-{uuid.uuid4().hex[:8]}.conf"
         self.config_path.write_text("\n".join(lines) + "\n")
         self.log_path = tmp_path / f"mediad-{uuid.uuid4().hex[:8]}.log"
@@ -116,13 +121,17 @@ class Mediad:
     # -- control ----------------------------------------------------------------
     @property
     def control(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.control_port)
+        return (self.control_host, self.control_port)
 
     def client(self, timeout: float = 2.0) -> IqClient:
         return IqClient(self.control, self.secret, timeout)
 
     def aclient(self, timeout: float = 2.0) -> AsyncIqClient:
         return AsyncIqClient(self.control, self.secret, timeout)
+
+    def raw(self, secret: str | None = None) -> "RawControl":
+        """A control connection whose every byte the test sees and may send again."""
+        return RawControl(self.control, (self.secret if secret is None else secret).encode())
 
     @staticmethod
     def iq(command: Command, dialog: str, streams=None, transaction: str | None = None, **kw) -> IqRequest:
@@ -162,11 +171,72 @@ class Mediad:
         return bound
 
 
+class RawControl:
+    """One control connection driven by hand: the handshake, payloads, raw bytes, what comes back."""
+
+    def __init__(self, address: tuple[str, int], secret: bytes, timeout: float = 3.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.wire = ClientConnection(secret)
+        self.sent: list[bytes] = []  # every write, as it went out
+
+    def handshake(self) -> list:
+        self.write(self.wire.hello())
+        return self.events()
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+        self.sock.sendall(data)
+
+    def send(self, payload: bytes) -> bytes:
+        """Send one DATA message; returns its bytes (to replay them)."""
+        data = self.wire.send(payload)
+        self.write(data)
+        return data
+
+    def events(self) -> list:
+        """The events of what mediad sends next; [] once it closed the connection."""
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except ConnectionResetError:
+                return []
+            if not data:
+                return []
+            events = self.wire.receive_data(data)
+            if events:
+                return events
+
+    def reply(self):
+        """The next reply (an IqReply), or the event that ended the connection (None: closed)."""
+        for event in self.events():
+            if isinstance(event, Message):
+                return decode_reply(event.payload)
+            if isinstance(event, (Refused, ProtocolError)):
+                return event
+            assert isinstance(event, Authenticated)
+        return None
+
+    def closed_by_peer(self, timeout: float = 3.0) -> bool:
+        """True when mediad closes the connection within ``timeout`` (what it sends meanwhile is read)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                if not self.sock.recv(65536):
+                    return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @pytest.fixture
 def mediad_factory(tmp_path: Path, redis_url: str) -> Iterator:
     started: list[Mediad] = []
 
-    def make(**options: str) -> Mediad:
+    def make(**options) -> Mediad:
         daemon = Mediad(tmp_path, redis_url, **options)
         daemon.start()
         started.append(daemon)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 
 import pytest
 
 from mediad.client import IqClient
 from mediad.control import encode_request
+from mediad import controlwire
+from mediad.controlwire import MAX_PAYLOAD, Authenticated, Frame, FrameType, ProtocolError, encode
 from sdp_rules.errors import UnavailableError
 from sdp_rules.iq import Command, IqReply, IqRequest, Role, Side, StreamSpec, TerminationSpec
 from tests.conftest import free_port
@@ -21,14 +25,8 @@ def srtp_stream(stream_id: int = 1, access_mux: bool = False, core_mux: bool = F
                       core=TerminationSpec(Side.CORE, "RTP/AVPF", rtcp_mux=core_mux))
 
 
-def raw(mediad, data: bytes) -> IqReply:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.settimeout(2)
-    try:
-        sock.sendto(data, mediad.control)
-        return IqReply.from_dict(json.loads(sock.recv(65535)))
-    finally:
-        sock.close()
+def rejected(mediad, reason: str) -> float:
+    return mediad.metric("e2ae_mediad_control_rejected_total", reason=reason)
 
 
 @pytest.mark.req("SRTP-2", "T38-9")
@@ -51,7 +49,7 @@ def test_reserve_is_idempotent_and_release_cleans_everything(mediad, redis_serve
     assert two.core.local_rtcp_port is None and two.access.local_rtcp_port is None
     # The same transaction again (a retransmission, or the plugin's retry): same answer, no ports.
     assert client.request(request) == first
-    assert raw(mediad, encode_request(mediad.secret.encode(), request)) == first
+    assert mediad.client().request(request) == first  # on another connection too
     assert mediad.sockets() - before == bound
     # ... even after a restart (the answer is kept with the dialog in Redis).
     mediad.stop()
@@ -79,13 +77,14 @@ def test_reserve_is_idempotent_and_release_cleans_everything(mediad, redis_serve
 
 def test_errors_are_typed_replies(mediad):
     client = mediad.client()
-    assert raw(mediad, b"not json").error_code == 400
-    assert raw(mediad, b'{"iq": {"command": "reserve"}, "mac": "x"}').error_code == 401
-    wrong_key = encode_request(b"not the secret", mediad.iq(Command.LIST, "x"))
-    assert raw(mediad, wrong_key).error_code == 401
-    iq = {"command": "explode", "dialog": "d", "transaction": "t"}
-    from mediad.control import sign
-    assert raw(mediad, json.dumps({"iq": iq, "mac": sign(mediad.secret.encode(), iq)}).encode()).error_code == 400
+    raw = mediad.raw()
+    assert raw.handshake() == [Authenticated()]
+    raw.send(b"not json")
+    assert raw.reply().error_code == 400
+    raw.send(json.dumps({"command": "explode", "dialog": "d", "transaction": "t"}).encode())
+    reply = raw.reply()
+    assert (reply.error_code, reply.transaction) == (400, "t")
+    raw.close()
     assert client.request(mediad.iq(Command.QUERY, "nobody")).error_code == 404
     assert client.request(mediad.iq(Command.MODIFY, "nobody", [srtp_stream()])).error_code == 404
     assert client.request(mediad.iq(Command.RELEASE, "nobody")).error_code == 404
@@ -94,7 +93,213 @@ def test_errors_are_typed_replies(mediad):
         assert client.request(mediad.iq(Command.RESERVE, "d", [stream])).error_code == 501
     assert client.request(mediad.iq(Command.RESERVE, "d", [StreamSpec(1, "srtp")])).error_code == 400
     assert client.request(mediad.iq(Command.LIST, "x")).data["count"] == 0
-    assert mediad.metric("e2ae_mediad_control_requests_total", command="unknown", result="401") == 2
+    assert mediad.metric("e2ae_mediad_control_requests_total", command="unknown", result="400") == 2
+
+
+def test_what_the_peer_asks_that_mediad_cannot_do_is_488_and_changes_nothing(mediad):
+    """A host name or an impossible port from the peer's SDP: 488 (the peer's fault), not 400/500."""
+    client = mediad.client()
+    before = mediad.sockets()
+    for address, port in (("core.example.net", 4000), ("127.0.0.3", 70000), ("127.0.0.3", 0), ("::1", 4000)):
+        stream = srtp_stream(1)
+        stream.core.remote_address, stream.core.remote_port = address, port
+        reply = client.request(mediad.iq(Command.RESERVE, "d", [stream]))
+        if port == 0:  # a rejected or held stream (RFC 3264 port 0) is no error
+            assert reply.error is None, reply
+            assert client.request(mediad.iq(Command.RELEASE, "d")).error is None
+            continue
+        assert reply.error_code == 488, (address, port, reply)
+        assert "remote" in reply.error
+    stream = srtp_stream(1)
+    stream.access.remote_address, stream.access.remote_port = "wic.example.org", 5000
+    assert client.request(mediad.iq(Command.RESERVE, "d", [stream])).error_code == 488
+    assert client.request(mediad.iq(Command.LIST, "x")).data["count"] == 0
+    assert mediad.sockets() == before
+    assert mediad.metric("e2ae_mediad_control_requests_total", command="reserve", result="488") == 4
+
+
+def test_a_64_kib_request_round_trips(mediad):
+    """Requests do not have to fit a datagram any more: 64 KiB and 900 KiB go through whole."""
+    client = mediad.client()
+    for size in (66_000, 900_000):
+        stream = srtp_stream(1)
+        stream.access.remote_candidates = [f"{i} 1 udp 2122260223 127.0.0.1 {10000 + i % 50000} typ host"
+                                           for i in range(size // 45)]
+        request = mediad.iq(Command.RESERVE, f"big-{size}", [stream])
+        assert len(encode_request(request)) > size
+        reply = client.request(request)
+        assert reply.error is None, reply
+        query = client.request(mediad.iq(Command.QUERY, f"big-{size}"))
+        assert query.data["streams"][0]["access"]["spec"]["remote_candidates"] == stream.access.remote_candidates
+        assert client.request(mediad.iq(Command.RELEASE, f"big-{size}")).error is None
+    with pytest.raises(ValueError):  # over the documented limit: refused before it is sent
+        stream.access.remote_candidates = ["c" * 1000] * (MAX_PAYLOAD // 1000 + 1)
+        client.request(mediad.iq(Command.RESERVE, "too-big", [stream]))
+
+
+def test_a_deeply_nested_request_is_400_without_a_traceback(mediad):
+    raw = mediad.raw()
+    raw.handshake()
+    for payload in (b"[" * 100_000 + b"]" * 100_000, b'{"command": ' + b'{"a":' * 50_000 + b"1" + b"}" * 50_001):
+        raw.send(payload)
+        assert raw.reply().error_code == 400
+    raw.close()
+    assert mediad.client().request(mediad.iq(Command.LIST, "x")).error is None
+    log = mediad.log()
+    assert "Traceback" not in log and " ERROR " not in log, log[-2000:]
+    assert mediad.metric("e2ae_mediad_control_requests_total", command="unknown", result="400") == 2
+
+
+def test_a_wrong_secret_is_refused_and_counted(mediad):
+    # Our own client finds out first (mediad's proof does not check): a 401 reply, nothing sent.
+    assert IqClient(mediad.control, b"wrong", 1).request(mediad.iq(Command.LIST, "x")).error_code == 401
+    # A client that goes on with a proof of its own secret is refused by mediad, which counts it.
+    sock = socket.create_connection(mediad.control, timeout=3)
+    nonce = b"n" * controlwire.NONCE_SIZE
+    sock.sendall(encode(Frame(FrameType.HELLO, controlwire.hello_body(nonce))))
+    (challenge,), _ = controlwire.decode(sock.recv(4096), limit=64)
+    server_nonce, _ = controlwire.parse_challenge(challenge.body)
+    keys = controlwire.derive(b"wrong", nonce, server_nonce)
+    sock.sendall(encode(Frame(FrameType.AUTH, keys.client_proof)))
+    (error,), _ = controlwire.decode(sock.recv(4096), limit=64)
+    assert error.kind is FrameType.ERROR and controlwire.parse_error(error.body)[0] == 401
+    assert sock.recv(10) == b""  # and closed
+    sock.close()
+    assert rejected(mediad, "bad_proof") == 1
+    assert mediad.client().request(mediad.iq(Command.LIST, "x")).error is None
+
+
+def _wait(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_replayed_requests_have_no_effect(mediad, redis_server):
+    """RESERVE and RELEASE recorded off the wire, replayed on their connection, on a new one,
+    after the call and after a restart: nothing is reserved again, no live call is released,
+    and every attempt is counted."""
+    store = redis_server.client()
+    recorder = mediad.raw()
+    recorder.handshake()
+    reserve = recorder.send(encode_request(mediad.iq(Command.RESERVE, "call-a", [srtp_stream(1)])))
+    assert recorder.reply().error is None
+    release = recorder.send(encode_request(mediad.iq(Command.RELEASE, "call-a")))
+    assert recorder.reply().error is None
+    handshake_and_reserve = b"".join(recorder.sent[:2])  # HELLO, then AUTH + the RESERVE
+    reserve = reserve[4 + 1 + controlwire.PROOF_SIZE:]  # its DATA frame, without the AUTH in front
+    sockets_after_call = mediad.sockets()
+
+    def dialogs() -> list[str]:
+        return mediad.client().request(mediad.iq(Command.LIST, "x")).data["dialogs"]
+
+    # 1. The RESERVE again on its own connection, after the call: the sequence check.
+    recorder.write(reserve)
+    assert isinstance(recorder.reply(), ProtocolError) or recorder.closed_by_peer()
+    assert _wait(lambda: rejected(mediad, "replay") == 1)
+    # 2. On a new connection, after its handshake: another key.
+    raw = mediad.raw()
+    raw.handshake()
+    raw.send(encode_request(mediad.iq(Command.LIST, "x")))
+    raw.reply()
+    raw.write(reserve)
+    assert raw.closed_by_peer()
+    assert _wait(lambda: rejected(mediad, "bad_mac") == 1)
+    # 3. The whole recorded conversation on a new connection: the old proof fails the new nonce.
+    sock = socket.create_connection(mediad.control, timeout=3)
+    sock.sendall(handshake_and_reserve)
+    assert _wait(lambda: rejected(mediad, "bad_proof") == 1)
+    sock.close()
+    assert dialogs() == [] and mediad.sockets() == sockets_after_call
+    assert store.keys("e2ae:agw:dialog:*") == []
+
+    # A live call of the same dialog id (the INVITE retried), then the old RELEASE replayed.
+    client = mediad.client()
+    assert client.request(mediad.iq(Command.RESERVE, "call-a", [srtp_stream(1)])).error is None
+    live_sockets = mediad.sockets()
+    for data in (release, handshake_and_reserve[:-len(reserve)] + release, reserve):
+        sock = socket.create_connection(mediad.control, timeout=3)
+        sock.sendall(data)
+        time.sleep(0.2)
+        sock.close()
+    # 4. After a restart (new process, new nonces): RESERVE and RELEASE replayed.
+    mediad.stop()
+    mediad.start()
+    for data in (handshake_and_reserve, handshake_and_reserve[:-len(reserve)] + release, release):
+        sock = socket.create_connection(mediad.control, timeout=3)
+        sock.sendall(data)
+        time.sleep(0.2)
+        sock.close()
+    assert dialogs() == ["call-a"] and mediad.sockets() == live_sockets
+    assert store.exists("e2ae:agw:dialog:call-a")
+    # Counted: the restarted process counts what it refused since it started.
+    assert rejected(mediad, "bad_proof") + rejected(mediad, "unexpected") + rejected(mediad, "too_large") >= 3
+    assert client.request(mediad.iq(Command.RELEASE, "call-a")).error is None
+    assert dialogs() == []
+
+
+def test_half_open_and_garbage_connections_hang_nothing(mediad):
+    """Silent, half-sent and garbage connections are closed in time; requests go on meanwhile."""
+    silent = socket.create_connection(mediad.control, timeout=10)
+    half_hello = socket.create_connection(mediad.control, timeout=10)
+    half_hello.sendall(encode(Frame(FrameType.HELLO, controlwire.hello_body(b"n" * 16)))[:7])
+    stalled = mediad.raw()
+    stalled.handshake()
+    stalled.send(encode_request(mediad.iq(Command.LIST, "x")))
+    assert stalled.reply().error is None
+    stalled.write(stalled.wire.send(b'{"command": "list"}')[:20])  # an authenticated frame left half sent
+    garbage = socket.create_connection(mediad.control, timeout=10)
+    garbage.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    old_protocol = socket.create_connection(mediad.control, timeout=10)
+    old_protocol.sendall(b'{"iq": {"command": "release", "dialog": "d", "transaction": "t"}, "mac": "00"}')
+    started = time.monotonic()
+    client = mediad.client(timeout=0.5)
+    for i in range(20):
+        assert client.request(mediad.iq(Command.LIST, "x")).error is None
+    assert time.monotonic() - started < 2
+    for sock in (garbage, old_protocol, silent, half_hello):  # the last two after HANDSHAKE_TIMEOUT
+        assert sock.recv(4096)[4:5] == bytes((FrameType.ERROR,))  # told why, then closed
+        assert sock.recv(10) == b""
+    assert rejected(mediad, "too_large") == 2
+    assert rejected(mediad, "handshake_timeout") == 2
+    assert stalled.closed_by_peer(timeout=10)
+    assert rejected(mediad, "stalled") == 1
+    assert client.request(mediad.iq(Command.LIST, "x")).error is None
+    assert mediad.metric("e2ae_mediad_control_connections_active") == 1  # the client's own
+    for sock in (silent, half_hello, garbage, old_protocol):
+        sock.close()
+    stalled.close()
+
+
+def test_the_control_endpoint_serves_its_configured_address_beyond_loopback(tmp_path):
+    """Bound to a non-loopback address (192.0.2.10, in a network namespace of the test's own), the
+    control endpoint serves clients from that address: the secret protects it, not a loopback rule."""
+    import subprocess
+
+    from tests.conftest import RedisServer
+    from tests.integration.chromium_peer import private_loopback_netns
+    from tests.integration.conftest import Mediad
+
+    with private_loopback_netns():
+        subprocess.run(["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"], check=True)
+        server = RedisServer()
+        server.start()
+        mediad = Mediad(tmp_path, server.url, control_host="192.0.2.10")
+        try:
+            mediad.start()
+            client = mediad.client()
+            reply = client.request(mediad.iq(Command.RESERVE, "remote", [srtp_stream(1)]))
+            assert reply.error is None, reply
+            assert client._sock.getsockname()[0] == "192.0.2.10"  # not a loopback source
+            with pytest.raises(OSError):  # and only there: nothing listens on 127.0.0.1
+                socket.create_connection(("127.0.0.1", mediad.control_port), timeout=1).close()
+            assert client.request(mediad.iq(Command.RELEASE, "remote")).error is None
+        finally:
+            mediad.stop()
+            server.stop()
 
 
 def test_no_ports_left_is_503_and_nothing_leaks(mediad_factory, redis_server):

@@ -76,6 +76,10 @@ WIC_FINGERPRINT = ":".join(f"{b:02X}" for b in hashlib.sha256(b"e2ae sipfuzz wic
 # Messages received
 # ---------------------------------------------------------------------------
 
+# The headers without which Kamailio's core drops a request before any route runs.
+CORE_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+
+
 @dataclass
 class Msg:
     first: str
@@ -548,6 +552,13 @@ class Fuzz:
     def check_final(self, case: Case, method: str, tx: ClientTx, final: Msg | None) -> None:
         self.stats.requests[method] += 1
         if final is None:
+            sent = Msg.parse(tx.data, None)
+            if sent is not None and not all(sent.get(name) for name in CORE_REQUIRED):
+                # Kamailio's core drops a request without one of these before any route
+                # runs (receive_msg: "required headers not found in request"): no script
+                # can answer it, and no client could match an answer without a CSeq.
+                self.stats.finals[f"dropped by Kamailio's core {method}"] += 1
+                return
             got = ", ".join(sorted({m.first for m in tx.responses})) or "nothing"
             self.violation("no_final_answer", case, f"{method}: {got} within {self.answer_timeout:g} s")
             return
@@ -883,9 +894,10 @@ class Fuzz:
         (:func:`fd_violations`)."""
         redis = re.escape(f"tcp -> 127.0.0.1:{self.edge.redis_server.port}")
         if name == "kamailio":
-            # the plugin's store and, in the events process, its subscription; the Iq socket;
-            # prometheus_client's files of the worker (each mapped once, opened twice)
-            return [(redis, 2), (re.escape(f"udp -> 127.0.0.1:{self.edge.conf.control_port}"), 1),
+            # the plugin's store (its script connection and redis-py's pool for the
+            # other commands) and, in the events process, its subscription; the Iq
+            # connection; prometheus_client's files of the worker (each mapped once, opened twice)
+            return [(redis, 3), (re.escape(f"tcp -> 127.0.0.1:{self.edge.conf.control_port}"), 1),
                     (re.escape(str(self.edge.dir / "plugin-metrics")) + r"/\w+\.db", 2)]
         return [(redis, self.concurrency + 2)]  # mediad's pool (one per concurrent command) and its writer
 

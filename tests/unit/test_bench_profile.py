@@ -33,7 +33,7 @@ def test_collapsed_stacks_are_read_root_first_with_their_counts():
 def test_each_stack_goes_to_the_first_category_one_of_its_frames_matches():
     by_category = shares(parse_collapsed(COLLAPSED), KAMAILIO_CATEGORIES)
     assert by_category == pytest.approx({
-        "mediad Iq round trips (client: encode, HMAC, send, wait, decode)": 0.30,
+        "mediad Iq round trips (client: encode, seal, send, wait, open, decode)": 0.30,
         "Redis round trips (redis-py, the plugin's scripts)": 0.15,
         "dialog records (JSON, in plugin/state.py)": 0.10,
         "Kamailio relaying (KSR.tm.t_relay and the calls around it)": 0.20,
@@ -50,7 +50,9 @@ def test_a_stack_matching_nothing_is_other_python_and_mediad_has_its_own_categor
     assert categorize(["<module> (<string>:1)"], KAMAILIO_CATEGORIES) == "other Python"
     loop = "run_forever (asyncio/base_events.py:608)"
     assert categorize([loop, "Control.datagram_received (mediad/control.py:120)", "loads (json/__init__.py:346)"],
-                      MEDIAD_CATEGORIES) == "control: decode, HMAC, JSON, dispatch"
+                      MEDIAD_CATEGORIES) == "control: frames, AES-GCM, JSON, dispatch"
+    assert categorize([loop, "_Sealer.open (mediad/controlwire.py:260)"], MEDIAD_CATEGORIES) == \
+        "control: frames, AES-GCM, JSON, dispatch"
     assert categorize([loop, "Store.save (mediad/state.py:80)", "Redis.execute_command (redis/client.py:600)"],
                       MEDIAD_CATEGORIES) == "Redis writes (redis-py)"
     assert categorize([loop], MEDIAD_CATEGORIES) == "event loop (asyncio, uvloop)"
@@ -73,5 +75,5 @@ def test_within_a_category_samples_are_split_by_the_module_of_their_innermost_fr
     assert leaf_module("IqClient.request (/srv/e2ae/mediad/client.py:90)") == "mediad/client.py"
     assert leaf_module("<module> (<string>:4)") == "<string>"
     leaves = leaf_shares(parse_collapsed(COLLAPSED), KAMAILIO_CATEGORIES)
-    assert leaves["mediad Iq round trips (client: encode, HMAC, send, wait, decode)"] == {"json": 1.0}
+    assert leaves["mediad Iq round trips (client: encode, seal, send, wait, open, decode)"] == {"json": 1.0}
     assert leaves["Redis round trips (redis-py, the plugin's scripts)"] == {"redis": 1.0}

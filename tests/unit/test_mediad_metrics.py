@@ -37,6 +37,20 @@ def test_unknown_drop_reasons_and_commands_stay_bounded(metrics_registry):
     assert "503" in CONTROL_RESULTS
 
 
+def test_control_requests_and_latency_are_counted_as_a_counter_and_a_histogram(metrics_registry):
+    metrics = Metrics(metrics_registry)
+    for seconds in (0.0001, 0.0004, 0.003, 2.0):
+        metrics.control("reserve", "ok", seconds)
+    metrics.control("release", "404", 0.0002)
+    value = metrics_registry.get_sample_value
+    assert value("e2ae_mediad_control_requests_total", {"command": "reserve", "result": "ok"}) == 4
+    assert value("e2ae_mediad_control_requests_total", {"command": "release", "result": "404"}) == 1
+    assert value("e2ae_mediad_control_request_seconds_bucket", {"command": "reserve", "le": "0.0005"}) == 2
+    assert value("e2ae_mediad_control_request_seconds_bucket", {"command": "reserve", "le": "0.005"}) == 3
+    assert value("e2ae_mediad_control_request_seconds_bucket", {"command": "reserve", "le": "+Inf"}) == 4
+    assert value("e2ae_mediad_control_request_seconds_count", {"command": "reserve"}) == 4
+    assert abs(value("e2ae_mediad_control_request_seconds_sum", {"command": "reserve"}) - 2.0035) < 1e-9
+    assert value("e2ae_mediad_control_requests_created", {"command": "reserve", "result": "ok"}) is not None
 def test_ports_free_follows_the_pool(metrics_registry):
     from mediad.config import PortRange
     from mediad.ports import PortPool

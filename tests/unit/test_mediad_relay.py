@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from pylibsrtp import Policy, Session
 
 from mediad.certs import Certificate
+from mediad.config import Config
 from mediad.metrics import Metrics
 from mediad.relay import AccessChannel, CoreChannel
 from mediad.session import AccessLeg, CoreLeg, Dialog, Stream
@@ -65,16 +66,17 @@ class FakeLoop:
             timer.callback()
 
 
-def rtp(seq: int) -> bytes:
-    return bytes([0x80, 0]) + seq.to_bytes(2, "big") + bytes(4) + b"\x11\x22\x33\x44" + bytes(160)
+def rtp(seq: int, ssrc: int = 0x11223344) -> bytes:
+    return bytes([0x80, 0]) + seq.to_bytes(2, "big") + bytes(4) + ssrc.to_bytes(4, "big") + bytes(160)
 
 
-def wire(ice_lite: bool, consent_timeout: float = 30.0):
+def wire(ice_lite: bool, consent_timeout: float = 30.0, core_source: str = "sdp", max_ssrcs: int = 16):
     loop = FakeLoop()
     events: list[str] = []
     owner = types.SimpleNamespace(
         metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None,
-        config=types.SimpleNamespace(mediad_consent_timeout=consent_timeout),
+        config=Config(mediad_consent_timeout=consent_timeout, mediad_core_source=core_source,
+                      mediad_max_ssrcs=max_ssrcs),
         event=lambda stream, name, reason, component: events.append(name),
     )
     dialog = Dialog(owner, "d")
@@ -149,20 +151,60 @@ def test_scrape_exports_the_integer_counters_under_the_counter_names():
     assert registry.get_sample_value("e2ae_mediad_packets_created", labels) is not None
 
 
-def test_only_media_latches_the_core_peer_before_the_core_answer():
-    """With no SDP address from the core yet, media goes where core RTP comes from; garbage never re-points it."""
+def test_core_media_is_taken_only_from_the_address_the_core_sdp_names():
     w = wire(ice_lite=False)
+    w.access.peer = PEER
+    w.core.datagram_received(rtp(1), (CORE[0], 7777))  # the core's address, another port: taken
+    w.core.datagram_received(rtp(2), ("127.0.0.9", CORE[1]))  # anyone else: dropped, counted
+    w.core.datagram_received(bytes([0x80, 201, 0, 1]) + b"\x11\x22\x33\x44", ("127.0.0.9", 9))
+    assert len(w.access.transport.sent) == 1
+    assert w.owner.metrics.drop_counts["wrong_source"] == 2
     leg = w.core.leg
-    leg.spec.remote_address = leg.spec.remote_port = None  # the core has not answered yet
+    leg.spec.remote_address = leg.spec.remote_port = None  # before the core's SDP: nothing is taken
     leg.refresh()
+    w.core.datagram_received(rtp(3), CORE)
+    assert len(w.access.transport.sent) == 1 and w.owner.metrics.drop_counts["wrong_source"] == 3
     w.access.datagram_received(w.peer_tx.protect(rtp(1)), PEER)
-    assert w.core.transport.sent == []  # nowhere to send yet
-    w.core.datagram_received(rtp(1), CORE)  # the core's media: latched
-    w.core.datagram_received(bytes(40), ("127.0.0.9", 9999))  # garbage from elsewhere: dropped
-    w.core.datagram_received(b"\x80\x00\x01", ("127.0.0.9", 9999))  # too short to be RTP
-    assert w.owner.metrics.drop_counts["malformed"] == 2
+    assert w.core.transport.sent == [] and w.owner.metrics.drop_counts["no_peer"] == 1
+
+
+def test_latching_takes_the_first_media_source_and_then_only_it():
+    """core_source = latch (a core behind NAT): whoever sends media first is the core, until its SDP changes."""
+    w = wire(ice_lite=False, core_source="latch")
+    w.access.peer = PEER
+    nat = ("127.0.0.7", 6000)
+    w.core.datagram_received(bytes(40), ("127.0.0.9", 9999))  # garbage latches nothing
+    w.core.datagram_received(rtp(1), nat)  # the first media: latched
+    w.core.datagram_received(rtp(2), ("127.0.0.9", 9999))
+    w.core.datagram_received(rtp(3), (nat[0], nat[1] + 2))  # same host, other port: not the latched source
+    assert len(w.access.transport.sent) == 1
+    assert w.owner.metrics.drop_counts["wrong_source"] == 2 and w.owner.metrics.drop_counts["malformed"] == 1
+    w.access.datagram_received(w.peer_tx.protect(rtp(1)), PEER)
+    assert w.core.transport.sent == [(rtp(1), nat)]  # media toward the core goes to the latched source
+    moved = TerminationSpec(Side.CORE, "RTP/AVP", remote_address="127.0.0.5", remote_port=5000, rtcp_mux=True)
+    w.core.leg.apply(moved)  # a new SDP from the core: latch again
+    w.core.datagram_received(rtp(4), ("127.0.0.8", 8000))
+    assert len(w.access.transport.sent) == 2
     w.access.datagram_received(w.peer_tx.protect(rtp(2)), PEER)
-    assert w.core.transport.sent == [(rtp(2), CORE)]
+    assert w.core.transport.sent[-1] == (rtp(2), ("127.0.0.8", 8000))
+
+
+def test_ssrcs_toward_access_are_capped_per_session():
+    w = wire(ice_lite=False, max_ssrcs=3)
+    w.access.peer = PEER
+    for ssrc in (1, 2, 3, 4, 5, 1, 3):
+        w.core.datagram_received(rtp(ssrc, ssrc=ssrc), CORE)
+    sent = [data for data, _ in w.access.transport.sent]
+    assert len(sent) == 5  # 1, 2, 3, then 1 and 3 again; 4 and 5 dropped
+    assert w.owner.metrics.drop_counts["too_many_ssrcs"] == 2
+    assert w.access.ssrcs == {1, 2, 3}
+    report = bytes([0x80, 201, 0, 1]) + (9).to_bytes(4, "big")  # RTCP of a fourth sender SSRC: capped too
+    w.core.datagram_received(report, CORE)
+    assert w.owner.metrics.drop_counts["too_many_ssrcs"] == 3
+    keys = SrtpKeys(AES_CM_128_HMAC_SHA1_80, os.urandom(16), os.urandom(14), os.urandom(16), os.urandom(14))
+    w.access.restore(keys, PEER)  # a new association: a new session, no SSRCs yet
+    w.core.datagram_received(rtp(9, ssrc=4), CORE)
+    assert w.access.ssrcs == {4} and len(w.access.transport.sent) == 6
 
 
 def test_core_rtcp_that_is_not_rtcp_is_dropped_not_protected():
@@ -177,16 +219,19 @@ def test_core_rtcp_that_is_not_rtcp_is_dropped_not_protected():
     assert len(w.access.transport.sent) == 1
 
 
-def client_channel():
+def client_channel(ice_lite: bool = False, events: list | None = None):
     """A fresh access channel told to establish DTLS as client (RESERVE with setup:actpass)."""
     loop = FakeLoop()
+    events = [] if events is None else events
     owner = types.SimpleNamespace(
         metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None,
-        config=types.SimpleNamespace(mediad_consent_timeout=30.0, mediad_dtls_handshake_timeout=30.0),
-        event=lambda stream, name, reason, component: None, certificate=Certificate.generate(),
+        config=Config(mediad_consent_timeout=30.0, mediad_dtls_handshake_timeout=30.0),
+        event=lambda stream, name, reason, component: events.append((name, reason)),
+        certificate=Certificate.generate(),
     )
     access = TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", remote_address="127.0.0.1", remote_port=9,
-                             rtcp_mux=True, tls_role=Role.CLIENT, establish_tls=True)
+                             rtcp_mux=True, tls_role=Role.CLIENT, establish_tls=True, ice_lite=ice_lite,
+                             remote_ice_ufrag="peer", remote_ice_pwd="p" * 22)
     stream = Stream(Dialog(owner, "d"), StreamSpec(1, "srtp", access, None))
     stream.access = AccessLeg(stream, access)
     channel = stream.access.rtp = AccessChannel(stream.access, 50000, "rtp")
@@ -212,3 +257,37 @@ def test_a_channel_closed_before_its_deferred_start_sends_nothing():
     channel.close()
     loop.advance(0)
     assert transport.sent == [] and channel.dtls is None
+
+
+def test_an_ice_lite_client_waits_for_a_check_and_fails_in_time_without_one():
+    events: list = []
+    loop, leg, channel = client_channel(ice_lite=True, events=events)
+    leg.configure()
+    loop.advance(0)
+    assert channel.transport.sent == [] and channel.dtls is None and channel.pending_start
+    loop.advance(29)
+    assert channel.state == "new" and events == []
+    loop.advance(2)  # dtls_handshake_timeout without a valid check: the handshake failed
+    assert channel.state == "failed" and events == [("dtls_failed", "timeout")]
+    assert channel.transport.sent == []
+    assert channel.metrics.registry.get_sample_value(
+        "e2ae_mediad_dtls_handshakes_total", {"role": "client", "result": "timeout"}) == 1
+
+
+def test_an_ice_lite_client_starts_at_the_first_valid_check():
+    from aioice import stun
+
+    loop, leg, channel = client_channel(ice_lite=True)
+    leg.configure()
+    loop.advance(0)
+    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    request.attributes["USERNAME"] = f"{leg.ice_ufrag}:peer"
+    request.attributes["PRIORITY"] = 1
+    request.attributes["ICE-CONTROLLING"] = 1
+    request.attributes["USE-CANDIDATE"] = None
+    request.add_message_integrity(leg.ice_pwd.encode())
+    request.add_fingerprint()
+    channel.datagram_received(bytes(request), ("127.0.0.1", 40404))
+    hellos = [addr for data, addr in channel.transport.sent if data[0] == 22]
+    assert hellos == [("127.0.0.1", 40404)]  # to the checked address, not the SDP's port 9
+    assert channel.ice_timer is None and channel.state == "handshaking"

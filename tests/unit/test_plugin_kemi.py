@@ -125,6 +125,11 @@ class RecordingEdge:
         self.handled.append(msg)
         return Outcome()
 
+    def refuse(self, msg, exc):
+        from plugin.edge import Outcome
+
+        return Outcome(status=exc.sip_status, reason="Refused", warning=self.warning(exc.reason))
+
     def release(self, call_id, tags, reason):
         self.releases.append((call_id, tags, reason))
         return self.released and len(self.releases) == 1
@@ -232,7 +237,8 @@ def test_only_replies_that_may_carry_sdp_come_back_to_the_plugin(kemi, method, a
                                                   ("PRACK", 200, True), ("UPDATE", 200, True),
                                                   ("ACK", 0, True)])
 def test_only_a_final_answer_that_cannot_be_converted_ends_the_call(kemi, method, status, ends):
-    """An 18x's answer may be followed by a good 2xx: it is forwarded and logged.  A 2xx or
+    """An 18x's answer may be followed by a good 2xx: it is forwarded with the Warning and
+    logged.  A 2xx or
     an ACK that goes on unconverted leaves a call without media: the edge releases it, a
     2xx carries the Warning, and the call's BYEs are queued in shared memory for the rtimer
     process; nothing is asked of the dialog module from the reply route."""
@@ -260,7 +266,7 @@ def test_only_a_final_answer_that_cannot_be_converted_ends_the_call(kemi, method
     else:
         assert script.ksr_request_route(None) == 1
     assert failed == ([("call-1", ("ftag", "ttag"))] if ends else [])
-    assert ksr.headers == (['Warning: 399 127.0.0.1:5060 "answer has 2 m-lines"\r\n'] if status and ends else [])
+    assert ksr.headers == (['Warning: 399 127.0.0.1:5060 "answer has 2 m-lines"\r\n'] if status else [])
     queued = ksr.htable.tables.get(module.END_TABLE, {})
     assert list(queued) == (["call-1\tftag"] if ends else [])
     if ends:
@@ -501,7 +507,8 @@ def test_a_rewritten_request_that_cannot_go_on_is_undone(kemi, failure):
     assert edge.releases == [("call-1", ("ftag", "ttag"), "refused")]
     (code, _, headers), = ksr.replies
     assert code == (500 if failure == "set_body" else 503)
-    assert len(headers) == 1 and headers[0].startswith("Warning: 399 ")
+    assert headers[0].startswith("Warning: 399 ")
+    assert headers[1:] == ([] if failure == "set_body" else ["Retry-After: 5\r\n"])
 
 
 def test_sipreply_copies_what_the_request_said_and_picks_the_rfc3581_port():
@@ -523,6 +530,56 @@ def test_sipreply_copies_what_the_request_said_and_picks_the_rfc3581_port():
                      "call-id": ["C"], "cseq": ["2 INVITE"]}
     assert sipreply.destination("SIP/2.0/UDP h:5070;branch=b", ("1.2.3.4", 9)) == ("1.2.3.4", 5070)
     assert sipreply.destination("SIP/2.0/UDP h;branch=b", ("1.2.3.4", 9)) == ("1.2.3.4", 5060)
+
+
+def test_sipreply_reads_the_framing_and_a_missing_cseq():
+    from plugin import sipreply
+
+    head = "SIP/2.0 200 OK\r\nCall-ID: c\r\n"
+    assert sipreply.framing_error(head + "Content-Length: 5\r\n\r\nv=0\r\n") is None
+    assert sipreply.framing_error(head + "\r\nv=0\r\n") is None  # framed by the datagram
+    assert "not a number" in sipreply.framing_error(head + "Content-Length: abc\r\n\r\nv=0\r\n")
+    assert "not a number" in sipreply.framing_error(head + "l: -5\r\n\r\nv=0\r\n")
+    assert "larger than the body" in sipreply.framing_error(head + "Content-Length: 6\r\n\r\nv=0\r\n")
+    assert "2 Content-Length" in sipreply.framing_error(head + "l: 5\r\nContent-Length: 5\r\n\r\nv=0\r\n")
+    request = "INVITE sip:b@y SIP/2.0\r\nCall-ID: c\r\n\r\n"
+    assert sipreply.cseq_of(request, sipreply.needed_headers(request)) == "0 INVITE"
+    assert sipreply.cseq_of(request, {"cseq": ["7 INVITE"]}) == "7 INVITE"
+    assert sipreply.cseq_of("\x00bad line\r\n\r\n", {"cseq": []}) == ""
+
+
+def test_an_initial_invite_without_a_from_tag_is_refused_400(kemi):
+    """RFC 3261 8.1.1.3: without a From tag the dialog cannot be named."""
+    module, ksr = kemi
+    script = module.kamailio()
+    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
+    edge = script._edge = RecordingEdge()
+    ksr.siputils.has_totag = lambda: -1
+    ksr.pvs.update({"$rm": "INVITE", "$ft": "", "$tt": ""})
+    assert script.ksr_request_route(None) == 1
+    (code, reason, headers), = ksr.replies
+    assert (code, reason) == (400, "Bad Request") and "no tag" in headers[0]
+    assert edge.handled == []
+
+
+def test_a_reply_whose_content_length_does_not_frame_it_is_discarded(kemi):
+    """RFC 3261 18.3: Kamailio reads no body from it but would relay its bytes: it is
+    dropped and counted; nothing is released (a good retransmission may follow)."""
+    module, ksr = kemi
+    script = module.kamailio()
+    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
+    edge = script._edge = RecordingEdge()
+    dropped = []
+    ksr.set_drop = lambda: dropped.append(1)
+    bad = counter(edge.metrics.drops.labels("bad_reply"))
+    ksr.pvs.update({"$rm": "INVITE", "$rs": "200", "$rb": "",
+                    "$mb": "SIP/2.0 200 OK\r\nContent-Length: abc\r\n\r\nv=0\r\n"})
+    assert script.ksr_reply_route(None) == 1
+    assert dropped == [1] and edge.handled == [] and edge.releases == []
+    assert counter(edge.metrics.drops.labels("bad_reply")) == bad + 1
+    ksr.pvs["$mb"] = "SIP/2.0 200 OK\r\n\r\n"  # no body at all: goes on
+    assert script.ksr_reply_route(None) == 1
+    assert dropped == [1]
 
 
 def test_a_header_kamailio_refuses_does_not_stop_the_reply(kemi):
@@ -633,7 +690,8 @@ def test_an_avp_retry_that_cannot_be_sent_is_answered_counted_and_released(kemi)
     ksr.pvs["$T_reply_code"] = "488"
     assert script.ksr_failure_edge(None) == 1
     (code, _, headers), = ksr.replies
-    assert code == 503 and headers[0].startswith("Warning: 399 ") and "toward the core" in headers[0]
+    assert code == 503 and headers[0].startswith("Warning: 399 ") and "the core is unreachable" in headers[0]
+    assert headers[1] == "Retry-After: %d\r\n" % edge.retry_after  # as every 503 of the edge
     assert edge.releases == [("call-1", ("ftag",), "failure")] and counter(unavailable) == before + 1
 
 
@@ -721,6 +779,6 @@ def test_the_rtimer_keeps_one_event_subscription_through_bad_events_defects_and_
         assert script._edge.events == ["d-1", "d-2"]
         assert len(admin.client_list(_type="pubsub")) == 1
     finally:
-        script._unsubscribe()
+        script._drop_subscription()
         client.close()
         admin.close()

@@ -80,13 +80,34 @@ def test_an_offer_labelled_text_plain_415_with_accept(store, metrics_registry):
     assert out.accept == ACCEPT and out.reason == "Unsupported Media Type"
 
 
-def test_other_methods_and_replies_keep_their_non_sdp_bodies(store, metrics_registry):
+def test_a_multipart_offer_without_an_sdp_part_415(store, metrics_registry):
+    """An offer whose only part is labelled text/plain would reach the core untouched."""
+    sdp = (FIXTURES / "chromium_offer_audio.sdp").read_text()
+    message = msg(f"--x\r\nContent-Type: text/plain\r\n\r\n{sdp}\r\n--x--\r\n")
+    message.content_type = 'multipart/mixed;boundary="x"'
+    out = refused(store, metrics_registry, message, 415, "without one")
+    assert out.accept == ACCEPT
+
+
+def test_other_methods_keep_their_non_sdp_bodies(store, metrics_registry):
     agw = Agw()
     edge = make_edge(store, metrics_registry, agw)
     for message in (msg("hello", method="MESSAGE"), msg(b"\xff\x00binary", method="INFO"),
-                    msg("hello", request=False, status=200, side=Side.CORE, to_tag="t")):
+                    msg("hello", request=False, status=200, side=Side.CORE, to_tag="t", method="MESSAGE")):
         message.content_type = "text/plain"
         assert not edge.handle(message).failed
+    assert agw.requests == []
+
+
+@pytest.mark.parametrize("status", [183, 200])
+def test_an_answer_labelled_other_than_sdp_is_a_failed_answer(store, metrics_registry, status):
+    """The core's SDP under another label would reach the WIC unconverted."""
+    agw = Agw()
+    edge = make_edge(store, metrics_registry, agw)
+    message = msg("v=0\r\n", request=False, status=status, side=Side.CORE, to_tag="t")
+    message.content_type = "application"
+    out = edge.handle(message)
+    assert out.failed and "must be SDP" in out.warning
     assert agw.requests == []
 
 
