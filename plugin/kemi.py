@@ -89,8 +89,8 @@ from plugin import limits, profile, routing, sipreply  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
 from plugin.body import SDP_TYPE, media_type  # noqa: E402
 from plugin.edge import REPLY_SDP_METHODS, SDP_METHODS, Edge, Message, Outcome, other  # noqa: E402
-from plugin.lifecycle import (BYE_HOLD_S, CallEvent, CallState, EndRequest, EndStep,  # noqa: E402
-                              LifecycleError, PendingRelease, end_step)
+from plugin.lifecycle import (BYE_HOLD_S, OPERATOR_TABLE, CallEvent, CallState, EndRequest,  # noqa: E402
+                              EndStep, LifecycleError, PendingRelease, end_step)
 from plugin.state import dialog_id  # noqa: E402
 
 EVENTS_CHANNEL = "e2ae:events"
@@ -624,6 +624,9 @@ class kamailio:
                 KSR.htable.sht_rm(BYE_TABLE, call_id)
                 if evname == "dialog:failed":
                     event = CallEvent.FAILURE
+                elif KSR.htable.sht_get(OPERATOR_TABLE, call_id) is not None:
+                    KSR.htable.sht_rm(OPERATOR_TABLE, call_id)
+                    event = CallEvent.OPERATOR
                 else:  # a BYE ends the dialog while its request is routed; else a timeout
                     event = CallEvent.BYE if _pv("$rm") == "BYE" else CallEvent.TIMEOUT
                 if self.edge.release(call_id, tags, event) and event is CallEvent.BYE:

@@ -782,3 +782,21 @@ def test_the_rtimer_keeps_one_event_subscription_through_bad_events_defects_and_
         script._drop_subscription()
         client.close()
         admin.close()
+
+
+@pytest.mark.parametrize("marked, method, reason", [
+    (True, "", "operator"),  # e2ae-ctl end: the dialog module's end, outside any request
+    (True, "BYE", "operator"),  # ... in the context of its BYE's reply
+    (False, "BYE", "bye"),
+    (False, "", "timeout"),
+])
+def test_the_end_of_a_dialog_the_operator_ended_is_released_as_operator(kemi, marked, method, reason):
+    module, ksr = kemi
+    script = module.kamailio()
+    edge = script._edge = RecordingEdge(released=True)
+    ksr.pvs.update({"$rm": method, "$dlg(callid)": "call-9", "$dlg(from_tag)": "f9", "$dlg(to_tag)": "t9"})
+    if marked:  # what e2ae-ctl sets over RPC (htable.sets) before dlg.terminate_dlg
+        ksr.htable.sht_sets(module.OPERATOR_TABLE, "call-9", "1")
+    assert script.ksr_dialog_event("dialog:end") == 1
+    assert edge.releases == [("call-9", ("f9", "t9"), reason)]
+    assert ksr.htable.sht_get(module.OPERATOR_TABLE, "call-9") is None  # used once
