@@ -157,6 +157,7 @@ class System:
     def _config(self) -> str:
         return "\n".join([
             "[edge]", f"access_sip = {self.access[0]}:{self.access[1]}", f"core_sip = {self.core[0]}:{self.core[1]}",
+            f"access_tcp = {self.access[0]}:{self.access[1]}", f"core_tcp = {self.core[0]}:{self.core[1]}",
             f"core_next_hop = sip:{self.next_hop[0]}:{self.next_hop[1]}",
             "[mediad]", f"control = 127.0.0.1:{self.control_port}", f"control_secret = {self.secret}",
             f"access_address = {ACCESS_MEDIA}", f"core_address = {CORE_MEDIA}",
@@ -179,6 +180,7 @@ class System:
 
     def start(self) -> None:
         from deploy.run_edge import kamailio_command
+        from mediad.config import load_config
 
         with open(self.config_path, "w") as f:
             f.write(self._config())
@@ -193,9 +195,8 @@ class System:
                                       os.path.join(self.workdir, "mediad.log"), cwd=REPO, env=env)
             if not procs.wait_until(self._mediad_ready, 20, 0.1):
                 raise RuntimeError(f"mediad did not start; see {self.workdir}/mediad.log")
-            argv = kamailio_command(EDGE_CFG, self.rundir, access=f"{self.access[0]}:{self.access[1]}",
-                                    core=f"{self.core[0]}:{self.core[1]}", metrics=None, dialog_ttl=600,
-                                    plugin=PLUGIN, shm_mb=self.shm_mb)
+            argv = kamailio_command(EDGE_CFG, self.rundir, load_config(self.config_path), plugin=PLUGIN,
+                                    shm_mb=self.shm_mb)
         else:
             defines = [f"BENCH_ACCESS_SIP=udp:{self.access[0]}:{self.access[1]}",
                        f"BENCH_CORE_SIP=udp:{self.core[0]}:{self.core[1]}",

@@ -215,10 +215,10 @@ class SipUac:
                 continue
             return msg
 
-    async def invite(self, sdp: str, timeout: float = 10.0) -> SipMessage:
+    async def invite(self, sdp: str, timeout: float = 10.0, uri: str | None = None) -> SipMessage:
         self.cseq += 1
         cseq = self.cseq
-        uri = f"sip:demo@{self.edge[0]}:{self.edge[1]}"
+        uri = uri or f"sip:demo@{self.edge[0]}:{self.edge[1]}"
         branch = "z9hG4bK" + _tag()
         reply = await self._transaction(self._request("INVITE", uri, cseq, branch, sdp), self.edge,
                                         "INVITE", cseq, timeout)
@@ -449,9 +449,10 @@ class DemoResult:
 
 
 async def run_call(access: tuple[str, int], core_sip: tuple[str, int], seconds: float = 3.0,
-                   log=print, during=None) -> DemoResult:
+                   log=print, request_uri: str | None = None, during=None) -> DemoResult:
     """One call: aiortc WIC → edge access socket → core endpoint at ``core_sip``.
 
+    ``request_uri``, when given, is the INVITE's Request-URI (else the core endpoint's).
     ``during``, when given, is a coroutine function awaited after ``seconds`` of
     media, followed by ``seconds`` more before the BYE (what a test does mid-call).
     """
@@ -487,7 +488,7 @@ async def run_call(access: tuple[str, int], core_sip: tuple[str, int], seconds: 
         await pc.setLocalDescription(await pc.createOffer())
         result.access_offer = pc.localDescription.sdp
         log(f"WIC: INVITE to {access[0]}:{access[1]} with a WebRTC offer (aiortc)")
-        reply = await uac.invite(pc.localDescription.sdp)
+        reply = await uac.invite(pc.localDescription.sdp, uri=request_uri)
         result.status = reply.status
         if reply.status != 200:
             result.notes.append(f"INVITE answered {reply.first_line}")
@@ -549,6 +550,21 @@ def report(result: DemoResult, out=sys.stdout) -> None:
     print("demo call: " + ("OK" if result.ok else "FAILED"), file=out)
 
 
+# Where the core endpoint goes when the next hop is taken by the run command's demo core.
+DEMO_ENDPOINT = ("127.0.0.5", 5060)
+
+
+def _free(address: tuple[str, int]) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(address)
+        except OSError:
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     from mediad.config import load_config
 
@@ -564,9 +580,16 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(path)
     access = config.edge_access_sip.as_tuple()
     core = _host_port(config.edge_core_next_hop)
+    request_uri = None
+    if not _free(core):
+        # "deploy/e2ae run" put its demo core (a registrar) on the next hop: our own core
+        # endpoint goes beside it, named by the Request-URI the registrar follows.
+        core = DEMO_ENDPOINT
+        request_uri = f"sip:demo@{core[0]}:{core[1]}"
     print(f"demo call: WIC (aiortc) -> edge {access[0]}:{access[1]} -> core endpoint {core[0]}:{core[1]}")
     try:
-        result = asyncio.run(asyncio.wait_for(run_call(access, core, args.seconds), args.seconds + 40))
+        result = asyncio.run(asyncio.wait_for(run_call(access, core, args.seconds, request_uri=request_uri),
+                                              args.seconds + 40))
     except (TimeoutError, asyncio.TimeoutError, OSError) as exc:
         print(f"demo call: FAILED ({exc.__class__.__name__}: {exc}); is the edge running (deploy/e2ae run)?")
         return 1

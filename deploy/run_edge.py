@@ -2,6 +2,7 @@
 
     .venv/bin/python -m deploy.run_edge [--config FILE] [--rundir DIR] [--shm-mb MB]
         [--restart-delay S] [--restart-burst N] [--restart-interval S]
+        [--no-demo] [--web HOST:PORT|off]
 
 Starts, in order, and prints where each listens and each child's pid:
 
@@ -12,7 +13,14 @@ Starts, in order, and prints where each listens and each child's pid:
    Redis already answers there, that one is used instead and not supervised;
 2. ``python -m mediad`` (the media daemon);
 3. ``kamailio -DD -E`` with ``deploy/kamailio.cfg`` and the plugin, its sockets
-   and metrics port taken from the configuration.
+   (every ``[edge]`` socket; a self-signed certificate for loopback under
+   ``RUNDIR/tls`` when a TLS or WSS socket has none configured) and metrics
+   port taken from the configuration;
+4. unless ``--no-demo``, when the core next hop is a loopback address: the
+   demo core (:mod:`deploy.demo_core`: a second Kamailio as registrar with
+   Path on the next hop, supervised as ``core``, and a tone user agent in this
+   process); unless ``--web off``, the web phone's HTTPS pages
+   (:mod:`deploy.web_phone`).
 
 Each child's output is copied to this terminal with a ``[name]`` prefix.
 
@@ -45,7 +53,7 @@ What a call in progress keeps across a restart:
   next, so calls also survive a restart of the whole edge; what is stale
   expires with its TTL.
 
-Ctrl-C (or SIGTERM) stops Kamailio, then mediad, then Redis, each within a
+Ctrl-C (or SIGTERM) stops the demo, then Kamailio, then mediad, then Redis, each within a
 bounded time (``STOP_TIMEOUT``), and exits 0.  The children read a runtime copy
 of the configuration (with the Redis password filled in) under ``--rundir``
 (``.run/`` in the repository by default).
@@ -54,6 +62,7 @@ of the configuration (with the Redis password filled in) under ``--rundir``
 from __future__ import annotations
 
 import argparse
+import asyncio
 import configparser
 import enum
 import os
@@ -71,12 +80,17 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+from mediad.config import sip_sockets
+
 ROOT = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = ROOT / "deploy" / "kamailio.cfg"
 PLUGIN = ROOT / "plugin" / "kemi.py"
 STOP_TIMEOUT = 10.0
 READY_TIMEOUT = 30.0
 POLL_INTERVAL = 0.1
+# The web phone's HTTPS address and the demo tone's SIP port (deploy/e2ae run only).
+WEB_PHONE = ("127.0.0.1", 8088)
+TONE_PORT = 5060
 
 
 # Kamailio's shared memory (-m) and each process's private memory (-M), in MB: sized
@@ -85,24 +99,77 @@ SHM_MB = 512
 PKG_MB = 8
 
 
-def kamailio_command(cfg_path: str, rundir: str, *, access: str, core: str, metrics: str | None,
-                     dialog_ttl: int, plugin: str = str(PLUGIN), shm_mb: int = SHM_MB,
-                     pkg_mb: int = PKG_MB, rpc_socket: str | None = None) -> list[str]:
-    """The foreground Kamailio command for ``deploy/kamailio.cfg`` (defines from the configuration)."""
+def kamailio_command(cfg_path: str, rundir: str, config, *, tls_config: str | None = None,
+                     plugin: str = str(PLUGIN), shm_mb: int = SHM_MB, pkg_mb: int = PKG_MB,
+                     rpc_socket: str | None = None) -> list[str]:
+    """The foreground Kamailio command for ``deploy/kamailio.cfg``: its ``-A`` defines
+    from the configuration (every SIP socket of ``[edge]``, metrics, dialog timeout),
+    ``tls_config``, the tls module's file (:mod:`deploy.sip_tls`) when a socket uses
+    TLS, and ``rpc_socket``, e2ae-ctl's JSON-RPC socket (None: ``kamailio_rpc.sock``
+    under ``rundir``)."""
+    from plugin.routing import kamailio_defines
+
     exe = shutil.which("kamailio") or "/usr/sbin/kamailio"
     cmd = [exe, "-DD", "-E", "-f", cfg_path, "-Y", rundir, "-P", os.path.join(rundir, "kamailio.pid"),
            "-m", str(shm_mb), "-M", str(pkg_mb),
            # TLSF for shared and private memory: 13 % less Kamailio CPU per call than the
            # default allocator, measured with the call-setup benchmark (docs/performance.rst)
            "-x", "tlsf", "-X", "tlsf",
-           "-A", f"E2AE_ACCESS_SIP=udp:{access}", "-A", f"E2AE_CORE_SIP=udp:{core}",
-           "-A", f"E2AE_ACCESS_SIP_TCP=tcp:{access}", "-A", f"E2AE_CORE_SIP_TCP=tcp:{core}",
-           "-A", f'E2AE_PLUGIN="{plugin}"', "-A", f"E2AE_DIALOG_TTL={dialog_ttl}"]
-    if metrics:
-        cmd += ["-A", f"E2AE_METRICS=tcp:{metrics}"]
+           "-A", "E2AE_SOCKETS=1",
+           "-A", f'E2AE_PLUGIN="{plugin}"', "-A", f"E2AE_DIALOG_TTL={config.redis_dialog_ttl}"]
+    for name, value in kamailio_defines(config).items():
+        cmd += ["-A", f"{name}={value}"]
+    if tls_config:
+        cmd += ["-A", f'E2AE_TLS_CONFIG="{tls_config}"']
+    if config.plugin_metrics:
+        cmd += ["-A", f"E2AE_METRICS=tcp:{config.plugin_metrics}"]
     if rpc_socket:
         cmd += ["-A", f'E2AE_RPC_SOCKET="{rpc_socket}"']
     return cmd
+
+
+def ready_lines(config) -> list[str]:
+    """One line per SIP socket: its transport, address (and public one), and its URL."""
+    labels = {"access_sip": ("udp", "access"), "access_tcp": ("tcp", "access"), "access_tls": ("tls", "access"),
+              "access_ws": ("ws", "access"), "access_wss": ("wss", "access"), "core_sip": ("udp", "core"),
+              "core_tcp": ("tcp", "core"), "core_tls": ("tls", "core")}
+    lines = []
+    for option, _, sock in sip_sockets(config):
+        transport, side = labels[option]
+        public = f" (public {sock.advertise})" if sock.advertise else ""
+        if transport in ("ws", "wss"):
+            where = f"{transport}://{sock.public.host}:{sock.public.port}"
+        else:
+            where = f"{transport}:{sock}"
+        suffix = f"-> next hop {config.edge_core_next_hop}" if side == "core" else "(WebRTC clients / UEs)"
+        lines.append(f"SIP {side:<6} {where:<28}{public} {suffix}")
+    return lines
+
+
+def _listening(proto: str, sock) -> bool:
+    if proto == "udp":
+        return _sip_ready(sock.host, sock.port)
+    try:
+        with socket.create_connection((sock.host, sock.port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def _loopback_next_hop(uri: str) -> tuple[str, int] | None:
+    """The next hop's address when it is a loopback IP literal (where the demo core may go)."""
+    import ipaddress
+    import re
+
+    match = re.match(r"^sips?:(?:[^@]*@)?([0-9.]+)(?::(\d+))?", uri)
+    if not match:
+        return None
+    try:
+        if not ipaddress.ip_address(match.group(1)).is_loopback:
+            return None
+    except ValueError:
+        return None
+    return match.group(1), int(match.group(2) or 5060)
 
 
 def say(text: str) -> None:
@@ -215,12 +282,20 @@ class EdgeStopped(Exception):
 
 class Runner:
     def __init__(self, config_path: Path, rundir: Path, policy: RestartPolicy = RestartPolicy(),
-                 shm_mb: int = SHM_MB) -> None:
+                 shm_mb: int = SHM_MB, *, demo: bool = True, web: tuple[str, int] | None = WEB_PHONE) -> None:
         self.source = config_path
         self.rundir = rundir
         self.policy = policy
         self.shm_mb = shm_mb
         self.children: list[Child] = []
+        self.demo = demo
+        self.web = web
+        self.tls_pair: tuple[Path, Path] | None = None
+        # The demo's parts that are not children (the tone, the web phone's server), and
+        # what is removed once every child has stopped.
+        self.demo_stops: list[Callable[[], None]] = []
+        self.cleanups: list[Callable[[], None]] = []
+        self.demo_lines: list[str] = []
 
     # -- children -------------------------------------------------------------------
     def add(self, name: str, cmd: list[str], ready: Callable[[], bool], env: dict[str, str] | None = None) -> Child:
@@ -287,6 +362,11 @@ class Runner:
             return
 
     def stop_all(self) -> None:
+        for stop in reversed(self.demo_stops):
+            try:
+                stop()
+            except Exception as exc:  # keep stopping the others
+                say(f"stopping the demo: {exc}")
         for child in reversed(self.children):
             proc = child.proc
             if proc is None or proc.poll() is not None:
@@ -304,11 +384,14 @@ class Runner:
                 say(f"{child.name} did not stop in {STOP_TIMEOUT:.0f} s: killing it")
             _kill_group(proc.pid)
             proc.wait()
+        for cleanup in self.cleanups:
+            cleanup()
 
     # -- the edge -------------------------------------------------------------------
     def runtime_config(self) -> tuple[Path, object, str]:
         """Copy of the configuration with the Redis password filled in (0600, under .run/), and
-        Kamailio's RPC socket (e2ae-ctl's) under this run's directory unless one is configured."""
+        Kamailio's RPC socket (e2ae-ctl's) under this run's directory unless one is configured
+        in a directory this user can bind in."""
         from mediad.config import load_config
 
         config = load_config(self.source)
@@ -323,7 +406,10 @@ class Runner:
             if not parser.has_section("redis"):
                 parser.add_section("redis")
             parser.set("redis", "password", password)
-        if not parser.has_option("plugin", "rpc_socket"):  # Kamailio's, under this run's directory
+        rpc = Path(config.plugin_rpc_socket) if parser.has_option("plugin", "rpc_socket") else None
+        if rpc is None or (rpc.is_absolute() and not (rpc.parent.is_dir() and os.access(rpc.parent, os.W_OK))):
+            # Kamailio's, under this run's directory: none configured, or the configured one's
+            # directory is not there to bind in (the shipped file names the systemd units' /run)
             if not parser.has_section("plugin"):
                 parser.add_section("plugin")
             parser.set("plugin", "rpc_socket", str(self.rundir / "kamailio" / "kamailio_rpc.sock"))
@@ -354,26 +440,26 @@ class Runner:
                      lambda: _redis_ping(rhost, rport, password))
         self.add("mediad", [sys.executable, "-m", "mediad", "--config", str(path)],
                  lambda: self._mediad_ready(config), env)
-        control = config.mediad_control
         rundir = self.rundir / "kamailio"
         rundir.mkdir(exist_ok=True)
-        access, core = config.edge_access_sip, config.edge_core_sip
         metrics = config.plugin_metrics
-        cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), access=str(access), core=str(core),
-                               metrics=str(metrics) if metrics else None, dialog_ttl=config.redis_dialog_ttl,
+        cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), config, tls_config=self.tls_config(config),
                                shm_mb=self.shm_mb, rpc_socket=config.plugin_rpc_socket)
-        self.add("kamailio", cmd, lambda: _sip_ready(access.host, access.port) and _sip_ready(core.host, core.port),
+        self.add("kamailio", cmd, lambda: all(_listening(proto, sock) for _, proto, sock in sip_sockets(config)),
                  env)
+        self.start_demo(config)
         say("edge ready:")
-        say(f"  SIP access socket   udp:{access}   (WebRTC clients / UEs)")
-        say(f"  SIP core socket     udp:{core}   -> next hop {config.edge_core_next_hop}")
-        say(f"  mediad control      tcp:{control}   media access {config.mediad_access_address} "
+        for line in ready_lines(config):
+            say("  " + line)
+        say(f"  mediad control      tcp:{config.mediad_control}   media access {config.mediad_access_address} "
             f"{config.mediad_access_ports}, core {config.mediad_core_address} {config.mediad_core_ports}")
         if config.mediad_metrics:
             say(f"  mediad metrics      http://{config.mediad_metrics}/metrics")
         if metrics:
             say(f"  plugin metrics      http://{metrics}/metrics")
         say(f"  Redis               {rhost}:{rport} (password in {path})")
+        for line in self.demo_lines:
+            say(line)
         say(f"  e2ae-ctl            E2AE_CONFIG={path} .venv/bin/e2ae-ctl calls")
         say(f"A process that dies is restarted (at most {self.policy.burst} times within "
             f"{self.policy.interval:.0f} s); the others keep running.")
@@ -391,6 +477,56 @@ class Runner:
         except EdgeStopped as exc:
             say(str(exc))
         return 1
+
+    def start_demo(self, config) -> None:
+        """The demo's core (a registrar with Path on the core next hop, a tone behind it) and
+        the web phone's pages, for a loopback next hop (deploy.demo_core, deploy.web_phone)."""
+        next_hop = _loopback_next_hop(config.edge_core_next_hop)
+        if self.demo and next_hop is not None:
+            from deploy.demo_core import CORE_UA_HOST, DOMAIN, CoreRegistrar, CoreUa
+
+            tone = (CORE_UA_HOST, TONE_PORT)
+            registrar = CoreRegistrar(next_hop, tone)
+            self.cleanups.append(registrar.remove_directory)
+            self.add("core", registrar.command(), lambda: _sip_ready(*next_hop))
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="demo-tone", daemon=True)
+            thread.start()
+            ua = CoreUa(tone[0], tone[1], next_hop)
+            asyncio.run_coroutine_threadsafe(ua.open(), loop).result(10)
+
+            def stop_tone() -> None:
+                loop.call_soon_threadsafe(ua.close)
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(5)
+
+            self.demo_stops.append(stop_tone)
+            self.demo_lines.append(f"  demo core           registrar sip:{next_hop[0]}:{next_hop[1]} (Path), "
+                                   f"tone sip:tone@{DOMAIN} (udp:{tone[0]}:{tone[1]})")
+        if self.web is not None:
+            from deploy.demo_core import DOMAIN
+            from deploy.sip_tls import ensure_certificate, spki_sha256
+            from deploy.web_phone import WebPhoneServer, page_config
+
+            cert, key = self.tls_pair or ensure_certificate(config, self.rundir / "tls")
+            server = WebPhoneServer(self.web, page_config(config, DOMAIN), certificate=cert, key=key)
+            self.demo_stops.append(server.stop)
+            self.demo_lines.append(f"  web phone           {server.url}")
+            if not config.edge_tls_certificate:
+                self.demo_lines.append(f"    open it with:     chromium --ignore-certificate-errors-spki-list="
+                                       f"{spki_sha256(cert)} {server.url}")
+
+    def tls_config(self, config) -> str | None:
+        """Kamailio's tls.cfg when a socket uses TLS: the configured certificate, else a
+        self-signed one for the configured addresses under the run directory."""
+        from deploy.sip_tls import ensure_certificate, write_tls_cfg
+        from mediad.config import sip_sockets
+
+        if not any(proto == "tls" for _, proto, _ in sip_sockets(config)):
+            return None
+        cert, key = ensure_certificate(config, self.rundir / "tls")
+        self.tls_pair = (cert, key)
+        return str(write_tls_cfg(cert, key, self.rundir / "tls" / "tls.cfg"))
 
     def _mediad_ready(self, config) -> bool:
         from iq import Command, IqRequest
@@ -446,12 +582,17 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"restarts of one process allowed within the interval (default {default.burst})")
     parser.add_argument("--restart-interval", type=float, default=default.interval, metavar="S",
                         help=f"the interval of --restart-burst, in seconds (default {default.interval:g})")
+    parser.add_argument("--no-demo", action="store_true",
+                        help="do not start the demo core (registrar + tone) on a loopback next hop")
+    parser.add_argument("--web", default="%s:%d" % WEB_PHONE,
+                        help="HOST:PORT of the web phone's HTTPS pages, or off (default %(default)s)")
     args = parser.parse_args(argv)
     if args.shm_mb < 16:
         parser.error("--shm-mb: at least 16")
     source = Path(args.config or os.environ.get("E2AE_CONFIG") or ROOT / "deploy" / "e2ae.conf").resolve()
     policy = RestartPolicy(delay=args.restart_delay, burst=args.restart_burst, interval=args.restart_interval)
-    runner = Runner(source, Path(args.rundir).resolve(), policy, args.shm_mb)
+    web = None if args.web == "off" else (args.web.rsplit(":", 1)[0], int(args.web.rsplit(":", 1)[1]))
+    runner = Runner(source, Path(args.rundir).resolve(), policy, args.shm_mb, demo=not args.no_demo, web=web)
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt

@@ -27,6 +27,7 @@ ENV_CONFIG = "E2AE_CONFIG"
 ACTPASS_POLICIES = ("active", "passive")
 BUNDLE_POLICIES = ("off", "on")
 DTLS_FAILURE_POLICIES = ("bye", "keep")
+CORE_RTP_PROFILES = ("avpf", "avp", "auto")
 
 
 PACKET_PATHS = ("auto", "native", "python")
@@ -53,6 +54,33 @@ class HostPort:
 
 
 @dataclass(frozen=True)
+class SipSocket:
+    """One SIP socket of the edge: where it binds and, behind a NAT, what it advertises."""
+
+    host: str
+    port: int
+    advertise: HostPort | None = None
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def as_tuple(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def public(self) -> HostPort:
+        """The address peers see: the advertised one, else the bound one."""
+        return self.advertise or HostPort(self.host, self.port)
+
+    def listen(self, proto: str) -> str:
+        """Kamailio's ``listen=`` value for this socket over ``proto`` (udp, tcp, tls)."""
+        text = f"{proto}:{self.host}:{self.port}"
+        if self.advertise is not None:
+            text += f" advertise {self.advertise.host}:{self.advertise.port}"
+        return text
+
+
+@dataclass(frozen=True)
 class PortRange:
     first: int
     last: int
@@ -68,15 +96,25 @@ class PortRange:
 class Config:
     """Every option, with its default.  Attribute names are ``section_option``."""
 
-    # [edge]
-    edge_access_sip: HostPort = HostPort("127.0.0.1", 5060)
-    edge_core_sip: HostPort = HostPort("127.0.0.2", 5060)
+    # [edge]: one SIP socket per transport and side; None is "off"
+    edge_access_sip: SipSocket | None = SipSocket("127.0.0.1", 5060)
+    edge_access_tcp: SipSocket | None = None
+    edge_access_tls: SipSocket | None = None
+    edge_access_ws: SipSocket | None = None
+    edge_access_wss: SipSocket | None = None
+    edge_core_sip: SipSocket | None = SipSocket("127.0.0.2", 5060)
+    edge_core_tcp: SipSocket | None = None
+    edge_core_tls: SipSocket | None = None
     edge_core_next_hop: str = "sip:127.0.0.3:5060"
+    edge_tls_certificate: str = ""
+    edge_tls_private_key: str = ""
     # [mediad]
     mediad_control: HostPort = HostPort("127.0.0.1", 2223)
     mediad_control_secret: str = ""  # empty: shared through Redis key CONTROL_SECRET_KEY
     mediad_access_address: str = "127.0.0.1"
     mediad_core_address: str = "127.0.0.2"
+    mediad_access_advertise: str = ""  # empty: access_address
+    mediad_core_advertise: str = ""  # empty: core_address
     mediad_access_ports: PortRange = PortRange(30000, 34999)
     mediad_core_ports: PortRange = PortRange(40000, 44999)
     mediad_metrics: HostPort | None = HostPort("127.0.0.1", 9810)
@@ -97,6 +135,7 @@ class Config:
     # [policy]
     policy_actpass: str = "active"
     policy_dtls_failure: str = "bye"
+    policy_core_rtp_profile: str = "auto"
     policy_bundle: str = "off"  # BUNDLE toward access (RFC 9143): off | on
     # [plugin]
     plugin_metrics: HostPort | None = HostPort("127.0.0.1", 9811)
@@ -137,6 +176,21 @@ def parse_host_port(text: str, *, where: str = "") -> HostPort:
     return HostPort(host, number)
 
 
+def parse_sip_socket(text: str, *, where: str = "") -> SipSocket | None:
+    """``host:port``, ``host:port advertise host:port``, or ``off``."""
+    words = text.split()
+    if not words or words == ["off"]:
+        return None
+    if len(words) == 1:
+        bound = parse_host_port(words[0], where=where)
+        return SipSocket(bound.host, bound.port)
+    if len(words) == 3 and words[1] == "advertise":
+        bound = parse_host_port(words[0], where=where)
+        public = words[2] if ":" in words[2] else f"{words[2]}:{bound.port}"
+        return SipSocket(bound.host, bound.port, parse_host_port(public, where=where))
+    raise ConfigError(f"{where}: expected host:port [advertise host[:port]] or off, got {text!r}")
+
+
 def parse_port_range(text: str, *, where: str = "") -> PortRange:
     first, sep, last = text.strip().partition("-")
     try:
@@ -157,6 +211,10 @@ def _address(text: str, where: str) -> str:
         raise ConfigError(f"{where}: expected an IP address, got {text!r}") from None
 
 
+def _optional_address(text: str, where: str) -> str:
+    return _address(text, where) if text.strip() else ""
+
+
 def _positive(kind: type, text: str, where: str) -> float | int:
     try:
         value = kind(text)
@@ -173,13 +231,23 @@ def _optional_host_port(text: str, where: str) -> HostPort | None:
 
 # (section, option) -> converter(text, where)
 _CONVERTERS = {
-    ("edge", "access_sip"): lambda t, w: parse_host_port(t, where=w),
-    ("edge", "core_sip"): lambda t, w: parse_host_port(t, where=w),
+    ("edge", "access_sip"): lambda t, w: parse_sip_socket(t, where=w),
+    ("edge", "access_tcp"): lambda t, w: parse_sip_socket(t, where=w),
+    ("edge", "access_tls"): lambda t, w: parse_sip_socket(t, where=w),
+    ("edge", "access_ws"): lambda t, w: parse_sip_socket(t, where=w),
+    ("edge", "access_wss"): lambda t, w: parse_sip_socket(t, where=w),
+    ("edge", "core_sip"): lambda t, w: parse_sip_socket(t, where=w),
+    ("edge", "core_tcp"): lambda t, w: parse_sip_socket(t, where=w),
+    ("edge", "core_tls"): lambda t, w: parse_sip_socket(t, where=w),
     ("edge", "core_next_hop"): lambda t, w: t.strip(),
+    ("edge", "tls_certificate"): lambda t, w: t.strip(),
+    ("edge", "tls_private_key"): lambda t, w: t.strip(),
     ("mediad", "control"): lambda t, w: parse_host_port(t, where=w),
     ("mediad", "control_secret"): lambda t, w: t.strip(),
     ("mediad", "access_address"): _address,
     ("mediad", "core_address"): _address,
+    ("mediad", "access_advertise"): _optional_address,
+    ("mediad", "core_advertise"): _optional_address,
     ("mediad", "access_ports"): lambda t, w: parse_port_range(t, where=w),
     ("mediad", "core_ports"): lambda t, w: parse_port_range(t, where=w),
     ("mediad", "metrics"): _optional_host_port,
@@ -198,6 +266,7 @@ _CONVERTERS = {
     ("redis", "dialog_ttl"): lambda t, w: int(_positive(int, t, w)),
     ("policy", "actpass"): lambda t, w: _choice(t, w, ACTPASS_POLICIES),
     ("policy", "dtls_failure"): lambda t, w: _choice(t, w, DTLS_FAILURE_POLICIES),
+    ("policy", "core_rtp_profile"): lambda t, w: _choice(t, w, CORE_RTP_PROFILES),
     ("policy", "bundle"): lambda t, w: _choice(t, w, BUNDLE_POLICIES),
     ("plugin", "metrics"): _optional_host_port,
     ("plugin", "iq_timeout_ms"): lambda t, w: int(_positive(int, t, w)),
@@ -247,7 +316,42 @@ def parse_config(text: str, *, source: str = "<string>") -> Config:
     return config
 
 
+ACCESS_SIP_OPTIONS = ("access_sip", "access_tcp", "access_tls", "access_ws", "access_wss")
+CORE_SIP_OPTIONS = ("core_sip", "core_tcp", "core_tls")
+# The Kamailio transport that carries each option's socket (WebSocket runs over TCP or TLS).
+SIP_OPTION_PROTO = {"access_sip": "udp", "access_tcp": "tcp", "access_tls": "tls", "access_ws": "tcp",
+                    "access_wss": "tls", "core_sip": "udp", "core_tcp": "tcp", "core_tls": "tls"}
+
+
+def sip_sockets(config: Config) -> list[tuple[str, str, SipSocket]]:
+    """Every configured SIP socket: (option name, Kamailio transport, socket)."""
+    out = []
+    for option in ACCESS_SIP_OPTIONS + CORE_SIP_OPTIONS:
+        sock = getattr(config, f"edge_{option}")
+        if sock is not None:
+            out.append((option, SIP_OPTION_PROTO[option], sock))
+    return out
+
+
+def _check_sip(config: Config, source: str) -> None:
+    sockets = sip_sockets(config)
+    if not any(option in ACCESS_SIP_OPTIONS for option, _, _ in sockets):
+        raise ConfigError(f"{source}: [edge] has no access socket (access_sip, _tcp, _tls, _ws, _wss all off)")
+    if not any(option in CORE_SIP_OPTIONS for option, _, _ in sockets):
+        raise ConfigError(f"{source}: [edge] has no core socket (core_sip, _tcp, _tls all off)")
+    seen: dict[tuple[str, str, int], str] = {}
+    for option, proto, sock in sockets:
+        key = (proto, sock.host, sock.port)
+        if key in seen:
+            raise ConfigError(f"{source}: [edge] {option} and {seen[key]} are the same {proto} socket {sock}")
+        seen[key] = option
+    if any(proto == "tls" for _, proto, _ in sockets) and bool(config.edge_tls_certificate) != bool(
+            config.edge_tls_private_key):
+        raise ConfigError(f"{source}: [edge] tls_certificate and tls_private_key go together")
+
+
 def _check(config: Config, source: str) -> None:
+    _check_sip(config, source)
     if config.mediad_access_address == config.mediad_core_address:
         a, c = config.mediad_access_ports, config.mediad_core_ports
         if a.first <= c.last and c.first <= a.last:
@@ -276,6 +380,6 @@ def option_names() -> list[str]:
 
 
 __all__ = [
-    "Config", "ConfigError", "HostPort", "PortRange", "load_config", "parse_config",
-    "parse_host_port", "parse_port_range", "option_names", "ENV_CONFIG",
+    "Config", "ConfigError", "HostPort", "PortRange", "SipSocket", "load_config", "parse_config",
+    "parse_host_port", "parse_port_range", "parse_sip_socket", "sip_sockets", "option_names", "ENV_CONFIG",
 ]

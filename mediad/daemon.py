@@ -428,7 +428,9 @@ class Daemon:
         return IqReply(request.dialog, request.transaction)
 
     def _reply(self, request: IqRequest, streams: list[Stream]) -> IqReply:
-        a, c = self.config.mediad_access_address, self.config.mediad_core_address
+        # What the SDP carries (c=, ICE candidates): the advertised address behind a NAT.
+        a = self.config.mediad_access_advertise or self.config.mediad_access_address
+        c = self.config.mediad_core_advertise or self.config.mediad_core_address
         return IqReply(request.dialog, request.transaction, streams=[s.reply(a, c) for s in streams])
 
     def _close_stream(self, stream: Stream) -> None:

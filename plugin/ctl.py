@@ -16,9 +16,10 @@ Nothing here keeps state of its own; it reads what the edge already holds:
   out SRTP keys and ice-pwd values; :func:`redact` drops any such field again
   before anything is printed, so neither can reach a terminal or a pipe;
 * for ``end``, Kamailio's JSON-RPC datagram socket (``jsonrpcs`` module,
-  ``[plugin] rpc_socket``): the dialog module's ``dlg.terminate_dlg`` sends a
+  ``[plugin] rpc_socket``): ``htable.sets`` marks the Call-ID in the
+  ``e2ae_operator`` table, then the dialog module's ``dlg.terminate_dlg`` sends a
   BYE to each side; its end event makes the plugin release the media and the
-  state (:mod:`plugin.kemi`), and ``end`` waits until neither Redis nor
+  state as ``operator`` (:mod:`plugin.kemi`), and ``end`` waits until neither Redis nor
   mediad holds the dialog any more.  When the end event has not released it
   within ``EVENT_GRACE`` seconds (seen with a dialog ended over RPC right
   after another), ``end`` releases it itself with the plugin's own
@@ -52,6 +53,7 @@ from typing import Any, Iterable, TextIO
 from iq import Command, IqRequest
 from sdp_rules.errors import E2aeError, UnavailableError
 
+from plugin.lifecycle import OPERATOR_TABLE
 from plugin.state import DIALOG_PREFIX, DialogRecord
 
 # Fields that never leave this tool, wherever they appear in a document (defence in depth:
@@ -393,6 +395,8 @@ class Edge:
                 raise CtlError(f"call {call_id!r} is not answered yet: it has no dialog to end with BYE "
                                "(the caller cancels it, or it times out)")
         for record in records:
+            # The dialog's end event then releases it as "operator" (plugin.kemi).
+            self.rpc.call("htable.sets", OPERATOR_TABLE, record.call_id, "1")
             self.rpc.call("dlg.terminate_dlg", record.call_id, record.caller_tag, record.callee_tag)
         dialogs = [r.id for r in records]
         started = time.monotonic()
@@ -423,7 +427,7 @@ class Edge:
         edge = PluginEdge.from_config(self.config, Metrics(CollectorRegistry()))
         try:
             for record in records:
-                edge.release(record.call_id, (record.caller_tag, record.callee_tag), CallEvent.BYE)
+                edge.release(record.call_id, (record.caller_tag, record.callee_tag), CallEvent.OPERATOR)
         finally:
             edge.store.close()
             edge.iq_client.close()

@@ -219,7 +219,9 @@ class Edge:
         if iq_client is None:
             iq_client = LazyIqClient(config)
         policy = Policy(actpass=ActpassPolicy(config.policy_actpass), bundle=BundlePolicy(config.policy_bundle))
-        access = config.edge_access_sip
+        from mediad.config import sip_sockets
+
+        access = next(sock for option, _, sock in sip_sockets(config) if option.startswith("access_")).public
         return cls(store, iq_client, metrics, agent=f"{access.host}:{access.port}", policy=policy,
                    retry_after=config.plugin_retry_after, dtls_failure=config.policy_dtls_failure)
 

@@ -5,21 +5,31 @@ Theory of operation
 Kamailio calls :func:`mod_init` once in its main process; the returned
 :class:`kamailio` object is inherited by every forked worker, which builds its
 own :class:`~plugin.edge.Edge` (Redis connection, Iq socket) on first use.
-Which side a message comes from is the socket it arrived on (``$Ri:$Rp``
-against ``[edge] access_sip`` / ``core_sip``; each has a TCP twin, used for
-requests over 1300 bytes toward a UDP peer, RFC 3261 18.1.1).
+Which side a message comes from is the socket it arrived on (``$pr``,
+``$Ri:$Rp`` against every ``[edge]`` socket), and which socket a request
+leaves on is the other side's socket for its next hop's transport: both
+decided by :mod:`plugin.routing`, which also says how REGISTER gets its Path
+and how requests from the core find the client's flow.  A request over 1300
+bytes toward a UDP peer goes over TCP when the core has a TCP socket (RFC
+3261 18.1.1; ``deploy/kamailio.cfg``).
 
 * ``ksr_request_route``: every request first passes Kamailio's ``sanity``
   checks (RFC 3261 16.3, 18.3: a Content-Length that does not match the body,
-  missing headers, ...): 400 with a Warning naming the check.  Initial requests
-  from access go to ``[edge] core_next_hop`` through the core socket; initial
-  requests from the core go to their Request-URI through the access socket;
-  in-dialog requests follow their Route set, out of the other socket.  SDP
+  missing headers, ...): 400 with a Warning naming the check.  A request from
+  access gets ``rport`` (RFC 3581) and, when it names the client's Contact, an
+  ``alias`` with its flow.  REGISTER from access goes to ``[edge]
+  core_next_hop`` with a Path naming the client's flow (RFC 3327, RFC 5626).
+  Initial requests from access go to ``[edge] core_next_hop`` through a core
+  socket; initial requests from the core go through the Path of a registered
+  client to its flow (else to their Request-URI) through an access socket;
+  in-dialog requests follow their Route set, out of the other side.  SDP
   offers/answers are rewritten by the edge before Record-Route is added; the
   body is read as bytes when it is not UTF-8 (:mod:`plugin.limits` refuses
   it); errors are answered statefully (4xx + Warning, 503 + Retry-After).  A
   message the edge rewrote that cannot go on (its new body cannot be set, the
-  relay fails) is undone: the dialog is released (``refused``).  BYE releases
+  relay fails, or it has no way out: 430 for a client's flow that is gone, 480
+  for a ``*.invalid`` client with no flow, 503 otherwise, each with a Warning)
+  is undone: the dialog is released (``refused``).  BYE releases
   the dialog; CANCEL does not (a 200 may cross it): its 487 reaches
   ``ksr_failure_edge``.  Every in-dialog request but ACK and BYE refreshes the
   dialog's record in Redis (:meth:`~plugin.edge.Edge.refresh` says why not the
@@ -34,7 +44,9 @@ requests over 1300 bytes toward a UDP peer, RFC 3261 18.1.1).
   body (RFC 3261 18.3), which Kamailio would relay without reading its SDP,
   and a 2xx to an INVITE without a To tag (RFC 3261 12.1.1).
 * ``ksr_failure_edge``: a final error to the initial INVITE (a CANCEL's 487
-  included) releases the dialog.
+  included) releases the dialog; a 488 to an AVPF offer is first retried as
+  RTP/AVP under ``[policy] core_rtp_profile = auto`` (:mod:`plugin.profile`),
+  which neither releases nor counts an outcome: only the final error does.
 * ``ksr_dialog_event``: the dialog module's end of a dialog (its timeout)
   releases what is left; its timeout event marks the BYEs it is about to send.
 * ``ksr_rtimer_events`` (one process, every second): drains mediad's events
@@ -42,7 +54,8 @@ requests over 1300 bytes toward a UDP peer, RFC 3261 18.1.1).
   (``dlg_get`` + ``dlg_bye("all")``), and retries the queued releases.  Both
   queues live in Kamailio's shared memory (``htable``), so they survive the
   worker that filled them moving on.
-* ``ksr_xhttp_event``: serves ``GET /metrics`` on ``[plugin] metrics``.
+* ``ksr_xhttp_event``: WebSocket handshakes of SIP over WebSocket (RFC 7118)
+  and ``GET /metrics`` on ``[plugin] metrics``.
 """
 
 import glob
@@ -73,11 +86,12 @@ from sdp_rules.errors import UnavailableError  # noqa: E402
 
 from mediad.config import load_config  # noqa: E402
 from mediad.logs import formatter  # noqa: E402
-from plugin import limits, sipreply  # noqa: E402
+from plugin import limits, profile, routing, sipreply  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
+from plugin.body import SDP_TYPE, media_type  # noqa: E402
 from plugin.edge import REPLY_SDP_METHODS, SDP_METHODS, Edge, Message, Outcome, other  # noqa: E402
-from plugin.lifecycle import (BYE_HOLD_S, CallEvent, CallState, EndRequest, EndStep,  # noqa: E402
-                              LifecycleError, PendingRelease, end_step)
+from plugin.lifecycle import (BYE_HOLD_S, OPERATOR_TABLE, CallEvent, CallState, EndRequest,  # noqa: E402
+                              EndStep, LifecycleError, PendingRelease, end_step)
 from plugin.state import dialog_id  # noqa: E402
 
 EVENTS_CHANNEL = "e2ae:events"
@@ -106,6 +120,13 @@ SANITY_CHECKS = {  # in the order a failure is looked for
     16384: "the first Via does not parse",
 }
 SANITY_URIS = 7  # Request-URI, From, To
+# Requests from access whose Contact names the client (a dialog's remote target):
+# it gets the client's flow as an alias (plugin.routing).
+CONTACT_ALIAS_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
+# Offers from access whose RTP profile [policy] core_rtp_profile sets (plugin.profile).
+AVP_OFFER_METHODS = frozenset({"INVITE", "UPDATE"})
+# Set once the INVITE transaction's offer went again as RTP/AVP after a 488.
+AVP_RETRIED = "$avp(e2ae_avp_retried)"
 
 
 class _KsrHandler(logging.Handler):
@@ -138,12 +159,9 @@ def _pv(name, default=""):
 class kamailio:
     def __init__(self, config=None):
         self.config = config or load_config()
-        self.access = self.config.edge_access_sip
-        self.core = self.config.edge_core_sip
-        self.sockets = {
-            Side.ACCESS: "udp:%s:%d" % (self.access.host, self.access.port),
-            Side.CORE: "udp:%s:%d" % (self.core.host, self.core.port),
-        }
+        self.routes = routing.SocketMap.from_config(self.config)
+        self.next_hop = routing.core_next_hop(self.config, self.routes)
+        self.core_profile = profile.CoreRtpProfile(self.config.policy_core_rtp_profile)
         self.metrics_dir = _METRICS_DIR
         self._edge = None
         self._pubsub = None
@@ -165,12 +183,23 @@ class kamailio:
 
     # -- helpers --------------------------------------------------------------------
     def _side(self):
-        ip, port = _pv("$Ri"), _pv("$Rp", 0)
-        if ip == self.access.host and int(port) == self.access.port:
-            return Side.ACCESS
-        if ip == self.core.host and int(port) == self.core.port:
-            return Side.CORE
-        return None
+        return self.routes.side_of(_pv("$pr"), _pv("$Ri"), _pv("$Rp", 0))
+
+    def _toward(self, side, flow_transport=None):
+        """Where the current request leaves toward ``side`` (plugin.routing.toward)."""
+        du = _pv("$du")
+        if side is Side.ACCESS:
+            alias = routing.alias_transport(_pv("$ru"))
+            if alias is not None and KSR.nathelper.handle_ruri_alias() > 0:
+                du, flow_transport = _pv("$du"), alias  # toward a client in a dialog: its flow
+        decision = routing.toward(self.routes, side, _pv("$nh(P)"), du or _pv("$ru"), flow=bool(du),
+                                  flow_transport=flow_transport)
+        if decision.action is routing.Action.RELAY:
+            if decision.no_connect:
+                KSR.set_forward_no_connect()
+            if decision.socket is not None:
+                KSR.corex.set_send_socket(decision.socket)
+        return decision
 
     def _message(self, side, request, body):
         cseq = _pv("$cs", 0)
@@ -187,7 +216,7 @@ class kamailio:
             status=0 if request else int(_pv("$rs", 0) or 0),
         )
 
-    def _reply_error(self, outcome, initial=False):
+    def _reply_error(self, outcome, initial=False, stateless=False):
         if initial:  # the final status of an initial INVITE
             self.edge.metrics.call_outcomes.labels(str(outcome.status)).inc()
         for name, value in (("Warning", outcome.warning), ("Retry-After", outcome.retry_after),
@@ -197,7 +226,10 @@ class kamailio:
                     KSR.hdr.append_to_reply("%s: %s\r\n" % (name, value))
                 except (ValueError, TypeError):  # a header Kamailio cannot take: the reply still goes
                     KSR.err("e2ae: the %s header could not be added to a %d\n" % (name, outcome.status))
-        KSR.tm.t_reply(outcome.status, outcome.reason)
+        if stateless:
+            KSR.sl.sl_send_reply(outcome.status, outcome.reason)
+        else:
+            KSR.tm.t_reply(outcome.status, outcome.reason)
 
     @staticmethod
     def _read_body():
@@ -239,6 +271,9 @@ class kamailio:
             elif not request and outcome.warning:  # a provisional answer: the caller is told why
                 KSR.hdr.append("Warning: %s\r\n" % outcome.warning)
             return True
+        if (outcome.body is not None and request and side is Side.ACCESS and msg.method in AVP_OFFER_METHODS
+                and media_type(outcome.content_type) == SDP_TYPE):  # a multipart offer keeps its profile
+            outcome.body = profile.offer_now(self.core_profile, outcome.body) or outcome.body
         if outcome.body is not None and outcome.body != msg.body:
             if not self._set_body(outcome):
                 return self._undo(msg, "the rewritten body could not be set")
@@ -290,22 +325,55 @@ class kamailio:
             self.edge.metrics.release_retries.labels("queued").inc()
             KSR.htable.sht_sets(RELEASE_TABLE, item.key, item.to_value())
 
-    def _relay(self, side, method):
-        KSR.corex.set_send_socket(self.sockets[other(side)])
+    def _relay(self, side, method, flow_transport=None):
+        """Relay the request toward the other side (plugin.routing); False when it could
+        not go and was answered instead."""
+        decision = self._toward(other(side), flow_transport)
+        if decision.action is routing.Action.REPLY:
+            self._not_relayed(method, decision.status, decision.reason, decision.warning)
+            return False
         if method in REPLY_SDP_METHODS:  # no other reply is rewritten or noted (a BYE's 200)
             KSR.tm.t_on_reply("ksr_onreply_edge")
         # A failure is answered here, with a Warning, not by tm's own reply.
         KSR.tm.t_set_disable_internal_reply(1)
         if KSR.tm.t_relay() < 0:
-            # RFC 3261 16.9: a transport error is answered as a 503 from the next hop.
-            why = "the %s is unreachable: the request could not be sent toward it" % other(side).value
-            KSR.err("e2ae: Call-ID %s: %s\n" % (_pv("$ci"), why))
-            applied, self._applied = self._applied, None
-            if applied is not None:
-                self.edge.release(applied.call_id, (applied.from_tag, applied.to_tag), CallEvent.REFUSED)
-                self._flush()
-            self._reply_error(Outcome(status=503, reason="Service Unavailable", retry_after=self.edge.retry_after,
-                                      warning=self.edge.warning(why)))
+            # RFC 3261 16.9: a transport error is answered as a 503 from the next hop;
+            # RFC 5626 5.3: a client's flow that is gone, 430.
+            self._not_relayed(method, *routing.relay_failed(other(side), decision))
+            return False
+        return True
+
+    def _not_relayed(self, method, status, reason, why):
+        """The request cannot go on: what the edge applied for it is undone (the dialog is
+        released, ``refused``) and it is answered ``status`` with a Warning saying ``why``."""
+        KSR.err("e2ae: Call-ID %s: %s not relayed: %s\n" % (_pv("$ci"), method, why))
+        applied, self._applied = self._applied, None
+        if applied is not None:
+            self.edge.release(applied.call_id, (applied.from_tag, applied.to_tag), CallEvent.REFUSED)
+            self._flush()
+        # A 503 says when to try again (RFC 3261 21.5.4), as every 503 of the edge does.
+        retry_after = self.edge.retry_after if status == 503 else None
+        self._reply_error(Outcome(status=status, reason=reason, retry_after=retry_after,
+                                  warning=self.edge.warning(why)),
+                          initial=method == "INVITE" and not _pv("$tt"))
+
+    def _register(self, side):
+        """REGISTER from access: to the core next hop with a Path naming the client's flow
+        (RFC 3327, RFC 5626; plugin.routing).  The edge keeps no binding of its own."""
+        if side is not Side.ACCESS:
+            self._reply_error(Outcome(status=403, reason="Forbidden", warning=self.edge.warning(
+                "a REGISTER is only taken from the access side")), stateless=True)
+            return 1
+        created = KSR.tm.t_newtran()
+        if created == 0:
+            return 1
+        if created < 0:
+            self._bad_request("REGISTER", "the request cannot be parsed")
+            return 1
+        KSR.path.add_path_received_user(routing.path_user(_pv("$pr")))
+        KSR.setdsturi(self.next_hop)
+        self._relay(side, "REGISTER")
+        return 1
 
     # -- routes ---------------------------------------------------------------------
     def _sane(self, method):
@@ -354,7 +422,14 @@ class kamailio:
         except ValueError:
             return False
         host, port = sipreply.destination(found["via"][0], (_pv("$si"), int(_pv("$sp", 0) or 0)))
-        return KSR.corex.sendx("sip:%s:%d" % (host, port), "udp:%s:%s" % (_pv("$Ri"), _pv("$Rp")), text) > 0
+        try:
+            transport = routing.Transport.parse(_pv("$pr") or "udp")
+        except ValueError:
+            return False
+        uri = "sip:%s:%d" % (host, port)
+        if transport is not routing.Transport.UDP:  # back over the request's own connection
+            uri += ";transport=%s" % transport.value
+        return KSR.corex.sendx(uri, "%s:%s:%s" % (transport.listener, _pv("$Ri"), _pv("$Rp")), text) > 0
 
     def ksr_request_route(self, msg):
         self._released_by_dialog = None
@@ -363,12 +438,18 @@ class kamailio:
         if side is None:
             KSR.sl.sl_send_reply(403, "Forbidden")
             return 1
+        if side is Side.ACCESS:
+            KSR.force_rport()  # RFC 3581: replies go to the client's source, not its Via
         method = _pv("$rm")
         if not self._sane(method):
             return 1
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
+        if side is Side.ACCESS and method in CONTACT_ALIAS_METHODS:
+            KSR.nathelper.add_contact_alias()  # in-dialog requests follow its flow
+        if method == "REGISTER":
+            return self._register(side)
         if method == "CANCEL":
             # No release here: a 200 may cross the CANCEL and the call go on.  The
             # INVITE's 487 (or any final error) runs ksr_failure_edge, which releases.
@@ -411,9 +492,15 @@ class kamailio:
             KSR.pv.sets("$dlg_ctx(timeout_route)", TIMEOUT_ROUTE)
             KSR.dialog.dlg_manage()
             KSR.tm.t_on_failure("ksr_failure_edge")
+        flow_transport = None
         if side is Side.ACCESS:
-            KSR.setdsturi(self.config.edge_core_next_hop)
-        self._relay(side, method)
+            KSR.setdsturi(self.next_hop)
+        else:
+            # Through the Path of a registered client: its flow becomes $du, and our
+            # Path URI's user names the flow's transport.
+            flow_transport = routing.path_transport(_pv("$hdr(Route)"))
+            KSR.rr.loose_route()
+        self._relay(side, method, flow_transport)
         return 1
 
     def _in_dialog(self, side, method):
@@ -422,8 +509,8 @@ class kamailio:
             if not routed and KSR.tm.t_check_trans() <= 0:
                 return 1
             self._apply(side)
-            KSR.corex.set_send_socket(self.sockets[other(side)])
-            KSR.tm.t_relay()
+            if self._toward(other(side)).action is routing.Action.RELAY:
+                KSR.tm.t_relay()
             return 1  # no refresh: Edge.refresh says why an ACK needs none
         if not routed:
             KSR.sl.sl_send_reply(404, "Not Here")
@@ -474,6 +561,8 @@ class kamailio:
         status = int(_pv("$rs", 0) or 0)
         if side is None or status >= 300 or status < 101:
             return 1
+        if side is Side.ACCESS:
+            KSR.nathelper.add_contact_alias()  # the client's Contact: its flow (plugin.routing)
         self._apply(side, request=False)
         return 1
 
@@ -487,10 +576,45 @@ class kamailio:
         KSR.set_drop()
 
     def ksr_failure_edge(self, msg):
+        self._applied = None  # this route's message is the INVITE's, not the last one routed
+        if self._retry_as_avp():
+            return 1
         self.edge.metrics.call_outcomes.labels(str(_pv("$T_reply_code", 0))).inc()
         self.edge.release(_pv("$ci"), (_pv("$ft"),), CallEvent.FAILURE)
         self._flush()
         return 1
+
+    def _retry_as_avp(self):
+        """``core_rtp_profile = auto``: a 488 from the core to our AVPF offer gets the same
+        offer as RTP/AVP in a new branch of this INVITE transaction, once (plugin.profile).
+        True when the retry is on its way (nothing released, no outcome counted: the 488
+        is not the call's final answer), or when it could not be sent: then it was
+        answered, counted and the call released here."""
+        retried = _pv(AVP_RETRIED) == "1"
+        if not profile.retry_as_avp(self.core_profile, int(_pv("$T_reply_code", 0) or 0), retried):
+            return False
+        if self._side() is not Side.ACCESS or _pv("$rm") != "INVITE":
+            return False
+        body = self._read_body()
+        if not isinstance(body, str):
+            return False
+        outcome = self.edge.handle(self._message(Side.ACCESS, True, body))  # the AVPF offer, cached
+        self._flush()
+        try:
+            avp = profile.as_avp(outcome.body) if outcome.body is not None and not outcome.failed else None
+        except ValueError:  # a multipart body: not retried
+            avp = None
+        if avp is None or not self._set_body(Outcome(body=avp, content_type=outcome.content_type)):
+            return False
+        KSR.pv.sets(AVP_RETRIED, "1")
+        KSR.info("e2ae: Call-ID %s: the core refused RTP/AVPF (488): offering RTP/AVP\n" % _pv("$ci"))
+        KSR.pv.sets("$ru", _pv("$ru"))  # a new branch to the same Request-URI
+        KSR.setdsturi(self.next_hop)
+        KSR.tm.t_on_failure("ksr_failure_edge")
+        if not self._relay(Side.ACCESS, "INVITE"):  # answered (and counted) by _relay
+            self.edge.release(_pv("$ci"), (_pv("$ft"),), CallEvent.FAILURE)
+            self._flush()
+        return True
 
     # -- events -------------------------------------------------------------------
     def ksr_dialog_event(self, *args):
@@ -507,6 +631,9 @@ class kamailio:
                 KSR.htable.sht_rm(BYE_TABLE, call_id)
                 if evname == "dialog:failed":
                     event = CallEvent.FAILURE
+                elif KSR.htable.sht_get(OPERATOR_TABLE, call_id) is not None:
+                    KSR.htable.sht_rm(OPERATOR_TABLE, call_id)
+                    event = CallEvent.OPERATOR
                 else:  # a BYE ends the dialog while its request is routed; else a timeout
                     event = CallEvent.BYE if _pv("$rm") == "BYE" else CallEvent.TIMEOUT
                 if self.edge.release(call_id, tags, event) and event is CallEvent.BYE:
@@ -521,18 +648,28 @@ class kamailio:
                 item = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
                 if item is None:
                     break
-                try:
-                    event = json.loads(item["data"])
-                except (ValueError, TypeError):
-                    continue
-                self.edge.on_event(event)
-                self._flush()
-        except Exception as exc:  # Redis down: try again on the next tick
+                self._on_event(item)
+        except Exception as exc:  # Redis down: a new subscription on the next tick
             KSR.warn("e2ae: events: %s\n" % exc.__class__.__name__)
             self._drop_subscription()
         self._end_calls()
         self._retry_releases()
         return 1
+
+    def _on_event(self, item):
+        """One event from mediad's channel; a defect in handling it loses that event only
+        (the subscription stays)."""
+        try:
+            event = json.loads(item["data"])
+        except (ValueError, TypeError):
+            return
+        if not isinstance(event, dict):
+            return
+        try:
+            self.edge.on_event(event)
+        except Exception as exc:
+            KSR.err("e2ae: event %s: %s\n" % (str(event.get("event"))[:40], exc.__class__.__name__))
+        self._flush()
 
     @staticmethod
     def _entries(table, limit=2000):
@@ -626,8 +763,13 @@ class kamailio:
 
     def _subscription(self):
         if self._pubsub is None:
-            self._pubsub = self.edge.store.redis.pubsub()
-            self._pubsub.subscribe(EVENTS_CHANNEL)
+            pubsub = self.edge.store.redis.pubsub()
+            try:
+                pubsub.subscribe(EVENTS_CHANNEL)
+            except Exception:
+                pubsub.close()
+                raise
+            self._pubsub = pubsub
         return self._pubsub
 
     def _drop_subscription(self):
@@ -640,6 +782,9 @@ class kamailio:
                 pass
 
     def ksr_xhttp_event(self, *args):
+        if self.routes.has_websocket() and "websocket" in _pv("$hdr(Upgrade)").lower():
+            KSR.websocket.handle_handshake()  # SIP over WebSocket (RFC 7118)
+            return 1
         if _pv("$hu").split("?", 1)[0] != "/metrics":
             KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "not found\n")
             return 1

@@ -80,6 +80,7 @@ class CallEvent(str, Enum):
     FAILURE = "failure"  # a final error to the initial INVITE (a CANCEL's 487 included)
     BYE = "bye"  # a BYE from either side
     TIMEOUT = "timeout"  # the dialog module's timeout
+    OPERATOR = "operator"  # ended by the operator (e2ae-ctl end: the dialog module's BYEs, over RPC)
     DTLS_FAILED = "dtls_failed"  # mediad: the DTLS handshake of a stream failed
     REFUSED = "refused"  # a message the edge applied could not go on (its body not set, relay failed)
     HUNG_UP = "hung_up"  # the queued BYEs were sent
@@ -108,6 +109,7 @@ def _table() -> dict[tuple[CallState, CallEvent], tuple[tuple[Action, ...], Call
         (CallState.ENDED, CallEvent.FAILURE): ((), CallState.ENDED),
         (CallState.ENDED, CallEvent.BYE): ((), CallState.ENDED),
         (CallState.ENDED, CallEvent.TIMEOUT): ((), CallState.ENDED),
+        (CallState.ENDED, CallEvent.OPERATOR): ((), CallState.ENDED),
         (CallState.ENDED, CallEvent.DTLS_FAILED): ((), CallState.ENDED),
         (CallState.ENDED, CallEvent.REFUSED): ((), CallState.ENDED),
         # A 2xx whose answer cannot be applied to a released call (DTLS failed before
@@ -120,7 +122,7 @@ def _table() -> dict[tuple[CallState, CallEvent], tuple[tuple[Action, ...], Call
         # not confirmed yet has no callee to end: its failure ends it, or its 2xx fails).
         for event in (CallEvent.ANSWER_FAILED, CallEvent.DTLS_FAILED, CallEvent.REFUSED):
             t[(state, event)] = (_END_NOW, CallState.ENDING)
-        for event in (CallEvent.FAILURE, CallEvent.BYE, CallEvent.TIMEOUT):
+        for event in (CallEvent.FAILURE, CallEvent.BYE, CallEvent.TIMEOUT, CallEvent.OPERATOR):
             t[(state, event)] = ((Action.RELEASE,), CallState.ENDED)
     return t
 
@@ -184,6 +186,10 @@ EARLY_WAIT_S = 90.0
 # How long the core reply route holds back the reply to a BYE while the BYEs of its
 # dialog are being sent (the sender is never blocked: this only bounds a defect).
 BYE_HOLD_S = 0.2
+# The htable (deploy/kamailio.cfg) where e2ae-ctl marks, over RPC, a Call-ID it is about
+# to end with the dialog module's dlg.terminate_dlg: the dialog's end event finds the
+# mark and releases the call as OPERATOR (not as a BYE or a timeout).
+OPERATOR_TABLE = "e2ae_operator"
 
 
 class EndStep(str, Enum):

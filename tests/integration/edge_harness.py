@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.run_edge import kamailio_command
+from deploy.sip_tls import ensure_certificate, write_tls_cfg
+from mediad.config import sip_sockets
 from tests.conftest import REPO, free_port
 
 SCENARIOS = REPO / "sipp_scenarios"
@@ -102,17 +104,36 @@ class EdgeConfig:
     rpc_socket: str = ""
     log_level: str = "INFO"  # mediad's and the plugin's
     log_format: str = "text"
+    # The access side's SIP and media address (127.0.0.1, or a private address behind a NAT).
+    access_host: str = "127.0.0.1"
+    # More lines for [edge] (TCP/TLS/WS sockets), [mediad] (advertised addresses), [policy].
+    # Unless edge_extra names access_tcp or core_tcp, each side has a TCP socket on its UDP
+    # socket's address and port: a request over 1300 bytes toward a UDP peer goes over TCP
+    # (RFC 3261 18.1.1), as with the shipped e2ae.conf.
+    edge_extra: str = ""
+    mediad_extra: str = ""
+    policy_extra: str = ""
+
+    def tcp_twins(self) -> str:
+        lines = []
+        if "access_tcp" not in self.edge_extra:
+            lines.append(f"access_tcp = {self.access_host}:{self.access_port}")
+        if "core_tcp" not in self.edge_extra:
+            lines.append(f"core_tcp = 127.0.0.2:{self.core_port}")
+        return "\n".join(lines)
 
     def text(self) -> str:
         return f"""[edge]
-access_sip = 127.0.0.1:{self.access_port}
+access_sip = {self.access_host}:{self.access_port}
 core_sip = 127.0.0.2:{self.core_port}
 core_next_hop = sip:127.0.0.3:{self.next_hop_port}
+{self.tcp_twins()}
+{self.edge_extra}
 
 [mediad]
 control = 127.0.0.1:{self.control_port}
 control_secret = {CONTROL_SECRET}
-access_address = 127.0.0.1
+access_address = {self.access_host}
 core_address = 127.0.0.2
 access_ports = {self.access_ports}
 core_ports = {self.core_ports}
@@ -120,6 +141,7 @@ metrics = 127.0.0.1:{self.mediad_metrics_port}
 dtls_handshake_timeout = 5
 log_level = {self.log_level}
 log_format = {self.log_format}
+{self.mediad_extra}
 
 [redis]
 url = {self.redis_url}
@@ -128,6 +150,7 @@ dialog_ttl = {self.dialog_ttl}
 [policy]
 actpass = {self.actpass}
 dtls_failure = {self.dtls_failure}
+{self.policy_extra}
 
 [plugin]
 metrics = 127.0.0.1:{self.plugin_metrics_port}
@@ -151,7 +174,7 @@ class Edge:
         self.redis_server = redis_server
         self.dir = Path(tempfile.mkdtemp(prefix="e2ae-edge-"))
         self.conf = EdgeConfig(
-            access_port=free_port(host="127.0.0.1"), core_port=free_port(host="127.0.0.2"),
+            access_port=free_port(host=options.get("access_host", "127.0.0.1")), core_port=free_port(host="127.0.0.2"),
             next_hop_port=free_port(host="127.0.0.3"), control_port=free_port(),
             plugin_metrics_port=free_port(socket.SOCK_STREAM), mediad_metrics_port=free_port(socket.SOCK_STREAM),
             redis_url=redis_server.url,
@@ -171,7 +194,7 @@ class Edge:
 
     @property
     def access(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.conf.access_port)
+        return (self.conf.access_host, self.conf.access_port)
 
     @property
     def core(self) -> tuple[str, int]:
@@ -205,12 +228,16 @@ class Edge:
     def start_kamailio(self) -> None:
         rundir = self.dir / "kamailio"
         rundir.mkdir(exist_ok=True)
-        cmd = kamailio_command(
-            str(KAMAILIO_CFG), str(rundir), plugin=str(PLUGIN),
-            access=f"127.0.0.1:{self.conf.access_port}", core=f"127.0.0.2:{self.conf.core_port}",
-            metrics=f"127.0.0.1:{self.conf.plugin_metrics_port}", dialog_ttl=self.conf.dialog_ttl,
-            rpc_socket=self.conf.rpc_socket,
-        )
+        from mediad.config import load_config
+
+        config = load_config(self.config_path)
+        tls_config = None
+        if any(proto == "tls" for _, proto, _ in sip_sockets(config)):
+            cert, key = ensure_certificate(config, self.dir / "tls")
+            self.tls_certificate = cert
+            tls_config = str(write_tls_cfg(cert, key, self.dir / "tls.cfg"))
+        cmd = kamailio_command(str(KAMAILIO_CFG), str(rundir), config, plugin=str(PLUGIN), tls_config=tls_config,
+                               rpc_socket=self.conf.rpc_socket)
         out = open(self.kamailio_log, "ab")
         self.kamailio = subprocess.Popen(cmd, cwd=self.dir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -292,7 +319,10 @@ class RunCommand:
     """``python -m deploy.run_edge`` on free ports, its output collected, stopped with SIGINT.
 
     :meth:`pids` reads the children's pids from what it prints; :meth:`kamailio_pids`
-    adds Kamailio's workers (children of its main process).
+    adds Kamailio's workers (children of its main process).  Without the demo core and
+    the web phone (their fixed loopback ports are tested in a network namespace of their
+    own, test_web_phone.py): the core next hop is the test's.  Each side has a TCP socket
+    on its UDP socket's port, as in the shipped e2ae.conf.
     """
 
     def __init__(self, *extra_args: str) -> None:
@@ -308,7 +338,9 @@ class RunCommand:
         p = self.ports
         self.config_path.write_text(f"""[edge]
 access_sip = 127.0.0.1:{p['access']}
+access_tcp = 127.0.0.1:{p['access']}
 core_sip = 127.0.0.2:{p['core']}
+core_tcp = 127.0.0.2:{p['core']}
 core_next_hop = sip:127.0.0.3:{p['next_hop']}
 [mediad]
 control = 127.0.0.1:{p['control']}
@@ -338,7 +370,7 @@ metrics = 127.0.0.1:{p['plugin_metrics']}
 
         self.proc = subprocess.Popen(
             [str(REPO / ".venv" / "bin" / "python"), "-m", "deploy.run_edge", "--config", str(self.config_path),
-             "--rundir", str(self.rundir), *self.extra_args],
+             "--rundir", str(self.rundir), "--no-demo", "--web", "off", *self.extra_args],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         reader = threading.Thread(
             target=lambda: self.lines.extend(line.decode(errors="replace") for line in self.proc.stdout), daemon=True)
@@ -480,7 +512,7 @@ class SipMessage:
 
 
 _LOG_ENTRY = re.compile(
-    r"^-{20,} [^\n]*\n(UDP|TCP) message (received|sent) (?:\[\d+\] bytes :|\(\d+ bytes\):)\n\n", re.M)
+    r"^-{20,} [^\n]*\n(UDP|TCP|TLS) message (received|sent) (?:\[\d+\] bytes :|\(\d+ bytes\):)\n\n", re.M)
 
 
 def parse_message_log(text: str) -> list[SipMessage]:

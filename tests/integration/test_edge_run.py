@@ -26,7 +26,7 @@ def _port_open(port: int) -> bool:
 
 
 def test_run_command_then_demo_call_then_ctrl_c():
-    run = RunCommand()
+    run = RunCommand()  # without the demo core: the next hop is the demo call's own
     ports = run.ports
     try:
         run.start()

@@ -41,6 +41,13 @@ async def ctl(edge: Edge, *args: str) -> subprocess.CompletedProcess:
         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
 
 
+def _metric(edge: Edge, series: str) -> float:
+    for line in edge.plugin_metrics().splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 async def wait_calls(edge: Edge, count: int, timeout: float = 10.0) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
@@ -111,6 +118,7 @@ def test_calls_call_and_end_with_live_aiortc_and_sipp_calls(edge):
             ended = await ctl(edge, "end", live.call_id)
             assert ended.returncode == 0, ended.stdout + ended.stderr
             assert "media and state released" in ended.stdout
+            released_by = ["e2ae-ctl" if "(by e2ae-ctl" in ended.stdout else "kamailio"]
             await asyncio.wait_for(live.bye_received.wait(), 5)
             await asyncio.wait_for(live.core.bye_received.wait(), 5)
             ended = await ctl(edge, "--json", "end", sipp_call_id)
@@ -118,6 +126,11 @@ def test_calls_call_and_end_with_live_aiortc_and_sipp_calls(edge):
                                            + edge.kamailio_log_text()[-3000:])
             result = json.loads(ended.stdout)
             assert result["released"] is True and result["released_by"] in ("kamailio", "e2ae-ctl")
+            released_by.append(result["released_by"])
+            # The dialog module's end of a call e2ae-ctl ended counts as the operator's release.
+            assert "kamailio" in released_by, released_by
+            assert _metric(edge, 'e2ae_plugin_releases_total{reason="operator"}') == released_by.count("kamailio")
+            assert _metric(edge, 'e2ae_plugin_releases_total{reason="timeout"}') == 0
             gone = await ctl(edge, "call", live.call_id)
             assert gone.returncode == 1 and "no call with Call-ID" in gone.stderr
             empty = await ctl(edge, "calls")

@@ -6,8 +6,11 @@ import re
 
 import pytest
 
+from dataclasses import replace
+
 from mediad.config import (
-    Config, ConfigError, HostPort, PortRange, load_config, option_names, parse_config, parse_host_port,
+    Config, ConfigError, HostPort, PortRange, SipSocket, load_config, option_names, parse_config,
+    parse_host_port, sip_sockets,
 )
 from tests.conftest import REPO
 
@@ -25,9 +28,18 @@ def test_defaults_work_on_loopback():
     assert config.plugin_iq_timeout_ms == 500 and config.plugin_retry_after == 5
 
 
+# What the shipped file turns on beyond the defaults: the sockets the web phone, TCP/TLS
+# clients and large requests toward the core need (every other line is the default).
+SHIPPED_SOCKETS = {
+    "edge_access_tcp": SipSocket("127.0.0.1", 5060), "edge_access_tls": SipSocket("127.0.0.1", 5061),
+    "edge_access_ws": SipSocket("127.0.0.1", 8080), "edge_access_wss": SipSocket("127.0.0.1", 8443),
+    "edge_core_tcp": SipSocket("127.0.0.2", 5060),
+}
+
+
 def test_shipped_file_documents_every_option_with_its_default():
     text = SHIPPED.read_text()
-    assert parse_config(text, source=str(SHIPPED)) == Config()
+    assert parse_config(text, source=str(SHIPPED)) == replace(Config(), **SHIPPED_SOCKETS)
     documented = set()
     section = None
     for line in text.splitlines():
@@ -61,6 +73,31 @@ def test_redis_password_goes_into_an_ipv6_url_with_its_brackets():
     pool = redis.ConnectionPool.from_url(config.redis_url_with_password)
     assert (pool.connection_kwargs["host"], pool.connection_kwargs["port"],
             pool.connection_kwargs["password"]) == ("::1", 6380, "p@ss")
+
+
+def test_sip_sockets_each_transport_with_an_advertised_address():
+    config = parse_config("[edge]\naccess_sip = off\naccess_wss = 10.0.0.5:8443 advertise 203.0.113.7\n"
+                          "core_sip = 10.1.0.5:5060\ncore_tcp = 10.1.0.5:5060 advertise 198.51.100.2:5070\n")
+    assert config.edge_access_sip is None
+    assert config.edge_access_wss == SipSocket("10.0.0.5", 8443, HostPort("203.0.113.7", 8443))
+    assert config.edge_access_wss.listen("tls") == "tls:10.0.0.5:8443 advertise 203.0.113.7:8443"
+    assert config.edge_core_tcp.public == HostPort("198.51.100.2", 5070)
+    assert [(o, p) for o, p, _ in sip_sockets(config)] == [("access_wss", "tls"), ("core_sip", "udp"),
+                                                          ("core_tcp", "tcp")]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[edge]\naccess_sip = off\n", "no access socket"),
+    ("[edge]\ncore_sip = off\n", "no core socket"),
+    ("[edge]\naccess_ws = 127.0.0.1:8080\naccess_tcp = 127.0.0.1:8080\n", "same tcp socket"),
+    ("[edge]\naccess_ws = 127.0.0.1:8080 via 1.2.3.4\n", "advertise"),
+    ("[edge]\naccess_tls = 127.0.0.1:5061\ntls_certificate = /x.pem\n", "go together"),
+    ("[mediad]\naccess_advertise = public\n", "IP address"),
+    ("[policy]\ncore_rtp_profile = savp\n", "one of"),
+])
+def test_bad_sip_sockets_are_refused(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text)
 
 
 @pytest.mark.parametrize("text, message", [

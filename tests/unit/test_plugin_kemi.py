@@ -66,6 +66,9 @@ class FakeKsr(types.ModuleType):
         self.tm = types.SimpleNamespace(t_newtran=lambda: 1, t_on_reply=lambda name: 1, t_relay=lambda: 1,
                                         t_set_disable_internal_reply=lambda on: 1, t_reply=self._reply)
         self.corex = types.SimpleNamespace(set_send_socket=lambda sock: 1)
+        self.nathelper = types.SimpleNamespace(add_contact_alias=lambda: 1, handle_ruri_alias=lambda: -1)
+        self.force_rport = lambda: 1
+        self.set_forward_no_connect = lambda: 1
         self.sl = types.SimpleNamespace(sl_send_reply=self._reply, sl_reply_error=lambda: 1)
         self.logged: list[str] = []
         for level in ("err", "warn", "info", "dbg"):
@@ -138,7 +141,7 @@ class RecordingEdge:
 
 @pytest.fixture
 def kemi(monkeypatch, tmp_path):
-    pvs = {"$Ri": "127.0.0.1", "$Rp": "5060", "$rm": "BYE", "$ci": "call-1", "$ft": "ftag", "$tt": "ttag"}
+    pvs = {"$pr": "udp", "$Ri": "127.0.0.1", "$Rp": "5060", "$rm": "BYE", "$ci": "call-1", "$ft": "ftag", "$tt": "ttag"}
     ksr = FakeKsr(pvs)
     monkeypatch.setitem(sys.modules, "KSR", ksr)
     monkeypatch.delenv("E2AE_CONFIG", raising=False)
@@ -154,7 +157,6 @@ def kemi(monkeypatch, tmp_path):
 def test_bye_released_by_the_dialog_end_event_is_not_released_again(kemi, event_released):
     module, ksr = kemi
     script = module.kamailio()
-    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
     edge = script._edge = RecordingEdge(event_released)
     pvs = dict(ksr.pvs, **{"$dlg(callid)": "call-1", "$dlg(from_tag)": "ftag", "$dlg(to_tag)": "ttag"})
     ksr.on_loose_route = lambda: (ksr.pvs.update(pvs), script.ksr_dialog_event("dialog:end"))
@@ -176,7 +178,6 @@ def test_an_in_dialog_ack_refreshes_nothing_other_requests_do(kemi):
     """The ACK's 2xx refreshed the record (plugin.edge: TTL); an UPDATE, INFO... refresh it."""
     module, ksr = kemi
     script = module.kamailio()
-    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
     edge = script._edge = RecordingEdge()
     ksr.pvs["$rm"] = "ACK"
     assert script.ksr_request_route(None) == 1
@@ -191,7 +192,6 @@ def test_bodyless_messages_reach_the_edge_only_when_they_change_the_record(kemi)
     initial INVITE (it clears a tombstone) and a 2xx to an INVITE (it names the callee) do."""
     module, ksr = kemi
     script = module.kamailio()
-    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
     edge = script._edge = RecordingEdge()
 
     def seen():
@@ -225,7 +225,6 @@ def test_bodyless_messages_reach_the_edge_only_when_they_change_the_record(kemi)
 def test_only_replies_that_may_carry_sdp_come_back_to_the_plugin(kemi, method, armed):
     module, ksr = kemi
     script = module.kamailio()
-    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
     script._edge = RecordingEdge()
     routes = []
     ksr.tm.t_on_reply = routes.append
@@ -248,7 +247,6 @@ def test_only_a_final_answer_that_cannot_be_converted_ends_the_call(kemi, method
 
     module, ksr = kemi
     script = module.kamailio()
-    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
     edge = script._edge = RecordingEdge()
     failed = []
     edge.handle = lambda msg: Outcome(status=488, reason="Not Acceptable Here",
@@ -424,7 +422,6 @@ def test_a_full_release_queue_drops_and_counts(kemi):
 def test_a_failed_sanity_check_is_answered_400_with_a_warning_naming_it(kemi):
     module, ksr = kemi
     script = module.kamailio()
-    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
     edge = script._edge = RecordingEdge()
     ksr.sanity.sanity_check = lambda checks, uris: -1 if checks & 128 else 1
     bad_acks = counter(edge.metrics.drops.labels("bad_ack"))
@@ -445,7 +442,6 @@ def test_a_reply_kamailio_cannot_build_is_built_from_the_readable_headers(kemi):
     from the headers before it and sent from the socket the request came in on."""
     module, ksr = kemi
     script = module.kamailio()
-    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
     edge = script._edge = RecordingEdge()
     ksr.sanity.sanity_check = lambda checks, uris: -1 if checks & 128 else 1
     ksr.sl.sl_send_reply = lambda code, reason: -1
@@ -471,7 +467,6 @@ def test_a_reply_kamailio_cannot_build_is_built_from_the_readable_headers(kemi):
 def test_a_body_that_is_not_utf8_reaches_the_edge_as_bytes(kemi):
     module, ksr = kemi
     script = module.kamailio()
-    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
     edge = script._edge = RecordingEdge()
     raw = b"v=0\r\ns=\xff\r\n"
 
@@ -497,7 +492,6 @@ def test_a_rewritten_request_that_cannot_go_on_is_undone(kemi, failure):
 
     module, ksr = kemi
     script = module.kamailio()
-    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
     edge = script._edge = RecordingEdge()
     edge.handle = lambda msg: Outcome(body="v=0\r\nrewritten\r\n", dialog="d1")
 
@@ -600,7 +594,6 @@ def test_a_header_kamailio_refuses_does_not_stop_the_reply(kemi):
 
     module, ksr = kemi
     script = module.kamailio()
-    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
     edge = script._edge = RecordingEdge()
     edge.handle = lambda msg: Outcome(status=488, reason="Not Acceptable Here", warning="399 x \"why\"")
 
@@ -621,7 +614,6 @@ def test_call_attempts_and_outcomes_are_counted(kemi):
 
     module, ksr = kemi
     script = module.kamailio()
-    script.access = types.SimpleNamespace(host="127.0.0.1", port=5060)
     edge = script._edge = RecordingEdge()
     ksr.siputils.has_totag = lambda: -1
     ksr.rr.record_route = lambda: 1
@@ -649,6 +641,84 @@ def test_call_attempts_and_outcomes_are_counted(kemi):
     assert counter(refused) == before[3] + 1
 
 
+AVPF_OFFER = ("v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+              "m=audio 40000 RTP/AVPF 0\r\na=rtcp-fb:* nack\r\n")
+
+
+def _initial_invite(ksr):
+    ksr.siputils.has_totag = lambda: -1
+    ksr.rr.record_route = lambda: 1
+    ksr.dialog = types.SimpleNamespace(dlg_manage=lambda: 1)
+    ksr.tm.t_on_failure = lambda name: 1
+    ksr.setdsturi = lambda uri: 1
+    ksr.textops = types.SimpleNamespace(set_body=lambda body, ctype: ksr.bodies.append(body) or 1)
+    ksr.bodies = []
+    ksr.pvs.update({"$rm": "INVITE", "$tt": "", "$rb": "v=0\r\n"})
+
+
+def test_a_488_retried_as_avp_neither_releases_nor_counts_only_the_final_failure_does(kemi):
+    """core_rtp_profile = auto: the core's 488 to the AVPF offer sends the offer again as
+    RTP/AVP; that 488 is not the call's outcome, so the lifecycle is not stepped (no
+    release) and no outcome is counted.  The retry's own 488 is the final failure."""
+    from plugin.edge import Outcome
+
+    module, ksr = kemi
+    script = module.kamailio()
+    edge = script._edge = RecordingEdge()
+    _initial_invite(ksr)
+    edge.handle = lambda msg: Outcome(body=AVPF_OFFER, dialog="d1")
+    relayed = []
+    ksr.tm.t_relay = lambda: relayed.append(ksr.bodies[-1]) or 1
+    refused = edge.metrics.call_outcomes.labels("488")
+    before = counter(refused)
+    ksr.pvs["$T_reply_code"] = "488"
+    assert script.ksr_failure_edge(None) == 1
+    assert edge.releases == [] and counter(refused) == before
+    assert len(relayed) == 1 and "m=audio 40000 RTP/AVP 0\r\n" in relayed[0] and "rtcp-fb" not in relayed[0]
+    assert ksr.pvs[module.AVP_RETRIED] == "1"
+    # The retry is refused too: now the call fails, released once and counted once.
+    assert script.ksr_failure_edge(None) == 1
+    assert edge.releases == [("call-1", ("ftag",), "failure")] and counter(refused) == before + 1
+    assert len(relayed) == 1 and ksr.replies == []
+
+
+def test_an_avp_retry_that_cannot_be_sent_is_answered_counted_and_released(kemi):
+    from plugin.edge import Outcome
+
+    module, ksr = kemi
+    script = module.kamailio()
+    edge = script._edge = RecordingEdge()
+    _initial_invite(ksr)
+    edge.handle = lambda msg: Outcome(body=AVPF_OFFER, dialog="d1")
+    ksr.tm.t_relay = lambda: -1
+    unavailable = edge.metrics.call_outcomes.labels("503")
+    before = counter(unavailable)
+    ksr.pvs["$T_reply_code"] = "488"
+    assert script.ksr_failure_edge(None) == 1
+    (code, _, headers), = ksr.replies
+    assert code == 503 and headers[0].startswith("Warning: 399 ") and "the core is unreachable" in headers[0]
+    assert headers[1] == "Retry-After: %d\r\n" % edge.retry_after  # as every 503 of the edge
+    assert edge.releases == [("call-1", ("ftag",), "failure")] and counter(unavailable) == before + 1
+
+
+def test_an_initial_request_with_no_way_to_the_client_is_answered_and_undone(kemi):
+    """From the core toward a browser's ``*.invalid`` Contact with no flow: never sent,
+    480 with a Warning, and the offer the edge applied for it released (plugin.routing)."""
+    from plugin.edge import Outcome
+
+    module, ksr = kemi
+    script = module.kamailio()
+    edge = script._edge = RecordingEdge()
+    _initial_invite(ksr)
+    ksr.pvs.update({"$Ri": "127.0.0.2", "$ru": "sip:bob@abcdef.invalid;transport=ws", "$du": ""})
+    edge.handle = lambda msg: Outcome(body="v=0\r\nrewritten\r\n", dialog="d1")
+    ksr.tm.t_relay = lambda: pytest.fail("relayed toward a .invalid host")
+    assert script.ksr_request_route(None) == 1
+    (code, _, headers), = ksr.replies
+    assert code == 480 and "no flow to the client" in headers[0]
+    assert edge.releases == [("call-1", ("ftag", ""), "refused")]
+
+
 def test_exposition_carries_the_dialog_module_counts(tmp_path):
     from plugin.metrics import exposition
 
@@ -656,3 +726,83 @@ def test_exposition_carries_the_dialog_module_counts(tmp_path):
     assert 'e2ae_plugin_dialogs{state="active"} 3.0' in text
     assert 'e2ae_plugin_dialogs{state="early"} 1.0' in text
     assert "e2ae_plugin_dialogs" not in exposition(str(tmp_path)).decode()
+
+
+class EventEdge(RecordingEdge):
+    """The rtimer's view of the edge: a real Redis client for mediad's event channel."""
+
+    def __init__(self, client, fail_on=()) -> None:
+        super().__init__()
+        self.store = types.SimpleNamespace(redis=client)
+        self.events = []
+        self.fail_on = set(fail_on)
+
+    def on_event(self, event):
+        if event.get("dialog") in self.fail_on:
+            raise RuntimeError("a defect")
+        self.events.append(event["dialog"])
+        return False
+
+
+def _tick(script, times=1):
+    for _ in range(times):
+        assert script.ksr_rtimer_events() == 1
+
+
+def _tick_until(script, expected, timeout=2.0):
+    """Ticks (a published event reaches the subscriber's socket a moment later)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while script._edge.events != expected and time.monotonic() < deadline:
+        _tick(script)
+        time.sleep(0.02)
+
+
+def test_the_rtimer_keeps_one_event_subscription_through_bad_events_defects_and_lost_connections(kemi, redis_url):
+    import json
+
+    import redis
+
+    module, ksr = kemi
+    client, admin = redis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url)
+    script = module.kamailio()
+    script._edge = EventEdge(client, fail_on={"d-defect"})
+    try:
+        _tick(script)  # subscribes
+        for data in ("not json", "[1]", "7", json.dumps({"event": "x", "dialog": "d-defect"}),
+                     json.dumps({"event": "x", "dialog": "d-1"})):
+            admin.publish(module.EVENTS_CHANNEL, data)
+        _tick_until(script, ["d-1"])
+        # Garbage and a defect lose one event each, not the subscription.
+        assert script._edge.events == ["d-1"]
+        assert len(admin.client_list(_type="pubsub")) == 1
+        # A subscription whose connection is lost is closed and made again: still one.
+        admin.client_kill_filter(_type="pubsub")
+        _tick(script, 3)
+        admin.publish(module.EVENTS_CHANNEL, json.dumps({"event": "x", "dialog": "d-2"}))
+        _tick_until(script, ["d-1", "d-2"])
+        assert script._edge.events == ["d-1", "d-2"]
+        assert len(admin.client_list(_type="pubsub")) == 1
+    finally:
+        script._drop_subscription()
+        client.close()
+        admin.close()
+
+
+@pytest.mark.parametrize("marked, method, reason", [
+    (True, "", "operator"),  # e2ae-ctl end: the dialog module's end, outside any request
+    (True, "BYE", "operator"),  # ... in the context of its BYE's reply
+    (False, "BYE", "bye"),
+    (False, "", "timeout"),
+])
+def test_the_end_of_a_dialog_the_operator_ended_is_released_as_operator(kemi, marked, method, reason):
+    module, ksr = kemi
+    script = module.kamailio()
+    edge = script._edge = RecordingEdge(released=True)
+    ksr.pvs.update({"$rm": method, "$dlg(callid)": "call-9", "$dlg(from_tag)": "f9", "$dlg(to_tag)": "t9"})
+    if marked:  # what e2ae-ctl sets over RPC (htable.sets) before dlg.terminate_dlg
+        ksr.htable.sht_sets(module.OPERATOR_TABLE, "call-9", "1")
+    assert script.ksr_dialog_event("dialog:end") == 1
+    assert edge.releases == [("call-9", ("f9", "t9"), reason)]
+    assert ksr.htable.sht_get(module.OPERATOR_TABLE, "call-9") is None  # used once

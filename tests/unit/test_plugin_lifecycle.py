@@ -38,6 +38,7 @@ def test_offer_and_answer_move_a_call_between_offered_and_answered():
     (CallEvent.BYE, (Action.RELEASE,), CallState.ENDED),
     (CallEvent.FAILURE, (Action.RELEASE,), CallState.ENDED),
     (CallEvent.TIMEOUT, (Action.RELEASE,), CallState.ENDED),
+    (CallEvent.OPERATOR, (Action.RELEASE,), CallState.ENDED),
     (CallEvent.ANSWER_FAILED, (Action.RELEASE, Action.END_DIALOG), CallState.ENDING),
     (CallEvent.DTLS_FAILED, (Action.RELEASE, Action.END_DIALOG), CallState.ENDING),
     (CallEvent.REFUSED, (Action.RELEASE, Action.END_DIALOG), CallState.ENDING),
@@ -53,8 +54,8 @@ def test_an_ending_call_ends_when_its_byes_are_sent_or_its_dialog_is_gone():
     assert lc.step("c", CallState.ENDING, CallEvent.GONE).next is CallState.ENDED
 
 
-@pytest.mark.parametrize("event", [CallEvent.BYE, CallEvent.FAILURE, CallEvent.TIMEOUT, CallEvent.DTLS_FAILED,
-                                   CallEvent.REFUSED])
+@pytest.mark.parametrize("event", [CallEvent.BYE, CallEvent.FAILURE, CallEvent.TIMEOUT, CallEvent.OPERATOR,
+                                   CallEvent.DTLS_FAILED, CallEvent.REFUSED])
 def test_late_events_on_a_released_call_do_nothing(event):
     step = lifecycle()[0].step("c", CallState.ENDED, event)
     assert step.actions == () and step.next is CallState.ENDED

@@ -6,6 +6,7 @@ import pytest
 
 from bench.callsetup import shm_mb_for
 from deploy import run_edge
+from mediad.config import parse_config
 
 
 def _value(cmd: list[str], flag: str) -> str:
@@ -13,10 +14,10 @@ def _value(cmd: list[str], flag: str) -> str:
 
 
 def test_kamailio_gets_the_sized_shared_memory_unless_told_otherwise():
-    kwargs = dict(access="127.0.0.1:5060", core="127.0.0.2:5060", metrics=None, dialog_ttl=60)
-    cmd = run_edge.kamailio_command("k.cfg", "/tmp/run", **kwargs)
+    config = parse_config("")
+    cmd = run_edge.kamailio_command("k.cfg", "/tmp/run", config)
     assert (_value(cmd, "-m"), _value(cmd, "-M")) == (str(run_edge.SHM_MB), str(run_edge.PKG_MB))
-    assert _value(run_edge.kamailio_command("k.cfg", "/tmp/run", shm_mb=1024, **kwargs), "-m") == "1024"
+    assert _value(run_edge.kamailio_command("k.cfg", "/tmp/run", config, shm_mb=1024), "-m") == "1024"
 
 
 def test_the_default_holds_the_benchmarks_load_and_a_held_load_by_the_documented_formula():
