@@ -23,8 +23,8 @@ Cases run ``concurrency`` at a time, in batches.  Invariants checked:
   an unavailable mediad or Redis (``503_not_unavailable``: any other cause);
 * per message the edge delivers: nothing reaching the core carries the
   access side's security attributes (``secrets_to_core``: a=fingerprint,
-  a=ice-pwd, a=crypto); an SDP reaching the WIC in an offer or in a 2xx/18x
-  answer has the edge's fingerprint, or, for a 2xx the edge could not
+  a=ice-pwd, a=crypto); an SDP with a live m-line reaching the WIC in an offer
+  or in a 2xx/18x answer has the edge's fingerprint, or, for a 2xx the edge could not
   convert, a Warning (``unconverted_to_access``); a core 2xx whose body is
   mutated but framed reaches the WIC (``reply_dropped``; one that does not
   frame its body is discarded, RFC 3261 18.3, and the core's clean
@@ -589,7 +589,8 @@ class Fuzz:
             return
         offer_or_answer = (not msg.status and msg.method in ("INVITE", "UPDATE", "PRACK")) or (
             msg.status and 100 < msg.status < 300 and msg.method in ("INVITE", "UPDATE", "PRACK"))
-        if msg.body.strip() and offer_or_answer and b"a=fingerprint" not in msg.body:
+        live = re.search(rb"^m=\S+ [1-9]", msg.body, re.M)  # nothing to protect without one, whatever the label
+        if msg.body.strip() and offer_or_answer and live and b"a=fingerprint" not in msg.body:
             if not (msg.status and msg.get("warning")):
                 self.violation("unconverted_to_access", index,
                                f"{msg.first} ({msg.method}) body without the edge's fingerprint, no Warning")

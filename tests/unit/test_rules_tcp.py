@@ -214,3 +214,24 @@ def test_tcp_dtls_offer_without_tcp_candidates_still_gets_the_passive_tcp_candid
     _, offered = _offer(pol, body=body)
     _, answered = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol)
     assert "a=candidate:2 1 tcp 2124414975 203.0.113.10 40000 typ host tcptype passive" in answered.sdp.split("\r\n")
+
+
+SECRETS = ("a=fingerprint", "a=ice-pwd", "a=ice-ufrag", "a=candidate", "a=tls-id")
+
+
+@pytest.mark.parametrize("media", ["", "m=audio 49152 RTP/AVP 0\r\n", "m=audio 0 UDP/TLS/RTP/SAVPF 0\r\n"])
+def test_the_wics_ice_and_dtls_attributes_never_reach_the_core_on_what_passes_through(media):
+    """An offer with no m-line the edge terminates (none at all, a plain RTP one, a
+    rejected one) still loses the WIC's ICE and DTLS attributes toward the core: at
+    session level and on the m-lines passed through."""
+    body = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "a=ice-ufrag:8hhY\r\na=ice-pwd:asd88fgpdd777uzjYhagZg0mq\r\n"
+            f"a=fingerprint:sha-256 {AGW_FP_TEXT}\r\n{media}")
+    if media:
+        body += ("a=candidate:1 1 udp 2122260223 127.0.0.1 49152 typ host\r\n"
+                 "a=ice-pwd:asd88fgpdd777uzjYhagZg0mq\r\na=tls-id:6ba1e1b4d7c5a3f2e0d9c8b7a6f5e4d3\r\n"
+                 f"a=fingerprint:sha-256 {AGW_FP_TEXT}\r\n")
+    plan, result = run(body, Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    assert plan.iq is None
+    assert [line for line in result.sdp.splitlines() if line.startswith(SECRETS)] == []
+    assert [line for line in result.sdp.splitlines() if line.startswith("m=")] == [media.strip()] * bool(media)
