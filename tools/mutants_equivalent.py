@@ -212,6 +212,32 @@ RULES: tuple[Rule, ...] = (
     Rule("mediad/demux.py", r"if size - offset < 4 or", r"if size \+ offset < 4 or",
          "size is at least 8 and a multiple of 4, offset a multiple of 4 below it: neither test is ever"
          " true (the original guards the slice below all the same)"),
+    # -- sdp_rules/datachannel.py --------------------------------------------------
+    Rule("sdp_rules/datachannel.py", r"dtls = attrs\.dtls_params\(ctx\.sdp, m, where, answer=False\)", r"answer=None\)",
+         "None is as false as False for the one test of it"),
+    Rule("sdp_rules/datachannel.py", r'not \(values\[0\] or ""\)\.isdigit\(\)', r'not \(values\[0\] or "XXXX"\)\.isdigit\(\)',
+         "an attribute without a value is refused either way: neither '' nor 'XXXX' is a number"),
+    Rule("sdp_rules/datachannel.py", r'match = _DCSA_RE\.match\(value or ""\)', r'_DCSA_RE\.match\(value or "XXXX"\)',
+         "an a=dcsa without a value is refused either way: neither '' nor 'XXXX' is '<stream-id> <attribute>'"),
+    Rule("sdp_rules/datachannel.py", r"found\[pt\] = True", r"found\[pt\] = (None|False)",
+         "found is read only with 'in': the value stored is never looked at"),
+    Rule("sdp_rules/datachannel.py", r'uris = \(path or ""\)\.split\(\)', r'uris = \(path or "XXXX"\)\.split\(\)',
+         "an absent a=path is refused either way ('XXXX' is no msrp URI), and the reason quotes the path (None)"),
+    Rule("sdp_rules/datachannel.py", r'\(m\.attribute\("setup"\) or ""\)\.strip\(\)',
+         r'\(m\.attribute\("setup"\) or "XXXX"\)\.strip\(\)',
+         "an absent a=setup is compared with 'active' or 'passive' only: '' and 'XXXX' are neither"),
+    Rule("sdp_rules/datachannel.py", r'\(d(cmap)?\.subprotocol or ""\)\.lower\(\)|\(got\[0\]\.subprotocol or ""\)\.lower\(\)',
+         r'subprotocol or "XXXX"\)\.lower\(\)',
+         "a channel without subprotocol is compared with 'msrp' and 't140' only: '' and 'xxxx' are neither"),
+    Rule("sdp_rules/datachannel.py", r'match = re\.match\(r"\^ch\(\\d\+\)', r'key or "XXXX"\)',
+         "a missing slot key matches the channel-key pattern neither as '' nor as 'XXXX'"),
+    Rule("sdp_rules/datachannel.py", r'return value\.split\(":", 1\)\[0\]', r'return value\.split\(":", (2)?\)\[0\]',
+         "only the text before the first ':' is used"),
+    Rule("sdp_rules/datachannel.py", r'parts = m_value\.split\(" "\)', r"parts = m_value\.split\(None\)",
+         "an m= value written by the model or parsed from SDP has single spaces"),
+    Rule("sdp_rules/datachannel.py", r'\(line\.attribute_value or ""\)\.split\(" "\)\[0\] in pts',
+         r'\(line\.attribute_value or "XXXX"\)\.split\(" "\)\[0\] in pts',
+         "an rtpmap/fmtp without a value names no payload type either way ('' and 'XXXX' are no payload type)"),
     # -- mediad/framing.py ---------------------------------------------------------
 )
 

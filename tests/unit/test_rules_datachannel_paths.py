@@ -188,6 +188,8 @@ def _refused(body: str, origin: Side, kind: Kind, state: DialogState | None = No
 @pytest.mark.parametrize("change, reason", [
     (("a=dcsa:0 path:msrp://wic.example.org:52342/9di4eae923wzd;dc", "a=dcsa:0 path:bogus"),
      "m-line 1: MSRP a=path 'bogus' has no msrp URI (RFC 4975)"),
+    (("a=dcsa:0 path:msrp://wic.example.org:52342/9di4eae923wzd;dc", "a=dcsa:0 path"),
+     "m-line 1: MSRP a=path '' has no msrp URI (RFC 4975)"),
     (("c=IN IP4 192.0.2.20\r\n", ""), "m-line 1: no c= line for the media (RFC 8866 5.7)"),
 ])
 def test_wic_offer_refusals_name_the_line(change, reason):
@@ -670,3 +672,80 @@ def test_wic_reoffer_after_answering_a_core_offer_without_tls_id_keeps_the_assoc
     plan, _ = run(reoffer, Side.ACCESS, Kind.OFFER, answered.state, pol)
     assert plan.iq.streams[0].reuse_association is True
     assert plan.iq.streams[0].access.tls_role is Role.SERVER
+
+
+# ---------------------------------------------------------------------------
+# A data channel on a BUNDLE transport (RFC 9143 section 11, RFC 8841)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.req("DC-2", "DC-4")
+def test_bundled_data_channel_sctp_stream_rides_the_transport_and_is_kept_on_reoffer():
+    """The DTLS association and ICE are the transport's: the sctp stream names the transport and mid and
+    asks only the SCTP values; a re-offer on the same association asks only the stream-id list."""
+    from sdp_rules.simulated_agw import FINGERPRINT
+
+    from tests.unit.test_rules_bundle import MSRP_ANSWER, PORT, Call, audio, core_answer, offer, transport_attrs
+
+    call = Call()
+    wic_offer = offer(audio(transport=transport_attrs(50000)), MSRP_LINE_BUNDLED, group="a d")
+    plan, _ = call.offer(wic_offer)
+    sctp = next(s for s in plan.iq.streams if s.kind == "sctp")
+    assert sctp == StreamSpec(stream_id=1, kind="sctp", access=TerminationSpec(
+        side=Side.ACCESS, transport="UDP/DTLS/SCTP", remote_sctp_port=5000, remote_max_message_size=100000,
+        local_sctp_port_request=True, local_max_message_size_request=True, establish_sctp=True,
+        notify_stream_reset=True, sctp_stream_ids=[0],
+    ), reuse_association=False, transport_id=0, mid="d")
+    state = call.state.data["streams"]["1"]
+    assert (state["transport_id"], state["mid"], state["role"], state["channels"]) == (0, "d", "client", [ch(1, 0)])
+    assert (state["remote_tls_id"], state["remote_fingerprints"], state["remote_ice_ufrag"],
+            state["remote_transport"]) == ("wicTlsIdAAAAAAAAAAAAAAAA", [BUNDLE_WIC_FP], "uf01", ["192.0.2.10", 50000])
+    _, to_wic = call.answer("\r\n".join(core_answer("audio").split("\r\n")[:-1] + MSRP_ANSWER) + "\r\n")
+    assert to_wic.split("\r\nm=")[2] == sdp(f"""
+        application {PORT} UDP/DTLS/SCTP webrtc-datachannel
+        a=mid:d
+        a=sctp-port:5000
+        a=max-message-size:262144
+        a=dcmap:0 label="chat";subprotocol="msrp"
+        a=dcsa:0 msrp-cema
+        a=dcsa:0 accept-types:message/cpim text/plain
+        a=dcsa:0 path:msrp://127.0.0.1:{PORT}/jshA7we;dc
+    """)
+    assert f"a=fingerprint:{FINGERPRINT}\r\n" in to_wic.split("\r\nm=")[1]
+    plan, to_core = call.offer(wic_offer.replace("o=- 7 1", "o=- 7 2"))
+    sctp = next(s for s in plan.iq.streams if s.kind == "sctp")
+    assert sctp == StreamSpec(stream_id=1, kind="sctp", access=TerminationSpec(
+        side=Side.ACCESS, transport="UDP/DTLS/SCTP", notify_stream_reset=True, sctp_stream_ids=[0],
+    ), reuse_association=True, transport_id=0, mid="d")
+    assert [s.kind for s in plan.iq.streams] == ["srtp", "sctp"]  # the kept channel is not touched
+    assert "a=connection:existing\r\n" in to_core
+
+
+BUNDLE_WIC_FP = "sha-256 " + ":".join(f"{b:02X}" for b in range(0x40, 0x60))
+MSRP_LINE_BUNDLED = ["m=application 0 UDP/DTLS/SCTP webrtc-datachannel", "c=IN IP4 192.0.2.10", "a=mid:d",
+                     "a=bundle-only", "a=sctp-port:5000", "a=max-message-size:100000",
+                     'a=dcmap:0 label="chat";subprotocol="msrp"', "a=dcsa:0 msrp-cema",
+                     "a=dcsa:0 accept-types:message/cpim text/plain",
+                     "a=dcsa:0 path:msrp://wic.example.com:9/2s93i93idj;dc"]
+
+
+@pytest.mark.req("DC-2", "DC-4")
+def test_data_line_leaving_the_bundle_gets_its_own_association_and_keeps_it():
+    """RFC 9143 7.5: a line moved out of the bundle needs its own DTLS association; the next re-offer with
+    the same tls-id keeps that one (the record no longer names the transport)."""
+    from tests.unit.test_rules_bundle import MSRP_ANSWER, Call, audio, core_answer, offer, transport_attrs
+
+    call = Call()
+    call.offer(offer(audio(transport=transport_attrs(50000)), MSRP_LINE_BUNDLED, group="a d"))
+    answer = "\r\n".join(core_answer("audio").split("\r\n")[:-1] + MSRP_ANSWER) + "\r\n"
+    call.answer(answer)
+    own = [line.replace("m=application 0", "m=application 50020") for line in MSRP_LINE_BUNDLED
+           if line != "a=bundle-only"] + transport_attrs(50020, ufrag="uf03", tls_id="wicTlsIdCCCCCCCCCCCCCCCC")
+    moved = offer(audio(transport=transport_attrs(50000)), own, group="a", version=2)
+    plan, _ = call.offer(moved)
+    assert [(s.stream_id, s.kind, s.transport_id, s.reuse_association) for s in plan.iq.streams] == [
+        (0, "srtp", 0, False), (1, "sctp", None, False), (ch(1, 0), "dc_channel", None, False)]
+    call.answer(answer.replace("o=core 1 1", "o=core 1 2"))
+    assert "transport_id" not in call.state.data["streams"]["1"] and "mid" not in call.state.data["streams"]["1"]
+    plan, _ = call.offer(moved.replace("o=- 7 2", "o=- 7 3"))
+    assert [(s.stream_id, s.kind, s.transport_id, s.reuse_association) for s in plan.iq.streams] == [
+        (0, "srtp", 0, False), (1, "sctp", None, True)]
