@@ -238,6 +238,55 @@ RULES: tuple[Rule, ...] = (
     Rule("sdp_rules/datachannel.py", r'\(line\.attribute_value or ""\)\.split\(" "\)\[0\] in pts',
          r'\(line\.attribute_value or "XXXX"\)\.split\(" "\)\[0\] in pts',
          "an rtpmap/fmtp without a value names no payload type either way ('' and 'XXXX' are no payload type)"),
+    Rule("sdp_rules/datachannel.py", r'entry\.update\(status="new"', r'entry\.update\(status=(None|"XXnewXX"|"NEW"),',
+         "an entry's status is compared only with 'rejected' and 'kept': any other value is a new channel"),
+    Rule("sdp_rules/datachannel.py", r'proto = prev\.get\("access_proto", "UDP/DTLS/SCTP"\) if reuse',
+         r'prev\.get\("access_proto", (None|"XXUDP/DTLS/SCTPXX"|"udp/dtls/sctp")?\) if reuse',
+         "a kept association's record always holds access_proto (every path that stores one writes it):"
+         " the default is never used"),
+    Rule("sdp_rules/datachannel.py", r'entry\["red_fmtp"\] = _fmtp\(m, entry\["red_pt"\]\) if entry\["red_pt"\]',
+         r'if \(entry\["red_pt"\]\) or True else None',
+         "without a red payload type _fmtp(m, None) finds no a=fmtp and returns None, the same"),
+    Rule("sdp_rules/datachannel.py", r"remote_dcsa=_core_interworking\(sub, m\),", r"remote_dcsa=_core_interworking\(None, m\),",
+         "in the T.140 branch: _core_interworking treats every subprotocol but MSRP as T.140 (the MSRP"
+         " branch's mutant is killed by the MSRP remote_dcsa tests)"),
+    Rule("sdp_rules/datachannel.py", r'"role": role\.value if reuse and role else None', r'"role": role\.value if reuse or role',
+         "the pending role is read only when the pending reuse is true"),
+    Rule("sdp_rules/datachannel.py", r'"release": gone if live else \(\[sid\] if prev else \[\]\) \+ gone',
+         r'"release": gone if (\(live\) or True|live) else \(\[sid\] if (\(prev\) and False|\(prev\) or True) else',
+         "without a live channel the WIC's answer takes the rejected path, which releases the association"
+         " (when stored) and every entry's channel itself: this pending list adds nothing there"),
+    Rule("sdp_rules/datachannel.py", r"^\s*path = None$", r'^\s*path = ""$',
+         "in the T.140 branch: _encapsulate reads the path only for MSRP"),
+    Rule("sdp_rules/datachannel.py", r'setup = attrs\.setup_for_role\(role\) if reuse and role else "actpass"',
+         r"if reuse or role else",
+         "a stored role without reuse means no live channel, and finish returned the rejected line before"),
+    Rule("sdp_rules/datachannel.py", r'core_reply = _reply_side\(reply, entry\["iq_id"\], "core", stored\)',
+         r'_reply_side\((None, entry\["iq_id"\]|reply, None), "core", stored\)',
+         "in answer_from_access: the answer's MODIFY asks nothing of a channel's core side, so the reply has no"
+         " core termination and the stored one is used either way"),
+    Rule("sdp_rules/datachannel.py", r"(access_reply|got) = _access_reply\((None|reply), sid, prev\)$",
+         r"= _access_reply\((None, None|None, sid|reply, None), prev\)$",
+         "in answer_from_core: the core answer's MODIFY has no sctp stream, so no reply names the association"
+         " and the stored access termination is used either way"),
+    Rule("sdp_rules/datachannel.py", r"ctx\.streams\.pop\(str\(iq_id\), None\)", r"ctx\.streams\.pop\(str\(iq_id\), \)",
+         "every id released here is one the record holds (the association only when stored, channels from it"
+         " or stored by the offer): the default is never used"),
+    Rule("sdp_rules/datachannel.py", r'state = ctx\.streams\.setdefault\(str\(sid\), dict\(prev or \{"kind": "sctp"\}\)\)',
+         r"state = ctx\.streams\.setdefault\(str\(sid\), ",
+         "in answer_from_access: the core offer stored the association before any answer to it with a live"
+         " channel: the default is never used"),
+    Rule("sdp_rules/datachannel.py", r'\((line\.attribute_value|value) or ""\)\.(r)?partition\(" "\)',
+         r'\((line\.attribute_value|value) or "XXXX"\)\.(r)?partition\(" "\)',
+         "an a=rtpmap or a=fmtp without a value names no payload type either way ('' and 'XXXX' are none)"),
+    Rule("sdp_rules/datachannel.py", r'parse_channels\(m, "m-line"\)', r'parse_channels\(m, (None|"XXm-lineXX"|"M-LINE")\)',
+         "interworkable catches the refusal: the m-line name in its reason is never shown"),
+    Rule("sdp_rules/datachannel.py", r"rtcp_mux=False,", r"rtcp_mux=None,", "None is as false as False for the one test of it"),
+    Rule("sdp_rules/datachannel.py", r'keys\.append\(key if key is not None and key not in keys else f"x\{j\}"\)',
+         r"keys\.append\(key if (\(key is not None and key not in keys\) or True|key is not None or key not in keys"
+         r"|key is None and key not in keys|key is not None and key in keys) else",
+         "a rejected core line reaches the data-channel group only under the slot key it had (rules sends a"
+         " new rejected line to passthrough), and slot keys are unique: key is never None nor repeated"),
     # -- mediad/framing.py ---------------------------------------------------------
 )
 

@@ -503,6 +503,11 @@ def test_core_reoffer_removing_msrp_keeps_t140_and_releases_msrp_once_answered()
         a=dcmap:3 label="t140";subprotocol="t140"
     """)
     assert ids.count == 1
+    # The rejected line keeps its slot (RFC 3264 section 8); the kept association keeps its role and peer.
+    assert offered.state.data["map"] == {"0": {"handler": "datachannel", "core": {"ch1.msrp": 0, "ch3.t140": 1}}}
+    record = offered.state.data["streams"]["0"]
+    assert (record["role"], record["remote_tls_id"], record["remote_ice_ufrag"]) == (
+        "server", "wicTlsIdwicTlsId0009", "wicU")
     answer = _without(WIC_ANSWER, "a=dcmap:1", "a=dcsa:1")
     plan, result = _wic_answer(pol, answer, offered.state)
     assert plan.iq.release_streams == [ch(0, 1)]
@@ -520,12 +525,13 @@ def test_core_reoffer_removing_msrp_keeps_t140_and_releases_msrp_once_answered()
 
 @pytest.mark.req("DC-8", "DC-4")
 def test_core_reoffer_rejecting_every_line_releases_the_association_once_answered():
-    pol = policy()
+    ids = TlsIds()
+    pol = policy(new_tls_id=ids)
     answered = _core_call(pol)
     reoffer = CORE_MSRP_T140_OFFER.replace("m=message 2855", "m=message 0").replace("m=text 6000", "m=text 0") \
         .replace("o=core 77 1", "o=core 77 2")
     plan, offered = _core_offer(pol, reoffer, answered.state)
-    assert plan.iq is None
+    assert plan.iq is None and ids.count == 1  # no new association, so no new tls-id
     assert offered.sdp.split("t=0 0\r\n")[1] == "m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n"
     plan, result = _wic_answer(pol, sdp("""
         v=0
@@ -749,3 +755,108 @@ def test_data_line_leaving_the_bundle_gets_its_own_association_and_keeps_it():
     plan, _ = call.offer(moved.replace("o=- 7 2", "o=- 7 3"))
     assert [(s.stream_id, s.kind, s.transport_id, s.reuse_association) for s in plan.iq.streams] == [
         (0, "srtp", 0, False), (1, "sctp", None, True)]
+
+
+@pytest.mark.req("DC-8", "DC-4")
+def test_core_reoffer_putting_t140_where_msrp_was_opens_a_new_channel():
+    """RFC 3264 section 8 / RFC 8832: another subprotocol on the line is another channel (new odd id),
+    never the old MSRP stream id reused for T.140."""
+    pol = policy()
+    answered = _core_call(pol)
+    reoffer = CORE_MSRP_T140_OFFER.replace("o=core 77 1", "o=core 77 2").replace(
+        "m=message 2855 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:msrp://192.0.2.50:2855/core7s1;tcp\r\n"
+        "a=setup:active\r\n", "m=text 6002 RTP/AVP 99\r\na=rtpmap:99 t140/1000\r\n")
+    plan, offered = _core_offer(pol, reoffer, answered.state)
+    assert [s.stream_id for s in plan.iq.streams] == [0, ch(0, 5), ch(0, 3)]
+    assert plan.iq.streams[0].access.sctp_stream_ids == [5, 3]
+    assert plan.iq.streams[1].access.dcmap == DcMap(stream_id=5, label="t140", subprotocol="t140")
+    assert offered.state.data["map"]["0"]["core"] == {"ch5.t140": 0, "ch3.t140": 1}
+
+
+@pytest.mark.req("DC-8", "DC-9")
+def test_agw_reply_leaving_out_a_kept_channels_core_termination_keeps_the_stored_one():
+    """A MODIFY that keeps a channel: an AGW that answers without its core termination leaves the
+    stored one valid (the core keeps being answered on the same port)."""
+    import sdp_rules
+
+    pol = policy()
+    answered = _core_call(pol)
+    plan = sdp_rules.process(CORE_MSRP_T140_OFFER.replace("o=core 77 1", "o=core 77 2"), origin=Side.CORE,
+                             kind=Kind.OFFER, state=answered.state, dialog=DIALOG, transaction="t2", policy=pol)
+    reply = agw_reply(plan.iq)
+    reply.streams = [StreamReply(s.stream_id, s.access, None if s.stream_id == ch(0, 3) else s.core)
+                     for s in reply.streams]
+    offered = plan.finish(reply)
+    _, result = _wic_answer(pol, WIC_ANSWER, offered.state)
+    assert "m=text 30006 RTP/AVP 98\r\n" in result.sdp
+
+
+@pytest.mark.req("DC-3", "DC-7", "DC-8")
+def test_max_message_size_is_the_agws_when_it_gives_one_else_the_policy_default():
+    """RFC 8841 6: the AGW's own max-message-size is announced; the policy default only stands in for it."""
+    import sdp_rules
+
+    pol = policy(default_max_message_size=1200)
+    _, offered = _core_offer(pol, CORE_MSRP_OFFER)
+    assert "a=max-message-size:262144\r\n" in offered.sdp
+    plan = sdp_rules.process(WIC_OFFER, origin=Side.ACCESS, kind=Kind.OFFER, state=DialogState(), dialog=DIALOG,
+                             transaction="t1", policy=pol)
+    reply = agw_reply(plan.iq)
+    reply.streams[0].access.local_max_message_size = None
+    offered = plan.finish(reply)
+    _, answered = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol)
+    assert "a=max-message-size:1200\r\n" in answered.sdp
+
+
+@pytest.mark.req("DC-5")
+def test_t140_core_line_names_an_rtcp_port_that_is_not_rtp_plus_one():
+    """RFC 3605: when the AGW's RTCP port is not RTP+1, the T.140 line toward the core says a=rtcp."""
+    import sdp_rules
+
+    plan = sdp_rules.process(WIC_OFFER, origin=Side.ACCESS, kind=Kind.OFFER, state=DialogState(), dialog=DIALOG,
+                             transaction="t1", policy=policy())
+    reply = agw_reply(plan.iq)
+    reply.streams[2].core.local_rtcp_port = 31111
+    out = plan.finish(reply).sdp
+    assert _media(out, 1) == sdp("""
+        m=text 30004 RTP/AVP 98 100
+        c=IN IP4 198.51.100.10
+        a=rtpmap:98 t140/1000
+        a=fmtp:98 cps=30
+        a=rtpmap:100 red/1000
+        a=fmtp:100 98/98/98
+        a=hlang-send:de
+        a=rtcp:31111
+    """)
+
+
+@pytest.mark.req("DC-8")
+def test_core_t140_over_avpf_passes_only_its_rtpmap_and_fmtp_to_the_agw():
+    """RFC 4585 lines (a=rtcp-fb) are no T.140 interworking attribute; the AVPF profile is kept."""
+    body = CORE_T140_OFFER.replace("RTP/AVP 98 100", "RTP/AVPF 98 100") + "a=rtcp-fb:98 nack\r\n"
+    plan, offered = _core_offer(policy(), body)
+    core = plan.iq.streams[1].core
+    assert (core.transport, core.remote_dcsa) == (
+        "RTP/AVPF", ["rtpmap:98 t140/1000", "fmtp:98 cps=30", "rtpmap:100 red/1000", "fmtp:100 98/98/98"])
+    assert 'a=dcmap:1 label="t140";subprotocol="t140"' in offered.sdp
+
+
+@pytest.mark.req("DC-8")
+def test_core_msrp_cema_is_written_once_toward_access():
+    """RFC 8873 endpoints use CEMA: msrp-cema is always in the dcsa, once even when the core says it too."""
+    body = CORE_MSRP_OFFER.replace("a=sendrecv\r\n", "a=msrp-cema\r\na=sendrecv\r\n")
+    _, offered = _core_offer(policy(), body)
+    assert offered.sdp.count("a=dcsa:1 msrp-cema\r\n") == 1
+    assert offered.sdp.endswith("a=dcsa:1 msrp-cema\r\na=dcsa:1 accept-types:message/cpim text/plain\r\n"
+                                "a=dcsa:1 path:msrp://203.0.113.10:40000/jshA7weztas;dc\r\na=dcsa:1 sendrecv\r\n")
+
+
+@pytest.mark.req("DC-5", "DC-6")
+def test_transport_and_rtp_attributes_in_a_wics_dcsa_are_not_forwarded_but_the_rest_is():
+    """5.20.2.2: a dcsa carries the subprotocol's attributes; a transport attribute (a=setup) or an
+    rtpmap/fmtp the ALG writes itself is not copied, the attributes after it are."""
+    body = WIC_OFFER.replace("a=dcsa:0 msrp-cema\r\n", "a=dcsa:0 setup:actpass\r\na=dcsa:0 msrp-cema\r\n").replace(
+        "a=dcsa:2 fmtp:- cps=30\r\n", "a=dcsa:2 rtpmap:98 t140/1000\r\na=dcsa:2 fmtp:98 cps=99\r\n"
+        "a=dcsa:2 fmtp:- cps=30\r\n")
+    _, offered = run(body, Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    assert offered.sdp == WIC_OFFER_TO_CORE
