@@ -287,6 +287,10 @@ RULES: tuple[Rule, ...] = (
          r"|key is None and key not in keys|key is not None and key in keys) else",
          "a rejected core line reaches the data-channel group only under the slot key it had (rules sends a"
          " new rejected line to passthrough), and slot keys are unique: key is never None nor repeated"),
+    Rule("sdp_rules/datachannel.py", r"release = \(\[sid\] if prev else \[\]\) \+ sorted\(old_channels\)",
+         r"release = \(\[sid\] if \(prev\) and False else \[\]\)",
+         "a line with no channel is answered on the rejected path of answer_from_core, which adds the stored"
+         " association to the release itself"),
     # -- mediad/framing.py ---------------------------------------------------------
 )
 

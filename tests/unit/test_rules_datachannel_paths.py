@@ -736,8 +736,8 @@ MSRP_LINE_BUNDLED = ["m=application 0 UDP/DTLS/SCTP webrtc-datachannel", "c=IN I
 
 @pytest.mark.req("DC-2", "DC-4")
 def test_data_line_leaving_the_bundle_gets_its_own_association_and_keeps_it():
-    """RFC 9143 7.5: a line moved out of the bundle needs its own DTLS association; the next re-offer with
-    the same tls-id keeps that one (the record no longer names the transport)."""
+    """RFC 9143 7.5: a line moved out of the bundle needs its own DTLS association, even under the bundle's
+    tls-id; the next re-offer with the same tls-id keeps that one (the record no longer names the transport)."""
     from tests.unit.test_rules_bundle import MSRP_ANSWER, Call, audio, core_answer, offer, transport_attrs
 
     call = Call()
@@ -745,7 +745,7 @@ def test_data_line_leaving_the_bundle_gets_its_own_association_and_keeps_it():
     answer = "\r\n".join(core_answer("audio").split("\r\n")[:-1] + MSRP_ANSWER) + "\r\n"
     call.answer(answer)
     own = [line.replace("m=application 0", "m=application 50020") for line in MSRP_LINE_BUNDLED
-           if line != "a=bundle-only"] + transport_attrs(50020, ufrag="uf03", tls_id="wicTlsIdCCCCCCCCCCCCCCCC")
+           if line != "a=bundle-only"] + transport_attrs(50020, ufrag="uf03")
     moved = offer(audio(transport=transport_attrs(50000)), own, group="a", version=2)
     plan, _ = call.offer(moved)
     assert [(s.stream_id, s.kind, s.transport_id, s.reuse_association) for s in plan.iq.streams] == [
@@ -860,3 +860,19 @@ def test_transport_and_rtp_attributes_in_a_wics_dcsa_are_not_forwarded_but_the_r
         "a=dcsa:2 fmtp:- cps=30\r\n")
     _, offered = run(body, Side.ACCESS, Kind.OFFER, DialogState(), policy())
     assert offered.sdp == WIC_OFFER_TO_CORE
+
+
+@pytest.mark.req("DC-4", "DC-7")
+def test_reoffer_rejecting_the_data_line_but_keeping_its_dcmaps_is_still_a_rejection():
+    """RFC 3264 section 8.2: port 0 rejects the line whatever attributes it still carries."""
+    pol = policy()
+    _, offered = run(WIC_OFFER, Side.ACCESS, Kind.OFFER, DialogState(), pol)
+    _, answered = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol)
+    body = WIC_OFFER.replace("m=application 52342", "m=application 0").replace("o=- 7046312839584755208 2",
+                                                                               "o=- 7046312839584755208 3")
+    plan, result = run(body, Side.ACCESS, Kind.OFFER, answered.state, pol)
+    assert plan.iq is None
+    assert result.sdp.endswith("\r\nm=message 0 TCP/MSRP *\r\nm=text 0 RTP/AVP 98 100\r\n")
+    plan, _ = run(CORE_ANSWER.replace("m=message 9", "m=message 0").replace("m=text 6000", "m=text 0"),
+                  Side.CORE, Kind.ANSWER, result.state, pol)
+    assert plan.iq.release_streams == [0, ch(0, 0), ch(0, 2)]
