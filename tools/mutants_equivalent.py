@@ -253,7 +253,7 @@ RULES: tuple[Rule, ...] = (
     Rule("sdp_rules/datachannel.py", r'"role": role\.value if reuse and role else None', r'"role": role\.value if reuse or role',
          "the pending role is read only when the pending reuse is true"),
     Rule("sdp_rules/datachannel.py", r'"release": gone if live else \(\[sid\] if prev else \[\]\) \+ gone',
-         r'"release": gone if (\(live\) or True|live) else \(\[sid\] if (\(prev\) and False|\(prev\) or True) else',
+         r'"release": gone if (\(live\) or True|live) else \(\[sid\] if \(prev\) and False else',
          "without a live channel the WIC's answer takes the rejected path, which releases the association"
          " (when stored) and every entry's channel itself: this pending list adds nothing there"),
     Rule("sdp_rules/datachannel.py", r"^\s*path = None$", r'^\s*path = ""$',
@@ -265,7 +265,7 @@ RULES: tuple[Rule, ...] = (
          r'_reply_side\((None, entry\["iq_id"\]|reply, None), "core", stored\)',
          "in answer_from_access: the answer's MODIFY asks nothing of a channel's core side, so the reply has no"
          " core termination and the stored one is used either way"),
-    Rule("sdp_rules/datachannel.py", r"(access_reply|got) = _access_reply\((None|reply), sid, prev\)$",
+    Rule("sdp_rules/datachannel.py", r"(got = _access_reply\(reply|access_reply = _access_reply\(None), sid, prev\)$",
          r"= _access_reply\((None, None|None, sid|reply, None), prev\)$",
          "in answer_from_core: the core answer's MODIFY has no sctp stream, so no reply names the association"
          " and the stored access termination is used either way"),
@@ -291,6 +291,20 @@ RULES: tuple[Rule, ...] = (
          r"release = \(\[sid\] if \(prev\) and False else \[\]\)",
          "a line with no channel is answered on the rejected path of answer_from_core, which adds the stored"
          " association to the release itself"),
+    Rule("sdp_rules/datachannel.py", r'"release": gone if live else \(\[sid\] if prev else \[\]\) \+ gone',
+         r'"release": gone if \(live\) or True else \(\[sid\] if prev else \[\]\) \+ gone',
+         "without a live channel the WIC's answer takes the rejected path, which releases the association"
+         " (when stored) and every entry's channel itself: gone alone releases the same"),
+    Rule("sdp_rules/datachannel.py", r'dtls = attrs\.DtlsParams\(\[Fingerprint\.parse\(fp\) for fp in kept\["remote_fingerprints"\]\], "actpass",',
+         r'kept\["remote_fingerprints"\]\], (None|"XXactpassXX"|"ACTPASS"),',
+         "on a BUNDLE transport the setup value is not read: the role is the transport's"),
+    Rule("sdp_rules/datachannel.py", r'ice = attrs\.IceParams\(kept\["remote_ice_ufrag"\], None, \[\]\)',
+         r'ice = attrs\.IceParams\(kept\["remote_ice_ufrag"\], None, None\)',
+         "on a BUNDLE transport the candidates are not read: ICE is the transport's"),
+    Rule("sdp_rules/datachannel.py", r'entry\["iq_id"\] = channel_stream_id\(sid, parsed\[0\]\)',
+         r'entry\["(XXiq_idXX|IQ_ID)"\] = ',
+         "a rejected line's stored channel is in the pending release already (gone): the answer releases it"
+         " whether or not the entry names it"),
     # -- mediad/framing.py ---------------------------------------------------------
 )
 

@@ -876,3 +876,64 @@ def test_reoffer_rejecting_the_data_line_but_keeping_its_dcmaps_is_still_a_rejec
     plan, _ = run(CORE_ANSWER.replace("m=message 9", "m=message 0").replace("m=text 6000", "m=text 0"),
                   Side.CORE, Kind.ANSWER, result.state, pol)
     assert plan.iq.release_streams == [0, ch(0, 0), ch(0, 2)]
+
+
+@pytest.mark.req("DC-8", "DC-9")
+def test_core_reoffer_of_lines_the_wic_rejected_releases_nothing_more():
+    """Once the WIC rejected the data line, nothing of it is left at the AGW: a core re-offer that keeps
+    the lines rejected and the WIC's rejection again ask the AGW nothing."""
+    pol = policy()
+    _, offered = _core_offer(pol, CORE_MSRP_T140_OFFER)
+    rejected = _without(WIC_ANSWER, "a=", "c=").replace("m=application 52342", "m=application 0")
+    _, answered = _wic_answer(pol, rejected, offered.state)
+    reoffer = CORE_MSRP_T140_OFFER.replace("m=message 2855", "m=message 0").replace("m=text 6000", "m=text 0") \
+        .replace("o=core 77 1", "o=core 77 2")
+    plan, reoffered = _core_offer(pol, reoffer, answered.state)
+    assert plan.iq is None
+    plan, result = _wic_answer(pol, rejected.replace("o=- 55 2", "o=- 55 3"), reoffered.state)
+    assert plan.iq is None
+    assert result.sdp.split("t=0 0\r\n")[1] == "m=message 0 TCP/MSRP *\r\nm=text 0 RTP/AVP 98\r\n"
+    assert result.state.data["streams"] == {}
+
+
+@pytest.mark.req("DC-2", "DC-3")
+def test_data_line_tagged_in_the_bundle_carries_the_transport_and_a_new_tls_id_is_a_new_sctp_association():
+    """RFC 9143 7.3.1: the answerer-tagged line (here the data line, first in the group) carries the
+    transport's ICE and DTLS attributes; RFC 8842 5: a new tls-id on the bundle is a new DTLS association,
+    so SCTP starts over on it (RFC 8841 10.1) although the transport stays."""
+    from tests.unit.test_rules_bundle import MSRP_ANSWER, TLS_B, Call, audio, core_answer, offer, transport_attrs
+
+    call = Call()
+    data = [line for line in MSRP_LINE_BUNDLED if line != "a=bundle-only"] + transport_attrs(50000)
+    data[0] = "m=application 50000 UDP/DTLS/SCTP webrtc-datachannel"
+    wic_offer = offer(data, audio(port=0) + ["a=bundle-only"], group="d a")
+    plan, _ = call.offer(wic_offer)
+    # The association before its channels: the AGW builds the SCTP stream the channels name.
+    assert [(s.stream_id, s.kind) for s in plan.iq.streams] == [(0, "sctp"), (ch(0, 0), "dc_channel"), (1, "srtp")]
+    answer = "\r\n".join(core_answer().split("\r\n")[:-1] + MSRP_ANSWER + [
+        "m=audio 6002 RTP/AVPF 111", "a=rtpmap:111 opus/48000/2", "a=sendrecv"]) + "\r\n"
+    _, to_wic = call.answer(answer)
+    data_out = to_wic.split("\r\nm=")[1].split("\r\n")
+    assert data_out[:2] == ["application 30000 UDP/DTLS/SCTP webrtc-datachannel", "a=mid:d"]
+    assert {"a=ice-ufrag:e2aeSimUfrag", "a=setup:active", "a=tls-id:e2aeTlsId00000000001",
+            "a=candidate:1 1 udp 2130706431 127.0.0.1 30000 typ host"} <= set(data_out)
+    assert data_out[-5:] == ["a=max-message-size:262144", 'a=dcmap:0 label="chat";subprotocol="msrp"',
+                             "a=dcsa:0 msrp-cema", "a=dcsa:0 accept-types:message/cpim text/plain",
+                             "a=dcsa:0 path:msrp://127.0.0.1:30000/jshA7we;dc"]
+    plan, _ = call.offer(wic_offer.replace("wicTlsIdAAAAAAAAAAAAAAAA", TLS_B).replace("o=- 7 1", "o=- 7 2"))
+    sctp = plan.iq.streams[0]
+    assert (sctp.kind, sctp.reuse_association, sctp.transport_id) == ("sctp", False, 0)
+    assert (sctp.access.establish_sctp, sctp.access.local_sctp_port_request) == (True, True)
+    assert [s.kind for s in plan.iq.streams] == ["sctp", "dc_channel", "srtp"]  # every channel bound anew
+
+
+@pytest.mark.req("DC-5", "DC-8")
+def test_t140_fmtp_parameters_with_spaces_cross_both_ways_intact():
+    """RFC 8865 / RFC 4566: the format parameters are everything after the first space."""
+    pol = policy()
+    body = CORE_MSRP_T140_OFFER.replace("a=rtpmap:98 t140/1000\r\n", "a=rtpmap:98 t140/1000\r\na=fmtp:98 cps=30; x=1\r\n")
+    _, offered = _core_offer(pol, body)
+    assert "a=dcsa:3 fmtp:- cps=30; x=1\r\n" in offered.sdp
+    answer = WIC_ANSWER.replace("a=dcsa:3 fmtp:- cps=30", "a=dcsa:3 fmtp:- cps=20; y=2")
+    _, answered = _wic_answer(pol, answer, offered.state)
+    assert answered.sdp.endswith("a=rtpmap:98 t140/1000\r\na=fmtp:98 cps=20; y=2\r\n")
