@@ -305,6 +305,11 @@ RULES: tuple[Rule, ...] = (
          r'entry\["(XXiq_idXX|IQ_ID)"\] = ',
          "a rejected line's stored channel is in the pending release already (gone): the answer releases it"
          " whether or not the entry names it"),
+    Rule("sdp_rules/datachannel.py",
+         r"member\.transport\.render\(out, iq_reply, mid_value=member\.mid, tagged=member\.tagged, rtp=False\)",
+         r"render\(out, iq_reply, mid_value=(None, tagged=member\.tagged, rtp=False|member\.mid, tagged=member\.tagged, rtp=None)\)",
+         "rtp is tested for truth only; mid_value is written only into a line without a=mid, and a BUNDLE"
+         " member always has its a=mid (RFC 9143 7.1), written before"),
     # -- mediad/framing.py ---------------------------------------------------------
 )
 
