@@ -310,6 +310,11 @@ RULES: tuple[Rule, ...] = (
          r"render\(out, iq_reply, mid_value=(None, tagged=member\.tagged, rtp=False|member\.mid, tagged=member\.tagged, rtp=None)\)",
          "rtp is tested for truth only; mid_value is written only into a line without a=mid, and a BUNDLE"
          " member always has its a=mid (RFC 9143 7.1), written before"),
+    Rule("sdp_rules/datachannel.py",
+         r"member\.transport\.render\(out, iq_reply,|channels=answered, member=member, iq_reply=reply,",
+         r"member\.transport\.render\(out, None,|channels=answered, member=member, iq_reply=None,",
+         "only the core's answer renders a BUNDLE member here, and it asks nothing of the transport: the"
+         " transport's end comes from what it cached or stored, whatever the reply"),
     # -- mediad/framing.py ---------------------------------------------------------
 )
 
