@@ -38,7 +38,6 @@ from tests.unit.test_rules_datachannel import (
     CORE_T140_OFFER,
     DIALOG,
     WIC_ANSWER,
-    WIC_ANSWER_FROM_CORE,
     WIC_FP_TEXT,
     WIC_OFFER,
     WIC_OFFER_TO_CORE,
@@ -209,7 +208,8 @@ def test_wic_reoffer_changing_the_dtls_role_of_the_kept_association_is_refused()
 
 @pytest.mark.req("DC-8")
 @pytest.mark.parametrize("change, reason", [
-    (("a=path:msrp://127.0.0.1:7394/jshA7weztas;tcp", "a=path:"), "m-line 1: MSRP a=path '' has no msrp URI (RFC 4975)"),
+    (("a=path:msrp://127.0.0.1:7394/jshA7weztas;tcp", "a=path:"),
+     "m-line 1: MSRP a=path '' has no msrp URI (RFC 4975)"),
     (("a=path:msrp://127.0.0.1:7394/jshA7weztas;tcp", "a=path:x y"),
      "m-line 1: MSRP a=path 'x y' has no msrp URI (RFC 4975)"),
     (("c=IN IP4 127.0.0.1\r\n", ""), "m-line 1: no c= line for the media (RFC 8866 5.7)"),
@@ -931,7 +931,8 @@ def test_data_line_tagged_in_the_bundle_carries_the_transport_and_a_new_tls_id_i
 def test_t140_fmtp_parameters_with_spaces_cross_both_ways_intact():
     """RFC 8865 / RFC 4566: the format parameters are everything after the first space."""
     pol = policy()
-    body = CORE_MSRP_T140_OFFER.replace("a=rtpmap:98 t140/1000\r\n", "a=rtpmap:98 t140/1000\r\na=fmtp:98 cps=30; x=1\r\n")
+    body = CORE_MSRP_T140_OFFER.replace("a=rtpmap:98 t140/1000\r\n",
+                                        "a=rtpmap:98 t140/1000\r\na=fmtp:98 cps=30; x=1\r\n")
     _, offered = _core_offer(pol, body)
     assert "a=dcsa:3 fmtp:- cps=30; x=1\r\n" in offered.sdp
     answer = WIC_ANSWER.replace("a=dcsa:3 fmtp:- cps=30", "a=dcsa:3 fmtp:- cps=20; y=2")
