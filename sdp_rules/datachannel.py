@@ -666,12 +666,9 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
         "sid": sid,
         "proto": m.proto,
         "transport": transport,
-        "transport_id": member.tid if member is not None else None,
         "mid": mid,
         "role": role.value,
         "local_tls_id": local_tls_id,
-        "remote_tls_id": dtls.tls_id,
-        "reuse": reuse,
         "ice": ice.present,
         "channels": [{k: e[k] for k in ("key", "iq_id", "sub", "dcmap")} for e in entries],
         "release": sorted(i for i in old_channels if i not in current),
@@ -732,8 +729,8 @@ def answer_from_core(ctx: Context, access_index: int, pending: dict[str, Any],
         (refused if m.rejected else accepted).append((channel, m))
     release = list(pending["release"]) + [c["iq_id"] for c, _ in refused]
     if not accepted:
-        release = ([sid] if prev else []) + release + [c["iq_id"] for c in pending["channels"]
-                                                       if c["iq_id"] not in release]
+        # Every channel is refused, so every one is in release already.
+        release = ([sid] if prev else []) + release
 
         def finish_rejected(reply: IqReply | None) -> list[MediaSection]:
             for iq_id in release:
@@ -782,12 +779,9 @@ def answer_from_core(ctx: Context, access_index: int, pending: dict[str, Any],
         sctp_port, mms = _sctp_values(got, ctx)
         for iq_id in release:
             ctx.streams.pop(str(iq_id), None)
-        if prev is not None:
-            state = ctx.streams.setdefault(str(sid), prev)
-            state["channels"] = [c["iq_id"] for c, _ in accepted]
-            state["access"] = got.to_dict()
-        for channel, _m in accepted:
-            ctx.streams.get(str(channel["iq_id"]), {})["dcmap"] = channel["dcmap"]
+        if prev is not None:  # the record itself (ctx.streams[str(sid)])
+            prev["channels"] = [c["iq_id"] for c, _ in accepted]
+            prev["access"] = got.to_dict()
         return [_access_section(
             pending["proto"], got, mid=pending.get("mid"), setup=attrs.setup_for_role(Role(pending["role"])),
             tls_id=pending["local_tls_id"], ice=pending["ice"], sctp_port=sctp_port, max_message_size=mms,
@@ -827,7 +821,7 @@ def offer_from_core(ctx: Context, access_index: int, inputs: list[tuple[int, Med
     for j, m, key in inputs:
         sub = None if m.rejected else _core_subprotocol(m)
         parsed = _parse_key(key)
-        entry: dict[str, Any] = {"j": j, "m_value": m.lines[0].value, "sub": sub}
+        entry: dict[str, Any] = {"m_value": m.lines[0].value, "sub": sub}
         if sub is None:
             entry["status"] = "rejected"
             keys.append(key if key is not None and key not in keys else f"x{j}")

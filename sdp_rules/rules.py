@@ -523,7 +523,7 @@ def _assemble(source: SessionDescription, sections: list[MediaSection], *, towar
     addresses = {c.address for c in connections if c is not None}
     if live and len(addresses) == 1 and all(c is not None for c in connections):
         if session.connection is not None:
-            session.set_connection(addresses.pop())
+            session.set_connection(addresses.pop(), connections[0].addr_type)
             for s in live:
                 s.remove_lines("c")
     return out

@@ -39,6 +39,7 @@ class Rule:
 
 
 LOG_CALL = r"^\s*(log|logger)\.(debug|info|warning|error|exception)\("
+DC = "sdp_rules/datachannel.py"
 
 RULES: tuple[Rule, ...] = (
     # -- every module ------------------------------------------------------------
@@ -212,6 +213,111 @@ RULES: tuple[Rule, ...] = (
     Rule("mediad/demux.py", r"if size - offset < 4 or", r"if size \+ offset < 4 or",
          "size is at least 8 and a multiple of 4, offset a multiple of 4 below it: neither test is ever"
          " true (the original guards the slice below all the same)"),
+    # -- sdp_rules/datachannel.py --------------------------------------------------
+    Rule(DC, r"dtls = attrs\.dtls_params\(ctx\.sdp, m, where, answer=False\)", r"answer=None\)",
+         "None is as false as False for the one test of it"),
+    Rule(DC, r'not \(values\[0\] or ""\)\.isdigit\(\)', r'not \(values\[0\] or "XXXX"\)\.isdigit\(\)',
+         "an attribute without a value is refused either way: neither '' nor 'XXXX' is a number"),
+    Rule(DC, r'match = _DCSA_RE\.match\(value or ""\)', r'_DCSA_RE\.match\(value or "XXXX"\)',
+         "an a=dcsa without a value is refused either way: neither '' nor 'XXXX' is '<stream-id> <attribute>'"),
+    Rule(DC, r"found\[pt\] = True", r"found\[pt\] = (None|False)",
+         "found is read only with 'in': the value stored is never looked at"),
+    Rule(DC, r'uris = \(path or ""\)\.split\(\)', r'uris = \(path or "XXXX"\)\.split\(\)',
+         "an absent a=path is refused either way ('XXXX' is no msrp URI), and the reason quotes the path (None)"),
+    Rule(DC, r'\(m\.attribute\("setup"\) or ""\)\.strip\(\)',
+         r'\(m\.attribute\("setup"\) or "XXXX"\)\.strip\(\)',
+         "an absent a=setup is compared with 'active' or 'passive' only: '' and 'XXXX' are neither"),
+    Rule(DC, r'\(d(cmap)?\.subprotocol or ""\)\.lower\(\)|\(got\[0\]\.subprotocol or ""\)\.lower\(\)',
+         r'subprotocol or "XXXX"\)\.lower\(\)',
+         "a channel without subprotocol is compared with 'msrp' and 't140' only: '' and 'xxxx' are neither"),
+    Rule(DC, r'match = re\.match\(r"\^ch\(\\d\+\)', r'key or "XXXX"\)',
+         "a missing slot key matches the channel-key pattern neither as '' nor as 'XXXX'"),
+    Rule(DC, r'return value\.split\(":", 1\)\[0\]', r'return value\.split\(":", (2)?\)\[0\]',
+         "only the text before the first ':' is used"),
+    Rule(DC, r'parts = m_value\.split\(" "\)', r"parts = m_value\.split\(None\)",
+         "an m= value written by the model or parsed from SDP has single spaces"),
+    Rule(DC, r'\(line\.attribute_value or ""\)\.split\(" "\)\[0\] in pts',
+         r'\(line\.attribute_value or "XXXX"\)\.split\(" "\)\[0\] in pts',
+         "an rtpmap/fmtp without a value names no payload type either way ('' and 'XXXX' are no payload type)"),
+    Rule(DC, r'entry\.update\(status="new"', r'entry\.update\(status=(None|"XXnewXX"|"NEW"),',
+         "an entry's status is compared only with 'rejected' and 'kept': any other value is a new channel"),
+    Rule(DC, r'proto = prev\.get\("access_proto", "UDP/DTLS/SCTP"\) if reuse',
+         r'prev\.get\("access_proto", (None|"XXUDP/DTLS/SCTPXX"|"udp/dtls/sctp")?\) if reuse',
+         "a kept association's record always holds access_proto (every path that stores one writes it):"
+         " the default is never used"),
+    Rule(DC, r'entry\["red_fmtp"\] = _fmtp\(m, entry\["red_pt"\]\) if entry\["red_pt"\]',
+         r'if \(entry\["red_pt"\]\) or True else None',
+         "without a red payload type _fmtp(m, None) finds no a=fmtp and returns None, the same"),
+    Rule(DC, r"remote_dcsa=_core_interworking\(sub, m\),", r"remote_dcsa=_core_interworking\(None, m\),",
+         "in the T.140 branch: _core_interworking treats every subprotocol but MSRP as T.140 (the MSRP"
+         " branch's mutant is killed by the MSRP remote_dcsa tests)"),
+    Rule(DC, r'"role": role\.value if reuse and role else None', r'"role": role\.value if reuse or role',
+         "the pending role is read only when the pending reuse is true"),
+    Rule(DC, r'"release": gone if live else \(\[sid\] if prev else \[\]\) \+ gone',
+         r'"release": gone if (\(live\) or True|live) else \(\[sid\] if \(prev\) and False else',
+         "without a live channel the WIC's answer takes the rejected path, which releases the association"
+         " (when stored) and every entry's channel itself: this pending list adds nothing there"),
+    Rule(DC, r"^\s*path = None$", r'^\s*path = ""$',
+         "in the T.140 branch: _encapsulate reads the path only for MSRP"),
+    Rule(DC, r'setup = attrs\.setup_for_role\(role\) if reuse and role else "actpass"',
+         r"if reuse or role else",
+         "a stored role without reuse means no live channel, and finish returned the rejected line before"),
+    Rule(DC, r'core_reply = _reply_side\(reply, entry\["iq_id"\], "core", stored\)',
+         r'_reply_side\((None, entry\["iq_id"\]|reply, None), "core", stored\)',
+         "in answer_from_access: the answer's MODIFY asks nothing of a channel's core side, so the reply has no"
+         " core termination and the stored one is used either way"),
+    Rule(DC, r"(got = _access_reply\(reply|access_reply = _access_reply\(None), sid, prev\)$",
+         r"= _access_reply\((None, None|None, sid|reply, None), prev\)$",
+         "in answer_from_core: the core answer's MODIFY has no sctp stream, so no reply names the association"
+         " and the stored access termination is used either way"),
+    Rule(DC, r"ctx\.streams\.pop\(str\(iq_id\), None\)", r"ctx\.streams\.pop\(str\(iq_id\), \)",
+         "every id released here is one the record holds (the association only when stored, channels from it"
+         " or stored by the offer): the default is never used"),
+    Rule(DC, r'state = ctx\.streams\.setdefault\(str\(sid\), dict\(prev or \{"kind": "sctp"\}\)\)',
+         r"state = ctx\.streams\.setdefault\(str\(sid\), ",
+         "in answer_from_access: the core offer stored the association before any answer to it with a live"
+         " channel: the default is never used"),
+    Rule(DC, r'\((line\.attribute_value|value) or ""\)\.(r)?partition\(" "\)',
+         r'\((line\.attribute_value|value) or "XXXX"\)\.(r)?partition\(" "\)',
+         "an a=rtpmap or a=fmtp without a value names no payload type either way ('' and 'XXXX' are none)"),
+    Rule(DC, r'parse_channels\(m, "m-line"\)', r'parse_channels\(m, (None|"XXm-lineXX"|"M-LINE")\)',
+         "interworkable catches the refusal: the m-line name in its reason is never shown"),
+    Rule(DC, r"rtcp_mux=False,", r"rtcp_mux=None,", "None is as false as False for the one test of it"),
+    Rule(DC, r'keys\.append\(key if key is not None and key not in keys else f"x\{j\}"\)',
+         r"keys\.append\(key if (\(key is not None and key not in keys\) or True|key is not None or key not in keys"
+         r"|key is None and key not in keys|key is not None and key in keys) else",
+         "a rejected core line reaches the data-channel group only under the slot key it had (rules sends a"
+         " new rejected line to passthrough), and slot keys are unique: key is never None nor repeated"),
+    Rule(DC, r"release = \(\[sid\] if prev else \[\]\) \+ sorted\(old_channels\)",
+         r"release = \(\[sid\] if \(prev\) and False else \[\]\)",
+         "a line with no channel is answered on the rejected path of answer_from_core, which adds the stored"
+         " association to the release itself"),
+    Rule(DC, r'"release": gone if live else \(\[sid\] if prev else \[\]\) \+ gone',
+         r'"release": gone if \(live\) or True else \(\[sid\] if prev else \[\]\) \+ gone',
+         "without a live channel the WIC's answer takes the rejected path, which releases the association"
+         " (when stored) and every entry's channel itself: gone alone releases the same"),
+    Rule(DC, r'dtls = attrs\.DtlsParams\(\[Fingerprint\.parse\(fp\) for fp in kept\["remote_fingerprints"\]\],'
+         r' "actpass",',
+         r'kept\["remote_fingerprints"\]\], (None|"XXactpassXX"|"ACTPASS"),',
+         "on a BUNDLE transport the setup value is not read: the role is the transport's"),
+    Rule(DC, r'ice = attrs\.IceParams\(kept\["remote_ice_ufrag"\], None, \[\]\)',
+         r'ice = attrs\.IceParams\(kept\["remote_ice_ufrag"\], None, None\)',
+         "on a BUNDLE transport the candidates are not read: ICE is the transport's"),
+    Rule(DC, r'entry\["iq_id"\] = channel_stream_id\(sid, parsed\[0\]\)',
+         r'entry\["(XXiq_idXX|IQ_ID)"\] = ',
+         "a rejected line's stored channel is in the pending release already (gone): the answer releases it"
+         " whether or not the entry names it"),
+    Rule(DC,
+         r"member\.transport\.render\(out, iq_reply, mid_value=member\.mid, tagged=member\.tagged, rtp=False\)",
+         r"render\(out, iq_reply, mid_value=(None, tagged=member\.tagged, rtp=False"
+         r"|member\.mid, tagged=member\.tagged, rtp=None)\)",
+         "rtp is tested for truth only; mid_value is written only into a line without a=mid, and a BUNDLE"
+         " member always has its a=mid (RFC 9143 7.1), written before"),
+    Rule(DC,
+         r"member\.transport\.render\(out, iq_reply,|channels=answered, member=member, iq_reply=reply,",
+         r"member\.transport\.render\(out, None,|channels=answered, member=member, iq_reply=None,",
+         "only the core's answer renders a BUNDLE member here, and it asks nothing of the transport: the"
+         " transport's end comes from what it cached or stored, whatever the reply"),
     # -- mediad/framing.py ---------------------------------------------------------
 )
 

@@ -36,7 +36,7 @@ RULES_TESTS = [
     "tests/unit/test_rules_general.py", "tests/unit/test_rules_srtp.py", "tests/unit/test_rules_reoffer.py",
     "tests/unit/test_rules_t38.py", "tests/unit/test_rules_tcp.py", "tests/unit/test_rules_state_isolation.py",
     "tests/unit/test_rules_copy_state.py", "tests/unit/test_rules_datachannel.py", "tests/unit/test_bandwidth.py",
-    "tests/unit/test_rules_media_paths.py",
+    "tests/unit/test_rules_media_paths.py", "tests/unit/test_rules_datachannel_paths.py",
 ]
 # module -> its own tests
 MODULES: dict[str, list[str]] = {
@@ -45,7 +45,7 @@ MODULES: dict[str, list[str]] = {
     "sdp_rules/attrs.py": RULES_TESTS,
     "sdp_rules/media.py": RULES_TESTS,
     "sdp_rules/rules.py": RULES_TESTS,
-    "sdp_rules/datachannel.py": ["tests/unit/test_rules_datachannel.py"],
+    "sdp_rules/datachannel.py": ["tests/unit/test_rules_datachannel.py", "tests/unit/test_rules_datachannel_paths.py"],
     "sdp_rules/iq.py": ["tests/unit/test_mediad_control_codec.py", *RULES_TESTS],
     "plugin/body.py": ["tests/unit/test_plugin_body.py"],
     "mediad/stun.py": ["tests/unit/test_mediad_stun.py"],
