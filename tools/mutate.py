@@ -37,6 +37,7 @@ RULES_TESTS = [
     "tests/unit/test_rules_t38.py", "tests/unit/test_rules_tcp.py", "tests/unit/test_rules_state_isolation.py",
     "tests/unit/test_rules_copy_state.py", "tests/unit/test_rules_datachannel.py", "tests/unit/test_bandwidth.py",
     "tests/unit/test_rules_media_paths.py", "tests/unit/test_rules_datachannel_paths.py",
+    "tests/unit/test_rules_bundle.py", "tests/unit/test_rules_bundle_golden.py",
 ]
 # module -> its own tests
 MODULES: dict[str, list[str]] = {
