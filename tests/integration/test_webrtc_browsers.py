@@ -43,8 +43,9 @@ PHONES = {"jssip": "jssip.html", "sipjs": "sipjs.html"}
 class World:
     """Everything one module's tests share: the edge, the core, the pages."""
 
-    def __init__(self, policy_extra: str = "") -> None:
+    def __init__(self, policy_extra: str = "", mediad_extra: str = "") -> None:
         self.policy_extra = policy_extra
+        self.mediad_extra = mediad_extra
         self.redis = RedisServer()
         self.edge: Edge | None = None
         self.registrar: CoreRegistrar | None = None
@@ -60,7 +61,7 @@ class World:
         self.redis.start()
         ws, wss, tcp = free_port(host="127.0.0.1"), free_port(host="127.0.0.1"), free_port(host="127.0.0.1")
         self.ports = {"ws": ws, "wss": wss, "tcp": tcp}
-        self.edge = Edge(self.redis, policy_extra=self.policy_extra, edge_extra=(
+        self.edge = Edge(self.redis, policy_extra=self.policy_extra, mediad_extra=self.mediad_extra, edge_extra=(
             f"access_tcp = 127.0.0.1:{tcp}\naccess_ws = 127.0.0.1:{ws}\naccess_wss = 127.0.0.1:{wss}\n"))
         self.edge.start()
         self.core_ua_port = free_port(host=CORE_UA_HOST)
