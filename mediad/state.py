@@ -197,18 +197,29 @@ class StateStore:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def load_all(self) -> list[tuple[dict[str, Any], float | None]]:
-        """Every dialog document, with the seconds its TTL has left (None: no TTL)."""
+        """Every dialog document, with the seconds its TTL has left (None: no TTL).
+
+        One SCAN page (up to 500 keys) at a time, and each page's documents and TTLs
+        in one round trip.
+        """
         documents = []
         try:
-            async for key in self.redis.scan_iter(match=DIALOG_PREFIX + "*", count=500):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    raw, pttl = await pipe.get(key).pttl(key).execute()
-                if raw is None:
+            cursor = None
+            while cursor != 0:
+                cursor, keys = await self.redis.scan(cursor or 0, match=DIALOG_PREFIX + "*", count=500)
+                if not keys:
                     continue
-                try:
-                    documents.append((json.loads(raw), pttl / 1000.0 if pttl >= 0 else None))
-                except ValueError:
-                    log.warning("skipping unreadable dialog document %s", key.decode(errors="replace"))
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.get(key).pttl(key)
+                    replies = await pipe.execute()
+                for key, raw, pttl in zip(keys, replies[0::2], replies[1::2]):
+                    if raw is None:
+                        continue
+                    try:
+                        documents.append((json.loads(raw), pttl / 1000.0 if pttl >= 0 else None))
+                    except ValueError:
+                        log.warning("skipping unreadable dialog document %s", key.decode(errors="replace"))
         except redis.RedisError as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
         return documents

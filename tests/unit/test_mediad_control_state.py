@@ -174,6 +174,23 @@ def test_store_write_error_reply_is_state_error_and_the_connection_stays_usable(
     _run_with_check(redis_server, scenario, "y")
 
 
+def test_store_load_all_reads_every_document_with_its_ttl(redis_server, redis_url):
+    """Every dialog document, in one round trip per SCAN page; unreadable ones skipped."""
+    async def scenario(check) -> None:
+        store = StateStore(redis_url, dialog_ttl=60)
+        try:
+            await store.write([], [(f"l{i}", {"dialog": f"l{i}"}) for i in range(1200)])
+            check.set(dialog_key("l-bad"), "not json")
+            check.set(dialog_key("l-forever"), '{"dialog": "l-forever"}')
+            loaded = {doc["dialog"]: ttl for doc, ttl in await store.load_all() if doc["dialog"].startswith("l")}
+            assert len(loaded) == 1201 and loaded["l-forever"] is None
+            assert all(0 < loaded[f"l{i}"] <= 60 for i in range(1200))
+        finally:
+            await store.close()
+
+    _run_with_check(redis_server, scenario, [f"l{i}" for i in range(1200)] + ["l-bad", "l-forever"])
+
+
 def _run_with_check(redis_server, scenario, dialogs) -> None:
     """Run ``scenario(check)`` with a client of its own on the test Redis; delete ``dialogs``' keys after."""
     check = redis_server.client()
