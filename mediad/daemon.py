@@ -17,14 +17,21 @@ answers the same); for released dialogs and errors, a bounded in-memory cache.  
 modify are all-or-nothing: if a port group cannot be had, everything the request
 bound is closed again, the dialog is left as it was and the answer is 503.
 
-Every change is written to Redis, behind the answer: an Iq request, or what
-the packet path learns (DTLS result, SRTP keys, peer address), marks the
-dialog changed (``mediad.state.WriteBehind``) and one writer task sends what
+Every change is written to Redis behind the answer: an Iq request (reserve,
+modify, release), or what the packet path learns (DTLS result, SRTP keys, peer
+address), changes the dialog in memory, marks it changed or released
+(``mediad.state.WriteBehind``) and is answered; one writer task sends what
 changed, in one pipeline, from the next loop turn on, one batch after the
-other (so in order).  A release drops the dialog's pending save and answers
-once its deletion is written; ``flush`` waits for everything marked so far.  At start
-the dialogs in Redis are reloaded (``restore``): same ports, same ICE
-credentials, SRTP from the stored keys, no new handshake.
+other (so in order).  A batch that fails (Redis down, restarted, refusing) is
+put back and sent again after ``WRITE_RETRY_FIRST`` s, doubling up to
+``WRITE_RETRY_MAX`` s, until it is written.  ``flush`` waits for everything
+marked so far to be written.  The window: a change is in Redis one writer
+round trip after its answer (the batch ahead of it, then its own); a mediad
+killed within that window, or while Redis is unreachable, loses the changes
+not yet written (a released dialog not yet deleted is restored by the next
+mediad and expires after ``dialog_ttl`` without traffic).  At start the
+dialogs in Redis are reloaded (``restore``): same ports, same ICE credentials,
+SRTP from the stored keys, no new handshake.
 """
 
 from __future__ import annotations
@@ -61,6 +68,9 @@ log = logging.getLogger("mediad")
 
 RECENT_REPLIES = 4096
 REDIS_PING_INTERVAL = 5.0  # seconds between two pings behind e2ae_mediad_redis_up
+WRITE_RETRY_FIRST = 0.05  # seconds before a failed batch of dialog documents is sent again ...
+WRITE_RETRY_MAX = 1.0  # ... doubling up to this
+STOP_FLUSH_TIMEOUT = 2.0  # seconds stop() waits for the pending writes
 CERTIFICATE_DAYS = 365
 
 
@@ -80,6 +90,8 @@ class Daemon:
         self.pending = WriteBehind()
         self.flush_waiters: list[asyncio.Future] = []
         self.writing = False
+        self.in_flight = 0  # dialogs of the batch being written
+        self.metrics.watch_writer(lambda: len(self.pending) + self.in_flight)
         self.tasks: set[asyncio.Task] = set()
         self.certificate: Certificate | None = None
         self.certificate_reference = ""
@@ -144,7 +156,10 @@ class Daemon:
         """Stop serving; the state stays in Redis for the next start."""
         if self.control is not None:
             self.control.close()
-        await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), STOP_FLUSH_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("stopping with %d dialog(s) not written to Redis", len(self.pending) + self.in_flight)
         for dialog in list(self.dialogs.values()):
             for stream in dialog.streams.values():
                 for channel in stream.channels():
@@ -421,8 +436,8 @@ class Daemon:
             dialog.streams.clear()
             del self.dialogs[dialog.id]
             self.pending.released(dialog.id)
+            self._wake_writer()
             self.metrics.sessions_active.set(len(self.dialogs))
-            await self.flush()  # answered once nothing of it is left in Redis
         else:
             self.changed(dialog)
         return IqReply(request.dialog, request.transaction)
@@ -539,7 +554,7 @@ class Daemon:
         self._wake_writer()
 
     async def flush(self) -> None:
-        """Return once everything changed or released so far is written (or failed)."""
+        """Return once everything changed or released so far is written (retried until it is)."""
         if not self.pending and not self.writing:
             return
         assert self.loop is not None
@@ -554,26 +569,42 @@ class Daemon:
             self._spawn(self._write())
 
     async def _write(self) -> None:
-        """The one writer: batch after batch until nothing is pending."""
+        """The one writer: batch after batch until nothing is pending; a failed batch again, later."""
         assert self.store is not None
+        delay = WRITE_RETRY_FIRST
         try:
             while self.pending or self.flush_waiters:
                 waiters, self.flush_waiters = self.flush_waiters, []
                 deletes, saves = self.pending.batch()
                 documents = [(d, self.dialogs[d].document()) for d in saves if d in self.dialogs]
+                self.in_flight = len(deletes) + len(documents)
                 try:
                     if deletes or documents:
                         await self.store.write(deletes, documents)
-                except StateError as exc:
+                except StateError as exc:  # Redis's doing: the same batch (or newer) again, later
+                    self.pending.retry(deletes, [d for d, _ in documents])
+                    self.flush_waiters[:0] = waiters  # they wait for this batch, written later
+                    self.in_flight = 0
                     self.metrics.redis_errors.inc()
-                    log.warning("%d dialog(s) not saved, %d not deleted: %s", len(documents), len(deletes), exc)
-                except Exception:  # the writer must survive whatever one batch does
+                    self.metrics.state_retries.inc()
+                    (log.warning if delay == WRITE_RETRY_FIRST else log.debug)(
+                        "%d dialog(s) not saved, %d not deleted, again in %.2f s (until written): %s",
+                        len(documents), len(deletes), delay, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, WRITE_RETRY_MAX)
+                    continue
+                except Exception:  # a defect of ours: retrying would not help, the writer goes on
                     log.exception("%d dialog(s) not saved, %d not deleted", len(documents), len(deletes))
-                finally:
-                    for waiter in waiters:
-                        if not waiter.done():
-                            waiter.set_result(None)
+                else:
+                    delay = WRITE_RETRY_FIRST
+                    if deletes or documents:
+                        self.metrics.state_written.inc(len(deletes) + len(documents))
+                self.in_flight = 0
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
         finally:
+            self.in_flight = 0
             self.writing = False
 
     async def _publish(self, event: dict[str, Any]) -> None:

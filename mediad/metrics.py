@@ -220,6 +220,18 @@ class Metrics:
         self.ports_free = Gauge(
             p + "ports_free", "Media ports of the range held by no stream, by side", ["side"], registry=registry
         )
+        self.state_pending = Gauge(
+            p + "state_pending", "Dialogs whose document is changed or released in memory, not yet written "
+            "to Redis", registry=registry,
+        )
+        self.state_written = Counter(
+            p + "state_written", "Dialog documents written to Redis and deletions, by the write-behind writer",
+            registry=registry,
+        )
+        self.state_retries = Counter(
+            p + "state_write_retries", "Batches of dialog documents sent again after a Redis error",
+            registry=registry,
+        )
         self.redis_up = Gauge(p + "redis_up", "1 when the last periodic Redis ping succeeded, else 0",
                               registry=registry)
 
@@ -238,6 +250,10 @@ class Metrics:
         size = len(pool.range)
         self.ports.labels(side).set(size)
         self.ports_free.labels(side).set_function(lambda: size - len(pool.in_use))
+
+    def watch_writer(self, pending) -> None:
+        """Export ``pending()`` (the daemon's dialogs not yet written) as ``state_pending``, at scrape time."""
+        self.state_pending.set_function(pending)
 
     def add_native(self, engine) -> None:
         """Count what the native packet path (mediad.fastpath.Engine) relays and drops, too."""

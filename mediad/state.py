@@ -22,14 +22,17 @@ Dialog documents are written behind: :class:`WriteBehind` (no I/O) records
 which dialogs changed or were released since the last write; one writer in the
 daemon takes a :meth:`~WriteBehind.batch` at a time and sends it in one
 pipeline (:meth:`StateStore.write`): the deletions first, then each changed
-dialog once, serialised when the batch is taken (its latest state).  One
-writer, one batch after the other, so a dialog's documents reach Redis in the
-order they were made; a release drops the dialog's pending save, so no late
-save re-writes a released dialog.  The writer has a Redis connection of its
-own (it is the only one using it, one batch at a time): a batch is packed and
-sent as one write and its replies read back, with the pool's check of the
-connection (reconnected when Redis dropped it) and the client's retry, but
-without the pipeline machinery (pool checkout, per command bookkeeping),
+dialog once (``SET ... EX``, never a read first), serialised when the batch is
+taken (its latest state).  One writer, one batch after the other, so a
+dialog's documents reach Redis in the order they were made; a release drops
+the dialog's pending save, so no late save re-writes a released dialog.  A
+batch Redis refused or could not take (an error, a dropped connection, a
+restarted Redis) is put back (:meth:`~WriteBehind.retry`) under whatever
+changed since, and written again, until it is written.  The writer has a
+Redis connection of its own (it is the only one using it, one batch at a
+time): a batch is packed and sent as one write and its replies read back,
+with the pool's check of the connection (reconnected when Redis dropped it),
+but without the pipeline machinery (pool checkout, per command bookkeeping),
 which cost about as much CPU as the round trip itself.
 """
 
@@ -109,6 +112,26 @@ class WriteBehind:
         self._saves.clear()
         return deletes, saves
 
+    def retry(self, deletes: list[str], saves: list[str]) -> None:
+        """Put back a batch that was not written, under what changed since it was taken.
+
+        Its deletions are pending again (a dialog reserved again since keeps its new
+        save, written after the deletion).  Its saves are pending again unless the
+        dialog was released since (then its deletion is pending and any save it has
+        is newer).  The document written is the dialog's state when the batch is
+        taken again.
+        """
+        released_since = set(self._deletes)
+        for dialog in deletes:
+            self._deletes[dialog] = None
+        for dialog in saves:
+            if dialog not in released_since:
+                self._saves[dialog] = None
+
+    def __len__(self) -> int:
+        """Dialogs with a document to write or delete."""
+        return len(self._saves.keys() | self._deletes.keys())
+
 
 class StateStore:
     def __init__(self, url: str, dialog_ttl: int) -> None:
@@ -174,18 +197,29 @@ class StateStore:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def load_all(self) -> list[tuple[dict[str, Any], float | None]]:
-        """Every dialog document, with the seconds its TTL has left (None: no TTL)."""
+        """Every dialog document, with the seconds its TTL has left (None: no TTL).
+
+        One SCAN page (up to 500 keys) at a time, and each page's documents and TTLs
+        in one round trip.
+        """
         documents = []
         try:
-            async for key in self.redis.scan_iter(match=DIALOG_PREFIX + "*", count=500):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    raw, pttl = await pipe.get(key).pttl(key).execute()
-                if raw is None:
+            cursor = None
+            while cursor != 0:
+                cursor, keys = await self.redis.scan(cursor or 0, match=DIALOG_PREFIX + "*", count=500)
+                if not keys:
                     continue
-                try:
-                    documents.append((json.loads(raw), pttl / 1000.0 if pttl >= 0 else None))
-                except ValueError:
-                    log.warning("skipping unreadable dialog document %s", key.decode(errors="replace"))
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.get(key).pttl(key)
+                    replies = await pipe.execute()
+                for key, raw, pttl in zip(keys, replies[0::2], replies[1::2]):
+                    if raw is None:
+                        continue
+                    try:
+                        documents.append((json.loads(raw), pttl / 1000.0 if pttl >= 0 else None))
+                    except ValueError:
+                        log.warning("skipping unreadable dialog document %s", key.decode(errors="replace"))
         except redis.RedisError as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
         return documents

@@ -150,6 +150,13 @@ class Mediad:
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
 
+    def written(self, timeout: float = 5.0) -> bool:
+        """Wait until mediad's write-behind has written every change it answered (state_pending 0)."""
+        deadline = time.monotonic() + timeout
+        while self.metric("e2ae_mediad_state_pending") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.metric("e2ae_mediad_state_pending")
+
     def sockets(self) -> set[tuple[str, int]]:
         """The UDP sockets the process holds open: (address, port) from /proc/net/udp."""
         assert self.proc is not None

@@ -156,8 +156,6 @@ def test_redis_killed_mid_call_is_restarted_with_its_data(run):
     assert run.mediad_dialogs() == []
 
 
-@pytest.mark.xfail(strict=True, reason="mediad's state writer drops a batch Redis refused (its connection to the "
-                                       "killed Redis): the released dialog's document stays until its TTL")
 def test_after_a_redis_restart_a_released_call_leaves_nothing_in_redis(run):
     result, _, _ = _call_killing_redis(run)
     assert result.bye_status == 200

@@ -69,6 +69,7 @@ def test_reserve_is_idempotent_and_release_cleans_everything(mediad, redis_serve
     release = mediad.iq(Command.RELEASE, "call-1", transaction="tx-2")
     assert mediad.client().request(release).error is None
     assert mediad.client().request(release).error is None  # retransmitted release
+    assert mediad.written()  # the release's deletion, written behind its answer
     assert redis_server.client().keys("*") == [b"e2ae:agw:certificate"]
     assert mediad.sockets() == before
     assert mediad.metric("e2ae_mediad_sessions_active") == 0
@@ -213,6 +214,7 @@ def test_replayed_requests_have_no_effect(mediad, redis_server):
     sock.sendall(handshake_and_reserve)
     assert _wait(lambda: rejected(mediad, "bad_proof") == 1)
     sock.close()
+    assert mediad.written()  # the release's deletion, written behind its answer
     assert dialogs() == [] and mediad.sockets() == sockets_after_call
     assert store.keys("e2ae:agw:dialog:*") == []
 
@@ -314,6 +316,7 @@ def test_no_ports_left_is_503_and_nothing_leaks(mediad_factory, redis_server):
     for i in ok:
         client.request(mediad.iq(Command.RELEASE, f"d{i}"))
     assert mediad.sockets() == before
+    assert mediad.written()  # the release's deletion, written behind its answer
     assert redis_server.client().keys("e2ae:agw:dialog:*") == []
 
 
@@ -366,6 +369,7 @@ def test_a_modify_whose_ports_cannot_be_had_changes_nothing(mediad_factory, redi
     for dialog in ["d0"] + fillers:
         client.request(mediad.iq(Command.RELEASE, dialog))
     assert mediad.metric("e2ae_mediad_terminations_active", side="core") == 0
+    assert mediad.written()  # the release's deletion, written behind its answer
     assert redis_server.client().keys("e2ae:agw:dialog:*") == []
 
 
@@ -387,16 +391,13 @@ def test_client_raises_unavailable_when_mediad_is_down():
 
 
 def test_answers_do_not_wait_for_redis_nor_for_other_dialogs(tmp_path):
-    """Write-behind and one lock per dialog: a stalled Redis delays only what must wait for it.
+    """Write-behind and one lock per dialog: a stalled Redis delays no answer.
 
-    A release answers once its deletion is written, so it waits for Redis; a reserve of
-    another dialog meanwhile is answered at once, and its document reaches Redis as soon
-    as Redis is back, after the deletion that was ahead of it.
+    While Redis is stopped, a release and a reserve of another dialog are answered at
+    once; once Redis is back, the deletion is written, then the new document.
     """
     import os
     import signal
-    import threading
-    import time
 
     from tests.conftest import RedisServer
     from tests.integration.conftest import Mediad
@@ -408,31 +409,65 @@ def test_answers_do_not_wait_for_redis_nor_for_other_dialogs(tmp_path):
         mediad.start()
         assert mediad.client().request(mediad.iq(Command.RESERVE, "call-a", [srtp_stream(1)])).error is None
         store = server.client()
-        deadline = time.monotonic() + 2
-        while not store.exists("e2ae:agw:dialog:call-a") and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert mediad.written()
         assert store.exists("e2ae:agw:dialog:call-a")
-        released: list = []
         os.kill(server.proc.pid, signal.SIGSTOP)
         try:
-            release = threading.Thread(target=lambda: released.append(
-                mediad.client(timeout=5.0).request(mediad.iq(Command.RELEASE, "call-a"))))
-            release.start()
-            time.sleep(0.1)
             started = time.monotonic()
-            reply = mediad.client(timeout=1.0).request(mediad.iq(Command.RESERVE, "call-b", [srtp_stream(1)]))
+            release = mediad.client(timeout=1.0).request(mediad.iq(Command.RELEASE, "call-a"))
+            reserve = mediad.client(timeout=1.0).request(mediad.iq(Command.RESERVE, "call-b", [srtp_stream(1)]))
             elapsed = time.monotonic() - started
-            assert reply.error is None and elapsed < 0.3, elapsed
-            assert not released  # still waiting for its deletion to be written
+            assert release.error is None and reserve.error is None and elapsed < 0.5, elapsed
+            assert mediad.metric("e2ae_mediad_state_pending") >= 1  # not written yet
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
-        release.join(5)
-        assert released and released[0].error is None
+        assert mediad.written()
         assert not store.exists("e2ae:agw:dialog:call-a")
-        deadline = time.monotonic() + 2
-        while not store.exists("e2ae:agw:dialog:call-b") and time.monotonic() < deadline:
-            time.sleep(0.01)
         assert json.loads(store.get("e2ae:agw:dialog:call-b"))["dialog"] == "call-b"
+        store.close()
+    finally:
+        mediad.stop()
+        server.stop()
+
+
+def test_changes_made_while_redis_is_down_are_written_once_it_is_back(tmp_path):
+    """The writer retries a batch Redis could not take until it is written.
+
+    Redis is killed (its data saved), mediad releases one call and reserves another
+    meanwhile (both answered), then a new Redis starts on the same port from the saved
+    data: the released call's document is deleted and the new one written, without any
+    new request; the retries are counted.
+    """
+    from tests.conftest import RedisServer
+    from tests.integration.conftest import Mediad
+
+    server = RedisServer()
+    server.start()
+    mediad = Mediad(tmp_path, server.url)
+    try:
+        mediad.start()
+        client = mediad.client()
+        assert client.request(mediad.iq(Command.RESERVE, "call-a", [srtp_stream(1)])).error is None
+        assert mediad.written()
+        store = server.client()
+        store.save()  # what the new Redis starts from: call-a's document
+        store.close()
+        written = mediad.metric("e2ae_mediad_state_written_total")
+        server.proc.kill()
+        server.proc.wait()
+        assert client.request(mediad.iq(Command.RELEASE, "call-a")).error is None
+        assert client.request(mediad.iq(Command.RESERVE, "call-b", [srtp_stream(1)])).error is None
+        assert _wait(lambda: mediad.metric("e2ae_mediad_state_write_retries_total") >= 2, 5)
+        assert mediad.metric("e2ae_mediad_state_pending") == 2
+        server.start()
+        store = server.client()
+        assert mediad.written(), mediad.log()[-2000:]
+        assert not store.exists("e2ae:agw:dialog:call-a")
+        assert json.loads(store.get("e2ae:agw:dialog:call-b"))["dialog"] == "call-b"
+        assert mediad.metric("e2ae_mediad_state_written_total") == written + 2
+        assert client.request(mediad.iq(Command.RELEASE, "call-b")).error is None
+        assert mediad.written()
+        assert store.keys("e2ae:agw:dialog:*") == []
         store.close()
     finally:
         mediad.stop()

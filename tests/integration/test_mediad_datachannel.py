@@ -272,6 +272,7 @@ def test_t140_channel_both_ways(mediad, redis_server, role):
               f"(SCTP after DTLS: {sctp_ms:.1f} ms)")
         await call.close()
         udp.close()
+        assert mediad.written()  # the release's deletion, written behind its answer
         assert [k for k in redis_server.client().keys("*") if b"dialog" in k] == []
         assert mediad.sockets() == before  # every port released
         assert mediad.metric("e2ae_mediad_data_channels_active") == 0
@@ -434,6 +435,7 @@ def test_restart_then_new_association_reopens_channels(mediad, redis_server):
         await call.close()
         await old_pc.close()
         udp.close()
+        assert mediad.written()  # the release's deletion, written behind its answer
         assert [k for k in redis_server.client().keys("*") if b"dialog" in k] == []
 
     asyncio.run(scenario())

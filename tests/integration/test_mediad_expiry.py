@@ -53,9 +53,11 @@ def test_a_dialog_nothing_refreshes_expires_and_leaves_nothing(mediad_factory, r
     assert wait(lambda: dialogs(mediad) == ["refreshed"], TTL * 1.5)
     assert time.monotonic() - started >= TTL * 0.9
     assert len(mediad.sockets() - before) == 4
+    assert mediad.written()  # the expiry's deletion, written behind it
     assert not store.exists("e2ae:agw:dialog:idle") and store.exists("e2ae:agw:dialog:refreshed")
     assert wait(lambda: dialogs(mediad) == [], TTL * 2)
     assert mediad.sockets() == before
+    assert mediad.written()  # the expiry's deletion, written behind it
     assert store.keys("e2ae:agw:dialog:*") == []
     assert mediad.metric("e2ae_mediad_dialogs_expired_total") == 2
     assert mediad.metric("e2ae_mediad_sessions_active") == 0
@@ -104,6 +106,7 @@ def test_access_media_keeps_a_dialog_alive_until_it_stops(mediad_factory, redis_
         # Media stops: the dialog expires.
         assert wait(lambda: dialogs(mediad) == [], TTL * 2)
         assert mediad.sockets() == before
+        assert mediad.written()  # the expiry's deletion, written behind it
         assert store.keys("e2ae:agw:dialog:*") == []
         assert mediad.metric("e2ae_mediad_dialogs_expired_total") == 1
     finally:
@@ -123,4 +126,5 @@ def test_a_restarted_mediad_expires_a_dialog_when_its_document_does(mediad_facto
     assert wait(lambda: dialogs(mediad) == [], ttl)
     elapsed = time.monotonic() - reserved
     assert ttl - 1 < elapsed < ttl + 1.5, elapsed  # the time its document had left, not a new TTL
+    assert mediad.written()  # the expiry's deletion, written behind it
     assert store.keys("e2ae:agw:dialog:*") == []

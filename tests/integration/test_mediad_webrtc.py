@@ -234,6 +234,7 @@ def test_dtls_srtp_media_both_ways(mediad, redis_server, role):
         assert mediad.metric("e2ae_mediad_packets_total", side="access", direction="in", kind="stun") >= 1
         print(f"\nhandshake ({role.value}) from answer to connected: {elapsed * 1000:.1f} ms")
         await call.close()
+        assert mediad.written()  # the release's deletion, written behind its answer
         assert [k for k in redis_server.client().keys("*") if b"dialog" in k] == []
         assert mediad.sockets() == before
 
@@ -322,6 +323,7 @@ def test_restart_mid_call_keeps_srtp_flowing(mediad, redis_server):
         assert mediad.metric("e2ae_mediad_dtls_handshakes_total", role="server", result="ok") == 0
         assert call.pc.connectionState == "connected"
         await call.close()
+        assert mediad.written()  # the release's deletion, written behind its answer
         assert [k for k in redis_server.client().keys("*") if b"dialog" in k] == []
 
     asyncio.run(scenario())

@@ -49,6 +49,35 @@ def test_write_behind_release_after_the_batch_is_taken_comes_in_the_next_one():
     assert pending.batch() == (["a"], [])  # written after it, never before
 
 
+def test_write_behind_a_failed_batch_is_pending_again_under_what_changed_since():
+    pending = WriteBehind()
+    pending.changed("a")
+    pending.changed("b")
+    pending.released("c")
+    pending.changed("d")
+    pending.released("d")
+    pending.changed("d")  # released and reserved again
+    batch = pending.batch()
+    assert batch == (["c", "d"], ["a", "b", "d"]) and len(pending) == 0
+    pending.released("b")  # while the batch fails: b released, a changed again, c reserved again
+    pending.changed("a")
+    pending.changed("c")
+    pending.retry(*batch)
+    assert len(pending) == 4
+    # c's deletion still goes before its new document; b is deleted, not saved again.
+    assert pending.batch() == (["b", "c", "d"], ["a", "c", "d"])
+    assert not pending
+
+
+def test_write_behind_counts_dialogs_not_operations():
+    pending = WriteBehind()
+    pending.changed("a")
+    pending.released("a")
+    pending.changed("a")
+    pending.changed("b")
+    assert len(pending) == 2
+
+
 def test_one_dialog_is_served_in_order_and_others_go_on_meanwhile():
     async def scenario() -> list[str]:
         locks = DialogLocks()
@@ -143,6 +172,23 @@ def test_store_write_error_reply_is_state_error_and_the_connection_stays_usable(
             await store.close()
 
     _run_with_check(redis_server, scenario, "y")
+
+
+def test_store_load_all_reads_every_document_with_its_ttl(redis_server, redis_url):
+    """Every dialog document, in one round trip per SCAN page; unreadable ones skipped."""
+    async def scenario(check) -> None:
+        store = StateStore(redis_url, dialog_ttl=60)
+        try:
+            await store.write([], [(f"l{i}", {"dialog": f"l{i}"}) for i in range(1200)])
+            check.set(dialog_key("l-bad"), "not json")
+            check.set(dialog_key("l-forever"), '{"dialog": "l-forever"}')
+            loaded = {doc["dialog"]: ttl for doc, ttl in await store.load_all() if doc["dialog"].startswith("l")}
+            assert len(loaded) == 1201 and loaded["l-forever"] is None
+            assert all(0 < loaded[f"l{i}"] <= 60 for i in range(1200))
+        finally:
+            await store.close()
+
+    _run_with_check(redis_server, scenario, [f"l{i}" for i in range(1200)] + ["l-bad", "l-forever"])
 
 
 def _run_with_check(redis_server, scenario, dialogs) -> None:
