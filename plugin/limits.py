@@ -22,6 +22,8 @@ Kamailio hands a body that is not UTF-8 to the plugin as bytes
 
 from __future__ import annotations
 
+import re
+
 from sdp_rules.errors import PeerError
 
 MAX_BODY_BYTES = 16384
@@ -30,6 +32,8 @@ MAX_LINE_BYTES = 4096
 # Kamailio's $(rb{s.encode.hexa}) transformation works on bodies up to this size
 # (pv_trans.c: half its 64 KiB buffer); MAX_BODY_BYTES stays below it.
 HEX_READ_LIMIT = 32767
+# a=<attribute> or a=<attribute>:<value>, the name a token (RFC 8866 section 9, RFC 3261 25.1)
+_ATTRIBUTE = re.compile(r"a=[A-Za-z0-9!#$%&'*+.^_`{|}~-]+(?::|\s*$)")
 
 
 class BodyError(PeerError):
@@ -62,12 +66,16 @@ def body_text(body: str | bytes) -> str:
 
 
 def check_sdp(sdp: str) -> None:
-    """Raise :class:`BodyError` (488) for an SDP with too many m-lines or too long a line."""
+    """Raise :class:`BodyError` (488) for an SDP with too many m-lines, too long a line, or
+    an attribute whose name is not a token (RFC 8866 section 9: ``att-field = token``;
+    such a line would pass through unrecognised, a mangled ``a=fingerprint`` included)."""
     media = 0
     for number, line in enumerate(sdp.splitlines(), 1):
         if len(line) > MAX_LINE_BYTES and len(line.encode("utf-8")) > MAX_LINE_BYTES:
             raise BodyError(f"SDP line {number} is {len(line.encode('utf-8'))} bytes long,"
                             f" over the edge's limit of {MAX_LINE_BYTES}", 488)
+        if line.startswith("a=") and not _ATTRIBUTE.match(line):
+            raise BodyError(f"SDP line {number}: the attribute name is not a token (RFC 8866 section 9)", 488)
         if line.startswith("m="):
             media += 1
             if media > MAX_MEDIA_LINES:

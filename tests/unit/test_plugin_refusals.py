@@ -55,6 +55,16 @@ def test_a_line_over_the_limit_488(store, metrics_registry):
             "SDP line 8 is 4105 bytes long")
 
 
+@pytest.mark.parametrize("line", ["a=fingerprint>sha-256 F5:81:BD", "a=ice pwd:x", "a=:value", "a="])
+def test_an_attribute_whose_name_is_not_a_token_488(store, metrics_registry, line):
+    """RFC 8866 section 9: it would pass through unrecognised (a mangled fingerprint included)."""
+    refused(store, metrics_registry, msg(PLAIN_OFFER + line + "\r\n"), 488, "SDP line 8: the attribute name")
+
+
+def test_attribute_names_that_are_tokens_pass():
+    limits.check_sdp("v=0\r\na=recvonly\r\na=msid-semantic: WMS\r\na=x-y.z~1:v\r\na=rtcp-mux \r\n")
+
+
 def test_a_body_that_is_not_utf8_488(store, metrics_registry):
     raw = PLAIN_OFFER.encode().replace(b"s=-", b"s=\xff\xfe")
     refused(store, metrics_registry, msg(raw), 488, "byte 0xff at offset")
