@@ -46,7 +46,6 @@ SINGLE = "m"  # slot key of a one-to-one m-line
 SESSION_ICE_DTLS = ("fingerprint", "setup", "tls-id", "ice-ufrag", "ice-pwd", "ice-lite", "ice-options")
 # The access side's ICE and DTLS attributes of an m-line (a=setup stays: the core's
 # MSRP over TCP uses it, RFC 4145).
-PLAIN_PROTOS = ("RTP/AVP", "RTP/AVPF", "UDPTL", "TCP/MSRP", "TCP")
 MEDIA_ICE_DTLS = ("fingerprint", "tls-id", "ice-ufrag", "ice-pwd", "ice-lite", "ice-options", "candidate",
                   "end-of-candidates", "remote-candidates")
 _ATOMIC = frozenset({str, int, float, bool, type(None)})
@@ -498,14 +497,15 @@ def _assemble(source: SessionDescription, sections: list[MediaSection], *, towar
     out = SessionDescription(session, sections)
     if toward is Side.CORE:
         # The WIC's ICE and DTLS attributes never reach the core where nothing can use
-        # them: on a passed-through m-line that is rejected or plain RTP (no TLS of its
-        # own), and at session level when no such secure m-line is passed through.
+        # them: on a passed-through m-line that is rejected or has no TLS of its own
+        # (plain RTP, an unknown profile), and at session level when no m-line with
+        # its own TLS (RFC 7850 TCP/TLS/...) is passed through.
         secure = False
         for section in sections:
-            if section.rejected or section.proto.upper() in PLAIN_PROTOS:
+            if section.rejected or "TLS" not in section.proto.upper():
                 section.remove_attributes(*MEDIA_ICE_DTLS)
             else:
-                secure = secure or "TLS" in section.proto.upper()
+                secure = True
         if not secure:
             session.remove_attributes(*SESSION_ICE_DTLS)
     if not any_e2ae:
