@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.integration.edge_harness import Edge
-from tests.sipfuzz.harness import Fuzz, replay_case, report
+from tests.sipfuzz.harness import EDGE_EXTRA, Fuzz, replay_case, report
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ FIXTURES = sorted((REPO / "tests" / "fixtures" / "sip").glob("*.sip"))
 
 @pytest.fixture(scope="module")
 def edge(redis_server):
-    e = Edge(redis_server)
+    e = Edge(redis_server, edge_extra=EDGE_EXTRA)
     try:
         e.start()
         yield e

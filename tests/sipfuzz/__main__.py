@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.sipfuzz.harness import Fuzz, replay_case, report
+from tests.sipfuzz.harness import EDGE_EXTRA, Fuzz, replay_case, report
 from tests.sipfuzz.mutate import FLOWS
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sipfuzz: seed {seed}", flush=True)
     redis_server = RedisServer()
     redis_server.start()
-    edge = Edge(redis_server)
+    edge = Edge(redis_server, edge_extra=EDGE_EXTRA)
     started = time.monotonic()
     try:
         edge.start()

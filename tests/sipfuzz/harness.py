@@ -76,6 +76,11 @@ WIC_FINGERPRINT = ":".join(f"{b:02X}" for b in hashlib.sha256(b"e2ae sipfuzz wic
 # Messages received
 # ---------------------------------------------------------------------------
 
+# The edge the fuzz drives has no TCP socket toward the core: its core agent speaks UDP
+# only, and on loopback a datagram carries any message the fuzz makes.  The move to
+# TCP over 1300 bytes (RFC 3261 18.1.1) has its own test (test_edge_hardening).
+EDGE_EXTRA = "core_tcp = off\n"
+
 # The headers without which Kamailio's core drops a request before any route runs.
 CORE_REQUIRED = ("via", "from", "to", "call-id", "cseq")
 
@@ -1117,4 +1122,4 @@ def replay_case(path: Path, sides) -> Case:
                 base_offer=keep_on_loopback(base, *sides["access"]))
 
 
-__all__ = ["Fuzz", "Msg", "Stats", "Violation", "make_answer", "make_offer", "replay_case", "report"]
+__all__ = ["EDGE_EXTRA", "Fuzz", "Msg", "Stats", "Violation", "make_answer", "make_offer", "replay_case", "report"]
