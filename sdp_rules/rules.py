@@ -46,6 +46,8 @@ SINGLE = "m"  # slot key of a one-to-one m-line
 SESSION_ICE_DTLS = ("fingerprint", "setup", "tls-id", "ice-ufrag", "ice-pwd", "ice-lite", "ice-options")
 # The access side's ICE and DTLS attributes of an m-line (a=setup stays: the core's
 # MSRP over TCP uses it, RFC 4145).
+# Profiles with TLS of their own that pass through end to end (RFC 7850).
+OWN_TLS_PROTOS = ("TCP/TLS/RTP/SAVP", "TCP/TLS/RTP/SAVPF")
 MEDIA_ICE_DTLS = ("fingerprint", "tls-id", "ice-ufrag", "ice-pwd", "ice-lite", "ice-options", "candidate",
                   "end-of-candidates", "remote-candidates")
 _ATOMIC = frozenset({str, int, float, bool, type(None)})
@@ -499,10 +501,10 @@ def _assemble(source: SessionDescription, sections: list[MediaSection], *, towar
         # The WIC's ICE and DTLS attributes never reach the core where nothing can use
         # them: on a passed-through m-line that is rejected or has no TLS of its own
         # (plain RTP, an unknown profile), and at session level when no m-line with
-        # its own TLS (RFC 7850 TCP/TLS/...) is passed through.
+        # its own TLS (RFC 7850 TCP/TLS/RTP/...) is passed through.
         secure = False
         for section in sections:
-            if section.rejected or "TLS" not in section.proto.upper():
+            if section.rejected or section.proto.upper() not in OWN_TLS_PROTOS:
                 section.remove_attributes(*MEDIA_ICE_DTLS)
             else:
                 secure = True

@@ -220,7 +220,7 @@ SECRETS = ("a=fingerprint", "a=ice-pwd", "a=ice-ufrag", "a=candidate", "a=tls-id
 
 
 @pytest.mark.parametrize("media", ["", "m=audio 49152 RTP/AVP 0\r\n", "m=audio 0 UDP/TLS/RTP/SAVPF 0\r\n",
-                                   "m=audio 49152 RTP/65536 0\r\n"])
+                                   "m=audio 49152 RTP/65536 0\r\n", "m=audio 49152 UDP/TLS/RTP/SATPF 0\r\n"])
 def test_the_wics_ice_and_dtls_attributes_never_reach_the_core_on_what_passes_through(media):
     """An offer with no m-line the edge terminates (none at all, a plain RTP one, a
     rejected one) still loses the WIC's ICE and DTLS attributes toward the core: at
