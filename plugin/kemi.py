@@ -537,7 +537,9 @@ class kamailio:
     def ksr_reply_route(self, msg):
         """Every reply Kamailio receives: a BYE's reply waits (at most BYE_HOLD_S) while
         the BYEs of its dialog are being sent, so that Kamailio 5.6's dialog module sends
-        both (plugin.lifecycle)."""
+        both (plugin.lifecycle); a reply that may carry SDP and cannot be used (a 2xx to
+        an INVITE without a To tag, a Content-Length that does not frame the body) is
+        discarded before Kamailio relays it unconverted."""
         method = KSR.pv.get("$rm")
         if method == "BYE":
             call_id = _pv("$ci")

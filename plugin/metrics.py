@@ -32,8 +32,9 @@ Names (documented in the README):
   ``error`` (the dialog module refused).
 * ``e2ae_plugin_drops_total{reason}``: requests left unanswered: ``bad_ack``
   (an ACK failing the sanity checks), ``unanswerable`` (not even the headers
-  a response needs can be read), ``bad_reply`` (a reply whose Content-Length
-  does not frame its body, discarded as RFC 3261 18.3 says).
+  a response needs can be read), ``bad_reply`` (a reply discarded: its
+  Content-Length does not frame its body, RFC 3261 18.3, or it is a 2xx to an
+  INVITE without a To tag, RFC 3261 12.1.1).
 * ``e2ae_plugin_release_retries_total{result}``: releases that failed and were
   queued (``queued``), then ``done`` (the retry released), ``nothing`` (another
   path had released it), ``failed`` (tried again, still failing), ``abandoned``
