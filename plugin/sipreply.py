@@ -18,25 +18,32 @@ from __future__ import annotations
 import hashlib
 import re
 
-# RFC 3261 7.3.3: the compact forms of the headers a response copies.
-_COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id"}
+# RFC 3261 7.3.3: the compact forms of the headers read here.
+_COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "l": "content-length"}
 _NEEDED = ("via", "from", "to", "call-id", "cseq")
 _SENT_BY = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*\S+\s+(\[[^\]]+\]|[^\s;:]+)(?::(\d+))?", re.I)
 
 
+def _fields(message: str) -> tuple[list[tuple[str, str]], str]:
+    """A raw SIP message's header fields as (lower-case full name, value), folded lines
+    joined (RFC 3261 7.3.1) and a line that is not ``name: value`` skipped, and its body."""
+    parts = re.split(r"\r?\n\r?\n", message, maxsplit=1)
+    fields = []
+    for line in re.sub(r"\r?\n[ \t]+", " ", parts[0]).splitlines()[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            name = name.strip().lower()
+            fields.append((_COMPACT.get(name, name), value.strip()))
+    return fields, parts[1] if len(parts) > 1 else ""
+
+
 def needed_headers(message: str) -> dict[str, list[str]]:
     """The values of the headers a response copies (Via, From, To, Call-ID, CSeq), read
-    from a raw SIP message's header section (folded lines joined, RFC 3261 7.3.1); a
-    header line that is not ``name: value`` is skipped."""
-    head = re.split(r"\r?\n\r?\n", message, maxsplit=1)[0]
-    lines = re.sub(r"\r?\n[ \t]+", " ", head).splitlines()[1:]
+    from a raw SIP message's header section."""
     found: dict[str, list[str]] = {name: [] for name in _NEEDED}
-    for line in lines:
-        name, sep, value = line.partition(":")
-        name = name.strip().lower()
-        name = _COMPACT.get(name, name)
-        if sep and name in found:
-            found[name] += [v.strip() for v in value.split(",")] if name == "via" else [value.strip()]
+    for name, value in _fields(message)[0]:
+        if name in found:
+            found[name] += [v.strip() for v in value.split(",")] if name == "via" else [value]
     return found
 
 
@@ -54,11 +61,8 @@ def framing_error(message: str) -> str | None:
     """Why a message's Content-Length does not frame its body (RFC 3261 18.3, 20.14:
     one header, ``1*DIGIT``, not more than the bytes after the empty line), or None.
     A message without the header is framed by its datagram."""
-    parts = re.split(r"\r?\n\r?\n", message, maxsplit=1)
-    head, body = parts[0], parts[1] if len(parts) > 1 else ""
-    lines = re.sub(r"\r?\n[ \t]+", " ", head).splitlines()[1:]
-    values = [line.partition(":")[2].strip() for line in lines
-              if line.partition(":")[0].strip().lower() in ("content-length", "l") and ":" in line]
+    fields, body = _fields(message)
+    values = [value for name, value in fields if name == "content-length"]
     if not values:
         return None
     if len(values) > 1:
