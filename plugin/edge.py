@@ -250,11 +250,7 @@ class Edge:
                 # An offer or answer in a body that is not SDP would reach the other side
                 # untouched, a WIC's DTLS and ICE attributes included (RFC 3261 21.4.13);
                 # in a reply it is an answer that cannot be converted.
-                outcome = self.refuse(msg, PeerError(
-                    f"a {msg.method} body must be SDP (or multipart with an SDP part), not "
-                    f"{media_type(msg.content_type)}", 415))
-                outcome.accept = ACCEPT
-                return outcome
+                return self._not_sdp(msg, media_type(msg.content_type))
         sdp = msg.has_sdp and msg.method in SDP_METHODS
         if not sdp:
             self._bookkeep(msg)
@@ -287,15 +283,18 @@ class Edge:
         except MultipartError as exc:
             return self.refuse(msg, exc)
         if part is None:  # no SDP part: as a body that is not SDP (handle)
-            outcome = self.refuse(msg, PeerError(
-                f"a {msg.method} body must be SDP (or multipart with an SDP part), not "
-                f"{media_type(msg.content_type)} without one", 415))
-            outcome.accept = ACCEPT
-            return outcome
+            return self._not_sdp(msg, f"{media_type(msg.content_type)} without one")
         outcome = self.handle(replace(msg, body=part.sdp, content_type=SDP_TYPE))
         if outcome.body is not None:
             outcome.body = part.rebuild(outcome.body)
             outcome.content_type = msg.content_type
+        return outcome
+
+    def _not_sdp(self, msg: Message, what: str) -> Outcome:
+        """415 with Accept (RFC 3261 21.4.13) for an offer or answer in a body of ``what``."""
+        outcome = self.refuse(msg, PeerError(
+            f"a {msg.method} body must be SDP (or multipart with an SDP part), not {what}", 415))
+        outcome.accept = ACCEPT
         return outcome
 
     def refuse(self, msg: Message, exc: PeerError) -> Outcome:
