@@ -24,8 +24,9 @@ Cases run ``concurrency`` at a time, in batches.  Invariants checked:
 * per message the edge delivers: nothing reaching the core carries the
   access side's security attributes (``secrets_to_core``: a=fingerprint,
   a=ice-pwd, a=crypto; not in the answer to a core offer that itself carries
-  a=fingerprint: that DTLS is end to end); an SDP with a live m-line reaching the WIC in an offer
-  or in a 2xx/18x answer has the edge's fingerprint, or, for a 2xx the edge could not
+  a=fingerprint: that DTLS is end to end); an SDP with a live m-line of a profile the edge
+  protects (DTLS-SRTP, UDPTL/DTLS, SCTP/DTLS: not one it passes through as it is, such as an
+  unknown profile) reaching the WIC in an offer or in a 2xx/18x answer has the edge's fingerprint, or, for a 2xx the edge could not
   convert, a Warning (``unconverted_to_access``); a core 2xx whose body is
   mutated but framed reaches the WIC (``reply_dropped``; one that does not
   frame its body is discarded, RFC 3261 18.3, and the core's clean
@@ -60,6 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from sdp_rules import datachannel, media
 from tests.sipfuzz.mutate import (CORE_FLOWS, FLOWS, Case, Draft, Seeds, keep_on_loopback, make_case,
                                   reply_draft, request_draft)
 
@@ -69,6 +71,8 @@ T1 = 0.5
 MAX_DATAGRAM = 65507
 CLEAN_MARK = "X-Fuzz-Clean"
 SECRETS = (b"a=fingerprint", b"a=ice-pwd", b"a=crypto")
+# The access profiles the edge terminates (and so must answer with its own fingerprint).
+PROTECTED_PROTOS = frozenset(media.ACCESS_PROTOS) | frozenset(datachannel.ACCESS_PROTOS)
 # A fingerprint for the WIC's answers (no handshake happens: the harness sends no media).
 WIC_FINGERPRINT = ":".join(f"{b:02X}" for b in hashlib.sha256(b"e2ae sipfuzz wic").digest())
 
@@ -599,7 +603,10 @@ class Fuzz:
             return
         offer_or_answer = (not msg.status and msg.method in ("INVITE", "UPDATE", "PRACK")) or (
             msg.status and 100 < msg.status < 300 and msg.method in ("INVITE", "UPDATE", "PRACK"))
-        live = re.search(rb"^m=\S+ [1-9]", msg.body, re.M)  # nothing to protect without one, whatever the label
+        # Nothing to protect without a live m-line of a profile the edge terminates: an
+        # m-line with a profile it does not know is passed through as it is, both ways.
+        live = any(int(port) and proto.decode().upper() in PROTECTED_PROTOS
+                   for port, proto in re.findall(rb"^m=\S+ (\d+)(?:/\d+)? (\S+)", msg.body, re.M))
         if msg.body.strip() and offer_or_answer and live and b"a=fingerprint" not in msg.body:
             if not (msg.status and msg.get("warning")):
                 self.violation("unconverted_to_access", index,

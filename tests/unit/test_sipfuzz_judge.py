@@ -1,0 +1,50 @@
+"""The SIP fuzz's judge of what reaches the WIC (``tests.sipfuzz.harness.Fuzz.inspect``)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from tests.sipfuzz.harness import Fuzz, Msg
+
+WIC = types.SimpleNamespace(name="wic")
+
+
+def ok(mline: str, extra: str = "", warning: str = "") -> Msg:
+    body = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\n"
+            f"{mline}\r\n{extra}")
+    head = ("SIP/2.0 200 OK\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n"
+            + (f"Warning: 399 edge \"{warning}\"\r\n" if warning else "")
+            + f"Content-Length: {len(body)}\r\n\r\n")
+    msg = Msg.parse((head + body).encode(), ("127.0.0.1", 5060))
+    assert msg is not None
+    return msg
+
+
+def judged(msg: Msg) -> list[str]:
+    fuzz = Fuzz(None, "judge", log=lambda *_: None)
+    fuzz.current["c1"] = 1
+    fuzz.inspect(WIC, msg)
+    return [v.kind for v in fuzz.stats.violations]
+
+
+@pytest.mark.parametrize("mline", [
+    "m=audio 4000 UDP/TLS/RTP/SAVPF 111",
+    "m=audio 4000 udp/tls/rtp/savp 0",
+    "m=image 4000 UDP/TLS/UDPTL t38",
+    "m=application 4000 UDP/DTLS/SCTP webrtc-datachannel",
+])
+def test_a_protected_profile_without_the_edges_fingerprint_is_unconverted(mline):
+    assert judged(ok(mline)) == ["unconverted_to_access"]
+    assert judged(ok(mline, "a=fingerprint:sha-256 AA:BB\r\n")) == []
+    assert judged(ok(mline, warning="answer not converted")) == []
+
+
+@pytest.mark.parametrize("mline", [
+    "m=audio 4000 UDP/TLS/RTP/SAVRF 111",  # a profile the edge does not know: passed through as it is
+    "m=audio 4000 RTP/AVP 0",  # plain media the WIC asked for itself
+    "m=audio 0 UDP/TLS/RTP/SAVPF 111",  # rejected: nothing to protect
+])
+def test_nothing_to_protect_is_not_unconverted(mline):
+    assert judged(ok(mline)) == []
