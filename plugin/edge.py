@@ -26,7 +26,14 @@ between.  The Iq transaction id carries the state version, so mediad's own
 idempotency cache answers a retransmitted request, never a new one.  Messages of one dialog are serialised across workers by a Redis
 lock with a bounded wait; an initial INVITE, which no other message of its
 dialog can cross before it is relayed, takes none and is saved by one
-conditional write (:mod:`plugin.state`).
+conditional write (:mod:`plugin.state`).  Nor does an INVITE's 18x/2xx whose
+record is in the workers' shared cache (:class:`RecordCache`, which holds a
+dialog's record from its INVITE to its final answer): it is worked on from
+that copy and saved by one write conditional on the record being unchanged
+and unlocked; when it was changed, released or locked meanwhile, or mediad
+or the rules refuse what the copy asked, the reply is handled again under a
+claim on the record as it is (:meth:`Edge._unclaimed`).  A copy never
+decides alone: Redis stays the truth.
 
 Which bodies: only INVITE, UPDATE, PRACK and ACK bodies (and their replies')
 are offers or answers; an SDP body in OPTIONS, MESSAGE, INFO... passes
@@ -195,8 +202,12 @@ class Edge:
     """The plugin's logic for one worker: a store, an Iq client, metrics and the policy."""
 
     def __init__(self, store: DialogStore, iq_client, metrics: Metrics, *, agent: str,
-                 policy: Policy | None = None, retry_after: int = 5, dtls_failure: str = "bye") -> None:
+                 policy: Policy | None = None, retry_after: int = 5, dtls_failure: str = "bye",
+                 cache: RecordCache | None = None) -> None:
         self.store = store
+        # Records of dialogs being set up, shared by the workers (Kamailio's shared memory):
+        # what lets an INVITE's 18x/2xx go without a claim (module docstring: round trips).
+        self.cache = cache if cache is not None else NO_CACHE
         self.iq_client = iq_client
         self.metrics = metrics
         self.agent = agent
@@ -211,7 +222,7 @@ class Edge:
         self._refreshed: OrderedDict[str, float] = OrderedDict()
 
     @classmethod
-    def from_config(cls, config, metrics: Metrics, iq_client=None) -> "Edge":
+    def from_config(cls, config, metrics: Metrics, iq_client=None, cache: RecordCache | None = None) -> "Edge":
         """Build from a ``mediad.config.Config`` (the one configuration file)."""
         timeout = config.plugin_iq_timeout_ms / 1000.0
         store = DialogStore(config.redis_url_with_password, config.redis_dialog_ttl + DIALOG_TTL_GRACE,
@@ -223,7 +234,7 @@ class Edge:
 
         access = next(sock for option, _, sock in sip_sockets(config) if option.startswith("access_")).public
         return cls(store, iq_client, metrics, agent=f"{access.host}:{access.port}", policy=policy,
-                   retry_after=config.plugin_retry_after, dtls_failure=config.policy_dtls_failure)
+                   retry_after=config.plugin_retry_after, dtls_failure=config.policy_dtls_failure, cache=cache)
 
     # -- messages -----------------------------------------------------------------
     def take_outbox(self) -> list[EndRequest | PendingRelease]:
@@ -341,6 +352,7 @@ class Edge:
             if self._initial(msg):
                 self.store.unbury(dialog_id(msg.call_id, msg.from_tag))
             elif self._is_final_ok(msg):
+                self.cache.drop(dialog_id(msg.call_id, msg.from_tag))
                 record = self.store.find(msg.call_id, msg.from_tag)
                 if record is not None and record.callee_tag != msg.to_tag:
                     claim = self.store.claim_id(record.id)
@@ -407,9 +419,15 @@ class Edge:
             # No worker can hold a new dialog yet (plugin.state: round trips): processed
             # without a claim, saved by one conditional write.
             try:
-                return self._render(msg, self._new_record(msg), self._create)
+                outcome = self._render(msg, self._new_record(msg), self._create)
             except _Exists:
                 pass  # the same Call-ID and From tag seen before: as any other message
+            else:
+                return outcome
+        elif self._setup_reply(msg):
+            outcome = self._unclaimed(msg)
+            if outcome is not None:
+                return outcome
         # Every non-initial message (replies included) is looked up by both tags: a
         # reply to a request the callee sent carries the callee's tag in From.
         tags = (msg.from_tag,) if initial else (msg.from_tag, msg.to_tag)
@@ -432,6 +450,50 @@ class Edge:
         created, existing = self.store.create(record)
         if not created:
             raise _Exists(existing)
+
+    @staticmethod
+    def _setup_reply(msg: Message) -> bool:
+        """An 18x/2xx to the caller's INVITE: the messages the record cache is for."""
+        return not msg.request and msg.method == "INVITE" and 100 < msg.status < 300
+
+    def _keep(self, msg: Message, record: DialogRecord) -> None:
+        """Keep the record just saved in the shared cache while its dialog is being set up
+        (the initial INVITE, an 18x); a 2xx or any other message ends its use there."""
+        if record.raw and (self._initial(msg) or (self._setup_reply(msg) and msg.status < 200)):
+            self.cache.put(record.id, record.raw)
+        else:
+            self.cache.drop(record.id)
+
+    def _unclaimed(self, msg: Message) -> Outcome | None:
+        """An INVITE's 18x/2xx handled from the shared cache's record, without a claim: its
+        Iq request, then one conditional commit (:meth:`DialogStore.commit_if`).  None when
+        it must be handled under a claim instead: no usable cached record, an answer the
+        record already has, an error from mediad or the rules (the record may be stale),
+        or a dialog changed, released or locked meanwhile (the claim then sees the
+        dialog as it is, and applies the message again when it must)."""
+        ident = dialog_id(msg.call_id, msg.from_tag)
+        read = self.cache.get(ident)
+        if not read:
+            return None
+        try:
+            record = DialogRecord.from_json(read)
+        except (ValueError, KeyError, TypeError):
+            self.cache.drop(ident)
+            return None
+        if (record.id != ident or record.call_id != msg.call_id or not record.rules.data.get("agw")
+                or f"{msg.tx}|{msg.side.value}|{_digest(msg.body)}" in record.rendered
+                or self._kind(record, msg) is None):
+            return None
+
+        def save(changed: DialogRecord) -> None:
+            if self.store.commit_if(changed, read) != 1:
+                raise _Stale()
+
+        try:
+            return self._render(msg, record, save)
+        except (_Stale, PeerError, AgwError):
+            self.cache.drop(ident)
+            return None
 
     def _render(self, msg: Message, record: DialogRecord, save) -> Outcome:
         """Plan, ask mediad, finish and ``save(record)``; the outcome for ``msg``."""
@@ -483,6 +545,7 @@ class Edge:
             event = CallEvent.OFFER if kind is Kind.OFFER else CallEvent.ANSWER
             record.state = self.lifecycle.step(msg.call_id, record.state, event).next
             save(record)
+            self._keep(msg, record)
         except _Exists as exc:
             # A new record was not saved: the dialog was there.  mediad holds streams for
             # a dialog id only once, so when that dialog holds them this RESERVE was the
@@ -554,6 +617,9 @@ class Edge:
         its media and record, queue its BYEs when the table says so.  True when this call
         released it; a release that fails is queued for retry (:meth:`take_outbox`)."""
         event = CallEvent(event)
+        for tag in tags:
+            if tag:
+                self.cache.drop(dialog_id(call_id, tag))
         try:
             found, record = self.store.take(call_id, tags)
             if found == BUSY:
@@ -694,6 +760,49 @@ class Edge:
         return self.release(call_id, tags, CallEvent.ANSWER_FAILED)
 
 
+class RecordCache:
+    """Records of dialogs being set up, by dialog id, as last saved to Redis (their JSON),
+    shared by the workers; Redis stays the truth (:meth:`DialogStore.commit_if` checks a
+    record read here against it).  This one keeps nothing; :class:`DictCache` keeps them
+    in the process, :mod:`plugin.kemi` in Kamailio's shared memory."""
+
+    def get(self, ident: str) -> str | None:
+        return None
+
+    def put(self, ident: str, raw: str) -> None:
+        pass
+
+    def drop(self, ident: str) -> None:
+        pass
+
+
+NO_CACHE = RecordCache()
+
+
+class DictCache(RecordCache):
+    """A :class:`RecordCache` in one process (tests, one worker), at most ``size`` records."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.records: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, ident: str) -> str | None:
+        return self.records.get(ident)
+
+    def put(self, ident: str, raw: str) -> None:
+        self.records[ident] = raw
+        self.records.move_to_end(ident)
+        if len(self.records) > self.size:
+            self.records.popitem(last=False)
+
+    def drop(self, ident: str) -> None:
+        self.records.pop(ident, None)
+
+
+class _Stale(Exception):
+    """A message handled without a claim found its dialog changed, released or locked."""
+
+
 class _Exists(Exception):
     """A new dialog's record was not saved: the dialog has one (``record``) or a lock holder."""
 
@@ -731,4 +840,4 @@ class LazyIqClient:
             self._client = None
 
 
-__all__ = ["Edge", "LazyIqClient", "Message", "Outcome", "other"]
+__all__ = ["DictCache", "Edge", "LazyIqClient", "Message", "NO_CACHE", "Outcome", "RecordCache", "other"]
