@@ -64,7 +64,10 @@ the dialog module's timeout, a DTLS failure, a failed answer) and does what its
 table says.  It replaces the record by a short-lived tombstone, so that a
 message still in flight cannot re-create it, and sends RELEASE to mediad from
 the record as it was, under a transaction unique to this release (a dialog id
-can be reserved again after a release).  When no worker holds the dialog's
+can be reserved again after a release), without waiting for mediad's answer
+when the Iq client can (:meth:`mediad.client.IqClient.send`): a refusal, or
+a connection lost before the answer, comes back with a later request and is
+queued for retry like a release that could not be sent (the retries wait).  When no worker holds the dialog's
 lock that is one Redis round trip (:meth:`~plugin.state.DialogStore.take`,
 which explains why RELEASE may follow the burial); else the release waits for
 the lock, re-reads the record, sends RELEASE and buries it under the lock.  A
@@ -100,7 +103,7 @@ from sdp_rules.rules import release_request
 # Imported here, in Kamailio's main process before it forks its workers: the
 # control channel's cryptography costs 50-100 ms to import, which each worker's
 # first call would otherwise pay.
-from mediad.client import IqClient
+from mediad.client import IqClient, SecretRefused
 
 from plugin import limits
 from plugin.body import SDP_TYPE, MultipartError, find_sdp, is_multipart, media_type
@@ -239,6 +242,12 @@ class Edge:
     # -- messages -----------------------------------------------------------------
     def take_outbox(self) -> list[EndRequest | PendingRelease]:
         """The calls to end and releases to retry queued since the last call (and forget them)."""
+        take_failed = getattr(self.iq_client, "take_failed", None)
+        if take_failed is not None:
+            for pending in take_failed():
+                log.warning("Call-ID %s: mediad refused the release of dialog %s, or its connection was lost "
+                            "before the answer: to be retried", pending.call_id, pending.dialog)
+                self._retry(pending)
         out, self.outbox = self.outbox, []
         return out
 
@@ -612,10 +621,12 @@ class Edge:
         return reply
 
     # -- the end of a call (plugin.lifecycle) -------------------------------------------
-    def release(self, call_id: str, tags: tuple[str, ...], event: CallEvent | str) -> bool:
+    def release(self, call_id: str, tags: tuple[str, ...], event: CallEvent | str, *, wait: bool = False) -> bool:
         """The dialog found by ``tags`` (the caller's first) ends with ``event``: release
         its media and record, queue its BYEs when the table says so.  True when this call
-        released it; a release that fails is queued for retry (:meth:`take_outbox`)."""
+        released it; a release that fails is queued for retry (:meth:`take_outbox`).
+        mediad's answer to the RELEASE is not waited for unless ``wait`` (a refusal, or a
+        connection lost before it, comes back through :meth:`take_outbox` then)."""
         event = CallEvent(event)
         for tag in tags:
             if tag:
@@ -625,26 +636,27 @@ class Edge:
             if found == BUSY:
                 claim = self.store.claim(call_id, tags, create=False)
                 if claim is not None:
-                    return self._end_claimed(claim, call_id, tags, event)
+                    return self._end_claimed(claim, call_id, tags, event, wait)
         except UnavailableError as exc:
             log.warning("Call-ID %s: release (%s) failed, to be retried: %s", call_id, event.value, exc.reason)
             self._retry(PendingRelease(call_id, tuple(tags), event))
             return False
-        return self._end(call_id, tags, event, record if found == TAKEN else None)
+        return self._end(call_id, tags, event, record if found == TAKEN else None, wait)
 
     def release_record(self, record: DialogRecord, event: CallEvent | str) -> bool:
         """:meth:`release` of the dialog ``record`` names (waiting for the dialog's lock)."""
         return self.release(record.call_id, (record.caller_tag,), event)
 
-    def _end_claimed(self, claim, call_id: str, tags: tuple[str, ...], event: CallEvent) -> bool:
+    def _end_claimed(self, claim, call_id: str, tags: tuple[str, ...], event: CallEvent, wait: bool) -> bool:
         with claim:
             record = claim.record
             if record is None:
-                return self._end(call_id, tags, event, None)
+                return self._end(call_id, tags, event, None, wait)
             claim.bury()
-        return self._end(call_id, tags, event, record)
+        return self._end(call_id, tags, event, record, wait)
 
-    def _end(self, call_id: str, tags: tuple[str, ...], event: CallEvent, record: DialogRecord | None) -> bool:
+    def _end(self, call_id: str, tags: tuple[str, ...], event: CallEvent, record: DialogRecord | None,
+             wait: bool) -> bool:
         """Step the lifecycle of a dialog whose record was just taken (None: there was none)
         and do what the table says."""
         state = record.state if record is not None else CallState.ENDED
@@ -654,7 +666,7 @@ class Edge:
             return False
         released = False
         if Action.RELEASE in transition.actions and record is not None:
-            self._release_media(record, event)
+            self._release_media(record, event, wait)
             self.metrics.releases.labels(event.value).inc()
             log.info("Call-ID %s: dialog released (%s)", call_id, event.value,
                      extra={"call_id": call_id, "dialog": record.id, "event": "released", "reason": event.value})
@@ -694,8 +706,19 @@ class Edge:
                         record.call_id, exc.reason)
             self._retry(PendingRelease(record.call_id, (record.caller_tag,), CallEvent.REFUSED, dialog=record.id))
 
-    def _release_media(self, record: DialogRecord, event: CallEvent) -> None:
+    def _release_media(self, record: DialogRecord, event: CallEvent, wait: bool) -> None:
         if not record.rules.data.get("agw"):
+            return
+        send = None if wait else getattr(self.iq_client, "send", None)
+        if send is not None:
+            # Not waited for: a refusal or a lost answer comes back through take_outbox.
+            pending = PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id)
+            try:
+                send(release_request(record.id, self._release_tx(record.id, event)), pending)
+            except UnavailableError as exc:
+                log.warning("Call-ID %s: mediad release (%s) failed, to be retried: %s", record.call_id,
+                            event.value, exc.reason)
+                self._retry(pending)
             return
         try:
             if self._release_dialog(record.id, event) not in (None, 404):
@@ -721,7 +744,7 @@ class Edge:
                             pending.dialog, code)
             return None, code is None
         mark = len(self.outbox)
-        released = self.release(pending.call_id, pending.tags, pending.event)
+        released = self.release(pending.call_id, pending.tags, pending.event, wait=True)
         left = [item for item in self.outbox[mark:] if isinstance(item, PendingRelease)]
         self.outbox[mark:] = [item for item in self.outbox[mark:] if not isinstance(item, PendingRelease)]
         if not left:
@@ -817,6 +840,7 @@ class LazyIqClient:
     def __init__(self, config) -> None:
         self.config = config
         self._client = None
+        self._failed: list = []
 
     def request(self, iq: IqRequest) -> IqReply:
         reply = self._client_now().request(iq)
@@ -829,6 +853,19 @@ class LazyIqClient:
             reply = self._client_now().request(iq)
         return reply
 
+    def send(self, iq: IqRequest, context: object) -> None:
+        """:meth:`IqClient.send` (the secret read again once when mediad refuses it)."""
+        try:
+            self._client_now().send(iq, context)
+        except SecretRefused:
+            log.warning("mediad refused the control secret; reading it again")
+            self.close()
+            self._client_now().send(iq, context)
+
+    def take_failed(self) -> list:
+        failed, self._failed = self._failed, []
+        return failed + (self._client.take_failed() if self._client is not None else [])
+
     def _client_now(self):
         if self._client is None:
             self._client = IqClient.from_config(self.config)
@@ -837,6 +874,7 @@ class LazyIqClient:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+            self._failed += self._client.take_failed()  # sent on the connection just closed
             self._client = None
 
 

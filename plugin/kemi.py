@@ -776,9 +776,9 @@ class kamailio:
             break
 
     def _flush_ends(self):
-        for item in self.edge.take_outbox():
-            if isinstance(item, EndRequest):
-                KSR.htable.sht_sets(END_TABLE, item.key, item.to_value())
+        """After a retry: its calls to end, and the releases sent earlier without waiting
+        that mediad refused (Edge.retry keeps what is left of its own release)."""
+        self._flush()
 
     def _subscription(self):
         if self._pubsub is None:

@@ -870,3 +870,82 @@ def test_a_cached_record_of_a_released_dialog_cannot_recreate_it(store, metrics_
     assert late.status == 481
     assert store.redis.keys(DIALOG_PREFIX + "*") == [] and agw.reserved == set()
     assert cache.get(ident) is None
+
+
+# -- the release not waited for ---------------------------------------------------------
+
+class SendingAgw(CachingAgw):
+    """An Iq client that can send without waiting (mediad.client.IqClient.send): the
+    request is served at once, and a refusal's context kept for take_failed."""
+
+    def __init__(self, refuse_release: bool = False, down: bool = False) -> None:
+        super().__init__()
+        self.refuse_release = refuse_release
+        self.down = down
+        self.sent = []
+        self.failed = []
+
+    def send(self, iq, context):
+        if self.down:
+            raise UnavailableError("mediad unreachable: connection refused")
+        self.sent.append(iq)
+        reply = IqReply(iq.dialog, iq.transaction, error="no", error_code=500) if self.refuse_release \
+            else self.request(iq)
+        if reply.error_code not in (None, 404):
+            self.failed.append(context)
+
+    def take_failed(self):
+        failed, self.failed = self.failed, []
+        return failed
+
+
+def test_the_release_is_sent_without_waiting_and_a_refusal_is_queued_for_retry(store, metrics_registry):
+    from plugin.lifecycle import PendingRelease
+
+    agw = SendingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    edge.handle(answer_200())
+    assert edge.release("call-1", ("ftag", "t1"), "bye")
+    assert [r.command for r in agw.sent] == [Command.RELEASE] and agw.released == [dialog_id("call-1", "ftag")]
+    assert edge.take_outbox() == []
+    # mediad refuses it (its answer read later): the release comes back for the retry queue.
+    agw = SendingAgw(refuse_release=True)
+    edge = make_edge(store, None, agw)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text(), cseq=3))
+    assert edge.release("call-1", ("ftag",), "failure")
+    (pending,) = edge.take_outbox()
+    assert isinstance(pending, PendingRelease) and pending.dialog == dialog_id("call-1", "ftag")
+    assert pending.event is CallEvent.FAILURE and pending.next_at > time.time()
+    # The retry waits for the answer: done once mediad takes it.
+    agw.refuse_release = False
+    sent = len(agw.sent)
+    assert edge.retry(pending) == (None, True)
+    assert agw.released == [dialog_id("call-1", "ftag")]
+    assert len(agw.sent) == sent and agw.requests[-1].command is Command.RELEASE  # asked, not sent blind
+
+
+def test_a_release_mediad_cannot_be_sent_is_queued_for_retry(store, metrics_registry):
+    agw = SendingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    agw.down = True
+    assert edge.release("call-1", ("ftag",), "failure")
+    (pending,) = edge.take_outbox()
+    assert pending.dialog == dialog_id("call-1", "ftag") and store.redis.keys(DIALOG_PREFIX + "*") == []
+    agw.down = False
+    assert edge.retry(pending) == (None, True) and agw.reserved == set()
+
+
+def test_a_queued_release_of_a_dialog_still_in_redis_waits_for_mediad(store, metrics_registry):
+    """A release queued before its dialog was taken (Redis was down) is retried whole,
+    and its RELEASE waited for: the retry knows whether it is done."""
+    from plugin.lifecycle import PendingRelease
+
+    agw = SendingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    pending = PendingRelease("call-1", ("ftag",), CallEvent.FAILURE)
+    assert edge.retry(pending) == (None, True)
+    assert agw.sent == [] and agw.released == [dialog_id("call-1", "ftag")]
+    assert store.redis.keys(DIALOG_PREFIX + "*") == []
