@@ -169,6 +169,10 @@ class IqClient:
                 while len(self._unanswered) >= MAX_UNANSWERED:
                     self._settle(self._receive(deadline))
                 assert self._sock is not None and self._wire is not None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _Late()
+                self._sock.settimeout(remaining)
                 self._sock.sendall(self._wire.send(payload))
                 self._unanswered[(iq.dialog, iq.transaction)] = context
                 return
@@ -202,9 +206,10 @@ class IqClient:
         assert self._sock is not None and self._wire is not None
         if self._buffer is None:
             self._buffer = bytearray(RECV_SIZE)
+        self._sock.settimeout(0.0)
         while True:
             try:
-                size = self._sock.recv_into(self._buffer, RECV_SIZE, socket.MSG_DONTWAIT)
+                size = self._sock.recv_into(self._buffer)
             except (BlockingIOError, InterruptedError):
                 return
             if not size:
