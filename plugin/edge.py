@@ -67,9 +67,10 @@ the record as it was, under a transaction unique to this release (a dialog id
 can be reserved again after a release), without waiting for mediad's answer
 when the Iq client can (:meth:`mediad.client.IqClient.send`): a refusal, or
 a connection lost before the answer, comes back with a later request and is
-queued for retry like a release that could not be sent (the retries wait).  When no worker holds the dialog's
-lock that is one Redis round trip (:meth:`~plugin.state.DialogStore.take`,
-which explains why RELEASE may follow the burial); else the release waits for
+queued for retry like a release that could not be sent (the retries wait).
+When no worker holds the dialog's lock that is one Redis round trip
+(:meth:`~plugin.state.DialogStore.take`, which explains why RELEASE may follow
+the burial); else the release waits for
 the lock, re-reads the record, sends RELEASE and buries it under the lock.  A
 RESERVE whose outcome cannot be used or saved (Iq timeout, Redis error, a reply
 the rules cannot use) is released at once.  What cannot be done now is put in
