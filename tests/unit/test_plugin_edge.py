@@ -796,9 +796,13 @@ def test_a_200_from_the_shared_cache_is_one_round_trip(store, metrics_registry, 
     assert cache.get(ident) is None and store.redis.keys(DIALOG_PREFIX + "*") == []
 
 
-def test_the_cached_answer_is_the_one_a_claim_gives(store, metrics_registry):
-    """The same call, with and without the cache: the same bytes, the same record."""
+@pytest.mark.parametrize("forked", [False, True])
+def test_the_cached_answer_is_the_one_a_claim_gives(store, metrics_registry, forked):
+    """The same call, with and without the cache: the same bytes, the same record, the
+    same requests to mediad (a 183 and a 200 of one callee, or of two forks)."""
     results = []
+    early_answer = CORE_ANSWER.replace("10.0.0.3", "10.0.0.33") if forked else CORE_ANSWER
+    random_ids = re.compile(r"a=tls-id:\S+")  # a new one per dialog
     for cached in (False, True):
         store.redis.flushdb()
         agw = Mediad()
@@ -806,12 +810,12 @@ def test_the_cached_answer_is_the_one_a_claim_gives(store, metrics_registry):
         if not cached:
             invite_worker.cache = reply_worker.cache = plugin.edge.NO_CACHE
         invite_worker.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
-        early = reply_worker.handle(answer_200(183))
+        early = reply_worker.handle(answer_200(183, early_answer, to_tag="B" if forked else "t1"))
         final = invite_worker.handle(answer_200(200))
         record = store.find("call-1", "ftag")
-        random_ids = re.compile(r"a=tls-id:\S+")  # a new one per dialog
-        results.append((random_ids.sub("", early.body), random_ids.sub("", final.body), record.callee_tag, record.state, record.applied,
-                        record.rules.version, sorted(record.rendered)))
+        results.append((random_ids.sub("", early.body), random_ids.sub("", final.body), record.callee_tag,
+                        record.state, record.applied, record.rules.version, sorted(record.rendered),
+                        [(r.command, r.transaction) for r in agw.asked[1:]]))
     assert results[0] == results[1]
     assert results[1][3] is CallState.ANSWERED and results[1][2] == "t1"
 
