@@ -38,6 +38,14 @@ Round trips (each a registered Lua script, sent as EVALSHA):
   after all (the same Call-ID and From tag seen again), nothing is written and
   the INVITE is handled as below (:mod:`plugin.edge` says what becomes of its
   reservation);
+* an INVITE's 18x/2xx whose record a worker finds in the workers' shared cache
+  (:class:`plugin.edge.RecordCache`: Kamailio's shared memory, filled by the
+  INVITE and its 18x) is worked on from that copy without a lock and saved by
+  one :meth:`DialogStore.commit_if`: a conditional write, done only when no
+  worker holds the lock and the record in Redis is still the one read (its
+  SHA-1 compared in the script).  Else nothing is written and the message is
+  handled again as below, on the record as it is (what it asked mediad from
+  the stale copy is then asked again under a new transaction, or refused);
 * any other message's work on its dialog is one :meth:`DialogStore.claim` (finds the
   record by its tags, clears the tombstone for an initial INVITE, takes the
   lock and reads the record and the tombstone) and one :meth:`Claim.commit`
@@ -55,7 +63,7 @@ Round trips (each a registered Lua script, sent as EVALSHA):
 Deadlines: Redis runs a command it received even when the client stopped
 waiting for it (a Redis stalled past the socket timeout: the INVITE was
 answered 503, the release queued for retry).  So every script that writes
-(create, claim, commit, bury, take) carries a not-after time, the client's
+(create, claim, commit, commit_if, bury, take) carries a not-after time, the client's
 send time plus its socket timeout, on Redis's clock (the offset of Redis's
 ``TIME`` from the local clock is measured once per connection); run later
 than that, it writes nothing and answers :data:`LATE`, and the client, which
@@ -189,14 +197,41 @@ redis.call('del', KEYS[3])
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return {1}
 """
+# KEYS: record, lock, tombstone. ARGV: digest (SHA-1) of the record as read, new record JSON,
+# record TTL (s).  The commit of a message handled without a claim: saves the new record only
+# when no worker holds the dialog's lock and the record is still the one read (so the dialog
+# was neither changed nor released since).  Returns 1 when saved, 0 when the record changed
+# or is gone, -1 when the lock is held: nothing changed.
+_COMMIT_IF = _LATE % "-9" + """
+if redis.call('exists', KEYS[2]) == 1 then return -1 end
+local raw = redis.call('get', KEYS[1])
+if not raw or redis.sha1hex(raw) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
 _SCRIPTS = {"unlock": _UNLOCK, "unlock_touch": _UNLOCK_TOUCH, "commit": _COMMIT, "bury": _BURY,
-            "touch": _TOUCH, "take": _TAKE, "claim": _CLAIM, "create": _CREATE}
-_DEADLINED = frozenset({"commit", "bury", "take", "claim", "create"})
+            "touch": _TOUCH, "take": _TAKE, "claim": _CLAIM, "create": _CREATE, "commit_if": _COMMIT_IF}
+_DEADLINED = frozenset({"commit", "bury", "take", "claim", "create", "commit_if"})
 
 # What DialogStore.take found.
 TAKEN = "taken"  # the record was there and is now buried
 ABSENT = "absent"  # no record
 BUSY = "busy"  # the record is there but locked: nothing changed
+
+
+def dialog_keys(ident: str) -> list[str]:
+    """The Redis keys of the dialog ``ident``, in the order every script takes them:
+    record, lock, tombstone (the one place that names them)."""
+    return [DIALOG_PREFIX + ident, LOCK_PREFIX + ident, TOMBSTONE_PREFIX + ident]
+
+
+def _candidate_keys(candidates: list[str]) -> list[str]:
+    return [key for ident in candidates for key in dialog_keys(ident)]
+
+
+def record_digest(raw: str) -> str:
+    """The digest the conditional commit compares (Lua's ``redis.sha1hex`` of the stored record)."""
+    return hashlib.sha1(raw.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def dialog_id(call_id: str, caller_tag: str) -> str:
@@ -222,6 +257,9 @@ class DialogRecord:
     applied: str = ""  # cache key of the body whose plan mediad applied last
     created: float = 0.0
     state: CallState = CallState.IDLE  # the call's lifecycle state (plugin.lifecycle)
+    # The JSON this record was read from or last saved as ("" for a new one): what a
+    # conditional commit (DialogStore.commit_if) compares with Redis's.
+    raw: str = field(default="", repr=False, compare=False)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -234,9 +272,11 @@ class DialogRecord:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> "DialogRecord":
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "surrogateescape")
         doc = json.loads(raw)
         rules = doc.get("rules") or {}
-        return cls(
+        return cls(raw=raw,
             id=doc["id"], call_id=doc["call_id"], caller_tag=doc["caller_tag"],
             caller_side=doc["caller_side"], callee_tag=doc.get("callee_tag", ""),
             rules=DialogState(int(rules.get("version", 0)), dict(rules.get("data", {}))),
@@ -423,8 +463,7 @@ class DialogStore:
         return self._take([ident])
 
     def _take(self, candidates: list[str]) -> tuple[str, DialogRecord | None]:
-        keys = [k for ident in candidates for k in (DIALOG_PREFIX + ident, LOCK_PREFIX + ident,
-                                                    TOMBSTONE_PREFIX + ident)]
+        keys = _candidate_keys(candidates)
         reply = self.script("take", keys, TOMBSTONE_TTL) if keys else [0]
         if reply[0] == 1:
             return TAKEN, DialogRecord.from_json(reply[2])
@@ -438,11 +477,25 @@ class DialogStore:
         """
         if not record.created:
             record.created = time.time()
-        reply = self.script("create", [DIALOG_PREFIX + record.id, LOCK_PREFIX + record.id,
-                                       TOMBSTONE_PREFIX + record.id], record.to_json(), self.ttl)
+        raw = record.to_json()
+        reply = self.script("create", dialog_keys(record.id), raw, self.ttl)
         if reply[0] == 1:
+            record.raw = raw
             return True, None
         return False, DialogRecord.from_json(reply[1]) if len(reply) > 1 and reply[1] else None
+
+    def commit_if(self, record: DialogRecord, read: str) -> int:
+        """Save ``record`` unless the dialog changed since its record was ``read`` (the JSON
+        a message handled without a claim started from), was released, or is locked: one
+        round trip, no lock.  1 when saved; 0 (changed or gone) or -1 (locked): nothing
+        changed, the caller handles its message again under a claim."""
+        if not record.created:
+            record.created = time.time()
+        raw = record.to_json()
+        saved = int(self.script("commit_if", dialog_keys(record.id), record_digest(read), raw, self.ttl))
+        if saved == 1:
+            record.raw = raw
+        return saved
 
     def lock(self, ident: str) -> "DialogLock":
         return DialogLock(self, ident)
@@ -469,8 +522,7 @@ class DialogStore:
         delay = 0.001
         seen = False
         while True:
-            keys = [k for ident in candidates for k in (DIALOG_PREFIX + ident, LOCK_PREFIX + ident,
-                                                        TOMBSTONE_PREFIX + ident)]
+            keys = _candidate_keys(candidates)
             reply = self.script("claim", keys, token, LOCK_TTL_MS, "1" if create else "0", "1" if unbury else "0")
             if reply[0] == 0:
                 return None
@@ -525,8 +577,8 @@ class Claim:
         if self.held:
             self.held = False
             try:
-                self.store.script("unlock_touch", [LOCK_PREFIX + self.id, DIALOG_PREFIX + self.id],
-                                  self.token, self.store.ttl)
+                record_key, lock_key, _ = dialog_keys(self.id)
+                self.store.script("unlock_touch", [lock_key, record_key], self.token, self.store.ttl)
             except UnavailableError:
                 pass  # the lock expires by itself
 
@@ -534,14 +586,16 @@ class Claim:
         """Save ``record`` and unlock, in one round trip."""
         if not record.created:
             record.created = time.time()
-        self.store.script("commit", [DIALOG_PREFIX + record.id, LOCK_PREFIX + self.id],
-                          record.to_json(), self.store.ttl, self.token)
+        raw = record.to_json()
+        self.store.script("commit", [dialog_keys(record.id)[0], dialog_keys(self.id)[1]], raw, self.store.ttl,
+                          self.token)
+        record.raw = raw
         self.held = False
 
     def bury(self) -> bool:
         """Delete the record, leave the tombstone and unlock, in one round trip."""
-        deleted = bool(self.store.script("bury", [DIALOG_PREFIX + self.id, TOMBSTONE_PREFIX + self.id,
-                                                  LOCK_PREFIX + self.id], TOMBSTONE_TTL, self.token))
+        record_key, lock_key, tombstone_key = dialog_keys(self.id)
+        deleted = bool(self.store.script("bury", [record_key, tombstone_key, lock_key], TOMBSTONE_TTL, self.token))
         self.held = False
         return deleted
 
@@ -572,5 +626,5 @@ class DialogLock:
             pass  # the lock expires by itself
 
 
-__all__ = ["Claim", "DialogLock", "DialogRecord", "DialogStore", "dialog_id", "ABSENT", "BUSY", "DIALOG_PREFIX",
+__all__ = ["Claim", "DialogLock", "DialogRecord", "DialogStore", "dialog_id", "dialog_keys", "record_digest", "ABSENT", "BUSY", "DIALOG_PREFIX",
            "LOCK_PREFIX", "TAKEN", "TOMBSTONE_PREFIX", "TOMBSTONE_TTL"]

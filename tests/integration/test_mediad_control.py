@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -472,3 +473,57 @@ def test_changes_made_while_redis_is_down_are_written_once_it_is_back(tmp_path):
     finally:
         mediad.stop()
         server.stop()
+
+
+def test_a_request_sent_without_waiting_is_served_and_its_reply_read_later(mediad, redis_server):
+    """The release at a dialog's end: sent, not waited for; its reply is read with the next
+    request's (or before the next send), and only a refusal comes back to the caller."""
+    client = mediad.client()
+    before = mediad.sockets()
+    for dialog in ("d1", "d2"):
+        assert client.request(mediad.iq(Command.RESERVE, dialog, [srtp_stream(1)])).error is None
+    client.send(mediad.iq(Command.RELEASE, "d1"), "ctx-d1")
+    client.send(mediad.iq(Command.RELEASE, "never-reserved"), "ctx-404")  # 404: nothing held, not a failure
+    assert client.unanswered >= 1
+    listing = client.request(mediad.iq(Command.LIST, "*"))  # on the same connection, after them
+    assert listing.data["dialogs"] == ["d2"]
+    deadline = time.monotonic() + 5
+    while client.unanswered and time.monotonic() < deadline:
+        client.request(mediad.iq(Command.LIST, "*"))
+    assert client.unanswered == 0 and client.take_failed() == []
+    # A request mediad refuses (an empty transaction breaks the schema: 400) comes back.
+    client.send(IqRequest(Command.RELEASE, "d2", "", []), "ctx-refused")
+    client.request(mediad.iq(Command.LIST, "*"))
+    deadline = time.monotonic() + 5
+    while client.unanswered and time.monotonic() < deadline:
+        client.request(mediad.iq(Command.LIST, "*"))
+    assert client.take_failed() == ["ctx-refused"]
+    client.send(mediad.iq(Command.RELEASE, "d2"), "ctx-d2")
+    assert mediad.written()
+    deadline = time.monotonic() + 5
+    while mediad.sockets() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mediad.sockets() == before
+    assert redis_server.client().keys("e2ae:agw:dialog:*") == []
+
+
+def test_a_send_finds_a_dead_connection_and_lost_replies_come_back(mediad_factory):
+    """mediad stopped: a send on the kept connection is not written into it (503, the
+    caller queues the release); requests in flight when the connection went come back."""
+    mediad = mediad_factory()
+    client = mediad.client(timeout=0.5)
+    assert client.request(mediad.iq(Command.RESERVE, "d1", [srtp_stream(1)])).error is None
+    mediad.proc.send_signal(signal.SIGSTOP)  # it reads nothing now
+    try:
+        client.send(mediad.iq(Command.RELEASE, "d1"), "ctx-in-flight")
+        assert client.unanswered == 1
+        with pytest.raises(UnavailableError):
+            client.request(mediad.iq(Command.LIST, "*"))  # times out: the connection is closed
+        assert client.take_failed() == ["ctx-in-flight"]
+    finally:
+        mediad.proc.send_signal(signal.SIGCONT)
+    assert client.request(mediad.iq(Command.LIST, "*")).error is None  # a new connection
+    mediad.stop()
+    with pytest.raises(UnavailableError):
+        client.send(mediad.iq(Command.RELEASE, "d1"), "ctx-down")
+    assert client.unanswered == 0 and client.take_failed() == []
