@@ -44,16 +44,14 @@ import secrets
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
+from mediad.redis_client import RedisSettings, connect, connect_async, is_cluster
+from mediad.redis_keys import AGW_DIALOG, CERTIFICATE_KEY, CONTROL_SECRET_KEY, EVENTS_CHANNEL, pattern, tagged
 from sdp_rules.errors import UnavailableError
 
 log = logging.getLogger("mediad.state")
 
-DIALOG_PREFIX = "e2ae:agw:dialog:"
-CERTIFICATE_KEY = "e2ae:agw:certificate"
-CONTROL_SECRET_KEY = "e2ae:control_secret"
-EVENTS_CHANNEL = "e2ae:events"
+DIALOG_PREFIX = AGW_DIALOG
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once (json.dumps with options makes one per call)
@@ -64,13 +62,14 @@ class StateError(UnavailableError):
 
 
 def dialog_key(dialog: str) -> str:
-    return DIALOG_PREFIX + dialog
+    """The dialog's document (hash-tagged as the plugin's keys of the dialog: mediad.redis_keys)."""
+    return tagged(DIALOG_PREFIX, dialog)
 
 
-def read_control_secret_sync(url: str) -> bytes:
-    """The shared control secret, for blocking callers (the plugin)."""
+def read_control_secret_sync(url: "RedisSettings | str") -> bytes:
+    """The shared control secret, for blocking callers (the plugin, e2ae-ctl)."""
     try:
-        client = redis.Redis.from_url(url, socket_timeout=1.0)
+        client = connect(url, 1.0)
         try:
             value = client.get(CONTROL_SECRET_KEY)
         finally:
@@ -134,8 +133,8 @@ class WriteBehind:
 
 
 class StateStore:
-    def __init__(self, url: str, dialog_ttl: int) -> None:
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    def __init__(self, url: "RedisSettings | str", dialog_ttl: int) -> None:
+        self.redis = connect_async(url, 2.0)
         self.dialog_ttl = dialog_ttl
         self._writer: Any = None  # the connection of write(), made on first use
 
@@ -167,6 +166,9 @@ class StateStore:
                      for dialog, document in documents]
         if not commands:
             return
+        if is_cluster(self.redis):
+            await self._write_cluster(commands)
+            return
         pool = self.redis.connection_pool
         conn = self._writer
         if conn is None:
@@ -190,6 +192,17 @@ class StateStore:
         except redis.RedisError as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
+    async def _write_cluster(self, commands: list[tuple[Any, ...]]) -> None:
+        """:meth:`write` on a Cluster: one pipeline that redis-py splits by node (a dialog's
+        deletion and save go to the same node, in this order)."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                await pipe.execute()
+        except redis.RedisError as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}") from None
+
     async def delete(self, dialog: str) -> None:
         try:
             await self.redis.delete(dialog_key(dialog))
@@ -204,11 +217,7 @@ class StateStore:
         """
         documents = []
         try:
-            cursor = None
-            while cursor != 0:
-                cursor, keys = await self.redis.scan(cursor or 0, match=DIALOG_PREFIX + "*", count=500)
-                if not keys:
-                    continue
+            async for keys in self._scan_pages(pattern(DIALOG_PREFIX)):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for key in keys:
                         pipe.get(key).pttl(key)
@@ -223,6 +232,25 @@ class StateStore:
         except redis.RedisError as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
         return documents
+
+    async def _scan_pages(self, match: str):
+        """The keys matching ``match``, a SCAN page (up to 500) at a time; on a Cluster, of
+        every primary."""
+        if is_cluster(self.redis):
+            page = []
+            async for key in self.redis.scan_iter(match=match, count=500):  # every primary
+                page.append(key)
+                if len(page) == 500:
+                    yield page
+                    page = []
+            if page:
+                yield page
+            return
+        cursor = None
+        while cursor != 0:
+            cursor, keys = await self.redis.scan(cursor or 0, match=match, count=500)
+            if keys:
+                yield keys
 
     async def publish(self, event: dict[str, Any]) -> None:
         try:
