@@ -30,7 +30,7 @@ a hung worker).  Passwords never appear in a message of this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -42,16 +42,16 @@ from mediad.redis_keys import Component
 class RedisSettings:
     """What one component needs to reach Redis (the ``[redis]`` section, resolved)."""
 
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may carry a password
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     ca_file: str = ""
     certificate_file: str = ""
     key_file: str = ""
     sentinels: tuple[HostPort, ...] = ()
     master_name: str = ""
     sentinel_username: str = ""
-    sentinel_password: str = ""
+    sentinel_password: str = field(default="", repr=False)
     sentinel_tls: bool = False
     cluster: bool = False
     cluster_nodes: tuple[HostPort, ...] = ()

@@ -334,6 +334,7 @@ class DialogStore:
                     raise
                 conn.disconnect()
                 self._offsets().pop(conn, None)
+                conn.connect()
                 reply = self._evalsha(conn, script, keys, self._deadlined(conn, name, args))
         except redis.RedisError as exc:
             if conn is not None and not isinstance(exc, redis.ResponseError):
@@ -388,7 +389,12 @@ class DialogStore:
             conn = conns[name] = pool.make_connection()
             with self._conns_lock:
                 self._conns.add(conn)
-        return conn, conn._sock is None
+        fresh = conn._sock is None
+        if fresh:
+            # connect() itself (a command would connect by itself, but around a Sentinel
+            # connection's connect(), which asks the sentinels where the master is now)
+            conn.connect()
+        return conn, fresh
 
     def _every_connection(self) -> list[redis.Connection]:
         """A script connection to every server that runs scripts (every Cluster primary)."""
