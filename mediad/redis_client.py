@@ -189,9 +189,19 @@ def connect_async(s: RedisSettings | str, timeout: float):
     return aioredis.Redis.from_url(s.url, **kwargs)
 
 
+def _errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    # RedisClusterException (a Cluster that cannot be reached or mapped) is not a RedisError
+    return (redis.RedisError, redis.exceptions.RedisClusterException)
+
+
+REDIS_ERRORS = _errors()
+
+
 def is_cluster(client) -> bool:
     """Whether ``client`` (from :func:`connect` or :func:`connect_async`) is a Cluster client."""
     return hasattr(client, "get_node_from_key")
 
 
-__all__ = ["RedisSettings", "client_kwargs", "connect", "connect_async", "is_cluster", "settings"]
+__all__ = ["REDIS_ERRORS", "RedisSettings", "client_kwargs", "connect", "connect_async", "is_cluster", "settings"]

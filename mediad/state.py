@@ -45,7 +45,7 @@ from typing import Any
 
 import redis
 
-from mediad.redis_client import RedisSettings, connect, connect_async, is_cluster
+from mediad.redis_client import REDIS_ERRORS, RedisSettings, connect, connect_async, is_cluster
 from mediad.redis_keys import AGW_DIALOG, CERTIFICATE_KEY, CONTROL_SECRET_KEY, EVENTS_CHANNEL, pattern, tagged
 from sdp_rules.errors import UnavailableError
 
@@ -74,7 +74,7 @@ def read_control_secret_sync(url: "RedisSettings | str") -> bytes:
             value = client.get(CONTROL_SECRET_KEY)
         finally:
             client.close()
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise StateError(f"redis: {exc.__class__.__name__}") from None
     if not value:
         raise StateError("no control secret in Redis yet (is mediad running?)")
@@ -147,13 +147,13 @@ class StateStore:
     async def ping(self) -> None:
         try:
             await self.redis.ping()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}: {exc}") from None
 
     async def save(self, dialog: str, document: dict[str, Any]) -> None:
         try:
             await self.redis.set(dialog_key(dialog), json.dumps(document, separators=(",", ":")), ex=self.dialog_ttl)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def write(self, deletes: list[str], documents: list[tuple[str, dict[str, Any]]]) -> None:
@@ -189,7 +189,7 @@ class StateStore:
 
         try:
             await conn.retry.call_with_retry(send, lambda error: conn.disconnect())
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def _write_cluster(self, commands: list[tuple[Any, ...]]) -> None:
@@ -200,13 +200,13 @@ class StateStore:
                 for command in commands:
                     pipe.execute_command(*command)
                 await pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def delete(self, dialog: str) -> None:
         try:
             await self.redis.delete(dialog_key(dialog))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def load_all(self) -> list[tuple[dict[str, Any], float | None]]:
@@ -229,7 +229,7 @@ class StateStore:
                         documents.append((json.loads(raw), pttl / 1000.0 if pttl >= 0 else None))
                     except ValueError:
                         log.warning("skipping unreadable dialog document %s", key.decode(errors="replace"))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
         return documents
 
@@ -255,7 +255,7 @@ class StateStore:
     async def publish(self, event: dict[str, Any]) -> None:
         try:
             await self.redis.publish(EVENTS_CHANNEL, json.dumps(event, separators=(",", ":")))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def control_secret(self) -> bytes:
@@ -263,7 +263,7 @@ class StateStore:
         try:
             await self.redis.set(CONTROL_SECRET_KEY, secrets.token_hex(32), nx=True)
             return bytes(await self.redis.get(CONTROL_SECRET_KEY))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def certificate_pem(self, generate) -> tuple[bytes, bytes]:
@@ -275,7 +275,7 @@ class StateStore:
                 value = json.dumps({"cert": cert_pem.decode(), "key": key_pem.decode()})
                 await self.redis.set(CERTIFICATE_KEY, value, nx=True)
                 raw = await self.redis.get(CERTIFICATE_KEY)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
         stored = json.loads(raw)
         return stored["cert"].encode(), stored["key"].encode()
@@ -284,5 +284,5 @@ class StateStore:
         value = json.dumps({"cert": cert_pem.decode(), "key": key_pem.decode()})
         try:
             await self.redis.set(CERTIFICATE_KEY, value)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None

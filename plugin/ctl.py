@@ -53,7 +53,7 @@ from typing import Any, Iterable, TextIO
 from iq import Command, IqRequest
 from sdp_rules.errors import E2aeError, UnavailableError
 
-from mediad.redis_client import connect, is_cluster, settings
+from mediad.redis_client import REDIS_ERRORS, connect, is_cluster, settings
 from mediad.redis_keys import Component, pattern
 from plugin.lifecycle import OPERATOR_TABLE
 from plugin.state import DIALOG_PREFIX, DialogRecord, dialog_key
@@ -333,12 +333,10 @@ class Edge:
         self.redis.close()
 
     def records(self) -> list[DialogRecord]:
-        import redis
-
         try:
             keys = list(self.redis.scan_iter(match=pattern(DIALOG_PREFIX), count=SCAN_COUNT))  # every primary
             raws = self._get_all(keys)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise CtlError(f"Redis: {exc.__class__.__name__}: {exc}") from None
         out = []
         for raw in raws:
@@ -444,14 +442,12 @@ class Edge:
 
     def _held(self, dialogs: Iterable[str]) -> list[str]:
         """Which of ``dialogs`` Redis (the plugin's record) or a mediad still holds."""
-        import redis
-
         held = set()
         try:
             for dialog in dialogs:
                 if self.redis.exists(dialog_key(dialog)):
                     held.add(dialog)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise CtlError(f"Redis: {exc.__class__.__name__}") from None
         media = set(self.holders())
         return sorted(held | (media & set(dialogs)))

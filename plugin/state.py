@@ -90,7 +90,7 @@ import redis
 from sdp_rules.errors import UnavailableError
 from sdp_rules.plan import DialogState
 
-from mediad.redis_client import RedisSettings, connect, is_cluster
+from mediad.redis_client import REDIS_ERRORS, RedisSettings, connect, is_cluster
 from mediad.redis_keys import ALG_DIALOG, ALG_LOCK, ALG_RELEASED, tagged
 from plugin.lifecycle import CallState
 
@@ -296,7 +296,10 @@ class DialogStore:
     @property
     def redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = connect(self.url, self.timeout)
+            try:
+                self._redis = connect(self.url, self.timeout)  # a Cluster client maps the slots now
+            except REDIS_ERRORS as exc:
+                raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
             self._scripts = {name: self._redis.register_script(src) for name, src in _SCRIPTS.items()}
         return self._redis
 
@@ -308,7 +311,7 @@ class DialogStore:
                 for script in self._scripts.values():
                     self._load(conn, script)
                 self._deadlined(conn, "create", ())  # and measure the clock offset
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
 
     def script(self, name: str, keys: list[str], *args):
@@ -336,7 +339,7 @@ class DialogStore:
                 self._offsets().pop(conn, None)
                 conn.connect()
                 reply = self._evalsha(conn, script, keys, self._deadlined(conn, name, args))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             if conn is not None and not isinstance(exc, redis.ResponseError):
                 conn.disconnect()
                 self._offsets().pop(conn, None)
@@ -421,7 +424,7 @@ class DialogStore:
     def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
 
     def find(self, call_id: str, *tags: str) -> DialogRecord | None:
