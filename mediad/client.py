@@ -117,11 +117,15 @@ class IqClient:
         self._failed: list = []
 
     @classmethod
-    def from_config(cls, config) -> "IqClient":
-        """Client for ``config`` (a mediad.config.Config); an empty secret is read from Redis."""
+    def from_config(cls, config, component=None) -> "IqClient":
+        """Client for ``config`` (a mediad.config.Config); an empty secret is read from Redis
+        as ``component`` (a mediad.redis_keys.Component; default: the plugin)."""
+        from mediad.redis_client import settings
+        from mediad.redis_keys import Component
         from mediad.state import read_control_secret_sync
 
-        secret = config.mediad_control_secret or read_control_secret_sync(config.redis_url_with_password)
+        secret = config.mediad_control_secret or read_control_secret_sync(
+            settings(config, component or Component.PLUGIN))
         return cls(config.mediad_control, secret, config.plugin_iq_timeout_ms / 1000.0, config.plugin_retry_after)
 
     def request(self, iq: IqRequest) -> IqReply:

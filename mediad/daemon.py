@@ -61,6 +61,8 @@ from mediad.metrics import Metrics
 from mediad.ports import NoPortsError, PortPool
 from mediad.relay import FAILED, AccessChannel, CoreChannel
 from mediad.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys
+from mediad.redis_client import settings as redis_settings
+from mediad.redis_keys import Component
 from mediad.state import CERTIFICATE_KEY, StateError, StateStore, WriteBehind
 from mediad.tcp import listen as listen_tcp, wants_tcp
 
@@ -132,7 +134,7 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.store = StateStore(self.config.redis_url_with_password, self.config.redis_dialog_ttl)
+        self.store = StateStore(redis_settings(self.config, Component.MEDIAD), self.config.redis_dialog_ttl)
         await self.store.ping()
         secret = self.config.mediad_control_secret.encode() or await self.store.control_secret()
         await self._load_certificate()

@@ -53,8 +53,10 @@ from typing import Any, Iterable, TextIO
 from iq import Command, IqRequest
 from sdp_rules.errors import E2aeError, UnavailableError
 
+from mediad.redis_client import REDIS_ERRORS, connect, is_cluster, settings
+from mediad.redis_keys import Component, pattern
 from plugin.lifecycle import OPERATOR_TABLE
-from plugin.state import DIALOG_PREFIX, DialogRecord
+from plugin.state import DIALOG_PREFIX, DialogRecord, dialog_key
 
 # Fields that never leave this tool, wherever they appear in a document (defence in depth:
 # mediad's QUERY answer has none of them).
@@ -316,14 +318,11 @@ class Edge:
 
     @classmethod
     def from_config(cls, config) -> "Edge":
-        import redis
-
         from mediad.client import IqClient
 
-        client = redis.Redis.from_url(config.redis_url_with_password, socket_timeout=2.0,
-                                      socket_connect_timeout=2.0)
+        client = connect(settings(config, Component.CTL), 2.0)
         try:
-            iq = IqClient.from_config(config)
+            iq = IqClient.from_config(config, Component.CTL)
         except UnavailableError as exc:
             raise CtlError(f"cannot authenticate to mediad: {exc}") from None
         return cls(client, [Mediad(str(config.mediad_control), iq)], KamailioRpc(config.plugin_rpc_socket), config)
@@ -334,12 +333,10 @@ class Edge:
         self.redis.close()
 
     def records(self) -> list[DialogRecord]:
-        import redis
-
         try:
-            keys = list(self.redis.scan_iter(match=DIALOG_PREFIX + "*", count=SCAN_COUNT))
-            raws = self.redis.mget(keys) if keys else []
-        except redis.RedisError as exc:
+            keys = list(self.redis.scan_iter(match=pattern(DIALOG_PREFIX), count=SCAN_COUNT))  # every primary
+            raws = self._get_all(keys)
+        except REDIS_ERRORS as exc:
             raise CtlError(f"Redis: {exc.__class__.__name__}: {exc}") from None
         out = []
         for raw in raws:
@@ -350,6 +347,17 @@ class Edge:
             except (ValueError, KeyError, TypeError):
                 continue
         return sorted(out, key=lambda r: (r.created, r.call_id))
+
+    def _get_all(self, keys: list) -> list:
+        """The values of ``keys`` (on a Cluster, keys of many slots: one GET each, pipelined by node)."""
+        if not keys:
+            return []
+        if not is_cluster(self.redis):
+            return self.redis.mget(keys)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        return pipe.execute()
 
     def holders(self) -> dict[str, Mediad]:
         """Which mediad holds each dialog."""
@@ -424,7 +432,7 @@ class Edge:
         from plugin.lifecycle import CallEvent
         from plugin.metrics import Metrics
 
-        edge = PluginEdge.from_config(self.config, Metrics(CollectorRegistry()))
+        edge = PluginEdge.from_config(self.config, Metrics(CollectorRegistry()), component=Component.CTL)
         try:
             for record in records:
                 edge.release(record.call_id, (record.caller_tag, record.callee_tag), CallEvent.OPERATOR)
@@ -434,14 +442,12 @@ class Edge:
 
     def _held(self, dialogs: Iterable[str]) -> list[str]:
         """Which of ``dialogs`` Redis (the plugin's record) or a mediad still holds."""
-        import redis
-
         held = set()
         try:
             for dialog in dialogs:
-                if self.redis.exists(DIALOG_PREFIX + dialog):
+                if self.redis.exists(dialog_key(dialog)):
                     held.add(dialog)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise CtlError(f"Redis: {exc.__class__.__name__}") from None
         media = set(self.holders())
         return sorted(held | (media & set(dialogs)))

@@ -105,6 +105,8 @@ from sdp_rules.rules import release_request
 # control channel's cryptography costs 50-100 ms to import, which each worker's
 # first call would otherwise pay.
 from mediad.client import IqClient, SecretRefused
+from mediad.redis_client import settings as redis_settings
+from mediad.redis_keys import Component
 
 from plugin import limits
 from plugin.body import SDP_TYPE, MultipartError, find_sdp, is_multipart, media_type
@@ -226,10 +228,12 @@ class Edge:
         self._refreshed: OrderedDict[str, float] = OrderedDict()
 
     @classmethod
-    def from_config(cls, config, metrics: Metrics, iq_client=None, cache: RecordCache | None = None) -> "Edge":
-        """Build from a ``mediad.config.Config`` (the one configuration file)."""
+    def from_config(cls, config, metrics: Metrics, iq_client=None, cache: RecordCache | None = None,
+                    component=Component.PLUGIN) -> "Edge":
+        """Build from a ``mediad.config.Config`` (the one configuration file), connecting to
+        Redis as ``component`` (e2ae-ctl's own releases use its ACL user)."""
         timeout = config.plugin_iq_timeout_ms / 1000.0
-        store = DialogStore(config.redis_url_with_password, config.redis_dialog_ttl + DIALOG_TTL_GRACE,
+        store = DialogStore(redis_settings(config, component), config.redis_dialog_ttl + DIALOG_TTL_GRACE,
                             timeout=timeout)
         if iq_client is None:
             iq_client = LazyIqClient(config)

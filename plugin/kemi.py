@@ -86,6 +86,7 @@ from sdp_rules.errors import UnavailableError  # noqa: E402
 
 from mediad.config import load_config  # noqa: E402
 from mediad.logs import formatter  # noqa: E402
+from mediad import redis_keys  # noqa: E402
 from plugin import limits, profile, routing, sipreply  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
 from plugin.body import SDP_TYPE, media_type  # noqa: E402
@@ -94,7 +95,7 @@ from plugin.lifecycle import (BYE_HOLD_S, OPERATOR_TABLE, CallEvent, CallState, 
                               EndStep, LifecycleError, PendingRelease, end_step)
 from plugin.state import dialog_id  # noqa: E402
 
-EVENTS_CHANNEL = "e2ae:events"
+EVENTS_CHANNEL = redis_keys.EVENTS_CHANNEL
 EVENTS_PER_TICK = 100
 # Kamailio htables (deploy/kamailio.cfg): calls to end, releases to retry, Call-IDs whose
 # BYEs are being sent, and the retry queue's size as the rtimer process last counted it.

@@ -98,11 +98,13 @@ import redis
 from sdp_rules.errors import UnavailableError
 from sdp_rules.plan import DialogState
 
+from mediad.redis_client import REDIS_ERRORS, RedisSettings, connect, is_cluster
+from mediad.redis_keys import ALG_DIALOG, ALG_LOCK, ALG_RELEASED, tagged
 from plugin.lifecycle import CallState
 
-DIALOG_PREFIX = "e2ae:alg:dialog:"
-LOCK_PREFIX = "e2ae:alg:lock:"
-TOMBSTONE_PREFIX = "e2ae:alg:released:"
+DIALOG_PREFIX = ALG_DIALOG
+LOCK_PREFIX = ALG_LOCK
+TOMBSTONE_PREFIX = ALG_RELEASED
 TOMBSTONE_TTL = 32
 LOCK_TTL_MS = 3000
 LOCK_WAIT_S = 2.0
@@ -222,7 +224,7 @@ BUSY = "busy"  # the record is there but locked: nothing changed
 def dialog_keys(ident: str) -> list[str]:
     """The Redis keys of the dialog ``ident``, in the order every script takes them:
     record, lock, tombstone (the one place that names them)."""
-    return [DIALOG_PREFIX + ident, LOCK_PREFIX + ident, TOMBSTONE_PREFIX + ident]
+    return [dialog_key(ident), lock_key(ident), tombstone_key(ident)]
 
 
 def _candidate_keys(candidates: list[str]) -> list[str]:
@@ -235,9 +237,29 @@ def record_digest(raw: str) -> str:
 
 
 def dialog_id(call_id: str, caller_tag: str) -> str:
-    """The dialog's id: stable, short, safe in a Redis key and on the Iq interface."""
+    """The dialog's id: stable, short, safe in a Redis key and on the Iq interface.
+
+    32 hex digits: the Call-ID's digest (the Redis hash tag every id of the Call-ID
+    shares, :mod:`mediad.redis_keys`), then the digest of the Call-ID and the tag.
+    """
+    call = hashlib.sha256(call_id.encode("utf-8", "surrogateescape")).hexdigest()
     digest = hashlib.sha256(f"{call_id}\0{caller_tag}".encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()[:32]
+    return call[:16] + digest.hexdigest()[:16]
+
+
+def dialog_key(ident: str) -> str:
+    """The dialog's record."""
+    return tagged(ALG_DIALOG, ident)
+
+
+def lock_key(ident: str) -> str:
+    """The dialog's lock."""
+    return tagged(ALG_LOCK, ident)
+
+
+def tombstone_key(ident: str) -> str:
+    """The dialog's release tombstone."""
+    return tagged(ALG_RELEASED, ident)
 
 
 @dataclass
@@ -299,8 +321,8 @@ class DialogStore:
     an embedding application) must never read another thread's reply.
     """
 
-    def __init__(self, url: str, ttl: int, timeout: float = 0.5) -> None:
-        self.url = url
+    def __init__(self, url: "RedisSettings | str", ttl: int, timeout: float = 0.5) -> None:
+        self.url = url  # a URL, or the [redis] settings (mediad.redis_client)
         self.ttl = ttl
         self.timeout = timeout
         self._redis: redis.Redis | None = None
@@ -314,9 +336,10 @@ class DialogStore:
     @property
     def redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(
-                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
-            )
+            try:
+                self._redis = connect(self.url, self.timeout)  # a Cluster client maps the slots now
+            except REDIS_ERRORS as exc:
+                raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
             self._scripts = {name: self._redis.register_script(src) for name, src in _SCRIPTS.items()}
         return self._redis
 
@@ -324,11 +347,11 @@ class DialogStore:
         """Load every script into Redis now (else the first EVALSHA of each loads it)."""
         _ = self.redis  # registers the scripts
         try:
-            conn, _fresh = self._connection()
-            for script in self._scripts.values():
-                self._load(conn, script)
-            self._deadlined(conn, "create", ())  # and measure the clock offset
-        except redis.RedisError as exc:
+            for conn in self._every_connection():
+                for script in self._scripts.values():
+                    self._load(conn, script)
+                self._deadlined(conn, "create", ())  # and measure the clock offset
+        except REDIS_ERRORS as exc:
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
 
     def script(self, name: str, keys: list[str], *args):
@@ -346,19 +369,22 @@ class DialogStore:
         script = self._scripts[name]
         conn = None
         try:
-            conn, fresh = self._connection()
+            conn, fresh = self._connection(keys)
             try:
                 reply = self._evalsha(conn, script, keys, self._deadlined(conn, name, args))
             except redis.ConnectionError:
                 if fresh:
                     raise
                 conn.disconnect()
-                self._local.offset = None
+                self._offsets().pop(conn, None)
+                conn.connect()
                 reply = self._evalsha(conn, script, keys, self._deadlined(conn, name, args))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             if conn is not None and not isinstance(exc, redis.ResponseError):
                 conn.disconnect()
-                self._local.offset = None
+                self._offsets().pop(conn, None)
+            if isinstance(exc, redis.exceptions.MovedError) and is_cluster(self.redis):
+                self.redis.nodes_manager.initialize()  # slots moved: the next call goes to the new node
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
         if reply == LATE or (isinstance(reply, list) and reply and reply[0] == LATE):
             raise UnavailableError("redis: ran the request after its deadline")
@@ -368,26 +394,57 @@ class DialogStore:
         """``args`` with the script's deadline appended when it writes (module docstring)."""
         if name not in _DEADLINED:
             return args
-        offset = getattr(self._local, "offset", None)
+        offsets = self._offsets()
+        offset = offsets.get(conn)
         if offset is None:
             before = time.time()
             conn.send_command("TIME")
             seconds, micros = conn.read_response()
             after = time.time()
-            offset = self._local.offset = int(seconds) + int(micros) / 1e6 - (before + after) / 2
+            offset = offsets[conn] = int(seconds) + int(micros) / 1e6 - (before + after) / 2
         return (*args, int((time.time() + offset + self.timeout) * 1000))
 
-    def _connection(self) -> tuple[redis.Connection, bool]:
-        """This thread's script connection, and whether it has not been used yet."""
+    def _offsets(self) -> dict:
+        """This thread's measured offsets of Redis's clock, per script connection (a Cluster's
+        nodes may each have their own clock)."""
+        offsets = getattr(self._local, "offsets", None)
+        if offsets is None:
+            offsets = self._local.offsets = {}
+        return offsets
+
+    def _connection(self, keys: list[str] | tuple[str, ...] = ()) -> tuple[redis.Connection, bool]:
+        """This thread's script connection for ``keys`` (on a Cluster: to the node serving
+        their slot), and whether it has not been used yet."""
         local, pid = self._local, os.getpid()
-        conn = getattr(local, "conn", None)
-        if conn is None or local.pid != pid:
-            conn = local.conn = self.redis.connection_pool.make_connection()
+        conns = getattr(local, "conns", None)
+        if conns is None or local.pid != pid:
+            conns = local.conns = {}
             local.pid = pid
-            local.offset = None
+            local.offsets = {}
+        client = self.redis
+        if is_cluster(client):
+            node = client.get_node_from_key(keys[0]) if keys else client.get_default_node()
+            name, pool = node.name, node.redis_connection.connection_pool
+        else:
+            name, pool = "", client.connection_pool
+        conn = conns.get(name)
+        if conn is None:
+            conn = conns[name] = pool.make_connection()
             with self._conns_lock:
                 self._conns.add(conn)
-        return conn, conn._sock is None
+        fresh = conn._sock is None
+        if fresh:
+            # connect() itself (a command would connect by itself, but around a Sentinel
+            # connection's connect(), which asks the sentinels where the master is now)
+            conn.connect()
+        return conn, fresh
+
+    def _every_connection(self) -> list[redis.Connection]:
+        """A script connection to every server that runs scripts (every Cluster primary)."""
+        client = self.redis
+        if not is_cluster(client):
+            return [self._connection()[0]]
+        return [self._connection([tagged(ALG_DIALOG, tag)])[0] for tag in _one_tag_per_primary(client)]
 
     @staticmethod
     def _evalsha(conn: redis.Connection, script, keys: list[str], args: tuple):
@@ -407,47 +464,47 @@ class DialogStore:
     def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
 
     def find(self, call_id: str, *tags: str) -> DialogRecord | None:
         for tag in tags:
             if not tag:
                 continue
-            raw = self._call(self.redis.get, DIALOG_PREFIX + dialog_id(call_id, tag))
+            raw = self._call(self.redis.get, dialog_key(dialog_id(call_id, tag)))
             if raw:
                 return DialogRecord.from_json(raw)
         return None
 
     def get(self, ident: str) -> DialogRecord | None:
-        raw = self._call(self.redis.get, DIALOG_PREFIX + ident)
+        raw = self._call(self.redis.get, dialog_key(ident))
         return DialogRecord.from_json(raw) if raw else None
 
     def save(self, record: DialogRecord) -> None:
         if not record.created:
             record.created = time.time()
-        self._call(self.redis.set, DIALOG_PREFIX + record.id, record.to_json(), ex=self.ttl)
+        self._call(self.redis.set, dialog_key(record.id), record.to_json(), ex=self.ttl)
 
     def delete(self, ident: str) -> bool:
-        return bool(self._call(self.redis.delete, DIALOG_PREFIX + ident))
+        return bool(self._call(self.redis.delete, dialog_key(ident)))
 
     def touch(self, call_id: str, *tags: str) -> bool:
         """Refresh the TTL of the dialog's record, found by the first tag that names one: one round trip."""
-        keys = [DIALOG_PREFIX + dialog_id(call_id, tag) for tag in tags if tag]
+        keys = [dialog_key(dialog_id(call_id, tag)) for tag in tags if tag]
         return bool(keys) and bool(self.script("touch", keys, self.ttl))
 
     def bury(self, ident: str) -> bool:
         """Delete the record and leave a short-lived tombstone, in one round trip."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(DIALOG_PREFIX + ident)
-        pipe.set(TOMBSTONE_PREFIX + ident, "1", ex=TOMBSTONE_TTL)
+        pipe.delete(dialog_key(ident))
+        pipe.set(tombstone_key(ident), "1", ex=TOMBSTONE_TTL)
         return bool(self._call(pipe.execute)[0])
 
     def released(self, ident: str) -> bool:
-        return bool(self._call(self.redis.exists, TOMBSTONE_PREFIX + ident))
+        return bool(self._call(self.redis.exists, tombstone_key(ident)))
 
     def unbury(self, ident: str) -> None:
-        self._call(self.redis.delete, TOMBSTONE_PREFIX + ident)
+        self._call(self.redis.delete, tombstone_key(ident))
 
     def take(self, call_id: str, tags: tuple[str, ...]) -> tuple[str, DialogRecord | None]:
         """Bury the dialog found by ``tags`` (the caller's first) unless it is locked: one round trip.
@@ -550,6 +607,21 @@ class DialogStore:
             self._redis = None
 
 
+def _one_tag_per_primary(client) -> list[str]:
+    """A hash tag of a slot of each Cluster primary (to reach every primary by key)."""
+    from redis.crc import key_slot
+
+    wanted = {node.name for node in client.get_primaries()}
+    found: dict[str, str] = {}
+    n = 0
+    while wanted - found.keys() and n < 100000:
+        tag = str(n)
+        node = client.nodes_manager.get_node_from_slot(key_slot(tag.encode()))
+        found.setdefault(node.name, tag)
+        n += 1
+    return list(found.values())
+
+
 class Claim:
     """A dialog locked by :meth:`DialogStore.claim`, with its record as read under the lock.
 
@@ -577,8 +649,8 @@ class Claim:
         if self.held:
             self.held = False
             try:
-                record_key, lock_key, _ = dialog_keys(self.id)
-                self.store.script("unlock_touch", [lock_key, record_key], self.token, self.store.ttl)
+                record, lock, _ = dialog_keys(self.id)
+                self.store.script("unlock_touch", [lock, record], self.token, self.store.ttl)
             except UnavailableError:
                 pass  # the lock expires by itself
 
@@ -594,8 +666,8 @@ class Claim:
 
     def bury(self) -> bool:
         """Delete the record, leave the tombstone and unlock, in one round trip."""
-        record_key, lock_key, tombstone_key = dialog_keys(self.id)
-        deleted = bool(self.store.script("bury", [record_key, tombstone_key, lock_key], TOMBSTONE_TTL, self.token))
+        record, lock, tombstone = dialog_keys(self.id)
+        deleted = bool(self.store.script("bury", [record, tombstone, lock], TOMBSTONE_TTL, self.token))
         self.held = False
         return deleted
 
@@ -605,7 +677,7 @@ class DialogLock:
 
     def __init__(self, store: DialogStore, ident: str) -> None:
         self.store = store
-        self.key = LOCK_PREFIX + ident
+        self.key = lock_key(ident)
         self.token = secrets.token_hex(8)
 
     def __enter__(self) -> "DialogLock":
@@ -626,5 +698,6 @@ class DialogLock:
             pass  # the lock expires by itself
 
 
-__all__ = ["Claim", "DialogLock", "DialogRecord", "DialogStore", "dialog_id", "dialog_keys", "record_digest", "ABSENT", "BUSY", "DIALOG_PREFIX",
-           "LOCK_PREFIX", "TAKEN", "TOMBSTONE_PREFIX", "TOMBSTONE_TTL"]
+__all__ = ["Claim", "DialogLock", "DialogRecord", "DialogStore", "dialog_id", "dialog_keys", "record_digest", "ABSENT",
+           "BUSY", "DIALOG_PREFIX", "LOCK_PREFIX", "TAKEN", "TOMBSTONE_PREFIX", "TOMBSTONE_TTL", "dialog_key",
+           "lock_key", "tombstone_key"]

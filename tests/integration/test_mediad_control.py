@@ -12,6 +12,7 @@ import pytest
 
 from mediad.client import IqClient
 from mediad.control import encode_request
+from mediad.state import dialog_key
 from mediad import controlwire
 from mediad.controlwire import MAX_PAYLOAD, Authenticated, Frame, FrameType, ProtocolError, encode
 from sdp_rules.errors import UnavailableError
@@ -58,9 +59,9 @@ def test_reserve_is_idempotent_and_release_cleans_everything(mediad, redis_serve
     assert mediad.client().request(request) == first
     assert mediad.sockets() - before == bound
     keys = sorted(redis_server.client().keys("*"))
-    assert keys == [b"e2ae:agw:certificate", b"e2ae:agw:dialog:call-1"]
-    assert redis_server.client().ttl("e2ae:agw:dialog:call-1") > 500
-    document = json.loads(redis_server.client().get("e2ae:agw:dialog:call-1"))
+    assert keys == [b"e2ae:agw:certificate", dialog_key("call-1").encode()]
+    assert redis_server.client().ttl(dialog_key("call-1")) > 500
+    document = json.loads(redis_server.client().get(dialog_key("call-1")))
     assert document["version"] >= 1 and len(document["streams"]) == 2
     listing = mediad.client().request(mediad.iq(Command.LIST, "*"))
     assert listing.data["dialogs"] == ["call-1"]
@@ -237,7 +238,7 @@ def test_replayed_requests_have_no_effect(mediad, redis_server):
         time.sleep(0.2)
         sock.close()
     assert dialogs() == ["call-a"] and mediad.sockets() == live_sockets
-    assert store.exists("e2ae:agw:dialog:call-a")
+    assert store.exists(dialog_key("call-a"))
     # Counted: the restarted process counts what it refused since it started.
     assert rejected(mediad, "bad_proof") + rejected(mediad, "unexpected") + rejected(mediad, "too_large") >= 3
     assert client.request(mediad.iq(Command.RELEASE, "call-a")).error is None
@@ -411,7 +412,7 @@ def test_answers_do_not_wait_for_redis_nor_for_other_dialogs(tmp_path):
         assert mediad.client().request(mediad.iq(Command.RESERVE, "call-a", [srtp_stream(1)])).error is None
         store = server.client()
         assert mediad.written()
-        assert store.exists("e2ae:agw:dialog:call-a")
+        assert store.exists(dialog_key("call-a"))
         os.kill(server.proc.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -423,8 +424,8 @@ def test_answers_do_not_wait_for_redis_nor_for_other_dialogs(tmp_path):
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
         assert mediad.written()
-        assert not store.exists("e2ae:agw:dialog:call-a")
-        assert json.loads(store.get("e2ae:agw:dialog:call-b"))["dialog"] == "call-b"
+        assert not store.exists(dialog_key("call-a"))
+        assert json.loads(store.get(dialog_key("call-b")))["dialog"] == "call-b"
         store.close()
     finally:
         mediad.stop()
@@ -463,8 +464,8 @@ def test_changes_made_while_redis_is_down_are_written_once_it_is_back(tmp_path):
         server.start()
         store = server.client()
         assert mediad.written(), mediad.log()[-2000:]
-        assert not store.exists("e2ae:agw:dialog:call-a")
-        assert json.loads(store.get("e2ae:agw:dialog:call-b"))["dialog"] == "call-b"
+        assert not store.exists(dialog_key("call-a"))
+        assert json.loads(store.get(dialog_key("call-b")))["dialog"] == "call-b"
         assert mediad.metric("e2ae_mediad_state_written_total") == written + 2
         assert client.request(mediad.iq(Command.RELEASE, "call-b")).error is None
         assert mediad.written()

@@ -20,7 +20,8 @@ import plugin.edge
 from plugin.edge import REFRESH_INTERVAL, Edge, Message
 from plugin.lifecycle import CallEvent, CallState, EndRequest
 from plugin.metrics import Metrics
-from plugin.state import DIALOG_PREFIX, LOCK_PREFIX, TOMBSTONE_PREFIX, Claim, DialogStore, dialog_id
+from plugin.state import (DIALOG_PREFIX, LOCK_PREFIX, Claim, DialogStore, dialog_id, dialog_key,
+                          tombstone_key)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sdp"
 AGW_FP = Fingerprint("sha-256", ":".join(["AB"] * 32))
@@ -413,7 +414,7 @@ def test_an_initial_invite_whose_dialog_is_held_undoes_its_reserve_and_waits_for
     saved = store.get(ident)
     assert saved.rules.data.get("agw") and saved.rendered
     # A plain-RTP dialog (no media at mediad) under the same id, then a WIC INVITE for it.
-    store.redis.delete(DIALOG_PREFIX + ident)
+    store.redis.delete(dialog_key(ident))
     agw.reserved.clear()
     agw.requests.clear()
     edge.handle(msg(PLAIN_OFFER, cseq=1))
@@ -460,7 +461,7 @@ def test_release_waits_for_the_dialog_lock_and_a_late_reply_cannot_recreate(stor
                                 cseq=9, side=Side.ACCESS, body=PLAIN_OFFER, content_type="application/sdp"))
     assert stale.status == 481 and store.redis.keys(DIALOG_PREFIX + "*") == []
     # The tombstone expires by itself; a new initial INVITE (a retry) is not refused.
-    assert 0 < store.redis.ttl("e2ae:alg:released:" + record.id) <= 32
+    assert 0 < store.redis.ttl(tombstone_key(record.id)) <= 32
     assert not edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text(), cseq=2)).failed
 
 
@@ -543,7 +544,7 @@ def test_redis_round_trips_per_message_of_a_basic_call(store, metrics_registry, 
     assert trips == {"INVITE": 1, "200": 2, "ACK": 0, "UPDATE from the callee": 1,
                      "INFO within the interval": 0, "BYE": 1, "second release": 1}
     assert store.redis.keys(DIALOG_PREFIX + "*") == []
-    assert store.redis.exists(TOMBSTONE_PREFIX + dialog_id("call-1", "ftag"))
+    assert store.redis.exists(tombstone_key(dialog_id("call-1", "ftag")))
 
 
 def test_a_2xx_answered_from_the_cache_refreshes_the_record(store, metrics_registry):
@@ -563,7 +564,7 @@ def test_refresh_is_sent_again_after_the_interval_and_the_cache_is_bounded(store
     monkeypatch.setattr(plugin.edge, "REFRESH_CACHE_SIZE", 2)
     edge = make_edge(store, metrics_registry)
     for call_id in ("c1", "c2", "c3"):
-        store.redis.set(DIALOG_PREFIX + dialog_id(call_id, "a"), "{}", ex=5)
+        store.redis.set(dialog_key(dialog_id(call_id, "a")), "{}", ex=5)
     store.load_scripts()
     sent_commands.clear()
     assert edge.refresh("c1", ("a", "b"), "OPTIONS", now=0.0)
@@ -571,7 +572,7 @@ def test_refresh_is_sent_again_after_the_interval_and_the_cache_is_bounded(store
     assert len(sent_commands) == 1
     assert edge.refresh("c1", ("a", "b"), "OPTIONS", now=REFRESH_INTERVAL)
     assert len(sent_commands) == 2
-    assert store.redis.ttl(DIALOG_PREFIX + dialog_id("c1", "a")) > 50
+    assert store.redis.ttl(dialog_key(dialog_id("c1", "a"))) > 50
     sent_commands.clear()
     # A failed refresh is not remembered: the next request tries again.
     assert not edge.refresh("c9", ("a", "b"), "OPTIONS", now=REFRESH_INTERVAL)
@@ -596,7 +597,7 @@ def test_dtls_failure_release_is_counted_under_its_reason(store, metrics_registr
     assert agw.released == [outcome.dialog]
     assert metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "dtls_failed"}) == 1
     assert not metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "bye"})  # 0 or absent
-    assert store.redis.exists(TOMBSTONE_PREFIX + outcome.dialog)
+    assert store.redis.exists(tombstone_key(outcome.dialog))
 
 
 def test_scripts_run_again_after_redis_forgot_them(store, metrics_registry):
@@ -746,7 +747,7 @@ def test_commit_if_saves_only_the_record_it_read_unlocked(store):
     first = DialogRecord.from_json(read)
     first.callee_tag = "t1"
     assert store.commit_if(first, read) == 1 and store.get("d1").callee_tag == "t1"
-    assert first.raw == store.redis.get(DIALOG_PREFIX + "d1").decode()
+    assert first.raw == store.redis.get(dialog_key("d1")).decode()
     second = DialogRecord.from_json(read)  # read before the first commit: stale now
     second.callee_tag = "t2"
     assert store.commit_if(second, read) == 0 and store.get("d1").callee_tag == "t1"
@@ -757,7 +758,7 @@ def test_commit_if_saves_only_the_record_it_read_unlocked(store):
     assert store.get("d1").callee_tag == "t1"
     assert store.take_id("d1")[0] == "taken"
     assert store.commit_if(third, first.raw) == 0
-    assert store.redis.get(DIALOG_PREFIX + "d1") is None  # a released dialog is not re-created
+    assert store.redis.get(dialog_key("d1")) is None  # a released dialog is not re-created
 
 
 def test_commit_if_after_its_deadline_writes_nothing(store, monkeypatch):
@@ -783,7 +784,7 @@ def test_a_200_from_the_shared_cache_is_one_round_trip(store, metrics_registry, 
     out = invite_worker.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
     trips.append(len(sent_commands))
     ident = dialog_id("call-1", "ftag")
-    assert cache.get(ident) == store.redis.get(DIALOG_PREFIX + ident).decode()
+    assert cache.get(ident) == store.redis.get(dialog_key(ident)).decode()
     sent_commands.clear()
     answer = reply_worker.handle(answer_200())
     trips.append(len(sent_commands))
