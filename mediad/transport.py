@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from iq import Role, TerminationReply, TerminationSpec, TransportReply, TransportSpec
 
-from mediad.bundle_demux import BundleDemux, BundleStream, Drop
+from mediad.bundle_demux import RR, SR, BundleDemux, BundleStream, Drop
 from mediad.datachannel import SctpAccessLeg
 from mediad.dtls import ApplicationData, Closed, HandshakeComplete, HandshakeFailed
 from mediad.relay import ESTABLISHED, RTP, AccessChannel
@@ -69,10 +69,11 @@ def split_rtcp(demux: BundleDemux, packet: bytes, now: float) -> list[tuple[int,
     """The parts of a compound RTCP packet for each stream it concerns: ``[(stream key, packet)]``.
 
     Each RTCP packet goes to the streams the demultiplexer names (RFC 9143
-    section 9.2); one that names none (an RR without report blocks, APP) goes
-    with every stream of the compound, so that each part keeps its leading
-    SR/RR (RFC 3550 section 6.1).  A compound for one stream is passed on
-    whole.  Empty when no packet of it names a stream (counted by the demux).
+    section 9.2); the leading SR or RR, and a packet that names no stream (an
+    APP, an RR without report blocks), go with every part, so that each part is
+    a compound packet of its own (RFC 3550 section 6.1: it starts with SR/RR).
+    A compound for one stream is passed on whole.  Empty when no packet of it
+    names a stream (counted by the demux).
     """
     routed = demux.route_rtcp(packet, now)
     keys: list[int] = []
@@ -82,7 +83,9 @@ def split_rtcp(demux: BundleDemux, packet: bytes, now: float) -> list[tuple[int,
                 keys.append(key)
     if len(keys) <= 1:
         return [(keys[0], packet)] if keys else []
-    return [(key, b"".join(packet[start:end] for start, end, named in routed if key in named or not named))
+    lead = routed[0][1] if packet[1] in (SR, RR) else 0
+    return [(key, packet[:lead] + b"".join(packet[start:end] for start, end, named in routed
+                                            if start >= lead and (key in named or not named)))
             for key in keys]
 
 
