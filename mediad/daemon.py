@@ -64,7 +64,7 @@ from mediad.relay import FAILED, AccessChannel, CoreChannel
 from mediad.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys
 from mediad.state import CERTIFICATE_KEY, StateError, StateStore, WriteBehind
 from mediad.tcp import listen as listen_tcp, wants_tcp
-from mediad.transport import KINDS_ON_TRANSPORT, BundledLeg, BundledSctpLeg, Transport, TransportChannel
+from mediad.transport import BUNDLED_LEGS, KINDS_ON_TRANSPORT, Transport, TransportChannel
 
 log = logging.getLogger("mediad")
 
@@ -429,8 +429,7 @@ class Daemon:
     def _add_bundled(self, stream: Stream, spec: TerminationSpec) -> None:
         """The access side of a stream on a transport: no port of its own (RFC 9143)."""
         transport = stream.dialog.transports[stream.transport_id]
-        leg_class = BundledSctpLeg if stream.kind == "sctp" else BundledLeg
-        stream.access = leg_class(stream, transport, spec)
+        stream.access = BUNDLED_LEGS[stream.kind](stream, transport, spec)
         self.metrics.terminations["access"].inc()
         transport.attach(stream.access)
 

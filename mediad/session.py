@@ -25,6 +25,7 @@ authentication until re-keyed by a new handshake (re-INVITE with a new tls-id).
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from typing import Any
 
@@ -34,7 +35,17 @@ from mediad.relay import ESTABLISHED, AccessChannel, Channel, CoreChannel
 from mediad.srtp import SrtpKeys
 from mediad.stun import random_ice_credentials
 
-SUPPORTED_KINDS = ("srtp", "srtp_tcp", "t38")
+class StreamKind(enum.StrEnum):
+    """An Iq stream's kind (docs/iq.md); the value is the Iq string (JSON, logs, comparisons)."""
+
+    SRTP = "srtp"  # DTLS-SRTP over UDP (RFC 5764)
+    SRTP_TCP = "srtp_tcp"  # DTLS-SRTP over TCP (RFC 4571, RFC 7850)
+    T38 = "t38"  # UDPTL over DTLS (RFC 7345)
+    SCTP = "sctp"  # a data-channel association: the deaggregation stream (RFC 8261)
+    DC_CHANNEL = "dc_channel"  # one data channel: a component stream (RFC 8864)
+
+
+SUPPORTED_KINDS = (StreamKind.SRTP, StreamKind.SRTP_TCP, StreamKind.T38)  # this module's legs; mediad.datachannel's
 DOCUMENT_VERSION = 1
 
 
@@ -64,8 +75,8 @@ class AccessLeg:
         self.stream = stream
         self.dialog = stream.dialog
         self.spec = spec
-        self.over_tcp = stream.kind == "srtp_tcp"  # RFC 4571: the SDP address is checked, never sent to
-        self.dtls_srtp = stream.kind in ("srtp", "srtp_tcp")  # the handshake negotiates use_srtp
+        self.over_tcp = stream.kind is StreamKind.SRTP_TCP  # RFC 4571: the SDP address is checked, never sent to
+        self.dtls_srtp = stream.kind in (StreamKind.SRTP, StreamKind.SRTP_TCP)  # the handshake negotiates use_srtp
         self.ice_ufrag, self.ice_pwd = ice or random_ice_credentials()
         self.rtp: AccessChannel | None = None
         self.rtcp: AccessChannel | None = None
@@ -277,7 +288,7 @@ class Stream:
     def __init__(self, dialog: "Dialog", spec: StreamSpec) -> None:
         self.dialog = dialog
         self.stream_id = spec.stream_id
-        self.kind = spec.kind
+        self.kind = StreamKind(spec.kind)  # (the daemon checked it: a ValueError is a document of ours)
         self.group = spec.group  # dc_channel: the stream id of its "sctp" stream (mediad.datachannel)
         self.local_tls_id = spec.local_tls_id
         self.remote_tls_id = spec.remote_tls_id

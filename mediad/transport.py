@@ -54,14 +54,13 @@ from mediad.bundle_demux import RR, SR, BundleDemux, BundleStream, Drop
 from mediad.datachannel import SctpAccessLeg
 from mediad.dtls import ApplicationData, Closed, HandshakeComplete, HandshakeFailed
 from mediad.relay import ESTABLISHED, RTP, AccessChannel
-from mediad.session import AccessLeg
+from mediad.session import AccessLeg, StreamKind
 from mediad.srtp import SrtpError, SrtpKeys
 from mediad.stun import IceLiteResponder, random_ice_credentials
 
 if TYPE_CHECKING:
     from mediad.session import Dialog, Stream
 
-KINDS_ON_TRANSPORT = ("srtp", "sctp")  # RFC 9143 section 8: one transport-layer protocol, DTLS over UDP
 _SSRC = struct.Struct("!I")
 
 
@@ -416,3 +415,12 @@ class BundledSctpLeg(SctpAccessLeg):
         doc.pop("ice_pwd", None)  # the transport's: stored once, there
         doc.pop("ice_ufrag", None)
         return doc
+
+
+# The kinds a transport carries (RFC 9143 section 8: one transport-layer protocol, DTLS over UDP) and the
+# class of their access termination on it.
+BUNDLED_LEGS: dict[StreamKind, type[BundledLeg] | type[BundledSctpLeg]] = {
+    StreamKind.SRTP: BundledLeg,
+    StreamKind.SCTP: BundledSctpLeg,
+}
+KINDS_ON_TRANSPORT = tuple(BUNDLED_LEGS)
