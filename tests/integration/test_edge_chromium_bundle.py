@@ -267,6 +267,7 @@ def netns():
             redis.stop()
 
 
+@pytest.mark.req("DC-12", "MUX-1")
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("policy, bundle", [("max-bundle", "on"), ("balanced", "on"), ("balanced", "off")])
 def test_chromium_audio_and_video_both_ways_through_the_edge(netns, policy, bundle):

@@ -193,6 +193,7 @@ def handshakes(mediad) -> float:
                if name == "e2ae_mediad_dtls_handshakes_total" and ("result", "ok") in labels)
 
 
+@pytest.mark.req("MUX-1")
 def test_aiortc_bundle_audio_and_video_both_ways_on_one_port(mediad, redis_server):
     async def scenario() -> None:
         before_sockets = mediad.sockets()
