@@ -296,7 +296,7 @@ class Daemon:
         released = set(request.release_transports)
         for spec in request.transports:
             if spec.transport != TRANSPORT_UDP_DTLS:
-                raise ControlError(E_UNSUPPORTED, f"transport {spec.transport_id}: {spec.transport[:32]!r} "
+                raise ControlError(E_UNSUPPORTED, f"transport {spec.transport_id}: {str(spec.transport)[:32]!r} "
                                                   f"(a bundle is {TRANSPORT_UDP_DTLS} only, RFC 9143 section 8)")
         for spec in request.streams:
             if spec.transport_id is None:

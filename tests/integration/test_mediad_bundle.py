@@ -30,7 +30,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
-from iq import Command, IqRequest, TransportSpec
+from iq import Command, IqRequest, Role, Side, StreamSpec, TerminationSpec, TransportSpec
 from sdp_rules import BundlePolicy, DialogState, Kind, Policy, Side, process
 from sdp_rules.sdp import parse
 from tests.integration.test_mediad_webrtc import events
@@ -325,6 +325,48 @@ def test_bundle_reoffers_ice_restart_new_association_and_a_released_stream(media
             renewed = query.data["transports"][0]
             assert renewed["state"] == "handshaking" and renewed["srtp_keys"] is False, renewed
             assert renewed["spec"]["remote_tls_id"] == "anotherTlsIdXXXXXXXXXXXX"
+        finally:
+            await call.close()
+        assert mediad.written()
+        assert dialog_keys(redis_server) == []
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_moves_off_its_transport_and_back(mediad, redis_server):
+    """RFC 9143 7.5.2: a stream leaving the bundle gets a port of its own; coming back gives it up."""
+    async def scenario() -> None:
+        call = BundleCall(mediad, "bundle-move")
+        await call.open()
+        client = mediad.aclient()
+        try:
+            port = call.replies[0].transports[0].local_port
+            bundled = call.requests[0].streams[1]
+            held = {p for _, p in mediad.sockets()}
+            leaving = StreamSpec.from_dict(bundled.to_dict())
+            leaving.transport_id = None
+            leaving.access = TerminationSpec(
+                Side.ACCESS, "UDP/TLS/RTP/SAVPF", remote_address="127.0.0.1", remote_port=9, rtcp_mux=True,
+                ice_lite=True, remote_ice_ufrag="own1", remote_ice_pwd="ownpassword0123456789012",
+                local_fingerprint_request=True, tls_role=Role.SERVER)
+            leaving.core = None
+            reply = await client.request(IqRequest(Command.MODIFY, call.dialog, "off", [leaving]))
+            assert reply.error is None, reply
+            own = reply.stream(1).access.local_port
+            assert own != port and {p for _, p in mediad.sockets()} == held | {own}
+            query = await client.request(IqRequest(Command.QUERY, call.dialog, "q1"))
+            assert {s["stream_id"]: s["transport_id"] for s in query.data["streams"]} == {0: 0, 1: None}
+            back = StreamSpec.from_dict(bundled.to_dict())
+            back.core = None
+            reply = await client.request(IqRequest(Command.MODIFY, call.dialog, "on", [back]))
+            assert reply.error is None, reply
+            assert reply.stream(1).access.local_port == port
+            assert {p for _, p in mediad.sockets()} == held
+            # The demultiplexer has the stream again: video reaches its core port.
+            video = call.core[1]
+            mark = len(video.rtp)
+            await asyncio.sleep(1.0)
+            assert len(video.rtp) > mark + 10
         finally:
             await call.close()
         assert mediad.written()
