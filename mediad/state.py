@@ -2,7 +2,9 @@
 
 Keys (and nothing else is written):
 
-* ``e2ae:agw:dialog:{dialog}``: one JSON document per dialog, ``version``
+* ``e2ae:agw:dialog:{T}rest``: one JSON document per dialog (``Trest`` the
+  dialog id, ``T`` its hash tag, shared with the plugin's keys of the dialog:
+  :mod:`mediad.redis_keys`), ``version``
   incremented on every write, ``EXPIRE dialog_ttl`` refreshed on every write,
   deleted on release.  It holds the stream specs, bound ports, ICE
   credentials, learned peer addresses, SRTP master keys (base64) of
@@ -33,7 +35,11 @@ Redis connection of its own (it is the only one using it, one batch at a
 time): a batch is packed and sent as one write and its replies read back,
 with the pool's check of the connection (reconnected when Redis dropped it),
 but without the pipeline machinery (pool checkout, per command bookkeeping),
-which cost about as much CPU as the round trip itself.
+which cost about as much CPU as the round trip itself.  On a Redis Cluster a
+batch goes through redis-py's cluster pipeline instead (split by node; a
+dialog's deletion and save share a slot, so they stay in order), and the
+restart's SCAN visits every master.  Redis is reached as ``[redis]`` says
+(:mod:`mediad.redis_client`: TLS, mediad's ACL user, Sentinel, Cluster).
 """
 
 from __future__ import annotations

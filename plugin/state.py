@@ -2,7 +2,7 @@
 
 Keys (nothing else is written by the plugin):
 
-* ``e2ae:alg:dialog:{id}``: one JSON document per dialog: the caller's and
+* ``e2ae:alg:dialog:{T}rest``: one JSON document per dialog: the caller's and
   callee's tags, the Call-ID, the rules' :class:`~sdp_rules.plan.DialogState`,
   the offer/answer tracker and the last rendered bodies (the idempotency cache
   for retransmitted and forked messages).  Its TTL is set again on every write,
@@ -10,22 +10,27 @@ Keys (nothing else is written by the plugin):
   module resets its own timeout on each; see :meth:`plugin.edge.Edge.refresh`
   for the ACK and the per-worker interval), so the record lives as long as the
   dialog; the key is deleted when the dialog is released.
-* ``e2ae:alg:released:{id}``: a tombstone written when the dialog is released,
+* ``e2ae:alg:released:{T}rest``: a tombstone written when the dialog is released,
   expiring after ``TOMBSTONE_TTL`` s (32 s, a Timer B/F of slack for replies and
   requests still in flight): a late 18x/2xx or in-dialog request handled by
   another worker just after the release must not re-create the record (and a
   new RESERVE that nothing would ever release).  Only an initial INVITE (same
   Call-ID and From tag, e.g. retried after a 407) clears it.  Tombstones carry
   no media or state and always expire by themselves.
-* ``e2ae:alg:lock:{id}``: a short-lived lock (``SET NX PX``) that serialises
+* ``e2ae:alg:lock:{T}rest``: a short-lived lock (``SET NX PX``) that serialises
   the workers handling messages of the same dialog (an 18x and a 2xx handled in
   parallel, a re-INVITE crossing an UPDATE, a BYE crossing a 2xx: a release
   waits for it when it is held, and otherwise buries the dialog in one step
   that no lock holder can interleave with).
 
-``{id}`` is the dialog id given to mediad too: a digest of the Call-ID and the
-caller's From tag, so in-dialog requests in either direction find it (from
-tag first, then to tag).  Every Redis call has a socket timeout; Redis errors
+``Trest`` is the dialog id given to mediad too: a digest of the Call-ID
+(``T``, the Redis Cluster hash tag shared by every key of the Call-ID, so a
+script may take the keys of both tags' ids: :mod:`mediad.redis_keys`)
+followed by a digest of the Call-ID and the caller's From tag, so in-dialog
+requests in either direction find it (from tag first, then to tag).  Redis is
+reached as ``[redis]`` says (:mod:`mediad.redis_client`: TLS, the plugin's
+ACL user, Sentinel, Cluster; on a Cluster each script goes to the master of
+its slot).  Every Redis call has a socket timeout; Redis errors
 become :class:`~sdp_rules.errors.UnavailableError` (503 + Retry-After).
 
 Round trips (each a registered Lua script, sent as EVALSHA):
