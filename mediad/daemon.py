@@ -23,8 +23,9 @@ address), changes the dialog in memory, marks it changed or released
 (``mediad.state.WriteBehind``) and is answered; one writer task sends what
 changed, in one pipeline, one batch after the other (so in order).  An idle
 writer woken by a change first waits ``WRITE_GATHER`` s, so that its batch
-carries the changes of several calls (a call's reserve, modify and release
-often in one batch, or only its deletion); while batches keep coming it sends
+carries the changes of several calls (a call's reserve and modify saved once
+when they fall in one batch, nothing but its deletion when its release falls
+in it too); while batches keep coming it sends
 the next as soon as the one before is written.  A batch that fails (Redis
 down, restarted, refusing) is put back and sent again after
 ``WRITE_RETRY_FIRST`` s, doubling up to ``WRITE_RETRY_MAX`` s, until it is
