@@ -21,13 +21,19 @@ Every change is written to Redis behind the answer: an Iq request (reserve,
 modify, release), or what the packet path learns (DTLS result, SRTP keys, peer
 address), changes the dialog in memory, marks it changed or released
 (``mediad.state.WriteBehind``) and is answered; one writer task sends what
-changed, in one pipeline, from the next loop turn on, one batch after the
-other (so in order).  A batch that fails (Redis down, restarted, refusing) is
-put back and sent again after ``WRITE_RETRY_FIRST`` s, doubling up to
-``WRITE_RETRY_MAX`` s, until it is written.  ``flush`` waits for everything
-marked so far to be written.  The window: a change is in Redis one writer
-round trip after its answer (the batch ahead of it, then its own); a mediad
-killed within that window, or while Redis is unreachable, loses the changes
+changed, in one pipeline, one batch after the other (so in order).  An idle
+writer woken by a change first waits ``WRITE_GATHER`` s, so that its batch
+carries the changes of several calls (a call's reserve and modify saved once
+when they fall in one batch, nothing but its deletion when its release falls
+in it too); while batches keep coming it sends
+the next as soon as the one before is written.  A batch that fails (Redis
+down, restarted, refusing) is put back and sent again after
+``WRITE_RETRY_FIRST`` s, doubling up to ``WRITE_RETRY_MAX`` s, until it is
+written.  ``flush`` waits for everything marked so far to be written.  The
+window: a change is in Redis ``WRITE_GATHER`` s and one writer round trip
+after its answer, or two round trips when a batch was being written (that
+one, then its own); a mediad killed within that window, or while Redis is
+unreachable, loses the changes
 not yet written (a released dialog not yet deleted is restored by the next
 mediad and expires after ``dialog_ttl`` without traffic).  At start the
 dialogs in Redis are reloaded (``restore``): same ports, same ICE credentials,
@@ -72,6 +78,7 @@ log = logging.getLogger("mediad")
 
 RECENT_REPLIES = 4096
 REDIS_PING_INTERVAL = 5.0  # seconds between two pings behind e2ae_mediad_redis_up
+WRITE_GATHER = 0.01  # seconds an idle writer waits after a change before it takes its batch
 WRITE_RETRY_FIRST = 0.05  # seconds before a failed batch of dialog documents is sent again ...
 WRITE_RETRY_MAX = 1.0  # ... doubling up to this
 STOP_FLUSH_TIMEOUT = 2.0  # seconds stop() waits for the pending writes
@@ -697,7 +704,7 @@ class Daemon:
             self.changed(dialog)
 
     def changed(self, dialog: Dialog) -> None:
-        """Write the dialog's document behind the caller (from the next loop turn on)."""
+        """Write the dialog's document behind the caller (``WRITE_GATHER`` s later at the earliest)."""
         if dialog.id not in self.dialogs:
             return
         self.pending.changed(dialog.id)
@@ -719,10 +726,15 @@ class Daemon:
             self._spawn(self._write())
 
     async def _write(self) -> None:
-        """The one writer: batch after batch until nothing is pending; a failed batch again, later."""
+        """The one writer: batch after batch until nothing is pending; a failed batch again, later.
+
+        It first gathers for ``WRITE_GATHER`` s: one pipeline then carries the changes
+        of several calls instead of one per request.
+        """
         assert self.store is not None
         delay = WRITE_RETRY_FIRST
         try:
+            await asyncio.sleep(WRITE_GATHER)
             while self.pending or self.flush_waiters:
                 waiters, self.flush_waiters = self.flush_waiters, []
                 deletes, saves = self.pending.batch()
