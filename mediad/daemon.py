@@ -58,6 +58,7 @@ from mediad.control import (
     E_MALFORMED, E_NO_RESOURCES, E_PEER, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlEndpoint, ControlError, DialogLocks,
 )
 from mediad.metrics import Metrics
+from mediad.pool import Heartbeat
 from mediad.ports import NoPortsError, PortPool
 from mediad.relay import FAILED, AccessChannel, CoreChannel
 from mediad.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys
@@ -100,6 +101,7 @@ class Daemon:
         self.control: ControlEndpoint | None = None
         self.metrics_server = None
         self.locks = DialogLocks()
+        self.heartbeat: Heartbeat | None = None  # registration in the pool ([mediad] node_id)
 
     @staticmethod
     def _packet_path(choice: str) -> "fastpath.Engine | None":
@@ -144,6 +146,9 @@ class Daemon:
         self._spawn(self._expire_idle())
         self.metrics.redis_up.set(1)
         self._spawn(self._watch_redis())
+        if self.config.mediad_node_id:
+            self.heartbeat = Heartbeat(self.config, self.store.redis, lambda: len(self.dialogs))
+            self._spawn(self.heartbeat.run(self._heartbeat_failed))
         if self.config.mediad_metrics is not None:
             m = self.config.mediad_metrics
             self.metrics_server, _ = start_http_server(m.port, addr=m.host, registry=self.metrics.registry)
@@ -152,10 +157,19 @@ class Daemon:
                  self.config.mediad_core_address, self.config.mediad_core_ports,
                  self.certificate.fingerprint() if self.certificate else None)
 
+    def _heartbeat_failed(self, exc: Exception) -> None:
+        self.metrics.redis_errors.inc()
+        log.warning("pool heartbeat not written: %s", exc.__class__.__name__)
+
     async def stop(self) -> None:
         """Stop serving; the state stays in Redis for the next start."""
         if self.control is not None:
             self.control.close()
+        if self.heartbeat is not None:
+            try:
+                await asyncio.wait_for(self.heartbeat.leave(), STOP_FLUSH_TIMEOUT)
+            except Exception as exc:  # the record then expires at its TTL
+                log.warning("pool record not removed: %s", exc.__class__.__name__)
         try:
             await asyncio.wait_for(self.flush(), STOP_FLUSH_TIMEOUT)
         except asyncio.TimeoutError:

@@ -195,9 +195,11 @@ class Edge:
     """The plugin's logic for one worker: a store, an Iq client, metrics and the policy."""
 
     def __init__(self, store: DialogStore, iq_client, metrics: Metrics, *, agent: str,
-                 policy: Policy | None = None, retry_after: int = 5, dtls_failure: str = "bye") -> None:
+                 policy: Policy | None = None, retry_after: int = 5, dtls_failure: str = "bye",
+                 pool=None) -> None:
         self.store = store
         self.iq_client = iq_client
+        self.pool = pool  # a plugin.pool.Pool: a media node per dialog; None: iq_client for all
         self.metrics = metrics
         self.agent = agent
         self.policy = policy or Policy()
@@ -222,8 +224,11 @@ class Edge:
         from mediad.config import sip_sockets
 
         access = next(sock for option, _, sock in sip_sockets(config) if option.startswith("access_")).public
+        from plugin.pool import Pool
+
+        pool = Pool(config, lambda: store.redis, metrics) if Pool.configured(config) else None
         return cls(store, iq_client, metrics, agent=f"{access.host}:{access.port}", policy=policy,
-                   retry_after=config.plugin_retry_after, dtls_failure=config.policy_dtls_failure)
+                   retry_after=config.plugin_retry_after, dtls_failure=config.policy_dtls_failure, pool=pool)
 
     # -- messages -----------------------------------------------------------------
     def take_outbox(self) -> list[EndRequest | PendingRelease]:
@@ -455,10 +460,14 @@ class Edge:
         reserving = plan.iq is not None and not record.rules.data.get("agw")
         reply = None
         if plan.iq is not None:
+            if reserving and self.pool is not None and not record.mediad:
+                record.mediad = self.pool.choose()
             try:
-                reply = self._ask(plan.iq)
-            except Exception:
+                reply = self._ask(plan.iq, record.mediad)
+            except Exception as exc:
                 if reserving:  # an Iq timeout may come after mediad did the work
+                    if isinstance(exc, UnavailableError) and self.pool is not None and record.mediad:
+                        self.pool.failed(record.mediad)
                     self._undo_reserve(record)
                 raise
             if reply.error:
@@ -523,10 +532,13 @@ class Edge:
         return None
 
     # -- mediad -------------------------------------------------------------------
-    def _ask(self, request: IqRequest) -> IqReply:
-        """mediad's reply (which may be an error); UnavailableError when it cannot be reached."""
+    def _ask(self, request: IqRequest, node: str = "") -> IqReply:
+        """mediad's reply (which may be an error); UnavailableError when it cannot be reached.
+        ``node``: the dialog's media node in a pool (``DialogRecord.mediad``)."""
         started = time.perf_counter()
         try:
+            if node and self.pool is not None:
+                return self.pool.request(request, node)
             return self.iq_client.request(request)
         finally:
             self.metrics.iq_latency.labels(request.command.value).observe(time.perf_counter() - started)
@@ -610,34 +622,36 @@ class Edge:
         # after a 407 has the same Call-ID and From tag).
         return f"release|{event.value}|{record_id[:8]}|{secrets.token_hex(6)}"
 
-    def _release_dialog(self, dialog: str, event: CallEvent) -> int | None:
-        """Send RELEASE for ``dialog``: None when mediad released it, else its error code
-        (404: it held nothing).  UnavailableError when mediad cannot be reached."""
-        reply = self._ask(release_request(dialog, self._release_tx(dialog, event)))
+    def _release_dialog(self, dialog: str, event: CallEvent, node: str = "") -> int | None:
+        """Send RELEASE for ``dialog`` (to ``node`` in a pool): None when mediad released it,
+        else its error code (404: it held nothing).  UnavailableError when mediad cannot be reached."""
+        reply = self._ask(release_request(dialog, self._release_tx(dialog, event)), node)
         return (reply.error_code or 500) if reply.error else None
 
     def _undo_reserve(self, record: DialogRecord) -> None:
         """A RESERVE whose outcome cannot be used: release what mediad may hold (retried
         when mediad cannot be reached; the original error is what the caller gets)."""
         try:
-            if self._release_dialog(record.id, CallEvent.REFUSED) in (None, 404):
+            if self._release_dialog(record.id, CallEvent.REFUSED, record.mediad) in (None, 404):
                 return
             log.warning("Call-ID %s: mediad refused the release of a failed reserve", record.call_id)
         except UnavailableError as exc:
             log.warning("Call-ID %s: release of a failed reserve failed, to be retried: %s",
                         record.call_id, exc.reason)
-            self._retry(PendingRelease(record.call_id, (record.caller_tag,), CallEvent.REFUSED, dialog=record.id))
+            self._retry(PendingRelease(record.call_id, (record.caller_tag,), CallEvent.REFUSED, dialog=record.id,
+                                       mediad=record.mediad))
 
     def _release_media(self, record: DialogRecord, event: CallEvent) -> None:
         if not record.rules.data.get("agw"):
             return
         try:
-            if self._release_dialog(record.id, event) not in (None, 404):
+            if self._release_dialog(record.id, event, record.mediad) not in (None, 404):
                 log.warning("Call-ID %s: mediad refused the release (%s)", record.call_id, event.value)
         except UnavailableError as exc:
             log.warning("Call-ID %s: mediad release (%s) failed, to be retried: %s", record.call_id,
                         event.value, exc.reason)
-            self._retry(PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id))
+            self._retry(PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id,
+                                       mediad=record.mediad))
 
     def _retry(self, pending: PendingRelease) -> None:
         if not pending.next_at:
@@ -649,7 +663,7 @@ class Edge:
         this try released something: False when another path had done it already).
         UnavailableError when mediad still cannot be reached."""
         if pending.dialog:
-            code = self._release_dialog(pending.dialog, pending.event)
+            code = self._release_dialog(pending.dialog, pending.event, pending.mediad)
             if code not in (None, 404):
                 log.warning("Call-ID %s: mediad refused the release of dialog %s (error %s)", pending.call_id,
                             pending.dialog, code)
