@@ -102,6 +102,7 @@ class Daemon:
         self.metrics_server = None
         self.locks = DialogLocks()
         self.heartbeat: Heartbeat | None = None  # registration in the pool ([mediad] node_id)
+        self.heartbeat_task: asyncio.Task | None = None
 
     @staticmethod
     def _packet_path(choice: str) -> "fastpath.Engine | None":
@@ -148,7 +149,7 @@ class Daemon:
         self._spawn(self._watch_redis())
         if self.config.mediad_node_id:
             self.heartbeat = Heartbeat(self.config, self.store.redis, lambda: len(self.dialogs))
-            self._spawn(self.heartbeat.run(self._heartbeat_failed))
+            self.heartbeat_task = asyncio.ensure_future(self.heartbeat.run(self._heartbeat_failed))
         if self.config.mediad_metrics is not None:
             m = self.config.mediad_metrics
             self.metrics_server, _ = start_http_server(m.port, addr=m.host, registry=self.metrics.registry)
@@ -166,6 +167,9 @@ class Daemon:
         if self.control is not None:
             self.control.close()
         if self.heartbeat is not None:
+            if self.heartbeat_task is not None:  # no beat may write the record again after it is removed
+                self.heartbeat_task.cancel()
+                await asyncio.gather(self.heartbeat_task, return_exceptions=True)
             try:
                 await asyncio.wait_for(self.heartbeat.leave(), STOP_FLUSH_TIMEOUT)
             except Exception as exc:  # the record then expires at its TTL
@@ -590,7 +594,7 @@ class Daemon:
             while self.pending or self.flush_waiters:
                 waiters, self.flush_waiters = self.flush_waiters, []
                 deletes, saves = self.pending.batch()
-                documents = [(d, self.dialogs[d].document()) for d in saves if d in self.dialogs]
+                documents = [(d, self._owned(self.dialogs[d].document())) for d in saves if d in self.dialogs]
                 self.in_flight = len(deletes) + len(documents)
                 try:
                     if deletes or documents:
@@ -621,6 +625,12 @@ class Daemon:
             self.in_flight = 0
             self.writing = False
 
+    def _owned(self, document: dict[str, Any]) -> dict[str, Any]:
+        """In a pool, a dialog's document names its node: a restarted node reloads its own only."""
+        if self.config.mediad_node_id:
+            document["node"] = self.config.mediad_node_id
+        return document
+
     async def _publish(self, event: dict[str, Any]) -> None:
         assert self.store is not None
         try:
@@ -636,10 +646,12 @@ class Daemon:
 
     # -- restart -------------------------------------------------------------------
     async def restore(self) -> None:
-        """Reload every dialog in Redis: same ports, SRTP from the stored keys."""
+        """Reload every dialog in Redis of this node: same ports, SRTP from the stored keys."""
         assert self.store is not None and self.loop is not None
         ttl = self.config.redis_dialog_ttl
         for document, remaining in await self.store.load_all():
+            if document.get("node", "") != self.config.mediad_node_id:
+                continue  # another node's dialog (mediad.pool)
             try:
                 dialog = await self._restore_dialog(document)
             except (E2aeError, KeyError, TypeError, ValueError) as exc:
