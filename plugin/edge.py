@@ -461,7 +461,7 @@ class Edge:
         reply = None
         if plan.iq is not None:
             if reserving and self.pool is not None and not record.mediad:
-                record.mediad = self.pool.choose()
+                record.mediad = self.pool.choose(record.id)
             try:
                 reply = self._ask(plan.iq, record.mediad)
             except Exception as exc:
@@ -495,8 +495,10 @@ class Edge:
         except _Exists as exc:
             # A new record was not saved: the dialog was there.  mediad holds streams for
             # a dialog id only once, so when that dialog holds them this RESERVE was the
-            # same request again, answered from mediad's cache: nothing to undo.
-            if reserving and (exc.record is None or not exc.record.rules.data.get("agw")):
+            # same request again, answered from mediad's cache: nothing to undo (in a pool,
+            # unless it went to another node than the dialog's).
+            if reserving and (exc.record is None or not exc.record.rules.data.get("agw")
+                              or exc.record.mediad != record.mediad):
                 self._undo_reserve(record)
             raise
         except Exception:

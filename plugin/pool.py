@@ -15,8 +15,11 @@ every node with a live record in Redis.  A node is
 
 A registered node whose heartbeats stop leaves the candidates when its record
 expires.  :func:`choose` takes one active node at random, in proportion to
-its weight (the random number is an argument).  No active node: the call
-gets 503 with Retry-After and a Warning.
+its weight (the random number is an argument).  The shell draws it from the
+dialog id (:func:`dialog_uniform`), so an INVITE retransmitted to another
+worker before the first one's record is saved lands on the same node (given
+the same view of the pool).  No active node: the call gets 503 with
+Retry-After and a Warning.
 
 :class:`Pool` is the thin shell of one Kamailio worker: it reads the registry
 at most once per ``[pool] cache`` seconds (two round trips: the sets, then
@@ -30,9 +33,9 @@ e2ae-ctl's release) goes there, whatever the registry says by then.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
-import random
 import time
 from dataclasses import replace
 from typing import Callable, Iterable
@@ -92,6 +95,11 @@ def choose(nodes: list[Node], draining, disabled_until: dict[str, float], now: f
     return active[-1]
 
 
+def dialog_uniform(dialog: str) -> float:
+    """A number in [0, 1) fixed by the dialog id (spread as evenly as a random one)."""
+    return int.from_bytes(hashlib.sha256(dialog.encode()).digest()[:8], "big") / 2.0 ** 64
+
+
 def read_records(raw: Iterable[bytes | str | None]) -> list[Node]:
     """The records of an MGET (expired ones are None); a broken one is skipped and logged."""
     out = []
@@ -109,7 +117,8 @@ class Pool:
     """One worker's view of the pool and its Iq clients (see the module)."""
 
     def __init__(self, config, redis_of: Callable[[], object], metrics=None, client_of=None,
-                 clock: Callable[[], float] = time.monotonic, rand: Callable[[], float] = random.random) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 rand: Callable[[str], float] = dialog_uniform) -> None:
         self.config = config
         self.listed = parse_nodes(config.pool_nodes)
         self.registry = config.pool_registry == "on"
@@ -163,10 +172,10 @@ class Pool:
         return counts
 
     # -- the choice ------------------------------------------------------------------
-    def choose(self) -> str:
-        """The ``id@host:port`` of the node for a new dialog; UnavailableError (503) when none may take it."""
+    def choose(self, dialog: str) -> str:
+        """The ``id@host:port`` of the node for the new ``dialog``; UnavailableError (503) when none may take it."""
         nodes = self.nodes()
-        node = choose(nodes, self._draining, self._disabled, self.clock(), self.rand())
+        node = choose(nodes, self._draining, self._disabled, self.clock(), self.rand(dialog))
         if node is None:
             raise UnavailableError(f"no media node available ({len(nodes)} in the pool)", self.retry_after)
         if self.metrics is not None:

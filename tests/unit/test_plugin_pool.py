@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from sdp_rules.errors import UnavailableError
 from sdp_rules.iq import Command, Side
@@ -22,7 +23,7 @@ from mediad.pool import DRAINING_KEY, NODES_KEY, Heartbeat, Node, NodeState, nod
 from plugin.edge import Edge
 from plugin.lifecycle import CallEvent, PendingRelease
 from plugin.metrics import Metrics
-from plugin.pool import Pool
+from plugin.pool import Pool, dialog_uniform
 from plugin.state import DIALOG_PREFIX, DialogStore
 from tests.unit.test_plugin_edge import PLAIN_ANSWER, PLAIN_OFFER, Agw, msg
 
@@ -71,7 +72,7 @@ def make(store, registry, agws, *, nodes="", clock=None, values=None):
     rand = iter(values) if values is not None else None
     metrics = Metrics(registry)
     pool = Pool(config, lambda: store.redis, metrics, client_of=lambda address: agws[address.host],
-                clock=clock or Clock(), rand=(lambda: next(rand)) if rand else (lambda: 0.5))
+                clock=clock or Clock(), rand=(lambda dialog: next(rand)) if rand else (lambda dialog: 0.5))
     return Edge(store, Agw(), metrics, agent="127.0.0.1:5060", pool=pool), pool
 
 
@@ -123,12 +124,12 @@ def test_operator_drain_and_the_registry_cache(store, metrics_registry):
     clock = Clock()
     nodes = agws()
     edge, pool = make(store, metrics_registry, nodes, clock=clock, values=[0.0] * 10)
-    assert pool.choose() == "a@127.0.0.11:2223"
+    assert pool.choose("d") == "a@127.0.0.11:2223"
     store.redis.sadd(DRAINING_KEY, "a")
     clock.now += 0.5  # within [pool] cache: the view read before
-    assert pool.choose() == "a@127.0.0.11:2223"
+    assert pool.choose("d") == "a@127.0.0.11:2223"
     clock.now += 0.5
-    assert pool.choose() == "b@127.0.0.12:2223"
+    assert pool.choose("d") == "b@127.0.0.12:2223"
 
 
 def test_unreachable_node_is_disabled_and_its_release_retried_there(store, metrics_registry):
@@ -144,14 +145,14 @@ def test_unreachable_node_is_disabled_and_its_release_retried_there(store, metri
     assert isinstance(pending, PendingRelease) and pending.mediad == "a@127.0.0.11:2223"
     assert PendingRelease.from_value(pending.to_value()) == pending
     assert pending.failed_again(0.0).mediad == pending.mediad
-    assert pool.choose() == "b@127.0.0.12:2223"  # "a" disabled for [pool] disable_timeout
+    assert pool.choose("d") == "b@127.0.0.12:2223"  # "a" disabled for [pool] disable_timeout
     nodes["127.0.0.11"] = NodeAgw()
     pool.close()  # its clients are made again on next use
     assert edge.retry(pending) == (None, True)  # that node released it
     assert [r.command for r in nodes["127.0.0.11"].requests] == [Command.RELEASE]
     assert nodes["127.0.0.12"].requests == []
     clock.now += Config().pool_disable_timeout
-    assert pool.choose() == "a@127.0.0.11:2223"
+    assert pool.choose("d") == "a@127.0.0.11:2223"
 
 
 def test_static_list_needs_no_registration(store, metrics_registry):
@@ -201,3 +202,27 @@ def test_heartbeat_registers_drains_and_leaves(redis_url):
             await r.aclose()
 
     asyncio.run(run())
+
+
+def test_a_retransmitted_invite_reserved_on_another_node_is_undone_there(store, metrics_registry):
+    # Two workers whose draws differ (views of the pool that differ): the second one's
+    # RESERVE of the same dialog on another node is released there; the call keeps the first.
+    for node_id in NODES:
+        register(store.redis, node_id)
+    nodes = agws()
+    first, _ = make(store, metrics_registry, nodes, values=[0.0])
+    second, _ = make(store, CollectorRegistry(), nodes, values=[0.9])
+    out = first.handle(msg(SECURE_OFFER))
+    again = second.handle(msg(SECURE_OFFER))
+    assert not again.failed and again.body == out.body
+    assert record_of(store)["mediad"] == "a@127.0.0.11:2223"
+    assert [r.command for r in nodes["127.0.0.11"].requests] == [Command.RESERVE]
+    assert [r.command for r in nodes["127.0.0.13"].requests] == [Command.RESERVE, Command.RELEASE]
+
+
+def test_the_draw_is_fixed_by_the_dialog_id():
+    assert dialog_uniform("call-1;tag") == dialog_uniform("call-1;tag")
+    draws = [dialog_uniform(f"call-{i}") for i in range(4000)]
+    assert all(0.0 <= d < 1.0 for d in draws)
+    assert abs(sum(d < 0.25 for d in draws) / 4000 - 0.25) < 0.03
+    assert abs(sum(draws) / 4000 - 0.5) < 0.02
