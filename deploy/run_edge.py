@@ -10,7 +10,14 @@ Starts, in order, and prints where each listens and each child's pid:
    password (the configured one, else a fresh random one), persistent: an
    append-only file under ``RUNDIR/redis`` (``appendfsync everysec``, no RDB
    snapshots; the directory is mode 0700, as the file holds SRTP keys); when a
-   Redis already answers there, that one is used instead and not supervised;
+   Redis already answers there, that one is used instead and not supervised
+   (so is a Sentinel set or a Cluster).  With a ``rediss://`` URL it listens
+   with TLS only, with a certificate of this run's own CA (under
+   ``RUNDIR/redis-tls``, keys 0600; the runtime configuration's ``ca_file``);
+   when ``[redis]`` names a component's ACL user, it has one ACL user per
+   component with only what each needs, and ``default`` off (passwords not
+   given are made and written to the runtime configuration)
+   (:mod:`deploy.redis_setup`);
 2. ``python -m mediad`` (the media daemon);
 3. ``kamailio -DD -E`` with ``deploy/kamailio.cfg`` and the plugin, its sockets
    (every ``[edge]`` socket; a self-signed certificate for loopback under
@@ -80,7 +87,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+from deploy.redis_setup import DEFAULT_USERS, ensure_tls, redis_command, write_acl_file
 from mediad.config import sip_sockets
+from mediad.redis_keys import Component
 
 ROOT = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = ROOT / "deploy" / "kamailio.cfg"
@@ -182,6 +191,20 @@ def _pump(name: str, stream) -> None:
         sys.stdout.flush()
 
 
+def _redis_answers(config, component: Component = Component.PLUGIN) -> bool:
+    """Whether Redis answers PING to ``component``'s user (any shape: TLS, Sentinel, Cluster)."""
+    from mediad.redis_client import connect, settings
+
+    try:
+        client = connect(settings(config, component), 0.3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # refused, not yet listening, TLS not ready: not answering
+        return False
+
+
 def _redis_ping(host: str, port: int, password: str) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.3) as s:
@@ -278,6 +301,12 @@ class Child:
 
 class EdgeStopped(Exception):
     """The edge must stop: a child exited cleanly, hit its start limit, or never started."""
+
+
+def acl_users(config) -> bool:
+    """Whether the configuration names a component's ACL user (then the run command's Redis has one
+    user per component and ``default`` off)."""
+    return any(getattr(config, f"redis_{c.value}_username") for c in Component)
 
 
 class Runner:
@@ -400,11 +429,26 @@ class Runner:
         url = urlsplit(config.redis_url)
         password = url.password or config.redis_password
         host, port = url.hostname or "127.0.0.1", url.port or 6379
-        if not password and not _redis_ping(host, port, ""):
+        if not parser.has_section("redis"):
+            parser.add_section("redis")
+        self.redis_acl = self.redis_tls = None
+        if url.scheme == "rediss" and not config.redis_ca_file:
+            # TLS with no CA of the operator's: this run's own (deploy/redis_setup.py)
+            self.redis_tls = ensure_tls(self.rundir / "redis-tls", host)
+            parser.set("redis", "ca_file", str(self.redis_tls[0]))
+        if acl_users(config):
+            # one ACL user per component (default off): names and passwords not given are made
+            users = {}
+            for component in Component:
+                name = getattr(config, f"redis_{component.value}_username") or DEFAULT_USERS[component]
+                secret = getattr(config, f"redis_{component.value}_password") or secrets.token_urlsafe(24)
+                parser.set("redis", f"{component.value}_username", name)
+                parser.set("redis", f"{component.value}_password", secret)
+                users[component] = (name, secret)
+            self.redis_acl = users
+        elif not password and not _redis_ping(host, port, ""):
             password = secrets.token_urlsafe(24)
-        if password and not url.password:
-            if not parser.has_section("redis"):
-                parser.add_section("redis")
+        if password and not url.password and not acl_users(config):
             parser.set("redis", "password", password)
         rpc = Path(config.plugin_rpc_socket) if parser.has_option("plugin", "rpc_socket") else None
         if rpc is None or (rpc.is_absolute() and not (rpc.parent.is_dir() and os.access(rpc.parent, os.W_OK))):
@@ -427,17 +471,25 @@ class Runner:
                    PYTHONUNBUFFERED="1")
         url = urlsplit(config.redis_url)
         rhost, rport = url.hostname or "127.0.0.1", url.port or 6379
-        if _redis_ping(rhost, rport, password):
+        secure = self.redis_acl is not None or url.scheme == "rediss"
+        if config.redis_sentinels or config.redis_cluster:
+            say(f"Redis is a {'Cluster' if config.redis_cluster else 'Sentinel set'}: using it (not supervised)")
+        elif _redis_answers(config) if secure else _redis_ping(rhost, rport, password):
             say(f"Redis already answers on {rhost}:{rport}: using it (not supervised)")
-            if not password:
+            if not password and not secure:
                 say("warning: that Redis accepts clients without a password; it will hold SRTP keys "
                     "(set requirepass and put the password in [redis])")
         else:
             redis_dir = self.rundir / "redis"
             redis_dir.mkdir(mode=0o700, exist_ok=True)
             os.chmod(redis_dir, 0o700)
-            self.add("redis", redis_command(rhost, rport, password, redis_dir),
-                     lambda: _redis_ping(rhost, rport, password))
+            acl = write_acl_file(redis_dir / "users.acl", self.redis_acl) if self.redis_acl else None
+            tls = self.redis_tls
+            if url.scheme == "rediss" and tls is None:
+                raise EdgeStopped("[redis] url is rediss:// with the operator's ca_file: start that Redis "
+                                  "yourself (the run command makes TLS files only for its own CA)")
+            self.add("redis", redis_command(rhost, rport, password, redis_dir, acl=acl, tls=tls),
+                     (lambda: _redis_answers(config)) if secure else (lambda: _redis_ping(rhost, rport, password)))
         self.add("mediad", [sys.executable, "-m", "mediad", "--config", str(path)],
                  lambda: self._mediad_ready(config), env)
         rundir = self.rundir / "kamailio"
@@ -543,13 +595,6 @@ class Runner:
             return True
         except Exception:
             return False
-
-
-def redis_command(host: str, port: int, password: str, directory: Path) -> list[str]:
-    """redis-server on loopback with a password and an append-only file in ``directory``."""
-    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-    return [exe, "--bind", host, "--port", str(port), "--requirepass", password, "--protected-mode", "yes",
-            "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(directory)]
 
 
 def _kill_group(pgid: int, timeout: float = STOP_TIMEOUT) -> None:

@@ -16,6 +16,17 @@ the requests that find their connection alive.  A refused handshake
 (the secrets differ) answers an :class:`IqReply` with ``error_code`` 401, so
 the caller may read the secret again.  Unreachable: ``UnavailableError``.
 
+:meth:`IqClient.send` sends a request without waiting for its reply (the
+release at a dialog's end: the worker goes on at once).  Its reply is read
+with the next request's, or before the next send; the caller gets back, from
+:meth:`IqClient.take_failed`, the ``context`` of every such request that
+mediad refused (an error other than 404, "nothing held") or whose connection
+was lost before its reply came (it may or may not have been served: the
+caller sends it again, and a release is idempotent).  At most
+``MAX_UNANSWERED`` are in flight: one more waits for the oldest replies.  A
+connection mediad closed is found before the send (a read that does not
+wait), so a request is not written into a dead connection.
+
 :class:`AsyncIqClient` does the same on asyncio for tests and tools, with one
 connection per request.  Both only accept the reply whose dialog and
 transaction match the request (or an error reply with no dialog).
@@ -31,10 +42,14 @@ import time
 from sdp_rules.errors import UnavailableError
 from sdp_rules.iq import IqReply, IqRequest
 
-from mediad.control import E_BAD_MAC, decode_reply, encode_request
+from mediad.control import E_BAD_MAC, E_UNKNOWN_DIALOG, decode_reply, encode_request
 from mediad.controlwire import MAX_PAYLOAD, Authenticated, ClientConnection, Message, ProtocolError, Refused
 
 RECV_SIZE = 65536  # one read (a reply larger than this takes several)
+MAX_UNANSWERED = 64  # requests sent without waiting whose replies have not come yet
+
+
+_NONE = object()
 
 
 def _address(address) -> tuple[str, int]:
@@ -62,6 +77,10 @@ def _refused(request: IqRequest, event: Refused) -> IqReply:
         return IqReply(request.dialog, request.transaction, error=f"control channel refused: {event.reason}",
                        error_code=E_BAD_MAC)
     raise UnavailableError(f"mediad refused the control connection: {event.code} {event.reason}")
+
+
+class SecretRefused(UnavailableError):
+    """:meth:`IqClient.send`: mediad refused the connection's proof of the control secret (401)."""
 
 
 class _Lost(Exception):
@@ -92,13 +111,21 @@ class IqClient:
         self._wire: ClientConnection | None = None
         self._pid = 0
         self._buffer: bytearray | None = None  # reads land here (no large allocation per read)
+        # Requests sent without waiting: (dialog, transaction) -> the caller's context; and
+        # the contexts of those refused or lost, for take_failed.
+        self._unanswered: dict[tuple[str, str], object] = {}
+        self._failed: list = []
 
     @classmethod
-    def from_config(cls, config) -> "IqClient":
-        """Client for ``config`` (a mediad.config.Config); an empty secret is read from Redis."""
+    def from_config(cls, config, component=None) -> "IqClient":
+        """Client for ``config`` (a mediad.config.Config); an empty secret is read from Redis
+        as ``component`` (a mediad.redis_keys.Component; default: the plugin)."""
+        from mediad.redis_client import settings
+        from mediad.redis_keys import Component
         from mediad.state import read_control_secret_sync
 
-        secret = config.mediad_control_secret or read_control_secret_sync(config.redis_url_with_password)
+        secret = config.mediad_control_secret or read_control_secret_sync(
+            settings(config, component or Component.PLUGIN))
         return cls(config.mediad_control, secret, config.plugin_iq_timeout_ms / 1000.0, config.plugin_retry_after)
 
     def request(self, iq: IqRequest) -> IqReply:
@@ -127,6 +154,90 @@ class IqClient:
                     raise UnavailableError(f"mediad unreachable: {reason}", self.retry_after) from None
                 # a kept connection broke under the request: once more on a new one
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def send(self, iq: IqRequest, context: object) -> None:
+        """Send ``iq`` and return without its reply (module docstring); ``context`` comes
+        back from :meth:`take_failed` if mediad refuses it or its connection is lost.
+        UnavailableError (nothing sent) when mediad cannot be reached."""
+        payload = encode_request(iq)
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"an Iq request of {len(payload)} bytes is over the limit of {MAX_PAYLOAD}")
+        deadline = time.monotonic() + self.timeout
+        for attempt in (1, 2):
+            fresh = self._sock is None or self._pid != os.getpid()
+            try:
+                if fresh:
+                    self._connect(deadline)
+                else:
+                    self._poll()
+                while len(self._unanswered) >= MAX_UNANSWERED:
+                    self._settle(self._receive(deadline))
+                assert self._sock is not None and self._wire is not None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _Late()
+                self._sock.settimeout(remaining)
+                self._sock.sendall(self._wire.send(payload))
+                self._unanswered[(iq.dialog, iq.transaction)] = context
+                return
+            except _RefusedError as exc:
+                self.close()
+                _refused(iq, exc.event)  # raises UnavailableError but for a 401
+                raise SecretRefused("mediad refused the control secret", self.retry_after) from None
+            except (_Late, socket.timeout):
+                self.close()
+                raise UnavailableError(f"mediad did not answer within {self.timeout:.3f}s", self.retry_after) from None
+            except (_Lost, OSError) as exc:
+                self.close()
+                if fresh or attempt == 2 or time.monotonic() >= deadline:
+                    reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or "connection lost"
+                    raise UnavailableError(f"mediad unreachable: {reason}", self.retry_after) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def take_failed(self) -> list:
+        """The contexts of the requests sent without waiting that were refused or lost (and forget them)."""
+        failed, self._failed = self._failed, []
+        return failed
+
+    @property
+    def unanswered(self) -> int:
+        """Requests sent without waiting whose replies have not been read yet."""
+        return len(self._unanswered)
+
+    def _poll(self) -> None:
+        """Read what mediad has sent already, without waiting: replies to requests sent
+        without waiting, or the end of a connection mediad closed (_Lost)."""
+        assert self._sock is not None and self._wire is not None
+        if self._buffer is None:
+            self._buffer = bytearray(RECV_SIZE)
+        self._sock.settimeout(0.0)
+        while True:
+            try:
+                size = self._sock.recv_into(self._buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not size:
+                raise _Lost("mediad closed the connection")
+            self._settle(self._events(size))
+
+    def _settle(self, events: list) -> None:
+        """Take the replies to requests sent without waiting out of ``events``."""
+        for event in events:
+            if type(event) is Message:
+                try:
+                    reply = decode_reply(event.payload)
+                except ValueError as exc:
+                    raise _Lost(str(exc)) from None
+                self._answered(reply)
+
+    def _answered(self, reply: IqReply) -> bool:
+        """Whether ``reply`` answers a request sent without waiting (noting it if refused)."""
+        context = self._unanswered.pop((reply.dialog, reply.transaction), _NONE)
+        if context is _NONE:
+            return False
+        if reply.error_code not in (None, E_UNKNOWN_DIALOG):
+            self._failed.append(context)
+        return True
 
     def _connect(self, deadline: float) -> None:
         self.close()
@@ -160,6 +271,10 @@ class IqClient:
         size = self._sock.recv_into(self._buffer)
         if not size:
             raise _Lost("mediad closed the connection")
+        return self._events(size)
+
+    def _events(self, size: int) -> list:
+        assert self._wire is not None and self._buffer is not None
         events = self._wire.receive_data(bytes(memoryview(self._buffer)[:size]))
         for event in events:
             if type(event) is Refused:
@@ -170,16 +285,22 @@ class IqClient:
 
     def _reply(self, iq: IqRequest, deadline: float) -> IqReply:
         while True:
-            for event in self._receive(deadline):
+            events = self._receive(deadline)
+            for i, event in enumerate(events):
                 if type(event) is Message:
                     try:
                         reply = decode_reply(event.payload)
                     except ValueError as exc:
                         raise _Lost(str(exc)) from None
                     if _matches(reply, iq):
+                        self._settle(events[i + 1:])  # replies read with it
                         return reply
+                    self._answered(reply)
 
     def close(self) -> None:
+        if self._unanswered:  # their replies are lost with the connection
+            self._failed.extend(self._unanswered.values())
+            self._unanswered.clear()
         if self._sock is not None:
             try:
                 self._sock.close()

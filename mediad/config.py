@@ -28,6 +28,7 @@ ACTPASS_POLICIES = ("active", "passive")
 BUNDLE_POLICIES = ("off", "on")
 DTLS_FAILURE_POLICIES = ("bye", "keep")
 CORE_RTP_PROFILES = ("avpf", "avp", "auto")
+SWITCHES = ("off", "on")
 
 
 PACKET_PATHS = ("auto", "native", "python")
@@ -141,6 +142,23 @@ class Config:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str = ""
     redis_dialog_ttl: int = 7200
+    redis_username: str = ""  # ACL user (Redis 6+); empty: "default" (or the URL's)
+    redis_plugin_username: str = ""  # each component's own ACL user, else username/password
+    redis_plugin_password: str = ""
+    redis_mediad_username: str = ""
+    redis_mediad_password: str = ""
+    redis_ctl_username: str = ""
+    redis_ctl_password: str = ""
+    redis_ca_file: str = ""  # rediss:// URLs: the CA of the server's certificate
+    redis_certificate_file: str = ""  # rediss:// URLs: a client certificate, when the server asks
+    redis_key_file: str = ""
+    redis_sentinels: tuple[HostPort, ...] = ()  # Sentinel: the sentinels (empty: no Sentinel)
+    redis_master_name: str = "e2ae"
+    redis_sentinel_username: str = ""
+    redis_sentinel_password: str = ""
+    redis_sentinel_tls: bool = False
+    redis_cluster: bool = False  # Redis Cluster
+    redis_cluster_nodes: tuple[HostPort, ...] = ()  # its startup nodes (empty: the URL's)
     # [policy]
     policy_actpass: str = "active"
     policy_dtls_failure: str = "bye"
@@ -234,6 +252,11 @@ def _positive(kind: type, text: str, where: str) -> float | int:
     return value
 
 
+def _host_port_list(text: str, where: str) -> tuple[HostPort, ...]:
+    """``host:port, host:port, ...`` (empty: none)."""
+    return tuple(parse_host_port(item, where=where) for item in text.split(",") if item.strip())
+
+
 def _optional_host_port(text: str, where: str) -> HostPort | None:
     return None if text.strip() in ("", "off", "none") else parse_host_port(text, where=where)
 
@@ -281,6 +304,23 @@ _CONVERTERS = {
     ("redis", "url"): lambda t, w: t.strip(),
     ("redis", "password"): lambda t, w: t.strip(),
     ("redis", "dialog_ttl"): lambda t, w: int(_positive(int, t, w)),
+    ("redis", "username"): lambda t, w: t.strip(),
+    ("redis", "plugin_username"): lambda t, w: t.strip(),
+    ("redis", "plugin_password"): lambda t, w: t.strip(),
+    ("redis", "mediad_username"): lambda t, w: t.strip(),
+    ("redis", "mediad_password"): lambda t, w: t.strip(),
+    ("redis", "ctl_username"): lambda t, w: t.strip(),
+    ("redis", "ctl_password"): lambda t, w: t.strip(),
+    ("redis", "ca_file"): lambda t, w: t.strip(),
+    ("redis", "certificate_file"): lambda t, w: t.strip(),
+    ("redis", "key_file"): lambda t, w: t.strip(),
+    ("redis", "sentinels"): lambda t, w: _host_port_list(t, w),
+    ("redis", "master_name"): lambda t, w: t.strip(),
+    ("redis", "sentinel_username"): lambda t, w: t.strip(),
+    ("redis", "sentinel_password"): lambda t, w: t.strip(),
+    ("redis", "sentinel_tls"): lambda t, w: _choice(t, w, SWITCHES) == "on",
+    ("redis", "cluster"): lambda t, w: _choice(t, w, SWITCHES) == "on",
+    ("redis", "cluster_nodes"): lambda t, w: _host_port_list(t, w),
     ("policy", "actpass"): lambda t, w: _choice(t, w, ACTPASS_POLICIES),
     ("policy", "dtls_failure"): lambda t, w: _choice(t, w, DTLS_FAILURE_POLICIES),
     ("policy", "core_rtp_profile"): lambda t, w: _choice(t, w, CORE_RTP_PROFILES),
@@ -387,8 +427,26 @@ def _check_sip(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: [edge] tls_certificate and tls_private_key go together")
 
 
+def _check_redis(config: Config, source: str) -> None:
+    scheme = urlsplit(config.redis_url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{source}: [redis] url: expected redis://, rediss:// or unix://, got {scheme + ':'!r}")
+    if config.redis_cluster and config.redis_sentinels:
+        raise ConfigError(f"{source}: [redis] cluster = on and sentinels: choose one")
+    if config.redis_sentinels and not config.redis_master_name:
+        raise ConfigError(f"{source}: [redis] sentinels need master_name")
+    if bool(config.redis_certificate_file) != bool(config.redis_key_file):
+        raise ConfigError(f"{source}: [redis] certificate_file and key_file go together")
+    tls_files = config.redis_ca_file or config.redis_certificate_file
+    if tls_files and scheme != "rediss" and not config.redis_sentinel_tls:
+        raise ConfigError(f"{source}: [redis] ca_file/certificate_file are for TLS: the url must be rediss://")
+    if config.redis_cluster and scheme == "unix":
+        raise ConfigError(f"{source}: [redis] cluster = on needs a redis:// or rediss:// url")
+
+
 def _check(config: Config, source: str) -> None:
     _check_sip(config, source)
+    _check_redis(config, source)
     if config.mediad_access_address == config.mediad_core_address:
         a, c = config.mediad_access_ports, config.mediad_core_ports
         if a.first <= c.last and c.first <= a.last:

@@ -317,8 +317,14 @@ class ControlConnection(asyncio.Protocol):
     def _request(self, payload: bytes) -> None:
         endpoint = self.endpoint
         if len(endpoint.tasks) >= MAX_PENDING:
-            endpoint.metrics.control("unknown", "503", 0.0)
-            self._reply(IqReply("", "", error="mediad busy", error_code=E_NO_RESOURCES))
+            # Named, so that a client with several requests in flight knows which one it was.
+            try:
+                request = decode_request(payload)
+                command, names = request.command.value, (request.dialog, request.transaction)
+            except ControlError as exc:
+                command, names = "unknown", (exc.dialog, exc.transaction)
+            endpoint.metrics.control(command, "503", 0.0)
+            self._reply(IqReply(*names, error="mediad busy", error_code=E_NO_RESOURCES))
             return
         task = asyncio.get_running_loop().create_task(self._serve(payload))
         endpoint.tasks.add(task)

@@ -21,13 +21,19 @@ Every change is written to Redis behind the answer: an Iq request (reserve,
 modify, release), or what the packet path learns (DTLS result, SRTP keys, peer
 address), changes the dialog in memory, marks it changed or released
 (``mediad.state.WriteBehind``) and is answered; one writer task sends what
-changed, in one pipeline, from the next loop turn on, one batch after the
-other (so in order).  A batch that fails (Redis down, restarted, refusing) is
-put back and sent again after ``WRITE_RETRY_FIRST`` s, doubling up to
-``WRITE_RETRY_MAX`` s, until it is written.  ``flush`` waits for everything
-marked so far to be written.  The window: a change is in Redis one writer
-round trip after its answer (the batch ahead of it, then its own); a mediad
-killed within that window, or while Redis is unreachable, loses the changes
+changed, in one pipeline, one batch after the other (so in order).  An idle
+writer woken by a change first waits ``WRITE_GATHER`` s, so that its batch
+carries the changes of several calls (a call's reserve and modify saved once
+when they fall in one batch, nothing but its deletion when its release falls
+in it too); while batches keep coming it sends
+the next as soon as the one before is written.  A batch that fails (Redis
+down, restarted, refusing) is put back and sent again after
+``WRITE_RETRY_FIRST`` s, doubling up to ``WRITE_RETRY_MAX`` s, until it is
+written.  ``flush`` waits for everything marked so far to be written.  The
+window: a change is in Redis ``WRITE_GATHER`` s and one writer round trip
+after its answer, or two round trips when a batch was being written (that
+one, then its own); a mediad killed within that window, or while Redis is
+unreachable, loses the changes
 not yet written (a released dialog not yet deleted is restored by the next
 mediad and expires after ``dialog_ttl`` without traffic).  At start the
 dialogs in Redis are reloaded (``restore``): same ports, same ICE credentials,
@@ -47,7 +53,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from sdp_rules.errors import E2aeError
-from sdp_rules.iq import Command, IqReply, IqRequest, Role, StreamSpec, TerminationSpec
+from sdp_rules.iq import Command, IqReply, IqRequest, Role, Side, StreamSpec, TerminationSpec
+from iq import TRANSPORT_UDP_DTLS, TransportSpec
 
 EVENT_DIALOG_EXPIRED = "dialog_expired"
 
@@ -62,13 +69,17 @@ from mediad.pool import Heartbeat
 from mediad.ports import NoPortsError, PortPool
 from mediad.relay import FAILED, AccessChannel, CoreChannel
 from mediad.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys
+from mediad.redis_client import settings as redis_settings
+from mediad.redis_keys import Component
 from mediad.state import CERTIFICATE_KEY, StateError, StateStore, WriteBehind
 from mediad.tcp import listen as listen_tcp, wants_tcp
+from mediad.transport import BUNDLED_LEGS, KINDS_ON_TRANSPORT, Transport, TransportChannel
 
 log = logging.getLogger("mediad")
 
 RECENT_REPLIES = 4096
 REDIS_PING_INTERVAL = 5.0  # seconds between two pings behind e2ae_mediad_redis_up
+WRITE_GATHER = 0.01  # seconds an idle writer waits after a change before it takes its batch
 WRITE_RETRY_FIRST = 0.05  # seconds before a failed batch of dialog documents is sent again ...
 WRITE_RETRY_MAX = 1.0  # ... doubling up to this
 STOP_FLUSH_TIMEOUT = 2.0  # seconds stop() waits for the pending writes
@@ -120,7 +131,7 @@ class Daemon:
     async def open_channel(self, channel, sock) -> None:
         """Start reading a channel's socket: natively for DTLS-SRTP over UDP, else asyncio's."""
         stream = channel.stream
-        if self.engine is not None and stream.kind == "srtp":
+        if self.engine is not None and stream.kind == "srtp" and stream.transport_id is None:
             if stream.path is None:
                 stream.path = fastpath.StreamPath(self.engine, stream)
             rtcp = channel.component == "rtcp"
@@ -135,7 +146,7 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.store = StateStore(self.config.redis_url_with_password, self.config.redis_dialog_ttl)
+        self.store = StateStore(redis_settings(self.config, Component.MEDIAD), self.config.redis_dialog_ttl)
         await self.store.ping()
         secret = self.config.mediad_control_secret.encode() or await self.store.control_secret()
         await self._load_certificate()
@@ -181,6 +192,9 @@ class Daemon:
         for dialog in list(self.dialogs.values()):
             for stream in dialog.streams.values():
                 for channel in stream.channels():
+                    channel.close()
+            for transport in dialog.transports.values():
+                for channel in transport.channels():
                     channel.close()
         self.dialogs.clear()
         for task in list(self.tasks):
@@ -251,6 +265,9 @@ class Daemon:
         dialog = self.dialogs.get(request.dialog)
         for spec in request.streams:
             self._check_remote(spec)
+        for transport in request.transports:
+            self._check_address(f"transport {transport.transport_id}", "access", transport.remote_address,
+                                transport.remote_port, self.config.mediad_access_address)
         if command is Command.RESERVE:
             return await self._reserve(request, dialog)
         if dialog is None:
@@ -270,26 +287,60 @@ class Daemon:
         """
         for side, term, local in (("access", spec.access, self.config.mediad_access_address),
                                   ("core", spec.core, self.config.mediad_core_address)):
-            if term is None:
+            if term is not None:
+                self._check_address(f"stream {spec.stream_id}", side, term.remote_address, None, local)
+                for name in ("remote_port", "remote_rtcp_port", "remote_sctp_port"):
+                    self._check_port(f"stream {spec.stream_id}", side, name, getattr(term, name))
+
+    def _check_address(self, what: str, side: str, address: str | None, port: int | None, local: str) -> None:
+        if address:
+            try:
+                parsed = ipaddress.ip_address(address)
+            except ValueError:
+                raise ControlError(E_PEER, f"{what}: {side} remote address {address[:64]!r} is not an IP address") \
+                    from None
+            if parsed.version != ipaddress.ip_address(local).version:
+                raise ControlError(E_PEER, f"{what}: {side} remote address {address!r} is IPv{parsed.version}, "
+                                           f"mediad's {side} address is IPv{ipaddress.ip_address(local).version}")
+        self._check_port(what, side, "remote_port", port)
+
+    @staticmethod
+    def _check_port(what: str, side: str, name: str, value) -> None:
+        if value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ControlError(E_MALFORMED, f"{what}: {side} {name} is not a number")
+        if not 0 <= value <= 65535:
+            raise ControlError(E_PEER, f"{what}: {side} remote port {value} is out of range")
+
+    def _check_transports(self, request: IqRequest, dialog: Dialog | None) -> None:
+        """A stream names a transport the dialog has or the request adds (else 400); kinds srtp, sctp.
+
+        A transport released by the request may keep no stream the request does not release or move.
+        """
+        known = set(dialog.transports) if dialog is not None else set()
+        known |= {t.transport_id for t in request.transports}
+        released = set(request.release_transports)
+        for spec in request.transports:
+            if spec.transport != TRANSPORT_UDP_DTLS:
+                raise ControlError(E_UNSUPPORTED, f"transport {spec.transport_id}: {str(spec.transport)[:32]!r} "
+                                                  f"(a bundle is {TRANSPORT_UDP_DTLS} only, RFC 9143 section 8)")
+        for spec in request.streams:
+            if spec.transport_id is None:
                 continue
-            if term.remote_address:
-                try:
-                    address = ipaddress.ip_address(term.remote_address)
-                except ValueError:
-                    raise ControlError(E_PEER, f"stream {spec.stream_id}: {side} remote address "
-                                               f"{term.remote_address[:64]!r} is not an IP address") from None
-                if address.version != ipaddress.ip_address(local).version:
-                    raise ControlError(E_PEER, f"stream {spec.stream_id}: {side} remote address "
-                                               f"{term.remote_address!r} is IPv{address.version}, mediad's {side} "
-                                               f"address is IPv{ipaddress.ip_address(local).version}")
-            for name in ("remote_port", "remote_rtcp_port", "remote_sctp_port"):
-                value = getattr(term, name)
-                if value is None:
-                    continue
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise ControlError(E_MALFORMED, f"stream {spec.stream_id}: {side} {name} is not a number")
-                if not 0 <= value <= 65535:
-                    raise ControlError(E_PEER, f"stream {spec.stream_id}: {side} remote port {value} is out of range")
+            if spec.transport_id not in known or spec.transport_id in released:
+                raise ControlError(E_MALFORMED, f"stream {spec.stream_id} names transport {spec.transport_id}, "
+                                                f"which the dialog does not have")
+            if spec.kind not in KINDS_ON_TRANSPORT:
+                raise ControlError(E_MALFORMED, f"stream {spec.stream_id}: a {spec.kind!r} stream cannot be on "
+                                                f"a transport")
+        if dialog is not None and released:
+            leaving = set(request.release_streams) | {
+                s.stream_id for s in request.streams if s.transport_id not in released}
+            for stream in dialog.streams.values():
+                if stream.transport_id in released and stream.stream_id not in leaving:
+                    raise ControlError(E_MALFORMED, f"transport {stream.transport_id} is released but stream "
+                                                    f"{stream.stream_id} is still on it")
 
     def _check_stream(self, spec: StreamSpec) -> None:
         if spec.kind not in SUPPORTED_KINDS and spec.kind not in datachannel.KINDS:
@@ -304,17 +355,63 @@ class Daemon:
             self._check_stream(spec)
             if dialog is not None and spec.stream_id in dialog.streams:
                 raise ControlError(E_MALFORMED, f"stream {spec.stream_id} is already reserved")
+        self._check_transports(request, dialog)
         new_dialog = dialog is None
         dialog = dialog or Dialog(self, request.dialog)
         self.dialogs[dialog.id] = dialog
+        transports: list[Transport] = []
         try:
+            transports = await self._open_transports(dialog, request.transports)
             streams = await self._create_streams(dialog, request.streams)
         except BaseException:
+            for transport in transports:
+                self._close_transport(dialog, transport)
             if new_dialog:
                 del self.dialogs[dialog.id]
             raise
+        self._apply_transports(dialog, request.transports, transports)
         self.metrics.sessions_active.set(len(self.dialogs))
         return self._reply(request, streams)
+
+    async def _open_transports(self, dialog: Dialog, specs: list[TransportSpec]) -> list[Transport]:
+        """Bind one access port for each transport the dialog lacks, all or nothing (RFC 9143: one 5-tuple)."""
+        created: list[Transport] = []
+        try:
+            for spec in specs:
+                if spec.transport_id in dialog.transports or any(t.transport_id == spec.transport_id
+                                                                 for t in created):
+                    continue
+                sock = self.access_pool.allocate(1)[0]
+                transport = Transport(dialog, spec)
+                channel = transport.rtp = TransportChannel(transport, sock.getsockname()[1], "rtp")
+                created.append(transport)
+                self.metrics.terminations["access"].inc()
+                await self.loop.create_datagram_endpoint(lambda channel=channel: channel, sock=sock)
+        except BaseException:
+            for transport in created:
+                self._close_transport(dialog, transport)
+            raise
+        for transport in created:
+            dialog.transports[transport.transport_id] = transport
+        return created
+
+    def _apply_transports(self, dialog: Dialog, specs: list[TransportSpec], created: list[Transport]) -> None:
+        """Once the streams are in place: start what the new transports need, change the kept ones."""
+        for spec in specs:
+            transport = dialog.transports[spec.transport_id]
+            if transport in created:
+                transport.rebuild()
+                transport.configure()
+            else:
+                transport.apply(spec)
+
+    def _close_transport(self, dialog: Dialog, transport: Transport) -> None:
+        if dialog.transports.get(transport.transport_id) is transport:
+            del dialog.transports[transport.transport_id]
+        for channel in transport.channels():
+            channel.close()
+            self.access_pool.release(channel.port)
+        self.metrics.terminations["access"].dec()
 
     async def _create_streams(self, dialog: Dialog, specs: list[StreamSpec]) -> list[Stream]:
         """Allocate and bind every port of ``specs``, all or nothing."""
@@ -338,6 +435,8 @@ class Daemon:
         return created
 
     async def _add_access(self, stream: Stream, spec: TerminationSpec) -> None:
+        if stream.transport_id is not None:
+            return self._add_bundled(stream, spec)
         if stream.kind in datachannel.KINDS:
             return await datachannel.add_access(self, stream, spec)
         leg = AccessLeg(stream, spec)
@@ -354,6 +453,13 @@ class Daemon:
         if tcp:
             await listen_tcp(leg.rtp, socks[-1])
 
+    def _add_bundled(self, stream: Stream, spec: TerminationSpec) -> None:
+        """The access side of a stream on a transport: no port of its own (RFC 9143)."""
+        transport = stream.dialog.transports[stream.transport_id]
+        stream.access = BUNDLED_LEGS[stream.kind](stream, transport, spec)
+        self.metrics.terminations["access"].inc()
+        transport.attach(stream.access)
+
     async def _add_core(self, stream: Stream, spec: TerminationSpec) -> None:
         if stream.kind in datachannel.KINDS:
             return await datachannel.add_core(self, stream, spec)
@@ -369,14 +475,16 @@ class Daemon:
             await self.open_channel(channel, sock)
 
     async def _modify(self, request: IqRequest, dialog: Dialog) -> IqReply:
-        """Change, add and drop streams: all or nothing.
+        """Change, add and drop streams and transports: all or nothing.
 
-        Every port the request needs (a side an existing stream gains, the new
-        streams) is bound before anything of the dialog changes; when one cannot
-        be had, what was bound is closed again, the dialog is as it was and the
-        answer is 503.  Streams the request drops are closed last, once nothing
-        can fail any more (their ports are not reused by this request's new ones).
+        Every port the request needs (a new transport, a side an existing stream
+        gains, a stream leaving a transport, the new streams) is bound before
+        anything of the dialog changes; when one cannot be had, what was bound is
+        closed again, the dialog is as it was and the answer is 503.  Streams the
+        request drops are closed last, once nothing can fail any more (their ports
+        are not reused by this request's new ones), then the transports it drops.
         """
+        self._check_transports(request, dialog)
         drop = [i for i in dict.fromkeys(request.release_streams) if i in dialog.streams]
         for spec in request.streams:
             if spec.stream_id not in dialog.streams or spec.stream_id in drop:
@@ -385,8 +493,19 @@ class Daemon:
         dropped = [dialog.streams.pop(i) for i in drop]
         existing = [(dialog.streams[s.stream_id], s) for s in request.streams if s.stream_id in dialog.streams]
         new_specs = [s for s in request.streams if s.stream_id not in dialog.streams]
+        # A stream moving onto a transport, off one, or between two (RFC 9143 7.5.2): a new access leg.
+        moving = [(stream, spec) for stream, spec in existing
+                  if spec.transport_id != stream.transport_id and stream.access is not None
+                  and (spec.access is not None or spec.transport_id is not None)]
+        moved: list[tuple[Stream, Any, int | None]] = []  # (stream, its old access leg, its old transport)
         gained: list[tuple[Stream, str]] = []  # (stream, side) an existing stream gains
+        transports: list[Transport] = []
         try:
+            transports = await self._open_transports(dialog, request.transports)
+            for stream, spec in moving:
+                moved.append((stream, stream.access, stream.transport_id))
+                stream.access, stream.transport_id = None, spec.transport_id
+                await self._add_access(stream, spec.access or TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF"))
             for stream, spec in existing:
                 for side, add in (("access", self._add_access), ("core", self._add_core)):
                     if getattr(spec, side) is not None and getattr(stream, side) is None:
@@ -397,18 +516,31 @@ class Daemon:
             for stream, side in gained:
                 leg = getattr(stream, side)
                 if leg is not None:  # None: its ports could not be had
-                    self._close_leg(leg, side)
+                    if side == "access":
+                        self._close_access(leg)
+                    else:
+                        self._close_leg(leg, side)
                     setattr(stream, side, None)
+            for stream, old_leg, old_transport in moved:
+                if stream.access is not None:
+                    self._close_access(stream.access)
+                stream.access, stream.transport_id = old_leg, old_transport
+            for transport in transports:
+                self._close_transport(dialog, transport)
             dialog.streams.clear()
             dialog.streams.update(streams_before)
             raise
+        fresh = {id(stream) for stream, _, _ in moved} | {id(stream) for stream, side in gained if side == "access"}
+        for _, old_leg, _ in moved:
+            self._close_access(old_leg)
         for stream, spec in existing:
-            new_access = (stream, "access") in gained
-            if not new_access and self._new_association(stream, spec):
+            new_access = id(stream) in fresh
+            if not new_access and stream.transport_id is None and self._new_association(stream, spec):
                 stream.access.spec.remote_fingerprints = []  # the new ones come with this modify or a later one
                 stream.access.reset_association()
             stream.local_tls_id = spec.local_tls_id or stream.local_tls_id
             stream.remote_tls_id = spec.remote_tls_id or stream.remote_tls_id
+            stream.mid = spec.mid if spec.mid is not None else stream.mid
             if new_access:
                 stream.access.configure()
             elif spec.access is not None:
@@ -417,8 +549,15 @@ class Daemon:
             if spec.core is not None and (stream, "core") not in gained:
                 for port in stream.core.apply(spec.core):
                     self.core_pool.release(port)
+        self._apply_transports(dialog, request.transports, transports)
         for stream in dropped:
             self._close_stream(stream)
+        for transport_id in dict.fromkeys(request.release_transports):
+            transport = dialog.transports.get(transport_id)
+            if transport is not None:
+                self._close_transport(dialog, transport)
+        for transport in dialog.transports.values():
+            transport.rebuild()  # core specs (the SSRCs sent toward the WIC) may have changed
         return self._reply(request, [stream for stream, _ in existing] + created)
 
     @staticmethod
@@ -452,6 +591,8 @@ class Daemon:
             for stream in dialog.streams.values():
                 self._close_stream(stream)
             dialog.streams.clear()
+            for transport in list(dialog.transports.values()):
+                self._close_transport(dialog, transport)
             del self.dialogs[dialog.id]
             self.pending.released(dialog.id)
             self._wake_writer()
@@ -464,13 +605,23 @@ class Daemon:
         # What the SDP carries (c=, ICE candidates): the advertised address behind a NAT.
         a = self.config.mediad_access_advertise or self.config.mediad_access_address
         c = self.config.mediad_core_advertise or self.config.mediad_core_address
-        return IqReply(request.dialog, request.transaction, streams=[s.reply(a, c) for s in streams])
+        dialog = self.dialogs.get(request.dialog)
+        held = dialog.transports if dialog is not None else {}
+        transports = [held[t.transport_id].reply(a) for t in request.transports if t.transport_id in held]
+        return IqReply(request.dialog, request.transaction, streams=[s.reply(a, c) for s in streams],
+                       transports=transports)
 
     def _close_stream(self, stream: Stream) -> None:
         if stream.access is not None:
-            self._close_leg(stream.access, "access")
+            self._close_access(stream.access)
         if stream.core is not None:
             self._close_leg(stream.core, "core")
+
+    def _close_access(self, leg) -> None:
+        """An access termination: its ports, or its place on a transport (the transport stays)."""
+        if getattr(leg, "transport", None) is not None:
+            leg.release()
+        self._close_leg(leg, "access")
 
     def _close_leg(self, leg, side: str) -> None:
         """Close one termination's channels and give their ports back."""
@@ -489,6 +640,10 @@ class Daemon:
                 for stream in list(dialog.streams.values()):
                     if stream.access is not None and stream.access.spec.ice_lite:
                         for channel in stream.access.channels():
+                            channel.check_consent()
+                for transport in list(dialog.transports.values()):
+                    if transport.spec.ice_lite:
+                        for channel in transport.channels():
                             channel.check_consent()
 
     async def _expire_idle(self) -> None:
@@ -520,6 +675,8 @@ class Daemon:
         for stream in dialog.streams.values():
             self._close_stream(stream)
         dialog.streams.clear()
+        for transport in list(dialog.transports.values()):
+            self._close_transport(dialog, transport)
         del self.dialogs[dialog.id]
         self.pending.released(dialog.id)
         self._wake_writer()
@@ -565,7 +722,7 @@ class Daemon:
             self.changed(dialog)
 
     def changed(self, dialog: Dialog) -> None:
-        """Write the dialog's document behind the caller (from the next loop turn on)."""
+        """Write the dialog's document behind the caller (``WRITE_GATHER`` s later at the earliest)."""
         if dialog.id not in self.dialogs:
             return
         self.pending.changed(dialog.id)
@@ -587,10 +744,15 @@ class Daemon:
             self._spawn(self._write())
 
     async def _write(self) -> None:
-        """The one writer: batch after batch until nothing is pending; a failed batch again, later."""
+        """The one writer: batch after batch until nothing is pending; a failed batch again, later.
+
+        It first gathers for ``WRITE_GATHER`` s: one pipeline then carries the changes
+        of several calls instead of one per request.
+        """
         assert self.store is not None
         delay = WRITE_RETRY_FIRST
         try:
+            await asyncio.sleep(WRITE_GATHER)
             while self.pending or self.flush_waiters:
                 waiters, self.flush_waiters = self.flush_waiters, []
                 deletes, saves = self.pending.batch()
@@ -671,9 +833,12 @@ class Daemon:
         dialog.events = list(document.get("events") or [])
         streams: list[Stream] = []
         try:
+            for tdoc in document.get("transports") or []:
+                await self._restore_transport(dialog, tdoc)
             for sdoc in document["streams"]:
                 spec = StreamSpec(int(sdoc["stream_id"]), str(sdoc["kind"]),
-                                  local_tls_id=sdoc.get("local_tls_id"), remote_tls_id=sdoc.get("remote_tls_id"))
+                                  local_tls_id=sdoc.get("local_tls_id"), remote_tls_id=sdoc.get("remote_tls_id"),
+                                  transport_id=sdoc.get("transport_id"), mid=sdoc.get("mid"))
                 stream = Stream(dialog, spec)
                 streams.append(stream)
                 if sdoc.get("access"):
@@ -683,14 +848,32 @@ class Daemon:
         except BaseException:
             for stream in streams:
                 self._close_stream(stream)
+            for transport in list(dialog.transports.values()):
+                self._close_transport(dialog, transport)
             raise
         for stream in streams:
             dialog.streams[stream.stream_id] = stream
             if stream.access is not None:
                 stream.access.configure()
+        for transport in dialog.transports.values():
+            transport.rebuild()
+            transport.configure()
         return dialog
 
+    async def _restore_transport(self, dialog: Dialog, tdoc: dict[str, Any]) -> None:
+        """A transport from its document: the same port and ICE credentials, SRTP from the stored keys."""
+        transport = Transport(dialog, TransportSpec.from_dict(tdoc["spec"]), (tdoc["ice_ufrag"], tdoc["ice_pwd"]))
+        port = int(tdoc["port"])
+        sock = self.access_pool.claim(port)
+        channel = transport.rtp = TransportChannel(transport, port, "rtp")
+        dialog.transports[transport.transport_id] = transport
+        self.metrics.terminations["access"].inc()
+        await self.loop.create_datagram_endpoint(lambda: channel, sock=sock)
+        transport.restore(tdoc)
+
     async def _restore_access(self, stream: Stream, adoc: dict[str, Any]) -> None:
+        if stream.transport_id is not None:
+            return self._add_bundled(stream, TerminationSpec.from_dict(adoc["spec"]))
         if stream.kind in datachannel.KINDS:
             return await datachannel.restore_access(self, stream, adoc)
         leg = AccessLeg(stream, TerminationSpec.from_dict(adoc["spec"]), (adoc["ice_ufrag"], adoc["ice_pwd"]))
@@ -712,7 +895,7 @@ class Daemon:
             if keys is not None:
                 channel.restore(keys, peer)
             elif cdoc.get("state") == FAILED:
-                channel.state, channel.failure, channel.peer = FAILED, cdoc.get("failure"), peer
+                channel.failure, channel.peer = cdoc.get("failure") or "protocol_error", peer
 
     async def _restore_core(self, stream: Stream, cdoc: dict[str, Any]) -> None:
         if stream.kind in datachannel.KINDS:

@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from mediad.bundle_demux import Drop
+
 SIDES = ("access", "core")
 DIRECTIONS = ("in", "out")
 PACKET_KINDS = ("rtp", "rtcp", "udptl", "stun", "dtls", "sctp", "t140", "msrp")
@@ -190,6 +192,11 @@ class Metrics:
             p + "control_connections_active", "Open control connections", registry=registry
         )
         self.events = Counter(p + "events", "Events sent to the ALG", ["event"], registry=registry)
+        self.bundle_drops = Counter(
+            p + "bundle_demux_dropped", "Packets of a BUNDLE transport given to no stream (RFC 9143 9.2), by reason",
+            ["reason"], registry=registry,
+        )
+        self.bundle_drop = [self.bundle_drops.labels(reason.name.lower()) for reason in Drop]  # by Drop value
         self.sctp_setup_seconds = Histogram(
             p + "sctp_setup_seconds", "SCTP association setup (DTLS up to SCTP established)",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=registry,

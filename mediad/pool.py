@@ -9,14 +9,15 @@ off) leaves the pool when its record expires.  The operator may also list the
 nodes in ``[pool] nodes`` (:func:`parse_nodes`); a registered record of the
 same id then tells their load and state.
 
-Keys (all of the pool's, and only here):
+Keys (all of the pool's, and only here; one hash tag, ``{pool}``, so that
+they share one Redis Cluster slot):
 
-* ``e2ae:pool:node:<id>``: the node's record (JSON of :meth:`Node.to_dict`),
+* ``e2ae:pool:{pool}:node:<id>``: the node's record (JSON of :meth:`Node.to_dict`),
   ``PX`` = ``HEARTBEAT_LIVES`` heartbeats;
-* ``e2ae:pool:nodes``: a set of the node ids that registered once (a reader
+* ``e2ae:pool:{pool}:nodes``: a set of the node ids that registered once (a reader
   fetches their records with one MGET; an id whose record expired is skipped,
   and removed by the node itself when it stops cleanly);
-* ``e2ae:pool:draining``: the set of node ids an operator drains
+* ``e2ae:pool:{pool}:draining``: the set of node ids an operator drains
   (``e2ae-ctl drain``); no TTL, so a drain outlives the node's restart.  A
   draining node keeps its calls and gets no new ones.  ``SIGUSR1`` drains a
   mediad from its own host (its record says so at the next heartbeat).
@@ -40,7 +41,7 @@ from mediad.config import NODE_ID_CHARS, parse_host_port, ConfigError
 
 log = logging.getLogger("mediad.pool")
 
-POOL_PREFIX = "e2ae:pool:"
+POOL_PREFIX = "e2ae:pool:{pool}:"  # one hash tag: a reader's MGET and pipelines stay in one Cluster slot
 NODE_PREFIX = POOL_PREFIX + "node:"
 NODES_KEY = POOL_PREFIX + "nodes"
 DRAINING_KEY = POOL_PREFIX + "draining"

@@ -73,8 +73,12 @@ log = logging.getLogger("mediad.relay")
 RTP, RTCP, STUN, DTLS = demux.RTP, demux.RTCP, demux.STUN, demux.DTLS
 _SSRC = struct.Struct("!I")  # RTP header bytes 8-11, RTCP bytes 4-7 (RFC 3550 sections 5.1, 6.4)
 
-# Channel states (the DTLS association of the channel, as seen by the relay).
+# A channel's association as the relay sees it: read from its DtlsSession (the only state machine,
+# mediad.dtls.TRANSITIONS), from the stored keys (restored after a restart: established, no session)
+# and from its failure (a failed handshake, or no ICE check before the handshake timeout).
 NEW, HANDSHAKING, ESTABLISHED, FAILED, CLOSED = "new", "handshaking", "established", "failed", "closed"
+_FROM_DTLS = {"new": HANDSHAKING, "handshaking": HANDSHAKING, "held": HANDSHAKING, "established": ESTABLISHED,
+              "failed": FAILED, "closed": CLOSED}
 
 
 class Channel(asyncio.DatagramProtocol):
@@ -113,9 +117,9 @@ class AccessChannel(Channel):
 
     def __init__(self, leg: "AccessLeg", port: int, component: str) -> None:
         super().__init__(port, component)
-        self.leg = leg
-        self.stream = leg.stream
-        owner = leg.stream.dialog.owner
+        self.leg = leg  # an AccessLeg (one stream), or a mediad.transport.Transport (a BUNDLE group's streams)
+        self.stream = leg.stream  # None on a transport: its streams are the transport's
+        owner = leg.dialog.owner
         self.owner = owner
         self.metrics = owner.metrics
         self.loop = owner.loop
@@ -136,8 +140,7 @@ class AccessChannel(Channel):
         self.dtls: DtlsSession | None = None
         self._srtp: SrtpTransformer | None = None
         self.keys = None  # SrtpKeys of the established association (persisted)
-        self.state = NEW
-        self.failure: str | None = None
+        self.failure: str | None = None  # why the association failed (then nothing is relayed)
         self.role: Role | None = None
         self._peer: tuple[str, int] | None = None  # learned from DTLS/SRTP/STUN
         self.pending_start = False
@@ -150,6 +153,16 @@ class AccessChannel(Channel):
         self.received = 0  # authenticated packets from the peer (the dialog's expiry: refreshed by traffic)
         self.ssrcs: set[int] = set()  # SSRCs the SRTP session protects toward the peer (at most max_ssrcs)
         self.max_ssrcs = owner.config.mediad_max_ssrcs
+
+    @property
+    def state(self) -> str:
+        """The association's state: failed, restored from keys, or its DTLS session's (see _FROM_DTLS)."""
+        if self.failure is not None:
+            return FAILED
+        dtls = self.dtls
+        if dtls is None:
+            return NEW if self.keys is None else ESTABLISHED
+        return _FROM_DTLS[dtls.state]
 
     # Whatever the native packet path (mediad.fastpath) repeats is written down there on change.
     @property
@@ -169,7 +182,7 @@ class AccessChannel(Channel):
     @dest.setter
     def dest(self, dest: tuple[str, int] | None) -> None:
         self._dest = dest
-        path = self.stream.path
+        path = self.leg.path
         if path is not None:
             path.sync()
 
@@ -183,13 +196,13 @@ class AccessChannel(Channel):
         if srtp is not self._srtp:
             self.ssrcs = set()  # a new session (or none) has no streams yet
         self._srtp = srtp
-        path = self.stream.path
+        path = self.leg.path
         if path is not None:
             path.sync()
 
     def new_srtp(self, keys):
         """SRTP contexts for ``keys``: shared with the native path when the stream has one."""
-        path = self.stream.path
+        path = self.leg.path
         return path.new_srtp(keys) if path is not None else SrtpTransformer(keys)
 
     # -- the pipeline ---------------------------------------------------------------
@@ -261,7 +274,7 @@ class AccessChannel(Channel):
         if selected is not None and selected != before:
             self.peer = selected  # (and the cached destination is recomputed)
             self.consent_reported = False
-            self.owner.changed(self.leg.stream.dialog)
+            self.owner.changed(self.leg.dialog)
             if self.pending_start:
                 self.start_client()
 
@@ -289,7 +302,7 @@ class AccessChannel(Channel):
             return True
         if not self.consent_reported:
             self.consent_reported = True
-            self.owner.event(self.leg.stream, EVENT_CONSENT_EXPIRED, None, self.component)
+            self.leg.report(EVENT_CONSENT_EXPIRED, None, self.component)
         return False
 
     def route(self) -> tuple[str, int] | None:
@@ -335,7 +348,7 @@ class AccessChannel(Channel):
         if self.peer is not None:
             return self.peer
         spec = self.leg.spec
-        if spec.remote_address and spec.remote_port and self.leg.stream.kind != "srtp_tcp":  # TCP: checked only
+        if spec.remote_address and spec.remote_port and not self.leg.over_tcp:  # TCP: checked only
             if self.component == "rtp":
                 return (spec.remote_address, spec.remote_port)
             return (spec.remote_address, spec.remote_rtcp_port or spec.remote_port + 1)
@@ -372,7 +385,7 @@ class AccessChannel(Channel):
             self.metrics.dropped("too_many_ssrcs")
             return False
         self.ssrcs.add(ssrc)
-        path = self.stream.path
+        path = self.leg.path
         if path is not None:
             path.sync()
         return True
@@ -389,11 +402,11 @@ class AccessChannel(Channel):
         now = self.loop.time()
         fps = self.leg.spec.remote_fingerprints or None
         self.dtls = DtlsSession(
-            self.owner.certificate, role, srtp=self.leg.stream.kind in ("srtp", "srtp_tcp"),
+            self.owner.certificate, role, srtp=self.leg.dtls_srtp,
             remote_fingerprints=fps, handshake_timeout=self.owner.config.mediad_dtls_handshake_timeout, now=now,
         )
         self.role = role
-        self.state = HANDSHAKING
+        self.failure = None
         self.started_at = now
         if self._srtp is not None:  # (the setter writes the native path down again)
             self.srtp = None
@@ -504,22 +517,19 @@ class AccessChannel(Channel):
             if event.srtp_keys is not None:
                 self.keys = event.srtp_keys
                 self.srtp = self.new_srtp(event.srtp_keys)
-            self.state = ESTABLISHED
-            self.owner.event(self.leg.stream, EVENT_DTLS_ESTABLISHED, None, self.component)
+            self.leg.report(EVENT_DTLS_ESTABLISHED, None, self.component)
         elif isinstance(event, HandshakeFailed):
             role = self.role.value if self.role else "server"
             reason = event.reason if event.reason in ("fingerprint_mismatch", "timeout") else "protocol_error"
             self.metrics.handshakes.labels(role, reason).inc()
             self.fail(reason)
         elif isinstance(event, Closed):
-            if self.state != FAILED:
-                self.state = CLOSED
-            self.srtp = None if self.leg.stream.kind == "t38" else self.srtp
-            self.owner.changed(self.leg.stream.dialog)
+            if not self.leg.dtls_srtp:
+                self.srtp = None
+            self.owner.changed(self.leg.dialog)
 
     def fail(self, reason: str) -> None:
         """Tear the association down: nothing is relayed for this channel any more."""
-        self.state = FAILED
         self.failure = reason
         self.srtp = None
         self.keys = None
@@ -533,7 +543,7 @@ class AccessChannel(Channel):
                 for datagram in datagrams:
                     self.transport.sendto(datagram, dest)
         self.cancel_timer()
-        self.owner.event(self.leg.stream, EVENT_DTLS_FAILED, reason, self.component)
+        self.leg.report(EVENT_DTLS_FAILED, reason, self.component)
 
     def arm_timer(self) -> None:
         self.cancel_timer()
@@ -565,7 +575,6 @@ class AccessChannel(Channel):
         """Continue an association from stored SRTP keys (restart: no new handshake)."""
         self.keys = keys
         self.srtp = self.new_srtp(keys)
-        self.state = ESTABLISHED
         self.peer = peer
 
     def close(self) -> None:

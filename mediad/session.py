@@ -25,6 +25,7 @@ authentication until re-keyed by a new handshake (re-INVITE with a new tls-id).
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from typing import Any
 
@@ -34,7 +35,17 @@ from mediad.relay import ESTABLISHED, AccessChannel, Channel, CoreChannel
 from mediad.srtp import SrtpKeys
 from mediad.stun import random_ice_credentials
 
-SUPPORTED_KINDS = ("srtp", "srtp_tcp", "t38")
+class StreamKind(enum.StrEnum):
+    """An Iq stream's kind (docs/iq.md); the value is the Iq string (JSON, logs, comparisons)."""
+
+    SRTP = "srtp"  # DTLS-SRTP over UDP (RFC 5764)
+    SRTP_TCP = "srtp_tcp"  # DTLS-SRTP over TCP (RFC 4571, RFC 7850)
+    T38 = "t38"  # UDPTL over DTLS (RFC 7345)
+    SCTP = "sctp"  # a data-channel association: the deaggregation stream (RFC 8261)
+    DC_CHANNEL = "dc_channel"  # one data channel: a component stream (RFC 8864)
+
+
+SUPPORTED_KINDS = (StreamKind.SRTP, StreamKind.SRTP_TCP, StreamKind.T38)  # this module's legs; mediad.datachannel's
 DOCUMENT_VERSION = 1
 
 
@@ -51,9 +62,21 @@ def _merge_access(old: TerminationSpec, new: TerminationSpec) -> TerminationSpec
 
 
 class AccessLeg:
+    """A stream's own access termination: its ports (``relay.AccessChannel``), ICE credentials, spec.
+
+    Written by the daemon (``spec``, the channels); the channels report through
+    :meth:`report` and read ``path``, ``over_tcp`` and ``dtls_srtp``, which a
+    ``mediad.transport.Transport`` answers too (the leg of a BUNDLE group).
+    """
+
+    transport = None  # a leg of its own: no BUNDLE transport
+
     def __init__(self, stream: "Stream", spec: TerminationSpec, ice: tuple[str, str] | None = None) -> None:
         self.stream = stream
+        self.dialog = stream.dialog
         self.spec = spec
+        self.over_tcp = stream.kind is StreamKind.SRTP_TCP  # RFC 4571: the SDP address is checked, never sent to
+        self.dtls_srtp = stream.kind in (StreamKind.SRTP, StreamKind.SRTP_TCP)  # the handshake negotiates use_srtp
         self.ice_ufrag, self.ice_pwd = ice or random_ice_credentials()
         self.rtp: AccessChannel | None = None
         self.rtcp: AccessChannel | None = None
@@ -62,6 +85,15 @@ class AccessLeg:
     def rtcp_channel(self) -> AccessChannel:
         assert self.rtp is not None
         return self.rtcp or self.rtp
+
+    @property
+    def path(self):
+        """The stream's native packet path (mediad.fastpath.StreamPath), or None."""
+        return self.stream.path
+
+    def report(self, name: str, reason: str | None, component: str) -> None:
+        """An event of this leg's DTLS association or ICE agent, for the ALG."""
+        self.dialog.owner.event(self.stream, name, reason, component)
 
     def channels(self) -> list[AccessChannel]:
         return [c for c in (self.rtp, self.rtcp) if c is not None]
@@ -115,7 +147,6 @@ class AccessLeg:
             channel.dtls = None
             channel.srtp = None
             channel.keys = None
-            channel.state = "new"
             channel.failure = None
 
     def document(self) -> dict[str, Any]:
@@ -257,10 +288,14 @@ class Stream:
     def __init__(self, dialog: "Dialog", spec: StreamSpec) -> None:
         self.dialog = dialog
         self.stream_id = spec.stream_id
-        self.kind = spec.kind
+        self.kind = StreamKind(spec.kind)  # (the daemon checked it: a ValueError is a document of ours)
         self.group = spec.group  # dc_channel: the stream id of its "sctp" stream (mediad.datachannel)
         self.local_tls_id = spec.local_tls_id
         self.remote_tls_id = spec.remote_tls_id
+        # The BUNDLE transport (mediad.transport.Transport) carrying the access side, and the
+        # m-line's mid: written by the daemon (a stream may move onto or off a transport).
+        self.transport_id = spec.transport_id
+        self.mid = spec.mid
         self.access: AccessLeg | None = None
         self.core: CoreLeg | None = None
         # Packets taken in for relay from each side (RTP, RTCP, UDPTL; authenticated on access);
@@ -299,6 +334,7 @@ class Stream:
         return {
             "stream_id": self.stream_id, "kind": self.kind,
             "local_tls_id": self.local_tls_id, "remote_tls_id": self.remote_tls_id,
+            "transport_id": self.transport_id, "mid": self.mid,
             "access": self.access.document() if self.access else None,
             "core": self.core.document() if self.core else None,
         }
@@ -314,6 +350,7 @@ class Dialog:
         self.owner = owner
         self.id = dialog_id
         self.streams: dict[int, Stream] = {}
+        self.transports: dict[int, Any] = {}  # transport_id -> mediad.transport.Transport (BUNDLE)
         self.replies: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.version = 0
@@ -323,7 +360,8 @@ class Dialog:
 
     def traffic(self) -> int:
         """Authenticated packets received on the access side so far (both packet paths)."""
-        return sum(stream.traffic() for stream in self.streams.values())
+        return sum(stream.traffic() for stream in self.streams.values()) + sum(
+            transport.rtp.received for transport in self.transports.values() if transport.rtp is not None)
 
     def active(self) -> bool:
         """Has access traffic come since the last refresh?"""
@@ -350,6 +388,7 @@ class Dialog:
             "dialog": self.id,
             "certificate": self.owner.certificate_reference,
             "streams": [s.document() for s in self.streams.values()],
+            "transports": [t.document() for t in self.transports.values()],
             "replies": self.replies,
             "events": self.events,
         }
@@ -368,7 +407,15 @@ class Dialog:
                 doc["core"]["spec"].pop("remote_ice_pwd", None)
             doc["packets"] = stream.packets()
             streams.append(doc)
-        return {"dialog": self.id, "version": self.version, "streams": streams, "events": self.events}
+        transports = []
+        for transport in self.transports.values():
+            doc = transport.document()
+            doc.pop("ice_pwd")
+            doc["spec"].pop("remote_ice_pwd", None)
+            doc["srtp_keys"] = doc["srtp_keys"] is not None
+            transports.append(doc)
+        return {"dialog": self.id, "version": self.version, "streams": streams, "transports": transports,
+                "events": self.events}
 
 
 def stored_keys(channel_doc: dict[str, Any]) -> SrtpKeys | None:

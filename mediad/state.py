@@ -2,7 +2,9 @@
 
 Keys (and nothing else is written):
 
-* ``e2ae:agw:dialog:{dialog}``: one JSON document per dialog, ``version``
+* ``e2ae:agw:dialog:{T}rest``: one JSON document per dialog (``Trest`` the
+  dialog id, ``T`` its hash tag, shared with the plugin's keys of the dialog:
+  :mod:`mediad.redis_keys`), ``version``
   incremented on every write, ``EXPIRE dialog_ttl`` refreshed on every write,
   deleted on release.  It holds the stream specs, bound ports, ICE
   credentials, learned peer addresses, SRTP master keys (base64) of
@@ -33,7 +35,11 @@ Redis connection of its own (it is the only one using it, one batch at a
 time): a batch is packed and sent as one write and its replies read back,
 with the pool's check of the connection (reconnected when Redis dropped it),
 but without the pipeline machinery (pool checkout, per command bookkeeping),
-which cost about as much CPU as the round trip itself.
+which cost about as much CPU as the round trip itself.  On a Redis Cluster a
+batch goes through redis-py's cluster pipeline instead (split by node; a
+dialog's deletion and save share a slot, so they stay in order), and the
+restart's SCAN visits every master.  Redis is reached as ``[redis]`` says
+(:mod:`mediad.redis_client`: TLS, mediad's ACL user, Sentinel, Cluster).
 """
 
 from __future__ import annotations
@@ -44,16 +50,14 @@ import secrets
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
+from mediad.redis_client import REDIS_ERRORS, RedisSettings, connect, connect_async, is_cluster
+from mediad.redis_keys import AGW_DIALOG, CERTIFICATE_KEY, CONTROL_SECRET_KEY, EVENTS_CHANNEL, pattern, tagged
 from sdp_rules.errors import UnavailableError
 
 log = logging.getLogger("mediad.state")
 
-DIALOG_PREFIX = "e2ae:agw:dialog:"
-CERTIFICATE_KEY = "e2ae:agw:certificate"
-CONTROL_SECRET_KEY = "e2ae:control_secret"
-EVENTS_CHANNEL = "e2ae:events"
+DIALOG_PREFIX = AGW_DIALOG
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once (json.dumps with options makes one per call)
@@ -64,18 +68,19 @@ class StateError(UnavailableError):
 
 
 def dialog_key(dialog: str) -> str:
-    return DIALOG_PREFIX + dialog
+    """The dialog's document (hash-tagged as the plugin's keys of the dialog: mediad.redis_keys)."""
+    return tagged(DIALOG_PREFIX, dialog)
 
 
-def read_control_secret_sync(url: str) -> bytes:
-    """The shared control secret, for blocking callers (the plugin)."""
+def read_control_secret_sync(url: "RedisSettings | str") -> bytes:
+    """The shared control secret, for blocking callers (the plugin, e2ae-ctl)."""
     try:
-        client = redis.Redis.from_url(url, socket_timeout=1.0)
+        client = connect(url, 1.0)
         try:
             value = client.get(CONTROL_SECRET_KEY)
         finally:
             client.close()
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise StateError(f"redis: {exc.__class__.__name__}") from None
     if not value:
         raise StateError("no control secret in Redis yet (is mediad running?)")
@@ -134,8 +139,8 @@ class WriteBehind:
 
 
 class StateStore:
-    def __init__(self, url: str, dialog_ttl: int) -> None:
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    def __init__(self, url: "RedisSettings | str", dialog_ttl: int) -> None:
+        self.redis = connect_async(url, 2.0)
         self.dialog_ttl = dialog_ttl
         self._writer: Any = None  # the connection of write(), made on first use
 
@@ -148,13 +153,13 @@ class StateStore:
     async def ping(self) -> None:
         try:
             await self.redis.ping()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}: {exc}") from None
 
     async def save(self, dialog: str, document: dict[str, Any]) -> None:
         try:
             await self.redis.set(dialog_key(dialog), json.dumps(document, separators=(",", ":")), ex=self.dialog_ttl)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def write(self, deletes: list[str], documents: list[tuple[str, dict[str, Any]]]) -> None:
@@ -166,6 +171,9 @@ class StateStore:
         commands += [("SET", dialog_key(dialog), _COMPACT.encode(document), "EX", self.dialog_ttl)
                      for dialog, document in documents]
         if not commands:
+            return
+        if is_cluster(self.redis):
+            await self._write_cluster(commands)
             return
         pool = self.redis.connection_pool
         conn = self._writer
@@ -187,13 +195,24 @@ class StateStore:
 
         try:
             await conn.retry.call_with_retry(send, lambda error: conn.disconnect())
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}") from None
+
+    async def _write_cluster(self, commands: list[tuple[Any, ...]]) -> None:
+        """:meth:`write` on a Cluster: one pipeline that redis-py splits by node (a dialog's
+        deletion and save go to the same node, in this order)."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                await pipe.execute()
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def delete(self, dialog: str) -> None:
         try:
             await self.redis.delete(dialog_key(dialog))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def load_all(self) -> list[tuple[dict[str, Any], float | None]]:
@@ -204,11 +223,7 @@ class StateStore:
         """
         documents = []
         try:
-            cursor = None
-            while cursor != 0:
-                cursor, keys = await self.redis.scan(cursor or 0, match=DIALOG_PREFIX + "*", count=500)
-                if not keys:
-                    continue
+            async for keys in self._scan_pages(pattern(DIALOG_PREFIX)):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for key in keys:
                         pipe.get(key).pttl(key)
@@ -220,14 +235,33 @@ class StateStore:
                         documents.append((json.loads(raw), pttl / 1000.0 if pttl >= 0 else None))
                     except ValueError:
                         log.warning("skipping unreadable dialog document %s", key.decode(errors="replace"))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
         return documents
+
+    async def _scan_pages(self, match: str):
+        """The keys matching ``match``, a SCAN page (up to 500) at a time; on a Cluster, of
+        every primary."""
+        if is_cluster(self.redis):
+            page = []
+            async for key in self.redis.scan_iter(match=match, count=500):  # every primary
+                page.append(key)
+                if len(page) == 500:
+                    yield page
+                    page = []
+            if page:
+                yield page
+            return
+        cursor = None
+        while cursor != 0:
+            cursor, keys = await self.redis.scan(cursor or 0, match=match, count=500)
+            if keys:
+                yield keys
 
     async def publish(self, event: dict[str, Any]) -> None:
         try:
             await self.redis.publish(EVENTS_CHANNEL, json.dumps(event, separators=(",", ":")))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def control_secret(self) -> bytes:
@@ -235,7 +269,7 @@ class StateStore:
         try:
             await self.redis.set(CONTROL_SECRET_KEY, secrets.token_hex(32), nx=True)
             return bytes(await self.redis.get(CONTROL_SECRET_KEY))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
     async def certificate_pem(self, generate) -> tuple[bytes, bytes]:
@@ -247,7 +281,7 @@ class StateStore:
                 value = json.dumps({"cert": cert_pem.decode(), "key": key_pem.decode()})
                 await self.redis.set(CERTIFICATE_KEY, value, nx=True)
                 raw = await self.redis.get(CERTIFICATE_KEY)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
         stored = json.loads(raw)
         return stored["cert"].encode(), stored["key"].encode()
@@ -256,5 +290,5 @@ class StateStore:
         value = json.dumps({"cert": cert_pem.decode(), "key": key_pem.decode()})
         try:
             await self.redis.set(CERTIFICATE_KEY, value)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None

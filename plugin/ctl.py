@@ -61,8 +61,10 @@ from iq import Command, IqRequest
 from sdp_rules.errors import E2aeError, UnavailableError
 
 from mediad.pool import DRAINING_KEY, node_key
+from mediad.redis_client import REDIS_ERRORS, connect, is_cluster, settings
+from mediad.redis_keys import Component, pattern
 from plugin.lifecycle import OPERATOR_TABLE
-from plugin.state import DIALOG_PREFIX, DialogRecord
+from plugin.state import DIALOG_PREFIX, DialogRecord, dialog_key
 
 # Fields that never leave this tool, wherever they appear in a document (defence in depth:
 # mediad's QUERY answer has none of them).
@@ -181,12 +183,6 @@ def _age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def _redis_error() -> type[Exception]:
-    import redis
-
-    return redis.RedisError
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -330,14 +326,11 @@ class Edge:
 
     @classmethod
     def from_config(cls, config) -> "Edge":
-        import redis
-
         from mediad.client import IqClient
 
-        client = redis.Redis.from_url(config.redis_url_with_password, socket_timeout=2.0,
-                                      socket_connect_timeout=2.0)
+        client = connect(settings(config, Component.CTL), 2.0)
         try:
-            iq = IqClient.from_config(config)
+            iq = IqClient.from_config(config, Component.CTL)
         except UnavailableError as exc:
             raise CtlError(f"cannot authenticate to mediad: {exc}") from None
         mediads = [Mediad(str(config.mediad_control), iq)]
@@ -354,12 +347,10 @@ class Edge:
         self.redis.close()
 
     def records(self) -> list[DialogRecord]:
-        import redis
-
         try:
-            keys = list(self.redis.scan_iter(match=DIALOG_PREFIX + "*", count=SCAN_COUNT))
-            raws = self.redis.mget(keys) if keys else []
-        except redis.RedisError as exc:
+            keys = list(self.redis.scan_iter(match=pattern(DIALOG_PREFIX), count=SCAN_COUNT))  # every primary
+            raws = self._get_all(keys)
+        except REDIS_ERRORS as exc:
             raise CtlError(f"Redis: {exc.__class__.__name__}: {exc}") from None
         out = []
         for raw in raws:
@@ -370,6 +361,17 @@ class Edge:
             except (ValueError, KeyError, TypeError):
                 continue
         return sorted(out, key=lambda r: (r.created, r.call_id))
+
+    def _get_all(self, keys: list) -> list:
+        """The values of ``keys`` (on a Cluster, keys of many slots: one GET each, pipelined by node)."""
+        if not keys:
+            return []
+        if not is_cluster(self.redis):
+            return self.redis.mget(keys)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        return pipe.execute()
 
     def holders(self) -> dict[str, Mediad]:
         """Which mediad holds each dialog (in a pool, the nodes that answer)."""
@@ -397,7 +399,7 @@ class Edge:
         try:
             nodes = pool.nodes()
             draining = {d.decode() for d in self.redis.smembers(DRAINING_KEY)}
-        except _redis_error() as exc:
+        except REDIS_ERRORS as exc:
             raise CtlError(f"Redis: {exc.__class__.__name__}: {exc}") from None
         return [{"id": n.id, "control": f"{n.host}:{n.port}", "weight": n.weight, "load": n.load,
                  "capacity": n.capacity, "registered": n.registered,
@@ -412,7 +414,7 @@ class Edge:
         try:
             (self.redis.sadd if on else self.redis.srem)(DRAINING_KEY, node_id)
             known = bool(self.redis.exists(node_key(node_id)))
-        except _redis_error() as exc:
+        except REDIS_ERRORS as exc:
             raise CtlError(f"Redis: {exc.__class__.__name__}: {exc}") from None
         return {"node": node_id, "draining": on, "registered": known}
 
@@ -481,7 +483,7 @@ class Edge:
         from plugin.lifecycle import CallEvent
         from plugin.metrics import Metrics
 
-        edge = PluginEdge.from_config(self.config, Metrics(CollectorRegistry()))
+        edge = PluginEdge.from_config(self.config, Metrics(CollectorRegistry()), component=Component.CTL)
         try:
             for record in records:
                 edge.release(record.call_id, (record.caller_tag, record.callee_tag), CallEvent.OPERATOR)
@@ -493,14 +495,12 @@ class Edge:
 
     def _held(self, dialogs: Iterable[str]) -> list[str]:
         """Which of ``dialogs`` Redis (the plugin's record) or a mediad still holds."""
-        import redis
-
         held = set()
         try:
             for dialog in dialogs:
-                if self.redis.exists(DIALOG_PREFIX + dialog):
+                if self.redis.exists(dialog_key(dialog)):
                     held.add(dialog)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise CtlError(f"Redis: {exc.__class__.__name__}") from None
         media = set(self.holders())
         return sorted(held | (media & set(dialogs)))

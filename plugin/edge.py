@@ -26,7 +26,14 @@ between.  The Iq transaction id carries the state version, so mediad's own
 idempotency cache answers a retransmitted request, never a new one.  Messages of one dialog are serialised across workers by a Redis
 lock with a bounded wait; an initial INVITE, which no other message of its
 dialog can cross before it is relayed, takes none and is saved by one
-conditional write (:mod:`plugin.state`).
+conditional write (:mod:`plugin.state`).  Nor does an INVITE's 18x/2xx whose
+record is in the workers' shared cache (:class:`RecordCache`, which holds a
+dialog's record from its INVITE to its final answer): it is worked on from
+that copy and saved by one write conditional on the record being unchanged
+and unlocked; when it was changed, released or locked meanwhile, or mediad
+or the rules refuse what the copy asked, the reply is handled again under a
+claim on the record as it is (:meth:`Edge._unclaimed`).  A copy never
+decides alone: Redis stays the truth.
 
 Which bodies: only INVITE, UPDATE, PRACK and ACK bodies (and their replies')
 are offers or answers; an SDP body in OPTIONS, MESSAGE, INFO... passes
@@ -57,9 +64,13 @@ the dialog module's timeout, a DTLS failure, a failed answer) and does what its
 table says.  It replaces the record by a short-lived tombstone, so that a
 message still in flight cannot re-create it, and sends RELEASE to mediad from
 the record as it was, under a transaction unique to this release (a dialog id
-can be reserved again after a release).  When no worker holds the dialog's
-lock that is one Redis round trip (:meth:`~plugin.state.DialogStore.take`,
-which explains why RELEASE may follow the burial); else the release waits for
+can be reserved again after a release), without waiting for mediad's answer
+when the Iq client can (:meth:`mediad.client.IqClient.send`): a refusal, or
+a connection lost before the answer, comes back with a later request and is
+queued for retry like a release that could not be sent (the retries wait).
+When no worker holds the dialog's lock that is one Redis round trip
+(:meth:`~plugin.state.DialogStore.take`, which explains why RELEASE may follow
+the burial); else the release waits for
 the lock, re-reads the record, sends RELEASE and buries it under the lock.  A
 RESERVE whose outcome cannot be used or saved (Iq timeout, Redis error, a reply
 the rules cannot use) is released at once.  What cannot be done now is put in
@@ -93,7 +104,9 @@ from sdp_rules.rules import release_request
 # Imported here, in Kamailio's main process before it forks its workers: the
 # control channel's cryptography costs 50-100 ms to import, which each worker's
 # first call would otherwise pay.
-from mediad.client import IqClient
+from mediad.client import IqClient, SecretRefused
+from mediad.redis_client import settings as redis_settings
+from mediad.redis_keys import Component
 
 from plugin import limits
 from plugin.body import SDP_TYPE, MultipartError, find_sdp, is_multipart, media_type
@@ -196,8 +209,11 @@ class Edge:
 
     def __init__(self, store: DialogStore, iq_client, metrics: Metrics, *, agent: str,
                  policy: Policy | None = None, retry_after: int = 5, dtls_failure: str = "bye",
-                 pool=None) -> None:
+                 cache: RecordCache | None = None, pool=None) -> None:
         self.store = store
+        # Records of dialogs being set up, shared by the workers (Kamailio's shared memory):
+        # what lets an INVITE's 18x/2xx go without a claim (module docstring: round trips).
+        self.cache = cache if cache is not None else NO_CACHE
         self.iq_client = iq_client
         self.pool = pool  # a plugin.pool.Pool: a media node per dialog; None: iq_client for all
         self.metrics = metrics
@@ -213,10 +229,12 @@ class Edge:
         self._refreshed: OrderedDict[str, float] = OrderedDict()
 
     @classmethod
-    def from_config(cls, config, metrics: Metrics, iq_client=None) -> "Edge":
-        """Build from a ``mediad.config.Config`` (the one configuration file)."""
+    def from_config(cls, config, metrics: Metrics, iq_client=None, cache: RecordCache | None = None,
+                    component=Component.PLUGIN) -> "Edge":
+        """Build from a ``mediad.config.Config`` (the one configuration file), connecting to
+        Redis as ``component`` (e2ae-ctl's own releases use its ACL user)."""
         timeout = config.plugin_iq_timeout_ms / 1000.0
-        store = DialogStore(config.redis_url_with_password, config.redis_dialog_ttl + DIALOG_TTL_GRACE,
+        store = DialogStore(redis_settings(config, component), config.redis_dialog_ttl + DIALOG_TTL_GRACE,
                             timeout=timeout)
         if iq_client is None:
             iq_client = LazyIqClient(config)
@@ -228,11 +246,18 @@ class Edge:
 
         pool = Pool(config, lambda: store.redis, metrics) if Pool.configured(config) else None
         return cls(store, iq_client, metrics, agent=f"{access.host}:{access.port}", policy=policy,
-                   retry_after=config.plugin_retry_after, dtls_failure=config.policy_dtls_failure, pool=pool)
+                   retry_after=config.plugin_retry_after, dtls_failure=config.policy_dtls_failure, cache=cache,
+                   pool=pool)
 
     # -- messages -----------------------------------------------------------------
     def take_outbox(self) -> list[EndRequest | PendingRelease]:
         """The calls to end and releases to retry queued since the last call (and forget them)."""
+        take_failed = getattr(self.iq_client, "take_failed", None)
+        if take_failed is not None:
+            for pending in take_failed():
+                log.warning("Call-ID %s: mediad refused the release of dialog %s, or its connection was lost "
+                            "before the answer: to be retried", pending.call_id, pending.dialog)
+                self._retry(pending)
         out, self.outbox = self.outbox, []
         return out
 
@@ -346,6 +371,7 @@ class Edge:
             if self._initial(msg):
                 self.store.unbury(dialog_id(msg.call_id, msg.from_tag))
             elif self._is_final_ok(msg):
+                self.cache.drop(dialog_id(msg.call_id, msg.from_tag))
                 record = self.store.find(msg.call_id, msg.from_tag)
                 if record is not None and record.callee_tag != msg.to_tag:
                     claim = self.store.claim_id(record.id)
@@ -412,9 +438,15 @@ class Edge:
             # No worker can hold a new dialog yet (plugin.state: round trips): processed
             # without a claim, saved by one conditional write.
             try:
-                return self._render(msg, self._new_record(msg), self._create)
+                outcome = self._render(msg, self._new_record(msg), self._create)
             except _Exists:
                 pass  # the same Call-ID and From tag seen before: as any other message
+            else:
+                return outcome
+        elif self._setup_reply(msg):
+            outcome = self._unclaimed(msg)
+            if outcome is not None:
+                return outcome
         # Every non-initial message (replies included) is looked up by both tags: a
         # reply to a request the callee sent carries the callee's tag in From.
         tags = (msg.from_tag,) if initial else (msg.from_tag, msg.to_tag)
@@ -437,6 +469,50 @@ class Edge:
         created, existing = self.store.create(record)
         if not created:
             raise _Exists(existing)
+
+    @staticmethod
+    def _setup_reply(msg: Message) -> bool:
+        """An 18x/2xx to the caller's INVITE: the messages the record cache is for."""
+        return not msg.request and msg.method == "INVITE" and 100 < msg.status < 300
+
+    def _keep(self, msg: Message, record: DialogRecord) -> None:
+        """Keep the record just saved in the shared cache while its dialog is being set up
+        (the initial INVITE, an 18x); a 2xx or any other message ends its use there."""
+        if record.raw and (self._initial(msg) or (self._setup_reply(msg) and msg.status < 200)):
+            self.cache.put(record.id, record.raw)
+        else:
+            self.cache.drop(record.id)
+
+    def _unclaimed(self, msg: Message) -> Outcome | None:
+        """An INVITE's 18x/2xx handled from the shared cache's record, without a claim: its
+        Iq request, then one conditional commit (:meth:`DialogStore.commit_if`).  None when
+        it must be handled under a claim instead: no usable cached record, an answer the
+        record already has, an error from mediad or the rules (the record may be stale),
+        or a dialog changed, released or locked meanwhile (the claim then sees the
+        dialog as it is, and applies the message again when it must)."""
+        ident = dialog_id(msg.call_id, msg.from_tag)
+        read = self.cache.get(ident)
+        if not read:
+            return None
+        try:
+            record = DialogRecord.from_json(read)
+        except (ValueError, KeyError, TypeError):
+            self.cache.drop(ident)
+            return None
+        if (record.id != ident or record.call_id != msg.call_id or not record.rules.data.get("agw")
+                or f"{msg.tx}|{msg.side.value}|{_digest(msg.body)}" in record.rendered
+                or self._kind(record, msg) is None):
+            return None
+
+        def save(changed: DialogRecord) -> None:
+            if self.store.commit_if(changed, read) != 1:
+                raise _Stale()
+
+        try:
+            return self._render(msg, record, save)
+        except (_Stale, PeerError, AgwError):
+            self.cache.drop(ident)
+            return None
 
     def _render(self, msg: Message, record: DialogRecord, save) -> Outcome:
         """Plan, ask mediad, finish and ``save(record)``; the outcome for ``msg``."""
@@ -492,6 +568,7 @@ class Edge:
             event = CallEvent.OFFER if kind is Kind.OFFER else CallEvent.ANSWER
             record.state = self.lifecycle.step(msg.call_id, record.state, event).next
             save(record)
+            self._keep(msg, record)
         except _Exists as exc:
             # A new record was not saved: the dialog was there.  mediad holds streams for
             # a dialog id only once, so when that dialog holds them this RESERVE was the
@@ -563,36 +640,42 @@ class Edge:
         return reply
 
     # -- the end of a call (plugin.lifecycle) -------------------------------------------
-    def release(self, call_id: str, tags: tuple[str, ...], event: CallEvent | str) -> bool:
+    def release(self, call_id: str, tags: tuple[str, ...], event: CallEvent | str, *, wait: bool = False) -> bool:
         """The dialog found by ``tags`` (the caller's first) ends with ``event``: release
         its media and record, queue its BYEs when the table says so.  True when this call
-        released it; a release that fails is queued for retry (:meth:`take_outbox`)."""
+        released it; a release that fails is queued for retry (:meth:`take_outbox`).
+        mediad's answer to the RELEASE is not waited for unless ``wait`` (a refusal, or a
+        connection lost before it, comes back through :meth:`take_outbox` then)."""
         event = CallEvent(event)
+        for tag in tags:
+            if tag:
+                self.cache.drop(dialog_id(call_id, tag))
         try:
             found, record = self.store.take(call_id, tags)
             if found == BUSY:
                 claim = self.store.claim(call_id, tags, create=False)
                 if claim is not None:
-                    return self._end_claimed(claim, call_id, tags, event)
+                    return self._end_claimed(claim, call_id, tags, event, wait)
         except UnavailableError as exc:
             log.warning("Call-ID %s: release (%s) failed, to be retried: %s", call_id, event.value, exc.reason)
             self._retry(PendingRelease(call_id, tuple(tags), event))
             return False
-        return self._end(call_id, tags, event, record if found == TAKEN else None)
+        return self._end(call_id, tags, event, record if found == TAKEN else None, wait)
 
     def release_record(self, record: DialogRecord, event: CallEvent | str) -> bool:
         """:meth:`release` of the dialog ``record`` names (waiting for the dialog's lock)."""
         return self.release(record.call_id, (record.caller_tag,), event)
 
-    def _end_claimed(self, claim, call_id: str, tags: tuple[str, ...], event: CallEvent) -> bool:
+    def _end_claimed(self, claim, call_id: str, tags: tuple[str, ...], event: CallEvent, wait: bool) -> bool:
         with claim:
             record = claim.record
             if record is None:
-                return self._end(call_id, tags, event, None)
+                return self._end(call_id, tags, event, None, wait)
             claim.bury()
-        return self._end(call_id, tags, event, record)
+        return self._end(call_id, tags, event, record, wait)
 
-    def _end(self, call_id: str, tags: tuple[str, ...], event: CallEvent, record: DialogRecord | None) -> bool:
+    def _end(self, call_id: str, tags: tuple[str, ...], event: CallEvent, record: DialogRecord | None,
+             wait: bool) -> bool:
         """Step the lifecycle of a dialog whose record was just taken (None: there was none)
         and do what the table says."""
         state = record.state if record is not None else CallState.ENDED
@@ -602,7 +685,7 @@ class Edge:
             return False
         released = False
         if Action.RELEASE in transition.actions and record is not None:
-            self._release_media(record, event)
+            self._release_media(record, event, wait)
             self.metrics.releases.labels(event.value).inc()
             log.info("Call-ID %s: dialog released (%s)", call_id, event.value,
                      extra={"call_id": call_id, "dialog": record.id, "event": "released", "reason": event.value})
@@ -643,8 +726,19 @@ class Edge:
             self._retry(PendingRelease(record.call_id, (record.caller_tag,), CallEvent.REFUSED, dialog=record.id,
                                        mediad=record.mediad))
 
-    def _release_media(self, record: DialogRecord, event: CallEvent) -> None:
+    def _release_media(self, record: DialogRecord, event: CallEvent, wait: bool) -> None:
         if not record.rules.data.get("agw"):
+            return
+        send = None if wait else getattr(self.iq_client, "send", None)
+        if send is not None:
+            # Not waited for: a refusal or a lost answer comes back through take_outbox.
+            pending = PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id)
+            try:
+                send(release_request(record.id, self._release_tx(record.id, event)), pending)
+            except UnavailableError as exc:
+                log.warning("Call-ID %s: mediad release (%s) failed, to be retried: %s", record.call_id,
+                            event.value, exc.reason)
+                self._retry(pending)
             return
         try:
             if self._release_dialog(record.id, event, record.mediad) not in (None, 404):
@@ -671,7 +765,7 @@ class Edge:
                             pending.dialog, code)
             return None, code is None
         mark = len(self.outbox)
-        released = self.release(pending.call_id, pending.tags, pending.event)
+        released = self.release(pending.call_id, pending.tags, pending.event, wait=True)
         left = [item for item in self.outbox[mark:] if isinstance(item, PendingRelease)]
         self.outbox[mark:] = [item for item in self.outbox[mark:] if not isinstance(item, PendingRelease)]
         if not left:
@@ -710,6 +804,49 @@ class Edge:
         return self.release(call_id, tags, CallEvent.ANSWER_FAILED)
 
 
+class RecordCache:
+    """Records of dialogs being set up, by dialog id, as last saved to Redis (their JSON),
+    shared by the workers; Redis stays the truth (:meth:`DialogStore.commit_if` checks a
+    record read here against it).  This one keeps nothing; :class:`DictCache` keeps them
+    in the process, :mod:`plugin.kemi` in Kamailio's shared memory."""
+
+    def get(self, ident: str) -> str | None:
+        return None
+
+    def put(self, ident: str, raw: str) -> None:
+        pass
+
+    def drop(self, ident: str) -> None:
+        pass
+
+
+NO_CACHE = RecordCache()
+
+
+class DictCache(RecordCache):
+    """A :class:`RecordCache` in one process (tests, one worker), at most ``size`` records."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.records: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, ident: str) -> str | None:
+        return self.records.get(ident)
+
+    def put(self, ident: str, raw: str) -> None:
+        self.records[ident] = raw
+        self.records.move_to_end(ident)
+        if len(self.records) > self.size:
+            self.records.popitem(last=False)
+
+    def drop(self, ident: str) -> None:
+        self.records.pop(ident, None)
+
+
+class _Stale(Exception):
+    """A message handled without a claim found its dialog changed, released or locked."""
+
+
 class _Exists(Exception):
     """A new dialog's record was not saved: the dialog has one (``record``) or a lock holder."""
 
@@ -724,6 +861,7 @@ class LazyIqClient:
     def __init__(self, config) -> None:
         self.config = config
         self._client = None
+        self._failed: list = []
 
     def request(self, iq: IqRequest) -> IqReply:
         reply = self._client_now().request(iq)
@@ -736,6 +874,19 @@ class LazyIqClient:
             reply = self._client_now().request(iq)
         return reply
 
+    def send(self, iq: IqRequest, context: object) -> None:
+        """:meth:`IqClient.send` (the secret read again once when mediad refuses it)."""
+        try:
+            self._client_now().send(iq, context)
+        except SecretRefused:
+            log.warning("mediad refused the control secret; reading it again")
+            self.close()
+            self._client_now().send(iq, context)
+
+    def take_failed(self) -> list:
+        failed, self._failed = self._failed, []
+        return failed + (self._client.take_failed() if self._client is not None else [])
+
     def _client_now(self):
         if self._client is None:
             self._client = IqClient.from_config(self.config)
@@ -744,7 +895,8 @@ class LazyIqClient:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+            self._failed += self._client.take_failed()  # sent on the connection just closed
             self._client = None
 
 
-__all__ = ["Edge", "LazyIqClient", "Message", "Outcome", "other"]
+__all__ = ["DictCache", "Edge", "LazyIqClient", "Message", "NO_CACHE", "Outcome", "RecordCache", "other"]

@@ -86,15 +86,16 @@ from sdp_rules.errors import UnavailableError  # noqa: E402
 
 from mediad.config import load_config  # noqa: E402
 from mediad.logs import formatter  # noqa: E402
+from mediad import redis_keys  # noqa: E402
 from plugin import limits, profile, routing, sipreply  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
 from plugin.body import SDP_TYPE, media_type  # noqa: E402
-from plugin.edge import REPLY_SDP_METHODS, SDP_METHODS, Edge, Message, Outcome, other  # noqa: E402
+from plugin.edge import REPLY_SDP_METHODS, SDP_METHODS, Edge, Message, Outcome, RecordCache, other  # noqa: E402
 from plugin.lifecycle import (BYE_HOLD_S, OPERATOR_TABLE, CallEvent, CallState, EndRequest,  # noqa: E402
                               EndStep, LifecycleError, PendingRelease, end_step)
 from plugin.state import dialog_id  # noqa: E402
 
-EVENTS_CHANNEL = "e2ae:events"
+EVENTS_CHANNEL = redis_keys.EVENTS_CHANNEL
 EVENTS_PER_TICK = 100
 # Kamailio htables (deploy/kamailio.cfg): calls to end, releases to retry, Call-IDs whose
 # BYEs are being sent, and the retry queue's size as the rtimer process last counted it.
@@ -102,6 +103,8 @@ END_TABLE = "e2ae_end"
 RELEASE_TABLE = "e2ae_release"
 BYE_TABLE = "e2ae_bye"
 META_TABLE = "e2ae_meta"
+# The records of dialogs being set up (plugin.edge.RecordCache), by dialog id.
+DIALOG_TABLE = "e2ae_dialog"
 RELEASES_PER_TICK = 200
 RELEASE_QUEUE_MAX = 10000
 # Marks a dialog for the dialog module's "dialog:timeout" event (its name does not matter).
@@ -151,6 +154,21 @@ class _KsrHandler(logging.Handler):
             pass
 
 
+class _HtableCache(RecordCache):
+    """The record cache in Kamailio's shared memory (an htable every worker sees; its
+    entries expire by themselves, deploy/kamailio.cfg)."""
+
+    def get(self, ident):
+        value = KSR.htable.sht_get(DIALOG_TABLE, ident)
+        return value if isinstance(value, str) else None
+
+    def put(self, ident, raw):
+        KSR.htable.sht_sets(DIALOG_TABLE, ident, raw)
+
+    def drop(self, ident):
+        KSR.htable.sht_rm(DIALOG_TABLE, ident)
+
+
 def _pv(name, default=""):
     value = KSR.pv.get(name)
     return default if value is None else value
@@ -178,7 +196,7 @@ class kamailio:
     @property
     def edge(self):
         if self._edge is None:
-            self._edge = Edge.from_config(self.config, metrics_module.Metrics(None))
+            self._edge = Edge.from_config(self.config, metrics_module.Metrics(None), cache=_HtableCache())
         return self._edge
 
     # -- helpers --------------------------------------------------------------------
@@ -759,9 +777,9 @@ class kamailio:
             break
 
     def _flush_ends(self):
-        for item in self.edge.take_outbox():
-            if isinstance(item, EndRequest):
-                KSR.htable.sht_sets(END_TABLE, item.key, item.to_value())
+        """After a retry: its calls to end, and the releases sent earlier without waiting
+        that mediad refused (Edge.retry keeps what is left of its own release)."""
+        self._flush()
 
     def _subscription(self):
         if self._pubsub is None:

@@ -14,7 +14,9 @@ Names (documented in the README):
   handled; direction ``access_to_core`` / ``core_to_access``, kind ``offer`` /
   ``answer``, result ``rewritten`` / ``passthrough`` / ``cached`` / ``error``.
 * ``e2ae_plugin_iq_latency_seconds{command}``: round trip of Iq requests to
-  mediad (reserve, modify, release), failures included.
+  mediad (reserve, modify, release), failures included; a release at a
+  dialog's end is not waited for, so ``release`` counts only the releases
+  that are (retries, the undoing of a reservation).
 * ``e2ae_plugin_sdp_seconds{direction}``: time the plugin spent on one SDP
   body (rules, Redis, Iq round trip): the latency it adds to that message.
 * ``e2ae_plugin_sip_errors_total{status}``: SIP errors the plugin answered

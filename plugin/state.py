@@ -2,7 +2,7 @@
 
 Keys (nothing else is written by the plugin):
 
-* ``e2ae:alg:dialog:{id}``: one JSON document per dialog: the caller's and
+* ``e2ae:alg:dialog:{T}rest``: one JSON document per dialog: the caller's and
   callee's tags, the Call-ID, the rules' :class:`~sdp_rules.plan.DialogState`,
   the offer/answer tracker and the last rendered bodies (the idempotency cache
   for retransmitted and forked messages).  Its TTL is set again on every write,
@@ -10,22 +10,27 @@ Keys (nothing else is written by the plugin):
   module resets its own timeout on each; see :meth:`plugin.edge.Edge.refresh`
   for the ACK and the per-worker interval), so the record lives as long as the
   dialog; the key is deleted when the dialog is released.
-* ``e2ae:alg:released:{id}``: a tombstone written when the dialog is released,
+* ``e2ae:alg:released:{T}rest``: a tombstone written when the dialog is released,
   expiring after ``TOMBSTONE_TTL`` s (32 s, a Timer B/F of slack for replies and
   requests still in flight): a late 18x/2xx or in-dialog request handled by
   another worker just after the release must not re-create the record (and a
   new RESERVE that nothing would ever release).  Only an initial INVITE (same
   Call-ID and From tag, e.g. retried after a 407) clears it.  Tombstones carry
   no media or state and always expire by themselves.
-* ``e2ae:alg:lock:{id}``: a short-lived lock (``SET NX PX``) that serialises
+* ``e2ae:alg:lock:{T}rest``: a short-lived lock (``SET NX PX``) that serialises
   the workers handling messages of the same dialog (an 18x and a 2xx handled in
   parallel, a re-INVITE crossing an UPDATE, a BYE crossing a 2xx: a release
   waits for it when it is held, and otherwise buries the dialog in one step
   that no lock holder can interleave with).
 
-``{id}`` is the dialog id given to mediad too: a digest of the Call-ID and the
-caller's From tag, so in-dialog requests in either direction find it (from
-tag first, then to tag).  Every Redis call has a socket timeout; Redis errors
+``Trest`` is the dialog id given to mediad too: a digest of the Call-ID
+(``T``, the Redis Cluster hash tag shared by every key of the Call-ID, so a
+script may take the keys of both tags' ids: :mod:`mediad.redis_keys`)
+followed by a digest of the Call-ID and the caller's From tag, so in-dialog
+requests in either direction find it (from tag first, then to tag).  Redis is
+reached as ``[redis]`` says (:mod:`mediad.redis_client`: TLS, the plugin's
+ACL user, Sentinel, Cluster; on a Cluster each script goes to the master of
+its slot).  Every Redis call has a socket timeout; Redis errors
 become :class:`~sdp_rules.errors.UnavailableError` (503 + Retry-After).
 
 Round trips (each a registered Lua script, sent as EVALSHA):
@@ -38,6 +43,14 @@ Round trips (each a registered Lua script, sent as EVALSHA):
   after all (the same Call-ID and From tag seen again), nothing is written and
   the INVITE is handled as below (:mod:`plugin.edge` says what becomes of its
   reservation);
+* an INVITE's 18x/2xx whose record a worker finds in the workers' shared cache
+  (:class:`plugin.edge.RecordCache`: Kamailio's shared memory, filled by the
+  INVITE and its 18x) is worked on from that copy without a lock and saved by
+  one :meth:`DialogStore.commit_if`: a conditional write, done only when no
+  worker holds the lock and the record in Redis is still the one read (its
+  SHA-1 compared in the script).  Else nothing is written and the message is
+  handled again as below, on the record as it is (what it asked mediad from
+  the stale copy is then asked again under a new transaction, or refused);
 * any other message's work on its dialog is one :meth:`DialogStore.claim` (finds the
   record by its tags, clears the tombstone for an initial INVITE, takes the
   lock and reads the record and the tombstone) and one :meth:`Claim.commit`
@@ -55,7 +68,7 @@ Round trips (each a registered Lua script, sent as EVALSHA):
 Deadlines: Redis runs a command it received even when the client stopped
 waiting for it (a Redis stalled past the socket timeout: the INVITE was
 answered 503, the release queued for retry).  So every script that writes
-(create, claim, commit, bury, take) carries a not-after time, the client's
+(create, claim, commit, commit_if, bury, take) carries a not-after time, the client's
 send time plus its socket timeout, on Redis's clock (the offset of Redis's
 ``TIME`` from the local clock is measured once per connection); run later
 than that, it writes nothing and answers :data:`LATE`, and the client, which
@@ -90,11 +103,13 @@ import redis
 from sdp_rules.errors import UnavailableError
 from sdp_rules.plan import DialogState
 
+from mediad.redis_client import REDIS_ERRORS, RedisSettings, connect, is_cluster
+from mediad.redis_keys import ALG_DIALOG, ALG_LOCK, ALG_RELEASED, tagged
 from plugin.lifecycle import CallState
 
-DIALOG_PREFIX = "e2ae:alg:dialog:"
-LOCK_PREFIX = "e2ae:alg:lock:"
-TOMBSTONE_PREFIX = "e2ae:alg:released:"
+DIALOG_PREFIX = ALG_DIALOG
+LOCK_PREFIX = ALG_LOCK
+TOMBSTONE_PREFIX = ALG_RELEASED
 TOMBSTONE_TTL = 32
 LOCK_TTL_MS = 3000
 LOCK_WAIT_S = 2.0
@@ -189,9 +204,21 @@ redis.call('del', KEYS[3])
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return {1}
 """
+# KEYS: record, lock, tombstone. ARGV: digest (SHA-1) of the record as read, new record JSON,
+# record TTL (s).  The commit of a message handled without a claim: saves the new record only
+# when no worker holds the dialog's lock and the record is still the one read (so the dialog
+# was neither changed nor released since).  Returns 1 when saved, 0 when the record changed
+# or is gone, -1 when the lock is held: nothing changed.
+_COMMIT_IF = _LATE % "-9" + """
+if redis.call('exists', KEYS[2]) == 1 then return -1 end
+local raw = redis.call('get', KEYS[1])
+if not raw or redis.sha1hex(raw) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
 _SCRIPTS = {"unlock": _UNLOCK, "unlock_touch": _UNLOCK_TOUCH, "commit": _COMMIT, "bury": _BURY,
-            "touch": _TOUCH, "take": _TAKE, "claim": _CLAIM, "create": _CREATE}
-_DEADLINED = frozenset({"commit", "bury", "take", "claim", "create"})
+            "touch": _TOUCH, "take": _TAKE, "claim": _CLAIM, "create": _CREATE, "commit_if": _COMMIT_IF}
+_DEADLINED = frozenset({"commit", "bury", "take", "claim", "create", "commit_if"})
 
 # What DialogStore.take found.
 TAKEN = "taken"  # the record was there and is now buried
@@ -199,10 +226,45 @@ ABSENT = "absent"  # no record
 BUSY = "busy"  # the record is there but locked: nothing changed
 
 
+def dialog_keys(ident: str) -> list[str]:
+    """The Redis keys of the dialog ``ident``, in the order every script takes them:
+    record, lock, tombstone (the one place that names them)."""
+    return [dialog_key(ident), lock_key(ident), tombstone_key(ident)]
+
+
+def _candidate_keys(candidates: list[str]) -> list[str]:
+    return [key for ident in candidates for key in dialog_keys(ident)]
+
+
+def record_digest(raw: str) -> str:
+    """The digest the conditional commit compares (Lua's ``redis.sha1hex`` of the stored record)."""
+    return hashlib.sha1(raw.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def dialog_id(call_id: str, caller_tag: str) -> str:
-    """The dialog's id: stable, short, safe in a Redis key and on the Iq interface."""
+    """The dialog's id: stable, short, safe in a Redis key and on the Iq interface.
+
+    32 hex digits: the Call-ID's digest (the Redis hash tag every id of the Call-ID
+    shares, :mod:`mediad.redis_keys`), then the digest of the Call-ID and the tag.
+    """
+    call = hashlib.sha256(call_id.encode("utf-8", "surrogateescape")).hexdigest()
     digest = hashlib.sha256(f"{call_id}\0{caller_tag}".encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()[:32]
+    return call[:16] + digest.hexdigest()[:16]
+
+
+def dialog_key(ident: str) -> str:
+    """The dialog's record."""
+    return tagged(ALG_DIALOG, ident)
+
+
+def lock_key(ident: str) -> str:
+    """The dialog's lock."""
+    return tagged(ALG_LOCK, ident)
+
+
+def tombstone_key(ident: str) -> str:
+    """The dialog's release tombstone."""
+    return tagged(ALG_RELEASED, ident)
 
 
 @dataclass
@@ -223,6 +285,9 @@ class DialogRecord:
     created: float = 0.0
     state: CallState = CallState.IDLE  # the call's lifecycle state (plugin.lifecycle)
     mediad: str = ""  # in a pool: the dialog's media node, "id@host:port" (plugin.pool); else ""
+    # The JSON this record was read from or last saved as ("" for a new one): what a
+    # conditional commit (DialogStore.commit_if) compares with Redis's.
+    raw: str = field(default="", repr=False, compare=False)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -235,9 +300,11 @@ class DialogRecord:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> "DialogRecord":
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "surrogateescape")
         doc = json.loads(raw)
         rules = doc.get("rules") or {}
-        return cls(
+        return cls(raw=raw,
             id=doc["id"], call_id=doc["call_id"], caller_tag=doc["caller_tag"],
             caller_side=doc["caller_side"], callee_tag=doc.get("callee_tag", ""),
             rules=DialogState(int(rules.get("version", 0)), dict(rules.get("data", {}))),
@@ -260,8 +327,8 @@ class DialogStore:
     an embedding application) must never read another thread's reply.
     """
 
-    def __init__(self, url: str, ttl: int, timeout: float = 0.5) -> None:
-        self.url = url
+    def __init__(self, url: "RedisSettings | str", ttl: int, timeout: float = 0.5) -> None:
+        self.url = url  # a URL, or the [redis] settings (mediad.redis_client)
         self.ttl = ttl
         self.timeout = timeout
         self._redis: redis.Redis | None = None
@@ -275,9 +342,10 @@ class DialogStore:
     @property
     def redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(
-                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
-            )
+            try:
+                self._redis = connect(self.url, self.timeout)  # a Cluster client maps the slots now
+            except REDIS_ERRORS as exc:
+                raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
             self._scripts = {name: self._redis.register_script(src) for name, src in _SCRIPTS.items()}
         return self._redis
 
@@ -285,11 +353,11 @@ class DialogStore:
         """Load every script into Redis now (else the first EVALSHA of each loads it)."""
         _ = self.redis  # registers the scripts
         try:
-            conn, _fresh = self._connection()
-            for script in self._scripts.values():
-                self._load(conn, script)
-            self._deadlined(conn, "create", ())  # and measure the clock offset
-        except redis.RedisError as exc:
+            for conn in self._every_connection():
+                for script in self._scripts.values():
+                    self._load(conn, script)
+                self._deadlined(conn, "create", ())  # and measure the clock offset
+        except REDIS_ERRORS as exc:
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
 
     def script(self, name: str, keys: list[str], *args):
@@ -307,19 +375,22 @@ class DialogStore:
         script = self._scripts[name]
         conn = None
         try:
-            conn, fresh = self._connection()
+            conn, fresh = self._connection(keys)
             try:
                 reply = self._evalsha(conn, script, keys, self._deadlined(conn, name, args))
             except redis.ConnectionError:
                 if fresh:
                     raise
                 conn.disconnect()
-                self._local.offset = None
+                self._offsets().pop(conn, None)
+                conn.connect()
                 reply = self._evalsha(conn, script, keys, self._deadlined(conn, name, args))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             if conn is not None and not isinstance(exc, redis.ResponseError):
                 conn.disconnect()
-                self._local.offset = None
+                self._offsets().pop(conn, None)
+            if isinstance(exc, redis.exceptions.MovedError) and is_cluster(self.redis):
+                self.redis.nodes_manager.initialize()  # slots moved: the next call goes to the new node
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
         if reply == LATE or (isinstance(reply, list) and reply and reply[0] == LATE):
             raise UnavailableError("redis: ran the request after its deadline")
@@ -329,26 +400,57 @@ class DialogStore:
         """``args`` with the script's deadline appended when it writes (module docstring)."""
         if name not in _DEADLINED:
             return args
-        offset = getattr(self._local, "offset", None)
+        offsets = self._offsets()
+        offset = offsets.get(conn)
         if offset is None:
             before = time.time()
             conn.send_command("TIME")
             seconds, micros = conn.read_response()
             after = time.time()
-            offset = self._local.offset = int(seconds) + int(micros) / 1e6 - (before + after) / 2
+            offset = offsets[conn] = int(seconds) + int(micros) / 1e6 - (before + after) / 2
         return (*args, int((time.time() + offset + self.timeout) * 1000))
 
-    def _connection(self) -> tuple[redis.Connection, bool]:
-        """This thread's script connection, and whether it has not been used yet."""
+    def _offsets(self) -> dict:
+        """This thread's measured offsets of Redis's clock, per script connection (a Cluster's
+        nodes may each have their own clock)."""
+        offsets = getattr(self._local, "offsets", None)
+        if offsets is None:
+            offsets = self._local.offsets = {}
+        return offsets
+
+    def _connection(self, keys: list[str] | tuple[str, ...] = ()) -> tuple[redis.Connection, bool]:
+        """This thread's script connection for ``keys`` (on a Cluster: to the node serving
+        their slot), and whether it has not been used yet."""
         local, pid = self._local, os.getpid()
-        conn = getattr(local, "conn", None)
-        if conn is None or local.pid != pid:
-            conn = local.conn = self.redis.connection_pool.make_connection()
+        conns = getattr(local, "conns", None)
+        if conns is None or local.pid != pid:
+            conns = local.conns = {}
             local.pid = pid
-            local.offset = None
+            local.offsets = {}
+        client = self.redis
+        if is_cluster(client):
+            node = client.get_node_from_key(keys[0]) if keys else client.get_default_node()
+            name, pool = node.name, node.redis_connection.connection_pool
+        else:
+            name, pool = "", client.connection_pool
+        conn = conns.get(name)
+        if conn is None:
+            conn = conns[name] = pool.make_connection()
             with self._conns_lock:
                 self._conns.add(conn)
-        return conn, conn._sock is None
+        fresh = conn._sock is None
+        if fresh:
+            # connect() itself (a command would connect by itself, but around a Sentinel
+            # connection's connect(), which asks the sentinels where the master is now)
+            conn.connect()
+        return conn, fresh
+
+    def _every_connection(self) -> list[redis.Connection]:
+        """A script connection to every server that runs scripts (every Cluster primary)."""
+        client = self.redis
+        if not is_cluster(client):
+            return [self._connection()[0]]
+        return [self._connection([tagged(ALG_DIALOG, tag)])[0] for tag in _one_tag_per_primary(client)]
 
     @staticmethod
     def _evalsha(conn: redis.Connection, script, keys: list[str], args: tuple):
@@ -368,47 +470,47 @@ class DialogStore:
     def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
 
     def find(self, call_id: str, *tags: str) -> DialogRecord | None:
         for tag in tags:
             if not tag:
                 continue
-            raw = self._call(self.redis.get, DIALOG_PREFIX + dialog_id(call_id, tag))
+            raw = self._call(self.redis.get, dialog_key(dialog_id(call_id, tag)))
             if raw:
                 return DialogRecord.from_json(raw)
         return None
 
     def get(self, ident: str) -> DialogRecord | None:
-        raw = self._call(self.redis.get, DIALOG_PREFIX + ident)
+        raw = self._call(self.redis.get, dialog_key(ident))
         return DialogRecord.from_json(raw) if raw else None
 
     def save(self, record: DialogRecord) -> None:
         if not record.created:
             record.created = time.time()
-        self._call(self.redis.set, DIALOG_PREFIX + record.id, record.to_json(), ex=self.ttl)
+        self._call(self.redis.set, dialog_key(record.id), record.to_json(), ex=self.ttl)
 
     def delete(self, ident: str) -> bool:
-        return bool(self._call(self.redis.delete, DIALOG_PREFIX + ident))
+        return bool(self._call(self.redis.delete, dialog_key(ident)))
 
     def touch(self, call_id: str, *tags: str) -> bool:
         """Refresh the TTL of the dialog's record, found by the first tag that names one: one round trip."""
-        keys = [DIALOG_PREFIX + dialog_id(call_id, tag) for tag in tags if tag]
+        keys = [dialog_key(dialog_id(call_id, tag)) for tag in tags if tag]
         return bool(keys) and bool(self.script("touch", keys, self.ttl))
 
     def bury(self, ident: str) -> bool:
         """Delete the record and leave a short-lived tombstone, in one round trip."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(DIALOG_PREFIX + ident)
-        pipe.set(TOMBSTONE_PREFIX + ident, "1", ex=TOMBSTONE_TTL)
+        pipe.delete(dialog_key(ident))
+        pipe.set(tombstone_key(ident), "1", ex=TOMBSTONE_TTL)
         return bool(self._call(pipe.execute)[0])
 
     def released(self, ident: str) -> bool:
-        return bool(self._call(self.redis.exists, TOMBSTONE_PREFIX + ident))
+        return bool(self._call(self.redis.exists, tombstone_key(ident)))
 
     def unbury(self, ident: str) -> None:
-        self._call(self.redis.delete, TOMBSTONE_PREFIX + ident)
+        self._call(self.redis.delete, tombstone_key(ident))
 
     def take(self, call_id: str, tags: tuple[str, ...]) -> tuple[str, DialogRecord | None]:
         """Bury the dialog found by ``tags`` (the caller's first) unless it is locked: one round trip.
@@ -424,8 +526,7 @@ class DialogStore:
         return self._take([ident])
 
     def _take(self, candidates: list[str]) -> tuple[str, DialogRecord | None]:
-        keys = [k for ident in candidates for k in (DIALOG_PREFIX + ident, LOCK_PREFIX + ident,
-                                                    TOMBSTONE_PREFIX + ident)]
+        keys = _candidate_keys(candidates)
         reply = self.script("take", keys, TOMBSTONE_TTL) if keys else [0]
         if reply[0] == 1:
             return TAKEN, DialogRecord.from_json(reply[2])
@@ -439,11 +540,25 @@ class DialogStore:
         """
         if not record.created:
             record.created = time.time()
-        reply = self.script("create", [DIALOG_PREFIX + record.id, LOCK_PREFIX + record.id,
-                                       TOMBSTONE_PREFIX + record.id], record.to_json(), self.ttl)
+        raw = record.to_json()
+        reply = self.script("create", dialog_keys(record.id), raw, self.ttl)
         if reply[0] == 1:
+            record.raw = raw
             return True, None
         return False, DialogRecord.from_json(reply[1]) if len(reply) > 1 and reply[1] else None
+
+    def commit_if(self, record: DialogRecord, read: str) -> int:
+        """Save ``record`` unless the dialog changed since its record was ``read`` (the JSON
+        a message handled without a claim started from), was released, or is locked: one
+        round trip, no lock.  1 when saved; 0 (changed or gone) or -1 (locked): nothing
+        changed, the caller handles its message again under a claim."""
+        if not record.created:
+            record.created = time.time()
+        raw = record.to_json()
+        saved = int(self.script("commit_if", dialog_keys(record.id), record_digest(read), raw, self.ttl))
+        if saved == 1:
+            record.raw = raw
+        return saved
 
     def lock(self, ident: str) -> "DialogLock":
         return DialogLock(self, ident)
@@ -470,8 +585,7 @@ class DialogStore:
         delay = 0.001
         seen = False
         while True:
-            keys = [k for ident in candidates for k in (DIALOG_PREFIX + ident, LOCK_PREFIX + ident,
-                                                        TOMBSTONE_PREFIX + ident)]
+            keys = _candidate_keys(candidates)
             reply = self.script("claim", keys, token, LOCK_TTL_MS, "1" if create else "0", "1" if unbury else "0")
             if reply[0] == 0:
                 return None
@@ -497,6 +611,21 @@ class DialogStore:
         if self._redis is not None:
             self._redis.close()
             self._redis = None
+
+
+def _one_tag_per_primary(client) -> list[str]:
+    """A hash tag of a slot of each Cluster primary (to reach every primary by key)."""
+    from redis.crc import key_slot
+
+    wanted = {node.name for node in client.get_primaries()}
+    found: dict[str, str] = {}
+    n = 0
+    while wanted - found.keys() and n < 100000:
+        tag = str(n)
+        node = client.nodes_manager.get_node_from_slot(key_slot(tag.encode()))
+        found.setdefault(node.name, tag)
+        n += 1
+    return list(found.values())
 
 
 class Claim:
@@ -526,8 +655,8 @@ class Claim:
         if self.held:
             self.held = False
             try:
-                self.store.script("unlock_touch", [LOCK_PREFIX + self.id, DIALOG_PREFIX + self.id],
-                                  self.token, self.store.ttl)
+                record, lock, _ = dialog_keys(self.id)
+                self.store.script("unlock_touch", [lock, record], self.token, self.store.ttl)
             except UnavailableError:
                 pass  # the lock expires by itself
 
@@ -535,14 +664,16 @@ class Claim:
         """Save ``record`` and unlock, in one round trip."""
         if not record.created:
             record.created = time.time()
-        self.store.script("commit", [DIALOG_PREFIX + record.id, LOCK_PREFIX + self.id],
-                          record.to_json(), self.store.ttl, self.token)
+        raw = record.to_json()
+        self.store.script("commit", [dialog_keys(record.id)[0], dialog_keys(self.id)[1]], raw, self.store.ttl,
+                          self.token)
+        record.raw = raw
         self.held = False
 
     def bury(self) -> bool:
         """Delete the record, leave the tombstone and unlock, in one round trip."""
-        deleted = bool(self.store.script("bury", [DIALOG_PREFIX + self.id, TOMBSTONE_PREFIX + self.id,
-                                                  LOCK_PREFIX + self.id], TOMBSTONE_TTL, self.token))
+        record, lock, tombstone = dialog_keys(self.id)
+        deleted = bool(self.store.script("bury", [record, tombstone, lock], TOMBSTONE_TTL, self.token))
         self.held = False
         return deleted
 
@@ -552,7 +683,7 @@ class DialogLock:
 
     def __init__(self, store: DialogStore, ident: str) -> None:
         self.store = store
-        self.key = LOCK_PREFIX + ident
+        self.key = lock_key(ident)
         self.token = secrets.token_hex(8)
 
     def __enter__(self) -> "DialogLock":
@@ -573,5 +704,6 @@ class DialogLock:
             pass  # the lock expires by itself
 
 
-__all__ = ["Claim", "DialogLock", "DialogRecord", "DialogStore", "dialog_id", "ABSENT", "BUSY", "DIALOG_PREFIX",
-           "LOCK_PREFIX", "TAKEN", "TOMBSTONE_PREFIX", "TOMBSTONE_TTL"]
+__all__ = ["Claim", "DialogLock", "DialogRecord", "DialogStore", "dialog_id", "dialog_keys", "record_digest", "ABSENT",
+           "BUSY", "DIALOG_PREFIX", "LOCK_PREFIX", "TAKEN", "TOMBSTONE_PREFIX", "TOMBSTONE_TTL", "dialog_key",
+           "lock_key", "tombstone_key"]

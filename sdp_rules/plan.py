@@ -79,7 +79,7 @@ class Policy:
     offer_rtcp_mux_to_access: bool = True
     # Local max-message-size the AGW reports for data channels when it is not asked.
     default_max_message_size: int = 262144
-    # BUNDLE toward access (RFC 9143); off until the AGW implements Iq transports.
+    # BUNDLE toward access (RFC 9143); off by default (README, "BUNDLE": what is missing to turn it on).
     bundle: BundlePolicy = BundlePolicy.OFF
 
 

@@ -113,6 +113,7 @@ class EdgeConfig:
     edge_extra: str = ""
     mediad_extra: str = ""
     policy_extra: str = ""
+    redis_extra: str = ""  # more [redis] lines (TLS, ACL users, Sentinel, Cluster: redis_ha)
 
     def tcp_twins(self) -> str:
         lines = []
@@ -146,6 +147,7 @@ log_format = {self.log_format}
 [redis]
 url = {self.redis_url}
 dialog_ttl = {self.dialog_ttl}
+{self.redis_extra}
 
 [policy]
 actpass = {self.actpass}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ import pytest
 
 from mediad.client import IqClient
 from mediad.control import encode_request
+from mediad.state import dialog_key
 from mediad import controlwire
 from mediad.controlwire import MAX_PAYLOAD, Authenticated, Frame, FrameType, ProtocolError, encode
 from sdp_rules.errors import UnavailableError
@@ -57,9 +59,9 @@ def test_reserve_is_idempotent_and_release_cleans_everything(mediad, redis_serve
     assert mediad.client().request(request) == first
     assert mediad.sockets() - before == bound
     keys = sorted(redis_server.client().keys("*"))
-    assert keys == [b"e2ae:agw:certificate", b"e2ae:agw:dialog:call-1"]
-    assert redis_server.client().ttl("e2ae:agw:dialog:call-1") > 500
-    document = json.loads(redis_server.client().get("e2ae:agw:dialog:call-1"))
+    assert keys == [b"e2ae:agw:certificate", dialog_key("call-1").encode()]
+    assert redis_server.client().ttl(dialog_key("call-1")) > 500
+    document = json.loads(redis_server.client().get(dialog_key("call-1")))
     assert document["version"] >= 1 and len(document["streams"]) == 2
     listing = mediad.client().request(mediad.iq(Command.LIST, "*"))
     assert listing.data["dialogs"] == ["call-1"]
@@ -236,7 +238,7 @@ def test_replayed_requests_have_no_effect(mediad, redis_server):
         time.sleep(0.2)
         sock.close()
     assert dialogs() == ["call-a"] and mediad.sockets() == live_sockets
-    assert store.exists("e2ae:agw:dialog:call-a")
+    assert store.exists(dialog_key("call-a"))
     # Counted: the restarted process counts what it refused since it started.
     assert rejected(mediad, "bad_proof") + rejected(mediad, "unexpected") + rejected(mediad, "too_large") >= 3
     assert client.request(mediad.iq(Command.RELEASE, "call-a")).error is None
@@ -410,7 +412,7 @@ def test_answers_do_not_wait_for_redis_nor_for_other_dialogs(tmp_path):
         assert mediad.client().request(mediad.iq(Command.RESERVE, "call-a", [srtp_stream(1)])).error is None
         store = server.client()
         assert mediad.written()
-        assert store.exists("e2ae:agw:dialog:call-a")
+        assert store.exists(dialog_key("call-a"))
         os.kill(server.proc.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -422,8 +424,8 @@ def test_answers_do_not_wait_for_redis_nor_for_other_dialogs(tmp_path):
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
         assert mediad.written()
-        assert not store.exists("e2ae:agw:dialog:call-a")
-        assert json.loads(store.get("e2ae:agw:dialog:call-b"))["dialog"] == "call-b"
+        assert not store.exists(dialog_key("call-a"))
+        assert json.loads(store.get(dialog_key("call-b")))["dialog"] == "call-b"
         store.close()
     finally:
         mediad.stop()
@@ -462,8 +464,8 @@ def test_changes_made_while_redis_is_down_are_written_once_it_is_back(tmp_path):
         server.start()
         store = server.client()
         assert mediad.written(), mediad.log()[-2000:]
-        assert not store.exists("e2ae:agw:dialog:call-a")
-        assert json.loads(store.get("e2ae:agw:dialog:call-b"))["dialog"] == "call-b"
+        assert not store.exists(dialog_key("call-a"))
+        assert json.loads(store.get(dialog_key("call-b")))["dialog"] == "call-b"
         assert mediad.metric("e2ae_mediad_state_written_total") == written + 2
         assert client.request(mediad.iq(Command.RELEASE, "call-b")).error is None
         assert mediad.written()
@@ -472,3 +474,57 @@ def test_changes_made_while_redis_is_down_are_written_once_it_is_back(tmp_path):
     finally:
         mediad.stop()
         server.stop()
+
+
+def test_a_request_sent_without_waiting_is_served_and_its_reply_read_later(mediad, redis_server):
+    """The release at a dialog's end: sent, not waited for; its reply is read with the next
+    request's (or before the next send), and only a refusal comes back to the caller."""
+    client = mediad.client()
+    before = mediad.sockets()
+    for dialog in ("d1", "d2"):
+        assert client.request(mediad.iq(Command.RESERVE, dialog, [srtp_stream(1)])).error is None
+    client.send(mediad.iq(Command.RELEASE, "d1"), "ctx-d1")
+    client.send(mediad.iq(Command.RELEASE, "never-reserved"), "ctx-404")  # 404: nothing held, not a failure
+    assert client.unanswered >= 1
+    listing = client.request(mediad.iq(Command.LIST, "*"))  # on the same connection, after them
+    assert listing.data["dialogs"] == ["d2"]
+    deadline = time.monotonic() + 5
+    while client.unanswered and time.monotonic() < deadline:
+        client.request(mediad.iq(Command.LIST, "*"))
+    assert client.unanswered == 0 and client.take_failed() == []
+    # A request mediad refuses (an empty transaction breaks the schema: 400) comes back.
+    client.send(IqRequest(Command.RELEASE, "d2", "", []), "ctx-refused")
+    client.request(mediad.iq(Command.LIST, "*"))
+    deadline = time.monotonic() + 5
+    while client.unanswered and time.monotonic() < deadline:
+        client.request(mediad.iq(Command.LIST, "*"))
+    assert client.take_failed() == ["ctx-refused"]
+    client.send(mediad.iq(Command.RELEASE, "d2"), "ctx-d2")
+    assert mediad.written()
+    deadline = time.monotonic() + 5
+    while mediad.sockets() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mediad.sockets() == before
+    assert redis_server.client().keys("e2ae:agw:dialog:*") == []
+
+
+def test_a_send_finds_a_dead_connection_and_lost_replies_come_back(mediad_factory):
+    """mediad stopped: a send on the kept connection is not written into it (503, the
+    caller queues the release); requests in flight when the connection went come back."""
+    mediad = mediad_factory()
+    client = mediad.client(timeout=0.5)
+    assert client.request(mediad.iq(Command.RESERVE, "d1", [srtp_stream(1)])).error is None
+    mediad.proc.send_signal(signal.SIGSTOP)  # it reads nothing now
+    try:
+        client.send(mediad.iq(Command.RELEASE, "d1"), "ctx-in-flight")
+        assert client.unanswered == 1
+        with pytest.raises(UnavailableError):
+            client.request(mediad.iq(Command.LIST, "*"))  # times out: the connection is closed
+        assert client.take_failed() == ["ctx-in-flight"]
+    finally:
+        mediad.proc.send_signal(signal.SIGCONT)
+    assert client.request(mediad.iq(Command.LIST, "*")).error is None  # a new connection
+    mediad.stop()
+    with pytest.raises(UnavailableError):
+        client.send(mediad.iq(Command.RELEASE, "d1"), "ctx-down")
+    assert client.unanswered == 0 and client.take_failed() == []

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from mediad.state import dialog_key
 from sdp_rules.iq import Command, Role, Side, StreamSpec, TerminationSpec
 from tests.integration.dtls_peer import DtlsPeer, rtp_packet
 from tests.integration.test_mediad_control import srtp_stream
@@ -54,7 +55,7 @@ def test_a_dialog_nothing_refreshes_expires_and_leaves_nothing(mediad_factory, r
     assert time.monotonic() - started >= TTL * 0.9
     assert len(mediad.sockets() - before) == 4
     assert mediad.written()  # the expiry's deletion, written behind it
-    assert not store.exists("e2ae:agw:dialog:idle") and store.exists("e2ae:agw:dialog:refreshed")
+    assert not store.exists(dialog_key("idle")) and store.exists(dialog_key("refreshed"))
     assert wait(lambda: dialogs(mediad) == [], TTL * 2)
     assert mediad.sockets() == before
     assert mediad.written()  # the expiry's deletion, written behind it
@@ -89,7 +90,7 @@ def test_access_media_keeps_a_dialog_alive_until_it_stops(mediad_factory, redis_
         assert reply.error is None, reply
         stream = reply.stream(1)
         assert peer.handshake((stream.access.local_address, stream.access.local_port))
-        ttl_after_reserve = store.pttl("e2ae:agw:dialog:talking")
+        ttl_after_reserve = store.pttl(dialog_key("talking"))
         native_before = mediad.metric("e2ae_mediad_native_packets_total")
         started = time.monotonic()
         seq = 0
@@ -99,7 +100,7 @@ def test_access_media_keeps_a_dialog_alive_until_it_stops(mediad_factory, redis_
             time.sleep(0.05)
         assert dialogs(mediad) == ["talking"]
         # The document was written again with a new TTL (a restart would find it).
-        assert store.pttl("e2ae:agw:dialog:talking") > ttl_after_reserve - TTL * 1000 + 500
+        assert store.pttl(dialog_key("talking")) > ttl_after_reserve - TTL * 1000 + 500
         assert mediad.metric("e2ae_mediad_dialogs_expired_total") == 0
         if packet_path == "native":
             assert mediad.metric("e2ae_mediad_native_packets_total") - native_before >= seq - 5

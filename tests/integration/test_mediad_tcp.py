@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mediad.framing import frame
+from mediad.state import dialog_key
 from sdp_rules.iq import Command, Role, Side, StreamSpec, TerminationSpec
 from tests.integration.dtls_peer import make_certificate, rtcp_rr, rtp_packet
 from tests.integration.tcp_peer import TcpWic
@@ -138,7 +139,7 @@ def check_media(call: TcpCall, wic: TcpWic | None = None, seq0: int = 0) -> None
 
 
 def stored_keys(redis_server, dialog: str) -> bool:
-    raw = redis_server.client().get(f"e2ae:agw:dialog:{dialog}")
+    raw = redis_server.client().get(dialog_key(dialog))
     channels = json.loads(raw)["streams"][0]["access"]["channels"] if raw else {}
     return bool(channels.get("rtp", {}).get("srtp_keys"))
 

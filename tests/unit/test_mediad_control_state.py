@@ -11,7 +11,9 @@ import json
 
 import pytest
 
+from mediad.config import parse_config
 from mediad.control import DialogLocks
+from mediad.daemon import WRITE_GATHER, Daemon
 from mediad.state import StateError, StateStore, WriteBehind, dialog_key
 
 
@@ -76,6 +78,44 @@ def test_write_behind_counts_dialogs_not_operations():
     pending.changed("a")
     pending.changed("b")
     assert len(pending) == 2
+
+
+class _Dialog:
+    def __init__(self, ident: str) -> None:
+        self.id = ident
+
+    def document(self) -> dict:
+        return {"dialog": self.id}
+
+
+class _Store:
+    """What the writer sent, batch by batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[str], list[str]]] = []
+
+    async def write(self, deletes: list[str], documents: list[tuple[str, dict]]) -> None:
+        self.batches.append((deletes, [dialog for dialog, _ in documents]))
+
+
+def test_an_idle_writer_gathers_the_changes_of_several_dialogs_into_one_batch():
+    async def scenario() -> list[tuple[list[str], list[str]]]:
+        daemon = Daemon(parse_config("[mediad]\npacket_path = python\n"))
+        daemon.loop = asyncio.get_running_loop()
+        daemon.store = store = _Store()
+        for ident in ("a", "b", "c"):
+            daemon.dialogs[ident] = _Dialog(ident)
+        daemon.changed(daemon.dialogs["a"])
+        await asyncio.sleep(WRITE_GATHER / 3)
+        assert store.batches == []  # still gathering
+        daemon.changed(daemon.dialogs["b"])
+        daemon.changed(daemon.dialogs["c"])
+        del daemon.dialogs["c"]
+        daemon.pending.released("c")  # as a release does
+        await daemon.flush()
+        return store.batches
+
+    assert asyncio.run(scenario()) == [(["c"], ["a", "b"])]
 
 
 def test_one_dialog_is_served_in_order_and_others_go_on_meanwhile():

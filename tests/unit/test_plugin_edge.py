@@ -20,7 +20,8 @@ import plugin.edge
 from plugin.edge import REFRESH_INTERVAL, Edge, Message
 from plugin.lifecycle import CallEvent, CallState, EndRequest
 from plugin.metrics import Metrics
-from plugin.state import DIALOG_PREFIX, LOCK_PREFIX, TOMBSTONE_PREFIX, Claim, DialogStore, dialog_id
+from plugin.state import (DIALOG_PREFIX, LOCK_PREFIX, Claim, DialogStore, dialog_id, dialog_key,
+                          tombstone_key)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sdp"
 AGW_FP = Fingerprint("sha-256", ":".join(["AB"] * 32))
@@ -413,7 +414,7 @@ def test_an_initial_invite_whose_dialog_is_held_undoes_its_reserve_and_waits_for
     saved = store.get(ident)
     assert saved.rules.data.get("agw") and saved.rendered
     # A plain-RTP dialog (no media at mediad) under the same id, then a WIC INVITE for it.
-    store.redis.delete(DIALOG_PREFIX + ident)
+    store.redis.delete(dialog_key(ident))
     agw.reserved.clear()
     agw.requests.clear()
     edge.handle(msg(PLAIN_OFFER, cseq=1))
@@ -460,7 +461,7 @@ def test_release_waits_for_the_dialog_lock_and_a_late_reply_cannot_recreate(stor
                                 cseq=9, side=Side.ACCESS, body=PLAIN_OFFER, content_type="application/sdp"))
     assert stale.status == 481 and store.redis.keys(DIALOG_PREFIX + "*") == []
     # The tombstone expires by itself; a new initial INVITE (a retry) is not refused.
-    assert 0 < store.redis.ttl("e2ae:alg:released:" + record.id) <= 32
+    assert 0 < store.redis.ttl(tombstone_key(record.id)) <= 32
     assert not edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text(), cseq=2)).failed
 
 
@@ -543,7 +544,7 @@ def test_redis_round_trips_per_message_of_a_basic_call(store, metrics_registry, 
     assert trips == {"INVITE": 1, "200": 2, "ACK": 0, "UPDATE from the callee": 1,
                      "INFO within the interval": 0, "BYE": 1, "second release": 1}
     assert store.redis.keys(DIALOG_PREFIX + "*") == []
-    assert store.redis.exists(TOMBSTONE_PREFIX + dialog_id("call-1", "ftag"))
+    assert store.redis.exists(tombstone_key(dialog_id("call-1", "ftag")))
 
 
 def test_a_2xx_answered_from_the_cache_refreshes_the_record(store, metrics_registry):
@@ -563,7 +564,7 @@ def test_refresh_is_sent_again_after_the_interval_and_the_cache_is_bounded(store
     monkeypatch.setattr(plugin.edge, "REFRESH_CACHE_SIZE", 2)
     edge = make_edge(store, metrics_registry)
     for call_id in ("c1", "c2", "c3"):
-        store.redis.set(DIALOG_PREFIX + dialog_id(call_id, "a"), "{}", ex=5)
+        store.redis.set(dialog_key(dialog_id(call_id, "a")), "{}", ex=5)
     store.load_scripts()
     sent_commands.clear()
     assert edge.refresh("c1", ("a", "b"), "OPTIONS", now=0.0)
@@ -571,7 +572,7 @@ def test_refresh_is_sent_again_after_the_interval_and_the_cache_is_bounded(store
     assert len(sent_commands) == 1
     assert edge.refresh("c1", ("a", "b"), "OPTIONS", now=REFRESH_INTERVAL)
     assert len(sent_commands) == 2
-    assert store.redis.ttl(DIALOG_PREFIX + dialog_id("c1", "a")) > 50
+    assert store.redis.ttl(dialog_key(dialog_id("c1", "a"))) > 50
     sent_commands.clear()
     # A failed refresh is not remembered: the next request tries again.
     assert not edge.refresh("c9", ("a", "b"), "OPTIONS", now=REFRESH_INTERVAL)
@@ -596,7 +597,7 @@ def test_dtls_failure_release_is_counted_under_its_reason(store, metrics_registr
     assert agw.released == [outcome.dialog]
     assert metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "dtls_failed"}) == 1
     assert not metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "bye"})  # 0 or absent
-    assert store.redis.exists(TOMBSTONE_PREFIX + outcome.dialog)
+    assert store.redis.exists(tombstone_key(outcome.dialog))
 
 
 def test_scripts_run_again_after_redis_forgot_them(store, metrics_registry):
@@ -709,3 +710,247 @@ def test_the_sdp_part_of_a_multipart_offer_is_rewritten_and_the_other_parts_kept
     twice.content_type = ctype
     out = edge.handle(twice)
     assert out.status == 488 and "2 SDP parts" in out.warning
+
+
+# -- an INVITE's 18x/2xx without a claim (the shared record cache) --------------------
+
+def cached_edges(store, metrics_registry, agw):
+    """Two workers sharing one record cache, as Kamailio's workers share an htable."""
+    cache = plugin.edge.DictCache()
+    return (Edge(store, agw, Metrics(metrics_registry), agent="127.0.0.1:5060", cache=cache),
+            Edge(store, agw, Metrics(None), agent="127.0.0.1:5060", cache=cache), cache)
+
+
+class Mediad(CachingAgw):
+    """As mediad: a MODIFY of a dialog it does not hold (released) is refused, 404."""
+
+    def request(self, iq):
+        if iq.command is Command.MODIFY and iq.dialog not in self.reserved:
+            self.asked.append(iq)
+            return IqReply(iq.dialog, iq.transaction, error="unknown dialog", error_code=404)
+        return super().request(iq)
+
+
+def answer_200(status=200, body=CORE_ANSWER, to_tag="t1"):
+    return msg(body, request=False, side=Side.CORE, to_tag=to_tag, status=status)
+
+
+def test_commit_if_saves_only_the_record_it_read_unlocked(store):
+    """The conditional commit's script against Redis: saved when the record is the one
+    read and no one holds the lock; else nothing changes (0 changed or gone, -1 locked)."""
+    from plugin.state import DialogRecord, record_digest
+
+    record = DialogRecord(id="d1", call_id="c", caller_tag="f", caller_side="access")
+    assert store.create(record) == (True, None)
+    read = record.raw
+    assert record_digest(read) == store.redis.execute_command("EVAL", "return redis.sha1hex(ARGV[1])", 0, read).decode()
+    first = DialogRecord.from_json(read)
+    first.callee_tag = "t1"
+    assert store.commit_if(first, read) == 1 and store.get("d1").callee_tag == "t1"
+    assert first.raw == store.redis.get(dialog_key("d1")).decode()
+    second = DialogRecord.from_json(read)  # read before the first commit: stale now
+    second.callee_tag = "t2"
+    assert store.commit_if(second, read) == 0 and store.get("d1").callee_tag == "t1"
+    with store.lock("d1"):
+        third = DialogRecord.from_json(first.raw)
+        third.callee_tag = "t3"
+        assert store.commit_if(third, first.raw) == -1
+    assert store.get("d1").callee_tag == "t1"
+    assert store.take_id("d1")[0] == "taken"
+    assert store.commit_if(third, first.raw) == 0
+    assert store.redis.get(dialog_key("d1")) is None  # a released dialog is not re-created
+
+
+def test_commit_if_after_its_deadline_writes_nothing(store, monkeypatch):
+    from plugin.state import DialogRecord
+
+    record = DialogRecord(id="d2", call_id="c", caller_tag="f", caller_side="access")
+    store.create(record)
+    changed = DialogRecord.from_json(record.raw)
+    changed.callee_tag = "late"
+    monkeypatch.setattr(store, "timeout", -1.0)  # the deadline is already past when Redis runs it
+    with pytest.raises(UnavailableError):
+        store.commit_if(changed, record.raw)
+    assert store.get("d2").callee_tag == ""
+
+
+def test_a_200_from_the_shared_cache_is_one_round_trip(store, metrics_registry, sent_commands):
+    """INVITE 1 (create), 200 1 (conditional commit, on another worker), BYE 1 (take)."""
+    agw = Mediad()
+    invite_worker, reply_worker, cache = cached_edges(store, metrics_registry, agw)
+    store.load_scripts()
+    sent_commands.clear()
+    trips = []
+    out = invite_worker.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    trips.append(len(sent_commands))
+    ident = dialog_id("call-1", "ftag")
+    assert cache.get(ident) == store.redis.get(dialog_key(ident)).decode()
+    sent_commands.clear()
+    answer = reply_worker.handle(answer_200())
+    trips.append(len(sent_commands))
+    sent_commands.clear()
+    assert reply_worker.release("call-1", ("ftag", "t1"), "bye")
+    trips.append(len(sent_commands))
+    assert trips == [1, 1, 1] and not out.failed and not answer.failed
+    assert "a=fingerprint:sha-256 " + AGW_FP.value in answer.body
+    assert [r.command for r in agw.asked] == [Command.RESERVE, Command.MODIFY, Command.RELEASE]
+    assert cache.get(ident) is None and store.redis.keys(DIALOG_PREFIX + "*") == []
+
+
+@pytest.mark.parametrize("forked", [False, True])
+def test_the_cached_answer_is_the_one_a_claim_gives(store, metrics_registry, forked):
+    """The same call, with and without the cache: the same bytes, the same record, the
+    same requests to mediad (a 183 and a 200 of one callee, or of two forks)."""
+    results = []
+    early_answer = CORE_ANSWER.replace("10.0.0.3", "10.0.0.33") if forked else CORE_ANSWER
+    random_ids = re.compile(r"a=tls-id:\S+")  # a new one per dialog
+    for cached in (False, True):
+        store.redis.flushdb()
+        agw = Mediad()
+        invite_worker, reply_worker, _ = cached_edges(store, None, agw)
+        if not cached:
+            invite_worker.cache = reply_worker.cache = plugin.edge.NO_CACHE
+        invite_worker.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+        early = reply_worker.handle(answer_200(183, early_answer, to_tag="B" if forked else "t1"))
+        final = invite_worker.handle(answer_200(200))
+        record = store.find("call-1", "ftag")
+        results.append((random_ids.sub("", early.body), random_ids.sub("", final.body), record.callee_tag,
+                        record.state, record.applied, record.rules.version, sorted(record.rendered),
+                        [(r.command, r.transaction) for r in agw.asked[1:]]))
+    assert results[0] == results[1]
+    assert results[1][3] is CallState.ANSWERED and results[1][2] == "t1"
+
+
+def test_a_cached_record_changed_by_another_worker_is_handled_again_under_a_claim(store, metrics_registry):
+    """A 183 and a 200 with other answers (forks) both start from the INVITE's cached
+    record: the second to commit finds the record changed and applies its answer again."""
+    agw = Mediad()
+    invite_worker, reply_worker, cache = cached_edges(store, metrics_registry, agw)
+    invite_worker.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    ident = dialog_id("call-1", "ftag")
+    read = cache.get(ident)
+    fork_b = CORE_ANSWER.replace("10.0.0.3", "10.0.0.33")
+    invite_worker.handle(answer_200(183, fork_b, to_tag="B"))  # commits: the cached copy was read before
+    cache.put(ident, read)  # the second worker still sees the INVITE's record
+    final = reply_worker.handle(answer_200(200))
+    assert not final.failed and "a=fingerprint" in final.body
+    record = store.find("call-1", "ftag")
+    assert record.callee_tag == "t1" and record.state is CallState.ANSWERED
+    modifies = [r for r in agw.asked if r.command is Command.MODIFY]
+    # B's, the 200's from the stale copy, then the 200's again on the fresh record: mediad's
+    # last applied answer is the 200's, and the record says so.
+    assert len(modifies) == 3 and modifies[-1].transaction != modifies[-2].transaction
+    assert record.applied.startswith("1 INVITE|core|") and record.applied in record.rendered
+    assert cache.get(ident) is None
+
+
+def test_a_cached_record_of_a_locked_dialog_waits_for_the_lock(store, metrics_registry):
+    """A worker holds the dialog (a message under a claim): the commit without a claim is
+    refused, and the 200 is handled again once the lock is free, on the holder's record."""
+    import threading
+
+    agw = Mediad()
+    invite_worker, reply_worker, cache = cached_edges(store, metrics_registry, agw)
+    invite_worker.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    ident = dialog_id("call-1", "ftag")
+    holder = store.lock(ident).__enter__()
+    threading.Timer(0.3, holder.__exit__).start()
+    started = time.monotonic()
+    final = reply_worker.handle(answer_200(200))
+    assert time.monotonic() - started >= 0.25  # it waited for the holder
+    assert not final.failed and store.find("call-1", "ftag").callee_tag == "t1"
+
+
+def test_a_cached_record_of_a_released_dialog_cannot_recreate_it(store, metrics_registry):
+    """A CANCEL's release crossed the 200, the cache still has the record (another
+    Kamailio's, or dropped late): the 200 gets 481, nothing is saved, nothing reserved."""
+    agw = Mediad()
+    invite_worker, reply_worker, cache = cached_edges(store, metrics_registry, agw)
+    invite_worker.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    ident = dialog_id("call-1", "ftag")
+    read = cache.get(ident)
+    assert invite_worker.release("call-1", ("ftag",), "failure")
+    cache.put(ident, read)
+    late = reply_worker.handle(answer_200(200))
+    assert late.status == 481
+    assert store.redis.keys(DIALOG_PREFIX + "*") == [] and agw.reserved == set()
+    assert cache.get(ident) is None
+
+
+# -- the release not waited for ---------------------------------------------------------
+
+class SendingAgw(CachingAgw):
+    """An Iq client that can send without waiting (mediad.client.IqClient.send): the
+    request is served at once, and a refusal's context kept for take_failed."""
+
+    def __init__(self, refuse_release: bool = False, down: bool = False) -> None:
+        super().__init__()
+        self.refuse_release = refuse_release
+        self.down = down
+        self.sent = []
+        self.failed = []
+
+    def send(self, iq, context):
+        if self.down:
+            raise UnavailableError("mediad unreachable: connection refused")
+        self.sent.append(iq)
+        reply = IqReply(iq.dialog, iq.transaction, error="no", error_code=500) if self.refuse_release \
+            else self.request(iq)
+        if reply.error_code not in (None, 404):
+            self.failed.append(context)
+
+    def take_failed(self):
+        failed, self.failed = self.failed, []
+        return failed
+
+
+def test_the_release_is_sent_without_waiting_and_a_refusal_is_queued_for_retry(store, metrics_registry):
+    from plugin.lifecycle import PendingRelease
+
+    agw = SendingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    edge.handle(answer_200())
+    assert edge.release("call-1", ("ftag", "t1"), "bye")
+    assert [r.command for r in agw.sent] == [Command.RELEASE] and agw.released == [dialog_id("call-1", "ftag")]
+    assert edge.take_outbox() == []
+    # mediad refuses it (its answer read later): the release comes back for the retry queue.
+    agw = SendingAgw(refuse_release=True)
+    edge = make_edge(store, None, agw)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text(), cseq=3))
+    assert edge.release("call-1", ("ftag",), "failure")
+    (pending,) = edge.take_outbox()
+    assert isinstance(pending, PendingRelease) and pending.dialog == dialog_id("call-1", "ftag")
+    assert pending.event is CallEvent.FAILURE and pending.next_at > time.time()
+    # The retry waits for the answer: done once mediad takes it.
+    agw.refuse_release = False
+    sent = len(agw.sent)
+    assert edge.retry(pending) == (None, True)
+    assert agw.released == [dialog_id("call-1", "ftag")]
+    assert len(agw.sent) == sent and agw.requests[-1].command is Command.RELEASE  # asked, not sent blind
+
+
+def test_a_release_mediad_cannot_be_sent_is_queued_for_retry(store, metrics_registry):
+    agw = SendingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    agw.down = True
+    assert edge.release("call-1", ("ftag",), "failure")
+    (pending,) = edge.take_outbox()
+    assert pending.dialog == dialog_id("call-1", "ftag") and store.redis.keys(DIALOG_PREFIX + "*") == []
+    agw.down = False
+    assert edge.retry(pending) == (None, True) and agw.reserved == set()
+
+
+def test_a_queued_release_of_a_dialog_still_in_redis_waits_for_mediad(store, metrics_registry):
+    """A release queued before its dialog was taken (Redis was down) is retried whole,
+    and its RELEASE waited for: the retry knows whether it is done."""
+    from plugin.lifecycle import PendingRelease
+
+    agw = SendingAgw()
+    edge = make_edge(store, metrics_registry, agw)
+    edge.handle(msg((FIXTURES / WIC_OFFER_FILE).read_text()))
+    pending = PendingRelease("call-1", ("ftag",), CallEvent.FAILURE)
+    assert edge.retry(pending) == (None, True)
+    assert agw.sent == [] and agw.released == [dialog_id("call-1", "ftag")]
+    assert store.redis.keys(DIALOG_PREFIX + "*") == []

@@ -14,7 +14,7 @@ from sdp_rules.errors import UnavailableError
 from sdp_rules.iq import Command, Side
 
 from plugin.lifecycle import CallEvent, CallState, EndRequest, PendingRelease
-from plugin.state import DIALOG_PREFIX, DialogStore, dialog_id
+from plugin.state import DialogStore, dialog_id, dialog_key
 from tests.conftest import RedisServer
 from tests.unit.test_plugin_edge import CORE_ANSWER, FIXTURES, WIC_OFFER_FILE, Agw, make_edge, msg
 
@@ -80,7 +80,7 @@ def test_a_bye_during_a_stall_is_queued_and_its_retry_releases(own_redis, store,
     with stalled(own_redis, 1.0):
         assert edge.release("call-1", ("ftag", "t1"), "bye") is False
     # The take ran late: it did nothing, and the record is still there for the retry.
-    assert keys(own_redis) == [DIALOG_PREFIX + dialog_id("call-1", "ftag")]
+    assert keys(own_redis) == [dialog_key(dialog_id("call-1", "ftag"))]
     (pending,) = edge.take_outbox()
     assert isinstance(pending, PendingRelease) and pending.event is CallEvent.BYE and not pending.dialog
     assert pending.next_at >= started + 1  # the first retry after a second
