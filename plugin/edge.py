@@ -252,8 +252,8 @@ class Edge:
     # -- messages -----------------------------------------------------------------
     def take_outbox(self) -> list[EndRequest | PendingRelease]:
         """The calls to end and releases to retry queued since the last call (and forget them)."""
-        take_failed = getattr(self.iq_client, "take_failed", None)
-        if take_failed is not None:
+        clients = [self.iq_client] + (self.pool.clients() if self.pool is not None else [])
+        for take_failed in filter(None, (getattr(client, "take_failed", None) for client in clients)):
             for pending in take_failed():
                 log.warning("Call-ID %s: mediad refused the release of dialog %s, or its connection was lost "
                             "before the answer: to be retried", pending.call_id, pending.dialog)
@@ -729,10 +729,14 @@ class Edge:
     def _release_media(self, record: DialogRecord, event: CallEvent, wait: bool) -> None:
         if not record.rules.data.get("agw"):
             return
-        send = None if wait else getattr(self.iq_client, "send", None)
+        client = self.iq_client
+        if record.mediad and self.pool is not None:
+            client = self.pool.client(record.mediad)  # the dialog's node
+        send = None if wait else getattr(client, "send", None)
         if send is not None:
             # Not waited for: a refusal or a lost answer comes back through take_outbox.
-            pending = PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id)
+            pending = PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id,
+                                     mediad=record.mediad)
             try:
                 send(release_request(record.id, self._release_tx(record.id, event)), pending)
             except UnavailableError as exc:

@@ -190,13 +190,20 @@ class Pool:
                     self.config.pool_disable_timeout)
 
     # -- the Iq clients ----------------------------------------------------------------
-    def request(self, iq, ref: str):
-        """Send ``iq`` to the node ``ref`` (one client per node in this worker)."""
+    def client(self, ref: str):
+        """The Iq client of the node ``ref`` (one per node in this worker, made on first use)."""
         client = self._clients.get(ref)
         if client is None:
             node_id, host, port = parse_ref(ref)
             client = self._clients[ref] = self.client_of(HostPort(host, port))
-        return client.request(iq)
+        return client
+
+    def clients(self) -> list:
+        return list(self._clients.values())
+
+    def request(self, iq, ref: str):
+        """Send ``iq`` to the node ``ref`` and wait for its answer."""
+        return self.client(ref).request(iq)
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -226,3 +226,36 @@ def test_the_draw_is_fixed_by_the_dialog_id():
     assert all(0.0 <= d < 1.0 for d in draws)
     assert abs(sum(d < 0.25 for d in draws) / 4000 - 0.25) < 0.03
     assert abs(sum(draws) / 4000 - 0.5) < 0.02
+
+
+class SendingAgw(NodeAgw):
+    """A node whose client also sends without waiting (IqClient.send); failures come back later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = []
+        self.failed = []
+
+    def send(self, iq, context) -> None:
+        self.sent.append(iq)
+        self.failed.append(context)  # as if the connection were lost before the answer
+
+    def take_failed(self) -> list:
+        failed, self.failed = self.failed, []
+        return failed
+
+
+def test_a_release_not_waited_for_goes_to_the_dialogs_node_and_its_failure_is_retried_there(
+        store, metrics_registry):
+    for node_id in NODES:
+        register(store.redis, node_id)
+    nodes = {host: SendingAgw() for host, _ in NODES.values()}
+    edge, pool = make(store, metrics_registry, nodes, values=[0.9])
+    edge.iq_client = SendingAgw()  # [mediad] control: must get nothing
+    assert not edge.handle(msg(SECURE_OFFER)).failed
+    edge.handle(msg(PLAIN_ANSWER, request=False, side=Side.CORE, to_tag="t1", status=200))
+    edge.release("call-1", ("ftag", "t1"), CallEvent.BYE)
+    assert [r.command for r in nodes["127.0.0.13"].sent] == [Command.RELEASE]
+    assert edge.iq_client.sent == [] and nodes["127.0.0.11"].sent == []
+    (pending,) = [p for p in edge.take_outbox() if isinstance(p, PendingRelease)]
+    assert pending.mediad == "c@127.0.0.13:2223" and pending.dialog
