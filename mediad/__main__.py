@@ -2,7 +2,8 @@
 
 Reads the configuration (``--config`` or ``$E2AE_CONFIG``), uses uvloop when it
 is installed, serves until SIGTERM or SIGINT, then closes its ports and leaves
-the dialogs' state in Redis for the next start.
+the dialogs' state in Redis for the next start.  In a pool (``[mediad]
+node_id``), SIGUSR1 drains it: it keeps its calls and gets no new ones.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ async def serve(config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if daemon.heartbeat is not None:
+        loop.add_signal_handler(signal.SIGUSR1, daemon.heartbeat.drain)  # no new calls (mediad.pool)
     try:
         await stop.wait()
     finally:

@@ -1,7 +1,7 @@
 """The one configuration file of e2ae edge, read by the plugin and by mediad.
 
 Theory of operation: the file is INI (``configparser``) with the sections
-``[edge]``, ``[mediad]``, ``[redis]``, ``[policy]`` and ``[plugin]``; every
+``[edge]``, ``[mediad]``, ``[pool]``, ``[redis]``, ``[policy]`` and ``[plugin]``; every
 option has a default that works on one machine on loopback, so an empty or
 missing file is a valid configuration.  ``load_config`` returns a frozen
 :class:`Config`; a bad value raises :class:`ConfigError` naming the section,
@@ -129,6 +129,15 @@ class Config:
     mediad_core_source: str = "sdp"  # sdp | latch: whose core media is accepted (docs/mediad.md)
     mediad_max_ssrcs: int = 16  # SSRCs per SRTP session toward access; a new one past it is dropped
     mediad_log_format: str = "text"  # text | json (mediad.logs)
+    mediad_node_id: str = ""  # empty: no registration in the pool (mediad.pool)
+    mediad_weight: int = 1  # its share of new calls in the pool
+    mediad_capacity: int = 0  # sessions past which it gets no new calls; 0: no limit
+    mediad_heartbeat: float = 1.0  # seconds between two registrations (the record lives 3 of them)
+    # [pool]: how the plugin picks a mediad per dialog (plugin.pool); both empty: [mediad] control
+    pool_nodes: str = ""  # static list: "id@host:port weight, ..."
+    pool_registry: str = "off"  # on: the mediads registered in Redis (heartbeats)
+    pool_cache: float = 1.0  # seconds a worker keeps what it read of the registry
+    pool_disable_timeout: float = 10.0  # seconds a node that failed a RESERVE gets no new call
     # [redis]
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str = ""
@@ -284,6 +293,14 @@ _CONVERTERS = {
     ("mediad", "core_source"): lambda t, w: _choice(t, w, CORE_SOURCES),
     ("mediad", "max_ssrcs"): lambda t, w: _bounded(t, w, 1, MAX_SSRCS_LIMIT),
     ("mediad", "log_format"): lambda t, w: _choice(t, w, LOG_FORMATS),
+    ("mediad", "node_id"): lambda t, w: _node_id(t, w),
+    ("mediad", "weight"): lambda t, w: _bounded(t, w, 0, 1000),
+    ("mediad", "capacity"): lambda t, w: _bounded(t, w, 0, 10_000_000),
+    ("mediad", "heartbeat"): lambda t, w: float(_positive(float, t, w)),
+    ("pool", "nodes"): lambda t, w: _pool_nodes(t, w),
+    ("pool", "registry"): lambda t, w: _choice(t, w, ("off", "on")),
+    ("pool", "cache"): lambda t, w: float(_positive(float, t, w)),
+    ("pool", "disable_timeout"): lambda t, w: float(_positive(float, t, w)),
     ("redis", "url"): lambda t, w: t.strip(),
     ("redis", "password"): lambda t, w: t.strip(),
     ("redis", "dialog_ttl"): lambda t, w: int(_positive(int, t, w)),
@@ -315,6 +332,26 @@ _CONVERTERS = {
     ("plugin", "log_format"): lambda t, w: _choice(t, w, LOG_FORMATS),
     ("plugin", "rpc_socket"): lambda t, w: t.strip(),
 }
+
+
+NODE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _node_id(text: str, where: str) -> str:
+    value = text.strip()
+    if len(value) > 64 or not set(value) <= NODE_ID_CHARS:
+        raise ConfigError(f"{where}: a node id is up to 64 letters, digits, '.', '_' or '-', got {text!r}")
+    return value
+
+
+def _pool_nodes(text: str, where: str) -> str:
+    from mediad.pool import parse_nodes  # checked here, parsed again where used
+
+    try:
+        parse_nodes(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return text.strip()
 
 
 def _bounded(text: str, where: str, low: int, high: int) -> int:

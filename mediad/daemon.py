@@ -65,6 +65,7 @@ from mediad.control import (
     E_MALFORMED, E_NO_RESOURCES, E_PEER, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlEndpoint, ControlError, DialogLocks,
 )
 from mediad.metrics import Metrics
+from mediad.pool import Heartbeat
 from mediad.ports import NoPortsError, PortPool
 from mediad.relay import FAILED, AccessChannel, CoreChannel
 from mediad.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys
@@ -111,6 +112,8 @@ class Daemon:
         self.control: ControlEndpoint | None = None
         self.metrics_server = None
         self.locks = DialogLocks()
+        self.heartbeat: Heartbeat | None = None  # registration in the pool ([mediad] node_id)
+        self.heartbeat_task: asyncio.Task | None = None
 
     @staticmethod
     def _packet_path(choice: str) -> "fastpath.Engine | None":
@@ -155,6 +158,9 @@ class Daemon:
         self._spawn(self._expire_idle())
         self.metrics.redis_up.set(1)
         self._spawn(self._watch_redis())
+        if self.config.mediad_node_id:
+            self.heartbeat = Heartbeat(self.config, self.store.redis, lambda: len(self.dialogs))
+            self.heartbeat_task = asyncio.ensure_future(self.heartbeat.run(self._heartbeat_failed))
         if self.config.mediad_metrics is not None:
             m = self.config.mediad_metrics
             self.metrics_server, _ = start_http_server(m.port, addr=m.host, registry=self.metrics.registry)
@@ -163,10 +169,22 @@ class Daemon:
                  self.config.mediad_core_address, self.config.mediad_core_ports,
                  self.certificate.fingerprint() if self.certificate else None)
 
+    def _heartbeat_failed(self, exc: Exception) -> None:
+        self.metrics.redis_errors.inc()
+        log.warning("pool heartbeat not written: %s", exc.__class__.__name__)
+
     async def stop(self) -> None:
         """Stop serving; the state stays in Redis for the next start."""
         if self.control is not None:
             self.control.close()
+        if self.heartbeat is not None:
+            if self.heartbeat_task is not None:  # no beat may write the record again after it is removed
+                self.heartbeat_task.cancel()
+                await asyncio.gather(self.heartbeat_task, return_exceptions=True)
+            try:
+                await asyncio.wait_for(self.heartbeat.leave(), STOP_FLUSH_TIMEOUT)
+            except Exception as exc:  # the record then expires at its TTL
+                log.warning("pool record not removed: %s", exc.__class__.__name__)
         try:
             await asyncio.wait_for(self.flush(), STOP_FLUSH_TIMEOUT)
         except asyncio.TimeoutError:
@@ -738,7 +756,7 @@ class Daemon:
             while self.pending or self.flush_waiters:
                 waiters, self.flush_waiters = self.flush_waiters, []
                 deletes, saves = self.pending.batch()
-                documents = [(d, self.dialogs[d].document()) for d in saves if d in self.dialogs]
+                documents = [(d, self._owned(self.dialogs[d].document())) for d in saves if d in self.dialogs]
                 self.in_flight = len(deletes) + len(documents)
                 try:
                     if deletes or documents:
@@ -769,6 +787,12 @@ class Daemon:
             self.in_flight = 0
             self.writing = False
 
+    def _owned(self, document: dict[str, Any]) -> dict[str, Any]:
+        """In a pool, a dialog's document names its node: a restarted node reloads its own only."""
+        if self.config.mediad_node_id:
+            document["node"] = self.config.mediad_node_id
+        return document
+
     async def _publish(self, event: dict[str, Any]) -> None:
         assert self.store is not None
         try:
@@ -784,10 +808,12 @@ class Daemon:
 
     # -- restart -------------------------------------------------------------------
     async def restore(self) -> None:
-        """Reload every dialog in Redis: same ports, SRTP from the stored keys."""
+        """Reload every dialog in Redis of this node: same ports, SRTP from the stored keys."""
         assert self.store is not None and self.loop is not None
         ttl = self.config.redis_dialog_ttl
         for document, remaining in await self.store.load_all():
+            if document.get("node", "") != self.config.mediad_node_id:
+                continue  # another node's dialog (mediad.pool)
             try:
                 dialog = await self._restore_dialog(document)
             except (E2aeError, KeyError, TypeError, ValueError) as exc:

@@ -3,6 +3,8 @@
     e2ae-ctl [--config FILE] [--json] calls
     e2ae-ctl [--config FILE] [--json] call CALL-ID
     e2ae-ctl [--config FILE] [--json] end CALL-ID [--wait SECONDS]
+    e2ae-ctl [--config FILE] [--json] nodes
+    e2ae-ctl [--config FILE] drain NODE-ID | undrain NODE-ID
 
 Theory of operation
 -------------------
@@ -34,8 +36,13 @@ file whose mode decides who may use it.
 The functions that shape what is shown (:func:`summary`, :func:`detail`,
 :func:`redact`, :func:`render_calls`, :func:`render_call`) are pure; the
 classes around them do the I/O.  ``MEDIAD`` names the mediad holding a dialog
-(its control address): with one mediad per edge today, every call shows the
-same; commands over a pool of mediads (nodes, drain) fit beside these.
+(its control address; in a pool, ``id@host:port``).
+
+In a pool of mediads (``mediad.pool``, ``plugin.pool``): ``nodes`` shows each
+node (listed in ``[pool] nodes`` or registered), its weight, load, capacity
+and standing; ``drain`` adds a node to the operator's drain set in Redis (it
+keeps its calls and gets no new ones; its record says so at its next
+heartbeat), ``undrain`` takes it out.  ``calls`` asks every node it can reach.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from typing import Any, Iterable, TextIO
 from iq import Command, IqRequest
 from sdp_rules.errors import E2aeError, UnavailableError
 
+from mediad.pool import DRAINING_KEY, node_key
 from mediad.redis_client import REDIS_ERRORS, connect, is_cluster, settings
 from mediad.redis_keys import Component, pattern
 from plugin.lifecycle import OPERATOR_TABLE
@@ -325,7 +333,13 @@ class Edge:
             iq = IqClient.from_config(config, Component.CTL)
         except UnavailableError as exc:
             raise CtlError(f"cannot authenticate to mediad: {exc}") from None
-        return cls(client, [Mediad(str(config.mediad_control), iq)], KamailioRpc(config.plugin_rpc_socket), config)
+        mediads = [Mediad(str(config.mediad_control), iq)]
+        from plugin.pool import Pool
+
+        if Pool.configured(config):
+            pool = Pool(config, lambda: client)
+            mediads = [Mediad(node.ref, IqClient(node.address, iq.secret, iq.timeout)) for node in pool.nodes()]
+        return cls(client, mediads, KamailioRpc(config.plugin_rpc_socket), config)
 
     def close(self) -> None:
         for mediad in self.mediads:
@@ -360,12 +374,49 @@ class Edge:
         return pipe.execute()
 
     def holders(self) -> dict[str, Mediad]:
-        """Which mediad holds each dialog."""
+        """Which mediad holds each dialog (in a pool, the nodes that answer)."""
         out: dict[str, Mediad] = {}
         for mediad in self.mediads:
-            for dialog in mediad.dialogs():
+            try:
+                dialogs = mediad.dialogs()
+            except CtlError as exc:
+                if len(self.mediads) == 1:
+                    raise
+                print(f"e2ae-ctl: {exc}", file=sys.stderr)
+                continue
+            for dialog in dialogs:
                 out.setdefault(dialog, mediad)
         return out
+
+    # -- the pool ---------------------------------------------------------------------
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node of the pool as the plugin sees it now."""
+        from plugin.pool import Pool, classify
+
+        if self.config is None or not Pool.configured(self.config):
+            raise CtlError("no pool configured ([pool] nodes, [pool] registry)")
+        pool = Pool(self.config, lambda: self.redis)
+        try:
+            nodes = pool.nodes()
+            draining = {d.decode() for d in self.redis.smembers(DRAINING_KEY)}
+        except REDIS_ERRORS as exc:
+            raise CtlError(f"Redis: {exc.__class__.__name__}: {exc}") from None
+        return [{"id": n.id, "control": f"{n.host}:{n.port}", "weight": n.weight, "load": n.load,
+                 "capacity": n.capacity, "registered": n.registered,
+                 "state": classify(n, draining, {}, 0.0).value} for n in nodes]
+
+    def drain(self, node_id: str, on: bool = True) -> dict[str, Any]:
+        """Put ``node_id`` in the drain set (``on``) or take it out."""
+        from mediad.config import NODE_ID_CHARS
+
+        if not node_id or not set(node_id) <= NODE_ID_CHARS:
+            raise CtlError(f"not a node id: {node_id!r}")
+        try:
+            (self.redis.sadd if on else self.redis.srem)(DRAINING_KEY, node_id)
+            known = bool(self.redis.exists(node_key(node_id)))
+        except REDIS_ERRORS as exc:
+            raise CtlError(f"Redis: {exc.__class__.__name__}: {exc}") from None
+        return {"node": node_id, "draining": on, "registered": known}
 
     def calls(self, now: float) -> list[dict[str, Any]]:
         records = self.records()
@@ -439,6 +490,8 @@ class Edge:
         finally:
             edge.store.close()
             edge.iq_client.close()
+            if edge.pool is not None:
+                edge.pool.close()
 
     def _held(self, dialogs: Iterable[str]) -> list[str]:
         """Which of ``dialogs`` Redis (the plugin's record) or a mediad still holds."""
@@ -468,6 +521,11 @@ def _parser() -> argparse.ArgumentParser:
     end = sub.add_parser("end", help="end a call: BYE to both sides (dialog module), media and state released")
     end.add_argument("call_id", metavar="CALL-ID")
     end.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the release (default 10)")
+    sub.add_parser("nodes", help="the media nodes of the pool: weight, load, capacity, state")
+    drain = sub.add_parser("drain", help="a media node takes no new calls and keeps its calls")
+    drain.add_argument("node_id", metavar="NODE-ID")
+    undrain = sub.add_parser("undrain", help="a drained media node takes new calls again")
+    undrain.add_argument("node_id", metavar="NODE-ID")
     return parser
 
 
@@ -481,7 +539,21 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, edge: Edge | 
         if edge is None:
             edge = Edge.from_config(load_config(args.config))
         now = time.time()
-        if args.command == "calls":
+        if args.command == "nodes":
+            nodes = edge.nodes()
+            out.write(json.dumps({"nodes": nodes}, indent=2) + "\n" if args.json else _table(
+                [["NODE", "CONTROL", "WEIGHT", "LOAD", "CAPACITY", "STATE"]]
+                + [[n["id"], n["control"], str(n["weight"]), str(n["load"]), str(n["capacity"] or "-"),
+                    n["state"] + ("" if n["registered"] else " (listed, no record)")] for n in nodes]))
+        elif args.command in ("drain", "undrain"):
+            result = edge.drain(args.node_id, args.command == "drain")
+            if args.json:
+                out.write(json.dumps(result, indent=2) + "\n")
+            else:
+                out.write(f"{args.node_id}: " + ("draining: no new calls, its calls go on" if result["draining"]
+                                                 else "takes new calls again")
+                          + ("" if result["registered"] else " (no live record of it now)") + "\n")
+        elif args.command == "calls":
             calls = edge.calls(now)
             out.write(json.dumps({"calls": calls}, indent=2) + "\n" if args.json else render_calls(calls))
         elif args.command == "call":

@@ -209,12 +209,13 @@ class Edge:
 
     def __init__(self, store: DialogStore, iq_client, metrics: Metrics, *, agent: str,
                  policy: Policy | None = None, retry_after: int = 5, dtls_failure: str = "bye",
-                 cache: RecordCache | None = None) -> None:
+                 cache: RecordCache | None = None, pool=None) -> None:
         self.store = store
         # Records of dialogs being set up, shared by the workers (Kamailio's shared memory):
         # what lets an INVITE's 18x/2xx go without a claim (module docstring: round trips).
         self.cache = cache if cache is not None else NO_CACHE
         self.iq_client = iq_client
+        self.pool = pool  # a plugin.pool.Pool: a media node per dialog; None: iq_client for all
         self.metrics = metrics
         self.agent = agent
         self.policy = policy or Policy()
@@ -241,14 +242,18 @@ class Edge:
         from mediad.config import sip_sockets
 
         access = next(sock for option, _, sock in sip_sockets(config) if option.startswith("access_")).public
+        from plugin.pool import Pool
+
+        pool = Pool(config, lambda: store.redis, metrics) if Pool.configured(config) else None
         return cls(store, iq_client, metrics, agent=f"{access.host}:{access.port}", policy=policy,
-                   retry_after=config.plugin_retry_after, dtls_failure=config.policy_dtls_failure, cache=cache)
+                   retry_after=config.plugin_retry_after, dtls_failure=config.policy_dtls_failure, cache=cache,
+                   pool=pool)
 
     # -- messages -----------------------------------------------------------------
     def take_outbox(self) -> list[EndRequest | PendingRelease]:
         """The calls to end and releases to retry queued since the last call (and forget them)."""
-        take_failed = getattr(self.iq_client, "take_failed", None)
-        if take_failed is not None:
+        clients = [self.iq_client] + (self.pool.clients() if self.pool is not None else [])
+        for take_failed in filter(None, (getattr(client, "take_failed", None) for client in clients)):
             for pending in take_failed():
                 log.warning("Call-ID %s: mediad refused the release of dialog %s, or its connection was lost "
                             "before the answer: to be retried", pending.call_id, pending.dialog)
@@ -531,10 +536,14 @@ class Edge:
         reserving = plan.iq is not None and not record.rules.data.get("agw")
         reply = None
         if plan.iq is not None:
+            if reserving and self.pool is not None and not record.mediad:
+                record.mediad = self.pool.choose(record.id)
             try:
-                reply = self._ask(plan.iq)
-            except Exception:
+                reply = self._ask(plan.iq, record.mediad)
+            except Exception as exc:
                 if reserving:  # an Iq timeout may come after mediad did the work
+                    if isinstance(exc, UnavailableError) and self.pool is not None and record.mediad:
+                        self.pool.failed(record.mediad)
                     self._undo_reserve(record)
                 raise
             if reply.error:
@@ -563,8 +572,10 @@ class Edge:
         except _Exists as exc:
             # A new record was not saved: the dialog was there.  mediad holds streams for
             # a dialog id only once, so when that dialog holds them this RESERVE was the
-            # same request again, answered from mediad's cache: nothing to undo.
-            if reserving and (exc.record is None or not exc.record.rules.data.get("agw")):
+            # same request again, answered from mediad's cache: nothing to undo (in a pool,
+            # unless it went to another node than the dialog's).
+            if reserving and (exc.record is None or not exc.record.rules.data.get("agw")
+                              or exc.record.mediad != record.mediad):
                 self._undo_reserve(record)
             raise
         except Exception:
@@ -600,10 +611,13 @@ class Edge:
         return None
 
     # -- mediad -------------------------------------------------------------------
-    def _ask(self, request: IqRequest) -> IqReply:
-        """mediad's reply (which may be an error); UnavailableError when it cannot be reached."""
+    def _ask(self, request: IqRequest, node: str = "") -> IqReply:
+        """mediad's reply (which may be an error); UnavailableError when it cannot be reached.
+        ``node``: the dialog's media node in a pool (``DialogRecord.mediad``)."""
         started = time.perf_counter()
         try:
+            if node and self.pool is not None:
+                return self.pool.request(request, node)
             return self.iq_client.request(request)
         finally:
             self.metrics.iq_latency.labels(request.command.value).observe(time.perf_counter() - started)
@@ -693,31 +707,36 @@ class Edge:
         # after a 407 has the same Call-ID and From tag).
         return f"release|{event.value}|{record_id[:8]}|{secrets.token_hex(6)}"
 
-    def _release_dialog(self, dialog: str, event: CallEvent) -> int | None:
-        """Send RELEASE for ``dialog``: None when mediad released it, else its error code
-        (404: it held nothing).  UnavailableError when mediad cannot be reached."""
-        reply = self._ask(release_request(dialog, self._release_tx(dialog, event)))
+    def _release_dialog(self, dialog: str, event: CallEvent, node: str = "") -> int | None:
+        """Send RELEASE for ``dialog`` (to ``node`` in a pool): None when mediad released it,
+        else its error code (404: it held nothing).  UnavailableError when mediad cannot be reached."""
+        reply = self._ask(release_request(dialog, self._release_tx(dialog, event)), node)
         return (reply.error_code or 500) if reply.error else None
 
     def _undo_reserve(self, record: DialogRecord) -> None:
         """A RESERVE whose outcome cannot be used: release what mediad may hold (retried
         when mediad cannot be reached; the original error is what the caller gets)."""
         try:
-            if self._release_dialog(record.id, CallEvent.REFUSED) in (None, 404):
+            if self._release_dialog(record.id, CallEvent.REFUSED, record.mediad) in (None, 404):
                 return
             log.warning("Call-ID %s: mediad refused the release of a failed reserve", record.call_id)
         except UnavailableError as exc:
             log.warning("Call-ID %s: release of a failed reserve failed, to be retried: %s",
                         record.call_id, exc.reason)
-            self._retry(PendingRelease(record.call_id, (record.caller_tag,), CallEvent.REFUSED, dialog=record.id))
+            self._retry(PendingRelease(record.call_id, (record.caller_tag,), CallEvent.REFUSED, dialog=record.id,
+                                       mediad=record.mediad))
 
     def _release_media(self, record: DialogRecord, event: CallEvent, wait: bool) -> None:
         if not record.rules.data.get("agw"):
             return
-        send = None if wait else getattr(self.iq_client, "send", None)
+        client = self.iq_client
+        if record.mediad and self.pool is not None:
+            client = self.pool.client(record.mediad)  # the dialog's node
+        send = None if wait else getattr(client, "send", None)
         if send is not None:
             # Not waited for: a refusal or a lost answer comes back through take_outbox.
-            pending = PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id)
+            pending = PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id,
+                                     mediad=record.mediad)
             try:
                 send(release_request(record.id, self._release_tx(record.id, event)), pending)
             except UnavailableError as exc:
@@ -726,12 +745,13 @@ class Edge:
                 self._retry(pending)
             return
         try:
-            if self._release_dialog(record.id, event) not in (None, 404):
+            if self._release_dialog(record.id, event, record.mediad) not in (None, 404):
                 log.warning("Call-ID %s: mediad refused the release (%s)", record.call_id, event.value)
         except UnavailableError as exc:
             log.warning("Call-ID %s: mediad release (%s) failed, to be retried: %s", record.call_id,
                         event.value, exc.reason)
-            self._retry(PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id))
+            self._retry(PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id,
+                                       mediad=record.mediad))
 
     def _retry(self, pending: PendingRelease) -> None:
         if not pending.next_at:
@@ -743,7 +763,7 @@ class Edge:
         this try released something: False when another path had done it already).
         UnavailableError when mediad still cannot be reached."""
         if pending.dialog:
-            code = self._release_dialog(pending.dialog, pending.event)
+            code = self._release_dialog(pending.dialog, pending.event, pending.mediad)
             if code not in (None, 404):
                 log.warning("Call-ID %s: mediad refused the release of dialog %s (error %s)", pending.call_id,
                             pending.dialog, code)

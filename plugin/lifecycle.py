@@ -260,6 +260,7 @@ class PendingRelease:
     dialog: str = ""
     attempts: int = 0
     next_at: float = 0.0
+    mediad: str = ""  # the dialog's media node in a pool ("id@host:port"); "": [mediad] control
 
     @property
     def key(self) -> str:
@@ -271,7 +272,7 @@ class PendingRelease:
         if attempts >= RELEASE_ATTEMPTS:
             return None
         return PendingRelease(self.call_id, self.tags, self.event, self.dialog, attempts,
-                              now + retry_delay(attempts))
+                              now + retry_delay(attempts), self.mediad)
 
     def to_value(self) -> str:
         doc = asdict(self)
@@ -282,7 +283,8 @@ class PendingRelease:
     def from_value(cls, value: str) -> "PendingRelease":
         doc = json.loads(value)
         return cls(str(doc["call_id"]), tuple(str(t) for t in doc["tags"]), CallEvent(doc["event"]),
-                   str(doc.get("dialog", "")), int(doc.get("attempts", 0)), float(doc.get("next_at", 0.0)))
+                   str(doc.get("dialog", "")), int(doc.get("attempts", 0)), float(doc.get("next_at", 0.0)),
+                   str(doc.get("mediad", "")))
 
 
 __all__ = ["ACK_WAIT_S", "BYE_HOLD_S", "EARLY_WAIT_S", "RELEASE_ATTEMPTS", "TABLE", "Action", "CallEvent",

@@ -49,13 +49,18 @@ Names (documented in the README):
   transaction layer: 408).
 * ``e2ae_plugin_dialogs{state}``: dialogs Kamailio's dialog module holds now
   (``active``, ``early``), read from its statistics at scrape time.
+* ``e2ae_plugin_pool_calls_total{node}``: dialogs placed on each media node of
+  a pool (``plugin.pool``; node ids are the operator's, a bounded set).
+* ``e2ae_plugin_pool_nodes{state}``: media nodes by standing (``active``,
+  ``draining``, ``full``, ``disabled``) in a worker's last read of the pool
+  (the most recent worker's, in multiprocess mode).
 """
 
 from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Label values shown (at 0) from the start, so that increase() and rate() see their first event
 # (a series born at 1 shows no increase); others appear when first counted.
@@ -102,6 +107,11 @@ class Metrics:
             "e2ae_plugin_drops", "Requests the plugin could not answer, replies it discarded", ["reason"], **kw)
         self.release_retries = Counter(
             "e2ae_plugin_release_retries", "Releases queued for retry and their outcome", ["result"], **kw)
+        self.pool_placed = Counter(
+            "e2ae_plugin_pool_calls", "Dialogs placed on each media node of the pool", ["node"], **kw)
+        self.pool_nodes = Gauge(
+            "e2ae_plugin_pool_nodes", "Media nodes of the pool by standing", ["state"],
+            multiprocess_mode="livemostrecent", **kw)
         for counter, values in ((self.call_attempts, SIDES), (self.call_outcomes, CALL_OUTCOMES),
                                 (self.sip_errors, ERROR_STATUSES), (self.releases, RELEASE_REASONS),
                                 (self.dtls_failures, DTLS_FAILURE_REASONS)):
@@ -110,6 +120,11 @@ class Metrics:
 
     def rewrite(self, origin: str, kind: str, result: str) -> None:
         self.rewrites.labels(direction(origin), kind, result).inc()
+
+    def pool_view(self, standings) -> None:
+        """The pool as one worker read it last: {plugin.pool.Standing: count}."""
+        for standing, count in standings.items():
+            self.pool_nodes.labels(standing.value).set(count)
 
 
 def direction(origin: str) -> str:

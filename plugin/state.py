@@ -284,6 +284,7 @@ class DialogRecord:
     applied: str = ""  # cache key of the body whose plan mediad applied last
     created: float = 0.0
     state: CallState = CallState.IDLE  # the call's lifecycle state (plugin.lifecycle)
+    mediad: str = ""  # in a pool: the dialog's media node, "id@host:port" (plugin.pool); else ""
     # The JSON this record was read from or last saved as ("" for a new one): what a
     # conditional commit (DialogStore.commit_if) compares with Redis's.
     raw: str = field(default="", repr=False, compare=False)
@@ -294,7 +295,7 @@ class DialogRecord:
             "caller_side": self.caller_side, "callee_tag": self.callee_tag,
             "rules": {"version": self.rules.version, "data": self.rules.data},
             "offer": self.offer, "rendered": self.rendered, "applied": self.applied,
-            "created": self.created, "state": self.state.value,
+            "created": self.created, "state": self.state.value, **({"mediad": self.mediad} if self.mediad else {}),
         }, separators=(",", ":"))
 
     @classmethod
@@ -309,7 +310,7 @@ class DialogRecord:
             rules=DialogState(int(rules.get("version", 0)), dict(rules.get("data", {}))),
             offer=doc.get("offer"), rendered=dict(doc.get("rendered", {})), applied=doc.get("applied", ""),
             created=float(doc.get("created", 0.0)),
-            state=CallState(doc.get("state", CallState.OFFERED.value)),
+            state=CallState(doc.get("state", CallState.OFFERED.value)), mediad=str(doc.get("mediad", "")),
         )
 
     def remember(self, key: str, body: str) -> None:

@@ -109,3 +109,36 @@ def test_command_line_json_and_exit_codes(capsys):
     assert "still held" in out.getvalue()
     with pytest.raises(SystemExit):
         ctl.main(["bogus"], io.StringIO(), FakeEdge())
+
+
+def test_nodes_drain_and_undrain_against_redis(redis_url):
+    import json as _json
+    from dataclasses import replace
+
+    import redis
+
+    from mediad.config import Config
+    from mediad.pool import DRAINING_KEY, NODES_KEY, Node, node_key
+
+    client = redis.Redis.from_url(redis_url)
+    config = replace(Config(), redis_url=redis_url, pool_nodes="a@127.0.0.11:2223 1, b@127.0.0.12:2223 2")
+    edge = ctl.Edge(client, [], None, config)
+    try:
+        client.set(node_key("b"), _json.dumps(Node("b", "127.0.0.12", 2223, 5, 10, 4).to_dict()), px=3000)
+        client.sadd(NODES_KEY, "b")
+        out = io.StringIO()
+        assert ctl.main(["drain", "a"], out, edge) == 0
+        assert "a: draining: no new calls, its calls go on (no live record of it now)" in out.getvalue()
+        assert client.smembers(DRAINING_KEY) == {b"a"}
+        out = io.StringIO()
+        assert ctl.main(["--json", "nodes"], out, edge) == 0
+        assert _json.loads(out.getvalue())["nodes"] == [
+            {"id": "a", "control": "127.0.0.11:2223", "weight": 1, "load": 0, "capacity": 0, "registered": False,
+             "state": "draining"},
+            {"id": "b", "control": "127.0.0.12:2223", "weight": 2, "load": 4, "capacity": 10, "registered": True,
+             "state": "active"}]
+        assert ctl.main(["undrain", "a"], io.StringIO(), edge) == 0
+        assert client.smembers(DRAINING_KEY) == set()
+        assert ctl.main(["drain", "no/such"], io.StringIO(), edge) == 1
+    finally:
+        client.close()
