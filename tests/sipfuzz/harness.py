@@ -73,6 +73,13 @@ CLEAN_MARK = "X-Fuzz-Clean"
 SECRETS = (b"a=fingerprint", b"a=ice-pwd", b"a=crypto")
 # The access profiles the edge terminates (and so must answer with its own fingerprint).
 PROTECTED_PROTOS = frozenset(media.ACCESS_PROTOS) | frozenset(datachannel.ACCESS_PROTOS)
+
+
+def _protected(proto: str, fmt: str) -> bool:
+    """An m-line the edge terminates: a DTLS media profile, or SCTP/DTLS carrying data channels."""
+    if proto in datachannel.ACCESS_PROTOS:
+        return fmt == "webrtc-datachannel"
+    return proto in PROTECTED_PROTOS
 # A fingerprint for the WIC's answers (no handshake happens: the harness sends no media).
 WIC_FINGERPRINT = ":".join(f"{b:02X}" for b in hashlib.sha256(b"e2ae sipfuzz wic").digest())
 
@@ -603,10 +610,10 @@ class Fuzz:
             return
         offer_or_answer = (not msg.status and msg.method in ("INVITE", "UPDATE", "PRACK")) or (
             msg.status and 100 < msg.status < 300 and msg.method in ("INVITE", "UPDATE", "PRACK"))
-        # Nothing to protect without a live m-line of a profile the edge terminates: an
-        # m-line with a profile it does not know is passed through as it is, both ways.
-        live = any(int(port) and proto.decode().upper() in PROTECTED_PROTOS
-                   for port, proto in re.findall(rb"^m=\S+ (\d+)(?:/\d+)? (\S+)", msg.body, re.M))
+        # Nothing to protect without a live m-line the edge terminates: an m-line with a
+        # profile (or an SCTP usage) it does not know is passed through as it is, both ways.
+        live = any(int(port) and _protected(proto.decode("latin-1").upper(), fmt.decode("latin-1"))
+                   for port, proto, fmt in re.findall(rb"^m=\S+ (\d+)(?:/\d+)? (\S+) ?(\S*)", msg.body, re.M))
         if msg.body.strip() and offer_or_answer and live and b"a=fingerprint" not in msg.body:
             if not (msg.status and msg.get("warning")):
                 self.violation("unconverted_to_access", index,

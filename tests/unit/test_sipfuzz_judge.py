@@ -12,12 +12,13 @@ WIC = types.SimpleNamespace(name="wic")
 
 
 def ok(mline: str, extra: str = "", warning: str = "") -> Msg:
+    """A 200 with ``mline`` (characters up to U+00FF stand for one byte each)."""
     body = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\n"
             f"{mline}\r\n{extra}")
     head = ("SIP/2.0 200 OK\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n"
             + (f"Warning: 399 edge \"{warning}\"\r\n" if warning else "")
             + f"Content-Length: {len(body)}\r\n\r\n")
-    msg = Msg.parse((head + body).encode(), ("127.0.0.1", 5060))
+    msg = Msg.parse((head + body).encode("latin-1"), ("127.0.0.1", 5060))
     assert msg is not None
     return msg
 
@@ -45,6 +46,8 @@ def test_a_protected_profile_without_the_edges_fingerprint_is_unconverted(mline)
     "m=audio 4000 UDP/TLS/RTP/SAVRF 111",  # a profile the edge does not know: passed through as it is
     "m=audio 4000 RTP/AVP 0",  # plain media the WIC asked for itself
     "m=audio 0 UDP/TLS/RTP/SAVPF 111",  # rejected: nothing to protect
+    "m=audio 4000 UDP/TLS/RTP/SAV\x80F 111",  # a mutated profile, not UTF-8
+    "m=application 4000 UDP/DTLS/SCTP webrtc-datqchannel",  # an SCTP usage the edge does not know
 ])
 def test_nothing_to_protect_is_not_unconverted(mline):
     assert judged(ok(mline)) == []
