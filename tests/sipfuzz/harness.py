@@ -25,9 +25,9 @@ Cases run ``concurrency`` at a time, in batches.  Invariants checked:
   access side's security attributes (``secrets_to_core``: a=fingerprint,
   a=ice-pwd, a=crypto; not in the answer to a core offer that itself carries
   a=fingerprint: that DTLS is end to end); an SDP with a live m-line of a profile the edge
-  protects (DTLS-SRTP, UDPTL/DTLS, SCTP/DTLS: not one it passes through as it is, such as an
-  unknown profile) reaching the WIC in an offer or in a 2xx/18x answer has the edge's fingerprint, or, for a 2xx the edge could not
-  convert, a Warning (``unconverted_to_access``); a core 2xx whose body is
+  protects (DTLS-SRTP, UDPTL/DTLS, SCTP/DTLS data channels: not one it passes through as it
+  is, such as an unknown profile) reaching the WIC in an offer or in a 2xx/18x answer has the
+  edge's fingerprint, or, for a 2xx the edge could not convert, a Warning (``unconverted_to_access``); a core 2xx whose body is
   mutated but framed reaches the WIC (``reply_dropped``; one that does not
   frame its body is discarded, RFC 3261 18.3, and the core's clean
   retransmission must then complete the call);
@@ -80,6 +80,8 @@ def _protected(proto: str, fmt: str) -> bool:
     if proto in datachannel.ACCESS_PROTOS:
         return fmt == "webrtc-datachannel"
     return proto in PROTECTED_PROTOS
+
+
 # A fingerprint for the WIC's answers (no handshake happens: the harness sends no media).
 WIC_FINGERPRINT = ":".join(f"{b:02X}" for b in hashlib.sha256(b"e2ae sipfuzz wic").digest())
 
