@@ -27,10 +27,10 @@ Cases run ``concurrency`` at a time, in batches.  Invariants checked:
   a=fingerprint: that DTLS is end to end); an SDP with a live m-line of a profile the edge
   protects (DTLS-SRTP, UDPTL/DTLS, SCTP/DTLS data channels: not one it passes through as it
   is, such as an unknown profile) reaching the WIC in an offer or in a 2xx/18x answer has the
-  edge's fingerprint, or, for a 2xx the edge could not convert, a Warning (``unconverted_to_access``); a core 2xx whose body is
-  mutated but framed reaches the WIC (``reply_dropped``; one that does not
-  frame its body is discarded, RFC 3261 18.3, and the core's clean
-  retransmission must then complete the call);
+  edge's fingerprint, or, for a 2xx the edge could not convert, a Warning
+  (``unconverted_to_access``); a core 2xx whose body is mutated but framed reaches the WIC
+  (``reply_dropped``; one that does not frame its body is discarded, RFC 3261 18.3, and the
+  core's clean retransmission must then complete the call);
 * after each batch: Kamailio's main process and workers are the same pids
   (``kamailio_died``, restarted to go on), mediad is alive (``mediad_died``),
   and each case's dialog has left Redis and mediad within ``settle_timeout``
