@@ -137,56 +137,42 @@ def _startup_nodes(s: RedisSettings) -> list[tuple[str, int]]:
     return [(host, port)]
 
 
-def connect(s: RedisSettings | str, timeout: float):
-    """A blocking redis-py client (``redis.Redis`` or ``redis.cluster.RedisCluster``); connects lazily."""
-    import redis
-
+def _client(s: RedisSettings | str, timeout: float, redis_cls, cluster_cls, node_cls, sentinel_cls):
+    """One client of ``s`` from one flavour of redis-py's classes (blocking or asyncio)."""
     if isinstance(s, str):
         s = RedisSettings.from_url(s)
     kwargs = client_kwargs(s, timeout)
     if s.cluster:
-        from redis.cluster import ClusterNode, RedisCluster
-
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in _startup_nodes(s)], **kwargs)
+        return cluster_cls(startup_nodes=[node_cls(h, p) for h, p in _startup_nodes(s)], **kwargs)
     if s.sentinels:
-        from redis.sentinel import Sentinel
-
         _, _, db, _, _ = _url_parts(s)
-        sentinel = Sentinel([n.as_tuple() for n in s.sentinels], sentinel_kwargs=_sentinel_kwargs(s, timeout),
-                            db=db, **kwargs)
+        sentinel = sentinel_cls([n.as_tuple() for n in s.sentinels], sentinel_kwargs=_sentinel_kwargs(s, timeout),
+                                db=db, **kwargs)
         return sentinel.master_for(s.master_name)
     if s.tls or s.username or s.password:
         host, port, db, _, _ = _url_parts(s)
         if urlsplit(s.url).scheme == "unix":
-            return redis.Redis(unix_socket_path=urlsplit(s.url).path, db=db, **kwargs)
-        return redis.Redis(host=host, port=port, db=db, **kwargs)
-    return redis.Redis.from_url(s.url, **kwargs)
+            return redis_cls(unix_socket_path=urlsplit(s.url).path, db=db, **kwargs)
+        return redis_cls(host=host, port=port, db=db, **kwargs)
+    return redis_cls.from_url(s.url, **kwargs)
+
+
+def connect(s: RedisSettings | str, timeout: float):
+    """A blocking redis-py client (``redis.Redis`` or ``redis.cluster.RedisCluster``); connects lazily."""
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.sentinel import Sentinel
+
+    return _client(s, timeout, redis.Redis, RedisCluster, ClusterNode, Sentinel)
 
 
 def connect_async(s: RedisSettings | str, timeout: float):
     """A ``redis.asyncio`` client (``Redis`` or ``RedisCluster``) for mediad; connects lazily."""
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    from redis.asyncio.sentinel import Sentinel
 
-    if isinstance(s, str):
-        s = RedisSettings.from_url(s)
-    kwargs = client_kwargs(s, timeout)
-    if s.cluster:
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in _startup_nodes(s)], **kwargs)
-    if s.sentinels:
-        from redis.asyncio.sentinel import Sentinel
-
-        _, _, db, _, _ = _url_parts(s)
-        sentinel = Sentinel([n.as_tuple() for n in s.sentinels], sentinel_kwargs=_sentinel_kwargs(s, timeout),
-                            db=db, **kwargs)
-        return sentinel.master_for(s.master_name)
-    if s.tls or s.username or s.password:
-        host, port, db, _, _ = _url_parts(s)
-        if urlsplit(s.url).scheme == "unix":
-            return aioredis.Redis(unix_socket_path=urlsplit(s.url).path, db=db, **kwargs)
-        return aioredis.Redis(host=host, port=port, db=db, **kwargs)
-    return aioredis.Redis.from_url(s.url, **kwargs)
+    return _client(s, timeout, aioredis.Redis, RedisCluster, ClusterNode, Sentinel)
 
 
 def _errors() -> tuple[type[BaseException], ...]:
