@@ -129,6 +129,40 @@ class IqClient:
         return cls(config.mediad_control, secret, config.plugin_iq_timeout_ms / 1000.0, config.plugin_retry_after)
 
     def request(self, iq: IqRequest) -> IqReply:
+        def transfer(payload: bytes, deadline: float, fresh: bool) -> IqReply:
+            assert self._sock is not None and self._wire is not None
+            self._sock.sendall(self._wire.send(payload))
+            return self._reply(iq, deadline)
+
+        return self._exchange(iq, transfer, _refused)
+
+    def send(self, iq: IqRequest, context: object) -> None:
+        """Send ``iq`` and return without its reply (module docstring); ``context`` comes
+        back from :meth:`take_failed` if mediad refuses it or its connection is lost.
+        UnavailableError (nothing sent) when mediad cannot be reached."""
+        def transfer(payload: bytes, deadline: float, fresh: bool) -> None:
+            if not fresh:
+                self._poll()
+            while len(self._unanswered) >= MAX_UNANSWERED:
+                self._settle(self._receive(deadline))
+            assert self._sock is not None and self._wire is not None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Late()
+            self._sock.settimeout(remaining)
+            self._sock.sendall(self._wire.send(payload))
+            self._unanswered[(iq.dialog, iq.transaction)] = context
+
+        def refused(iq: IqRequest, event) -> None:
+            _refused(iq, event)  # raises UnavailableError but for a 401
+            raise SecretRefused("mediad refused the control secret", self.retry_after) from None
+
+        self._exchange(iq, transfer, refused)
+
+    def _exchange(self, iq: IqRequest, transfer, refused):
+        """``transfer`` of ``iq``'s frame on the kept connection (a new one when there is
+        none, or once more when a kept one broke under it), the failures mapped to the
+        edge's errors; ``refused`` answers mediad's refusal of the connection."""
         payload = encode_request(iq)
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(f"an Iq request of {len(payload)} bytes is over the limit of {MAX_PAYLOAD}")
@@ -138,12 +172,10 @@ class IqClient:
             try:
                 if fresh:
                     self._connect(deadline)
-                assert self._sock is not None and self._wire is not None
-                self._sock.sendall(self._wire.send(payload))
-                return self._reply(iq, deadline)
+                return transfer(payload, deadline, fresh)
             except _RefusedError as exc:
                 self.close()
-                return _refused(iq, exc.event)
+                return refused(iq, exc.event)
             except (_Late, socket.timeout):
                 self.close()
                 raise UnavailableError(f"mediad did not answer within {self.timeout:.3f}s", self.retry_after) from None
@@ -153,45 +185,6 @@ class IqClient:
                     reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or "connection lost"
                     raise UnavailableError(f"mediad unreachable: {reason}", self.retry_after) from None
                 # a kept connection broke under the request: once more on a new one
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def send(self, iq: IqRequest, context: object) -> None:
-        """Send ``iq`` and return without its reply (module docstring); ``context`` comes
-        back from :meth:`take_failed` if mediad refuses it or its connection is lost.
-        UnavailableError (nothing sent) when mediad cannot be reached."""
-        payload = encode_request(iq)
-        if len(payload) > MAX_PAYLOAD:
-            raise ValueError(f"an Iq request of {len(payload)} bytes is over the limit of {MAX_PAYLOAD}")
-        deadline = time.monotonic() + self.timeout
-        for attempt in (1, 2):
-            fresh = self._sock is None or self._pid != os.getpid()
-            try:
-                if fresh:
-                    self._connect(deadline)
-                else:
-                    self._poll()
-                while len(self._unanswered) >= MAX_UNANSWERED:
-                    self._settle(self._receive(deadline))
-                assert self._sock is not None and self._wire is not None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise _Late()
-                self._sock.settimeout(remaining)
-                self._sock.sendall(self._wire.send(payload))
-                self._unanswered[(iq.dialog, iq.transaction)] = context
-                return
-            except _RefusedError as exc:
-                self.close()
-                _refused(iq, exc.event)  # raises UnavailableError but for a 401
-                raise SecretRefused("mediad refused the control secret", self.retry_after) from None
-            except (_Late, socket.timeout):
-                self.close()
-                raise UnavailableError(f"mediad did not answer within {self.timeout:.3f}s", self.retry_after) from None
-            except (_Lost, OSError) as exc:
-                self.close()
-                if fresh or attempt == 2 or time.monotonic() >= deadline:
-                    reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or "connection lost"
-                    raise UnavailableError(f"mediad unreachable: {reason}", self.retry_after) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def take_failed(self) -> list:
