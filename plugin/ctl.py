@@ -329,7 +329,7 @@ class Edge:
 
     @classmethod
     def from_config(cls, config) -> "Edge":
-        from mediad.client import IqClient
+        from mediad.io.client import IqClient
 
         client = connect(settings(config, Component.CTL), 2.0)
         try:

@@ -25,11 +25,11 @@ from typing import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mediad.client import AsyncIqClient, IqClient
-from mediad.control import decode_reply
-from mediad.controlwire import Authenticated, ClientConnection, Message, ProtocolError, Refused
+from mediad.io.client import AsyncIqClient, IqClient
+from mediad.proto.iqcodec import decode_reply
+from mediad.proto.controlwire import Authenticated, ClientConnection, Message, ProtocolError, Refused
 from sdp_rules.errors import UnavailableError
-from sdp_rules.iq import Command, IqRequest
+from iq import Command, IqRequest
 from tests.conftest import REPO, free_port
 
 ACCESS_ADDRESS = "127.0.0.1"

@@ -48,7 +48,7 @@ connection with ``unexpected``)::
             (OPEN,            ERROR)     -> Refused
 
 :func:`encode` and :func:`decode` are the pure frame codec (the fuzzing
-harness drives them); the payload of DATA frames (JSON) is ``mediad.control``'s.
+harness drives them); the payload of DATA frames (JSON) is ``mediad.io.control``'s.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Clients of mediad's control endpoint (the Iq interface, see ``mediad.control``).
+"""Clients of mediad's control endpoint (the Iq interface, see ``mediad.io.control``).
 
 :class:`IqClient` is blocking, for the Kamailio plugin whose worker processes
 have no event loop.  It keeps one connection (opened on first use, and again
 in a forked child: a connection is never shared between processes), runs the
-handshake of ``mediad.controlwire`` on it once, then sends one request at a
+handshake of ``mediad.proto.controlwire`` on it once, then sends one request at a
 time and reads its reply.  No request waits longer than ``timeout`` in all
 (connecting and the handshake included); on timeout the connection is closed
 (a late reply must not answer the next request) and
@@ -40,10 +40,10 @@ import socket
 import time
 
 from sdp_rules.errors import UnavailableError
-from sdp_rules.iq import IqReply, IqRequest
+from iq import IqReply, IqRequest
 
-from mediad.control import E_BAD_MAC, E_UNKNOWN_DIALOG, decode_reply, encode_request
-from mediad.controlwire import MAX_PAYLOAD, Authenticated, ClientConnection, Message, ProtocolError, Refused
+from mediad.proto.iqcodec import E_BAD_MAC, E_UNKNOWN_DIALOG, decode_reply, encode_request
+from mediad.proto.controlwire import MAX_PAYLOAD, Authenticated, ClientConnection, Message, ProtocolError, Refused
 
 RECV_SIZE = 65536  # one read (a reply larger than this takes several)
 MAX_UNANSWERED = 64  # requests sent without waiting whose replies have not come yet
