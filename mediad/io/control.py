@@ -119,8 +119,7 @@ class ControlEndpoint:
 
     def _sweep(self) -> None:
         """Close connections that do not authenticate in time, or stall inside a frame."""
-        assert self.loop is not None
-        now = self.loop.time()
+        now = asyncio.get_running_loop().time()  # a callback of the loop that start() took
         for connection in list(self.connections):
             connection.check(now)
         self.sweeper = self.loop.call_later(SWEEP_PERIOD, self._sweep)

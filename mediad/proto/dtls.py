@@ -627,9 +627,9 @@ class DtlsSession:
 
     def _receive_compact(self, records: list[bytes]) -> None:
         """What OpenSSL does with the records of an established association."""
-        assert self._protection is not None
+        protection = self._established_protection()
         for record in records:
-            opened = self._protection.open(record)
+            opened = protection.open(record)
             if opened is None:
                 continue  # another epoch, a bad tag or a replay: dropped silently (RFC 6347 4.1.2.7)
             content_type, plaintext = opened
@@ -678,23 +678,28 @@ class DtlsSession:
             self._fatal(ALERT_UNEXPECTED_MESSAGE, f"handshake message {kind} after the handshake")
 
     def _send_alert(self, level: int, description: int) -> None:
-        assert self._protection is not None
-        self._outgoing.append(self._protection.seal(CONTENT_TYPE_ALERT, bytes([level, description])))
+        self._outgoing.append(self._established_protection().seal(CONTENT_TYPE_ALERT, bytes([level, description])))
 
     def _fatal(self, description: int, why: str) -> None:
         self._send_alert(ALERT_FATAL, description)
         self._close_notify_sent = True
         self._peer_closed(why)
 
+    def _established_protection(self) -> "RecordProtection":
+        """The record protection of the established association (a defect to ask before it)."""
+        if self._protection is None:
+            raise UsageError("DTLS record protection asked for before the handshake gave keys")
+        return self._protection
+
     def _retransmit_last_flight(self) -> None:
-        assert self._protection is not None
+        protection = self._established_protection()
         records = []
         for item in self._last_flight:
             if isinstance(item, bytes):
                 records.append(with_sequence(item, self._next_sequence[0]))
                 self._next_sequence[0] += 1
             else:
-                records.append(self._protection.seal(*item))
+                records.append(protection.seal(*item))
         self._outgoing.extend(pack_records(records, self.mtu))
 
     def _update_timer(self, now: float) -> None:
