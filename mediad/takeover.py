@@ -45,8 +45,17 @@ with a BYE each way:
 * a dialog its document does not place (no ``home``: written before
   takeover existed), and dialogs past the survivor's ``capacity``.
 
-T.38 (UDPTL over DTLS over UDP, RFC 7345) moves like SRTP: its documents keep
-the DTLS record keys of the association (``mediad.dtls_record``).
+SRTP over UDP (RFC 5764), bundled or not, moves.
+
+* T.38 once its DTLS association is up (UDPTL over DTLS over UDP, RFC 7345):
+  its UDPTL packets are DTLS application data, protected by the record layer
+  of the OpenSSL connection (keys, epoch, sequence numbers, RFC 6347 section
+  4.1), which the document does not hold (for SRTP the document holds the
+  exported SRTP keys, which is all the media needs).  Moving it would take
+  the record keys and the write sequence number in the document
+  (``mediad.dtls_record.RecordProtection`` derives them; the survivor would
+  jump the sequence number forward, which the peer's replay window accepts,
+  RFC 6347 section 4.1.2.6); a restarted mediad cannot continue it either;
 
 Theory of operation: :class:`Home`, :func:`dead_nodes`, :func:`unmovable`,
 :func:`plan`, :func:`resolve` and :func:`add_move` are pure.  :class:`Takeover`
@@ -89,6 +98,7 @@ class Lost(enum.Enum):
 
     SCTP = "sctp"  # a data-channel association (usrsctp state is not serialisable)
     TCP = "tcp"  # DTLS over TCP (the connection dies with its host's kernel)
+    T38 = "t38"  # UDPTL in DTLS records (the record layer's state is OpenSSL's, not in Redis)
     NO_HOME = "no_home"  # its document does not say where its ports are
     CAPACITY = "capacity"  # the survivor is full
     ADDRESS = "address"  # the hook could not move an address, or a port could not be bound
@@ -151,6 +161,8 @@ def unmovable(document: dict[str, Any]) -> Lost | None:
         if kind == "srtp_tcp":
             return Lost.TCP
         channels = ((sdoc.get("access") or {}).get("channels") or {}).values()
+        if kind == "t38" and any(c.get("state") == "established" for c in channels):
+            return Lost.T38
         # Keys but no peer address: the association ran over an accepted TCP connection.
         if any(c.get("srtp_keys") and not c.get("peer") for c in channels):
             return Lost.TCP

@@ -15,6 +15,7 @@ there, leaving nothing in Redis.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import statistics
@@ -25,6 +26,7 @@ import pytest
 from deploy.demo_call import (PCMU, SAMPLES, PTIME, SipUac, _media_address, _Queue, _StreamQueue, _tag, _ulaw,
                               loopback_only, tone_track)
 from mediad.pool import NODES_KEY, node_key
+from mediad.state import dialog_key
 from mediad.takeover import MOVED_KEY, lock_key
 from tests.integration.edge_harness import Edge
 from tests.integration.test_edge_pool import HOSTS, Pool, clean_pool_keys, start_node
@@ -274,11 +276,24 @@ async def _killed_node(pool: Pool) -> None:
 
         client = pool.edge.redis()
         try:
-            assert client.smembers(NODES_KEY) == {n.encode() for n in survivors}
+            assert client.smembers(NODES_KEY) == {n.encode() for n in survivors}  # until it comes back
             assert client.get(lock_key(victim)) is None and client.get(node_key(victim)) is None
             assert client.hget(MOVED_KEY, victim) is not None
+            for dialog in dead_dialogs:  # rewritten: they name the survivor, on the dead node's addresses
+                document = json.loads(client.get(dialog_key(dialog)))
+                assert document["node"] == taken_by and document["home"]["access"] == victim_host
         finally:
             client.close()
+
+        # The dead node back with the same id: it reloads none of the calls that moved and binds
+        # none of their ports (the media goes on through the survivor).
+        await asyncio.to_thread(pool.nodes[victim].start)
+        assert pool.nodes[victim].metric("e2ae_mediad_restored_sessions_total") == 0
+        assert await asyncio.to_thread(pool.held, victim) == []
+        back = time.monotonic()
+        await asyncio.sleep(1.0)
+        for i in on_victim:
+            assert gap(wics[i].times, back)[1] > 25 and gap(core.calls[ids[i]]["times"], back)[1] > 25, i
 
         await asyncio.sleep(CACHE)
         for i, wic in enumerate(wics):  # every call ends with its BYE, the taken-over ones on the survivor

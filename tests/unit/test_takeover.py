@@ -15,8 +15,8 @@ from mediad.takeover import (MOVES_KEPT, Home, Lost, add_move, dead_nodes, parse
 HOME = {"access": "127.0.0.11", "core": "127.0.1.11", "access_sdp": "127.0.0.11", "core_sdp": "127.0.1.11"}
 
 
-def srtp(peer=("127.0.0.1", 5000), keys=True, kind="srtp"):
-    channel = {"port": 20000, "peer": list(peer) if peer else None,
+def srtp(peer=("127.0.0.1", 5000), keys=True, kind="srtp", state="established"):
+    channel = {"port": 20000, "peer": list(peer) if peer else None, "state": state,
                "srtp_keys": {"profile": "SRTP_AES128_CM_SHA1_80"} if keys else None}
     return {"stream_id": 0, "kind": kind, "access": {"channels": {"rtp": channel}}, "core": {"ports": {"rtp": 40000}}}
 
@@ -34,9 +34,10 @@ def test_a_dead_node_is_a_registered_id_whose_record_expired_not_this_one():
     assert dead_nodes([], [], "a") == []
 
 
-def test_srtp_and_t38_over_udp_move_sctp_and_tcp_do_not():
+def test_srtp_over_udp_moves_sctp_tcp_and_an_established_t38_do_not():
     assert unmovable(document("d")) is None
-    assert unmovable(document("d", srtp(kind="t38"))) is None  # UDPTL over DTLS over UDP: as SRTP
+    assert unmovable(document("d", srtp(kind="t38", keys=False))) is Lost.T38  # UDPTL in OpenSSL's records
+    assert unmovable(document("d", srtp(kind="t38", keys=False, state="handshaking"))) is None
     assert unmovable(document("d", srtp(keys=False, peer=None))) is None  # no association yet: nothing to lose
     assert unmovable(document("d", srtp(), {"stream_id": 1, "kind": "sctp"})) is Lost.SCTP
     assert unmovable(document("d", {"stream_id": 2, "kind": "dc_channel"})) is Lost.SCTP
