@@ -43,7 +43,10 @@ with a BYE each way:
   connection's sequence numbers and windows are the dead kernel's; the
   survivor's kernel answers the peer's next segment with a RST;
 * a dialog its document does not place (no ``home``: written before
-  takeover existed), and dialogs past the survivor's ``capacity``.
+  takeover existed), and dialogs past the survivor's ``capacity``: a
+  survivor without room for all of a dead node's dialogs leaves them to the
+  others for :data:`PATIENCE` rounds; if none took them by then, it takes what
+  fits and ends the rest.  A survivor takes over one dead node per round.
 
 SRTP over UDP (RFC 5764), bundled or not, moves.
 
@@ -86,6 +89,7 @@ MOVED_KEY = POOL_PREFIX + "moved"
 LOCK_TTL_MS = 30_000  # a takeover (or a start's reload) longer than this loses its lock
 MOVES_KEPT = 8
 HOOK_TIMEOUT = 10.0  # seconds [pool] takeover_hook may take
+PATIENCE = 3  # rounds a survivor without room for all of a dead node's calls leaves them to others
 EVENT_MEDIA_LOST = "media_lost"  # a dialog whose media could not be taken over: the plugin ends it
 
 
@@ -233,6 +237,7 @@ class Takeover:
         self.daemon = daemon
         self.config = daemon.config
         self.me = daemon.config.mediad_node_id
+        self.waited: dict[str, int] = {}  # dead node -> rounds this node left it for lack of room
         registry = daemon.metrics.registry
         self.dialogs = Counter("e2ae_mediad_takeover_dialogs_total",
                                "Dead nodes' dialogs this node took over (result taken) or ended (why not)",
@@ -256,7 +261,8 @@ class Takeover:
                 continue  # a draining node takes nothing new, calls of the dead included
             try:
                 for dead in await self.dead():
-                    await self.take(dead)
+                    if await self.take(dead):
+                        break  # one node per round: the next dead one may go to another survivor
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis's doing, mostly: the next round tries again
@@ -284,6 +290,12 @@ class Takeover:
             room = max(0, capacity - len(daemon.dialogs)) if capacity else None
             remaining_of = {str(doc["dialog"]): remaining for doc, remaining in documents}
             take, end = plan([doc for doc, _ in documents], room)
+            if any(reason is Lost.CAPACITY for _, reason in end) and self.waited.get(dead, 0) < PATIENCE:
+                self.waited[dead] = self.waited.get(dead, 0) + 1  # a survivor with room may take them all
+                log.info("node %s is dead: no room here for its %d dialog(s), left to another node", dead,
+                         len(documents))
+                return False
+            self.waited.pop(dead, None)
             moved = await self._move_addresses(take)
             taken = []
             for document in take:

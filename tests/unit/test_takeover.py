@@ -115,3 +115,70 @@ def test_a_port_pool_binds_an_adopted_port_on_the_dead_nodes_address_and_release
     finally:
         for sock in socks:
             sock.close()
+
+
+class Survivor:
+    """The parts of a mediad a takeover uses, with a real Redis store; ``adopt`` records what it
+    is given (the reload itself is the restart's, tested with real mediads)."""
+
+    def __init__(self, url: str, capacity: int) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from mediad.metrics import Metrics
+        from mediad.state import StateStore
+
+        self.config = replace(Config(), mediad_node_id="s", mediad_capacity=capacity)
+        self.metrics = Metrics(CollectorRegistry())
+        self.store = StateStore(url, 60)
+        self.dialogs: dict = {}
+        self.heartbeat = None
+        self.adopted: list[str] = []
+
+    async def adopt(self, document, remaining):
+        dialog = type("Adopted", (), {"id": document["dialog"]})()
+        self.dialogs[dialog.id] = dialog
+        self.adopted.append(dialog.id)
+        return dialog
+
+    def changed(self, dialog) -> None:
+        pass
+
+    async def flush(self) -> None:
+        pass
+
+
+def test_a_survivor_without_room_for_all_leaves_them_to_others_then_takes_what_fits(redis_url):
+    import asyncio
+
+    from mediad.pool import NODES_KEY
+    from mediad.state import dialog_key
+    from mediad.takeover import MOVED_KEY, PATIENCE, Takeover, lock_key
+
+    async def run() -> None:
+        survivor = Survivor(redis_url, capacity=2)
+        takeover = Takeover(survivor)
+        redis = survivor.store.redis
+        try:
+            for dialog in ("d1", "d2", "d3"):
+                await survivor.store.save(dialog, document(dialog) | {"node": "dead"})
+            await redis.sadd(NODES_KEY, "dead", "s")
+            await redis.set("e2ae:pool:{pool}:node:s", "{}")
+            assert await takeover.dead() == ["dead"]
+            for _ in range(PATIENCE):
+                assert not await takeover.take("dead")
+                assert await redis.get(lock_key("dead")) is None and survivor.adopted == []
+            await redis.set(lock_key("dead"), "other", px=1000)  # another survivor at work
+            assert not await takeover.take("dead")
+            await redis.delete(lock_key("dead"))
+            assert await takeover.take("dead")
+            assert survivor.adopted == ["d1", "d2"]
+            assert await redis.exists(dialog_key("d3")) == 0  # ended: past capacity
+            assert await redis.smembers(NODES_KEY) == {b"s"} and await redis.get(lock_key("dead")) is None
+            ((_, to),) = json.loads(await redis.hget(MOVED_KEY, "dead"))
+            assert to == f"s@{survivor.config.mediad_control.host}:{survivor.config.mediad_control.port}"
+            assert survivor.metrics.registry.get_sample_value("e2ae_mediad_takeover_dialogs_total",
+                                                             {"result": "capacity"}) == 1
+        finally:
+            await survivor.store.close()
+
+    asyncio.run(run())
