@@ -138,6 +138,8 @@ class Config:
     pool_registry: str = "off"  # on: the mediads registered in Redis (heartbeats)
     pool_cache: float = 1.0  # seconds a worker keeps what it read of the registry
     pool_disable_timeout: float = 10.0  # seconds a node that failed a RESERVE gets no new call
+    pool_takeover: str = "on"  # on: a registered mediad takes over a dead node's dialogs (mediad.takeover)
+    pool_takeover_hook: str = ""  # a command run with {address} before a dead node's address is bound
     # [redis]
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str = ""
@@ -301,6 +303,8 @@ _CONVERTERS = {
     ("pool", "registry"): lambda t, w: _choice(t, w, ("off", "on")),
     ("pool", "cache"): lambda t, w: float(_positive(float, t, w)),
     ("pool", "disable_timeout"): lambda t, w: float(_positive(float, t, w)),
+    ("pool", "takeover"): lambda t, w: _choice(t, w, ("off", "on")),
+    ("pool", "takeover_hook"): lambda t, w: _takeover_hook(t, w),
     ("redis", "url"): lambda t, w: t.strip(),
     ("redis", "password"): lambda t, w: t.strip(),
     ("redis", "dialog_ttl"): lambda t, w: int(_positive(int, t, w)),
@@ -352,6 +356,19 @@ def _pool_nodes(text: str, where: str) -> str:
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return text.strip()
+
+
+def _takeover_hook(text: str, where: str) -> str:
+    import shlex
+
+    value = text.strip()
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if words and not any("{address}" in word for word in words):
+        raise ConfigError(f"{where}: the command must name {{address}}, got {text!r}")
+    return value
 
 
 def _bounded(text: str, where: str, low: int, high: int) -> int:

@@ -58,6 +58,7 @@ from iq import TRANSPORT_UDP_DTLS, TransportSpec
 
 EVENT_DIALOG_EXPIRED = "dialog_expired"
 
+from mediad import takeover
 from mediad.core import datachannel
 from mediad.io import fastpath
 from mediad.proto.certs import Certificate
@@ -150,7 +151,7 @@ class Daemon:
         await self.store.ping()
         secret = self.config.mediad_control_secret.encode() or await self.store.control_secret()
         await self._load_certificate()
-        await self.restore()
+        await (takeover.restore_own(self) if self.config.mediad_node_id else self.restore())
         control = self.config.mediad_control
         self.control = ControlEndpoint(secret, self.serve, self.metrics)
         await self.control.listen(control.host, control.port)
@@ -161,6 +162,8 @@ class Daemon:
         if self.config.mediad_node_id:
             self.heartbeat = Heartbeat(self.config, self.store.redis, lambda: len(self.dialogs))
             self.heartbeat_task = asyncio.ensure_future(self.heartbeat.run(self._heartbeat_failed))
+            if self.config.pool_takeover == "on":
+                self._spawn(takeover.Takeover(self).run())
         if self.config.mediad_metrics is not None:
             m = self.config.mediad_metrics
             self.metrics_server, _ = start_http_server(m.port, addr=m.host, registry=self.metrics.registry)
@@ -603,9 +606,9 @@ class Daemon:
 
     def _reply(self, request: IqRequest, streams: list[Stream]) -> IqReply:
         # What the SDP carries (c=, ICE candidates): the advertised address behind a NAT.
-        a = self.config.mediad_access_advertise or self.config.mediad_access_address
-        c = self.config.mediad_core_advertise or self.config.mediad_core_address
         dialog = self.dialogs.get(request.dialog)
+        home = dialog.home if dialog is not None and dialog.home is not None else takeover.Home.own(self.config)
+        a, c = home.access_sdp, home.core_sdp
         held = dialog.transports if dialog is not None else {}
         transports = [held[t.transport_id].reply(a) for t in request.transports if t.transport_id in held]
         return IqReply(request.dialog, request.transaction, streams=[s.reply(a, c) for s in streams],
@@ -756,7 +759,7 @@ class Daemon:
             while self.pending or self.flush_waiters:
                 waiters, self.flush_waiters = self.flush_waiters, []
                 deletes, saves = self.pending.batch()
-                documents = [(d, self._owned(self.dialogs[d].document())) for d in saves if d in self.dialogs]
+                documents = [(d, self._owned(self.dialogs[d])) for d in saves if d in self.dialogs]
                 self.in_flight = len(deletes) + len(documents)
                 try:
                     if deletes or documents:
@@ -787,10 +790,13 @@ class Daemon:
             self.in_flight = 0
             self.writing = False
 
-    def _owned(self, document: dict[str, Any]) -> dict[str, Any]:
-        """In a pool, a dialog's document names its node: a restarted node reloads its own only."""
+    def _owned(self, dialog: Dialog) -> dict[str, Any]:
+        """The dialog's document; in a pool it names its node (a restarted node reloads its own
+        only) and the addresses its ports are bound on (a survivor binds them: mediad.takeover)."""
+        document = dialog.document()
         if self.config.mediad_node_id:
             document["node"] = self.config.mediad_node_id
+            document["home"] = (dialog.home or takeover.Home.own(self.config)).to_dict()
         return document
 
     async def _publish(self, event: dict[str, Any]) -> None:
@@ -810,21 +816,31 @@ class Daemon:
     async def restore(self) -> None:
         """Reload every dialog in Redis of this node: same ports, SRTP from the stored keys."""
         assert self.store is not None and self.loop is not None
-        ttl = self.config.redis_dialog_ttl
         for document, remaining in await self.store.load_all():
             if document.get("node", "") != self.config.mediad_node_id:
                 continue  # another node's dialog (mediad.pool)
-            try:
-                dialog = await self._restore_dialog(document)
-            except (E2aeError, KeyError, TypeError, ValueError) as exc:
-                log.warning("dialog %s not restored: %s", str(document.get("dialog"))[:64], exc)
-                continue
-            # It expires when its document does (remaining: the document's TTL left, in s).
-            dialog.refreshed_at = self.loop.time() - max(0.0, ttl - remaining) if remaining is not None else \
-                self.loop.time()
-            self.dialogs[dialog.id] = dialog
-            self.metrics.restored_sessions.inc()
+            await self.adopt(document, remaining)
         self.metrics.sessions_active.set(len(self.dialogs))
+
+    async def adopt(self, document: dict[str, Any], remaining: float | None) -> Dialog | None:
+        """One dialog from its document (``remaining``: its TTL left, in s), held from now on;
+        None when it cannot be restored (logged).  A restart's, and a takeover's (mediad.takeover)."""
+        assert self.loop is not None
+        try:
+            home = takeover.Home.of(document, self.config)  # None: this node's own addresses
+            with self.access_pool.adopting(home and home.access), self.core_pool.adopting(home and home.core):
+                dialog = await self._restore_dialog(document)
+        except (E2aeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("dialog %s not restored: %s", str(document.get("dialog"))[:64], exc)
+            return None
+        dialog.home = home
+        # It expires when its document does.
+        ttl = self.config.redis_dialog_ttl
+        dialog.refreshed_at = self.loop.time() - max(0.0, ttl - remaining) if remaining is not None else \
+            self.loop.time()
+        self.dialogs[dialog.id] = dialog
+        self.metrics.restored_sessions.inc()
+        return dialog
 
     async def _restore_dialog(self, document: dict[str, Any]) -> Dialog:
         dialog = Dialog(self, str(document["dialog"]))

@@ -81,19 +81,20 @@ class Component(enum.Enum):
 _CONNECT = "+ping +role +cluster|slots +cluster|shards +cluster|nodes +cluster|myid"
 _SCRIPTS = "+evalsha +script|load +time"
 _SECRET = f"%R~{CONTROL_SECRET_KEY}"
-_POOL = "~e2ae:pool:*"  # the pool of mediads (mediad.pool): node records, the drain set
+_POOL = "~e2ae:pool:*"  # the pool of mediads (mediad.pool): node records, the drain set, takeovers (mediad.takeover)
 
 ACL_RULES: dict[Component, str] = {
     # The plugin's scripts (get/set/del/exists/expire inside), its plain calls, the events.
     Component.PLUGIN: (f"{_CONNECT} {_SCRIPTS} +get +set +del +exists +expire +subscribe +unsubscribe "
-                       f"+smembers +mget ~e2ae:alg:* {_SECRET} &{EVENTS_CHANNEL} {_POOL}"),
+                       f"+smembers +mget +hgetall ~e2ae:alg:* {_SECRET} &{EVENTS_CHANNEL} {_POOL}"),
     # mediad: its documents (write-behind, restore by SCAN), the certificate, the secret, events.
-    Component.MEDIAD: (f"{_CONNECT} +get +set +del +scan +pttl +publish +sismember +sadd +srem "
+    Component.MEDIAD: (f"{_CONNECT} +get +set +del +scan +pttl +publish +sismember +sadd +srem +smembers +mget "
+                       f"+hget +hset "
                        f"~{AGW_DIALOG}* ~{CERTIFICATE_KEY} ~{CONTROL_SECRET_KEY} &{EVENTS_CHANNEL} {_POOL}"),
     # e2ae-ctl: lists the plugin's records and, when a call's end event did not release it,
     # releases it as the plugin does (its scripts); reads the secret to ask mediad.
     Component.CTL: (f"{_CONNECT} {_SCRIPTS} +get +mget +set +del +exists +expire +scan +smembers +sadd +srem "
-                    f"~e2ae:alg:* {_SECRET} {_POOL}"),
+                    f"+hgetall ~e2ae:alg:* {_SECRET} {_POOL}"),
 }
 
 

@@ -107,6 +107,7 @@ from sdp_rules.rules import release_request
 from mediad.io.client import IqClient, SecretRefused
 from mediad.redis_client import settings as redis_settings
 from mediad.redis_keys import Component
+from mediad.takeover import EVENT_MEDIA_LOST
 
 from plugin import limits
 from plugin.body import SDP_TYPE, MultipartError, find_sdp, is_multipart, media_type
@@ -539,7 +540,7 @@ class Edge:
             if reserving and self.pool is not None and not record.mediad:
                 record.mediad = self.pool.choose(record.id)
             try:
-                reply = self._ask(plan.iq, record.mediad)
+                reply = self._ask(plan.iq, self._where(record.mediad, record.created))
             except Exception as exc:
                 if reserving:  # an Iq timeout may come after mediad did the work
                     if isinstance(exc, UnavailableError) and self.pool is not None and record.mediad:
@@ -621,6 +622,12 @@ class Edge:
             return self.iq_client.request(request)
         finally:
             self.metrics.iq_latency.labels(request.command.value).observe(time.perf_counter() - started)
+
+    def _where(self, node: str, created: float) -> str:
+        """The node holding a dialog placed on ``node`` and made at ``created`` (its record's):
+        ``node``, or the survivor that took its dialogs over (plugin.pool).  A record not saved
+        yet (``created`` 0) is being made now."""
+        return self.pool.route(node, created or time.time()) if node and self.pool is not None else node
 
     def _refusal(self, reply: IqReply) -> E2aeError:
         """The error for mediad's error reply (docs/mediad.md): 503 when it is overloaded,
@@ -717,26 +724,27 @@ class Edge:
         """A RESERVE whose outcome cannot be used: release what mediad may hold (retried
         when mediad cannot be reached; the original error is what the caller gets)."""
         try:
-            if self._release_dialog(record.id, CallEvent.REFUSED, record.mediad) in (None, 404):
+            if self._release_dialog(record.id, CallEvent.REFUSED,
+                                    self._where(record.mediad, record.created)) in (None, 404):
                 return
             log.warning("Call-ID %s: mediad refused the release of a failed reserve", record.call_id)
         except UnavailableError as exc:
             log.warning("Call-ID %s: release of a failed reserve failed, to be retried: %s",
                         record.call_id, exc.reason)
             self._retry(PendingRelease(record.call_id, (record.caller_tag,), CallEvent.REFUSED, dialog=record.id,
-                                       mediad=record.mediad))
+                                       mediad=record.mediad, created=record.created or time.time()))
 
     def _release_media(self, record: DialogRecord, event: CallEvent, wait: bool) -> None:
         if not record.rules.data.get("agw"):
             return
         client = self.iq_client
         if record.mediad and self.pool is not None:
-            client = self.pool.client(record.mediad)  # the dialog's node
+            client = self.pool.client(self._where(record.mediad, record.created))  # the dialog's node
         send = None if wait else getattr(client, "send", None)
         if send is not None:
             # Not waited for: a refusal or a lost answer comes back through take_outbox.
             pending = PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id,
-                                     mediad=record.mediad)
+                                     mediad=record.mediad, created=record.created or time.time())
             try:
                 send(release_request(record.id, self._release_tx(record.id, event)), pending)
             except UnavailableError as exc:
@@ -745,13 +753,13 @@ class Edge:
                 self._retry(pending)
             return
         try:
-            if self._release_dialog(record.id, event, record.mediad) not in (None, 404):
+            if self._release_dialog(record.id, event, self._where(record.mediad, record.created)) not in (None, 404):
                 log.warning("Call-ID %s: mediad refused the release (%s)", record.call_id, event.value)
         except UnavailableError as exc:
             log.warning("Call-ID %s: mediad release (%s) failed, to be retried: %s", record.call_id,
                         event.value, exc.reason)
             self._retry(PendingRelease(record.call_id, (record.caller_tag,), event, dialog=record.id,
-                                       mediad=record.mediad))
+                                       mediad=record.mediad, created=record.created or time.time()))
 
     def _retry(self, pending: PendingRelease) -> None:
         if not pending.next_at:
@@ -763,7 +771,7 @@ class Edge:
         this try released something: False when another path had done it already).
         UnavailableError when mediad still cannot be reached."""
         if pending.dialog:
-            code = self._release_dialog(pending.dialog, pending.event, pending.mediad)
+            code = self._release_dialog(pending.dialog, pending.event, self._where(pending.mediad, pending.created))
             if code not in (None, 404):
                 log.warning("Call-ID %s: mediad refused the release of dialog %s (error %s)", pending.call_id,
                             pending.dialog, code)
@@ -777,8 +785,10 @@ class Edge:
         return replace(left[0], attempts=pending.attempts, next_at=pending.next_at), released
 
     def on_event(self, event: dict) -> bool:
-        """An event from mediad: a DTLS failure ends the call (policy "bye"); True when
-        this released it."""
+        """An event from mediad: a DTLS failure ends the call (policy "bye"), and so does a
+        dialog whose dead node's media could not be taken over; True when this released it."""
+        if event.get("event") == EVENT_MEDIA_LOST:
+            return self._media_lost(event)
         if event.get("event") != EVENT_DTLS_FAILED:
             return False
         reason = str(event.get("reason", "unknown"))[:40]
@@ -800,6 +810,21 @@ class Edge:
                     extra={"call_id": record.call_id, "dialog": record.id, "stream": event.get("stream_id"),
                            "leg": "access", "event": "dtls_failed", "reason": reason})
         return self.release_record(record, CallEvent.DTLS_FAILED)
+
+    def _media_lost(self, event: dict) -> bool:
+        reason = str(event.get("reason", "unknown"))[:40]
+        try:
+            record = self.store.get(str(event.get("dialog", "")))
+        except UnavailableError as exc:
+            log.warning("media of dialog %s lost (%s), state unreadable: %s", event.get("dialog"), reason,
+                        exc.reason)
+            return False
+        if record is None:
+            return False
+        log.warning("Call-ID %s: its media node died and its media could not be taken over (%s): ending the call",
+                    record.call_id, reason, extra={"call_id": record.call_id, "dialog": record.id,
+                                                   "event": EVENT_MEDIA_LOST, "reason": reason})
+        return self.release_record(record, CallEvent.MEDIA_LOST)
 
     def answer_failed(self, call_id: str, tags: tuple[str, ...]) -> bool:
         """A 2xx (or an ACK) whose answer could not be converted went on unchanged: the

@@ -82,6 +82,7 @@ class CallEvent(str, Enum):
     TIMEOUT = "timeout"  # the dialog module's timeout
     OPERATOR = "operator"  # ended by the operator (e2ae-ctl end: the dialog module's BYEs, over RPC)
     DTLS_FAILED = "dtls_failed"  # mediad: the DTLS handshake of a stream failed
+    MEDIA_LOST = "media_lost"  # mediad: the dialog's node died and its media could not be taken over
     REFUSED = "refused"  # a message the edge applied could not go on (its body not set, relay failed)
     HUNG_UP = "hung_up"  # the queued BYEs were sent
     GONE = "gone"  # the dialog ended before its queued BYEs could be sent
@@ -111,6 +112,7 @@ def _table() -> dict[tuple[CallState, CallEvent], tuple[tuple[Action, ...], Call
         (CallState.ENDED, CallEvent.TIMEOUT): ((), CallState.ENDED),
         (CallState.ENDED, CallEvent.OPERATOR): ((), CallState.ENDED),
         (CallState.ENDED, CallEvent.DTLS_FAILED): ((), CallState.ENDED),
+        (CallState.ENDED, CallEvent.MEDIA_LOST): ((), CallState.ENDED),
         (CallState.ENDED, CallEvent.REFUSED): ((), CallState.ENDED),
         # A 2xx whose answer cannot be applied to a released call (DTLS failed before
         # the 2xx, a record lost): the call has no media, so it is ended all the same.
@@ -120,7 +122,7 @@ def _table() -> dict[tuple[CallState, CallEvent], tuple[tuple[Action, ...], Call
     for state in _LIVE:
         # The call has no usable media any more: released now, its BYEs queued (a call
         # not confirmed yet has no callee to end: its failure ends it, or its 2xx fails).
-        for event in (CallEvent.ANSWER_FAILED, CallEvent.DTLS_FAILED, CallEvent.REFUSED):
+        for event in (CallEvent.ANSWER_FAILED, CallEvent.DTLS_FAILED, CallEvent.MEDIA_LOST, CallEvent.REFUSED):
             t[(state, event)] = (_END_NOW, CallState.ENDING)
         for event in (CallEvent.FAILURE, CallEvent.BYE, CallEvent.TIMEOUT, CallEvent.OPERATOR):
             t[(state, event)] = ((Action.RELEASE,), CallState.ENDED)
@@ -265,6 +267,7 @@ class PendingRelease:
     attempts: int = 0
     next_at: float = 0.0
     mediad: str = ""  # the dialog's media node in a pool ("id@host:port"); "": [mediad] control
+    created: float = 0.0  # when the dialog's record was made (a survivor of its node may hold it: plugin.pool)
 
     @property
     def key(self) -> str:
@@ -276,7 +279,7 @@ class PendingRelease:
         if attempts >= RELEASE_ATTEMPTS:
             return None
         return PendingRelease(self.call_id, self.tags, self.event, self.dialog, attempts,
-                              now + retry_delay(attempts), self.mediad)
+                              now + retry_delay(attempts), self.mediad, self.created)
 
     def to_value(self) -> str:
         doc = asdict(self)
@@ -288,7 +291,7 @@ class PendingRelease:
         doc = json.loads(value)
         return cls(str(doc["call_id"]), tuple(str(t) for t in doc["tags"]), CallEvent(doc["event"]),
                    str(doc.get("dialog", "")), int(doc.get("attempts", 0)), float(doc.get("next_at", 0.0)),
-                   str(doc.get("mediad", "")))
+                   str(doc.get("mediad", "")), float(doc.get("created", 0.0)))
 
 
 __all__ = ["ACK_WAIT_S", "BYE_HOLD_S", "EARLY_WAIT_S", "RELEASE_ATTEMPTS", "TABLE", "Action", "CallEvent",

@@ -22,7 +22,7 @@ Names (documented in the README):
 * ``e2ae_plugin_sip_errors_total{status}``: SIP errors the plugin answered
   (400, 413, 415, 488, 500, 503).
 * ``e2ae_plugin_releases_total{reason}``: dialogs released (bye, failure,
-  timeout, operator, dtls_failed, answer_failed, refused).
+  timeout, operator, dtls_failed, media_lost, answer_failed, refused).
 * ``e2ae_plugin_dtls_failures_total{reason}``: DTLS failure events received
   from mediad.
 * ``e2ae_plugin_call_transitions_total{state, event, next}``: the call
@@ -66,7 +66,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 # (a series born at 1 shows no increase); others appear when first counted.
 SIDES = ("access", "core")
 ERROR_STATUSES = ("400", "413", "415", "488", "500", "503")
-RELEASE_REASONS = ("bye", "failure", "timeout", "operator", "dtls_failed", "answer_failed", "refused")
+RELEASE_REASONS = ("bye", "failure", "timeout", "operator", "dtls_failed", "media_lost", "answer_failed",
+                   "refused")
 DTLS_FAILURE_REASONS = ("fingerprint_mismatch", "timeout", "protocol_error")
 CALL_OUTCOMES = ("200",) + ERROR_STATUSES
 

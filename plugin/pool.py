@@ -27,7 +27,11 @@ one MGET of the records), so a call costs no Redis round trip of its own in
 the common case, and keeps one Iq client per node, created on first use.  A
 dialog's record keeps its node as ``id@host:port`` (``DialogRecord.mediad``):
 every later Iq of the dialog (MODIFY, RELEASE, the release retry queue,
-e2ae-ctl's release) goes there, whatever the registry says by then.
+e2ae-ctl's release) goes there, whatever the registry says by then, unless
+the node died and a survivor took its dialogs over (``mediad.takeover``): the
+registry read also reads where dead nodes' dialogs went (the ``moved`` hash,
+in the same round trip), and :meth:`Pool.route` sends a dialog made before
+its node's move to the survivor (:func:`mediad.takeover.resolve`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from sdp_rules.errors import UnavailableError
 
 from mediad.config import HostPort
 from mediad.pool import DRAINING_KEY, NODES_KEY, Node, NodeState, node_key, parse_nodes, parse_ref
+from mediad.takeover import MOVED_KEY, Moves, parse_moves, resolve
 
 log = logging.getLogger("plugin.pool")
 
@@ -130,6 +135,7 @@ class Pool:
         self.retry_after = config.plugin_retry_after
         self._nodes: list[Node] = list(self.listed)
         self._draining: frozenset[str] = frozenset()
+        self._moves: Moves = {}
         self._read_at: float | None = None
         self._disabled: dict[str, float] = {}
         self._clients: dict[str, object] = {}
@@ -151,7 +157,8 @@ class Pool:
             pipe = redis.pipeline(transaction=False)
             pipe.smembers(DRAINING_KEY)
             pipe.smembers(NODES_KEY)
-            draining, ids = pipe.execute()
+            pipe.hgetall(MOVED_KEY)
+            draining, ids, moves = pipe.execute()
             ids = sorted(_text(i) for i in ids)
             records = read_records(redis.mget([node_key(i) for i in ids])) if ids else []
         except Exception as exc:  # redis-py's errors: keep the last view, read again at the next call
@@ -159,6 +166,7 @@ class Pool:
             self._read_at = now
             return
         self._draining = frozenset(_text(d) for d in draining)
+        self._moves = parse_moves(moves)
         self._nodes = candidates(self.listed, records, self.registry)
         self._read_at = now
         if self.metrics is not None:
@@ -188,6 +196,14 @@ class Pool:
         self._disabled[node_id] = self.clock() + self.config.pool_disable_timeout
         log.warning("media node %s unreachable: no new calls there for %.0f s", node_id,
                     self.config.pool_disable_timeout)
+
+    def route(self, ref: str, created: float) -> str:
+        """Where the dialog placed on ``ref`` and made at ``created`` (its record's, wall clock)
+        is now: ``ref``, or the survivor that took it over."""
+        if not ref:
+            return ref
+        self.nodes()  # the view (and the moves), read again when older than [pool] cache
+        return resolve(ref, created, self._moves)
 
     # -- the Iq clients ----------------------------------------------------------------
     def client(self, ref: str):

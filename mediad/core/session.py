@@ -357,6 +357,7 @@ class Dialog:
         loop = owner.loop
         self.refreshed_at = loop.time() if loop is not None else 0.0  # expiry: the daemon's _expire_idle
         self.traffic_seen = 0  # access traffic counted at the last refresh
+        self.home = None  # mediad.takeover.Home: the addresses of a dialog taken over from a dead node
 
     def traffic(self) -> int:
         """Authenticated packets received on the access side so far (both packet paths)."""

@@ -9,13 +9,23 @@ pools of several daemons, or other programs, may share a range.  A group is
 port, RTCP on the next one: RFC 3550 section 11).  Allocation is
 all-or-nothing and bounded: after ``len(range)`` candidates it raises
 :class:`NoPortsError` (503).  ``claim`` re-binds one exact port (restart).
+
+A dialog taken over from a dead node of the pool (``mediad.takeover``) keeps
+the ports it had on that node's address: inside ``adopting(address)``,
+``claim`` and ``bind_tcp`` bind on ``address`` instead, and count the port as
+adopted rather than as one of this address's.  ``release`` gives back an
+adopted port first: a port number held both here and adopted elsewhere is
+released twice, once each, whichever goes first (until then an allocation
+here skips it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import random
 import socket
+from collections import Counter
 
 from sdp_rules.errors import E2aeError
 
@@ -31,14 +41,28 @@ class PortPool:
         self.address = address
         self.range = ports
         self.in_use: set[int] = set()
+        self.adopted: Counter[int] = Counter()  # ports held on another node's address (mediad.takeover)
+        self._adopting: str | None = None
         self._next = random.randint(ports.first, ports.last)
 
-    def _bind(self, port: int, kind: int = socket.SOCK_DGRAM) -> socket.socket:
+    @contextlib.contextmanager
+    def adopting(self, address: str | None):
+        """Within: ``claim`` and ``bind_tcp`` bind on ``address`` (None: this pool's own)."""
+        if address is None or address == self.address:
+            yield
+            return
+        self._adopting = address
+        try:
+            yield
+        finally:
+            self._adopting = None
+
+    def _bind(self, port: int, kind: int = socket.SOCK_DGRAM, address: str | None = None) -> socket.socket:
         sock = socket.socket(socket.AF_INET, kind | socket.SOCK_NONBLOCK)
         try:
             if kind == socket.SOCK_STREAM:  # a listener re-bound after a restart: TIME_WAIT
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.address, port))
+            sock.bind((address or self.address, port))
         except OSError:
             sock.close()
             raise
@@ -59,7 +83,7 @@ class PortPool:
             if self._next > last:
                 self._next = first
             group = range(port, port + count)
-            if any(p in self.in_use for p in group):
+            if any(p in self.in_use or p in self.adopted for p in group):
                 continue
             sockets: list[socket.socket] = []
             try:
@@ -78,22 +102,32 @@ class PortPool:
         raise NoPortsError(f"no free group of {count} port(s) in {self.address} {self.range}")
 
     def claim(self, port: int, kind: int = socket.SOCK_DGRAM) -> socket.socket:
-        """Bind one exact port again (restart); raises NoPortsError when taken."""
-        if port in self.in_use:
+        """Bind one exact port again (restart, takeover); raises NoPortsError when taken."""
+        address = self._adopting
+        if address is None and port in self.in_use:
             raise NoPortsError(f"port {port} is already in use here")
         try:
-            sock = self._bind(port, kind)
+            sock = self._bind(port, kind, address)
         except OSError as exc:
-            raise NoPortsError(f"cannot re-bind {self.address}:{port}: {exc.strerror}") from None
-        self.in_use.add(port)
+            raise NoPortsError(f"cannot re-bind {address or self.address}:{port}: {exc.strerror}") from None
+        if address is None:
+            self.in_use.add(port)
+        else:
+            self.adopted[port] += 1
         return sock
 
     def bind_tcp(self, port: int) -> socket.socket:
         """A TCP socket on a port this pool holds for UDP (ICE-TCP after a restart); NoPortsError if taken."""
         try:
-            return self._bind(port, socket.SOCK_STREAM)
+            return self._bind(port, socket.SOCK_STREAM, self._adopting)
         except OSError as exc:
-            raise NoPortsError(f"cannot bind TCP {self.address}:{port}: {exc.strerror}") from None
+            raise NoPortsError(f"cannot bind TCP {self._adopting or self.address}:{port}: {exc.strerror}") \
+                from None
 
     def release(self, port: int) -> None:
+        if self.adopted[port] > 0:
+            self.adopted[port] -= 1
+            if not self.adopted[port]:
+                del self.adopted[port]
+            return
         self.in_use.discard(port)

@@ -259,3 +259,52 @@ def test_a_release_not_waited_for_goes_to_the_dialogs_node_and_its_failure_is_re
     assert edge.iq_client.sent == [] and nodes["127.0.0.11"].sent == []
     (pending,) = [p for p in edge.take_outbox() if isinstance(p, PendingRelease)]
     assert pending.mediad == "c@127.0.0.13:2223" and pending.dialog
+
+
+def test_a_dead_nodes_dialog_follows_it_to_the_survivor_and_one_placed_after_its_return_stays(
+        store, metrics_registry):
+    from mediad.takeover import MOVED_KEY
+
+    register(store.redis, "a")
+    register(store.redis, "b")
+    clock = Clock()
+    nodes = agws()
+    edge, pool = make(store, metrics_registry, nodes, clock=clock, values=[0.0] * 10)
+    assert not edge.handle(msg(SECURE_OFFER)).failed  # on "a" (the draw's first)
+    assert record_of(store)["mediad"] == "a@127.0.0.11:2223"
+    store.redis.delete(node_key("a"))  # a dies; b takes its dialogs over
+    moved_at = record_of(store)["created"] + 1
+    store.redis.hset(MOVED_KEY, "a", json.dumps([[moved_at, "b@127.0.0.12:2223"]]))
+    register(store.redis, "a")  # ... and a comes back, with the same id
+    clock.now += 1  # past [pool] cache: the moves are read with the registry
+    edge.handle(msg(PLAIN_ANSWER, request=False, side=Side.CORE, to_tag="t1", status=200))
+    assert edge.release("call-1", ("ftag", "t1"), CallEvent.BYE)
+    assert [r.command for r in nodes["127.0.0.11"].requests] == [Command.RESERVE]
+    assert [r.command for r in nodes["127.0.0.12"].requests] == [Command.MODIFY, Command.RELEASE]
+    # A dialog made after the move, on "a" again: its requests go there.
+    nodes["127.0.0.11"].requests.clear()
+    nodes["127.0.0.12"].requests.clear()
+    store.redis.hset(MOVED_KEY, "a", json.dumps([[moved_at - 3600, "b@127.0.0.12:2223"]]))
+    clock.now += 1
+    assert not edge.handle(replace(msg(SECURE_OFFER), call_id="call-2")).failed
+    assert edge.release("call-2", ("ftag",), CallEvent.FAILURE)
+    assert [r.command for r in nodes["127.0.0.11"].requests] == [Command.RESERVE, Command.RELEASE]
+    assert nodes["127.0.0.12"].requests == []
+    store.redis.delete(MOVED_KEY)
+
+
+def test_media_lost_in_a_takeover_ends_the_call_with_a_bye_each_way(store, metrics_registry):
+    from plugin.lifecycle import EndRequest
+
+    register(store.redis, "a")
+    nodes = agws()
+    edge, pool = make(store, metrics_registry, nodes, values=[0.0])
+    assert not edge.handle(msg(SECURE_OFFER)).failed
+    edge.handle(msg(PLAIN_ANSWER, request=False, side=Side.CORE, to_tag="t1", status=200))
+    dialog = record_of(store)["id"]
+    assert not edge.on_event({"event": "media_lost", "dialog": "unknown", "reason": "sctp"})
+    assert edge.on_event({"event": "media_lost", "dialog": dialog, "reason": "sctp"})
+    (end,) = [item for item in edge.take_outbox() if isinstance(item, EndRequest)]
+    assert (end.call_id, end.from_tag, end.to_tag, end.event) == ("call-1", "ftag", "t1", CallEvent.MEDIA_LOST)
+    assert store.redis.keys(DIALOG_PREFIX + "*") == []
+    assert metrics_registry.get_sample_value("e2ae_plugin_releases_total", {"reason": "media_lost"}) == 1

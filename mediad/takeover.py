@@ -1,0 +1,390 @@
+"""A survivor takes over the dialogs of a dead mediad of the pool, on its floating address.
+
+A node of the pool (``mediad.pool``) that dies (killed, host lost) leaves its
+dialog documents in Redis, each naming the node and the addresses its ports
+are bound on (``home``: access and core, bind and SDP addresses).  Where those
+addresses can move to another host (a floating address: keepalived, a cloud
+API, or any 127.x address on one machine), a survivor binds them, reloads each
+dialog with the same code as a restart (``mediad.daemon.Daemon.adopt``: same
+ports, same ICE credentials, SRTP from the stored keys, no new DTLS handshake,
+RFC 5764 section 4.1.2: the keys are those of the association the peers
+hold), and the peers' media goes on as if nothing happened: nothing is sent
+to either side.
+
+Keys (the pool's hash tag, ``{pool}``):
+
+* ``e2ae:pool:{pool}:takeover:<id>``: who is taking over node ``<id>``'s
+  dialogs, ``SET NX PX`` :data:`LOCK_TTL_MS` by the node that wins it, deleted
+  when it is done.  A node starting with ``<id>`` takes the same lock before it
+  reloads its own dialogs, so a node back from the dead and a survivor never
+  both bind its ports: the second to come finds the documents rewritten.
+* ``e2ae:pool:{pool}:moved``: a hash, node id → JSON list of ``[at, ref]``
+  (wall-clock seconds, ``id@host:port`` of the survivor), oldest first, the
+  last :data:`MOVES_KEPT`: where the dialogs of a node went, and when.  The
+  plugin sends a dialog's later Iqs to the survivor when the dialog's record
+  was made before ``at`` (:func:`resolve`); a dialog placed on the node after
+  it came back (same id) stays there.
+
+Who is dead: an id in the registry's set of nodes (``e2ae:pool:{pool}:nodes``)
+whose record expired.  A clean stop (drained or not) removes the id from the
+set, so a stopped node's dialogs wait for its restart; a killed one's do not.
+
+What does not move (:func:`unmovable`); the whole dialog is then released and
+an ``media_lost`` event (:data:`EVENT_MEDIA_LOST`) asks the plugin to end it
+with a BYE each way:
+
+* a data-channel association (``sctp`` and its ``dc_channel`` streams): the
+  SCTP association (RFC 4960 section 5: verification tags, TSNs, stream
+  sequence numbers, the congestion and retransmission state) lives in
+  usrsctp's memory and mediad keeps no image of it; a restarted mediad does
+  not restore it either (``mediad.core.datachannel``).  The DTLS association under
+  it would move, the SCTP one above it cannot;
+* DTLS-SRTP over TCP (``srtp_tcp``, or ICE-TCP, RFC 4571/6544): the TCP
+  connection's sequence numbers and windows are the dead kernel's; the
+  survivor's kernel answers the peer's next segment with a RST;
+* a dialog its document does not place (no ``home``: written before
+  takeover existed), and dialogs past the survivor's ``capacity``: a
+  survivor without room for all of a dead node's dialogs leaves them to the
+  others for :data:`PATIENCE` rounds; if none took them by then, it takes what
+  fits and ends the rest.  A survivor takes over one dead node per round.
+
+SRTP over UDP (RFC 5764), bundled or not, moves.
+
+* T.38 once its DTLS association is up (UDPTL over DTLS over UDP, RFC 7345):
+  its UDPTL packets are DTLS application data, protected by the record layer
+  of the OpenSSL connection (keys, epoch, sequence numbers, RFC 6347 section
+  4.1), which the document does not hold (for SRTP the document holds the
+  exported SRTP keys, which is all the media needs).  Moving it would take
+  the record keys and the write sequence number in the document
+  (``mediad.dtls_record.RecordProtection`` derives them; the survivor would
+  jump the sequence number forward, which the peer's replay window accepts,
+  RFC 6347 section 4.1.2.6); a restarted mediad cannot continue it either;
+
+Theory of operation: :class:`Home`, :func:`dead_nodes`, :func:`unmovable`,
+:func:`plan`, :func:`resolve` and :func:`add_move` are pure.  :class:`Takeover`
+is the asyncio shell of one mediad: every heartbeat it reads the registry and
+takes over each dead node it wins the lock of; :func:`restore_own` is a
+starting node's reload under its own lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from prometheus_client import Counter, Histogram
+
+from mediad.pool import NODES_KEY, POOL_PREFIX, node_key
+
+log = logging.getLogger("mediad.takeover")
+
+LOCK_PREFIX = POOL_PREFIX + "takeover:"
+MOVED_KEY = POOL_PREFIX + "moved"
+LOCK_TTL_MS = 30_000  # a takeover (or a start's reload) longer than this loses its lock
+MOVES_KEPT = 8
+HOOK_TIMEOUT = 10.0  # seconds [pool] takeover_hook may take
+PATIENCE = 3  # rounds a survivor without room for all of a dead node's calls leaves them to others
+EVENT_MEDIA_LOST = "media_lost"  # a dialog whose media could not be taken over: the plugin ends it
+
+
+def lock_key(node_id: str) -> str:
+    return LOCK_PREFIX + node_id
+
+
+class Lost(enum.Enum):
+    """Why a dead node's dialog was not taken over (the event's reason, a metric label)."""
+
+    SCTP = "sctp"  # a data-channel association (usrsctp state is not serialisable)
+    TCP = "tcp"  # DTLS over TCP (the connection dies with its host's kernel)
+    T38 = "t38"  # UDPTL in DTLS records (the record layer's state is OpenSSL's, not in Redis)
+    NO_HOME = "no_home"  # its document does not say where its ports are
+    CAPACITY = "capacity"  # the survivor is full
+    ADDRESS = "address"  # the hook could not move an address, or a port could not be bound
+
+
+@dataclass(frozen=True)
+class Home:
+    """The addresses a dialog's ports are bound on, and those the SDP names (NAT)."""
+
+    access: str
+    core: str
+    access_sdp: str
+    core_sdp: str
+
+    @classmethod
+    def own(cls, config) -> "Home":
+        return cls(config.mediad_access_address, config.mediad_core_address,
+                   config.mediad_access_advertise or config.mediad_access_address,
+                   config.mediad_core_advertise or config.mediad_core_address)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"access": self.access, "core": self.core, "access_sdp": self.access_sdp, "core_sdp": self.core_sdp}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "Home":
+        """ValueError naming what is missing."""
+        try:
+            return cls(str(doc["access"]), str(doc["core"]), str(doc.get("access_sdp") or doc["access"]),
+                       str(doc.get("core_sdp") or doc["core"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"dialog home without {exc}") from None
+
+    @classmethod
+    def of(cls, document: dict[str, Any], config) -> "Home | None":
+        """Where a document's ports are, None when they are this node's own addresses (or it does not say)."""
+        raw = document.get("home")
+        if not raw:
+            return None
+        home = cls.from_dict(raw)
+        return None if home == cls.own(config) else home
+
+    def addresses(self) -> list[str]:
+        return list(dict.fromkeys((self.access, self.core)))
+
+
+def dead_nodes(ids: Iterable[str], alive: Iterable[str], me: str) -> list[str]:
+    """The registered ids (``ids``) whose record expired (not in ``alive``; not ``me``), in order."""
+    alive = set(alive)
+    return sorted(i for i in set(ids) if i not in alive and i != me)
+
+
+def unmovable(document: dict[str, Any]) -> Lost | None:
+    """Why this dialog cannot move to another host (None: it can); see the module."""
+    if not document.get("home"):
+        return Lost.NO_HOME
+    for sdoc in document.get("streams") or []:
+        kind = sdoc.get("kind")
+        if kind in ("sctp", "dc_channel"):
+            return Lost.SCTP
+        if kind == "srtp_tcp":
+            return Lost.TCP
+        channels = ((sdoc.get("access") or {}).get("channels") or {}).values()
+        if kind == "t38" and any(c.get("state") == "established" for c in channels):
+            return Lost.T38
+        # Keys but no peer address: the association ran over an accepted TCP connection.
+        if any(c.get("srtp_keys") and not c.get("peer") for c in channels):
+            return Lost.TCP
+    return None
+
+
+def plan(documents: list[dict[str, Any]], room: int | None) -> tuple[list[dict[str, Any]], list[tuple[dict, Lost]]]:
+    """(the documents to take over, those to end and why); ``room``: sessions the survivor
+    may add (None: no limit).  Taken in dialog id order, so every survivor would pick the same."""
+    take: list[dict[str, Any]] = []
+    end: list[tuple[dict, Lost]] = []
+    for document in sorted(documents, key=lambda d: str(d.get("dialog", ""))):
+        reason = unmovable(document)
+        if reason is None and room is not None and len(take) >= room:
+            reason = Lost.CAPACITY
+        if reason is None:
+            take.append(document)
+        else:
+            end.append((document, reason))
+    return take, end
+
+
+Moves = dict[str, list[tuple[float, str]]]
+
+
+def parse_moves(raw: dict) -> Moves:
+    """The ``moved`` hash as read (bytes or str); a broken entry is skipped."""
+    out: Moves = {}
+    for key, value in (raw or {}).items():
+        node = key.decode() if isinstance(key, bytes) else str(key)
+        try:
+            out[node] = sorted((float(at), str(ref)) for at, ref in json.loads(value))
+        except (ValueError, TypeError):
+            log.warning("moved entry of node %s skipped: unreadable", node[:64])
+    return out
+
+
+def add_move(history: list[tuple[float, str]], at: float, ref: str) -> list[tuple[float, str]]:
+    """A node's history with one more move, oldest first, the last MOVES_KEPT."""
+    return sorted([*history, (at, ref)])[-MOVES_KEPT:]
+
+
+def resolve(ref: str, created: float, moves: Moves, hops: int = 16) -> str:
+    """Where the dialog of ``ref`` made at ``created`` (wall clock) is now.
+
+    The first move of its node after ``created`` took it; from there, the first
+    move of that node after that one, and so on (a survivor that died too).
+    """
+    at = created
+    for _ in range(hops):
+        node = ref.partition("@")[0]
+        move = next(((when, to) for when, to in moves.get(node, ()) if when > at), None)
+        if move is None:
+            return ref
+        at, ref = move
+    return ref
+
+
+# ---------------------------------------------------------------------------
+# The shell
+# ---------------------------------------------------------------------------
+
+
+class Takeover:
+    """One mediad's watch over the pool, and its takeovers (see the module)."""
+
+    def __init__(self, daemon) -> None:
+        self.daemon = daemon
+        self.config = daemon.config
+        self.me = daemon.config.mediad_node_id
+        self.waited: dict[str, int] = {}  # dead node -> rounds this node left it for lack of room
+        registry = daemon.metrics.registry
+        self.dialogs = Counter("e2ae_mediad_takeover_dialogs_total",
+                               "Dead nodes' dialogs this node took over (result taken) or ended (why not)",
+                               ["result"], registry=registry)
+        self.seconds = Histogram("e2ae_mediad_takeover_seconds",
+                                 "Time of one takeover, from its lock won to every dialog restored and written",
+                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
+        for result in ["taken", *(lost.value for lost in Lost)]:
+            self.dialogs.labels(result)
+
+    @property
+    def redis(self):
+        return self.daemon.store.redis
+
+    async def run(self) -> None:
+        period = self.config.mediad_heartbeat
+        while True:
+            await asyncio.sleep(period)
+            heartbeat = self.daemon.heartbeat
+            if heartbeat is not None and heartbeat.draining:
+                continue  # a draining node takes nothing new, calls of the dead included
+            try:
+                for dead in await self.dead():
+                    if await self.take(dead):
+                        break  # one node per round: the next dead one may go to another survivor
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis's doing, mostly: the next round tries again
+                self.daemon.metrics.redis_errors.inc()
+                log.warning("pool not watched this round: %s: %s", exc.__class__.__name__, exc)
+
+    async def dead(self) -> list[str]:
+        ids = sorted(i.decode() if isinstance(i, bytes) else str(i) for i in await self.redis.smembers(NODES_KEY))
+        if not ids:
+            return []
+        records = await self.redis.mget([node_key(i) for i in ids])
+        return dead_nodes(ids, [i for i, raw in zip(ids, records) if raw is not None], self.me)
+
+    async def take(self, dead: str) -> bool:
+        """Take over ``dead``'s dialogs if this node wins its lock; True when it did."""
+        daemon = self.daemon
+        if not await self.redis.set(lock_key(dead), self.me, nx=True, px=LOCK_TTL_MS):
+            return False
+        started = time.monotonic()
+        at = time.time()
+        try:
+            documents = [(doc, remaining) for doc, remaining in await daemon.store.load_all()
+                         if doc.get("node") == dead and doc.get("dialog")]
+            capacity = self.config.mediad_capacity
+            room = max(0, capacity - len(daemon.dialogs)) if capacity else None
+            remaining_of = {str(doc["dialog"]): remaining for doc, remaining in documents}
+            take, end = plan([doc for doc, _ in documents], room)
+            if any(reason is Lost.CAPACITY for _, reason in end) and self.waited.get(dead, 0) < PATIENCE:
+                self.waited[dead] = self.waited.get(dead, 0) + 1  # a survivor with room may take them all
+                log.info("node %s is dead: no room here for its %d dialog(s), left to another node", dead,
+                         len(documents))
+                return False
+            self.waited.pop(dead, None)
+            moved = await self._move_addresses(take)
+            taken = []
+            for document in take:
+                home = Home.from_dict(document["home"])
+                dialog = None
+                if all(moved.get(address) for address in home.addresses()):
+                    dialog = await daemon.adopt(document, remaining_of[str(document["dialog"])])
+                if dialog is None:
+                    end.append((document, Lost.ADDRESS))
+                    continue
+                daemon.changed(dialog)  # written again, naming this node
+                taken.append(dialog.id)
+            daemon.metrics.sessions_active.set(len(daemon.dialogs))
+            await daemon.flush()
+            history = parse_moves({dead: await self.redis.hget(MOVED_KEY, dead) or "[]"}).get(dead, [])
+            await self.redis.hset(MOVED_KEY, dead, json.dumps(add_move(history, at, self._ref())))
+            for document, reason in end:
+                await self._lose(document, reason)
+            await self.redis.srem(NODES_KEY, dead)
+        finally:
+            if await self.redis.get(lock_key(dead)) == self.me.encode():
+                await self.redis.delete(lock_key(dead))
+        elapsed = time.monotonic() - started
+        self.seconds.observe(elapsed)
+        self.dialogs.labels("taken").inc(len(taken))
+        log.warning("node %s is dead: took over %d of its dialog(s) in %.0f ms, ended %d (%s)", dead, len(taken),
+                    elapsed * 1000, len(end), ", ".join(sorted({r.value for _, r in end})) or "none")
+        return True
+
+    def _ref(self) -> str:
+        control = self.config.mediad_control
+        return f"{self.me}@{control.host}:{control.port}"
+
+    async def _move_addresses(self, documents: list[dict[str, Any]]) -> dict[str, bool]:
+        """Run ``[pool] takeover_hook`` once per address the documents' ports are on; which moved."""
+        addresses = list(dict.fromkeys(a for d in documents for a in Home.from_dict(d["home"]).addresses()))
+        hook = self.config.pool_takeover_hook
+        if not hook:
+            return dict.fromkeys(addresses, True)
+        out = {}
+        for address in addresses:
+            argv = [word.replace("{address}", address) for word in shlex.split(hook)]
+            try:
+                proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
+                try:
+                    code = await asyncio.wait_for(proc.wait(), HOOK_TIMEOUT)
+                except asyncio.TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+                    code = None
+            except OSError as exc:
+                log.error("takeover hook for %s cannot run: %s", address, exc)
+                code = None
+            out[address] = code == 0
+            if code != 0:
+                log.error("takeover hook for %s failed (exit %s): its dialogs are ended", address, code)
+        return out
+
+    async def _lose(self, document: dict[str, Any], reason: Lost) -> None:
+        """A dialog not taken over: its document deleted, the plugin told to end the call."""
+        dialog = str(document["dialog"])
+        await self.daemon.store.delete(dialog)
+        event = {"dialog": dialog, "stream_id": None, "event": EVENT_MEDIA_LOST, "reason": reason.value,
+                 "component": None, "time": round(time.time(), 3)}
+        self.daemon.metrics.events.labels(EVENT_MEDIA_LOST).inc()
+        self.dialogs.labels(reason.value).inc()
+        await self.daemon.store.publish(event)
+        log.warning("dialog %s of a dead node not taken over (%s): the call is ended", dialog, reason.value)
+
+
+async def restore_own(daemon) -> None:
+    """A starting node's reload of its own dialogs, under its takeover lock: while a survivor
+    holds it (taking this node's dialogs over), wait; once it is done, they name the survivor."""
+    redis = daemon.store.redis
+    me = daemon.config.mediad_node_id
+    deadline = time.monotonic() + LOCK_TTL_MS / 1000 + 1
+    waited = False
+    while not await redis.set(lock_key(me), me, nx=True, px=LOCK_TTL_MS):
+        if time.monotonic() > deadline:  # (not reached: the lock expires first)
+            raise RuntimeError(f"node {me}: the takeover lock of this node stays held")
+        if not waited:
+            log.warning("node %s: a survivor is taking over this node's dialogs: waiting for it", me)
+            waited = True
+        await asyncio.sleep(0.2)
+    try:
+        await daemon.restore()
+    finally:
+        await redis.delete(lock_key(me))
+
+
+__all__ = ["EVENT_MEDIA_LOST", "LOCK_PREFIX", "MOVED_KEY", "Home", "Lost", "Takeover", "add_move", "dead_nodes",
+           "lock_key", "parse_moves", "plan", "resolve", "restore_own", "unmovable"]
