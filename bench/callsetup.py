@@ -215,7 +215,7 @@ class System:
             raise RuntimeError(f"kamailio did not start; see {self.workdir}/kamailio.log")
 
     def _mediad_ready(self) -> bool:
-        from mediad.client import IqClient
+        from mediad.io.client import IqClient
         from sdp_rules.errors import UnavailableError
         from iq import Command, IqRequest
 

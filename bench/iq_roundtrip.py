@@ -5,7 +5,7 @@ Theory of operation
 A private Redis and one mediad (``bench.mediad_side.MediadUnderTest``, pinned
 to the relay CPU when the machine has two, this process to the other) are
 started; this process plays
-the plugin with the blocking ``mediad.client.IqClient`` a Kamailio worker
+the plugin with the blocking ``mediad.io.client.IqClient`` a Kamailio worker
 uses (one client, one request at a time, as a worker sends them).  Measured,
 after a warm-up:
 
@@ -37,7 +37,7 @@ from bench.mediad_side import MediadUnderTest
 
 
 def _streams(candidates: int = 0):
-    from sdp_rules.iq import Role, Side, StreamSpec, TerminationSpec
+    from iq import Role, Side, StreamSpec, TerminationSpec
 
     access = TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", rtcp_mux=True, tls_role=Role.SERVER,
                              local_fingerprint_request=True,
@@ -60,7 +60,7 @@ def _figure(samples: list[float], cpu: float | None, client_cpu: float) -> dict:
 
 def measure(n: int = 2000, sizes: tuple[int, ...] = (1000, 2800, 16000, 65536, 200000)) -> dict:
     from sdp_rules.errors import UnavailableError
-    from sdp_rules.iq import Command, IqRequest
+    from iq import Command, IqRequest
 
     with tempfile.TemporaryDirectory(prefix="e2ae-iq-") as workdir:
         cpu = 1 if procs.cpu_count() > 1 else None

@@ -7,7 +7,7 @@ loopback port) and ``python -m mediad --config FILE`` with a configuration
 written for the run: control on a free loopback port with a random
 secret, access and core ports in ranges of their own, metrics off.  Sessions
 go through the production path only: a RESERVE per dialog on the control
-endpoint (``mediad.client.IqClient``), then a real DTLS handshake per access
+endpoint (``mediad.io.client.IqClient``), then a real DTLS handshake per access
 port from ``bench.dtls_peer`` whose certificate fingerprint was given in the
 request; the SRTP keys come out of those handshakes.  There is no
 benchmark-only key path in mediad.
@@ -44,7 +44,7 @@ CORE_PORTS = (57000, 59999)
 
 def available() -> str | None:
     """None when mediad can be benchmarked, else the reason it cannot."""
-    for module in ("mediad.__main__", "mediad.client", "iq"):
+    for module in ("mediad.__main__", "mediad.io.client", "iq"):
         try:
             importlib.import_module(module)
         except Exception as exc:  # a module being written may fail in any way
@@ -84,7 +84,7 @@ class MediadUnderTest:
         return self.proc.pid
 
     def start(self, timeout: float = 20.0) -> None:
-        from mediad.client import IqClient
+        from mediad.io.client import IqClient
 
         self.redis = procs.start(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
                                   "--save", "", "--appendonly", "no"], None, os.path.join(self.workdir, "redis.log"))

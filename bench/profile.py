@@ -60,7 +60,7 @@ APT_FOR = {"perf": "linux-perf"}
 # category any of its frames matches.  The Iq client comes before JSON and AES-GCM (which it uses), Redis
 # before the plugin's state module (which calls it).
 KAMAILIO_CATEGORIES = (
-    ("mediad Iq round trips (client: encode, seal, send, wait, open, decode)", r"[(/]mediad/client\.py"),
+    ("mediad Iq round trips (client: encode, seal, send, wait, open, decode)", r"[(/]mediad/io/client\.py"),
     ("Redis round trips (redis-py, the plugin's scripts)", r"[(/]redis/|hiredis"),
     ("SDP rules (parse, plan, render)", r"[(/]sdp_rules/"),
     ("metrics (prometheus-client)", r"[(/]plugin/metrics\.py|[(/]prometheus_client/"),
@@ -72,9 +72,10 @@ KAMAILIO_CATEGORIES = (
 MEDIAD_CATEGORIES = (
     ("Redis writes (redis-py)", r"[(/]redis/|hiredis"),
     ("control: frames, AES-GCM, JSON, dispatch",
-     r"[(/]mediad/control(wire)?\.py|[(/]iq/(messages|values)\.py|[(/]sdp_rules/iq\.py"),
-    ("sessions and ports (reserve, modify, release)", r"[(/]mediad/(session|ports|state|relay|demux|fastpath)\.py"),
-    ("DTLS, ICE, SRTP set-up", r"[(/]mediad/(dtls|dtls_record|stun|srtp|certs)\.py"),
+     r"[(/]mediad/(io/control|proto/controlwire|proto/iqcodec)\.py|[(/]iq/(messages|values)\.py"),
+    ("sessions and ports (reserve, modify, release)",
+     r"[(/]mediad/(core/session|io/ports|state|core/relay|proto/demux|io/fastpath)\.py"),
+    ("DTLS, ICE, SRTP set-up", r"[(/]mediad/proto/(dtls|dtls_record|stun|srtp|certs)\.py"),
     ("event loop (asyncio, uvloop)", r"[(/]asyncio/|uvloop"),
 )
 # The plugin's KEMI entry points, by the operation a call makes of them.
@@ -140,7 +141,7 @@ def shares(samples: list[tuple[list[str], int]], categories) -> dict[str, float]
 
 
 def leaf_module(frame: str) -> str:
-    """The module of a py-spy frame ``function (path/module.py:line)``: ``json``, ``hmac``, ``mediad/client.py``..."""
+    """The module of a py-spy frame ``function (path/module.py:line)``: ``json``, ``hmac``, ``mediad/io/client.py``..."""
     m = re.search(r"\(([^:()]+):\d+\)$", frame)
     if not m:
         return frame

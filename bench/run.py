@@ -124,7 +124,7 @@ def openssl_libsrtp() -> str | None:
 
 def ensure_native() -> None:
     """Build mediad's native packet path when it is missing or older than its source."""
-    from mediad import fastpath_build
+    from mediad.io import fastpath_build
 
     sources = [os.path.join(REPO, "mediad", name) for name in ("fastpath.c", "fastpath_build.py")]
     built = [os.path.join(REPO, "mediad", n) for n in os.listdir(os.path.join(REPO, "mediad"))

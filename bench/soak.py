@@ -6,7 +6,7 @@ Calls are driven into mediad as the plugin drives them: for each call the SDP
 rules (``sdp_rules.process``) plan the WIC's offer (a WebRTC audio offer with
 ICE, ``a=setup:actpass``: mediad is the DTLS client) and the core's answer, the
 plans' Iq requests go to mediad over its control channel
-(``mediad.client.IqClient``, a worker's client), and the call ends with a
+(``mediad.io.client.IqClient``, a worker's client), and the call ends with a
 RELEASE ``--hold`` seconds after its answer (so about rate x hold calls are
 up at once), ``--rate`` calls a second, ``--round`` calls a round, ``--calls``
 in all.  No media flows (SIPp calls carry none either).
@@ -78,7 +78,7 @@ a=sendrecv\r
 def one_call(client, serial: int, wic_port: int, core_port: int) -> str:
     """The offer and answer of one call, planned by the SDP rules as the plugin plans them; its dialog."""
     from sdp_rules import DialogState, Kind, Side, process
-    from sdp_rules.iq import Command, IqRequest
+    from iq import Command, IqRequest
 
     dialog = f"soak-{serial}-{secrets.token_hex(4)}"
     state = DialogState()
@@ -93,7 +93,7 @@ def one_call(client, serial: int, wic_port: int, core_port: int) -> str:
 
 
 def release(client, dialog: str) -> None:
-    from sdp_rules.iq import Command, IqRequest
+    from iq import Command, IqRequest
 
     reply = client.request(IqRequest(Command.RELEASE, dialog, "release"))
     if reply.error_code is not None:
@@ -132,7 +132,7 @@ def _sinks() -> tuple[list, tuple[int, int]]:
 
 def soak_process(calls: int, rate: float, per_round: int, hold: float) -> dict:
     from bench.mediad_side import MediadUnderTest
-    from sdp_rules.iq import Command, IqRequest
+    from iq import Command, IqRequest
 
     socks, ports = _sinks()
     rows = []
@@ -167,7 +167,7 @@ def soak_process(calls: int, rate: float, per_round: int, hold: float) -> dict:
 
 
 def soak_tracemalloc(calls: int, rate: float, per_round: int, hold: float, top: int = 12) -> None:
-    from mediad.client import IqClient
+    from mediad.io.client import IqClient
     from mediad.config import parse_config
     from mediad.daemon import Daemon
 

@@ -583,7 +583,7 @@ class Runner:
     def _mediad_ready(self, config) -> bool:
         from iq import Command, IqRequest
 
-        from mediad.client import IqClient
+        from mediad.io.client import IqClient
 
         try:
             client = IqClient.from_config(config)

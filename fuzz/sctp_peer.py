@@ -1,6 +1,6 @@
 """The SCTP/DCEP fuzz target's harness: an established association, fed one packet per input.
 
-Two :class:`mediad.sctp.SctpAssociation` objects (``wic`` plays the browser,
+Two :class:`mediad.core.sctp.SctpAssociation` objects (``wic`` plays the browser,
 ``agw`` is mediad's) are connected in memory, as the unit tests connect them,
 with a negotiated channel on SCTP stream 3 (``a=dcmap:3``).  For each input
 a fresh pair is set up (the association is stateful: a finding must replay
@@ -15,7 +15,7 @@ aiortc's verification tags and initial TSNs come from ``random32``; the
 harness replaces it with a counter, so tags and TSNs are the same on every
 run and the seeds (:mod:`fuzz.seeds`) can carry valid TSNs.
 
-What is checked is mediad's glue (:mod:`mediad.sctp`): whatever the packet,
+What is checked is mediad's glue (:mod:`mediad.core.sctp`): whatever the packet,
 nothing escapes ``receive()``, the association's reader task survives while
 the association is not closed, and while it is not, a channel the ALG did not
 negotiate (one opened by DCEP, RFC 8832) does not stay open.
@@ -31,8 +31,8 @@ from google_crc32c import value as crc32c
 
 import aiortc.rtcsctptransport as rtcsctptransport
 
-from mediad.sctp import CLOSED, ESTABLISHED, SctpAssociation
-from sdp_rules.iq import DcMap, Role
+from mediad.core.sctp import CLOSED, ESTABLISHED, SctpAssociation
+from iq import DcMap, Role
 
 SCTP_PORT = 5000
 NEGOTIATED_STREAM = 3

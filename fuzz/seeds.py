@@ -163,7 +163,7 @@ def demux() -> Iterator[bytes]:
 
 def srtp() -> Iterator[bytes]:
     yield from (RTP, RTCP_SR, RTCP_RR)
-    from mediad.srtp import AES_CM_128_HMAC_SHA1_80, SrtpKeys, SrtpTransformer
+    from mediad.proto.srtp import AES_CM_128_HMAC_SHA1_80, SrtpKeys, SrtpTransformer
 
     keys = SrtpKeys(AES_CM_128_HMAC_SHA1_80, bytes(range(16, 32)), bytes(range(14, 28)),
                     bytes(range(16)), bytes(range(14)))
@@ -173,7 +173,7 @@ def srtp() -> Iterator[bytes]:
 
 
 def framing() -> Iterator[bytes]:
-    from mediad.framing import frame
+    from mediad.proto.framing import frame
 
     stream = frame(RTP) + frame(b"") + frame(CLIENT_HELLO_RECORD) + frame(RFC5769_REQUEST)
     for step in (0, 1, 7, 255):
@@ -253,7 +253,7 @@ def t140() -> Iterator[bytes]:
 
 
 def control() -> Iterator[bytes]:
-    from sdp_rules.iq import Command, Fingerprint, IqRequest, Role, Side, StreamSpec, TerminationSpec
+    from iq import Command, Fingerprint, IqRequest, Role, Side, StreamSpec, TerminationSpec
 
     _decode, _authentic, encode, _errors = control_codec()
     access = TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", remote_address="192.0.2.1", remote_port=4000,

@@ -98,7 +98,7 @@ def build_sdp_model() -> Callable[[bytes], None]:
 def build_sdp_rules() -> Callable[[bytes], None]:
     from sdp_rules import ActpassPolicy, DialogState, Kind, Policy, Side, process
     from sdp_rules.errors import PeerError
-    from sdp_rules.iq import IqRequest
+    from iq import IqRequest
     from sdp_rules.sdp import parse
     from sdp_rules.simulated_agw import SimulatedAgw
 
@@ -173,7 +173,7 @@ def build_multipart() -> Callable[[bytes], None]:
 def build_stun() -> Callable[[bytes], None]:
     from aioice import stun as aioice_stun
 
-    from mediad.stun import IceLiteResponder
+    from mediad.proto.stun import IceLiteResponder
 
     def one(data: bytes) -> None:
         for remote in (STUN_REMOTE_UFRAG, None):
@@ -198,8 +198,8 @@ def build_stun() -> Callable[[bytes], None]:
 def build_dtls_record() -> Callable[[bytes], None]:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-    from mediad.dtls import RECORD_HEADER_LENGTH, pack_records, split_records
-    from mediad.dtls_record import RecordProtection
+    from mediad.proto.dtls import RECORD_HEADER_LENGTH, pack_records, split_records
+    from mediad.proto.dtls_record import RecordProtection
 
     key16, key32, iv4, iv12 = bytes(range(16)), bytes(range(32)), b"\x01\x02\x03\x04", bytes(range(12))
 
@@ -236,7 +236,7 @@ def build_dtls_record() -> Callable[[bytes], None]:
 # ---------------------------------------------------------------------------
 
 def build_demux() -> Callable[[bytes], None]:
-    from mediad import demux
+    from mediad.proto import demux
 
     def one(data: bytes) -> None:
         kind = demux.classify(data)
@@ -255,7 +255,7 @@ def build_demux() -> Callable[[bytes], None]:
 # ---------------------------------------------------------------------------
 
 def build_srtp() -> Callable[[bytes], None]:
-    from mediad.srtp import AES_CM_128_HMAC_SHA1_80, SrtpError, SrtpKeys, SrtpTransformer
+    from mediad.proto.srtp import AES_CM_128_HMAC_SHA1_80, SrtpError, SrtpKeys, SrtpTransformer
 
     keys = SrtpKeys(AES_CM_128_HMAC_SHA1_80, bytes(range(16)), bytes(range(14)),
                     bytes(range(16, 32)), bytes(range(14, 28)))
@@ -282,7 +282,7 @@ def build_srtp() -> Callable[[bytes], None]:
 # ---------------------------------------------------------------------------
 
 def build_framing() -> Callable[[bytes], None]:
-    from mediad.framing import Deframer, frame
+    from mediad.proto.framing import Deframer, frame
 
     def one(data: bytes) -> None:
         if not data:
@@ -304,7 +304,7 @@ def build_framing() -> Callable[[bytes], None]:
 
 
 # ---------------------------------------------------------------------------
-# SCTP and DCEP (aiortc's stack under mediad.sctp's glue)
+# SCTP and DCEP (aiortc's stack under mediad.core.sctp's glue)
 # ---------------------------------------------------------------------------
 
 def build_sctp() -> Callable[[bytes], None]:
@@ -319,7 +319,7 @@ def build_sctp() -> Callable[[bytes], None]:
 # ---------------------------------------------------------------------------
 
 def build_msrp() -> Callable[[bytes], None]:
-    from mediad.msrp import MsrpFramer, MsrpFramingError
+    from mediad.proto.msrp import MsrpFramer, MsrpFramingError
 
     def feed_all(stream: bytes, step: int) -> tuple[list[bytes], bool]:
         framer = MsrpFramer(max_message=4096)
@@ -350,7 +350,7 @@ def build_msrp() -> Callable[[bytes], None]:
 # ---------------------------------------------------------------------------
 
 def build_t140() -> Callable[[bytes], None]:
-    from mediad.t140 import MAX_BLOCK, T140Depacketizer, T140Packetizer, parse_red, parse_rtp, split_utf8
+    from mediad.proto.t140 import MAX_BLOCK, T140Depacketizer, T140Packetizer, parse_red, parse_rtp, split_utf8
 
     def one(data: bytes) -> None:
         receiver = T140Depacketizer(pt=98, red_pt=100)
@@ -390,13 +390,13 @@ def control_codec():
 
     The one place that knows the control channel's wire format: when it changes,
     point these at the new codec and the target follows.  The wire bytes are
-    what a client sends on a new connection (``mediad.controlwire``: HELLO, AUTH,
+    what a client sends on a new connection (``mediad.proto.controlwire``: HELLO, AUTH,
     then DATA frames); ``decode`` feeds them to mediad's end of a connection whose
     nonce is fixed, so that ``authentic`` can seal a payload under the keys that
     connection derives, and decodes the one message's payload
-    (``mediad.control.decode_request``).
+    (``mediad.proto.iqcodec.decode_request``).
     """
-    from mediad import control, controlwire
+    from mediad.proto import controlwire, iqcodec
 
     def client() -> controlwire.ClientConnection:
         peer = controlwire.ClientConnection(CONTROL_SECRET, CONTROL_CLIENT_NONCE)
@@ -423,17 +423,17 @@ def control_codec():
                 payloads.append(event.payload)
         if len(payloads) != 1:
             raise controlwire.WireError(controlwire.Reason.MALFORMED, f"{len(payloads)} messages, not one")
-        return control.decode_request(payloads[0])
+        return iqcodec.decode_request(payloads[0])
 
-    return (decode, authentic, lambda request: authentic(control.encode_request(request)),
-            (control.ControlError, controlwire.WireError))
+    return (decode, authentic, lambda request: authentic(iqcodec.encode_request(request)),
+            (iqcodec.ControlError, controlwire.WireError))
 
 
 def build_control() -> Callable[[bytes], None]:
     """Input: mode byte, then bytes.  Mode 0: the bytes as sent on a new connection;
     1: the bytes as the payload of an authentic message; 2: the bytes after an
     authentic handshake (frames in the open state)."""
-    from mediad import controlwire
+    from mediad.proto import controlwire
 
     decode, authentic, encode, errors = control_codec()
     keys = controlwire.derive(CONTROL_SECRET, CONTROL_CLIENT_NONCE, CONTROL_SERVER_NONCE)
@@ -478,19 +478,19 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            ("sdp_rules",), build_sdp_rules, _seeds("sdp_rules")),
     Target("multipart", "multipart body scanner (RFC 2046 5.1.1)", ("plugin.body",),
            build_multipart, _seeds("multipart"), max_len=8192),
-    Target("stun", "ICE-lite STUN responder (RFC 5389, RFC 8445)", ("mediad.stun", "aioice.stun"),
+    Target("stun", "ICE-lite STUN responder (RFC 5389, RFC 8445)", ("mediad.proto.stun", "aioice.stun"),
            build_stun, _seeds("stun")),
     Target("dtls_record", "DTLS record splitting and AEAD records (RFC 6347 4.1)",
-           ("mediad.dtls", "mediad.dtls_record"), build_dtls_record, _seeds("dtls_record")),
+           ("mediad.proto.dtls", "mediad.proto.dtls_record"), build_dtls_record, _seeds("dtls_record")),
     Target("demux", "RTP/RTCP/STUN/DTLS demultiplexing, RTCP validity (RFC 7983, 5761, 3550 A.2)",
-           ("mediad.demux",), build_demux, _seeds("demux")),
-    Target("srtp", "SRTP/SRTCP checks (RFC 3711)", ("mediad.srtp",), build_srtp, _seeds("srtp")),
-    Target("framing", "RFC 4571 framing", ("mediad.framing",), build_framing, _seeds("framing")),
+           ("mediad.proto.demux",), build_demux, _seeds("demux")),
+    Target("srtp", "SRTP/SRTCP checks (RFC 3711)", ("mediad.proto.srtp",), build_srtp, _seeds("srtp")),
+    Target("framing", "RFC 4571 framing", ("mediad.proto.framing",), build_framing, _seeds("framing")),
     Target("sctp", "SCTP packets and DCEP on an established association (RFC 4960, 8832)",
-           ("mediad.sctp", "aiortc.rtcsctptransport", "aiortc.rtcdatachannel"), build_sctp, _seeds("sctp")),
-    Target("msrp", "MSRP message boundaries (RFC 4975 7.1)", ("mediad.msrp",), build_msrp, _seeds("msrp")),
-    Target("t140", "T.140 in RTP and RED (RFC 4103, RFC 2198)", ("mediad.t140",), build_t140, _seeds("t140")),
+           ("mediad.core.sctp", "aiortc.rtcsctptransport", "aiortc.rtcdatachannel"), build_sctp, _seeds("sctp")),
+    Target("msrp", "MSRP message boundaries (RFC 4975 7.1)", ("mediad.proto.msrp",), build_msrp, _seeds("msrp")),
+    Target("t140", "T.140 in RTP and RED (RFC 4103, RFC 2198)", ("mediad.proto.t140",), build_t140, _seeds("t140")),
     Target("control", "control channel: frames, handshake, sequence, Iq payload",
-           ("mediad.control", "mediad.controlwire", "iq"),
+           ("mediad.proto.iqcodec", "mediad.proto.controlwire", "iq"),
            build_control, _seeds("control"), max_len=16384),
 )}

@@ -33,7 +33,7 @@ SWITCHES = ("off", "on")
 
 PACKET_PATHS = ("auto", "native", "python")
 CORE_SOURCES = ("sdp", "latch")
-MAX_SSRCS_LIMIT = 64  # the native packet path's table size (mediad/fastpath.c E2AE_MAX_SSRCS)
+MAX_SSRCS_LIMIT = 64  # the native packet path's table size (mediad/io/fastpath.c E2AE_MAX_SSRCS)
 LOG_FORMATS = ("text", "json")  # mediad.logs
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -125,7 +125,7 @@ class Config:
     mediad_key_file: str = ""
     mediad_log_level: str = "INFO"
     mediad_sctp_max_message_size: int = 262144  # RFC 8841 a=max-message-size we accept
-    mediad_packet_path: str = "auto"  # auto | native | python (mediad.fastpath)
+    mediad_packet_path: str = "auto"  # auto | native | python (mediad.io.fastpath)
     mediad_core_source: str = "sdp"  # sdp | latch: whose core media is accepted (docs/mediad.md)
     mediad_max_ssrcs: int = 16  # SSRCs per SRTP session toward access; a new one past it is dropped
     mediad_log_format: str = "text"  # text | json (mediad.logs)

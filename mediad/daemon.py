@@ -3,13 +3,13 @@
 Theory of operation
 -------------------
 :class:`Daemon` wires the parts: the configuration, one Prometheus registry
-(``mediad.metrics``), the port pools (``mediad.ports``), the shared
+(``mediad.metrics``), the port pools (``mediad.io.ports``), the shared
 certificate, the Redis store (``mediad.state``), the control endpoint
-(``mediad.control``) and the dialogs (``mediad.session``), whose channels run
-the packet path (``mediad.relay``).
+(``mediad.io.control``) and the dialogs (``mediad.core.session``), whose channels run
+the packet path (``mediad.core.relay``).
 
 Control requests of one dialog are served one at a time (one lock per dialog,
-``mediad.control.DialogLocks``; different dialogs concurrently), so a
+``mediad.io.control.DialogLocks``; different dialogs concurrently), so a
 retransmission that arrives while its original is being served waits and then
 finds the answer in the idempotency cache: per dialog, the last replies by
 transaction, stored with the dialog's document in Redis (so a restarted mediad
@@ -53,27 +53,27 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from sdp_rules.errors import E2aeError
-from sdp_rules.iq import Command, IqReply, IqRequest, Role, Side, StreamSpec, TerminationSpec
+from iq import Command, IqReply, IqRequest, Role, Side, StreamSpec, TerminationSpec
 from iq import TRANSPORT_UDP_DTLS, TransportSpec
 
 EVENT_DIALOG_EXPIRED = "dialog_expired"
 
-from mediad import datachannel, fastpath
-from mediad.certs import Certificate
+from mediad.core import datachannel
+from mediad.io import fastpath
+from mediad.proto.certs import Certificate
 from mediad.config import Config
-from mediad.control import (
-    E_MALFORMED, E_NO_RESOURCES, E_PEER, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlEndpoint, ControlError, DialogLocks,
-)
+from mediad.io.control import ControlEndpoint, DialogLocks
+from mediad.proto.iqcodec import E_MALFORMED, E_NO_RESOURCES, E_PEER, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlError
 from mediad.metrics import Metrics
 from mediad.pool import Heartbeat
-from mediad.ports import NoPortsError, PortPool
-from mediad.relay import FAILED, AccessChannel, CoreChannel
-from mediad.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys
+from mediad.io.ports import NoPortsError, PortPool
+from mediad.core.relay import FAILED, AccessChannel, CoreChannel
+from mediad.core.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys
 from mediad.redis_client import settings as redis_settings
 from mediad.redis_keys import Component
 from mediad.state import CERTIFICATE_KEY, StateError, StateStore, WriteBehind
-from mediad.tcp import listen as listen_tcp, wants_tcp
-from mediad.transport import BUNDLED_LEGS, KINDS_ON_TRANSPORT, Transport, TransportChannel
+from mediad.io.tcp import listen as listen_tcp, wants_tcp
+from mediad.core.transport import BUNDLED_LEGS, KINDS_ON_TRANSPORT, Transport, TransportChannel
 
 log = logging.getLogger("mediad")
 
@@ -123,7 +123,7 @@ class Daemon:
         if not fastpath.available():
             if choice == "native":
                 raise RuntimeError("packet_path = native, but the native packet path is not built "
-                                   "(run: python -m mediad.fastpath_build)")
+                                   "(run: python -m mediad.io.fastpath_build)")
             log.warning("the native packet path is not built: established SRTP is relayed in Python")
             return None
         return fastpath.Engine()

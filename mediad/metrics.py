@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from mediad.bundle_demux import Drop
+from mediad.proto.bundle_demux import Drop
 
 SIDES = ("access", "core")
 DIRECTIONS = ("in", "out")
@@ -37,11 +37,11 @@ DROP_REASONS = (
 ROLES = ("client", "server")
 HANDSHAKE_RESULTS = ("ok", "fingerprint_mismatch", "timeout", "protocol_error")
 TCP_RESULTS = ("accepted", "rejected")
-# Why an access TCP connection was closed or a frame not sent (mediad.tcp).
+# Why an access TCP connection was closed or a frame not sent (mediad.io.tcp).
 TCP_ERRORS = ("not_stun", "unauthenticated", "oversized", "unknown_frame", "idle_timeout", "busy", "congested")
 COMMANDS = ("reserve", "modify", "release", "query", "list", "unknown")
 CONTROL_RESULTS = ("ok", "400", "401", "404", "488", "500", "501", "503")
-# Why the control endpoint closed a connection (mediad.controlwire.Reason, and the endpoint's own).
+# Why the control endpoint closed a connection (mediad.proto.controlwire.Reason, and the endpoint's own).
 CONTROL_REJECTIONS = (
     "malformed", "too_large", "version", "unexpected", "bad_proof", "bad_mac", "replay", "refused",
     "handshake_timeout", "stalled", "busy",
@@ -74,7 +74,7 @@ class TrafficCollector:
         self.prefix = prefix
         self.traffic = traffic
         self.drops = drops
-        self.native: list = []  # mediad.fastpath.Engine counter blocks, added in
+        self.native: list = []  # mediad.io.fastpath.Engine counter blocks, added in
         self.created = time.time()
 
     def describe(self):
@@ -253,7 +253,7 @@ class Metrics:
         self.control_rejected_by = {reason: self.control_rejections.labels(reason) for reason in CONTROL_REJECTIONS}
 
     def watch_pool(self, side: str, pool) -> None:
-        """Export the size and free ports of ``pool`` (a mediad.ports.PortPool) under ``side``."""
+        """Export the size and free ports of ``pool`` (a mediad.io.ports.PortPool) under ``side``."""
         size = len(pool.range)
         self.ports.labels(side).set(size)
         self.ports_free.labels(side).set_function(lambda: size - len(pool.in_use))
@@ -263,7 +263,7 @@ class Metrics:
         self.state_pending.set_function(pending)
 
     def add_native(self, engine) -> None:
-        """Count what the native packet path (mediad.fastpath.Engine) relays and drops, too."""
+        """Count what the native packet path (mediad.io.fastpath.Engine) relays and drops, too."""
         self.collector.native.append(engine)
 
     def dropped(self, reason: str) -> None:

@@ -17,7 +17,7 @@ Keys (and nothing else is written):
   configuration gives none (SET NX; the plugin reads it).
 
 Events are PUBLISHed on ``e2ae:events`` as JSON ``{dialog, stream_id, event,
-reason, ...}`` (names ``EVENT_*`` of ``sdp_rules.iq``).  Redis errors are
+reason, ...}`` (names ``EVENT_*`` of ``iq``).  Redis errors are
 translated to :class:`StateError` at this boundary.
 
 Dialog documents are written behind: :class:`WriteBehind` (no I/O) records

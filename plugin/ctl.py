@@ -63,7 +63,7 @@ from sdp_rules.errors import E2aeError, UnavailableError
 from mediad.pool import DRAINING_KEY, node_key
 from mediad.redis_client import REDIS_ERRORS, connect, is_cluster, settings
 from mediad.redis_keys import Component, pattern
-from plugin.lifecycle import OPERATOR_TABLE
+from plugin.lifecycle import BYE_TABLE, OPERATOR_TABLE
 from plugin.state import DIALOG_PREFIX, DialogRecord, dialog_key
 
 # Fields that never leave this tool, wherever they appear in a document (defence in depth:
@@ -306,7 +306,8 @@ class KamailioRpc:
         self.path = path
         self.timeout = timeout
 
-    def call(self, method: str, *params: Any) -> Any:
+    def call(self, method: str, *params: Any, missing_ok: bool = False) -> Any:
+        """Kamailio's answer to ``method``; None for a 404 when ``missing_ok``."""
         request = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1}).encode()
         here = tempfile.mkdtemp(prefix="e2ae-ctl-")
         reply_path = os.path.join(here, "reply.sock")  # Kamailio answers to the sender's address
@@ -331,6 +332,8 @@ class KamailioRpc:
             raise CtlError(f"Kamailio RPC {method}: unreadable answer") from None
         if doc.get("error"):
             error = doc["error"]
+            if missing_ok and error.get("code") == 404:
+                return None
             raise CtlError(f"Kamailio RPC {method}: {error.get('code')} {error.get('message')}")
         return doc.get("result")
 
@@ -346,7 +349,7 @@ class Edge:
 
     @classmethod
     def from_config(cls, config) -> "Edge":
-        from mediad.client import IqClient
+        from mediad.io.client import IqClient
 
         client = connect(settings(config, Component.CTL), 2.0)
         try:
@@ -476,7 +479,14 @@ class Edge:
         for record in records:
             # The dialog's end event then releases it as "operator" (plugin.kemi).
             self.rpc.call("htable.sets", OPERATOR_TABLE, record.call_id, "1")
-            self.rpc.call("dlg.terminate_dlg", record.call_id, record.caller_tag, record.callee_tag)
+            # Kamailio 5.6 sends the caller's BYE, then the callee's, and refuses the
+            # second when the first one's reply has already deleted the dialog: that reply
+            # waits in the reply route while the mark is there (plugin.lifecycle).
+            self.rpc.call("htable.seti", BYE_TABLE, record.call_id, 1)
+            try:
+                self.rpc.call("dlg.terminate_dlg", record.call_id, record.caller_tag, record.callee_tag)
+            finally:  # the dialog's end event takes the mark away too
+                self.rpc.call("htable.delete", BYE_TABLE, record.call_id, missing_ok=True)
         dialogs = [r.id for r in records]
         started = time.monotonic()
         left = self._wait_released(dialogs, started + min(wait, EVENT_GRACE))

@@ -65,7 +65,7 @@ table says.  It replaces the record by a short-lived tombstone, so that a
 message still in flight cannot re-create it, and sends RELEASE to mediad from
 the record as it was, under a transaction unique to this release (a dialog id
 can be reserved again after a release), without waiting for mediad's answer
-when the Iq client can (:meth:`mediad.client.IqClient.send`): a refusal, or
+when the Iq client can (:meth:`mediad.io.client.IqClient.send`): a refusal, or
 a connection lost before the answer, comes back with a later request and is
 queued for retry like a release that could not be sent (the retries wait).
 When no worker holds the dialog's lock that is one Redis round trip
@@ -104,7 +104,7 @@ from sdp_rules.rules import release_request
 # Imported here, in Kamailio's main process before it forks its workers: the
 # control channel's cryptography costs 50-100 ms to import, which each worker's
 # first call would otherwise pay.
-from mediad.client import IqClient, SecretRefused
+from mediad.io.client import IqClient, SecretRefused
 from mediad.redis_client import settings as redis_settings
 from mediad.redis_keys import Component
 

@@ -91,7 +91,7 @@ from plugin import limits, profile, routing, sipreply  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
 from plugin.body import SDP_TYPE, media_type  # noqa: E402
 from plugin.edge import REPLY_SDP_METHODS, SDP_METHODS, Edge, Message, Outcome, RecordCache, other  # noqa: E402
-from plugin.lifecycle import (BYE_HOLD_S, OPERATOR_TABLE, CallEvent, CallState, EndRequest,  # noqa: E402
+from plugin.lifecycle import (BYE_HOLD_S, BYE_TABLE, OPERATOR_TABLE, CallEvent, CallState, EndRequest,  # noqa: E402
                               EndStep, LifecycleError, PendingRelease, end_step)
 from plugin.state import dialog_id  # noqa: E402
 
@@ -101,7 +101,6 @@ EVENTS_PER_TICK = 100
 # BYEs are being sent, and the retry queue's size as the rtimer process last counted it.
 END_TABLE = "e2ae_end"
 RELEASE_TABLE = "e2ae_release"
-BYE_TABLE = "e2ae_bye"
 META_TABLE = "e2ae_meta"
 # The records of dialogs being set up (plugin.edge.RecordCache), by dialog id.
 DIALOG_TABLE = "e2ae_dialog"

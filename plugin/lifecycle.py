@@ -190,6 +190,10 @@ BYE_HOLD_S = 0.2
 # to end with the dialog module's dlg.terminate_dlg: the dialog's end event finds the
 # mark and releases the call as OPERATOR (not as a BYE or a timeout).
 OPERATOR_TABLE = "e2ae_operator"
+# The htable where whoever sends a dialog's two BYEs marks its Call-ID meanwhile (the
+# rtimer process around dlg_bye("all"), e2ae-ctl around dlg.terminate_dlg): the reply
+# route holds a BYE's reply while the mark is there (see the module docstring).
+BYE_TABLE = "e2ae_bye"
 
 
 class EndStep(str, Enum):

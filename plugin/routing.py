@@ -41,7 +41,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from sdp_rules.iq import Side
+from iq import Side
 
 from mediad.config import ACCESS_SIP_OPTIONS, SIP_OPTION_PROTO, sip_sockets
 

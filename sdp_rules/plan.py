@@ -6,7 +6,7 @@ gets a :class:`Plan`:
 
 * ``plan.iq`` -- the Iq request to send to the AGW, or ``None`` when nothing is
   to be asked of the AGW (no e2ae stream in this SDP);
-* ``plan.finish(reply)`` -- given the AGW's :class:`~sdp_rules.iq.IqReply`
+* ``plan.finish(reply)`` -- given the AGW's :class:`~iq.IqReply`
   (or ``None`` when ``plan.iq`` is ``None``), returns a :class:`Result`: the SDP
   to forward and the dialog's new state;
 * ``plan.streams`` -- one :class:`StreamDecision` per m-line of the input,

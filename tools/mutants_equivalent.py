@@ -47,14 +47,14 @@ RULES: tuple[Rule, ...] = (
     Rule("*", r'"(utf-8|ascii)"', r'"(UTF-8|ASCII)"', "codec names are case-insensitive"),
     Rule("*", r'(from_bytes|to_bytes)\(.*, "big"\)', r'(from_bytes|to_bytes)\(.*, \)',
          'byte order "big" is the default of int.to_bytes/from_bytes since Python 3.11'),
-    # -- mediad/stun.py -----------------------------------------------------------
-    Rule("mediad/stun.py", r"return self\._drop\(", r"return self\._drop\(",
+    # -- mediad/proto/stun.py -----------------------------------------------------------
+    Rule("mediad/proto/stun.py", r"return self\._drop\(", r"return self\._drop\(",
          "the drop reason only goes to the debug log; the drop itself is counted either way"),
-    Rule("mediad/stun.py", r"datagram\[0\] > 3", r"datagram\[0\] (>= 3|> 4)",
+    Rule("mediad/proto/stun.py", r"datagram\[0\] > 3", r"datagram\[0\] (>= 3|> 4)",
          "a first byte of 3 or 4 sets method bit M7 or M8 (RFC 5389 6): never a Binding, dropped either way"),
-    Rule("mediad/stun.py", r"self\.nominated = False", r"self\.nominated = None",
+    Rule("mediad/proto/stun.py", r"self\.nominated = False", r"self\.nominated = None",
          "None and False are both false; every reader tests the flag's truth"),
-    Rule("mediad/stun.py", r"self\._remote_pwd = (remote_pwd|pwd)$", r"self\._remote_pwd = None",
+    Rule("mediad/proto/stun.py", r"self\._remote_pwd = (remote_pwd|pwd)$", r"self\._remote_pwd = None",
          "the remote password is kept but never read (a lite agent sends no checks, RFC 8445 2.5)"),
     # -- sdp_rules/attrs.py --------------------------------------------------------
     Rule("sdp_rules/attrs.py", r"tcp_candidates: bool = False,", r"tcp_candidates: bool = True,",
@@ -146,12 +146,12 @@ RULES: tuple[Rule, ...] = (
     Rule("sdp_rules/sdp.py", r'bwtype, colon, value = line\.value\.partition\(":"\)',
          r'line\.value\.rpartition\(":"\)',
          "a value after a second colon is no number either way: refused the same (the reason names the line)"),
-    # -- sdp_rules/iq.py -----------------------------------------------------------
-    Rule("sdp_rules/iq.py", r"names = _FIELD_NAMES\.get\(cls\)", r"names = (None|_FIELD_NAMES\.get\(None\))",
+    # -- iq/messages.py ------------------------------------------------------------
+    Rule("iq/messages.py", r"names = _FIELD_NAMES\.get\(cls\)", r"names = (None|_FIELD_NAMES\.get\(None\))",
          "a cache miss on every call: the field names are recomputed, the same"),
-    Rule("mediad/stun.py", r"^        self\.last_consent = now$", r"^        self\.last_consent = None$",
+    Rule("mediad/proto/stun.py", r"^        self\.last_consent = now$", r"^        self\.last_consent = None$",
          "in the nomination branch: the test after it sets last_consent = now for the address just selected"),
-    Rule("sdp_rules/iq.py", r"if value is None or value\.__class__ in _PLAIN:",
+    Rule("iq/messages.py", r"if value is None or value\.__class__ in _PLAIN:",
          r"if value is None and value\.__class__ in _PLAIN:",
          "the branches below leave None and plain values as they are: the dict comes out the same"),
     # -- sdp_rules/bandwidth.py ----------------------------------------------------
@@ -168,49 +168,49 @@ RULES: tuple[Rule, ...] = (
          "an absent part header reads as a media type that is neither SDP nor multipart either way"),
     Rule("plugin/body.py", r'content_type\.split\(";", 1\)\[0\]', r'content_type\.split\(";", (2)?\)\[0\]',
          "only the text before the first ';' is used"),
-    # -- mediad/msrp.py ------------------------------------------------------------
-    Rule("mediad/msrp.py", r"if found < 0:", r"if found (<= 0|< 1):",
+    # -- mediad/proto/msrp.py ------------------------------------------------------------
+    Rule("mediad/proto/msrp.py", r"if found < 0:", r"if found (<= 0|< 1):",
          "the search starts after the start line: found is never 0"),
-    Rule("mediad/msrp.py", r"pos = found \+ 1", r"pos = found \+ 2",
+    Rule("mediad/proto/msrp.py", r"pos = found \+ 1", r"pos = found \+ 2",
          "the needle starts with CR LF: two matches are never one byte apart"),
-    Rule("mediad/msrp.py", r"while pos < len\(buffer\):", r"while pos <= len\(buffer\):",
+    Rule("mediad/proto/msrp.py", r"while pos < len\(buffer\):", r"while pos <= len\(buffer\):",
          "at the end of the buffer message_end sees an empty start line and waits: the loop ends the same"),
-    Rule("mediad/msrp.py", r"pos = start \+ match\.end\(\) - 2", r"pos = start \+ match\.end\(\) - 3",
+    Rule("mediad/proto/msrp.py", r"pos = start \+ match\.end\(\) - 2", r"pos = start \+ match\.end\(\) - 3",
          "the byte before the start line's CR LF is no CR (the start line holds none): no match starts there"),
-    # -- mediad/t140.py ------------------------------------------------------------
-    Rule("mediad/t140.py", r"if pos \+ 4 > len\(payload\):", r"if pos \+ (5 > |4 >= )len\(payload\):",
+    # -- mediad/proto/t140.py ------------------------------------------------------------
+    Rule("mediad/proto/t140.py", r"if pos \+ 4 > len\(payload\):", r"if pos \+ (5 > |4 >= )len\(payload\):",
          "a redundant header that ends the payload leaves no primary header: 'truncated' either way"),
-    Rule("mediad/t140.py", r'struct\.unpack_from\("!I", payload, pos\)', r'struct\.unpack_from\("!i", payload, pos\)',
+    Rule("mediad/proto/t140.py", r'struct\.unpack_from\("!I", payload, pos\)', r'struct\.unpack_from\("!i", payload, pos\)',
          "the masks take the same bits of the word whether it is read signed or not"),
-    Rule("mediad/t140.py", r'raise ValueError\(f"RED primary payload type', r"raise ValueError\(",
+    Rule("mediad/proto/t140.py", r'raise ValueError\(f"RED primary payload type', r"raise ValueError\(",
          "receive() catches this error and counts the drop: its text is shown nowhere"),
-    # -- mediad/dtls_record.py -----------------------------------------------------
-    Rule("mediad/dtls_record.py", r"while len\(out\) < length:", r"while len\(out\) <= length:",
+    # -- mediad/proto/dtls_record.py -----------------------------------------------------
+    Rule("mediad/proto/dtls_record.py", r"while len\(out\) < length:", r"while len\(out\) <= length:",
          "one more block computed, then cut away: the same first length bytes"),
-    Rule("mediad/dtls_record.py", r"self\._window = 0", r"self\._window = 1",
+    Rule("mediad/proto/dtls_record.py", r"self\._window = 0", r"self\._window = 1",
          "the bit stands for sequence number -1, which no record carries"),
-    Rule("mediad/dtls_record.py", r"self\._max_sequence = -1", r"self\._max_sequence = -2",
+    Rule("mediad/proto/dtls_record.py", r"self\._max_sequence = -1", r"self\._max_sequence = -2",
          "no sequence number below 0 exists: the first record is newer either way"),
-    Rule("mediad/dtls_record.py", r"if sequence > self\._max_sequence:", r"if sequence >= self\._max_sequence:",
+    Rule("mediad/proto/dtls_record.py", r"if sequence > self\._max_sequence:", r"if sequence >= self\._max_sequence:",
          "_check refuses the newest sequence number again (its bit 0 is set) before _accept is reached"),
-    Rule("mediad/dtls_record.py", r"\(1 << REPLAY_WINDOW\) - 1\)", r"\((1 >> REPLAY_WINDOW|2 << REPLAY_WINDOW)\) - 1\)",
+    Rule("mediad/proto/dtls_record.py", r"\(1 << REPLAY_WINDOW\) - 1\)", r"\((1 >> REPLAY_WINDOW|2 << REPLAY_WINDOW)\) - 1\)",
          "bits beyond the 64th are never read: _check refuses offsets of 64 and more first"),
-    Rule("mediad/dtls_record.py", r"if len\(record\) < RECORD_HEADER_LENGTH or record_epoch\(record\) != EPOCH_1:",
+    Rule("mediad/proto/dtls_record.py", r"if len\(record\) < RECORD_HEADER_LENGTH or record_epoch\(record\) != EPOCH_1:",
          r"if len\(record\) (<=? RECORD_HEADER_LENGTH and|<= RECORD_HEADER_LENGTH or)",
          "what gets past the mutated test fails the AEAD check (a header alone has no tag; another epoch is in"
          " the authenticated data): None either way"),
-    Rule("mediad/dtls_record.py", r"if len\(fragment\) < _GCM_EXPLICIT_NONCE \+ _TAG:",
+    Rule("mediad/proto/dtls_record.py", r"if len\(fragment\) < _GCM_EXPLICIT_NONCE \+ _TAG:",
          r"if len\(fragment\) < _GCM_EXPLICIT_NONCE - _TAG:",
          "a fragment too short for nonce and tag then fails the AEAD check: None either way"),
-    Rule("mediad/dtls_record.py", r'conn\.get_cipher_name\(\) or ""', r'conn\.get_cipher_name\(\) or "XXXX"',
+    Rule("mediad/proto/dtls_record.py", r'conn\.get_cipher_name\(\) or ""', r'conn\.get_cipher_name\(\) or "XXXX"',
          "neither '' nor 'XXXX' names a suite: None either way"),
-    # -- mediad/demux.py -----------------------------------------------------------
-    Rule("mediad/demux.py", r"for lo, hi, kind in \(\(0, 3, STUN\)",
+    # -- mediad/proto/demux.py -----------------------------------------------------------
+    Rule("mediad/proto/demux.py", r"for lo, hi, kind in \(\(0, 3, STUN\)",
          r"\(16, 20, ZRTP\), \(20, 63, DTLS\)|\(20, 64, DTLS\), \(64, 79, TURN_CHANNEL\)",
          "the next range starts at that byte and is written after it: the table comes out the same"),
-    Rule("mediad/demux.py", r"MIN_LENGTH\.get\(kind, 0\)", r"MIN_LENGTH\.get\(kind, 1\)",
+    Rule("mediad/proto/demux.py", r"MIN_LENGTH\.get\(kind, 0\)", r"MIN_LENGTH\.get\(kind, 1\)",
          "only UNKNOWN has no minimum length, and datagrams under 4 bytes are UNKNOWN before this test"),
-    Rule("mediad/demux.py", r"if size - offset < 4 or", r"if size \+ offset < 4 or",
+    Rule("mediad/proto/demux.py", r"if size - offset < 4 or", r"if size \+ offset < 4 or",
          "size is at least 8 and a multiple of 4, offset a multiple of 4 below it: neither test is ever"
          " true (the original guards the slice below all the same)"),
     # -- sdp_rules/datachannel.py --------------------------------------------------
@@ -318,7 +318,7 @@ RULES: tuple[Rule, ...] = (
          r"member\.transport\.render\(out, None,|channels=answered, member=member, iq_reply=None,",
          "only the core's answer renders a BUNDLE member here, and it asks nothing of the transport: the"
          " transport's end comes from what it cached or stored, whatever the reply"),
-    # -- mediad/framing.py ---------------------------------------------------------
+    # -- mediad/proto/framing.py ---------------------------------------------------------
 )
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from tools.mutants_equivalent import equivalent_reason
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("sdp_rules", "mediad", "plugin")
+PACKAGES = ("iq", "sdp_rules", "mediad", "plugin")
 RULES_TESTS = [
     "tests/unit/test_rules_general.py", "tests/unit/test_rules_srtp.py", "tests/unit/test_rules_reoffer.py",
     "tests/unit/test_rules_t38.py", "tests/unit/test_rules_tcp.py", "tests/unit/test_rules_state_isolation.py",
@@ -47,15 +47,15 @@ MODULES: dict[str, list[str]] = {
     "sdp_rules/media.py": RULES_TESTS,
     "sdp_rules/rules.py": RULES_TESTS,
     "sdp_rules/datachannel.py": ["tests/unit/test_rules_datachannel.py", "tests/unit/test_rules_datachannel_paths.py"],
-    "sdp_rules/iq.py": ["tests/unit/test_mediad_control_codec.py", *RULES_TESTS],
+    "iq/messages.py": ["tests/unit/test_mediad_control_codec.py", *RULES_TESTS],
     "plugin/body.py": ["tests/unit/test_plugin_body.py"],
-    "mediad/stun.py": ["tests/unit/test_mediad_stun.py"],
-    "mediad/demux.py": ["tests/unit/test_mediad_demux.py"],
-    "mediad/framing.py": ["tests/unit/test_mediad_framing.py"],
-    "mediad/dtls_record.py": ["tests/unit/test_mediad_dtls_record.py", "tests/unit/test_mediad_dtls_compact.py"],
-    "mediad/srtp.py": ["tests/unit/test_mediad_srtp.py"],
-    "mediad/msrp.py": ["tests/unit/test_mediad_msrp.py"],
-    "mediad/t140.py": ["tests/unit/test_mediad_t140.py"],
+    "mediad/proto/stun.py": ["tests/unit/test_mediad_stun.py"],
+    "mediad/proto/demux.py": ["tests/unit/test_mediad_demux.py"],
+    "mediad/proto/framing.py": ["tests/unit/test_mediad_framing.py"],
+    "mediad/proto/dtls_record.py": ["tests/unit/test_mediad_dtls_record.py", "tests/unit/test_mediad_dtls_compact.py"],
+    "mediad/proto/srtp.py": ["tests/unit/test_mediad_srtp.py"],
+    "mediad/proto/msrp.py": ["tests/unit/test_mediad_msrp.py"],
+    "mediad/proto/t140.py": ["tests/unit/test_mediad_t140.py"],
 }
 KILLED = ("killed", "timeout", "caught by type check", "segfault")
 

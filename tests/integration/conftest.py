@@ -25,11 +25,11 @@ from typing import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mediad.client import AsyncIqClient, IqClient
-from mediad.control import decode_reply
-from mediad.controlwire import Authenticated, ClientConnection, Message, ProtocolError, Refused
+from mediad.io.client import AsyncIqClient, IqClient
+from mediad.proto.iqcodec import decode_reply
+from mediad.proto.controlwire import Authenticated, ClientConnection, Message, ProtocolError, Refused
 from sdp_rules.errors import UnavailableError
-from sdp_rules.iq import Command, IqRequest
+from iq import Command, IqRequest
 from tests.conftest import REPO, free_port
 
 ACCESS_ADDRESS = "127.0.0.1"
@@ -157,8 +157,24 @@ class Mediad:
             time.sleep(0.02)
         return not self.metric("e2ae_mediad_state_pending")
 
-    def sockets(self) -> set[tuple[str, int]]:
-        """The UDP sockets the process holds open: (address, port) from /proc/net/udp."""
+    def sockets(self, settle: float = 2.0) -> set[tuple[str, int]]:
+        """The UDP sockets the process holds open, once the set stops changing.
+
+        asyncio closes a transport's socket on the loop's next turn, after a reply
+        may already have gone out: two reads 50 ms apart must agree.
+        """
+        deadline = time.monotonic() + settle
+        seen = self._sockets()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self._sockets()
+            if now == seen:
+                break
+            seen = now
+        return seen
+
+    def _sockets(self) -> set[tuple[str, int]]:
+        """(address, port) of the UDP sockets the process holds, from /proc/net/udp."""
         assert self.proc is not None
         inodes = set()
         for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 
-from sdp_rules.iq import Fingerprint
+from iq import Fingerprint
 
 PROFILE = b"SRTP_AES128_CM_SHA1_80"
 

@@ -293,8 +293,8 @@ class Edge:
 
     def mediad_dialogs(self) -> list[str]:
         """Dialogs mediad holds now, asked over the Iq interface (LIST)."""
-        from mediad.client import IqClient
-        from sdp_rules.iq import Command, IqRequest
+        from mediad.io.client import IqClient
+        from iq import Command, IqRequest
 
         client = IqClient(("127.0.0.1", self.conf.control_port), CONTROL_SECRET, timeout=2.0)
         try:
@@ -432,8 +432,8 @@ metrics = 127.0.0.1:{p['plugin_metrics']}
         return sorted(k.decode() for k in keys if not k.decode().startswith(TOMBSTONE_PREFIX))
 
     def mediad_dialogs(self) -> list[str]:
-        from mediad.client import IqClient
-        from sdp_rules.iq import Command, IqRequest
+        from mediad.io.client import IqClient
+        from iq import Command, IqRequest
 
         client = IqClient.from_config(self.runtime_config())
         try:

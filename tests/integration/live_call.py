@@ -18,7 +18,7 @@ from deploy.demo_call import CoreEndpoint, SipMessage, SipUac, loopback_only, to
 
 
 def _other_fingerprint() -> str:
-    from mediad.certs import Certificate
+    from mediad.proto.certs import Certificate
 
     return Certificate.generate(days=1).fingerprint().value
 

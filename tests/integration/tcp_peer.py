@@ -4,7 +4,7 @@ It plays the WebRTC client's active TCP candidate: one TCP connection from
 127.0.0.1 to mediad's passive candidate, STUN Binding requests with short-term
 credentials (aioice), DTLS 1.2 in either role on pyOpenSSL with memory BIOs
 (each RFC 4571 frame carries what one BIO read gives, one DTLS "datagram"),
-and SRTP keyed from the RFC 5764 exporter with ``mediad.srtp``.  Every wait is
+and SRTP keyed from the RFC 5764 exporter with ``mediad.proto.srtp``.  Every wait is
 bounded.
 """
 
@@ -16,8 +16,8 @@ import time
 from aioice import stun
 from OpenSSL import SSL
 
-from mediad.framing import Deframer, frame
-from mediad.srtp import AES_CM_128_HMAC_SHA1_80, SrtpKeys, SrtpTransformer, exporter_length
+from mediad.proto.framing import Deframer, frame
+from mediad.proto.srtp import AES_CM_128_HMAC_SHA1_80, SrtpKeys, SrtpTransformer, exporter_length
 from tests.integration.dtls_peer import PROFILE, fingerprint_of, make_certificate
 
 

@@ -391,9 +391,9 @@ def test_mediad_refusing_the_reserve_is_500_not_blamed_on_the_client(edge):
     """mediad refuses a RESERVE for streams a dialog id already holds (its error 400):
     the client is not at fault."""
     import sdp_rules
-    from mediad.client import IqClient
+    from mediad.io.client import IqClient
     from plugin.state import dialog_id
-    from sdp_rules.iq import Command, IqRequest, Side
+    from iq import Command, IqRequest, Side
     from sdp_rules.plan import DialogState, Kind, Policy
 
     uac = RawUac(edge)

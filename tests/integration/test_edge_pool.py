@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediad.pool import NODES_KEY, node_key
-from sdp_rules.iq import Command
+from iq import Command
 from tests.conftest import REPO
 from tests.integration.conftest import Mediad
 from tests.integration.edge_harness import CONTROL_SECRET, Edge, Sipp

@@ -467,8 +467,8 @@ def test_dtls_failure_ends_the_call_with_bye_to_both_sides(edge, sipps):
 
 
 def _query(edge: Edge, dialog: str) -> dict:
-    from mediad.client import IqClient
-    from sdp_rules.iq import Command, IqRequest
+    from mediad.io.client import IqClient
+    from iq import Command, IqRequest
 
     client = IqClient(("127.0.0.1", edge.conf.control_port), CONTROL_SECRET, timeout=1.0)
     try:

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from mediad.client import IqClient
-from mediad.control import encode_request
+from mediad.io.client import IqClient
+from mediad.proto.iqcodec import encode_request
 from mediad.state import dialog_key
-from mediad import controlwire
-from mediad.controlwire import MAX_PAYLOAD, Authenticated, Frame, FrameType, ProtocolError, encode
+from mediad.proto import controlwire
+from mediad.proto.controlwire import MAX_PAYLOAD, Authenticated, Frame, FrameType, ProtocolError, encode
 from sdp_rules.errors import UnavailableError
-from sdp_rules.iq import Command, IqReply, IqRequest, Role, Side, StreamSpec, TerminationSpec
+from iq import Command, IqReply, IqRequest, Role, Side, StreamSpec, TerminationSpec
 from tests.conftest import free_port
 
 

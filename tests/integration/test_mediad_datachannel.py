@@ -22,8 +22,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from mediad.t140 import parse_rtp
-from sdp_rules.iq import Command, DcMap, Fingerprint, Role, Side, StreamSpec, TerminationSpec
+from mediad.proto.t140 import parse_rtp
+from iq import Command, DcMap, Fingerprint, Role, Side, StreamSpec, TerminationSpec
 from tests.integration.test_mediad_webrtc import Queue, parse_offer
 
 CORE_PEER = "127.0.0.3"

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from mediad.state import dialog_key
-from sdp_rules.iq import Command, Role, Side, StreamSpec, TerminationSpec
+from iq import Command, Role, Side, StreamSpec, TerminationSpec
 from tests.integration.dtls_peer import DtlsPeer, rtp_packet
 from tests.integration.test_mediad_control import srtp_stream
 

@@ -23,7 +23,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from sdp_rules.iq import Command, Role, Side, StreamSpec, TerminationSpec
+from iq import Command, Role, Side, StreamSpec, TerminationSpec
 from tests.integration.test_mediad_webrtc import CORE_PEER, answer_sdp, core_endpoint, parse_offer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -15,11 +15,11 @@ import random
 import secrets
 
 from mediad import daemon as daemon_module
-from mediad.client import AsyncIqClient
+from mediad.io.client import AsyncIqClient
 from mediad.config import parse_config
 from mediad.daemon import Daemon
 from sdp_rules import DialogState, Kind, Side, process
-from sdp_rules.iq import Command, IqRequest
+from iq import Command, IqRequest
 from bench.soak import ANSWER, OFFER
 from tests.conftest import free_port
 

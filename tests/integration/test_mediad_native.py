@@ -1,4 +1,4 @@
-"""The native packet path (mediad.fastpath) against the Python one, through a real mediad.
+"""The native packet path (mediad.io.fastpath) against the Python one, through a real mediad.
 
 Each test runs twice, ``packet_path = native`` and ``packet_path = python``: the
 bytes relayed, the counters and the drops must be the same, and only the native
@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from sdp_rules.iq import Command
+from iq import Command
 from tests.integration.dtls_peer import rtp_packet
 from tests.integration.test_mediad_udp_peer import NoMuxCall, check_media, recv_all
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from sdp_rules.iq import Command, Role, Side, StreamSpec, TerminationSpec
+from iq import Command, Role, Side, StreamSpec, TerminationSpec
 from tests.integration.dtls_peer import DtlsPeer, rtp_packet
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

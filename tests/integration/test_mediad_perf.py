@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sdp_rules.iq import Command, Role, Side, StreamSpec, TerminationSpec
+from iq import Command, Role, Side, StreamSpec, TerminationSpec
 from tests.integration.dtls_peer import DtlsPeer, rtp_packet
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

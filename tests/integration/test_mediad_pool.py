@@ -12,7 +12,7 @@ import pytest
 
 from mediad.pool import NODES_KEY, node_key
 from mediad.state import dialog_key
-from sdp_rules.iq import Command
+from iq import Command
 from tests.integration.test_mediad_control import srtp_stream
 
 pytestmark = pytest.mark.integration

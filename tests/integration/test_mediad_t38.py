@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from sdp_rules.iq import Command, Role, Side, StreamSpec, TerminationSpec, TRANSPORT_UDP, TRANSPORT_UDP_DTLS
+from iq import Command, Role, Side, StreamSpec, TerminationSpec, TRANSPORT_UDP, TRANSPORT_UDP_DTLS
 from tests.integration.dtls_peer import DtlsPeer, fingerprint_of
 
 CORE_PEER = "127.0.0.3"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from mediad.framing import frame
+from mediad.proto.framing import frame
 from mediad.state import dialog_key
-from sdp_rules.iq import Command, Role, Side, StreamSpec, TerminationSpec
+from iq import Command, Role, Side, StreamSpec, TerminationSpec
 from tests.integration.dtls_peer import make_certificate, rtcp_rr, rtp_packet
 from tests.integration.tcp_peer import TcpWic
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from sdp_rules.iq import Command, Role, Side, StreamSpec, TerminationSpec
+from iq import Command, Role, Side, StreamSpec, TerminationSpec
 from tests.integration.dtls_peer import DtlsPeer, rtcp_rr, rtp_packet
 
 CORE_PEER = "127.0.0.3"

@@ -22,8 +22,8 @@ import redis.asyncio as aioredis
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from mediad.certs import certificate_fingerprint
-from sdp_rules.iq import Command, Fingerprint, Role, Side, StreamSpec, TerminationSpec
+from mediad.proto.certs import certificate_fingerprint
+from iq import Command, Fingerprint, Role, Side, StreamSpec, TerminationSpec
 from tests.integration.dtls_peer import rtcp_rr, rtp_packet
 
 CORE_PEER = "127.0.0.3"

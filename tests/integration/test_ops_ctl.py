@@ -120,7 +120,10 @@ def test_calls_call_and_end_with_live_aiortc_and_sipp_calls(edge):
             assert "media and state released" in ended.stdout
             released_by = ["e2ae-ctl" if "(by e2ae-ctl" in ended.stdout else "kamailio"]
             await asyncio.wait_for(live.bye_received.wait(), 5)
-            await asyncio.wait_for(live.core.bye_received.wait(), 5)
+            try:
+                await asyncio.wait_for(live.core.bye_received.wait(), 5)
+            except asyncio.TimeoutError:
+                raise AssertionError("the core got no BYE: " + edge.kamailio_log_text()[-4000:]) from None
             ended = await ctl(edge, "--json", "end", sipp_call_id)
             assert ended.returncode == 0, (ended.stdout + ended.stderr + uac.diagnostics() + uas.diagnostics()
                                            + edge.kamailio_log_text()[-3000:])

@@ -78,7 +78,10 @@ def test_call_logs_at_debug_level_hold_no_key_no_ice_pwd_no_private_key(edge):
         assert malformed.run() == 0, malformed.diagnostics()
     finally:
         malformed.stop()
-    assert edge.wait_no_dialogs() == [] and edge.mediad_dialogs() == []
+    left = edge.wait_no_dialogs()
+    assert left == [], (left, [line for line in edge.mediad_log.read_text(errors="replace").splitlines()
+                               if any(key.rsplit("}", 1)[-1] in line for key in left)][-40:])
+    assert edge.mediad_dialogs() == []
 
     # What there was to leak: keys of the established call, both ice-pwd of both calls, the key.
     assert sum(name.endswith(" base64") for name in secrets) >= 4, sorted(secrets)

@@ -47,7 +47,7 @@ def test_redis_up_follows_a_redis_that_goes_away_and_comes_back(tmp_path):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("packet_path", ["native", "python"])
 def test_query_reports_the_packets_each_stream_relayed_each_way(mediad_factory, packet_path):
-    from sdp_rules.iq import Command
+    from iq import Command
     from tests.integration.test_mediad_native import established
     from tests.integration.test_mediad_udp_peer import check_media
 

@@ -13,7 +13,7 @@ from mediad.config import load_config
 from plugin.edge import Edge, LazyIqClient, Message
 from plugin.metrics import Metrics
 from plugin.state import DialogStore, dialog_id
-from sdp_rules.iq import Command, IqRequest, Side
+from iq import Command, IqRequest, Side
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sdp"
 

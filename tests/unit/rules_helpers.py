@@ -1,7 +1,7 @@
 """Helpers for the SDP-rule tests: a deterministic fake AGW reply, tls-id generators, SDP text.
 
 The AGW is not under test here: :func:`agw_reply` answers an
-:class:`~sdp_rules.iq.IqRequest` with plain :class:`~sdp_rules.iq.IqReply`
+:class:`~iq.IqRequest` with plain :class:`~iq.IqReply`
 data derived only from the stream ids, so the SDP the rules render can be
 written out in full in the tests:
 
@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 
 import sdp_rules
 from sdp_rules import DialogState, Kind, Policy, Side
-from sdp_rules.iq import Fingerprint, IqReply, IqRequest, StreamReply, TerminationReply, TransportReply
+from iq import Fingerprint, IqReply, IqRequest, StreamReply, TerminationReply, TransportReply
 from sdp_rules.plan import ActpassPolicy, BundlePolicy, Plan, Result
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sdp"

@@ -13,7 +13,7 @@ HANDLE = "Edge.handle (plugin/edge.py:210)"
 COLLAPSED = "\n".join([
     # The Iq client's JSON is the Iq client's, not "JSON" on its own.
     f"{ROUTE};_apply (plugin/kemi.py:170);{HANDLE};LazyIqClient.request (plugin/edge.py:585);"
-    "IqClient.request (mediad/client.py:90);dumps (json/__init__.py:231) 6",
+    "IqClient.request (mediad/io/client.py:90);dumps (json/__init__.py:231) 6",
     f"{REPLY};_apply (plugin/kemi.py:170);{HANDLE};DialogStore.script (plugin/state.py:292);"
     "DialogStore._evalsha (plugin/state.py:318);Connection.read_response (redis/connection.py:650) 3",
     f"{REPLY};_apply (plugin/kemi.py:170);{HANDLE};DialogRecord.to_json (plugin/state.py:215) 2",
@@ -49,9 +49,9 @@ def test_each_stack_goes_to_the_first_category_one_of_its_frames_matches():
 def test_a_stack_matching_nothing_is_other_python_and_mediad_has_its_own_categories():
     assert categorize(["<module> (<string>:1)"], KAMAILIO_CATEGORIES) == "other Python"
     loop = "run_forever (asyncio/base_events.py:608)"
-    assert categorize([loop, "Control.datagram_received (mediad/control.py:120)", "loads (json/__init__.py:346)"],
+    assert categorize([loop, "Control.datagram_received (mediad/io/control.py:120)", "loads (json/__init__.py:346)"],
                       MEDIAD_CATEGORIES) == "control: frames, AES-GCM, JSON, dispatch"
-    assert categorize([loop, "_Sealer.open (mediad/controlwire.py:260)"], MEDIAD_CATEGORIES) == \
+    assert categorize([loop, "_Sealer.open (mediad/proto/controlwire.py:260)"], MEDIAD_CATEGORIES) == \
         "control: frames, AES-GCM, JSON, dispatch"
     assert categorize([loop, "Store.save (mediad/state.py:80)", "Redis.execute_command (redis/client.py:600)"],
                       MEDIAD_CATEGORIES) == "Redis writes (redis-py)"
@@ -72,7 +72,7 @@ def test_perf_report_and_redis_commandstats_are_read():
 def test_within_a_category_samples_are_split_by_the_module_of_their_innermost_frame():
     assert leaf_module("dumps (json/__init__.py:231)") == "json"
     assert leaf_module("new (hmac.py:184)") == "hmac"
-    assert leaf_module("IqClient.request (/srv/e2ae/mediad/client.py:90)") == "mediad/client.py"
+    assert leaf_module("IqClient.request (/srv/e2ae/mediad/io/client.py:90)") == "mediad/io/client.py"
     assert leaf_module("<module> (<string>:4)") == "<string>"
     leaves = leaf_shares(parse_collapsed(COLLAPSED), KAMAILIO_CATEGORIES)
     assert leaves["mediad Iq round trips (client: encode, seal, send, wait, open, decode)"] == {"json": 1.0}

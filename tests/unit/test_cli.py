@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sdp_rules.cli import main
-from sdp_rules.iq import Command, IqRequest, Side, StreamSpec, TerminationSpec
+from iq import Command, IqRequest, Side, StreamSpec, TerminationSpec
 from sdp_rules.sdp import parse
 from sdp_rules.simulated_agw import FINGERPRINT, ICE_PWD, ICE_UFRAG, SimulatedAgw
 

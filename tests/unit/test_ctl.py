@@ -164,3 +164,42 @@ def test_nodes_drain_and_undrain_against_redis(redis_url):
         assert ctl.main(["drain", "no/such"], io.StringIO(), edge) == 1
     finally:
         client.close()
+
+
+class RecordingRpc:
+    """In place of Kamailio's RPC socket: what e2ae-ctl asks, in order."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[tuple] = []
+        self.fail = fail
+
+    def call(self, method: str, *params, missing_ok: bool = False):
+        self.calls.append((method, *params))
+        if method == self.fail:
+            raise ctl.CtlError(f"Kamailio RPC {method}: refused")
+
+
+def ending_edge(rpc: RecordingRpc) -> ctl.Edge:
+    edge = ctl.Edge(None, [], rpc)
+    edge.find = lambda call_id: [record()]
+    edge._held = lambda dialogs: []
+    return edge
+
+
+def test_end_marks_the_call_while_the_dialog_module_sends_both_byes():
+    """Kamailio 5.6 drops the second BYE when the first one's reply deleted the dialog
+    already; the reply route holds that reply while the Call-ID is marked."""
+    rpc = RecordingRpc()
+    result = ending_edge(rpc).end("abc@127.0.0.1", wait=1.0)
+    assert rpc.calls == [("htable.sets", "e2ae_operator", "abc@127.0.0.1", "1"),
+                         ("htable.seti", "e2ae_bye", "abc@127.0.0.1", 1),
+                         ("dlg.terminate_dlg", "abc@127.0.0.1", "ft", "tt"),
+                         ("htable.delete", "e2ae_bye", "abc@127.0.0.1")]
+    assert result["released"] is True and result["released_by"] == "kamailio"
+
+
+def test_end_takes_the_mark_away_when_the_dialog_module_refuses():
+    rpc = RecordingRpc(fail="dlg.terminate_dlg")
+    with pytest.raises(ctl.CtlError):
+        ending_edge(rpc).end("abc@127.0.0.1", wait=1.0)
+    assert rpc.calls[-1] == ("htable.delete", "e2ae_bye", "abc@127.0.0.1")

@@ -11,7 +11,6 @@ import json
 
 import pytest
 
-import sdp_rules.iq
 from iq import (
     Command,
     Fingerprint,
@@ -112,6 +111,3 @@ def test_a_bad_fingerprint_is_a_value_error_naming_it():
     with pytest.raises(ValueError, match="not allowed"):
         Fingerprint.parse("md5 " + ":".join(["AB"] * 16))
 
-
-def test_the_old_module_re_exports_the_contract():
-    assert sdp_rules.iq.TransportSpec is TransportSpec and sdp_rules.iq.IqRequest is IqRequest

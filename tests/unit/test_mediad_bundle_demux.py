@@ -1,4 +1,4 @@
-"""mediad.bundle_demux: the m-line of each packet on a BUNDLE transport (RFC 9143 section 9.2).
+"""mediad.proto.bundle_demux: the m-line of each packet on a BUNDLE transport (RFC 9143 section 9.2).
 
 The packets are Chromium's, captured on a max-bundle transport with VP8 and
 with H.264 (``tests/fixtures/rtp``).  The routing tables are built the way the
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from iq import IqRequest
-from mediad.bundle_demux import BYE_GRACE, BundleDemux, BundleStream, Drop, MidStamp
+from mediad.proto.bundle_demux import BYE_GRACE, BundleDemux, BundleStream, Drop, MidStamp
 from sdp_rules import BundlePolicy, DialogState, Kind, Policy, Side, process
 from sdp_rules.bundle import mid, ssrcs
 from sdp_rules.sdp import parse

@@ -1,4 +1,4 @@
-"""mediad.certs: the AGW's self-signed ECDSA certificate and RFC 8122 fingerprints."""
+"""mediad.proto.certs: the AGW's self-signed ECDSA certificate and RFC 8122 fingerprints."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mediad.certs import Certificate, certificate_fingerprint
-from mediad.dtls import DtlsSession, HandshakeComplete
-from sdp_rules.iq import Fingerprint, Role
+from mediad.proto.certs import Certificate, certificate_fingerprint
+from mediad.proto.dtls import DtlsSession, HandshakeComplete
+from iq import Fingerprint, Role
 
 OPENSSL_DIGESTS = {"sha-1": "sha1", "sha-224": "sha224", "sha-256": "sha256", "sha-384": "sha384", "sha-512": "sha512"}
 

@@ -1,4 +1,4 @@
-"""mediad.control payload codec and mediad.ports pool: pure parts of the control endpoint and allocation."""
+"""mediad.proto.iqcodec payload codec and mediad.io.ports pool: pure parts of the control endpoint and allocation."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import socket
 import pytest
 
 from mediad.config import PortRange
-from mediad.control import ControlError, decode_reply, decode_request, encode_reply, encode_request
-from mediad.ports import NoPortsError, PortPool
-from sdp_rules.iq import (
+from mediad.proto.iqcodec import ControlError, decode_reply, decode_request, encode_reply, encode_request
+from mediad.io.ports import NoPortsError, PortPool
+from iq import (
     Command, Fingerprint, IqReply, IqRequest, Role, Side, StreamReply, StreamSpec, TerminationReply, TerminationSpec,
 )
 from tests.conftest import free_port
@@ -123,7 +123,7 @@ def test_json_nested_too_deep_is_malformed_not_an_internal_error(data):
 
 
 def _full_request() -> IqRequest:
-    from sdp_rules.iq import DcMap
+    from iq import DcMap
 
     access = TerminationSpec(
         Side.ACCESS, "UDP/DTLS/SCTP", remote_address="192.0.2.1", remote_port=4000, remote_rtcp_port=4001,

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from mediad.config import parse_config
-from mediad.control import DialogLocks
+from mediad.io.control import DialogLocks
 from mediad.daemon import WRITE_GATHER, Daemon
 from mediad.state import StateError, StateStore, WriteBehind, dialog_key
 

@@ -1,4 +1,4 @@
-"""mediad.controlwire: the control channel's frames, handshake and sealed messages, in memory."""
+"""mediad.proto.controlwire: the control channel's frames, handshake and sealed messages, in memory."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mediad import controlwire
-from mediad.controlwire import (
+from mediad.proto import controlwire
+from mediad.proto.controlwire import (
     MAX_FRAME, MAX_PAYLOAD, Authenticated, ClientConnection, Frame, FrameType, Message, ProtocolError, Reason,
     Refused, ServerConnection, State, WireError, decode, encode,
 )

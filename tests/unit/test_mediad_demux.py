@@ -1,10 +1,10 @@
-"""mediad.demux: RFC 7983 first-byte ranges and the RFC 5761 section 4 RTP/RTCP split."""
+"""mediad.proto.demux: RFC 7983 first-byte ranges and the RFC 5761 section 4 RTP/RTCP split."""
 
 from __future__ import annotations
 
 import pytest
 
-from mediad import demux
+from mediad.proto import demux
 
 BODY = bytes(40)
 

@@ -1,4 +1,4 @@
-"""mediad.dtls: real DTLS 1.2 handshakes, in memory and against aiortc over UDP."""
+"""mediad.proto.dtls: real DTLS 1.2 handshakes, in memory and against aiortc over UDP."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mediad import demux
-from mediad.certs import Certificate
-from mediad.dtls import (
+from mediad.proto import demux
+from mediad.proto.certs import Certificate
+from mediad.proto.dtls import (
     ApplicationData,
     Closed,
     DtlsSession,
@@ -22,16 +22,16 @@ from mediad.dtls import (
     match_fingerprint,
     split_records,
 )
-from mediad.srtp import (
+from mediad.proto.srtp import (
     AEAD_AES_128_GCM,
     AES_CM_128_HMAC_SHA1_32,
     AES_CM_128_HMAC_SHA1_80,
     PROFILES,
     SrtpTransformer,
 )
-from mediad.stun import IceLiteResponder, random_ice_credentials
+from mediad.proto.stun import IceLiteResponder, random_ice_credentials
 from sdp_rules.errors import UsageError
-from sdp_rules.iq import Fingerprint, Role
+from iq import Fingerprint, Role
 
 ALERT = 21
 RTP = bytes.fromhex("80000001000000a0deadbeef") + bytes(range(160))

@@ -1,4 +1,4 @@
-"""mediad.dtls compaction: an established DTLS-SRTP session without its OpenSSL connection.
+"""mediad.proto.dtls compaction: an established DTLS-SRTP session without its OpenSSL connection.
 
 Each test runs the same peer input against a compacted session and against one
 that keeps OpenSSL (``compact=False``), and requires the same records, states
@@ -12,16 +12,16 @@ import time
 import pytest
 from OpenSSL import SSL
 
-from mediad.certs import Certificate
-from mediad.dtls import (
+from mediad.proto.certs import Certificate
+from mediad.proto.dtls import (
     ApplicationData,
     Closed,
     DtlsSession,
     HandshakeComplete,
     split_records,
 )
-from mediad.dtls_record import record_epoch
-from sdp_rules.iq import Role
+from mediad.proto.dtls_record import record_epoch
+from iq import Role
 from tests.unit.test_mediad_dtls import events, pump
 
 

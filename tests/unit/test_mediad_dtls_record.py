@@ -1,4 +1,4 @@
-"""mediad.dtls_record: the epoch-1 AEAD record layer without OpenSSL (RFC 6347 4.1, RFC 5288, RFC 7905).
+"""mediad.proto.dtls_record: the epoch-1 AEAD record layer without OpenSSL (RFC 6347 4.1, RFC 5288, RFC 7905).
 
 Two RecordProtection objects with each other's keys stand for the two ends of
 an association; the handshake tests (test_mediad_dtls_compact) derive the keys
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from mediad.dtls_record import (
+from mediad.proto.dtls_record import (
     RECORD_HEADER_LENGTH, REPLAY_WINDOW, RecordProtection, prf, record_epoch, record_sequence, with_sequence,
 )
 

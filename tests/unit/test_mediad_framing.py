@@ -1,4 +1,4 @@
-"""mediad.framing: RFC 4571 section 2 length-prefixed packets on a TCP stream."""
+"""mediad.proto.framing: RFC 4571 section 2 length-prefixed packets on a TCP stream."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mediad.framing import MAX_FRAME, Deframer, frame
+from mediad.proto.framing import MAX_FRAME, Deframer, frame
 
 PACKETS = [b"\x80" + os.urandom(171), b"\x16\xfe\xfd" + os.urandom(120), b"x", os.urandom(1500)]
 

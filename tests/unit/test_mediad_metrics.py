@@ -53,7 +53,7 @@ def test_control_requests_and_latency_are_counted_as_a_counter_and_a_histogram(m
     assert value("e2ae_mediad_control_requests_created", {"command": "reserve", "result": "ok"}) is not None
 def test_ports_free_follows_the_pool(metrics_registry):
     from mediad.config import PortRange
-    from mediad.ports import PortPool
+    from mediad.io.ports import PortPool
 
     metrics = Metrics(metrics_registry)
     pool = PortPool("127.0.0.1", PortRange(20000, 20009))

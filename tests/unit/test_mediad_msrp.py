@@ -1,4 +1,4 @@
-"""RFC 4975 section 7.1 message boundaries in a TCP stream (mediad.msrp)."""
+"""RFC 4975 section 7.1 message boundaries in a TCP stream (mediad.proto.msrp)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mediad.msrp import MsrpFramer, MsrpFramingError, message_end
+from mediad.proto.msrp import MsrpFramer, MsrpFramingError, message_end
 
 # RFC 4975 section 4 (example exchange), the SEND and its 200 OK.
 RFC4975_SEND = (

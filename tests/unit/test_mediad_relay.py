@@ -1,4 +1,4 @@
-"""mediad.relay's packet path in memory: cached destinations, consent deadline, integer counters.
+"""mediad.core.relay's packet path in memory: cached destinations, consent deadline, integer counters.
 
 Channels are wired to a fake transport and a fake loop whose clock and timers
 the test drives, so RFC 7675 consent expiry is checked without sleeping.
@@ -12,13 +12,13 @@ import types
 from prometheus_client import CollectorRegistry
 from pylibsrtp import Policy, Session
 
-from mediad.certs import Certificate
+from mediad.proto.certs import Certificate
 from mediad.config import Config
 from mediad.metrics import Metrics
-from mediad.relay import AccessChannel, CoreChannel
-from mediad.session import AccessLeg, CoreLeg, Dialog, Stream
-from mediad.srtp import AES_CM_128_HMAC_SHA1_80, SrtpKeys
-from sdp_rules.iq import Role, Side, StreamSpec, TerminationSpec
+from mediad.core.relay import AccessChannel, CoreChannel
+from mediad.core.session import AccessLeg, CoreLeg, Dialog, Stream
+from mediad.proto.srtp import AES_CM_128_HMAC_SHA1_80, SrtpKeys
+from iq import Role, Side, StreamSpec, TerminationSpec
 
 PEER = ("127.0.0.1", 40000)
 CORE = ("127.0.0.3", 40002)

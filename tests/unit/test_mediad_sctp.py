@@ -1,4 +1,4 @@
-"""The SCTP association over an in-memory link (mediad.sctp): no DTLS, no sockets.
+"""The SCTP association over an in-memory link (mediad.core.sctp): no DTLS, no sockets.
 
 Two :class:`SctpAssociation` objects send each other their SCTP packets
 through the event loop, as two DTLS application-data pipes would.
@@ -14,8 +14,8 @@ import struct
 
 from google_crc32c import value as crc32c
 
-from mediad.sctp import CLOSED, ESTABLISHED, SctpAssociation, zero_length_parameter
-from sdp_rules.iq import DcMap, Role
+from mediad.core.sctp import CLOSED, ESTABLISHED, SctpAssociation, zero_length_parameter
+from iq import DcMap, Role
 
 
 class Pair:

@@ -1,4 +1,4 @@
-"""mediad.srtp: libsrtp through pylibsrtp, checked against an independent RFC 3711 oracle."""
+"""mediad.proto.srtp: libsrtp through pylibsrtp, checked against an independent RFC 3711 oracle."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from mediad.srtp import (
+from mediad.proto.srtp import (
     AEAD_AES_128_GCM,
     AES_CM_128_HMAC_SHA1_32,
     AES_CM_128_HMAC_SHA1_80,
@@ -20,7 +20,7 @@ from mediad.srtp import (
     exporter_length,
 )
 from sdp_rules.errors import E2aeError
-from mediad import fastpath
+from mediad.io import fastpath
 
 # RFC 3711 Appendix B.3 (key derivation test vectors).
 B3_MASTER_KEY = bytes.fromhex("E1F97A0D3E018BE0D64FA32C06DE4139")
@@ -255,7 +255,7 @@ def test_supported_profiles_table_as_built():
     """The table is built at import: checked here as the module builds it (RFC 5764 4.1.2, RFC 7714 14.2)."""
     from pylibsrtp import Policy
 
-    from mediad.srtp import SrtpProfile, _supported_profiles
+    from mediad.proto.srtp import SrtpProfile, _supported_profiles
 
     assert _supported_profiles() == {
         AEAD_AES_128_GCM: SrtpProfile(AEAD_AES_128_GCM, Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12, 16),

@@ -1,4 +1,4 @@
-"""mediad.stun: the ICE-lite responder, with RFC 5769 test vectors and aioice as the decoder."""
+"""mediad.proto.stun: the ICE-lite responder, with RFC 5769 test vectors and aioice as the decoder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from aioice import stun
 
-from mediad.stun import ICE_CHARS, IceLiteResponder, random_ice_credentials
+from mediad.proto.stun import ICE_CHARS, IceLiteResponder, random_ice_credentials
 from tests.conftest import property_examples
 
 # RFC 5769 section 2.1: sample request (USERNAME "evtj:h6vY", password below).
@@ -162,7 +162,7 @@ def test_random_ice_credentials_are_base64_of_one_random_draw(monkeypatch):
     """8 + 24 ice-chars from 24 random bytes: the base64 alphabet is exactly the ice-chars."""
     assert set(base64.b64encode(bytes(range(256)) * 3).decode()) == set(ICE_CHARS)
     draws = []
-    monkeypatch.setattr("mediad.stun.secrets.token_bytes", lambda n: draws.append(n) or bytes(range(n)))
+    monkeypatch.setattr("mediad.proto.stun.secrets.token_bytes", lambda n: draws.append(n) or bytes(range(n)))
     ufrag, pwd = random_ice_credentials()
     assert draws == [24]
     assert ufrag + pwd == base64.b64encode(bytes(range(24))).decode()

@@ -1,4 +1,4 @@
-"""T.140 in RTP (RFC 4103) and RED (RFC 2198) for the data-channel gateway (mediad.t140)."""
+"""T.140 in RTP (RFC 4103) and RED (RFC 2198) for the data-channel gateway (mediad.proto.t140)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mediad.t140 import (
+from mediad.proto.t140 import (
     IDLE_SECONDS, T140Depacketizer, T140Packetizer, parse_red, parse_rtp, split_utf8,
 )
 

@@ -1,4 +1,4 @@
-"""mediad.tcp sans-IO parts: the admission gate of an access TCP connection (RFC 6544, RFC 4571), and friends."""
+"""mediad.io.tcp sans-IO parts: the admission gate of an access TCP connection (RFC 6544, RFC 4571), and friends."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 from aioice import stun
 
-from mediad import demux
+from mediad.proto import demux
 from mediad.daemon import Daemon
-from mediad.framing import Deframer, frame
+from mediad.proto.framing import Deframer, frame
 from mediad.metrics import TCP_ERRORS, Metrics
-from mediad.stun import IceLiteResponder
-from mediad.tcp import ACCEPTED, CHECK, CLOSE, CLOSED, MAX_CHECK_FRAME, PASS, UNCHECKED, TcpGate, TcpPeer, wants_tcp
-from sdp_rules.iq import Fingerprint, Side, StreamSpec, TerminationSpec
+from mediad.proto.stun import IceLiteResponder
+from mediad.io.tcp import ACCEPTED, CHECK, CLOSE, CLOSED, MAX_CHECK_FRAME, PASS, UNCHECKED, TcpGate, TcpPeer, wants_tcp
+from iq import Fingerprint, Side, StreamSpec, TerminationSpec
 
 STUN_REQUEST = bytes(stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST))
 RTP = bytes([0x80, 0]) + os.urandom(170)

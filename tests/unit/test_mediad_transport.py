@@ -1,4 +1,4 @@
-"""mediad.transport in memory: a BUNDLE transport's packet path with Chromium's captured packets.
+"""mediad.core.transport in memory: a BUNDLE transport's packet path with Chromium's captured packets.
 
 The transport, its channel and two streams (audio, video) with their core legs
 are built from the Iq request the SDP rules make of Chromium's max-bundle offer
@@ -20,14 +20,14 @@ from prometheus_client import CollectorRegistry
 from pylibsrtp import Policy, Session
 
 from iq import Side, TerminationSpec
-from mediad import fastpath
-from mediad.bundle_demux import Drop
+from mediad.io import fastpath
+from mediad.proto.bundle_demux import Drop
 from mediad.config import Config
 from mediad.metrics import Metrics
-from mediad.relay import CoreChannel
-from mediad.session import CoreLeg, Dialog, Stream
-from mediad.srtp import AES_CM_128_HMAC_SHA1_80, PROFILES, SrtpKeys, SrtpTransformer
-from mediad.transport import BundledLeg, Transport, TransportChannel, split_rtcp
+from mediad.core.relay import CoreChannel
+from mediad.core.session import CoreLeg, Dialog, Stream
+from mediad.proto.srtp import AES_CM_128_HMAC_SHA1_80, PROFILES, SrtpKeys, SrtpTransformer
+from mediad.core.transport import BundledLeg, Transport, TransportChannel, split_rtcp
 from tests.unit.test_mediad_bundle_demux import Capture, elements, parts, ssrc_of
 from tests.unit.test_mediad_relay import FakeLoop, FakeTransport
 

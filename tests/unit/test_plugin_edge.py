@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sdp_rules.errors import UnavailableError
-from sdp_rules.iq import Command, Fingerprint, IqReply, Side, StreamReply, TerminationReply, TransportReply
+from iq import Command, Fingerprint, IqReply, Side, StreamReply, TerminationReply, TransportReply
 
 import plugin.edge
 from plugin.edge import REFRESH_INTERVAL, Edge, Message
@@ -886,7 +886,7 @@ def test_a_cached_record_of_a_released_dialog_cannot_recreate_it(store, metrics_
 # -- the release not waited for ---------------------------------------------------------
 
 class SendingAgw(CachingAgw):
-    """An Iq client that can send without waiting (mediad.client.IqClient.send): the
+    """An Iq client that can send without waiting (mediad.io.client.IqClient.send): the
     request is served at once, and a refusal's context kept for take_failed."""
 
     def __init__(self, refuse_release: bool = False, down: bool = False) -> None:

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from sdp_rules.errors import UnavailableError
-from sdp_rules.iq import Command, Side
+from iq import Command, Side
 
 from mediad.config import Config
 from mediad.pool import DRAINING_KEY, NODES_KEY, Heartbeat, Node, NodeState, node_key

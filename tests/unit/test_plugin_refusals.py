@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sdp_rules.iq import Side
+from iq import Side
 
 from plugin import limits
 from plugin.edge import ACCEPT

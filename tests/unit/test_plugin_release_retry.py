@@ -11,7 +11,7 @@ import time
 import pytest
 
 from sdp_rules.errors import UnavailableError
-from sdp_rules.iq import Command, Side
+from iq import Command, Side
 
 from plugin.lifecycle import CallEvent, CallState, EndRequest, PendingRelease
 from plugin.state import DialogStore, dialog_id, dialog_key

@@ -9,7 +9,7 @@ from plugin.routing import (
     Action, SocketMap, Transport, alias_transport, core_next_hop, kamailio_defines, path_transport, path_user,
     relay_failed, toward, unroutable, uri_transport,
 )
-from sdp_rules.iq import Side
+from iq import Side
 
 CONFIG = parse_config(
     "[edge]\naccess_sip = 10.0.0.5:5060 advertise 203.0.113.5\naccess_tcp = 10.0.0.5:5060\n"

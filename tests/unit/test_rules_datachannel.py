@@ -17,7 +17,7 @@ import sdp_rules
 from sdp_rules import BundlePolicy, DialogState, Kind, Policy, SdpPolicyError, Side
 from sdp_rules import datachannel
 from sdp_rules.datachannel import CHANNEL_BASE
-from sdp_rules.iq import (
+from iq import (
     Command,
     DcMap,
     Fingerprint,

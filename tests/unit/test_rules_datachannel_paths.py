@@ -17,7 +17,7 @@ import pytest
 
 from sdp_rules import DialogState, Kind, SdpPolicyError, Side
 from sdp_rules import datachannel
-from sdp_rules.iq import (
+from iq import (
     Command,
     DcMap,
     IqReply,

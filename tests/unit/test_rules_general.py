@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdp_rules import DialogState, Kind, SdpPolicyError, Side
-from sdp_rules.iq import Command, Role
+from iq import Command, Role
 
 from tests.conftest import property_examples
 from tests.unit.rules_helpers import AGW_FP2, AGW_FP_TEXT, TlsIds, attrs_of, core_port, fixture, policy, run, sdp, unbundled
@@ -516,7 +516,7 @@ def test_the_plan_says_per_m_line_what_was_decided_for_a_wic_offer_and_the_core_
 
 
 def test_finish_without_the_agw_reply_or_with_a_refusal_is_our_defect():
-    from sdp_rules.iq import IqReply
+    from iq import IqReply
     from tests.unit.rules_helpers import plan
 
     p = plan(fixture("chromium_offer_audio.sdp"), Side.ACCESS, Kind.OFFER, DialogState(), policy())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from sdp_rules import DialogState, Kind, SdpPolicyError, Side
-from sdp_rules.iq import IqReply, Role, StreamReply, TerminationReply
+from iq import IqReply, Role, StreamReply, TerminationReply
 
 from tests.unit.rules_helpers import AGW_CORE_ADDRESS, TlsIds, agw_reply, fixture, plan, policy, run, sdp, unbundled
 

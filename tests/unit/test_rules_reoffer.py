@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sdp_rules import DialogState, Kind, SdpPolicyError, Side
-from sdp_rules.iq import Command, IqRequest, Role, StreamSpec, TerminationSpec
+from iq import Command, IqRequest, Role, StreamSpec, TerminationSpec
 from sdp_rules.plan import ActpassPolicy
 
 from tests.unit.rules_helpers import AGW_FP_TEXT, TlsIds, fixture, policy, run, sdp, unbundled

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from sdp_rules import DialogState, Kind, Side
-from sdp_rules.iq import Command, Fingerprint, IqRequest, Role, StreamSpec, TerminationSpec
+from iq import Command, Fingerprint, IqRequest, Role, StreamSpec, TerminationSpec
 from sdp_rules.plan import ActpassPolicy
 
 from tests.unit.rules_helpers import (

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdp_rules import DialogState, Kind, Policy, Side
-from sdp_rules.iq import Command, Fingerprint, IqRequest, Role, StreamSpec, TerminationSpec
+from iq import Command, Fingerprint, IqRequest, Role, StreamSpec, TerminationSpec
 from sdp_rules.plan import ActpassPolicy
 
 from tests.conftest import property_examples

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sdp_rules import DialogState, Kind, Side
-from sdp_rules.iq import Command, Fingerprint, IqRequest, Role, StreamSpec, TerminationSpec
+from iq import Command, Fingerprint, IqRequest, Role, StreamSpec, TerminationSpec
 
 from tests.unit.rules_helpers import AGW_FP_TEXT, DIALOG, TlsIds, fixture, policy, run, sdp, unbundled
 

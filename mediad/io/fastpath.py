@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Why native: measured on the 2-core benchmark box, the Python relay
-(``mediad.relay``) costs ~17 CPU-µs per relayed packet, of which ~2 µs are
+(``mediad.core.relay``) costs ~17 CPU-µs per relayed packet, of which ~2 µs are
 interpreter work of the relay itself, ~1-2 µs pylibsrtp's per-packet
 allocations and the rest the kernel's UDP path and the event loop.  rtpengine
 in userspace costs 13-19.  ``fastpath.c`` (~300 lines, cffi) is the smallest
@@ -56,16 +56,16 @@ from typing import TYPE_CHECKING, Any
 
 from pylibsrtp._binding import ffi as _srtp_ffi, lib as _srtp_lib
 
-from mediad.srtp import SrtpKeys, SrtpTransformer
+from mediad.proto.srtp import SrtpKeys, SrtpTransformer
 
 if TYPE_CHECKING:
-    from mediad.relay import Channel
-    from mediad.session import Stream
+    from mediad.core.relay import Channel
+    from mediad.core.session import Stream
 
 log = logging.getLogger("mediad.fastpath")
 
-try:  # built by ``python -m mediad.fastpath_build``
-    from mediad._fastpath import ffi, lib
+try:  # built by ``python -m mediad.io.fastpath_build``
+    from mediad.io._fastpath import ffi, lib
 except ImportError:  # pragma: no cover - depends on the build
     ffi = lib = None
 else:  # C calls pylibsrtp's libsrtp (OpenSSL crypto), the copy that created the sessions
@@ -93,7 +93,7 @@ class Engine:
 
     def __init__(self) -> None:
         if lib is None:
-            raise RuntimeError("the native packet path is not built (python -m mediad.fastpath_build)")
+            raise RuntimeError("the native packet path is not built (python -m mediad.io.fastpath_build)")
         self.counters = ffi.new("uint64_t[]", lib.E2AE_COUNTERS)
         self.slow = ffi.new("e2ae_pkt[]", lib.E2AE_BATCH)
 

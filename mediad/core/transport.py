@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The ownership tree (``mediad.session``) with its transport branch::
+The ownership tree (``mediad.core.session``) with its transport branch::
 
     Dialog ─┬─ Transport (transport_id)       one access port, one ICE-lite agent (RFC 8445 2.5),
             │    └─ TransportChannel            one DtlsSession, one SRTP context pair (RFC 9143 11)
@@ -23,17 +23,17 @@ DTLS session's state is the transport's only state machine (``relay``'s
 Access → core, on the transport's port: STUN and DTLS as on any access port
 (``relay.AccessChannel``, RFC 7983); SRTP/SRTCP unprotected with the
 transport's context; an RTP packet goes to the stream
-:meth:`BundleDemux.route_rtp <mediad.bundle_demux.BundleDemux.route_rtp>`
+:meth:`BundleDemux.route_rtp <mediad.proto.bundle_demux.BundleDemux.route_rtp>`
 names (MID header extension, SSRC, payload type), out of that stream's core
 leg; an RTCP compound packet is split per stream (:func:`split_rtcp`); DTLS
 application data is SCTP (RFC 8261) for the transport's ``sctp`` stream.
 Core → access: a stream's core port hands RTP/RTCP to its :class:`BundledLeg`,
 which checks that no other stream sends the SSRC (RFC 9143 section 9.1;
-:meth:`BundleDemux.sent <mediad.bundle_demux.BundleDemux.sent>`), adds the
-m-line's MID to RTP (:class:`~mediad.bundle_demux.MidStamp`, when the MID
+:meth:`BundleDemux.sent <mediad.proto.bundle_demux.BundleDemux.sent>`), adds the
+m-line's MID to RTP (:class:`~mediad.proto.bundle_demux.MidStamp`, when the MID
 extension is negotiated: the WIC may route by nothing else) and sends it
 through the transport's channel (its SRTP context, its port, the selected
-address).  Drops are counted by :class:`~mediad.bundle_demux.Drop` reason.
+address).  Drops are counted by :class:`~mediad.proto.bundle_demux.Drop` reason.
 
 Re-offers (RFC 8843 section 7.3, RFC 8842 section 5): ``reuse_association``
 false on a kept transport starts a new DTLS session (and a new SCTP
@@ -52,16 +52,16 @@ from typing import TYPE_CHECKING, Any
 
 from iq import Role, TerminationReply, TerminationSpec, TransportReply, TransportSpec
 
-from mediad.bundle_demux import RR, SR, BundleDemux, BundleStream, Drop, MidStamp
-from mediad.datachannel import SctpAccessLeg
-from mediad.dtls import ApplicationData, Closed, HandshakeComplete, HandshakeFailed
-from mediad.relay import ESTABLISHED, RTP, AccessChannel
-from mediad.session import AccessLeg, StreamKind
-from mediad.srtp import SrtpError, SrtpKeys
-from mediad.stun import IceLiteResponder, random_ice_credentials
+from mediad.proto.bundle_demux import RR, SR, BundleDemux, BundleStream, Drop, MidStamp
+from mediad.core.datachannel import SctpAccessLeg
+from mediad.proto.dtls import ApplicationData, Closed, HandshakeComplete, HandshakeFailed
+from mediad.core.relay import ESTABLISHED, RTP, AccessChannel
+from mediad.core.session import AccessLeg, StreamKind
+from mediad.proto.srtp import SrtpError, SrtpKeys
+from mediad.proto.stun import IceLiteResponder, random_ice_credentials
 
 if TYPE_CHECKING:
-    from mediad.session import Dialog, Stream
+    from mediad.core.session import Dialog, Stream
 
 _SSRC = struct.Struct("!I")
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import crypto
 
-from sdp_rules.iq import Fingerprint
+from iq import Fingerprint
 
 # RFC 8122 section 5 hash function textual names accepted for fingerprints.
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {

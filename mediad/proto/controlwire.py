@@ -48,7 +48,7 @@ connection with ``unexpected``)::
             (OPEN,            ERROR)     -> Refused
 
 :func:`encode` and :func:`decode` are the pure frame codec (the fuzzing
-harness drives them); the payload of DATA frames (JSON) is ``mediad.control``'s.
+harness drives them); the payload of DATA frames (JSON) is ``mediad.io.control``'s.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from sdp_rules.errors import E2aeError
+from sdp_rules.errors import E2aeError, UsageError
 
 VERSION = 2
 NONCE_SIZE = 16
@@ -348,8 +348,10 @@ class _Connection:
                     if 0 < length <= MAX_FRAME and (size - offset == 4 or data[offset + 4] == _DATA):
                         if end > size:  # the frame is not all there (perhaps only its length)
                             break
-                        assert self._rx is not None
-                        events.append(Message(self._rx.open(data, offset + 4, end)))
+                        rx = self._rx
+                        if rx is None:  # OPEN is entered with the keys: a defect of this machine
+                            raise UsageError("control connection open without its receiving keys")
+                        events.append(Message(rx.open(data, offset + 4, end)))
                         offset = end
                         continue
                 elif state is State.CLOSED:
@@ -394,11 +396,13 @@ class ServerConnection(_Connection):
             self.state = State.AWAIT_AUTH
             return None
         if state is State.AWAIT_AUTH and kind is FrameType.AUTH:
-            assert self._keys is not None
-            if not hmac.compare_digest(parse_auth(frame.body), self._keys.client_proof):
+            keys = self._keys
+            if keys is None:  # AWAIT_AUTH is entered with the keys: a defect of this machine
+                raise UsageError("control connection awaiting AUTH without its keys")
+            if not hmac.compare_digest(parse_auth(frame.body), keys.client_proof):
                 raise WireError(Reason.BAD_PROOF, "the client does not prove the control secret")
-            self._rx = _Sealer(self._keys.client_to_server)
-            self._tx = _Sealer(self._keys.server_to_client)
+            self._rx = _Sealer(keys.client_to_server)
+            self._tx = _Sealer(keys.server_to_client)
             self._keys = None
             self.state = State.OPEN
             return Authenticated()

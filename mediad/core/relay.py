@@ -7,7 +7,7 @@ per port (the RTP port, and a separate RTCP port when RTCP is not
 multiplexed, each with its own DTLS association: RFC 5764 section 4.1).  Every
 datagram goes through small named steps::
 
-    classify (RFC 7983 / RFC 5761 section 4, mediad.demux)
+    classify (RFC 7983 / RFC 5761 section 4, mediad.proto.demux)
       STUN  -> ICE-lite responder (RFC 8445 2.5, RFC 7675) -> answer, learn peer
       DTLS  -> DtlsSession.receive -> pump (send flights, handle events)
       RTP   -> SRTP unprotect -> core RTP port
@@ -19,7 +19,7 @@ Core side (plain RTP/RTCP or UDPTL), one :class:`CoreChannel` per port::
     RTP  -> SRTP protect -> access peer;  RTCP -> SRTCP protect -> access peer
     UDPTL -> DTLS application data -> access peer (T.38, RFC 7345)
 
-The DTLS sessions are sans-IO (mediad.dtls); time is the loop clock and the
+The DTLS sessions are sans-IO (mediad.proto.dtls); time is the loop clock and the
 retransmission / handshake timers are one ``call_at`` per session, re-armed
 after every pump.  A DTLS failure (fingerprint mismatch, timeout, protocol
 error) tears the association down: from then on nothing is relayed for the
@@ -42,7 +42,7 @@ ICE is cached, one timer per channel fires at the consent deadline
 cached destination, and the next packet takes the full check (which drops
 and reports the expiry, RFC 7675 section 5.1).  On the core side the
 destinations are computed by the leg when its spec or latched address
-changes (``mediad.session.CoreLeg.refresh``).
+changes (``mediad.core.session.CoreLeg.refresh``).
 
 Overload: nothing here pauses reading.  A UDP port that receives more than
 the process can handle loses datagrams in the kernel (its receive buffer
@@ -58,15 +58,15 @@ import logging
 import struct
 from typing import TYPE_CHECKING
 
-from sdp_rules.iq import EVENT_CONSENT_EXPIRED, EVENT_DTLS_ESTABLISHED, EVENT_DTLS_FAILED, Role
+from iq import EVENT_CONSENT_EXPIRED, EVENT_DTLS_ESTABLISHED, EVENT_DTLS_FAILED, Role
 
-from mediad import demux
-from mediad.dtls import ApplicationData, Closed, DtlsSession, HandshakeComplete, HandshakeFailed
-from mediad.srtp import SrtpError, SrtpTransformer
-from mediad.stun import IceLiteResponder
+from mediad.proto import demux
+from mediad.proto.dtls import ApplicationData, Closed, DtlsSession, HandshakeComplete, HandshakeFailed
+from mediad.proto.srtp import SrtpError, SrtpTransformer
+from mediad.proto.stun import IceLiteResponder
 
 if TYPE_CHECKING:
-    from mediad.session import AccessLeg, CoreLeg
+    from mediad.core.session import AccessLeg, CoreLeg
 
 log = logging.getLogger("mediad.relay")
 
@@ -74,7 +74,7 @@ RTP, RTCP, STUN, DTLS = demux.RTP, demux.RTCP, demux.STUN, demux.DTLS
 _SSRC = struct.Struct("!I")  # RTP header bytes 8-11, RTCP bytes 4-7 (RFC 3550 sections 5.1, 6.4)
 
 # A channel's association as the relay sees it: read from its DtlsSession (the only state machine,
-# mediad.dtls.TRANSITIONS), from the stored keys (restored after a restart: established, no session)
+# mediad.proto.dtls.TRANSITIONS), from the stored keys (restored after a restart: established, no session)
 # and from its failure (a failed handshake, or no ICE check before the handshake timeout).
 NEW, HANDSHAKING, ESTABLISHED, FAILED, CLOSED = "new", "handshaking", "established", "failed", "closed"
 _FROM_DTLS = {"new": HANDSHAKING, "handshaking": HANDSHAKING, "held": HANDSHAKING, "established": ESTABLISHED,
@@ -117,7 +117,7 @@ class AccessChannel(Channel):
 
     def __init__(self, leg: "AccessLeg", port: int, component: str) -> None:
         super().__init__(port, component)
-        self.leg = leg  # an AccessLeg (one stream), or a mediad.transport.Transport (a BUNDLE group's streams)
+        self.leg = leg  # an AccessLeg (one stream), or a mediad.core.transport.Transport (a BUNDLE group's streams)
         self.stream = leg.stream  # None on a transport: its streams are the transport's
         owner = leg.dialog.owner
         self.owner = owner
@@ -164,7 +164,7 @@ class AccessChannel(Channel):
             return NEW if self.keys is None else ESTABLISHED
         return _FROM_DTLS[dtls.state]
 
-    # Whatever the native packet path (mediad.fastpath) repeats is written down there on change.
+    # Whatever the native packet path (mediad.io.fastpath) repeats is written down there on change.
     @property
     def peer(self) -> tuple[str, int] | None:
         return self._peer

@@ -1,9 +1,9 @@
-"""Clients of mediad's control endpoint (the Iq interface, see ``mediad.control``).
+"""Clients of mediad's control endpoint (the Iq interface, see ``mediad.io.control``).
 
 :class:`IqClient` is blocking, for the Kamailio plugin whose worker processes
 have no event loop.  It keeps one connection (opened on first use, and again
 in a forked child: a connection is never shared between processes), runs the
-handshake of ``mediad.controlwire`` on it once, then sends one request at a
+handshake of ``mediad.proto.controlwire`` on it once, then sends one request at a
 time and reads its reply.  No request waits longer than ``timeout`` in all
 (connecting and the handshake included); on timeout the connection is closed
 (a late reply must not answer the next request) and
@@ -40,10 +40,10 @@ import socket
 import time
 
 from sdp_rules.errors import UnavailableError
-from sdp_rules.iq import IqReply, IqRequest
+from iq import IqReply, IqRequest
 
-from mediad.control import E_BAD_MAC, E_UNKNOWN_DIALOG, decode_reply, encode_request
-from mediad.controlwire import MAX_PAYLOAD, Authenticated, ClientConnection, Message, ProtocolError, Refused
+from mediad.proto.iqcodec import E_BAD_MAC, E_UNKNOWN_DIALOG, decode_reply, encode_request
+from mediad.proto.controlwire import MAX_PAYLOAD, Authenticated, ClientConnection, Message, ProtocolError, Refused
 
 RECV_SIZE = 65536  # one read (a reply larger than this takes several)
 MAX_UNANSWERED = 64  # requests sent without waiting whose replies have not come yet
@@ -130,8 +130,8 @@ class IqClient:
 
     def request(self, iq: IqRequest) -> IqReply:
         def transfer(payload: bytes, deadline: float, fresh: bool) -> IqReply:
-            assert self._sock is not None and self._wire is not None
-            self._sock.sendall(self._wire.send(payload))
+            sock, wire = self._connection()
+            sock.sendall(wire.send(payload))
             return self._reply(iq, deadline)
 
         return self._exchange(iq, transfer, _refused)
@@ -145,12 +145,12 @@ class IqClient:
                 self._poll()
             while len(self._unanswered) >= MAX_UNANSWERED:
                 self._settle(self._receive(deadline))
-            assert self._sock is not None and self._wire is not None
+            sock, wire = self._connection()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Late()
-            self._sock.settimeout(remaining)
-            self._sock.sendall(self._wire.send(payload))
+            sock.settimeout(remaining)
+            sock.sendall(wire.send(payload))
             self._unanswered[(iq.dialog, iq.transaction)] = context
 
         def refused(iq: IqRequest, event) -> None:
@@ -200,13 +200,12 @@ class IqClient:
     def _poll(self) -> None:
         """Read what mediad has sent already, without waiting: replies to requests sent
         without waiting, or the end of a connection mediad closed (_Lost)."""
-        assert self._sock is not None and self._wire is not None
-        if self._buffer is None:
-            self._buffer = bytearray(RECV_SIZE)
-        self._sock.settimeout(0.0)
+        sock, _ = self._connection()
+        buffer = self._recv_buffer()
+        sock.settimeout(0.0)
         while True:
             try:
-                size = self._sock.recv_into(self._buffer)
+                size = sock.recv_into(buffer)
             except (BlockingIOError, InterruptedError):
                 return
             if not size:
@@ -254,27 +253,37 @@ class IqClient:
 
     def _receive(self, deadline: float) -> list:
         """The events of the next bytes mediad sends; raises _Late, _Lost, _RefusedError."""
-        assert self._sock is not None and self._wire is not None
+        sock, _ = self._connection()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _Late()
-        self._sock.settimeout(remaining)
-        if self._buffer is None:
-            self._buffer = bytearray(RECV_SIZE)
-        size = self._sock.recv_into(self._buffer)
+        sock.settimeout(remaining)
+        size = sock.recv_into(self._recv_buffer())
         if not size:
             raise _Lost("mediad closed the connection")
         return self._events(size)
 
     def _events(self, size: int) -> list:
-        assert self._wire is not None and self._buffer is not None
-        events = self._wire.receive_data(bytes(memoryview(self._buffer)[:size]))
+        _, wire = self._connection()
+        events = wire.receive_data(bytes(memoryview(self._recv_buffer())[:size]))
         for event in events:
             if type(event) is Refused:
                 raise _RefusedError(event)
             if type(event) is ProtocolError:
                 raise _Lost(f"control protocol error: {event.message}")
         return events
+
+    def _connection(self) -> tuple[socket.socket, ClientConnection]:
+        """The kept connection and its wire; _Lost when there is none (closed meanwhile)."""
+        if self._sock is None or self._wire is None:
+            raise _Lost("no connection")
+        return self._sock, self._wire
+
+    def _recv_buffer(self) -> bytearray:
+        """Where reads land: one buffer per client, made at its first read."""
+        if self._buffer is None:
+            self._buffer = bytearray(RECV_SIZE)
+        return self._buffer
 
     def _reply(self, iq: IqRequest, deadline: float) -> IqReply:
         while True:

@@ -1,16 +1,11 @@
 """The control endpoint: the Iq interface over authenticated TCP connections.
 
-Each connection runs the wire protocol of ``mediad.controlwire`` (frames,
+Each connection runs the wire protocol of ``mediad.proto.controlwire`` (frames,
 handshake, per-connection keys, sequence numbers); each DATA message carries
-one JSON object:
+one JSON Iq request or reply, read and written by the pure codec of
+``mediad.proto.iqcodec`` (which holds the error codes too).
 
-* request: ``IqRequest.to_dict()``;
-* reply: ``IqReply.to_dict()``; on failure ``error`` and ``error_code`` are set
-  (the codes are in ``docs/mediad.md``: who is wrong, and what the plugin answers).
-
-Theory of operation: :func:`decode_request` and :func:`encode_reply` are the
-pure payload codec (JSON; a payload that is not an Iq request raises
-:class:`ControlError` 400, whatever its nesting).  :class:`ControlEndpoint` is
+Theory of operation: :class:`ControlEndpoint` is
 the asyncio shell: it listens on the configured address, gives each
 connection a :class:`ControlConnection` (an ``asyncio.Protocol`` around a
 ``controlwire.ServerConnection``) and closes connections that do not
@@ -33,17 +28,16 @@ lost waits for its original and then finds the answer in the cache.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import time
 from typing import Any, Awaitable, Callable
 
-from sdp_rules.errors import E2aeError
-from sdp_rules.iq import IqReply, IqRequest
+from iq import IqReply, IqRequest
 
-from mediad import controlwire
-from mediad.controlwire import Authenticated, Message, ProtocolError, ServerConnection
+from mediad.proto import controlwire
+from mediad.proto.controlwire import Authenticated, Message, ProtocolError, ServerConnection
+from mediad.proto.iqcodec import E_INTERNAL, E_MALFORMED, E_NO_RESOURCES, ControlError, decode_request, encode_reply
 
 log = logging.getLogger("mediad.control")
 
@@ -52,86 +46,6 @@ MAX_CONNECTIONS = 1024  # open control connections; more are refused
 HANDSHAKE_TIMEOUT = 3.0  # seconds from accept to an authenticated connection
 FRAME_TIMEOUT = 5.0  # seconds a frame may stay half received
 SWEEP_PERIOD = 1.0
-
-# The error codes of a reply (docs/mediad.md, "Error codes"): who is wrong decides the SIP answer.
-E_MALFORMED = 400  # the request breaks the Iq schema: the ALG's defect (500)
-E_BAD_MAC = 401  # not authenticated: the secrets differ (the client reads it again; else 503)
-E_UNKNOWN_DIALOG = 404  # no such dialog here (released, expired, lost)
-E_PEER = 488  # the peer's media description asks for what mediad cannot do (488)
-E_INTERNAL = 500  # mediad's own defect (500)
-E_UNSUPPORTED = 501  # a stream kind this mediad does not implement: plugin and mediad differ (500)
-E_NO_RESOURCES = 503  # no free ports, or too busy now (503 with Retry-After)
-
-
-class ControlError(E2aeError):
-    """A control request that gets an error reply with ``code``."""
-
-    def __init__(self, code: int, message: str, dialog: str = "", transaction: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.dialog = dialog
-        self.transaction = transaction
-
-    def reply(self) -> IqReply:
-        return IqReply(self.dialog, self.transaction, error=self.message, error_code=self.code)
-
-
-# Made once: json.dumps with options builds an encoder on every call.
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
-_loads = json.loads
-
-
-def encode_request(request: IqRequest) -> bytes:
-    """The payload of a request message."""
-    return _COMPACT.encode(request.to_dict()).encode()
-
-
-def decode_request(payload: bytes) -> IqRequest:
-    """The IqRequest of a request payload; ControlError 400 (with its names when it has them)."""
-    try:
-        iq = _loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise ControlError(E_MALFORMED, "request is not JSON") from None
-    except RecursionError:
-        raise ControlError(E_MALFORMED, "request is nested too deeply") from None
-    if not isinstance(iq, dict):
-        raise ControlError(E_MALFORMED, "request must be a JSON object")
-    return _request(iq)
-
-
-def encode_reply(reply: IqReply | dict[str, Any]) -> bytes:
-    """The payload of a reply, from an :class:`IqReply` or its ``to_dict()`` already made."""
-    data = reply if isinstance(reply, dict) else reply.to_dict()
-    return _COMPACT.encode(data).encode()
-
-
-def decode_reply(payload: bytes) -> IqReply:
-    try:
-        data = _loads(payload)
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
-        return IqReply.from_dict(data)
-    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
-        raise ValueError(f"malformed Iq reply: {exc}") from None
-
-
-def _names(iq: dict[str, Any]) -> tuple[str, str]:
-    """(dialog, transaction) to answer an error with."""
-    return str(iq.get("dialog", ""))[:256], str(iq.get("transaction", ""))[:256]
-
-
-def _request(iq: dict[str, Any]) -> IqRequest:
-    """The IqRequest of a decoded iq; ControlError 400 when it breaks the schema."""
-    dialog, transaction = _names(iq)
-    try:
-        request = IqRequest.from_dict(iq)
-    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
-        raise ControlError(E_MALFORMED, str(exc)[:300], dialog, transaction) from None
-    if not request.dialog or not request.transaction:
-        raise ControlError(E_MALFORMED, "dialog and transaction must not be empty", dialog, transaction)
-    return request
-
 
 # The handler answers an IqReply, or its to_dict() when it has made that already (the daemon
 # caches it): the reply is then serialised once.
@@ -205,8 +119,7 @@ class ControlEndpoint:
 
     def _sweep(self) -> None:
         """Close connections that do not authenticate in time, or stall inside a frame."""
-        assert self.loop is not None
-        now = self.loop.time()
+        now = asyncio.get_running_loop().time()  # a callback of the loop that start() took
         for connection in list(self.connections):
             connection.check(now)
         self.sweeper = self.loop.call_later(SWEEP_PERIOD, self._sweep)

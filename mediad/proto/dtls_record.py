@@ -13,7 +13,7 @@ buffers, the handshake state DTLS keeps for retransmissions, the session).  A
 DTLS-SRTP association needs it for very little once established: alerts, the
 odd application-data record, and the retransmission of our last flight.
 :meth:`RecordProtection.from_connection` derives the epoch-1 keys from the
-connection's master secret and randoms, so :class:`mediad.dtls.DtlsSession`
+connection's master secret and randoms, so :class:`mediad.proto.dtls.DtlsSession`
 can drop the connection and protect and check those few records itself.
 :meth:`~RecordProtection.seal` numbers records exactly as OpenSSL does (the
 explicit nonce is epoch and sequence number), so what goes out is what

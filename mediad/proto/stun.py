@@ -49,7 +49,7 @@ import struct
 
 from aioice import stun
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mediad.stun")
 
 ICE_CHARS = string.ascii_letters + string.digits + "+/"  # RFC 8445 section 15.1 ice-char
 STUN_MAGIC_COOKIE = stun.COOKIE

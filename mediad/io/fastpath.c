@@ -147,7 +147,7 @@ static int same_addr(const struct sockaddr_storage *src, const e2ae_addr *a) {
     return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
 }
 
-/* RFC 3550 appendix A.2 header validity of a compound RTCP datagram (as mediad.demux.rtcp_is_valid) */
+/* RFC 3550 appendix A.2 header validity of a compound RTCP datagram (as mediad.proto.demux.rtcp_is_valid) */
 static int rtcp_is_valid(const unsigned char *p, int size) {
     int offset = 0;
     if (size < 8 || size % 4)

@@ -7,10 +7,10 @@ channel) ↔ RFC 4975 / RFC 6714 (MSRP over TCP).
 
 Theory of operation
 -------------------
-The ownership tree (``mediad.session``) grows one level::
+The ownership tree (``mediad.core.session``) grows one level::
 
     dialog → stream "sctp" → SctpAccessLeg (one access port, ICE-lite, DTLS)
-                                 → SctpAssociation (mediad.sctp) → data channels
+                                 → SctpAssociation (mediad.core.sctp) → data channels
            → stream "dc_channel" → ChannelAccessLeg (its dcmap; no port)
                                  → T140CoreLeg (UDP RTP[/RTCP] ports) or
                                    MsrpCoreLeg (one TCP port)
@@ -26,11 +26,11 @@ every attached channel on the new SCTP association.
 Per channel, both directions are one call each::
 
     data channel message ─► ChannelAccessLeg.from_access ─► core.from_access
-        T.140: UTF-8 text → RTP t140 packets (mediad.t140) → core UDP peer
+        T.140: UTF-8 text → RTP t140 packets (mediad.proto.t140) → core UDP peer
         MSRP:  the MSRP message bytes, unchanged → core TCP connection
     core ─► core leg ─► ChannelAccessLeg.send ─► data channel message
         T.140: RTP (t140 or red primary) → text → one string message
-        MSRP:  TCP stream cut at message end lines (mediad.msrp) → one binary message
+        MSRP:  TCP stream cut at message end lines (mediad.proto.msrp) → one binary message
 
 Decisions where the specifications leave a choice:
 
@@ -70,18 +70,18 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc.exceptions import InvalidStateError
 
-from sdp_rules.iq import EVENT_SCTP_STREAM_RESET, Role, TerminationReply, TerminationSpec
+from iq import EVENT_SCTP_STREAM_RESET, Role, TerminationReply, TerminationSpec
 
-from mediad.control import E_MALFORMED, ControlError
-from mediad.dtls import ApplicationData, Closed, DtlsSession, HandshakeComplete, HandshakeFailed
-from mediad.msrp import MsrpFramer, MsrpFramingError
-from mediad.relay import AccessChannel
-from mediad.sctp import DEFAULT_SCTP_PORT, ESTABLISHED, SctpAssociation
-from mediad.session import AccessLeg, _merge_access
-from mediad.t140 import DEFAULT_T140_PT, T140Depacketizer, T140Packetizer
+from mediad.proto.iqcodec import E_MALFORMED, ControlError
+from mediad.proto.dtls import ApplicationData, Closed, DtlsSession, HandshakeComplete, HandshakeFailed
+from mediad.proto.msrp import MsrpFramer, MsrpFramingError
+from mediad.core.relay import AccessChannel
+from mediad.core.sctp import DEFAULT_SCTP_PORT, ESTABLISHED, SctpAssociation
+from mediad.core.session import AccessLeg, _merge_access
+from mediad.proto.t140 import DEFAULT_T140_PT, T140Depacketizer, T140Packetizer
 
 if TYPE_CHECKING:
-    from mediad.session import Stream
+    from mediad.core.session import Stream
 
 log = logging.getLogger("mediad.datachannel")
 

@@ -9,7 +9,7 @@ owner writes a field: the daemon (Iq requests) writes specs and creates or
 closes legs; channels write what they learn from packets (peer address, DTLS
 state, SRTP keys) and tell the daemon, which persists the dialog.
 
-Ports (``mediad.ports``): an access leg has one RTP port, plus an RTCP port
+Ports (``mediad.io.ports``): an access leg has one RTP port, plus an RTCP port
 with its own DTLS association while RTCP is not multiplexed (RFC 5764
 section 4.1); a core leg has an even RTP port plus RTP+1 for RTCP unless the
 core multiplexes (RFC 3550 section 11, RFC 5761).  T.38 legs have one port.
@@ -29,11 +29,11 @@ import enum
 import ipaddress
 from typing import Any
 
-from sdp_rules.iq import Role, StreamReply, StreamSpec, TerminationReply, TerminationSpec
+from iq import Role, StreamReply, StreamSpec, TerminationReply, TerminationSpec
 
-from mediad.relay import ESTABLISHED, AccessChannel, Channel, CoreChannel
-from mediad.srtp import SrtpKeys
-from mediad.stun import random_ice_credentials
+from mediad.core.relay import ESTABLISHED, AccessChannel, Channel, CoreChannel
+from mediad.proto.srtp import SrtpKeys
+from mediad.proto.stun import random_ice_credentials
 
 class StreamKind(enum.StrEnum):
     """An Iq stream's kind (docs/iq.md); the value is the Iq string (JSON, logs, comparisons)."""
@@ -45,7 +45,7 @@ class StreamKind(enum.StrEnum):
     DC_CHANNEL = "dc_channel"  # one data channel: a component stream (RFC 8864)
 
 
-SUPPORTED_KINDS = (StreamKind.SRTP, StreamKind.SRTP_TCP, StreamKind.T38)  # this module's legs; mediad.datachannel's
+SUPPORTED_KINDS = (StreamKind.SRTP, StreamKind.SRTP_TCP, StreamKind.T38)  # this module's legs; mediad.core.datachannel's
 DOCUMENT_VERSION = 1
 
 
@@ -66,7 +66,7 @@ class AccessLeg:
 
     Written by the daemon (``spec``, the channels); the channels report through
     :meth:`report` and read ``path``, ``over_tcp`` and ``dtls_srtp``, which a
-    ``mediad.transport.Transport`` answers too (the leg of a BUNDLE group).
+    ``mediad.core.transport.Transport`` answers too (the leg of a BUNDLE group).
     """
 
     transport = None  # a leg of its own: no BUNDLE transport
@@ -88,7 +88,7 @@ class AccessLeg:
 
     @property
     def path(self):
-        """The stream's native packet path (mediad.fastpath.StreamPath), or None."""
+        """The stream's native packet path (mediad.io.fastpath.StreamPath), or None."""
         return self.stream.path
 
     def report(self, name: str, reason: str | None, component: str) -> None:
@@ -158,7 +158,7 @@ class AccessLeg:
                 c.component: {
                     "port": c.port, "state": c.state, "failure": c.failure,
                     "role": c.role.value if c.role else None,
-                    # a TCP peer (mediad.tcp.TcpPeer, a tuple subclass) dies with the process
+                    # a TCP peer (mediad.io.tcp.TcpPeer, a tuple subclass) dies with the process
                     "peer": list(c.peer) if c.peer and type(c.peer) is tuple else None,
                     "srtp_keys": c.keys.to_dict() if c.keys is not None else None,
                 }
@@ -283,16 +283,16 @@ class CoreLeg:
 
 
 class Stream:
-    path = None  # mediad.fastpath.StreamPath when the native packet path carries it
+    path = None  # mediad.io.fastpath.StreamPath when the native packet path carries it
 
     def __init__(self, dialog: "Dialog", spec: StreamSpec) -> None:
         self.dialog = dialog
         self.stream_id = spec.stream_id
         self.kind = StreamKind(spec.kind)  # (the daemon checked it: a ValueError is a document of ours)
-        self.group = spec.group  # dc_channel: the stream id of its "sctp" stream (mediad.datachannel)
+        self.group = spec.group  # dc_channel: the stream id of its "sctp" stream (mediad.core.datachannel)
         self.local_tls_id = spec.local_tls_id
         self.remote_tls_id = spec.remote_tls_id
-        # The BUNDLE transport (mediad.transport.Transport) carrying the access side, and the
+        # The BUNDLE transport (mediad.core.transport.Transport) carrying the access side, and the
         # m-line's mid: written by the daemon (a stream may move onto or off a transport).
         self.transport_id = spec.transport_id
         self.mid = spec.mid
@@ -350,7 +350,7 @@ class Dialog:
         self.owner = owner
         self.id = dialog_id
         self.streams: dict[int, Stream] = {}
-        self.transports: dict[int, Any] = {}  # transport_id -> mediad.transport.Transport (BUNDLE)
+        self.transports: dict[int, Any] = {}  # transport_id -> mediad.core.transport.Transport (BUNDLE)
         self.replies: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.version = 0

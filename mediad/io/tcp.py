@@ -32,7 +32,7 @@ its connections, at most :data:`MAX_UNCHECKED` unchecked ones and one accepted
 one at a time: the first whose check authenticates); a :class:`TcpConnection`
 (asyncio Protocol) per connection, which feeds the gate and hands each frame to
 the channel's existing pipeline steps (``stun_in``, ``dtls_in``, ``media_in``
-of ``mediad.relay``): a frame is a datagram.  The channel's ``transport``
+of ``mediad.core.relay``): a frame is a datagram.  The channel's ``transport``
 becomes an :class:`AccessTransport` that sends to a :class:`TcpPeer` address
 framed over its connection and to any other address over UDP, so the DTLS
 driving, SRTP and ICE code is shared with UDP unchanged.  Who gets media is
@@ -56,11 +56,11 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
-from mediad import demux
-from mediad.framing import Deframer, frame
+from mediad.proto import demux
+from mediad.proto.framing import Deframer, frame
 
 if TYPE_CHECKING:
-    from mediad.relay import AccessChannel
+    from mediad.core.relay import AccessChannel
 
 log = logging.getLogger("mediad.tcp")
 

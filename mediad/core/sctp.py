@@ -14,7 +14,7 @@ aiortc's :class:`~aiortc.rtcsctptransport.RTCSctpTransport` is the SCTP
 implementation used here: chunk codecs, the association state machine,
 congestion control, SACKs, stream resets and data channels.  It expects to sit
 on aiortc's ``RTCDtlsTransport``, which owns its ICE transport and socket.  Our
-DTLS is :class:`mediad.dtls.DtlsSession`, driven by the relay on mediad's own
+DTLS is :class:`mediad.proto.dtls.DtlsSession`, driven by the relay on mediad's own
 access port (ICE-lite, fingerprints held until the ALG gives them, restart
 rules), so it cannot be an ``RTCDtlsTransport``.  :class:`DtlsLink` is the
 smallest object with what ``RTCSctpTransport`` uses of one: ``state``,
@@ -65,7 +65,7 @@ from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
 from sdp_rules.errors import UsageError
-from sdp_rules.iq import DcMap, Role
+from iq import DcMap, Role
 
 log = logging.getLogger("mediad.sctp")
 

@@ -66,7 +66,7 @@ Compaction.  An OpenSSL connection keeps about 80 KiB after its handshake
 (record buffers, the state DTLS keeps to retransmit flights, the session).  A
 DTLS-SRTP session (``srtp=True``, ``compact`` left on) drops it once
 established and handles the rare later records with
-:class:`mediad.dtls_record.RecordProtection`, derived from the connection's
+:class:`mediad.proto.dtls_record.RecordProtection`, derived from the connection's
 master secret (AEAD suites only; with any other suite, or if the derived keys
 fail to open the records of the handshake, the connection stays).  What it
 does then is what OpenSSL does (the tests compare both): application data in
@@ -79,7 +79,7 @@ warning; a repeated Finished (the peer lost our last flight, RFC 6347 section
 another epoch, with a bad tag or replayed are dropped silently.
 
 SRTP profiles offered (and, as server, chosen in this order): the ones in
-:data:`mediad.srtp.PROFILES` (AEAD_AES_128_GCM when libsrtp has it, then
+:data:`mediad.proto.srtp.PROFILES` (AEAD_AES_128_GCM when libsrtp has it, then
 AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32).  Keys never reach a log.
 """
 
@@ -93,18 +93,18 @@ from typing import Iterable, Sequence, Union
 
 from OpenSSL import SSL
 
-from mediad.certs import Certificate, certificate_fingerprint
-from mediad.dtls_record import (
+from mediad.proto.certs import Certificate, certificate_fingerprint
+from mediad.proto.dtls_record import (
     RecordProtection,
     record_epoch,
     record_sequence,
     with_sequence,
 )
-from mediad.srtp import PROFILES, SrtpKeys, exporter_length
+from mediad.proto.srtp import PROFILES, SrtpKeys, exporter_length
 from sdp_rules.errors import UsageError
-from sdp_rules.iq import Fingerprint, Role
+from iq import Fingerprint, Role
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mediad.dtls")
 
 DTLS1_2_VERSION = 0xFEFD
 EXPORTER_LABEL = b"EXTRACTOR-dtls_srtp"  # RFC 5764 section 4.2
@@ -627,9 +627,9 @@ class DtlsSession:
 
     def _receive_compact(self, records: list[bytes]) -> None:
         """What OpenSSL does with the records of an established association."""
-        assert self._protection is not None
+        protection = self._established_protection()
         for record in records:
-            opened = self._protection.open(record)
+            opened = protection.open(record)
             if opened is None:
                 continue  # another epoch, a bad tag or a replay: dropped silently (RFC 6347 4.1.2.7)
             content_type, plaintext = opened
@@ -678,23 +678,28 @@ class DtlsSession:
             self._fatal(ALERT_UNEXPECTED_MESSAGE, f"handshake message {kind} after the handshake")
 
     def _send_alert(self, level: int, description: int) -> None:
-        assert self._protection is not None
-        self._outgoing.append(self._protection.seal(CONTENT_TYPE_ALERT, bytes([level, description])))
+        self._outgoing.append(self._established_protection().seal(CONTENT_TYPE_ALERT, bytes([level, description])))
 
     def _fatal(self, description: int, why: str) -> None:
         self._send_alert(ALERT_FATAL, description)
         self._close_notify_sent = True
         self._peer_closed(why)
 
+    def _established_protection(self) -> "RecordProtection":
+        """The record protection of the established association (a defect to ask before it)."""
+        if self._protection is None:
+            raise UsageError("DTLS record protection asked for before the handshake gave keys")
+        return self._protection
+
     def _retransmit_last_flight(self) -> None:
-        assert self._protection is not None
+        protection = self._established_protection()
         records = []
         for item in self._last_flight:
             if isinstance(item, bytes):
                 records.append(with_sequence(item, self._next_sequence[0]))
                 self._next_sequence[0] += 1
             else:
-                records.append(self._protection.seal(*item))
+                records.append(protection.seal(*item))
         self._outgoing.extend(pack_records(records, self.mtu))
 
     def _update_timer(self, now: float) -> None:

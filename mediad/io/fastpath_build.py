@@ -1,8 +1,8 @@
-"""Builds mediad's native packet path (``mediad/_fastpath*.so``) with cffi.
+"""Builds mediad's native packet path (``mediad/io/_fastpath*.so``) with cffi.
 
-Run ``python -m mediad.fastpath_build`` (``deploy/e2ae setup`` does): it needs
+Run ``python -m mediad.io.fastpath_build`` (``deploy/e2ae setup`` does): it needs
 gcc and the Python headers; libsrtp is pylibsrtp's own copy, bound at run time.  The C source is
-``mediad/fastpath.c``; ``mediad.fastpath`` explains what it does and why.
+``mediad/io/fastpath.c``; ``mediad.io.fastpath`` explains what it does and why.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def builder() -> cffi.FFI:
     ffi.cdef(CDEF)
     with open(os.path.join(HERE, "fastpath.c"), encoding="utf-8") as source:
         ffi.set_source(
-            "mediad._fastpath", source.read(),
+            "mediad.io._fastpath", source.read(),
             extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
         )
     return ffi
@@ -60,7 +60,7 @@ def builder() -> cffi.FFI:
 
 def build() -> str:
     """Compile in place; returns the path of the extension module."""
-    parent = os.path.dirname(HERE)
+    parent = os.path.dirname(os.path.dirname(HERE))
     tmpdir = os.path.join(HERE, "__pycache__", "fastpath_build")
     os.makedirs(tmpdir, exist_ok=True)
     built = builder().compile(tmpdir=tmpdir, verbose=False)
