@@ -165,7 +165,7 @@ class Config:
     policy_actpass: str = "active"
     policy_dtls_failure: str = "bye"
     policy_core_rtp_profile: str = "auto"
-    policy_bundle: str = "off"  # BUNDLE toward access (RFC 9143): off | on
+    policy_bundle: str = "on"  # BUNDLE toward access (RFC 9143): off | on
     # [plugin]
     plugin_metrics: HostPort | None = HostPort("127.0.0.1", 9811)
     plugin_iq_timeout_ms: int = 500

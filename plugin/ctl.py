@@ -112,6 +112,26 @@ def dtls_state(stream: dict[str, Any]) -> str:
     return " ".join(f"{name}:{state}" for name, state in states.items())
 
 
+def _streams(view: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The view's streams; a stream on a BUNDLE transport shows the transport's channel as its own.
+
+    The transport holds the one DTLS association and port of its streams (RFC 9143); mediad's
+    view lists it under ``transports`` and the stream names it by ``transport_id``.
+    """
+    view = view or {}
+    transports = {t.get("transport_id"): t for t in view.get("transports") or []}
+    out = []
+    for stream in view.get("streams", []):
+        transport = transports.get(stream.get("transport_id"))
+        access = stream.get("access")
+        if transport is not None and access is not None and not access.get("channels"):
+            channel = {k: transport.get(k) for k in ("port", "state", "failure", "role", "peer", "srtp_keys")}
+            access = {**access, "transport_id": transport.get("transport_id"), "channels": {"rtp": channel}}
+            stream = {**stream, "access": access}
+        out.append(stream)
+    return out
+
+
 def _stream_summary(stream: dict[str, Any]) -> dict[str, Any]:
     packets = stream.get("packets") or {}
     return {
@@ -132,7 +152,7 @@ def summary(record: DialogRecord | None, dialog: str, mediad: str | None, view: 
         "age_s": round(now - record.created, 1) if record and record.created else None,
         "caller_side": record.caller_side if record else None,
         "mediad": mediad,
-        "streams": [_stream_summary(s) for s in (view or {}).get("streams", [])],
+        "streams": [_stream_summary(s) for s in _streams(view)],
     }
 
 
@@ -167,7 +187,7 @@ def detail(record: DialogRecord | None, dialog: str, mediad: str | None, view: d
             "streams": [
                 {**{k: v for k, v in s.items() if k not in ("access", "core")},
                  "access": _termination(s.get("access")), "core": _termination(s.get("core"))}
-                for s in view.get("streams", [])
+                for s in _streams(view)
             ],
             "events": view.get("events", []),
         }

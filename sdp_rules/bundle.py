@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-With ``[policy] bundle = on`` the m-lines of an access ``a=group:BUNDLE``
-share one *transport* (Iq :class:`~iq.TransportSpec`): one ICE-lite agent, one
+With ``[policy] bundle = on`` (the default) the m-lines of an access
+``a=group:BUNDLE`` share one *transport* (Iq :class:`~iq.TransportSpec`): one ICE-lite agent, one
 DTLS association (RFC 9143 section 11: one handshake, one fingerprint check,
 one ``a=tls-id``, RFC 8842 section 4) and one port, with RTP and RTCP
 multiplexed (RFC 9143 section 9.3).  Each bundled m-line stays an Iq stream of

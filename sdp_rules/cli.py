@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--actpass", choices=[a.value for a in ActpassPolicy],
                        default=ActpassPolicy.ACTIVE.value,
                        help="the AGW's setup when access offers a=setup:actpass (default: %(default)s)")
-        p.add_argument("--bundle", choices=[b.value for b in BundlePolicy], default=BundlePolicy.OFF.value,
+        p.add_argument("--bundle", choices=[b.value for b in BundlePolicy], default=BundlePolicy.ON.value,
                        help="BUNDLE toward access, RFC 9143: the m-lines of a group on one transport "
                             "([policy] bundle; default: %(default)s)")
 

@@ -50,12 +50,12 @@ class ActpassPolicy(str, Enum):
 class BundlePolicy(str, Enum):
     """Whether the edge bundles media toward access (RFC 9143).
 
-    ``off`` (the default): every access m-line gets a transport of its own and
-    ``a=group:BUNDLE`` is declined (RFC 9143 section 7.3: an answerer may leave
-    the group out).  ``on``: the m-lines of a BUNDLE group share one transport
+    ``on`` (the default): the m-lines of a BUNDLE group share one transport
     (one ICE-lite agent, one DTLS association, one port) and the edge's own
-    offers toward access propose one.  ``on`` needs an AGW that implements Iq
-    transports (``docs/iq.md``).
+    offers toward access propose one; it needs an AGW that implements Iq
+    transports (``docs/iq.md``).  ``off``: every access m-line gets a transport
+    of its own and ``a=group:BUNDLE`` is declined (RFC 9143 section 7.3: an
+    answerer may leave the group out).
     """
 
     OFF = "off"
@@ -79,8 +79,8 @@ class Policy:
     offer_rtcp_mux_to_access: bool = True
     # Local max-message-size the AGW reports for data channels when it is not asked.
     default_max_message_size: int = 262144
-    # BUNDLE toward access (RFC 9143); off by default (README, "BUNDLE": what is missing to turn it on).
-    bundle: BundlePolicy = BundlePolicy.OFF
+    # BUNDLE toward access (RFC 9143); on by default, as browsers and rtpengine, Janus and Asterisk expect.
+    bundle: BundlePolicy = BundlePolicy.ON
 
 
 @dataclass

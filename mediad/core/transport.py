@@ -29,7 +29,9 @@ leg; an RTCP compound packet is split per stream (:func:`split_rtcp`); DTLS
 application data is SCTP (RFC 8261) for the transport's ``sctp`` stream.
 Core → access: a stream's core port hands RTP/RTCP to its :class:`BundledLeg`,
 which checks that no other stream sends the SSRC (RFC 9143 section 9.1;
-:meth:`BundleDemux.sent <mediad.proto.bundle_demux.BundleDemux.sent>`) and sends it
+:meth:`BundleDemux.sent <mediad.proto.bundle_demux.BundleDemux.sent>`), adds the
+m-line's MID to RTP (:class:`~mediad.proto.bundle_demux.MidStamp`, when the MID
+extension is negotiated: the WIC may route by nothing else) and sends it
 through the transport's channel (its SRTP context, its port, the selected
 address).  Drops are counted by :class:`~mediad.proto.bundle_demux.Drop` reason.
 
@@ -50,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from iq import Role, TerminationReply, TerminationSpec, TransportReply, TransportSpec
 
-from mediad.proto.bundle_demux import RR, SR, BundleDemux, BundleStream, Drop
+from mediad.proto.bundle_demux import RR, SR, BundleDemux, BundleStream, Drop, MidStamp
 from mediad.core.datachannel import SctpAccessLeg
 from mediad.proto.dtls import ApplicationData, Closed, HandshakeComplete, HandshakeFailed
 from mediad.core.relay import ESTABLISHED, RTP, AccessChannel
@@ -190,7 +192,14 @@ class Transport(AccessLeg):
             self.rebuild()
 
     def rebuild(self) -> None:
-        """The demultiplexer's tables from the streams' specs (what was learnt of kept streams stays)."""
+        """The demultiplexer's tables from the streams' specs (what was learnt of kept streams stays).
+
+        And each RTP leg's :class:`MidStamp`, the MID element it adds toward the WIC.
+        """
+        ext = self.spec.mid_extension_id
+        for leg in self.legs.values():
+            if isinstance(leg, BundledLeg):
+                leg.stamp = MidStamp(ext, leg.stream.mid) if ext is not None and leg.stream.mid else None
         self.demux.update(
             [BundleStream(key=stream_id, mid=leg.stream.mid, payload_types=frozenset(leg.spec.payload_types),
                           ssrcs=tuple(leg.spec.ssrcs),
@@ -325,6 +334,8 @@ class BundledLeg:
     """
 
     rtcp = None
+    # The MID element added to RTP toward the WIC (RFC 9143 9.2, 15.2); the transport writes it.
+    stamp: MidStamp | None = None
 
     def __init__(self, stream: "Stream", transport: Transport, spec: TerminationSpec) -> None:
         self.stream = stream
@@ -348,6 +359,8 @@ class BundledLeg:
                     return
                 if len(self.sent) < self.max_ssrcs:
                     self.sent.add(ssrc)
+            if self.stamp is not None:
+                data = self.stamp.apply(data)
         channel = transport.rtp
         if channel is None:
             transport.owner.metrics.dropped("no_peer")

@@ -33,6 +33,15 @@ WIC sends).  A BYE's SSRCs are forgotten :data:`BYE_GRACE` seconds later
 (RFC 3550 section 6.2.1), which :meth:`~BundleDemux.expire` does with the
 shell's clock.
 
+The other way, toward the WIC: RFC 9143 section 9.2 has both ends of a
+bundle put the MID of the m-line into what they send (the header extension
+of section 15.2), since the receiver may route by nothing else -- Chromium,
+once the MID extension is negotiated on every m-line of a kind, routes
+neither by payload type nor by an SSRC it was not told.  The core sends
+plain RTP; :class:`MidStamp` adds the element to each of its packets
+(RFC 8285 section 4: into the packet's one-byte or two-byte extension block,
+or as a new block), unless the packet already carries one with that id.
+
 No I/O and no clock: time is an argument.  The RTP path does one dict look-up
 by SSRC for packets without the MID extension; drops are counted per reason in
 :attr:`BundleDemux.drops` (a list indexed by :class:`Drop`).  Written here
@@ -58,6 +67,93 @@ REMB = b"REMB"  # draft-alvestrand-rmcat-remb: an AFB message
 
 _U16 = struct.Struct("!H").unpack_from
 _U32 = struct.Struct("!I").unpack_from
+
+
+class MidStamp:
+    """The MID header extension element of one m-line, added to RTP packets (RFC 9143 15.2, RFC 8285 4).
+
+    ``extension_id`` is the negotiated ``a=extmap`` id of the MID extension,
+    ``mid`` the m-line's ``a=mid``.  The one-byte form (ids 1-14, 1-16 bytes of
+    value) is used where it fits, else the two-byte form.  A packet with an
+    extension block of another profile, or of the one-byte profile when only
+    the two-byte form fits, is left as it is, as is a malformed one.
+    """
+
+    def __init__(self, extension_id: int, mid: str) -> None:
+        value = mid.encode()
+        self.extension_id = extension_id
+        self.one_byte = 1 <= extension_id <= 14 and 1 <= len(value) <= 16
+        if self.one_byte:
+            self.element = bytes([extension_id << 4 | (len(value) - 1)]) + value
+            self.profile = 0xBEDE
+        else:
+            self.element = bytes([extension_id, len(value)]) + value
+            self.profile = 0x1000
+        self.block = self._block(b"")
+
+    def _block(self, elements: bytes) -> bytes:
+        """An extension block (profile, length in words, elements zero-padded to 32 bits)."""
+        body = elements + self.element
+        body += bytes(-len(body) % 4)
+        return struct.pack("!HH", self.profile, len(body) // 4) + body
+
+    def apply(self, packet: bytes) -> bytes:
+        """``packet`` with the MID element in its header extension."""
+        size = len(packet)
+        first = packet[0]
+        start = 12 + 4 * (first & 0x0F)
+        if size < start:
+            return packet
+        if not first & 0x10:
+            return bytes([first | 0x10]) + packet[1:start] + self.block + packet[start:]
+        if start + 4 > size:
+            return packet
+        profile, words = _U16(packet, start)[0], _U16(packet, start + 2)[0]
+        end = start + 4 + 4 * words
+        if end > size:
+            return packet
+        if profile == 0xBEDE:
+            if not self.one_byte:
+                return packet
+            elements = _strip_padding(packet[start + 4:end], one_byte=True, wanted=self.extension_id)
+        elif profile & 0xFFF0 == 0x1000:
+            elements = _strip_padding(packet[start + 4:end], one_byte=False, wanted=self.extension_id)
+        else:
+            return packet
+        if elements is None:  # malformed, or the id is there already
+            return packet
+        head = packet[:start]
+        if profile != self.profile:  # a two-byte block takes the element in the two-byte form
+            element = bytes([self.extension_id, len(self.element) - 1]) + self.element[1:] if self.one_byte \
+                else self.element
+            body = elements + element
+            body += bytes(-len(body) % 4)
+            return head + struct.pack("!HH", profile, len(body) // 4) + body + packet[end:]
+        return head + self._block(elements) + packet[end:]
+
+
+def _strip_padding(body: bytes, *, one_byte: bool, wanted: int) -> bytes | None:
+    """The elements of an extension block without trailing padding; None if malformed or ``wanted`` is in it."""
+    i, last, size = 0, 0, len(body)
+    while i < size:
+        if body[i] == 0:
+            i += 1
+            continue
+        if one_byte:
+            ident, length = body[i] >> 4, (body[i] & 0x0F) + 1
+            if ident == 15:  # reserved: stop parsing (RFC 8285 section 4.2)
+                return None
+            i += 1
+        else:
+            if i + 2 > size:
+                return None
+            ident, length = body[i], body[i + 1]
+            i += 2
+        if ident == wanted or i + length > size:
+            return None
+        i += length
+        last = i
+    return body[:last]
 
 
 class Drop(enum.IntEnum):

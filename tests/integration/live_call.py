@@ -138,6 +138,20 @@ def secrets_in_play(redis_client, sdps: list[str]) -> dict[str, str]:
                     out[label + " repr"] = repr(raw)[2:-1]
             if (stream.get("access") or {}).get("ice_pwd"):
                 out[f"ice-pwd mediad stream {stream.get('stream_id')}"] = stream["access"]["ice_pwd"]
+        # A BUNDLE transport (RFC 9143) holds the ICE credentials and SRTP keys of its streams.
+        for transport in doc.get("transports", []):
+            tid = transport.get("transport_id")
+            if transport.get("ice_pwd"):
+                out[f"ice-pwd mediad transport {tid}"] = transport["ice_pwd"]
+            for field, value in (transport.get("srtp_keys") or {}).items():
+                if field == "profile":
+                    continue
+                raw = base64.b64decode(value)
+                label = f"{key.decode()[-8:]} transport {tid} {field}"
+                out[label + " base64"] = value
+                out[label + " hex"] = raw.hex()
+                out[label + " HEX"] = raw.hex().upper()
+                out[label + " repr"] = repr(raw)[2:-1]
     stored = redis_client.get("e2ae:agw:certificate")
     if stored:
         pem = json_.loads(stored)["key"]

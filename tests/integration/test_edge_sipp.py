@@ -25,9 +25,15 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 TOKEN = r"[^ ]+"
 
 
+# The scenarios play a WIC and a UE whose SDP is written out here line by line with one transport
+# per m-line; [policy] bundle = off keeps that rewrite (RFC 5761 RTCP fallback port included).  The
+# bundled rewrite is test_rules_bundle*.py's and the Chromium tests' subject.
+UNBUNDLED = "bundle = off"
+
+
 @pytest.fixture(scope="module")
 def edge(redis_server):
-    e = Edge(redis_server)
+    e = Edge(redis_server, policy_extra=UNBUNDLED)
     try:
         e.start()
         yield e
@@ -524,7 +530,7 @@ def _released(edge: Edge, reason: str, before: float, timeout: float = 5.0) -> f
 def short_dialog_edge(redis_server):
     # [redis] dialog_ttl = 2 s, under mediad's 5 s DTLS handshake timeout: the dialog
     # module's timeout ends the call first.
-    e = Edge(redis_server, dialog_ttl=2)
+    e = Edge(redis_server, dialog_ttl=2, policy_extra=UNBUNDLED)
     try:
         e.start()
         yield e

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import free_port
 from tests.integration.edge_harness import Edge, Sipp
 from tests.integration.test_edge_sipp import (
-    ACCESS_ANSWER, CORE_OFFER, agw_fingerprint, core_uas, match_lines, run_pair,
+    ACCESS_ANSWER, CORE_OFFER, UNBUNDLED, agw_fingerprint, core_uas, match_lines, run_pair,
 )
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def edge(redis_server):
     tcp, tls = free_port(host="127.0.0.1"), free_port(host="127.0.0.1")
-    e = Edge(redis_server, edge_extra=f"access_tcp = 127.0.0.1:{tcp}\naccess_tls = 127.0.0.1:{tls}\n")
+    e = Edge(redis_server, edge_extra=f"access_tcp = 127.0.0.1:{tcp}\naccess_tls = 127.0.0.1:{tls}\n",
+             policy_extra=UNBUNDLED)  # the expected bodies of test_edge_sipp
     e.ports = {"tcp": tcp, "tls": tls}
     try:
         e.start()

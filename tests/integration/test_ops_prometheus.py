@@ -124,7 +124,9 @@ def panel_queries() -> list[tuple[str, str, str]]:
 
 @pytest.fixture(scope="module")
 def edge(redis_server):
-    e = Edge(redis_server)
+    # bundle = off: the native-path panel needs the aiortc call's packets on the native path,
+    # which carries no BUNDLE transport (docs/mediad.md, "The native packet path").
+    e = Edge(redis_server, policy_extra="bundle = off")
     try:
         e.start()
         yield e

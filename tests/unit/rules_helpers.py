@@ -10,7 +10,10 @@ written out in full in the tests:
   fingerprint :data:`AGW_FP`, ICE ufrag ``agwu<n>`` and pwd
   ``agwpwd<n>`` padded to 24 characters;
 * core termination of stream *n*: ``198.51.100.10`` port ``30000 + 2n``,
-  RTCP on ``30001 + 2n`` unless muxed or T.38.
+  RTCP on ``30001 + 2n`` unless muxed or T.38;
+* BUNDLE transport *t* (``[policy] bundle = on``, the default): what stream *t*'s
+  access termination would get (port ``40000 + 2t``, fingerprint, ICE ``agwu<t>``),
+  and a stream on it repeats the transport's address and port, as mediad answers.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from typing import Callable, Iterable
 
 import sdp_rules
 from sdp_rules import DialogState, Kind, Policy, Side
-from iq import Fingerprint, IqReply, IqRequest, StreamReply, TerminationReply
-from sdp_rules.plan import ActpassPolicy, Plan, Result
+from iq import Fingerprint, IqReply, IqRequest, StreamReply, TerminationReply, TransportReply
+from sdp_rules.plan import ActpassPolicy, BundlePolicy, Plan, Result
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sdp"
 
@@ -65,12 +68,18 @@ def ice_pwd(sid: int) -> str:
 
 def agw_reply(request: IqRequest, *, fingerprint: Fingerprint = AGW_FP) -> IqReply:
     """The fake AGW's answer to ``request`` (see the module docstring)."""
+    transports = [TransportReply(t.transport_id, AGW_ACCESS_ADDRESS, access_port(t.transport_id),
+                                 local_fingerprint=fingerprint if t.local_fingerprint_request else None,
+                                 ice_ufrag=ice_ufrag(t.transport_id), ice_pwd=ice_pwd(t.transport_id))
+                  for t in request.transports]
     streams = []
     for spec in request.streams:
         sid = spec.stream_id
         rtp = spec.kind in ("srtp", "srtp_tcp")
         access = core = None
-        if spec.access is not None:
+        if spec.access is not None and spec.transport_id is not None:
+            access = TerminationReply(local_address=AGW_ACCESS_ADDRESS, local_port=access_port(spec.transport_id))
+        elif spec.access is not None:
             port = access_port(sid)
             access = TerminationReply(
                 local_address=AGW_ACCESS_ADDRESS,
@@ -88,7 +97,7 @@ def agw_reply(request: IqRequest, *, fingerprint: Fingerprint = AGW_FP) -> IqRep
                 local_rtcp_port=port + 1 if rtp and not spec.core.rtcp_mux else None,
             )
         streams.append(StreamReply(sid, access, core))
-    return IqReply(request.dialog, request.transaction, streams)
+    return IqReply(request.dialog, request.transaction, streams, transports=transports)
 
 
 class TlsIds:
@@ -109,6 +118,16 @@ class TlsIds:
 
 def policy(actpass: ActpassPolicy = ActpassPolicy.ACTIVE, **kwargs) -> Policy:
     return Policy(actpass=actpass, new_tls_id=kwargs.pop("new_tls_id", TlsIds()), **kwargs)
+
+
+def unbundled(actpass: ActpassPolicy = ActpassPolicy.ACTIVE, **kwargs) -> Policy:
+    """``policy()`` with ``[policy] bundle = off``: one transport per m-line.
+
+    For the tests whose subject is an m-line's own access termination (its Iq
+    DTLS and ICE fields, its port); the same offers bundled, with the fields on
+    the transport, are the subject of ``test_rules_bundle.py``.
+    """
+    return policy(actpass, bundle=BundlePolicy.OFF, **kwargs)
 
 
 def plan(body: str, origin: Side, kind: Kind, state: DialogState, pol: Policy,

@@ -153,12 +153,16 @@ def test_json_offer_has_forwarded_offer_and_plans(capsys):
     assert plan["iq"]["command"] == "reserve"
     request = IqRequest.from_dict(plan["iq"])
     offered = parse(open(fixture("chromium_offer_audio.sdp"), newline="").read())
-    assert [str(fp) for fp in request.streams[0].access.remote_fingerprints] == [
-        offered.media[0].attribute("fingerprint")]
+    # Chromium's a=group:BUNDLE 0 is accepted ([policy] bundle = on, the default): the DTLS
+    # and ICE values are the transport's (RFC 9143 section 7.1.3), the stream names it.
+    (transport,) = request.transports
+    assert request.streams[0].transport_id == transport.transport_id
+    assert [str(fp) for fp in transport.remote_fingerprints] == [offered.media[0].attribute("fingerprint")]
+    (transport_reply,) = plan["reply"]["transports"]
     reply = plan["reply"]["streams"][0]
-    assert reply["access"]["local_port"] == 30000
+    assert reply["access"]["local_port"] == transport_reply["local_port"] == 30000
     assert reply["core"]["local_port"] == 40000
-    assert reply["access"]["local_fingerprint"]["value"] == FINGERPRINT.value
+    assert transport_reply["local_fingerprint"]["value"] == FINGERPRINT.value
 
 
 def test_json_call_has_both_sdps_and_two_plans(tmp_path: Path, capsys):

@@ -55,6 +55,28 @@ def test_dtls_state_names_each_channel_when_rtcp_is_not_muxed():
     assert ctl.dtls_state(stream) == "rtp:established rtcp:failed (fingerprint_mismatch)"
 
 
+def bundled_view(with_secrets: bool = False) -> dict:
+    """A QUERY answer for a stream on a BUNDLE transport: the DTLS channel is the transport's."""
+    out = view(with_secrets)
+    stream = out["streams"][0]
+    channel = stream["access"].pop("channels")["rtp"]
+    stream["transport_id"], stream["mid"] = 0, "0"
+    out["transports"] = [{"transport_id": 0, "spec": {"transport": "UDP/DTLS"}, "ice_ufrag": "ufrg",
+                          "learnt": {}, **channel}]
+    return out
+
+
+def test_a_stream_on_a_bundle_transport_shows_the_transports_dtls_state_and_port():
+    line = ctl.summary(record(), "d1", "m", bundled_view(), now=1042.0)
+    assert line["streams"][0]["dtls"] == "established"
+    out = ctl.detail(record(), "d1", "m", bundled_view(with_secrets=True), now=1042.0)
+    channel = out["media"]["streams"][0]["access"]["channels"]["rtp"]
+    assert (channel["port"], channel["state"], channel["srtp"]) == (20000, "established", True)
+    text = json.dumps(out) + ctl.render_call(out)
+    assert "DTLS established" in text and "port 20000" in text
+    assert KEYS["local_key"] not in text and KEYS["remote_salt"] not in text
+
+
 def test_detail_never_shows_a_key_or_an_ice_pwd_even_when_mediad_sends_one():
     out = ctl.detail(record(), "d1", "127.0.0.1:2223", view(with_secrets=True), now=1042.0)
     text = json.dumps(out) + ctl.render_call(out)

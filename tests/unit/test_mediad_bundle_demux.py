@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from iq import IqRequest
-from mediad.proto.bundle_demux import BYE_GRACE, BundleDemux, BundleStream, Drop
+from mediad.proto.bundle_demux import BYE_GRACE, BundleDemux, BundleStream, Drop, MidStamp
 from sdp_rules import BundlePolicy, DialogState, Kind, Policy, Side, process
 from sdp_rules.bundle import mid, ssrcs
 from sdp_rules.sdp import parse
@@ -324,3 +324,75 @@ def test_an_update_keeps_what_was_learnt_of_kept_m_lines(capture):
     assert set(demux.incoming.values()) == {capture.key_of_mid["0"]}
     video = next(p for p in capture.rtp() if capture.wic_ssrc[ssrc_of(p)] == video_key)
     assert demux.route_rtp(video) is None
+
+
+# ---------------------------------------------------------------------------
+# The MID toward the WIC (RFC 9143 9.2 and 15.2, RFC 8285 section 4)
+# ---------------------------------------------------------------------------
+
+def elements(packet: bytes) -> tuple[int, list[tuple[int, bytes]], bytes]:
+    """An independent reading of a packet's header extension: (profile, [(id, value)], payload)."""
+    start = 12 + 4 * (packet[0] & 0x0F)
+    if not packet[0] & 0x10:
+        return 0, [], packet[start:]
+    profile, words = struct.unpack_from("!HH", packet, start)
+    body, out, i = packet[start + 4:start + 4 + 4 * words], [], 0
+    while i < len(body):
+        if body[i] == 0:
+            i += 1
+        elif profile == 0xBEDE:
+            n = (body[i] & 0x0F) + 1
+            out.append((body[i] >> 4, body[i + 1:i + 1 + n]))
+            i += 1 + n
+        else:
+            out.append((body[i], body[i + 2:i + 2 + body[i + 1]]))
+            i += 2 + body[i + 1]
+    return profile, out, packet[start + 4 + 4 * words:]
+
+
+def test_a_core_packet_gets_the_mid_and_chromiums_demultiplexer_routes_it():
+    """Plain RTP from the core, no SSRC announced, a payload type on both m-lines: only the MID routes it."""
+    both = frozenset({0, 96})
+    receiver = BundleDemux([BundleStream(0, "a0", both), BundleStream(1, "v1", both)], 3)
+    plain = rtp(1, 0xC0C0, 0) + bytes(160)
+    assert receiver.route_rtp(plain) is None and receiver.drops[Drop.NO_ROUTE] == 1
+    stamped = MidStamp(3, "v1").apply(plain)
+    assert elements(stamped) == (0xBEDE, [(3, b"v1")], plain[12:])
+    assert stamped[1:12] == plain[1:12] and stamped[0] == plain[0] | 0x10
+    assert receiver.route_rtp(stamped) == 1
+
+
+def test_the_mid_joins_an_extension_block_the_core_wrote():
+    level = bytes([0x10, 0x85]) + bytes([0, 0])  # id 1, audio level, then padding
+    plain = rtp(1, 0xC0C0, 0, level) + bytes(20)
+    stamped = MidStamp(4, "0").apply(plain)
+    assert elements(stamped) == (0xBEDE, [(1, b"\x85"), (4, b"0")], elements(plain)[2])
+    assert len(stamped) == len(plain)  # the element took the padding's place: still one word
+    two_byte = rtp(1, 0xC0C0, 0, bytes([7, 1, 0xAA]), profile=0x1000) + bytes(20)
+    assert elements(MidStamp(4, "0").apply(two_byte))[:2] == (0x1000, [(7, b"\xaa"), (4, b"0")])
+
+
+def test_the_two_byte_form_when_the_one_byte_form_cannot_hold_it():
+    long_mid = "m" * 20  # over 16 bytes
+    plain = rtp(1, 1, 0) + b"x"
+    assert elements(MidStamp(4, long_mid).apply(plain))[:2] == (0x1000, [(4, long_mid.encode())])
+    assert elements(MidStamp(200, "0").apply(plain))[:2] == (0x1000, [(200, b"0")])
+    one_byte_block = rtp(1, 1, 0, bytes([0x10, 0x85])) + b"x"
+    assert MidStamp(200, "0").apply(one_byte_block) == one_byte_block  # the forms do not mix (RFC 8285 4.1)
+
+
+@pytest.mark.parametrize("packet", [
+    rtp(1, 1, 0, bytes([0x40]) + b"x") + b"y",  # the MID id is there already
+    rtp(1, 1, 0, b"abcd", profile=0x1234) + b"y",  # a profile of no RFC 8285 form
+    rtp(1, 1, 0, bytes([0x10, 0x85]))[:14] + struct.pack("!H", 40) + bytes(8),  # a block past the packet
+    bytes([0x8F]) + bytes(11),  # 15 CSRCs announced, none there
+], ids=["has-mid", "other-profile", "truncated-block", "truncated-csrcs"])
+def test_a_packet_the_stamp_cannot_or_need_not_change_is_sent_as_it_is(packet):
+    assert MidStamp(4, "0").apply(packet) == packet
+
+
+def test_csrcs_stay_before_the_new_block():
+    with_csrc = struct.pack("!BBHIII", 0x81, 0, 1, 1000, 7, 0xCCCC) + b"payload"
+    stamped = MidStamp(2, "a").apply(with_csrc)
+    assert stamped[:16] == bytes([0x91]) + with_csrc[1:16]
+    assert elements(stamped) == (0xBEDE, [(2, b"a")], b"payload")

@@ -28,7 +28,7 @@ from mediad.core.relay import CoreChannel
 from mediad.core.session import CoreLeg, Dialog, Stream
 from mediad.proto.srtp import AES_CM_128_HMAC_SHA1_80, PROFILES, SrtpKeys, SrtpTransformer
 from mediad.core.transport import BundledLeg, Transport, TransportChannel, split_rtcp
-from tests.unit.test_mediad_bundle_demux import Capture, parts, ssrc_of
+from tests.unit.test_mediad_bundle_demux import Capture, elements, parts, ssrc_of
 from tests.unit.test_mediad_relay import FakeLoop, FakeTransport
 
 PEER = ("127.0.0.1", 40000)
@@ -160,7 +160,13 @@ def test_core_to_access_one_port_one_context_and_an_ssrc_on_two_m_lines_is_refus
     video_core.datagram_received(rtp_video, (CORE_HOST, 41002))
     sent = w.channel.transport.sent
     assert [addr for _, addr in sent] == [PEER, PEER]  # both from the transport's one port
-    assert [w.peer_rx.unprotect(data) for data, _ in sent] == [rtp_audio, rtp_video]
+    # Each with its m-line's MID in the negotiated header extension (RFC 9143 9.2, 15.2).
+    ext = w.transport.spec.mid_extension_id
+    assert ext is not None
+    received = [w.peer_rx.unprotect(data) for data, _ in sent]
+    assert [elements(p) for p in received] == [(0xBEDE, [(ext, b"0")], rtp_audio[12:]),
+                                               (0xBEDE, [(ext, b"1")], rtp_video[12:])]
+    assert [p[1:12] for p in received] == [rtp_audio[1:12], rtp_video[1:12]]
     assert w.transport.demux.outgoing == {0xA0A0A0A0: audio_key, 0xB0B0B0B0: video_key}
     clash = struct.pack("!BBHII", 0x80, 96, 2, 0, 0xA0A0A0A0) + bytes(100)
     video_core.datagram_received(clash, (CORE_HOST, 41002))

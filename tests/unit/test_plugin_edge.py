@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sdp_rules.errors import UnavailableError
-from iq import Command, Fingerprint, IqReply, Side, StreamReply, TerminationReply
+from iq import Command, Fingerprint, IqReply, Side, StreamReply, TerminationReply, TransportReply
 
 import plugin.edge
 from plugin.edge import REFRESH_INTERVAL, Edge, Message
@@ -44,12 +44,18 @@ class Agw:
             return IqReply(iq.dialog, iq.transaction, error=self.error[1], error_code=self.error[0])
         if iq.command is Command.RELEASE:
             return IqReply(iq.dialog, iq.transaction)
+        # A BUNDLE transport (RFC 9143) gets the port, fingerprint and ICE credentials; a stream
+        # on it repeats the transport's address and port, as mediad answers.
+        transports = [TransportReply(t.transport_id, "127.0.0.1", 31000 + 2 * t.transport_id, AGW_FP,
+                                     ice_ufrag="ufrag", ice_pwd="p" * 24) for t in iq.transports]
         streams = [StreamReply(s.stream_id,
-                               access=TerminationReply("127.0.0.1", 30000 + s.stream_id, local_fingerprint=AGW_FP,
-                                                       ice_ufrag="ufrag", ice_pwd="p" * 24),
+                               access=TerminationReply("127.0.0.1", 31000 + 2 * s.transport_id)
+                               if s.transport_id is not None else
+                               TerminationReply("127.0.0.1", 30000 + s.stream_id, local_fingerprint=AGW_FP,
+                                                ice_ufrag="ufrag", ice_pwd="p" * 24),
                                core=TerminationReply("127.0.0.2", 40000 + 2 * s.stream_id, 40001 + 2 * s.stream_id))
                    for s in iq.streams]
-        return IqReply(iq.dialog, iq.transaction, streams)
+        return IqReply(iq.dialog, iq.transaction, streams, transports=transports)
 
 
 @pytest.fixture

@@ -576,23 +576,27 @@ def test_a_core_offer_with_its_own_bundle_group_is_answered_unbundled():
 # The policy switch
 # ---------------------------------------------------------------------------
 
-def test_policy_bundle_is_off_by_default_and_read_from_the_configuration():
+def test_policy_bundle_is_on_by_default_and_read_from_the_configuration():
     from prometheus_client import CollectorRegistry
 
-    assert parse_config("").policy_bundle == "off" and Policy().bundle is BundlePolicy.OFF
-    config = parse_config("[policy]\nbundle = on\n")
-    edge = Edge.from_config(config, Metrics(CollectorRegistry()), iq_client=object())
+    assert parse_config("").policy_bundle == "on" and Policy().bundle is BundlePolicy.ON
+    edge = Edge.from_config(parse_config(""), Metrics(CollectorRegistry()), iq_client=object())
     assert edge.policy.bundle is BundlePolicy.ON
+    config = parse_config("[policy]\nbundle = off\n")
+    edge = Edge.from_config(config, Metrics(CollectorRegistry()), iq_client=object())
+    assert edge.policy.bundle is BundlePolicy.OFF
     with pytest.raises(ConfigError, match="bundle"):
         parse_config("[policy]\nbundle = max\n")
 
 
-@pytest.mark.parametrize("flag, bundled", [("on", True), ("off", False)])
+@pytest.mark.parametrize("flag, bundled", [("on", True), ("off", False), (None, True)],
+                         ids=["on", "off", "default"])
 def test_e2ae_sdp_bundle_flag_shows_the_bundled_answer(tmp_path, capsys, flag, bundled):
     answer = tmp_path / "core_answer.sdp"
     answer.write_bytes(core_answer("audio", "video", "x:application").encode())
     offer_path = str(FIXTURES / "chromium_offer_max_bundle.sdp")
-    assert cli_main(["call", "--from", "access", "--bundle", flag, offer_path, str(answer)]) == 0
+    option = ["--bundle", flag] if flag else []
+    assert cli_main(["call", "--from", "access", *option, offer_path, str(answer)]) == 0
     returned = parse(capsys.readouterr().out.split("# answer returned to access\n")[1])
     assert groups(returned) == ([["0", "1"]] if bundled else [])
     ports = [m.port for m in returned.media]

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sdp_rules
-from sdp_rules import DialogState, Kind, Policy, SdpPolicyError, Side
+from sdp_rules import BundlePolicy, DialogState, Kind, Policy, SdpPolicyError, Side
 from sdp_rules import datachannel
 from sdp_rules.datachannel import CHANNEL_BASE
 from iq import (
@@ -105,6 +105,12 @@ class TlsIds:
 def policy(**kwargs) -> Policy:
     kwargs.setdefault("new_tls_id", TlsIds())
     return Policy(**kwargs)
+
+
+def unbundled(**kwargs) -> Policy:
+    """``[policy] bundle = off``: the data-channel line has a transport of its own (the
+    subject of these tests); a bundled one is in ``test_rules_bundle.py``."""
+    return policy(bundle=BundlePolicy.OFF, **kwargs)
 
 
 def run(body: str, origin: Side, kind: Kind, state: DialogState, pol: Policy):
@@ -339,7 +345,7 @@ def test_tcp_dtls_sctp_offer_is_accepted_with_tcp_transport():
 @pytest.mark.req("DC-2", "DC-3", "DC-5", "DC-6", "ICE-1")
 def test_wic_offer_new_association_one_core_line_per_channel():
     ids = TlsIds()
-    plan, result = _wic_offer(policy(new_tls_id=ids))
+    plan, result = _wic_offer(unbundled(new_tls_id=ids))
     assert plan.iq == IqRequest(Command.RESERVE, DIALOG, "t1", [
         StreamSpec(
             stream_id=0, kind="sctp",
@@ -466,7 +472,7 @@ def test_rfc8841_defaults_when_sctp_port_and_max_message_size_are_absent():
 @pytest.mark.req("DC-1", "DC-5")
 def test_chromium_dcep_only_data_channel_goes_to_the_core_rejected():
     body = fixture("chromium_offer_audio_video_data.sdp", "")
-    plan, result = _wic_offer(policy(), body)
+    plan, result = _wic_offer(unbundled(), body)
     assert [s.kind for s in plan.iq.streams] == ["srtp", "srtp"]
     assert [(d.index, d.kind, d.stream_ids) for d in plan.streams][2] == (2, "datachannel", [])
     assert result.sdp.endswith("\r\nm=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n")
@@ -482,7 +488,7 @@ def test_chromium_dcep_only_data_channel_goes_to_the_core_rejected():
         a=rtpmap:96 VP8/90000
         m=application 0 UDP/DTLS/SCTP webrtc-datachannel
     """)
-    plan, answered = run(answer, Side.CORE, Kind.ANSWER, result.state, policy())
+    plan, answered = run(answer, Side.CORE, Kind.ANSWER, result.state, unbundled())
     assert plan.iq.release_streams == []
     assert answered.sdp.endswith("\r\nm=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n")
 
@@ -522,7 +528,7 @@ WIC_ANSWER_FROM_CORE = sdp(f"""
 @pytest.mark.req("DC-7", "ICE-1")
 def test_core_answer_becomes_one_data_channel_line():
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, offered = _wic_offer(pol)
     plan, result = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol)
     assert plan.iq == IqRequest(Command.MODIFY, DIALOG, "t1", [
@@ -560,7 +566,7 @@ def test_core_answer_becomes_one_data_channel_line():
 
 @pytest.mark.req("DC-7")
 def test_core_rejects_one_channel_its_dcmap_is_left_out_and_released():
-    pol = policy()
+    pol = unbundled()
     _, offered = _wic_offer(pol)
     answer = CORE_ANSWER.replace("m=text 6000 RTP/AVP 98 100", "m=text 0 RTP/AVP 98 100")
     plan, result = run(answer, Side.CORE, Kind.ANSWER, offered.state, pol)
@@ -575,7 +581,7 @@ def test_core_rejects_one_channel_its_dcmap_is_left_out_and_released():
 
 @pytest.mark.req("DC-7")
 def test_core_rejects_every_channel_the_line_is_rejected_and_all_released():
-    pol = policy()
+    pol = unbundled()
     _, offered = _wic_offer(pol)
     answer = CORE_ANSWER.replace("m=text 6000", "m=text 0").replace("m=message 9", "m=message 0")
     plan, result = run(answer, Side.CORE, Kind.ANSWER, offered.state, pol)
@@ -599,7 +605,7 @@ def test_core_rejects_every_channel_the_line_is_rejected_and_all_released():
 @pytest.mark.req("DC-4", "DC-2")
 def test_reoffer_same_tls_id_reuses_the_association():
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     established = _wic_call(pol)
     plan, result = _wic_offer(pol, WIC_OFFER.replace("o=- 7046312839584755208 2", "o=- 7046312839584755208 3"),
                               established.state)
@@ -624,7 +630,7 @@ def test_reoffer_same_tls_id_reuses_the_association():
 @pytest.mark.req("DC-2", "DC-3")
 def test_reoffer_new_tls_id_sets_up_a_new_association():
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     established = _wic_call(pol)
     body = WIC_OFFER.replace("wicTlsIdwicTlsId0001", "wicTlsIdwicTlsId0002")
     plan, result = _wic_offer(pol, body, established.state)
@@ -644,7 +650,7 @@ T140_CHANNEL_6 = """a=dcmap:6 label="rtt2";subprotocol="t140"\r\na=dcsa:6 fmtp:-
 
 @pytest.mark.req("DC-4", "DC-5")
 def test_reoffer_adding_a_channel_keeps_core_lines_and_appends_the_new_one():
-    pol = policy()
+    pol = unbundled()
     established = _wic_call(pol)
     plan, result = _wic_offer(pol, WIC_OFFER + T140_CHANNEL_6, established.state)
     assert [(s.stream_id, s.kind, s.reuse_association) for s in plan.iq.streams] == [
@@ -670,7 +676,7 @@ def test_reoffer_adding_a_channel_keeps_core_lines_and_appends_the_new_one():
 
 @pytest.mark.req("DC-4", "DC-7")
 def test_reoffer_removing_a_channel_rejects_its_core_line_and_releases_it():
-    pol = policy()
+    pol = unbundled()
     established = _wic_call(pol)
     body = "".join(line + "\r\n" for line in WIC_OFFER.split("\r\n")[:-1]
                    if not line.startswith(("a=dcmap:0", "a=dcsa:0")))
@@ -1009,7 +1015,7 @@ def test_dcmap_label_that_is_not_utf8_text_is_refused_488():
 @pytest.mark.parametrize("proto", ["UDP/DTLS/SCTP", "UEP/DTLS/SCTP"], ids=["same-proto", "other-proto"])
 def test_reoffer_rejecting_the_data_channel_line_rejects_core_lines_in_place_and_releases_all(proto):
     # A rejected line may come under any proto (found by fuzzing: another one raised KeyError).
-    pol = policy()
+    pol = unbundled()
     established = _wic_call(pol)
     body = sdp(f"""
         v=0
@@ -1078,7 +1084,7 @@ def test_malformed_dcmap_reasons_name_the_problem(value, why):
 @pytest.mark.parametrize("mux", ["a=rtcp-mux", "a=rtcp-mux-only", None])
 def test_t140_core_lines_multiplex_rtcp_as_the_core_says(mux):
     """RFC 5761 / RFC 8858 on the core's T.140 line, in its answer and in its offer."""
-    pol = policy()
+    pol = unbundled()
     _, offered = _wic_offer(pol)
     answer = CORE_ANSWER.replace("m=text 6000 RTP/AVP 98 100\r\n", "m=text 6000 RTP/AVP 98 100\r\n"
                                  + (mux + "\r\n" if mux else ""))

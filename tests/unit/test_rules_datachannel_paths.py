@@ -47,6 +47,7 @@ from tests.unit.test_rules_datachannel import (
     policy,
     run,
     sdp,
+    unbundled,
 )
 
 
@@ -102,7 +103,7 @@ def test_interworkable_only_for_msrp_or_t140_channels_or_a_dcmap_to_refuse():
 def test_sctp_attribute_values_at_the_top_of_their_range_are_accepted(lines, expected):
     body = _without(WIC_OFFER, "a=sctp-port", "a=max-message-size")
     body = body.replace("a=mid:0\r\n", "a=mid:0\r\n" + "".join(line + "\r\n" for line in lines))
-    plan, _ = run(body, Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    plan, _ = run(body, Side.ACCESS, Kind.OFFER, DialogState(), unbundled())
     access = plan.iq.streams[0].access
     assert (access.remote_sctp_port, access.remote_max_message_size) == (
         expected[0], expected[1] if expected[1] != 262144 else 65536)
@@ -198,7 +199,7 @@ def test_wic_offer_refusals_name_the_line(change, reason):
 @pytest.mark.req("DC-2", "DC-4")
 def test_wic_reoffer_changing_the_dtls_role_of_the_kept_association_is_refused():
     """RFC 8842 5.3: same tls-id, setup that makes the AGW server where it was client."""
-    pol = policy()
+    pol = unbundled()
     _, offered = run(WIC_OFFER, Side.ACCESS, Kind.OFFER, DialogState(), pol)
     _, answered = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol)
     error = _refused(WIC_OFFER.replace("a=setup:actpass", "a=setup:active"), Side.ACCESS, Kind.OFFER,
@@ -225,7 +226,7 @@ def test_core_offer_refusals_name_the_line(change, reason):
     (("c=IN IP4 192.0.2.50\r\nt=0 0", "t=0 0"), "core m-line of data channel 0: no c= line for the media"),
 ])
 def test_core_answer_refusals_name_the_channel(change, reason):
-    pol = policy()
+    pol = unbundled()
     _, offered = run(WIC_OFFER, Side.ACCESS, Kind.OFFER, DialogState(), pol)
     assert _refused(CORE_ANSWER.replace(*change), Side.CORE, Kind.ANSWER, offered.state, pol).reason.startswith(reason)
 
@@ -298,7 +299,7 @@ def test_core_msrp_offer_setup_decides_who_connects(core_setup, agw_setup, remot
     ("a=setup:passive", 9), ("a=setup:active", None), (None, None), ("a=setup: passive ", 9)])
 def test_core_msrp_answer_setup_decides_whether_the_agw_connects(core_setup, remote_port):
     """We offered passive; a core that answers passive anyway listens, so the AGW connects to its port."""
-    pol = policy()
+    pol = unbundled()
     _, offered = run(WIC_OFFER, Side.ACCESS, Kind.OFFER, DialogState(), pol)
     answer = CORE_ANSWER.replace("a=setup:active\r\n", core_setup + "\r\n" if core_setup else "")
     plan, _ = run(answer, Side.CORE, Kind.ANSWER, offered.state, pol)
@@ -373,7 +374,7 @@ def run6(body: str, origin: Side, kind: Kind, state: DialogState, pol):
 
 @pytest.mark.req("DC-5", "DC-7")
 def test_ipv6_agw_addresses_in_c_lines_and_msrp_uris_of_a_wic_call():
-    pol = policy()
+    pol = unbundled()
     _, offered = run6(WIC_OFFER, Side.ACCESS, Kind.OFFER, DialogState(), pol)
     assert _media(offered.sdp, 0) == sdp(f"""
         m=message 30000 TCP/MSRP *
@@ -622,7 +623,7 @@ def test_dialog_record_after_a_core_offer_and_the_wic_answer():
 @pytest.mark.req("DC-2", "DC-7")
 def test_dialog_record_after_a_wic_offer_and_the_core_answer():
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, offered = run(WIC_OFFER, Side.ACCESS, Kind.OFFER, DialogState(), pol)
     msrp = {"kind": "dc_channel", "group": 0, "stream_id": 0, "sub": "msrp", "dcmap": _dcmap(0, "chat", "msrp"),
             "core_proto": "TCP/MSRP", "core_m": "message 30000 TCP/MSRP *", "core": _reply("198.51.100.10", 30000)}
@@ -645,7 +646,7 @@ def test_dialog_record_after_a_wic_offer_and_the_core_answer():
     (("D6:00:20", "D6:00:21"), False),  # another certificate: a new one
 ])
 def test_wic_reoffer_without_tls_id_is_matched_on_the_stored_fingerprint_and_ufrag(change, reuse):
-    pol = policy()
+    pol = unbundled()
     body = _without(WIC_OFFER, "a=tls-id")
     _, offered = run(body, Side.ACCESS, Kind.OFFER, DialogState(), pol)
     _, answered = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol)
@@ -657,7 +658,7 @@ def test_wic_reoffer_without_tls_id_is_matched_on_the_stored_fingerprint_and_ufr
 @pytest.mark.parametrize("port, reuse", [(52342, True), (52344, False)])
 def test_wic_reoffer_without_tls_id_or_ice_is_matched_on_the_stored_transport(port, reuse):
     """RFC 8842 5.2: without tls-id and ICE, another address or port is a new association."""
-    pol = policy()
+    pol = unbundled()
     body = _without(WIC_OFFER, "a=tls-id", "a=ice-", "a=candidate")
     _, offered = run(body, Side.ACCESS, Kind.OFFER, DialogState(), pol)
     _, answered = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol)
@@ -669,7 +670,7 @@ def test_wic_reoffer_without_tls_id_or_ice_is_matched_on_the_stored_transport(po
 @pytest.mark.req("DC-9", "DC-2", "DC-4")
 def test_wic_reoffer_after_answering_a_core_offer_without_tls_id_keeps_the_association():
     """The association the WIC's answer set up is matched on what that answer said (fingerprint, ufrag)."""
-    pol = policy()
+    pol = unbundled()
     _, offered = _core_offer(pol, CORE_MSRP_OFFER)
     answer = _without(WIC_ANSWER, "a=tls-id", "a=dcmap:3", "a=dcsa:3")
     _, answered = _wic_answer(pol, answer, offered.state)
@@ -796,7 +797,7 @@ def test_max_message_size_is_the_agws_when_it_gives_one_else_the_policy_default(
     """RFC 8841 6: the AGW's own max-message-size is announced; the policy default only stands in for it."""
     import sdp_rules
 
-    pol = policy(default_max_message_size=1200)
+    pol = unbundled(default_max_message_size=1200)
     _, offered = _core_offer(pol, CORE_MSRP_OFFER)
     assert "a=max-message-size:262144\r\n" in offered.sdp
     plan = sdp_rules.process(WIC_OFFER, origin=Side.ACCESS, kind=Kind.OFFER, state=DialogState(), dialog=DIALOG,
@@ -814,7 +815,7 @@ def test_t140_core_line_names_an_rtcp_port_that_is_not_rtp_plus_one():
     import sdp_rules
 
     plan = sdp_rules.process(WIC_OFFER, origin=Side.ACCESS, kind=Kind.OFFER, state=DialogState(), dialog=DIALOG,
-                             transaction="t1", policy=policy())
+                             transaction="t1", policy=unbundled())
     reply = agw_reply(plan.iq)
     reply.streams[2].core.local_rtcp_port = 31111
     out = plan.finish(reply).sdp
@@ -858,14 +859,14 @@ def test_transport_and_rtp_attributes_in_a_wics_dcsa_are_not_forwarded_but_the_r
     body = WIC_OFFER.replace("a=dcsa:0 msrp-cema\r\n", "a=dcsa:0 setup:actpass\r\na=dcsa:0 msrp-cema\r\n").replace(
         "a=dcsa:2 fmtp:- cps=30\r\n", "a=dcsa:2 rtpmap:98 t140/1000\r\na=dcsa:2 fmtp:98 cps=99\r\n"
         "a=dcsa:2 fmtp:- cps=30\r\n")
-    _, offered = run(body, Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    _, offered = run(body, Side.ACCESS, Kind.OFFER, DialogState(), unbundled())
     assert offered.sdp == WIC_OFFER_TO_CORE
 
 
 @pytest.mark.req("DC-4", "DC-7")
 def test_reoffer_rejecting_the_data_line_but_keeping_its_dcmaps_is_still_a_rejection():
     """RFC 3264 section 8.2: port 0 rejects the line whatever attributes it still carries."""
-    pol = policy()
+    pol = unbundled()
     _, offered = run(WIC_OFFER, Side.ACCESS, Kind.OFFER, DialogState(), pol)
     _, answered = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol)
     body = WIC_OFFER.replace("m=application 52342", "m=application 0").replace("o=- 7046312839584755208 2",

@@ -10,7 +10,7 @@ from sdp_rules import DialogState, Kind, SdpPolicyError, Side
 from iq import Command, Role
 
 from tests.conftest import property_examples
-from tests.unit.rules_helpers import AGW_FP2, AGW_FP_TEXT, TlsIds, attrs_of, core_port, fixture, policy, run, sdp
+from tests.unit.rules_helpers import AGW_FP2, AGW_FP_TEXT, TlsIds, attrs_of, core_port, fixture, policy, run, sdp, unbundled
 
 FP = "sha-256 D6:00:20:5D:63:4E:97:C0:63:C2:2F:48:FC:FF:08:4F:55:CE:79:FD:B9:FB:29:55:9F:3B:47:3B:DF:96:BB:E3"
 PLAIN_VIDEO = """
@@ -86,7 +86,7 @@ def test_sdp_without_e2ae_passes_byte_for_byte(name):
 def test_no_ice_attribute_reaches_the_core():
     """Firefox: session-level ice-options, per-media ICE, RTCP candidates next to rtcp-mux."""
     body = fixture("firefox_offer.sdp").split("m=application")[0]
-    plan, result = run(body, Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    plan, result = run(body, Side.ACCESS, Kind.OFFER, DialogState(), unbundled())
     ice = ("a=ice-", "a=candidate", "a=end-of-candidates", "a=remote-candidates", "a=fingerprint", "a=setup",
            "a=tls-id", "a=group:BUNDLE", "a=rtcp:")
     assert [line for line in result.sdp.split("\r\n") if line.startswith(ice)] == []
@@ -97,7 +97,9 @@ def test_no_ice_attribute_reaches_the_core():
 @pytest.mark.req("MUX-1")
 def test_rtcp_mux_only_from_wic_and_muxed_core_answer():
     body = fixture("chromium_offer_audio.sdp").replace("a=rtcp-mux\r\n", "a=rtcp-mux\r\na=rtcp-mux-only\r\n")
-    pol = policy()
+    # Unbundled: RFC 8858 4.3.  A bundled answer repeats it in the answerer-tagged m-line
+    # (RFC 9143 9.3.1.2): test_rules_bundle.py.
+    pol = unbundled()
     plan, offered = run(body, Side.ACCESS, Kind.OFFER, DialogState(), pol)
     assert (plan.iq.streams[0].access.rtcp_mux, plan.iq.streams[0].access.remote_rtcp_port) == (True, None)
     # Toward the core: rtcp-mux offered, never rtcp-mux-only (the core may not mux; RFC 8858).
@@ -217,16 +219,16 @@ def test_unknown_hash_next_to_a_known_one_is_ignored():
 @pytest.mark.req("SRTP-4", "SRTP-7")
 def test_absent_setup_defaults_of_rfc_4145():
     """RFC 4145 4.1: no a=setup means active in an offer and passive in an answer."""
-    plan, _ = run(_one_line(f"a=fingerprint:{FP}"), Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    plan, _ = run(_one_line(f"a=fingerprint:{FP}"), Side.ACCESS, Kind.OFFER, DialogState(), unbundled())
     assert (plan.iq.streams[0].access.tls_role, plan.iq.streams[0].access.establish_tls) == (Role.SERVER, False)
-    _, offered = run(CORE_OFFER, Side.CORE, Kind.OFFER, DialogState(), policy())
-    plan, _ = run(_wic_answer(setup=None), Side.ACCESS, Kind.ANSWER, offered.state, policy())
+    _, offered = run(CORE_OFFER, Side.CORE, Kind.OFFER, DialogState(), unbundled())
+    plan, _ = run(_wic_answer(setup=None), Side.ACCESS, Kind.ANSWER, offered.state, unbundled())
     assert (plan.iq.streams[0].access.tls_role, plan.iq.streams[0].access.establish_tls) == (Role.CLIENT, True)
 
 
 @pytest.mark.req("SRTP-5", "SRTP-7")
 def test_an_answer_seen_twice_renders_the_same_sdp():
-    pol = policy()
+    pol = unbundled()
     _, offered = run(fixture("chromium_offer_audio.sdp"), Side.ACCESS, Kind.OFFER, DialogState(), pol)
     core_answer = sdp("""
         v=0
@@ -251,7 +253,7 @@ def test_an_answer_seen_twice_renders_the_same_sdp():
 
 
 def test_rejected_line_in_the_core_answer_is_released():
-    pol = policy()
+    pol = unbundled()
     body = fixture("firefox_offer.sdp").split("m=application")[0]
     _, offered = run(body, Side.ACCESS, Kind.OFFER, DialogState(), pol)
     answer = sdp("""
@@ -420,7 +422,7 @@ def sdp_rules_plan(body, pol, state=None, origin=Side.ACCESS, kind=Kind.OFFER):
 ])
 def test_an_agw_reply_without_what_the_access_sdp_needs_is_our_defect(missing, message):
     """A ValueError (our side's defect: 500), never a PeerError blamed on the WIC."""
-    plan = sdp_rules_plan(CORE_OFFER, policy(), None, Side.CORE, Kind.OFFER)
+    plan = sdp_rules_plan(CORE_OFFER, unbundled(), None, Side.CORE, Kind.OFFER)
     with pytest.raises(ValueError) as caught:
         plan.finish(_reply_with(plan.iq, access=missing))
     assert str(caught.value) == message and not isinstance(caught.value, SdpPolicyError)
@@ -484,7 +486,7 @@ def test_the_plan_says_per_m_line_what_was_decided_and_why_for_a_core_offer_and_
 
 @pytest.mark.req("G-1")
 def test_the_plan_says_per_m_line_what_was_decided_for_a_wic_offer_and_the_core_answer():
-    pol = policy()
+    pol = unbundled()
     offer = (fixture("chromium_offer_audio.sdp") + "m=audio 5004 RTP/SAVPF 0\r\n" + SDES_CRYPTO
              + "m=video 5006 RTP/AVP 96\r\n")
     p, offered = run(offer, Side.ACCESS, Kind.OFFER, DialogState(), pol)
@@ -531,7 +533,7 @@ def test_a_tls_id_used_earlier_in_the_dialog_is_never_handed_out_again():
     """RFC 8842 section 4: tls-id values are unique; those of earlier messages of the dialog count too."""
     wic_tls_id = "wicTlsIdFromTheOfferAAA"
     values = iter(["ourFirstTlsIdAAAAAAAAAA", wic_tls_id, "ourSecondTlsIdBBBBBBBBB"])
-    pol = policy(new_tls_id=lambda: next(values))
+    pol = unbundled(new_tls_id=lambda: next(values))
     offer = fixture("chromium_offer_audio.sdp").replace(
         "a=setup:actpass\r\n", f"a=setup:actpass\r\na=tls-id:{wic_tls_id}\r\n")
     _, offered = run(offer, Side.ACCESS, Kind.OFFER, DialogState(), pol)

@@ -12,7 +12,7 @@ import pytest
 from sdp_rules import DialogState, Kind, SdpPolicyError, Side
 from iq import IqReply, Role, StreamReply, TerminationReply
 
-from tests.unit.rules_helpers import AGW_CORE_ADDRESS, TlsIds, agw_reply, fixture, plan, policy, run, sdp
+from tests.unit.rules_helpers import AGW_CORE_ADDRESS, TlsIds, agw_reply, fixture, plan, policy, run, sdp, unbundled
 
 FP = "sha-256 D6:00:20:5D:63:4E:97:C0:63:C2:2F:48:FC:FF:08:4F:55:CE:79:FD:B9:FB:29:55:9F:3B:47:3B:DF:96:BB:E3"
 CORE_ANSWER = sdp("""
@@ -76,7 +76,7 @@ def test_a_wic_answer_in_another_proto_is_refused():
 
 @pytest.mark.req("SRTP-7", "MUX-1")
 def test_a_wic_answer_without_rtcp_mux_gives_its_rtcp_port():
-    pol = policy()
+    pol = unbundled()
     _, offered = run(CORE_OFFER, Side.CORE, Kind.OFFER, DialogState(), pol)
     p, _ = run(wic_answer(), Side.ACCESS, Kind.ANSWER, offered.state, pol)
     assert (p.iq.streams[0].access.rtcp_mux, p.iq.streams[0].access.remote_rtcp_port) == (False, 5001)
@@ -113,7 +113,7 @@ def test_the_same_rejecting_answer_twice_releases_once_and_renders_the_same():
 @pytest.mark.req("SRTP-3", "SRTP-6")
 def test_wic_answer_to_a_core_reoffer_on_a_kept_association():
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, answered = _core_call(pol, wic_answer(setup="active"))  # the AGW is DTLS server
     _, reoffered = run(CORE_OFFER, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
     assert "a=setup:passive" in reoffered.sdp.split("\r\n")
@@ -128,7 +128,7 @@ def test_wic_answer_to_a_core_reoffer_on_a_kept_association():
 def test_wic_reoffer_after_a_core_call_keeps_the_association_its_answer_set_up():
     """No tls-id: the fingerprint, ICE ufrag, role and address the WIC answered decide (RFC 8842 4)."""
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, answered = _core_call(pol, wic_answer("a=ice-ufrag:wicU", "a=ice-pwd:wicpwdwicpwdwicpwdwicpwd",
                                              setup="passive"))
     reoffer = wic_answer("a=ice-ufrag:wicU", "a=ice-pwd:wicpwdwicpwdwicpwdwicpwd", setup="passive")
@@ -141,7 +141,7 @@ def test_wic_reoffer_after_a_core_call_keeps_the_association_its_answer_set_up()
 
 @pytest.mark.req("SRTP-4")
 def test_wic_reoffer_without_ice_after_a_core_call_is_judged_by_its_address():
-    pol = policy()
+    pol = unbundled()
     _, answered = _core_call(pol, wic_answer(setup="passive"))
     for port, kept in ((5000, True), (5010, False)):
         p, _ = run(wic_answer(setup="passive", port=port), Side.ACCESS, Kind.OFFER, answered.state, pol)
@@ -151,7 +151,7 @@ def test_wic_reoffer_without_ice_after_a_core_call_is_judged_by_its_address():
 @pytest.mark.req("SRTP-6", "ICE-1")
 def test_core_reoffer_keeps_a_wic_without_ice_without_ice():
     """baresip offers no ICE; a core re-offer on its kept association offers none either."""
-    pol = policy()
+    pol = unbundled()
     _, offered = run(fixture("baresip_offer.sdp"), Side.ACCESS, Kind.OFFER, DialogState(), pol)
     _, answered = run(CORE_ANSWER, Side.CORE, Kind.ANSWER, offered.state, pol)
     p, reoffered = run(CORE_OFFER, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
@@ -161,7 +161,7 @@ def test_core_reoffer_keeps_a_wic_without_ice_without_ice():
 
 @pytest.mark.req("SRTP-6", "ICE-1")
 def test_core_reoffer_after_a_wic_answer_without_ice_offers_no_ice():
-    pol = policy()
+    pol = unbundled()
     _, answered = _core_call(pol, wic_answer())
     p, reoffered = run(CORE_OFFER, Side.CORE, Kind.OFFER, answered.state, pol, transaction="t2")
     assert p.iq.streams[0].reuse_association is True
@@ -178,7 +178,7 @@ def test_a_reply_without_the_stream_renders_the_answer_from_the_stored_access_te
 
 @pytest.mark.req("SRTP-6", "MUX-1")
 def test_core_reoffer_keeps_the_wics_rtcp_mux_when_the_policy_does_not_offer_it():
-    pol = policy(offer_rtcp_mux_to_access=False)
+    pol = unbundled(offer_rtcp_mux_to_access=False)
     for wic_mux, expected in ((True, True), (False, False)):
         _, offered = run(CORE_OFFER, Side.CORE, Kind.OFFER, DialogState(), pol)
         assert "a=rtcp-mux" not in offered.sdp.split("\r\n")
@@ -221,7 +221,7 @@ def test_core_offer_lines_that_are_not_e2ae_pass_through(proto):
      "AGW reply lacks the access termination of stream 0"),
 ])
 def test_an_agw_reply_lacking_a_termination_is_a_value_error(streams, message):
-    p = plan(fixture("chromium_offer_audio.sdp"), Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    p = plan(fixture("chromium_offer_audio.sdp"), Side.ACCESS, Kind.OFFER, DialogState(), unbundled())
     with pytest.raises(ValueError) as caught:
         p.finish(IqReply(p.iq.dialog, p.iq.transaction, streams))
     assert str(caught.value) == message and not isinstance(caught.value, SdpPolicyError)
@@ -232,7 +232,7 @@ def test_an_agw_reply_lacking_a_termination_is_a_value_error(streams, message):
 @pytest.mark.parametrize("side", [Side.ACCESS, Side.CORE])
 def test_a_reoffer_reply_without_the_stream_renders_from_the_stored_terminations(side):
     """A kept stream's terminations are stored: a reply that does not repeat them changes nothing."""
-    pol = policy()
+    pol = unbundled()
     if side is Side.ACCESS:
         body = fixture("chromium_offer_audio.sdp")
         _, offered = run(body, Side.ACCESS, Kind.OFFER, DialogState(), pol)

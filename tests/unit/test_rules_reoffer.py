@@ -8,7 +8,7 @@ from sdp_rules import DialogState, Kind, SdpPolicyError, Side
 from iq import Command, IqRequest, Role, StreamSpec, TerminationSpec
 from sdp_rules.plan import ActpassPolicy
 
-from tests.unit.rules_helpers import AGW_FP_TEXT, TlsIds, fixture, policy, run, sdp
+from tests.unit.rules_helpers import AGW_FP_TEXT, TlsIds, fixture, policy, run, sdp, unbundled
 
 WIC_TLS_ID = "wicFirstTlsIdAAAAAAAAAA"
 CORE_ANSWER = sdp("""
@@ -52,7 +52,7 @@ def _dtls_lines(body):
 @pytest.mark.req("SRTP-3", "SRTP-4")
 def test_same_tls_id_keeps_the_association():
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, first_answer, state = _call(pol, _chromium())
     plan, second_answer, _ = _reoffer(pol, state, _chromium())
     spec = plan.iq.streams[0]
@@ -67,7 +67,7 @@ def test_same_tls_id_keeps_the_association():
 @pytest.mark.req("SRTP-3", "SRTP-4")
 def test_new_tls_id_starts_a_new_association():
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, _, state = _call(pol, _chromium())
     plan, answer, _ = _reoffer(pol, state, _chromium(tls_id="wicSecondTlsIdBBBBBBBBB"))
     spec = plan.iq.streams[0]
@@ -85,7 +85,7 @@ def test_new_tls_id_starts_a_new_association():
     ("passive", ActpassPolicy.PASSIVE, Role.CLIENT, "a=setup:active"),
 ])
 def test_actpass_reoffer_keeps_the_role(first_setup, actpass, role, answer_setup):
-    pol = policy(actpass=actpass)
+    pol = unbundled(actpass=actpass)
     plan, first_answer, state = _call(pol, _chromium(setup=first_setup))
     assert plan.iq.streams[0].access.tls_role is role
     plan, second_answer, _ = _reoffer(pol, state, _chromium(setup="actpass"))
@@ -98,13 +98,13 @@ def test_actpass_reoffer_keeps_the_role(first_setup, actpass, role, answer_setup
 @pytest.mark.parametrize("actpass", [ActpassPolicy.ACTIVE, ActpassPolicy.PASSIVE])
 def test_actpass_policy_both_ways(actpass):
     """6.2.10.5 c): on actpass the ALG decides; the default is client (RFC 5763 section 5)."""
-    pol = policy(actpass=actpass)
+    pol = unbundled(actpass=actpass)
     plan, answer, _ = _call(pol, _chromium())
     client = actpass is ActpassPolicy.ACTIVE
     access = plan.iq.streams[0].access
     assert (access.tls_role, access.establish_tls) == ((Role.CLIENT, True) if client else (Role.SERVER, False))
     assert ("a=setup:active" if client else "a=setup:passive") in answer.split("\r\n")
-    assert policy().actpass is ActpassPolicy.ACTIVE
+    assert unbundled().actpass is ActpassPolicy.ACTIVE
 
 
 def test_same_tls_id_with_a_role_change_is_refused():
@@ -127,7 +127,7 @@ def test_same_tls_id_with_a_role_change_is_refused():
 def test_peer_without_tls_id(change, kept):
     """RFC 8842 section 4: without tls-id, a new fingerprint, role or ICE ufrag means a new association."""
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, _, state = _call(pol, _chromium(tls_id=None))
     plan, answer, _ = _reoffer(pol, state, _chromium(tls_id=None, **change))
     spec = plan.iq.streams[0]
@@ -151,7 +151,7 @@ def test_peer_without_tls_id_and_ice_changing_port(port, kept):
 def test_core_reoffer_keeps_the_wic_association():
     """RFC 8842 5.5: an offer on a kept association repeats tls-id and fingerprint and keeps the role."""
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, _, state = _call(pol, _chromium())  # the AGW is DTLS client
     core_reoffer = sdp("""
         v=0
@@ -197,7 +197,7 @@ def test_core_reoffer_keeps_the_wic_association():
 @pytest.mark.req("SRTP-6", "SRTP-7")
 def test_core_reoffer_after_wic_answered_active_says_passive_and_adds_new_line_with_actpass():
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     core_offer = fixture("core_rtp_offer.sdp")
     _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
     wic_answer = _chromium(setup="active", tls_id="wicAnswerTlsIdCCCCCCCCC").replace(
@@ -271,7 +271,7 @@ def test_tls_id_on_one_side_only_starts_a_new_association(first, second):
     """RFC 8842 section 4: with a=tls-id on either offer, only equal tls-ids keep the association,
     even when fingerprint, role and ICE ufrag are unchanged."""
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, _, state = _call(pol, _chromium(tls_id=first))
     plan, answer, _ = _reoffer(pol, state, _chromium(tls_id=second))
     spec = plan.iq.streams[0]
@@ -284,7 +284,7 @@ def test_tls_id_on_one_side_only_starts_a_new_association(first, second):
 def test_core_reoffer_on_a_kept_association_modifies_the_core_termination_only():
     """The whole MODIFY of a core re-offer on a kept association (RFC 8842 5.5, TS 23.334 6.2.10.5)."""
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     core_offer = fixture("core_rtp_offer.sdp")
     _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
     wic_answer = _chromium(setup="active", tls_id="wicAnswerTlsIdCCCCCCCCC").replace(
@@ -311,7 +311,7 @@ def test_core_reoffer_on_a_kept_association_modifies_the_core_termination_only()
 def test_peer_without_tls_id_keeping_its_role_keeps_the_association(first, again):
     """RFC 8842 section 4: same fingerprint, ufrag and role (an actpass re-offer changes no role)."""
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, _, state = _call(pol, _chromium(setup=first, tls_id=None))
     plan, _, _ = _reoffer(pol, state, _chromium(setup=again, tls_id=None))
     spec = plan.iq.streams[0]
@@ -412,7 +412,7 @@ def test_rejected_placeholders_for_core_lines_keep_their_media_and_proto():
 
 
 def test_a_wic_reoffer_with_fewer_lines_after_a_core_call_keeps_the_cores_lines():
-    pol = policy()
+    pol = unbundled()
     core_offer = fixture("core_rtp_offer.sdp") + "m=video 7000 RTP/AVP 96\r\n"
     _, offered = run(core_offer, Side.CORE, Kind.OFFER, DialogState(), pol)
     access_m = [line for line in offered.sdp.split("\r\n") if line.startswith("m=")]

@@ -21,6 +21,7 @@ from tests.unit.rules_helpers import (
     policy,
     run,
     sdp,
+    unbundled,
 )
 
 CHROMIUM_FP = Fingerprint(
@@ -81,7 +82,7 @@ def _chromium_offer(pol):
 @pytest.mark.req("SRTP-1", "SRTP-2", "SRTP-4", "ICE-1", "MUX-1", "TCP-1")
 def test_chromium_offer_reserves_dtls_access_and_plain_core():
     ids = TlsIds()
-    plan, result = _chromium_offer(policy(new_tls_id=ids))
+    plan, result = _chromium_offer(unbundled(new_tls_id=ids))
     assert plan.iq == IqRequest(Command.RESERVE, DIALOG, "t1", [StreamSpec(
         stream_id=0,
         kind="srtp",
@@ -118,7 +119,7 @@ def test_chromium_offer_reserves_dtls_access_and_plain_core():
 @pytest.mark.req("SRTP-5", "SRTP-3", "ICE-1", "MUX-1", "TCP-1")
 def test_core_answer_goes_back_to_the_wic_as_dtls_srtp():
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, offered = _chromium_offer(pol)
     plan, result = run(CORE_ANSWER_AVPF, Side.CORE, Kind.ANSWER, offered.state, pol)
     assert plan.iq == IqRequest(Command.MODIFY, DIALOG, "t1", [StreamSpec(
@@ -235,7 +236,7 @@ def test_baresip_session_level_dtls_no_ice_no_mux():
 def test_every_wic_fingerprint_goes_to_the_agw_per_stream():
     """aiortc offers sha-256/384/512: all three are the Remote certificate fingerprint IE."""
     body = fixture("aiortc_offer.sdp").split("m=application")[0]
-    plan, _ = run(body, Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    plan, _ = run(body, Side.ACCESS, Kind.OFFER, DialogState(), unbundled())
     assert [str(fp) for fp in plan.iq.streams[0].access.remote_fingerprints] == [
         "sha-256 F5:81:BD:28:E7:FE:AF:EF:5A:54:0A:25:8E:7E:DB:1D:2E:E5:24:86:FB:AD:10:31:68:84:62:13:2E:9A:E5:F3",
         "sha-384 C1:77:8C:9B:FB:A4:D1:94:5F:D7:09:82:47:04:94:4B:50:B1:86:6F:A3:58:14:9D:0D:47:22:2C:AB:CC:13:D8"
@@ -249,7 +250,7 @@ def test_every_wic_fingerprint_goes_to_the_agw_per_stream():
 def test_firefox_session_fingerprint_applies_to_each_stream():
     body = fixture("firefox_offer.sdp").split("m=application")[0]
     ids = TlsIds()
-    plan, result = run(body, Side.ACCESS, Kind.OFFER, DialogState(), policy(new_tls_id=ids))
+    plan, result = run(body, Side.ACCESS, Kind.OFFER, DialogState(), unbundled(new_tls_id=ids))
     fp = Fingerprint(
         "sha-256", "BF:85:E0:10:BE:D0:16:E3:AB:4B:2F:71:DD:75:24:7A:34:94:18:C0:37:48:3A:48:E6:EB:40:6B:54:44:D1:FC"
     )
@@ -296,7 +297,7 @@ def _core_offer(pol):
 
 @pytest.mark.req("SRTP-6", "SRTP-3", "SRTP-1", "ICE-1", "MUX-1")
 def test_core_offer_becomes_dtls_offer_with_actpass_and_new_tls_id():
-    plan, result = _core_offer(policy())
+    plan, result = _core_offer(unbundled())
     assert plan.iq == IqRequest(Command.RESERVE, DIALOG, "t1", [StreamSpec(
         stream_id=0,
         kind="srtp",
@@ -348,7 +349,7 @@ WIC_FP = Fingerprint(
     ("passive", Role.CLIENT, True),   # the WIC is server: the AGW starts the handshake
 ])
 def test_wic_answer_sets_role_and_goes_to_core_as_rtp_avp(setup, role, establish):
-    pol = policy()
+    pol = unbundled()
     _, offered = _core_offer(pol)
     plan, result = run(sdp(WIC_ANSWER.format(setup=setup)), Side.ACCESS, Kind.ANSWER, offered.state, pol)
     assert plan.iq == IqRequest(Command.MODIFY, DIALOG, "t1", [StreamSpec(
@@ -426,7 +427,7 @@ def test_answer_to_an_offer_with_tls_id_carries_a_new_different_tls_id():
         "a=setup:actpass\r\n", f"a=setup:actpass\r\na=tls-id:{wic_tls_id}\r\n")
     # A generator that first returns the WIC's own value: the rules must skip it.
     values = iter([wic_tls_id, "ourTlsIdBBBBBBBBBBBBBBBB"])
-    pol = policy(new_tls_id=lambda: next(values))
+    pol = unbundled(new_tls_id=lambda: next(values))
     plan, offered = run(body, Side.ACCESS, Kind.OFFER, DialogState(), pol)
     assert (plan.iq.streams[0].local_tls_id, plan.iq.streams[0].remote_tls_id) == (
         "ourTlsIdBBBBBBBBBBBBBBBB", wic_tls_id)
@@ -443,7 +444,7 @@ def test_every_offer_to_the_wic_carries_a_new_tls_id():
         a=rtpmap:96 H264/90000
     """)
     ids = TlsIds()
-    pol = policy(new_tls_id=ids)
+    pol = unbundled(new_tls_id=ids)
     _, first = run(two, Side.CORE, Kind.OFFER, DialogState(), pol)
     _, second = _core_offer(pol)
     got = [line for body in (first.sdp, second.sdp) for line in body.split("\r\n") if line.startswith("a=tls-id")]
@@ -454,7 +455,7 @@ def test_every_offer_to_the_wic_carries_a_new_tls_id():
 def test_agw_reply_fingerprint_is_what_the_wic_sees():
     """The fingerprint inserted is the Local certificate fingerprint IE of the reply, not a constant."""
     other = Fingerprint("sha-384", ":".join(["5C"] * 48))
-    pol = policy()
+    pol = unbundled()
     plan, offered = _chromium_offer(pol)
     _, answered = run(CORE_ANSWER_AVPF, Side.CORE, Kind.ANSWER, offered.state, pol)
     assert f"a=fingerprint:{AGW_FP_TEXT}\r\n" in answered.sdp
@@ -468,7 +469,7 @@ def test_agw_reply_fingerprint_is_what_the_wic_sees():
 @pytest.mark.req("SRTP-7")
 def test_wic_rejecting_the_stream_in_its_answer_to_a_core_offer_releases_it():
     """RFC 3264 section 6: port 0 in the WIC's answer; the stream is released, the core gets port 0."""
-    pol = policy()
+    pol = unbundled()
     _, offered = _core_offer(pol)
     rejected = sdp(WIC_ANSWER.format(setup="active")).replace("m=audio 42558 ", "m=audio 0 ")
     plan, answered = run(rejected, Side.ACCESS, Kind.ANSWER, offered.state, pol)
@@ -480,7 +481,7 @@ def test_wic_rejecting_the_stream_in_its_answer_to_a_core_offer_releases_it():
 @pytest.mark.req("SRTP-7")
 def test_tls_failure_notification_is_asked_once_per_stream_on_the_core_offer_path():
     """The Notify (D)TLS session establishment Failure Event IE rides on the reservation only."""
-    pol = policy()
+    pol = unbundled()
     plan, offered = _core_offer(pol)
     assert plan.iq.streams[0].access.notify_tls_failure is True
     answer = sdp(WIC_ANSWER.format(setup="passive"))
@@ -500,7 +501,7 @@ def test_sdes_crypto_and_access_transport_attributes_never_reach_the_core():
         "a=setup:actpass\r\n",
         "a=setup:actpass\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
         "a=rtcp:9 IN IP4 0.0.0.0\r\na=rtcp-mux-only\r\na=3ge2ae:requested\r\n")
-    _, offered = run(offer, Side.ACCESS, Kind.OFFER, DialogState(), policy())
+    _, offered = run(offer, Side.ACCESS, Kind.OFFER, DialogState(), unbundled())
     names = {line.split(":")[0] for line in offered.sdp.split("\r\n")}
     assert not names & {"a=crypto", "a=fingerprint", "a=setup", "a=tls-id", "a=ice-ufrag", "a=ice-pwd",
                         "a=candidate", "a=ice-options", "a=rtcp", "a=rtcp-mux-only", "a=3ge2ae"}
@@ -517,7 +518,7 @@ def test_the_cores_own_dtls_ice_crypto_and_rtcp_attributes_are_replaced_toward_t
         "a=ice-ufrag:core\r\na=ice-pwd:corecorecorecorecorecore\r\na=ice-options:trickle\r\n"
         "a=candidate:1 1 udp 1 192.0.2.50 6000 typ host\r\na=end-of-candidates\r\n"
         "a=rtcp:6011\r\na=rtcp-mux\r\na=rtcp-mux-only\r\n")
-    pol = policy()
+    pol = unbundled()
     if path == "core answer":
         _, offered = _chromium_offer(pol)
         _, result = run(CORE_ANSWER_AVPF + core_attributes, Side.CORE, Kind.ANSWER, offered.state, pol)

@@ -63,7 +63,10 @@ def _offer():
 
 def test_new_state_keeps_its_key_order_and_the_input_state_is_left_alone():
     pol, _plan, offer = _offer()
-    assert list(offer.state.data) == ["streams", "map", "core_mlines", "pending", "tls_ids", "agw"]
+    # Chromium's offer has a=group:BUNDLE 0: with [policy] bundle = on (the default) the
+    # state also holds its transport (sdp_rules.bundle).
+    assert list(offer.state.data) == ["streams", "map", "next_transport", "core_mlines", "pending", "tls_ids",
+                                      "transports", "agw"]
     before = copy.deepcopy(offer.state.data)
     text = json.dumps(offer.state.data)
     _answer_plan, answer = run(fixture("core_rtp_offer.sdp"), Side.CORE, Kind.ANSWER, offer.state, pol,

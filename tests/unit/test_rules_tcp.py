@@ -7,7 +7,7 @@ import pytest
 from sdp_rules import DialogState, Kind, Side
 from iq import Command, Fingerprint, IqRequest, Role, StreamSpec, TerminationSpec
 
-from tests.unit.rules_helpers import AGW_FP_TEXT, DIALOG, TlsIds, fixture, policy, run, sdp
+from tests.unit.rules_helpers import AGW_FP_TEXT, DIALOG, TlsIds, fixture, policy, run, sdp, unbundled
 
 WIC_TLS_ID = "5b3a1f9e8c7d6b4a3f2e1d0c9b8a7f6e"
 WIC_FP = Fingerprint(
@@ -116,7 +116,7 @@ def test_core_answer_back_to_tcp_dtls_with_passive_tcp_candidate_and_new_tls_id(
 @pytest.mark.req("TCP-1", "ICE-1")
 def test_udp_offer_with_tcp_candidates_gets_a_tcp_alternative():
     """5.11.2.5: TCP offered as an ICE alternative to UDP (Chromium's tcptype active candidates)."""
-    pol = policy()
+    pol = unbundled()
     plan, offered = run(fixture("chromium_offer_audio.sdp"), Side.ACCESS, Kind.OFFER, DialogState(), pol)
     assert plan.iq.streams[0].kind == "srtp"
     assert [c for c in plan.iq.streams[0].access.remote_candidates if " tcp " in c] == [
