@@ -52,6 +52,9 @@ cannot join is answered with a transport of its own when it has a port
 (moved out of the group, RFC 9143 7.3.2) and rejected when it is
 ``bundle-only`` (7.3.3).
 
+ICE-TCP (RFC 6544): a transport gets no passive TCP candidate, since mediad
+listens for ICE-TCP on an unbundled stream's port only.
+
 RTCP feedback on a bundle: NACK, PLI, FIR and REMB (``a=rtcp-fb``) pass as the
 far side wrote them and stay end to end between the WIC and the core (the AGW
 relays the RTCP, routed by SSRC, RFC 9143 section 9.2).  Transport-wide
@@ -292,7 +295,7 @@ class Transport:
             attrs.add_access_transport(
                 m, term, role_setup=self.setup(offer=offer), tls_id=self.state["local_tls_id"],
                 ice=self.state.get("ice", True), rtcp_mux=bool(self.state.get("carries_rtp")),
-                tcp_candidates=bool(self.state.get("ice_tcp")),
+                tcp_candidates=False,  # mediad serves no ICE-TCP on a transport's port (module docstring)
             )
             if self.state.get("rtcp_mux_only") and self.state.get("carries_rtp"):
                 m.add_attribute("rtcp-mux-only")
