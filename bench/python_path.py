@@ -59,7 +59,7 @@ class _Loop:
 
 def wire():
     owner = types.SimpleNamespace(
-        metrics=Metrics(CollectorRegistry()), loop=_Loop(), changed=lambda dialog: None,
+        metrics=Metrics(CollectorRegistry()), loop=_Loop(), changed=lambda dialog: None, certificate=None,
         config=Config(), event=lambda *args, **kwargs: None,
     )
     dialog = Dialog(owner, "bench")
