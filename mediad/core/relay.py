@@ -128,7 +128,6 @@ class AccessChannel(Channel):
         self.t = traffic
         self.in_rtp, self.in_rtcp = traffic[("access", "in", "rtp")], traffic[("access", "in", "rtcp")]
         self.in_udptl = traffic[("access", "in", "udptl")]
-        self.rtcp_only = component == "rtcp"
         config = owner.config
         self.term = AccessTermination(
             self, leg, component, certificate=owner.certificate, metrics=owner.metrics,

@@ -539,12 +539,13 @@ class AccessTermination:
             self.consent_armed = False
             self.shell.set_timer(Timer.CONSENT, None)
         self.dest = None
-        if self.dtls is not None and self.state is State.ESTABLISHED:
-            self.dtls.close()
-            datagrams = self.dtls.datagrams_to_send()
-            if self.peer is not None:
-                for datagram in datagrams:
-                    self.shell.send(datagram, self.peer)
+        dtls, established = self.dtls, self.state is State.ESTABLISHED
         self._transition(Input.CLOSE)
         self.dtls = None
         self.srtp = None
+        if dtls is not None and established:
+            dtls.close()
+            datagrams = dtls.datagrams_to_send()
+            if self.peer is not None:
+                for datagram in datagrams:
+                    self.shell.send(datagram, self.peer)

@@ -223,3 +223,16 @@ def test_an_input_the_table_does_not_take_is_our_defect():
     assert term.state is State.NEW
     term.restore_failure("protocol_error")
     assert term.state is State.FAILED and term.reset() == [] and term.state is State.NEW
+
+
+def test_closing_an_established_association_tells_the_peer():
+    client, server = pair()
+    (c, c_shell, _), (s, s_shell, _) = client, server
+    c.start_client(100.0)
+    exchange(client, server)
+    c.close()
+    assert c.state is State.CLOSED and c.dtls is None and c.srtp is None and c_shell.timers == {}
+    (alert, addr), = c_shell.sent
+    assert alert[0] == 21 and addr == SERVER_ADDR  # a DTLS alert record (close_notify) to the peer
+    s.receive_dtls(alert, CLIENT_ADDR, 101.0)
+    assert s.state is State.CLOSED and s_shell.changes == 1
