@@ -73,7 +73,7 @@ from aiortc.exceptions import InvalidStateError
 from iq import EVENT_SCTP_STREAM_RESET, Role, TerminationReply, TerminationSpec
 
 from mediad.proto.iqcodec import E_MALFORMED, ControlError
-from mediad.proto.dtls import ApplicationData, Closed, DtlsSession, HandshakeComplete, HandshakeFailed
+from mediad.proto.dtls import ApplicationData, Closed, HandshakeComplete, HandshakeFailed
 from mediad.proto.msrp import MsrpFramer, MsrpFramingError
 from mediad.core.relay import AccessChannel
 from mediad.core.sctp import DEFAULT_SCTP_PORT, ESTABLISHED, SctpAssociation
@@ -162,18 +162,15 @@ class SctpAccessChannel(AccessChannel):
 
     leg: "SctpAccessLeg"
 
-    def new_session(self, role: Role) -> None:
+    def __init__(self, leg: "SctpAccessLeg", port: int, component: str) -> None:
         """As for DTLS-SRTP, but the SRTP keys the handshake exports are dropped.
 
         WebRTC peers negotiate ``use_srtp`` (RFC 5764) on a data-only DTLS
         association too (aiortc refuses a handshake without it; browsers offer
         it), so the session offers and accepts it like an SRTP one.
         """
-        super().new_session(role)
-        self.dtls = DtlsSession(
-            self.owner.certificate, role, srtp=True, remote_fingerprints=self.leg.spec.remote_fingerprints or None,
-            handshake_timeout=self.owner.config.mediad_dtls_handshake_timeout, now=self.loop.time(),
-        )
+        super().__init__(leg, port, component)
+        self.term.offer_srtp = True
 
     def handle_event(self, event) -> None:
         if isinstance(event, ApplicationData):

@@ -1,31 +1,31 @@
-"""The packet path: one asyncio DatagramProtocol per bound media port.
+"""The packet path's asyncio shells: one DatagramProtocol per bound media port.
 
 Theory of operation
 -------------------
 Access side (toward the WebRTC client / secure UE), one :class:`AccessChannel`
 per port (the RTP port, and a separate RTCP port when RTCP is not
-multiplexed, each with its own DTLS association: RFC 5764 section 4.1).  Every
-datagram goes through small named steps::
+multiplexed, each with its own DTLS association: RFC 5764 section 4.1).  The
+channel is a shell: every decision is its sans-IO
+:class:`~mediad.core.termination.AccessTermination`'s, which it feeds with the
+datagram, its source and the loop's clock, and whose requests (send, timer,
+event, route changed) it carries out.  Every datagram goes through small named
+steps::
 
     classify (RFC 7983 / RFC 5761 section 4, mediad.proto.demux)
-      STUN  -> ICE-lite responder (RFC 8445 2.5, RFC 7675) -> answer, learn peer
-      DTLS  -> DtlsSession.receive -> pump (send flights, handle events)
-      RTP   -> SRTP unprotect -> core RTP port
-      RTCP  -> SRTCP unprotect -> core RTCP port (or the RTP port when muxed)
+      STUN  -> termination.receive_stun: ICE-lite answer, selection, consent (RFC 8445 2.5, RFC 7675)
+      DTLS  -> termination.receive_dtls: the DTLS session, its flights, its events
+      RTP   -> termination.unprotect (SRTP) -> core RTP port
+      RTCP  -> termination.unprotect (SRTCP) -> core RTCP port (or the RTP port when muxed)
       else  -> drop ("unknown_kind")
 
 Core side (plain RTP/RTCP or UDPTL), one :class:`CoreChannel` per port::
 
-    RTP  -> SRTP protect -> access peer;  RTCP -> SRTCP protect -> access peer
+    RTP  -> termination.protect (SRTP) -> access peer;  RTCP -> SRTCP likewise
     UDPTL -> DTLS application data -> access peer (T.38, RFC 7345)
 
-The DTLS sessions are sans-IO (mediad.proto.dtls); time is the loop clock and the
-retransmission / handshake timers are one ``call_at`` per session, re-armed
-after every pump.  A DTLS failure (fingerprint mismatch, timeout, protocol
-error) tears the association down: from then on nothing is relayed for the
-channel.  Toward access the destination is the ICE-selected address, else the
-address the peer's DTLS or SRTP came from, else the SDP address; with ICE,
-nothing is sent once consent expired (RFC 7675 section 5.1).
+Timers: the termination names three (DTLS retransmission/handshake, a
+client's wait for its first ICE check, the consent deadline of the cached
+destination); the shell keeps one ``call_at`` handle for each.
 
 A bad packet is dropped, counted by reason and logged at debug level; nothing
 raises out of ``datagram_received``.
@@ -34,15 +34,15 @@ The packet path (established RTP/RTCP) is kept lean: RTP/RTCP is recognised
 inline from its first two bytes before the general demultiplexer runs; the
 transport's ``sendto`` is bound once (:attr:`Channel.sendto`); packet and byte
 counts are integers added in place (``mediad.metrics``); the destination
-toward access is computed once when it can change (peer learned, ICE
-selection, spec, consent) and kept in :attr:`AccessChannel.dest`.  Consent
-freshness does not read the clock per packet: while a destination chosen by
-ICE is cached, one timer per channel fires at the consent deadline
-(``last_consent + consent_timeout``); if no newer check came it drops the
-cached destination, and the next packet takes the full check (which drops
-and reports the expiry, RFC 7675 section 5.1).  On the core side the
-destinations are computed by the leg when its spec or latched address
-changes (``mediad.core.session.CoreLeg.refresh``).
+toward access is cached by the termination, so no packet reads the clock
+(see ``mediad.core.termination``).  On the core side the destinations are
+computed by the leg when its spec or latched address changes
+(``mediad.core.session.CoreLeg.refresh``).
+
+Why the shells are still in ``core/``: ``mediad.core.transport`` (a BUNDLE
+transport's port) and ``mediad.core.datachannel`` (the SCTP association's port)
+subclass :class:`AccessChannel`, and the tree builds the channels; moving the
+shells to ``io/`` moves those subclasses with them.
 
 Overload: nothing here pauses reading.  A UDP port that receives more than
 the process can handle loses datagrams in the kernel (its receive buffer
@@ -55,30 +55,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from typing import TYPE_CHECKING
 
-from iq import EVENT_CONSENT_EXPIRED, EVENT_DTLS_ESTABLISHED, EVENT_DTLS_FAILED, Role
-
+from mediad.core.termination import AccessTermination, State, Timer
 from mediad.proto import demux
-from mediad.proto.dtls import ApplicationData, Closed, DtlsSession, HandshakeComplete, HandshakeFailed
-from mediad.proto.srtp import SrtpError, SrtpTransformer
-from mediad.proto.stun import IceLiteResponder
+from mediad.proto.dtls import ApplicationData
+from mediad.proto.srtp import SrtpTransformer
 
 if TYPE_CHECKING:
+    from iq import Role
+
     from mediad.core.session import AccessLeg, CoreLeg
 
 log = logging.getLogger("mediad.relay")
 
 RTP, RTCP, STUN, DTLS = demux.RTP, demux.RTCP, demux.STUN, demux.DTLS
-_SSRC = struct.Struct("!I")  # RTP header bytes 8-11, RTCP bytes 4-7 (RFC 3550 sections 5.1, 6.4)
-
-# A channel's association as the relay sees it: read from its DtlsSession (the only state machine,
-# mediad.proto.dtls.TRANSITIONS), from the stored keys (restored after a restart: established, no session)
-# and from its failure (a failed handshake, or no ICE check before the handshake timeout).
-NEW, HANDSHAKING, ESTABLISHED, FAILED, CLOSED = "new", "handshaking", "established", "failed", "closed"
-_FROM_DTLS = {"new": HANDSHAKING, "handshaking": HANDSHAKING, "held": HANDSHAKING, "established": ESTABLISHED,
-              "failed": FAILED, "closed": CLOSED}
+# The association's states (mediad.core.termination.TRANSITIONS), under the names the tree and the daemon use.
+NEW, HANDSHAKING, ESTABLISHED, FAILED, CLOSED = (State.NEW, State.HANDSHAKING, State.ESTABLISHED, State.FAILED,
+                                                 State.CLOSED)
 
 
 class Channel(asyncio.DatagramProtocol):
@@ -113,7 +107,14 @@ class Channel(asyncio.DatagramProtocol):
 
 
 class AccessChannel(Channel):
-    """One access-side port: ICE-lite, one DTLS association, its SRTP context."""
+    """One access-side port: the asyncio shell of its :class:`~mediad.core.termination.AccessTermination`.
+
+    It classifies each datagram, hands it to the termination with the loop's
+    clock, and carries out what the termination asks (:class:`~mediad.core.termination.Shell`):
+    sends, timers, events, the native path's sync, the leg's DTLS application
+    data.  The attributes below the constructor read (and, for the callers that
+    restore or reconfigure a channel, write) the termination's fields.
+    """
 
     def __init__(self, leg: "AccessLeg", port: int, component: str) -> None:
         super().__init__(port, component)
@@ -126,84 +127,131 @@ class AccessChannel(Channel):
         traffic = owner.metrics.traffic
         self.t = traffic
         self.in_rtp, self.in_rtcp = traffic[("access", "in", "rtp")], traffic[("access", "in", "rtcp")]
-        self.out_rtp, self.out_rtcp = traffic[("access", "out", "rtp")], traffic[("access", "out", "rtcp")]
-        self.in_stun, self.out_stun = traffic[("access", "in", "stun")], traffic[("access", "out", "stun")]
-        self.in_dtls, self.out_dtls = traffic[("access", "in", "dtls")], traffic[("access", "out", "dtls")]
         self.in_udptl = traffic[("access", "in", "udptl")]
-        self.rtcp_only = component == "rtcp"
-        self._dest: tuple[str, int] | None = None  # cached destination toward access (None: compute)
-        self.consent_timer: asyncio.TimerHandle | None = None
-        self.responder = IceLiteResponder(
-            leg.ice_ufrag, leg.ice_pwd, leg.spec.remote_ice_ufrag, leg.spec.remote_ice_pwd,
-            consent_timeout=owner.config.mediad_consent_timeout,
+        config = owner.config
+        self.term = AccessTermination(
+            self, leg, component, certificate=owner.certificate, metrics=owner.metrics,
+            consent_timeout=config.mediad_consent_timeout, handshake_timeout=config.mediad_dtls_handshake_timeout,
+            max_ssrcs=config.mediad_max_ssrcs,
         )
-        self.dtls: DtlsSession | None = None
-        self._srtp: SrtpTransformer | None = None
-        self.keys = None  # SrtpKeys of the established association (persisted)
-        self.failure: str | None = None  # why the association failed (then nothing is relayed)
-        self.role: Role | None = None
-        self._peer: tuple[str, int] | None = None  # learned from DTLS/SRTP/STUN
-        self.pending_start = False
+        self.timer: asyncio.TimerHandle | None = None  # Timer.DTLS
+        self.ice_timer: asyncio.TimerHandle | None = None  # Timer.ICE
+        self.consent_timer: asyncio.TimerHandle | None = None  # Timer.CONSENT
         self.start_handle: asyncio.Handle | None = None  # a start_client scheduled by start_client_soon
-        self.ice_timer: asyncio.TimerHandle | None = None  # a client's deadline for its first valid check
-        self.started_at: float | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.consent_reported = False
-        self.source: tuple[str, int] | None = None  # source of the datagram being processed
-        self.received = 0  # authenticated packets from the peer (the dialog's expiry: refreshed by traffic)
-        self.ssrcs: set[int] = set()  # SSRCs the SRTP session protects toward the peer (at most max_ssrcs)
-        self.max_ssrcs = owner.config.mediad_max_ssrcs
 
-    @property
-    def state(self) -> str:
-        """The association's state: failed, restored from keys, or its DTLS session's (see _FROM_DTLS)."""
-        if self.failure is not None:
-            return FAILED
-        dtls = self.dtls
-        if dtls is None:
-            return NEW if self.keys is None else ESTABLISHED
-        return _FROM_DTLS[dtls.state]
+    # -- the termination's fields (read by the tree, the documents and the native path) -------
+    state = property(lambda self: self.term.state)
+    dtls = property(lambda self: self.term.dtls)
+    dest = property(lambda self: self.term.dest)
+    ssrcs = property(lambda self: self.term.ssrcs)
+    source = property(lambda self: self.term.source)
+    pending_start = property(lambda self: self.term.pending_start)
+    _peer = property(lambda self: self.term.peer)
 
-    # Whatever the native packet path (mediad.io.fastpath) repeats is written down there on change.
     @property
     def peer(self) -> tuple[str, int] | None:
-        return self._peer
+        return self.term.peer
 
     @peer.setter
     def peer(self, peer: tuple[str, int] | None) -> None:
-        self._peer = peer
-        self.dest = None
-
-    @property
-    def dest(self) -> tuple[str, int] | None:
-        """The cached destination toward access (None: compute it)."""
-        return self._dest
-
-    @dest.setter
-    def dest(self, dest: tuple[str, int] | None) -> None:
-        self._dest = dest
-        path = self.leg.path
-        if path is not None:
-            path.sync()
+        self.term.set_peer(peer)
 
     @property
     def srtp(self):
         """The SRTP contexts of the established association (None: not established)."""
-        return self._srtp
+        return self.term.srtp
 
     @srtp.setter
     def srtp(self, srtp) -> None:
-        if srtp is not self._srtp:
-            self.ssrcs = set()  # a new session (or none) has no streams yet
-        self._srtp = srtp
+        self.term.set_srtp(srtp)
+
+    @property
+    def keys(self):
+        return self.term.keys
+
+    @keys.setter
+    def keys(self, keys) -> None:
+        self.term.keys = keys
+
+    @property
+    def failure(self) -> str | None:
+        return self.term.failure
+
+    @failure.setter
+    def failure(self, reason: str | None) -> None:
+        """A stored failure (restart)."""
+        if reason is not None:
+            self.term.restore_failure(reason)
+
+    @property
+    def role(self) -> Role | None:
+        return self.term.role
+
+    @role.setter
+    def role(self, role: Role | None) -> None:
+        self.term.role = role
+
+    @property
+    def responder(self):
+        return self.term.responder
+
+    @responder.setter
+    def responder(self, responder) -> None:
+        self.term.responder = responder
+
+    @property
+    def received(self) -> int:
+        """Authenticated packets from the peer (the dialog's expiry: refreshed by traffic)."""
+        return self.term.received
+
+    @received.setter
+    def received(self, count: int) -> None:
+        self.term.received = count
+
+    # -- Shell: what the termination asks ----------------------------------------------------
+    def send(self, data: bytes, addr) -> None:
+        sendto = self.sendto
+        if sendto is not None:
+            sendto(data, addr)
+
+    def set_timer(self, timer: Timer, when: float | None) -> None:
+        name, callback = _TIMERS[timer]
+        handle = getattr(self, name)
+        if handle is not None:
+            handle.cancel()
+        setattr(self, name, None if when is None else self.loop.call_at(when, getattr(self, callback)))
+
+    def report(self, name: str, reason: str | None) -> None:
+        self.leg.report(name, reason, self.component)
+
+    def route_changed(self) -> None:
         path = self.leg.path
         if path is not None:
             path.sync()
+
+    def changed(self) -> None:
+        self.owner.changed(self.leg.dialog)
 
     def new_srtp(self, keys):
         """SRTP contexts for ``keys``: shared with the native path when the stream has one."""
         path = self.leg.path
         return path.new_srtp(keys) if path is not None else SrtpTransformer(keys)
+
+    def handle_event(self, event) -> None:
+        """A DTLS event the termination acted on; application data is UDPTL (T.38, RFC 7345)."""
+        if isinstance(event, ApplicationData):
+            core = self.leg.stream.core
+            if self.leg.stream.kind != "t38" or core is None:
+                self.metrics.dropped("unexpected")
+                return
+            self.in_udptl.count(len(event.data))
+            self.stream.from_access += 1
+            term = self.term
+            if term.source is not None:
+                term.latch(term.source)  # authenticated: counted; without ICE, it moves the peer
+            else:
+                term.received += 1
+            core.send_udptl(event.data)
 
     # -- the pipeline ---------------------------------------------------------------
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
@@ -227,26 +275,11 @@ class AccessChannel(Channel):
             log.debug("access port %d: dropped a packet: %r", self.port, exc, exc_info=True)
 
     def media_in(self, data: bytes, addr, kind) -> None:
-        srtp = self.srtp
-        if srtp is None:
-            self.metrics.dropped("dtls_failed" if self.state == FAILED else "not_established")
-            return
         is_rtp = kind is RTP
-        if is_rtp and self.rtcp_only:
-            self.metrics.dropped("unexpected")
+        plain = self.term.unprotect(data, addr, is_rtp)
+        if plain is None:
             return
-        try:
-            plain = srtp.unprotect_rtp(data) if is_rtp else srtp.unprotect_rtcp(data)
-        except SrtpError as exc:
-            self.metrics.dropped(exc.reason)
-            return
-        counters = self.in_rtp if is_rtp else self.in_rtcp
-        counters.packets += 1
-        counters.bytes += len(data)
-        self.received += 1
         self.stream.from_access += 1
-        if self._peer != addr and not self.leg.spec.ice_lite:
-            self.peer = addr  # authenticated: latch (restart, NAT rebinding)
         core = self.stream.core
         if core is None:
             self.metrics.dropped("no_peer")
@@ -256,200 +289,37 @@ class AccessChannel(Channel):
             core.send_rtcp(plain)
 
     def stun_in(self, data: bytes, addr) -> None:
-        self.in_stun.count(len(data))
-        responder = self.responder
-        before, dropped, rejected = responder.selected_address, responder.dropped, responder.rejected
-        consent = responder.last_consent
-        reply = responder.handle(data, addr, self.loop.time())
-        if responder.last_consent != consent:
-            self.received += 1  # an authenticated check
-        if responder.dropped != dropped:
-            self.metrics.dropped("malformed")
-        elif responder.rejected != rejected:
-            self.metrics.dropped("stun_rejected")
-        if reply is not None and self.sendto is not None:
-            self.sendto(reply, addr)
-            self.out_stun.count(len(reply))
-        selected = self.responder.selected_address
-        if selected is not None and selected != before:
-            self.peer = selected  # (and the cached destination is recomputed)
-            self.consent_reported = False
-            self.owner.changed(self.leg.dialog)
-            if self.pending_start:
-                self.start_client()
+        self.term.receive_stun(data, addr, self.loop.time())
 
     def dtls_in(self, data: bytes, addr) -> None:
-        self.in_dtls.count(len(data))
-        if self.state in (FAILED, CLOSED):
-            self.metrics.dropped("dtls_failed")
-            return
-        if self.dtls is None:
-            if self.role is Role.CLIENT:
-                self.metrics.dropped("not_established")
-                return
-            self.new_session(Role.SERVER)
-        if self.peer is None or (self.state != ESTABLISHED and not self.leg.spec.ice_lite):
-            self.peer = addr  # once established, only authenticated data moves the peer
-        self.source = addr
-        assert self.dtls is not None
-        self.dtls.receive(data, self.loop.time())
-        self.pump()
+        self.term.receive_dtls(data, addr, self.loop.time())
 
     # -- toward access --------------------------------------------------------------
     def check_consent(self) -> bool:
         """RFC 7675: False (and the ALG told once) when the peer's consent expired."""
-        if self.responder.selected_address is None or not self.responder.consent_expired(self.loop.time()):
-            return True
-        if not self.consent_reported:
-            self.consent_reported = True
-            self.leg.report(EVENT_CONSENT_EXPIRED, None, self.component)
-        return False
-
-    def route(self) -> tuple[str, int] | None:
-        """:meth:`destination`, kept in :attr:`dest` until something it depends on changes."""
-        dest = self.destination()
-        if dest is not None:
-            responder = self.responder
-            if self.leg.spec.ice_lite and responder.selected_address is not None:
-                if responder.last_consent is not None:
-                    self.arm_consent_timer(responder.last_consent + responder.consent_timeout)
-                    self.dest = dest
-            else:
-                self.dest = dest
-        return dest
-
-    def arm_consent_timer(self, when: float) -> None:
-        if self.consent_timer is None:
-            self.consent_timer = self.loop.call_at(when, self.on_consent_timer)
-
-    def on_consent_timer(self) -> None:
-        """The consent deadline of the cached destination: still fresh, or recompute (RFC 7675)."""
-        self.consent_timer = None
-        responder = self.responder
-        last = responder.last_consent
-        if self.dest is not None and last is not None and not responder.consent_expired(self.loop.time()):
-            self.arm_consent_timer(last + responder.consent_timeout)  # a newer check moved the deadline
-        else:
-            self.dest = None  # the next packet runs the full check (drop, report once)
+        return self.term.check_consent(self.loop.time())
 
     def forget_route(self) -> None:
         """Something the destination depends on changed (spec, ICE selection, association)."""
-        self.dest = None
-
-    def destination(self) -> tuple[str, int] | None:
-        """Where to send toward the peer now; None (and a counted drop) if nowhere."""
-        if self.leg.spec.ice_lite:
-            selected = self.responder.selected_address
-            if not self.check_consent():
-                self.metrics.dropped("consent_expired")
-                return None
-            if selected is not None:
-                return selected
-        if self.peer is not None:
-            return self.peer
-        spec = self.leg.spec
-        if spec.remote_address and spec.remote_port and not self.leg.over_tcp:  # TCP: checked only
-            if self.component == "rtp":
-                return (spec.remote_address, spec.remote_port)
-            return (spec.remote_address, spec.remote_rtcp_port or spec.remote_port + 1)
-        self.metrics.dropped("no_peer")
-        return None
+        self.term.forget_route()
 
     def send_protected(self, data: bytes, is_rtp: bool) -> None:
-        srtp = self.srtp
         sendto = self.sendto
-        if srtp is None or sendto is None:
-            self.metrics.dropped("dtls_failed" if self.state == FAILED else "not_established")
+        if sendto is None:
+            self.metrics.dropped("dtls_failed" if self.term.state is FAILED else "not_established")
             return
-        dest = self.dest
-        if dest is None:
-            dest = self.route()
-            if dest is None:
-                return
-        ssrc = _SSRC.unpack_from(data, 8 if is_rtp else 4)[0]
-        if ssrc not in self.ssrcs and not self.admit_ssrc(ssrc):
-            return
-        try:
-            out = srtp.protect_rtp(data) if is_rtp else srtp.protect_rtcp(data)
-        except SrtpError as exc:
-            self.metrics.dropped(exc.reason)
-            return
-        sendto(out, dest)
-        counters = self.out_rtp if is_rtp else self.out_rtcp
-        counters.packets += 1
-        counters.bytes += len(out)
-
-    def admit_ssrc(self, ssrc: int) -> bool:
-        """A new SSRC toward the peer: each costs libsrtp a stream until the session ends; capped."""
-        if len(self.ssrcs) >= self.max_ssrcs:
-            self.metrics.dropped("too_many_ssrcs")
-            return False
-        self.ssrcs.add(ssrc)
-        path = self.leg.path
-        if path is not None:
-            path.sync()
-        return True
+        term = self.term
+        out = term.protect(data, is_rtp, self.loop.time() if term.dest is None else 0.0)
+        if out is not None:
+            sendto(out, term.dest)
 
     def send_application_data(self, data: bytes) -> None:
-        if self.state != ESTABLISHED or self.dtls is None:
-            self.metrics.dropped("dtls_failed" if self.state == FAILED else "not_established")
-            return
-        self.dtls.send_application_data(data)
-        self.pump()
+        self.term.send_application_data(data, self.loop.time())
 
     # -- the DTLS association -------------------------------------------------------
-    def new_session(self, role: Role) -> None:
-        now = self.loop.time()
-        fps = self.leg.spec.remote_fingerprints or None
-        self.dtls = DtlsSession(
-            self.owner.certificate, role, srtp=self.leg.dtls_srtp,
-            remote_fingerprints=fps, handshake_timeout=self.owner.config.mediad_dtls_handshake_timeout, now=now,
-        )
-        self.role = role
-        self.failure = None
-        self.started_at = now
-        if self._srtp is not None:  # (the setter writes the native path down again)
-            self.srtp = None
-        self.keys = None
-
     def start_client(self) -> None:
-        """Establish (D)TLS session IE: start once the peer's address is known.
-
-        With ICE (the ALG's ``ice_lite``), known means checked: the first
-        ClientHello goes to the address of a valid STUN check whose consent
-        holds, never to the SDP address before (RFC 8445 section 12; RFC 7675).
-        A ClientHello sent early reaches a client that may still hold it when
-        the call is set up again with the same offer (an INVITE retried after a
-        407): it answers that stale hello on the new association, whose own
-        hello had another random, and the handshake fails ("bad signature").
-        """
-        if self.leg.spec.ice_lite and (self.responder.selected_address is None or not self.check_consent()):
-            self.role = Role.CLIENT
-            self.pending_start = True  # (no OpenSSL connection until then: ~80 KiB each while it handshakes)
-            if self.ice_timer is None:  # the handshake must still be done in dtls_handshake_timeout
-                when = self.loop.time() + self.owner.config.mediad_dtls_handshake_timeout
-                self.ice_timer = self.loop.call_at(when, self.on_ice_timeout)
-            return
-        if self.ice_timer is not None:
-            self.ice_timer.cancel()
-            self.ice_timer = None
-        if self.dtls is None or self.dtls.state != "new":
-            self.new_session(Role.CLIENT)
-        if self.destination() is None:
-            self.pending_start = True
-            return
-        self.pending_start = False
-        assert self.dtls is not None
-        self.dtls.start(self.loop.time())
-        self.pump()
-
-    def on_ice_timeout(self) -> None:
-        """No valid check came in ``dtls_handshake_timeout``: the handshake failed (timeout), as it
-        would had it been started (the ALG is told, and ends the call)."""
-        self.ice_timer = None
-        if self.pending_start and self.dtls is None and self.state not in (ESTABLISHED, FAILED, CLOSED):
-            self.metrics.handshakes.labels("client", "timeout").inc()
-            self.fail("timeout")
+        """Establish (D)TLS session IE (see AccessTermination.start_client)."""
+        self.term.start_client(self.loop.time())
 
     def start_client_soon(self) -> None:
         """:meth:`start_client` on the next loop turn, so that the Iq answer goes out first.
@@ -462,144 +332,61 @@ class AccessChannel(Channel):
 
     def _deferred_start(self) -> None:
         self.start_handle = None
-        if self.transport is None or self.role is not Role.CLIENT or self.state in (ESTABLISHED, FAILED, CLOSED):
-            return  # closed, reconfigured or failed meanwhile
-        if self.dtls is not None and self.dtls.state != "new":
-            return  # started meanwhile
+        if self.transport is None or not self.term.may_start():
+            return  # closed, reconfigured, failed or started meanwhile
         try:
             self.start_client()
         except Exception:
             log.exception("DTLS start failed on access port %d", self.port)
-            self.fail("protocol_error")
+            self.term.fail("protocol_error")
 
     def set_remote_fingerprints(self, fingerprints) -> None:
-        if self.dtls is not None and fingerprints and self.state == HANDSHAKING:
-            self.dtls.set_remote_fingerprints(list(fingerprints), self.loop.time())
-            self.pump()
-
-    def pump(self) -> None:
-        dtls = self.dtls
-        if dtls is None:
-            return
-        datagrams = dtls.datagrams_to_send()
-        if datagrams:
-            dest = self.destination()
-            sendto = self.sendto
-            if dest is not None and sendto is not None:
-                out = self.out_dtls
-                for datagram in datagrams:
-                    sendto(datagram, dest)
-                    out.count(len(datagram))
-        while True:
-            event = dtls.next_event()
-            if event is None:
-                break
-            self.handle_event(event)
-        self.arm_timer()
-
-    def handle_event(self, event) -> None:
-        if isinstance(event, ApplicationData):
-            core = self.leg.stream.core
-            if self.leg.stream.kind != "t38" or core is None:
-                self.metrics.dropped("unexpected")
-                return
-            self.in_udptl.count(len(event.data))
-            self.received += 1
-            self.stream.from_access += 1
-            if self.source is not None and not self.leg.spec.ice_lite:
-                self.peer = self.source  # authenticated: latch (NAT rebinding)
-            core.send_udptl(event.data)
-        elif isinstance(event, HandshakeComplete):
-            role = self.role.value if self.role else "server"
-            self.metrics.handshakes.labels(role, "ok").inc()
-            if self.started_at is not None:
-                self.metrics.handshake_seconds.labels(role).observe(self.loop.time() - self.started_at)
-            if event.srtp_keys is not None:
-                self.keys = event.srtp_keys
-                self.srtp = self.new_srtp(event.srtp_keys)
-            self.leg.report(EVENT_DTLS_ESTABLISHED, None, self.component)
-        elif isinstance(event, HandshakeFailed):
-            role = self.role.value if self.role else "server"
-            reason = event.reason if event.reason in ("fingerprint_mismatch", "timeout") else "protocol_error"
-            self.metrics.handshakes.labels(role, reason).inc()
-            self.fail(reason)
-        elif isinstance(event, Closed):
-            if not self.leg.dtls_srtp:
-                self.srtp = None
-            self.owner.changed(self.leg.dialog)
-
-    def fail(self, reason: str) -> None:
-        """Tear the association down: nothing is relayed for this channel any more."""
-        self.failure = reason
-        self.srtp = None
-        self.keys = None
-        self.pending_start = False
-        dtls = self.dtls
-        if dtls is not None:
-            dtls.close()
-            datagrams = dtls.datagrams_to_send()
-            dest = self.peer
-            if datagrams and dest is not None and self.transport is not None:
-                for datagram in datagrams:
-                    self.transport.sendto(datagram, dest)
-        self.cancel_timer()
-        self.leg.report(EVENT_DTLS_FAILED, reason, self.component)
-
-    def arm_timer(self) -> None:
-        self.cancel_timer()
-        if self.dtls is None or self.state in (FAILED, CLOSED):
-            return
-        when = self.dtls.timeout()
-        if when is not None:
-            self.timer = self.loop.call_at(when, self.on_timer)
+        self.term.set_remote_fingerprints(fingerprints, self.loop.time())
 
     def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.ice_timer is not None:
-            self.ice_timer.cancel()
-            self.ice_timer = None
+        self.term.cancel_timers()
 
     def on_timer(self) -> None:
         self.timer = None
         try:
-            if self.dtls is not None:
-                self.dtls.handle_timeout(self.loop.time())
-                self.pump()
+            self.term.timer_expired(Timer.DTLS, self.loop.time())
         except Exception:
             log.exception("DTLS timer failed on access port %d", self.port)
-            self.fail("protocol_error")
+            self.term.fail("protocol_error")
+
+    def on_ice_timeout(self) -> None:
+        self.ice_timer = None
+        self.term.timer_expired(Timer.ICE, self.loop.time())
+
+    def on_consent_timer(self) -> None:
+        self.consent_timer = None
+        self.term.timer_expired(Timer.CONSENT, self.loop.time())
 
     def restore(self, keys, peer) -> None:
         """Continue an association from stored SRTP keys (restart: no new handshake)."""
-        self.keys = keys
-        self.srtp = self.new_srtp(keys)
-        self.peer = peer
+        self.term.restore(keys, peer)
+
+    def reset(self) -> None:
+        """A new association is asked for: the old one's close_notify goes to the peer."""
+        peer = self.term.peer
+        for datagram in self.term.reset():
+            if peer is not None:
+                self.send(datagram, peer)
 
     def close(self) -> None:
-        self.cancel_timer()
         if self.start_handle is not None:
             self.start_handle.cancel()
             self.start_handle = None
-        if self.consent_timer is not None:
-            self.consent_timer.cancel()
-            self.consent_timer = None
-        # Not through the setters: closing the transport (below) takes the channel off the native
-        # path, whose state is written down again then.
-        self._dest = None
-        if self.dtls is not None and self.state == ESTABLISHED:
-            try:
-                self.dtls.close()
-                datagrams = self.dtls.datagrams_to_send()
-                if datagrams and self.peer is not None and self.transport is not None:
-                    for datagram in datagrams:
-                        self.transport.sendto(datagram, self.peer)
-            except Exception:
-                log.debug("DTLS close failed on port %d", self.port, exc_info=True)
-        self.dtls = None
-        self._srtp = None
+        try:
+            self.term.close()  # (not written to the native path: closing the transport takes the channel off it)
+        except Exception:
+            log.debug("DTLS close failed on port %d", self.port, exc_info=True)
         super().close()
+
+
+# A timer of the termination: the channel's attribute holding its handle, and the method it calls.
+_TIMERS = {Timer.DTLS: ("timer", "on_timer"), Timer.ICE: ("ice_timer", "on_ice_timeout"),
+           Timer.CONSENT: ("consent_timer", "on_consent_timer")}
 
 
 class CoreChannel(Channel):

@@ -137,17 +137,7 @@ class AccessLeg:
     def reset_association(self) -> None:
         """New tls-id without reuse: forget the association, a new handshake follows."""
         for channel in self.channels():
-            channel.cancel_timer()
-            channel.forget_route()
-            if channel.dtls is not None:
-                channel.dtls.close()
-                if channel.peer is not None and channel.transport is not None:
-                    for datagram in channel.dtls.datagrams_to_send():
-                        channel.transport.sendto(datagram, channel.peer)
-            channel.dtls = None
-            channel.srtp = None
-            channel.keys = None
-            channel.failure = None
+            channel.reset()
 
     def document(self) -> dict[str, Any]:
         return {

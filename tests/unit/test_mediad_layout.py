@@ -73,6 +73,13 @@ def test_a_protocol_module_does_no_io():
     assert {name: names for name, names in wrong.items() if names} == {}
 
 
+def test_the_access_termination_does_no_io():
+    """The access termination's decisions are sans-IO too; its asyncio shell is ``relay.AccessChannel``."""
+    path = ROOT / "mediad" / "core" / "termination.py"
+    assert sorted(n for n in imports(path) if any(_is(n, m) for m in NO_IO)) == []
+    assert sorted(n for n in imports(path) if _is(n, "mediad.core")) == []
+
+
 def test_the_iq_contract_imports_nothing_of_either_end():
     wrong = {path.name: sorted(n for n in imports(path) if any(_is(n, p) for p in PROJECT if p != "iq"))
              for path in sorted((ROOT / "iq").glob("*.py"))}

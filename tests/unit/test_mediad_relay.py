@@ -74,7 +74,7 @@ def wire(ice_lite: bool, consent_timeout: float = 30.0, core_source: str = "sdp"
     loop = FakeLoop()
     events: list[str] = []
     owner = types.SimpleNamespace(
-        metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None,
+        metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None, certificate=None,
         config=Config(mediad_consent_timeout=consent_timeout, mediad_core_source=core_source,
                       mediad_max_ssrcs=max_ssrcs),
         event=lambda stream, name, reason, component: events.append(name),
