@@ -9,7 +9,7 @@ interface the caller implements (:class:`Shell`): send these bytes to that
 address, arm or cancel this timer at that time, report this event to the ALG,
 the route changed (the native path writes it down again), here is a DTLS
 event for the leg.  No socket, no event loop: the asyncio shell
-(``mediad.io.datagram.AccessChannel``) executes the calls, the unit tests
+(``mediad.core.relay.AccessChannel``) executes the calls, the unit tests
 record them.  The interface is a handful of calls rather than a list of action
 objects so that the packet path allocates nothing of its own: an SRTP packet
 in returns its plain form (:meth:`AccessTermination.unprotect`), a plain one
