@@ -151,6 +151,7 @@ class AccessLeg:
                     # a TCP peer (mediad.io.tcp.TcpPeer, a tuple subclass) dies with the process
                     "peer": list(c.peer) if c.peer and type(c.peer) is tuple else None,
                     "srtp_keys": c.keys.to_dict() if c.keys is not None else None,
+                    "srtp_rocs": c.srtp_rocs(),
                 }
                 for c in self.channels()
             },
@@ -412,3 +413,8 @@ class Dialog:
 def stored_keys(channel_doc: dict[str, Any]) -> SrtpKeys | None:
     raw = channel_doc.get("srtp_keys")
     return SrtpKeys.from_dict(raw) if raw else None
+
+
+def stored_rocs(channel_doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The channel's SRTP rollover counters by direction and SSRC (absent in older documents: ROC 0)."""
+    return channel_doc.get("srtp_rocs")
