@@ -126,9 +126,9 @@ def ensure_native() -> None:
     """Build mediad's native packet path when it is missing or older than its source."""
     from mediad.io import fastpath_build
 
-    sources = [os.path.join(REPO, "mediad", name) for name in ("fastpath.c", "fastpath_build.py")]
-    built = [os.path.join(REPO, "mediad", n) for n in os.listdir(os.path.join(REPO, "mediad"))
-             if n.startswith("_fastpath.") and n.endswith(".so")]
+    where = os.path.join(REPO, "mediad", "io")
+    sources = [os.path.join(where, name) for name in ("fastpath.c", "fastpath_build.py")]
+    built = [os.path.join(where, n) for n in os.listdir(where) if n.startswith("_fastpath.") and n.endswith(".so")]
     if not built or max(os.path.getmtime(p) for p in sources) > os.path.getmtime(built[0]):
         print(f"bench: built {fastpath_build.build()}", file=sys.stderr)
 

@@ -69,7 +69,7 @@ from mediad.metrics import Metrics
 from mediad.pool import Heartbeat
 from mediad.io.ports import NoPortsError, PortPool
 from mediad.core.relay import FAILED, AccessChannel, CoreChannel
-from mediad.core.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys
+from mediad.core.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys, stored_rocs
 from mediad.redis_client import settings as redis_settings
 from mediad.redis_keys import Component
 from mediad.state import CERTIFICATE_KEY, StateError, StateStore, WriteBehind
@@ -80,6 +80,7 @@ log = logging.getLogger("mediad")
 
 RECENT_REPLIES = 4096
 REDIS_PING_INTERVAL = 5.0  # seconds between two pings behind e2ae_mediad_redis_up
+ROC_READ_PERIOD = 0.5  # seconds between two reads of the SRTP streams' rollover counters (docs/scaling.rst)
 WRITE_GATHER = 0.01  # seconds an idle writer waits after a change before it takes its batch
 WRITE_RETRY_FIRST = 0.05  # seconds before a failed batch of dialog documents is sent again ...
 WRITE_RETRY_MAX = 1.0  # ... doubling up to this
@@ -157,6 +158,7 @@ class Daemon:
         await self.control.listen(control.host, control.port)
         self._spawn(self._sweep())
         self._spawn(self._expire_idle())
+        self._spawn(self._watch_rocs())
         self.metrics.redis_up.set(1)
         self._spawn(self._watch_redis())
         if self.config.mediad_node_id:
@@ -649,6 +651,33 @@ class Daemon:
                         for channel in transport.channels():
                             channel.check_consent()
 
+    async def _watch_rocs(self) -> None:
+        """Write a dialog's document again when one of its SRTP streams' ROC advanced.
+
+        RFC 3711 3.3.1: a stream's ROC advances when its sequence number wraps
+        (every 65536 packets).  A restored session must continue each stream at
+        its exact ROC (``mediad.proto.srtp``), so a wrap is stored within about
+        ``ROC_READ_PERIOD`` + ``WRITE_GATHER`` s; only a process dying inside that
+        window after a wrap leaves a stale ROC behind (docs/scaling.rst).
+        """
+        while True:
+            await asyncio.sleep(ROC_READ_PERIOD)
+            for dialog in list(self.dialogs.values()):
+                if self._rocs_advanced(dialog):
+                    self.changed(dialog)
+
+    @staticmethod
+    def _rocs_advanced(dialog: Dialog) -> bool:
+        advanced = False
+        for stream in dialog.streams.values():
+            if isinstance(stream.access, AccessLeg):
+                for channel in stream.access.channels():
+                    advanced |= channel.rocs_advanced()
+        for transport in dialog.transports.values():
+            if transport.rtp is not None:
+                advanced |= transport.rtp.rocs_advanced()
+        return advanced
+
     async def _expire_idle(self) -> None:
         """Release the dialogs nothing refreshed for ``dialog_ttl`` (their Redis documents expire too).
 
@@ -909,7 +938,7 @@ class Daemon:
             peer = tuple(cdoc["peer"]) if cdoc.get("peer") else None
             keys = stored_keys(cdoc)
             if keys is not None:
-                channel.restore(keys, peer)
+                channel.restore(keys, peer, stored_rocs(cdoc))
             elif cdoc.get("state") == FAILED:
                 channel.failure, channel.peer = cdoc.get("failure") or "protocol_error", peer
 

@@ -6,9 +6,9 @@ are bound on (``home``: access and core, bind and SDP addresses).  Where those
 addresses can move to another host (a floating address: keepalived, a cloud
 API, or any 127.x address on one machine), a survivor binds them, reloads each
 dialog with the same code as a restart (``mediad.daemon.Daemon.adopt``: same
-ports, same ICE credentials, SRTP from the stored keys, no new DTLS handshake,
-RFC 5764 section 4.1.2: the keys are those of the association the peers
-hold), and the peers' media goes on as if nothing happened: nothing is sent
+ports, same ICE credentials, SRTP from the stored keys and each stream's
+rollover counter, RFC 3711 section 3.3.1; no new DTLS handshake, RFC 5764
+section 4.1.2: the keys are those of the association the peers hold), and the peers' media goes on as if nothing happened: nothing is sent
 to either side.
 
 Keys (the pool's hash tag, ``{pool}``):
@@ -54,7 +54,8 @@ SRTP over UDP (RFC 5764), bundled or not, moves.
   its UDPTL packets are DTLS application data, protected by the record layer
   of the OpenSSL connection (keys, epoch, sequence numbers, RFC 6347 section
   4.1), which the document does not hold (for SRTP the document holds the
-  exported SRTP keys, which is all the media needs).  Moving it would take
+  exported SRTP keys and the streams' rollover counters, which is all the
+  media needs).  Moving it would take
   the record keys and the write sequence number in the document
   (``mediad.dtls_record.RecordProtection`` derives them; the survivor would
   jump the sequence number forward, which the peer's replay window accepts,

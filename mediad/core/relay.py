@@ -362,9 +362,32 @@ class AccessChannel(Channel):
         self.consent_timer = None
         self.term.timer_expired(Timer.CONSENT, self.loop.time())
 
-    def restore(self, keys, peer) -> None:
-        """Continue an association from stored SRTP keys (restart: no new handshake)."""
-        self.term.restore(keys, peer)
+    def restore(self, keys, peer, rocs=None) -> None:
+        """Continue an association from stored SRTP keys and rollover counters (restart: no new handshake)."""
+        self.term.restore(keys, peer, rocs)
+
+    def known_ssrcs(self) -> tuple[set[int], set[int]]:
+        """The SSRCs the SRTP session protects toward the peer, and those it heard or was told of."""
+        term = self.term
+        rx = set(term.heard)
+        rx.update(self.leg.spec.ssrcs or ())  # a=ssrc of the peer's m-line (RFC 5576)
+        path = self.leg.path
+        if path is not None:
+            rx.update(path.heard(self))
+        return set(term.ssrcs), rx
+
+    def srtp_rocs(self) -> dict[str, dict[str, int]] | None:
+        """The rollover counters to store with the keys (read from libsrtp now); None: no SRTP."""
+        srtp = self.srtp
+        if srtp is None:
+            return None
+        srtp.refresh_rocs(*self.known_ssrcs())
+        return srtp.rocs()
+
+    def rocs_advanced(self) -> bool:
+        """Did a stream's ROC advance since the last read (a sequence-number wrap)?"""
+        srtp = self.srtp
+        return srtp is not None and srtp.refresh_rocs(*self.known_ssrcs())
 
     def reset(self) -> None:
         """A new association is asked for: the old one's close_notify goes to the peer."""

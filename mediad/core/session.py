@@ -16,11 +16,11 @@ core multiplexes (RFC 3550 section 11, RFC 5761).  T.38 legs have one port.
 
 ``Dialog.document()`` is the JSON stored in Redis; ``Dialog.restore`` rebuilds
 the tree from it, re-binds the same ports and keeps SRTP running from the
-stored keys.  libsrtp's replay window and rollover counter restart from zero
-after a restart: old packets replayed to the new process would pass once, and a
-stream that crossed a sequence-number wrap before the restart (more than 65536
-packets, about 22 minutes of 20 ms audio) is decrypted with ROC 0 and fails
-authentication until re-keyed by a new handshake (re-INVITE with a new tls-id).
+stored keys and rollover counters (RFC 3711 section 3.3.1: each channel's
+``srtp_rocs``, by direction and SSRC; a stream that wrapped its sequence number
+before the restart continues at its ROC).  libsrtp's replay window restarts
+from zero: an old packet replayed to the new process within the window of the
+first packet after the restart would pass once.
 """
 
 from __future__ import annotations
@@ -151,6 +151,7 @@ class AccessLeg:
                     # a TCP peer (mediad.io.tcp.TcpPeer, a tuple subclass) dies with the process
                     "peer": list(c.peer) if c.peer and type(c.peer) is tuple else None,
                     "srtp_keys": c.keys.to_dict() if c.keys is not None else None,
+                    "srtp_rocs": c.srtp_rocs(),
                 }
                 for c in self.channels()
             },
@@ -412,3 +413,8 @@ class Dialog:
 def stored_keys(channel_doc: dict[str, Any]) -> SrtpKeys | None:
     raw = channel_doc.get("srtp_keys")
     return SrtpKeys.from_dict(raw) if raw else None
+
+
+def stored_rocs(channel_doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The channel's SRTP rollover counters by direction and SSRC (absent in older documents: ROC 0)."""
+    return channel_doc.get("srtp_rocs")

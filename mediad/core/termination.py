@@ -164,6 +164,7 @@ class AccessTermination:
         self.peer: tuple[str, int] | None = None  # learnt from DTLS, authenticated SRTP, or ICE
         self.dest: tuple[str, int] | None = None  # the cached destination toward access (None: compute)
         self.ssrcs: set[int] = set()  # SSRCs the SRTP session protects toward the peer
+        self.heard: set[int] = set()  # SSRCs of RTP authenticated from the peer (their ROCs are kept)
         self.source: tuple[str, int] | None = None  # source of the DTLS datagram being processed
         self.pending_start = False  # a client waiting for the peer's address
         self.started_at: float | None = None
@@ -192,6 +193,7 @@ class AccessTermination:
     def set_srtp(self, srtp: Any) -> None:
         if srtp is not self.srtp:
             self.ssrcs = set()  # a new session (or none) has no streams yet
+            self.heard = set()
         self.srtp = srtp
         self.shell.route_changed()
 
@@ -220,9 +222,18 @@ class AccessTermination:
         counters.packets += 1
         counters.bytes += len(data)
         self.received += 1
+        if is_rtp:
+            self.hear(plain)
         if self.peer != addr and not self.leg.spec.ice_lite:
             self.set_peer(addr)  # authenticated: latch (restart, NAT rebinding)
         return plain
+
+    def hear(self, plain_rtp: bytes) -> None:
+        """Remember the SSRC of an authenticated RTP packet from the peer (its ROC is kept)."""
+        heard = self.heard
+        ssrc = _SSRC.unpack_from(plain_rtp, 8)[0]
+        if ssrc not in heard and len(heard) < self.max_ssrcs:
+            heard.add(ssrc)
 
     def receive_stun(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         """A STUN message: answered (RFC 8445 2.5); a first valid check selects and may start a client."""
@@ -505,11 +516,13 @@ class AccessTermination:
                 self.set_dest(None)  # the next packet runs the full check (drop, report once)
 
     # -- from the ALG and from storage ----------------------------------------------------
-    def restore(self, keys: SrtpKeys, peer: tuple[str, int] | None) -> None:
-        """Continue an association from stored SRTP keys (restart: no new handshake)."""
+    def restore(self, keys: SrtpKeys, peer: tuple[str, int] | None, rocs: dict[str, Any] | None = None) -> None:
+        """Continue an association from stored SRTP keys and rollover counters (restart: no new handshake)."""
+        srtp = self.shell.new_srtp(keys)
+        srtp.restore_rocs(rocs)  # before its first packet (ValueError: a malformed document)
         self._transition(Input.RESTORE)
         self.keys = keys
-        self.set_srtp(self.shell.new_srtp(keys))
+        self.set_srtp(srtp)
         self.set_peer(peer)
 
     def restore_failure(self, reason: str) -> None:

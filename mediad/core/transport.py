@@ -95,6 +95,15 @@ class TransportChannel(AccessChannel):
 
     leg: "Transport"
 
+    def known_ssrcs(self) -> tuple[set[int], set[int]]:
+        """The SSRCs sent toward the WIC on the transport's streams, and those the demultiplexer knows."""
+        transport = self.leg
+        tx: set[int] = set()
+        for leg in transport.legs.values():
+            if isinstance(leg, BundledLeg):
+                tx.update(leg.sent)
+        return tx, set(transport.demux.incoming)
+
     def media_in(self, data: bytes, addr, kind) -> None:
         srtp = self.srtp
         if srtp is None:
@@ -309,6 +318,7 @@ class Transport(AccessLeg):
             "role": channel.role.value if channel.role else None,
             "peer": list(channel.peer) if channel.peer else None,
             "srtp_keys": channel.keys.to_dict() if channel.keys is not None else None,
+            "srtp_rocs": channel.srtp_rocs(),
             "learnt": {str(ssrc): key for ssrc, key in self.demux.incoming.items()},
         }
 
@@ -319,7 +329,7 @@ class Transport(AccessLeg):
         channel.role = Role(doc["role"]) if doc.get("role") else None
         peer = tuple(doc["peer"]) if doc.get("peer") else None
         if doc.get("srtp_keys"):
-            channel.restore(SrtpKeys.from_dict(doc["srtp_keys"]), peer)
+            channel.restore(SrtpKeys.from_dict(doc["srtp_keys"]), peer, doc.get("srtp_rocs"))
         elif doc.get("state") == "failed":
             channel.failure, channel.peer = doc.get("failure") or "protocol_error", peer
         for ssrc, key in (doc.get("learnt") or {}).items():

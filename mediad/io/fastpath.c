@@ -77,6 +77,8 @@ typedef struct {
     int core_src_port;    /* 1: address and port must match (latched); 0: the address only (the SDP's) */
     int nssrc[2];         /* per access channel: the SSRCs its SRTP session protects (Python admits new ones) */
     uint32_t ssrc[2][E2AE_MAX_SSRCS];
+    int nheard[2];        /* per access channel: the SSRCs of RTP authenticated from the peer, for Python */
+    uint32_t heard[2][E2AE_MAX_SSRCS]; /* to read their rollover counters (RFC 3711 3.3.1); C appends */
     uint64_t access_rx;   /* authenticated access packets relayed here (the dialog's expiry) */
     uint64_t *counters;
     uint64_t relayed[2];  /* packets taken in for relay from access, from the core (this stream) */
@@ -134,6 +136,19 @@ static int known_ssrc(const e2ae_stream *s, int target, const unsigned char *p) 
         if (s->ssrc[target][i] == ssrc)
             return 1;
     return 0;
+}
+
+/* Remember an authenticated RTP packet's SSRC (the first E2AE_MAX_SSRCS of a session). */
+static void hear_ssrc(e2ae_stream *s, int which, const unsigned char *p) {
+    uint32_t ssrc = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    int i, n = s->nheard[which];
+    for (i = 0; i < n; i++)
+        if (s->heard[which][i] == ssrc)
+            return;
+    if (n < E2AE_MAX_SSRCS) {
+        s->heard[which][n] = ssrc;
+        s->nheard[which] = n + 1;
+    }
 }
 
 static int same_addr(const struct sockaddr_storage *src, const e2ae_addr *a) {
@@ -211,6 +226,8 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
         count_drop(c, st);
         return 1;
     }
+    if (!is_rtcp)
+        hear_ssrc(s, which, buf + 8);
     kind = is_rtcp ? E2AE_RTCP : E2AE_RTP;
     s->access_rx++;
     c[E2AE_SIDE_ACCESS + E2AE_IN + kind]++;

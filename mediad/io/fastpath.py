@@ -42,6 +42,12 @@ descriptor number never receives another stream's media; a libsrtp context
 installed in C is referenced by the :class:`StreamPath` until it is replaced,
 so it cannot be freed under C.
 
+Rollover counters: C appends the SSRC of each RTP packet it authenticates from
+access to a per-channel list (``heard``, up to ``E2AE_MAX_SSRCS``: one compare
+per SSRC already heard, a packet carries one); Python reads it to know whose
+ROC to keep (``mediad.proto.srtp``).  Toward access the SSRCs are the admitted
+ones Python already knows.
+
 Counters: C adds to a per-daemon block of integers (:class:`Engine`), which
 ``mediad.metrics`` adds to the Python counts at scrape time; the block has the
 same (side, direction, kind) packet/byte counts and drop reasons.
@@ -168,6 +174,13 @@ class StreamPath:
         """Packets C took in for relay from access and from the core (this stream)."""
         return int(self.ctx.relayed[0]), int(self.ctx.relayed[1])
 
+    def heard(self, channel: "Channel") -> list[int]:
+        """The SSRCs of RTP this path authenticated from the channel's peer in its SRTP session."""
+        for which in (A_RTP, A_RTCP):
+            if self.channels[which] is channel:
+                return list(self.ctx.heard[which][0:self.ctx.nheard[which]])
+        return []
+
     # -- Python -> C ------------------------------------------------------------------
     def attach(self, which: int, channel: "Channel", sock: socket.socket) -> None:
         self.channels[which] = channel
@@ -199,6 +212,7 @@ class StreamPath:
             new_session = srtp is not self.srtp[which]
             if new_session:
                 ctx.srtp[which] = srtp.ptr if srtp is not None else ffi.NULL
+                ctx.nheard[which] = 0  # a new session has heard no SSRC yet
                 self.srtp[which] = srtp
             self._addr(which, channel.dest if live and srtp is not None else None)
             self._addr(4 + which, channel.peer if live else None)

@@ -28,6 +28,8 @@ typedef struct {
     int core_src_port;
     int nssrc[2];
     uint32_t ssrc[2][64];
+    int nheard[2];
+    uint32_t heard[2][64];
     uint64_t access_rx;
     uint64_t *counters;
     uint64_t relayed[2];

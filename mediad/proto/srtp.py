@@ -22,6 +22,15 @@ received); the inbound replay window is 1024 packets.  libsrtp errors are
 translated at this boundary into :class:`SrtpError` whose ``reason`` is one of
 ``auth_fail``, ``replay``, ``bad_packet``.
 
+Rollover counters (RFC 3711 section 3.3.1): a restored session would start
+every stream at ROC 0, which breaks any stream that wrapped its sequence
+number before.  :meth:`SrtpTransformer.refresh_rocs` reads the ROC of each
+SSRC the caller knows (``mediad.proto.srtp_roc``), :meth:`SrtpTransformer.rocs`
+is what is stored, and :meth:`SrtpTransformer.restore_rocs` creates each
+stored SSRC's stream and sets its ROC, which the stream's next packet takes
+exactly.  A stored ROC never goes backwards: a restored stream reads 0 until
+its first packet, and the stored value stands until then.
+
 Keys are secrets: :class:`SrtpKeys` never shows them in ``repr`` and no error
 message carries them.
 """
@@ -30,12 +39,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import pylibsrtp
 from pylibsrtp import Policy, Session
 
+from mediad.proto import srtp_roc
 from sdp_rules.errors import E2aeError
 
 # IANA "DTLS-SRTP Protection Profiles" names, as OpenSSL spells them.
@@ -44,6 +56,14 @@ AES_CM_128_HMAC_SHA1_32 = "SRTP_AES128_CM_SHA1_32"  # RFC 5764 4.1.2
 AEAD_AES_128_GCM = "SRTP_AEAD_AES_128_GCM"  # RFC 7714 14.2
 
 SRTP_REASONS = ("auth_fail", "replay", "bad_packet")
+MAX_ROC = 0xFFFFFFFF  # RFC 3711 section 3.2.1: a 32-bit unsigned counter
+
+
+class Direction(enum.StrEnum):
+    """A session of the association; the value is the key in a stored document."""
+
+    TX = "tx"  # what we protect (toward the peer)
+    RX = "rx"  # what we unprotect (from the peer)
 
 
 @dataclass(frozen=True)
@@ -172,13 +192,67 @@ class SrtpTransformer:
         self.profile = keys.profile
         self._tx = Session(self._policy(spec, keys.local_key + keys.local_salt, Policy.SSRC_ANY_OUTBOUND))
         self._rx = Session(self._policy(spec, keys.remote_key + keys.remote_salt, Policy.SSRC_ANY_INBOUND))
+        self._spec = spec
+        self._keys = keys
+        self._rocs: dict[Direction, dict[int, int]] = {Direction.TX: {}, Direction.RX: {}}
 
     @staticmethod
-    def _policy(spec: SrtpProfile, key: bytes, ssrc_type: int) -> Policy:
-        policy = Policy(key=key, ssrc_type=ssrc_type, srtp_profile=spec.libsrtp_profile)
+    def _policy(spec: SrtpProfile, key: bytes, ssrc_type: int, ssrc: int = 0) -> Policy:
+        policy = Policy(key=key, ssrc_type=ssrc_type, ssrc_value=ssrc, srtp_profile=spec.libsrtp_profile)
         policy.allow_repeat_tx = True
         policy.window_size = 1024
         return policy
+
+    def _session(self, direction: Direction) -> Session:
+        return self._tx if direction is Direction.TX else self._rx
+
+    # -- rollover counters (RFC 3711 section 3.3.1) ---------------------------------------
+    def refresh_rocs(self, tx_ssrcs: Iterable[int], rx_ssrcs: Iterable[int]) -> bool:
+        """Read the ROC of each known SSRC's stream; True if one advanced since the last call."""
+        changed = False
+        for direction, ssrcs in ((Direction.TX, tx_ssrcs), (Direction.RX, rx_ssrcs)):
+            session, known = self._session(direction), self._rocs[direction]
+            for ssrc in ssrcs:
+                roc = srtp_roc.get_stream_roc(session, ssrc)
+                if roc is not None and roc > known.get(ssrc, 0):
+                    known[ssrc] = roc
+                    changed = True
+        return changed
+
+    def rocs(self) -> dict[str, dict[str, int]]:
+        """The non-zero ROCs as last read or restored, by direction and SSRC (plain JSON)."""
+        return {direction.value: {str(ssrc): roc for ssrc, roc in known.items() if roc}
+                for direction, known in self._rocs.items()}
+
+    def restore_rocs(self, stored: dict[str, Any] | None) -> None:
+        """Continue each stored stream at its ROC; ``ValueError`` if ``stored`` is malformed.
+
+        Called on a fresh transformer, before its first packet: each SSRC's stream
+        is created (it would otherwise be cloned from the template at its first
+        packet, with ROC 0) and given its ROC.
+        """
+        parsed: list[tuple[Direction, int, int]] = []
+        try:
+            for name, known in (stored or {}).items():
+                direction = Direction(name)
+                for ssrc, roc in known.items():
+                    ssrc, roc = int(ssrc), int(roc)
+                    if not (0 <= ssrc <= 0xFFFFFFFF and 0 <= roc <= MAX_ROC):
+                        raise ValueError(f"SSRC {ssrc} or ROC {roc} out of range")
+                    parsed.append((direction, ssrc, roc))
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed SRTP rollover counters: {exc}") from None
+        keys = self._keys
+        for direction, ssrc, roc in parsed:
+            if not roc:
+                continue
+            session = self._session(direction)
+            if srtp_roc.get_stream_roc(session, ssrc) is None:
+                key = keys.local_key + keys.local_salt if direction is Direction.TX else \
+                    keys.remote_key + keys.remote_salt
+                session.add_stream(self._policy(self._spec, key, Policy.SSRC_SPECIFIC, ssrc))
+            srtp_roc.set_stream_roc(session, ssrc, roc)  # the stream exists (created above)
+            self._rocs[direction][ssrc] = roc
 
     def protect_rtp(self, rtp: bytes) -> bytes:
         try:

@@ -34,6 +34,7 @@ from tests.integration.test_edge_pool import HOSTS, Pool, clean_pool_keys, start
 pytestmark = pytest.mark.integration
 
 CALLS = 10
+WRAP_AFTER = 0.5  # s: when the core's RTP sequence number wraps, counted from its first packet
 CACHE = 0.5
 
 
@@ -127,11 +128,11 @@ class Core:
 
     @staticmethod
     async def _send_rtp(transport, remote) -> None:
-        # The first sequence number in the lower half, as Chromium and aiortc choose theirs: the
-        # survivor's SRTP context starts with rollover counter 0 (libsrtp, through pylibsrtp, has
-        # no call to set it), so a stream that wrapped before the takeover would fail
-        # authentication at the WIC (docs/scaling.rst, "Taking over a dead node's calls").
-        ssrc, seq, ts = random.getrandbits(32), random.getrandbits(15), random.getrandbits(32)
+        # The sequence number wraps about WRAP_AFTER s into the call, before the kill: the
+        # survivor must continue the stream at rollover counter 1 (RFC 3711 3.3.1) for the WIC
+        # to authenticate it (docs/scaling.rst, "Taking over a dead node's calls").
+        ssrc, ts = random.getrandbits(32), random.getrandbits(32)
+        seq = 65536 - round(WRAP_AFTER / PTIME)
         payload = bytes(_ulaw(int(8000 * (1 if (i // 10) % 2 else -1))) for i in range(SAMPLES))
         start, n = time.monotonic(), 0
         while True:
@@ -237,7 +238,7 @@ async def _killed_node(pool: Pool) -> None:
         survivors = [name for name in HOSTS if name != victim]
         before = {name: handshakes(pool.nodes[name]) for name in survivors}
         invites = core.invites
-        await asyncio.sleep(1.0)  # media flows
+        await asyncio.sleep(2.0)  # media flows; each core stream wraps and its ROC is stored
         # Which calls are on the victim: the WIC's SDP names its access address.
         victim_host = f"127.0.0.{HOSTS[victim]}"
         on_victim = [i for i, wic in enumerate(wics) if re.search(rf"c=IN IP4 {re.escape(victim_host)}\b", wic.answer)]

@@ -23,6 +23,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
 from mediad.proto.certs import certificate_fingerprint
+from mediad.state import dialog_key
 from iq import Command, Fingerprint, Role, Side, StreamSpec, TerminationSpec
 from tests.integration.dtls_peer import rtcp_rr, rtp_packet
 
@@ -155,7 +156,7 @@ class Call:
         return self.pc.connectionState
 
     async def core_to_access(self, count: int = 20, seq0: int = 1000) -> tuple[list[bytes], list[bytes]]:
-        sent = [rtp_packet(seq0 + i, ssrc=0x0A0B0C0D) for i in range(count)]
+        sent = [rtp_packet((seq0 + i) % 65536, ssrc=0x0A0B0C0D) for i in range(count)]
         for packet in sent:
             self.core_rtp_t.sendto(packet, self.core_rtp_addr)
             await asyncio.sleep(0.002)
@@ -165,7 +166,7 @@ class Call:
         return sent, [p for p in sent if p in self.rtp_in]
 
     async def access_to_core(self, count: int = 20, seq0: int = 5000) -> tuple[list[bytes], list[bytes]]:
-        sent = [rtp_packet(seq0 + i, ssrc=0x01020304) for i in range(count)]
+        sent = [rtp_packet((seq0 + i) % 65536, ssrc=0x01020304) for i in range(count)]
         for packet in sent:
             await self.dtls._send_rtp(packet)
             await asyncio.sleep(0.002)
@@ -325,5 +326,40 @@ def test_restart_mid_call_keeps_srtp_flowing(mediad, redis_server):
         await call.close()
         assert mediad.written()  # the release's deletion, written behind its answer
         assert [k for k in redis_server.client().keys("*") if b"dialog" in k] == []
+
+    asyncio.run(scenario())
+
+
+def test_restart_after_a_sequence_number_wrap_keeps_srtp_flowing(mediad, redis_server):
+    """RFC 3711 3.3.1: streams that wrapped before a kill -9 continue at their ROC after the restart.
+
+    Restored with ROC 0, the WIC (aiortc's libsrtp) would reject what mediad
+    protects toward it, and mediad would reject what the WIC sends: no packet
+    would be decoded on either side.  The SSRC from the WIC is not announced in
+    the SDP: the native path learns it.
+    """
+    async def scenario() -> None:
+        call = Call(mediad, "wrap")
+        await call.open(Role.SERVER)
+        assert await call.wait_state() == "connected"
+        sent, got = await call.core_to_access(count=56, seq0=65500)  # 65500..65535, 0..19
+        assert got == sent
+        sent, got = await call.access_to_core(count=56, seq0=65500)
+        assert got == sent
+        await asyncio.sleep(1.0)  # a read of the ROCs (every 0.5 s) and the write behind it
+        assert mediad.written()
+        stored = json.loads(redis_server.client().get(dialog_key("wrap")))
+        channel = stored["streams"][0]["access"]["channels"]["rtp"]
+        assert channel["srtp_rocs"]["tx"][str(0x0A0B0C0D)] == 1
+        assert channel["srtp_rocs"]["rx"][str(0x01020304)] == 1
+        mediad.kill()
+        mediad.start()
+        assert mediad.metric("e2ae_mediad_restored_sessions_total") == 1
+        sent, got = await call.core_to_access(count=20, seq0=20)
+        assert len(got) == len(sent), f"{len(got)} of {len(sent)} packets decoded by the WIC after the restart"
+        sent, got = await call.access_to_core(count=20, seq0=20)
+        assert len(got) == len(sent), f"{len(got)} of {len(sent)} packets from the WIC relayed after the restart"
+        assert mediad.metric("e2ae_mediad_dtls_handshakes_total", role="server", result="ok") == 0
+        await call.close()
 
     asyncio.run(scenario())

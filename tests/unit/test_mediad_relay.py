@@ -291,3 +291,43 @@ def test_an_ice_lite_client_starts_at_the_first_valid_check():
     hellos = [addr for data, addr in channel.transport.sent if data[0] == 22]
     assert hellos == [("127.0.0.1", 40404)]  # to the checked address, not the SDP's port 9
     assert channel.ice_timer is None and channel.state == "handshaking"
+
+
+def _wrap_both_ways(w, ssrc_in: int = 0xA1, ssrc_out: int = 0xB2) -> None:
+    """Media across a sequence-number wrap (65534, 65535, 0) from the peer and from the core."""
+    w.access.peer = PEER
+    for seq in (65534, 65535, 0):
+        w.access.datagram_received(w.peer_tx.protect(rtp(seq, ssrc=ssrc_in)), PEER)
+        w.core.datagram_received(rtp(seq, ssrc=ssrc_out), CORE)
+
+
+def test_the_document_keeps_each_streams_rollover_counter_and_a_restore_continues_it():
+    """RFC 3711 3.3.1 on the Python packet path: the ROCs of heard and sent SSRCs, stored and restored."""
+    w = wire(ice_lite=False)
+    _wrap_both_ways(w)
+    assert w.access.rocs_advanced() is True and w.access.rocs_advanced() is False
+    channel_doc = w.access.leg.document()["channels"]["rtp"]
+    assert channel_doc["srtp_rocs"] == {"tx": {str(0xB2): 1}, "rx": {str(0xA1): 1}}
+    sent_before = len(w.access.transport.sent)
+    after = wire(ice_lite=False)  # a restarted process: the same keys, the stored ROCs
+    after.access.restore(w.access.keys, PEER, channel_doc["srtp_rocs"])
+    after.access.datagram_received(w.peer_tx.protect(rtp(1, ssrc=0xA1)), PEER)
+    assert after.core.transport.sent[-1] == (rtp(1, ssrc=0xA1), CORE)  # authenticated with ROC 1
+    after.core.datagram_received(rtp(1, ssrc=0xB2), CORE)
+    w.core.datagram_received(rtp(1, ssrc=0xB2), CORE)  # what the process before would have sent
+    assert after.access.transport.sent[-1][0] == w.access.transport.sent[sent_before][0]
+
+
+def test_a_document_without_rollover_counters_restores_roc_0():
+    w = wire(ice_lite=False)
+    channel_doc = w.access.leg.document()["channels"]["rtp"]
+    assert channel_doc["srtp_rocs"] == {"tx": {}, "rx": {}}
+    _wrap_both_ways(w)
+    after = wire(ice_lite=False)
+    after.access.restore(w.access.keys, PEER, None)  # a document written before ROCs were stored
+    after.access.datagram_received(w.peer_tx.protect(rtp(1, ssrc=0xA1)), PEER)
+    assert after.owner.metrics.drop_counts["auth_fail"] == 1  # ROC 0: what such a document can give
+    fresh = Session(Policy(key=w.access.keys.remote_key + w.access.keys.remote_salt,
+                           ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    after.access.datagram_received(fresh.protect(rtp(5, ssrc=0xC3)), PEER)  # a stream that never wrapped
+    assert after.core.transport.sent[-1] == (rtp(5, ssrc=0xC3), CORE)

@@ -313,3 +313,85 @@ def test_the_replay_window_is_1024_packets():
     with pytest.raises(SrtpError) as err:
         b.unprotect_rtp(older)  # 1024 behind
     assert err.value.reason == "replay"
+
+
+# -- rollover counters across a restart (RFC 3711 section 3.3.1) ----------------------------
+
+SSRC = 0xDEADBEEF
+
+
+def rtp(seq: int, ssrc: int = SSRC) -> bytes:
+    return bytes.fromhex("8000") + seq.to_bytes(2, "big") + bytes(4) + ssrc.to_bytes(4, "big") + b"audio" * 32
+
+
+def wrap(transformer: SrtpTransformer, protect: bool, peer: SrtpTransformer | None = None) -> int:
+    """Run SSRC's stream across a sequence-number wrap (65530..65535, 0..3); the next seq."""
+    for seq in [*range(65530, 65536), *range(4)]:
+        if protect:
+            transformer.protect_rtp(rtp(seq))
+        else:
+            transformer.unprotect_rtp(peer.protect_rtp(rtp(seq)))
+    return 4
+
+
+@pytest.mark.parametrize("seq", [4, 40000])  # lower half, and upper half (no ROC-1 guess)
+def test_a_restored_sender_continues_with_the_stored_roc(impl, seq):
+    keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    before = impl(keys)
+    wrap(before, protect=True)
+    assert before.refresh_rocs([SSRC], []) is True
+    assert before.refresh_rocs([SSRC], []) is False  # unchanged since the last read
+    stored = before.rocs()
+    assert stored == {"tx": {str(SSRC): 1}, "rx": {}}
+    expected = oracle_protect_rtp(keys.local_key, keys.local_salt, rtp(seq), 10, roc=1)
+    after = impl(keys)
+    after.restore_rocs(stored)
+    assert after.protect_rtp(rtp(seq)) == expected
+    assert impl(keys).protect_rtp(rtp(seq)) != expected  # without the ROC: index seq, not 65536 + seq
+
+
+def test_a_restored_receiver_continues_with_the_stored_roc(impl):
+    a_keys, b_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    peer, before = SrtpTransformer(a_keys), impl(b_keys)
+    seq = wrap(before, protect=False, peer=peer)
+    assert before.refresh_rocs([], [SSRC, 1234]) is True  # 1234: no such stream, skipped
+    stored = before.rocs()
+    assert stored == {"tx": {}, "rx": {str(SSRC): 1}}
+    packets = [peer.protect_rtp(rtp(s)) for s in (seq, seq + 1)]
+    fresh = impl(b_keys)
+    with pytest.raises(SrtpError) as err:
+        fresh.unprotect_rtp(packets[0])
+    assert err.value.reason == "auth_fail"
+    after = impl(b_keys)
+    after.restore_rocs(stored)
+    assert [after.unprotect_rtp(p) for p in packets] == [rtp(seq), rtp(seq + 1)]
+
+
+def test_a_restored_roc_stands_until_the_stream_moves_past_it(impl):
+    """libsrtp reads ROC 0 for a restored stream until its first packet: the stored value must stay."""
+    keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    after = impl(keys)
+    after.restore_rocs({"tx": {str(SSRC): 7}})
+    assert after.refresh_rocs([SSRC], []) is False
+    assert after.rocs() == {"tx": {str(SSRC): 7}, "rx": {}}
+    after.protect_rtp(rtp(65535))
+    after.protect_rtp(rtp(0))
+    assert after.refresh_rocs([SSRC], []) is True
+    assert after.rocs()["tx"] == {str(SSRC): 8}
+
+
+@pytest.mark.parametrize("stored", [None, {}, {"tx": {}, "rx": {}}, {"tx": {str(SSRC): 0}}])
+def test_a_document_without_rocs_restores_roc_0(impl, stored):
+    keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    after = impl(keys)
+    after.restore_rocs(stored)
+    assert after.protect_rtp(rtp(5)) == oracle_protect_rtp(keys.local_key, keys.local_salt, rtp(5), 10, roc=0)
+    assert after.rocs() == {"tx": {}, "rx": {}}
+
+
+@pytest.mark.parametrize("stored", [{"up": {"1": 1}}, {"tx": {"x": 1}}, {"tx": {"1": -1}}, {"tx": {"1": 2**32}},
+                                    {"tx": [1]}, {"rx": {str(2**32): 1}}])
+def test_malformed_rocs_are_refused(stored):
+    keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    with pytest.raises(ValueError, match="malformed SRTP rollover counters"):
+        SrtpTransformer(keys).restore_rocs(stored)

@@ -216,3 +216,36 @@ def test_a_released_stream_leaves_the_demux_and_its_packets_are_dropped():
         w.channel.datagram_received(w.peer_tx.protect(packet), PEER)
     assert not w.cores[video_key].transport.sent
     assert bundle_drops(w.owner, Drop.UNKNOWN_MID) + bundle_drops(w.owner, Drop.NO_ROUTE) > 0
+
+
+def _with_seq(packet: bytes, seq: int) -> bytes:
+    return packet[:2] + seq.to_bytes(2, "big") + packet[4:]
+
+
+def test_a_transport_stores_its_streams_rollover_counters_and_a_restore_continues_them():
+    """RFC 3711 3.3.1 on a BUNDLE transport: the ROCs of the demultiplexer's SSRCs and those sent, restored."""
+    w = wire()
+    wic = w.capture.rtp()[0]
+    key = w.capture.wic_ssrc[ssrc_of(wic)]
+    core = w.cores[key]
+    toward_wic = bytes([0x80, 0]) + bytes(2) + bytes(4) + (0xB2).to_bytes(4, "big") + bytes(160)
+    for seq in (65534, 65535, 0):
+        w.channel.datagram_received(w.peer_tx.protect(_with_seq(wic, seq)), PEER)
+        core.datagram_received(_with_seq(toward_wic, seq), (CORE_HOST, 41000 + 2 * list(w.cores).index(key)))
+    assert w.channel.rocs_advanced() is True
+    doc = w.transport.document()
+    assert doc["srtp_rocs"]["tx"] == {str(0xB2): 1}
+    assert doc["srtp_rocs"]["rx"] == {str(ssrc_of(wic)): 1}
+    after = wire()  # a restarted process
+    after.transport.restore(doc)
+    after.channel.datagram_received(w.peer_tx.protect(_with_seq(wic, 1)), PEER)
+    assert after.cores[key].transport.sent[-1][0] == _with_seq(wic, 1)  # authenticated at ROC 1
+    sent = len(after.channel.transport.sent)
+    after.cores[key].datagram_received(_with_seq(toward_wic, 1), (CORE_HOST, 41000 + 2 * list(w.cores).index(key)))
+    protected = after.channel.transport.sent[sent][0]
+    peer_rx = Session(Policy(key=w.channel.keys.local_key + w.channel.keys.local_salt,
+                             ssrc_type=Policy.SSRC_ANY_INBOUND))
+    for seq in (65534, 65535, 0):  # the WIC's receiver, at ROC 1 like the WIC's
+        peer_rx.unprotect(w.channel.srtp.protect_rtp(_with_seq(toward_wic, seq)))
+    plain = peer_rx.unprotect(protected)  # authenticated at ROC 1 (the MID element added, RFC 9143)
+    assert plain[2:4] == (1).to_bytes(2, "big") and plain[8:12] == (0xB2).to_bytes(4, "big")
