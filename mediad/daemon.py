@@ -80,6 +80,7 @@ log = logging.getLogger("mediad")
 
 RECENT_REPLIES = 4096
 REDIS_PING_INTERVAL = 5.0  # seconds between two pings behind e2ae_mediad_redis_up
+ROC_READ_SLICE = 32  # dialogs read between two turns of the loop (about 0.13 ms at 4.2 µs each)
 ROC_READ_PERIOD = 0.5  # seconds between two reads of the SRTP streams' rollover counters (docs/scaling.rst)
 WRITE_GATHER = 0.01  # seconds an idle writer waits after a change before it takes its batch
 WRITE_RETRY_FIRST = 0.05  # seconds before a failed batch of dialog documents is sent again ...
@@ -662,9 +663,11 @@ class Daemon:
         """
         while True:
             await asyncio.sleep(ROC_READ_PERIOD)
-            for dialog in list(self.dialogs.values()):
-                if self._rocs_advanced(dialog):
+            for n, dialog in enumerate(list(self.dialogs.values()), 1):
+                if dialog.id in self.dialogs and self._rocs_advanced(dialog):
                     self.changed(dialog)
+                if n % ROC_READ_SLICE == 0:
+                    await asyncio.sleep(0)  # the packets waiting on this loop go first
 
     @staticmethod
     def _rocs_advanced(dialog: Dialog) -> bool:
