@@ -73,7 +73,7 @@ from mediad.core.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Str
 from mediad.redis_client import settings as redis_settings
 from mediad.redis_keys import Component
 from mediad.state import CERTIFICATE_KEY, StateError, StateStore, WriteBehind
-from mediad.io.tcp import listen as listen_tcp, wants_tcp
+from mediad.io.tcp import listen as listen_tcp, offers_tcp, wants_tcp
 from mediad.core.transport import BUNDLED_LEGS, KINDS_ON_TRANSPORT, Transport, TransportChannel
 
 log = logging.getLogger("mediad")
@@ -387,12 +387,15 @@ class Daemon:
                 if spec.transport_id in dialog.transports or any(t.transport_id == spec.transport_id
                                                                  for t in created):
                     continue
-                sock = self.access_pool.allocate(1)[0]
+                tcp = offers_tcp(spec.remote_candidates)
+                socks = self.access_pool.allocate(1, tcp_too=tcp)
                 transport = Transport(dialog, spec)
-                channel = transport.rtp = TransportChannel(transport, sock.getsockname()[1], "rtp")
+                channel = transport.rtp = TransportChannel(transport, socks[0].getsockname()[1], "rtp")
                 created.append(transport)
                 self.metrics.terminations["access"].inc()
-                await self.loop.create_datagram_endpoint(lambda channel=channel: channel, sock=sock)
+                await self.loop.create_datagram_endpoint(lambda channel=channel: channel, sock=socks[0])
+                if tcp:  # the passive ICE-TCP candidate on the same port number (RFC 6544)
+                    await listen_tcp(channel, socks[1])
         except BaseException:
             for transport in created:
                 self._close_transport(dialog, transport)
@@ -917,6 +920,8 @@ class Daemon:
         dialog.transports[transport.transport_id] = transport
         self.metrics.terminations["access"].inc()
         await self.loop.create_datagram_endpoint(lambda: channel, sock=sock)
+        if offers_tcp(transport.spec.remote_candidates):  # listen again: the WIC reconnects
+            await listen_tcp(channel, self.access_pool.bind_tcp(port))
         transport.restore(tdoc)
 
     async def _restore_access(self, stream: Stream, adoc: dict[str, Any]) -> None:

@@ -52,8 +52,11 @@ cannot join is answered with a transport of its own when it has a port
 (moved out of the group, RFC 9143 7.3.2) and rejected when it is
 ``bundle-only`` (7.3.3).
 
-ICE-TCP (RFC 6544): a transport gets no passive TCP candidate, since mediad
-listens for ICE-TCP on an unbundled stream's port only.
+ICE-TCP (RFC 6544): a transport whose peer offered TCP candidates when it was
+created gets a passive TCP host candidate on its port, as an unbundled stream
+does; mediad listens on TCP on that port for as long as the transport lives, so
+the candidate is kept in later offers and answers on it (``ice_tcp``), and a
+transport made without one never gets one.
 
 RTCP feedback on a bundle: NACK, PLI, FIR and REMB (``a=rtcp-fb``) pass as the
 far side wrote them and stay end to end between the WIC and the core (the AGW
@@ -295,7 +298,7 @@ class Transport:
             attrs.add_access_transport(
                 m, term, role_setup=self.setup(offer=offer), tls_id=self.state["local_tls_id"],
                 ice=self.state.get("ice", True), rtcp_mux=bool(self.state.get("carries_rtp")),
-                tcp_candidates=False,  # mediad serves no ICE-TCP on a transport's port (module docstring)
+                tcp_candidates=bool(self.state.get("ice_tcp")),
             )
             if self.state.get("rtcp_mux_only") and self.state.get("carries_rtp"):
                 m.add_attribute("rtcp-mux-only")
@@ -446,7 +449,9 @@ def _offer_transport(ctx: Context, sdp: SessionDescription, tid: int, prev: dict
     state = {
         "role": role.value, "local_tls_id": association.local_tls_id, "remote_tls_id": dtls.tls_id,
         "remote_fingerprints": [str(fp) for fp in dtls.fingerprints], "remote_ice_ufrag": ice.ufrag,
-        "remote_transport": [address, port], "ice": ice.present, "ice_tcp": ice.has_tcp,
+        "remote_transport": [address, port], "ice": ice.present,
+        # mediad listens for ICE-TCP on a transport from its creation on, when the peer offered TCP then.
+        "ice_tcp": bool(prev.get("ice_tcp")) if prev is not None else ice.has_tcp,
         "mid_ext": mid_ext, "rtcp_mux_only": m.has_attribute("rtcp-mux-only"),
         "carries_rtp": bool(rtp_members), "reuse": association.reuse, "answered": True,
     }

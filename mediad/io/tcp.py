@@ -93,7 +93,16 @@ def wants_tcp(kind: str, spec: Any) -> bool:
         return True
     if kind != "srtp" or not spec.rtcp_mux:  # over TCP, RTCP is muxed: component 1 only
         return False
-    return any(len(c.split()) > 2 and c.split()[2].lower() == "tcp" for c in spec.remote_candidates)
+    return offers_tcp(spec.remote_candidates)
+
+
+def offers_tcp(candidates: list[str]) -> bool:
+    """Did the peer offer TCP candidates (RFC 6544 section 4.5: ``<foundation> <component> TCP ...``)?
+
+    A transport (RFC 9143: RTP and RTCP always muxed) listens on TCP too when
+    its peer did.
+    """
+    return any(len(c.split()) > 2 and c.split()[2].lower() == "tcp" for c in candidates)
 
 
 class TcpPeer(tuple):

@@ -18,7 +18,7 @@ import pytest
 
 from mediad.proto.framing import frame
 from mediad.state import dialog_key
-from iq import Command, Role, Side, StreamSpec, TerminationSpec
+from iq import Command, IqRequest, Role, Side, StreamSpec, TerminationSpec, TransportSpec
 from tests.integration.dtls_peer import make_certificate, rtcp_rr, rtp_packet
 from tests.integration.tcp_peer import TcpWic
 
@@ -382,3 +382,90 @@ def test_restart_drops_the_connection_and_the_wic_reconnects_to_the_same_port(me
         reconnected.close()
     finally:
         call.close()
+
+
+class TcpBundle:
+    """A BUNDLE transport (RFC 9143) carrying audio and video, its WIC over ICE-TCP; two core ports."""
+
+    SSRCS = {"a": 0x1111AAAA, "v": 0x2222BBBB}
+
+    def __init__(self, mediad, dialog: str, candidates=(TCP_CANDIDATE,)) -> None:
+        self.mediad = mediad
+        self.dialog = dialog
+        self.wic = TcpWic("client")
+        self.core = {mid: core_socket() for mid in self.SSRCS}
+        transport = TransportSpec(
+            0, remote_address="127.0.0.1", remote_port=9, ice_lite=True, remote_ice_ufrag=WIC_UFRAG,
+            remote_ice_pwd=WIC_PWD, remote_candidates=list(candidates), remote_fingerprints=[self.wic.fingerprint()],
+            local_fingerprint_request=True, tls_role=Role.SERVER, notify_tls_failure=True,
+            local_tls_id="agwTlsIdTcpBundle0000000")
+        streams = [StreamSpec(
+            n, "srtp", transport_id=0, mid=mid,
+            access=TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", rtcp_mux=True, payload_types=[n],
+                                   ssrcs=[self.SSRCS[mid]]),
+            core=TerminationSpec(Side.CORE, "RTP/AVPF", remote_address=CORE_PEER, rtcp_mux=True,
+                                 remote_port=self.core[mid].getsockname()[1], payload_types=[n]))
+            for n, mid in enumerate(self.SSRCS)]
+        reply = mediad.client().request(IqRequest(Command.RESERVE, dialog, "t1", streams, transports=[transport]))
+        assert reply.error is None, reply
+        self.reply = reply
+        self.access = (reply.transports[0].local_address, reply.transports[0].local_port)
+        self.core_addr = {mid: (reply.stream(n).core.local_address, reply.stream(n).core.local_port)
+                          for n, mid in enumerate(self.SSRCS)}
+
+    def connect(self, wic: TcpWic | None = None):
+        wic = wic or self.wic
+        wic.connect(self.access)
+        return wic.stun_check(WIC_UFRAG, self.reply.transports[0].ice_ufrag, self.reply.transports[0].ice_pwd)
+
+    def check_media(self, wic: TcpWic, seq0: int) -> None:
+        """Each stream's SRTP over the one TCP connection reaches its own core port, and back."""
+        for n, (mid, ssrc) in enumerate(self.SSRCS.items()):
+            sent = [rtp_packet(seq0 + i, ssrc=ssrc, pt=n) for i in range(10)]
+            for packet in sent:
+                wic.send_rtp(packet)
+            assert recv_all(self.core[mid], len(sent)) == sent, mid
+            back = [rtp_packet(seq0 + 100 + i, ssrc=ssrc ^ 0xFFFF, pt=n) for i in range(10)]
+            for packet in back:
+                self.core[mid].sendto(packet, self.core_addr[mid])
+            assert [wic.recv_media() for _ in back] == back, mid
+
+    def close(self) -> None:
+        self.wic.close()
+        for sock in self.core.values():
+            sock.close()
+
+
+@pytest.mark.req("TCP-1", "TCP-4", "MUX-1")
+def test_a_bundle_transport_serves_ice_tcp_and_keeps_it_across_a_restart(mediad, redis_server):
+    """RFC 6544 on an RFC 9143 transport: the passive candidate on its port, both streams over one connection."""
+    plain = TcpBundle(mediad, "bundle-udp-only", candidates=())
+    call = TcpBundle(mediad, "bundle-tcp")
+    try:
+        listeners = tcp_listeners(mediad)
+        assert call.access in listeners and plain.access not in listeners
+        assert call.connect() is not None and call.wic.handshake()
+        call.check_media(call.wic, 0)
+        deadline = time.monotonic() + 5  # the keys reach Redis with the write-behind
+        while time.monotonic() < deadline:
+            raw = redis_server.client().get(dialog_key("bundle-tcp"))
+            if raw and json.loads(raw)["transports"][0].get("srtp_keys"):
+                break
+            time.sleep(0.02)
+        mediad.stop()
+        assert call.wic.closed_by_peer()
+        call.wic.close()
+        mediad.start()
+        assert call.access in tcp_listeners(mediad) and plain.access not in tcp_listeners(mediad)
+        reconnected = TcpWic("client")
+        reconnected.srtp = call.wic.srtp  # the association and its keys go on (RFC 6544: a new connection)
+        assert call.connect(reconnected) is not None
+        call.check_media(reconnected, 1000)
+        assert mediad.metric("e2ae_mediad_dtls_handshakes_total", role="server", result="ok") == 0
+        reconnected.close()
+        for dialog in ("bundle-tcp", "bundle-udp-only"):
+            assert mediad.client().request(mediad.iq(Command.RELEASE, dialog)).error is None
+        assert call.access not in tcp_listeners(mediad)
+    finally:
+        call.close()
+        plain.close()

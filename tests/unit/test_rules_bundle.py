@@ -601,3 +601,36 @@ def test_e2ae_sdp_bundle_flag_shows_the_bundled_answer(tmp_path, capsys, flag, b
     assert groups(returned) == ([["0", "1"]] if bundled else [])
     ports = [m.port for m in returned.media]
     assert (ports[0] == ports[1]) is bundled and ports[2] == 0
+
+
+# ---------------------------------------------------------------------------
+# ICE-TCP on a transport (RFC 6544)
+# ---------------------------------------------------------------------------
+
+WIC_TCP = "a=candidate:2 1 tcp 1518280447 192.0.2.10 9 typ host tcptype active"
+AGW_TCP = f"a=candidate:2 1 tcp 2124414975 127.0.0.1 {PORT} typ host tcptype passive"
+
+
+@pytest.mark.req("TCP-1")
+def test_a_transport_offered_tcp_candidates_gets_a_passive_one_for_its_lifetime():
+    """mediad listens on TCP on the transport's port from its creation: the candidate stays in later answers."""
+    call = Call()
+    plan, _ = call.offer(offer(audio(transport=transport_attrs(50000, extra=(WIC_TCP,))), video()))
+    assert WIC_TCP[len("a=candidate:"):] in plan.iq.transports[0].remote_candidates
+    _, to_wic = call.answer(core_answer("audio", "video"))
+    lines = transport_lines(section(to_wic, 0))
+    assert lines[2:4] == [f"a=candidate:1 1 udp 2130706431 127.0.0.1 {PORT} typ host", AGW_TCP]
+    assert not [line for line in transport_lines(section(to_wic, 1)) if "tcp" in line]
+    call.offer(reoffer(audio(PORT_W, transport=transport_attrs(PORT_W)), video(PORT_W, bundle_only=False)))
+    _, to_wic = call.answer(core_answer("audio", "video"))
+    assert AGW_TCP in transport_lines(section(to_wic, 0))
+
+
+@pytest.mark.req("TCP-1")
+def test_a_transport_made_without_tcp_candidates_never_offers_one():
+    """No listener was opened for it: a later offer's TCP candidates get no passive one in the answer."""
+    call, *_ = max_bundle_call()
+    call.offer(reoffer(audio(PORT_W, transport=transport_attrs(PORT_W, extra=(WIC_TCP,))),
+                       video(PORT_W, bundle_only=False)))
+    _, to_wic = call.answer(core_answer("audio", "video"))
+    assert transport_lines(section(to_wic, 0)) == tagged_lines("e2aeTlsId00000000001")
