@@ -162,6 +162,22 @@ def leaf_shares(samples: list[tuple[list[str], int]], categories) -> dict[str, d
             for name, counter in per.items()}
 
 
+PROJECT_FRAME = re.compile(r"[(/](plugin|sdp_rules|mediad|iq)/[^:()]+:\d+\)$")
+
+
+def project_lines(samples: list[tuple[list[str], int]], top: int = 30) -> dict[str, float]:
+    """The fraction of ``samples`` by the innermost frame of the project's own code in each
+    stack (``function (plugin/kemi.py:123)``): the line whose call the time went to, a C
+    function of Kamailio called through KSR included.  The ``top`` largest."""
+    counter: collections.Counter = collections.Counter()
+    for stack, count in samples:
+        frame = next((f for f in reversed(stack) if PROJECT_FRAME.search(f)), "outside the project")
+        m = re.search(r"^(.*) \((?:.*/)?((?:plugin|sdp_rules|mediad|iq)/[^:()]+:\d+)\)$", frame)
+        counter[f"{m.group(1)} ({m.group(2)})" if m else frame] += count
+    n = sum(counter.values())
+    return {frame: c / n for frame, c in counter.most_common(top)} if n else {}
+
+
 def parse_perf_report(text: str) -> list[tuple[float, list[str]]]:
     """``perf report --stdio --no-children -F overhead,...`` lines as (percent, [fields])."""
     out = []
@@ -327,6 +343,7 @@ def analyse(raw: dict) -> dict:
                          "categories": {k: v * py_ms for k, v in shares(stacks[group], categories).items()},
                          "samples": sum(c for _, c in stacks[group])}
         python[group]["leaves"] = leaf_shares(stacks[group], categories)
+        python[group]["lines"] = {k: v * py_ms for k, v in project_lines(stacks[group]).items()}
         if group == "kamailio":
             python[group]["operations"] = {k: v * py_ms for k, v in
                                            shares(stacks[group], KAMAILIO_OPERATIONS).items()}
@@ -363,6 +380,9 @@ def markdown(results: list[dict], started: str, note: str) -> str:
             if "operations" in p:
                 lines += ["", "| operation (KEMI entry point) | ms per call |", "| --- | ---: |"]
                 lines += [f"| {k} | {v:.3f} |" for k, v in p["operations"].items()]
+            if p.get("lines"):
+                lines += ["", "| innermost line of the project's own code | ms per call |", "| --- | ---: |"]
+                lines += [f"| {k} | {v:.3f} |" for k, v in p["lines"].items()]
             lines.append("")
         if r["redis_commands"]:
             lines += ["### Redis commands per call", "", "| command | calls per call | µs per call |",
