@@ -24,7 +24,13 @@ runs SIPp and the profilers).  Over exactly those calls:
 
 A Python category's milliseconds per call is its share of the py-spy samples
 times the time those samples stand for (samples / sampling rate / calls,
-never more than the group's CPU per call).  In a Kamailio worker nearly all
+never more than the group's CPU per call).  py-spy cannot tell an embedded
+interpreter's idle thread from a running one: in Kamailio it samples a worker
+blocked on a socket as if it ran (about six times the workers' CPU time in
+samples).  So a Kamailio stack whose innermost frame reads a reply
+(:data:`KAMAILIO_WAITS`: redis-py's socket read, the Iq client's) is counted
+as waiting, apart, and the categories are the shares of the other samples:
+what ran, or waited for the CPU.  In a Kamailio worker nearly all
 time is under a Python frame: the plugin calls Kamailio's C functions
 (``KSR.tm.t_relay`` ...) from Python, so their time counts in the category of
 the Python code that called them.  Results go to
@@ -78,6 +84,8 @@ MEDIAD_CATEGORIES = (
     ("DTLS, ICE, SRTP set-up", r"[(/]mediad/proto/(dtls|dtls_record|stun|srtp|certs)\.py"),
     ("event loop (asyncio, uvloop)", r"[(/]asyncio/|uvloop"),
 )
+# Innermost frames of a Kamailio worker blocked on a reply (py-spy samples them as running).
+KAMAILIO_WAITS = re.compile(r"^(\w+\.)?(read_from_socket \([^)]*redis/|_receive \([^)]*mediad/io/client\.py)")
 # The plugin's KEMI entry points, by the operation a call makes of them.
 KAMAILIO_OPERATIONS = (
     ("release at dialog end (dialog:end event)", r"ksr_dialog_event"),
@@ -163,6 +171,11 @@ def leaf_shares(samples: list[tuple[list[str], int]], categories) -> dict[str, d
 
 
 PROJECT_FRAME = re.compile(r"[(/](plugin|sdp_rules|mediad|iq)/[^:()]+:\d+\)$")
+
+
+def blocked(stack: list[str]) -> bool:
+    """Whether a Kamailio stack is a worker blocked on a reply (:data:`KAMAILIO_WAITS`)."""
+    return bool(stack) and KAMAILIO_WAITS.search(stack[-1]) is not None
 
 
 def project_lines(samples: list[tuple[list[str], int]], top: int = 30) -> dict[str, float]:
@@ -332,6 +345,12 @@ def analyse(raw: dict) -> dict:
             with open(path) as f:
                 stacks[group] += parse_collapsed(f.read())
     python = {}
+    waiting: dict[str, float] = {}
+    for group in stacks:
+        if group == "kamailio":
+            all_samples = sum(c for _, c in stacks[group])
+            stacks[group] = [(st, c) for st, c in stacks[group] if not blocked(st)]
+            waiting[group] = (all_samples - sum(c for _, c in stacks[group])) / SAMPLE_HZ / raw["calls"] * 1000
     for group, categories in (("kamailio", KAMAILIO_CATEGORIES), ("media", MEDIAD_CATEGORIES)):
         if not stacks[group]:
             continue
@@ -341,7 +360,8 @@ def analyse(raw: dict) -> dict:
         py_ms = min(cpu[group], sampled_ms)
         python[group] = {"python_ms_per_call": py_ms, "sampled_ms_per_call": sampled_ms,
                          "categories": {k: v * py_ms for k, v in shares(stacks[group], categories).items()},
-                         "samples": sum(c for _, c in stacks[group])}
+                         "samples": sum(c for _, c in stacks[group]),
+                         "waiting_ms_per_call": waiting.get(group)}
         python[group]["leaves"] = leaf_shares(stacks[group], categories)
         python[group]["lines"] = {k: v * py_ms for k, v in project_lines(stacks[group]).items()}
         if group == "kamailio":
@@ -371,8 +391,10 @@ def markdown(results: list[dict], started: str, note: str) -> str:
             lines += [f"| {sym} | {share * 100:.1f} % |" for sym, share in p["top_symbols"][:12]]
             lines.append("")
         for group, p in r["python"].items():
+            waited = ("" if p.get("waiting_ms_per_call") is None else
+                      f"; besides, {p['waiting_ms_per_call']:.3f} ms per call of samples blocked on a reply, left out")
             lines += [f"### {group}: {p['python_ms_per_call']:.3f} ms per call under Python frames, by category "
-                      f"(py-spy, {p['samples']} samples)", "",
+                      f"(py-spy, {p['samples']} samples: {p['sampled_ms_per_call']:.3f} ms per call{waited})", "",
                       "| category | ms per call | innermost frames by module |", "| --- | ---: | --- |"]
             for k, v in p["categories"].items():
                 leaves = ", ".join(f"{mod} {share * 100:.0f} %" for mod, share in p.get("leaves", {}).get(k, {}).items())
@@ -414,6 +436,8 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="a few seconds at 10 calls/s")
     p.add_argument("--out", default=RESULTS_DIR)
     p.add_argument("--note", default="")
+    p.add_argument("--keep-stacks", action="store_true",
+                   help="keep py-spy's collapsed stacks beside the results (profile-<timestamp>-<system>-<pid>.pyspy.txt)")
     p.add_argument("--no-install", action="store_true", help="do not install perf or py-spy when missing")
     args = p.parse_args(argv)
     if not args.no_install:
@@ -441,6 +465,10 @@ def main(argv=None) -> int:
                 continue
             raw = profile_system(kind, workdir, cpus, args.rate, args.seconds, workdir)
             results.append(analyse(raw))
+            if args.keep_stacks:
+                os.makedirs(args.out, exist_ok=True)
+                for pid, path in raw.get("py_spy", {}).items():
+                    shutil.copy(path, os.path.join(args.out, f"profile-{started}-{kind.value}-{pid}.pyspy.txt"))
     os.makedirs(args.out, exist_ok=True)
     base = os.path.join(args.out, f"profile-{started}")
     with open(base + ".json", "w") as f:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile import (KAMAILIO_CATEGORIES, KAMAILIO_OPERATIONS, MEDIAD_CATEGORIES, categorize, leaf_module,
+from bench.profile import (KAMAILIO_CATEGORIES, KAMAILIO_OPERATIONS, MEDIAD_CATEGORIES, blocked, categorize, leaf_module,
                            leaf_shares, parse_collapsed, parse_commandstats, parse_perf_report, project_lines, shares)
 
 ROUTE = "ksr_request_route (plugin/kemi.py:216)"
@@ -93,3 +93,16 @@ def test_time_goes_to_the_innermost_line_of_the_projects_own_code():
     assert list(lines)[0] == "IqClient.request (mediad/io/client.py:90)"
     assert project_lines([(["f (/root/venv/x.py:3)", "_sane (/srv/e2ae/plugin/kemi.py:420)"], 1)]) == {
         "_sane (plugin/kemi.py:420)": 1.0}
+
+
+def test_a_worker_blocked_on_a_reply_is_told_apart_from_one_that_runs():
+    """py-spy samples an embedded interpreter blocked in recv as running: those stacks are
+    left out of the categories (counted as waiting)."""
+    redis_read = "HiredisParser.read_from_socket (/v/lib/python3.11/site-packages/redis/_parsers/hiredis.py:192)"
+    iq_read = "IqClient._receive (/srv/e2ae/mediad/io/client.py:261)"
+    assert blocked([ROUTE, "DialogStore._evalsha (plugin/state.py:459)", redis_read])
+    assert blocked([ROUTE, "IqClient.request (mediad/io/client.py:90)", iq_read])
+    assert not blocked([ROUTE, "DialogStore._evalsha (plugin/state.py:458)",
+                        "Connection.send_packed_command (redis/connection.py:1360)"])
+    assert not blocked([ROUTE, "IqClient.send (mediad/io/client.py:140)"])
+    assert not blocked([])
