@@ -274,7 +274,8 @@ class Edge:
                     text = limits.body_text(msg.body)
                 except limits.BodyError as exc:
                     return self.refuse(msg, exc)
-                msg = replace(msg, body=text)
+                if text is not msg.body:
+                    msg = replace(msg, body=text)
                 if is_multipart(msg.content_type):
                     return self._handle_multipart(msg)
             elif msg.method in REPLY_SDP_METHODS:
