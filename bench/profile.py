@@ -24,13 +24,14 @@ runs SIPp and the profilers).  Over exactly those calls:
 
 A Python category's milliseconds per call is its share of the py-spy samples
 times the time those samples stand for (samples / sampling rate / calls,
-never more than the group's CPU per call).  py-spy cannot tell an embedded
-interpreter's idle thread from a running one: in Kamailio it samples a worker
-blocked on a socket as if it ran (about six times the workers' CPU time in
-samples).  So a Kamailio stack whose innermost frame reads a reply
-(:data:`KAMAILIO_WAITS`: redis-py's socket read, the Iq client's) is counted
-as waiting, apart, and the categories are the shares of the other samples:
-what ran, or waited for the CPU.  In a Kamailio worker nearly all
+never more than the group's CPU per call).  py-spy's samples are not all
+CPU: it samples a Kamailio worker blocked on a socket read as if it ran, and
+mediad's loop waiting in epoll too.  So a stack whose innermost frame waits
+(:data:`WAITS`: in Kamailio redis-py's socket read or the Iq client's, in
+mediad the loop with no callback running) is counted as waiting, apart, and
+the categories are the shares of the other samples: what ran, or waited for
+the CPU (on one loaded core that can still be most of them: a process that
+wakes another by a send is often preempted on the send's line).  In a Kamailio worker nearly all
 time is under a Python frame: the plugin calls Kamailio's C functions
 (``KSR.tm.t_relay`` ...) from Python, so their time counts in the category of
 the Python code that called them.  Results go to
@@ -86,6 +87,10 @@ MEDIAD_CATEGORIES = (
 )
 # Innermost frames of a Kamailio worker blocked on a reply (py-spy samples them as running).
 KAMAILIO_WAITS = re.compile(r"^(\w+\.)?(read_from_socket \([^)]*redis/|_receive \([^)]*mediad/io/client\.py)")
+# mediad's innermost frame when its event loop is in its own C code with no callback running:
+# waiting in epoll, nearly always (uvloop's C is a few % of mediad's CPU in perf).
+MEDIAD_WAITS = re.compile(r"^(\w+\.)?(run \([^)]*runners\.py|run_until_complete \(|run_forever \(|run \([^)]*uvloop/)")
+WAITS = {"kamailio": KAMAILIO_WAITS, "media": MEDIAD_WAITS}
 # The plugin's KEMI entry points, by the operation a call makes of them.
 KAMAILIO_OPERATIONS = (
     ("release at dialog end (dialog:end event)", r"ksr_dialog_event"),
@@ -173,9 +178,11 @@ def leaf_shares(samples: list[tuple[list[str], int]], categories) -> dict[str, d
 PROJECT_FRAME = re.compile(r"[(/](plugin|sdp_rules|mediad|iq)/[^:()]+:\d+\)$")
 
 
-def blocked(stack: list[str]) -> bool:
-    """Whether a Kamailio stack is a worker blocked on a reply (:data:`KAMAILIO_WAITS`)."""
-    return bool(stack) and KAMAILIO_WAITS.search(stack[-1]) is not None
+def blocked(stack: list[str], group: str = "kamailio") -> bool:
+    """Whether a stack of ``group`` is waiting (:data:`WAITS`): a Kamailio worker blocked
+    on a reply, mediad's loop with no callback running."""
+    waits = WAITS.get(group)
+    return bool(stack) and waits is not None and waits.search(stack[-1]) is not None
 
 
 def project_lines(samples: list[tuple[list[str], int]], top: int = 30) -> dict[str, float]:
@@ -347,10 +354,9 @@ def analyse(raw: dict) -> dict:
     python = {}
     waiting: dict[str, float] = {}
     for group in stacks:
-        if group == "kamailio":
-            all_samples = sum(c for _, c in stacks[group])
-            stacks[group] = [(st, c) for st, c in stacks[group] if not blocked(st)]
-            waiting[group] = (all_samples - sum(c for _, c in stacks[group])) / SAMPLE_HZ / raw["calls"] * 1000
+        all_samples = sum(c for _, c in stacks[group])
+        stacks[group] = [(st, c) for st, c in stacks[group] if not blocked(st, group)]
+        waiting[group] = (all_samples - sum(c for _, c in stacks[group])) / SAMPLE_HZ / raw["calls"] * 1000
     for group, categories in (("kamailio", KAMAILIO_CATEGORIES), ("media", MEDIAD_CATEGORIES)):
         if not stacks[group]:
             continue
@@ -392,7 +398,7 @@ def markdown(results: list[dict], started: str, note: str) -> str:
             lines.append("")
         for group, p in r["python"].items():
             waited = ("" if p.get("waiting_ms_per_call") is None else
-                      f"; besides, {p['waiting_ms_per_call']:.3f} ms per call of samples blocked on a reply, left out")
+                      f"; besides, {p['waiting_ms_per_call']:.3f} ms per call of samples waiting, left out")
             lines += [f"### {group}: {p['python_ms_per_call']:.3f} ms per call under Python frames, by category "
                       f"(py-spy, {p['samples']} samples: {p['sampled_ms_per_call']:.3f} ms per call{waited})", "",
                       "| category | ms per call | innermost frames by module |", "| --- | ---: | --- |"]

@@ -106,3 +106,12 @@ def test_a_worker_blocked_on_a_reply_is_told_apart_from_one_that_runs():
                         "Connection.send_packed_command (redis/connection.py:1360)"])
     assert not blocked([ROUTE, "IqClient.send (mediad/io/client.py:140)"])
     assert not blocked([])
+
+
+def test_mediads_loop_waiting_in_epoll_is_told_apart_from_its_callbacks():
+    main = ["_run_module_as_main (<frozen runpy>:198)", "main (mediad/__main__.py:58)", "run (uvloop/__init__.py:92)"]
+    assert blocked(main + ["Runner.run (asyncio/runners.py:118)"], "media")
+    assert not blocked(main + ["Runner.run (asyncio/runners.py:118)",
+                               "ControlConnection._reply (mediad/io/control.py:271)"], "media")
+    assert not blocked(main + ["Runner.run (asyncio/runners.py:118)"], "kamailio")
+    assert not blocked(["IqClient._receive (/srv/e2ae/mediad/io/client.py:261)"], "media")
