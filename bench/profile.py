@@ -24,7 +24,14 @@ runs SIPp and the profilers).  Over exactly those calls:
 
 A Python category's milliseconds per call is its share of the py-spy samples
 times the time those samples stand for (samples / sampling rate / calls,
-never more than the group's CPU per call).  In a Kamailio worker nearly all
+never more than the group's CPU per call).  py-spy's samples are not all
+CPU: it samples a Kamailio worker blocked on a socket read as if it ran, and
+mediad's loop waiting in epoll too.  So a stack whose innermost frame waits
+(:data:`WAITS`: in Kamailio redis-py's socket read or the Iq client's, in
+mediad the loop with no callback running) is counted as waiting, apart, and
+the categories are the shares of the other samples: what ran, or waited for
+the CPU (on one loaded core that can still be most of them: a process that
+wakes another by a send is often preempted on the send's line).  In a Kamailio worker nearly all
 time is under a Python frame: the plugin calls Kamailio's C functions
 (``KSR.tm.t_relay`` ...) from Python, so their time counts in the category of
 the Python code that called them.  Results go to
@@ -78,6 +85,12 @@ MEDIAD_CATEGORIES = (
     ("DTLS, ICE, SRTP set-up", r"[(/]mediad/proto/(dtls|dtls_record|stun|srtp|certs)\.py"),
     ("event loop (asyncio, uvloop)", r"[(/]asyncio/|uvloop"),
 )
+# Innermost frames of a Kamailio worker blocked on a reply (py-spy samples them as running).
+KAMAILIO_WAITS = re.compile(r"^(\w+\.)?(read_from_socket \([^)]*redis/|_receive \([^)]*mediad/io/client\.py)")
+# mediad's innermost frame when its event loop is in its own C code with no callback running:
+# waiting in epoll, nearly always (uvloop's C is a few % of mediad's CPU in perf).
+MEDIAD_WAITS = re.compile(r"^(\w+\.)?(run \([^)]*runners\.py|run_until_complete \(|run_forever \(|run \([^)]*uvloop/)")
+WAITS = {"kamailio": KAMAILIO_WAITS, "media": MEDIAD_WAITS}
 # The plugin's KEMI entry points, by the operation a call makes of them.
 KAMAILIO_OPERATIONS = (
     ("release at dialog end (dialog:end event)", r"ksr_dialog_event"),
@@ -160,6 +173,29 @@ def leaf_shares(samples: list[tuple[list[str], int]], categories) -> dict[str, d
         per[categorize(stack, categories)][leaf_module(stack[-1])] += count
     return {name: {mod: c / sum(counter.values()) for mod, c in counter.most_common(6)}
             for name, counter in per.items()}
+
+
+PROJECT_FRAME = re.compile(r"[(/](plugin|sdp_rules|mediad|iq)/[^:()]+:\d+\)$")
+
+
+def blocked(stack: list[str], group: str = "kamailio") -> bool:
+    """Whether a stack of ``group`` is waiting (:data:`WAITS`): a Kamailio worker blocked
+    on a reply, mediad's loop with no callback running."""
+    waits = WAITS.get(group)
+    return bool(stack) and waits is not None and waits.search(stack[-1]) is not None
+
+
+def project_lines(samples: list[tuple[list[str], int]], top: int = 30) -> dict[str, float]:
+    """The fraction of ``samples`` by the innermost frame of the project's own code in each
+    stack (``function (plugin/kemi.py:123)``): the line whose call the time went to, a C
+    function of Kamailio called through KSR included.  The ``top`` largest."""
+    counter: collections.Counter = collections.Counter()
+    for stack, count in samples:
+        frame = next((f for f in reversed(stack) if PROJECT_FRAME.search(f)), "outside the project")
+        m = re.search(r"^(.*) \((?:.*/)?((?:plugin|sdp_rules|mediad|iq)/[^:()]+:\d+)\)$", frame)
+        counter[f"{m.group(1)} ({m.group(2)})" if m else frame] += count
+    n = sum(counter.values())
+    return {frame: c / n for frame, c in counter.most_common(top)} if n else {}
 
 
 def parse_perf_report(text: str) -> list[tuple[float, list[str]]]:
@@ -316,6 +352,11 @@ def analyse(raw: dict) -> dict:
             with open(path) as f:
                 stacks[group] += parse_collapsed(f.read())
     python = {}
+    waiting: dict[str, float] = {}
+    for group in stacks:
+        all_samples = sum(c for _, c in stacks[group])
+        stacks[group] = [(st, c) for st, c in stacks[group] if not blocked(st, group)]
+        waiting[group] = (all_samples - sum(c for _, c in stacks[group])) / SAMPLE_HZ / raw["calls"] * 1000
     for group, categories in (("kamailio", KAMAILIO_CATEGORIES), ("media", MEDIAD_CATEGORIES)):
         if not stacks[group]:
             continue
@@ -325,8 +366,10 @@ def analyse(raw: dict) -> dict:
         py_ms = min(cpu[group], sampled_ms)
         python[group] = {"python_ms_per_call": py_ms, "sampled_ms_per_call": sampled_ms,
                          "categories": {k: v * py_ms for k, v in shares(stacks[group], categories).items()},
-                         "samples": sum(c for _, c in stacks[group])}
+                         "samples": sum(c for _, c in stacks[group]),
+                         "waiting_ms_per_call": waiting.get(group)}
         python[group]["leaves"] = leaf_shares(stacks[group], categories)
+        python[group]["lines"] = {k: v * py_ms for k, v in project_lines(stacks[group]).items()}
         if group == "kamailio":
             python[group]["operations"] = {k: v * py_ms for k, v in
                                            shares(stacks[group], KAMAILIO_OPERATIONS).items()}
@@ -354,8 +397,10 @@ def markdown(results: list[dict], started: str, note: str) -> str:
             lines += [f"| {sym} | {share * 100:.1f} % |" for sym, share in p["top_symbols"][:12]]
             lines.append("")
         for group, p in r["python"].items():
+            waited = ("" if p.get("waiting_ms_per_call") is None else
+                      f"; besides, {p['waiting_ms_per_call']:.3f} ms per call of samples waiting, left out")
             lines += [f"### {group}: {p['python_ms_per_call']:.3f} ms per call under Python frames, by category "
-                      f"(py-spy, {p['samples']} samples)", "",
+                      f"(py-spy, {p['samples']} samples: {p['sampled_ms_per_call']:.3f} ms per call{waited})", "",
                       "| category | ms per call | innermost frames by module |", "| --- | ---: | --- |"]
             for k, v in p["categories"].items():
                 leaves = ", ".join(f"{mod} {share * 100:.0f} %" for mod, share in p.get("leaves", {}).get(k, {}).items())
@@ -363,6 +408,9 @@ def markdown(results: list[dict], started: str, note: str) -> str:
             if "operations" in p:
                 lines += ["", "| operation (KEMI entry point) | ms per call |", "| --- | ---: |"]
                 lines += [f"| {k} | {v:.3f} |" for k, v in p["operations"].items()]
+            if p.get("lines"):
+                lines += ["", "| innermost line of the project's own code | ms per call |", "| --- | ---: |"]
+                lines += [f"| {k} | {v:.3f} |" for k, v in p["lines"].items()]
             lines.append("")
         if r["redis_commands"]:
             lines += ["### Redis commands per call", "", "| command | calls per call | µs per call |",
@@ -394,6 +442,8 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="a few seconds at 10 calls/s")
     p.add_argument("--out", default=RESULTS_DIR)
     p.add_argument("--note", default="")
+    p.add_argument("--keep-stacks", action="store_true",
+                   help="keep py-spy's collapsed stacks beside the results (profile-<timestamp>-<system>-<pid>.pyspy.txt)")
     p.add_argument("--no-install", action="store_true", help="do not install perf or py-spy when missing")
     args = p.parse_args(argv)
     if not args.no_install:
@@ -421,6 +471,10 @@ def main(argv=None) -> int:
                 continue
             raw = profile_system(kind, workdir, cpus, args.rate, args.seconds, workdir)
             results.append(analyse(raw))
+            if args.keep_stacks:
+                os.makedirs(args.out, exist_ok=True)
+                for pid, path in raw.get("py_spy", {}).items():
+                    shutil.copy(path, os.path.join(args.out, f"profile-{started}-{kind.value}-{pid}.pyspy.txt"))
     os.makedirs(args.out, exist_ok=True)
     base = os.path.join(args.out, f"profile-{started}")
     with open(base + ".json", "w") as f:

@@ -274,7 +274,8 @@ class Edge:
                     text = limits.body_text(msg.body)
                 except limits.BodyError as exc:
                     return self.refuse(msg, exc)
-                msg = replace(msg, body=text)
+                if text is not msg.body:
+                    msg = replace(msg, body=text)
                 if is_multipart(msg.content_type):
                     return self._handle_multipart(msg)
             elif msg.method in REPLY_SDP_METHODS:
@@ -529,10 +530,12 @@ class Edge:
                   msg.method if msg.request else msg.status, msg.tx, msg.side.value, kind.value, record.id,
                   record.rules.version, extra={"call_id": msg.call_id, "dialog": record.id})
         # A known answer that is not the one mediad last applied (forks answering in
-        # turn) is applied again, under a new Iq transaction.
+        # turn) is applied again, under a new Iq transaction.  The record was read for
+        # this message alone and takes the plan's new state, or is dropped on an error:
+        # the rules may work on its state in place.
         plan = sdp_rules.process(
             msg.body, origin=msg.side, kind=kind, state=record.rules, dialog=record.id,
-            transaction=f"{cache_key}|{kind.value}|{record.rules.version}", policy=self.policy,
+            transaction=f"{cache_key}|{kind.value}|{record.rules.version}", policy=self.policy, owned=True,
         )
         reserving = plan.iq is not None and not record.rules.data.get("agw")
         reply = None

@@ -822,5 +822,9 @@ def mod_init():
         logger.addHandler(handler)
         logger.setLevel(getattr(logging, config.plugin_log_level, logging.INFO))
         logger.propagate = False
+    # Neither format names a thread, a process or a source line: each record skips
+    # finding them (the logging HOWTO's "Optimization"), about a third of a line's cost.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     metrics_module.reset_directory(_METRICS_DIR)
     return kamailio(config)

@@ -95,6 +95,7 @@ class Action(str, Enum):
 
 _LIVE = (CallState.OFFERED, CallState.ANSWERED)
 _END_NOW = (Action.RELEASE, Action.END_DIALOG)
+_RELEASE_ONLY = (Action.RELEASE,)
 
 
 def _table() -> dict[tuple[CallState, CallEvent], tuple[tuple[Action, ...], CallState]]:
@@ -167,9 +168,13 @@ class Lifecycle:
             log.error("Call-ID %s: %s in state %s: no such transition", call_id, event.value, state.value)
             raise LifecycleError(state, event) from None
         self.metrics.transitions.labels(state.value, event.value, nxt.value).inc()
-        ending = bool(actions) or (nxt is not state and nxt in (CallState.ENDING, CallState.ENDED))
-        log.log(logging.INFO if ending else logging.DEBUG, "Call-ID %s: %s -> %s (%s)", call_id, state.value,
-                nxt.value, event.value)
+        # A call's end is logged at INFO, but a plain release: its own line (plugin.edge) says
+        # it with the dialog's context, and one line per call event is enough.
+        ending = actions != _RELEASE_ONLY and (
+            bool(actions) or (nxt is not state and nxt in (CallState.ENDING, CallState.ENDED)))
+        if log.isEnabledFor(logging.INFO if ending else logging.DEBUG):
+            log.log(logging.INFO if ending else logging.DEBUG, "Call-ID %s: %s -> %s (%s)", call_id, state.value,
+                    nxt.value, event.value)
         return Transition(state, event, actions, nxt)
 
 

@@ -50,6 +50,8 @@ FLOW_FAILED = (430, "Flow Failed")
 # RFC 3261 21.4.18: the callee is not reachable now (no flow, no routable address).
 UNAVAILABLE = (480, "Temporarily Unavailable")
 NO_TRANSPORT = (503, "Service Unavailable")
+# Foreign (received_proto, ip, port) answers remembered by SocketMap.side_of at most.
+SIDE_CACHE_SIZE = 64
 
 
 class Transport(str, Enum):
@@ -64,6 +66,9 @@ class Transport(str, Enum):
 
     @classmethod
     def parse(cls, text: str) -> "Transport":
+        found = _TRANSPORTS.get(text)  # as Kamailio writes it: one dict look-up per message
+        if found is not None:
+            return found
         try:
             return cls(text.strip().lower())
         except ValueError:
@@ -72,12 +77,16 @@ class Transport(str, Enum):
     @property
     def listener(self) -> str:
         """The Kamailio socket protocol that carries it (WebSocket runs over TCP or TLS)."""
-        return {Transport.WS: "tcp", Transport.WSS: "tls"}.get(self, self.value)
+        return _LISTENERS[self]
 
     @property
     def connection(self) -> bool:
         """A connection-oriented transport: its flow is a connection (RFC 5626 3.5)."""
         return self is not Transport.UDP
+
+
+_TRANSPORTS = {t.value: t for t in Transport}
+_LISTENERS = {t: {Transport.WS: "tcp", Transport.WSS: "tls"}.get(t, t.value) for t in Transport}
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,10 @@ class SocketMap:
     def __init__(self, listeners: list[Listener]) -> None:
         self.listeners = listeners
         self._by_address = {(lst.proto, lst.host, lst.port): lst for lst in listeners}
+        # Answers already given (the sockets are fixed at start; at most one entry per
+        # socket and transport of ours, plus a few foreign ones).
+        self._sides: dict[tuple[str, str, object], Side | None] = {}
+        self._send: dict[tuple[Side, str], str | None] = {}
 
     @classmethod
     def from_config(cls, config) -> "SocketMap":
@@ -116,12 +129,20 @@ class SocketMap:
 
     def side_of(self, received_proto: str, ip: str, port: int) -> Side | None:
         """The side of the socket a message arrived on; None for a socket not ours."""
+        key = (received_proto, ip, port)
+        try:
+            return self._sides[key]
+        except KeyError:
+            pass
         try:
             proto = Transport.parse(received_proto).listener
         except ValueError:
             return None
         found = self._by_address.get((proto, ip, int(port)))
-        return found.side if found is not None else None
+        side = found.side if found is not None else None
+        if side is not None or len(self._sides) < SIDE_CACHE_SIZE:
+            self._sides[key] = side
+        return side
 
     def send_socket(self, side: Side, transport: str) -> str | None:
         """The socket of ``side`` that sends over ``transport``; None when ``side`` has none.
@@ -131,11 +152,15 @@ class SocketMap:
         in a multi-socket setup, but Kamailio finds the connection by address
         anyway: any TCP/TLS socket of the side will do, WebSocket ones first).
         """
+        key = (side, transport)
+        if key in self._send:
+            return self._send[key]
         wanted = Transport.parse(transport)
         candidates = [lst for lst in self.listeners if lst.side is side and lst.proto == wanted.listener]
         if wanted in (Transport.WS, Transport.WSS):
             candidates.sort(key=lambda lst: not lst.websocket)
-        return candidates[0].socket if candidates else None
+        self._send[key] = found = candidates[0].socket if candidates else None
+        return found
 
     def transports(self, side: Side) -> set[str]:
         return {lst.proto for lst in self.listeners if lst.side is side}

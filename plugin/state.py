@@ -88,6 +88,7 @@ reservation made after it (the INVITE racing it is refused).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -241,11 +242,13 @@ def record_digest(raw: str) -> str:
     return hashlib.sha1(raw.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+@functools.lru_cache(maxsize=1024)
 def dialog_id(call_id: str, caller_tag: str) -> str:
     """The dialog's id: stable, short, safe in a Redis key and on the Iq interface.
 
     32 hex digits: the Call-ID's digest (the Redis hash tag every id of the Call-ID
     shares, :mod:`mediad.redis_keys`), then the digest of the Call-ID and the tag.
+    Remembered for the last dialogs: one call's messages ask for it about ten times.
     """
     call = hashlib.sha256(call_id.encode("utf-8", "surrogateescape")).hexdigest()
     digest = hashlib.sha256(f"{call_id}\0{caller_tag}".encode("utf-8", "surrogateescape"))

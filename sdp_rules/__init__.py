@@ -15,11 +15,13 @@ __all__ = [
 ]
 
 
-def process(sdp, *, origin, kind, state, dialog, transaction, policy=None):
+def process(sdp, *, origin, kind, state, dialog, transaction, policy=None, owned=False):
     """Plan what to do with one SDP body (see :func:`sdp_rules.rules.process`)."""
-    from sdp_rules.rules import process as _process
-
     return _process(
         sdp, origin=origin, kind=kind, state=state, dialog=dialog, transaction=transaction,
-        policy=policy if policy is not None else Policy(),
+        policy=policy if policy is not None else Policy(), owned=owned,
     )
+
+
+# Last: the rules import this package's modules (imported once, not on every call).
+from sdp_rules.rules import process as _process  # noqa: E402

@@ -92,10 +92,16 @@ def process(
     dialog: str,
     transaction: str,
     policy: Policy,
+    owned: bool = False,
 ) -> Plan:
-    """Plan the handling of one SDP body (see the module docstring)."""
+    """Plan the handling of one SDP body (see the module docstring).
+
+    ``state`` is left as it is, unless ``owned``: the caller hands it over (it will
+    keep the result's state, never this one), and the plan works on it in place
+    rather than on a copy.
+    """
     parsed = parse(sdp)
-    data = copy_state(state.data)
+    data = state.data if owned else copy_state(state.data)
     data.setdefault("streams", {})
     data.setdefault("map", {})
     ctx = Context(

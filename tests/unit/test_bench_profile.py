@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile import (KAMAILIO_CATEGORIES, KAMAILIO_OPERATIONS, MEDIAD_CATEGORIES, categorize, leaf_module,
-                           leaf_shares, parse_collapsed, parse_commandstats, parse_perf_report, shares)
+from bench.profile import (KAMAILIO_CATEGORIES, KAMAILIO_OPERATIONS, MEDIAD_CATEGORIES, blocked, categorize, leaf_module,
+                           leaf_shares, parse_collapsed, parse_commandstats, parse_perf_report, project_lines, shares)
 
 ROUTE = "ksr_request_route (plugin/kemi.py:216)"
 REPLY = "ksr_onreply_edge (plugin/kemi.py:275)"
@@ -77,3 +77,41 @@ def test_within_a_category_samples_are_split_by_the_module_of_their_innermost_fr
     leaves = leaf_shares(parse_collapsed(COLLAPSED), KAMAILIO_CATEGORIES)
     assert leaves["mediad Iq round trips (client: encode, seal, send, wait, open, decode)"] == {"json": 1.0}
     assert leaves["Redis round trips (redis-py, the plugin's scripts)"] == {"redis": 1.0}
+
+
+def test_time_goes_to_the_innermost_line_of_the_projects_own_code():
+    lines = project_lines(parse_collapsed(COLLAPSED) + [(["<module> (runpy.py:1)"], 5)])
+    assert lines == pytest.approx({
+        "IqClient.request (mediad/io/client.py:90)": 6 / 25,
+        "outside the project": 5 / 25,
+        "_relay (plugin/kemi.py:206)": 4 / 25,
+        "plan (sdp_rules/plan.py:10)": 4 / 25,
+        "DialogStore._evalsha (plugin/state.py:318)": 3 / 25,
+        "DialogRecord.to_json (plugin/state.py:215)": 2 / 25,
+        "_pv (plugin/kemi.py:95)": 1 / 25,
+    })
+    assert list(lines)[0] == "IqClient.request (mediad/io/client.py:90)"
+    assert project_lines([(["f (/root/venv/x.py:3)", "_sane (/srv/e2ae/plugin/kemi.py:420)"], 1)]) == {
+        "_sane (plugin/kemi.py:420)": 1.0}
+
+
+def test_a_worker_blocked_on_a_reply_is_told_apart_from_one_that_runs():
+    """py-spy samples an embedded interpreter blocked in recv as running: those stacks are
+    left out of the categories (counted as waiting)."""
+    redis_read = "HiredisParser.read_from_socket (/v/lib/python3.11/site-packages/redis/_parsers/hiredis.py:192)"
+    iq_read = "IqClient._receive (/srv/e2ae/mediad/io/client.py:261)"
+    assert blocked([ROUTE, "DialogStore._evalsha (plugin/state.py:459)", redis_read])
+    assert blocked([ROUTE, "IqClient.request (mediad/io/client.py:90)", iq_read])
+    assert not blocked([ROUTE, "DialogStore._evalsha (plugin/state.py:458)",
+                        "Connection.send_packed_command (redis/connection.py:1360)"])
+    assert not blocked([ROUTE, "IqClient.send (mediad/io/client.py:140)"])
+    assert not blocked([])
+
+
+def test_mediads_loop_waiting_in_epoll_is_told_apart_from_its_callbacks():
+    main = ["_run_module_as_main (<frozen runpy>:198)", "main (mediad/__main__.py:58)", "run (uvloop/__init__.py:92)"]
+    assert blocked(main + ["Runner.run (asyncio/runners.py:118)"], "media")
+    assert not blocked(main + ["Runner.run (asyncio/runners.py:118)",
+                               "ControlConnection._reply (mediad/io/control.py:271)"], "media")
+    assert not blocked(main + ["Runner.run (asyncio/runners.py:118)"], "kamailio")
+    assert not blocked(["IqClient._receive (/srv/e2ae/mediad/io/client.py:261)"], "media")

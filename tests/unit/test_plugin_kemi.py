@@ -806,3 +806,34 @@ def test_the_end_of_a_dialog_the_operator_ended_is_released_as_operator(kemi, ma
     assert script.ksr_dialog_event("dialog:end") == 1
     assert edge.releases == [("call-9", ("f9", "t9"), reason)]
     assert ksr.htable.sht_get(module.OPERATOR_TABLE, "call-9") is None  # used once
+
+
+def test_the_plugins_log_lines_reach_kamailio_without_a_thread_process_or_source_lookup(kemi):
+    """mod_init routes the plugin's loggers into Kamailio's log; its formats name no thread,
+    process or source line, so no record looks them up (a third of a line's cost)."""
+    import logging
+
+    module, ksr = kemi
+    saved = (logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile)
+    loggers = [logging.getLogger(name) for name in ("e2ae", "mediad")]
+    before = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    try:
+        module.mod_init()
+        loggers[0].addHandler(Keep())
+        logging.getLogger("e2ae.plugin").info("Call-ID %s: dialog %s: %d stream(s) reserved on mediad", "c1", "d1", 1)
+        assert ksr.logged == ["e2ae: INFO Call-ID c1: dialog d1: 1 stream(s) reserved on mediad\n"]
+        record, = records
+        assert (record.threadName, record.processName, record.process) == (None, None, None)
+        assert record.funcName == "(unknown function)" and record.lineno == 0
+    finally:
+        logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile = saved
+        for lg, (handlers, level, propagate) in zip(loggers, before):
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate = propagate

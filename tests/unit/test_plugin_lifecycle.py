@@ -121,3 +121,23 @@ def test_a_release_is_retried_with_growing_delays_then_given_up():
     assert delays[:4] == [1, 2, 4, 8] and max(delays) == 60 and delays == sorted(delays)
     assert 600 <= sum(delays) <= 900
     assert retry_delay(0) == 1
+
+
+def test_a_plain_release_leaves_its_info_line_to_the_release_other_ends_are_logged(caplog):
+    """A call released by a BYE is one INFO line (the edge's "dialog released", with the
+    dialog's context), not two; an end that also queues BYEs, or ends a call being ended,
+    is logged here at INFO; every transition is at DEBUG."""
+    import logging
+
+    lc, _ = lifecycle()
+    caplog.set_level(logging.INFO, logger="e2ae.plugin.lifecycle")
+    lc.step("c-bye", CallState.ANSWERED, CallEvent.BYE)
+    lc.step("c-offer", CallState.IDLE, CallEvent.OFFER)
+    lc.step("c-dtls", CallState.ANSWERED, CallEvent.DTLS_FAILED)
+    lc.step("c-hung", CallState.ENDING, CallEvent.HUNG_UP)
+    assert [r.getMessage() for r in caplog.records] == ["Call-ID c-dtls: answered -> ending (dtls_failed)",
+                                                         "Call-ID c-hung: ending -> ended (hung_up)"]
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="e2ae.plugin.lifecycle")
+    lc.step("c-bye", CallState.ANSWERED, CallEvent.BYE)
+    assert [r.getMessage() for r in caplog.records] == ["Call-ID c-bye: answered -> ended (bye)"]

@@ -35,6 +35,24 @@ SOCKETS = SocketMap.from_config(CONFIG)
 ])
 def test_side_from_every_socket_and_transport(proto, ip, port, side):
     assert SOCKETS.side_of(proto, ip, port) is side
+    assert SOCKETS.side_of(proto, ip, port) is side  # the same answer once remembered
+    fresh = SocketMap.from_config(CONFIG)
+    assert fresh.side_of(proto.upper(), ip, port) is side and fresh.side_of(proto, ip, port) is side
+
+
+def test_transports_parse_as_kamailio_and_people_write_them():
+    assert Transport.parse("udp") is Transport.UDP and Transport.parse(" WSS ") is Transport.WSS
+    assert [t.listener for t in Transport] == ["udp", "tcp", "tls", "tcp", "tls", "sctp"]
+    with pytest.raises(ValueError, match="unknown SIP transport 'quic'"):
+        Transport.parse("quic")
+
+
+def test_a_foreign_socket_is_remembered_only_within_bounds():
+    sockets = SocketMap.from_config(CONFIG)
+    for port in range(1000):
+        assert sockets.side_of("udp", "192.0.2.1", port) is None
+    assert len(sockets._sides) <= 64
+    assert sockets.side_of("udp", "10.1.0.5", 5060) is Side.CORE
 
 
 def test_send_socket_per_side_and_transport_never_one_protocol_for_all():

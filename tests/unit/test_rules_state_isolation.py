@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sdp_rules import DialogState, Kind, Side
 from sdp_rules.sdp import Line, Section
 
-from tests.unit.rules_helpers import agw_reply, fixture, policy, run
+from tests.unit.rules_helpers import DIALOG, agw_reply, fixture, policy, run
 
 _NAMES = ["", "rtcp", "rtcp-mux", "rtcp-mux-only", "r", "rtcp:", "a:b", ":", "x"]
 _VALUES = st.one_of(
@@ -88,3 +88,22 @@ def test_a_result_shares_nothing_the_plan_changes_again():
     second = plan.finish(reply)
     assert json.dumps(second.state.data) == reference
     assert second.sdp == first.sdp
+
+
+def test_a_state_handed_over_plans_the_same_as_a_copy_and_is_not_copied():
+    """``owned``: the caller gives its state up (the plugin's record read for one
+    message); the plan and its result are the same as from a copy, and the state
+    handed over is the one worked on (its streams are the result's)."""
+    import sdp_rules
+
+    pol, _plan, offer = _offer()
+    body = fixture("core_rtp_offer.sdp")
+    copied = run(body, Side.CORE, Kind.ANSWER, offer.state, pol, transaction="t2")
+    handed = DialogState(offer.state.version, copy.deepcopy(offer.state.data))
+    plan = sdp_rules.process(body, origin=Side.CORE, kind=Kind.ANSWER, state=handed, dialog=DIALOG,
+                             transaction="t2", policy=pol, owned=True)
+    result = plan.finish(agw_reply(plan.iq) if plan.iq is not None else None)
+    assert (plan.iq, result.sdp, json.dumps(result.state.data)) == (
+        copied[0].iq, copied[1].sdp, json.dumps(copied[1].state.data))
+    assert result.state.data["streams"] is handed.data["streams"]
+    assert copied[1].state.data["streams"] is not offer.state.data["streams"]
