@@ -346,12 +346,17 @@ class AccessTermination:
         return out
 
     def admit_ssrc(self, ssrc: int) -> bool:
-        """A new SSRC toward the peer: each costs libsrtp a stream until the session ends; capped."""
+        """A new SSRC toward the peer: each costs libsrtp a stream until the session ends; capped.
+
+        The document is written again: a restore must know every SSRC we send, to
+        start its SRTCP index past what it sent (``mediad.proto.srtp``).
+        """
         if len(self.ssrcs) >= self.max_ssrcs:
             self.dropped("too_many_ssrcs")
             return False
         self.ssrcs.add(ssrc)
         self.shell.route_changed()
+        self.shell.changed()
         return True
 
     def send_application_data(self, data: bytes, now: float) -> None:
@@ -516,13 +521,17 @@ class AccessTermination:
                 self.set_dest(None)  # the next packet runs the full check (drop, report once)
 
     # -- from the ALG and from storage ----------------------------------------------------
-    def restore(self, keys: SrtpKeys, peer: tuple[str, int] | None, rocs: dict[str, Any] | None = None) -> None:
-        """Continue an association from stored SRTP keys and rollover counters (restart: no new handshake)."""
+    def restore(self, keys: SrtpKeys, peer: tuple[str, int] | None, rocs: dict[str, Any] | None = None,
+                srtcp: dict[str, Any] | None = None) -> None:
+        """Continue an association from stored SRTP keys, rollover counters and SRTCP indices (restart:
+        no new handshake)."""
         srtp = self.shell.new_srtp(keys)
         srtp.restore_rocs(rocs)  # before its first packet (ValueError: a malformed document)
+        srtp.restore_srtcp(srtcp)
         self._transition(Input.RESTORE)
         self.keys = keys
         self.set_srtp(srtp)
+        self.ssrcs.update(int(ssrc) for ssrc in (srtcp or {}))  # admitted before: their indices go on
         self.set_peer(peer)
 
     def restore_failure(self, reason: str) -> None:
