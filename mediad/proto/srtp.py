@@ -50,12 +50,14 @@ termination marks the document changed), so it restarts at the margin too.
 Notes: a restarted process must know the ROCs and indices of the moment it
 died, but reading every stream of every call to find the few that changed is
 what the daemon must not do.  So the packets say when: a stream's ROC
-advances when its sequence number wraps, which shows as a sequence number
-with its top bit clear after one with it set (per SSRC and direction); a
-protected SRTCP packet whose index is a multiple of :data:`SRTCP_BLOCK` asks
-for its index to be stored.  Each such packet calls :attr:`SrtpTransformer.note`
-(the daemon collects the noted contexts and reads only those).  The native path
-(``mediad/io/fastpath.c``) makes the same two checks on its packets.
+advances when its sequence number wraps, so every RTP packet with a sequence
+number below 256 (one byte compared per packet; a wrap is missed only if the
+256 packets after it are all lost) and every protected SRTCP packet whose
+index is a multiple of :data:`SRTCP_BLOCK` call :attr:`SrtpTransformer.note`
+(the daemon collects the noted contexts, a set, and reads only those).  The
+native path (``mediad/io/fastpath.c``) notes the exact sign of a wrap instead,
+a sequence number whose top bit clears after one with it set (per SSRC and
+direction), and the same SRTCP blocks.
 
 Keys are secrets: :class:`SrtpKeys` never shows them in ``repr`` and no error
 message carries them.
@@ -227,9 +229,6 @@ class SrtpTransformer:
         self._keys = keys
         self._rocs: dict[Direction, dict[int, int]] = {Direction.TX: {}, Direction.RX: {}}
         self._srtcp: dict[int, int] = {}  # SSRC -> the SRTCP index last read or restored (what we send)
-        # The top bit of each SSRC's last sequence number, per direction (a wrap: set, then clear).
-        self._tops_tx: dict[bytes, int] = {}
-        self._tops_rx: dict[bytes, int] = {}
         self._index_at = spec.srtcp_index_at
         # Called when a packet shows that a ROC advanced or an SRTCP index is to be stored.
         self.note: Callable[[], None] | None = None
@@ -335,20 +334,13 @@ class SrtpTransformer:
             self._rocs[direction][ssrc] = roc
 
     # -- packets ---------------------------------------------------------------------------
-    def _wrap(self, tops: dict[bytes, int], rtp: bytes) -> None:
-        """Note a sequence number whose top bit is clear after one with it set (a wrap: the ROC advanced)."""
-        key, top = rtp[8:12], rtp[2] >> 7
-        if tops.get(key) != top:
-            tops[key] = top  # (a new SSRC in the lower half is noted once: a read, nothing stored)
-            if not top and self.note is not None:
-                self.note()
-
     def protect_rtp(self, rtp: bytes) -> bytes:
         try:
             out = self._tx.protect(rtp)
         except (pylibsrtp.Error, ValueError, TypeError) as exc:
             raise SrtpError(_reason(exc)) from None
-        self._wrap(self._tops_tx, rtp)
+        if not rtp[2] and self.note is not None:  # a sequence number below 256: maybe just wrapped
+            self.note()
         return out
 
     def unprotect_rtp(self, srtp: bytes) -> bytes:
@@ -356,7 +348,8 @@ class SrtpTransformer:
             plain = self._rx.unprotect(srtp)
         except (pylibsrtp.Error, ValueError, TypeError) as exc:
             raise SrtpError(_reason(exc)) from None
-        self._wrap(self._tops_rx, plain)
+        if not plain[2] and self.note is not None:
+            self.note()
         return plain
 
     def protect_rtcp(self, rtcp: bytes) -> bytes:
