@@ -348,15 +348,14 @@ class AccessTermination:
     def admit_ssrc(self, ssrc: int) -> bool:
         """A new SSRC toward the peer: each costs libsrtp a stream until the session ends; capped.
 
-        The document is written again: a restore must know every SSRC we send, to
-        start its SRTCP index past what it sent (``mediad.proto.srtp``).
+        On a restored session its SRTCP index starts past the margin (``SrtpTransformer.admit``).
         """
         if len(self.ssrcs) >= self.max_ssrcs:
             self.dropped("too_many_ssrcs")
             return False
         self.ssrcs.add(ssrc)
+        self.srtp.admit(ssrc)
         self.shell.route_changed()
-        self.shell.changed()
         return True
 
     def send_application_data(self, data: bytes, now: float) -> None:

@@ -43,9 +43,10 @@ the process died and M the multiple of the block at or below it.  The note at
 M (or, if it was lost in the write window, the one at M - block) was stored,
 so the stored index is at least M - block > L - 2 × block.  The first index
 after the restore is above L unless two notes in a row were lost: 1,024 RTCP
-packets of one SSRC inside one write window (under a second).  An SSRC whose
-index never reached the block is stored (at 0) when it is admitted (the
-termination marks the document changed), so it restarts at the margin too.
+packets of one SSRC inside one write window (under a second).  An SSRC the
+document does not name (admitted after its last write, so below the first
+block) may have sent up to 1,023 indices too: on a restored session every SSRC
+admitted toward the peer starts at the margin (:meth:`SrtpTransformer.admit`).
 
 Notes: a restarted process must know the ROCs and indices of the moment it
 died, but reading every stream of every call to find the few that changed is
@@ -229,6 +230,7 @@ class SrtpTransformer:
         self._keys = keys
         self._rocs: dict[Direction, dict[int, int]] = {Direction.TX: {}, Direction.RX: {}}
         self._srtcp: dict[int, int] = {}  # SSRC -> the SRTCP index last read or restored (what we send)
+        self._restored = False  # restored from a document: a new SSRC may have sent SRTCP before
         self._index_at = spec.srtcp_index_at
         # Called when a packet shows that a ROC advanced or an SRTCP index is to be stored.
         self.note: Callable[[], None] | None = None
@@ -302,12 +304,20 @@ class SrtpTransformer:
         for ssrc, index in parsed:
             if not (0 <= ssrc <= 0xFFFFFFFF and 0 <= index <= srtp_roc.MAX_SRTCP_INDEX):
                 raise ValueError(f"malformed SRTCP indices: SSRC {ssrc} or index {index} out of range")
+        self._restored = True
         if not srtp_roc.SRTCP_INDEX:
             return
         for ssrc, index in parsed:
             start = min(index + SRTCP_MARGIN, srtp_roc.MAX_SRTCP_INDEX - 1)
             srtp_roc.set_srtcp_index(self._stream(Direction.TX, ssrc), ssrc, start)
             self._srtcp[ssrc] = start
+
+    def admit(self, ssrc: int) -> None:
+        """A new SSRC toward the peer (before its first packet): on a restored session, whose document
+        may not name it, its SRTCP index starts past the margin."""
+        if self._restored and ssrc not in self._srtcp and srtp_roc.SRTCP_INDEX:
+            srtp_roc.set_srtcp_index(self._stream(Direction.TX, ssrc), ssrc, SRTCP_MARGIN)
+            self._srtcp[ssrc] = SRTCP_MARGIN
 
     def restore_rocs(self, stored: dict[str, Any] | None) -> None:
         """Continue each stored stream at its ROC; ``ValueError`` if ``stored`` is malformed.

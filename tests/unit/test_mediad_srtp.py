@@ -455,6 +455,21 @@ def test_a_restored_sender_starts_its_srtcp_index_past_every_index_sent(impl, pr
     assert err.value.reason == "replay"
 
 
+@pytest.mark.parametrize("stored", [None, {str(SSRC): 3}])
+def test_an_ssrc_admitted_on_a_restored_session_starts_past_the_margin(impl, stored):
+    """The document may not name an SSRC admitted after its last write: it may have sent up to a block."""
+    from mediad.proto.srtp import SRTCP_MARGIN
+
+    keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    restored, fresh = impl(keys), impl(keys)
+    restored.restore_srtcp(stored)
+    for transformer in (restored, fresh):
+        transformer.admit(1234)
+    assert srtcp_index(AES_CM_128_HMAC_SHA1_80, restored.protect_rtcp(rtcp(1234))) == SRTCP_MARGIN + 1
+    assert srtcp_index(AES_CM_128_HMAC_SHA1_80, fresh.protect_rtcp(rtcp(1234))) == 1  # a new session: from 1
+    assert restored.srtcp_indices()["1234"] == SRTCP_MARGIN
+
+
 @pytest.mark.parametrize("stored", [{"x": 1}, {"1": -1}, {"1": 2**31}, [1], {str(2**32): 1}])
 def test_malformed_srtcp_indices_are_refused(stored):
     keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
