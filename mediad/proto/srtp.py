@@ -275,16 +275,19 @@ class SrtpTransformer:
 
     # -- SRTCP indices (RFC 3711 section 3.4) ------------------------------------------------
     def refresh_srtcp(self, tx_ssrcs: Iterable[int]) -> bool:
-        """Read the SRTCP index of each SSRC we send; True if one is new or advanced since the last call."""
+        """Read the SRTCP index of each SSRC we send; True if one reached a new :data:`SRTCP_BLOCK`
+        since the last call (what must be stored; an index below the first block need not be:
+        :meth:`admit` covers it)."""
         changed = False
         known = self._srtcp
         for ssrc in tx_ssrcs:
             index = srtp_roc.get_srtcp_index(self._tx, ssrc)
             if index is None:
-                index = 0  # no packet yet: stored at 0, so that a restore starts it past the margin
-            if index > known.get(ssrc, -1):
+                index = 0  # no packet yet
+            last = known.get(ssrc)
+            if last is None or index > last:
                 known[ssrc] = index
-                changed = True
+                changed |= index // SRTCP_BLOCK > (last or 0) // SRTCP_BLOCK
         return changed
 
     def srtcp_indices(self) -> dict[str, int]:

@@ -436,8 +436,7 @@ def test_a_restored_sender_starts_its_srtcp_index_past_every_index_sent(impl, pr
     before, peer = impl(keys), SrtpTransformer(peer_keys)
     for _ in range(5):
         peer.unprotect_rtcp(before.protect_rtcp(rtcp()))
-    assert before.refresh_srtcp([SSRC, 1234]) is True  # 1234: admitted, nothing sent yet: stored at 0
-    assert before.refresh_srtcp([SSRC, 1234]) is False
+    assert before.refresh_srtcp([SSRC, 1234]) is False  # read (1234: nothing sent yet), below the first block
     stored = before.srtcp_indices()
     assert stored == {str(SSRC): 5, "1234": 0}
     for _ in range(3):  # sent after the last write: covered by the margin
@@ -497,13 +496,19 @@ def test_a_wrap_is_noted_in_both_directions(impl):
     assert len(notes) == 2
 
 
-def test_every_srtcp_block_is_noted(impl):
+def test_every_srtcp_block_is_noted_and_asks_for_a_write(impl):
     from mediad.proto.srtp import SRTCP_BLOCK
 
     keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
     mine = impl(keys)
     notes = []
     mine.note = lambda: notes.append(1)
-    for _ in range(2 * SRTCP_BLOCK + 5):
+    for _ in range(SRTCP_BLOCK - 1):
         mine.protect_rtcp(rtcp())
-    assert len(notes) == 2
+    assert notes == [] and mine.refresh_srtcp([SSRC]) is False
+    mine.protect_rtcp(rtcp())
+    assert len(notes) == 1 and mine.refresh_srtcp([SSRC]) is True
+    assert mine.srtcp_indices() == {str(SSRC): SRTCP_BLOCK}
+    for _ in range(SRTCP_BLOCK + 5):
+        mine.protect_rtcp(rtcp())
+    assert len(notes) == 2 and mine.refresh_srtcp([SSRC]) is True and mine.refresh_srtcp([SSRC]) is False
