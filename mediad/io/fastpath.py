@@ -53,6 +53,13 @@ ring; :meth:`Engine.noted` reads what was written since its last call, so the
 daemon reads the SRTP state of those channels only (``mediad.proto.srtp``
 explains both signs).
 
+BUNDLE (RFC 9143): :class:`BundlePath` is the written-down decision of a
+transport -- its access socket and SRTP contexts, and the table of its
+m-lines (each stream's core sockets, MID, payload types; the SSRCs the
+demultiplexer learnt) -- and each stream on it has a :class:`StreamPath` for
+its core sockets whose ``via`` is the transport's (``fastpath.c`` says what
+C decides with them).
+
 Counters: C adds to a per-daemon block of integers (:class:`Engine`), which
 ``mediad.metrics`` adds to the Python counts at scrape time; the block has the
 same (side, direction, kind) packet/byte counts and drop reasons.
