@@ -19,6 +19,15 @@ benchmark-only key path in mediad.
   where mediad sends SRTP: the learned access peer); the generator sends plain
   RTP to the core port; the sink verifies with the server write key.
 
+With ``bundle`` (``python -m bench.run --bundle``) each dialog is a BUNDLE
+transport (RFC 9143) carrying two streams, as a WebRTC call's audio and video:
+one access port and one handshake per dialog, two core ports, and the
+generator's two streams of the dialog share the access port and the SRTP key
+under their own SSRCs, which the reserve announces (``a=ssrc``) so that the
+transport routes them from the first packet.  The MID header extension is
+not negotiated (the sink checks the packets' bytes; with it mediad would add
+the MID element toward the WIC).
+
 :func:`available` says whether the parts this needs exist in the tree, so the
 runner reports mediad as "not measured" instead of failing when they do not.
 """
@@ -38,6 +47,7 @@ from bench import procs
 from bench.dtls_peer import client_identity, handshake_all
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GEN_SSRC_BASE = 0x0E2A0000  # bench/gen/e2ae_gen.c: stream i sends SSRC ssrc_base + i
 ACCESS_PORTS = (54000, 56999)
 CORE_PORTS = (57000, 59999)
 
@@ -63,9 +73,10 @@ class MediadStream:
 
 
 class MediadUnderTest:
-    def __init__(self, workdir: str, cpu: int | None, packet_path: str = "native") -> None:
+    def __init__(self, workdir: str, cpu: int | None, packet_path: str = "native", bundle: bool = False) -> None:
         self.workdir = workdir
         self.packet_path = packet_path
+        self.bundle = bundle
         self.cpu = cpu
         self.redis_port = procs.free_udp_port()
         self.control_port = procs.free_tcp_port()
@@ -146,6 +157,28 @@ class MediadUnderTest:
         return (dialog, (stream.access.local_address, stream.access.local_port),
                 (stream.core.local_address, stream.core.local_port))
 
+    def reserve_bundle(self, peer: tuple[str, int], core_remote: tuple[str, int],
+                       ssrcs: tuple[int, int]) -> tuple[str, tuple[str, int], list[tuple[str, int]]]:
+        """One dialog, one transport with two streams (the WIC's SSRCs announced); (dialog, access, cores)."""
+        from iq import Command, Fingerprint, IqRequest, Role, Side, StreamSpec, TerminationSpec, TransportSpec
+
+        self.serial += 1
+        dialog = f"bench-{self.serial}-{secrets.token_hex(4)}"
+        transport = TransportSpec(0, remote_address=peer[0], remote_port=peer[1],
+                                  remote_fingerprints=[Fingerprint("sha-256", self.fingerprint)],
+                                  local_fingerprint_request=True, tls_role=Role.SERVER, notify_tls_failure=True)
+        streams = []
+        for n, ssrc in enumerate(ssrcs):
+            access = TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", rtcp_mux=True, payload_types=[0],
+                                     ssrcs=[ssrc])
+            core = TerminationSpec(Side.CORE, "RTP/AVP", remote_address=core_remote[0], remote_port=core_remote[1],
+                                   rtcp_mux=True)
+            streams.append(StreamSpec(n, "srtp", access, core, transport_id=0, mid=str(n)))
+        reply = self._request(IqRequest(Command.RESERVE, dialog, "t1", streams, transports=[transport]))
+        port = reply.transport(0)
+        cores = [(reply.stream(n).core.local_address, reply.stream(n).core.local_port) for n in range(len(ssrcs))]
+        return dialog, (port.local_address, port.local_port), cores
+
     def release(self, dialogs: list[str]) -> None:
         from iq import Command, IqRequest
 
@@ -163,6 +196,8 @@ class MediadUnderTest:
         before any handshake: the memory figure of reserved sessions.
         """
         peer = gen if direction == "srtp_rtp" else sink
+        if self.bundle:
+            return self._create_bundles(n, direction, peer, sink, on_reserved)
         reserved = [self.reserve(peer, sink) for _ in range(n)]
         if on_reserved is not None:
             on_reserved()
@@ -177,5 +212,25 @@ class MediadUnderTest:
         time.sleep(0.2)  # let mediad settle the established associations (events, Redis writes)
         return streams, {"handshakes": n, "seconds": seconds, "per_second": n / seconds if seconds else None}
 
+    def _create_bundles(self, n: int, direction: str, peer, sink, on_reserved) -> tuple[list[MediadStream], dict]:
+        """``n`` generator streams as ``n // 2`` dialogs of two bundled streams (the generator's SSRC of
+        stream i is its ``--ssrc-base`` + i)."""
+        dialogs = [self.reserve_bundle(peer, sink, (GEN_SSRC_BASE + 2 * d, GEN_SSRC_BASE + 2 * d + 1))
+                   for d in range(n // 2)]
+        if on_reserved is not None:
+            on_reserved()
+        keys, seconds = handshake_all(peer, [access for _, access, _ in dialogs], self.cert, self.key)
+        streams = []
+        for dialog, access, cores in dialogs:
+            material = keys[access]
+            for core in cores:
+                if direction == "srtp_rtp":
+                    streams.append(MediadStream(dialog, access, material.client_write.hex(), None))
+                else:
+                    streams.append(MediadStream(dialog, core, None, material.server_write.hex()))
+        time.sleep(0.2)
+        return streams, {"handshakes": len(dialogs), "seconds": seconds,
+                         "per_second": len(dialogs) / seconds if seconds else None}
+
     def delete_streams(self, streams: list[MediadStream]) -> None:
-        self.release([s.dialog for s in streams])
+        self.release(list(dict.fromkeys(s.dialog for s in streams)))

@@ -213,11 +213,12 @@ def lower_bound(report: dict, name: str, direction: str) -> bool:
 
 
 PACKET_PATH = "native"  # mediad's [mediad] packet_path for this run (--packet-path)
+BUNDLE = False  # mediad's streams on BUNDLE transports, two by two (--bundle)
 
 
 def start_system(name: str, workdir: str, cpu):
     system = (rtpengine.Rtpengine(workdir, cpu) if name == "rtpengine"
-              else mediad_side.MediadUnderTest(workdir, cpu, packet_path=PACKET_PATH))
+              else mediad_side.MediadUnderTest(workdir, cpu, packet_path=PACKET_PATH, bundle=BUNDLE))
     system.start()
     return system
 
@@ -487,7 +488,8 @@ def markdown(report: dict) -> str:
         f"{report['config']['streams']} streams of {report['config']['packet_bytes']}-byte RTP, "
         f"median of {report['config']['rounds']} interleaved round(s); a step passes with loss ≤ "
         f"{report['config']['max_loss'] * 100:g} % and p99 ≤ {report['config']['max_p99_ms']:g} ms. "
-        f"mediad's packet path: {report['config'].get('mediad_packet_path', 'native')}.", "",
+        f"mediad's packet path: {report['config'].get('mediad_packet_path', 'native')}"
+        f"{', its streams two by two on BUNDLE transports' if report['config'].get('mediad_bundle') else ''}.", "",
         "## Relay throughput", "",
         "| direction | system | pps | CPU s / Mpkt | p50 ms | p99 ms | mediad / rtpengine |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -571,6 +573,8 @@ def parse_args(argv):
     p.add_argument("--packet-path", choices=("native", "python"), default="native",
                    help="mediad's packet path (default native; python measures the Python relay)")
     p.add_argument("--streams", type=int, help="concurrent streams (default 500; smoke 10)")
+    p.add_argument("--bundle", action="store_true",
+                   help="mediad's streams two by two on BUNDLE transports (rtpengine's as always)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; smoke 1)")
     p.add_argument("--rates", help="comma-separated ramp of total packet rates")
     p.add_argument("--step-seconds", type=float, help="seconds per ramp step (default 3; smoke 1)")
@@ -611,8 +615,11 @@ def parse_args(argv):
     args.call_rounds = args.call_rounds or args.rounds
     if args.smoke and args.cpu_call_rate not in args.call_rate_list:
         args.cpu_call_rate = args.call_rate_list[0]
-    global PACKET_PATH
+    global PACKET_PATH, BUNDLE
     PACKET_PATH = args.packet_path
+    BUNDLE = args.bundle
+    if args.bundle and args.streams and args.streams % 2:
+        p.error("--bundle puts streams two by two on a transport: give an even --streams")
     if any(s not in SYSTEMS for s in args.system_list):
         p.error(f"systems are {', '.join(SYSTEMS)}")
     return args
@@ -634,7 +641,8 @@ def main(argv=None) -> int:
         "schema": SCHEMA, "started": started, "mode": "smoke" if args.smoke else "full", "machine": machine(),
         "config": {"streams": args.streams, "rounds": args.rounds, "rates": args.rate_list,
                    "step_seconds": args.step_seconds, "packet_bytes": 172, "max_loss": 0.001, "max_p99_ms": 20.0,
-                   "cpus": cpus, "memory_sessions": args.memory_sessions, "mediad_packet_path": args.packet_path},
+                   "cpus": cpus, "memory_sessions": args.memory_sessions, "mediad_packet_path": args.packet_path,
+                   "mediad_bundle": args.bundle},
         "systems": {}, "relay": {}, "ratio": {}, "handshakes": {}, "memory": {},
         "call_setup": {"status": "not measured",
                        "reason": "not selected (--memory-only)" if args.memory_only else "not selected (--no-call-setup)"},

@@ -69,7 +69,8 @@ from mediad.metrics import Metrics
 from mediad.pool import Heartbeat
 from mediad.io.ports import NoPortsError, PortPool
 from mediad.core.relay import FAILED, AccessChannel, CoreChannel
-from mediad.core.session import SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys, stored_rocs
+from mediad.core.session import (SUPPORTED_KINDS, AccessLeg, CoreLeg, Dialog, Stream, stored_keys, stored_rocs,
+                                 stored_srtcp)
 from mediad.redis_client import settings as redis_settings
 from mediad.redis_keys import Component
 from mediad.state import CERTIFICATE_KEY, StateError, StateStore, WriteBehind
@@ -81,7 +82,7 @@ log = logging.getLogger("mediad")
 RECENT_REPLIES = 4096
 REDIS_PING_INTERVAL = 5.0  # seconds between two pings behind e2ae_mediad_redis_up
 ROC_READ_SLICE = 32  # dialogs read between two turns of the loop (about 0.13 ms at 4.2 µs each)
-ROC_READ_PERIOD = 0.5  # seconds between two reads of the SRTP streams' rollover counters (docs/scaling.rst)
+ROC_READ_PERIOD = 0.1  # seconds between two looks at the noted SRTP contexts (docs/mediad.md "Restart")
 WRITE_GATHER = 0.01  # seconds an idle writer waits after a change before it takes its batch
 WRITE_RETRY_FIRST = 0.05  # seconds before a failed batch of dialog documents is sent again ...
 WRITE_RETRY_MAX = 1.0  # ... doubling up to this
@@ -117,6 +118,7 @@ class Daemon:
         self.locks = DialogLocks()
         self.heartbeat: Heartbeat | None = None  # registration in the pool ([mediad] node_id)
         self.heartbeat_task: asyncio.Task | None = None
+        self.srtp_noted: set[AccessChannel] = set()  # Python-path packets noted a wrap or an SRTCP block
 
     @staticmethod
     def _packet_path(choice: str) -> "fastpath.Engine | None":
@@ -132,9 +134,13 @@ class Daemon:
         return fastpath.Engine()
 
     async def open_channel(self, channel, sock) -> None:
-        """Start reading a channel's socket: natively for DTLS-SRTP over UDP, else asyncio's."""
+        """Start reading a channel's socket: natively for DTLS-SRTP over UDP, else asyncio's.
+
+        A stream on a BUNDLE transport has only its core channels here; their access side is the
+        transport's (:meth:`open_transport_channel`).
+        """
         stream = channel.stream
-        if self.engine is not None and stream.kind == "srtp" and stream.transport_id is None:
+        if self.engine is not None and stream.kind == "srtp":
             if stream.path is None:
                 stream.path = fastpath.StreamPath(self.engine, stream)
             rtcp = channel.component == "rtcp"
@@ -143,6 +149,17 @@ class Daemon:
             else:
                 which = fastpath.C_RTCP if rtcp else fastpath.C_RTP
             fastpath.FastTransport(self.loop, stream.path, which, channel, sock)
+        else:
+            await self.loop.create_datagram_endpoint(lambda: channel, sock=sock)
+
+    async def open_transport_channel(self, transport: Transport, sock) -> None:
+        """Start reading a BUNDLE transport's port: natively when the native path runs, else asyncio's."""
+        channel = transport.rtp
+        if self.engine is not None:
+            if transport.path is None:
+                transport.path = fastpath.BundlePath(self.engine, transport)
+            fastpath.FastTransport(self.loop, transport.path, fastpath.A_RTP, channel, sock)
+            transport.path.sync_members()
         else:
             await self.loop.create_datagram_endpoint(lambda: channel, sock=sock)
 
@@ -390,12 +407,12 @@ class Daemon:
                 tcp = offers_tcp(spec.remote_candidates)
                 socks = self.access_pool.allocate(1, tcp_too=tcp)
                 transport = Transport(dialog, spec)
-                channel = transport.rtp = TransportChannel(transport, socks[0].getsockname()[1], "rtp")
+                transport.rtp = TransportChannel(transport, socks[0].getsockname()[1], "rtp")
                 created.append(transport)
                 self.metrics.terminations["access"].inc()
-                await self.loop.create_datagram_endpoint(lambda channel=channel: channel, sock=socks[0])
+                await self.open_transport_channel(transport, socks[0])
                 if tcp:  # the passive ICE-TCP candidate on the same port number (RFC 6544)
-                    await listen_tcp(channel, socks[1])
+                    await listen_tcp(transport.rtp, socks[1])
         except BaseException:
             for transport in created:
                 self._close_transport(dialog, transport)
@@ -655,22 +672,44 @@ class Daemon:
                         for channel in transport.channels():
                             channel.check_consent()
 
+    def note_srtp(self, channel: AccessChannel) -> None:
+        """A Python-path packet of ``channel`` showed a wrap or an SRTCP block (``mediad.proto.srtp``)."""
+        self.srtp_noted.add(channel)
+
     async def _watch_rocs(self) -> None:
-        """Write a dialog's document again when one of its SRTP streams' ROC advanced.
+        """Write a dialog's document again when one of its SRTP streams' ROC or SRTCP index moved.
 
         RFC 3711 3.3.1: a stream's ROC advances when its sequence number wraps
-        (every 65536 packets).  A restored session must continue each stream at
-        its exact ROC (``mediad.proto.srtp``), so a wrap is stored within about
+        (every 65536 packets); a restored session must continue each stream at
+        its exact ROC and start its SRTCP index past what it sent
+        (``mediad.proto.srtp``).  The packets note the channels whose state moved
+        (the native path in its ring, ``fastpath.Engine.noted``; the Python path
+        through ``note_srtp``), so every ``ROC_READ_PERIOD`` only those are read:
+        nothing when nothing moved.  A wrap is stored within about
         ``ROC_READ_PERIOD`` + ``WRITE_GATHER`` s; only a process dying inside that
-        window after a wrap leaves a stale ROC behind (docs/scaling.rst).
+        window after a wrap leaves a stale ROC behind.  When the ring overflowed
+        (more notes in one period than it holds) every dialog is read, as before.
         """
         while True:
             await asyncio.sleep(ROC_READ_PERIOD)
-            for n, dialog in enumerate(list(self.dialogs.values()), 1):
-                if dialog.id in self.dialogs and self._rocs_advanced(dialog):
+            channels, self.srtp_noted = self.srtp_noted, set()
+            native = self.engine.noted() if self.engine is not None else []
+            if native is None:
+                await self._read_all_rocs()
+                continue
+            channels.update(native)
+            for channel in channels:
+                dialog = channel.leg.dialog
+                if self.dialogs.get(dialog.id) is dialog and channel.transport is not None \
+                        and channel.rocs_advanced():
                     self.changed(dialog)
-                if n % ROC_READ_SLICE == 0:
-                    await asyncio.sleep(0)  # the packets waiting on this loop go first
+
+    async def _read_all_rocs(self) -> None:
+        for n, dialog in enumerate(list(self.dialogs.values()), 1):
+            if dialog.id in self.dialogs and self._rocs_advanced(dialog):
+                self.changed(dialog)
+            if n % ROC_READ_SLICE == 0:
+                await asyncio.sleep(0)  # the packets waiting on this loop go first
 
     @staticmethod
     def _rocs_advanced(dialog: Dialog) -> bool:
@@ -916,12 +955,12 @@ class Daemon:
         transport = Transport(dialog, TransportSpec.from_dict(tdoc["spec"]), (tdoc["ice_ufrag"], tdoc["ice_pwd"]))
         port = int(tdoc["port"])
         sock = self.access_pool.claim(port)
-        channel = transport.rtp = TransportChannel(transport, port, "rtp")
+        transport.rtp = TransportChannel(transport, port, "rtp")
         dialog.transports[transport.transport_id] = transport
         self.metrics.terminations["access"].inc()
-        await self.loop.create_datagram_endpoint(lambda: channel, sock=sock)
+        await self.open_transport_channel(transport, sock)
         if offers_tcp(transport.spec.remote_candidates):  # listen again: the WIC reconnects
-            await listen_tcp(channel, self.access_pool.bind_tcp(port))
+            await listen_tcp(transport.rtp, self.access_pool.bind_tcp(port))
         transport.restore(tdoc)
 
     async def _restore_access(self, stream: Stream, adoc: dict[str, Any]) -> None:
@@ -946,7 +985,7 @@ class Daemon:
             peer = tuple(cdoc["peer"]) if cdoc.get("peer") else None
             keys = stored_keys(cdoc)
             if keys is not None:
-                channel.restore(keys, peer, stored_rocs(cdoc))
+                channel.restore(keys, peer, stored_rocs(cdoc), stored_srtcp(cdoc))
             elif cdoc.get("state") == FAILED:
                 channel.failure, channel.peer = cdoc.get("failure") or "protocol_error", peer
 

@@ -233,9 +233,18 @@ class AccessChannel(Channel):
         self.owner.changed(self.leg.dialog)
 
     def new_srtp(self, keys):
-        """SRTP contexts for ``keys``: shared with the native path when the stream has one."""
+        """SRTP contexts for ``keys``: shared with the native path when the stream has one.
+
+        Their packets note a ROC that advanced or an SRTCP index to store
+        (``mediad.proto.srtp``): the daemon then reads this channel's.
+        """
         path = self.leg.path
-        return path.new_srtp(keys) if path is not None else SrtpTransformer(keys)
+        srtp = path.new_srtp(keys) if path is not None else SrtpTransformer(keys)
+        srtp.note = self.noted
+        return srtp
+
+    def noted(self) -> None:
+        self.owner.note_srtp(self)
 
     def handle_event(self, event) -> None:
         """A DTLS event the termination acted on; application data is UDPTL (T.38, RFC 7345)."""
@@ -362,9 +371,10 @@ class AccessChannel(Channel):
         self.consent_timer = None
         self.term.timer_expired(Timer.CONSENT, self.loop.time())
 
-    def restore(self, keys, peer, rocs=None) -> None:
-        """Continue an association from stored SRTP keys and rollover counters (restart: no new handshake)."""
-        self.term.restore(keys, peer, rocs)
+    def restore(self, keys, peer, rocs=None, srtcp=None) -> None:
+        """Continue an association from stored SRTP keys, rollover counters and SRTCP indices (restart:
+        no new handshake)."""
+        self.term.restore(keys, peer, rocs, srtcp)
 
     def known_ssrcs(self) -> tuple[set[int], set[int]]:
         """The SSRCs the SRTP session protects toward the peer, and those it heard or was told of."""
@@ -384,10 +394,21 @@ class AccessChannel(Channel):
         srtp.refresh_rocs(*self.known_ssrcs())
         return srtp.rocs()
 
-    def rocs_advanced(self) -> bool:
-        """Did a stream's ROC advance since the last read (a sequence-number wrap)?"""
+    def srtcp_indices(self) -> dict[str, int] | None:
+        """The SRTCP index of each SSRC sent, to store with the keys (read now); None: no SRTP."""
         srtp = self.srtp
-        return srtp is not None and srtp.refresh_rocs(*self.known_ssrcs())
+        if srtp is None:
+            return None
+        srtp.refresh_srtcp(self.known_ssrcs()[0])
+        return srtp.srtcp_indices()
+
+    def rocs_advanced(self) -> bool:
+        """Did a stream's ROC advance (a sequence-number wrap), or an SRTCP index, since the last read?"""
+        srtp = self.srtp
+        if srtp is None:
+            return False
+        tx, rx = self.known_ssrcs()
+        return srtp.refresh_rocs(tx, rx) | srtp.refresh_srtcp(tx)
 
     def reset(self) -> None:
         """A new association is asked for: the old one's close_notify goes to the peer."""

@@ -152,6 +152,7 @@ class AccessLeg:
                     "peer": list(c.peer) if c.peer and type(c.peer) is tuple else None,
                     "srtp_keys": c.keys.to_dict() if c.keys is not None else None,
                     "srtp_rocs": c.srtp_rocs(),
+                    "srtcp_index": c.srtcp_indices(),
                 }
                 for c in self.channels()
             },
@@ -353,7 +354,8 @@ class Dialog:
     def traffic(self) -> int:
         """Authenticated packets received on the access side so far (both packet paths)."""
         return sum(stream.traffic() for stream in self.streams.values()) + sum(
-            transport.rtp.received for transport in self.transports.values() if transport.rtp is not None)
+            transport.rtp.received + (transport.path.access_received() if transport.path is not None else 0)
+            for transport in self.transports.values() if transport.rtp is not None)
 
     def active(self) -> bool:
         """Has access traffic come since the last refresh?"""
@@ -418,3 +420,8 @@ def stored_keys(channel_doc: dict[str, Any]) -> SrtpKeys | None:
 def stored_rocs(channel_doc: dict[str, Any]) -> dict[str, Any] | None:
     """The channel's SRTP rollover counters by direction and SSRC (absent in older documents: ROC 0)."""
     return channel_doc.get("srtp_rocs")
+
+
+def stored_srtcp(channel_doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The SRTCP index of each SSRC the channel sent (absent in older documents: they restart at 1)."""
+    return channel_doc.get("srtcp_index")

@@ -346,11 +346,15 @@ class AccessTermination:
         return out
 
     def admit_ssrc(self, ssrc: int) -> bool:
-        """A new SSRC toward the peer: each costs libsrtp a stream until the session ends; capped."""
+        """A new SSRC toward the peer: each costs libsrtp a stream until the session ends; capped.
+
+        On a restored session its SRTCP index starts past the margin (``SrtpTransformer.admit``).
+        """
         if len(self.ssrcs) >= self.max_ssrcs:
             self.dropped("too_many_ssrcs")
             return False
         self.ssrcs.add(ssrc)
+        self.srtp.admit(ssrc)
         self.shell.route_changed()
         return True
 
@@ -516,13 +520,17 @@ class AccessTermination:
                 self.set_dest(None)  # the next packet runs the full check (drop, report once)
 
     # -- from the ALG and from storage ----------------------------------------------------
-    def restore(self, keys: SrtpKeys, peer: tuple[str, int] | None, rocs: dict[str, Any] | None = None) -> None:
-        """Continue an association from stored SRTP keys and rollover counters (restart: no new handshake)."""
+    def restore(self, keys: SrtpKeys, peer: tuple[str, int] | None, rocs: dict[str, Any] | None = None,
+                srtcp: dict[str, Any] | None = None) -> None:
+        """Continue an association from stored SRTP keys, rollover counters and SRTCP indices (restart:
+        no new handshake)."""
         srtp = self.shell.new_srtp(keys)
         srtp.restore_rocs(rocs)  # before its first packet (ValueError: a malformed document)
+        srtp.restore_srtcp(srtcp)
         self._transition(Input.RESTORE)
         self.keys = keys
         self.set_srtp(srtp)
+        self.ssrcs.update(int(ssrc) for ssrc in (srtcp or {}))  # admitted before: their indices go on
         self.set_peer(peer)
 
     def restore_failure(self, reason: str) -> None:

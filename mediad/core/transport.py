@@ -41,8 +41,10 @@ association for its ``sctp`` stream) on the same port; ``ice_restart`` gives
 the transport new local ICE credentials, keeps the selected address until a
 check with the new ones comes (RFC 8445 section 9) and the port.
 
-The transport's packets stay on the Python packet path (``docs/mediad.md``
-says why); its streams' core ports too.
+On the native packet path (``mediad.io.fastpath.BundlePath``) C repeats the
+demultiplexer's decisions for SRTP of a learnt SSRC and for the core ports'
+RTP/RTCP of SSRCs a stream already sends; :meth:`Transport.rebuild` writes the
+tables down again, and whatever C does not know comes here.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class TransportChannel(AccessChannel):
     def known_ssrcs(self) -> tuple[set[int], set[int]]:
         """The SSRCs sent toward the WIC on the transport's streams, and those the demultiplexer knows."""
         transport = self.leg
-        tx: set[int] = set()
+        tx: set[int] = set(self.ssrcs)  # admitted by the SRTP session (RTP and RTCP senders)
         for leg in transport.legs.values():
             if isinstance(leg, BundledLeg):
                 tx.update(leg.sent)
@@ -169,7 +171,7 @@ class Transport(AccessLeg):
     """One access transport of a dialog and the streams it carries (see the module docstring)."""
 
     stream = None  # a transport carries several: :attr:`streams`
-    path = None  # the Python packet path
+    path = None  # mediad.io.fastpath.BundlePath on the native packet path; None: the Python one
     over_tcp = False
     dtls_srtp = True  # use_srtp is negotiated even for a data-only bundle (as SctpAccessChannel does)
 
@@ -215,6 +217,8 @@ class Transport(AccessLeg):
                           sending=tuple(leg.stream.core.spec.ssrcs) if leg.stream.core is not None else ())
              for stream_id, leg in self.legs.items() if isinstance(leg, BundledLeg)],
             self.spec.mid_extension_id)
+        if self.path is not None:
+            self.path.sync_members()
 
     def sctp_leg(self) -> "BundledSctpLeg | None":
         for leg in self.legs.values():
@@ -319,6 +323,7 @@ class Transport(AccessLeg):
             "peer": list(channel.peer) if channel.peer else None,
             "srtp_keys": channel.keys.to_dict() if channel.keys is not None else None,
             "srtp_rocs": channel.srtp_rocs(),
+            "srtcp_index": channel.srtcp_indices(),
             "learnt": {str(ssrc): key for ssrc, key in self.demux.incoming.items()},
         }
 
@@ -329,7 +334,7 @@ class Transport(AccessLeg):
         channel.role = Role(doc["role"]) if doc.get("role") else None
         peer = tuple(doc["peer"]) if doc.get("peer") else None
         if doc.get("srtp_keys"):
-            channel.restore(SrtpKeys.from_dict(doc["srtp_keys"]), peer, doc.get("srtp_rocs"))
+            channel.restore(SrtpKeys.from_dict(doc["srtp_keys"]), peer, doc.get("srtp_rocs"), doc.get("srtcp_index"))
         elif doc.get("state") == "failed":
             channel.failure, channel.peer = doc.get("failure") or "protocol_error", peer
         for ssrc, key in (doc.get("learnt") or {}).items():

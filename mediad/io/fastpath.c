@@ -21,6 +21,29 @@
  * here.  One thread calls in at a time (the daemon's event loop); the receive
  * buffers are per thread.  Counters are plain integers in a block owned by the
  * daemon's metrics (indices below).
+ *
+ * Notes (RFC 3711 3.3.1, 3.4): a restarted mediad must continue each SRTP
+ * stream at its rollover counter and past its SRTCP index, so Python stores
+ * them; rather than have Python read every stream to find the few that moved,
+ * a packet that shows a move writes (stream, channel) into a ring Python
+ * reads (mediad.proto.srtp explains the two signs: a sequence number whose
+ * top bit clears, per SSRC; an SRTCP index that is a multiple of
+ * E2AE_SRTCP_BLOCK).  One compare per packet; nothing when nothing moved.
+ *
+ * BUNDLE (RFC 9143): a transport is an e2ae_stream too, with only its access
+ * socket (A_RTP, RTCP muxed) and an e2ae_bundle: the m-lines it carries
+ * (member streams, their MIDs and payload types) and the incoming SSRC ->
+ * member table Python's BundleDemux has learnt.  Access -> core: an SRTP
+ * packet whose SSRC the table knows, with one of the member's payload types
+ * and no MID header extension naming another member (the header extension is
+ * in clear, RFC 3711 3.1: checked before the packet is unprotected), goes out
+ * of the member's core port; anything else, SRTCP included (split per stream
+ * by Python), is Python's.  Core -> access: a member stream's core sockets
+ * are its own e2ae_stream whose "via" is the transport: an SSRC the member
+ * already sends (BundledLeg.sent) is stamped with the member's MID element
+ * when the packet has no header extension yet (mediad.proto.bundle_demux.MidStamp),
+ * protected with the transport's session and sent from the transport's port;
+ * a packet with an extension of its own goes to Python, which merges it.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -40,7 +63,8 @@ static srtp_transform srtp_protect, srtp_unprotect, srtp_protect_rtcp, srtp_unpr
 
 #define E2AE_BATCH 32
 #define E2AE_MAX_RECV 4096 /* larger datagrams are dropped as malformed (media over UDP stays under the MTU) */
-#define E2AE_BUFSZ (E2AE_MAX_RECV + SRTP_MAX_TRAILER)
+#define E2AE_MAX_STAMP 264 /* a MID element's extension block: 4 + 2 + 255 bytes, padded */
+#define E2AE_BUFSZ (E2AE_MAX_RECV + E2AE_MAX_STAMP + SRTP_MAX_TRAILER)
 
 /* which channel of a stream a socket belongs to */
 enum { E2AE_A_RTP = 0, E2AE_A_RTCP = 1, E2AE_C_RTP = 2, E2AE_C_RTCP = 3 };
@@ -54,6 +78,39 @@ enum {
 };
 
 #define E2AE_MAX_SSRCS 64 /* [mediad] max_ssrcs is at most this */
+#define E2AE_RING 256     /* notes Python reads per period; more: Python reads every stream */
+#define E2AE_SRTCP_BLOCK 1024 /* mediad.proto.srtp.SRTCP_BLOCK */
+
+typedef struct {
+    void *stream; /* the e2ae_stream */
+    int which;    /* its access channel */
+} e2ae_note;
+
+typedef struct {
+    uint64_t head; /* notes written so far; Python keeps how many it read */
+    e2ae_note notes[E2AE_RING];
+} e2ae_ring;
+
+#define E2AE_MAX_MEMBERS 32 /* m-lines of one transport carried here; more: Python routes the rest */
+#define E2AE_MAX_MID 32     /* longer MIDs: Python */
+
+typedef struct {
+    uint32_t ssrc;
+    int member;      /* index into e2ae_bundle.member */
+    int mid_seq;     /* sequence number of the last MID element seen for this SSRC here; -1: none */
+    uint8_t top;     /* the top bit of its last sequence number (wraps) */
+} e2ae_route;
+
+typedef struct {
+    int mid_ext;     /* the MID header extension's id (RFC 9143 15.2); 0: not negotiated */
+    int nmember;
+    void *member[E2AE_MAX_MEMBERS];           /* the member stream's e2ae_stream (its core sockets) */
+    unsigned char mid[E2AE_MAX_MEMBERS][E2AE_MAX_MID];
+    int mid_len[E2AE_MAX_MEMBERS];            /* 0: no MID */
+    uint8_t pts[E2AE_MAX_MEMBERS][16];        /* payload types the WIC sends on it, a bit each */
+    int nroute;
+    e2ae_route route[E2AE_MAX_SSRCS];
+} e2ae_bundle;
 
 typedef struct {
     int ok;
@@ -64,6 +121,7 @@ typedef struct {
 typedef struct {
     void *tx; /* srtp_t of pylibsrtp's outbound session */
     void *rx; /* srtp_t of its inbound session */
+    int srtcp_index_at; /* bytes from the end of a protected SRTCP packet to its E flag and index */
 } e2ae_srtp;
 
 typedef struct {
@@ -79,6 +137,15 @@ typedef struct {
     uint32_t ssrc[2][E2AE_MAX_SSRCS];
     int nheard[2];        /* per access channel: the SSRCs of RTP authenticated from the peer, for Python */
     uint32_t heard[2][E2AE_MAX_SSRCS]; /* to read their rollover counters (RFC 3711 3.3.1); C appends */
+    uint8_t heard_top[2][E2AE_MAX_SSRCS]; /* the top bit of each heard SSRC's last sequence number */
+    uint8_t ssrc_top[2][E2AE_MAX_SSRCS];  /* the same for the SSRCs sent (Python keeps them on a rewrite) */
+    e2ae_ring *ring;
+    e2ae_bundle *bundle;  /* a BUNDLE transport: its streams (NULL: a stream of its own) */
+    void *via;            /* a stream on a transport: the transport's e2ae_stream (its access side) */
+    int nsent;            /* a stream on a transport: the SSRCs it already sends toward the WIC */
+    uint32_t sent[E2AE_MAX_SSRCS];
+    int stamp_len;        /* its MID element as a whole extension block (0: none) */
+    unsigned char stamp[E2AE_MAX_STAMP];
     uint64_t access_rx;   /* authenticated access packets relayed here (the dialog's expiry) */
     uint64_t *counters;
     uint64_t relayed[2];  /* packets taken in for relay from access, from the core (this stream) */
@@ -129,25 +196,49 @@ static int same_host(const struct sockaddr_storage *src, const e2ae_addr *a) {
     return memcmp(&((const struct sockaddr_in6 *)src)->sin6_addr, &((const struct sockaddr_in6 *)&a->sa)->sin6_addr, 16) == 0;
 }
 
+/* The index of the SSRC at p among those the channel's session protects; -1: not admitted. */
 static int known_ssrc(const e2ae_stream *s, int target, const unsigned char *p) {
     uint32_t ssrc = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
     int i;
     for (i = 0; i < s->nssrc[target]; i++)
         if (s->ssrc[target][i] == ssrc)
-            return 1;
-    return 0;
+            return i;
+    return -1;
 }
 
-/* Remember an authenticated RTP packet's SSRC (the first E2AE_MAX_SSRCS of a session). */
-static void hear_ssrc(e2ae_stream *s, int which, const unsigned char *p) {
+static void note(e2ae_stream *s, int which) {
+    e2ae_ring *r = s->ring;
+    e2ae_note *n = &r->notes[r->head % E2AE_RING];
+    n->stream = s;
+    n->which = which;
+    r->head++;
+}
+
+/* A sequence number's top bit, against the SSRC's last one: clearing is a wrap (the ROC moved). */
+static void watch_seq(e2ae_stream *s, int which, uint8_t *top, const unsigned char *rtp) {
+    uint8_t now = rtp[2] >> 7;
+    if (*top != now) {
+        *top = now;
+        if (!now)
+            note(s, which);
+    }
+}
+
+/* Remember an authenticated RTP packet's SSRC (the first E2AE_MAX_SSRCS of a session); watch its wraps. */
+static void hear_ssrc(e2ae_stream *s, int which, const unsigned char *rtp) {
+    const unsigned char *p = rtp + 8;
     uint32_t ssrc = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
     int i, n = s->nheard[which];
     for (i = 0; i < n; i++)
-        if (s->heard[which][i] == ssrc)
+        if (s->heard[which][i] == ssrc) {
+            watch_seq(s, which, &s->heard_top[which][i], rtp);
             return;
+        }
     if (n < E2AE_MAX_SSRCS) {
         s->heard[which][n] = ssrc;
+        s->heard_top[which][n] = 2; /* unknown: the first packet in the lower half is noted */
         s->nheard[which] = n + 1;
+        watch_seq(s, which, &s->heard_top[which][n], rtp);
     }
 }
 
@@ -197,6 +288,118 @@ static void send_on(uint64_t *c, int fd, const e2ae_addr *dest, unsigned char *b
     c[counter + 1] += (uint64_t)len;
 }
 
+static uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The member named by the MID element of an RTP packet's header extension (RFC 8285 4, RFC 9143 15.2):
+ * >= 0 a member, -1 no MID element, -2 anything else (malformed, unknown, an id of 15): Python decides. */
+static int mid_member(const e2ae_bundle *b, const unsigned char *p, int len) {
+    int start = 12 + 4 * (p[0] & 0x0F), i, end, profile, k;
+    const unsigned char *mid = NULL;
+    int mid_len = 0;
+    if (start + 4 > len)
+        return -2;
+    profile = p[start] << 8 | p[start + 1];
+    end = start + 4 + 4 * (p[start + 2] << 8 | p[start + 3]);
+    if (end > len)
+        return -2;
+    i = start + 4;
+    if (profile == 0xBEDE) {
+        while (i < end) {
+            int ident, n;
+            if (p[i] == 0) {
+                i++;
+                continue;
+            }
+            ident = p[i] >> 4;
+            n = (p[i] & 0x0F) + 1;
+            if (ident == 15 || i + 1 + n > end)
+                return -2;
+            if (ident == b->mid_ext) {
+                mid = p + i + 1;
+                mid_len = n;
+                break;
+            }
+            i += 1 + n;
+        }
+    } else if ((profile & 0xFFF0) == 0x1000) {
+        while (i < end) {
+            int n;
+            if (p[i] == 0) {
+                i++;
+                continue;
+            }
+            if (i + 2 > end || i + 2 + p[i + 1] > end)
+                return -2;
+            n = p[i + 1];
+            if (p[i] == b->mid_ext) {
+                mid = p + i + 2;
+                mid_len = n;
+                break;
+            }
+            i += 2 + n;
+        }
+    }
+    if (mid == NULL)
+        return -1;
+    for (k = 0; k < b->nmember; k++)
+        if (b->mid_len[k] == mid_len && memcmp(b->mid[k], mid, (size_t)mid_len) == 0)
+            return k;
+    return -2;
+}
+
+/* An SRTP packet on a BUNDLE transport (see the top of the file); 1: handled, 0: Python's. */
+static int from_access_bundle(e2ae_stream *s, unsigned char *buf, int len, const struct sockaddr_storage *src) {
+    e2ae_bundle *b = s->bundle;
+    e2ae_srtp *srtp = s->srtp[E2AE_A_RTP];
+    uint64_t *c = s->counters;
+    e2ae_route *r = NULL;
+    e2ae_stream *m;
+    uint32_t ssrc;
+    int i, pt, mid = -1, n, st, seq;
+    if (srtp == NULL || len < 12 || buf[0] < 128 || buf[0] > 191 || (buf[1] >= 192 && buf[1] <= 223))
+        return 0;
+    if (s->check_peer && !same_addr(src, &s->peer[E2AE_A_RTP]))
+        return 0;
+    ssrc = be32(buf + 8);
+    for (i = 0; i < b->nroute; i++)
+        if (b->route[i].ssrc == ssrc) {
+            r = &b->route[i];
+            break;
+        }
+    if (r == NULL)
+        return 0; /* not learnt yet: Python's BundleDemux (MID, payload type) */
+    pt = buf[1] & 0x7F;
+    if (!(b->pts[r->member][pt >> 3] & (1 << (pt & 7))))
+        return 0;
+    if ((buf[0] & 0x10) && b->mid_ext) {
+        mid = mid_member(b, buf, len);
+        if (mid == -2 || (mid >= 0 && mid != r->member))
+            return 0;
+    }
+    m = (e2ae_stream *)b->member[r->member];
+    if (m->fd[E2AE_C_RTP] < 0 || !m->dest[E2AE_C_RTP].ok)
+        return 0;
+    seq = buf[2] << 8 | buf[3];
+    n = len;
+    st = srtp_unprotect(srtp->rx, buf, &n);
+    if (st != SRTP_OK) {
+        count_drop(c, st);
+        return 1;
+    }
+    if (mid >= 0 && (r->mid_seq < 0 || ((seq - r->mid_seq) & 0xFFFF) < 0x8000))
+        r->mid_seq = seq; /* RFC 7941 4.2.6: BundleDemux reads it before its next MID update */
+    watch_seq(s, E2AE_A_RTP, &r->top, buf);
+    s->access_rx++;
+    c[E2AE_SIDE_ACCESS + E2AE_IN + E2AE_RTP]++;
+    c[E2AE_SIDE_ACCESS + E2AE_IN + E2AE_RTP + 1] += (uint64_t)len;
+    c[E2AE_FAST_PACKETS]++;
+    m->relayed[0]++;
+    send_on(c, m->fd[E2AE_C_RTP], &m->dest[E2AE_C_RTP], buf, n, E2AE_SIDE_CORE + E2AE_OUT + E2AE_RTP);
+    return 1;
+}
+
 /* 1: handled here (relayed or dropped and counted); 0: Python takes it */
 static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, const struct sockaddr_storage *src) {
     uint64_t *c = s->counters;
@@ -204,6 +407,8 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
     const e2ae_addr *dest;
     e2ae_srtp *srtp = s->srtp[which];
     int st;
+    if (s->bundle != NULL)
+        return from_access_bundle(s, buf, len, src);
     if (srtp == NULL || len < 12 || buf[0] < 128 || buf[0] > 191)
         return 0;
     is_rtcp = buf[1] >= 192 && buf[1] <= 223;
@@ -227,7 +432,7 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
         return 1;
     }
     if (!is_rtcp)
-        hear_ssrc(s, which, buf + 8);
+        hear_ssrc(s, which, buf);
     kind = is_rtcp ? E2AE_RTCP : E2AE_RTP;
     s->access_rx++;
     c[E2AE_SIDE_ACCESS + E2AE_IN + kind]++;
@@ -238,18 +443,40 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
     return 1;
 }
 
+/* Is the SSRC at p one the stream on a transport already sends (RFC 9143 9.1: Python admits a new one)? */
+static int sends(const e2ae_stream *s, const unsigned char *p) {
+    uint32_t ssrc = be32(p);
+    int i;
+    for (i = 0; i < s->nsent; i++)
+        if (s->sent[i] == ssrc)
+            return 1;
+    return 0;
+}
+
+/* Insert the stream's MID block into an RTP packet without a header extension; the new length, or -1. */
+static int stamp_mid(const e2ae_stream *s, unsigned char *buf, int len) {
+    int start = 12 + 4 * (buf[0] & 0x0F);
+    if (buf[0] & 0x10 || start > len)
+        return -1; /* an extension of its own: Python merges the element into it */
+    memmove(buf + start + s->stamp_len, buf + start, (size_t)(len - start));
+    memcpy(buf + start, s->stamp, (size_t)s->stamp_len);
+    buf[0] |= 0x10;
+    return len + s->stamp_len;
+}
+
 static int from_core(e2ae_stream *s, int which, unsigned char *buf, int len, const struct sockaddr_storage *src) {
     uint64_t *c = s->counters;
-    int is_rtp, target, n, kind;
+    int is_rtp, target, n, kind, known, size = len;
     const e2ae_addr *from = &s->core_src[which - E2AE_C_RTP];
+    e2ae_stream *a = s->via != NULL ? (e2ae_stream *)s->via : s; /* whose access side: a transport's, or its own */
     e2ae_srtp *srtp;
     int st;
     if (s->core_latching || !from->ok || len < 12 || buf[0] < 128 || buf[0] > 191)
         return 0;
     is_rtp = which == E2AE_C_RTP && !(buf[1] >= 192 && buf[1] <= 223);
-    target = (is_rtp || s->fd[E2AE_A_RTCP] < 0) ? E2AE_A_RTP : E2AE_A_RTCP;
-    srtp = s->srtp[target];
-    if (srtp == NULL || s->fd[target] < 0 || !s->dest[target].ok)
+    target = (is_rtp || a->fd[E2AE_A_RTCP] < 0) ? E2AE_A_RTP : E2AE_A_RTCP;
+    srtp = a->srtp[target];
+    if (srtp == NULL || a->fd[target] < 0 || !a->dest[target].ok)
         return 0;
     if (!is_rtp && !rtcp_is_valid(buf, len)) {
         c[E2AE_DROP_MALFORMED]++; /* plain RTCP is unauthenticated: check its form */
@@ -259,11 +486,18 @@ static int from_core(e2ae_stream *s, int which, unsigned char *buf, int len, con
         c[E2AE_DROP_WRONG_SOURCE]++; /* not the core's address (nor the latched source) */
         return 1;
     }
-    if (!known_ssrc(s, target, buf + (is_rtp ? 8 : 4)))
+    known = known_ssrc(a, target, buf + (is_rtp ? 8 : 4));
+    if (known < 0)
         return 0; /* a new SSRC: Python admits it (up to max_ssrcs) or drops it */
+    if (s->via != NULL && is_rtp) {
+        if (!sends(s, buf + 8))
+            return 0;
+        if (s->stamp_len > 0 && (len = stamp_mid(s, buf, len)) < 0)
+            return 0;
+    }
     kind = is_rtp ? E2AE_RTP : E2AE_RTCP;
     c[E2AE_SIDE_CORE + E2AE_IN + kind]++;
-    c[E2AE_SIDE_CORE + E2AE_IN + kind + 1] += (uint64_t)len;
+    c[E2AE_SIDE_CORE + E2AE_IN + kind + 1] += (uint64_t)size;
     s->relayed[1]++;
     n = len;
     st = is_rtp ? srtp_protect(srtp->tx, buf, &n) : srtp_protect_rtcp(srtp->tx, buf, &n);
@@ -271,8 +505,15 @@ static int from_core(e2ae_stream *s, int which, unsigned char *buf, int len, con
         count_drop(c, st);
         return 1;
     }
+    if (is_rtp) {
+        watch_seq(a, target, &a->ssrc_top[target][known], buf);
+    } else if (srtp->srtcp_index_at > 0 && n >= srtp->srtcp_index_at) {
+        const unsigned char *q = buf + n - srtp->srtcp_index_at;
+        if (!(((uint32_t)q[2] << 8 | q[3]) & (E2AE_SRTCP_BLOCK - 1)))
+            note(a, target); /* store this SRTCP index */
+    }
     c[E2AE_FAST_PACKETS]++;
-    send_on(c, s->fd[target], &s->dest[target], buf, n, E2AE_SIDE_ACCESS + E2AE_OUT + kind);
+    send_on(c, a->fd[target], &a->dest[target], buf, n, E2AE_SIDE_ACCESS + E2AE_OUT + kind);
     return 1;
 }
 

@@ -46,7 +46,19 @@ Rollover counters: C appends the SSRC of each RTP packet it authenticates from
 access to a per-channel list (``heard``, up to ``E2AE_MAX_SSRCS``: one compare
 per SSRC already heard, a packet carries one); Python reads it to know whose
 ROC to keep (``mediad.proto.srtp``).  Toward access the SSRCs are the admitted
-ones Python already knows.
+ones Python already knows.  When a packet shows that a ROC advanced (its
+sequence number's top bit cleared) or that an SRTCP index is to be stored (a
+multiple of ``SRTCP_BLOCK``), C writes (stream, channel) into the engine's
+ring; :meth:`Engine.noted` reads what was written since its last call, so the
+daemon reads the SRTP state of those channels only (``mediad.proto.srtp``
+explains both signs).
+
+BUNDLE (RFC 9143): :class:`BundlePath` is the written-down decision of a
+transport -- its access socket and SRTP contexts, and the table of its
+m-lines (each stream's core sockets, MID, payload types; the SSRCs the
+demultiplexer learnt) -- and each stream on it has a :class:`StreamPath` for
+its core sockets whose ``via`` is the transport's (``fastpath.c`` says what
+C decides with them).
 
 Counters: C adds to a per-daemon block of integers (:class:`Engine`), which
 ``mediad.metrics`` adds to the Python counts at scrape time; the block has the
@@ -58,6 +70,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from pylibsrtp._binding import ffi as _srtp_ffi, lib as _srtp_lib
@@ -102,6 +115,28 @@ class Engine:
             raise RuntimeError("the native packet path is not built (python -m mediad.io.fastpath_build)")
         self.counters = ffi.new("uint64_t[]", lib.E2AE_COUNTERS)
         self.slow = ffi.new("e2ae_pkt[]", lib.E2AE_BATCH)
+        self.ring = ffi.new("e2ae_ring *")
+        self.read = 0  # notes of the ring read so far
+        self.paths: weakref.WeakValueDictionary[int, StreamPath] = weakref.WeakValueDictionary()
+
+    def noted(self) -> "list[Channel] | None":
+        """The access channels C noted since the last call (a wrap, an SRTCP block); None: the ring overflowed."""
+        head = int(self.ring.head)
+        read, self.read = self.read, head
+        if head == read:
+            return []
+        if head - read > lib.E2AE_RING:
+            return None
+        channels = []
+        notes, paths = self.ring.notes, self.paths
+        for i in range(read, head):
+            entry = notes[i % lib.E2AE_RING]
+            path = paths.get(int(ffi.cast("uintptr_t", entry.stream)))
+            if path is not None:
+                channel = path.channels[entry.which]
+                if channel is not None:
+                    channels.append(channel)
+        return channels
 
     def traffic(self, key: tuple[str, str, str]) -> tuple[int, int]:
         index = TRAFFIC_INDEX.get(key)
@@ -130,6 +165,7 @@ class FastSrtp(SrtpTransformer):
         self.ptr = ffi.new("e2ae_srtp *")
         self.ptr.tx = ffi.cast("void *", int(_srtp_ffi.cast("uintptr_t", self._tx._srtp[0])))
         self.ptr.rx = ffi.cast("void *", int(_srtp_ffi.cast("uintptr_t", self._rx._srtp[0])))
+        self.ptr.srtcp_index_at = self._index_at
 
     def __repr__(self) -> str:
         return f"FastSrtp(profile={self.profile!r})"
@@ -158,11 +194,18 @@ class StreamPath:
         for i in range(4):
             self.ctx.fd[i] = -1
         self.ctx.counters = engine.counters
+        self.ctx.ring = engine.ring
+        engine.paths[int(ffi.cast("uintptr_t", self.ctx))] = self
         self.fds: list[int] = [-1, -1, -1, -1]
         self.srtp: list[Any] = [None, None]  # keeps installed contexts alive while C holds them
         self.addrs: list[Any] = [None] * 8  # dest[0..3], peer[0..1], core_src[0..1] as last written
         self.ssrcs: list[Any] = [None, None]  # the SSRC sets as last written (identity and size)
         self.channels: list["Channel | None"] = [None, None, None, None]
+        # On a BUNDLE transport: the transport's path (C reads its access side), and what was written of
+        # the stream's leg on it: the SSRCs it sends (identity and size) and its MID element.
+        self.via: "BundlePath | None" = None
+        self.sent: Any = None
+        self.stamp: Any = None
 
     def new_srtp(self, keys: SrtpKeys) -> FastSrtp:
         return FastSrtp(keys)
@@ -182,6 +225,14 @@ class StreamPath:
         return []
 
     # -- Python -> C ------------------------------------------------------------------
+    def before_slow(self) -> None:
+        """Before Python takes the datagrams C left it: what C learnt that Python's decision depends on."""
+
+    def after_slow(self) -> None:
+        """After: what Python learnt from them that C repeats (a stream on a transport: an SSRC it sends)."""
+        if self.via is not None:
+            self._sync_via()
+
     def attach(self, which: int, channel: "Channel", sock: socket.socket) -> None:
         self.channels[which] = channel
         self.fds[which] = sock.fileno()
@@ -203,6 +254,14 @@ class StreamPath:
             channel = self.channels[which]
             ctx.fd[which] = self.fds[which] if channel is not None and channel.transport is not None else -1
         access, core = stream.access, stream.core
+        self._sync_access(access)
+        core_live = core is not None and any(c is not None and c.leg is core for c in self.channels[2:])
+        self._sync_core(core, core_live)
+        self._sync_via()
+
+    def _sync_access(self, access) -> None:
+        """The access channels' SRTP sessions, destinations, peers and admitted SSRCs."""
+        ctx = self.ctx
         for which in (A_RTP, A_RTCP):
             channel = self.channels[which]
             live = channel is not None and access is not None and channel.leg is access
@@ -220,7 +279,9 @@ class StreamPath:
             if new_session or ssrcs is None or self.ssrcs[which] != (id(ssrcs), len(ssrcs)):
                 self._ssrcs(which, ssrcs)
         ctx.check_peer = int(access is not None and not access.spec.ice_lite)
-        core_live = core is not None and any(c is not None and c.leg is core for c in self.channels[2:])
+
+    def _sync_core(self, core, core_live: bool) -> None:
+        ctx = self.ctx
         ctx.core_latching = int(not core_live)
         self._addr(C_RTP, core.dest_rtp if core_live else None)
         self._addr(C_RTCP, core.dest_rtcp if core_live else None)
@@ -234,13 +295,53 @@ class StreamPath:
             self._addr(6, (host, 0) if host else None)
             self._addr(7, (host, 0) if host else None)
 
+    def _sync_via(self) -> None:
+        """A stream on a BUNDLE transport: the transport's access side, the SSRCs it sends, its MID element."""
+        access = self.stream.access
+        transport = getattr(access, "transport", None)
+        path = getattr(transport, "path", None)
+        via = path if isinstance(path, BundlePath) and hasattr(access, "sent") else None
+        ctx = self.ctx
+        if via is not self.via:
+            old, self.via = self.via, via
+            ctx.via = via.ctx if via is not None else ffi.NULL
+            self.sent = self.stamp = None
+            ctx.nsent = ctx.stamp_len = 0
+            if old is not None:
+                old.sync_table()
+            if via is not None:
+                via.sync_table()
+        if via is None:
+            return
+        sent = access.sent
+        if self.sent != (id(sent), len(sent)):
+            values = list(sent)[:lib.E2AE_MAX_SSRCS]  # (capped at max_ssrcs: never more)
+            for i, ssrc in enumerate(values):
+                ctx.sent[i] = ssrc
+            ctx.nsent = len(values)
+            self.sent = (id(sent), len(sent))
+        stamp = access.stamp
+        if stamp is not self.stamp:
+            self.stamp = stamp
+            block = stamp.block if stamp is not None else b""
+            ffi.memmove(ctx.stamp, block, len(block))  # (at most E2AE_MAX_STAMP: a MID is at most 255 bytes)
+            ctx.stamp_len = len(block)
+
     def _ssrcs(self, which: int, ssrcs: set[int] | None) -> None:
-        """Write the SSRCs the access channel's session protects (C hands a new one to Python)."""
+        """Write the SSRCs the access channel's session protects (C hands a new one to Python).
+
+        Each kept SSRC keeps the top bit of its last sequence number (a wrap is seen
+        across the rewrite); a new one starts unknown (2: its first packet in the
+        lower half is noted).
+        """
+        ctx = self.ctx
+        tops = {ctx.ssrc[which][i]: ctx.ssrc_top[which][i] for i in range(ctx.nssrc[which])}
         count = 0
         if ssrcs is not None:
             for count, ssrc in enumerate(ssrcs, 1):
-                self.ctx.ssrc[which][count - 1] = ssrc
-        self.ctx.nssrc[which] = count
+                ctx.ssrc[which][count - 1] = ssrc
+                ctx.ssrc_top[which][count - 1] = tops.get(ssrc, 2)
+        ctx.nssrc[which] = count
         self.ssrcs[which] = (id(ssrcs), len(ssrcs)) if ssrcs is not None else None
 
     def _addr(self, slot: int, addr) -> None:
@@ -258,6 +359,96 @@ class StreamPath:
             target.ok = 0
         else:
             lib.e2ae_set_addr(ffi.addressof(target), packed[0], packed[1], packed[2])
+
+
+class BundlePath(StreamPath):
+    """The C state of a BUNDLE transport: its access socket and SRTP session, and its streams' table.
+
+    The table (``e2ae_bundle``) is what ``BundleDemux`` knows, for the streams
+    whose core sockets are on the native path: their MIDs, the payload types the
+    WIC sends on each, and the incoming SSRC -> stream entries it has learnt.
+    :meth:`sync_table` writes it again whenever one of them changed (the
+    transport rebuilt, a stream joined or left, Python learnt an SSRC from a
+    slow packet); an SSRC keeps the wrap state and MID sequence number C has for it.
+    """
+
+    def __init__(self, engine: Engine, transport) -> None:
+        super().__init__(engine, None)
+        self.transport = transport
+        self.bundle = ffi.new("e2ae_bundle *")
+        self.ctx.bundle = self.bundle
+        self.ctx.core_latching = 1
+        self.written: Any = None  # the table as last written
+        self.members: list[StreamPath] = []  # referenced by C (kept alive while it is)
+
+    def sync(self) -> None:
+        ctx = self.ctx
+        channel = self.channels[A_RTP]
+        ctx.fd[A_RTP] = self.fds[A_RTP] if channel is not None and channel.transport is not None else -1
+        self._sync_access(self.transport)
+        self.sync_table()
+
+    def sync_members(self) -> None:
+        """The transport rebuilt (streams, MIDs, payload types): its streams' paths and the table."""
+        for leg in list(self.transport.legs.values()):
+            path = leg.stream.path
+            if path is not None:
+                path.sync()
+        self.sync_table()
+
+    def sync_table(self) -> None:
+        transport = self.transport
+        demux = transport.demux
+        keys: dict[int, int] = {}
+        members = []
+        for key, leg in transport.legs.items():
+            path = leg.stream.path
+            if path is None or path.via is not self or len(members) == lib.E2AE_MAX_MEMBERS:
+                continue
+            mid = (leg.stream.mid or "").encode()
+            if len(mid) > lib.E2AE_MAX_MID:
+                continue  # its packets stay Python's
+            keys[key] = len(members)
+            members.append((path, mid, demux.payload_types.get(key, frozenset())))
+        routes = [(ssrc, keys[key]) for ssrc, key in demux.incoming.items() if key in keys][:lib.E2AE_MAX_SSRCS]
+        ext = transport.spec.mid_extension_id
+        state = ([(id(p), mid, pts) for p, mid, pts in members], routes, ext)
+        if state == self.written:
+            return
+        self.written = state
+        b = self.bundle
+        kept = {b.route[i].ssrc: (b.route[i].top, b.route[i].mid_seq) for i in range(b.nroute)}
+        b.nroute = 0  # (C reads nothing half written: one thread)
+        b.mid_ext = ext or 0
+        for k, (path, mid, pts) in enumerate(members):
+            b.member[k] = path.ctx
+            ffi.memmove(b.mid[k], mid, len(mid))
+            b.mid_len[k] = len(mid)
+            bits = bytearray(16)
+            for pt in pts:
+                bits[pt >> 3] |= 1 << (pt & 7)
+            ffi.memmove(b.pts[k], bytes(bits), 16)
+        b.nmember = len(members)
+        self.members = [path for path, _, _ in members]
+        for i, (ssrc, member) in enumerate(routes):
+            top, mid_seq = kept.get(ssrc, (2, -1))
+            route = b.route[i]
+            route.ssrc, route.member, route.top, route.mid_seq = ssrc, member, top, mid_seq
+        b.nroute = len(routes)
+
+    def before_slow(self) -> None:
+        """The MID sequence numbers C saw (RFC 7941 4.2.6), for the demultiplexer's next MID update."""
+        b = self.bundle
+        for i in range(b.nroute):
+            route = b.route[i]
+            if route.mid_seq >= 0:
+                self.transport.demux.saw_mid(route.ssrc, route.mid_seq)
+
+    def after_slow(self) -> None:
+        self.sync_table()  # the demultiplexer may have learnt an SSRC
+
+    def access_received(self) -> int:
+        return int(self.ctx.access_rx)
 
 
 def _address(pkt) -> tuple:
@@ -299,8 +490,11 @@ class FastTransport(asyncio.DatagramTransport):
         # Copy first: the buffers are reused by the next pump.
         packets = [(ffi.buffer(slow[i].data, slow[i].len)[:], _address(slow[i])) for i in range(n)]
         receive = self._channel.datagram_received
+        path = self._path
+        path.before_slow()
         for data, addr in packets:
             receive(data, addr)  # never raises (the channel catches and counts); its changes sync C
+        path.after_slow()
 
     # -- asyncio.DatagramTransport -------------------------------------------------------
     def sendto(self, data, addr=None) -> None:

@@ -16,7 +16,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 CDEF = """
 typedef struct { int ok; ...; } e2ae_addr;
-typedef struct { void *tx; void *rx; } e2ae_srtp;
+typedef struct { void *tx; void *rx; int srtcp_index_at; } e2ae_srtp;
+typedef struct { void *stream; int which; } e2ae_note;
+typedef struct { uint64_t head; e2ae_note notes[256]; } e2ae_ring;
+typedef struct { uint32_t ssrc; int member; int mid_seq; uint8_t top; } e2ae_route;
+typedef struct {
+    int mid_ext;
+    int nmember;
+    void *member[32];
+    unsigned char mid[32][32];
+    int mid_len[32];
+    uint8_t pts[32][16];
+    int nroute;
+    e2ae_route route[64];
+} e2ae_bundle;
 typedef struct {
     int fd[4];
     e2ae_srtp *srtp[2];
@@ -30,6 +43,15 @@ typedef struct {
     uint32_t ssrc[2][64];
     int nheard[2];
     uint32_t heard[2][64];
+    uint8_t heard_top[2][64];
+    uint8_t ssrc_top[2][64];
+    e2ae_ring *ring;
+    e2ae_bundle *bundle;
+    void *via;
+    int nsent;
+    uint32_t sent[64];
+    int stamp_len;
+    unsigned char stamp[264];
     uint64_t access_rx;
     uint64_t *counters;
     uint64_t relayed[2];
@@ -46,6 +68,11 @@ void e2ae_set_addr(e2ae_addr *a, int family, const unsigned char *ip, int port);
 int e2ae_pump(e2ae_stream *s, int which, e2ae_pkt *slow);
 #define E2AE_BATCH 32
 #define E2AE_COUNTERS 24
+#define E2AE_RING 256
+#define E2AE_MAX_MEMBERS 32
+#define E2AE_MAX_SSRCS 64
+#define E2AE_MAX_MID 32
+#define E2AE_MAX_STAMP 264
 """
 
 

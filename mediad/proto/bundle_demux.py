@@ -284,6 +284,16 @@ class BundleDemux:
                 i += 2 + length
         return None
 
+    def saw_mid(self, ssrc: int, seq: int) -> None:
+        """A MID element for ``ssrc`` at ``seq`` that agreed with its stream, seen by the native path.
+
+        Kept as :meth:`route_rtp` keeps its own (RFC 7941 section 4.2.6): a later
+        MID update for the SSRC must not be older than it.
+        """
+        last = self._mid_seq.get(ssrc)
+        if last is None or (seq - last) & 0xFFFF < 0x8000:
+            self._mid_seq[ssrc] = seq
+
     # -- the reverse direction -------------------------------------------------------
     def sent(self, key: int, ssrc: int) -> bool:
         """The AGW sends ``ssrc`` toward the WIC on stream ``key``; False (counted) if another m-line has it."""

@@ -31,6 +31,35 @@ stored SSRC's stream and sets its ROC, which the stream's next packet takes
 exactly.  A stored ROC never goes backwards: a restored stream reads 0 until
 its first packet, and the stored value stands until then.
 
+SRTCP index (RFC 3711 section 3.4): a restored sender must not send an index
+it sent before under the same master key (section 9.2: keystream reuse; and
+the peer's replay list drops it).  Storing it on every packet would cost a
+write per RTCP packet; instead :meth:`SrtpTransformer.srtcp_indices` is stored
+with the document, each SSRC's packets *note* (below) every
+:data:`SRTCP_BLOCK` indices, and :meth:`SrtpTransformer.restore_srtcp` jumps
+each stored stream :data:`SRTCP_MARGIN` = 2 × :data:`SRTCP_BLOCK` past its
+stored index.  Why that margin is enough: let L be the last index sent before
+the process died and M the multiple of the block at or below it.  The note at
+M (or, if it was lost in the write window, the one at M - block) was stored,
+so the stored index is at least M - block > L - 2 × block.  The first index
+after the restore is above L unless two notes in a row were lost: 1,024 RTCP
+packets of one SSRC inside one write window (under a second).  An SSRC the
+document does not name (admitted after its last write, so below the first
+block) may have sent up to 1,023 indices too: on a restored session every SSRC
+admitted toward the peer starts at the margin (:meth:`SrtpTransformer.admit`).
+
+Notes: a restarted process must know the ROCs and indices of the moment it
+died, but reading every stream of every call to find the few that changed is
+what the daemon must not do.  So the packets say when: a stream's ROC
+advances when its sequence number wraps, so every RTP packet with a sequence
+number below 256 (one byte compared per packet; a wrap is missed only if the
+256 packets after it are all lost) and every protected SRTCP packet whose
+index is a multiple of :data:`SRTCP_BLOCK` call :attr:`SrtpTransformer.note`
+(the daemon collects the noted contexts, a set, and reads only those).  The
+native path (``mediad/io/fastpath.c``) notes the exact sign of a wrap instead,
+a sequence number whose top bit clears after one with it set (per SSRC and
+direction), and the same SRTCP blocks.
+
 Keys are secrets: :class:`SrtpKeys` never shows them in ``repr`` and no error
 message carries them.
 """
@@ -40,7 +69,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +86,8 @@ AEAD_AES_128_GCM = "SRTP_AEAD_AES_128_GCM"  # RFC 7714 14.2
 
 SRTP_REASONS = ("auth_fail", "replay", "bad_packet")
 MAX_ROC = 0xFFFFFFFF  # RFC 3711 section 3.2.1: a 32-bit unsigned counter
+SRTCP_BLOCK = 1024  # an SRTCP index that is a multiple of this is stored (see the module docstring)
+SRTCP_MARGIN = 2 * SRTCP_BLOCK  # how far past its stored index a restored sender starts
 
 
 class Direction(enum.StrEnum):
@@ -75,13 +106,16 @@ class SrtpProfile:
     key_length: int
     salt_length: int
     auth_tag_length: int
+    srtcp_index_at: int  # bytes from the end of a protected SRTCP packet to its E flag and index word
 
 
 def _supported_profiles() -> dict[str, SrtpProfile]:
     candidates = [
-        SrtpProfile(AEAD_AES_128_GCM, Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12, 16),
-        SrtpProfile(AES_CM_128_HMAC_SHA1_80, Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14, 10),
-        SrtpProfile(AES_CM_128_HMAC_SHA1_32, Policy.SRTP_PROFILE_AES128_CM_SHA1_32, 16, 14, 4),
+        # SRTCP: RFC 7714 section 9.4 (AEAD: the tag is in the ciphertext, the index last); RFC 3711
+        # section 3.4 (index, then the tag: 80 bits for SRTCP with both HMAC-SHA1 profiles, RFC 5764 4.1.2).
+        SrtpProfile(AEAD_AES_128_GCM, Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12, 16, 4),
+        SrtpProfile(AES_CM_128_HMAC_SHA1_80, Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14, 10, 14),
+        SrtpProfile(AES_CM_128_HMAC_SHA1_32, Policy.SRTP_PROFILE_AES128_CM_SHA1_32, 16, 14, 4, 14),
     ]
     supported = {}
     for profile in candidates:
@@ -195,6 +229,11 @@ class SrtpTransformer:
         self._spec = spec
         self._keys = keys
         self._rocs: dict[Direction, dict[int, int]] = {Direction.TX: {}, Direction.RX: {}}
+        self._srtcp: dict[int, int] = {}  # SSRC -> the SRTCP index last read or restored (what we send)
+        self._restored = False  # restored from a document: a new SSRC may have sent SRTCP before
+        self._index_at = spec.srtcp_index_at
+        # Called when a packet shows that a ROC advanced or an SRTCP index is to be stored.
+        self.note: Callable[[], None] | None = None
 
     @staticmethod
     def _policy(spec: SrtpProfile, key: bytes, ssrc_type: int, ssrc: int = 0) -> Policy:
@@ -224,6 +263,65 @@ class SrtpTransformer:
         return {direction.value: {str(ssrc): roc for ssrc, roc in known.items() if roc}
                 for direction, known in self._rocs.items()}
 
+    def _stream(self, direction: Direction, ssrc: int) -> Session:
+        """The session of ``direction``, with a stream for ``ssrc`` (created if there is none yet)."""
+        session = self._session(direction)
+        if srtp_roc.get_stream_roc(session, ssrc) is None:
+            keys = self._keys
+            key = keys.local_key + keys.local_salt if direction is Direction.TX else \
+                keys.remote_key + keys.remote_salt
+            session.add_stream(self._policy(self._spec, key, Policy.SSRC_SPECIFIC, ssrc))
+        return session
+
+    # -- SRTCP indices (RFC 3711 section 3.4) ------------------------------------------------
+    def refresh_srtcp(self, tx_ssrcs: Iterable[int]) -> bool:
+        """Read the SRTCP index of each SSRC we send; True if one reached a new :data:`SRTCP_BLOCK`
+        since the last call (what must be stored; an index below the first block need not be:
+        :meth:`admit` covers it)."""
+        changed = False
+        known = self._srtcp
+        for ssrc in tx_ssrcs:
+            index = srtp_roc.get_srtcp_index(self._tx, ssrc)
+            if index is None:
+                index = 0  # no packet yet
+            last = known.get(ssrc)
+            if last is None or index > last:
+                known[ssrc] = index
+                changed |= index // SRTCP_BLOCK > (last or 0) // SRTCP_BLOCK
+        return changed
+
+    def srtcp_indices(self) -> dict[str, int]:
+        """The SRTCP index of each SSRC we send, as last read or restored (plain JSON)."""
+        return {str(ssrc): index for ssrc, index in self._srtcp.items()}
+
+    def restore_srtcp(self, stored: dict[str, Any] | None) -> None:
+        """Start each stored SSRC's SRTCP index :data:`SRTCP_MARGIN` past its stored value.
+
+        ``ValueError`` if ``stored`` is malformed.  Without libsrtp support
+        (``srtp_roc.SRTCP_INDEX`` false) the indices restart at 1, as they did.
+        """
+        try:
+            parsed = [(int(ssrc), int(index)) for ssrc, index in (stored or {}).items()]
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed SRTCP indices: {exc}") from None
+        for ssrc, index in parsed:
+            if not (0 <= ssrc <= 0xFFFFFFFF and 0 <= index <= srtp_roc.MAX_SRTCP_INDEX):
+                raise ValueError(f"malformed SRTCP indices: SSRC {ssrc} or index {index} out of range")
+        self._restored = True
+        if not srtp_roc.SRTCP_INDEX:
+            return
+        for ssrc, index in parsed:
+            start = min(index + SRTCP_MARGIN, srtp_roc.MAX_SRTCP_INDEX - 1)
+            srtp_roc.set_srtcp_index(self._stream(Direction.TX, ssrc), ssrc, start)
+            self._srtcp[ssrc] = start
+
+    def admit(self, ssrc: int) -> None:
+        """A new SSRC toward the peer (before its first packet): on a restored session, whose document
+        may not name it, its SRTCP index starts past the margin."""
+        if self._restored and ssrc not in self._srtcp and srtp_roc.SRTCP_INDEX:
+            srtp_roc.set_srtcp_index(self._stream(Direction.TX, ssrc), ssrc, SRTCP_MARGIN)
+            self._srtcp[ssrc] = SRTCP_MARGIN
+
     def restore_rocs(self, stored: dict[str, Any] | None) -> None:
         """Continue each stored stream at its ROC; ``ValueError`` if ``stored`` is malformed.
 
@@ -242,35 +340,40 @@ class SrtpTransformer:
                     parsed.append((direction, ssrc, roc))
         except (AttributeError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed SRTP rollover counters: {exc}") from None
-        keys = self._keys
         for direction, ssrc, roc in parsed:
             if not roc:
                 continue
-            session = self._session(direction)
-            if srtp_roc.get_stream_roc(session, ssrc) is None:
-                key = keys.local_key + keys.local_salt if direction is Direction.TX else \
-                    keys.remote_key + keys.remote_salt
-                session.add_stream(self._policy(self._spec, key, Policy.SSRC_SPECIFIC, ssrc))
-            srtp_roc.set_stream_roc(session, ssrc, roc)  # the stream exists (created above)
+            srtp_roc.set_stream_roc(self._stream(direction, ssrc), ssrc, roc)  # the stream exists
             self._rocs[direction][ssrc] = roc
 
+    # -- packets ---------------------------------------------------------------------------
     def protect_rtp(self, rtp: bytes) -> bytes:
         try:
-            return self._tx.protect(rtp)
+            out = self._tx.protect(rtp)
         except (pylibsrtp.Error, ValueError, TypeError) as exc:
             raise SrtpError(_reason(exc)) from None
+        if not rtp[2] and self.note is not None:  # a sequence number below 256: maybe just wrapped
+            self.note()
+        return out
 
     def unprotect_rtp(self, srtp: bytes) -> bytes:
         try:
-            return self._rx.unprotect(srtp)
+            plain = self._rx.unprotect(srtp)
         except (pylibsrtp.Error, ValueError, TypeError) as exc:
             raise SrtpError(_reason(exc)) from None
+        if not plain[2] and self.note is not None:
+            self.note()
+        return plain
 
     def protect_rtcp(self, rtcp: bytes) -> bytes:
         try:
-            return self._tx.protect_rtcp(rtcp)
+            out = self._tx.protect_rtcp(rtcp)
         except (pylibsrtp.Error, ValueError, TypeError) as exc:
             raise SrtpError(_reason(exc)) from None
+        at = len(out) - self._index_at
+        if not int.from_bytes(out[at:at + 4], "big") & (SRTCP_BLOCK - 1) and self.note is not None:
+            self.note()  # the index is a multiple of the block: store it
+        return out
 
     def unprotect_rtcp(self, srtcp: bytes) -> bytes:
         try:

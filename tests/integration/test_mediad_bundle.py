@@ -227,6 +227,11 @@ def test_aiortc_bundle_audio_and_video_both_ways_on_one_port(mediad, redis_serve
             assert access == [transport.local_port], opened
             assert len(opened) == 3, opened  # and the core's two (the core multiplexes RTCP)
             assert handshakes(mediad) - before_handshakes == 1
+            # Past the first packets of each SSRC (learnt, admitted: Python), the native path carried the RTP:
+            # access -> core (routed by the learnt SSRC, the MID agreeing) and core -> access (MID stamped).
+            rtp_in = sum(mediad.metric("e2ae_mediad_packets_total", side=side, direction="in", kind="rtp")
+                         for side in ("access", "core"))
+            assert rtp_in >= 80 and mediad.metric("e2ae_mediad_native_packets_total") >= rtp_in - 10
             dropped = {labels: v for (name, labels), v in mediad.metrics().items()
                        if name == "e2ae_mediad_bundle_demux_dropped_total"}
             assert dropped, "the demux drop counter is exported"

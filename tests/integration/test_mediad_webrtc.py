@@ -363,3 +363,65 @@ def test_restart_after_a_sequence_number_wrap_keeps_srtp_flowing(mediad, redis_s
         await call.close()
 
     asyncio.run(scenario())
+
+
+class _IndexTap:
+    """aiortc's inbound SRTP session, recording the SRTCP index of each packet it is given."""
+
+    def __init__(self, session, index_at: int) -> None:
+        self.session = session
+        self.index_at = index_at
+        self.indices: list[int] = []  # of the packets that passed aiortc's replay and auth checks
+
+    def unprotect(self, data: bytes) -> bytes:
+        return self.session.unprotect(data)
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        plain = self.session.unprotect_rtcp(data)  # raises on a replayed index: not recorded
+        at = len(data) - self.index_at
+        self.indices.append(int.from_bytes(data[at:at + 4], "big") & 0x7FFFFFFF)
+        return plain
+
+
+def test_restart_starts_the_srtcp_index_above_every_index_sent(mediad, redis_server):
+    """RFC 3711 3.4 and 9.2: after a kill -9 and a restore, mediad's SRTCP toward the WIC goes on past
+    every index it sent before (the same master key: an index sent again reuses keystream).
+
+    Restarted at index 1, every report is dropped by the WIC's replay check (aiortc's libsrtp).
+    """
+    from mediad.proto.srtp import PROFILES, SRTCP_MARGIN
+
+    async def scenario() -> None:
+        call = Call(mediad, "srtcp-index")
+        await call.open(Role.SERVER)
+        assert await call.wait_state() == "connected"
+        profile = call.dtls._ssl.get_selected_srtp_profile().decode()
+        tap = _IndexTap(call.dtls._rx_srtp, PROFILES[profile].srtcp_index_at)
+        call.dtls._rx_srtp = tap
+
+        async def reports(count: int) -> list[bytes]:
+            sent = [rtcp_rr(0x0A0B0C0D) for _ in range(count)]
+            for report in sent:
+                call.core_rtcp_t.sendto(report, call.core_rtcp_addr)
+                await asyncio.sleep(0.005)
+            deadline = time.monotonic() + 3
+            while not set(sent) <= set(call.rtcp_in) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return [r for r in sent if r in call.rtcp_in]
+
+        assert len(await reports(7)) == 7
+        before = list(tap.indices)
+        assert before == list(range(1, 8))
+        assert mediad.written()  # (the keys; the SSRC was admitted after: the document does not name it)
+        mediad.kill()
+        mediad.start()
+        assert mediad.metric("e2ae_mediad_restored_sessions_total") == 1
+        got = await reports(5)
+        assert len(got) == 5, f"{len(got)} of 5 SRTCP reports passed the WIC's replay check after the restart"
+        after = tap.indices[len(before):]
+        assert min(after) > max(before)
+        assert after == list(range(after[0], after[0] + 5)) and after[0] <= max(before) + SRTCP_MARGIN + 1
+        assert mediad.metric("e2ae_mediad_dtls_handshakes_total", role="server", result="ok") == 0
+        await call.close()
+
+    asyncio.run(scenario())

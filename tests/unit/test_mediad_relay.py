@@ -74,7 +74,7 @@ def wire(ice_lite: bool, consent_timeout: float = 30.0, core_source: str = "sdp"
     loop = FakeLoop()
     events: list[str] = []
     owner = types.SimpleNamespace(
-        metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None, certificate=None,
+        metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None, note_srtp=lambda channel: None, certificate=None,
         config=Config(mediad_consent_timeout=consent_timeout, mediad_core_source=core_source,
                       mediad_max_ssrcs=max_ssrcs),
         event=lambda stream, name, reason, component: events.append(name),
@@ -224,7 +224,7 @@ def client_channel(ice_lite: bool = False, events: list | None = None):
     loop = FakeLoop()
     events = [] if events is None else events
     owner = types.SimpleNamespace(
-        metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None,
+        metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None, note_srtp=lambda channel: None,
         config=Config(mediad_consent_timeout=30.0, mediad_dtls_handshake_timeout=30.0),
         event=lambda stream, name, reason, component: events.append((name, reason)),
         certificate=Certificate.generate(),

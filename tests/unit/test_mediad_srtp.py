@@ -258,9 +258,11 @@ def test_supported_profiles_table_as_built():
     from mediad.proto.srtp import SrtpProfile, _supported_profiles
 
     assert _supported_profiles() == {
-        AEAD_AES_128_GCM: SrtpProfile(AEAD_AES_128_GCM, Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12, 16),
-        AES_CM_128_HMAC_SHA1_80: SrtpProfile(AES_CM_128_HMAC_SHA1_80, Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14, 10),
-        AES_CM_128_HMAC_SHA1_32: SrtpProfile(AES_CM_128_HMAC_SHA1_32, Policy.SRTP_PROFILE_AES128_CM_SHA1_32, 16, 14, 4),
+        AEAD_AES_128_GCM: SrtpProfile(AEAD_AES_128_GCM, Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12, 16, 4),
+        AES_CM_128_HMAC_SHA1_80: SrtpProfile(AES_CM_128_HMAC_SHA1_80, Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14, 10,
+                                             14),
+        AES_CM_128_HMAC_SHA1_32: SrtpProfile(AES_CM_128_HMAC_SHA1_32, Policy.SRTP_PROFILE_AES128_CM_SHA1_32, 16, 14, 4,
+                                             14),
     } == PROFILES
     assert list(_supported_profiles()) == [AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32]
 
@@ -395,3 +397,118 @@ def test_malformed_rocs_are_refused(stored):
     keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
     with pytest.raises(ValueError, match="malformed SRTP rollover counters"):
         SrtpTransformer(keys).restore_rocs(stored)
+
+
+# -- SRTCP index across a restart (RFC 3711 sections 3.4, 9.2) --------------------------------
+
+def rtcp(ssrc: int = SSRC) -> bytes:
+    return bytes([0x80, 201, 0, 1]) + ssrc.to_bytes(4, "big")
+
+
+def srtcp_index(profile: str, packet: bytes) -> int:
+    at = len(packet) - PROFILES[profile].srtcp_index_at
+    return int.from_bytes(packet[at:at + 4], "big") & 0x7FFFFFFF
+
+
+def test_srtcp_layout_of_this_libsrtp_is_understood():
+    """The import-time check passed: the native SRTCP index can be read and set."""
+    from mediad.proto import srtp_roc
+
+    assert srtp_roc.SRTCP_INDEX
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_the_srtcp_index_is_where_the_profile_says(impl, profile):
+    keys, peer_keys = keys_pair(profile)
+    sender, peer = impl(keys), SrtpTransformer(peer_keys)
+    for expected in (1, 2, 3):
+        packet = sender.protect_rtcp(rtcp())
+        assert srtcp_index(profile, packet) == expected
+        assert peer.unprotect_rtcp(packet) == rtcp()
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_a_restored_sender_starts_its_srtcp_index_past_every_index_sent(impl, profile):
+    """Without the margin the restored sender sends index 1 again: keystream reuse, dropped as a replay."""
+    from mediad.proto.srtp import SRTCP_MARGIN
+
+    keys, peer_keys = keys_pair(profile)
+    before, peer = impl(keys), SrtpTransformer(peer_keys)
+    for _ in range(5):
+        peer.unprotect_rtcp(before.protect_rtcp(rtcp()))
+    assert before.refresh_srtcp([SSRC, 1234]) is False  # read (1234: nothing sent yet), below the first block
+    stored = before.srtcp_indices()
+    assert stored == {str(SSRC): 5, "1234": 0}
+    for _ in range(3):  # sent after the last write: covered by the margin
+        peer.unprotect_rtcp(before.protect_rtcp(rtcp()))
+    after = impl(keys)
+    after.restore_srtcp(stored)
+    packet = after.protect_rtcp(rtcp())
+    assert srtcp_index(profile, packet) == 5 + SRTCP_MARGIN + 1
+    assert peer.unprotect_rtcp(packet) == rtcp()  # the peer's replay check takes it
+    assert srtcp_index(profile, after.protect_rtcp(rtcp(1234))) == SRTCP_MARGIN + 1
+    assert after.srtcp_indices()[str(SSRC)] == 5 + SRTCP_MARGIN
+    fresh = impl(keys).protect_rtcp(rtcp())  # what a restore without the index sent
+    with pytest.raises(SrtpError) as err:
+        peer.unprotect_rtcp(fresh)
+    assert err.value.reason == "replay"
+
+
+@pytest.mark.parametrize("stored", [None, {str(SSRC): 3}])
+def test_an_ssrc_admitted_on_a_restored_session_starts_past_the_margin(impl, stored):
+    """The document may not name an SSRC admitted after its last write: it may have sent up to a block."""
+    from mediad.proto.srtp import SRTCP_MARGIN
+
+    keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    restored, fresh = impl(keys), impl(keys)
+    restored.restore_srtcp(stored)
+    for transformer in (restored, fresh):
+        transformer.admit(1234)
+    assert srtcp_index(AES_CM_128_HMAC_SHA1_80, restored.protect_rtcp(rtcp(1234))) == SRTCP_MARGIN + 1
+    assert srtcp_index(AES_CM_128_HMAC_SHA1_80, fresh.protect_rtcp(rtcp(1234))) == 1  # a new session: from 1
+    assert restored.srtcp_indices()["1234"] == SRTCP_MARGIN
+
+
+@pytest.mark.parametrize("stored", [{"x": 1}, {"1": -1}, {"1": 2**31}, [1], {str(2**32): 1}])
+def test_malformed_srtcp_indices_are_refused(stored):
+    keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    with pytest.raises(ValueError, match="malformed SRTCP indices"):
+        SrtpTransformer(keys).restore_srtcp(stored)
+
+
+# -- notes: the packets say when a ROC or an SRTCP index is to be stored ----------------------
+
+def test_a_wrap_is_noted_in_both_directions(impl):
+    keys, peer_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    mine, peer = impl(keys), SrtpTransformer(peer_keys)
+    notes = []
+    mine.note = lambda: notes.append(1)
+    for seq in range(65000, 65536):
+        mine.protect_rtp(rtp(seq))
+        mine.unprotect_rtp(peer.protect_rtp(rtp(seq, 0xA1)))
+    assert notes == []  # nothing wrapped
+    mine.protect_rtp(rtp(3))
+    assert len(notes) == 1
+    mine.unprotect_rtp(peer.protect_rtp(rtp(3, 0xA1)))
+    assert len(notes) == 2
+    for seq in range(256, 65000):  # the rest of the cycle: nothing
+        mine.protect_rtp(rtp(seq))
+    assert len(notes) == 2
+
+
+def test_every_srtcp_block_is_noted_and_asks_for_a_write(impl):
+    from mediad.proto.srtp import SRTCP_BLOCK
+
+    keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    mine = impl(keys)
+    notes = []
+    mine.note = lambda: notes.append(1)
+    for _ in range(SRTCP_BLOCK - 1):
+        mine.protect_rtcp(rtcp())
+    assert notes == [] and mine.refresh_srtcp([SSRC]) is False
+    mine.protect_rtcp(rtcp())
+    assert len(notes) == 1 and mine.refresh_srtcp([SSRC]) is True
+    assert mine.srtcp_indices() == {str(SSRC): SRTCP_BLOCK}
+    for _ in range(SRTCP_BLOCK + 5):
+        mine.protect_rtcp(rtcp())
+    assert len(notes) == 2 and mine.refresh_srtcp([SSRC]) is True and mine.refresh_srtcp([SSRC]) is False

@@ -40,7 +40,7 @@ def wire(codec: str = "vp8"):
     loop = FakeLoop()
     events: list = []
     owner = types.SimpleNamespace(
-        metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None, certificate=None,
+        metrics=Metrics(CollectorRegistry()), loop=loop, changed=lambda dialog: None, note_srtp=lambda channel: None, certificate=None,
         config=Config(), event=lambda stream, name, reason, component, **extra: events.append((name, extra)),
     )
     dialog = Dialog(owner, "d")
