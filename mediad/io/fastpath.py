@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, Any
 
 from pylibsrtp._binding import ffi as _srtp_ffi, lib as _srtp_lib
 
+from mediad.io.tcp import TcpPeer
 from mediad.proto.srtp import SrtpKeys, SrtpTransformer
 
 if TYPE_CHECKING:
@@ -273,7 +274,9 @@ class StreamPath:
                 ctx.srtp[which] = srtp.ptr if srtp is not None else ffi.NULL
                 ctx.nheard[which] = 0  # a new session has heard no SSRC yet
                 self.srtp[which] = srtp
-            self._addr(which, channel.dest if live and srtp is not None else None)
+            dest = channel.dest if live and srtp is not None else None
+            # A peer over ICE-TCP gets RFC 4571 frames on its connection: Python's (io/tcp.py).
+            self._addr(which, None if isinstance(dest, TcpPeer) else dest)
             self._addr(4 + which, channel.peer if live else None)
             ssrcs = channel.ssrcs if live and srtp is not None else None
             if new_session or ssrcs is None or self.ssrcs[which] != (id(ssrcs), len(ssrcs)):
@@ -345,7 +348,7 @@ class StreamPath:
         self.ssrcs[which] = (id(ssrcs), len(ssrcs)) if ssrcs is not None else None
 
     def _addr(self, slot: int, addr) -> None:
-        if addr == self.addrs[slot]:
+        if addr == self.addrs[slot] and type(addr) is type(self.addrs[slot]):  # noqa: E721 (TcpPeer is a tuple)
             return
         self.addrs[slot] = addr
         if slot < 4:

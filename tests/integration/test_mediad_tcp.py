@@ -80,7 +80,7 @@ def access_spec(wic: TcpWic | None, mediad_role: Role, *, kind: str = "srtp_tcp"
 class TcpCall:
     """One srtp_tcp stream: the WIC over TCP on access, RTP and RTCP on their own UDP ports toward the core."""
 
-    def __init__(self, mediad, dialog: str, wic_role: str = "client", fingerprints=None) -> None:
+    def __init__(self, mediad, dialog: str, wic_role: str = "client", fingerprints=None, kind: str = "srtp_tcp") -> None:
         self.mediad = mediad
         self.dialog = dialog
         self.wic = TcpWic(wic_role)
@@ -89,9 +89,9 @@ class TcpCall:
         core = TerminationSpec(Side.CORE, "RTP/AVPF", remote_address=CORE_PEER,
                                remote_port=self.core_rtp.getsockname()[1],
                                remote_rtcp_port=self.core_rtcp.getsockname()[1])
-        access = access_spec(self.wic, self.mediad_role, fingerprints=fingerprints)
+        access = access_spec(self.wic, self.mediad_role, fingerprints=fingerprints, kind=kind)
         reply = mediad.client().request(mediad.iq(
-            Command.RESERVE, dialog, [StreamSpec(1, "srtp_tcp", access=access, core=core)]))
+            Command.RESERVE, dialog, [StreamSpec(1, kind, access=access, core=core)]))
         assert reply.error is None, reply
         self.reply = reply.stream(1)
         assert self.reply.access.local_rtcp_port is None  # RFC 7850: RTCP is muxed over TCP
@@ -178,6 +178,18 @@ def test_srtp_over_tcp_both_ways_in_both_dtls_roles(mediad, wic_role):
         assert mediad.metric("e2ae_mediad_tcp_connections_active") == 1
         assert mediad.metric("e2ae_mediad_packets_total", side="access", direction="in", kind="rtp") == 20
         assert [e["event"] for e in events(mediad, call.dialog)] == ["dtls_established"]
+    finally:
+        call.close()
+
+
+@pytest.mark.req("TCP-1", "TCP-4")
+def test_a_udp_stream_whose_wic_offered_tcp_relays_over_the_tcp_connection(mediad):
+    """An ``srtp`` m-line with TCP candidates, checked over TCP: media goes framed on the connection (RFC 6544)."""
+    call = TcpCall(mediad, "udp-over-tcp", "client", kind="srtp")
+    try:
+        assert call.connect() is not None and call.wic.handshake()
+        check_media(call)
+        check_media(call, seq0=1000)  # once the SSRCs are known (the native path's own packets)
     finally:
         call.close()
 
