@@ -239,3 +239,23 @@ def _run_with_check(redis_server, scenario, dialogs) -> None:
     finally:
         check.delete(*(dialog_key(d) for d in dialogs))
         check.close()
+
+
+def test_store_load_all_skips_json_that_is_no_document(redis_server, redis_url):
+    """JSON that is not an object, and nesting too deep to read, are unreadable documents: skipped,
+    never a restart's or a survivor's crash (``document.get`` on a list, RecursionError)."""
+    async def scenario(check) -> None:
+        store = StateStore(redis_url, dialog_ttl=60)
+        try:
+            check.set(dialog_key("n-list"), "[1]")
+            check.set(dialog_key("n-text"), '"n-text"')
+            check.set(dialog_key("n-deep"), "[" * 100_000 + "]" * 100_000)
+            check.set(dialog_key("n-good"), '{"dialog": "n-good"}')
+            loaded = [doc for doc, _ in await store.load_all()]
+            assert all(isinstance(doc, dict) for doc in loaded)
+            assert "n-good" in [doc.get("dialog") for doc in loaded]
+        finally:
+            await store.close()
+
+    _run_with_check(redis_server, scenario, ["n-list", "n-text", "n-deep", "n-good"])
+
