@@ -862,7 +862,7 @@ class Daemon:
             home = takeover.Home.of(document, self.config)  # None: this node's own addresses
             with self.access_pool.adopting(home and home.access), self.core_pool.adopting(home and home.core):
                 dialog = await self._restore_dialog(document)
-        except (E2aeError, KeyError, TypeError, ValueError) as exc:
+        except (E2aeError, KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(1e999)
             log.warning("dialog %s not restored: %s", str(document.get("dialog"))[:64], exc)
             return None
         dialog.home = home

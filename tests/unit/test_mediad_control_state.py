@@ -259,3 +259,16 @@ def test_store_load_all_skips_json_that_is_no_document(redis_server, redis_url):
 
     _run_with_check(redis_server, scenario, ["n-list", "n-text", "n-deep", "n-good"])
 
+
+@pytest.mark.parametrize("broken", [{"version": float("inf")}, {"streams": [{"stream_id": 1e999, "kind": "srtp"}]},
+                                    {"streams": "srtp"}, {"transports": [{"spec": []}]}])
+def test_a_malformed_document_is_not_adopted_and_adopt_does_not_raise(broken):
+    """A restart or a survivor reading a malformed document (JSON numbers 1e999 read as infinity
+    among them) logs it and goes on: ``adopt`` returns None, nothing is held."""
+    async def scenario():
+        daemon = Daemon(parse_config("[mediad]\npacket_path = python\n"))
+        daemon.loop = asyncio.get_running_loop()
+        document = {"dialog": "m1", "version": 1, "streams": [], **broken}
+        return await daemon.adopt(document, None), daemon.dialogs, daemon.access_pool.in_use
+
+    assert asyncio.run(scenario()) == (None, {}, set())
