@@ -15,6 +15,7 @@ from mediad.config import parse_config
 from mediad.io.control import DialogLocks
 from mediad.daemon import WRITE_GATHER, Daemon
 from mediad.state import StateError, StateStore, WriteBehind, dialog_key
+from sdp_rules.errors import UsageError
 
 
 def test_write_behind_saves_each_changed_dialog_once_per_batch():
@@ -272,3 +273,12 @@ def test_a_malformed_document_is_not_adopted_and_adopt_does_not_raise(broken):
         return await daemon.adopt(document, None), daemon.dialogs, daemon.access_pool.in_use
 
     assert asyncio.run(scenario()) == (None, {}, set())
+
+
+def test_a_daemon_used_before_start_is_a_usage_error():
+    """Redis and the loop come with start(): using them before is our defect, said so (not an assert)."""
+    daemon = Daemon(parse_config("[mediad]\npacket_path = python\n"))
+    with pytest.raises(UsageError, match="before start"):
+        asyncio.run(daemon.restore())
+    with pytest.raises(UsageError, match="before start"):
+        asyncio.run(daemon.adopt({"dialog": "u1", "streams": []}, None))
