@@ -1,0 +1,43 @@
+"""mediad's runtime invariants raise UsageError (our defect, said as such), not ``assert``.
+
+Each leg answers a reply, a document or a restore only once its port is open; asked
+before, it is mediad's own misuse, whatever ``python -O`` does to asserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from iq import Side, StreamSpec, TerminationSpec, TransportSpec
+from mediad.config import Config
+from mediad.core.datachannel import MsrpCoreLeg, T140CoreLeg
+from mediad.core.session import AccessLeg, CoreLeg, Dialog, Stream
+from mediad.core.transport import BundledLeg, BundledSctpLeg, Transport
+from mediad.io.tcp import listen
+from mediad.metrics import Metrics
+from sdp_rules.errors import UsageError
+
+
+ACCESS = TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", remote_address="127.0.0.1", remote_port=9)
+CORE = TerminationSpec(Side.CORE, "RTP/AVP", remote_address="127.0.0.3", remote_port=9)
+
+
+def stream(kind: str = "srtp") -> Stream:
+    owner = types.SimpleNamespace(metrics=Metrics(CollectorRegistry()), loop=None, changed=lambda dialog: None,
+                                  certificate=None, config=Config(), event=lambda *a, **k: None)
+    return Stream(Dialog(owner, "d"), StreamSpec(1, kind, ACCESS, CORE))
+
+
+def test_session_legs_before_their_ports():
+    s = stream()
+    access, core = AccessLeg(s, ACCESS), CoreLeg(s, CORE)
+    with pytest.raises(UsageError, match="access leg"):
+        access.reply("127.0.0.1")
+    with pytest.raises(UsageError, match="access leg"):
+        access.rtcp_channel
+    with pytest.raises(UsageError, match="core leg"):
+        core.reply("127.0.0.2")
