@@ -41,3 +41,11 @@ def test_session_legs_before_their_ports():
         access.rtcp_channel
     with pytest.raises(UsageError, match="core leg"):
         core.reply("127.0.0.2")
+
+
+def test_data_channel_core_legs_before_their_ports():
+    s = stream("dc_channel")
+    with pytest.raises(UsageError, match="datachannel"):
+        T140CoreLeg(s, CORE).reply("127.0.0.2")
+    with pytest.raises(UsageError, match="datachannel"):
+        MsrpCoreLeg(s, CORE).reply("127.0.0.2")
