@@ -49,3 +49,16 @@ def test_data_channel_core_legs_before_their_ports():
         T140CoreLeg(s, CORE).reply("127.0.0.2")
     with pytest.raises(UsageError, match="datachannel"):
         MsrpCoreLeg(s, CORE).reply("127.0.0.2")
+
+
+def test_a_transport_and_its_legs_before_its_port():
+    s = stream()
+    transport = Transport(s.dialog, TransportSpec(0))
+    for call in (lambda: transport.reply("127.0.0.1"), transport.document, lambda: transport.restore({})):
+        with pytest.raises(UsageError, match="transport"):
+            call()
+    with pytest.raises(UsageError, match="bundled leg"):
+        BundledLeg(s, transport, ACCESS).reply("127.0.0.1")
+    sctp = stream("sctp")
+    with pytest.raises(UsageError, match="bundled SCTP leg"):
+        BundledSctpLeg(sctp, transport, ACCESS).reply("127.0.0.1")
