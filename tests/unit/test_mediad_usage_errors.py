@@ -62,3 +62,9 @@ def test_a_transport_and_its_legs_before_its_port():
     sctp = stream("sctp")
     with pytest.raises(UsageError, match="bundled SCTP leg"):
         BundledSctpLeg(sctp, transport, ACCESS).reply("127.0.0.1")
+
+
+def test_ice_tcp_listened_for_before_the_udp_socket():
+    channel = types.SimpleNamespace(transport=None, port=40000)
+    with pytest.raises(UsageError, match="before its UDP socket"):
+        asyncio.run(listen(channel, None))
