@@ -60,8 +60,12 @@ def test_a_transport_and_its_legs_before_its_port():
     with pytest.raises(UsageError, match="bundled leg"):
         BundledLeg(s, transport, ACCESS).reply("127.0.0.1")
     sctp = stream("sctp")
-    with pytest.raises(UsageError, match="bundled SCTP leg"):
+
+    async def sctp_reply() -> None:  # (aiortc's SCTP transport wants a running loop)
         BundledSctpLeg(sctp, transport, ACCESS).reply("127.0.0.1")
+
+    with pytest.raises(UsageError, match="bundled SCTP leg"):
+        asyncio.run(sctp_reply())
 
 
 def test_ice_tcp_listened_for_before_the_udp_socket():
