@@ -785,11 +785,12 @@ def build_termination() -> Callable[[bytes], None]:
         check(term, shell, ice_lite, checked)
         closed = False
         for tag, payload in _records(data[1:]):
-            action, stranger = tag % 12, tag & 0x80
+            action, stranger = (tag & 0x7F) % 12, tag & 0x80
             addr = TERMINATION_OTHER if stranger else TERMINATION_PEER
             if action == 0:  # a datagram as the access port classifies it (RFC 7983)
                 if closed:
                     continue
+                relaying = term.state is State.ESTABLISHED and term.srtp is not None
                 kind = demux.classify(payload)
                 if len(payload) >= 12 and 127 < payload[0] < 192:
                     kind = demux.RTCP if 191 < payload[1] < 224 else demux.RTP
@@ -799,6 +800,9 @@ def build_termination() -> Callable[[bytes], None]:
                     term.receive_stun(payload, addr, now)
                 elif kind is demux.DTLS:
                     term.receive_dtls(payload, addr, now)
+                # The target's associations are restored, never handshaken here: nothing the fuzzer sends is
+                # authenticated DTLS, so nothing it sends may end one (a forged ClientHello or alert).
+                _require(not relaying or term.srtp is not None, "an unauthenticated datagram ended the SRTP")
             elif action in (1, 2) and not closed and len(payload) >= 12:  # SRTP / SRTCP the peer protected
                 plain = bytes([0x80 | payload[0] & 0x3F]) + payload[1:]
                 if action == 2:
