@@ -191,6 +191,10 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
             orphaned.append(i)
             reason = f"{reason}; its stream released" if reason else "no longer DTLS media: stream released"
         decisions.append(StreamDecision(i, m.media, m.proto, handler, reason, carried))
+    # Lines the re-offer left out (RFC 3264 section 8 keeps them; they go to the core rejected): their
+    # streams go too.
+    orphaned += [int(i) for i, entry in old_map.items()
+                 if int(i) >= len(sdp.media) and entry.get("handler") in media.ACCESS_KINDS]
     streams = [s for p in parts if p for s in p.streams]
     core_count = next_core
 

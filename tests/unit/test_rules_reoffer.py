@@ -480,3 +480,17 @@ def test_a_line_that_no_longer_carries_its_dtls_stream_releases_it(bundled, reof
     assert again.iq is not None and again.iq.release_streams == [0], again.iq
     assert 0 not in [s.stream_id for s in again.iq.streams]
     assert again.iq.release_transports == ([0] if bundled else [])
+
+
+@pytest.mark.parametrize("bundled", [True, False], ids=["bundle", "no-bundle"])
+def test_a_reoffer_that_leaves_a_dtls_line_out_releases_its_stream(bundled):
+    """A WIC re-offer with fewer m-lines (RFC 3264 section 8 keeps them; the edge forwards the
+    missing ones rejected): their streams are released, never left in mediad on a transport the
+    bundle rules release."""
+    pol = policy() if bundled else unbundled()
+    _, _, state = _call(pol, _chromium())
+    session_only = "".join(line + "\r\n" for line in _chromium().split("\r\n")[:4])
+    assert "m=" not in session_only
+    again = plan(session_only, Side.ACCESS, Kind.OFFER, state, pol, transaction="t2")
+    assert again.iq is not None and again.iq.release_streams == [0] and again.iq.streams == []
+    assert again.iq.release_transports == ([0] if bundled else [])
