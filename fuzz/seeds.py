@@ -274,3 +274,121 @@ def control() -> Iterator[bytes]:
     yield b"\x00" + first + data  # the DATA frame again: a replay
     yield b"\x02" + data
     yield b"\x00" + json.dumps({"iq": requests[0].to_dict(), "mac": "00"}).encode()  # the old datagram
+
+
+def _record(tag: int, data: bytes) -> bytes:
+    """One record of the bundle, stamp and termination inputs: tag, length, bytes (``fuzz.targets._records``)."""
+    return bytes([tag, len(data)]) + data
+
+
+def _rtp(pt: int, seq: int, ssrc: int, payload: bytes = b"\xab" * 20, first: int = 0x80, extension: bytes = b"",
+         csrcs: tuple[int, ...] = ()) -> bytes:
+    first |= len(csrcs) | (0x10 if extension else 0)
+    return (struct.pack("!BBHII", first, pt, seq, 1000, ssrc) + b"".join(struct.pack("!I", c) for c in csrcs)
+            + extension + payload)
+
+
+def _one_byte_block(*elements: tuple[int, bytes]) -> bytes:
+    body = b"".join(bytes([i << 4 | len(v) - 1]) + v for i, v in elements)
+    body += bytes(-len(body) % 4)
+    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
+
+
+def _two_byte_block(*elements: tuple[int, bytes]) -> bytes:
+    body = b"".join(bytes([i, len(v)]) + v for i, v in elements)
+    body += bytes(-len(body) % 4)
+    return struct.pack("!HH", 0x1000, len(body) // 4) + body
+
+
+def _bundle_rtcp() -> list[bytes]:
+    """RTCP about the bundle's SSRCs (``fuzz.targets.BUNDLE_STREAMS``): SR, RR, SDES MID, BYE, feedback."""
+    wic, agw = 0x11111111, 0xBBBBBBBB
+    block = struct.pack("!I", agw) + bytes(20)
+    sr = struct.pack("!BBHI", 0x81, 200, 12, wic) + bytes(20) + block
+    rr = struct.pack("!BBHI", 0x81, 201, 7, 0x22222222) + block
+    mid = b"video2"
+    item = bytes([15, len(mid)]) + mid + b"\x00"
+    item += bytes(-(len(item) + 4) % 4)
+    sdes = struct.pack("!BBHI", 0x81, 202, len(item) // 4 + 1, 0x33333333) + item
+    bye = struct.pack("!BBHI", 0x81, 203, 1, wic)
+    pli = struct.pack("!BBHII", 0x81, 206, 2, wic, agw)
+    nack = struct.pack("!BBHIIHH", 0x81, 205, 3, wic, agw, 1, 0)
+    remb = struct.pack("!BBHII", 0x8F, 206, 5, wic, 0) + REMB_FCI + struct.pack("!BBHI", 1, 0, 0, agw)
+    return [sr + sdes, rr + bye, sr + pli + nack, rr + remb, sr]
+
+
+REMB_FCI = b"REMB"
+
+
+def bundle_demux() -> Iterator[bytes]:
+    mid_one = _one_byte_block((3, b"1"))
+    mid_two = _two_byte_block((200, b"video2"))
+    rtps = [_rtp(0, 1, 0x11111111), _rtp(96, 2, 0x44444444, extension=mid_one), _rtp(98, 3, 0x55555555),
+            _rtp(111, 4, 0x66666666), _rtp(98, 5, 0x77777777, extension=mid_two),
+            _rtp(100, 6, 0x88888888, first=0xA0, payload=b"\x01\x02\x03\x03")]
+    rtcps = _bundle_rtcp()
+    for ext_index in (2, 7, 0):  # MID extension id 3, 200, none (MID_EXTENSION_IDS)
+        records = b"".join(_record(0, p) for p in rtps) + b"".join(_record(0, p) for p in rtcps)
+        yield bytes([ext_index]) + records
+        yield bytes([ext_index]) + b"".join(_record(6 + i, rtps[0]) for i in range(3)) + _record(0xA9, b"") \
+            + _record(10, struct.pack("!BI", 1, 0xAAAAAAAA)) + _record(11, b"\x00") + _record(12, rtcps[1])
+
+
+def mid_stamp() -> Iterator[bytes]:
+    for ext, mid in ((3, b"0"), (14, b"video-sixteen-ch"), (200, b"1"), (5, b"a" * 17)):
+        head = bytes([ext, len(mid)]) + mid
+        yield head + _rtp(111, 1, 0x11111111)
+        yield head + _rtp(111, 2, 0x11111111, extension=_one_byte_block((1, b"\x30"), (2, b"ab")))
+        yield head + _rtp(111, 3, 0x11111111, extension=_two_byte_block((1, b""), (17, b"xyz")))
+        yield head + _rtp(96, 4, 0x11111111, csrcs=(1, 2, 3), first=0xA0, payload=b"pay\x00\x00\x03")
+        yield head + _rtp(96, 5, 0x11111111, extension=struct.pack("!HH", 0xABAC, 1) + b"\x01\x02\x03\x04")
+
+
+def termination() -> Iterator[bytes]:
+    from fuzz.targets import TERMINATION_KEYS  # noqa: F401 (the keys the target's peer protects with)
+
+    check = _record(3, b"\x01" + bytes(range(12)))
+    stranger_check = _record(0x83, b"\x01" + bytes(range(12, 24)))
+    rtp = _record(1, _rtp(0, 1, 0x11111111)[:60])
+    rtcp = _record(2, bytes.fromhex("80c80006cafebabe") + bytes(20))
+    out = _record(5, _rtp(0, 7, 0x55667788)) + _record(6, RTCP_SR)
+    tick = _record(4, b"\x0b\xb8\x00")  # 30 s, the DTLS timer
+    consent = _record(4, b"\x0f\xa0\x02\x01")  # 40 s, the consent timer
+    for setup in range(32):
+        yield bytes([setup]) + check + rtp + rtcp + out + _record(0, CLIENT_HELLO_RECORD) + tick
+    yield bytes([3]) + check + out + consent + out + stranger_check + out + _record(9, b"") + _record(8, b"")
+    yield bytes([0]) + _record(0, RFC5769_REQUEST) + _record(0, RTP) + _record(7, b"data") + _record(11, b"") \
+        + _record(10, b"")
+    yield bytes([6]) + tick + tick + _record(4, b"\x00\x01\x01\x01")
+
+
+def takeover() -> Iterator[bytes]:
+    from mediad.proto.srtp import AES_CM_128_HMAC_SHA1_80, SrtpKeys
+
+    keys = SrtpKeys(AES_CM_128_HMAC_SHA1_80, bytes(range(16)), bytes(range(14)), bytes(range(16, 32)),
+                    bytes(range(14, 28))).to_dict()
+    home = {"access": "127.0.0.21", "core": "127.0.0.22", "access_sdp": "192.0.2.1", "core_sdp": "127.0.0.22"}
+    spec = {"side": "access", "transport": "UDP/TLS/RTP/SAVPF", "remote_address": "192.0.2.9", "remote_port": 4000}
+    channel = {"port": 31000, "state": "established", "role": "server", "peer": ["192.0.2.9", 4000],
+               "srtp_keys": keys, "srtp_rocs": {"tx": {"2864434397": 1}, "rx": {"287454020": 2}}}
+    document = {
+        "dialog": "d1", "version": 3, "node": "dead", "home": home, "replies": {}, "events": [],
+        "transports": [{"transport_id": 0, "spec": {"transport_id": 0, "mid_extension_id": 3}, "ice_ufrag": "u",
+                        "ice_pwd": "p" * 22, "port": 31002, "state": "established", "role": "client",
+                        "peer": ["192.0.2.9", 4002], "srtp_keys": keys, "srtp_rocs": {"rx": {"1": 1}},
+                        "learnt": {"287454020": 0}}],
+        "streams": [
+            {"stream_id": 0, "kind": "srtp", "access": {"spec": spec, "ice_ufrag": "u", "ice_pwd": "p" * 22,
+                                                        "channels": {"rtp": channel}},
+             "core": {"spec": {"side": "core", "transport": "RTP/AVP"}, "ports": {"rtp": 32000, "rtcp": 32001},
+                      "latched": {}}},
+            {"stream_id": 1, "kind": "srtp", "transport_id": 0, "mid": "0", "access": {"spec": spec}},
+        ],
+    }
+    yield b"\x00" + json.dumps(document).encode()
+    yield b"\x00" + json.dumps({**document, "streams": [{"stream_id": 2, "kind": "sctp"}]}).encode()
+    yield b"\x00" + json.dumps({**document, "home": None}).encode()
+    yield b"\x01" + json.dumps([[1.5, "b@127.0.0.1:9"], [0.5, "a@127.0.0.1:9"]]).encode()
+    yield b"\x01" + b"[[1, 2, 3]]"
+    yield b"\x02" + json.dumps({"srtp_rocs": channel["srtp_rocs"]}).encode()
+    yield b"\x02" + b'{"srtp_rocs": {"tx": {"1": -1}}}'

@@ -52,7 +52,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from sdp_rules.errors import E2aeError
+from sdp_rules.errors import E2aeError, UsageError
 from iq import Command, IqReply, IqRequest, Role, Side, StreamSpec, TerminationSpec
 from iq import TRANSPORT_UDP_DTLS, TransportSpec
 
@@ -236,7 +236,8 @@ class Daemon:
             self.certificate = Certificate.from_pem(cert_pem, key_pem)
             self.certificate_reference = "file"
             return
-        assert self.store is not None
+        if self.store is None:  # set by start()
+            raise UsageError("mediad: Redis used before start()")
         cert_pem, key_pem = await self.store.certificate_pem(
             lambda: Certificate.generate(days=CERTIFICATE_DAYS).to_pem())
         certificate = Certificate.from_pem(cert_pem, key_pem)
@@ -767,7 +768,8 @@ class Daemon:
 
     async def _watch_redis(self) -> None:
         """Ping Redis every REDIS_PING_INTERVAL s: ``e2ae_mediad_redis_up``, a log line on each change."""
-        assert self.store is not None
+        if self.store is None:  # set by start()
+            raise UsageError("mediad: Redis used before start()")
         up = True
         while True:
             await asyncio.sleep(REDIS_PING_INTERVAL)
@@ -809,7 +811,8 @@ class Daemon:
         """Return once everything changed or released so far is written (retried until it is)."""
         if not self.pending and not self.writing:
             return
-        assert self.loop is not None
+        if self.loop is None:  # set by start()
+            raise UsageError("mediad: the event loop used before start()")
         waiter = self.loop.create_future()
         self.flush_waiters.append(waiter)
         self._wake_writer()
@@ -826,7 +829,8 @@ class Daemon:
         It first gathers for ``WRITE_GATHER`` s: one pipeline then carries the changes
         of several calls instead of one per request.
         """
-        assert self.store is not None
+        if self.store is None:  # set by start()
+            raise UsageError("mediad: Redis used before start()")
         delay = WRITE_RETRY_FIRST
         try:
             await asyncio.sleep(WRITE_GATHER)
@@ -874,7 +878,8 @@ class Daemon:
         return document
 
     async def _publish(self, event: dict[str, Any]) -> None:
-        assert self.store is not None
+        if self.store is None:  # set by start()
+            raise UsageError("mediad: Redis used before start()")
         try:
             await self.store.publish(event)
         except StateError as exc:
@@ -889,7 +894,8 @@ class Daemon:
     # -- restart -------------------------------------------------------------------
     async def restore(self) -> None:
         """Reload every dialog in Redis of this node: same ports, SRTP from the stored keys."""
-        assert self.store is not None and self.loop is not None
+        if self.store is None or self.loop is None:  # set by start()
+            raise UsageError("mediad: restore() before start()")
         for document, remaining in await self.store.load_all():
             if document.get("node", "") != self.config.mediad_node_id:
                 continue  # another node's dialog (mediad.pool)
@@ -899,12 +905,13 @@ class Daemon:
     async def adopt(self, document: dict[str, Any], remaining: float | None) -> Dialog | None:
         """One dialog from its document (``remaining``: its TTL left, in s), held from now on;
         None when it cannot be restored (logged).  A restart's, and a takeover's (mediad.takeover)."""
-        assert self.loop is not None
+        if self.loop is None:  # set by start()
+            raise UsageError("mediad: the event loop used before start()")
         try:
             home = takeover.Home.of(document, self.config)  # None: this node's own addresses
             with self.access_pool.adopting(home and home.access), self.core_pool.adopting(home and home.core):
                 dialog = await self._restore_dialog(document)
-        except (E2aeError, KeyError, TypeError, ValueError) as exc:
+        except (E2aeError, KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(1e999)
             log.warning("dialog %s not restored: %s", str(document.get("dialog"))[:64], exc)
             return None
         dialog.home = home

@@ -67,6 +67,16 @@ class StateError(UnavailableError):
     """Redis failed or is unreachable."""
 
 
+def decode_document(raw: bytes | str) -> dict[str, Any] | None:
+    """A stored dialog document, or None when it is unreadable: not JSON, JSON that is not an
+    object, or nested too deep for the decoder (what a restart or a survivor then skips)."""
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
 def dialog_key(dialog: str) -> str:
     """The dialog's document (hash-tagged as the plugin's keys of the dialog: mediad.redis_keys)."""
     return tagged(DIALOG_PREFIX, dialog)
@@ -231,10 +241,11 @@ class StateStore:
                 for key, raw, pttl in zip(keys, replies[0::2], replies[1::2]):
                     if raw is None:
                         continue
-                    try:
-                        documents.append((json.loads(raw), pttl / 1000.0 if pttl >= 0 else None))
-                    except ValueError:
+                    document = decode_document(raw)
+                    if document is None:
                         log.warning("skipping unreadable dialog document %s", key.decode(errors="replace"))
+                    else:
+                        documents.append((document, pttl / 1000.0 if pttl >= 0 else None))
         except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
         return documents

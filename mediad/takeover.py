@@ -105,6 +105,7 @@ class Lost(enum.Enum):
     TCP = "tcp"  # DTLS over TCP (the connection dies with its host's kernel)
     T38 = "t38"  # UDPTL in DTLS records (the record layer's state is OpenSSL's, not in Redis)
     NO_HOME = "no_home"  # its document does not say where its ports are
+    MALFORMED = "malformed"  # its document cannot be read (a home or streams of the wrong shape)
     CAPACITY = "capacity"  # the survivor is full
     ADDRESS = "address"  # the hook could not move an address, or a port could not be bound
 
@@ -156,16 +157,30 @@ def dead_nodes(ids: Iterable[str], alive: Iterable[str], me: str) -> list[str]:
 
 
 def unmovable(document: dict[str, Any]) -> Lost | None:
-    """Why this dialog cannot move to another host (None: it can); see the module."""
+    """Why this dialog cannot move to another host (None: it can); see the module.
+
+    Never raises: a document whose home or streams have the wrong shape is :attr:`Lost.MALFORMED`.
+    """
     if not document.get("home"):
         return Lost.NO_HOME
-    for sdoc in document.get("streams") or []:
+    try:
+        Home.from_dict(document["home"])
+    except ValueError:
+        return Lost.MALFORMED
+    streams = document.get("streams") or []
+    if not isinstance(streams, list) or not all(isinstance(sdoc, dict) for sdoc in streams):
+        return Lost.MALFORMED
+    for sdoc in streams:
         kind = sdoc.get("kind")
         if kind in ("sctp", "dc_channel"):
             return Lost.SCTP
         if kind == "srtp_tcp":
             return Lost.TCP
-        channels = ((sdoc.get("access") or {}).get("channels") or {}).values()
+        access = sdoc.get("access") or {}
+        channels = access.get("channels") or {} if isinstance(access, dict) else None
+        if not isinstance(channels, dict) or not all(isinstance(c, dict) for c in channels.values()):
+            return Lost.MALFORMED
+        channels = channels.values()
         if kind == "t38" and any(c.get("state") == "established" for c in channels):
             return Lost.T38
         # Keys but no peer address: the association ran over an accepted TCP connection.

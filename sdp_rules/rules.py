@@ -152,6 +152,7 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
     parts: list[OfferPart | None] = []
     decisions: list[StreamDecision] = []
     release: list[int] = []
+    orphaned: list[int] = []  # streams whose line now carries none (released; the line rendered by its handler)
     bundles = bundle.Bundles()
     if ctx.policy.bundle is BundlePolicy.ON:
         bundles = bundle.plan_access_offer(ctx, sdp, data, lambda i: _bundle_eligible(sdp.media[i]))
@@ -188,14 +189,26 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
         groups.append({"access": i, "handler": handler, "core": slots, "vanished": vanished,
                        "data": part.pending if part else {}})
         parts.append(part)
-        decisions.append(StreamDecision(i, m.media, m.proto, handler, reason,
-                                        [s.stream_id for s in part.streams] if part else []))
+        carried = [s.stream_id for s in part.streams] if part else []
+        if i not in release and i not in carried and old_map.get(str(i), {}).get("handler") in media.ACCESS_KINDS:
+            # The line no longer carries its DTLS stream (another protocol, an incomplete data
+            # channel): the stream goes, as with a line disabled (else mediad keeps it, on a
+            # transport the bundle rules may release).
+            orphaned.append(i)
+            reason = f"{reason}; its stream released" if reason else "no longer DTLS media: stream released"
+        decisions.append(StreamDecision(i, m.media, m.proto, handler, reason, carried))
+    # Lines the re-offer left out (RFC 3264 section 8 keeps them; they go to the core rejected): their
+    # streams go too.
+    orphaned += [int(i) for i, entry in old_map.items()
+                 if int(i) >= len(sdp.media) and entry.get("handler") in media.ACCESS_KINDS]
     streams = [s for p in parts if p for s in p.streams]
     core_count = next_core
 
     def render(reply: IqReply | None) -> SessionDescription:
         out: list[MediaSection | None] = [None] * core_count
         old_lines = data.get("core_mlines", {})
+        for i in orphaned:
+            ctx.streams.pop(str(i), None)
         for group, part, m in zip(groups, parts, sdp.media):
             if group["access"] in release:
                 ctx.streams.pop(str(group["access"]), None)
@@ -218,7 +231,7 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
             data["pending"]["bundles"] = _pending_bundles(bundles)
         return result
 
-    return streams, release, decisions, render, bundles
+    return streams, release + orphaned, decisions, render, bundles
 
 
 # ---------------------------------------------------------------------------

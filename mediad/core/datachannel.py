@@ -71,6 +71,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc.exceptions import InvalidStateError
 
 from iq import EVENT_SCTP_STREAM_RESET, Role, TerminationReply, TerminationSpec
+from sdp_rules.errors import UsageError
 
 from mediad.proto.iqcodec import E_MALFORMED, ControlError
 from mediad.proto.dtls import ApplicationData, Closed, HandshakeComplete, HandshakeFailed
@@ -549,7 +550,8 @@ class T140CoreLeg:
         return released
 
     def reply(self, address: str) -> TerminationReply:
-        assert self.rtp is not None
+        if self.rtp is None:
+            raise UsageError("datachannel: a reply for an access leg without its port")
         return TerminationReply(address, self.rtp.port, self.rtcp.port if self.rtcp else None)
 
     def document(self) -> dict[str, Any]:
@@ -646,7 +648,7 @@ class MsrpCoreLeg:
             return
         self.conn = conn
         while self.pending:
-            self._write(self.pending.popleft())
+            self._write(conn, self.pending.popleft())
 
     def lost(self, conn: MsrpConnection) -> None:
         if self.conn is conn:
@@ -656,15 +658,14 @@ class MsrpCoreLeg:
         if self.closed:
             self.metrics.dropped("no_peer")
         elif self.conn is not None:
-            self._write(data)
+            self._write(self.conn, data)
         elif len(self.pending) < MAX_PENDING:
             self.pending.append(data)
         else:
             self.metrics.dropped("not_established")
 
-    def _write(self, data: bytes) -> None:
-        assert self.conn is not None
-        self.conn.write(data)
+    def _write(self, conn: MsrpConnection, data: bytes) -> None:
+        conn.write(data)
         self.t_out.count(len(data))
 
     def from_core(self, message: bytes) -> None:
@@ -697,7 +698,8 @@ class MsrpCoreLeg:
         return []
 
     def reply(self, address: str) -> TerminationReply:
-        assert self.port is not None
+        if self.port is None:
+            raise UsageError("datachannel: a reply for a core leg without its port")
         return TerminationReply(address, self.port)
 
     def document(self) -> dict[str, Any]:

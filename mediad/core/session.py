@@ -30,6 +30,7 @@ import ipaddress
 from typing import Any
 
 from iq import Role, StreamReply, StreamSpec, TerminationReply, TerminationSpec
+from sdp_rules.errors import UsageError
 
 from mediad.core.relay import ESTABLISHED, AccessChannel, Channel, CoreChannel
 from mediad.proto.srtp import SrtpKeys
@@ -83,7 +84,8 @@ class AccessLeg:
 
     @property
     def rtcp_channel(self) -> AccessChannel:
-        assert self.rtp is not None
+        if self.rtp is None:
+            raise UsageError("access leg: its RTCP channel asked for before its ports are open")
         return self.rtcp or self.rtp
 
     @property
@@ -99,7 +101,8 @@ class AccessLeg:
         return [c for c in (self.rtp, self.rtcp) if c is not None]
 
     def reply(self, address: str) -> TerminationReply:
-        assert self.rtp is not None
+        if self.rtp is None:
+            raise UsageError("access leg: a reply before its ports are open")
         owner = self.stream.dialog.owner
         return TerminationReply(
             local_address=address, local_port=self.rtp.port,
@@ -197,7 +200,8 @@ class CoreLeg:
         return [c for c in (self.rtp, self.rtcp) if c is not None]
 
     def reply(self, address: str) -> TerminationReply:
-        assert self.rtp is not None
+        if self.rtp is None:
+            raise UsageError("core leg: a reply before its ports are open")
         return TerminationReply(address, self.rtp.port, self.rtcp.port if self.rtcp else None)
 
     def apply(self, spec: TerminationSpec) -> list[int]:

@@ -266,6 +266,11 @@ class AccessTermination:
             self.dropped("dtls_failed")
             return
         if self.dtls is None:
+            if self.state is State.ESTABLISHED:
+                # Restored from its keys: no session takes the record, and none starts (anyone can send a
+                # ClientHello); a new association comes with a re-offer (RFC 8842 section 5): reset first.
+                self.dropped("no_dtls_session")
+                return
             if self.role is Role.CLIENT:
                 self.dropped("not_established")
                 return

@@ -53,6 +53,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from iq import Role, TerminationReply, TerminationSpec, TransportReply, TransportSpec
+from sdp_rules.errors import UsageError
 
 from mediad.proto.bundle_demux import RR, SR, BundleDemux, BundleStream, Drop, MidStamp
 from mediad.core.datachannel import SctpAccessLeg
@@ -246,7 +247,8 @@ class Transport(AccessLeg):
 
     # -- the Iq interface -------------------------------------------------------------------
     def reply(self, address: str) -> TransportReply:  # type: ignore[override]
-        assert self.rtp is not None
+        if self.rtp is None:
+            raise UsageError("transport: a reply before its port is open")
         return TransportReply(self.transport_id, address, self.rtp.port,
                               local_fingerprint=self.owner.certificate.fingerprint("sha-256"),
                               ice_ufrag=self.ice_ufrag, ice_pwd=self.ice_pwd)
@@ -310,7 +312,8 @@ class Transport(AccessLeg):
     # -- Redis -------------------------------------------------------------------------------
     def document(self) -> dict[str, Any]:
         channel = self.rtp
-        assert channel is not None
+        if channel is None:
+            raise UsageError("transport: a document before its port is open")
         return {
             "transport_id": self.transport_id,
             "spec": self.spec.to_dict(),
@@ -330,7 +333,8 @@ class Transport(AccessLeg):
     def restore(self, doc: dict[str, Any]) -> None:
         """After a restart: the stored association (SRTP keys, peer, role) and learnt SSRCs."""
         channel = self.rtp
-        assert channel is not None
+        if channel is None:
+            raise UsageError("transport: restored before its port is open")
         channel.role = Role(doc["role"]) if doc.get("role") else None
         peer = tuple(doc["peer"]) if doc.get("peer") else None
         if doc.get("srtp_keys"):
@@ -383,7 +387,8 @@ class BundledLeg:
         channel.send_protected(data, is_rtp)
 
     def reply(self, address: str) -> TerminationReply:
-        assert self.transport.rtp is not None
+        if self.transport.rtp is None:
+            raise UsageError("bundled leg: a reply before its transport's port is open")
         return TerminationReply(address, self.transport.rtp.port)
 
     def apply(self, spec: TerminationSpec) -> list[int]:
@@ -434,7 +439,8 @@ class BundledSctpLeg(SctpAccessLeg):
         SctpAccessLeg.reset_association(self)
 
     def reply(self, address: str) -> TerminationReply:
-        assert self.transport.rtp is not None
+        if self.transport.rtp is None:
+            raise UsageError("bundled SCTP leg: a reply before its transport's port is open")
         return TerminationReply(address, self.transport.rtp.port, local_sctp_port=self.association.local_port,
                                 local_max_message_size=self.owner.config.mediad_sctp_max_message_size)
 

@@ -56,6 +56,8 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
+from sdp_rules.errors import UsageError
+
 from mediad.proto import demux
 from mediad.proto.framing import Deframer, frame
 
@@ -210,7 +212,7 @@ class TcpConnection(asyncio.Protocol):
         self.transport = transport
         self.peer = TcpPeer(transport.get_extra_info("peername"))
         self.metrics.tcp_connections_active.inc()
-        if not self.listener.admit(self):
+        if not self.listener.admit(self, self.peer):
             self.close("busy")
             return
         self.arm_timer()
@@ -331,12 +333,11 @@ class TcpListener:
         self.server = await self.loop.create_server(
             lambda: TcpConnection(self), sock=sock, backlog=LISTEN_BACKLOG)
 
-    def admit(self, connection: TcpConnection) -> bool:
+    def admit(self, connection: TcpConnection, peer: TcpPeer) -> bool:
         unchecked = sum(1 for c in self.connections.values() if c.gate.state == UNCHECKED)
         if self.server is None or unchecked >= MAX_UNCHECKED:
             return False
-        assert connection.peer is not None
-        self.connections[connection.peer] = connection
+        self.connections[peer] = connection
         return True
 
     def accepted(self, connection: TcpConnection) -> None:
@@ -396,7 +397,8 @@ class AccessTransport:
 
 async def listen(channel: "AccessChannel", sock: socket.socket) -> TcpListener:
     """Listen on ``sock`` (bound on the channel's port number) for the channel's ICE-TCP peer."""
-    assert channel.transport is not None
+    if channel.transport is None:
+        raise UsageError(f"access port {channel.port}: ICE-TCP listened for before its UDP socket is open")
     listener = TcpListener(channel, channel.port)
     await listener.start(sock)
     channel.transport = AccessTransport(channel.transport, listener)  # type: ignore[assignment]

@@ -338,7 +338,7 @@ class SrtpTransformer:
                     if not (0 <= ssrc <= 0xFFFFFFFF and 0 <= roc <= MAX_ROC):
                         raise ValueError(f"SSRC {ssrc} or ROC {roc} out of range")
                     parsed.append((direction, ssrc, roc))
-        except (AttributeError, TypeError, ValueError) as exc:
+        except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: JSON's 1e999
             raise ValueError(f"malformed SRTP rollover counters: {exc}") from None
         for direction, ssrc, roc in parsed:
             if not roc:

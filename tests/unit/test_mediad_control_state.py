@@ -15,6 +15,7 @@ from mediad.config import parse_config
 from mediad.io.control import DialogLocks
 from mediad.daemon import WRITE_GATHER, Daemon
 from mediad.state import StateError, StateStore, WriteBehind, dialog_key
+from sdp_rules.errors import UsageError
 
 
 def test_write_behind_saves_each_changed_dialog_once_per_batch():
@@ -239,3 +240,45 @@ def _run_with_check(redis_server, scenario, dialogs) -> None:
     finally:
         check.delete(*(dialog_key(d) for d in dialogs))
         check.close()
+
+
+def test_store_load_all_skips_json_that_is_no_document(redis_server, redis_url):
+    """JSON that is not an object, and nesting too deep to read, are unreadable documents: skipped,
+    never a restart's or a survivor's crash (``document.get`` on a list, RecursionError)."""
+    async def scenario(check) -> None:
+        store = StateStore(redis_url, dialog_ttl=60)
+        try:
+            check.set(dialog_key("n-list"), "[1]")
+            check.set(dialog_key("n-text"), '"n-text"')
+            check.set(dialog_key("n-deep"), "[" * 100_000 + "]" * 100_000)
+            check.set(dialog_key("n-good"), '{"dialog": "n-good"}')
+            loaded = [doc for doc, _ in await store.load_all()]
+            assert all(isinstance(doc, dict) for doc in loaded)
+            assert "n-good" in [doc.get("dialog") for doc in loaded]
+        finally:
+            await store.close()
+
+    _run_with_check(redis_server, scenario, ["n-list", "n-text", "n-deep", "n-good"])
+
+
+@pytest.mark.parametrize("broken", [{"version": float("inf")}, {"streams": [{"stream_id": 1e999, "kind": "srtp"}]},
+                                    {"streams": "srtp"}, {"transports": [{"spec": []}]}])
+def test_a_malformed_document_is_not_adopted_and_adopt_does_not_raise(broken):
+    """A restart or a survivor reading a malformed document (JSON numbers 1e999 read as infinity
+    among them) logs it and goes on: ``adopt`` returns None, nothing is held."""
+    async def scenario():
+        daemon = Daemon(parse_config("[mediad]\npacket_path = python\n"))
+        daemon.loop = asyncio.get_running_loop()
+        document = {"dialog": "m1", "version": 1, "streams": [], **broken}
+        return await daemon.adopt(document, None), daemon.dialogs, daemon.access_pool.in_use
+
+    assert asyncio.run(scenario()) == (None, {}, set())
+
+
+def test_a_daemon_used_before_start_is_a_usage_error():
+    """Redis and the loop come with start(): using them before is our defect, said so (not an assert)."""
+    daemon = Daemon(parse_config("[mediad]\npacket_path = python\n"))
+    with pytest.raises(UsageError, match="before start"):
+        asyncio.run(daemon.restore())
+    with pytest.raises(UsageError, match="before start"):
+        asyncio.run(daemon.adopt({"dialog": "u1", "streams": []}, None))

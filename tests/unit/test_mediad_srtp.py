@@ -392,7 +392,8 @@ def test_a_document_without_rocs_restores_roc_0(impl, stored):
 
 
 @pytest.mark.parametrize("stored", [{"up": {"1": 1}}, {"tx": {"x": 1}}, {"tx": {"1": -1}}, {"tx": {"1": 2**32}},
-                                    {"tx": [1]}, {"rx": {str(2**32): 1}}])
+                                    {"tx": [1]}, {"rx": {str(2**32): 1}},
+                                    {"tx": {"1": float("inf")}}, {"rx": {"1": float("nan")}}])  # JSON 1e999, NaN
 def test_malformed_rocs_are_refused(stored):
     keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
     with pytest.raises(ValueError, match="malformed SRTP rollover counters"):

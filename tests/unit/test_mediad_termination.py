@@ -236,3 +236,27 @@ def test_closing_an_established_association_tells_the_peer():
     assert alert[0] == 21 and addr == SERVER_ADDR  # a DTLS alert record (close_notify) to the peer
     s.receive_dtls(alert, CLIENT_ADDR, 101.0)
     assert s.state is State.CLOSED and s_shell.changes == 1
+
+
+@pytest.mark.parametrize("role", [Role.SERVER, None])
+def test_a_dtls_record_cannot_end_an_association_restored_from_its_keys(role):
+    """A restored association has its SRTP keys and no DTLS session: a ClientHello (anyone can
+    send one) is dropped and counted; it neither starts a session nor takes the SRTP away (a new
+    association comes with a re-offer, RFC 8842 section 5, which resets this one first)."""
+    c = pair()[0][0]
+    c.start_client(100.0)
+    hello = c.shell.sent[-1][0]  # a real ClientHello
+    term, shell, metrics = termination(Certificate.generate(), ice_lite=role is None)
+    term.role = role
+    keys = random_keys()
+    term.restore(keys, CLIENT_ADDR)
+    srtp = term.srtp
+    term.receive_dtls(hello, ("198.51.100.7", 4000), 101.0)
+    term.receive_dtls(hello, CLIENT_ADDR, 101.0)
+    assert term.state is State.ESTABLISHED and term.srtp is srtp and term.dtls is None and term.keys == keys
+    assert term.peer == CLIENT_ADDR and shell.sent == [] and shell.reports == []
+    assert metrics.drop_counts["no_dtls_session"] == 2
+    assert term.protect(rtp(1), True, 101.0) is not None
+    term.reset()  # the re-offer's new association: a ClientHello now starts it
+    term.receive_dtls(hello, CLIENT_ADDR, 102.0)
+    assert term.state is State.HANDSHAKING and term.dtls is not None

@@ -8,7 +8,7 @@ from sdp_rules import DialogState, Kind, SdpPolicyError, Side
 from iq import Command, IqRequest, Role, StreamSpec, TerminationSpec
 from sdp_rules.plan import ActpassPolicy
 
-from tests.unit.rules_helpers import AGW_FP_TEXT, TlsIds, fixture, policy, run, sdp, unbundled
+from tests.unit.rules_helpers import AGW_FP_TEXT, TlsIds, fixture, plan, policy, run, sdp, unbundled
 
 WIC_TLS_ID = "wicFirstTlsIdAAAAAAAAAA"
 CORE_ANSWER = sdp("""
@@ -445,3 +445,52 @@ def test_a_core_offer_with_a_new_data_channel_line_then_audio_keeps_their_order(
     assert [line.split(" ")[0] + " " + line.split(" ")[2] for line in offered.sdp.split("\r\n")
             if line.startswith("m=")] == ["m=application UDP/DTLS/SCTP", "m=audio UDP/TLS/RTP/SAVP"]
     assert [d.kind for d in p.streams] == ["datachannel", "srtp"]
+
+
+# The m-line of an established DTLS-SRTP stream, in a re-offer, turned into what carries no such stream.
+INCOMPLETE_DATA_CHANNEL = sdp("""
+    v=0
+    o=- 3840232462 1 IN IP4 127.0.0.1
+    s=-
+    t=0 0
+    m=application 46436 UDP/DTLS/SCTP webrtc-datachannel
+    c=IN IP4 127.0.0.1
+    a=max-message-size:10
+""")
+PLAIN_AUDIO = sdp("""
+    v=0
+    o=- 3840232462 2 IN IP4 127.0.0.1
+    s=-
+    c=IN IP4 127.0.0.1
+    t=0 0
+    m=audio 46436 RTP/AVP 0
+    a=rtpmap:0 PCMU/8000
+""")
+
+
+@pytest.mark.parametrize("bundled", [True, False], ids=["bundle", "no-bundle"])
+@pytest.mark.parametrize("reoffer", [INCOMPLETE_DATA_CHANNEL, PLAIN_AUDIO], ids=["data-channel", "plain-rtp"])
+def test_a_line_that_no_longer_carries_its_dtls_stream_releases_it(bundled, reoffer):
+    """The stream goes with the line (and its transport with it when bundled): the modify never
+    leaves mediad a stream no m-line carries, nor a released transport with a stream on it."""
+    pol = policy() if bundled else unbundled()
+    first, _, state = _call(pol, _chromium())
+    assert (first.iq.streams[0].transport_id is not None) is bundled
+    again = plan(reoffer, Side.ACCESS, Kind.OFFER, state, pol, transaction="t2")
+    assert again.iq is not None and again.iq.release_streams == [0], again.iq
+    assert 0 not in [s.stream_id for s in again.iq.streams]
+    assert again.iq.release_transports == ([0] if bundled else [])
+
+
+@pytest.mark.parametrize("bundled", [True, False], ids=["bundle", "no-bundle"])
+def test_a_reoffer_that_leaves_a_dtls_line_out_releases_its_stream(bundled):
+    """A WIC re-offer with fewer m-lines (RFC 3264 section 8 keeps them; the edge forwards the
+    missing ones rejected): their streams are released, never left in mediad on a transport the
+    bundle rules release."""
+    pol = policy() if bundled else unbundled()
+    _, _, state = _call(pol, _chromium())
+    session_only = "".join(line + "\r\n" for line in _chromium().split("\r\n")[:4])
+    assert "m=" not in session_only
+    again = plan(session_only, Side.ACCESS, Kind.OFFER, state, pol, transaction="t2")
+    assert again.iq is not None and again.iq.release_streams == [0] and again.iq.streams == []
+    assert again.iq.release_transports == ([0] if bundled else [])

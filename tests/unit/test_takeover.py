@@ -56,6 +56,23 @@ def test_plan_takes_what_fits_in_dialog_order_and_ends_the_rest_with_why():
     assert plan(docs, room=0)[0] == []
 
 
+@pytest.mark.parametrize("broken", [
+    {"home": {"core": "127.0.1.11"}},  # a home without its access address
+    {"home": "127.0.0.11"},
+    {"streams": "srtp"},
+    {"streams": [["srtp"]]},
+    {"streams": [{"stream_id": 0, "kind": "srtp", "access": ["rtp"]}]},
+    {"streams": [{"stream_id": 0, "kind": "srtp", "access": {"channels": ["rtp"]}}]},
+    {"streams": [{"stream_id": 0, "kind": "srtp", "access": {"channels": {"rtp": 20000}}}]},
+])
+def test_a_document_the_survivor_cannot_read_is_ended_and_the_others_are_taken(broken):
+    """A malformed document of a dead node is ended (``malformed``), never an exception that
+    fails the whole takeover round after round."""
+    take, end = plan([document("d1"), {**document("d2"), **broken}, document("d3")], room=None)
+    assert [d["dialog"] for d in take] == ["d1", "d3"]
+    assert [(d["dialog"], why) for d, why in end] == [("d2", Lost.MALFORMED)]
+
+
 def test_resolve_follows_moves_made_after_the_dialog_and_only_those():
     moves = {"a": [(100.0, "b@127.0.0.12:1"), (300.0, "c@127.0.0.13:1")], "b": [(200.0, "c@127.0.0.13:1")]}
     assert resolve("a@127.0.0.11:1", 50.0, moves) == "c@127.0.0.13:1"  # a -> b (100), b -> c (200)
