@@ -280,8 +280,7 @@ class Fence:
         dialog = str(event.get("dialog") or "")
         claim = self.claims.live.get(dialog) or self.claims.deleting(dialog)
         message = json.dumps(event, separators=(",", ":"))
-        reply = (await self._run([self._command(dialog, claim, Op.PUBLISH, EVENTS_CHANNEL, message)]))[0]
-        holder = refused(reply)
+        holder = refused(await self._one(self._command(dialog, claim, Op.PUBLISH, EVENTS_CHANNEL, message)))
         if holder is not None:
             self._refused(Op.PUBLISH, dialog, claim, holder)
 
@@ -289,8 +288,7 @@ class Fence:
         """A survivor's deletion of a dead node's document (a dialog it does not take over), as
         long as it still names the dead node at its epoch; True when deleted."""
         claim = Claim(str(document.get("node") or ""), int(document.get("epoch") or 0), False)
-        reply = (await self._run([self._command(dialog, claim, Op.DELETE)]))[0]
-        holder = refused(reply)
+        holder = refused(await self._one(self._command(dialog, claim, Op.DELETE)))
         if holder is not None:
             self.refusals.labels(Op.DELETE.value).inc()
             log.warning("dialog %s of node %s not ended: its document is %s's now", dialog[:64], claim.node,
@@ -333,8 +331,22 @@ class Fence:
             self.script = script_sha()
         return self.script
 
+    async def _one(self, command: tuple[Any, ...]) -> Any:
+        """One fenced command on the client's connection pool: for every caller but the writer
+        (whose connection is its own, one batch at a time)."""
+        client = self.store.redis
+        try:
+            try:
+                return await client.execute_command(*command)
+            except redis.exceptions.NoScriptError:
+                await client.script_load(SCRIPT)
+                return await client.execute_command(*command)
+        except REDIS_ERRORS as exc:
+            raise StateError(f"redis: {exc.__class__.__name__}") from None
+
     async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """The commands' replies (in order); the script is loaded when Redis does not know it
+        """The writer's batch: the commands' replies (in order), on the writer's own connection
+        (``StateStore.run``); the script is loaded when Redis does not know it
         (first use, a restarted or failed-over Redis) and the commands it refused are sent again."""
         replies = await self.store.run(commands)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]

@@ -293,3 +293,22 @@ def test_claims_and_stamps():
     with pytest.raises(ValueError):
         refused(0)
     assert repr(Claim("x")) == "Claim('x', 0, fresh=True)"
+
+
+def test_events_and_the_writers_batches_may_go_out_at_once(nodes, redis_server):
+    """The writer's connection is its own: an event published meanwhile takes another."""
+    redis = redis_server.client()
+
+    async def scenario() -> None:
+        x = nodes("x")
+        dialogs = [f"d{i}" for i in range(50)]
+        for d in dialogs:
+            x.hold(d)
+        await x.save(*dialogs)
+        for _ in range(5):
+            await asyncio.gather(x.save(*dialogs, body={"n": 2}),
+                                 *(x.fence.publish({"dialog": d, "event": "e"}) for d in dialogs[:10]))
+        assert all(document(redis, d)["n"] == 2 for d in dialogs) and x.dropped == []
+
+    nodes.run(scenario)
+    redis.close()
