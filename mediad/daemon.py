@@ -58,7 +58,7 @@ from iq import TRANSPORT_UDP_DTLS, TransportSpec
 
 EVENT_DIALOG_EXPIRED = "dialog_expired"
 
-from mediad import takeover
+from mediad import fence, takeover
 from mediad.core import datachannel
 from mediad.io import fastpath
 from mediad.proto.certs import Certificate
@@ -119,6 +119,7 @@ class Daemon:
         self.heartbeat: Heartbeat | None = None  # registration in the pool ([mediad] node_id)
         self.heartbeat_task: asyncio.Task | None = None
         self.srtp_noted: set[AccessChannel] = set()  # Python-path packets noted a wrap or an SRTCP block
+        self.fence: fence.Fence | None = None  # a pool node's writes are fenced (mediad.fence)
 
     @staticmethod
     def _packet_path(choice: str) -> "fastpath.Engine | None":
@@ -170,6 +171,8 @@ class Daemon:
         await self.store.ping()
         secret = self.config.mediad_control_secret.encode() or await self.store.control_secret()
         await self._load_certificate()
+        if self.config.mediad_node_id:
+            self.fence = fence.Fence(self)
         await (takeover.restore_own(self) if self.config.mediad_node_id else self.restore())
         control = self.config.mediad_control
         self.control = ControlEndpoint(secret, self.serve, self.metrics)
@@ -180,7 +183,7 @@ class Daemon:
         self.metrics.redis_up.set(1)
         self._spawn(self._watch_redis())
         if self.config.mediad_node_id:
-            self.heartbeat = Heartbeat(self.config, self.store.redis, lambda: len(self.dialogs))
+            self.heartbeat = Heartbeat(self.config, self.store.redis, lambda: len(self.dialogs), self.fence.beat)
             self.heartbeat_task = asyncio.ensure_future(self.heartbeat.run(self._heartbeat_failed))
             if self.config.pool_takeover == "on":
                 self._spawn(takeover.Takeover(self).run())
@@ -622,6 +625,8 @@ class Daemon:
                 self._close_transport(dialog, transport)
             del self.dialogs[dialog.id]
             self.pending.released(dialog.id)
+            if self.fence is not None:
+                self.fence.released(dialog.id)
             self._wake_writer()
             self.metrics.sessions_active.set(len(self.dialogs))
         else:
@@ -757,6 +762,8 @@ class Daemon:
             self._close_transport(dialog, transport)
         del self.dialogs[dialog.id]
         self.pending.released(dialog.id)
+        if self.fence is not None:
+            self.fence.released(dialog.id)
         self._wake_writer()
         self.metrics.sessions_active.set(len(self.dialogs))
         self.metrics.dialogs_expired.inc()
@@ -841,7 +848,7 @@ class Daemon:
                 self.in_flight = len(deletes) + len(documents)
                 try:
                     if deletes or documents:
-                        await self.store.write(deletes, documents)
+                        await (self.fence or self.store).write(deletes, documents)
                 except StateError as exc:  # Redis's doing: the same batch (or newer) again, later
                     self.pending.retry(deletes, [d for d, _ in documents])
                     self.flush_waiters[:0] = waiters  # they wait for this batch, written later
@@ -872,16 +879,28 @@ class Daemon:
         """The dialog's document; in a pool it names its node (a restarted node reloads its own
         only) and the addresses its ports are bound on (a survivor binds them: mediad.takeover)."""
         document = dialog.document()
-        if self.config.mediad_node_id:
-            document["node"] = self.config.mediad_node_id
+        if self.fence is not None:
+            document = self.fence.stamp(dialog.id, document)  # {"node": ..., "epoch": ...} first
             document["home"] = (dialog.home or takeover.Home.own(self.config)).to_dict()
         return document
+
+    def drop(self, dialog: Dialog) -> None:
+        """Let go of a dialog another node owns now (mediad.fence): its sockets closed, its ports
+        back, nothing written, deleted or announced."""
+        for stream in dialog.streams.values():
+            self._close_stream(stream)
+        dialog.streams.clear()
+        for transport in list(dialog.transports.values()):
+            self._close_transport(dialog, transport)
+        self.dialogs.pop(dialog.id, None)
+        self.pending.forget(dialog.id)
+        self.metrics.sessions_active.set(len(self.dialogs))
 
     async def _publish(self, event: dict[str, Any]) -> None:
         if self.store is None:  # set by start()
             raise UsageError("mediad: Redis used before start()")
         try:
-            await self.store.publish(event)
+            await (self.fence or self.store).publish(event)
         except StateError as exc:
             self.metrics.redis_errors.inc()
             log.warning("event not published: %s", exc)
@@ -915,6 +934,8 @@ class Daemon:
             log.warning("dialog %s not restored: %s", str(document.get("dialog"))[:64], exc)
             return None
         dialog.home = home
+        if self.fence is not None:
+            self.fence.adopted(dialog.id, document)
         # It expires when its document does.
         ttl = self.config.redis_dialog_ttl
         dialog.refreshed_at = self.loop.time() - max(0.0, ttl - remaining) if remaining is not None else \

@@ -45,11 +45,17 @@ POOL_PREFIX = "e2ae:pool:{pool}:"  # one hash tag: a reader's MGET and pipelines
 NODE_PREFIX = POOL_PREFIX + "node:"
 NODES_KEY = POOL_PREFIX + "nodes"
 DRAINING_KEY = POOL_PREFIX + "draining"
+TAKEOVER_PREFIX = POOL_PREFIX + "takeover:"  # + a node id: who takes its dialogs over (mediad.takeover)
+MOVED_KEY = POOL_PREFIX + "moved"  # where dead nodes' dialogs went (mediad.takeover)
 HEARTBEAT_LIVES = 3  # a record outlives this many missed heartbeats
 
 
 def node_key(node_id: str) -> str:
     return NODE_PREFIX + node_id
+
+
+def lock_key(node_id: str) -> str:
+    return TAKEOVER_PREFIX + node_id
 
 
 class NodeState(enum.Enum):
@@ -146,13 +152,19 @@ def own_node(config, load: int = 0, state: NodeState = NodeState.ACTIVE) -> Node
 class Heartbeat:
     """Writes this mediad's record every ``[mediad] heartbeat`` seconds (see the module).
 
-    ``redis``: an asyncio redis client; ``load``: the number of sessions now.
+    ``redis``: an asyncio redis client; ``load``: the number of sessions now;
+    ``watch``: called after each beat with what it saw of a takeover of this node
+    (the record it replaced, None when it had expired; the holder of this node's
+    takeover lock; this node's entry of the ``moved`` hash; whether it was the
+    first beat): ``mediad.fence.Fence.beat``.
     """
 
-    def __init__(self, config, redis, load: Callable[[], int]) -> None:
+    def __init__(self, config, redis, load: Callable[[], int],
+                 watch: Callable[[Any, Any, Any, bool], None] | None = None) -> None:
         self.config = config
         self.redis = redis
         self.load = load
+        self.watch = watch
         self.draining = False  # the operator's set (read at each beat) or SIGUSR1
         self.drained_locally = False  # SIGUSR1: draining until the process ends
         self.beats = 0
@@ -162,7 +174,8 @@ class Heartbeat:
         return int(self.config.mediad_heartbeat * HEARTBEAT_LIVES * 1000)
 
     async def beat(self) -> None:
-        """One registration: the operator's drain set read, then the record written (two round trips)."""
+        """One registration: the operator's drain set read, then the record written (two round trips;
+        the second also reads what tells this node it was taken over)."""
         node_id = self.config.mediad_node_id
         drained = bool(await self.redis.sismember(DRAINING_KEY, node_id))
         if drained != self.draining and not self.drained_locally:
@@ -171,10 +184,14 @@ class Heartbeat:
                      "draining: no new calls" if drained else "active again", self.load())
         node = own_node(self.config, self.load(), NodeState.DRAINING if self.draining else NodeState.ACTIVE)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(node_key(node_id), json.dumps(node.to_dict(), separators=(",", ":")), px=self.ttl_ms)
+        pipe.set(node_key(node_id), json.dumps(node.to_dict(), separators=(",", ":")), px=self.ttl_ms, get=True)
         pipe.sadd(NODES_KEY, node_id)
-        await pipe.execute()
+        pipe.get(lock_key(node_id))
+        pipe.hget(MOVED_KEY, node_id)
+        previous, _, lock, moved = await pipe.execute()
         self.beats += 1
+        if self.watch is not None:
+            self.watch(previous, lock, moved, self.beats == 1)
 
     def drain(self) -> None:
         """SIGUSR1: this node takes no new calls (until it restarts)."""
@@ -201,5 +218,5 @@ class Heartbeat:
         await pipe.execute()
 
 
-__all__ = ["DRAINING_KEY", "HEARTBEAT_LIVES", "NODES_KEY", "POOL_PREFIX", "Heartbeat", "Node", "NodeState",
-           "node_key", "own_node", "parse_nodes", "parse_ref"]
+__all__ = ["DRAINING_KEY", "HEARTBEAT_LIVES", "MOVED_KEY", "NODES_KEY", "POOL_PREFIX", "TAKEOVER_PREFIX", "Heartbeat",
+           "Node", "NodeState", "lock_key", "node_key", "own_node", "parse_nodes", "parse_ref"]

@@ -87,9 +87,10 @@ ACL_RULES: dict[Component, str] = {
     # The plugin's scripts (get/set/del/exists/expire inside), its plain calls, the events.
     Component.PLUGIN: (f"{_CONNECT} {_SCRIPTS} +get +set +del +exists +expire +subscribe +unsubscribe "
                        f"+smembers +mget +hgetall ~e2ae:alg:* {_SECRET} &{EVENTS_CHANNEL} {_POOL}"),
-    # mediad: its documents (write-behind, restore by SCAN), the certificate, the secret, events.
-    Component.MEDIAD: (f"{_CONNECT} +get +set +del +scan +pttl +publish +sismember +sadd +srem +smembers +mget "
-                       f"+hget +hset "
+    # mediad: its documents (write-behind, restore by SCAN; a pool node's writes and events through
+    # the fence script, mediad.fence, which runs get/set/del/publish), the certificate, the secret, events.
+    Component.MEDIAD: (f"{_CONNECT} +evalsha +script|load +get +set +del +scan +pttl +publish +sismember +sadd "
+                       f"+srem +smembers +mget +hget +hset "
                        f"~{AGW_DIALOG}* ~{CERTIFICATE_KEY} ~{CONTROL_SECRET_KEY} &{EVENTS_CHANNEL} {_POOL}"),
     # e2ae-ctl: lists the plugin's records and, when a call's end event did not release it,
     # releases it as the plugin does (its scripts); reads the secret to ask mediad.

@@ -116,6 +116,10 @@ class WriteBehind:
         self._saves.pop(dialog, None)
         self._deletes[dialog] = None
 
+    def forget(self, dialog: str) -> None:
+        """The dialog is another node's now: write nothing of it (mediad.fence)."""
+        self._saves.pop(dialog, None)
+
     def batch(self) -> tuple[list[str], list[str]]:
         """``(deletes, saves)`` to write now, in this order; both are then forgotten.
 
@@ -180,42 +184,51 @@ class StateStore:
         commands: list[tuple[Any, ...]] = [("DEL", dialog_key(dialog)) for dialog in deletes]
         commands += [("SET", dialog_key(dialog), _COMPACT.encode(document), "EX", self.dialog_ttl)
                      for dialog, document in documents]
+        for reply in await self.run(commands):
+            if isinstance(reply, redis.ResponseError):
+                raise StateError(f"redis: {reply.__class__.__name__}")
+
+    async def run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one round trip; their replies in order, a command Redis refused
+        as its ``ResponseError`` (not raised).  StateError when Redis could not be reached.
+
+        For one caller at a time (the daemon's writer, and what it calls): it uses a
+        connection of its own.
+        """
         if not commands:
-            return
+            return []
         if is_cluster(self.redis):
-            await self._write_cluster(commands)
-            return
+            return await self._run_cluster(commands)
         pool = self.redis.connection_pool
         conn = self._writer
         if conn is None:
             conn = self._writer = pool.make_connection()
         packed = conn.pack_commands(commands)
 
-        async def send() -> None:
+        async def send() -> list[Any]:
             await pool.ensure_connection(conn)  # as the pool checks a connection it hands out
             await conn.send_packed_command(packed)
-            first_error = None
+            replies: list[Any] = []
             for _ in commands:  # every reply is read, so the connection stays in step
                 try:
-                    await conn.read_response()
+                    replies.append(await conn.read_response())
                 except redis.ResponseError as exc:
-                    first_error = first_error or exc
-            if first_error is not None:
-                raise first_error
+                    replies.append(exc)
+            return replies
 
         try:
-            await conn.retry.call_with_retry(send, lambda error: conn.disconnect())
+            return await conn.retry.call_with_retry(send, lambda error: conn.disconnect())
         except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 
-    async def _write_cluster(self, commands: list[tuple[Any, ...]]) -> None:
-        """:meth:`write` on a Cluster: one pipeline that redis-py splits by node (a dialog's
-        deletion and save go to the same node, in this order)."""
+    async def _run_cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """:meth:`run` on a Cluster: one pipeline that redis-py splits by node (a dialog's
+        commands go to the same node, in their order)."""
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)
-                await pipe.execute()
+                return await pipe.execute(raise_on_error=False)
         except REDIS_ERRORS as exc:
             raise StateError(f"redis: {exc.__class__.__name__}") from None
 

@@ -81,21 +81,16 @@ from typing import Any, Iterable
 
 from prometheus_client import Counter, Histogram
 
-from mediad.pool import NODES_KEY, POOL_PREFIX, node_key
+from mediad.pool import MOVED_KEY, NODES_KEY, TAKEOVER_PREFIX, lock_key, node_key
 
 log = logging.getLogger("mediad.takeover")
 
-LOCK_PREFIX = POOL_PREFIX + "takeover:"
-MOVED_KEY = POOL_PREFIX + "moved"
+LOCK_PREFIX = TAKEOVER_PREFIX
 LOCK_TTL_MS = 30_000  # a takeover (or a start's reload) longer than this loses its lock
 MOVES_KEPT = 8
 HOOK_TIMEOUT = 10.0  # seconds [pool] takeover_hook may take
 PATIENCE = 3  # rounds a survivor without room for all of a dead node's calls leaves them to others
 EVENT_MEDIA_LOST = "media_lost"  # a dialog whose media could not be taken over: the plugin ends it
-
-
-def lock_key(node_id: str) -> str:
-    return LOCK_PREFIX + node_id
 
 
 class Lost(enum.Enum):
@@ -322,10 +317,11 @@ class Takeover:
                 if dialog is None:
                     end.append((document, Lost.ADDRESS))
                     continue
-                daemon.changed(dialog)  # written again, naming this node
+                daemon.changed(dialog)  # written again, naming this node (fenced: mediad.fence)
                 taken.append(dialog.id)
             daemon.metrics.sessions_active.set(len(daemon.dialogs))
             await daemon.flush()
+            taken = [d for d in taken if d in daemon.dialogs]  # a write refused: another node has it
             history = parse_moves({dead: await self.redis.hget(MOVED_KEY, dead) or "[]"}).get(dead, [])
             await self.redis.hset(MOVED_KEY, dead, json.dumps(add_move(history, at, self._ref())))
             for document, reason in end:
@@ -373,7 +369,8 @@ class Takeover:
     async def _lose(self, document: dict[str, Any], reason: Lost) -> None:
         """A dialog not taken over: its document deleted, the plugin told to end the call."""
         dialog = str(document["dialog"])
-        await self.daemon.store.delete(dialog)
+        if not await self.daemon.fence.delete_of(dialog, document):
+            return  # the dead node (back) or another survivor has it: theirs to end
         event = {"dialog": dialog, "stream_id": None, "event": EVENT_MEDIA_LOST, "reason": reason.value,
                  "component": None, "time": round(time.time(), 3)}
         self.daemon.metrics.events.labels(EVENT_MEDIA_LOST).inc()

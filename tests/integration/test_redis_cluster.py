@@ -154,3 +154,47 @@ def test_held_calls_survive_a_mediad_restart_on_a_cluster(edge, cluster):
         uas.stop()
     assert edge.wait_no_dialogs(10) == [] and edge.mediad_dialogs() == []
     assert "CROSSSLOT" not in edge.kamailio_log_text() + edge.mediad_log.read_text()
+
+
+def test_fenced_writes_and_events_run_on_every_master(cluster):
+    """A pool node's fenced batches (mediad.fence) over dialogs spread on the masters: the
+    script loaded on each master at first use, a survivor's document refused to the paused
+    node, a fenced event published."""
+    import json
+
+    from tests.unit.test_fence import Node
+
+    config = parse_config(f"[redis]\nurl = {cluster.url}\n{cluster.redis_extra}\n")
+    ids = [dialog_id(f"fence-{n}", "ftag") for n in range(12)]
+    admin = cluster.client()
+
+    async def run() -> None:
+        x = Node(settings(config, Component.MEDIAD), "x")
+        y = Node(settings(config, Component.MEDIAD), "y")
+        try:
+            for ident in ids:
+                x.hold(ident)
+            await x.save(*ids)  # every master answers NOSCRIPT first
+            y.fence.adopted(ids[0], json.loads(admin.get(f"{AGW_DIALOG}{{{ids[0][:16]}}}{ids[0][16:]}")))
+            y.hold(ids[0])
+            await y.save(ids[0])
+            await x.save(*ids)
+            assert x.dropped == [ids[0]] and y.dropped == []
+            await x.fence.publish({"dialog": ids[1], "event": "e"})
+            await x.fence.publish({"dialog": ids[0], "event": "e"})  # not x's: refused, nothing sent
+            assert x.sample("e2ae_mediad_fenced_refusals_total", op="pub") == 1
+        finally:
+            await x.store.close()
+            await y.store.close()
+
+    try:
+        asyncio.run(run())
+        owners = {}
+        for key in admin.scan_iter(match="e2ae:agw:dialog:*"):
+            owners[dialog_of(AGW_DIALOG, key)] = json.loads(admin.get(key))["node"]
+        assert owners == {ident: ("y" if ident == ids[0] else "x") for ident in ids}
+        assert len({port for port, keys in cluster.keys_per_node("e2ae:agw:dialog:{*").items() if keys}) >= 2
+    finally:
+        for key in admin.scan_iter(match="e2ae:agw:dialog:*"):
+            admin.delete(key)
+        admin.close()

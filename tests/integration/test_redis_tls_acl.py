@@ -10,18 +10,27 @@ each user is refused what it has no need of, so the ACL is real.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 import redis
 
+from iq import Command, Role, Side, StreamSpec, TerminationSpec
 from mediad.config import load_config
+from mediad.pool import NODES_KEY, lock_key
 from mediad.redis_client import connect, settings
 from mediad.redis_keys import Component
 from mediad.state import dialog_key as agw_key
+from mediad.takeover import MOVED_KEY
+from plugin.pool import Pool
 from plugin.state import dialog_key
+from tests.integration.conftest import Mediad
+from tests.integration.dtls_peer import DtlsPeer, rtp_packet
 from tests.integration.edge_harness import Edge, Sipp
 from tests.integration.redis_ha import SecureRedis
+from tests.integration.test_mediad_pool import node_options
+from tests.integration.test_mediad_t38 import core_socket
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +105,7 @@ def test_each_component_is_refused_what_it_does_not_need(edge, secure_redis):
             (plugin, ("CONFIG", "GET", "*")),
             (plugin, ("EVAL", "return 1", "0")),  # only the registered scripts, by SHA
             (media, ("GET", dialog_key("x"))),  # the plugin's records
-            (media, ("EVALSHA", "0" * 40, "0")),
+            (media, ("EVAL", "return 1", "0")),  # its fence script only, by SHA (mediad.fence)
             (media, ("SUBSCRIBE", "e2ae:events")),
             (media, ("ACL", "LIST")),
             (ctl, ("GET", "e2ae:agw:certificate")),
@@ -139,3 +148,84 @@ def test_the_run_commands_tls_files_are_private(secure_redis):
     for _, password in secure_redis.users.values():
         assert password not in text  # stored as its SHA-256
     assert "user default off" in text
+
+
+def _node(tmp_path, secure_redis, name: str, n: int) -> Mediad:
+    """A pool node on its own loopback "host", reaching the TLS Redis as mediad's ACL user."""
+    node = Mediad(tmp_path, secure_redis.url, **node_options(name, n))
+    user, password = secure_redis.users[Component.MEDIAD]
+    with open(node.config_path, "a") as conf:  # [redis] is the file's last section
+        conf.write(f"ca_file = {secure_redis.ca}\nmediad_username = {user}\nmediad_password = {password}\n")
+    node.start()
+    return node
+
+
+def _media_both_ways(peer: DtlsPeer, core, core_address, first: int) -> None:
+    for seq in range(first, first + 5):
+        peer.send_rtp(rtp_packet(seq))
+        assert core.recvfrom(2048)[0][2:4] == seq.to_bytes(2, "big")
+        core.sendto(rtp_packet(seq, ssrc=0x5555), core_address)
+        assert peer.recv_media()[2:4] == seq.to_bytes(2, "big")
+
+
+def test_a_takeover_under_the_acl_users(secure_redis, tmp_path):
+    """A killed node's call taken over through a TLS Redis as mediad's ACL user (the takeover
+    lock, the dead node's documents read and rewritten under the fence, the moved hash), and
+    the plugin's user reads where it went; Redis refused nobody anything (its ACL log)."""
+    admin = secure_redis.client()
+    admin.execute_command("ACL", "LOG", "RESET")
+    peer = DtlsPeer("client", srtp=True)
+    core = core_socket()
+    nodes: list[Mediad] = []
+    try:
+        x = _node(tmp_path, secure_redis, "x", 11)
+        nodes.append(x)
+        y = _node(tmp_path, secure_redis, "y", 12)
+        nodes.append(y)
+        access = TerminationSpec(Side.ACCESS, "UDP/TLS/RTP/SAVPF", rtcp_mux=True, tls_role=Role.SERVER,
+                                 remote_fingerprints=[peer.fingerprint("sha-256")], local_fingerprint_request=True)
+        host, port = core.getsockname()
+        spec = StreamSpec(1, "srtp", access, TerminationSpec(Side.CORE, "RTP/AVP", remote_address=host,
+                                                             remote_port=port, rtcp_mux=True))
+        reply = x.client().request(x.iq(Command.RESERVE, "acl-call", [spec]))
+        assert reply.error is None, reply
+        stream = reply.stream(1)
+        assert peer.handshake((stream.access.local_address, stream.access.local_port))
+        core_address = (stream.core.local_address, stream.core.local_port)
+        _media_both_ways(peer, core, core_address, 0)
+        assert x.written()
+        created = time.time()
+        x_ref = f"x@127.0.0.11:{x.control_port}"
+
+        x.kill()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and admin.hget(MOVED_KEY, "x") is None:
+            time.sleep(0.05)
+        document = json.loads(admin.get(agw_key("acl-call")))
+        assert (document["node"], document["epoch"]) == ("y", 1), y.log()
+        assert y.metric("e2ae_mediad_takeover_dialogs_total", result="taken") == 1
+        assert admin.get(lock_key("x")) is None and admin.smembers(NODES_KEY) == {b"y"}
+        _media_both_ways(peer, core, core_address, 100)  # through y, with the stored keys
+
+        conf = tmp_path / "plugin.conf"
+        conf.write_text(f"[redis]\nurl = {secure_redis.url}\n{secure_redis.redis_extra}\n[pool]\nregistry = on\n")
+        config = load_config(conf)
+        client = connect(settings(config, Component.PLUGIN), 2.0)
+        try:
+            pool = Pool(config, lambda: client)
+            assert pool.route(x_ref, created) == f"y@127.0.0.12:{y.control_port}"
+            assert [node.id for node in pool.nodes()] == ["y"]
+        finally:
+            client.close()
+        assert y.client().request(y.iq(Command.RELEASE, "acl-call")).error is None
+        assert y.written() and admin.exists(agw_key("acl-call")) == 0
+        assert admin.execute_command("ACL", "LOG") == []  # no command of mediad or the plugin was refused
+    finally:
+        for node in nodes:
+            node.stop()
+        peer.close()
+        core.close()
+        keys = admin.keys("e2ae:pool:*") + admin.keys("e2ae:agw:dialog:*")
+        if keys:
+            admin.delete(*keys)
+        admin.close()

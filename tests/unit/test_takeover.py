@@ -150,6 +150,9 @@ class Survivor:
         self.dialogs: dict = {}
         self.heartbeat = None
         self.adopted: list[str] = []
+        from mediad.fence import Fence
+
+        self.fence = Fence(self)
 
     async def adopt(self, document, remaining):
         dialog = type("Adopted", (), {"id": document["dialog"]})()
