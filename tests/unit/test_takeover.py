@@ -134,7 +134,7 @@ class Survivor:
         self.heartbeat = None
         self.adopted: list[str] = []
 
-    async def adopt(self, document, remaining):
+    async def adopt(self, document, remaining, new_core=False):
         dialog = type("Adopted", (), {"id": document["dialog"]})()
         self.dialogs[dialog.id] = dialog
         self.adopted.append(dialog.id)
