@@ -22,12 +22,19 @@ CSeq, downstream (the edge re-INVITEs the callee, speaking as the caller):
 the callee has now seen the caller's CSeq ``n + 1``, so every later request of
 the caller must go to it renumbered, and its replies come back with the
 caller's numbers.  Kamailio's dialog module does exactly this
-(``track_cseq_updates``, ``dlg_cseq.c``): a request leaving with a
+(``track_cseq_updates``, ``dlg_cseq.c``): a relayed request leaving with a
 ``P-K-CSeq-Refresh`` header marks the dialog (``DLG_IFLAG_CSEQ_DIFF``) and has
 its CSeq set to the header's value; later requests from the caller are raised
 by the dialog variable ``cseq_diff`` (the original number kept in the Via
 branch, ``.cs<n>``), and replies get their original CSeq back from that
-branch.  Upstream (the edge re-INVITEs the caller, speaking as the callee)
+branch.  The edge's own requests must not carry the header: the module
+restores the branch of replies with two Vias only (``dlg_cseq_prepare_msg``:
+"reply to local transaction -- nothing to do"), so tm could not match the
+reply of a local request whose branch got the cookie.  So the edge's
+re-INVITE carries its CSeq as is, and the caller's first request after it
+gets the header from the plugin (:func:`refresh_value`), which marks the
+dialog; the dialog module's own BYE to the callee gets its CSeq raised in
+tm's ``tm:local-request`` event.  Upstream (the edge re-INVITEs the caller, speaking as the callee)
 the module renumbers nothing ("supported only for downstream direction"):
 :func:`build` refuses it (:class:`ReinviteError`), and the call is ended
 with a BYE each way instead.
@@ -53,11 +60,13 @@ from dataclasses import asdict, dataclass
 
 from sdp_rules import sdp as sdp_model
 
-# The header tm's sent-message hook of the dialog module looks for (Kamailio 5.6
-# srapi.c, "uac_cseq_refresh"); it is taken off the request before it leaves.
+# The header the dialog module's sent-message hook looks for (Kamailio 5.6 srapi.c,
+# "uac_cseq_refresh"); it is taken off the request before it leaves.
 CSEQ_REFRESH_HEADER = "P-K-CSeq-Refresh"
 # The dialog variable holding how far the caller's CSeqs are raised toward the callee.
 CSEQ_DIFF_VAR = "cseq_diff"
+# The dialog variable set ("1") until a caller's request has carried CSEQ_REFRESH_HEADER.
+CSEQ_MARK_VAR = "e2ae_cseq_mark"
 MAX_FORWARDS = 70
 # How long the edge waits for the final reply to its re-INVITE (64*T1, RFC 3261 17.1.1.2,
 # plus a margin for the timer that looks).
@@ -147,10 +156,14 @@ def build(view: DialogView, toward: Party, body: str) -> UacRequest:
         f"Contact: <{speaker.contact}>",
         f"Max-Forwards: {MAX_FORWARDS}",
         "Content-Type: application/sdp",
-        f"{CSEQ_REFRESH_HEADER}: {cseq}",
     ]
     return UacRequest(ruri=target.contact, nexthop=routes[0] if routes else "", socket=target.socket,
                       headers="\r\n".join(lines) + "\r\n", body=body, cseq=cseq, cseq_diff=view.cseq_diff + 1)
+
+
+def refresh_value(cseq: int, cseq_diff: int) -> int:
+    """The CSeq a caller's request numbered ``cseq`` carries toward the callee."""
+    return cseq + cseq_diff
 
 
 def moved_offer(previous: str, address: str, ports: list[int]) -> str:
@@ -229,6 +242,6 @@ class Pending:
         return cls(**doc)
 
 
-__all__ = ["ANSWER_WAIT_S", "ATTEMPTS", "CSEQ_DIFF_VAR", "CSEQ_REFRESH_HEADER", "GLARE_WAIT_S", "DialogView",
+__all__ = ["ANSWER_WAIT_S", "ATTEMPTS", "CSEQ_DIFF_VAR", "CSEQ_MARK_VAR", "CSEQ_REFRESH_HEADER", "GLARE_WAIT_S", "DialogView",
            "Leg", "Outcome", "Party", "Pending", "ReinviteError", "UacRequest", "build", "moved_offer", "outcome",
-           "route_uris"]
+           "refresh_value", "route_uris"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from plugin.reinvite import (ATTEMPTS, CSEQ_REFRESH_HEADER, DialogView, Leg, Outcome, Party, Pending, ReinviteError,
-                             build, moved_offer, outcome, route_uris)
+                             build, moved_offer, outcome, refresh_value, route_uris)
 
 CALLER = Leg(uri="sip:wic@192.0.2.10:5062", tag="wic1", cseq=1, contact="sip:wic@192.0.2.10:5062",
              route_set="", socket="udp:127.0.0.1:5060")
@@ -39,7 +39,8 @@ def test_a_reinvite_to_the_callee_speaks_as_the_caller_inside_the_dialog():
     assert h["CSeq"] == ["2 INVITE"]  # RFC 3261 12.2.1.1: above the caller's last
     assert h["Contact"] == ["<sip:wic@192.0.2.10:5062>"]  # the caller's: no target refresh
     assert h["Route"] == ["<sip:pcscf.ims.example;lr>", "<sip:scscf.ims.example;lr>"]
-    assert h[CSEQ_REFRESH_HEADER] == ["2"]  # the dialog module marks the dialog and keeps 2
+    # No dialog-module cookie on the edge's own request: tm must match its reply by branch.
+    assert CSEQ_REFRESH_HEADER not in h
     assert request.ruri == CALLEE.contact and request.nexthop == "sip:pcscf.ims.example;lr"
     assert request.socket == "udp:127.0.0.2:5060" and request.body == OFFER
     assert (request.cseq, request.cseq_diff) == (2, 1)
@@ -97,6 +98,10 @@ def test_pending_round_trips():
     pending = Pending("abc", "wic1", "core1", Party.CALLEE, "d1", 2, OFFER, 1700000000.5, 1, 0.0)
     assert Pending.from_value(pending.to_value()) == pending
     assert pending.key == "abc\t2"
+
+
+def test_the_callers_later_cseqs_are_raised_by_the_diff():
+    assert refresh_value(2, 1) == 3 and refresh_value(7, 0) == 7
 
 
 def test_route_uris():
