@@ -572,6 +572,7 @@ class kamailio:
         discarded before Kamailio relays it unconverted."""
         method = KSR.pv.get("$rm")
         if self.reinvites and method == "INVITE" and self.reinviter.on_reply():
+            self._flush()  # a failure queued the call's BYEs
             return 1  # the answer to the edge's own re-INVITE (plugin.reinvite)
         if method == "BYE":
             call_id = _pv("$ci")
@@ -695,6 +696,7 @@ class kamailio:
             self._drop_subscription()
         if self.reinvites:
             self.reinviter.tick(time.time())
+            self._flush()
         self._end_calls()
         self._retry_releases()
         return 1

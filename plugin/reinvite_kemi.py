@@ -24,6 +24,7 @@ import KSR
 
 from iq import Side
 from plugin.edge import other
+from sdp_rules.errors import UnavailableError
 from plugin.lifecycle import CallEvent
 from plugin.reinvite import (ANSWER_WAIT_S, CSEQ_DIFF_VAR, CSEQ_MARK_VAR, CSEQ_REFRESH_HEADER, GLARE_WAIT_S,
                              DialogView, Leg, Outcome, Party, Pending, ReinviteError, build, moved_offer, outcome,
@@ -141,7 +142,11 @@ class Reinviter:
         if result is None:
             return True
         KSR.htable.sht_rm(PENDING_TABLE, key)
-        self._finish(pending, result, "status %s" % _pv("$rs"))
+        try:
+            self._finish(pending, result, "status %s" % _pv("$rs"))
+        except UnavailableError as exc:  # Redis: the call's record cannot be read to end it
+            log.warning("Call-ID %s: re-INVITE %s, the call's state unreadable: %s", pending.call_id,
+                        result.value, exc.reason)
         return True
 
     def tick(self, now: float) -> None:
@@ -157,12 +162,16 @@ class Reinviter:
             except (ValueError, TypeError, KeyError):
                 KSR.htable.sht_rm(PENDING_TABLE, key)
                 continue
-            if pending.retry_at and pending.retry_at <= now:
-                KSR.htable.sht_rm(PENDING_TABLE, key)
-                self._retry(pending)
-            elif not pending.retry_at and now - pending.sent > ANSWER_WAIT_S:
-                KSR.htable.sht_rm(PENDING_TABLE, key)
-                self._finish(pending, Outcome.FAILED, "no final reply")
+            try:
+                if pending.retry_at and pending.retry_at <= now:
+                    KSR.htable.sht_rm(PENDING_TABLE, key)
+                    self._retry(pending)
+                elif not pending.retry_at and now - pending.sent > ANSWER_WAIT_S:
+                    KSR.htable.sht_rm(PENDING_TABLE, key)
+                    self._finish(pending, Outcome.FAILED, "no final reply")
+            except UnavailableError as exc:
+                log.warning("Call-ID %s: re-INVITE not followed up, state unreadable: %s", pending.call_id,
+                            exc.reason)
 
     def _finish(self, pending: Pending, result: Outcome, why: str) -> None:
         side = self._side(pending)
