@@ -185,6 +185,7 @@ class kamailio:
         self._edge = None
         self._pubsub = None
         self._reinviter = None
+        self._aliased = False  # the current request's Contact got nathelper's alias
         # The Call-ID whose dialog the dialog module's "dialog:end" released while the
         # current BYE was loose-routed (its event runs inside loose_route()).
         self._released_by_dialog = None
@@ -474,8 +475,10 @@ class kamailio:
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
+        self._aliased = False
         if side is Side.ACCESS and method in CONTACT_ALIAS_METHODS:
-            KSR.nathelper.add_contact_alias()  # in-dialog requests follow its flow
+            # in-dialog requests follow its flow (1: the alias was added)
+            self._aliased = KSR.nathelper.add_contact_alias() == 1
         if method == "REGISTER":
             return self._register(side)
         if method == "CANCEL":
@@ -519,6 +522,8 @@ class kamailio:
             # this dialog on its timeout: the BYEs it sends are marked (plugin.lifecycle).
             KSR.pv.sets("$dlg_ctx(timeout_route)", TIMEOUT_ROUTE)
             KSR.dialog.dlg_manage()
+            if self.reinvites and self._aliased:
+                self.reinviter.remember_alias(True)  # the caller's Contact as the callee got it
             KSR.tm.t_on_failure("ksr_failure_edge")
         flow_transport = None
         if side is Side.ACCESS:
@@ -535,6 +540,8 @@ class kamailio:
         routed = KSR.rr.loose_route() > 0
         if routed and self.reinvites:
             self.reinviter.on_in_dialog_request()  # CSeqs after the edge's re-INVITE (plugin.reinvite)
+            if method == "INVITE" and self._aliased:
+                self.reinviter.remember_alias(False)
         if method == "ACK":
             if not routed and KSR.tm.t_check_trans() <= 0:
                 return 1

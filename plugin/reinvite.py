@@ -10,7 +10,9 @@ The edge is a proxy: the dialog is the two UAs', and Kamailio's dialog module
 keeps what a UA of it would (``$dlg(...)``, Kamailio 5.6 ``dlg_var.c``): per
 party its URI, tag, last CSeq, Contact (remote target), route set (already in
 the order a UAC uses, RFC 3261 12.1.2; without the edge's own Record-Routes)
-and the socket toward it.  :func:`build` turns that into the request
+and the socket toward it; the Contact it keeps is the one received, so the
+``alias`` parameter nathelper gave a client's Contact on the way (the callee's
+remote target) is kept by the plugin in a dialog variable.  :func:`build` turns that into the request
 Kamailio's tm sends (``KSR.tm.t_uac_send``, tm ``rpc_uac.c``: From, To,
 Call-ID and CSeq taken from the headers given, tags included): the edge speaks
 as the other party (its URI, tag and Contact, so the target does not change,
@@ -99,6 +101,7 @@ class Leg:
     contact: str  # its remote target
     route_set: str  # toward it, "<uri>, <uri>" (may be empty)
     socket: str  # the edge's socket toward it, "proto:host:port"
+    alias: str = ""  # nathelper's alias its Contact got on the way through ("ip~port~proto"), if any
 
 
 @dataclass(frozen=True)
@@ -153,12 +156,23 @@ def build(view: DialogView, toward: Party, body: str) -> UacRequest:
         f"Call-ID: {view.call_id}",
         f"CSeq: {cseq} INVITE",
         *(f"Route: <{uri}>" for uri in routes),
-        f"Contact: <{speaker.contact}>",
+        f"Contact: <{speaker.contact}{f';alias={speaker.alias}' if speaker.alias else ''}>",
         f"Max-Forwards: {MAX_FORWARDS}",
         "Content-Type: application/sdp",
     ]
     return UacRequest(ruri=target.contact, nexthop=routes[0] if routes else "", socket=target.socket,
                       headers="\r\n".join(lines) + "\r\n", body=body, cseq=cseq, cseq_diff=view.cseq_diff + 1)
+
+
+# nathelper's transport digits (Kamailio's PROTO_* numbers) in an alias parameter.
+ALIAS_PROTOS = {"udp": 1, "tcp": 2, "tls": 3, "sctp": 4, "ws": 5, "wss": 6}
+
+
+def alias_value(address: str, port: int, proto: str) -> str:
+    """The value nathelper's ``add_contact_alias`` gives a Contact received from
+    ``address``:``port`` over ``proto`` (``ip~port~digit``; an IPv6 address in brackets)."""
+    host = f"[{address}]" if ":" in address and not address.startswith("[") else address
+    return f"{host}~{port}~{ALIAS_PROTOS[proto.lower()]}"
 
 
 def refresh_value(cseq: int, cseq_diff: int) -> int:
@@ -242,6 +256,6 @@ class Pending:
         return cls(**doc)
 
 
-__all__ = ["ANSWER_WAIT_S", "ATTEMPTS", "CSEQ_DIFF_VAR", "CSEQ_MARK_VAR", "CSEQ_REFRESH_HEADER", "GLARE_WAIT_S", "DialogView",
-           "Leg", "Outcome", "Party", "Pending", "ReinviteError", "UacRequest", "build", "moved_offer", "outcome",
+__all__ = ["ALIAS_PROTOS", "ANSWER_WAIT_S", "ATTEMPTS", "CSEQ_DIFF_VAR", "CSEQ_MARK_VAR", "CSEQ_REFRESH_HEADER", "GLARE_WAIT_S", "DialogView",
+           "Leg", "alias_value", "Outcome", "Party", "Pending", "ReinviteError", "UacRequest", "build", "moved_offer", "outcome",
            "refresh_value", "route_uris"]

@@ -27,13 +27,15 @@ from plugin.edge import other
 from sdp_rules.errors import UnavailableError
 from plugin.lifecycle import CallEvent
 from plugin.reinvite import (ANSWER_WAIT_S, CSEQ_DIFF_VAR, CSEQ_MARK_VAR, CSEQ_REFRESH_HEADER, GLARE_WAIT_S,
-                             DialogView, Leg, Outcome, Party, Pending, ReinviteError, build, moved_offer, outcome,
-                             refresh_value)
+                             DialogView, Leg, Outcome, Party, Pending, ReinviteError, alias_value, build,
+                             moved_offer, outcome, refresh_value)
 
 log = logging.getLogger("e2ae.plugin.reinvite")
 
 # deploy/kamailio.cfg: the edge's re-INVITEs waiting for their final reply, by "Call-ID\tCSeq".
 PENDING_TABLE = "e2ae_reinvite"
+# The dialog variable holding the alias nathelper gave the caller's Contact.
+ALIAS_VAR = "e2ae_caller_alias"
 
 
 def _pv(name, default=""):
@@ -48,10 +50,10 @@ def _int(value) -> int:
         return 0
 
 
-def _leg(prefix: str) -> Leg:
+def _leg(prefix: str, alias: str = "") -> Leg:
     return Leg(uri=_pv(f"$dlg({prefix}_uri)"), tag=_pv(f"$dlg({prefix}_tag)"), cseq=_int(_pv(f"$dlg({prefix}_cseq)")),
                contact=_pv(f"$dlg({prefix}_contact)"), route_set=_pv(f"$dlg({prefix}_rs)"),
-               socket=_pv(f"$dlg({prefix}_bindaddr)"))
+               socket=_pv(f"$dlg({prefix}_bindaddr)"), alias=alias)
 
 
 def last_sent_to(record, side: Side) -> str | None:
@@ -87,7 +89,9 @@ class Reinviter:
     def _send(self, call_id, from_tag, to_tag, toward, dialog, body, attempts, side) -> None:
         if KSR.dialog.dlg_get(call_id, from_tag, to_tag) <= 0:
             raise ReinviteError("the dialog module has no such dialog")
-        view = DialogView(call_id, _leg("from"), _leg("to"), _int(KSR.dialog.var_get(CSEQ_DIFF_VAR)))
+        alias = KSR.dialog.var_get(ALIAS_VAR)
+        view = DialogView(call_id, _leg("from", alias if isinstance(alias, str) else ""), _leg("to"),
+                          _int(KSR.dialog.var_get(CSEQ_DIFF_VAR)))
         request = build(view, toward, body)
         if KSR.tm.t_uac_send(request.method, request.ruri, request.nexthop or ".", request.socket or ".",
                              request.headers, request.body) < 0:
@@ -117,6 +121,12 @@ class Reinviter:
             return  # not re-INVITEd, or a BYE to the caller (its CSeqs are the callee's)
         KSR.hdr.remove("CSeq")  # the request is rebuilt with it (tm uac.c)
         KSR.hdr.append("CSeq: %d BYE\r\n" % refresh_value(_int(_pv("$cs")), diff))
+
+    def remember_alias(self, initial: bool) -> None:
+        """The caller's INVITE got nathelper's alias in its Contact: kept in the dialog (the
+        dialog module keeps the Contact as received), for the Contact of the edge's re-INVITE."""
+        if initial or _pv("$ft") == _pv("$dlg(from_tag)"):
+            KSR.dialog.var_sets(ALIAS_VAR, alias_value(_pv("$si"), _int(_pv("$sp")), _pv("$pr") or "udp"))
 
     def on_in_dialog_request(self) -> None:
         """A request inside a dialog, loose-routed: the caller's first one after the edge's

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from plugin.reinvite import (ATTEMPTS, CSEQ_REFRESH_HEADER, DialogView, Leg, Outcome, Party, Pending, ReinviteError,
+from plugin.reinvite import (ATTEMPTS, alias_value, CSEQ_REFRESH_HEADER, DialogView, Leg, Outcome, Party, Pending, ReinviteError,
                              build, moved_offer, outcome, refresh_value, route_uris)
 
 CALLER = Leg(uri="sip:wic@192.0.2.10:5062", tag="wic1", cseq=1, contact="sip:wic@192.0.2.10:5062",
@@ -102,6 +102,13 @@ def test_pending_round_trips():
 
 def test_the_callers_later_cseqs_are_raised_by_the_diff():
     assert refresh_value(2, 1) == 3 and refresh_value(7, 0) == 7
+
+
+def test_the_contact_keeps_the_alias_the_callee_got():
+    caller = Leg(**{**CALLER.__dict__, "alias": alias_value("192.0.2.10", 5062, "udp")})
+    h = _headers(build(DialogView(VIEW.call_id, caller, CALLEE), Party.CALLEE, OFFER))
+    assert h["Contact"] == ["<sip:wic@192.0.2.10:5062;alias=192.0.2.10~5062~1>"]
+    assert alias_value("2001:db8::1", 443, "WSS") == "[2001:db8::1]~443~6"
 
 
 def test_route_uris():
