@@ -138,7 +138,10 @@ class Config:
     pool_registry: str = "off"  # on: the mediads registered in Redis (heartbeats)
     pool_cache: float = 1.0  # seconds a worker keeps what it read of the registry
     pool_disable_timeout: float = 10.0  # seconds a node that failed a RESERVE gets no new call
-    pool_takeover: str = "on"  # on: a registered mediad takes over a dead node's dialogs (mediad.takeover)
+    # on: a registered mediad takes over a dead node's dialogs on the node's addresses (a floating
+    # address, mediad.takeover); reinvite: on its own addresses, the edge re-INVITEs the peers
+    # (plugin.reinvite); off: a dead node's calls are lost
+    pool_takeover: str = "on"
     pool_takeover_hook: str = ""  # a command run with {address} before a dead node's address is bound
     # [redis]
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -303,7 +306,7 @@ _CONVERTERS = {
     ("pool", "registry"): lambda t, w: _choice(t, w, ("off", "on")),
     ("pool", "cache"): lambda t, w: float(_positive(float, t, w)),
     ("pool", "disable_timeout"): lambda t, w: float(_positive(float, t, w)),
-    ("pool", "takeover"): lambda t, w: _choice(t, w, ("off", "on")),
+    ("pool", "takeover"): lambda t, w: _choice(t, w, ("off", "on", "reinvite")),
     ("pool", "takeover_hook"): lambda t, w: _takeover_hook(t, w),
     ("redis", "url"): lambda t, w: t.strip(),
     ("redis", "password"): lambda t, w: t.strip(),

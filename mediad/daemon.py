@@ -185,7 +185,7 @@ class Daemon:
         if self.config.mediad_node_id:
             self.heartbeat = Heartbeat(self.config, self.store.redis, lambda: len(self.dialogs), self.fence.beat)
             self.heartbeat_task = asyncio.ensure_future(self.heartbeat.run(self._heartbeat_failed))
-            if self.config.pool_takeover == "on":
+            if self.config.pool_takeover in ("on", "reinvite"):
                 self._spawn(takeover.Takeover(self).run())
         if self.config.mediad_metrics is not None:
             m = self.config.mediad_metrics
@@ -921,15 +921,17 @@ class Daemon:
             await self.adopt(document, remaining)
         self.metrics.sessions_active.set(len(self.dialogs))
 
-    async def adopt(self, document: dict[str, Any], remaining: float | None) -> Dialog | None:
+    async def adopt(self, document: dict[str, Any], remaining: float | None, new_core: bool = False) -> Dialog | None:
         """One dialog from its document (``remaining``: its TTL left, in s), held from now on;
-        None when it cannot be restored (logged).  A restart's, and a takeover's (mediad.takeover)."""
+        None when it cannot be restored (logged).  A restart's, and a takeover's (mediad.takeover);
+        ``new_core``: its core sides get new ports on this node's core address (the edge
+        re-INVITEs the core, plugin.reinvite)."""
         if self.loop is None:  # set by start()
             raise UsageError("mediad: the event loop used before start()")
         try:
             home = takeover.Home.of(document, self.config)  # None: this node's own addresses
             with self.access_pool.adopting(home and home.access), self.core_pool.adopting(home and home.core):
-                dialog = await self._restore_dialog(document)
+                dialog = await self._restore_dialog(document, new_core)
         except (E2aeError, KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(1e999)
             log.warning("dialog %s not restored: %s", str(document.get("dialog"))[:64], exc)
             return None
@@ -944,7 +946,7 @@ class Daemon:
         self.metrics.restored_sessions.inc()
         return dialog
 
-    async def _restore_dialog(self, document: dict[str, Any]) -> Dialog:
+    async def _restore_dialog(self, document: dict[str, Any], new_core: bool = False) -> Dialog:
         dialog = Dialog(self, str(document["dialog"]))
         dialog.version = int(document.get("version", 0))
         dialog.replies = dict(document.get("replies") or {})
@@ -962,7 +964,7 @@ class Daemon:
                 if sdoc.get("access"):
                     await self._restore_access(stream, sdoc["access"])
                 if sdoc.get("core"):
-                    await self._restore_core(stream, sdoc["core"])
+                    await self._restore_core(stream, sdoc["core"], new_core)
         except BaseException:
             for stream in streams:
                 self._close_stream(stream)
@@ -1017,16 +1019,19 @@ class Daemon:
             elif cdoc.get("state") == FAILED:
                 channel.failure, channel.peer = cdoc.get("failure") or "protocol_error", peer
 
-    async def _restore_core(self, stream: Stream, cdoc: dict[str, Any]) -> None:
+    async def _restore_core(self, stream: Stream, cdoc: dict[str, Any], new_ports: bool = False) -> None:
         if stream.kind in datachannel.KINDS:
             return await datachannel.restore_core(self, stream, cdoc)
         leg = CoreLeg(stream, TerminationSpec.from_dict(cdoc["spec"]))
+        components = list(cdoc["ports"].items())
+        fresh = self.core_pool.allocate(len(components), even=stream.kind != "t38") if new_ports else None
         stream.core = leg
         self.metrics.terminations["core"].inc()
         leg.latched = {k: tuple(v) for k, v in (cdoc.get("latched") or {}).items()}
         leg.refresh()
-        for component, port in cdoc["ports"].items():
-            sock = self.core_pool.claim(int(port))
+        for n, (component, port) in enumerate(components):
+            sock = fresh[n] if fresh is not None else self.core_pool.claim(int(port))
+            port = sock.getsockname()[1]
             channel = CoreChannel(leg, int(port), component)
             setattr(leg, component, channel)
             await self.open_channel(channel, sock)

@@ -91,6 +91,9 @@ MOVES_KEPT = 8
 HOOK_TIMEOUT = 10.0  # seconds [pool] takeover_hook may take
 PATIENCE = 3  # rounds a survivor without room for all of a dead node's calls leaves them to others
 EVENT_MEDIA_LOST = "media_lost"  # a dialog whose media could not be taken over: the plugin ends it
+# A dialog whose media a survivor holds on its own addresses ([pool] takeover = reinvite):
+# {"dialog", "side", "address", "ports"}: the plugin re-INVITEs that side (plugin.reinvite).
+EVENT_MEDIA_MOVED = "media_moved"
 
 
 class Lost(enum.Enum):
@@ -143,6 +146,19 @@ class Home:
 
     def addresses(self) -> list[str]:
         return list(dict.fromkeys((self.access, self.core)))
+
+    def with_own_core(self, config) -> "Home":
+        """This home with the core side on ``config``'s own core address (``[pool] takeover =
+        reinvite``: the access address floats, the core side is re-INVITEd to new ports)."""
+        own = Home.own(config)
+        return Home(self.access, own.core, self.access_sdp, own.core_sdp)
+
+
+def moved_event(dialog: str, address: str, ports: list[int]) -> dict[str, Any]:
+    """The ``media_moved`` event of a dialog whose core side a survivor holds on ``address``:
+    ``ports``, the RTP port of each stream with a core side, in stream order (its m-lines')."""
+    return {"dialog": dialog, "stream_id": None, "event": EVENT_MEDIA_MOVED, "side": "core", "address": address,
+            "ports": list(ports), "time": round(time.time(), 3)}
 
 
 def dead_nodes(ids: Iterable[str], alive: Iterable[str], me: str) -> list[str]:
@@ -307,23 +323,34 @@ class Takeover:
                          len(documents))
                 return False
             self.waited.pop(dead, None)
-            moved = await self._move_addresses(take)
-            taken = []
+            rehome = self.config.pool_takeover == "reinvite"
+            moved = await self._move_addresses(take, core=not rehome)
+            taken, moved_events = [], []
             for document in take:
                 home = Home.from_dict(document["home"])
                 dialog = None
-                if all(moved.get(address) for address in home.addresses()):
-                    dialog = await daemon.adopt(document, remaining_of[str(document["dialog"])])
+                if rehome:
+                    home = home.with_own_core(self.config)
+                    document = {**document, "home": home.to_dict()}
+                if all(moved.get(address, address == home.core and rehome) for address in home.addresses()):
+                    dialog = await daemon.adopt(document, remaining_of[str(document["dialog"])], new_core=rehome)
                 if dialog is None:
                     end.append((document, Lost.ADDRESS))
                     continue
                 daemon.changed(dialog)  # written again, naming this node (fenced: mediad.fence)
                 taken.append(dialog.id)
+                if rehome:
+                    ports = [s.core.rtp.port for _, s in sorted(dialog.streams.items())
+                             if s.core is not None and getattr(s.core, "rtp", None) is not None]
+                    moved_events.append(moved_event(dialog.id, home.core_sdp, ports))
             daemon.metrics.sessions_active.set(len(daemon.dialogs))
             await daemon.flush()
             taken = [d for d in taken if d in daemon.dialogs]  # a write refused: another node has it
             history = parse_moves({dead: await self.redis.hget(MOVED_KEY, dead) or "[]"}).get(dead, [])
             await self.redis.hset(MOVED_KEY, dead, json.dumps(add_move(history, at, self._ref())))
+            for event in moved_events:  # the plugin re-INVITEs the core (plugin.reinvite)
+                self.daemon.metrics.events.labels(EVENT_MEDIA_MOVED).inc()
+                await self.daemon.store.publish(event)
             for document, reason in end:
                 await self._lose(document, reason)
             await self.redis.srem(NODES_KEY, dead)
@@ -341,9 +368,11 @@ class Takeover:
         control = self.config.mediad_control
         return f"{self.me}@{control.host}:{control.port}"
 
-    async def _move_addresses(self, documents: list[dict[str, Any]]) -> dict[str, bool]:
-        """Run ``[pool] takeover_hook`` once per address the documents' ports are on; which moved."""
-        addresses = list(dict.fromkeys(a for d in documents for a in Home.from_dict(d["home"]).addresses()))
+    async def _move_addresses(self, documents: list[dict[str, Any]], core: bool = True) -> dict[str, bool]:
+        """Run ``[pool] takeover_hook`` once per address the documents' ports are on (their access
+        addresses only when not ``core``); which moved."""
+        homes = [Home.from_dict(d["home"]) for d in documents]
+        addresses = list(dict.fromkeys(a for h in homes for a in (h.addresses() if core else [h.access])))
         hook = self.config.pool_takeover_hook
         if not hook:
             return dict.fromkeys(addresses, True)
@@ -399,5 +428,5 @@ async def restore_own(daemon) -> None:
         await redis.delete(lock_key(me))
 
 
-__all__ = ["EVENT_MEDIA_LOST", "LOCK_PREFIX", "MOVED_KEY", "Home", "Lost", "Takeover", "add_move", "dead_nodes",
+__all__ = ["EVENT_MEDIA_LOST", "EVENT_MEDIA_MOVED", "LOCK_PREFIX", "MOVED_KEY", "Home", "Lost", "Takeover", "add_move", "dead_nodes",
            "lock_key", "parse_moves", "plan", "resolve", "restore_own", "unmovable"]

@@ -87,6 +87,7 @@ from sdp_rules.errors import UnavailableError  # noqa: E402
 from mediad.config import load_config  # noqa: E402
 from mediad.logs import formatter  # noqa: E402
 from mediad import redis_keys  # noqa: E402
+from mediad.takeover import EVENT_MEDIA_MOVED  # noqa: E402
 from plugin import limits, profile, routing, sipreply  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
 from plugin.body import SDP_TYPE, media_type  # noqa: E402
@@ -179,9 +180,12 @@ class kamailio:
         self.routes = routing.SocketMap.from_config(self.config)
         self.next_hop = routing.core_next_hop(self.config, self.routes)
         self.core_profile = profile.CoreRtpProfile(self.config.policy_core_rtp_profile)
+        self.reinvites = self.config.pool_takeover == "reinvite"
         self.metrics_dir = _METRICS_DIR
         self._edge = None
         self._pubsub = None
+        self._reinviter = None
+        self._aliased = False  # the current request's Contact got nathelper's alias
         # The Call-ID whose dialog the dialog module's "dialog:end" released while the
         # current BYE was loose-routed (its event runs inside loose_route()).
         self._released_by_dialog = None
@@ -197,6 +201,14 @@ class kamailio:
         if self._edge is None:
             self._edge = Edge.from_config(self.config, metrics_module.Metrics(None), cache=_HtableCache())
         return self._edge
+
+    @property
+    def reinviter(self):
+        """The edge's own re-INVITEs ([pool] takeover = reinvite; plugin.reinvite_kemi)."""
+        if self._reinviter is None:
+            from plugin.reinvite_kemi import Reinviter
+            self._reinviter = Reinviter(self.edge)
+        return self._reinviter
 
     # -- helpers --------------------------------------------------------------------
     def _side(self):
@@ -463,8 +475,10 @@ class kamailio:
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
+        self._aliased = False
         if side is Side.ACCESS and method in CONTACT_ALIAS_METHODS:
-            KSR.nathelper.add_contact_alias()  # in-dialog requests follow its flow
+            # in-dialog requests follow its flow (1: the alias was added)
+            self._aliased = KSR.nathelper.add_contact_alias() == 1
         if method == "REGISTER":
             return self._register(side)
         if method == "CANCEL":
@@ -508,6 +522,8 @@ class kamailio:
             # this dialog on its timeout: the BYEs it sends are marked (plugin.lifecycle).
             KSR.pv.sets("$dlg_ctx(timeout_route)", TIMEOUT_ROUTE)
             KSR.dialog.dlg_manage()
+            if self.reinvites and self._aliased:
+                self.reinviter.remember_alias(True)  # the caller's Contact as the callee got it
             KSR.tm.t_on_failure("ksr_failure_edge")
         flow_transport = None
         if side is Side.ACCESS:
@@ -522,6 +538,10 @@ class kamailio:
 
     def _in_dialog(self, side, method):
         routed = KSR.rr.loose_route() > 0
+        if routed and self.reinvites:
+            self.reinviter.on_in_dialog_request()  # CSeqs after the edge's re-INVITE (plugin.reinvite)
+            if method == "INVITE" and self._aliased:
+                self.reinviter.remember_alias(False)
         if method == "ACK":
             if not routed and KSR.tm.t_check_trans() <= 0:
                 return 1
@@ -558,6 +578,9 @@ class kamailio:
         an INVITE without a To tag, a Content-Length that does not frame the body) is
         discarded before Kamailio relays it unconverted."""
         method = KSR.pv.get("$rm")
+        if self.reinvites and method == "INVITE" and self.reinviter.on_reply():
+            self._flush()  # a failure queued the call's BYEs
+            return 1  # the answer to the edge's own re-INVITE (plugin.reinvite)
         if method == "BYE":
             call_id = _pv("$ci")
             deadline = time.monotonic() + BYE_HOLD_S
@@ -660,6 +683,13 @@ class kamailio:
                 self._flush()
         return 1
 
+    def ksr_tm_event(self, *args):
+        """tm's ``tm:local-request`` (``[pool] takeover = reinvite`` only): a request
+        Kamailio itself sends (plugin.reinvite_kemi)."""
+        if self.reinvites:
+            self.reinviter.on_local_request()
+        return 1
+
     def ksr_rtimer_events(self, *args):
         try:
             pubsub = self._subscription()
@@ -671,6 +701,9 @@ class kamailio:
         except Exception as exc:  # Redis down: a new subscription on the next tick
             KSR.warn("e2ae: events: %s\n" % exc.__class__.__name__)
             self._drop_subscription()
+        if self.reinvites:
+            self.reinviter.tick(time.time())
+            self._flush()
         self._end_calls()
         self._retry_releases()
         return 1
@@ -685,7 +718,10 @@ class kamailio:
         if not isinstance(event, dict):
             return
         try:
-            self.edge.on_event(event)
+            if self.reinvites and event.get("event") == EVENT_MEDIA_MOVED:
+                self.reinviter.on_moved(event)
+            else:
+                self.edge.on_event(event)
         except Exception as exc:
             KSR.err("e2ae: event %s: %s\n" % (str(event.get("event"))[:40], exc.__class__.__name__))
         self._flush()

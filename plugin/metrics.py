@@ -37,6 +37,10 @@ Names (documented in the README):
   a response needs can be read), ``bad_reply`` (a reply discarded: its
   Content-Length does not frame its body, RFC 3261 18.3, or it is a 2xx to an
   INVITE without a To tag, RFC 3261 12.1.1).
+* ``e2ae_plugin_reinvites_total{side, result}``: re-INVITEs the edge sent
+  itself because a dialog's media moved to a survivor (:mod:`plugin.reinvite`):
+  ``sent``, ``answered``, ``retry`` (491), ``failed`` (an error or no answer:
+  the call is ended), ``refused`` (none could be built: the call is ended).
 * ``e2ae_plugin_release_retries_total{result}``: releases that failed and were
   queued (``queued``), then ``done`` (the retry released), ``nothing`` (another
   path had released it), ``failed`` (tried again, still failing), ``abandoned``
@@ -108,6 +112,9 @@ class Metrics:
             "e2ae_plugin_drops", "Requests the plugin could not answer, replies it discarded", ["reason"], **kw)
         self.release_retries = Counter(
             "e2ae_plugin_release_retries", "Releases queued for retry and their outcome", ["result"], **kw)
+        self.reinvites = Counter(
+            "e2ae_plugin_reinvites", "re-INVITEs the edge sent itself (media moved), by side and outcome",
+            ["side", "result"], **kw)
         self.pool_placed = Counter(
             "e2ae_plugin_pool_calls", "Dialogs placed on each media node of the pool", ["node"], **kw)
         self.pool_nodes = Gauge(

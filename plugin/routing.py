@@ -298,7 +298,9 @@ def kamailio_defines(config) -> dict[str, str]:
     """The ``-A`` defines of ``deploy/kamailio.cfg`` for every configured socket.
 
     ``E2AE_<OPTION>`` holds the ``listen=`` value (with ``advertise``);
-    ``E2AE_WITH_TCP``/``_TLS``/``_WS`` turn on what those sockets need.
+    ``E2AE_WITH_TCP``/``_TLS``/``_WS`` turn on what those sockets need;
+    ``E2AE_REINVITE`` the dialog module's CSeq renumbering (``[pool] takeover =
+    reinvite``, :mod:`plugin.reinvite`).
     """
     defines: dict[str, str] = {}
     sockets = SocketMap.from_config(config)
@@ -310,6 +312,8 @@ def kamailio_defines(config) -> dict[str, str]:
         defines["E2AE_WITH_TLS"] = "1"
     if sockets.has_websocket():
         defines["E2AE_WITH_WS"] = "1"
+    if getattr(config, "pool_takeover", "") == "reinvite":
+        defines["E2AE_REINVITE"] = "1"
     return defines
 
 

@@ -154,7 +154,7 @@ class Survivor:
 
         self.fence = Fence(self)
 
-    async def adopt(self, document, remaining):
+    async def adopt(self, document, remaining, new_core=False):
         dialog = type("Adopted", (), {"id": document["dialog"]})()
         self.dialogs[dialog.id] = dialog
         self.adopted.append(dialog.id)

@@ -1,0 +1,261 @@
+"""The edge's own re-INVITE inside a live dialog: new media addresses for one side.
+
+When a dialog's media node dies and its addresses cannot move to the survivor
+(no floating address, ``[pool] takeover = reinvite``), the survivor holds the
+dialog's media on ports of its own and the edge tells the far side with a
+re-INVITE (RFC 3261 section 14.1) whose offer names them (RFC 3264 section 8:
+the same m-lines, new c=/m= address and ports, the o= version one higher).
+
+The edge is a proxy: the dialog is the two UAs', and Kamailio's dialog module
+keeps what a UA of it would (``$dlg(...)``, Kamailio 5.6 ``dlg_var.c``): per
+party its URI, tag, last CSeq, Contact (remote target), route set (already in
+the order a UAC uses, RFC 3261 12.1.2; without the edge's own Record-Routes)
+and the socket toward it; the Contact it keeps is the one received, so the
+``alias`` parameter nathelper gave a client's Contact on the way (the callee's
+remote target) is kept by the plugin in a dialog variable.  :func:`build` turns that into the request
+Kamailio's tm sends (``KSR.tm.t_uac_send``, tm ``rpc_uac.c``: From, To,
+Call-ID and CSeq taken from the headers given, tags included): the edge speaks
+as the other party (its URI, tag and Contact, so the target does not change,
+RFC 3261 12.2.1.1) with a CSeq above everything that side has seen from it
+(12.2.1.1, 12.2.2).  tm sends the ACK of a 2xx to a local INVITE itself
+(``t_reply.c`` ``build_local_ack``; ``local_ack_mode`` 0: by the route set).
+
+CSeq, downstream (the edge re-INVITEs the callee, speaking as the caller):
+the callee has now seen the caller's CSeq ``n + 1``, so every later request of
+the caller must go to it renumbered, and its replies come back with the
+caller's numbers.  Kamailio's dialog module does exactly this
+(``track_cseq_updates``, ``dlg_cseq.c``): a relayed request leaving with a
+``P-K-CSeq-Refresh`` header marks the dialog (``DLG_IFLAG_CSEQ_DIFF``) and has
+its CSeq set to the header's value; later requests from the caller are raised
+by the dialog variable ``cseq_diff`` (the original number kept in the Via
+branch, ``.cs<n>``), and replies get their original CSeq back from that
+branch.  The edge's own requests must not carry the header: the module
+restores the branch of replies with two Vias only (``dlg_cseq_prepare_msg``:
+"reply to local transaction -- nothing to do"), so tm could not match the
+reply of a local request whose branch got the cookie.  So the edge's
+re-INVITE carries its CSeq as is, and the caller's first request after it
+gets the header from the plugin (:func:`refresh_value`), which marks the
+dialog; the dialog module's own BYE to the callee gets its CSeq raised in
+tm's ``tm:local-request`` event.  Upstream (the edge re-INVITEs the caller, speaking as the callee)
+the module renumbers nothing ("supported only for downstream direction"):
+:func:`build` refuses it (:class:`ReinviteError`), and the call is ended
+with a BYE each way instead.
+
+What a final reply means (:data:`TABLE`): a 2xx is the answer (tm ACKs it);
+491 (RFC 3261 14.1: glare) is retried once after 2.1 to 4 s; any other
+final reply, or none within :data:`ANSWER_WAIT_S` (tm's timeout reply is
+local and never reaches the script), ends the call.
+
+Theory of operation: :class:`Leg`, :class:`DialogView`, :func:`build`,
+:func:`moved_offer`, :func:`outcome` and :class:`Pending` are pure; the KEMI
+shell (:mod:`plugin.kemi`) reads the dialog module, sends, and matches the
+replies of its own requests (the only ones with a single Via) by Call-ID and
+CSeq in Kamailio's shared memory (``htable`` ``e2ae_reinvite``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import asdict, dataclass
+
+from sdp_rules import sdp as sdp_model
+
+# The header the dialog module's sent-message hook looks for (Kamailio 5.6 srapi.c,
+# "uac_cseq_refresh"); it is taken off the request before it leaves.
+CSEQ_REFRESH_HEADER = "P-K-CSeq-Refresh"
+# The dialog variable holding how far the caller's CSeqs are raised toward the callee.
+CSEQ_DIFF_VAR = "cseq_diff"
+# The dialog variable set ("1") until a caller's request has carried CSEQ_REFRESH_HEADER.
+CSEQ_MARK_VAR = "e2ae_cseq_mark"
+MAX_FORWARDS = 70
+# How long the edge waits for the final reply to its re-INVITE (64*T1, RFC 3261 17.1.1.2,
+# plus a margin for the timer that looks).
+ANSWER_WAIT_S = 34.0
+# RFC 3261 14.1: after a 491, a UAC that owns the Call-ID waits 2.1 to 4 s.
+GLARE_WAIT_S = (2.1, 4.0)
+ATTEMPTS = 2
+
+
+class ReinviteError(Exception):
+    """A re-INVITE the edge cannot send in this dialog (says why); the call is ended."""
+
+
+class Party(str, enum.Enum):
+    CALLER = "caller"
+    CALLEE = "callee"
+
+    @property
+    def other(self) -> "Party":
+        return Party.CALLEE if self is Party.CALLER else Party.CALLER
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One party of the dialog as the dialog module keeps it."""
+
+    uri: str  # its From (caller) or To (callee) URI
+    tag: str
+    cseq: int  # the last CSeq of its requests
+    contact: str  # its remote target
+    route_set: str  # toward it, "<uri>, <uri>" (may be empty)
+    socket: str  # the edge's socket toward it, "proto:host:port"
+    alias: str = ""  # nathelper's alias its Contact got on the way through ("ip~port~proto"), if any
+
+
+@dataclass(frozen=True)
+class DialogView:
+    call_id: str
+    caller: Leg
+    callee: Leg
+    cseq_diff: int = 0  # how far the caller's CSeqs are already raised toward the callee
+
+    def leg(self, party: Party) -> Leg:
+        return self.caller if party is Party.CALLER else self.callee
+
+
+@dataclass(frozen=True)
+class UacRequest:
+    """The arguments of ``KSR.tm.t_uac_send`` and what to remember of them."""
+
+    ruri: str
+    nexthop: str
+    socket: str
+    headers: str
+    body: str
+    cseq: int
+    cseq_diff: int  # the dialog's new cseq_diff once sent
+
+    method = "INVITE"
+
+
+_URI_IN_BRACKETS = re.compile(r"<([^>]*)>")
+
+
+def route_uris(route_set: str) -> list[str]:
+    """The URIs of a route set as the dialog module prints it ("<uri>, <uri>")."""
+    return _URI_IN_BRACKETS.findall(route_set)
+
+
+def build(view: DialogView, toward: Party, body: str) -> UacRequest:
+    """The re-INVITE to ``toward`` carrying ``body`` (an SDP offer)."""
+    if toward is Party.CALLER:
+        raise ReinviteError("a re-INVITE toward the caller would need the callee's later CSeqs renumbered, "
+                            "which Kamailio 5.6's dialog module does only downstream")
+    target, speaker = view.leg(toward), view.leg(toward.other)
+    if not target.contact or not target.tag or not speaker.tag:
+        raise ReinviteError("the dialog is not confirmed (no remote target or tag)")
+    routes = route_uris(target.route_set)
+    if routes and ";lr" not in routes[0]:
+        raise ReinviteError("the first route is a strict router (RFC 3261 16.12.1.1)")
+    cseq = speaker.cseq + view.cseq_diff + 1
+    lines = [
+        f"From: <{speaker.uri}>;tag={speaker.tag}",
+        f"To: <{target.uri}>;tag={target.tag}",
+        f"Call-ID: {view.call_id}",
+        f"CSeq: {cseq} INVITE",
+        *(f"Route: <{uri}>" for uri in routes),
+        f"Contact: <{speaker.contact}{f';alias={speaker.alias}' if speaker.alias else ''}>",
+        f"Max-Forwards: {MAX_FORWARDS}",
+        "Content-Type: application/sdp",
+    ]
+    return UacRequest(ruri=target.contact, nexthop=routes[0] if routes else "", socket=target.socket,
+                      headers="\r\n".join(lines) + "\r\n", body=body, cseq=cseq, cseq_diff=view.cseq_diff + 1)
+
+
+# nathelper's transport digits (Kamailio's PROTO_* numbers) in an alias parameter.
+ALIAS_PROTOS = {"udp": 1, "tcp": 2, "tls": 3, "sctp": 4, "ws": 5, "wss": 6}
+
+
+def alias_value(address: str, port: int, proto: str) -> str:
+    """The value nathelper's ``add_contact_alias`` gives a Contact received from
+    ``address``:``port`` over ``proto`` (``ip~port~digit``; an IPv6 address in brackets)."""
+    host = f"[{address}]" if ":" in address and not address.startswith("[") else address
+    return f"{host}~{port}~{ALIAS_PROTOS[proto.lower()]}"
+
+
+def refresh_value(cseq: int, cseq_diff: int) -> int:
+    """The CSeq a caller's request numbered ``cseq`` carries toward the callee."""
+    return cseq + cseq_diff
+
+
+def moved_offer(previous: str, address: str, ports: list[int]) -> str:
+    """The offer for a side whose media moved: ``previous`` (the last SDP the edge sent to
+    that side) with ``address`` in every c= line and the m-lines' ports replaced in order
+    (0 kept for a rejected one), and the o= version one higher (RFC 3264 8)."""
+    desc = sdp_model.parse(previous)
+    live = [m for m in desc.media if not m.rejected]
+    if len(ports) != len(live):
+        raise ReinviteError(f"{len(ports)} new port(s) for {len(live)} live m-line(s)")
+    addr_type = "IP6" if ":" in address else "IP4"
+    if desc.session.connection is not None:
+        desc.session.set_connection(address, addr_type)
+    for section in desc.media:  # a rejected one's too: the old address is gone
+        if section.connection is not None:
+            section.set_connection(address, addr_type)
+    for section, port in zip(live, ports):
+        section.port = port
+        rtcp = section.attribute("rtcp")
+        if rtcp is not None:  # RFC 3605: the next port, on the new address
+            section.set_attribute("rtcp", f"{port + 1} IN {addr_type} {address}")
+    origin = desc.session.lines_of("o")
+    if origin:
+        fields = origin[0].value.split()
+        if len(fields) == 6 and fields[2].isdigit():
+            fields[2] = str(int(fields[2]) + 1)
+            origin[0].value = " ".join(fields)
+    return str(desc)
+
+
+class Outcome(str, enum.Enum):
+    ANSWERED = "answered"  # a 2xx: tm ACKs it
+    RETRY = "retry"  # 491: once more after GLARE_WAIT_S
+    FAILED = "failed"  # the call is ended with a BYE each way
+
+
+def outcome(status: int, attempts: int) -> Outcome | None:
+    """What a reply with ``status`` to the ``attempts``-th try means; None: provisional."""
+    if status < 200:
+        return None
+    if status < 300:
+        return Outcome.ANSWERED
+    if status == 491 and attempts < ATTEMPTS:
+        return Outcome.RETRY
+    return Outcome.FAILED
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A re-INVITE sent and not answered yet (or one to send again at ``retry_at``)."""
+
+    call_id: str
+    from_tag: str
+    to_tag: str
+    toward: Party
+    dialog: str  # the plugin's dialog id
+    cseq: int
+    body: str
+    sent: float  # wall clock
+    attempts: int = 1
+    retry_at: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.call_id}\t{self.cseq}"
+
+    def to_value(self) -> str:
+        doc = asdict(self)
+        doc["toward"] = self.toward.value
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def from_value(cls, value: str) -> "Pending":
+        doc = json.loads(value)
+        doc["toward"] = Party(doc["toward"])
+        return cls(**doc)
+
+
+__all__ = ["ALIAS_PROTOS", "ANSWER_WAIT_S", "ATTEMPTS", "CSEQ_DIFF_VAR", "CSEQ_MARK_VAR", "CSEQ_REFRESH_HEADER", "GLARE_WAIT_S", "DialogView",
+           "Leg", "alias_value", "Outcome", "Party", "Pending", "ReinviteError", "UacRequest", "build", "moved_offer", "outcome",
+           "refresh_value", "route_uris"]

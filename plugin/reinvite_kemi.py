@@ -1,0 +1,225 @@
+"""The KEMI shell of :mod:`plugin.reinvite`: Kamailio's side of the edge's own re-INVITEs.
+
+Runs in Kamailio only (it imports ``KSR``).  A ``media_moved`` event from a
+survivor mediad (:data:`mediad.takeover.EVENT_MEDIA_MOVED`) reaches the
+``rtimer`` process (:mod:`plugin.kemi`); :meth:`Reinviter.on_moved` reads the
+dialog from the dialog module (``dlg_get``, ``$dlg(...)``), sends the
+re-INVITE with ``KSR.tm.t_uac_send``, raises the dialog's ``cseq_diff``
+variable and remembers the request in the ``e2ae_reinvite`` htable.  Every
+reply Kamailio receives passes :meth:`Reinviter.on_reply` (from the core reply
+route): a reply to the edge's own request has one Via.  Each tick
+:meth:`Reinviter.tick` retries after a 491 and gives up on a re-INVITE that
+got no final reply.  A failure ends the call (``media_lost``: the media is
+released and a BYE sent each way, :mod:`plugin.lifecycle`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+
+import KSR
+
+from iq import Side
+from plugin.edge import other
+from sdp_rules.errors import UnavailableError
+from plugin.lifecycle import CallEvent
+from plugin.reinvite import (ANSWER_WAIT_S, CSEQ_DIFF_VAR, CSEQ_MARK_VAR, CSEQ_REFRESH_HEADER, GLARE_WAIT_S,
+                             DialogView, Leg, Outcome, Party, Pending, ReinviteError, alias_value, build,
+                             moved_offer, outcome, refresh_value)
+
+log = logging.getLogger("e2ae.plugin.reinvite")
+
+# deploy/kamailio.cfg: the edge's re-INVITEs waiting for their final reply, by "Call-ID\tCSeq".
+PENDING_TABLE = "e2ae_reinvite"
+# The dialog variable holding the alias nathelper gave the caller's Contact.
+ALIAS_VAR = "e2ae_caller_alias"
+
+
+def _pv(name, default=""):
+    value = KSR.pv.get(name)
+    return default if value is None else value
+
+
+def _int(value) -> int:
+    try:
+        return int(str(value).strip() or 0)
+    except ValueError:
+        return 0
+
+
+def _leg(prefix: str, alias: str = "") -> Leg:
+    return Leg(uri=_pv(f"$dlg({prefix}_uri)"), tag=_pv(f"$dlg({prefix}_tag)"), cseq=_int(_pv(f"$dlg({prefix}_cseq)")),
+               contact=_pv(f"$dlg({prefix}_contact)"), route_set=_pv(f"$dlg({prefix}_rs)"),
+               socket=_pv(f"$dlg({prefix}_bindaddr)"), alias=alias)
+
+
+def last_sent_to(record, side: Side) -> str | None:
+    """The last SDP body the edge sent toward ``side`` (rendered from the other side's)."""
+    origin = other(side).value
+    for key in reversed(list(record.rendered)):
+        parts = key.split("|")
+        if len(parts) >= 2 and parts[1] == origin:
+            return record.rendered[key]
+    return None
+
+
+class Reinviter:
+    def __init__(self, edge) -> None:
+        self.edge = edge
+
+    # -- a survivor moved a dialog's media ------------------------------------------
+    def on_moved(self, event: dict) -> None:
+        side = Side(str(event.get("side")))
+        record = self.edge.store.get(str(event.get("dialog", "")))
+        if record is None:
+            return
+        toward = Party.CALLEE if record.caller_side != side.value else Party.CALLER
+        try:
+            previous = last_sent_to(record, side)
+            if previous is None:
+                raise ReinviteError(f"no SDP was sent to the {side.value} side yet")
+            body = moved_offer(previous, str(event["address"]), [int(p) for p in event["ports"]])
+            self._send(record.call_id, record.caller_tag, record.callee_tag, toward, record.id, body, 1, side)
+        except (ReinviteError, ValueError, KeyError, TypeError) as exc:
+            self._fail(record, side, "refused", str(exc))
+
+    def _send(self, call_id, from_tag, to_tag, toward, dialog, body, attempts, side) -> None:
+        if KSR.dialog.dlg_get(call_id, from_tag, to_tag) <= 0:
+            raise ReinviteError("the dialog module has no such dialog")
+        alias = KSR.dialog.var_get(ALIAS_VAR)
+        view = DialogView(call_id, _leg("from", alias if isinstance(alias, str) else ""), _leg("to"),
+                          _int(KSR.dialog.var_get(CSEQ_DIFF_VAR)))
+        request = build(view, toward, body)
+        if KSR.tm.t_uac_send(request.method, request.ruri, request.nexthop or ".", request.socket or ".",
+                             request.headers, request.body) < 0:
+            raise ReinviteError("tm did not send the request")
+        KSR.dialog.var_sets(CSEQ_DIFF_VAR, str(request.cseq_diff))
+        KSR.dialog.var_sets(CSEQ_MARK_VAR, "1")
+        pending = Pending(call_id, from_tag, to_tag, toward, dialog, request.cseq, body, time.time(), attempts)
+        KSR.htable.sht_sets(PENDING_TABLE, pending.key, pending.to_value())
+        self.edge.metrics.reinvites.labels(side.value, "sent").inc()
+        log.warning("Call-ID %s: media moved: re-INVITE (CSeq %d) sent to the %s", call_id, request.cseq,
+                    toward.value, extra={"call_id": call_id, "leg": side.value, "event": "reinvite"})
+
+    # -- the dialog module's own requests --------------------------------------------
+    def on_local_request(self) -> None:
+        """A request Kamailio itself is about to send (tm's ``tm:local-request`` event): a
+        BYE the dialog module sends to the callee of a dialog the edge re-INVITEd gets the
+        caller's CSeq raised by ``cseq_diff`` too (``dlg_bye`` numbers it from the caller's
+        last CSeq, below the edge's re-INVITE; the dialog module's sent-message hook sets
+        the number the header names)."""
+        if _pv("$rm") != "BYE":
+            return
+        call_id, from_tag, to_tag = _pv("$ci"), _pv("$ft"), _pv("$tt")
+        if not (call_id and from_tag and to_tag) or KSR.dialog.dlg_get(call_id, from_tag, to_tag) <= 0:
+            return
+        diff = _int(KSR.dialog.var_get(CSEQ_DIFF_VAR))
+        if diff <= 0 or from_tag != _pv("$dlg(from_tag)"):
+            return  # not re-INVITEd, or a BYE to the caller (its CSeqs are the callee's)
+        KSR.hdr.remove("CSeq")  # the request is rebuilt with it (tm uac.c)
+        KSR.hdr.append("CSeq: %d BYE\r\n" % refresh_value(_int(_pv("$cs")), diff))
+
+    def remember_alias(self, initial: bool) -> None:
+        """The caller's INVITE got nathelper's alias in its Contact: kept in the dialog (the
+        dialog module keeps the Contact as received), for the Contact of the edge's re-INVITE."""
+        if initial or _pv("$ft") == _pv("$dlg(from_tag)"):
+            KSR.dialog.var_sets(ALIAS_VAR, alias_value(_pv("$si"), _int(_pv("$sp")), _pv("$pr") or "udp"))
+
+    def on_in_dialog_request(self) -> None:
+        """A request inside a dialog, loose-routed: the caller's first one after the edge's
+        re-INVITE to the callee carries the header that marks the dialog for the dialog
+        module's renumbering (later ones get it from the module itself)."""
+        if KSR.dialog.var_get(CSEQ_MARK_VAR) != "1" or _pv("$ft") != _pv("$dlg(from_tag)"):
+            return
+        diff = _int(KSR.dialog.var_get(CSEQ_DIFF_VAR))
+        KSR.hdr.append("%s: %d\r\n" % (CSEQ_REFRESH_HEADER, refresh_value(_int(_pv("$cs")), diff)))
+        KSR.dialog.var_sets(CSEQ_MARK_VAR, "0")
+
+    # -- replies and time ----------------------------------------------------------
+    def on_reply(self) -> bool:
+        """A reply Kamailio received: True when it answered one of the edge's re-INVITEs."""
+        if _pv("$rm") != "INVITE" or _int(_pv("$hdrc(Via)")) != 1:
+            return False
+        key = "%s\t%s" % (_pv("$ci"), _pv("$cs"))
+        value = KSR.htable.sht_get(PENDING_TABLE, key)
+        if value is None:
+            return False
+        pending = Pending.from_value(value)
+        result = outcome(_int(_pv("$rs")), pending.attempts)
+        if result is None:
+            return True
+        KSR.htable.sht_rm(PENDING_TABLE, key)
+        try:
+            self._finish(pending, result, "status %s" % _pv("$rs"))
+        except UnavailableError as exc:  # Redis: the call's record cannot be read to end it
+            log.warning("Call-ID %s: re-INVITE %s, the call's state unreadable: %s", pending.call_id,
+                        result.value, exc.reason)
+        return True
+
+    def tick(self, now: float) -> None:
+        if KSR.htable.sht_iterator_start("e2ae_ri", PENDING_TABLE) < 0:
+            return
+        entries = []
+        while len(entries) < 1000 and KSR.htable.sht_iterator_next("e2ae_ri") > 0:
+            entries.append((_pv("$shtitkey(e2ae_ri)"), _pv("$shtitval(e2ae_ri)")))
+        KSR.htable.sht_iterator_end("e2ae_ri")
+        for key, value in entries:
+            try:
+                pending = Pending.from_value(value)
+            except (ValueError, TypeError, KeyError):
+                KSR.htable.sht_rm(PENDING_TABLE, key)
+                continue
+            try:
+                if pending.retry_at and pending.retry_at <= now:
+                    KSR.htable.sht_rm(PENDING_TABLE, key)
+                    self._retry(pending)
+                elif not pending.retry_at and now - pending.sent > ANSWER_WAIT_S:
+                    KSR.htable.sht_rm(PENDING_TABLE, key)
+                    self._finish(pending, Outcome.FAILED, "no final reply")
+            except UnavailableError as exc:
+                log.warning("Call-ID %s: re-INVITE not followed up, state unreadable: %s", pending.call_id,
+                            exc.reason)
+
+    def _finish(self, pending: Pending, result: Outcome, why: str) -> None:
+        side = self._side(pending)
+        if result is Outcome.ANSWERED:
+            self.edge.metrics.reinvites.labels(side.value, "answered").inc()
+            log.warning("Call-ID %s: re-INVITE (CSeq %d) answered: media continues on the survivor",
+                        pending.call_id, pending.cseq)
+        elif result is Outcome.RETRY:
+            self.edge.metrics.reinvites.labels(side.value, "retry").inc()
+            wait = random.uniform(*GLARE_WAIT_S)
+            again = dataclasses.replace(pending, retry_at=time.time() + wait)
+            KSR.htable.sht_sets(PENDING_TABLE, again.key, again.to_value())
+        else:
+            record = self.edge.store.get(pending.dialog)
+            if record is not None:
+                self._fail(record, side, "failed", why)
+
+    def _retry(self, pending: Pending) -> None:
+        side = self._side(pending)
+        try:
+            self._send(pending.call_id, pending.from_tag, pending.to_tag, pending.toward, pending.dialog,
+                       pending.body, pending.attempts + 1, side)
+        except ReinviteError as exc:
+            record = self.edge.store.get(pending.dialog)
+            if record is not None:
+                self._fail(record, side, "refused", str(exc))
+
+    def _side(self, pending: Pending) -> Side:
+        record = self.edge.store.get(pending.dialog)
+        caller_side = Side(record.caller_side) if record is not None else Side.ACCESS
+        return caller_side if pending.toward is Party.CALLER else other(caller_side)
+
+    def _fail(self, record, side: Side, result: str, why: str) -> None:
+        self.edge.metrics.reinvites.labels(side.value, result).inc()
+        log.warning("Call-ID %s: media moved, re-INVITE to the %s side %s (%s): ending the call", record.call_id,
+                    side.value, result, why, extra={"call_id": record.call_id, "leg": side.value,
+                                                     "event": "reinvite_" + result})
+        self.edge.release_record(record, CallEvent.MEDIA_LOST)
+
+
+__all__ = ["PENDING_TABLE", "Reinviter", "last_sent_to"]
