@@ -81,8 +81,13 @@ from typing import Any, Iterable
 
 from prometheus_client import Counter, Histogram
 
+from mediad.io.ports import NoPortsError
 from mediad.pool import MOVED_KEY, NODES_KEY, TAKEOVER_PREFIX, lock_key, node_key
+from sdp_rules.errors import E2aeError
 
+
+# What restoring a dialog from its document may raise (OverflowError: int(1e999) in a document).
+ADOPT_ERRORS = (E2aeError, KeyError, TypeError, ValueError, OverflowError)
 log = logging.getLogger("mediad.takeover")
 
 LOCK_PREFIX = TAKEOVER_PREFIX
@@ -312,10 +317,18 @@ class Takeover:
             for document in take:
                 home = Home.from_dict(document["home"])
                 dialog = None
+                reason = Lost.ADDRESS
                 if all(moved.get(address) for address in home.addresses()):
-                    dialog = await daemon.adopt(document, remaining_of[str(document["dialog"])])
+                    try:
+                        dialog = await daemon.adopt_or_raise(document, remaining_of[str(document["dialog"])])
+                    except NoPortsError as exc:
+                        log.warning("dialog %s not taken over: %s", str(document["dialog"])[:64], exc)
+                    except ADOPT_ERRORS as exc:
+                        log.warning("dialog %s not taken over, its document is unreadable: %s",
+                                    str(document["dialog"])[:64], exc)
+                        reason = Lost.MALFORMED
                 if dialog is None:
-                    end.append((document, Lost.ADDRESS))
+                    end.append((document, reason))
                     continue
                 daemon.changed(dialog)  # written again, naming this node (fenced: mediad.fence)
                 taken.append(dialog.id)
