@@ -65,6 +65,7 @@ from mediad.proto.certs import Certificate
 from mediad.config import Config
 from mediad.io.control import ControlEndpoint, DialogLocks
 from mediad.proto.iqcodec import E_MALFORMED, E_NO_RESOURCES, E_PEER, E_UNKNOWN_DIALOG, E_UNSUPPORTED, ControlError
+from mediad.proto import srtp_roc
 from mediad.metrics import Metrics
 from mediad.pool import Heartbeat
 from mediad.io.ports import NoPortsError, PortPool
@@ -194,6 +195,9 @@ class Daemon:
                  control, self.config.mediad_access_address, self.config.mediad_access_ports,
                  self.config.mediad_core_address, self.config.mediad_core_ports,
                  self.certificate.fingerprint() if self.certificate else None)
+        warning = srtp_roc.layout_warning()
+        if warning is not None:
+            log.warning(warning)
 
     def _heartbeat_failed(self, exc: Exception) -> None:
         self.metrics.redis_errors.inc()
@@ -921,20 +925,28 @@ class Daemon:
             await self.adopt(document, remaining)
         self.metrics.sessions_active.set(len(self.dialogs))
 
-    async def adopt(self, document: dict[str, Any], remaining: float | None, new_core: bool = False) -> Dialog | None:
+    async def adopt(self, document: dict[str, Any], remaining: float | None) -> Dialog | None:
         """One dialog from its document (``remaining``: its TTL left, in s), held from now on;
-        None when it cannot be restored (logged).  A restart's, and a takeover's (mediad.takeover);
-        ``new_core``: its core sides get new ports on this node's core address (the edge
-        re-INVITEs the core, plugin.reinvite)."""
+        None when it cannot be restored (logged).  A restart's."""
         if self.loop is None:  # set by start()
             raise UsageError("mediad: the event loop used before start()")
         try:
-            home = takeover.Home.of(document, self.config)  # None: this node's own addresses
-            with self.access_pool.adopting(home and home.access), self.core_pool.adopting(home and home.core):
-                dialog = await self._restore_dialog(document, new_core)
-        except (E2aeError, KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(1e999)
+            return await self.adopt_or_raise(document, remaining)
+        except takeover.ADOPT_ERRORS as exc:
             log.warning("dialog %s not restored: %s", str(document.get("dialog"))[:64], exc)
             return None
+
+    async def adopt_or_raise(self, document: dict[str, Any], remaining: float | None,
+                             new_core: bool = False) -> Dialog:
+        """:meth:`adopt`, raising NoPortsError when a port cannot be bound again and another of
+        :data:`mediad.takeover.ADOPT_ERRORS` when the document cannot be read (a takeover tells them
+        apart; mediad.takeover).  ``new_core``: its core sides get new ports on this node's core
+        address (the edge re-INVITEs the core, plugin.reinvite)."""
+        if self.loop is None:  # set by start()
+            raise UsageError("mediad: the event loop used before start()")
+        home = takeover.Home.of(document, self.config)  # None: this node's own addresses
+        with self.access_pool.adopting(home and home.access), self.core_pool.adopting(home and home.core):
+            dialog = await self._restore_dialog(document, new_core)
         dialog.home = home
         if self.fence is not None:
             self.fence.adopted(dialog.id, document)

@@ -81,8 +81,13 @@ from typing import Any, Iterable
 
 from prometheus_client import Counter, Histogram
 
+from mediad.io.ports import NoPortsError
 from mediad.pool import MOVED_KEY, NODES_KEY, TAKEOVER_PREFIX, lock_key, node_key
+from sdp_rules.errors import E2aeError
 
+
+# What restoring a dialog from its document may raise (OverflowError: int(1e999) in a document).
+ADOPT_ERRORS = (E2aeError, KeyError, TypeError, ValueError, OverflowError)
 log = logging.getLogger("mediad.takeover")
 
 LOCK_PREFIX = TAKEOVER_PREFIX
@@ -329,13 +334,22 @@ class Takeover:
             for document in take:
                 home = Home.from_dict(document["home"])
                 dialog = None
+                reason = Lost.ADDRESS
                 if rehome:
                     home = home.with_own_core(self.config)
                     document = {**document, "home": home.to_dict()}
                 if all(moved.get(address, address == home.core and rehome) for address in home.addresses()):
-                    dialog = await daemon.adopt(document, remaining_of[str(document["dialog"])], new_core=rehome)
+                    try:
+                        dialog = await daemon.adopt_or_raise(document, remaining_of[str(document["dialog"])],
+                                                             new_core=rehome)
+                    except NoPortsError as exc:
+                        log.warning("dialog %s not taken over: %s", str(document["dialog"])[:64], exc)
+                    except ADOPT_ERRORS as exc:
+                        log.warning("dialog %s not taken over, its document is unreadable: %s",
+                                    str(document["dialog"])[:64], exc)
+                        reason = Lost.MALFORMED
                 if dialog is None:
-                    end.append((document, Lost.ADDRESS))
+                    end.append((document, reason))
                     continue
                 daemon.changed(dialog)  # written again, naming this node (fenced: mediad.fence)
                 taken.append(dialog.id)

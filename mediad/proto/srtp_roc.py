@@ -135,6 +135,15 @@ except Exception:  # pragma: no cover - another libsrtp than the one pylibsrtp 1
     SRTCP_INDEX = False
 
 
+def layout_warning() -> str | None:
+    """What an operator must be told when the SRTCP index cannot be read or set here, else None."""
+    if SRTCP_INDEX:
+        return None
+    return ("the loaded libsrtp is not the one whose stream layout mediad declares: after a restart or a "
+            "takeover, SRTCP indices restart at 1 under the same keys (RFC 3711 9.2 forbids it; the WIC "
+            "drops the RTCP as replayed); install the pinned pylibsrtp")
+
+
 def get_srtcp_index(session, ssrc: int) -> int | None:
     """The SRTCP index of the last packet the stream protected (0: none yet); None: no such stream."""
     return _get_srtcp_index(session, ssrc) if SRTCP_INDEX else None

@@ -513,3 +513,12 @@ def test_every_srtcp_block_is_noted_and_asks_for_a_write(impl):
     for _ in range(SRTCP_BLOCK + 5):
         mine.protect_rtcp(rtcp())
     assert len(notes) == 2 and mine.refresh_srtcp([SSRC]) is True and mine.refresh_srtcp([SSRC]) is False
+
+
+def test_the_srtcp_layout_is_recognised_here_and_an_unknown_one_is_told(monkeypatch):
+    """The pinned pylibsrtp's libsrtp has the declared stream layout; without it mediad warns at start."""
+    from mediad.proto import srtp_roc
+
+    assert srtp_roc.SRTCP_INDEX and srtp_roc.layout_warning() is None
+    monkeypatch.setattr(srtp_roc, "SRTCP_INDEX", False)
+    assert "SRTCP indices restart at 1" in srtp_roc.layout_warning()

@@ -154,7 +154,11 @@ class Survivor:
 
         self.fence = Fence(self)
 
-    async def adopt(self, document, remaining, new_core=False):
+    fails: dict[str, Exception] = {}  # dialog -> what adopting it raises
+
+    async def adopt_or_raise(self, document, remaining, new_core=False):
+        if document["dialog"] in self.fails:
+            raise self.fails[document["dialog"]]
         dialog = type("Adopted", (), {"id": document["dialog"]})()
         self.dialogs[dialog.id] = dialog
         self.adopted.append(dialog.id)
@@ -198,6 +202,37 @@ def test_a_survivor_without_room_for_all_leaves_them_to_others_then_takes_what_f
             assert to == f"s@{survivor.config.mediad_control.host}:{survivor.config.mediad_control.port}"
             assert survivor.metrics.registry.get_sample_value("e2ae_mediad_takeover_dialogs_total",
                                                              {"result": "capacity"}) == 1
+        finally:
+            await survivor.store.close()
+
+    asyncio.run(run())
+
+
+
+def test_a_dialog_not_reloaded_is_counted_by_why_a_port_or_its_document(redis_url):
+    import asyncio
+
+    from mediad.io.ports import NoPortsError
+    from mediad.pool import NODES_KEY
+    from mediad.state import dialog_key
+    from mediad.takeover import Takeover
+
+    async def run() -> None:
+        survivor = Survivor(redis_url, capacity=0)
+        survivor.fails = {"d1": NoPortsError("port 31000 is taken"), "d2": KeyError("channels")}
+        takeover = Takeover(survivor)
+        redis = survivor.store.redis
+        try:
+            for dialog in ("d1", "d2", "d3"):
+                await survivor.store.save(dialog, document(dialog) | {"node": "dead"})
+            await redis.sadd(NODES_KEY, "dead", "s")
+            await redis.set("e2ae:pool:{pool}:node:s", "{}")
+            assert await takeover.take("dead")
+            assert survivor.adopted == ["d3"]
+            assert [await redis.exists(dialog_key(d)) for d in ("d1", "d2")] == [0, 0]  # ended
+            sample = survivor.metrics.registry.get_sample_value
+            assert sample("e2ae_mediad_takeover_dialogs_total", {"result": "address"}) == 1
+            assert sample("e2ae_mediad_takeover_dialogs_total", {"result": "malformed"}) == 1
         finally:
             await survivor.store.close()
 
