@@ -46,7 +46,11 @@ def loopback_candidates(monkeypatch):
 
 
 class Reflector(asyncio.DatagramProtocol):
-    """One core m-line's port: records what arrives, sends RTP back under another SSRC."""
+    """One core m-line's port: records what arrives, sends RTP back under another SSRC.
+
+    What it sends back is plain RTP, as an IMS core's: the header extension aiortc put in is
+    taken out (mediad's native path leaves a core packet that carries one to Python).
+    """
 
     def __init__(self) -> None:
         self.rtp: list[bytes] = []
@@ -64,6 +68,10 @@ class Reflector(asyncio.DatagramProtocol):
             return
         self.rtp.append(data)
         ssrc = struct.unpack_from("!I", data, 8)[0] ^ 0x5A5A5A5A
+        head = 12 + 4 * (data[0] & 0x0F)
+        if data[0] & 0x10 and len(data) >= head + 4:  # RFC 3550 5.3.1: the extension follows the CSRCs
+            end = head + 4 + 4 * struct.unpack_from("!H", data, head + 2)[0]
+            data = bytes([data[0] & ~0x10]) + data[1:head] + data[end:]
         self.transport.sendto(data[:8] + struct.pack("!I", ssrc) + data[12:], addr)
 
     @property
