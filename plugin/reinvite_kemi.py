@@ -93,13 +93,15 @@ class Reinviter:
         view = DialogView(call_id, _leg("from", alias if isinstance(alias, str) else ""), _leg("to"),
                           _int(KSR.dialog.var_get(CSEQ_DIFF_VAR)))
         request = build(view, toward, body)
+        # Remembered before it is sent: a worker may take the answer before t_uac_send returns.
+        pending = Pending(call_id, from_tag, to_tag, toward, dialog, request.cseq, body, time.time(), attempts)
+        KSR.htable.sht_sets(PENDING_TABLE, pending.key, pending.to_value())
         if KSR.tm.t_uac_send(request.method, request.ruri, request.nexthop or ".", request.socket or ".",
                              request.headers, request.body) < 0:
+            KSR.htable.sht_rm(PENDING_TABLE, pending.key)
             raise ReinviteError("tm did not send the request")
         KSR.dialog.var_sets(CSEQ_DIFF_VAR, str(request.cseq_diff))
         KSR.dialog.var_sets(CSEQ_MARK_VAR, "1")
-        pending = Pending(call_id, from_tag, to_tag, toward, dialog, request.cseq, body, time.time(), attempts)
-        KSR.htable.sht_sets(PENDING_TABLE, pending.key, pending.to_value())
         self.edge.metrics.reinvites.labels(side.value, "sent").inc()
         log.warning("Call-ID %s: media moved: re-INVITE (CSeq %d) sent to the %s", call_id, request.cseq,
                     toward.value, extra={"call_id": call_id, "leg": side.value, "event": "reinvite"})

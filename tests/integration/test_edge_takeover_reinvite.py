@@ -161,7 +161,13 @@ async def _killed_node(pool: Pool) -> None:
             new_remote = core.remote[ids[i]]
             assert new_remote[0] != f"127.0.1.{HOSTS[victim]}", new_remote  # the survivor's own core address
         after = {name: handshakes(pool.nodes[name]) for name in survivors}
-        metrics = pool.edge.plugin_metrics()
+        deadline = time.monotonic() + 10  # the last 200 is counted when the reply route has run
+        while True:
+            metrics = pool.edge.plugin_metrics()
+            answered = re.search(r'e2ae_plugin_reinvites_total\{result="answered",side="core"\} (\S+)', metrics)
+            if (answered and float(answered.group(1)) == len(on_victim)) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
         sent = re.search(r'e2ae_plugin_reinvites_total\{result="sent",side="core"\} (\S+)', metrics)
         answered = re.search(r'e2ae_plugin_reinvites_total\{result="answered",side="core"\} (\S+)', metrics)
         print(f"\nkilled node {victim} with {len(on_victim)} of {CALLS} calls; every core re-INVITEd "
