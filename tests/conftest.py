@@ -7,6 +7,7 @@ Every server a test starts listens on a free port chosen at run time on
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -36,16 +37,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "req(*ids): requirement IDs this test proves")
 
 
+# Ports a test hands to a process it starts (and may restart): below the kernel's ephemeral range
+# (32768-60999 here), so no outgoing connection on the machine takes one while the process is down,
+# and below the media ranges the integration tests draw (20000-29000).
+LISTEN_PORTS = (10000, 19999)
+
+
 def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP on ``host`` right now."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+    for _ in range(200):
+        port = random.randint(*LISTEN_PORTS)
         try:
-            with socket.socket(socket.AF_INET, other) as s:
-                s.bind((host, port))
+            for sock_kind in (kind, socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, sock_kind) as s:
+                    s.bind((host, port))
         except OSError:
             continue
         return port
