@@ -15,6 +15,7 @@ there, leaving nothing in Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -197,16 +198,17 @@ def gap(times: list[float], at: float) -> tuple[float, int]:
     return (after[0] - before[-1]) * 1000, len(after)
 
 
-@pytest.fixture
-def pool(redis_server, tmp_path):
+@contextlib.contextmanager
+def running_pool(redis_server, tmp_path, start=start_node, plugin_pool: str = ""):
+    """Kamailio with the plugin over the three nodes ``start`` makes; ``plugin_pool``: more [pool] lines."""
     clean_pool_keys(redis_server)
     edge = Edge(redis_server)
     with open(edge.config_path, "a") as conf:
-        conf.write(f"\n[pool]\nregistry = on\ncache = {CACHE}\n")
+        conf.write(f"\n[pool]\nregistry = on\ncache = {CACHE}\n{plugin_pool}")
     nodes = {}
     try:
         for name in HOSTS:
-            nodes[name] = start_node(tmp_path, redis_server.url, name)
+            nodes[name] = start(tmp_path, redis_server.url, name)
         edge.start_kamailio()
         yield Pool(edge, nodes)
     finally:
@@ -214,6 +216,12 @@ def pool(redis_server, tmp_path):
         for node in nodes.values():
             node.stop()
         clean_pool_keys(redis_server)
+
+
+@pytest.fixture
+def pool(redis_server, tmp_path):
+    with running_pool(redis_server, tmp_path) as running:
+        yield running
 
 
 def handshakes(node) -> float:

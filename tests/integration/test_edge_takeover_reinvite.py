@@ -24,9 +24,9 @@ import pytest
 
 from deploy.demo_call import PCMU, PTIME, SAMPLES, _media_address, _ulaw, loopback_only
 from tests.integration.conftest import Mediad
-from tests.integration.edge_harness import CONTROL_SECRET, Edge
-from tests.integration.test_edge_pool import HEARTBEAT, HOSTS, WEIGHTS, Pool, clean_pool_keys
-from tests.integration.test_edge_takeover import CACHE, Core, Wic, gap, handshakes
+from tests.integration.edge_harness import CONTROL_SECRET
+from tests.integration.test_edge_pool import HEARTBEAT, HOSTS, WEIGHTS, Pool
+from tests.integration.test_edge_takeover import CACHE, Core, Wic, gap, handshakes, running_pool
 
 pytestmark = pytest.mark.integration
 
@@ -103,21 +103,8 @@ def start_node(tmp_path, redis_url: str, name: str) -> Mediad:
 
 @pytest.fixture
 def pool(redis_server, tmp_path):
-    clean_pool_keys(redis_server)
-    edge = Edge(redis_server)
-    with open(edge.config_path, "a") as conf:
-        conf.write(f"\n[pool]\nregistry = on\ncache = {CACHE}\ntakeover = reinvite\n")
-    nodes = {}
-    try:
-        for name in HOSTS:
-            nodes[name] = start_node(tmp_path, redis_server.url, name)
-        edge.start_kamailio()
-        yield Pool(edge, nodes)
-    finally:
-        edge.stop()
-        for node in nodes.values():
-            node.stop()
-        clean_pool_keys(redis_server)
+    with running_pool(redis_server, tmp_path, start_node, "takeover = reinvite\n") as running:
+        yield running
 
 
 def test_a_killed_nodes_calls_go_on_after_a_reinvite_to_the_core(pool):
