@@ -405,10 +405,22 @@ metrics = 127.0.0.1:{p['plugin_metrics']}
                 out[m.group(1)] = int(m.group(2))
         return out
 
-    def kamailio_pids(self) -> set[int]:
-        """Kamailio's main process and its workers."""
+    def kamailio_pids(self, settle: float = 0.3, timeout: float = 10.0) -> set[int]:
+        """Kamailio's main process and its workers, once no worker has been forked for `settle` s.
+
+        Kamailio answers SIP before its last processes (timers, TCP readers) are forked, so a
+        set read right after start can be short of some.
+        """
         main = self.pids()["kamailio"]
-        return {main} | children_of(main)
+        deadline = time.monotonic() + timeout
+        seen = {main} | children_of(main)
+        while time.monotonic() < deadline:
+            time.sleep(settle)
+            now = {main} | children_of(main)
+            if now == seen:
+                break
+            seen = now
+        return seen
 
     def runtime_config(self):
         from mediad.config import load_config
