@@ -56,7 +56,6 @@ import logging
 from typing import Any
 
 import redis
-from prometheus_client import Counter
 
 from mediad.redis_client import REDIS_ERRORS
 from mediad.redis_keys import EVENTS_CHANNEL
@@ -225,15 +224,8 @@ class Fence:
         self.claims = Claims(self.me)
         self.script = None
         self.seen_move: float | None = None  # the last move of this node's dialogs it knows of
-        registry = daemon.metrics.registry
-        self.fenced = Counter("e2ae_mediad_dialogs_fenced_total",
-                              "Dialogs this node dropped because another node owns their document now "
-                              "(taken over while this node was paused or cut off)", registry=registry)
-        self.refusals = Counter("e2ae_mediad_fenced_refusals_total",
-                                "Writes of a dialog's document (set, del) or events (pub) the fence refused",
-                                ["op"], registry=registry)
-        for op in Op:
-            self.refusals.labels(op.value)
+        self.fenced = daemon.metrics.dialogs_fenced
+        self.refusals = {op: daemon.metrics.fenced_refusals.labels(op.value) for op in Op}
 
     @property
     def store(self):
@@ -290,7 +282,7 @@ class Fence:
         claim = Claim(str(document.get("node") or ""), int(document.get("epoch") or 0), False)
         holder = refused(await self._one(self._command(dialog, claim, Op.DELETE)))
         if holder is not None:
-            self.refusals.labels(Op.DELETE.value).inc()
+            self.refusals[Op.DELETE].inc()
             log.warning("dialog %s of node %s not ended: its document is %s's now", dialog[:64], claim.node,
                         holder or "nobody")
         return holder is None
@@ -364,7 +356,7 @@ class Fence:
         return replies
 
     def _refused(self, op: Op, dialog: str, claim: Claim, holder: str) -> None:
-        self.refusals.labels(op.value).inc()
+        self.refusals[op].inc()
         if self.claims.lost(dialog, claim):
             held = self.daemon.dialogs.get(dialog)
             if held is not None:

@@ -241,6 +241,24 @@ class Metrics:
         )
         self.redis_up = Gauge(p + "redis_up", "1 when the last periodic Redis ping succeeded, else 0",
                               registry=registry)
+        # A pool node's fencing (mediad.fence) and takeovers (mediad.takeover); 0 on a mediad without
+        # [mediad] node_id.  Their label children are bound by those modules (their enums name the values).
+        self.dialogs_fenced = Counter(
+            p + "dialogs_fenced", "Dialogs this node dropped because another node owns their document now "
+            "(taken over while this node was paused or cut off)", registry=registry,
+        )
+        self.fenced_refusals = Counter(
+            p + "fenced_refusals", "Writes of a dialog's document (set, del) or events (pub) the fence refused",
+            ["op"], registry=registry,
+        )
+        self.takeover_dialogs = Counter(
+            p + "takeover_dialogs", "Dead nodes' dialogs this node took over (result taken) or ended (why not)",
+            ["result"], registry=registry,
+        )
+        self.takeover_seconds = Histogram(
+            p + "takeover_seconds", "Time of one takeover, from its lock won to every dialog restored and written",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry,
+        )
 
         for role in ROLES:
             self.handshake_seconds.labels(role)  # from 0, so that rate() sees the first handshake

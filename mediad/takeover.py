@@ -79,8 +79,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from prometheus_client import Counter, Histogram
-
 from mediad.io.ports import NoPortsError
 from mediad.pool import MOVED_KEY, NODES_KEY, TAKEOVER_PREFIX, lock_key, node_key
 from sdp_rules.errors import E2aeError
@@ -270,13 +268,8 @@ class Takeover:
         self.config = daemon.config
         self.me = daemon.config.mediad_node_id
         self.waited: dict[str, int] = {}  # dead node -> rounds this node left it for lack of room
-        registry = daemon.metrics.registry
-        self.dialogs = Counter("e2ae_mediad_takeover_dialogs_total",
-                               "Dead nodes' dialogs this node took over (result taken) or ended (why not)",
-                               ["result"], registry=registry)
-        self.seconds = Histogram("e2ae_mediad_takeover_seconds",
-                                 "Time of one takeover, from its lock won to every dialog restored and written",
-                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
+        self.dialogs = daemon.metrics.takeover_dialogs
+        self.seconds = daemon.metrics.takeover_seconds
         for result in ["taken", *(lost.value for lost in Lost)]:
             self.dialogs.labels(result)
 
