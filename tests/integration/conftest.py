@@ -5,6 +5,14 @@ free loopback ports (control, metrics) and small random media port ranges
 (collisions with other suites are skipped by mediad's port pool), against the
 real redis-server of ``tests/conftest.py``.  The handle can stop, kill and
 restart the process, scrape its metrics and count its open sockets.
+
+The edge's fixtures (Kamailio with the plugin, mediad and Redis;
+``tests.integration.edge_harness``): ``edge``, one per module, started with
+the module's ``EDGE_OPTIONS`` (``Edge``'s keyword arguments; a module on
+another Redis defines its own ``edge`` with ``running_edge``);
+``no_state_left``, for ``pytest.mark.usefixtures``: after each test, nothing
+of its calls is left in Redis or mediad; ``sipps``: the SIPp runs a test
+started, stopped after it.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from mediad.proto.controlwire import Authenticated, ClientConnection, Message, P
 from sdp_rules.errors import UnavailableError
 from iq import Command, IqRequest
 from tests.conftest import REPO, free_port
+from tests.integration.edge_harness import Sipp, assert_no_state_left, running_edge
 
 ACCESS_ADDRESS = "127.0.0.1"
 CORE_ADDRESS = "127.0.0.2"
@@ -273,3 +282,26 @@ def mediad_factory(tmp_path: Path, redis_url: str) -> Iterator:
 @pytest.fixture
 def mediad(mediad_factory) -> Mediad:
     return mediad_factory()
+
+
+@pytest.fixture(scope="module")
+def edge(request, redis_server):
+    """The edge of a test module, started with its ``EDGE_OPTIONS`` (none: the defaults)."""
+    with running_edge(redis_server, **getattr(request.module, "EDGE_OPTIONS", {})) as started:
+        yield started
+
+
+@pytest.fixture
+def no_state_left(edge):
+    """After the test: no dialog left in Redis or in mediad (the edge released every call)."""
+    yield
+    assert_no_state_left(edge)
+
+
+@pytest.fixture
+def sipps() -> Iterator[list[Sipp]]:
+    """The SIPp runs a test appends (``sipps.append(Sipp(...).start())``), stopped after it."""
+    started: list[Sipp] = []
+    yield started
+    for sipp in started:
+        sipp.stop()

@@ -8,10 +8,16 @@ configuration.  :class:`RunCommand` runs ``deploy/e2ae run`` itself (its
 Python part) on free ports.  :class:`Sipp` runs one SIPp scenario and parses
 what it received from its ``-trace_msg`` log.  Every process is stopped by the
 fixture's finalizer.
+
+The fixtures themselves are in ``conftest.py``: ``edge`` (one per test module,
+started with the module's ``EDGE_OPTIONS``, through :func:`running_edge`),
+``no_state_left`` (:func:`assert_no_state_left` after each test of a module
+that asks for it) and ``sipps`` (the SIPp runs a test started, stopped after it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -24,6 +30,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from deploy.run_edge import kamailio_command
 from deploy.sip_tls import ensure_certificate, write_tls_cfg
@@ -316,6 +323,26 @@ class Edge:
 # ---------------------------------------------------------------------------
 # The run command (deploy/e2ae run)
 # ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def running_edge(redis_server, **options) -> Iterator[Edge]:
+    """An :class:`Edge` on ``redis_server`` started with ``options``, stopped on leaving (also when
+    it failed to start)."""
+    edge = Edge(redis_server, **options)
+    try:
+        edge.start()
+        yield edge
+    finally:
+        edge.stop()
+
+
+def assert_no_state_left(edge: Edge, timeout: float = 5.0) -> None:
+    """Nothing of a call is left: no dialog key in Redis (waited for up to ``timeout``), no dialog
+    in mediad (when it runs)."""
+    leftover = edge.wait_no_dialogs(timeout)
+    assert leftover == [], f"state left in Redis: {leftover}"
+    assert edge.mediad is None or edge.mediad_dialogs() == []
+
 
 class RunCommand:
     """``python -m deploy.run_edge`` on free ports, its output collected, stopped with SIGINT.

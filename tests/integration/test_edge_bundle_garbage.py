@@ -38,7 +38,7 @@ import zlib
 import pytest
 
 from deploy.demo_call import SipUac, loopback_only
-from tests.integration.edge_harness import Edge, stop_process
+from tests.integration.edge_harness import Edge, running_edge, stop_process
 from tests.integration.test_edge_chromium_bundle import ReflectingCore, mediad_metrics
 from tests.integration.test_mediad_bundle import for_aiortc
 
@@ -219,12 +219,8 @@ def restart_mediad(edge: Edge) -> None:
 @pytest.fixture(params=["active", "passive"])
 def edge(request, redis_server):
     """The edge as DTLS client of the WIC's actpass offer, then as its server (``[policy] actpass``)."""
-    e = Edge(redis_server, actpass=request.param)
-    try:
-        e.start()
+    with running_edge(redis_server, actpass=request.param) as e:
         yield e
-    finally:
-        e.stop()
 
 
 @pytest.mark.timeout(120)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RedisServer
-from tests.integration.edge_harness import CONTROL_SECRET, Edge, Sipp, stop_process
+from tests.integration.edge_harness import CONTROL_SECRET, Edge, Sipp, assert_no_state_left, running_edge
 
 pytestmark = pytest.mark.integration
 
@@ -32,34 +32,11 @@ CRASH_FAMILY = ("bogus ref", "tlsf_malloc", "signal 6", "invalid unref", "termin
                 "inconsistent dlg timer")
 
 
-@pytest.fixture(scope="module")
-def edge(redis_server):
-    e = Edge(redis_server)
-    try:
-        e.start()
-        yield e
-    finally:
-        e.stop()
-
-
-@pytest.fixture
-def sipps():
-    started: list[Sipp] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
 def _metric(edge: Edge, series: str) -> float:
     for line in edge.plugin_metrics().splitlines():
         if line.startswith(series + " "):
             return float(line.split()[-1])
     return 0.0
-
-
-def _nothing_left(edge: Edge, timeout: float = 5.0) -> None:
-    assert edge.wait_no_dialogs(timeout) == []
-    assert edge.mediad_dialogs() == []
 
 
 # ---------------------------------------------------------------------------
@@ -173,7 +150,7 @@ def refused(edge: Edge, body: bytes, status: int, words: str, **kw) -> str:
     assert re.fullmatch(r'399 127\.0\.0\.1:\d+ "[^"]*"', warning) and words in warning, warning
     assert leaked == [], "the request reached the core"
     assert _metric(edge, 'e2ae_plugin_iq_latency_seconds_count{command="reserve"}') == reserves
-    _nothing_left(edge)
+    assert_no_state_left(edge)
     return final
 
 
@@ -211,7 +188,7 @@ def test_hundreds_of_concurrent_failed_answers_end_every_call(edge, sipps):
     assert rc_uac == 0 and rc_uas == 0
     assert _metric(edge, 'e2ae_plugin_call_ends_total{result="bye"}') - ends == FAILED_ANSWER_CALLS
     assert _metric(edge, 'e2ae_plugin_releases_total{reason="answer_failed"}') - failed == FAILED_ANSWER_CALLS
-    _nothing_left(edge, 10)
+    assert_no_state_left(edge, 10)
 
 
 # ---------------------------------------------------------------------------
@@ -288,7 +265,7 @@ def test_a_200_whose_answer_is_not_utf8_ends_the_call(edge, sipps):
     assert "not UTF-8" in warning
     assert core.got.count("BYE") == 1 and len(uac.received("BYE ")) == 1
     assert _metric(edge, 'e2ae_plugin_releases_total{reason="answer_failed"}') - failed == 1
-    _nothing_left(edge)
+    assert_no_state_left(edge)
 
 
 # ---------------------------------------------------------------------------
@@ -334,7 +311,7 @@ def test_an_invite_over_1300_bytes_reaches_a_udp_core_over_tcp(edge):
     assert offer is not None and offer.stream is not None, "the INVITE did not come over TCP"
     assert len(offer.body.encode()) > 1300 and "a=fingerprint" not in offer.body
     assert answer.status == 200 and bye.status == 200
-    _nothing_left(edge)
+    assert_no_state_left(edge)
 
 
 # ---------------------------------------------------------------------------
@@ -364,7 +341,7 @@ def test_a_bad_content_length_is_answered_400_with_a_warning(edge, method, lengt
     assert header(final, "Call-ID") == [uac.call_id] and header(final, "CSeq") == [f"1 {method}"]
     assert header(final, "Via")[0].startswith(f"SIP/2.0/UDP 127.0.0.1:{uac.port};branch={uac.branch}")
     assert re.search(r";tag=\w+", header(final, "To")[0])
-    _nothing_left(edge)
+    assert_no_state_left(edge)
 
 
 # ---------------------------------------------------------------------------
@@ -420,7 +397,7 @@ def test_mediad_refusing_the_reserve_is_500_not_blamed_on_the_client(edge):
     finally:
         client.request(IqRequest(Command.RELEASE, dialog, "pre-2"))
         client.close()
-    _nothing_left(edge)
+    assert_no_state_left(edge)
 
 
 # ---------------------------------------------------------------------------
@@ -434,12 +411,10 @@ def stalling():
     the BYE ends them."""
     server = RedisServer()
     server.start()
-    e = Edge(server, dtls_failure="keep")
     try:
-        e.start()
-        yield e
+        with running_edge(server, dtls_failure="keep") as e:
+            yield e
     finally:
-        e.stop()
         server.stop()
 
 
@@ -476,7 +451,7 @@ def test_a_bye_during_a_redis_stall_is_released_when_redis_is_back(stalling, sip
     assert uac.wait(30) == 0, uac.diagnostics()
     assert uas.wait(15) == 0, uas.diagnostics()
     stall.join()
-    _nothing_left(edge, 15)
+    assert_no_state_left(edge, 15)
     assert "release (bye) failed, to be retried" in edge.kamailio_log_text()
     # The queue's retry released it (not another path that found it first).
     assert _metric(edge, 'e2ae_plugin_release_retries_total{result="done"}') - done == 1
@@ -496,4 +471,4 @@ def test_an_invite_answered_503_during_a_redis_stall_leaves_nothing(stalling):
     final = replies[-1]
     assert final.startswith("SIP/2.0 503 ") and header(final, "Retry-After"), final
     time.sleep(0.5)  # Redis has run what it received during the stall
-    _nothing_left(edge)
+    assert_no_state_left(edge)

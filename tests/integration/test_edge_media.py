@@ -20,24 +20,9 @@ from pathlib import Path
 import pytest
 
 from deploy.demo_call import CoreEndpoint, run_call
-from tests.integration.edge_harness import Edge
+from tests.integration.edge_harness import assert_no_state_left, running_edge
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def edge(redis_server):
-    e = Edge(redis_server)
-    try:
-        e.start()
-        yield e
-    finally:
-        e.stop()
-
-
-def assert_nothing_left(edge: Edge) -> None:
-    assert edge.wait_no_dialogs() == []
-    assert edge.mediad_dialogs() == []
 
 
 @pytest.mark.req("SRTP-1", "SRTP-4", "SRTP-5", "SRTP-8", "ICE-1", "MUX-1")
@@ -52,7 +37,7 @@ def test_aiortc_call_dtls_srtp_audio_both_ways(edge):
     assert result.bye_status == 200 and result.core_bye
     assert "a=setup:active" in result.access_answer and "a=ice-lite" in result.access_answer
     assert "RTP/AVPF" in result.core_offer and "fingerprint" not in result.core_offer
-    assert_nothing_left(edge)
+    assert_no_state_left(edge)
 
 
 # ---------------------------------------------------------------------------
@@ -63,12 +48,8 @@ def test_aiortc_call_dtls_srtp_audio_both_ways(edge):
 def baresip_edge(request, redis_server):
     # baresip offers a=setup:actpass: with [policy] actpass = active (the default) the AGW is
     # the DTLS client against baresip's RSA-certificate server; with passive, the DTLS server.
-    e = Edge(redis_server, actpass=request.param)
-    try:
-        e.start()
+    with running_edge(redis_server, actpass=request.param) as e:
         yield e
-    finally:
-        e.stop()
 
 
 def _tone_wav(path: Path, seconds: int = 10, frequency: float = 440.0) -> None:
@@ -132,6 +113,6 @@ def test_baresip_call_through_the_edge(baresip_edge):
         decoded = list(work.glob("dump-*-dec.wav"))
         assert decoded and _loud_frames(decoded[0]) >= 100
         assert core.bye_received.is_set()
-        assert_nothing_left(edge)
+        assert_no_state_left(edge)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -124,14 +124,6 @@ def _clean(pool):
             assert pool.held(name) == [], f"node {name} holds dialogs"
 
 
-@pytest.fixture
-def sipps():
-    started: list[Sipp] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
 def calls(pool: Pool, sipps: list, count: int, rate: float, hold_ms: int = 100, limit: int = 50,
           uas_calls: int | None = None) -> tuple[Sipp, Sipp]:
     uas = Sipp("core_uas.xml", "127.0.0.3", calls=uas_calls or count, timeout=60)

@@ -24,35 +24,10 @@ from mediad.takeover import EVENT_MEDIA_MOVED
 from plugin.state import dialog_id
 from tests.integration.edge_harness import Edge, Sipp
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_state_left")]
+EDGE_OPTIONS = {"policy_extra": "bundle = off\n\n[pool]\ntakeover = reinvite"}
 
 NEW_CORE_PORT = 41234
-
-
-@pytest.fixture(scope="module")
-def edge(redis_server):
-    e = Edge(redis_server, policy_extra="bundle = off\n\n[pool]\ntakeover = reinvite")
-    try:
-        e.start()
-        yield e
-    finally:
-        e.stop()
-
-
-@pytest.fixture(autouse=True)
-def _clean(edge):
-    yield
-    leftover = edge.wait_no_dialogs()
-    assert leftover == [], f"state left in Redis: {leftover}"
-    assert edge.mediad_dialogs() == []
-
-
-@pytest.fixture
-def sipps():
-    started: list[Sipp] = []
-    yield started
-    for s in started:
-        s.stop()
 
 
 def _header(message, name: str) -> str:

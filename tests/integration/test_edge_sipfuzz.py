@@ -17,24 +17,14 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.edge_harness import Edge
 from tests.sipfuzz.harness import EDGE_EXTRA, Fuzz, replay_case, report
 
 pytestmark = pytest.mark.integration
+EDGE_OPTIONS = {"edge_extra": EDGE_EXTRA}
 
 SEED = os.environ.get("E2AE_SIPFUZZ_SEED", "e2ae-suite-1")
 CASES = 100
 FIXTURES = sorted((REPO / "tests" / "fixtures" / "sip").glob("*.sip"))
-
-
-@pytest.fixture(scope="module")
-def edge(redis_server):
-    e = Edge(redis_server, edge_extra=EDGE_EXTRA)
-    try:
-        e.start()
-        yield e
-    finally:
-        e.stop()
 
 
 def _summary(stats, seed: str, started: float) -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.integration.edge_harness import CONTROL_SECRET, Edge, Sipp
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_state_left")]
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 TOKEN = r"[^ ]+"
@@ -29,24 +29,7 @@ TOKEN = r"[^ ]+"
 # per m-line; [policy] bundle = off keeps that rewrite (RFC 5761 RTCP fallback port included).  The
 # bundled rewrite is test_rules_bundle*.py's and the Chromium tests' subject.
 UNBUNDLED = "bundle = off"
-
-
-@pytest.fixture(scope="module")
-def edge(redis_server):
-    e = Edge(redis_server, policy_extra=UNBUNDLED)
-    try:
-        e.start()
-        yield e
-    finally:
-        e.stop()
-
-
-@pytest.fixture(autouse=True)
-def _clean(edge):
-    yield
-    leftover = edge.wait_no_dialogs()
-    assert leftover == [], f"state left in Redis: {leftover}"
-    assert edge.mediad is None or edge.mediad_dialogs() == []
+EDGE_OPTIONS = {"policy_extra": UNBUNDLED}
 
 
 def agw_fingerprint(edge: Edge) -> str:
@@ -90,14 +73,6 @@ def core_uas(edge: Edge, scenario: str = "core_uas.xml", tcp: bool = False) -> S
 
 def wic_uac(edge: Edge, scenario: str = "wic_call_uac.xml", **keys: str) -> Sipp:
     return Sipp(scenario, "127.0.0.1", remote=edge.access, keys=keys, extra=["-s", "callee", "-d", "100"])
-
-
-@pytest.fixture
-def sipps():
-    started: list[Sipp] = []
-    yield started
-    for s in started:
-        s.stop()
 
 
 CORE_OFFER = """

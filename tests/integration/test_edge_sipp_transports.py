@@ -24,40 +24,21 @@ import threading
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.edge_harness import Edge, Sipp
+from tests.integration.edge_harness import Sipp, running_edge
 from tests.integration.test_edge_sipp import (
     ACCESS_ANSWER, CORE_OFFER, UNBUNDLED, agw_fingerprint, core_uas, match_lines, run_pair,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_state_left")]
 
 
 @pytest.fixture(scope="module")
 def edge(redis_server):
     tcp, tls = free_port(host="127.0.0.1"), free_port(host="127.0.0.1")
-    e = Edge(redis_server, edge_extra=f"access_tcp = 127.0.0.1:{tcp}\naccess_tls = 127.0.0.1:{tls}\n",
-             policy_extra=UNBUNDLED)  # the expected bodies of test_edge_sipp
-    e.ports = {"tcp": tcp, "tls": tls}
-    try:
-        e.start()
+    with running_edge(redis_server, edge_extra=f"access_tcp = 127.0.0.1:{tcp}\naccess_tls = 127.0.0.1:{tls}\n",
+                      policy_extra=UNBUNDLED) as e:  # the expected bodies of test_edge_sipp
+        e.ports = {"tcp": tcp, "tls": tls}
         yield e
-    finally:
-        e.stop()
-
-
-@pytest.fixture(autouse=True)
-def _clean(edge):
-    yield
-    assert edge.wait_no_dialogs() == []
-    assert edge.mediad_dialogs() == []
-
-
-@pytest.fixture
-def sipps():
-    started: list[Sipp] = []
-    yield started
-    for s in started:
-        s.stop()
 
 
 class TlsTunnel:

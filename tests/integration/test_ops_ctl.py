@@ -20,18 +20,9 @@ from tests.integration.edge_harness import CONTROL_SECRET, Edge, Sipp
 from tests.integration.live_call import LiveCall, secrets_in_play
 
 pytestmark = pytest.mark.integration
+EDGE_OPTIONS = {"dtls_failure": "keep"}
 
 CTL = REPO / ".venv" / "bin" / "e2ae-ctl"
-
-
-@pytest.fixture(scope="module")
-def edge(redis_server):
-    e = Edge(redis_server, dtls_failure="keep")
-    try:
-        e.start()
-        yield e
-    finally:
-        e.stop()
 
 
 async def ctl(edge: Edge, *args: str) -> subprocess.CompletedProcess:

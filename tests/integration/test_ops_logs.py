@@ -14,20 +14,11 @@ import json
 
 import pytest
 
-from tests.integration.edge_harness import CONTROL_SECRET, Edge, Sipp
+from tests.integration.edge_harness import CONTROL_SECRET, Sipp
 from tests.integration.live_call import LiveCall, secrets_in_play
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def edge(redis_server):
-    e = Edge(redis_server, log_level="DEBUG", log_format="json")
-    try:
-        e.start()
-        yield e
-    finally:
-        e.stop()
+EDGE_OPTIONS = {"log_level": "DEBUG", "log_format": "json"}
 
 
 def _json_lines(text: str, start: str = "") -> list[dict]:

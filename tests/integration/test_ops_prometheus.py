@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, free_port
-from tests.integration.edge_harness import Edge, Sipp, stop_process
+from tests.integration.edge_harness import Edge, Sipp, running_edge, stop_process
 from tests.integration.live_call import LiveCall
 
 pytestmark = pytest.mark.integration
@@ -126,12 +126,8 @@ def panel_queries() -> list[tuple[str, str, str]]:
 def edge(redis_server):
     # bundle = off: the native-path panel needs the aiortc call's packets on the native path,
     # which carries no BUNDLE transport (docs/mediad.md, "The native packet path").
-    e = Edge(redis_server, policy_extra="bundle = off")
-    try:
-        e.start()
+    with running_edge(redis_server, policy_extra="bundle = off") as e:
         yield e
-    finally:
-        e.stop()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from mediad.redis_keys import AGW_DIALOG, ALG_DIALOG, Component, dialog_of
 from mediad.state import StateStore
 from plugin.ctl import Edge as CtlEdge
 from plugin.state import TAKEN, DialogRecord, DialogStore, dialog_id
-from tests.integration.edge_harness import Edge, Sipp
+from tests.integration.edge_harness import Edge, Sipp, running_edge
 from tests.integration.redis_ha import ClusterSet
 
 pytestmark = pytest.mark.integration
@@ -44,12 +44,8 @@ def cluster():
 @pytest.fixture(scope="module")
 def edge(cluster):
     # SIPp sends no DTLS: calls held past mediad's handshake timeout stay up ("keep")
-    e = Edge(cluster, redis_extra=cluster.redis_extra, dtls_failure="keep")
-    try:
-        e.start()
+    with running_edge(cluster, redis_extra=cluster.redis_extra, dtls_failure="keep") as e:
         yield e
-    finally:
-        e.stop()
 
 
 def test_the_plugins_scripts_and_mediads_writer_run_on_every_master(cluster):

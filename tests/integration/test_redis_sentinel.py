@@ -25,7 +25,7 @@ from mediad.redis_client import settings
 from mediad.redis_keys import ALG_DIALOG, Component
 from plugin.state import DialogStore, dialog_key
 from sdp_rules.errors import UnavailableError
-from tests.integration.edge_harness import Edge, Sipp
+from tests.integration.edge_harness import Edge, Sipp, running_edge
 from tests.integration.redis_ha import SentinelSet
 
 pytestmark = pytest.mark.integration
@@ -48,12 +48,8 @@ def ha():
 @pytest.fixture(scope="module")
 def edge(ha):
     # SIPp sends no DTLS: calls held past mediad's handshake timeout stay up ("keep")
-    e = Edge(ha, redis_extra=ha.redis_extra, dtls_failure="keep")
-    try:
-        e.start()
+    with running_edge(ha, redis_extra=ha.redis_extra, dtls_failure="keep") as e:
         yield e
-    finally:
-        e.stop()
 
 
 class StoreProbe(threading.Thread):

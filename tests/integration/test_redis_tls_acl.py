@@ -27,7 +27,7 @@ from plugin.pool import Pool
 from plugin.state import dialog_key
 from tests.integration.conftest import Mediad
 from tests.integration.dtls_peer import DtlsPeer, rtp_packet
-from tests.integration.edge_harness import Edge, Sipp
+from tests.integration.edge_harness import Sipp, running_edge
 from tests.integration.redis_ha import SecureRedis
 from tests.integration.test_mediad_pool import node_options
 from tests.integration.test_mediad_t38 import core_socket
@@ -46,12 +46,8 @@ def secure_redis():
 
 @pytest.fixture(scope="module")
 def edge(secure_redis):
-    e = Edge(secure_redis, redis_extra=secure_redis.redis_extra)
-    try:
-        e.start()
+    with running_edge(secure_redis, redis_extra=secure_redis.redis_extra) as e:
         yield e
-    finally:
-        e.stop()
 
 
 def test_a_call_through_a_tls_redis_with_acl_users(edge, secure_redis):
