@@ -184,7 +184,7 @@ class Daemon:
         self.metrics.redis_up.set(1)
         self._spawn(self._watch_redis())
         if self.config.mediad_node_id:
-            self.heartbeat = Heartbeat(self.config, self.store.redis, lambda: len(self.dialogs), self.fence.beat)
+            self.heartbeat = Heartbeat(self.config, self.store.redis, lambda: len(self.dialogs), self.fence)
             self.heartbeat_task = asyncio.ensure_future(self.heartbeat.run(self._heartbeat_failed))
             if self.config.pool_takeover in ("on", "reinvite"):
                 self._spawn(takeover.Takeover(self).run())

@@ -21,10 +21,17 @@ write-behind queue of their documents.  Fencing keeps it from harming them:
   logs it once, at WARNING;
 * a node notices it may have been taken over without waiting for a write to
   be refused: at each heartbeat (``mediad.pool.Heartbeat``, no extra round
-  trip) it sees whether its record had expired, whether another node holds
-  its takeover lock, and whether a new move of its dialogs was recorded in
-  ``e2ae:pool:{pool}:moved``; on any of these it writes every dialog it holds
-  again (:meth:`Fence.verify`), and the fence sorts out which are still its.
+  trip) it sees whether another node holds its takeover lock, whether a new
+  move of its dialogs was recorded in ``e2ae:pool:{pool}:moved``
+  (:meth:`Fence.taken_over`) and whether its record had expired; on any of
+  these it writes every dialog it holds again (:meth:`Fence.verify`), and the
+  fence sorts out which are still its;
+* a node taken over (its lock held by another, or a move of its dialogs)
+  also *stands down*: its floating addresses may be the survivor's now, so the
+  heartbeat puts it in the operator's drain set before it writes its record,
+  and it gets no new call until the operator undrains it (``mediad.pool``).
+  A record that merely expired (Redis restarted or failed over, a slow
+  beat) makes it verify, not stand down: no survivor moved anything.
 
 The document keeps the fence in its first two members, ``{"node":"<id>",
 "epoch":<n>,...}``, so that the script reads it with one anchored pattern
@@ -36,7 +43,8 @@ or ended it, and the write is refused.
 
 What fencing does not cover: the media addresses.  A paused node's sockets
 stay bound; if its floating address is still configured on its host when it
-resumes, peers may still reach it until it notices (one heartbeat).  The
+resumes, peers may still reach it until it notices (one heartbeat); it does not
+take the address back either (it stands down).  The
 ``[pool] takeover_hook`` must take the address away from the old host (as
 keepalived does: the address goes to one host only, with a gratuitous ARP);
 docs/redis.rst, "Fencing".
@@ -297,20 +305,27 @@ class Fence:
         for dialog in list(daemon.dialogs.values()):
             daemon.changed(dialog)
 
-    def beat(self, previous: bytes | None, lock: bytes | None, moved: bytes | str | None, first: bool) -> None:
-        """What a heartbeat saw (``mediad.pool.Heartbeat``): the record it replaced, the holder of this
-        node's takeover lock, this node's moves; a sign of a takeover makes the node :meth:`verify`."""
+    def taken_over(self, lock: bytes | None, moved: bytes | str | None, first: bool) -> str | None:
+        """What a heartbeat read before writing this node's record (``mediad.pool.Heartbeat``): the holder
+        of its takeover lock, its entry of the ``moved`` hash.  Why this node was taken over while it ran
+        (another node holds its lock, or moved its dialogs since this node last looked), else None."""
         latest = latest_move(moved)
         if self.seen_move is None:
             self.seen_move = latest  # moves before this process started were done before its restore
         reasons = []
-        if previous is None and not first:
-            reasons.append("its pool record had expired")
         if lock is not None and lock != self.me.encode():
             reasons.append(f"node {lock.decode(errors='replace')[:64]} holds its takeover lock")
         if latest > self.seen_move:
             self.seen_move = latest
             reasons.append("its dialogs were moved to another node")
+        return ", ".join(reasons) or None
+
+    def beat(self, previous: bytes | None, taken: str | None, first: bool) -> None:
+        """What the heartbeat saw once it wrote the record: the record it replaced (None: it had
+        expired) and :meth:`taken_over`'s reason; a sign of a takeover makes the node :meth:`verify`."""
+        reasons = [taken] if taken else []
+        if previous is None and not first:
+            reasons.append("its pool record had expired")
         if reasons:
             self.verify(", ".join(reasons))
 

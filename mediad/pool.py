@@ -20,7 +20,9 @@ they share one Redis Cluster slot):
 * ``e2ae:pool:{pool}:draining``: the set of node ids an operator drains
   (``e2ae-ctl drain``); no TTL, so a drain outlives the node's restart.  A
   draining node keeps its calls and gets no new ones.  ``SIGUSR1`` drains a
-  mediad from its own host (its record says so at the next heartbeat).
+  mediad from its own host (its record says so at the next heartbeat).  A
+  node that finds it was taken over while it ran adds itself (it stands down,
+  :class:`Heartbeat`).
 
 Theory of operation: :class:`Node` and :func:`parse_nodes` are pure;
 :class:`Heartbeat` is the asyncio shell that reads the drain set and writes
@@ -153,14 +155,24 @@ class Heartbeat:
     """Writes this mediad's record every ``[mediad] heartbeat`` seconds (see the module).
 
     ``redis``: an asyncio redis client; ``load``: the number of sessions now;
-    ``watch``: called after each beat with what it saw of a takeover of this node
-    (the record it replaced, None when it had expired; the holder of this node's
-    takeover lock; this node's entry of the ``moved`` hash; whether it was the
-    first beat): ``mediad.fence.Fence.beat``.
+    ``watch``: what looks for signs that this node was taken over while it ran
+    (``mediad.fence.Fence``): at each beat, before the record is written,
+    ``watch.taken_over(lock, moved, first)`` with the holder of this node's
+    takeover lock and its entry of the ``moved`` hash (a reason when a survivor
+    took this node over: the node *stands down*, below); after it,
+    ``watch.beat(previous, taken, first)`` with the record it replaced (None
+    when it had expired).
+
+    Standing down: a node taken over while it ran (paused, cut off) finds its
+    dialogs and its floating media addresses on a survivor.  It puts itself in
+    the operator's drain set and writes its record as draining in that same
+    beat, so no new call is placed on it while its addresses may be another
+    host's; it stays so (across restarts: the set has no TTL) until the
+    operator, once its addresses are its own again, takes it out
+    (``e2ae-ctl undrain``).
     """
 
-    def __init__(self, config, redis, load: Callable[[], int],
-                 watch: Callable[[Any, Any, Any, bool], None] | None = None) -> None:
+    def __init__(self, config, redis, load: Callable[[], int], watch: Any = None) -> None:
         self.config = config
         self.redis = redis
         self.load = load
@@ -174,24 +186,38 @@ class Heartbeat:
         return int(self.config.mediad_heartbeat * HEARTBEAT_LIVES * 1000)
 
     async def beat(self) -> None:
-        """One registration: the operator's drain set read, then the record written (two round trips;
-        the second also reads what tells this node it was taken over)."""
+        """One registration (two round trips): the operator's drain set and the signs of a takeover
+        read, then the record written (with the record it replaced)."""
         node_id = self.config.mediad_node_id
-        drained = bool(await self.redis.sismember(DRAINING_KEY, node_id))
-        if drained != self.draining and not self.drained_locally:
-            self.draining = drained
-            log.info("node %s %s (operator); %d session(s)", node_id,
-                     "draining: no new calls" if drained else "active again", self.load())
-        node = own_node(self.config, self.load(), NodeState.DRAINING if self.draining else NodeState.ACTIVE)
+        first = self.beats == 0
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(node_key(node_id), json.dumps(node.to_dict(), separators=(",", ":")), px=self.ttl_ms, get=True)
-        pipe.sadd(NODES_KEY, node_id)
+        pipe.sismember(DRAINING_KEY, node_id)
         pipe.get(lock_key(node_id))
         pipe.hget(MOVED_KEY, node_id)
-        previous, _, lock, moved = await pipe.execute()
+        drained, lock, moved = await pipe.execute()
+        drained = bool(drained)
+        taken = self.watch.taken_over(lock, moved, first) if self.watch is not None else None
+        stand_down = taken is not None and not drained
+        if stand_down:
+            drained = True
+            log.warning("node %s was taken over while it ran (%s): draining, no new calls, until an operator "
+                        "undrains it (e2ae-ctl undrain %s) once its media addresses are its own again",
+                        node_id, taken, node_id)
+        elif drained != self.draining and not self.drained_locally:
+            log.info("node %s %s (operator); %d session(s)", node_id,
+                     "draining: no new calls" if drained else "active again", self.load())
+        if not self.drained_locally:
+            self.draining = drained
+        node = own_node(self.config, self.load(), NodeState.DRAINING if self.draining else NodeState.ACTIVE)
+        pipe = self.redis.pipeline(transaction=False)
+        if stand_down:
+            pipe.sadd(DRAINING_KEY, node_id)
+        pipe.set(node_key(node_id), json.dumps(node.to_dict(), separators=(",", ":")), px=self.ttl_ms, get=True)
+        pipe.sadd(NODES_KEY, node_id)
+        previous = (await pipe.execute())[-2]
         self.beats += 1
         if self.watch is not None:
-            self.watch(previous, lock, moved, self.beats == 1)
+            self.watch.beat(previous, taken, first)
 
     def drain(self) -> None:
         """SIGUSR1: this node takes no new calls (until it restarts)."""

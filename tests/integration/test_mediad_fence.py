@@ -12,7 +12,10 @@ them); here, as between two hosts, each node has its own kernel's sockets.
 x is stopped with calls carrying media both ways; y takes them over (its record
 expired); x is continued.  The calls keep their media from y, their documents still
 name y, x holds no socket of theirs, and x sent nothing: no event (which would make
-the plugin end a call), no write over y's documents.
+the plugin end a call), no write over y's documents.  x stands down: from its first
+record after the pause it is draining (in the operator's drain set), since its
+floating address is y's now; once the operator moves the address back and undrains
+it, x is active again and carries a new call.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ import pytest
 import redis
 
 from iq import Command, Role, Side, StreamSpec, TerminationSpec
+from mediad.pool import DRAINING_KEY, Node, node_key
 from mediad.state import dialog_key
 from mediad.takeover import MOVED_KEY
+from plugin.pool import Standing, classify
 from tests.conftest import REPO
 from tests.integration import netns
 from tests.integration.conftest import Mediad
@@ -266,8 +271,14 @@ def _paused_node(lan: netns.Lan, tmp_path: Path) -> None:
         mine = {c.dialog for c in calls}
         assert wait_for(lambda: not mine & set(x.held()), 5), x.log()
         dropped_in = time.monotonic() - resumed
-        time.sleep(1.5)  # x's write-behind, heartbeats, expiry and consent sweeps all had their turn
+        # x's write-behind, heartbeats, expiry and consent sweeps all have their turn; meanwhile x's record
+        # (expired during the pause) is back, never saying active: x stood down.
+        standings = records_during(store, "x", 1.5)
         print(f"x let go of them {dropped_in * 1000:.0f} ms after it was continued")
+        assert standings and set(standings) == {Standing.DRAINING}, standings
+        assert store.sismember(DRAINING_KEY, "x")
+        stood_down = [line for line in x.log().splitlines() if "was taken over while it ran" in line]
+        assert len(stood_down) == 1 and "WARNING" in stood_down[0], stood_down
         for call in calls:
             n_wic, n_core = call.after(resumed)
             assert n_wic > 40 and n_core > 40, (call.dialog, n_wic, n_core)  # 1.5 s and more at 50/s, from y
@@ -288,6 +299,17 @@ def _paused_node(lan: netns.Lan, tmp_path: Path) -> None:
             assert y.client().request(y.iq(Command.RELEASE, call.dialog)).error is None
         assert y.written()
         assert wait_for(lambda: not any(store.exists(dialog_key(c.dialog)) for c in calls), 3)
+
+        # The operator gives x its address back (off y's host, onto x's) and undrains it: x takes calls again.
+        give_back(lan, "y", "x", FLOATING["x"])
+        store.srem(DRAINING_KEY, "x")  # what e2ae-ctl undrain x does
+        assert wait_for(lambda: records_during(store, "x", 0) == [Standing.ACTIVE], 3 * HEARTBEAT)
+        again = Call(lan)
+        calls.append(again)
+        again.start(x)
+        time.sleep(1.0)
+        assert min(again.after(time.monotonic() - 0.5)) > 15, "media both ways through x again"
+        assert x.client().request(x.iq(Command.RELEASE, again.dialog)).error is None
     finally:
         if events is not None:
             events.close()
@@ -300,6 +322,30 @@ def _paused_node(lan: netns.Lan, tmp_path: Path) -> None:
         store.close()
         server.terminate()
         server.wait(5)
+
+
+def records_during(store, node: str, seconds: float) -> list:
+    """How the plugin stands ``node`` (its record and the drain set, ``plugin.pool.classify``) every 50 ms
+    for ``seconds`` (once when 0), while its record exists."""
+    seen = []
+    deadline = time.monotonic() + seconds
+    while True:
+        raw = store.get(node_key(node))
+        if raw is not None:
+            draining = {d.decode() for d in store.smembers(DRAINING_KEY)}
+            seen.append(classify(Node.from_dict(json.loads(raw)), draining, {}, 0.0))
+        if time.monotonic() >= deadline:
+            return seen
+        time.sleep(0.05)
+
+
+def give_back(lan: netns.Lan, holder: str, owner: str, n: int) -> None:
+    """The operator moves address ``n`` from ``holder``'s host back to ``owner``'s (gratuitous ARP)."""
+    address = lan.address(n)
+    netns.ip("addr", "del", f"{address}/24", "dev", "eth0", ns=lan.hosts[holder])
+    lan.add_address(owner, n)
+    subprocess.run([netns.IP, "netns", "exec", lan.hosts[owner], shutil.which("arping"), "-q", "-U", "-c", "1",
+                    "-I", "eth0", address], timeout=10, stdin=subprocess.DEVNULL, check=False)
 
 
 def _pings(client) -> bool:

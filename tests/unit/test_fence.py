@@ -259,17 +259,24 @@ def test_a_heartbeat_that_sees_a_takeover_makes_the_node_check_its_dialogs(nodes
     x = nodes("x")
     x.hold("d")
     moved = json.dumps([[100.0, "y@h:1"]])
-    x.fence.beat(None, None, moved, first=True)  # the first beat: no record yet, old moves
+
+    def beat(previous, lock, moves, first=False):
+        taken = x.fence.taken_over(lock, moves, first)
+        x.fence.beat(previous, taken, first)
+        return taken
+
+    assert beat(None, None, moved, first=True) is None  # the first beat: no record yet, old moves
     assert x.changed_ids == []
-    x.fence.beat(b"{}", b"x", moved, first=False)  # its own lock (a start's reload)
+    assert beat(b"{}", b"x", moved) is None  # its own lock (a start's reload)
     assert x.changed_ids == []
-    x.fence.beat(None, None, moved, first=False)  # its record had expired
+    assert beat(None, None, moved) is None  # its record had expired: verify, but nothing moved
     assert x.changed_ids == ["d"]
-    x.fence.beat(b"{}", b"y", moved, first=False)  # another node is taking its dialogs
+    assert beat(b"{}", b"y", moved) == "node y holds its takeover lock"  # another node is taking its dialogs
     assert x.changed_ids == ["d", "d"]
-    x.fence.beat(b"{}", None, json.dumps([[100.0, "y@h:1"], [200.0, "z@h:1"]]), first=False)  # a new move
+    newer = json.dumps([[100.0, "y@h:1"], [200.0, "z@h:1"]])
+    assert beat(b"{}", None, newer) == "its dialogs were moved to another node"  # a new move
     assert x.changed_ids == ["d", "d", "d"]
-    x.fence.beat(b"{}", None, json.dumps([[100.0, "y@h:1"], [200.0, "z@h:1"]]), first=False)
+    assert beat(b"{}", None, newer) is None
     assert x.changed_ids == ["d", "d", "d"]
 
 

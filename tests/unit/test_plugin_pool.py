@@ -19,7 +19,7 @@ from sdp_rules.errors import UnavailableError
 from iq import Command, Side
 
 from mediad.config import Config
-from mediad.pool import DRAINING_KEY, NODES_KEY, Heartbeat, Node, NodeState, node_key
+from mediad.pool import DRAINING_KEY, MOVED_KEY, NODES_KEY, Heartbeat, Node, NodeState, lock_key, node_key
 from plugin.edge import Edge
 from plugin.lifecycle import CallEvent, PendingRelease
 from plugin.metrics import Metrics
@@ -199,6 +199,55 @@ def test_heartbeat_registers_drains_and_leaves(redis_url):
             await beat.leave()
             assert await r.exists(node_key("m1")) == 0 and await r.smembers(NODES_KEY) == set()
         finally:
+            await r.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_heartbeat_that_finds_its_node_taken_over_stands_it_down_until_the_operator_undrains_it(redis_url):
+    """A node taken over while it ran (its dialogs moved, or its lock held by another): the same beat puts
+    it in the drain set and writes its record as draining; an expired record alone does not."""
+    config = replace(Config(), mediad_node_id="m1", mediad_heartbeat=0.5)
+
+    class Watch:
+        def __init__(self) -> None:
+            self.taken = None
+            self.seen = []
+
+        def taken_over(self, lock, moved, first):
+            self.seen.append((lock, moved, first))
+            return self.taken
+
+        def beat(self, previous, taken, first):
+            self.seen.append((previous is None, taken, first))
+
+    async def run():
+        r = aioredis.Redis.from_url(redis_url)
+        watch = Watch()
+        try:
+            beat = Heartbeat(config, r, lambda: 0, watch)
+            await beat.beat()
+            assert watch.seen == [(None, None, True), (True, None, True)]
+            await r.delete(node_key("m1"))  # expired (a Redis restart, a slow beat): no stand-down
+            await beat.beat()
+            assert json.loads(await r.get(node_key("m1")))["state"] == "active"
+            assert watch.seen[-1] == (True, None, False)
+            await r.set(lock_key("m1"), "m2")
+            await r.hset(MOVED_KEY, "m1", '[[1.0,"m2@h:1"]]')
+            watch.taken = "its dialogs were moved to another node"
+            await beat.beat()
+            assert watch.seen[-2] == (b"m2", b'[[1.0,"m2@h:1"]]', False)
+            assert json.loads(await r.get(node_key("m1")))["state"] == "draining"
+            assert await r.sismember(DRAINING_KEY, "m1")
+            watch.taken = None
+            await beat.beat()
+            assert json.loads(await r.get(node_key("m1")))["state"] == "draining"  # until the operator...
+            await r.srem(DRAINING_KEY, "m1")  # ... undrains it (e2ae-ctl undrain m1)
+            await beat.beat()
+            assert json.loads(await r.get(node_key("m1")))["state"] == "active"
+            await beat.leave()
+        finally:
+            await r.delete(lock_key("m1"), MOVED_KEY, DRAINING_KEY)
             await r.aclose()
 
     asyncio.run(run())
