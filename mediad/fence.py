@@ -26,12 +26,14 @@ write-behind queue of their documents.  Fencing keeps it from harming them:
   (:meth:`Fence.taken_over`) and whether its record had expired; on any of
   these it writes every dialog it holds again (:meth:`Fence.verify`), and the
   fence sorts out which are still its;
-* a node taken over (its lock held by another, or a move of its dialogs)
-  also *stands down*: its floating addresses may be the survivor's now, so the
-  heartbeat puts it in the operator's drain set before it writes its record,
-  and it gets no new call until the operator undrains it (``mediad.pool``).
-  A record that merely expired (Redis restarted or failed over, a slow
-  beat) makes it verify, not stand down: no survivor moved anything.
+* a node taken over while it held written dialogs (its lock held by another
+  or a move of its dialogs, or one dropped to another node) also *stands
+  down*: the survivor ran its ``takeover_hook`` for their addresses, which may
+  be the survivor's now, so the heartbeat puts it in the operator's drain set
+  before it writes its record, and it gets no new call until the operator
+  undrains it (``mediad.pool``).  A record that merely expired (Redis
+  restarted or failed over, a slow beat), or a takeover that found no
+  document of it, makes it verify, not stand down: nothing of it moved.
 
 The document keeps the fence in its first two members, ``{"node":"<id>",
 "epoch":<n>,...}``, so that the script reads it with one anchored pattern
@@ -232,6 +234,8 @@ class Fence:
         self.claims = Claims(self.me)
         self.script = None
         self.seen_move: float | None = None  # the last move of this node's dialogs it knows of
+        self.signs: list[str] = []  # what the last heartbeat read that tells of a takeover (taken_over)
+        self.displaced: str | None = None  # a dialog was dropped to another node since (taken_over)
         self.fenced = daemon.metrics.dialogs_fenced
         self.refusals = {op: daemon.metrics.fenced_refusals.labels(op.value) for op in Op}
 
@@ -307,23 +311,31 @@ class Fence:
 
     def taken_over(self, lock: bytes | None, moved: bytes | str | None, first: bool) -> str | None:
         """What a heartbeat read before writing this node's record (``mediad.pool.Heartbeat``): the holder
-        of its takeover lock, its entry of the ``moved`` hash.  Why this node was taken over while it ran
-        (another node holds its lock, or moved its dialogs since this node last looked), else None."""
+        of its takeover lock and its entry of the ``moved`` hash.  Returns why this node must stand down,
+        else None: a survivor holds, or is taking, documents of dialogs this node had written, so it ran
+        the ``takeover_hook`` for their addresses (another node holds the lock, or moved this node's dialogs
+        since it last looked, while it holds such dialogs; or it already dropped one to another node).
+        A takeover that found no document of this node moved no address.  The signs are kept for
+        :meth:`beat`."""
         latest = latest_move(moved)
         if self.seen_move is None:
             self.seen_move = latest  # moves before this process started were done before its restore
-        reasons = []
+        signs = []
         if lock is not None and lock != self.me.encode():
-            reasons.append(f"node {lock.decode(errors='replace')[:64]} holds its takeover lock")
+            signs.append(f"node {lock.decode(errors='replace')[:64]} holds its takeover lock")
         if latest > self.seen_move:
             self.seen_move = latest
-            reasons.append("its dialogs were moved to another node")
-        return ", ".join(reasons) or None
+            signs.append("its dialogs were moved to another node")
+        self.signs = signs
+        why, self.displaced = self.displaced, None
+        if why is None and signs and any(not claim.fresh for claim in self.claims.live.values()):
+            why = ", ".join(signs)
+        return why
 
-    def beat(self, previous: bytes | None, taken: str | None, first: bool) -> None:
+    def beat(self, previous: bytes | None, first: bool) -> None:
         """What the heartbeat saw once it wrote the record: the record it replaced (None: it had
-        expired) and :meth:`taken_over`'s reason; a sign of a takeover makes the node :meth:`verify`."""
-        reasons = [taken] if taken else []
+        expired).  With :meth:`taken_over`'s signs, a sign of a takeover makes the node :meth:`verify`."""
+        reasons, self.signs = self.signs, []
         if previous is None and not first:
             reasons.append("its pool record had expired")
         if reasons:
@@ -377,6 +389,8 @@ class Fence:
             if held is not None:
                 self.daemon.drop(held)
                 self.fenced.inc()
+                if holder and not holder.startswith(self.me + "/"):
+                    self.displaced = f"node {holder.split('/')[0][:64]} took its dialogs over"
                 log.warning("dialog %s dropped: its document is %s now (taken over while this node was away); "
                             "its sockets are closed, nothing is sent", dialog[:64],
                             f"node {holder}'s" if holder else "gone")

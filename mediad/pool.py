@@ -159,9 +159,9 @@ class Heartbeat:
     (``mediad.fence.Fence``): at each beat, before the record is written,
     ``watch.taken_over(lock, moved, first)`` with the holder of this node's
     takeover lock and its entry of the ``moved`` hash (a reason when a survivor
-    took this node over: the node *stands down*, below); after it,
-    ``watch.beat(previous, taken, first)`` with the record it replaced (None
-    when it had expired).
+    took this node's dialogs over: the node *stands down*, below); after it,
+    ``watch.beat(previous, first)`` with the record it replaced (None when it
+    had expired).
 
     Standing down: a node taken over while it ran (paused, cut off) finds its
     dialogs and its floating media addresses on a survivor.  It puts itself in
@@ -217,7 +217,7 @@ class Heartbeat:
         previous = (await pipe.execute())[-2]
         self.beats += 1
         if self.watch is not None:
-            self.watch.beat(previous, taken, first)
+            self.watch.beat(previous, first)
 
     def drain(self) -> None:
         """SIGUSR1: this node takes no new calls (until it restarts)."""

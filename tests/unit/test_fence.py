@@ -261,23 +261,53 @@ def test_a_heartbeat_that_sees_a_takeover_makes_the_node_check_its_dialogs(nodes
     moved = json.dumps([[100.0, "y@h:1"]])
 
     def beat(previous, lock, moves, first=False):
-        taken = x.fence.taken_over(lock, moves, first)
-        x.fence.beat(previous, taken, first)
-        return taken
+        x.fence.taken_over(lock, moves, first)
+        x.fence.beat(previous, first)
 
-    assert beat(None, None, moved, first=True) is None  # the first beat: no record yet, old moves
+    beat(None, None, moved, first=True)  # the first beat: no record yet, old moves
     assert x.changed_ids == []
-    assert beat(b"{}", b"x", moved) is None  # its own lock (a start's reload)
+    beat(b"{}", b"x", moved)  # its own lock (a start's reload)
     assert x.changed_ids == []
-    assert beat(None, None, moved) is None  # its record had expired: verify, but nothing moved
+    beat(None, None, moved)  # its record had expired
     assert x.changed_ids == ["d"]
-    assert beat(b"{}", b"y", moved) == "node y holds its takeover lock"  # another node is taking its dialogs
+    beat(b"{}", b"y", moved)  # another node is taking its dialogs
     assert x.changed_ids == ["d", "d"]
     newer = json.dumps([[100.0, "y@h:1"], [200.0, "z@h:1"]])
-    assert beat(b"{}", None, newer) == "its dialogs were moved to another node"  # a new move
+    beat(b"{}", None, newer)  # a new move
     assert x.changed_ids == ["d", "d", "d"]
-    assert beat(b"{}", None, newer) is None
+    beat(b"{}", None, newer)
     assert x.changed_ids == ["d", "d", "d"]
+
+
+def test_a_node_stands_down_when_a_takeover_took_dialogs_it_had_written(nodes, redis_server):
+    """Standing down (mediad.pool.Heartbeat) is for a node whose written dialogs a survivor holds or is
+    taking: it ran the takeover hook for their addresses.  A takeover of a node without any moved nothing."""
+    redis = redis_server.client()
+
+    async def scenario() -> None:
+        x, y = nodes("x"), nodes("y")
+        moved = json.dumps([[100.0, "y@h:1"]])
+        assert x.fence.taken_over(None, None, first=True) is None
+        assert x.fence.taken_over(None, moved, first=False) is None  # a move, but x held nothing
+        x.hold("fresh")  # made, not written yet: no survivor can have its document
+        assert x.fence.taken_over(b"y", moved, first=False) is None
+        x.hold("d")
+        await x.save("d")
+        assert x.fence.taken_over(b"x", moved, first=False) is None  # its own lock, no new move
+        assert x.fence.taken_over(b"y", moved, first=False) == "node y holds its takeover lock"
+        newer = json.dumps([[100.0, "y@h:1"], [200.0, "y@h:1"]])
+        assert x.fence.taken_over(None, newer, first=False) == "its dialogs were moved to another node"
+        # y takes "d" over; x's next write of it is refused and x drops it: that alone says so at the next beat.
+        y.fence.adopted("d", document(redis, "d"))
+        y.hold("d")
+        await y.save("d")
+        await x.save("d")
+        assert x.dropped == ["d"]
+        assert x.fence.taken_over(None, newer, first=False) == "node y took its dialogs over"
+        assert x.fence.taken_over(None, newer, first=False) is None  # said once
+
+    nodes.run(scenario)
+    redis.close()
 
 
 def test_claims_and_stamps():

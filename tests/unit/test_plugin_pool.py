@@ -218,8 +218,8 @@ def test_a_heartbeat_that_finds_its_node_taken_over_stands_it_down_until_the_ope
             self.seen.append((lock, moved, first))
             return self.taken
 
-        def beat(self, previous, taken, first):
-            self.seen.append((previous is None, taken, first))
+        def beat(self, previous, first):
+            self.seen.append((previous is None, first))
 
     async def run():
         r = aioredis.Redis.from_url(redis_url)
@@ -227,11 +227,11 @@ def test_a_heartbeat_that_finds_its_node_taken_over_stands_it_down_until_the_ope
         try:
             beat = Heartbeat(config, r, lambda: 0, watch)
             await beat.beat()
-            assert watch.seen == [(None, None, True), (True, None, True)]
+            assert watch.seen == [(None, None, True), (True, True)]
             await r.delete(node_key("m1"))  # expired (a Redis restart, a slow beat): no stand-down
             await beat.beat()
             assert json.loads(await r.get(node_key("m1")))["state"] == "active"
-            assert watch.seen[-1] == (True, None, False)
+            assert watch.seen[-1] == (True, False)
             await r.set(lock_key("m1"), "m2")
             await r.hset(MOVED_KEY, "m1", '[[1.0,"m2@h:1"]]')
             watch.taken = "its dialogs were moved to another node"
