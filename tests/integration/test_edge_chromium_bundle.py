@@ -169,8 +169,43 @@ class ReflectingCore(CoreEndpoint):
         return "\r\n".join(lines) + "\r\n"
 
 
+MIRROR = 0x5A5A5A5A  # what the reflector XORs every SSRC with: Chromium's stream X comes back as X ^ MIRROR
+
+
+def mirror_rtcp(data: bytes) -> bytes:
+    """An RTCP compound as the reflected stream's sender would send it: every SSRC XORed with
+    :data:`MIRROR`, so that reports and feedback about the reflected stream (X ^ MIRROR) reach
+    Chromium as being about the stream it sends (X): a NACK gets its packets sent again, a PLI or
+    FIR a key frame (RFC 4585 6.2.1, 6.3.1; RFC 5104 4.3.1), as through a core that forwards
+    feedback.  SR, RR, RTPFB and PSFB packets are kept (report blocks and FIR entries mapped too);
+    SDES, BYE, APP, XR and REMB are left out."""
+    out = bytearray()
+    at = 0
+    while at + 8 <= len(data):
+        pt, fmt, length = data[at + 1], data[at] & 0x1F, 4 * (struct.unpack_from("!H", data, at + 2)[0] + 1)
+        packet = bytearray(data[at:at + length])
+        at += length
+        if len(packet) != length:
+            break
+        if pt in (200, 201):  # SR, RR: the sender, then each report block's source (24 bytes each)
+            first = 28 if pt == 200 else 8
+            offsets = [4] + [first + 24 * i for i in range(fmt)]
+        elif pt == 205 or (pt == 206 and fmt in (1, 4)):  # generic NACK, PLI, FIR
+            offsets = [4, 8] + ([12 + 8 * i for i in range((length - 12) // 8)] if pt == 206 and fmt == 4 else [])
+        else:
+            continue
+        for offset in offsets:
+            if offset + 4 <= length:
+                struct.pack_into("!I", packet, offset, struct.unpack_from("!I", packet, offset)[0] ^ MIRROR)
+        out += packet
+    return bytes(out)
+
+
 class Reflector(asyncio.DatagramProtocol):
-    """One core m-line's RTP port: counts payload types, sends RTP back under another SSRC."""
+    """One core m-line's RTP port: counts payload types, sends RTP back under another SSRC, and
+    the RTCP that goes with it (:func:`mirror_rtcp`): Chromium's receiver asks its own sender for
+    what it lost, as through a real core; without it one lost packet of a video frame stalls the
+    decoder for good (no retransmission, no key frame)."""
 
     def __init__(self) -> None:
         self.payload_types: dict[int, int] = {}
@@ -190,10 +225,13 @@ class Reflector(asyncio.DatagramProtocol):
             return
         if 192 <= data[1] <= 223:
             self.rtcp += 1
+            mirrored = mirror_rtcp(data)
+            if mirrored:
+                self.transport.sendto(mirrored, addr)
             return
         pt = data[1] & 0x7F
         self.payload_types[pt] = self.payload_types.get(pt, 0) + 1
-        ssrc = struct.unpack_from("!I", data, 8)[0] ^ 0x5A5A5A5A
+        ssrc = struct.unpack_from("!I", data, 8)[0] ^ MIRROR
         self.transport.sendto(data[:8] + struct.pack("!I", ssrc) + data[12:], addr)
 
 
