@@ -46,7 +46,7 @@ from tests.integration.chromium_peer import (
     interfaces,
     private_loopback_netns,
 )
-from tests.integration.edge_harness import Edge
+from tests.integration.edge_harness import Edge, running_edge
 
 pytestmark = [
     pytest.mark.integration,
@@ -68,15 +68,11 @@ def netns_edge(request):
     """Redis, mediad and Kamailio started inside a fresh loopback-only network namespace."""
     with private_loopback_netns():
         redis = RedisServer()
-        edge = None
         try:
             redis.start()
-            edge = Edge(redis, actpass=request.param)
-            edge.start()
-            yield edge
+            with running_edge(redis, actpass=request.param) as edge:
+                yield edge
         finally:
-            if edge is not None:
-                edge.stop()
             redis.stop()
 
 

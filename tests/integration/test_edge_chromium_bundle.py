@@ -33,7 +33,7 @@ import pytest
 from deploy.demo_call import CoreEndpoint, SipUac
 from tests.conftest import RedisServer
 from tests.integration.chromium_peer import CHROMIUM, ChromiumPeer, interfaces, private_loopback_netns
-from tests.integration.edge_harness import Edge
+from tests.integration.edge_harness import Edge, assert_no_state_left, running_edge
 
 pytestmark = [
     pytest.mark.integration,
@@ -310,9 +310,7 @@ def netns():
 @pytest.mark.parametrize("policy, bundle", [("max-bundle", "on"), ("balanced", "on"), ("balanced", "off")])
 def test_chromium_audio_and_video_both_ways_through_the_edge(netns, policy, bundle):
     assert interfaces() == ["lo"]
-    edge = Edge(netns, policy_extra=f"bundle = {bundle}")
-    edge.start()
-    try:
+    with running_edge(netns, policy_extra=f"bundle = {bundle}") as edge:
         before = mediad_metrics(edge)
         call = asyncio.run(asyncio.wait_for(bundled_call(edge, policy), 70))
         assert call["status"] == 200, (call.get("status"), edge.kamailio_log_text()[-3000:])
@@ -344,10 +342,7 @@ def test_chromium_audio_and_video_both_ways_through_the_edge(netns, policy, bund
             assert "a=group:BUNDLE" not in call["answer"] and len(answer_ports) == 3
             assert (done, ports) == (3, 3)
         assert call["bye"] == 200
-        assert edge.wait_no_dialogs() == []
-        assert edge.mediad_dialogs() == []
-    finally:
-        edge.stop()
+        assert_no_state_left(edge)
 
 
 CORE_OFFER = (
