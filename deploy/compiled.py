@@ -54,6 +54,13 @@ def _sources() -> list[str]:
     return sorted(files)
 
 
+def _built_from() -> str:
+    """What the stamp records: the interpreter, then the packages' modules (one removed
+    since the build would still import from it)."""
+    modules = sorted(os.path.relpath(f, REPO) for f in _sources()[1:])
+    return f"{_tag()}\n{' '.join(modules)}\n"
+
+
 def _tag() -> str:
     """The interpreter an extension is built for (its ABI tag and version)."""
     return f"{sysconfig.get_config_var('EXT_SUFFIX')} {sys.version.split()[0]}"
@@ -63,12 +70,14 @@ def stale() -> str | None:
     """Why the build cannot be used by this interpreter now, or None when it can."""
     try:
         with open(STAMP, encoding="utf-8") as f:
-            built_for = f.read().strip()
+            built_for, _, built_from = f.read().partition("\n")
         built_at = os.stat(STAMP).st_mtime
     except OSError:
         return "no compiled build (run deploy/e2ae setup)"
     if built_for != _tag():
         return f"the compiled build is for {built_for}, this interpreter is {_tag()}"
+    if built_for + "\n" + built_from != _built_from():
+        return "a module was added or removed since the compiled build (run deploy/e2ae setup)"
     newer = [os.path.relpath(f, REPO) for f in _sources() if os.stat(f).st_mtime > built_at]
     if newer:
         return f"{newer[0]} is newer than the compiled build (run deploy/e2ae setup)"
@@ -119,7 +128,7 @@ def build() -> None:
                 shutil.copy2(source, os.path.join(BUILD_DIR, package, name + ".py"))
     shutil.rmtree(work, ignore_errors=True)
     with open(STAMP, "w", encoding="utf-8") as f:
-        f.write(_tag() + "\n")
+        f.write(_built_from())
     os.utime(STAMP, (started, started))
 
 

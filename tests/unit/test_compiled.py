@@ -35,7 +35,7 @@ def tree(tmp_path, monkeypatch):
     past = time.time() - 60
     for f in (tmp_path / PKG).iterdir():
         os.utime(f, (past, past))
-    (build / ".built").write_text(compiled._tag() + "\n")
+    (build / ".built").write_text(compiled._built_from())
     os.utime(build / ".built", (past + 30, past + 30))
     yield tmp_path
     sys.modules.pop(PKG, None)
@@ -63,9 +63,16 @@ def test_a_source_newer_than_the_build_runs_the_sources(tree):
     assert compiled.BUILD_DIR not in sys.path and PKG not in sys.modules
 
 
+def test_a_module_removed_since_the_build_runs_the_sources(tree):
+    os.unlink(tree / PKG / "b.py")  # its copy in the build would still import
+    why = compiled.use()
+    assert why is not None and "a module was added or removed" in why
+    assert compiled.BUILD_DIR not in sys.path
+
+
 def test_a_build_for_another_interpreter_runs_the_sources(tree):
     with open(compiled.STAMP, "w") as f:
-        f.write(".cpython-312-x86_64-linux-gnu.so 3.12.1\n")
+        f.write(compiled._built_from().replace(compiled._tag(), ".cpython-312-x86_64-linux-gnu.so 3.12.1"))
     os.utime(compiled.STAMP, (time.time(), time.time()))
     why = compiled.use()
     assert why is not None and "3.12.1" in why
