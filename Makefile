@@ -6,6 +6,7 @@
 #   make bench-smoke  the same path in seconds, no targets
 #   make soak         mediad's RSS over 20,000 calls (about 4 minutes); SOAK_ARGS for options
 #   make bench-iq     the cost of one Iq round trip on the control channel, and the sizes that fit
+#   make bench-rules  one call's SDP rules in one process, from the sources and from the mypyc build
 #   make profile      where the edge's processes spend their time per call at 100 calls/s
 #                     (perf and py-spy; installs linux-perf and py-spy when missing)
 #   make fuzz         every fuzz sub-target below (long; CPU-bound, runs under nice)
@@ -33,7 +34,7 @@ FUZZ_SIP_ARGS ?= --cases 2000
 MUTATE_ARGS ?=
 NICE ?= nice -n 19
 
-.PHONY: bench bench-smoke soak bench-iq profile fuzz fuzz-parsers fuzz-sip mutate
+.PHONY: bench bench-smoke soak bench-iq bench-rules profile fuzz fuzz-parsers fuzz-sip mutate
 
 $(PYTHON):
 	deploy/e2ae setup
@@ -49,6 +50,9 @@ soak: $(PYTHON)
 
 bench-iq: $(PYTHON)
 	$(PYTHON) -m bench.iq_roundtrip
+
+bench-rules: $(PYTHON)
+	$(PYTHON) -m bench.rules
 
 profile: $(PYTHON)
 	$(PYTHON) -m bench.profile $(PROFILE_ARGS)

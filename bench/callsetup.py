@@ -33,6 +33,11 @@ step.  :func:`measure` runs the rounds, interleaved, the order of the systems
 swapped every round, checks the SDPs of the edge and the reference once
 (``bench.sdpcheck``), measures the edge's memory per held call, and takes the
 medians.
+
+``E2AE_BENCH_EDGE_DEFINES`` (``NAME=VALUE`` words) adds ``-A`` defines to the
+edge's Kamailio: ``E2AE_BENCH_EDGE_DEFINES=E2AE_REINVITE=1`` measures the
+dialog module's CSeq tracking that ``[pool] takeover = reinvite`` turns on
+(docs/scaling.rst).
 """
 
 from __future__ import annotations
@@ -197,6 +202,8 @@ class System:
                 raise RuntimeError(f"mediad did not start; see {self.workdir}/mediad.log")
             argv = kamailio_command(EDGE_CFG, self.rundir, load_config(self.config_path), plugin=PLUGIN,
                                     shm_mb=self.shm_mb)
+            for define in os.environ.get("E2AE_BENCH_EDGE_DEFINES", "").split():
+                argv += ["-A", define]
         else:
             defines = [f"BENCH_ACCESS_SIP=udp:{self.access[0]}:{self.access[1]}",
                        f"BENCH_CORE_SIP=udp:{self.core[0]}:{self.core[1]}",

@@ -94,6 +94,7 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import sdp_rules
 from iq import EVENT_DTLS_FAILED, IqReply, IqRequest, Side
@@ -164,6 +165,12 @@ class Message:
     @property
     def tx(self) -> str:
         return f"{self.cseq} {self.method}"
+
+    @property
+    def text(self) -> str:
+        """The body as text: it is text on every SDP path (:meth:`Edge.handle` converts it first)."""
+        body = self.body
+        return body if isinstance(body, str) else body.decode("utf-8", "surrogateescape")
 
 
 @dataclass
@@ -289,7 +296,7 @@ class Edge:
             return Outcome()
         started = time.perf_counter()
         try:
-            limits.check_sdp(msg.body)
+            limits.check_sdp(msg.text)
             return self._handle_sdp(msg)
         except PeerError as exc:
             log.info("Call-ID %s: %s %s from %s refused: %s", msg.call_id, msg.method,
@@ -311,7 +318,7 @@ class Edge:
     def _handle_multipart(self, msg: Message) -> Outcome:
         """A multipart body (RFC 5621): its SDP part is handled as a bare SDP body would be."""
         try:
-            part = find_sdp(msg.content_type, msg.body)
+            part = find_sdp(msg.content_type, msg.text)
         except MultipartError as exc:
             return self.refuse(msg, exc)
         if part is None:  # no SDP part: as a body that is not SDP (handle)
@@ -446,9 +453,9 @@ class Edge:
             else:
                 return outcome
         elif self._setup_reply(msg):
-            outcome = self._unclaimed(msg)
-            if outcome is not None:
-                return outcome
+            unclaimed = self._unclaimed(msg)
+            if unclaimed is not None:
+                return unclaimed
         # Every non-initial message (replies included) is looked up by both tags: a
         # reply to a request the callee sent carries the callee's tag in From.
         tags = (msg.from_tag,) if initial else (msg.from_tag, msg.to_tag)
@@ -502,7 +509,7 @@ class Edge:
             self.cache.drop(ident)
             return None
         if (record.id != ident or record.call_id != msg.call_id or not record.rules.data.get("agw")
-                or f"{msg.tx}|{msg.side.value}|{_digest(msg.body)}" in record.rendered
+                or f"{msg.tx}|{msg.side.value}|{_digest(msg.text)}" in record.rendered
                 or self._kind(record, msg) is None):
             return None
 
@@ -518,7 +525,7 @@ class Edge:
 
     def _render(self, msg: Message, record: DialogRecord, save) -> Outcome:
         """Plan, ask mediad, finish and ``save(record)``; the outcome for ``msg``."""
-        cache_key = f"{msg.tx}|{msg.side.value}|{_digest(msg.body)}"
+        cache_key = f"{msg.tx}|{msg.side.value}|{_digest(msg.text)}"
         cached = record.rendered.get(cache_key)
         kind = self._kind(record, msg)
         if cached is not None and (kind is not Kind.ANSWER or record.applied == cache_key):
@@ -836,11 +843,23 @@ class Edge:
         return self.release(call_id, tags, CallEvent.ANSWER_FAILED)
 
 
-class RecordCache:
+class RecordCache(Protocol):
     """Records of dialogs being set up, by dialog id, as last saved to Redis (their JSON),
     shared by the workers; Redis stays the truth (:meth:`DialogStore.commit_if` checks a
-    record read here against it).  This one keeps nothing; :class:`DictCache` keeps them
-    in the process, :mod:`plugin.kemi` in Kamailio's shared memory."""
+    record read here against it).  :data:`NO_CACHE` keeps nothing; :class:`DictCache` keeps
+    them in the process, :mod:`plugin.kemi` in Kamailio's shared memory.  A protocol, not a
+    base class: the plugin's own cache is a class of an interpreted module, and classes
+    compiled with mypyc cannot be subclassed there."""
+
+    def get(self, ident: str) -> str | None: ...
+
+    def put(self, ident: str, raw: str) -> None: ...
+
+    def drop(self, ident: str) -> None: ...
+
+
+class _NoCache:
+    """A :class:`RecordCache` that keeps nothing."""
 
     def get(self, ident: str) -> str | None:
         return None
@@ -852,10 +871,10 @@ class RecordCache:
         pass
 
 
-NO_CACHE = RecordCache()
+NO_CACHE: RecordCache = _NoCache()
 
 
-class DictCache(RecordCache):
+class DictCache:
     """A :class:`RecordCache` in one process (tests, one worker), at most ``size`` records."""
 
     def __init__(self, size: int = 4096) -> None:
@@ -892,7 +911,7 @@ class LazyIqClient:
 
     def __init__(self, config) -> None:
         self.config = config
-        self._client = None
+        self._client: IqClient | None = None
         self._failed: list = []
 
     def request(self, iq: IqRequest) -> IqReply:
@@ -919,7 +938,7 @@ class LazyIqClient:
         failed, self._failed = self._failed, []
         return failed + (self._client.take_failed() if self._client is not None else [])
 
-    def _client_now(self):
+    def _client_now(self) -> IqClient:
         if self._client is None:
             self._client = IqClient.from_config(self.config)
         return self._client

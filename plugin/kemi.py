@@ -69,6 +69,11 @@ for _site in sorted(glob.glob(os.path.join(_ROOT, ".venv", "lib", "python3*", "s
         sys.path.insert(0, _site)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+# The rules compiled with mypyc (deploy/compiled.py) go before the sources when the build is
+# fresh; else the sources run and mod_init logs why.
+from deploy import compiled as _compiled  # noqa: E402
+
+_NOT_COMPILED = _compiled.use()
 
 # prometheus_client must see its multiprocess directory before it is imported.
 _METRICS_DIR = os.environ.get("E2AE_METRICS_DIR") or os.path.join(
@@ -91,7 +96,7 @@ from mediad.takeover import EVENT_MEDIA_MOVED  # noqa: E402
 from plugin import limits, profile, routing, sipreply  # noqa: E402
 from plugin import metrics as metrics_module  # noqa: E402
 from plugin.body import SDP_TYPE, media_type  # noqa: E402
-from plugin.edge import REPLY_SDP_METHODS, SDP_METHODS, Edge, Message, Outcome, RecordCache, other  # noqa: E402
+from plugin.edge import REPLY_SDP_METHODS, SDP_METHODS, Edge, Message, Outcome, other  # noqa: E402
 from plugin.lifecycle import (BYE_HOLD_S, BYE_TABLE, OPERATOR_TABLE, CallEvent, CallState, EndRequest,  # noqa: E402
                               EndStep, LifecycleError, PendingRelease, end_step)
 from plugin.state import dialog_id  # noqa: E402
@@ -154,8 +159,8 @@ class _KsrHandler(logging.Handler):
             pass
 
 
-class _HtableCache(RecordCache):
-    """The record cache in Kamailio's shared memory (an htable every worker sees; its
+class _HtableCache:
+    """The :class:`~plugin.edge.RecordCache` in Kamailio's shared memory (an htable every worker sees; its
     entries expire by themselves, deploy/kamailio.cfg)."""
 
     def get(self, ident):
@@ -863,4 +868,6 @@ def mod_init():
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
     metrics_module.reset_directory(_METRICS_DIR)
+    if _NOT_COMPILED:
+        logging.getLogger("e2ae").warning("running the rules from their sources: %s", _NOT_COMPILED)
     return kamailio(config)

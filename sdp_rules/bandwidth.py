@@ -76,7 +76,7 @@ def packet_rate(m: MediaSection, value_bps: int) -> int:
         try:
             ms = float(ptime.strip())
         except ValueError:
-            ms = 0
+            ms = 0.0
         if ms > 0:
             return math.ceil(1000 / ms)
     if m.media in ("audio", "image"):

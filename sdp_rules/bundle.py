@@ -254,9 +254,9 @@ class Transport:
             except KeyError:
                 got = None
         known = TransportReply.from_dict(self.prev["reply"]) if self.prev and self.prev.get("reply") else None
-        if got is None and known is None:
-            raise ValueError(f"AGW reply lacks transport {self.tid}")
         if got is None:
+            if known is None:
+                raise ValueError(f"AGW reply lacks transport {self.tid}")
             got = known
         elif known is not None:
             # A kept association asks for nothing new: what the AGW leaves out stays.
@@ -379,13 +379,14 @@ def plan_access_offer(ctx: Context, sdp: SessionDescription, data: dict[str, Any
     out = Bundles()
     mids = [mid(m) for m in sdp.media]
     index_of = {x: i for i, x in enumerate(mids) if x is not None}
+    mid_at = {i: x for x, i in index_of.items()}
     kept: set[int] = set()
     for group in groups(sdp):
         members: list[int] = []
         rtp_proto = None
         has_sctp = False
-        for tag in group:
-            i = index_of[tag]
+        for name in group:
+            i = index_of[name]
             m = sdp.media[i]
             if m.port == 0 and not is_bundle_only(m):
                 continue  # disabled (RFC 9143 7.5.3): not a member
@@ -403,7 +404,7 @@ def plan_access_offer(ctx: Context, sdp: SessionDescription, data: dict[str, Any
             members.append(i)
         if not members:
             continue
-        tid, prev = _transport_for(data, [mids[i] for i in members])
+        tid, prev = _transport_for(data, [mid_at[i] for i in members])
         tagged = [i for i in members if sdp.media[i].port != 0]
         if prev is not None and mids[members[0]] != group[0] and prev.get("role"):
             # RFC 9143 7.3.3: the offerer-tagged m-line of a later offer cannot be refused.
@@ -415,7 +416,7 @@ def plan_access_offer(ctx: Context, sdp: SessionDescription, data: dict[str, Any
         transport = _offer_transport(ctx, sdp, tid, prev, tag, members)
         out.transports.append(transport)
         for i in members:
-            out.members[i] = Member(transport, mids[i], i == tag)
+            out.members[i] = Member(transport, mid_at[i], i == tag)
     out.release = sorted(int(t) for t in data.get("transports", {}) if int(t) not in kept)
     return out
 
@@ -501,7 +502,7 @@ def plan_core_offer(ctx: Context, data: dict[str, Any], candidates: list[tuple[i
         ext_added = mid_ext is not None and all(mid_extension_id(m) is None for m in rtp_sections)
     tag = prev["tag"] if prev is not None and prev["tag"] in mids else mids[0]
     reuse = prev is not None and prev.get("remote_fingerprints") is not None and prev.get("role") is not None
-    if reuse:
+    if prev is not None and reuse:
         spec = None
         state = dict(prev, mid_ext=mid_ext, carries_rtp=bool(rtp_sections), reuse=True)
     else:

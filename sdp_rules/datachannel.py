@@ -203,7 +203,9 @@ def _uri_host(address: str) -> str:
 
 def _split_options(text: str) -> list[str]:
     """Split ``dcmap-opt *(";" dcmap-opt)``; a ';' inside a quoted string does not split."""
-    out, current, quoted = [], [], False
+    out: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted
@@ -316,9 +318,10 @@ def _number_attribute(m: MediaSection, name: str, default: int, limit: int, wher
     values = m.attributes(name)
     if not values:
         return default
-    if len(set(values)) > 1 or not (values[0] or "").isdigit() or int(values[0]) > limit:
+    first = values[0] or ""
+    if len(set(values)) > 1 or not first.isdigit() or int(first) > limit:
         raise SdpPolicyError(f"{where}: malformed a={name} (RFC 8841)")
-    return int(values[0])
+    return int(first)
 
 
 def _sctp_port(m: MediaSection, where: str) -> int:
@@ -567,7 +570,7 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
         # Nothing to interwork (e.g. DCEP only) or the line is rejected: every
         # core line of it gets port 0; the association goes once answered.
         release = ([sid] if prev else []) + sorted(old_channels)
-        pending = {"sid": sid, "proto": m.proto, "mid": mid, "channels": [], "release": release}
+        pending: dict[str, Any] = {"sid": sid, "proto": m.proto, "mid": mid, "channels": [], "release": release}
         keys = list(known_keys) or [PLACEHOLDER]
 
         def finish_empty(reply: IqReply | None) -> list[MediaSection]:
@@ -607,17 +610,17 @@ def offer_from_access(ctx: Context, index: int, m: MediaSection, *, sid: int,
         )
         reuse, role, local_tls_id = association.reuse, association.role, association.local_tls_id
 
-    entries = []
+    entries: list[dict[str, Any]] = []
     streams: list[StreamSpec] = []
     for dcmap, dcsa in channels:
-        sub = dcmap.subprotocol.lower()
+        sub = (dcmap.subprotocol or "").lower()
         key = _key(dcmap.stream_id, sub)
         iq_id = channel_stream_id(sid, dcmap.stream_id)
-        kept = reuse and key in known_keys and iq_id in old_channels and old_channels[iq_id]["sub"] == sub
+        stays = reuse and key in known_keys and iq_id in old_channels and old_channels[iq_id]["sub"] == sub
         session_id = _msrp_session_id(_dcsa_value(dcsa, "path"), where) if sub == MSRP else None
         entries.append({"key": key, "iq_id": iq_id, "sub": sub, "dcmap": dcmap.to_dict(), "dcsa": list(dcsa),
-                        "kept": kept, "session_id": session_id})
-        if kept:
+                        "kept": stays, "session_id": session_id})
+        if stays:
             continue
         streams.append(StreamSpec(
             stream_id=iq_id, kind="dc_channel", group=sid,
@@ -723,7 +726,8 @@ def answer_from_core(ctx: Context, access_index: int, pending: dict[str, Any],
     sid = pending["sid"]
     prev = _association(ctx, sid)
     rejected_line = _rejected_line(f"application 0 {pending['proto']} {FORMAT}", pending.get("mid"))
-    accepted, refused = [], []
+    accepted: list[tuple[dict[str, Any], MediaSection]] = []
+    refused: list[tuple[dict[str, Any], MediaSection]] = []
     for channel in pending["channels"]:
         m = sections[channel["key"]]
         (refused if m.rejected else accepted).append((channel, m))
@@ -839,10 +843,11 @@ def offer_from_core(ctx: Context, access_index: int, inputs: list[tuple[int, Med
         entries.append(entry)
     live = [e for e in entries if e["status"] != "rejected"]
     gone = sorted(set(old_channels) - {e["iq_id"] for e in live})
+    kept: dict[str, Any] = prev or {}
     reuse = prev is not None and bool(live)
-    local_tls_id = prev["local_tls_id"] if reuse else (ctx.new_tls_id() if live else None)
+    local_tls_id: str | None = kept["local_tls_id"] if reuse else (ctx.new_tls_id() if live else None)
     # A new association is offered over UDP (DC-1); a kept one keeps its transport.
-    proto = prev.get("access_proto", "UDP/DTLS/SCTP") if reuse else "UDP/DTLS/SCTP"
+    proto = kept.get("access_proto", "UDP/DTLS/SCTP") if reuse else "UDP/DTLS/SCTP"
     transport = ACCESS_PROTOS[proto.upper()]
     streams: list[StreamSpec] = []
     for entry, (j, m, _k) in zip(entries, inputs):
@@ -894,7 +899,7 @@ def offer_from_core(ctx: Context, access_index: int, inputs: list[tuple[int, Med
             )
         streams.insert(0, StreamSpec(
             stream_id=sid, kind="sctp", access=access, local_tls_id=local_tls_id,
-            remote_tls_id=prev.get("remote_tls_id") if reuse else None, reuse_association=reuse,
+            remote_tls_id=kept.get("remote_tls_id") if reuse else None, reuse_association=reuse,
         ))
     pending = {
         "sid": sid, "proto": proto, "reuse": reuse, "role": role.value if reuse and role else None,
@@ -904,7 +909,7 @@ def offer_from_core(ctx: Context, access_index: int, inputs: list[tuple[int, Med
     }
 
     def finish(reply: IqReply | None) -> list[MediaSection]:
-        if not live:
+        if not live or local_tls_id is None:
             return [_rejected_line(f"application 0 {proto} {FORMAT}")]
         access_reply = _access_reply(reply, sid, prev)
         sctp_port, mms = _sctp_values(access_reply, ctx)
@@ -926,7 +931,7 @@ def offer_from_core(ctx: Context, access_index: int, inputs: list[tuple[int, Med
                 "local_dcsa": dcsa,
             }
         setup = attrs.setup_for_role(role) if reuse and role else "actpass"
-        state = dict(prev or {}) if reuse else {"kind": "sctp", "role": None, "remote_tls_id": None,
+        state: dict[str, Any] = dict(kept) if reuse else {"kind": "sctp", "role": None, "remote_tls_id": None,
                                                  "remote_fingerprints": None, "remote_ice_ufrag": None}
         state.update({"local_tls_id": local_tls_id, "access_proto": proto, "access": access_reply.to_dict(),
                       "answered": False,
@@ -969,13 +974,14 @@ def answer_from_access(ctx: Context, access_index: int, pending: dict[str, Any],
     if dtls.tls_id:
         ctx.used_tls_ids.add(dtls.tls_id)
     answered = {d.stream_id: (d, dcsa) for d, dcsa in parse_channels(m, where)}
-    accepted, refused = [], []
+    accepted: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
     session_ids: dict[int, str] = {}
     for entry in live:
         got = answered.get(entry["stream_id"])
         ok = got is not None and (got[0].subprotocol or "").lower() == entry["sub"]
         (accepted if ok else refused).append(entry)
-        if ok and entry["sub"] == MSRP:
+        if got is not None and ok and entry["sub"] == MSRP:
             session_ids[entry["stream_id"]] = _msrp_session_id(_dcsa_value(got[1], "path"), where)
     release = sorted(set(pending["release"]) | {e["iq_id"] for e in refused})
     transport = ACCESS_PROTOS[pending["proto"].upper()]

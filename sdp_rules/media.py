@@ -253,11 +253,11 @@ def answer_from_core(ctx: Context, index: int, pending: dict[str, Any], m: Media
         )
     source = m
 
-    def finish_bundled(reply: IqReply | None) -> list[MediaSection]:
+    def finish_bundled(reply: IqReply | None, on: bundle.Member) -> list[MediaSection]:
         out = _copy(source)
         out.proto = pending["access_proto"]
         attrs.strip_for_access(out)
-        member.transport.render(out, reply, mid_value=member.mid, tagged=member.tagged, rtp=rtp)
+        on.transport.render(out, reply, mid_value=on.mid, tagged=on.tagged, rtp=rtp)
         bandwidth.adjust(out, kind, add=True)
         state = dict(prev or {})
         state["core_rtcp_mux"] = core_mux
@@ -284,7 +284,10 @@ def answer_from_core(ctx: Context, index: int, pending: dict[str, Any], m: Media
         ctx.streams[str(sid)] = state
         return [out]
 
-    return AnswerPart(streams=[spec], finish=finish_bundled if member is not None else finish)
+    if member is not None:
+        bundled = member
+        return AnswerPart(streams=[spec], finish=lambda reply: finish_bundled(reply, bundled))
+    return AnswerPart(streams=[spec], finish=finish)
 
 
 # ---------------------------------------------------------------------------
@@ -309,8 +312,9 @@ def offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int,
     core_mux = rtp and (m.has_attribute("rtcp-mux") or m.has_attribute("rtcp-mux-only"))
     # A core re-offer keeps the access association as it is (the WIC's DTLS is not
     # the core's business); a new stream gets a new association and tls-id.
-    reuse = bool(prev) and prev["kind"] == kind and prev.get("remote_fingerprints") is not None
-    local_tls_id = prev["local_tls_id"] if reuse else ctx.new_tls_id()
+    kept: dict[str, Any] = prev or {}
+    reuse = bool(kept) and kept["kind"] == kind and kept.get("remote_fingerprints") is not None
+    local_tls_id = kept["local_tls_id"] if reuse else ctx.new_tls_id()
     # A kept association leaves the access termination as it is (None: unchanged);
     # the offer to the WIC repeats the stored fingerprint, ICE credentials and port.
     access = None if reuse else TerminationSpec(
@@ -331,7 +335,7 @@ def offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int,
     )
     spec = StreamSpec(
         stream_id=sid, kind=kind, access=access, core=core, local_tls_id=local_tls_id,
-        remote_tls_id=prev.get("remote_tls_id") if reuse else None, reuse_association=reuse,
+        remote_tls_id=kept.get("remote_tls_id") if reuse else None, reuse_association=reuse,
     )
     pending = {
         "sid": sid,
@@ -341,7 +345,7 @@ def offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int,
         "local_tls_id": local_tls_id,
         "core_rtcp_mux": core_mux,
         "reuse": reuse,
-        "role": prev["role"] if reuse else None,
+        "role": kept["role"] if reuse else None,
     }
     source = m
 
@@ -358,9 +362,9 @@ def offer_from_core(ctx: Context, index: int, m: MediaSection, sid: int,
         # restart) and its RTP/RTCP multiplexing (RFC 8035 section 5.3).
         attrs.add_access_transport(
             out, access_reply, role_setup=setup, tls_id=local_tls_id,
-            ice=prev.get("ice", True) if reuse else True,
-            rtcp_mux=rtp and (ctx.policy.offer_rtcp_mux_to_access or bool(reuse and prev.get("access_rtcp_mux"))),
-            tcp_candidates=bool(reuse and prev.get("ice_tcp")),
+            ice=kept.get("ice", True) if reuse else True,
+            rtcp_mux=rtp and (ctx.policy.offer_rtcp_mux_to_access or bool(reuse and kept.get("access_rtcp_mux"))),
+            tcp_candidates=bool(reuse and kept.get("ice_tcp")),
         )
         bandwidth.adjust(out, kind, add=True)
         state = dict(prev or {}) if reuse else {}

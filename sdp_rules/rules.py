@@ -219,13 +219,12 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
                 out[group["core"][key]] = section
             for key, idx in group["vanished"].items():
                 out[idx] = _rejected_from_m(old_lines.get(str(idx)), m)
-        for idx, section in enumerate(out):
-            if section is None:
-                out[idx] = _rejected_from_m(data.get("core_mlines", {}).get(str(idx)), None)
+        filled = [s if s is not None else _rejected_from_m(data.get("core_mlines", {}).get(str(idx)), None)
+                  for idx, s in enumerate(out)]
         bundles.record(ctx.transports, reply)
-        result = _assemble(sdp, out, toward=Side.CORE, any_e2ae=bool(streams))
+        result = _assemble(sdp, filled, toward=Side.CORE, any_e2ae=bool(streams))
         data["map"] = {str(g["access"]): {"handler": g["handler"], "core": g["core"]} for g in groups}
-        data["core_mlines"] = {str(i): str(s.lines[0].value) for i, s in enumerate(out) if s is not None}
+        data["core_mlines"] = {str(i): str(s.lines[0].value) for i, s in enumerate(filled)}
         data["pending"] = {"origin": Side.ACCESS.value, "groups": groups, "count": core_count}
         if bundles.transports:
             data["pending"]["bundles"] = _pending_bundles(bundles)
@@ -241,9 +240,9 @@ def _plan_offer_from_access(ctx: Context, sdp: SessionDescription, data: dict[st
 def _plan_offer_from_core(ctx: Context, sdp: SessionDescription, data: dict[str, Any]):
     old_map: dict[str, Any] = data["map"]
     reverse: dict[int, tuple[int, str]] = {}
-    for access_idx, entry in old_map.items():
+    for access_key, entry in old_map.items():
         for key, core_idx in entry["core"].items():
-            reverse[core_idx] = (int(access_idx), key)
+            reverse[core_idx] = (int(access_key), key)
     next_access = 1 + max((int(k) for k in old_map), default=-1)
     by_access: dict[int, dict[str, Any]] = {}
     new_dc_access: int | None = None
@@ -540,9 +539,9 @@ def _assemble(source: SessionDescription, sections: list[MediaSection], *, towar
         session.add_attribute("ice-lite")
     # With every live m-line anchored at the AGW, the session-level c= follows it.
     live = [s for s in sections if not s.rejected]
-    connections = [s.connection for s in live]
-    addresses = {c.address for c in connections if c is not None}
-    if live and len(addresses) == 1 and all(c is not None for c in connections):
+    connections = [s.connection for s in live if s.connection is not None]
+    addresses = {c.address for c in connections}
+    if live and len(addresses) == 1 and len(connections) == len(live):
         if session.connection is not None:
             session.set_connection(addresses.pop(), connections[0].addr_type)
             for s in live:

@@ -335,7 +335,7 @@ def _split_lines(text: str) -> list[str]:
     return lines
 
 
-def parse(text: str) -> SessionDescription:
+def parse(text: object) -> SessionDescription:
     """Parse an SDP body; raise :class:`SdpParseError` naming the line and token."""
     if not isinstance(text, str):
         raise SdpParseError(0, repr(type(text)), "SDP body must be text")

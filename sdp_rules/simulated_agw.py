@@ -107,15 +107,15 @@ class SimulatedAgw:
     def _stream(self, dialog: str, spec: StreamSpec) -> StreamReply:
         access = core = None
         if spec.access is not None and spec.transport_id is not None:
-            access = self._on_transport(dialog, spec)
+            access = self._on_transport(dialog, spec, spec.transport_id)
         elif spec.access is not None:
             access = self._access(dialog, spec, spec.access)
         if spec.core is not None:
             core = self._termination(dialog, spec.stream_id, spec.core)
         return StreamReply(spec.stream_id, access=access, core=core)
 
-    def _on_transport(self, dialog: str, spec: StreamSpec) -> TerminationReply:
-        transport = self.transports[(dialog, spec.transport_id)]
+    def _on_transport(self, dialog: str, spec: StreamSpec, transport_id: int) -> TerminationReply:
+        transport = self.transports[(dialog, transport_id)]
         reply = TerminationReply(local_address=transport.local_address, local_port=transport.local_port)
         if spec.kind == "sctp":
             reply.local_sctp_port = SCTP_PORT
@@ -167,8 +167,8 @@ class SimulatedAgw:
             for stream_id in iq.release_streams:
                 self._forget(iq.dialog, stream_id)
         else:
-            for key in [k for k in self.given if k[0] == iq.dialog]:
-                del self.given[key]
+            for given in [k for k in self.given if k[0] == iq.dialog]:
+                del self.given[given]
             for key in [k for k in self.transports if k[0] == iq.dialog]:
                 del self.transports[key]
         return IqReply(iq.dialog, iq.transaction)

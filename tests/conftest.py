@@ -35,6 +35,23 @@ def property_examples(suite: int) -> int:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "req(*ids): requirement IDs this test proves")
+    # E2AE_COMPILED=1: the tests import the mypyc build of the rules (deploy/compiled.py), and
+    # stop at once when it cannot be used rather than run the sources under its name.
+    if os.environ.get("E2AE_COMPILED") == "1":
+        from deploy import compiled
+
+        why = compiled.stale()
+        if why is not None:
+            pytest.exit(f"E2AE_COMPILED=1 but {why}", returncode=4)
+        compiled.use()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if os.environ.get("E2AE_COMPILED") == "1":
+        import sdp_rules.rules
+
+        return f"compiled build: {sdp_rules.rules.__file__}"
+    return None
 
 
 # Ports a test hands to a process it starts (and may restart): below the kernel's ephemeral range

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 
@@ -147,6 +148,9 @@ def kemi(monkeypatch, tmp_path):
     monkeypatch.delenv("E2AE_CONFIG", raising=False)
     monkeypatch.setenv("E2AE_METRICS_DIR", str(tmp_path))
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # the import sets it; restored after
+    # The import puts the compiled build on the path as Kamailio's would: only in a compiled run.
+    monkeypatch.setenv("E2AE_COMPILED", os.environ.get("E2AE_COMPILED", "0"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
     sys.modules.pop("plugin.kemi", None)
     module = importlib.import_module("plugin.kemi")
     yield module, ksr
