@@ -179,6 +179,11 @@ def build(view: DialogView, toward: Party, body: str) -> UacRequest:
         raise ReinviteError("the first route is a strict router (RFC 3261 16.12.1.1)")
     diff = view.cseq_diff if toward is Party.CALLEE else view.callee_diff
     cseq = speaker.cseq + diff + 1
+    # Downstream the caller's numbers are known and grow by one from its last.  Upstream the
+    # callee may not have sent a request yet (the dialog module then shows the INVITE's CSeq,
+    # and the callee's first request may carry any number, RFC 3261 8.1.1.5): its later
+    # numbers are raised by one more than the re-INVITE's, so that even a 0 lands above it.
+    new_diff = diff + 1 if toward is Party.CALLEE else cseq + 1
     lines = [
         f"From: <{speaker.uri}>;tag={speaker.tag}",
         f"To: <{target.uri}>;tag={target.tag}",
@@ -191,7 +196,7 @@ def build(view: DialogView, toward: Party, body: str) -> UacRequest:
     ]
     nexthop = routes[0] if routes else (alias_uri(target.alias) if target.alias else "")
     return UacRequest(ruri=target.contact, nexthop=nexthop, socket=target.socket,
-                      headers="\r\n".join(lines) + "\r\n", body=body, cseq=cseq, cseq_diff=diff + 1, toward=toward)
+                      headers="\r\n".join(lines) + "\r\n", body=body, cseq=cseq, cseq_diff=new_diff, toward=toward)
 
 
 # nathelper's transport digits (Kamailio's PROTO_* numbers) in an alias parameter.

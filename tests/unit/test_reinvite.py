@@ -133,20 +133,22 @@ def test_a_reinvite_to_the_caller_speaks_as_the_callee_in_the_callees_cseq_space
     assert request.ruri == WS_CALLER.contact  # the remote target, as the WIC gave it
     assert request.nexthop == "sip:192.0.2.10:51000;transport=ws"  # its flow, from the alias
     assert request.socket == "tcp:127.0.0.1:8080"
-    assert (request.cseq, request.cseq_diff, request.toward) == (8, 1, Party.CALLER)
+    # Every later number of the core, even a first one of 0 (RFC 3261 8.1.1.5), lands above 8.
+    assert (request.cseq, request.cseq_diff, request.toward) == (8, 9, Party.CALLER)
+    assert toward_caller(0, request.cseq_diff) > request.cseq
 
 
 def test_a_second_reinvite_to_the_caller_counts_the_first():
-    request = build(DialogView("abc", WS_CALLER, CORE_CALLEE, callee_diff=1), Party.CALLER, OFFER)
-    assert (request.cseq, request.cseq_diff) == (9, 2)
+    request = build(DialogView("abc", WS_CALLER, CORE_CALLEE, callee_diff=9), Party.CALLER, OFFER)
+    assert (request.cseq, request.cseq_diff) == (17, 18)  # above the core's 7 as the WIC saw it (16)
 
 
 def test_the_callees_later_requests_are_raised_and_their_replies_put_back():
-    # The edge's re-INVITE took the core's CSeq 8: its own 8 arrives at the WIC as 9.
-    assert toward_caller(8, 1) == 9
-    assert back_to_callee(9, 1, base=8) == 8
-    assert back_to_callee(8, 1, base=8) is None  # the edge's own number (its reply is tm's)
-    assert back_to_callee(7, 1, base=8) is None  # relayed before the re-INVITE: never raised
+    # The edge's re-INVITE took the number 8 in the core's space: the core's own 8 reaches the WIC as 17.
+    assert toward_caller(8, 9) == 17
+    assert back_to_callee(17, 9, base=8) == 8
+    assert back_to_callee(8, 9, base=8) is None  # the edge's own number (its reply is tm's)
+    assert back_to_callee(7, 9, base=8) is None  # relayed before the re-INVITE: never raised
     assert back_to_callee(12, 0, base=0) is None  # nothing raised in this dialog
 
 
