@@ -78,9 +78,11 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
-from iq import Fingerprint, TerminationReply
+from iq import Fingerprint, Role, TerminationReply, TransportSpec
 from sdp_rules import sdp as sdp_model
-from sdp_rules.attrs import add_access_transport
+from sdp_rules.attrs import (add_access_transport, agw_role_for_answer, dtls_params, ice_params,
+                             remote_rtp_address)
+from sdp_rules.errors import E2aeError
 from sdp_rules.rules import MEDIA_ICE_DTLS, SESSION_ICE_DTLS
 
 # The header the dialog module's sent-message hook looks for (Kamailio 5.6 srapi.c,
@@ -216,7 +218,9 @@ def alias_uri(alias: str) -> str:
     names = {str(number): name for name, number in ALIAS_PROTOS.items()}
     if digit not in names or not port.isdigit() or not host:
         raise ReinviteError(f"an alias that names no address: {alias!r}")
-    proto = names[digit]
+    # Kamailio has no ``transport=wss``: a WSS connection is named ``ws`` and found by its
+    # address from the TLS socket (core/forward.c, get_send_socket2).
+    proto = {"wss": "ws"}.get(names[digit], names[digit])
     return f"sip:{host}:{port}" + ("" if proto == "udp" else f";transport={proto}")
 
 
@@ -311,6 +315,42 @@ def moved_access_offer(previous: str, address: str, fingerprint: str, transports
     return str(desc)
 
 
+def answer_specs(answer: str, transports: dict[str, dict]) -> list[TransportSpec]:
+    """The MODIFY of each renewed transport (``transports``: the dialog's rules state of
+    them, by transport id) from the WIC's answer to :func:`moved_access_offer`: its new ICE
+    credentials and candidates, its fingerprints and tls-id, and the DTLS role it left the
+    survivor (``a=setup:active``: server, as it waits; ``passive``: client, which starts the
+    handshake once a check came, RFC 8445 section 12).  The association the WIC may have
+    started meanwhile is kept (``reuse_association``).  The state is updated to match."""
+    try:
+        desc = sdp_model.parse(answer)
+    except ValueError as exc:
+        raise ReinviteError(f"the WIC's answer: {exc}") from None
+    by_mid = {m.attribute("mid"): m for m in desc.media if not m.rejected}
+    out = []
+    for tid, state in transports.items():
+        m = by_mid.get(state["tag"]) or next((by_mid[x] for x in state["mids"] if x in by_mid), None)
+        if m is None:
+            raise ReinviteError(f"the WIC's answer rejected every m-line of transport {tid}")
+        where = f"m-line mid {m.attribute('mid')}"
+        try:
+            dtls = dtls_params(desc, m, where, answer=True)
+            address, port = remote_rtp_address(desc, m, where)
+        except E2aeError as exc:
+            raise ReinviteError(f"the WIC's answer: {exc}") from None
+        ice = ice_params(desc, m)
+        role = agw_role_for_answer(dtls.setup)
+        out.append(TransportSpec(
+            transport_id=int(tid), remote_address=address, remote_port=port, ice_lite=ice.ufrag is not None,
+            remote_ice_ufrag=ice.ufrag, remote_ice_pwd=ice.pwd, remote_candidates=list(ice.candidates),
+            remote_fingerprints=list(dtls.fingerprints), establish_tls=role is Role.CLIENT, tls_role=role,
+            notify_tls_failure=True, local_tls_id=state.get("local_tls_id"), remote_tls_id=dtls.tls_id,
+            reuse_association=True, mid_extension_id=state.get("mid_ext")))
+        state.update(role=role.value, remote_tls_id=dtls.tls_id, remote_fingerprints=[str(f) for f in dtls.fingerprints],
+                     remote_ice_ufrag=ice.ufrag, remote_transport=[address, port], answered=True, reuse=True)
+    return out
+
+
 def _next_version(desc) -> None:
     origin = desc.session.lines_of("o")
     if origin:
@@ -370,5 +410,5 @@ class Pending:
 
 __all__ = ["ALIAS_PROTOS", "ANSWER_WAIT_S", "ATTEMPTS", "CSEQ_DIFF_VAR", "CSEQ_MARK_VAR", "CSEQ_REFRESH_HEADER", "GLARE_WAIT_S", "DialogView",
            "Leg", "alias_uri", "alias_value", "Outcome", "Party", "Pending", "ReinviteError", "RenewedTransport", "UP_BASE_VAR",
-           "UP_DIFF_VAR", "UacRequest", "back_to_callee", "build", "moved_access_offer", "moved_offer", "outcome",
+           "UP_DIFF_VAR", "UacRequest", "answer_specs", "back_to_callee", "build", "moved_access_offer", "moved_offer", "outcome",
            "refresh_value", "route_uris", "toward_caller"]

@@ -28,19 +28,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import re
 import time
 
 import KSR
 
-from iq import Side
+from iq import Command, IqRequest, Side
 from plugin.edge import other
 from sdp_rules.errors import UnavailableError
 from plugin.lifecycle import CallEvent
 from plugin.reinvite import (ANSWER_WAIT_S, CSEQ_DIFF_VAR, CSEQ_MARK_VAR, CSEQ_REFRESH_HEADER, GLARE_WAIT_S,
                              UP_BASE_VAR, UP_DIFF_VAR, DialogView, Leg, Outcome, Party, Pending, ReinviteError,
-                             RenewedTransport, alias_value, back_to_callee, build, moved_access_offer, moved_offer,
+                             RenewedTransport, alias_value, answer_specs, back_to_callee, build, moved_access_offer,
+                             moved_offer,
                              outcome, refresh_value, toward_caller)
-from sdp_rules import sdp as sdp_model
 from sdp_rules.plan import random_tls_id
 
 log = logging.getLogger("e2ae.plugin.reinvite")
@@ -49,6 +50,10 @@ log = logging.getLogger("e2ae.plugin.reinvite")
 PENDING_TABLE = "e2ae_reinvite"
 # The dialog variable holding the alias nathelper gave the caller's Contact.
 ALIAS_VAR = "e2ae_caller_alias"
+# ... and the callee's (a client called through its flow): read from the caller's requests,
+# whose R-URI is the callee's Contact as the caller got it, alias included.
+CALLEE_ALIAS_VAR = "e2ae_callee_alias"
+_ALIAS_PARAM = re.compile(r";alias=([^;>?]+)")
 
 
 def _pv(name, default=""):
@@ -98,25 +103,12 @@ def renewed_transports(record, event: dict) -> list[RenewedTransport]:
         fp_hash, _, fp_value = str(event["fingerprint"]).partition(" ")
         reply["local_fingerprint"] = {"hash_func": fp_hash, "value": fp_value}
         state.update(reply=reply, local_tls_id=tls_id, role="server", remote_tls_id=None, remote_ice_ufrag=None,
-                     reuse=False)
+                     reuse=False, answered=False)
     if event.get("streams"):
         raise ReinviteError("streams with an access termination of their own are not re-offered")
     if not out:
         raise ReinviteError("the event names no transport")
     return out
-
-
-def _setups(body: str) -> set[str]:
-    """The a=setup values of an SDP body (empty when it is none)."""
-    try:
-        desc = sdp_model.parse(body or "")
-    except ValueError:
-        return set()
-    values = {v for v in desc.session.attributes("setup") if v}
-    for section in desc.media:
-        if not section.rejected:
-            values.update(v for v in section.attributes("setup") if v)
-    return values
 
 
 class Reinviter:
@@ -149,7 +141,9 @@ class Reinviter:
         if KSR.dialog.dlg_get(call_id, from_tag, to_tag) <= 0:
             raise ReinviteError("the dialog module has no such dialog")
         alias = KSR.dialog.var_get(ALIAS_VAR)
-        view = DialogView(call_id, _leg("from", alias if isinstance(alias, str) else ""), _leg("to"),
+        callee_alias = KSR.dialog.var_get(CALLEE_ALIAS_VAR)
+        view = DialogView(call_id, _leg("from", alias if isinstance(alias, str) else ""),
+                          _leg("to", callee_alias if isinstance(callee_alias, str) else ""),
                           _int(KSR.dialog.var_get(CSEQ_DIFF_VAR)), _int(KSR.dialog.var_get(UP_DIFF_VAR)))
         request = build(view, toward, body)
         # Remembered before it is sent: a worker may take the answer before t_uac_send returns.
@@ -203,6 +197,10 @@ class Reinviter:
         re-INVITE to the callee carries the header that marks the dialog for the dialog
         module's renumbering (later ones get it from the module itself); a callee's one
         after the edge's re-INVITE to the caller leaves with its CSeq raised (ACKs too)."""
+        if _pv("$ft") == _pv("$dlg(from_tag)") and KSR.dialog.var_get(CALLEE_ALIAS_VAR) is None:
+            found = _ALIAS_PARAM.search(_pv("$ru"))
+            if found:
+                KSR.dialog.var_sets(CALLEE_ALIAS_VAR, found.group(1))
         if _pv("$ft") == _pv("$dlg(to_tag)"):
             diff = _int(KSR.dialog.var_get(UP_DIFF_VAR))
             if diff > 0:
@@ -257,11 +255,12 @@ class Reinviter:
         if result is None:
             return True
         if result is Outcome.ANSWERED and self._side(pending) is Side.ACCESS:
-            setups = _setups(_pv("$rb"))
-            if setups != {"active"}:  # the survivor waits as DTLS server (mediad.takeover)
+            try:
+                self._apply_answer(pending, _pv("$rb"))
+            except (ReinviteError, UnavailableError) as exc:
                 result = Outcome.FAILED
-                log.warning("Call-ID %s: the WIC answered the re-offer with a=setup %s, not active",
-                            pending.call_id, sorted(setups))
+                log.warning("Call-ID %s: the WIC's answer to the re-offer cannot be applied: %s", pending.call_id,
+                            exc)
         KSR.htable.sht_rm(PENDING_TABLE, key)
         try:
             self._finish(pending, result, "status %s" % _pv("$rs"))
@@ -269,6 +268,21 @@ class Reinviter:
             log.warning("Call-ID %s: re-INVITE %s, the call's state unreadable: %s", pending.call_id,
                         result.value, exc.reason)
         return True
+
+    def _apply_answer(self, pending: Pending, answer: str) -> None:
+        """The WIC's answer to the re-offer, to the survivor (a MODIFY of each renewed transport)."""
+        record = self.edge.store.get(pending.dialog)
+        if record is None:
+            raise ReinviteError("the dialog's record is gone")
+        renewed = {tid: state for tid, state in (record.rules.data.get("transports") or {}).items()
+                   if state.get("answered") is False}
+        specs = answer_specs(answer or "", renewed)
+        node = self.edge._where(record.mediad, record.created)
+        reply = self.edge._ask(IqRequest(Command.MODIFY, record.id, "reoffer-%d" % pending.cseq, transports=specs),
+                               node)
+        if reply.error:
+            raise ReinviteError(f"mediad refused the answer: {reply.error}")
+        self.edge.store.save(record)
 
     def tick(self, now: float) -> None:
         if KSR.htable.sht_iterator_start("e2ae_ri", PENDING_TABLE) < 0:

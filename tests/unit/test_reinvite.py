@@ -7,7 +7,7 @@ import pytest
 
 from plugin.reinvite import (ATTEMPTS, alias_uri, alias_value, back_to_callee, CSEQ_REFRESH_HEADER, DialogView, Leg, Outcome,
                              Party, Pending, ReinviteError, build, moved_offer, outcome, refresh_value, route_uris,
-                             toward_caller, moved_access_offer, RenewedTransport)
+                             toward_caller, moved_access_offer, RenewedTransport, answer_specs)
 
 CALLER = Leg(uri="sip:wic@192.0.2.10:5062", tag="wic1", cseq=1, contact="sip:wic@192.0.2.10:5062",
              route_set="", socket="udp:127.0.0.1:5060")
@@ -154,7 +154,7 @@ def test_the_callees_later_requests_are_raised_and_their_replies_put_back():
 
 @pytest.mark.parametrize("alias, uri", [
     ("192.0.2.10~5060~1", "sip:192.0.2.10:5060"),
-    ("192.0.2.10~443~6", "sip:192.0.2.10:443;transport=wss"),
+    ("192.0.2.10~443~6", "sip:192.0.2.10:443;transport=ws"),  # Kamailio's name for WSS too
     ("[2001:db8::1]~8080~5", "sip:[2001:db8::1]:8080;transport=ws"),
 ])
 def test_an_alias_names_the_address_to_send_to(alias, uri):
@@ -211,3 +211,33 @@ def test_an_access_offer_that_cannot_be_written_is_refused(transports, why):
 def test_a_bad_fingerprint_is_refused():
     with pytest.raises(ReinviteError, match="fingerprint"):
         moved_access_offer(TO_WIC, "127.0.0.12", "sha-256 nothex", [RENEWED])
+
+
+WIC_FP = "sha-256 " + ":".join(["CC"] * 32)
+
+
+def _answer(setup: str) -> str:
+    return ("v=0\r\no=- 9 3 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
+            "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.1\r\na=mid:0\r\na=ice-ufrag:wicR\r\n"
+            "a=ice-pwd:wicpasswordwicpassword\r\na=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n"
+            f"a=fingerprint:{WIC_FP}\r\na=setup:{setup}\r\na=rtcp-mux\r\n"
+            "m=video 9 UDP/TLS/RTP/SAVPF 97\r\nc=IN IP4 127.0.0.1\r\na=mid:1\r\n")
+
+
+@pytest.mark.parametrize("setup, role", [("active", "server"), ("passive", "client")])
+def test_the_wics_answer_becomes_the_modify_of_the_renewed_transport(setup, role):
+    from iq import Role
+
+    state = {"1": {"mids": ["0", "1"], "tag": "0", "local_tls_id": "fresh", "mid_ext": 4, "answered": False}}
+    (spec,) = answer_specs(_answer(setup), state)
+    assert spec.transport_id == 1 and spec.tls_role is Role(role) and spec.establish_tls is (role == "client")
+    assert (spec.remote_ice_ufrag, spec.remote_ice_pwd) == ("wicR", "wicpasswordwicpassword")
+    assert [str(f) for f in spec.remote_fingerprints] == [WIC_FP] and spec.reuse_association
+    assert (spec.local_tls_id, spec.mid_extension_id) == ("fresh", 4)
+    assert state["1"]["answered"] is True and state["1"]["role"] == role
+
+
+def test_an_answer_that_rejects_the_transport_is_refused():
+    state = {"1": {"mids": ["0"], "tag": "0"}}
+    with pytest.raises(ReinviteError):
+        answer_specs(_answer("active").replace("m=audio 9", "m=audio 0"), state)
