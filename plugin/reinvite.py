@@ -18,7 +18,9 @@ Call-ID and CSeq taken from the headers given, tags included): the edge speaks
 as the other party (its URI, tag and Contact, so the target does not change,
 RFC 3261 12.2.1.1) with a CSeq above everything that side has seen from it
 (12.2.1.1, 12.2.2).  tm sends the ACK of a 2xx to a local INVITE itself
-(``t_reply.c`` ``build_local_ack``; ``local_ack_mode`` 0: by the route set).
+(``t_reply.c`` ``build_local_ack``; ``local_ack_mode`` 1: where the re-INVITE went,
+the first route or a client's flow, since a WebSocket client's Contact names no
+reachable host).
 
 CSeq, downstream (the edge re-INVITEs the callee, speaking as the caller):
 the callee has now seen the caller's CSeq ``n + 1``, so every later request of
@@ -64,8 +66,14 @@ What a final reply means (:data:`TABLE`): a 2xx is the answer (tm ACKs it);
 final reply, or none within :data:`ANSWER_WAIT_S` (tm's timeout reply is
 local and never reaches the script), ends the call.
 
+The WIC's answer (:func:`answer_specs`) becomes a MODIFY of each renewed
+transport: its new ICE credentials, its fingerprints, and the DTLS role it
+leaves the survivor (the answerer of an ``actpass`` offer chooses, RFC 5763
+section 5: ``active`` leaves it server, as it waits; ``passive`` makes it client).
+
 Theory of operation: :class:`Leg`, :class:`DialogView`, :func:`build`,
-:func:`moved_offer`, :func:`outcome` and :class:`Pending` are pure; the KEMI
+:func:`moved_offer`, :func:`moved_access_offer`, :func:`answer_specs`,
+:func:`toward_caller`, :func:`back_to_callee`, :func:`outcome` and :class:`Pending` are pure; the KEMI
 shell (:mod:`plugin.kemi`) reads the dialog module, sends, and matches the
 replies of its own requests (the only ones with a single Via) by Call-ID and
 CSeq in Kamailio's shared memory (``htable`` ``e2ae_reinvite``).
