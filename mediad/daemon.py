@@ -111,6 +111,7 @@ class Daemon:
         self.metrics.watch_writer(lambda: len(self.pending) + self.in_flight)
         self.tasks: set[asyncio.Task] = set()
         self.certificate: Certificate | None = None
+        self._renewal_certificate: Certificate | None = None  # see renewal_certificate()
         self.certificate_reference = ""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.store: StateStore | None = None
@@ -253,6 +254,15 @@ class Daemon:
             await self.store.replace_certificate_pem(*certificate.to_pem())
         self.certificate = certificate
         self.certificate_reference = "redis:" + CERTIFICATE_KEY
+
+    def renewal_certificate(self) -> Certificate:
+        """The DTLS identity of the access terminations this node renews in a takeover: its own,
+        in memory, never the pool's.  A WebRTC peer starts a new DTLS association only when the
+        remote fingerprint changes (libwebrtc ``DtlsTransport::SetRemoteParameters``; it ignores
+        ``a=tls-id``), so the re-offer must name another certificate than the dead node's."""
+        if self._renewal_certificate is None:
+            self._renewal_certificate = Certificate.generate(days=CERTIFICATE_DAYS)
+        return self._renewal_certificate
 
     # -- the Iq interface -------------------------------------------------------------
     async def handle(self, request: IqRequest) -> IqReply:
@@ -468,12 +478,13 @@ class Daemon:
                 stream.access.configure()
         return created
 
-    async def _add_access(self, stream: Stream, spec: TerminationSpec) -> None:
+    async def _add_access(self, stream: Stream, spec: TerminationSpec, certificate: Certificate | None = None) -> None:
         if stream.transport_id is not None:
             return self._add_bundled(stream, spec)
         if stream.kind in datachannel.KINDS:
             return await datachannel.add_access(self, stream, spec)
         leg = AccessLeg(stream, spec)
+        leg.certificate = certificate
         count = 1 if stream.kind in ("t38", "srtp_tcp") or spec.rtcp_mux else 2  # over TCP RTCP is muxed
         tcp = wants_tcp(stream.kind, spec)
         socks = self.access_pool.allocate(count, even=count == 2, tcp_too=tcp)
@@ -937,16 +948,18 @@ class Daemon:
             return None
 
     async def adopt_or_raise(self, document: dict[str, Any], remaining: float | None,
-                             new_core: bool = False) -> Dialog:
+                             new_core: bool = False, new_access: bool = False) -> Dialog:
         """:meth:`adopt`, raising NoPortsError when a port cannot be bound again and another of
         :data:`mediad.takeover.ADOPT_ERRORS` when the document cannot be read (a takeover tells them
         apart; mediad.takeover).  ``new_core``: its core sides get new ports on this node's core
-        address (the edge re-INVITEs the core, plugin.reinvite)."""
+        address (the edge re-INVITEs the core, plugin.reinvite).  ``new_access``: its access
+        sides get new terminations on this node's access address, waiting for the WIC's answer
+        to the edge's re-offer (:func:`mediad.takeover.fresh_access_spec`)."""
         if self.loop is None:  # set by start()
             raise UsageError("mediad: the event loop used before start()")
         home = takeover.Home.of(document, self.config)  # None: this node's own addresses
         with self.access_pool.adopting(home and home.access), self.core_pool.adopting(home and home.core):
-            dialog = await self._restore_dialog(document, new_core)
+            dialog = await self._restore_dialog(document, new_core, new_access)
         dialog.home = home
         if self.fence is not None:
             self.fence.adopted(dialog.id, document)
@@ -958,7 +971,8 @@ class Daemon:
         self.metrics.restored_sessions.inc()
         return dialog
 
-    async def _restore_dialog(self, document: dict[str, Any], new_core: bool = False) -> Dialog:
+    async def _restore_dialog(self, document: dict[str, Any], new_core: bool = False,
+                              new_access: bool = False) -> Dialog:
         dialog = Dialog(self, str(document["dialog"]))
         dialog.version = int(document.get("version", 0))
         dialog.replies = dict(document.get("replies") or {})
@@ -966,15 +980,20 @@ class Daemon:
         streams: list[Stream] = []
         try:
             for tdoc in document.get("transports") or []:
-                await self._restore_transport(dialog, tdoc)
+                await (self._renew_transport if new_access else self._restore_transport)(dialog, tdoc)
             for sdoc in document["streams"]:
                 spec = StreamSpec(int(sdoc["stream_id"]), str(sdoc["kind"]),
                                   local_tls_id=sdoc.get("local_tls_id"), remote_tls_id=sdoc.get("remote_tls_id"),
                                   transport_id=sdoc.get("transport_id"), mid=sdoc.get("mid"))
+                if new_access:
+                    spec = takeover.fresh_access_spec(spec)
                 stream = Stream(dialog, spec)
                 streams.append(stream)
                 if sdoc.get("access"):
-                    await self._restore_access(stream, sdoc["access"])
+                    if new_access and stream.transport_id is None:
+                        await self._renew_access(stream, sdoc["access"])
+                    else:
+                        await self._restore_access(stream, sdoc["access"])
                 if sdoc.get("core"):
                     await self._restore_core(stream, sdoc["core"], new_core)
         except BaseException:
@@ -1004,6 +1023,28 @@ class Daemon:
         if offers_tcp(transport.spec.remote_candidates):  # listen again: the WIC reconnects
             await listen_tcp(transport.rtp, self.access_pool.bind_tcp(port))
         transport.restore(tdoc)
+
+    async def _renew_transport(self, dialog: Dialog, tdoc: dict[str, Any]) -> None:
+        """A transport whose old port is out of reach: a new port and ICE credentials, no
+        association (a new handshake follows the edge's re-offer); the SSRCs the WIC sent on
+        it stay learnt (its streams go on, RFC 3711 section 3.3.1: new keys, new contexts)."""
+        spec = takeover.fresh_access_spec(TransportSpec.from_dict(tdoc["spec"]))
+        transport = Transport(dialog, spec)
+        transport.certificate = self.renewal_certificate()
+        sock = self.access_pool.allocate(1)[0]
+        transport.rtp = TransportChannel(transport, sock.getsockname()[1], "rtp")
+        dialog.transports[transport.transport_id] = transport
+        self.metrics.terminations["access"].inc()
+        await self.open_transport_channel(transport, sock)
+        for ssrc, key in (tdoc.get("learnt") or {}).items():
+            transport.demux.incoming.setdefault(int(ssrc), int(key))
+
+    async def _renew_access(self, stream: Stream, adoc: dict[str, Any]) -> None:
+        """A stream's own access termination whose old ports are out of reach: as
+        :meth:`_add_access` on this node's address, with the stored spec made fresh (what
+        cannot move at all, data channels and TCP, never comes here: mediad.takeover.plan)."""
+        await self._add_access(stream, takeover.fresh_access_spec(TerminationSpec.from_dict(adoc["spec"])),
+                               self.renewal_certificate())
 
     async def _restore_access(self, stream: Stream, adoc: dict[str, Any]) -> None:
         if stream.transport_id is not None:

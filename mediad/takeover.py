@@ -50,6 +50,19 @@ with a BYE each way:
 
 SRTP over UDP (RFC 5764), bundled or not, moves.
 
+``[pool] takeover = reinvite``: the core side gets new ports on the survivor's own
+core address (the edge re-INVITEs the core).  Where the dead node's access address
+did not move either (``takeover_hook`` failed for it) or its ports cannot be bound
+there, the access side gets new terminations on the survivor's own access address
+(:func:`fresh_access_spec`): a new port per transport (or per stream of its own),
+new ICE-lite credentials, no DTLS association (the survivor waits as server: the
+edge re-offers ``a=setup:actpass``, RFC 5763 section 5, and the WIC answers
+``active``) under the survivor's renewal certificate, another fingerprint than the
+pool's (a WebRTC peer starts a new association only on a new fingerprint,
+RFC 8842 section 5); the SSRCs learnt from the WIC and the whole core side stay.
+Each such dialog is published in a ``media_moved`` event per side
+(:func:`moved_event`, :func:`moved_access_event`) and re-INVITEd by the plugin.
+
 * T.38 once its DTLS association is up (UDPTL over DTLS over UDP, RFC 7345):
   its UDPTL packets are DTLS application data, protected by the record layer
   of the OpenSSL connection (keys, epoch, sequence numbers, RFC 6347 section
@@ -71,6 +84,7 @@ starting node's reload under its own lock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import json
 import logging
@@ -79,6 +93,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from iq import Role
 from mediad.io.ports import NoPortsError
 from mediad.pool import MOVED_KEY, NODES_KEY, TAKEOVER_PREFIX, lock_key, node_key
 from sdp_rules.errors import E2aeError
@@ -156,12 +171,44 @@ class Home:
         own = Home.own(config)
         return Home(self.access, own.core, self.access_sdp, own.core_sdp)
 
+    def with_own_access(self, config) -> "Home":
+        """This home with the access side on ``config``'s own access address too (the dead
+        node's access address did not move: the WIC is re-INVITEd to a new termination)."""
+        own = Home.own(config)
+        return Home(own.access, self.core, own.access_sdp, self.core_sdp)
+
 
 def moved_event(dialog: str, address: str, ports: list[int]) -> dict[str, Any]:
     """The ``media_moved`` event of a dialog whose core side a survivor holds on ``address``:
     ``ports``, the RTP port of each stream with a core side, in stream order (its m-lines')."""
     return {"dialog": dialog, "stream_id": None, "event": EVENT_MEDIA_MOVED, "side": "core", "address": address,
             "ports": list(ports), "time": round(time.time(), 3)}
+
+
+def fresh_access_spec(spec):
+    """The spec of a new access termination (or transport) replacing ``spec``'s, whose port
+    the survivor could not bind: the WIC is re-offered it (RFC 8839 section 4.4.1.1.1, an
+    ICE restart: its new credentials and candidates come with its answer; RFC 8842 section
+    5, a new association: the edge offers ``actpass``, the WIC answers ``active``, so this
+    side waits as DTLS server, RFC 5763 section 5).  The WIC's fingerprints stay (a WebRTC
+    peer connection keeps its certificate) until the answer's replace them."""
+    changes = {"remote_ice_ufrag": None, "remote_ice_pwd": None, "remote_candidates": [], "tls_role": Role.SERVER,
+               "establish_tls": False, "local_tls_id": None, "remote_tls_id": None, "reuse_association": False,
+               "ice_restart": False}
+    names = {f.name for f in dataclasses.fields(spec)}
+    return dataclasses.replace(spec, **{k: v for k, v in changes.items() if k in names})
+
+
+def moved_access_event(dialog: str, address: str, fingerprint: str, transports: list[dict[str, Any]],
+                       streams: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``media_moved`` event of a dialog whose access side a survivor holds on new
+    terminations on ``address``: ``transports`` (``transport_id``, ``port``, ``ice_ufrag``,
+    ``ice_pwd``) and the streams with a termination of their own (``stream_id``, ``port``,
+    ``rtcp_port`` or None, ``ice_ufrag``, ``ice_pwd``); ``fingerprint``: this node's
+    certificate's (``"sha-256 AB:..."``).  The plugin re-offers them to the WIC."""
+    return {"dialog": dialog, "stream_id": None, "event": EVENT_MEDIA_MOVED, "side": "access", "address": address,
+            "fingerprint": fingerprint, "transports": list(transports), "streams": list(streams),
+            "time": round(time.time(), 3)}
 
 
 def dead_nodes(ids: Iterable[str], alive: Iterable[str], me: str) -> list[str]:
@@ -328,13 +375,14 @@ class Takeover:
                 home = Home.from_dict(document["home"])
                 dialog = None
                 reason = Lost.ADDRESS
+                new_access = False
                 if rehome:
                     home = home.with_own_core(self.config)
-                    document = {**document, "home": home.to_dict()}
-                if all(moved.get(address, address == home.core and rehome) for address in home.addresses()):
+                    new_access = not moved.get(home.access, False)  # the hook could not move it
+                if rehome or all(moved.get(address, False) for address in home.addresses()):
                     try:
-                        dialog = await daemon.adopt_or_raise(document, remaining_of[str(document["dialog"])],
-                                                             new_core=rehome)
+                        dialog = await self._adopt(document, home, remaining_of[str(document["dialog"])], rehome,
+                                                   new_access)
                     except NoPortsError as exc:
                         log.warning("dialog %s not taken over: %s", str(document["dialog"])[:64], exc)
                     except ADOPT_ERRORS as exc:
@@ -347,9 +395,7 @@ class Takeover:
                 daemon.changed(dialog)  # written again, naming this node (fenced: mediad.fence)
                 taken.append(dialog.id)
                 if rehome:
-                    ports = [s.core.rtp.port for _, s in sorted(dialog.streams.items())
-                             if s.core is not None and getattr(s.core, "rtp", None) is not None]
-                    moved_events.append(moved_event(dialog.id, home.core_sdp, ports))
+                    moved_events.extend(self._moved_events(dialog))
             daemon.metrics.sessions_active.set(len(daemon.dialogs))
             await daemon.flush()
             taken = [d for d in taken if d in daemon.dialogs]  # a write refused: another node has it
@@ -370,6 +416,43 @@ class Takeover:
         log.warning("node %s is dead: took over %d of its dialog(s) in %.0f ms, ended %d (%s)", dead, len(taken),
                     elapsed * 1000, len(end), ", ".join(sorted({r.value for _, r in end})) or "none")
         return True
+
+    async def _adopt(self, document: dict[str, Any], home: Home, remaining: float | None, rehome: bool,
+                     new_access: bool):
+        """The dialog of ``document`` restored with ``home`` (its ports on the dead node's access
+        address when it moved, else, or when they cannot be bound there, on new terminations
+        of this node: ``[pool] takeover = reinvite``)."""
+        if rehome and not new_access:
+            try:
+                return await self.daemon.adopt_or_raise({**document, "home": home.to_dict()}, remaining,
+                                                        new_core=True)
+            except NoPortsError as exc:
+                log.warning("dialog %s: the dead node's access ports cannot be bound here (%s): the WIC is "
+                            "re-offered new ones", str(document["dialog"])[:64], exc)
+        if rehome:
+            home = home.with_own_access(self.config)
+        return await self.daemon.adopt_or_raise({**document, "home": home.to_dict()}, remaining, new_core=rehome,
+                                                new_access=rehome)
+
+    def _moved_events(self, dialog) -> list[dict[str, Any]]:
+        """The ``media_moved`` events of a dialog taken over in ``[pool] takeover = reinvite``:
+        the core side's, and the access side's when it got new terminations."""
+        home = dialog.home or Home.own(self.config)
+        streams = [s for _, s in sorted(dialog.streams.items())]
+        ports = [s.core.rtp.port for s in streams if s.core is not None and getattr(s.core, "rtp", None) is not None]
+        events = [moved_event(dialog.id, home.core_sdp, ports)]
+        if home.access != self.config.mediad_access_address:
+            return events  # the dead node's access address moved here: the WIC sees nothing
+        transports = [{"transport_id": t.transport_id, "port": t.rtp.port, "ice_ufrag": t.ice_ufrag,
+                       "ice_pwd": t.ice_pwd} for _, t in sorted(dialog.transports.items()) if t.rtp is not None]
+        own = [{"stream_id": s.stream_id, "port": s.access.rtp.port,
+                "rtcp_port": s.access.rtcp.port if s.access.rtcp is not None else None,
+                "ice_ufrag": s.access.ice_ufrag, "ice_pwd": s.access.ice_pwd}
+               for s in streams if s.transport_id is None and s.access is not None
+               and getattr(s.access, "rtp", None) is not None]
+        fingerprint = str(self.daemon.renewal_certificate().fingerprint("sha-256"))
+        events.append(moved_access_event(dialog.id, home.access_sdp, fingerprint, transports, own))
+        return events
 
     def _ref(self) -> str:
         control = self.config.mediad_control

@@ -237,6 +237,8 @@ class kamailio:
 
     def _message(self, side, request, body):
         cseq = _pv("$cs", 0)
+        if self.reinvites and not request:
+            cseq = self.reinviter.callee_cseq(_pv("$ci"), int(cseq or 0))
         return Message(
             request=request,
             method=_pv("$rm"),
@@ -583,9 +585,11 @@ class kamailio:
         an INVITE without a To tag, a Content-Length that does not frame the body) is
         discarded before Kamailio relays it unconverted."""
         method = KSR.pv.get("$rm")
-        if self.reinvites and method == "INVITE" and self.reinviter.on_reply():
-            self._flush()  # a failure queued the call's BYEs
-            return 1  # the answer to the edge's own re-INVITE (plugin.reinvite)
+        if self.reinvites:
+            if method == "INVITE" and self.reinviter.on_reply():
+                self._flush()  # a failure queued the call's BYEs
+                return 1  # the answer to the edge's own re-INVITE (plugin.reinvite)
+            self.reinviter.on_relayed_reply()  # the callee's CSeq back (plugin.reinvite_kemi)
         if method == "BYE":
             call_id = _pv("$ci")
             deadline = time.monotonic() + BYE_HOLD_S

@@ -18,7 +18,9 @@ Call-ID and CSeq taken from the headers given, tags included): the edge speaks
 as the other party (its URI, tag and Contact, so the target does not change,
 RFC 3261 12.2.1.1) with a CSeq above everything that side has seen from it
 (12.2.1.1, 12.2.2).  tm sends the ACK of a 2xx to a local INVITE itself
-(``t_reply.c`` ``build_local_ack``; ``local_ack_mode`` 0: by the route set).
+(``t_reply.c`` ``build_local_ack``; ``local_ack_mode`` 1: where the re-INVITE went,
+the first route or a client's flow, since a WebSocket client's Contact names no
+reachable host).
 
 CSeq, downstream (the edge re-INVITEs the callee, speaking as the caller):
 the callee has now seen the caller's CSeq ``n + 1``, so every later request of
@@ -36,18 +38,42 @@ reply of a local request whose branch got the cookie.  So the edge's
 re-INVITE carries its CSeq as is, and the caller's first request after it
 gets the header from the plugin (:func:`refresh_value`), which marks the
 dialog; the dialog module's own BYE to the callee gets its CSeq raised in
-tm's ``tm:local-request`` event.  Upstream (the edge re-INVITEs the caller, speaking as the callee)
-the module renumbers nothing ("supported only for downstream direction"):
-:func:`build` refuses it (:class:`ReinviteError`), and the call is ended
-with a BYE each way instead.
+tm's ``tm:local-request`` event.
+
+CSeq, upstream (the edge re-INVITEs the caller, speaking as the callee: the WIC
+of a WIC-originated call, the core of a core-originated one): the dialog module
+renumbers nothing that way ("supported only for downstream direction",
+``dlg_cseq.c``), so the plugin does it itself (:func:`toward_caller`,
+:func:`back_to_callee`), keeping in dialog variables how far the callee's
+CSeqs are raised (:data:`UP_DIFF_VAR`) and the re-INVITE's own number
+(:data:`UP_BASE_VAR`): a request of the callee (ACKs included) leaves with its
+CSeq raised; a reply of the caller to one of them goes back with the callee's
+number (tm matches replies by the Via branch and the CSeq method, not its
+number: Kamailio 5.6 ``t_lookup.c`` ``t_reply_matching`` with the default
+``callid_cseq_matching`` 0); a number at or below the base was never raised
+(a request relayed before the re-INVITE) and is left alone.  The dialog
+module's own BYE to the caller is raised too.
+
+Toward access (:func:`moved_access_offer`): the last SDP the edge sent the WIC,
+made an offer for the survivor's new terminations (RFC 8843 section 7.5.1: the
+same BUNDLE address:port on every bundled m-line; RFC 8839 section 4.4.1.1.1:
+new ICE credentials and candidates, an ICE restart; RFC 8842 section 5: a new
+``a=tls-id``, ``a=setup:actpass`` and the survivor's fingerprint, a new DTLS
+association), written by the rules' own :func:`sdp_rules.attrs.add_access_transport`.
 
 What a final reply means (:data:`TABLE`): a 2xx is the answer (tm ACKs it);
 491 (RFC 3261 14.1: glare) is retried once after 2.1 to 4 s; any other
 final reply, or none within :data:`ANSWER_WAIT_S` (tm's timeout reply is
 local and never reaches the script), ends the call.
 
+The WIC's answer (:func:`answer_specs`) becomes a MODIFY of each renewed
+transport: its new ICE credentials, its fingerprints, and the DTLS role it
+leaves the survivor (the answerer of an ``actpass`` offer chooses, RFC 5763
+section 5: ``active`` leaves it server, as it waits; ``passive`` makes it client).
+
 Theory of operation: :class:`Leg`, :class:`DialogView`, :func:`build`,
-:func:`moved_offer`, :func:`outcome` and :class:`Pending` are pure; the KEMI
+:func:`moved_offer`, :func:`moved_access_offer`, :func:`answer_specs`,
+:func:`toward_caller`, :func:`back_to_callee`, :func:`outcome` and :class:`Pending` are pure; the KEMI
 shell (:mod:`plugin.kemi`) reads the dialog module, sends, and matches the
 replies of its own requests (the only ones with a single Via) by Call-ID and
 CSeq in Kamailio's shared memory (``htable`` ``e2ae_reinvite``).
@@ -60,7 +86,12 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
+from iq import Fingerprint, Role, TerminationReply, TransportSpec
 from sdp_rules import sdp as sdp_model
+from sdp_rules.attrs import (add_access_transport, agw_role_for_answer, dtls_params, ice_params,
+                             remote_rtp_address)
+from sdp_rules.errors import E2aeError
+from sdp_rules.rules import MEDIA_ICE_DTLS, SESSION_ICE_DTLS
 
 # The header the dialog module's sent-message hook looks for (Kamailio 5.6 srapi.c,
 # "uac_cseq_refresh"); it is taken off the request before it leaves.
@@ -69,6 +100,10 @@ CSEQ_REFRESH_HEADER = "P-K-CSeq-Refresh"
 CSEQ_DIFF_VAR = "cseq_diff"
 # The dialog variable set ("1") until a caller's request has carried CSEQ_REFRESH_HEADER.
 CSEQ_MARK_VAR = "e2ae_cseq_mark"
+# The dialog variables of the upstream renumbering: how far the callee's CSeqs are raised
+# toward the caller, and the CSeq of the edge's last re-INVITE to the caller.
+UP_DIFF_VAR = "e2ae_cseq_up"
+UP_BASE_VAR = "e2ae_cseq_up_base"
 MAX_FORWARDS = 70
 # How long the edge waits for the final reply to its re-INVITE (64*T1, RFC 3261 17.1.1.2,
 # plus a margin for the timer that looks).
@@ -110,6 +145,7 @@ class DialogView:
     caller: Leg
     callee: Leg
     cseq_diff: int = 0  # how far the caller's CSeqs are already raised toward the callee
+    callee_diff: int = 0  # how far the callee's CSeqs are already raised toward the caller (UP_DIFF_VAR)
 
     def leg(self, party: Party) -> Leg:
         return self.caller if party is Party.CALLER else self.callee
@@ -125,7 +161,8 @@ class UacRequest:
     headers: str
     body: str
     cseq: int
-    cseq_diff: int  # the dialog's new cseq_diff once sent
+    cseq_diff: int  # the speaker's new diff once sent (cseq_diff downstream, UP_DIFF_VAR upstream)
+    toward: "Party" = None  # type: ignore[assignment]
 
     method = "INVITE"
 
@@ -139,17 +176,24 @@ def route_uris(route_set: str) -> list[str]:
 
 
 def build(view: DialogView, toward: Party, body: str) -> UacRequest:
-    """The re-INVITE to ``toward`` carrying ``body`` (an SDP offer)."""
-    if toward is Party.CALLER:
-        raise ReinviteError("a re-INVITE toward the caller would need the callee's later CSeqs renumbered, "
-                            "which Kamailio 5.6's dialog module does only downstream")
+    """The re-INVITE to ``toward`` carrying ``body`` (an SDP offer).
+
+    Without a route set toward the target, a target reached through nathelper's alias
+    (a WebSocket client: its Contact names no address of its own) is sent to the
+    alias's address."""
     target, speaker = view.leg(toward), view.leg(toward.other)
     if not target.contact or not target.tag or not speaker.tag:
         raise ReinviteError("the dialog is not confirmed (no remote target or tag)")
     routes = route_uris(target.route_set)
     if routes and ";lr" not in routes[0]:
         raise ReinviteError("the first route is a strict router (RFC 3261 16.12.1.1)")
-    cseq = speaker.cseq + view.cseq_diff + 1
+    diff = view.cseq_diff if toward is Party.CALLEE else view.callee_diff
+    cseq = speaker.cseq + diff + 1
+    # Downstream the caller's numbers are known and grow by one from its last.  Upstream the
+    # callee may not have sent a request yet (the dialog module then shows the INVITE's CSeq,
+    # and the callee's first request may carry any number, RFC 3261 8.1.1.5): its later
+    # numbers are raised by one more than the re-INVITE's, so that even a 0 lands above it.
+    new_diff = diff + 1 if toward is Party.CALLEE else cseq + 1
     lines = [
         f"From: <{speaker.uri}>;tag={speaker.tag}",
         f"To: <{target.uri}>;tag={target.tag}",
@@ -160,8 +204,9 @@ def build(view: DialogView, toward: Party, body: str) -> UacRequest:
         f"Max-Forwards: {MAX_FORWARDS}",
         "Content-Type: application/sdp",
     ]
-    return UacRequest(ruri=target.contact, nexthop=routes[0] if routes else "", socket=target.socket,
-                      headers="\r\n".join(lines) + "\r\n", body=body, cseq=cseq, cseq_diff=view.cseq_diff + 1)
+    nexthop = routes[0] if routes else (alias_uri(target.alias) if target.alias else "")
+    return UacRequest(ruri=target.contact, nexthop=nexthop, socket=target.socket,
+                      headers="\r\n".join(lines) + "\r\n", body=body, cseq=cseq, cseq_diff=new_diff, toward=toward)
 
 
 # nathelper's transport digits (Kamailio's PROTO_* numbers) in an alias parameter.
@@ -173,6 +218,31 @@ def alias_value(address: str, port: int, proto: str) -> str:
     ``address``:``port`` over ``proto`` (``ip~port~digit``; an IPv6 address in brackets)."""
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
     return f"{host}~{port}~{ALIAS_PROTOS[proto.lower()]}"
+
+
+def alias_uri(alias: str) -> str:
+    """The URI of the address an alias value names (``ip~port~digit``, :func:`alias_value`)."""
+    host, port, digit = (alias.rsplit("~", 2) + ["", ""])[:3] if alias.count("~") >= 2 else ("", "", "")
+    names = {str(number): name for name, number in ALIAS_PROTOS.items()}
+    if digit not in names or not port.isdigit() or not host:
+        raise ReinviteError(f"an alias that names no address: {alias!r}")
+    # Kamailio has no ``transport=wss``: a WSS connection is named ``ws`` and found by its
+    # address from the TLS socket (core/forward.c, get_send_socket2).
+    proto = {"wss": "ws"}.get(names[digit], names[digit])
+    return f"sip:{host}:{port}" + ("" if proto == "udp" else f";transport={proto}")
+
+
+def toward_caller(cseq: int, up_diff: int) -> int:
+    """The CSeq a callee's request numbered ``cseq`` carries toward the caller."""
+    return cseq + up_diff
+
+
+def back_to_callee(cseq: int, up_diff: int, base: int) -> int | None:
+    """The callee's own number of a caller's reply numbered ``cseq`` (None: not one the edge
+    raised, it goes as it is: ``base`` is the edge's re-INVITE, every raised number is above)."""
+    if up_diff <= 0 or cseq <= base:
+        return None
+    return cseq - up_diff
 
 
 def refresh_value(cseq: int, cseq_diff: int) -> int:
@@ -199,13 +269,103 @@ def moved_offer(previous: str, address: str, ports: list[int]) -> str:
         rtcp = section.attribute("rtcp")
         if rtcp is not None:  # RFC 3605: the next port, on the new address
             section.set_attribute("rtcp", f"{port + 1} IN {addr_type} {address}")
+    _next_version(desc)
+    return str(desc)
+
+
+@dataclass(frozen=True)
+class RenewedTransport:
+    """A BUNDLE transport toward the WIC that a survivor renewed (``media_moved``, side access)."""
+
+    mids: tuple[str, ...]  # its m-lines (the dialog's rules state)
+    tag: str  # the tagged one: the transport's attributes go there (RFC 9143 section 7.1.3)
+    port: int
+    ice_ufrag: str
+    ice_pwd: str
+    tls_id: str  # the edge's new a=tls-id
+
+
+def moved_access_offer(previous: str, address: str, fingerprint: str, transports: list[RenewedTransport]) -> str:
+    """The offer to the WIC for a dialog whose access side moved to new terminations:
+    ``previous`` (the last SDP the edge sent it) with every bundled m-line on its
+    transport's new port and ``address``, the tagged one's ICE and DTLS attributes
+    replaced (new credentials and host candidate, ``fingerprint``, ``a=setup:actpass``,
+    the new tls-id), and the o= version one higher (RFC 3264 section 8)."""
+    desc = sdp_model.parse(previous)
+    by_mid = {mid: transport for transport in transports for mid in transport.mids}
+    try:
+        fp = Fingerprint.parse(fingerprint)
+    except ValueError as exc:
+        raise ReinviteError(f"the survivor's fingerprint: {exc}") from None
+    addr_type = "IP6" if ":" in address else "IP4"
+    for index, section in enumerate(desc.media):
+        if section.rejected:
+            continue
+        transport = by_mid.get(section.attribute("mid") or "")
+        if transport is None:
+            raise ReinviteError(f"m-line {index} is on no renewed transport (a termination of its own "
+                                "is not re-offered)")
+        if section.attribute("mid") != transport.tag:
+            section.port = transport.port
+            section.set_connection(address, addr_type)
+            continue
+        rtcp_mux = section.has_attribute("rtcp-mux")
+        section.remove_attributes(*MEDIA_ICE_DTLS, "setup", "rtcp", "rtcp-mux")
+        reply = TerminationReply(address, transport.port, None, fp, transport.ice_ufrag, transport.ice_pwd)
+        add_access_transport(section, reply, role_setup="actpass", tls_id=transport.tls_id, ice=True,
+                             rtcp_mux=rtcp_mux)
+    if missing := [t.tag for t in transports if t.tag not in {m.attribute("mid") for m in desc.media}]:
+        raise ReinviteError(f"no m-line has the tagged mid(s) {missing}")
+    desc.session.remove_attributes(*(a for a in SESSION_ICE_DTLS if a not in ("ice-lite", "ice-options")))
+    if desc.session.connection is not None:
+        desc.session.set_connection(address, addr_type)
+    _next_version(desc)
+    return str(desc)
+
+
+def answer_specs(answer: str, transports: dict[str, dict]) -> list[TransportSpec]:
+    """The MODIFY of each renewed transport (``transports``: the dialog's rules state of
+    them, by transport id) from the WIC's answer to :func:`moved_access_offer`: its new ICE
+    credentials and candidates, its fingerprints and tls-id, and the DTLS role it left the
+    survivor (``a=setup:active``: server, as it waits; ``passive``: client, which starts the
+    handshake once a check came, RFC 8445 section 12).  The association the WIC may have
+    started meanwhile is kept (``reuse_association``).  The state is updated to match."""
+    try:
+        desc = sdp_model.parse(answer)
+    except ValueError as exc:
+        raise ReinviteError(f"the WIC's answer: {exc}") from None
+    by_mid = {m.attribute("mid"): m for m in desc.media if not m.rejected}
+    out = []
+    for tid, state in transports.items():
+        m = by_mid.get(state["tag"]) or next((by_mid[x] for x in state["mids"] if x in by_mid), None)
+        if m is None:
+            raise ReinviteError(f"the WIC's answer rejected every m-line of transport {tid}")
+        where = f"m-line mid {m.attribute('mid')}"
+        try:
+            dtls = dtls_params(desc, m, where, answer=True)
+            address, port = remote_rtp_address(desc, m, where)
+        except E2aeError as exc:
+            raise ReinviteError(f"the WIC's answer: {exc}") from None
+        ice = ice_params(desc, m)
+        role = agw_role_for_answer(dtls.setup)
+        out.append(TransportSpec(
+            transport_id=int(tid), remote_address=address, remote_port=port, ice_lite=ice.ufrag is not None,
+            remote_ice_ufrag=ice.ufrag, remote_ice_pwd=ice.pwd, remote_candidates=list(ice.candidates),
+            remote_fingerprints=list(dtls.fingerprints), establish_tls=role is Role.CLIENT, tls_role=role,
+            notify_tls_failure=True, local_tls_id=state.get("local_tls_id"), remote_tls_id=dtls.tls_id,
+            reuse_association=True, mid_extension_id=state.get("mid_ext")))
+        state.update(role=role.value, remote_tls_id=dtls.tls_id, remote_fingerprints=[str(f) for f in dtls.fingerprints],
+                     remote_ice_ufrag=ice.ufrag, remote_transport=[address, port], answered=True, reuse=True)
+    return out
+
+
+def _next_version(desc) -> None:
     origin = desc.session.lines_of("o")
     if origin:
         fields = origin[0].value.split()
         if len(fields) == 6 and fields[2].isdigit():
             fields[2] = str(int(fields[2]) + 1)
             origin[0].value = " ".join(fields)
-    return str(desc)
 
 
 class Outcome(str, enum.Enum):
@@ -257,5 +417,6 @@ class Pending:
 
 
 __all__ = ["ALIAS_PROTOS", "ANSWER_WAIT_S", "ATTEMPTS", "CSEQ_DIFF_VAR", "CSEQ_MARK_VAR", "CSEQ_REFRESH_HEADER", "GLARE_WAIT_S", "DialogView",
-           "Leg", "alias_value", "Outcome", "Party", "Pending", "ReinviteError", "UacRequest", "build", "moved_offer", "outcome",
-           "refresh_value", "route_uris"]
+           "Leg", "alias_uri", "alias_value", "Outcome", "Party", "Pending", "ReinviteError", "RenewedTransport", "UP_BASE_VAR",
+           "UP_DIFF_VAR", "UacRequest", "answer_specs", "back_to_callee", "build", "moved_access_offer", "moved_offer", "outcome",
+           "refresh_value", "route_uris", "toward_caller"]

@@ -11,6 +11,16 @@ route): a reply to the edge's own request has one Via.  Each tick
 :meth:`Reinviter.tick` retries after a 491 and gives up on a re-INVITE that
 got no final reply.  A failure ends the call (``media_lost``: the media is
 released and a BYE sent each way, :mod:`plugin.lifecycle`).
+
+A ``media_moved`` event for the access side (the survivor renewed the WIC's
+terminations) is re-offered to the WIC (:func:`plugin.reinvite.moved_access_offer`),
+and the dialog's rules state is told of the new transport (port, credentials,
+certificate, tls-id, the edge as DTLS server).  Toward the caller (the WIC of a
+WIC-originated call, the core of a core-originated one) the callee's later
+requests are renumbered here (:meth:`Reinviter.on_in_dialog_request`) and their
+replies put back (:meth:`Reinviter.on_relayed_reply`, from the core reply route,
+before tm relays the reply; :meth:`Reinviter.callee_cseq` gives the plugin the
+callee's number for the same reply).
 """
 
 from __future__ import annotations
@@ -18,17 +28,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import re
 import time
 
 import KSR
 
-from iq import Side
+from iq import Command, IqRequest, Side
 from plugin.edge import other
 from sdp_rules.errors import UnavailableError
 from plugin.lifecycle import CallEvent
 from plugin.reinvite import (ANSWER_WAIT_S, CSEQ_DIFF_VAR, CSEQ_MARK_VAR, CSEQ_REFRESH_HEADER, GLARE_WAIT_S,
-                             DialogView, Leg, Outcome, Party, Pending, ReinviteError, alias_value, build,
-                             moved_offer, outcome, refresh_value)
+                             UP_BASE_VAR, UP_DIFF_VAR, DialogView, Leg, Outcome, Party, Pending, ReinviteError,
+                             RenewedTransport, alias_value, answer_specs, back_to_callee, build, moved_access_offer,
+                             moved_offer,
+                             outcome, refresh_value, toward_caller)
+from sdp_rules.plan import random_tls_id
 
 log = logging.getLogger("e2ae.plugin.reinvite")
 
@@ -36,6 +50,10 @@ log = logging.getLogger("e2ae.plugin.reinvite")
 PENDING_TABLE = "e2ae_reinvite"
 # The dialog variable holding the alias nathelper gave the caller's Contact.
 ALIAS_VAR = "e2ae_caller_alias"
+# ... and the callee's (a client called through its flow): read from the caller's requests,
+# whose R-URI is the callee's Contact as the caller got it, alias included.
+CALLEE_ALIAS_VAR = "e2ae_callee_alias"
+_ALIAS_PARAM = re.compile(r";alias=([^;>?]+)")
 
 
 def _pv(name, default=""):
@@ -66,9 +84,37 @@ def last_sent_to(record, side: Side) -> str | None:
     return None
 
 
+def renewed_transports(record, event: dict) -> list[RenewedTransport]:
+    """The transports of a ``media_moved`` access event, with their m-lines from the dialog's
+    rules state, each given a new tls-id; the state is changed to name the new transport
+    (the survivor's reply, the new tls-id, the edge as DTLS server awaiting the WIC's answer)."""
+    known = record.rules.data.get("transports") or {}
+    out = []
+    for item in event.get("transports") or []:
+        tid = str(int(item["transport_id"]))
+        state = known.get(tid)
+        if state is None:
+            raise ReinviteError(f"transport {tid} is not in the dialog's state")
+        tls_id = random_tls_id()
+        out.append(RenewedTransport(tuple(state["mids"]), str(state["tag"]), int(item["port"]), str(item["ice_ufrag"]),
+                                    str(item["ice_pwd"]), tls_id))
+        reply = dict(state.get("reply") or {}, local_address=str(event["address"]), local_port=int(item["port"]),
+                     ice_ufrag=str(item["ice_ufrag"]), ice_pwd=str(item["ice_pwd"]))
+        fp_hash, _, fp_value = str(event["fingerprint"]).partition(" ")
+        reply["local_fingerprint"] = {"hash_func": fp_hash, "value": fp_value}
+        state.update(reply=reply, local_tls_id=tls_id, role="server", remote_tls_id=None, remote_ice_ufrag=None,
+                     reuse=False, answered=False)
+    if event.get("streams"):
+        raise ReinviteError("streams with an access termination of their own are not re-offered")
+    if not out:
+        raise ReinviteError("the event names no transport")
+    return out
+
+
 class Reinviter:
     def __init__(self, edge) -> None:
         self.edge = edge
+        self._restored: tuple[str, int, int] | None = None  # (Call-ID, CSeq as received, the callee's)
 
     # -- a survivor moved a dialog's media ------------------------------------------
     def on_moved(self, event: dict) -> None:
@@ -81,7 +127,12 @@ class Reinviter:
             previous = last_sent_to(record, side)
             if previous is None:
                 raise ReinviteError(f"no SDP was sent to the {side.value} side yet")
-            body = moved_offer(previous, str(event["address"]), [int(p) for p in event["ports"]])
+            if side is Side.ACCESS:
+                body = moved_access_offer(previous, str(event["address"]), str(event["fingerprint"]),
+                                          renewed_transports(record, event))
+                self.edge.store.save(record)  # the rules state names the new transport
+            else:
+                body = moved_offer(previous, str(event["address"]), [int(p) for p in event["ports"]])
             self._send(record.call_id, record.caller_tag, record.callee_tag, toward, record.id, body, 1, side)
         except (ReinviteError, ValueError, KeyError, TypeError) as exc:
             self._fail(record, side, "refused", str(exc))
@@ -90,8 +141,10 @@ class Reinviter:
         if KSR.dialog.dlg_get(call_id, from_tag, to_tag) <= 0:
             raise ReinviteError("the dialog module has no such dialog")
         alias = KSR.dialog.var_get(ALIAS_VAR)
-        view = DialogView(call_id, _leg("from", alias if isinstance(alias, str) else ""), _leg("to"),
-                          _int(KSR.dialog.var_get(CSEQ_DIFF_VAR)))
+        callee_alias = KSR.dialog.var_get(CALLEE_ALIAS_VAR)
+        view = DialogView(call_id, _leg("from", alias if isinstance(alias, str) else ""),
+                          _leg("to", callee_alias if isinstance(callee_alias, str) else ""),
+                          _int(KSR.dialog.var_get(CSEQ_DIFF_VAR)), _int(KSR.dialog.var_get(UP_DIFF_VAR)))
         request = build(view, toward, body)
         # Remembered before it is sent: a worker may take the answer before t_uac_send returns.
         pending = Pending(call_id, from_tag, to_tag, toward, dialog, request.cseq, body, time.time(), attempts)
@@ -100,8 +153,12 @@ class Reinviter:
                              request.headers, request.body) < 0:
             KSR.htable.sht_rm(PENDING_TABLE, pending.key)
             raise ReinviteError("tm did not send the request")
-        KSR.dialog.var_sets(CSEQ_DIFF_VAR, str(request.cseq_diff))
-        KSR.dialog.var_sets(CSEQ_MARK_VAR, "1")
+        if toward is Party.CALLEE:
+            KSR.dialog.var_sets(CSEQ_DIFF_VAR, str(request.cseq_diff))
+            KSR.dialog.var_sets(CSEQ_MARK_VAR, "1")
+        else:  # the plugin renumbers the callee's later requests itself
+            KSR.dialog.var_sets(UP_DIFF_VAR, str(request.cseq_diff))
+            KSR.dialog.var_sets(UP_BASE_VAR, str(request.cseq))
         self.edge.metrics.reinvites.labels(side.value, "sent").inc()
         log.warning("Call-ID %s: media moved: re-INVITE (CSeq %d) sent to the %s", call_id, request.cseq,
                     toward.value, extra={"call_id": call_id, "leg": side.value, "event": "reinvite"})
@@ -118,11 +175,16 @@ class Reinviter:
         call_id, from_tag, to_tag = _pv("$ci"), _pv("$ft"), _pv("$tt")
         if not (call_id and from_tag and to_tag) or KSR.dialog.dlg_get(call_id, from_tag, to_tag) <= 0:
             return
-        diff = _int(KSR.dialog.var_get(CSEQ_DIFF_VAR))
-        if diff <= 0 or from_tag != _pv("$dlg(from_tag)"):
-            return  # not re-INVITEd, or a BYE to the caller (its CSeqs are the callee's)
+        if from_tag == _pv("$dlg(from_tag)"):  # to the callee, in the caller's CSeq space
+            diff = _int(KSR.dialog.var_get(CSEQ_DIFF_VAR))
+            number = refresh_value(_int(_pv("$cs")), diff)
+        else:  # to the caller, in the callee's
+            diff = _int(KSR.dialog.var_get(UP_DIFF_VAR))
+            number = toward_caller(_int(_pv("$cs")), diff)
+        if diff <= 0:
+            return  # not re-INVITEd that way
         KSR.hdr.remove("CSeq")  # the request is rebuilt with it (tm uac.c)
-        KSR.hdr.append("CSeq: %d BYE\r\n" % refresh_value(_int(_pv("$cs")), diff))
+        KSR.hdr.append("CSeq: %d BYE\r\n" % number)
 
     def remember_alias(self, initial: bool) -> None:
         """The caller's INVITE got nathelper's alias in its Contact: kept in the dialog (the
@@ -133,7 +195,18 @@ class Reinviter:
     def on_in_dialog_request(self) -> None:
         """A request inside a dialog, loose-routed: the caller's first one after the edge's
         re-INVITE to the callee carries the header that marks the dialog for the dialog
-        module's renumbering (later ones get it from the module itself)."""
+        module's renumbering (later ones get it from the module itself); a callee's one
+        after the edge's re-INVITE to the caller leaves with its CSeq raised (ACKs too)."""
+        if _pv("$ft") == _pv("$dlg(from_tag)") and KSR.dialog.var_get(CALLEE_ALIAS_VAR) is None:
+            found = _ALIAS_PARAM.search(_pv("$ru"))
+            if found:
+                KSR.dialog.var_sets(CALLEE_ALIAS_VAR, found.group(1))
+        if _pv("$ft") == _pv("$dlg(to_tag)"):
+            diff = _int(KSR.dialog.var_get(UP_DIFF_VAR))
+            if diff > 0:
+                KSR.hdr.remove("CSeq")
+                KSR.hdr.append("CSeq: %d %s\r\n" % (toward_caller(_int(_pv("$cs")), diff), _pv("$rm")))
+            return
         if KSR.dialog.var_get(CSEQ_MARK_VAR) != "1" or _pv("$ft") != _pv("$dlg(from_tag)"):
             return
         diff = _int(KSR.dialog.var_get(CSEQ_DIFF_VAR))
@@ -141,6 +214,34 @@ class Reinviter:
         KSR.dialog.var_sets(CSEQ_MARK_VAR, "0")
 
     # -- replies and time ----------------------------------------------------------
+    def on_relayed_reply(self) -> None:
+        """A reply Kamailio received, not to the edge's re-INVITE: the caller's reply to a
+        callee's request the plugin raised goes back with the callee's number (a reply to
+        the dialog module's own BYE to the caller is tm's: changing it changes nothing, tm
+        matches it by its branch)."""
+        self._restored = None
+        call_id, from_tag, to_tag = _pv("$ci"), _pv("$ft"), _pv("$tt")
+        if not (call_id and from_tag and to_tag) or KSR.dialog.dlg_get(call_id, from_tag, to_tag) <= 0:
+            return
+        if from_tag != _pv("$dlg(to_tag)"):
+            return  # a reply to the caller's request
+        received = _int(_pv("$cs"))
+        number = back_to_callee(received, _int(KSR.dialog.var_get(UP_DIFF_VAR)),
+                                _int(KSR.dialog.var_get(UP_BASE_VAR)))
+        if number is None:
+            return
+        KSR.hdr.remove("CSeq")
+        KSR.hdr.append("CSeq: %d %s\r\n" % (number, _pv("$rm")))
+        self._restored = (call_id, received, number)
+
+    def callee_cseq(self, call_id: str, cseq: int) -> int:
+        """The number of the reply being handled as the callee sent its request (the plugin's
+        own matching of an answer to its offer, plugin.edge, is in the callee's numbers)."""
+        restored = self._restored
+        if restored is not None and restored[0] == call_id and restored[1] == cseq:
+            return restored[2]
+        return cseq
+
     def on_reply(self) -> bool:
         """A reply Kamailio received: True when it answered one of the edge's re-INVITEs."""
         if _pv("$rm") != "INVITE" or _int(_pv("$hdrc(Via)")) != 1:
@@ -153,6 +254,13 @@ class Reinviter:
         result = outcome(_int(_pv("$rs")), pending.attempts)
         if result is None:
             return True
+        if result is Outcome.ANSWERED and self._side(pending) is Side.ACCESS:
+            try:
+                self._apply_answer(pending, _pv("$rb"))
+            except (ReinviteError, UnavailableError) as exc:
+                result = Outcome.FAILED
+                log.warning("Call-ID %s: the WIC's answer to the re-offer cannot be applied: %s", pending.call_id,
+                            exc)
         KSR.htable.sht_rm(PENDING_TABLE, key)
         try:
             self._finish(pending, result, "status %s" % _pv("$rs"))
@@ -160,6 +268,21 @@ class Reinviter:
             log.warning("Call-ID %s: re-INVITE %s, the call's state unreadable: %s", pending.call_id,
                         result.value, exc.reason)
         return True
+
+    def _apply_answer(self, pending: Pending, answer: str) -> None:
+        """The WIC's answer to the re-offer, to the survivor (a MODIFY of each renewed transport)."""
+        record = self.edge.store.get(pending.dialog)
+        if record is None:
+            raise ReinviteError("the dialog's record is gone")
+        renewed = {tid: state for tid, state in (record.rules.data.get("transports") or {}).items()
+                   if state.get("answered") is False}
+        specs = answer_specs(answer or "", renewed)
+        node = self.edge._where(record.mediad, record.created)
+        reply = self.edge._ask(IqRequest(Command.MODIFY, record.id, "reoffer-%d" % pending.cseq, transports=specs),
+                               node)
+        if reply.error:
+            raise ReinviteError(f"mediad refused the answer: {reply.error}")
+        self.edge.store.save(record)
 
     def tick(self, now: float) -> None:
         if KSR.htable.sht_iterator_start("e2ae_ri", PENDING_TABLE) < 0:
@@ -224,4 +347,4 @@ class Reinviter:
         self.edge.release_record(record, CallEvent.MEDIA_LOST)
 
 
-__all__ = ["PENDING_TABLE", "Reinviter", "last_sent_to"]
+__all__ = ["PENDING_TABLE", "Reinviter", "last_sent_to", "renewed_transports"]

@@ -130,7 +130,7 @@ class AccessChannel(Channel):
         self.in_udptl = traffic[("access", "in", "udptl")]
         config = owner.config
         self.term = AccessTermination(
-            self, leg, component, certificate=owner.certificate, metrics=owner.metrics,
+            self, leg, component, certificate=leg.certificate or owner.certificate, metrics=owner.metrics,
             consent_timeout=config.mediad_consent_timeout, handshake_timeout=config.mediad_dtls_handshake_timeout,
             max_ssrcs=config.mediad_max_ssrcs,
         )

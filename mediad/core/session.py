@@ -71,6 +71,9 @@ class AccessLeg:
     """
 
     transport = None  # a leg of its own: no BUNDLE transport
+    # The DTLS identity of its association when not the node's (a termination renewed in a
+    # takeover, mediad.takeover.fresh_access_spec: another fingerprint makes the WIC start anew).
+    certificate = None
 
     def __init__(self, stream: "Stream", spec: TerminationSpec, ice: tuple[str, str] | None = None) -> None:
         self.stream = stream
@@ -107,7 +110,7 @@ class AccessLeg:
         return TerminationReply(
             local_address=address, local_port=self.rtp.port,
             local_rtcp_port=self.rtcp.port if self.rtcp else None,
-            local_fingerprint=owner.certificate.fingerprint("sha-256"),
+            local_fingerprint=(self.certificate or owner.certificate).fingerprint("sha-256"),
             ice_ufrag=self.ice_ufrag, ice_pwd=self.ice_pwd,
         )
 

@@ -250,7 +250,7 @@ class Transport(AccessLeg):
         if self.rtp is None:
             raise UsageError("transport: a reply before its port is open")
         return TransportReply(self.transport_id, address, self.rtp.port,
-                              local_fingerprint=self.owner.certificate.fingerprint("sha-256"),
+                              local_fingerprint=(self.certificate or self.owner.certificate).fingerprint("sha-256"),
                               ice_ufrag=self.ice_ufrag, ice_pwd=self.ice_pwd)
 
     def apply(self, spec: TransportSpec) -> list[int]:  # type: ignore[override]

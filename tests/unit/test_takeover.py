@@ -156,7 +156,7 @@ class Survivor:
 
     fails: dict[str, Exception] = {}  # dialog -> what adopting it raises
 
-    async def adopt_or_raise(self, document, remaining, new_core=False):
+    async def adopt_or_raise(self, document, remaining, new_core=False, new_access=False):
         if document["dialog"] in self.fails:
             raise self.fails[document["dialog"]]
         dialog = type("Adopted", (), {"id": document["dialog"]})()
