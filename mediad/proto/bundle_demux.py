@@ -215,6 +215,8 @@ class BundleDemux:
         self.by_pt = {pt: key for pt, key in seen.items() if key != -1}
         self.incoming = {ssrc: key for ssrc, key in self.incoming.items() if key in keys}
         self.outgoing = {ssrc: key for ssrc, key in self.outgoing.items() if key in keys}
+        self._mid_seq = {ssrc: seq for ssrc, seq in self._mid_seq.items() if ssrc in self.incoming}
+        self._byes = {ssrc: at for ssrc, at in self._byes.items() if ssrc in self.incoming}
         announced = 0
         for s in streams:
             announced += len(s.ssrcs)
@@ -313,7 +315,7 @@ class BundleDemux:
         MID update for the SSRC must not be older than it.
         """
         last = self._mid_seq.get(ssrc)
-        if last is None or (seq - last) & 0xFFFF < 0x8000:
+        if ssrc in self.incoming and (last is None or (seq - last) & 0xFFFF < 0x8000):
             self._mid_seq[ssrc] = seq
 
     # -- the reverse direction -------------------------------------------------------
