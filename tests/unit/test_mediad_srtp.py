@@ -21,6 +21,7 @@ from mediad.proto.srtp import (
 )
 from sdp_rules.errors import E2aeError
 from mediad.io import fastpath
+from mediad.proto import srtp_roc
 
 # RFC 3711 Appendix B.3 (key derivation test vectors).
 B3_MASTER_KEY = bytes.fromhex("E1F97A0D3E018BE0D64FA32C06DE4139")
@@ -525,8 +526,6 @@ def test_the_srtcp_layout_is_recognised_here_and_an_unknown_one_is_told(monkeypa
 
 
 # -- the inbound SSRC cap (a peer with the keys must not grow libsrtp's streams without bound) ----
-
-from mediad.proto import srtp_roc  # noqa: E402
 
 
 def sr(ssrc: int) -> bytes:
