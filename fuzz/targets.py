@@ -19,6 +19,7 @@ asked atheris to instrument them (coverage guidance).
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -472,6 +473,7 @@ BUNDLE_STREAMS = (
     (1, "1", (96, 97, 111), (0x22222222, 0x22222223), (0xBBBBBBBB,)),
     (2, "video2", (98, 99), (), ()),
     (3, None, (100,), (), ()),
+    (4, "\u00e9", (101,), (), ()),  # UTF-8 C3 A9: A9 also starts an RTCP packet (an SDES item must not read it)
 )
 # The MID extension ids the demux and stamp targets try: none, one-byte ids, two-byte-only ids.
 MID_EXTENSION_IDS = (None, 1, 3, 9, 14, 15, 16, 200, 255)
@@ -494,6 +496,8 @@ def build_bundle_demux() -> Callable[[bytes], None]:
                for key, mid, pts, ssrcs, sending in BUNDLE_STREAMS]
     keys = {s.key for s in streams}
     pts = {s.key: s.payload_types for s in streams}
+    announced = sum(len(s.ssrcs) for s in streams)
+    MAX_LEARNT = 4  # small, so that inputs reach the bound
 
     def check_rtp(demux: BundleDemux, packet: bytes) -> None:
         before = sum(demux.drops)
@@ -504,12 +508,19 @@ def build_bundle_demux() -> Callable[[bytes], None]:
         else:
             _require(dropped == 0 and key in keys, "an RTP packet routed to no stream of the bundle, or counted")
             _require(packet[1] & 0x7F in pts[key], "an RTP packet routed to a stream without its payload type")
-            _require(demux.incoming.get(int.from_bytes(packet[8:12], "big")) == key,
-                     "a routed SSRC is not bound to its stream")
+            ssrc = int.from_bytes(packet[8:12], "big")
+            _require(demux.incoming.get(ssrc) == key or ssrc not in demux.incoming
+                     and len(demux.incoming) >= demux.limit, "a routed SSRC is not bound to its stream")
 
     def check_rtcp(demux: BundleDemux, packet: bytes, now: float) -> None:
         before = demux.drops[Drop.MALFORMED]
+        alone = copy.deepcopy(demux)  # each packet of the compound routed on its own must teach the same
         routed = demux.route_rtcp(packet, now)
+        for start, end, _ in routed:
+            alone.route_rtcp(packet[start:end], now)
+        if routed:
+            _require(alone.incoming == demux.incoming and alone._byes == demux._byes,
+                     "an RTCP packet of a compound read another packet's bytes (RFC 3550 6.5)")
         if not routed:
             _require(demux.drops[Drop.MALFORMED] == before + 1 or not packet, "malformed RTCP not counted")
         else:
@@ -530,7 +541,7 @@ def build_bundle_demux() -> Callable[[bytes], None]:
         if len(data) < 2:
             return
         ext = MID_EXTENSION_IDS[data[0] % len(MID_EXTENSION_IDS)]
-        demux = BundleDemux(streams, ext)
+        demux = BundleDemux(streams, ext, max_learnt=MAX_LEARNT)
         now = 0.0
         for tag, packet in _records(data[1:]):
             now += (tag >> 4) * 0.5
@@ -564,6 +575,9 @@ def build_bundle_demux() -> Callable[[bytes], None]:
                 demux.update(streams, ext)
             else:
                 check_rtcp(demux, packet, now)
+            _require(len(demux.incoming) <= announced + MAX_LEARNT, "the demultiplexer learnt SSRCs past its bound")
+            _require(set(demux._byes) <= set(demux.incoming) and set(demux._mid_seq) <= set(demux.incoming),
+                     "a BYE or MID update remembered for an SSRC the tables do not know")
 
     return one
 
