@@ -34,8 +34,10 @@
  * lists the SSRCs whose libsrtp inbound stream exists; an access packet's
  * SSRC (RTP bytes 8-11, SRTCP 4-7, in clear) is looked up there before
  * libsrtp runs, a new one is tried only under max_rx and listed once it
- * authenticated, a retired one (RTCP BYE) is refused; both paths write the
- * one list, on the session.
+ * authenticated; a retired one (RTCP BYE) keeps its stream and is admitted
+ * again when it sends (under max_rx), until a new SSRC needs room past
+ * max_kept: then the oldest retired stream is removed and its SSRC refused.
+ * Both paths write the same lists, on the session.
  *
  * BUNDLE (RFC 9143): a transport is an e2ae_stream too, with only its access
  * socket (A_RTP, RTCP muxed) and an e2ae_bundle: the m-lines it carries
@@ -52,6 +54,7 @@
  * protected with the transport's session and sent from the transport's port;
  * a packet with an extension of its own goes to Python, which merges it.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -66,7 +69,9 @@
 #define SRTP_REPLAY_OLD 10
 #define SRTP_MAX_TRAILER 160 /* >= SRTP_MAX_SRTCP_TRAILER_LEN (16 tag + 128 MKI + 4 index) */
 typedef int (*srtp_transform)(void *ctx, void *hdr, int *len);
+typedef int (*srtp_remove)(void *ctx, unsigned int ssrc); /* the SSRC in network order */
 static srtp_transform srtp_protect, srtp_unprotect, srtp_protect_rtcp, srtp_unprotect_rtcp;
+static srtp_remove srtp_remove_stream;
 
 #define E2AE_BATCH 32
 #define E2AE_MAX_RECV 4096 /* larger datagrams are dropped as malformed (media over UDP stays under the MTU) */
@@ -132,7 +137,10 @@ typedef struct {
     int max_rx;         /* inbound SSRCs the session admits ([mediad] max_ssrcs) */
     int nrx;            /* those admitted (each has a libsrtp stream): C and Python append */
     uint32_t rx_ssrc[E2AE_MAX_SSRCS];
-    int nretired;       /* SSRCs retired (RTCP BYE) so far; the last E2AE_MAX_SSRCS are refused */
+    int max_kept;       /* streams kept, admitted + retired (2 max_rx, at most E2AE_MAX_SSRCS) */
+    int nkept;          /* retired (RTCP BYE) with their stream kept, oldest first */
+    uint32_t kept[E2AE_MAX_SSRCS];
+    int nretired;       /* streams removed so far; the last E2AE_MAX_SSRCS SSRCs are refused */
     uint32_t retired[E2AE_MAX_SSRCS];
 } e2ae_srtp;
 
@@ -174,7 +182,9 @@ typedef struct {
 static __thread unsigned char bufs[E2AE_BATCH][E2AE_BUFSZ];
 static __thread struct sockaddr_storage srcs[E2AE_BATCH];
 
-void e2ae_bind(uintptr_t protect, uintptr_t unprotect, uintptr_t protect_rtcp, uintptr_t unprotect_rtcp) {
+void e2ae_bind(uintptr_t protect, uintptr_t unprotect, uintptr_t protect_rtcp, uintptr_t unprotect_rtcp,
+               uintptr_t remove_stream) {
+    srtp_remove_stream = (srtp_remove)remove_stream;
     srtp_protect = (srtp_transform)protect;
     srtp_unprotect = (srtp_transform)unprotect;
     srtp_protect_rtcp = (srtp_transform)protect_rtcp;
@@ -282,13 +292,22 @@ static int rtcp_is_valid(const unsigned char *p, int size) {
     return offset == size;
 }
 
-/* Before libsrtp (mediad.proto.srtp: inbound SSRCs): 0 the SSRC is admitted, 1 a new one to try
- * (admit_rx after it authenticated), -1 refused and counted (past the cap, or retired). */
+/* Before libsrtp (mediad.proto.srtp: inbound SSRCs): 0 the SSRC is admitted, 1 a new one and 2 a
+ * retired one with its stream kept, to try (admit_rx after it authenticated), -1 refused and counted
+ * (past the cap, or its stream removed). */
 static int gate_rx(const e2ae_srtp *srtp, uint64_t *c, uint32_t ssrc) {
     int i, n;
     for (i = 0; i < srtp->nrx; i++)
         if (srtp->rx_ssrc[i] == ssrc)
             return 0;
+    for (i = 0; i < srtp->nkept; i++)
+        if (srtp->kept[i] == ssrc) {
+            if (srtp->nrx >= srtp->max_rx) {
+                c[E2AE_DROP_INBOUND_CAP]++;
+                return -1;
+            }
+            return 2;
+        }
     n = srtp->nretired < E2AE_MAX_SSRCS ? srtp->nretired : E2AE_MAX_SSRCS;
     for (i = 0; i < n; i++)
         if (srtp->retired[i] == ssrc) {
@@ -302,9 +321,29 @@ static int gate_rx(const e2ae_srtp *srtp, uint64_t *c, uint32_t ssrc) {
     return 1;
 }
 
-static void admit_rx(e2ae_srtp *srtp, uint32_t ssrc) {
+static void unkeep(e2ae_srtp *srtp, int at) {
+    memmove(&srtp->kept[at], &srtp->kept[at + 1], sizeof(srtp->kept[0]) * (size_t)(srtp->nkept - at - 1));
+    srtp->nkept--;
+}
+
+/* The SSRC's packet authenticated (libsrtp has its stream): it takes a slot; past max_kept the
+ * oldest retired stream is removed and its SSRC refused from now on. */
+static void admit_rx(e2ae_srtp *srtp, uint32_t ssrc, int gate) {
+    int i;
+    if (gate == 2)
+        for (i = 0; i < srtp->nkept; i++)
+            if (srtp->kept[i] == ssrc) {
+                unkeep(srtp, i);
+                break;
+            }
     if (srtp->nrx < E2AE_MAX_SSRCS)
         srtp->rx_ssrc[srtp->nrx++] = ssrc;
+    if (gate == 1 && srtp->nkept > 0 && srtp->nrx + srtp->nkept > srtp->max_kept) {
+        srtp_remove_stream(srtp->rx, htonl(srtp->kept[0]));
+        srtp->retired[srtp->nretired % E2AE_MAX_SSRCS] = srtp->kept[0];
+        srtp->nretired++;
+        unkeep(srtp, 0);
+    }
 }
 
 static void count_drop(uint64_t *c, int st) {
@@ -428,7 +467,7 @@ static int from_access_bundle(e2ae_stream *s, unsigned char *buf, int len, const
         return 1;
     }
     if (gate)
-        admit_rx(srtp, ssrc);
+        admit_rx(srtp, ssrc, gate);
     if (mid >= 0 && (r->mid_seq < 0 || ((seq - r->mid_seq) & 0xFFFF) < 0x8000))
         r->mid_seq = seq; /* RFC 7941 4.2.6: BundleDemux reads it before its next MID update */
     watch_seq(s, E2AE_A_RTP, &r->top, buf);
@@ -477,7 +516,7 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
         return 1;
     }
     if (gate)
-        admit_rx(srtp, ssrc);
+        admit_rx(srtp, ssrc, gate);
     if (!is_rtcp)
         hear_ssrc(s, which, buf);
     kind = is_rtcp ? E2AE_RTCP : E2AE_RTP;

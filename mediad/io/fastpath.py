@@ -90,7 +90,8 @@ except ImportError:  # pragma: no cover - depends on the build
     ffi = lib = None
 else:  # C calls pylibsrtp's libsrtp (OpenSSL crypto), the copy that created the sessions
     lib.e2ae_bind(*(int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, name)))
-                    for name in ("srtp_protect", "srtp_unprotect", "srtp_protect_rtcp", "srtp_unprotect_rtcp")))
+                    for name in ("srtp_protect", "srtp_unprotect", "srtp_protect_rtcp", "srtp_unprotect_rtcp",
+                                 "srtp_remove_stream")))
 
 A_RTP, A_RTCP, C_RTP, C_RTCP = 0, 1, 2, 3
 TRAFFIC_INDEX = {
@@ -159,8 +160,8 @@ class FastSrtp(SrtpTransformer):
 
     Python's slow path uses the inherited methods; C calls the same sessions'
     ``srtp_t`` through the function pointers bound at import (``e2ae_bind``).
-    The admitted and retired inbound SSRCs live in the C block (both paths
-    admit; ``mediad.proto.srtp`` says why there is a cap).
+    The admitted, retired-kept and refused inbound SSRCs live in the C block
+    (both paths admit; ``mediad.proto.srtp`` says why there is a cap).
     """
 
     def __init__(self, keys: SrtpKeys, max_inbound: int = MAX_INBOUND_SSRCS) -> None:
@@ -170,6 +171,7 @@ class FastSrtp(SrtpTransformer):
         self.ptr.rx = ffi.cast("void *", int(_srtp_ffi.cast("uintptr_t", self._rx._srtp[0])))
         self.ptr.srtcp_index_at = self._index_at
         self.ptr.max_rx = max_inbound
+        self.ptr.max_kept = self.max_kept
 
     def inbound_known(self, ssrc: int) -> bool:
         ptr = self.ptr
@@ -194,6 +196,33 @@ class FastSrtp(SrtpTransformer):
     def inbound_ssrcs(self) -> list[int]:
         ptr = self.ptr
         return sorted(ptr.rx_ssrc[0:ptr.nrx])
+
+    def is_kept(self, ssrc: int) -> bool:
+        ptr = self.ptr
+        return ssrc in ptr.kept[0:ptr.nkept]
+
+    def kept_count(self) -> int:
+        return int(self.ptr.nkept)
+
+    def kept_add(self, ssrc: int) -> None:
+        ptr = self.ptr
+        if ptr.nkept < lib.E2AE_MAX_SSRCS:
+            ptr.kept[ptr.nkept] = ssrc
+            ptr.nkept += 1
+
+    def kept_remove(self, ssrc: int) -> None:
+        ptr = self.ptr
+        kept = [known for known in ptr.kept[0:ptr.nkept] if known != ssrc]
+        for i, known in enumerate(kept):
+            ptr.kept[i] = known
+        ptr.nkept = len(kept)
+
+    def kept_oldest(self) -> int:
+        return int(self.ptr.kept[0])
+
+    def kept_ssrcs(self) -> list[int]:
+        ptr = self.ptr
+        return list(ptr.kept[0:ptr.nkept])
 
     def is_retired(self, ssrc: int) -> bool:
         ptr = self.ptr

@@ -18,7 +18,8 @@ CDEF = """
 typedef struct { int ok; ...; } e2ae_addr;
 typedef struct {
     void *tx; void *rx; int srtcp_index_at;
-    int max_rx; int nrx; uint32_t rx_ssrc[64]; int nretired; uint32_t retired[64];
+    int max_rx; int nrx; uint32_t rx_ssrc[64]; int max_kept; int nkept; uint32_t kept[64];
+    int nretired; uint32_t retired[64];
 } e2ae_srtp;
 typedef struct { void *stream; int which; } e2ae_note;
 typedef struct { uint64_t head; e2ae_note notes[256]; } e2ae_ring;
@@ -66,7 +67,8 @@ typedef struct {
     unsigned char ip[16];
     unsigned char *data;
 } e2ae_pkt;
-void e2ae_bind(uintptr_t protect, uintptr_t unprotect, uintptr_t protect_rtcp, uintptr_t unprotect_rtcp);
+void e2ae_bind(uintptr_t protect, uintptr_t unprotect, uintptr_t protect_rtcp, uintptr_t unprotect_rtcp,
+               uintptr_t remove_stream);
 void e2ae_set_addr(e2ae_addr *a, int family, const unsigned char *ip, int port);
 int e2ae_pump(e2ae_stream *s, int which, e2ae_pkt *slow);
 #define E2AE_BATCH 32

@@ -29,14 +29,19 @@ packets, each routed by its type as section 9.2 lists: SR by sender and report
 blocks, RR and XR by report blocks, SDES and BYE by chunk, feedback by media
 source or by the SSRCs of its FCI (FIR, TSTR, VBCM, LRR, TMMBR, REMB:
 requests about what the AGW sends; TSTN, TMMBN: notifications about what the
-WIC sends).  A BYE's SSRCs are forgotten :data:`BYE_GRACE` seconds later
+WIC sends).  A BYE's SSRCs are retired :data:`BYE_GRACE` seconds later
 (RFC 3550 section 6.2.1), which :meth:`~BundleDemux.expire` does with the
 shell's clock (the transport then frees the SSRC's slot in its SRTP session,
-``mediad.proto.srtp``).  What is learnt is bounded: the incoming table takes
-a new SSRC from a packet only while it holds fewer than the announced ones
-plus ``max_learnt`` (an SDES chunk may name any SSRC; the RTP SSRCs are
-already bounded by the SRTP session's inbound cap), and a BYE is remembered
-only for an SSRC the table knows.  An SDES item is read within its own RTCP
+``mediad.proto.srtp``).  A retired SSRC keeps its route: a client sends a BYE
+when it stops sending (on hold) and resumes under the same SSRC, perhaps
+without the MID extension (libwebrtc stops sending it once the SSRC was
+acknowledged) and on a payload type two m-lines share, so the route is not
+relearnt but kept.  What is learnt is bounded: the incoming table takes a new
+SSRC from a packet only while it holds fewer than the announced ones plus
+``max_learnt`` (an SDES chunk may name any SSRC; the RTP SSRCs are already
+bounded by the SRTP session's inbound cap), or by dropping the route of the
+SSRC retired first (which, if it sends again, is learnt again as a new one
+would be); and a BYE is remembered only for an SSRC the table knows.  An SDES item is read within its own RTCP
 packet (RFC 3550 section 6.5; RFC 8843 section 15.1): one whose length runs
 past the packet ends the chunk list.
 
@@ -197,7 +202,8 @@ class BundleDemux:
         self.outgoing: dict[int, int] = {}
         self.drops = [0] * len(Drop)
         self._mid_seq: dict[int, int] = {}  # SSRC -> sequence number of its last MID update
-        self._byes: dict[int, float] = {}  # SSRC -> when to forget it
+        self._byes: dict[int, float] = {}  # SSRC -> when to retire it
+        self._retired: dict[int, None] = {}  # SSRCs retired with their route kept, oldest first
         self.update(streams, mid_extension_id)
 
     # -- configuration -------------------------------------------------------------
@@ -217,6 +223,7 @@ class BundleDemux:
         self.outgoing = {ssrc: key for ssrc, key in self.outgoing.items() if key in keys}
         self._mid_seq = {ssrc: seq for ssrc, seq in self._mid_seq.items() if ssrc in self.incoming}
         self._byes = {ssrc: at for ssrc, at in self._byes.items() if ssrc in self.incoming}
+        self._retired = {ssrc: None for ssrc in self._retired if ssrc in self.incoming}
         announced = 0
         for s in streams:
             announced += len(s.ssrcs)
@@ -227,10 +234,17 @@ class BundleDemux:
         self.limit = announced + self.max_learnt
 
     def _learn(self, ssrc: int, key: int) -> None:
-        """Bind ``ssrc`` to stream ``key``; a new SSRC only while the table is under :attr:`limit`."""
+        """Bind ``ssrc`` to stream ``key``; a new SSRC only while the table is under :attr:`limit`,
+        or in place of the route of the SSRC retired first."""
         incoming = self.incoming
-        if ssrc in incoming or len(incoming) < self.limit:
-            incoming[ssrc] = key
+        if ssrc not in incoming and len(incoming) >= self.limit:
+            if not self._retired:
+                return
+            oldest = next(iter(self._retired))
+            del self._retired[oldest]
+            del incoming[oldest]
+            self._mid_seq.pop(oldest, None)
+        incoming[ssrc] = key
 
     # -- RTP ---------------------------------------------------------------------------
     def route_rtp(self, packet: bytes) -> int | None:
@@ -433,14 +447,15 @@ class BundleDemux:
 
     # -- time --------------------------------------------------------------------------
     def expire(self, now: float) -> list[int]:
-        """Forget the SSRCs whose BYE is older than :data:`BYE_GRACE`; returns them."""
+        """Retire the SSRCs whose BYE is older than :data:`BYE_GRACE` (their routes kept); returns them."""
         if not self._byes:
             return []
         gone = [s for s, at in self._byes.items() if at <= now]
+        retired = self._retired
         for ssrc in gone:
             del self._byes[ssrc]
-            self.incoming.pop(ssrc, None)
-            self._mid_seq.pop(ssrc, None)
+            retired.pop(ssrc, None)
+            retired[ssrc] = None  # (newest last)
         return gone
 
     def timeout(self) -> float | None:

@@ -75,10 +75,18 @@ admitted set is the set of libsrtp's inbound streams, no more: a restored
 session admits the SSRCs whose stream :meth:`SrtpTransformer.restore_rocs`
 created, and the others again at their first packet.
 :meth:`SrtpTransformer.retire` frees a slot (an RTCP BYE, RFC 3550 section
-6.6) and removes the SSRC's libsrtp stream; since a new stream would take
-old packets of that SSRC again (a fresh replay window, RFC 3711 section
-3.3.2), the last :data:`MAX_INBOUND_SSRCS` retired SSRCs are refused
-(``retired_ssrc``).  The native path keeps the same two lists in C, on the
+6.6) but keeps the SSRC's libsrtp stream: clients send a BYE when they stop
+sending (on hold) and resume under the same SSRC, whose replay window and ROC
+must then be intact (RFC 3711 section 3.3.2: a fresh stream would take old
+packets of it again; section 3.3.1: it would restart at ROC 0).  A retired
+SSRC that sends again and authenticates is admitted again (it takes a free
+slot, else ``inbound_ssrc_cap``).  The streams a session keeps, admitted and
+retired, are at most ``2 * max_inbound`` (never above
+:data:`MAX_INBOUND_SSRCS`): when a new SSRC's packet authenticated and the
+total is past that, the oldest retired stream is removed, and only then is
+its SSRC refused for good (``retired_ssrc``, the last
+:data:`MAX_INBOUND_SSRCS` of them).  The native path keeps the same three
+lists in C, on the
 same session (``mediad.io.fastpath.FastSrtp``).
 
 Keys are secrets: :class:`SrtpKeys` never shows them in ``repr`` and no error
@@ -107,7 +115,8 @@ AES_CM_128_HMAC_SHA1_32 = "SRTP_AES128_CM_SHA1_32"  # RFC 5764 4.1.2
 AEAD_AES_128_GCM = "SRTP_AEAD_AES_128_GCM"  # RFC 7714 14.2
 
 SRTP_REASONS = ("auth_fail", "replay", "bad_packet", "inbound_ssrc_cap", "retired_ssrc")
-MAX_INBOUND_SSRCS = 64  # the most a session admits, and retired SSRCs remembered (fastpath.c E2AE_MAX_SSRCS)
+MAX_INBOUND_SSRCS = 64  # the most a session admits, keeps streams for, refuses (fastpath.c E2AE_MAX_SSRCS)
+_KNOWN, _NEW, _BACK = 0, 1, 2  # what the gate says of an inbound SSRC (fastpath.c gate_rx)
 MAX_ROC = 0xFFFFFFFF  # RFC 3711 section 3.2.1: a 32-bit unsigned counter
 _SSRC = struct.Struct("!I").unpack_from  # RTP header bytes 8-11, RTCP bytes 4-7 (RFC 3550 5.1, 6.4.1)
 SRTCP_BLOCK = 1024  # an SRTCP index that is a multiple of this is stored (see the module docstring)
@@ -262,7 +271,9 @@ class SrtpTransformer:
         self.note: Callable[[], None] | None = None
         self.max_inbound = max_inbound
         self._inbound: set[int] = set()  # SSRCs with an inbound libsrtp stream (see the module docstring)
-        self._retired: list[int] = []  # the last MAX_INBOUND_SSRCS retired, oldest first
+        self.max_kept = min(2 * max_inbound, MAX_INBOUND_SSRCS)  # streams kept: admitted + retired
+        self._kept: list[int] = []  # retired (BYE) with their stream kept, oldest first
+        self._retired: list[int] = []  # the last MAX_INBOUND_SSRCS whose stream was removed: refused
 
     @staticmethod
     def _policy(spec: SrtpProfile, key: bytes, ssrc_type: int, ssrc: int = 0) -> Policy:
@@ -393,6 +404,21 @@ class SrtpTransformer:
     def inbound_remove(self, ssrc: int) -> None:
         self._inbound.discard(ssrc)
 
+    def is_kept(self, ssrc: int) -> bool:
+        return ssrc in self._kept
+
+    def kept_count(self) -> int:
+        return len(self._kept)
+
+    def kept_add(self, ssrc: int) -> None:
+        self._kept.append(ssrc)
+
+    def kept_remove(self, ssrc: int) -> None:
+        self._kept.remove(ssrc)
+
+    def kept_oldest(self) -> int:
+        return self._kept[0]
+
     def is_retired(self, ssrc: int) -> bool:
         return ssrc in self._retired
 
@@ -406,27 +432,51 @@ class SrtpTransformer:
         """The admitted inbound SSRCs (each has a libsrtp stream)."""
         return sorted(self._inbound)
 
-    def _gate(self, ssrc: int) -> bool:
-        """Before libsrtp: True for a new SSRC that may be tried; SrtpError past the cap or retired."""
+    def kept_ssrcs(self) -> list[int]:
+        """The retired inbound SSRCs whose libsrtp stream is kept, oldest first."""
+        return list(self._kept)
+
+    def _gate(self, ssrc: int) -> int:
+        """Before libsrtp: _KNOWN, or _NEW / _BACK (a new or a retired-kept SSRC to try);
+        SrtpError past the cap or refused for good."""
         if self.inbound_known(ssrc):
-            return False
+            return _KNOWN
+        if self.is_kept(ssrc):
+            if self.inbound_count() >= self.max_inbound:
+                raise SrtpError("inbound_ssrc_cap")
+            return _BACK
         if self.is_retired(ssrc):
             raise SrtpError("retired_ssrc")
         if self.inbound_count() >= self.max_inbound:
             raise SrtpError("inbound_ssrc_cap")
-        return True
+        return _NEW
 
-    def retire(self, ssrc: int) -> bool:
-        """The peer ended ``ssrc`` (RTCP BYE): its slot and libsrtp stream are freed; False if not admitted."""
-        if not self.inbound_known(ssrc):
-            return False
-        self.inbound_remove(ssrc)
+    def _admit(self, ssrc: int, gate: int) -> None:
+        """After ``ssrc``'s packet authenticated (libsrtp has its stream): it takes a slot."""
+        if gate == _BACK:
+            self.kept_remove(ssrc)
+            self.inbound_add(ssrc)
+            return
+        self.inbound_add(ssrc)
+        if self.inbound_count() + self.kept_count() > self.max_kept:
+            self._evict(self.kept_oldest())
+
+    def _evict(self, ssrc: int) -> None:
+        """Remove a retired SSRC's stream; its SSRC is refused from now on."""
+        self.kept_remove(ssrc)
         self.add_retired(ssrc)
         self._rocs[Direction.RX].pop(ssrc, None)
         try:
             self._rx.remove_stream(ssrc)
-        except pylibsrtp.Error:  # no stream (never for an admitted SSRC): nothing to free
+        except pylibsrtp.Error:  # no stream (never for a kept SSRC): nothing to free
             pass
+
+    def retire(self, ssrc: int) -> bool:
+        """The peer ended ``ssrc`` (RTCP BYE): its slot is freed, its stream kept; False if not admitted."""
+        if not self.inbound_known(ssrc):
+            return False
+        self.inbound_remove(ssrc)
+        self.kept_add(ssrc)
         return True
 
     # -- packets ---------------------------------------------------------------------------
@@ -443,13 +493,13 @@ class SrtpTransformer:
         if len(srtp) < 12:
             raise SrtpError("bad_packet")
         ssrc = _SSRC(srtp, 8)[0]
-        new = self._gate(ssrc)
+        gate = self._gate(ssrc)
         try:
             plain = self._rx.unprotect(srtp)
         except (pylibsrtp.Error, ValueError, TypeError) as exc:
             raise SrtpError(_reason(exc)) from None
-        if new:
-            self.inbound_add(ssrc)
+        if gate:
+            self._admit(ssrc, gate)
         if not plain[2] and self.note is not None:
             self.note()
         return plain
@@ -468,13 +518,13 @@ class SrtpTransformer:
         if len(srtcp) < 8:
             raise SrtpError("bad_packet")
         ssrc = _SSRC(srtcp, 4)[0]
-        new = self._gate(ssrc)
+        gate = self._gate(ssrc)
         try:
             plain = self._rx.unprotect_rtcp(srtcp)
         except (pylibsrtp.Error, ValueError, TypeError) as exc:
             raise SrtpError(_reason(exc)) from None
-        if new:
-            self.inbound_add(ssrc)
+        if gate:
+            self._admit(ssrc, gate)
         return plain
 
     def __repr__(self) -> str:

@@ -275,8 +275,9 @@ def test_feedback_and_reports_after_the_rfc_layouts(name, packet, want):
     assert demux.drops[Drop.RTCP_NO_ROUTE] == (0 if want else 1)
 
 
-def test_sdes_mid_item_binds_and_bye_forgets_after_the_grace():
-    """RFC 9143 9.2 (SDES MID item, 15.1) and RFC 3550 6.2.1 (a BYE's SSRC goes after a delay)."""
+def test_sdes_mid_item_binds_and_bye_retires_after_the_grace_keeping_the_route():
+    """RFC 9143 9.2 (SDES MID item, 15.1) and RFC 3550 6.2.1 (a BYE's SSRC goes after a delay); the
+    route stays, for a client that resumes under the same SSRC (hold)."""
     demux = demux_for_rtcp()
     chunk = struct.pack("!I", 0x7777) + bytes([1, 3]) + b"abc" + bytes([15, 1]) + b"1" + b"\0" * 4
     sdes = rtcp(202, 1, chunk)
@@ -287,8 +288,21 @@ def test_sdes_mid_item_binds_and_bye_forgets_after_the_grace():
     assert demux.timeout() == 100.0 + BYE_GRACE
     demux.expire(100.0 + BYE_GRACE - 1)
     assert 0x7777 in demux.incoming
-    demux.expire(100.0 + BYE_GRACE)
-    assert 0x7777 not in demux.incoming and demux.timeout() is None
+    assert demux.expire(100.0 + BYE_GRACE) == [0x7777]
+    assert demux.incoming[0x7777] == VIDEO and demux.timeout() is None
+    assert demux.route_rtp(rtp(2, 0x7777, 96)) == VIDEO  # resumed, no MID: still routed
+
+
+def test_a_new_ssrc_past_the_limit_takes_the_route_of_the_ssrc_retired_first():
+    demux = BundleDemux([BundleStream(AUDIO, "0", frozenset({111}), (WIC_AUDIO,)),
+                         BundleStream(VIDEO, "1", frozenset({96}))], 4, max_learnt=2)
+    for ssrc in (10, 11):
+        demux.route_rtp(rtp(1, ssrc, 96))
+    demux.route_rtcp(rtcp(203, 2, struct.pack("!II", 11, 10)), now=0.0)
+    assert demux.expire(BYE_GRACE) == [11, 10]
+    assert demux.route_rtp(rtp(1, 12, 96)) == VIDEO and sorted(demux.incoming) == [10, 12, WIC_AUDIO]
+    assert demux.route_rtp(rtp(1, 13, 96)) == VIDEO and sorted(demux.incoming) == [12, 13, WIC_AUDIO]
+    assert demux.route_rtp(rtp(1, 14, 96)) == VIDEO and 14 not in demux.incoming  # none retired: full
 
 
 def test_a_compound_with_a_length_past_its_end_is_dropped_whole():
@@ -432,7 +446,7 @@ def test_learning_stops_at_the_limit_and_a_mid_still_routes():
     assert 30 not in demux._mid_seq
 
 
-def test_a_bye_of_an_unknown_ssrc_is_not_remembered_and_expire_names_what_it_forgot():
+def test_a_bye_of_an_unknown_ssrc_is_not_remembered_and_expire_names_what_it_retired():
     demux = demux_for_rtcp()
     demux.route_rtcp(rtcp(203, 3, struct.pack("!III", 0x5001, WIC_VIDEO, 0x5002)), now=10.0)
     assert demux.timeout() == 10.0 + BYE_GRACE

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from mediad.proto.srtp import (
+    MAX_INBOUND_SSRCS,
     AEAD_AES_128_GCM,
     AES_CM_128_HMAC_SHA1_32,
     AES_CM_128_HMAC_SHA1_80,
@@ -566,8 +567,8 @@ def test_forged_packets_of_new_ssrcs_take_no_slot(impl):
         assert ours.unprotect_rtp(theirs.protect_rtp(rtp(1, ssrc))) == rtp(1, ssrc)
 
 
-def test_a_retired_ssrc_frees_its_slot_and_stream_and_is_refused(impl):
-    """RTCP BYE: the slot and libsrtp's stream are freed; the SSRC's old packets must not authenticate again."""
+def test_a_retired_ssrc_frees_its_slot_and_keeps_its_stream(impl):
+    """RTCP BYE: the slot is freed, libsrtp's stream kept; the SSRC's old packets are still replays."""
     ours_keys, theirs_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
     ours, theirs = impl(ours_keys, max_inbound=2), SrtpTransformer(theirs_keys)
     old = theirs.protect_rtp(rtp(1, 1))
@@ -576,20 +577,82 @@ def test_a_retired_ssrc_frees_its_slot_and_stream_and_is_refused(impl):
     with pytest.raises(SrtpError, match="inbound_ssrc_cap"):
         ours.unprotect_rtp(theirs.protect_rtp(rtp(1, 3)))
     assert ours.retire(1) and not ours.retire(1) and not ours.retire(99)
-    assert streams(ours, (1, 2)) == [2]
+    assert streams(ours, (1, 2)) == [1, 2] and ours.kept_ssrcs() == [1]
     with pytest.raises(SrtpError) as info:
-        ours.unprotect_rtp(old)  # a replay of the retired stream (a new libsrtp stream would take it)
-    assert info.value.reason == "retired_ssrc"
+        ours.unprotect_rtp(old)  # the kept stream's replay window
+    assert info.value.reason == "replay"
     assert ours.unprotect_rtp(theirs.protect_rtp(rtp(1, 3))) == rtp(1, 3)  # the freed slot
     assert ours.inbound_ssrcs() == [2, 3]
 
 
-def test_retired_ssrcs_are_remembered_up_to_the_table_size(impl):
+def test_a_retired_ssrc_that_sends_again_is_admitted_again(impl):
+    """Hold and resume: a BYE when the client stops sending, the same SSRC later goes on."""
+    ours_keys, theirs_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    ours, theirs = impl(ours_keys, max_inbound=2), SrtpTransformer(theirs_keys)
+    old = theirs.protect_rtp(rtp(1, 1))
+    assert ours.unprotect_rtp(old) == rtp(1, 1)
+    assert ours.retire(1) and ours.inbound_ssrcs() == []
+    assert ours.unprotect_rtp(theirs.protect_rtp(rtp(2, 1))) == rtp(2, 1)
+    assert ours.inbound_ssrcs() == [1] and ours.kept_ssrcs() == []
+    with pytest.raises(SrtpError) as info:
+        ours.unprotect_rtp(old)
+    assert info.value.reason == "replay"
+    assert ours.retire(1)  # and an SRTCP packet brings it back too
+    assert ours.unprotect_rtcp(theirs.protect_rtcp(sr(1))) == sr(1) and ours.inbound_ssrcs() == [1]
+
+
+def test_a_retired_ssrc_back_needs_a_free_slot(impl):
     ours_keys, theirs_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
     ours, theirs = impl(ours_keys, max_inbound=1), SrtpTransformer(theirs_keys)
-    for ssrc in range(1, 66):
+    ours.unprotect_rtp(theirs.protect_rtp(rtp(1, 1)))
+    assert ours.retire(1)
+    ours.unprotect_rtp(theirs.protect_rtp(rtp(1, 2)))
+    with pytest.raises(SrtpError) as info:
+        ours.unprotect_rtp(theirs.protect_rtp(rtp(2, 1)))
+    assert info.value.reason == "inbound_ssrc_cap" and ours.kept_ssrcs() == [1]
+    assert ours.retire(2)
+    assert ours.unprotect_rtp(theirs.protect_rtp(rtp(3, 1))) == rtp(3, 1)
+
+
+def test_churn_keeps_at_most_twice_the_cap_and_refuses_the_evicted(impl):
+    """New SSRC, BYE, again: the streams kept stay bounded; the oldest retired is removed and refused."""
+    ours_keys, theirs_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    ours, theirs = impl(ours_keys, max_inbound=3), SrtpTransformer(theirs_keys)
+    first = {}
+    for ssrc in range(1, 201):
+        first[ssrc] = theirs.protect_rtp(rtp(1, ssrc))
+        assert ours.unprotect_rtp(first[ssrc]) == rtp(1, ssrc)
+        assert ours.retire(ssrc)
+        assert ours.inbound_count() + ours.kept_count() <= 6
+        assert len(streams(ours, range(1, ssrc + 1))) <= 6
+    assert ours.kept_ssrcs() == list(range(195, 201)) and streams(ours, range(1, 201)) == list(range(195, 201))
+    for ssrc in range(135, 195):  # evicted: refused, a replay of theirs included
+        for packet in (first[ssrc], theirs.protect_rtp(rtp(2, ssrc))):
+            with pytest.raises(SrtpError) as info:
+                ours.unprotect_rtp(packet)
+            assert info.value.reason == "retired_ssrc"
+    assert ours.unprotect_rtp(theirs.protect_rtp(rtp(2, 200))) == rtp(2, 200)  # kept: back
+
+
+def test_the_streams_kept_never_exceed_the_table(impl):
+    ours_keys, theirs_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    ours, theirs = impl(ours_keys, max_inbound=MAX_INBOUND_SSRCS), SrtpTransformer(theirs_keys)
+    for ssrc in range(1, 2 * MAX_INBOUND_SSRCS):  # every other one retired: 63 admitted at the end
+        ours.unprotect_rtp(theirs.protect_rtp(rtp(1, ssrc)))
+        if ssrc % 2:
+            assert ours.retire(ssrc)
+    assert ours.inbound_count() == MAX_INBOUND_SSRCS - 1 and ours.kept_ssrcs() == [127]
+    assert ours.inbound_count() + ours.kept_count() <= MAX_INBOUND_SSRCS
+    assert len(streams(ours, range(1, 3 * MAX_INBOUND_SSRCS))) <= MAX_INBOUND_SSRCS
+
+
+def test_evicted_ssrcs_are_remembered_up_to_the_table_size(impl):
+    ours_keys, theirs_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    ours, theirs = impl(ours_keys, max_inbound=1), SrtpTransformer(theirs_keys)
+    for ssrc in range(1, 68):  # max_kept 2: each new SSRC evicts the one retired before the last
         ours.unprotect_rtp(theirs.protect_rtp(rtp(1, ssrc)))
         assert ours.retire(ssrc)
+    assert ours.kept_ssrcs() == [66, 67]
     assert not ours.is_retired(1) and all(ours.is_retired(ssrc) for ssrc in range(2, 66))
     assert ours.unprotect_rtp(theirs.protect_rtp(rtp(9, 1))) == rtp(9, 1)
 

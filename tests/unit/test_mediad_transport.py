@@ -252,9 +252,10 @@ def test_a_transport_stores_its_streams_rollover_counters_and_a_restore_continue
 
 
 def test_an_rtcp_bye_frees_an_inbound_ssrc_slot_after_its_grace():
-    """The SRTP session admits max_ssrcs inbound SSRCs; a BYE from the WIC (authenticated) has the
-    demultiplexer forget its SSRC after BYE_GRACE (RFC 3550 6.2.1) and the session free its slot and
-    libsrtp stream: a new SSRC then passes; the BYE'd SSRC's old packets do not."""
+    """The SRTP session admits max_ssrcs inbound SSRCs; a BYE from the WIC (authenticated) retires its
+    SSRC after BYE_GRACE (RFC 3550 6.2.1): its slot is freed, its libsrtp stream and route kept, so a
+    new SSRC then passes, the BYE'd SSRC's old packets are replays, and its new ones (resumed after a
+    hold) pass again once a slot is free."""
     from mediad.proto.bundle_demux import BYE_GRACE
 
     w = wire()
@@ -283,9 +284,18 @@ def test_an_rtcp_bye_frees_an_inbound_ssrc_slot_after_its_grace():
     send(1000, 2)
     assert w.owner.metrics.drop_counts["inbound_ssrc_cap"] == 2  # within the grace: still held
     w.loop.advance(1)
-    assert 1 not in w.transport.demux.incoming and 1 not in srtp.inbound_ssrcs()
+    assert 1 in w.transport.demux.incoming and 1 not in srtp.inbound_ssrcs() and srtp.kept_ssrcs() == [1]
     core.transport.sent.clear()
     send(1000, 3)
     assert [data[8:12] for data, _ in core.transport.sent] == [struct.pack("!I", 1000)]
-    w.channel.datagram_received(first, PEER)  # the BYE'd SSRC's old packet, sent again
-    assert w.owner.metrics.drop_counts["retired_ssrc"] == 1 and len(core.transport.sent) == 1
+    w.channel.datagram_received(first, PEER)  # the BYE'd SSRC's old packet, sent again: no slot
+    send(1, 2)  # resumed while every slot is taken
+    assert w.owner.metrics.drop_counts["inbound_ssrc_cap"] == 4 and len(core.transport.sent) == 1
+    w.channel.datagram_received(w.peer_tx.protect_rtcp(struct.pack("!BBHI", 0x81, 203, 1, 1000)), PEER)
+    w.loop.advance(BYE_GRACE)
+    core.transport.sent.clear()
+    w.channel.datagram_received(first, PEER)  # a slot is free: the kept stream's replay window says no
+    assert w.owner.metrics.drop_counts["replay"] == 1 and core.transport.sent == []
+    send(1, 3)
+    assert [data[8:12] for data, _ in core.transport.sent] == [struct.pack("!I", 1)]
+    assert w.owner.metrics.drop_counts["retired_ssrc"] == 0
