@@ -167,3 +167,65 @@ def test_new_inbound_ssrcs_past_the_cap_are_dropped_and_memory_stays_bounded(edg
     asyncio.run(scenario())
     log = edge.mediad_log.read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture
+def bundled_edge(redis_server):
+    e = Edge(redis_server, mediad_extra=f"max_ssrcs = {MAX_SSRCS}\npacket_path = native")
+    try:
+        e.start()
+        yield e
+    finally:
+        e.stop()
+
+
+@pytest.mark.timeout(120)
+def test_an_ssrc_that_sent_a_bye_and_resumes_after_the_grace_is_relayed_again(bundled_edge):
+    """Hold and resume: the WIC stops its audio sender (aiortc sends an RTCP BYE for its SSRC), is quiet
+    for longer than the BYE grace, then sends again under the same SSRC, its sequence numbers going on;
+    the core receives those packets and none is refused as a retired SSRC."""
+    from mediad.proto.bundle_demux import BYE_GRACE
+
+    edge = bundled_edge
+
+    async def scenario() -> None:
+        call = Call(edge)
+        await call.start()
+        try:
+            audio = next(t for t in call.pc.getTransceivers() if t.kind == "audio")
+            dtls, ssrc = audio.sender.transport, audio.sender._ssrc
+            last: dict[str, int] = {}
+            send_rtp = dtls._send_rtp
+
+            async def recording(data: bytes) -> None:  # the audio sender's last sequence number
+                if len(data) >= 12 and data[1] < 192 and struct.unpack_from("!I", data, 8)[0] == ssrc:
+                    last["seq"], last["pt"] = struct.unpack_from("!H", data, 2)[0], data[1] & 0x7F
+                await send_rtp(data)
+
+            dtls._send_rtp = recording
+            assert min(await call.flows()) >= 10, "no media before the hold"
+            await audio.sender.stop()  # its RTCP BYE
+            before = drops(edge)
+            await asyncio.sleep(BYE_GRACE + 1.5)
+            core_audio = sum(call.core.reflectors[0].payload_types.values())
+            resumed = 100
+            for n in range(1, resumed + 1):
+                seq = (last["seq"] + n) & 0xFFFF
+                await send_rtp(struct.pack("!BBHII", 0x80, last["pt"], seq, seq * 960, ssrc) + bytes(80))
+                await asyncio.sleep(0.02)
+            deadline = time.monotonic() + 5
+            while sum(call.core.reflectors[0].payload_types.values()) - core_audio < resumed \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            gained = sum(call.core.reflectors[0].payload_types.values()) - core_audio
+            after = drops(edge)
+            delta = {reason: after.get(reason, 0) - before.get(reason, 0) for reason in after}
+            assert gained >= resumed * 0.9, f"the core got {gained} of {resumed} resumed packets; drops {delta}"
+            assert delta.get("retired_ssrc", 0) == 0 and delta.get("replay", 0) == 0, delta
+            assert delta.get("unexpected", 0) == 0, delta
+        finally:
+            await call.close()
+
+    asyncio.run(scenario())
+    log = edge.mediad_log.read_text(errors="replace")
+    assert "Traceback" not in log, log[-3000:]

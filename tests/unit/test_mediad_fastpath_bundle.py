@@ -105,3 +105,63 @@ def test_wraps_and_srtcp_blocks_are_noted_for_the_daemon():
         assert w.engine.noted() == []  # nothing since
     finally:
         w.close()
+
+
+def test_a_retired_ssrc_that_resumes_is_admitted_again_natively():
+    """Hold and resume on a bundle: the SSRC retired after a BYE keeps its route and stream; its next
+    packets are admitted and relayed by C, its old ones stay replays."""
+    w = Wiring(bundle=True, path="native", sockets=True)
+    try:
+        w.keep = True
+        w.warm_up()
+        held = [w.from_wic(seq, 0) for seq in range(1, 11)]
+        w.run(held, "access")
+        srtp, ssrc = w.access.srtp, 0x11223344
+        assert srtp.retire(ssrc) and srtp.kept_ssrcs() == [ssrc] and ssrc not in srtp.inbound_ssrcs()
+        w.at_core.clear()
+        fast = w.engine.fast_packets
+        w.run([w.from_wic(seq, 0) for seq in range(11, 21)], "access")
+        assert len(w.at_core) == 10 and w.engine.fast_packets - fast == 10
+        assert ssrc in srtp.inbound_ssrcs() and srtp.kept_ssrcs() == []
+        w.run(held[:3], "access")
+        assert len(w.at_core) == 10 and w.engine.drops("replay") == 3
+    finally:
+        w.close()
+
+
+def test_native_admission_past_the_kept_streams_removes_the_oldest_retired():
+    """On a stream of its own a new SSRC is admitted by C: past max_kept streams the oldest retired
+    one's libsrtp stream is removed and its SSRC refused (``retired_ssrc``)."""
+    w = Wiring(bundle=False, path="native", sockets=True)
+    try:
+        w.keep = True
+        srtp = w.access.srtp
+        srtp.max_inbound = srtp.ptr.max_rx = 1  # ([mediad] max_ssrcs = 1: two streams kept)
+        srtp.max_kept = srtp.ptr.max_kept = 2
+
+        def send(ssrc: int, seq: int) -> None:
+            w.run([w.peer_tx.protect(rtp(seq, ssrc))], "access")
+
+        fast = w.engine.fast_packets
+        send(1, 1)
+        assert srtp.retire(1)
+        send(2, 1)
+        assert srtp.retire(2)
+        send(3, 1)  # admitted by C: three streams, so 1's goes
+        assert w.engine.fast_packets - fast == 3 and srtp.inbound_ssrcs() == [3] and srtp.kept_ssrcs() == [2]
+        assert srtp.is_retired(1) and streams_of(srtp, (1, 2, 3)) == [2, 3]
+        send(1, 2)
+        assert w.engine.drops("retired_ssrc") == 1
+        send(2, 2)  # kept, but no slot
+        assert w.engine.drops("inbound_ssrc_cap") == 1
+        assert srtp.retire(3)
+        send(2, 3)
+        assert srtp.inbound_ssrcs() == [2] and srtp.kept_ssrcs() == [3] and len(w.at_core) == 4
+    finally:
+        w.close()
+
+
+def streams_of(srtp, ssrcs) -> list[int]:
+    from mediad.proto import srtp_roc
+
+    return [ssrc for ssrc in ssrcs if srtp_roc.get_stream_roc(srtp._rx, ssrc) is not None]
