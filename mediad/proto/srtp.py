@@ -71,9 +71,10 @@ called; a known one goes on; a new one is tried only while fewer than
 ``max_inbound`` are admitted, and takes a slot once its packet
 authenticated (so forged packets of an off-path sender take none); past
 that it is refused (``inbound_ssrc_cap``) without calling libsrtp.  The
-admitted set is the set of libsrtp's inbound streams, no more: a restored
-session admits the SSRCs whose stream :meth:`SrtpTransformer.restore_rocs`
-created, and the others again at their first packet.
+admitted and the retired SSRCs below are libsrtp's inbound streams, no more: a
+restored session admits the SSRCs whose stream
+:meth:`SrtpTransformer.restore_rocs` created, and the others again at their
+first packet.
 :meth:`SrtpTransformer.retire` frees a slot (an RTCP BYE, RFC 3550 section
 6.6) but keeps the SSRC's libsrtp stream: clients send a BYE when they stop
 sending (on hold) and resume under the same SSRC, whose replay window and ROC
@@ -86,8 +87,7 @@ retired, are at most ``2 * max_inbound`` (never above
 total is past that, the oldest retired stream is removed, and only then is
 its SSRC refused for good (``retired_ssrc``, the last
 :data:`MAX_INBOUND_SSRCS` of them).  The native path keeps the same three
-lists in C, on the
-same session (``mediad.io.fastpath.FastSrtp``).
+lists in C, on the same session (``mediad.io.fastpath.FastSrtp``).
 
 Keys are secrets: :class:`SrtpKeys` never shows them in ``repr`` and no error
 message carries them.
