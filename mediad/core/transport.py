@@ -153,7 +153,7 @@ class TransportChannel(AccessChannel):
             stream.core.send_rtcp(part)
 
     def on_bye_timer(self) -> None:
-        """The WIC's BYE'd SSRCs past their grace: forgotten by the demultiplexer, their SRTP slots freed."""
+        """The WIC's BYE'd SSRCs past their grace: retired (routes and libsrtp streams kept), their SRTP slots freed."""
         self.bye_timer = None
         transport = self.leg
         gone = transport.demux.expire(self.loop.time())
