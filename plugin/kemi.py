@@ -87,6 +87,7 @@ import time  # noqa: E402
 import KSR  # noqa: E402
 
 from iq import Side  # noqa: E402
+import sdp_rules  # noqa: E402
 from sdp_rules.errors import UnavailableError  # noqa: E402
 
 from mediad.config import load_config  # noqa: E402
@@ -874,4 +875,6 @@ def mod_init():
     metrics_module.reset_directory(_METRICS_DIR)
     if _NOT_COMPILED:
         logging.getLogger("e2ae").warning("running the rules from their sources: %s", _NOT_COMPILED)
+    else:
+        logging.getLogger("e2ae").info("running the rules from %s", os.path.dirname(sdp_rules.__file__))
     return kamailio(config)

@@ -829,6 +829,10 @@ def test_the_plugins_log_lines_reach_kamailio_without_a_thread_process_or_source
 
     try:
         module.mod_init()
+        import sdp_rules
+
+        assert ksr.logged == [f"e2ae: INFO running the rules from {os.path.dirname(sdp_rules.__file__)}\n"]
+        ksr.logged.clear()
         loggers[0].addHandler(Keep())
         logging.getLogger("e2ae.plugin").info("Call-ID %s: dialog %s: %d stream(s) reserved on mediad", "c1", "d1", 1)
         assert ksr.logged == ["e2ae: INFO Call-ID c1: dialog d1: 1 stream(s) reserved on mediad\n"]
