@@ -1,6 +1,7 @@
 """The fuzz targets of the code compiled with mypyc give the same outcomes on the build as on the sources.
 
-Each target's seeds and saved findings go through ``python -m fuzz.differential``:
+Each target's seeds and saved findings, and inputs mutated from them, go through
+``python -m fuzz.differential``:
 input by input, the error each step was refused with (class, SIP status,
 message) or the SDP forwarded must be the same on both.  A typed parameter
 refusing a value (``TypeError``), a native int overflowing, an attribute
@@ -21,6 +22,16 @@ from fuzz.__main__ import seed_corpus
 FINDINGS = Path(__file__).resolve().parent.parent / "fixtures" / "fuzz"
 
 
+def test_the_mutated_inputs_are_the_same_in_every_process_for_a_seed(tmp_path):
+    (tmp_path / "a").write_bytes(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\n")
+    (tmp_path / "b").write_bytes(b"v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n")
+    files = differential.inputs([tmp_path])
+    once = list(differential.stream(files, 500, "s1"))
+    assert once == list(differential.stream(files, 500, "s1"))
+    assert once != list(differential.stream(files, 500, "s2"))
+    assert len(set(once)) > 100
+
+
 def test_outcome_classes():
     assert differential.outcome_class("raised TypeError: str object expected; got None") == "raised TypeError"
     assert differential.outcome_class("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\n\nSdpPolicyError 488 no media") == (
@@ -37,4 +48,6 @@ def test_the_build_refuses_and_forwards_as_the_sources(name, tmp_path, capsys):
     seed_corpus(name, tmp_path / "seeds")
     paths = [tmp_path / "seeds", *([FINDINGS / name] if (FINDINGS / name).is_dir() else [])]
     status = differential.main([name, *map(str, paths)])
+    assert status == 0, capsys.readouterr().out
+    status = differential.main([name, *map(str, paths), "--mutations", "3000", "--seed", "suite"])
     assert status == 0, capsys.readouterr().out
