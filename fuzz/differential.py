@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, seen in counted.items():
         print(f"  {name}: " + ", ".join(f"{n} {c}" for c, n in seen.most_common(8))
               + (f", {len(seen) - 8} more classes" if len(seen) > 8 else ""))
+        escaped = [f"{n} {c}" for c, n in seen.items() if "raised" in c]
+        print(f"    escaped the target (findings on this side): {', '.join(escaped) or 'none'}")
     differ = sum(by_class.values())
     print(f"  differences: {differ} ({sum(n for (s, b), n in by_class.items() if s != b)} of class)")
     for (s, b), n in by_class.most_common():
