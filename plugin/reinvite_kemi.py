@@ -39,9 +39,8 @@ from sdp_rules.errors import UnavailableError
 from plugin.lifecycle import CallEvent
 from plugin.reinvite import (ANSWER_WAIT_S, CSEQ_DIFF_VAR, CSEQ_MARK_VAR, CSEQ_REFRESH_HEADER, GLARE_WAIT_S,
                              UP_BASE_VAR, UP_DIFF_VAR, DialogView, Leg, Outcome, Party, Pending, ReinviteError,
-                             RenewedTransport, alias_value, answer_specs, back_to_callee, build, moved_access_offer,
-                             moved_offer,
-                             outcome, refresh_value, toward_caller)
+                             RenewedTransport, alias_value, answer_specs, back_to_callee, build, check_answer,
+                             moved_access_offer, moved_offer, outcome, refresh_value, toward_caller)
 from sdp_rules.plan import random_tls_id
 
 log = logging.getLogger("e2ae.plugin.reinvite")
@@ -269,13 +268,16 @@ class Reinviter:
         result = outcome(_int(_pv("$rs")), pending.attempts)
         if result is None:
             return True
-        if result is Outcome.ANSWERED and self._side(pending) is Side.ACCESS:
+        if result is Outcome.ANSWERED:
             try:
-                self._apply_answer(pending, _pv("$rb"))
+                answer = _pv("$rb")
+                check_answer(pending.body, answer)
+                if self._side(pending) is Side.ACCESS:
+                    self._apply_answer(pending, answer)
             except (ReinviteError, UnavailableError) as exc:
                 result = Outcome.FAILED
-                log.warning("Call-ID %s: the WIC's answer to the re-offer cannot be applied: %s", pending.call_id,
-                            exc)
+                log.warning("Call-ID %s: the answer to the re-INVITE (CSeq %d) cannot be applied: %s",
+                            pending.call_id, pending.cseq, exc)
         KSR.htable.sht_rm(PENDING_TABLE, key)
         try:
             self._finish(pending, result, "status %s" % _pv("$rs"))
