@@ -64,6 +64,10 @@ Round trips (each a registered Lua script, sent as EVALSHA):
   dialog (waiting for the lock) and buries it under the lock: two round trips;
 * an in-dialog request's TTL refresh is one :meth:`DialogStore.touch`,
   whichever of its tags names the record.
+* the edge's own changes outside any message of the dialog (a survivor moved
+  its media, the WIC answered the edge's re-offer) are :meth:`DialogStore.update`:
+  a read and a :meth:`DialogStore.commit_if`, read and applied again when the
+  dialog changed meanwhile, and nothing written once it is released.
 
 Deadlines: Redis runs a command it received even when the client stopped
 waiting for it (a Redis stalled past the socket timeout: the INVITE was
@@ -97,7 +101,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import redis
 
@@ -562,6 +566,30 @@ class DialogStore:
         if saved == 1:
             record.raw = raw
         return saved
+
+    def update(self, ident: str, change: Callable[[DialogRecord], object]) -> DialogRecord | None:
+        """Read the dialog's record, ``change`` it and save it with :meth:`commit_if`, taking
+        no lock: read and changed again when another message changed the dialog meanwhile,
+        tried again while a worker holds its lock (for at most LOCK_WAIT_S).  The saved
+        record; None when the dialog has no record (released, or never was): nothing is
+        written, so a released dialog is never re-created.  A ``change`` that raises writes
+        nothing."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        delay = 0.001
+        while True:
+            record = self.get(ident)
+            if record is None:
+                return None
+            read = record.raw
+            change(record)
+            saved = self.commit_if(record, read)
+            if saved == 1:
+                return record
+            if time.monotonic() >= deadline:
+                raise UnavailableError("dialog busy: its record not saved in time")
+            if saved == -1:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
 
     def lock(self, ident: str) -> "DialogLock":
         return DialogLock(self, ident)
