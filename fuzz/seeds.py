@@ -314,7 +314,11 @@ def _bundle_rtcp() -> list[bytes]:
     pli = struct.pack("!BBHII", 0x81, 206, 2, wic, agw)
     nack = struct.pack("!BBHIIHH", 0x81, 205, 3, wic, agw, 1, 0)
     remb = struct.pack("!BBHII", 0x8F, 206, 5, wic, 0) + REMB_FCI + struct.pack("!BBHI", 1, 0, 0, agw)
-    return [sr + sdes, rr + bye, sr + pli + nack, rr + remb, sr]
+    # An SDES MID item that runs past its packet into the next, whose first byte (A9: version 2, padding,
+    # count 9) would complete the MID "\u00e9" (RFC 3550 6.5: the item must not be read there).
+    over = struct.pack("!BBHI", 0x81, 202, 3, 0x99999999) + b"\x01\x03xyz" + b"\x0f\x02\xc3"
+    app = struct.pack("!BBHI", 0xA9, 204, 2, wic) + b"name"
+    return [sr + sdes, rr + bye, sr + pli + nack, rr + remb, sr, over + app]
 
 
 REMB_FCI = b"REMB"

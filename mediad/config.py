@@ -127,7 +127,7 @@ class Config:
     mediad_sctp_max_message_size: int = 262144  # RFC 8841 a=max-message-size we accept
     mediad_packet_path: str = "auto"  # auto | native | python (mediad.io.fastpath)
     mediad_core_source: str = "sdp"  # sdp | latch: whose core media is accepted (docs/mediad.md)
-    mediad_max_ssrcs: int = 16  # SSRCs per SRTP session toward access; a new one past it is dropped
+    mediad_max_ssrcs: int = 16  # SSRCs per SRTP session toward access, each direction; a new one past it is dropped
     mediad_log_format: str = "text"  # text | json (mediad.logs)
     mediad_node_id: str = ""  # empty: no registration in the pool (mediad.pool)
     mediad_weight: int = 1  # its share of new calls in the pool

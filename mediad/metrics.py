@@ -32,7 +32,7 @@ PACKET_KINDS = ("rtp", "rtcp", "udptl", "stun", "dtls", "sctp", "t140", "msrp")
 DROP_REASONS = (
     "malformed", "unknown_kind", "not_established", "auth_fail", "replay", "bad_packet",
     "dtls_failed", "no_peer", "consent_expired", "wrong_source", "send_error", "unexpected",
-    "stun_rejected", "too_many_ssrcs", "no_dtls_session",
+    "stun_rejected", "too_many_ssrcs", "no_dtls_session", "inbound_ssrc_cap", "retired_ssrc",
 )
 ROLES = ("client", "server")
 HANDSHAKE_RESULTS = ("ok", "fingerprint_mismatch", "timeout", "protocol_error")

@@ -239,7 +239,8 @@ class AccessChannel(Channel):
         (``mediad.proto.srtp``): the daemon then reads this channel's.
         """
         path = self.leg.path
-        srtp = path.new_srtp(keys) if path is not None else SrtpTransformer(keys)
+        cap = self.owner.config.mediad_max_ssrcs  # inbound SSRCs too (mediad.proto.srtp)
+        srtp = path.new_srtp(keys, cap) if path is not None else SrtpTransformer(keys, cap)
         srtp.note = self.noted
         return srtp
 

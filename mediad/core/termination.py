@@ -33,7 +33,9 @@ What it owns, each field written only here:
   RFC 3550 section 8.2's spirit: only authenticated data moves it once
   established), else the SDP address.
 * SRTP/SRTCP unprotect and protect (RFC 3711) and the SSRCs admitted toward the
-  peer (each costs libsrtp a stream; capped at ``max_ssrcs``).
+  peer (each costs libsrtp a stream; capped at ``max_ssrcs``).  The peer's own
+  SSRCs are capped by the SRTP session itself, before libsrtp runs
+  (``mediad.proto.srtp``: ``inbound_ssrc_cap``).
 
 The association's lifecycle is one table, :data:`TRANSITIONS`
 (``(state, input) → next state``); an input that is not in it is a defect

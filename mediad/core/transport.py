@@ -22,7 +22,9 @@ DTLS session's state is the transport's only state machine (``relay``'s
 
 Access → core, on the transport's port: STUN and DTLS as on any access port
 (``relay.AccessChannel``, RFC 7983); SRTP/SRTCP unprotected with the
-transport's context; an RTP packet goes to the stream
+transport's context (whose inbound SSRCs are capped, ``mediad.proto.srtp``;
+an SSRC the WIC ended with an RTCP BYE is forgotten by the demultiplexer
+after its grace and frees its slot); an RTP packet goes to the stream
 :meth:`BundleDemux.route_rtp <mediad.proto.bundle_demux.BundleDemux.route_rtp>`
 names (MID header extension, SSRC, payload type), out of that stream's core
 leg; an RTCP compound packet is split per stream (:func:`split_rtcp`); DTLS
@@ -97,6 +99,7 @@ class TransportChannel(AccessChannel):
     """The transport's port: the AccessChannel steps, the streams named by the demultiplexer."""
 
     leg: "Transport"
+    bye_timer = None  # asyncio.TimerHandle: the demultiplexer's next BYE to forget
 
     def known_ssrcs(self) -> tuple[set[int], set[int]]:
         """The SSRCs sent toward the WIC on the transport's streams, and those the demultiplexer knows."""
@@ -139,6 +142,8 @@ class TransportChannel(AccessChannel):
             return
         parts = split_rtcp(transport.demux, plain, self.loop.time())
         transport.count_drops()
+        if self.bye_timer is None and transport.demux.timeout() is not None:
+            self.bye_timer = self.loop.call_at(transport.demux.timeout(), self.on_bye_timer)
         for key, part in parts:
             stream = transport.streams.get(key)
             if stream is None or stream.core is None:
@@ -146,6 +151,27 @@ class TransportChannel(AccessChannel):
                 continue
             stream.from_access += 1
             stream.core.send_rtcp(part)
+
+    def on_bye_timer(self) -> None:
+        """The WIC's BYE'd SSRCs past their grace: forgotten by the demultiplexer, their SRTP slots freed."""
+        self.bye_timer = None
+        transport = self.leg
+        gone = transport.demux.expire(self.loop.time())
+        srtp = self.srtp
+        if srtp is not None:
+            for ssrc in gone:
+                srtp.retire(ssrc)
+        if gone and transport.path is not None:
+            transport.path.sync_table()
+        when = transport.demux.timeout()
+        if when is not None:
+            self.bye_timer = self.loop.call_at(when, self.on_bye_timer)
+
+    def close(self) -> None:
+        if self.bye_timer is not None:
+            self.bye_timer.cancel()
+            self.bye_timer = None
+        super().close()
 
     def handle_event(self, event) -> None:
         sctp = self.leg.sctp_leg()
@@ -186,7 +212,7 @@ class Transport(AccessLeg):
         self.rtcp = None  # RTCP is always multiplexed on a transport (RFC 9143 section 9.3)
         self.legs: dict[int, BundledLeg | BundledSctpLeg] = {}  # stream_id -> the stream's leg on it
         self.streams: dict[int, "Stream"] = {}  # stream_id -> stream, for the packet path
-        self.demux = BundleDemux((), spec.mid_extension_id)
+        self.demux = BundleDemux((), spec.mid_extension_id, dialog.owner.config.mediad_max_ssrcs)
         self._drops_seen = [0] * len(Drop)
 
     # -- the streams --------------------------------------------------------------------

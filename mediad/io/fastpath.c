@@ -30,6 +30,13 @@
  * top bit clears, per SSRC; an SRTCP index that is a multiple of
  * E2AE_SRTCP_BLOCK).  One compare per packet; nothing when nothing moved.
  *
+ * Inbound SSRCs (mediad.proto.srtp explains the cap): each session's block
+ * lists the SSRCs whose libsrtp inbound stream exists; an access packet's
+ * SSRC (RTP bytes 8-11, SRTCP 4-7, in clear) is looked up there before
+ * libsrtp runs, a new one is tried only under max_rx and listed once it
+ * authenticated, a retired one (RTCP BYE) is refused; both paths write the
+ * one list, on the session.
+ *
  * BUNDLE (RFC 9143): a transport is an e2ae_stream too, with only its access
  * socket (A_RTP, RTCP muxed) and an e2ae_bundle: the m-lines it carries
  * (member streams, their MIDs and payload types) and the incoming SSRC ->
@@ -74,7 +81,7 @@ enum {
     E2AE_SIDE_ACCESS = 0, E2AE_SIDE_CORE = 8, E2AE_IN = 0, E2AE_OUT = 4, E2AE_RTP = 0, E2AE_RTCP = 2,
     E2AE_DROP_AUTH_FAIL = 16, E2AE_DROP_REPLAY = 17, E2AE_DROP_BAD_PACKET = 18, E2AE_DROP_MALFORMED = 19,
     E2AE_DROP_SEND_ERROR = 20, E2AE_FAST_PACKETS = 21, E2AE_DROP_WRONG_SOURCE = 22, E2AE_DROP_SSRCS = 23,
-    E2AE_COUNTERS = 24
+    E2AE_DROP_INBOUND_CAP = 24, E2AE_DROP_RETIRED = 25, E2AE_COUNTERS = 26
 };
 
 #define E2AE_MAX_SSRCS 64 /* [mediad] max_ssrcs is at most this */
@@ -122,6 +129,11 @@ typedef struct {
     void *tx; /* srtp_t of pylibsrtp's outbound session */
     void *rx; /* srtp_t of its inbound session */
     int srtcp_index_at; /* bytes from the end of a protected SRTCP packet to its E flag and index */
+    int max_rx;         /* inbound SSRCs the session admits ([mediad] max_ssrcs) */
+    int nrx;            /* those admitted (each has a libsrtp stream): C and Python append */
+    uint32_t rx_ssrc[E2AE_MAX_SSRCS];
+    int nretired;       /* SSRCs retired (RTCP BYE) so far; the last E2AE_MAX_SSRCS are refused */
+    uint32_t retired[E2AE_MAX_SSRCS];
 } e2ae_srtp;
 
 typedef struct {
@@ -270,6 +282,31 @@ static int rtcp_is_valid(const unsigned char *p, int size) {
     return offset == size;
 }
 
+/* Before libsrtp (mediad.proto.srtp: inbound SSRCs): 0 the SSRC is admitted, 1 a new one to try
+ * (admit_rx after it authenticated), -1 refused and counted (past the cap, or retired). */
+static int gate_rx(const e2ae_srtp *srtp, uint64_t *c, uint32_t ssrc) {
+    int i, n;
+    for (i = 0; i < srtp->nrx; i++)
+        if (srtp->rx_ssrc[i] == ssrc)
+            return 0;
+    n = srtp->nretired < E2AE_MAX_SSRCS ? srtp->nretired : E2AE_MAX_SSRCS;
+    for (i = 0; i < n; i++)
+        if (srtp->retired[i] == ssrc) {
+            c[E2AE_DROP_RETIRED]++;
+            return -1;
+        }
+    if (srtp->nrx >= srtp->max_rx) {
+        c[E2AE_DROP_INBOUND_CAP]++;
+        return -1;
+    }
+    return 1;
+}
+
+static void admit_rx(e2ae_srtp *srtp, uint32_t ssrc) {
+    if (srtp->nrx < E2AE_MAX_SSRCS)
+        srtp->rx_ssrc[srtp->nrx++] = ssrc;
+}
+
 static void count_drop(uint64_t *c, int st) {
     if (st == SRTP_AUTH_FAIL)
         c[E2AE_DROP_AUTH_FAIL]++;
@@ -357,7 +394,7 @@ static int from_access_bundle(e2ae_stream *s, unsigned char *buf, int len, const
     e2ae_route *r = NULL;
     e2ae_stream *m;
     uint32_t ssrc;
-    int i, pt, mid = -1, n, st, seq;
+    int i, pt, mid = -1, n, st, seq, gate;
     if (srtp == NULL || len < 12 || buf[0] < 128 || buf[0] > 191 || (buf[1] >= 192 && buf[1] <= 223))
         return 0;
     if (s->check_peer && !same_addr(src, &s->peer[E2AE_A_RTP]))
@@ -381,6 +418,8 @@ static int from_access_bundle(e2ae_stream *s, unsigned char *buf, int len, const
     m = (e2ae_stream *)b->member[r->member];
     if (m->fd[E2AE_C_RTP] < 0 || !m->dest[E2AE_C_RTP].ok)
         return 0;
+    if ((gate = gate_rx(srtp, c, ssrc)) < 0)
+        return 1;
     seq = buf[2] << 8 | buf[3];
     n = len;
     st = srtp_unprotect(srtp->rx, buf, &n);
@@ -388,6 +427,8 @@ static int from_access_bundle(e2ae_stream *s, unsigned char *buf, int len, const
         count_drop(c, st);
         return 1;
     }
+    if (gate)
+        admit_rx(srtp, ssrc);
     if (mid >= 0 && (r->mid_seq < 0 || ((seq - r->mid_seq) & 0xFFFF) < 0x8000))
         r->mid_seq = seq; /* RFC 7941 4.2.6: BundleDemux reads it before its next MID update */
     watch_seq(s, E2AE_A_RTP, &r->top, buf);
@@ -406,7 +447,8 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
     int is_rtcp, fd, n, kind;
     const e2ae_addr *dest;
     e2ae_srtp *srtp = s->srtp[which];
-    int st;
+    uint32_t ssrc;
+    int st, gate;
     if (s->bundle != NULL)
         return from_access_bundle(s, buf, len, src);
     if (srtp == NULL || len < 12 || buf[0] < 128 || buf[0] > 191)
@@ -425,12 +467,17 @@ static int from_access(e2ae_stream *s, int which, unsigned char *buf, int len, c
     }
     if (fd < 0 || !dest->ok)
         return 0;
+    ssrc = be32(buf + (is_rtcp ? 4 : 8)); /* in clear: RFC 3711 3.1, 3.4 */
+    if ((gate = gate_rx(srtp, c, ssrc)) < 0)
+        return 1;
     n = len;
     st = is_rtcp ? srtp_unprotect_rtcp(srtp->rx, buf, &n) : srtp_unprotect(srtp->rx, buf, &n);
     if (st != SRTP_OK) {
         count_drop(c, st);
         return 1;
     }
+    if (gate)
+        admit_rx(srtp, ssrc);
     if (!is_rtcp)
         hear_ssrc(s, which, buf);
     kind = is_rtcp ? E2AE_RTCP : E2AE_RTP;

@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, Any
 from pylibsrtp._binding import ffi as _srtp_ffi, lib as _srtp_lib
 
 from mediad.io.tcp import TcpPeer
-from mediad.proto.srtp import SrtpKeys, SrtpTransformer
+from mediad.proto.srtp import MAX_INBOUND_SSRCS, SrtpKeys, SrtpTransformer
 
 if TYPE_CHECKING:
     from mediad.core.relay import Channel
@@ -100,7 +100,7 @@ TRAFFIC_INDEX = {
     for k, kind in enumerate(("rtp", "rtcp"))
 }
 DROP_INDEX = {"auth_fail": 16, "replay": 17, "bad_packet": 18, "malformed": 19, "send_error": 20,
-              "wrong_source": 22, "too_many_ssrcs": 23}
+              "wrong_source": 22, "too_many_ssrcs": 23, "inbound_ssrc_cap": 24, "retired_ssrc": 25}
 FAST_PACKETS = 21
 
 
@@ -159,14 +159,50 @@ class FastSrtp(SrtpTransformer):
 
     Python's slow path uses the inherited methods; C calls the same sessions'
     ``srtp_t`` through the function pointers bound at import (``e2ae_bind``).
+    The admitted and retired inbound SSRCs live in the C block (both paths
+    admit; ``mediad.proto.srtp`` says why there is a cap).
     """
 
-    def __init__(self, keys: SrtpKeys) -> None:
-        super().__init__(keys)
+    def __init__(self, keys: SrtpKeys, max_inbound: int = MAX_INBOUND_SSRCS) -> None:
         self.ptr = ffi.new("e2ae_srtp *")
+        super().__init__(keys, max_inbound)
         self.ptr.tx = ffi.cast("void *", int(_srtp_ffi.cast("uintptr_t", self._tx._srtp[0])))
         self.ptr.rx = ffi.cast("void *", int(_srtp_ffi.cast("uintptr_t", self._rx._srtp[0])))
         self.ptr.srtcp_index_at = self._index_at
+        self.ptr.max_rx = max_inbound
+
+    def inbound_known(self, ssrc: int) -> bool:
+        ptr = self.ptr
+        return ssrc in ptr.rx_ssrc[0:ptr.nrx]
+
+    def inbound_count(self) -> int:
+        return int(self.ptr.nrx)
+
+    def inbound_add(self, ssrc: int) -> None:
+        ptr = self.ptr
+        if ptr.nrx < lib.E2AE_MAX_SSRCS:
+            ptr.rx_ssrc[ptr.nrx] = ssrc
+            ptr.nrx += 1
+
+    def inbound_remove(self, ssrc: int) -> None:
+        ptr = self.ptr
+        kept = [known for known in ptr.rx_ssrc[0:ptr.nrx] if known != ssrc]
+        for i, known in enumerate(kept):
+            ptr.rx_ssrc[i] = known
+        ptr.nrx = len(kept)
+
+    def inbound_ssrcs(self) -> list[int]:
+        ptr = self.ptr
+        return sorted(ptr.rx_ssrc[0:ptr.nrx])
+
+    def is_retired(self, ssrc: int) -> bool:
+        ptr = self.ptr
+        return ssrc in ptr.retired[0:min(ptr.nretired, lib.E2AE_MAX_SSRCS)]
+
+    def add_retired(self, ssrc: int) -> None:
+        ptr = self.ptr
+        ptr.retired[ptr.nretired % lib.E2AE_MAX_SSRCS] = ssrc
+        ptr.nretired += 1
 
     def __repr__(self) -> str:
         return f"FastSrtp(profile={self.profile!r})"
@@ -208,8 +244,8 @@ class StreamPath:
         self.sent: Any = None
         self.stamp: Any = None
 
-    def new_srtp(self, keys: SrtpKeys) -> FastSrtp:
-        return FastSrtp(keys)
+    def new_srtp(self, keys: SrtpKeys, max_inbound: int = MAX_INBOUND_SSRCS) -> FastSrtp:
+        return FastSrtp(keys, max_inbound)
 
     def access_received(self) -> int:
         """Authenticated access packets the native path relayed (the dialog's expiry)."""

@@ -16,7 +16,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 CDEF = """
 typedef struct { int ok; ...; } e2ae_addr;
-typedef struct { void *tx; void *rx; int srtcp_index_at; } e2ae_srtp;
+typedef struct {
+    void *tx; void *rx; int srtcp_index_at;
+    int max_rx; int nrx; uint32_t rx_ssrc[64]; int nretired; uint32_t retired[64];
+} e2ae_srtp;
 typedef struct { void *stream; int which; } e2ae_note;
 typedef struct { uint64_t head; e2ae_note notes[256]; } e2ae_ring;
 typedef struct { uint32_t ssrc; int member; int mid_seq; uint8_t top; } e2ae_route;
@@ -67,7 +70,7 @@ void e2ae_bind(uintptr_t protect, uintptr_t unprotect, uintptr_t protect_rtcp, u
 void e2ae_set_addr(e2ae_addr *a, int family, const unsigned char *ip, int port);
 int e2ae_pump(e2ae_stream *s, int which, e2ae_pkt *slow);
 #define E2AE_BATCH 32
-#define E2AE_COUNTERS 24
+#define E2AE_COUNTERS 26
 #define E2AE_RING 256
 #define E2AE_MAX_MEMBERS 32
 #define E2AE_MAX_SSRCS 64

@@ -31,7 +31,14 @@ source or by the SSRCs of its FCI (FIR, TSTR, VBCM, LRR, TMMBR, REMB:
 requests about what the AGW sends; TSTN, TMMBN: notifications about what the
 WIC sends).  A BYE's SSRCs are forgotten :data:`BYE_GRACE` seconds later
 (RFC 3550 section 6.2.1), which :meth:`~BundleDemux.expire` does with the
-shell's clock.
+shell's clock (the transport then frees the SSRC's slot in its SRTP session,
+``mediad.proto.srtp``).  What is learnt is bounded: the incoming table takes
+a new SSRC from a packet only while it holds fewer than the announced ones
+plus ``max_learnt`` (an SDES chunk may name any SSRC; the RTP SSRCs are
+already bounded by the SRTP session's inbound cap), and a BYE is remembered
+only for an SSRC the table knows.  An SDES item is read within its own RTCP
+packet (RFC 3550 section 6.5; RFC 8843 section 15.1): one whose length runs
+past the packet ends the chunk list.
 
 The other way, toward the WIC: RFC 9143 section 9.2 has both ends of a
 bundle put the MID of the m-line into what they send (the header extension
@@ -57,6 +64,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 MID_SDES_ITEM = 15  # RFC 9143 section 15.1
+MAX_LEARNT = 64  # SSRCs learnt from packets beyond those announced (the SRTP session's inbound cap bounds RTP)
 BYE_GRACE = 5.0  # seconds a BYE'd SSRC keeps its stream, for straggler packets (RFC 3550 6.2.1)
 
 # RTCP packet types (RFC 3550, 3611, 4585) and feedback message types (FMT).
@@ -181,7 +189,10 @@ class BundleStream:
 class BundleDemux:
     """The routing tables of one BUNDLE transport (see the module docstring)."""
 
-    def __init__(self, streams: Iterable[BundleStream], mid_extension_id: int | None) -> None:
+    def __init__(self, streams: Iterable[BundleStream], mid_extension_id: int | None,
+                 max_learnt: int = MAX_LEARNT) -> None:
+        self.max_learnt = max_learnt
+        self.limit = max_learnt  # entries of ``incoming`` past which no new SSRC is learnt
         self.incoming: dict[int, int] = {}  # SSRC -> stream key
         self.outgoing: dict[int, int] = {}
         self.drops = [0] * len(Drop)
@@ -204,11 +215,22 @@ class BundleDemux:
         self.by_pt = {pt: key for pt, key in seen.items() if key != -1}
         self.incoming = {ssrc: key for ssrc, key in self.incoming.items() if key in keys}
         self.outgoing = {ssrc: key for ssrc, key in self.outgoing.items() if key in keys}
+        self._mid_seq = {ssrc: seq for ssrc, seq in self._mid_seq.items() if ssrc in self.incoming}
+        self._byes = {ssrc: at for ssrc, at in self._byes.items() if ssrc in self.incoming}
+        announced = 0
         for s in streams:
+            announced += len(s.ssrcs)
             for ssrc in s.ssrcs:
                 self.incoming.setdefault(ssrc, s.key)
             for ssrc in s.sending:
                 self.outgoing.setdefault(ssrc, s.key)
+        self.limit = announced + self.max_learnt
+
+    def _learn(self, ssrc: int, key: int) -> None:
+        """Bind ``ssrc`` to stream ``key``; a new SSRC only while the table is under :attr:`limit`."""
+        incoming = self.incoming
+        if ssrc in incoming or len(incoming) < self.limit:
+            incoming[ssrc] = key
 
     # -- RTP ---------------------------------------------------------------------------
     def route_rtp(self, packet: bytes) -> int | None:
@@ -218,6 +240,7 @@ class BundleDemux:
             self.drops[Drop.MALFORMED] += 1
             return None
         ssrc = _U32(packet, 8)[0]
+        key = None
         if packet[0] & 0x10 and self.mid_extension_id is not None:
             mid = self._mid_of(packet, size)
             if mid is not None:
@@ -228,9 +251,10 @@ class BundleDemux:
                 seq = _U16(packet, 2)[0]
                 last = self._mid_seq.get(ssrc)
                 if last is None or (seq - last) & 0xFFFF < 0x8000:
-                    self._mid_seq[ssrc] = seq
-                    self.incoming[ssrc] = key
-        key = self.incoming.get(ssrc)
+                    self._learn(ssrc, key)
+                    if ssrc in self.incoming:
+                        self._mid_seq[ssrc] = seq
+        key = self.incoming.get(ssrc, key)  # (a MID the full table could not learn still routes its packet)
         pt = packet[1] & 0x7F
         if key is not None:
             if pt in self.payload_types[key]:
@@ -241,7 +265,7 @@ class BundleDemux:
         if key is None:
             self.drops[Drop.NO_ROUTE] += 1
             return None
-        self.incoming[ssrc] = key
+        self._learn(ssrc, key)
         return key
 
     def _mid_of(self, packet: bytes, size: int) -> bytes | None:
@@ -291,7 +315,7 @@ class BundleDemux:
         MID update for the SSRC must not be older than it.
         """
         last = self._mid_seq.get(ssrc)
-        if last is None or (seq - last) & 0xFFFF < 0x8000:
+        if ssrc in self.incoming and (last is None or (seq - last) & 0xFFFF < 0x8000):
             self._mid_seq[ssrc] = seq
 
     # -- the reverse direction -------------------------------------------------------
@@ -353,7 +377,7 @@ class BundleDemux:
             for n in range(count):
                 at = start + 4 + 4 * n
                 add(self.incoming, at)
-                if at + 4 <= end:
+                if at + 4 <= end and _U32(p, at)[0] in self.incoming:  # (only what is known: bounded)
                     self._byes[_U32(p, at)[0]] = now + BYE_GRACE
         elif kind == RTPFB or kind == PSFB:
             if kind == RTPFB and count == RTPFB_TMMBN or kind == PSFB and count == PSFB_TSTN:
@@ -384,10 +408,12 @@ class BundleDemux:
                 if at + 2 > end:
                     return
                 item, length = p[at], p[at + 1]
+                if at + 2 + length > end:  # an item past its packet (RFC 3550 6.5): not the next packet's bytes
+                    return
                 if item == MID_SDES_ITEM:
                     key = self.by_mid.get(bytes(p[at + 2:at + 2 + length]))
                     if key is not None:
-                        self.incoming[ssrc] = key
+                        self._learn(ssrc, key)
                 at += 2 + length
             at = (at + 4) & ~3  # the null item and the padding to the next 32-bit boundary
             key = self.incoming.get(ssrc)
@@ -406,14 +432,16 @@ class BundleDemux:
             at = block_end
 
     # -- time --------------------------------------------------------------------------
-    def expire(self, now: float) -> None:
-        """Forget the SSRCs whose BYE is older than :data:`BYE_GRACE`."""
+    def expire(self, now: float) -> list[int]:
+        """Forget the SSRCs whose BYE is older than :data:`BYE_GRACE`; returns them."""
         if not self._byes:
-            return
-        for ssrc in [s for s, at in self._byes.items() if at <= now]:
+            return []
+        gone = [s for s, at in self._byes.items() if at <= now]
+        for ssrc in gone:
             del self._byes[ssrc]
             self.incoming.pop(ssrc, None)
             self._mid_seq.pop(ssrc, None)
+        return gone
 
     def timeout(self) -> float | None:
         """When :meth:`expire` has something to do, or None."""

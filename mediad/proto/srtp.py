@@ -60,6 +60,27 @@ native path (``mediad/io/fastpath.c``) notes the exact sign of a wrap instead,
 a sequence number whose top bit clears after one with it set (per SSRC and
 direction), and the same SRTCP blocks.
 
+Inbound SSRCs: the inbound session is keyed for any SSRC, and libsrtp gives
+each new SSRC whose packet authenticates a stream of its own (about 1 KiB)
+that lives as long as the session.  A peer that holds the keys could grow
+that without bound by sending under ever-new SSRCs, so the transformer
+admits at most ``max_inbound`` of them (SRTP SSRCs and SRTCP sender SSRCs,
+RFC 3550 sections 5.1 and 6.4.1; both header fields are in clear, RFC 3711
+sections 3.1 and 3.4): the SSRC of a packet is looked up *before* libsrtp is
+called; a known one goes on; a new one is tried only while fewer than
+``max_inbound`` are admitted, and takes a slot once its packet
+authenticated (so forged packets of an off-path sender take none); past
+that it is refused (``inbound_ssrc_cap``) without calling libsrtp.  The
+admitted set is the set of libsrtp's inbound streams, no more: a restored
+session admits the SSRCs whose stream :meth:`SrtpTransformer.restore_rocs`
+created, and the others again at their first packet.
+:meth:`SrtpTransformer.retire` frees a slot (an RTCP BYE, RFC 3550 section
+6.6) and removes the SSRC's libsrtp stream; since a new stream would take
+old packets of that SSRC again (a fresh replay window, RFC 3711 section
+3.3.2), the last :data:`MAX_INBOUND_SSRCS` retired SSRCs are refused
+(``retired_ssrc``).  The native path keeps the same two lists in C, on the
+same session (``mediad.io.fastpath.FastSrtp``).
+
 Keys are secrets: :class:`SrtpKeys` never shows them in ``repr`` and no error
 message carries them.
 """
@@ -69,6 +90,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -84,8 +106,10 @@ AES_CM_128_HMAC_SHA1_80 = "SRTP_AES128_CM_SHA1_80"  # RFC 5764 4.1.2
 AES_CM_128_HMAC_SHA1_32 = "SRTP_AES128_CM_SHA1_32"  # RFC 5764 4.1.2
 AEAD_AES_128_GCM = "SRTP_AEAD_AES_128_GCM"  # RFC 7714 14.2
 
-SRTP_REASONS = ("auth_fail", "replay", "bad_packet")
+SRTP_REASONS = ("auth_fail", "replay", "bad_packet", "inbound_ssrc_cap", "retired_ssrc")
+MAX_INBOUND_SSRCS = 64  # the most a session admits, and retired SSRCs remembered (fastpath.c E2AE_MAX_SSRCS)
 MAX_ROC = 0xFFFFFFFF  # RFC 3711 section 3.2.1: a 32-bit unsigned counter
+_SSRC = struct.Struct("!I").unpack_from  # RTP header bytes 8-11, RTCP bytes 4-7 (RFC 3550 5.1, 6.4.1)
 SRTCP_BLOCK = 1024  # an SRTCP index that is a multiple of this is stored (see the module docstring)
 SRTCP_MARGIN = 2 * SRTCP_BLOCK  # how far past its stored index a restored sender starts
 
@@ -221,7 +245,9 @@ def _reason(exc: Exception) -> str:
 class SrtpTransformer:
     """Protects what we send and unprotects what we receive, for one association."""
 
-    def __init__(self, keys: SrtpKeys) -> None:
+    def __init__(self, keys: SrtpKeys, max_inbound: int = MAX_INBOUND_SSRCS) -> None:
+        if not 1 <= max_inbound <= MAX_INBOUND_SSRCS:
+            raise ValueError(f"max_inbound must be 1 to {MAX_INBOUND_SSRCS}")
         spec = _profile(keys.profile)
         self.profile = keys.profile
         self._tx = Session(self._policy(spec, keys.local_key + keys.local_salt, Policy.SSRC_ANY_OUTBOUND))
@@ -234,6 +260,9 @@ class SrtpTransformer:
         self._index_at = spec.srtcp_index_at
         # Called when a packet shows that a ROC advanced or an SRTCP index is to be stored.
         self.note: Callable[[], None] | None = None
+        self.max_inbound = max_inbound
+        self._inbound: set[int] = set()  # SSRCs with an inbound libsrtp stream (see the module docstring)
+        self._retired: list[int] = []  # the last MAX_INBOUND_SSRCS retired, oldest first
 
     @staticmethod
     def _policy(spec: SrtpProfile, key: bytes, ssrc_type: int, ssrc: int = 0) -> Policy:
@@ -343,8 +372,62 @@ class SrtpTransformer:
         for direction, ssrc, roc in parsed:
             if not roc:
                 continue
+            if direction is Direction.RX:
+                if not self.inbound_known(ssrc) and self.inbound_count() >= self.max_inbound:
+                    continue  # (a document written under a larger max_ssrcs: its first packet decides)
+                self.inbound_add(ssrc)
             srtp_roc.set_stream_roc(self._stream(direction, ssrc), ssrc, roc)  # the stream exists
             self._rocs[direction][ssrc] = roc
+
+    # -- inbound SSRCs (see the module docstring) ------------------------------------------
+    # The storage: a set and a list here, the session's C block in FastSrtp (shared with C).
+    def inbound_known(self, ssrc: int) -> bool:
+        return ssrc in self._inbound
+
+    def inbound_count(self) -> int:
+        return len(self._inbound)
+
+    def inbound_add(self, ssrc: int) -> None:
+        self._inbound.add(ssrc)
+
+    def inbound_remove(self, ssrc: int) -> None:
+        self._inbound.discard(ssrc)
+
+    def is_retired(self, ssrc: int) -> bool:
+        return ssrc in self._retired
+
+    def add_retired(self, ssrc: int) -> None:
+        retired = self._retired
+        retired.append(ssrc)
+        if len(retired) > MAX_INBOUND_SSRCS:
+            del retired[0]
+
+    def inbound_ssrcs(self) -> list[int]:
+        """The admitted inbound SSRCs (each has a libsrtp stream)."""
+        return sorted(self._inbound)
+
+    def _gate(self, ssrc: int) -> bool:
+        """Before libsrtp: True for a new SSRC that may be tried; SrtpError past the cap or retired."""
+        if self.inbound_known(ssrc):
+            return False
+        if self.is_retired(ssrc):
+            raise SrtpError("retired_ssrc")
+        if self.inbound_count() >= self.max_inbound:
+            raise SrtpError("inbound_ssrc_cap")
+        return True
+
+    def retire(self, ssrc: int) -> bool:
+        """The peer ended ``ssrc`` (RTCP BYE): its slot and libsrtp stream are freed; False if not admitted."""
+        if not self.inbound_known(ssrc):
+            return False
+        self.inbound_remove(ssrc)
+        self.add_retired(ssrc)
+        self._rocs[Direction.RX].pop(ssrc, None)
+        try:
+            self._rx.remove_stream(ssrc)
+        except pylibsrtp.Error:  # no stream (never for an admitted SSRC): nothing to free
+            pass
+        return True
 
     # -- packets ---------------------------------------------------------------------------
     def protect_rtp(self, rtp: bytes) -> bytes:
@@ -357,10 +440,16 @@ class SrtpTransformer:
         return out
 
     def unprotect_rtp(self, srtp: bytes) -> bytes:
+        if len(srtp) < 12:
+            raise SrtpError("bad_packet")
+        ssrc = _SSRC(srtp, 8)[0]
+        new = self._gate(ssrc)
         try:
             plain = self._rx.unprotect(srtp)
         except (pylibsrtp.Error, ValueError, TypeError) as exc:
             raise SrtpError(_reason(exc)) from None
+        if new:
+            self.inbound_add(ssrc)
         if not plain[2] and self.note is not None:
             self.note()
         return plain
@@ -376,10 +465,17 @@ class SrtpTransformer:
         return out
 
     def unprotect_rtcp(self, srtcp: bytes) -> bytes:
+        if len(srtcp) < 8:
+            raise SrtpError("bad_packet")
+        ssrc = _SSRC(srtcp, 4)[0]
+        new = self._gate(ssrc)
         try:
-            return self._rx.unprotect_rtcp(srtcp)
+            plain = self._rx.unprotect_rtcp(srtcp)
         except (pylibsrtp.Error, ValueError, TypeError) as exc:
             raise SrtpError(_reason(exc)) from None
+        if new:
+            self.inbound_add(ssrc)
+        return plain
 
     def __repr__(self) -> str:
         return f"SrtpTransformer(profile={self.profile!r})"

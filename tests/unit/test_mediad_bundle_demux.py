@@ -396,3 +396,45 @@ def test_csrcs_stay_before_the_new_block():
     stamped = MidStamp(2, "a").apply(with_csrc)
     assert stamped[:16] == bytes([0x91]) + with_csrc[1:16]
     assert elements(stamped) == (0xBEDE, [(2, b"a")], b"payload")
+
+
+# ---------------------------------------------------------------------------
+# Bounds: what a WIC's packets can make the tables learn
+# ---------------------------------------------------------------------------
+
+def test_an_sdes_item_past_its_packet_is_not_read_from_the_next_packet():
+    """RFC 3550 6.5 / RFC 8843 15.1: the MID item's length runs past the SDES packet into the next packet
+    of the compound, whose first byte completes the MID "\u00e9" (C3 A9): it must bind nothing."""
+    demux = BundleDemux([BundleStream(AUDIO, "0", frozenset({111})),
+                         BundleStream(VIDEO, "\u00e9", frozenset({96}))], 4)
+    chunk = struct.pack("!I", 0x7777) + b"\x01\x03xyz" + b"\x0f\x02\xc3"  # MID item: 2 bytes, 1 in the packet
+    sdes = rtcp(202, 1, chunk)
+    app = bytes([0xA9, 204]) + struct.pack("!H", 2) + struct.pack("!I", WIC_AUDIO) + b"name"
+    assert app[0] == "\u00e9".encode()[1]
+    demux.route_rtcp(sdes + app)
+    assert 0x7777 not in demux.incoming
+    whole = rtcp(202, 1, struct.pack("!I", 0x7777) + b"\x0f\x02\xc3\xa9" + bytes(4))  # the same item, within
+    demux.route_rtcp(whole)
+    assert demux.incoming[0x7777] == VIDEO
+
+
+def test_learning_stops_at_the_limit_and_a_mid_still_routes():
+    demux = BundleDemux([BundleStream(AUDIO, "0", frozenset({111}), (WIC_AUDIO,)),
+                         BundleStream(VIDEO, "1", frozenset({96}))], 4, max_learnt=2)
+    assert demux.limit == 3
+    for ssrc in range(10, 20):  # SDES chunks may name any SSRC
+        chunk = struct.pack("!I", ssrc) + bytes([15, 1]) + b"1" + b"\0"
+        demux.route_rtcp(rtcp(202, 1, chunk))
+    assert sorted(demux.incoming) == [10, 11, WIC_AUDIO]
+    mid = bytes([0x40]) + b"1" + b"\0\0"  # one-byte element, id 4, the video MID
+    assert demux.route_rtp(rtp(1, 30, 96, mid)) == VIDEO and 30 not in demux.incoming
+    assert demux.route_rtp(rtp(1, 31, 96)) == VIDEO and 31 not in demux.incoming  # payload type
+    assert 30 not in demux._mid_seq
+
+
+def test_a_bye_of_an_unknown_ssrc_is_not_remembered_and_expire_names_what_it_forgot():
+    demux = demux_for_rtcp()
+    demux.route_rtcp(rtcp(203, 3, struct.pack("!III", 0x5001, WIC_VIDEO, 0x5002)), now=10.0)
+    assert demux.timeout() == 10.0 + BYE_GRACE
+    assert demux.expire(10.0) == [] and demux.expire(10.0 + BYE_GRACE) == [WIC_VIDEO]
+    assert demux.timeout() is None

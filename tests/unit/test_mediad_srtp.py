@@ -21,6 +21,7 @@ from mediad.proto.srtp import (
 )
 from sdp_rules.errors import E2aeError
 from mediad.io import fastpath
+from mediad.proto import srtp_roc
 
 # RFC 3711 Appendix B.3 (key derivation test vectors).
 B3_MASTER_KEY = bytes.fromhex("E1F97A0D3E018BE0D64FA32C06DE4139")
@@ -522,3 +523,86 @@ def test_the_srtcp_layout_is_recognised_here_and_an_unknown_one_is_told(monkeypa
     assert srtp_roc.SRTCP_INDEX and srtp_roc.layout_warning() is None
     monkeypatch.setattr(srtp_roc, "SRTCP_INDEX", False)
     assert "SRTCP indices restart at 1" in srtp_roc.layout_warning()
+
+
+# -- the inbound SSRC cap (a peer with the keys must not grow libsrtp's streams without bound) ----
+
+
+def sr(ssrc: int) -> bytes:
+    return bytes.fromhex("80c80006") + ssrc.to_bytes(4, "big") + bytes(20)
+
+
+def streams(transformer: SrtpTransformer, ssrcs) -> list[int]:
+    """The SSRCs of ``ssrcs`` that have a libsrtp inbound stream."""
+    return [ssrc for ssrc in ssrcs if srtp_roc.get_stream_roc(transformer._rx, ssrc) is not None]
+
+
+def test_inbound_ssrcs_past_the_cap_are_refused_before_libsrtp(impl):
+    ours_keys, theirs_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    ours, theirs = impl(ours_keys, max_inbound=3), SrtpTransformer(theirs_keys)
+    for ssrc in (1, 2):  # an SRTP SSRC and an SRTCP sender SSRC each take a slot
+        assert ours.unprotect_rtp(theirs.protect_rtp(rtp(1, ssrc))) == rtp(1, ssrc)
+    assert ours.unprotect_rtcp(theirs.protect_rtcp(sr(3))) == sr(3)
+    for ssrc in range(4, 40):
+        for packet in (theirs.protect_rtp(rtp(1, ssrc)), theirs.protect_rtcp(sr(ssrc))):
+            with pytest.raises(SrtpError) as info:
+                (ours.unprotect_rtcp if packet[1] == 200 else ours.unprotect_rtp)(packet)
+            assert info.value.reason == "inbound_ssrc_cap"
+    assert streams(ours, range(1, 40)) == [1, 2, 3] and ours.inbound_ssrcs() == [1, 2, 3]
+    assert ours.unprotect_rtp(theirs.protect_rtp(rtp(2, 3))) == rtp(2, 3)  # an admitted SSRC goes on
+
+
+def test_forged_packets_of_new_ssrcs_take_no_slot(impl):
+    """An off-path sender who knows the 5-tuple but not the keys cannot fill the table."""
+    ours_keys, theirs_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    forger = SrtpTransformer(keys_pair(AES_CM_128_HMAC_SHA1_80)[1])
+    ours, theirs = impl(ours_keys, max_inbound=2), SrtpTransformer(theirs_keys)
+    for ssrc in range(100, 120):
+        with pytest.raises(SrtpError) as info:
+            ours.unprotect_rtp(forger.protect_rtp(rtp(1, ssrc)))
+        assert info.value.reason == "auth_fail"
+    assert ours.inbound_ssrcs() == [] and streams(ours, range(100, 120)) == []
+    for ssrc in (7, 8):
+        assert ours.unprotect_rtp(theirs.protect_rtp(rtp(1, ssrc))) == rtp(1, ssrc)
+
+
+def test_a_retired_ssrc_frees_its_slot_and_stream_and_is_refused(impl):
+    """RTCP BYE: the slot and libsrtp's stream are freed; the SSRC's old packets must not authenticate again."""
+    ours_keys, theirs_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    ours, theirs = impl(ours_keys, max_inbound=2), SrtpTransformer(theirs_keys)
+    old = theirs.protect_rtp(rtp(1, 1))
+    ours.unprotect_rtp(old)
+    ours.unprotect_rtp(theirs.protect_rtp(rtp(1, 2)))
+    with pytest.raises(SrtpError, match="inbound_ssrc_cap"):
+        ours.unprotect_rtp(theirs.protect_rtp(rtp(1, 3)))
+    assert ours.retire(1) and not ours.retire(1) and not ours.retire(99)
+    assert streams(ours, (1, 2)) == [2]
+    with pytest.raises(SrtpError) as info:
+        ours.unprotect_rtp(old)  # a replay of the retired stream (a new libsrtp stream would take it)
+    assert info.value.reason == "retired_ssrc"
+    assert ours.unprotect_rtp(theirs.protect_rtp(rtp(1, 3))) == rtp(1, 3)  # the freed slot
+    assert ours.inbound_ssrcs() == [2, 3]
+
+
+def test_retired_ssrcs_are_remembered_up_to_the_table_size(impl):
+    ours_keys, theirs_keys = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    ours, theirs = impl(ours_keys, max_inbound=1), SrtpTransformer(theirs_keys)
+    for ssrc in range(1, 66):
+        ours.unprotect_rtp(theirs.protect_rtp(rtp(1, ssrc)))
+        assert ours.retire(ssrc)
+    assert not ours.is_retired(1) and all(ours.is_retired(ssrc) for ssrc in range(2, 66))
+    assert ours.unprotect_rtp(theirs.protect_rtp(rtp(9, 1))) == rtp(9, 1)
+
+
+def test_a_restored_session_admits_the_streams_it_created(impl):
+    ours_keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    ours = impl(ours_keys, max_inbound=2)
+    ours.restore_rocs({"rx": {"5": 1, "6": 2, "7": 3}, "tx": {"8": 1}})
+    assert ours.inbound_ssrcs() == [5, 6] and streams(ours, (5, 6, 7)) == [5, 6]
+
+
+def test_the_inbound_cap_is_bounded_by_the_table():
+    ours_keys, _ = keys_pair(AES_CM_128_HMAC_SHA1_80)
+    for bad in (0, 65):
+        with pytest.raises(ValueError):
+            SrtpTransformer(ours_keys, max_inbound=bad)

@@ -249,3 +249,43 @@ def test_a_transport_stores_its_streams_rollover_counters_and_a_restore_continue
         peer_rx.unprotect(w.channel.srtp.protect_rtp(_with_seq(toward_wic, seq)))
     plain = peer_rx.unprotect(protected)  # authenticated at ROC 1 (the MID element added, RFC 9143)
     assert plain[2:4] == (1).to_bytes(2, "big") and plain[8:12] == (0xB2).to_bytes(4, "big")
+
+
+def test_an_rtcp_bye_frees_an_inbound_ssrc_slot_after_its_grace():
+    """The SRTP session admits max_ssrcs inbound SSRCs; a BYE from the WIC (authenticated) has the
+    demultiplexer forget its SSRC after BYE_GRACE (RFC 3550 6.2.1) and the session free its slot and
+    libsrtp stream: a new SSRC then passes; the BYE'd SSRC's old packets do not."""
+    from mediad.proto.bundle_demux import BYE_GRACE
+
+    w = wire()
+    cap = w.owner.config.mediad_max_ssrcs
+    stream = w.capture.iq.streams[0]
+    pt, core = min(stream.access.payload_types), w.cores[stream.stream_id]
+    srtp = w.channel.srtp
+
+    def send(ssrc: int, seq: int = 1) -> bytes:
+        packet = struct.pack("!BBHII", 0x80, pt, seq, 0, ssrc) + bytes(40)
+        protected = w.peer_tx.protect(packet)
+        w.channel.datagram_received(protected, PEER)
+        return protected
+
+    first = None
+    for ssrc in range(1, cap + 1):
+        protected = send(ssrc)
+        first = first or protected
+    assert len(srtp.inbound_ssrcs()) == cap
+    core.transport.sent.clear()
+    send(1000)
+    assert w.owner.metrics.drop_counts["inbound_ssrc_cap"] == 1 and core.transport.sent == []
+    rr_bye = struct.pack("!BBHI", 0x80, 201, 1, 2) + struct.pack("!BBHI", 0x81, 203, 1, 1)
+    w.channel.datagram_received(w.peer_tx.protect_rtcp(rr_bye), PEER)
+    w.loop.advance(BYE_GRACE - 1)
+    send(1000, 2)
+    assert w.owner.metrics.drop_counts["inbound_ssrc_cap"] == 2  # within the grace: still held
+    w.loop.advance(1)
+    assert 1 not in w.transport.demux.incoming and 1 not in srtp.inbound_ssrcs()
+    core.transport.sent.clear()
+    send(1000, 3)
+    assert [data[8:12] for data, _ in core.transport.sent] == [struct.pack("!I", 1000)]
+    w.channel.datagram_received(first, PEER)  # the BYE'd SSRC's old packet, sent again
+    assert w.owner.metrics.drop_counts["retired_ssrc"] == 1 and len(core.transport.sent) == 1
