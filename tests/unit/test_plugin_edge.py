@@ -744,7 +744,7 @@ def answer_200(status=200, body=CORE_ANSWER, to_tag="t1"):
 def test_commit_if_saves_only_the_record_it_read_unlocked(store):
     """The conditional commit's script against Redis: saved when the record is the one
     read and no one holds the lock; else nothing changes (0 changed or gone, -1 locked)."""
-    from plugin.state import DialogRecord, record_digest
+    from plugin.state import TAKEN, DialogRecord, record_digest
 
     record = DialogRecord(id="d1", call_id="c", caller_tag="f", caller_side="access")
     assert store.create(record) == (True, None)
@@ -762,7 +762,7 @@ def test_commit_if_saves_only_the_record_it_read_unlocked(store):
         third.callee_tag = "t3"
         assert store.commit_if(third, first.raw) == -1
     assert store.get("d1").callee_tag == "t1"
-    assert store.take_id("d1")[0] == "taken"
+    assert store.take_id("d1")[0] is TAKEN
     assert store.commit_if(third, first.raw) == 0
     assert store.redis.get(dialog_key("d1")) is None  # a released dialog is not re-created
 
