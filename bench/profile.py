@@ -71,7 +71,7 @@ KAMAILIO_CATEGORIES = (
     ("Redis round trips (redis-py, the plugin's scripts)", r"[(/]redis/|hiredis"),
     ("SDP rules (parse, plan, render)", r"[(/]sdp_rules/"),
     ("metrics (prometheus-client)", r"[(/]plugin/metrics\.py|[(/]prometheus_client/"),
-    ("dialog records (JSON, in plugin/state.py)", r"[(/]plugin/state\.py"),
+    ("dialog records and their store (plugin/record.py, plugin/state.py)", r"[(/]plugin/(record|state)\.py"),
     ("Kamailio relaying (KSR.tm.t_relay and the calls around it)", r"_relay \([^)]*plugin/kemi\.py"),
     ("message in and out of Python (KSR.pv reads, set_body)", r"(_pv|_message) \([^)]*plugin/kemi\.py"),
     ("plugin glue (other KSR calls, the plugin's own logic)", r"[(/]plugin/"),

@@ -41,7 +41,7 @@ STAMP = os.path.join(BUILD_DIR, ".built")
 COMPILED: dict[str, tuple[str, ...]] = {
     "sdp_rules": ("__init__", "sdp", "attrs", "bandwidth", "bundle", "media", "datachannel",
                   "plan", "handlers", "rules"),
-    "plugin": ("body", "lifecycle", "edge"),
+    "plugin": ("body", "lifecycle", "record", "edge"),
 }
 ENV = "E2AE_COMPILED"
 

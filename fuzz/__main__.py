@@ -11,6 +11,11 @@ run is resumed, up to ``--max-findings`` times, until the inputs are done).
 A saved input becomes a regression test once copied to
 ``tests/fixtures/fuzz/TARGET/`` (``tests/unit/test_fuzz.py`` replays those).
 
+``E2AE_COMPILED=1`` runs the targets on the mypyc build (:mod:`fuzz.worker`).
+Compiled code gives libFuzzer no coverage, so there every input of the corpus
+is kept as a base for mutations (``-keep_seed=1``): grow the corpus on the
+sources first (same ``--workdir``), then run the build on it.
+
 The table gives inputs run, crashes, hangs, libFuzzer's coverage figures
 (``cov``: instrumented edges reached, ``ft``: features) and the corpus size.
 Exit status 1 when anything crashed or hung.
@@ -89,6 +94,8 @@ def run_target(target: str, *, runs: int, workdir: Path, max_time: int = 0, time
             f"-artifact_prefix={crashes}/", "-print_final_stats=1", "-print_pcs=0",
             *([f"-max_total_time={remaining_time}"] if remaining_time else []),
             *([f"-max_len={TARGETS[target].max_len}"] if TARGETS[target].max_len else []),
+            # on the mypyc build the rules give no coverage: every input of the corpus stays a base
+            *(["-keep_seed=1"] if os.environ.get("E2AE_COMPILED") == "1" else []),
             str(corpus),
         ]
         proc = subprocess.run(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

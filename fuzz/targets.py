@@ -9,6 +9,11 @@ checks what the parser promises:
 * its invariants hold where it has some (round trips, prefix properties);
   a broken one raises :class:`InvariantBroken`, a finding too.
 
+The targets of the code compiled with mypyc (``sdp_model``, ``sdp_rules``,
+``multipart``) return what they saw (the error each step was refused with,
+the SDP it forwarded): ``python -m fuzz.differential`` compares that on the
+sources and on the build, input by input.
+
 A per-input time limit (hangs) is the fuzzer's business (``python -m fuzz``
 passes it to libFuzzer).  The functions here run the same way under atheris,
 in the test suite's replay of seeds and saved crashes, and by hand.
@@ -53,7 +58,7 @@ class Target:
     name: str
     description: str
     modules: tuple[str, ...]  # instrumented for coverage
-    build: Callable[[], Callable[[bytes], None]]
+    build: Callable[[], Callable[[bytes], str | None]]  # the outcome: see fuzz.differential
     seeds: Callable[[], Iterable[bytes]]
     max_len: int = 0  # libFuzzer's -max_len; 0: its own guess from the seeds
 
@@ -71,23 +76,30 @@ def _crlf_lines(text: str) -> str:
     return "".join(line + "\r\n" for line in lines)
 
 
-def build_sdp_model() -> Callable[[bytes], None]:
+def refused(error: Exception) -> str:
+    """One refusal as an outcome: the error's class, SIP status and message."""
+    return f"{type(error).__name__} {getattr(error, 'sip_status', '-')} {error}"
+
+
+def build_sdp_model() -> Callable[[bytes], str | None]:
     from sdp_rules.errors import SdpParseError
     from sdp_rules.sdp import parse
 
-    def one(data: bytes) -> None:
+    def one(data: bytes) -> str | None:
         text = _text(data)
         try:
             description = parse(text)
-        except SdpParseError:
-            return
+        except SdpParseError as error:
+            return refused(error)
         out = str(description)
         _require(out == _crlf_lines(text), "str(parse(x)) differs from x with CRLF line ends")
         _require(str(parse(out)) == out, "parse(str(parse(x))) does not round-trip")
         _require(str(description.copy()) == out, "copy() differs from the original")
+        seen = [out]
         for section in description.media:
-            section.connection  # each c= parses (checked when read)
-            section.bandwidths()
+            seen.append(repr(section.connection))  # each c= parses (checked when read)
+            seen.append(repr(section.bandwidths()))
+        return "\n".join(seen)
 
     return one
 
@@ -96,7 +108,7 @@ def build_sdp_model() -> Callable[[bytes], None]:
 # SDP: the rules, both sides, offer and answer, against the simulated AGW
 # ---------------------------------------------------------------------------
 
-def build_sdp_rules() -> Callable[[bytes], None]:
+def build_sdp_rules() -> Callable[[bytes], str | None]:
     from sdp_rules import ActpassPolicy, DialogState, Kind, Policy, Side, process
     from sdp_rules.errors import PeerError
     from iq import IqRequest
@@ -108,9 +120,10 @@ def build_sdp_rules() -> Callable[[bytes], None]:
     def tls_id() -> str:
         return f"fuzzTlsId{next(counter):016d}"
 
-    def one(data: bytes) -> None:
+    def one(data: bytes) -> str | None:
         if not data:
-            return
+            return None
+        seen: list[str] = []
         flags, parts = data[0], data[1:].split(RULES_SEPARATOR)[:4]
         origin = Side.CORE if flags & 1 else Side.ACCESS
         policy = Policy(actpass=ActpassPolicy.PASSIVE if flags & 2 else ActpassPolicy.ACTIVE, new_tls_id=tls_id)
@@ -124,8 +137,9 @@ def build_sdp_rules() -> Callable[[bytes], None]:
             try:
                 plan = process(_text(part), origin=sender, kind=kind, state=state, dialog="fuzz",
                                transaction=str(step), policy=policy)
-            except PeerError:
-                return
+            except PeerError as error:
+                seen.append(refused(error))
+                return "\n".join(seen)
             reply = None
             if plan.iq is not None:
                 wire = json.loads(json.dumps(plan.iq.to_dict()))
@@ -133,12 +147,15 @@ def build_sdp_rules() -> Callable[[bytes], None]:
                 reply = agw.answer(plan.iq)
             try:
                 result = plan.finish(reply)
-            except PeerError:
-                return
+            except PeerError as error:
+                seen.append(refused(error))
+                return "\n".join(seen)
+            seen.append(result.sdp)
             parse(result.sdp)  # what the rules forward is well-formed SDP
             _require(DialogState.from_json(result.state.to_json()) == result.state,
                      "the dialog state does not round-trip through JSON")
             state = result.state
+        return "\n".join(seen)
 
     return one
 
@@ -147,15 +164,15 @@ def build_sdp_rules() -> Callable[[bytes], None]:
 # The multipart scanner
 # ---------------------------------------------------------------------------
 
-def build_multipart() -> Callable[[bytes], None]:
+def build_multipart() -> Callable[[bytes], str | None]:
     from plugin.body import MultipartError, find_sdp
 
-    def one(data: bytes) -> None:
+    def one(data: bytes) -> str | None:
         head, _, body = _text(data).partition("\n")
         try:
             part = find_sdp(head, body)
-        except MultipartError:
-            return
+        except MultipartError as error:
+            return refused(error)
         if part is not None:
             _require(part.before + part.sdp + part.after == body, "the parts do not add up to the body")
         if part is not None and part.sdp.strip():  # an empty SDP is refused (488), never rebuilt
@@ -163,6 +180,7 @@ def build_multipart() -> Callable[[bytes], None]:
             again = find_sdp(head, rebuilt)
             _require(again is not None and again.sdp == "v=0\r\n" and again.after == part.after,
                      "a rebuilt body does not give its SDP back")
+        return None if part is None else repr((part.before, part.sdp, part.after))
 
     return one
 

@@ -197,7 +197,9 @@ class Heartbeat:
         drained, lock, moved = await pipe.execute()
         drained = bool(drained)
         taken = self.watch.taken_over(lock, moved, first) if self.watch is not None else None
-        stand_down = taken is not None and not drained
+        # Already in the set (a survivor that took its calls over put it there) but not yet
+        # draining here: it stands down all the same, and says why.
+        stand_down = taken is not None and not (drained and self.draining)
         if stand_down:
             drained = True
             log.warning("node %s was taken over while it ran (%s): draining, no new calls, until an operator "

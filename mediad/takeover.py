@@ -28,6 +28,12 @@ Keys (the pool's hash tag, ``{pool}``):
 Who is dead: an id in the registry's set of nodes (``e2ae:pool:{pool}:nodes``)
 whose record expired.  A clean stop (drained or not) removes the id from the
 set, so a stopped node's dialogs wait for its restart; a killed one's do not.
+A survivor that takes a dead node's dialogs puts that node in the operator's
+drain set (``e2ae:pool:{pool}:draining``, :mod:`mediad.pool`), as a node that
+stands down does (:mod:`mediad.fence`): restarted, it comes back draining (its
+record says so from its first heartbeat) and gets no new call, since its
+floating addresses may be the survivor's host's now, until the operator undrains
+it (``e2ae-ctl undrain``).  A dead node that held no dialog is not drained.
 
 What does not move (:func:`unmovable`); the whole dialog is then released and
 an ``media_lost`` event (:data:`EVENT_MEDIA_LOST`) asks the plugin to end it
@@ -95,7 +101,7 @@ from typing import Any, Iterable
 
 from iq import Role
 from mediad.io.ports import NoPortsError
-from mediad.pool import MOVED_KEY, NODES_KEY, TAKEOVER_PREFIX, lock_key, node_key
+from mediad.pool import DRAINING_KEY, MOVED_KEY, NODES_KEY, TAKEOVER_PREFIX, lock_key, node_key
 from sdp_rules.errors import E2aeError
 
 
@@ -400,7 +406,14 @@ class Takeover:
             await daemon.flush()
             taken = [d for d in taken if d in daemon.dialogs]  # a write refused: another node has it
             history = parse_moves({dead: await self.redis.hget(MOVED_KEY, dead) or "[]"}).get(dead, [])
-            await self.redis.hset(MOVED_KEY, dead, json.dumps(add_move(history, at, self._ref())))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(MOVED_KEY, dead, json.dumps(add_move(history, at, self._ref())))
+            if take:  # its calls (and with a hook their addresses) are here now: back, it drains
+                pipe.sadd(DRAINING_KEY, dead)
+            await pipe.execute()
+            if take:
+                log.warning("node %s drained: it takes no new call when it comes back, until an operator "
+                            "undrains it (e2ae-ctl undrain %s) once its addresses are its own again", dead, dead)
             for event in moved_events:  # the plugin re-INVITEs the core (plugin.reinvite)
                 self.daemon.metrics.events.labels(EVENT_MEDIA_MOVED).inc()
                 await self.daemon.store.publish(event)

@@ -115,7 +115,8 @@ from plugin.body import SDP_TYPE, MultipartError, find_sdp, is_multipart, media_
 from plugin.lifecycle import (Action, CallEvent, CallState, EndRequest, Lifecycle, LifecycleError,
                               PendingRelease, retry_delay)
 from plugin.metrics import Metrics, direction
-from plugin.state import BUSY, TAKEN, DialogRecord, DialogStore, dialog_id
+from plugin.record import BUSY, TAKEN, DialogRecord, dialog_id
+from plugin.state import DialogStore
 
 log = logging.getLogger("e2ae.plugin")
 

@@ -87,6 +87,7 @@ import time  # noqa: E402
 import KSR  # noqa: E402
 
 from iq import Side  # noqa: E402
+import sdp_rules  # noqa: E402
 from sdp_rules.errors import UnavailableError  # noqa: E402
 
 from mediad.config import load_config  # noqa: E402
@@ -179,6 +180,12 @@ def _pv(name, default=""):
     return default if value is None else value
 
 
+def _cseq_number(value):
+    """The number of a CSeq (RFC 3261 20.16: ``1*DIGIT``), None when it is not one."""
+    text = str(value)
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 class kamailio:
     def __init__(self, config=None):
         self.config = config or load_config()
@@ -236,16 +243,16 @@ class kamailio:
         return decision
 
     def _message(self, side, request, body):
-        cseq = _pv("$cs", 0)
+        cseq = _cseq_number(_pv("$cs", 0)) or 0  # a reply without a number is discarded (ksr_reply_route)
         if self.reinvites and not request:
-            cseq = self.reinviter.callee_cseq(_pv("$ci"), int(cseq or 0))
+            cseq = self.reinviter.callee_cseq(_pv("$ci"), cseq)
         return Message(
             request=request,
             method=_pv("$rm"),
             call_id=_pv("$ci"),
             from_tag=_pv("$ft"),
             to_tag=_pv("$tt"),
-            cseq=int(cseq or 0),
+            cseq=cseq,
             side=side,
             body=body,
             content_type=_pv("$cT"),
@@ -583,8 +590,12 @@ class kamailio:
         the BYEs of its dialog are being sent, so that Kamailio 5.6's dialog module sends
         both (plugin.lifecycle); a reply that may carry SDP and cannot be used (a 2xx to
         an INVITE without a To tag, a Content-Length that does not frame the body) is
-        discarded before Kamailio relays it unconverted."""
+        discarded before Kamailio relays it unconverted, and so is one whose CSeq has no
+        number."""
         method = KSR.pv.get("$rm")
+        if _cseq_number(_pv("$cs", 0)) is None:
+            self._discard_reply(int(_pv("$rs", 0) or 0), "a CSeq number that is no number (RFC 3261 20.16)")
+            return 1
         if self.reinvites:
             if method == "INVITE" and self.reinviter.on_reply():
                 self._flush()  # a failure queued the call's BYEs
@@ -874,4 +885,6 @@ def mod_init():
     metrics_module.reset_directory(_METRICS_DIR)
     if _NOT_COMPILED:
         logging.getLogger("e2ae").warning("running the rules from their sources: %s", _NOT_COMPILED)
+    else:
+        logging.getLogger("e2ae").info("running the rules from %s", os.path.dirname(sdp_rules.__file__))
     return kamailio(config)

@@ -64,7 +64,15 @@ association), written by the rules' own :func:`sdp_rules.attrs.add_access_transp
 What a final reply means (:data:`TABLE`): a 2xx is the answer (tm ACKs it);
 491 (RFC 3261 14.1: glare) is retried once after 2.1 to 4 s; any other
 final reply, or none within :data:`ANSWER_WAIT_S` (tm's timeout reply is
-local and never reaches the script), ends the call.
+local and never reaches the script), ends the call.  A 2xx whose answer the
+edge cannot use (:func:`check_answer`: no SDP or a malformed one, an m-line
+dropped, rejected or of another media, a BUNDLE group changed) is ACKed all the
+same and the call ended with a BYE each way (RFC 3261 13.2.2.4 asks the UAC to
+ACK every 2xx; an unusable session is then ended).  A reply that matches no
+re-INVITE waiting for one (a 2xx retransmitted or arriving after the call
+ended, a reply to a re-INVITE retried after a 491, a CSeq naming another
+method) changes nothing here: tm matches it or drops it (it has no second Via
+to be relayed by).
 
 The WIC's answer (:func:`answer_specs`) becomes a MODIFY of each renewed
 transport: its new ICE credentials, its fingerprints, and the DTLS role it
@@ -72,7 +80,7 @@ leaves the survivor (the answerer of an ``actpass`` offer chooses, RFC 5763
 section 5: ``active`` leaves it server, as it waits; ``passive`` makes it client).
 
 Theory of operation: :class:`Leg`, :class:`DialogView`, :func:`build`,
-:func:`moved_offer`, :func:`moved_access_offer`, :func:`answer_specs`,
+:func:`moved_offer`, :func:`moved_access_offer`, :func:`answer_specs`, :func:`check_answer`,
 :func:`toward_caller`, :func:`back_to_callee`, :func:`outcome` and :class:`Pending` are pure; the KEMI
 shell (:mod:`plugin.kemi`) reads the dialog module, sends, and matches the
 replies of its own requests (the only ones with a single Via) by Call-ID and
@@ -87,6 +95,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from iq import Fingerprint, Role, TerminationReply, TransportSpec
+from sdp_rules import bundle
 from sdp_rules import sdp as sdp_model
 from sdp_rules.attrs import (add_access_transport, agw_role_for_answer, dtls_params, ice_params,
                              remote_rtp_address)
@@ -357,6 +366,30 @@ def answer_specs(answer: str, transports: dict[str, dict]) -> list[TransportSpec
         state.update(role=role.value, remote_tls_id=dtls.tls_id, remote_fingerprints=[str(f) for f in dtls.fingerprints],
                      remote_ice_ufrag=ice.ufrag, remote_transport=[address, port], answered=True, reuse=True)
     return out
+
+
+def check_answer(offer: str, answer: str) -> None:
+    """ReinviteError unless ``answer`` (the body of a 2xx to the edge's re-INVITE) is a usable
+    answer to ``offer``: an SDP (RFC 3261 13.2.1: the 2xx to an INVITE with an offer carries
+    the answer), with as many m-lines as the offer, each of the same media (RFC 3264 section
+    6), none the offer kept rejected (a port of zero that is not ``a=bundle-only``, RFC 9143
+    section 7.3.1), and the offer's BUNDLE groups unchanged (RFC 9143 section 7.3: an answerer
+    that moves an m-line out of a group gives it a transport the survivor does not have).
+    The edge ACKs even an unusable answer (tm does) and then ends the call with a BYE."""
+    try:
+        made, got = sdp_model.parse(offer), sdp_model.parse(answer)
+        offered, answered = bundle.groups(made), bundle.groups(got)
+    except (ValueError, E2aeError) as exc:
+        raise ReinviteError(f"the answer is not a usable SDP: {exc}") from None
+    if len(got.media) != len(made.media):
+        raise ReinviteError(f"the answer has {len(got.media)} m-line(s), the offer {len(made.media)}")
+    for index, (m_offer, m_answer) in enumerate(zip(made.media, got.media)):
+        if m_answer.media != m_offer.media:
+            raise ReinviteError(f"m-line {index} is {m_answer.media} in the answer, {m_offer.media} in the offer")
+        if m_answer.rejected and not bundle.is_bundle_only(m_answer) and not m_offer.rejected:
+            raise ReinviteError(f"the answer rejects m-line {index}")
+    if sorted(map(sorted, answered)) != sorted(map(sorted, offered)):
+        raise ReinviteError(f"the answer's BUNDLE groups {answered} are not the offer's {offered}")
 
 
 def _next_version(desc) -> None:

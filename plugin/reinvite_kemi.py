@@ -39,9 +39,8 @@ from sdp_rules.errors import UnavailableError
 from plugin.lifecycle import CallEvent
 from plugin.reinvite import (ANSWER_WAIT_S, CSEQ_DIFF_VAR, CSEQ_MARK_VAR, CSEQ_REFRESH_HEADER, GLARE_WAIT_S,
                              UP_BASE_VAR, UP_DIFF_VAR, DialogView, Leg, Outcome, Party, Pending, ReinviteError,
-                             RenewedTransport, alias_value, answer_specs, back_to_callee, build, moved_access_offer,
-                             moved_offer,
-                             outcome, refresh_value, toward_caller)
+                             RenewedTransport, alias_value, answer_specs, back_to_callee, build, check_answer,
+                             moved_access_offer, moved_offer, outcome, refresh_value, toward_caller)
 from sdp_rules.plan import random_tls_id
 
 log = logging.getLogger("e2ae.plugin.reinvite")
@@ -111,6 +110,12 @@ def renewed_transports(record, event: dict) -> list[RenewedTransport]:
     return out
 
 
+def _awaiting_answer(record) -> dict[str, dict]:
+    """The dialog's renewed transports whose re-offer the WIC has not answered yet, by id."""
+    return {tid: state for tid, state in (record.rules.data.get("transports") or {}).items()
+            if state.get("answered") is False}
+
+
 class Reinviter:
     def __init__(self, edge) -> None:
         self.edge = edge
@@ -128,9 +133,18 @@ class Reinviter:
             if previous is None:
                 raise ReinviteError(f"no SDP was sent to the {side.value} side yet")
             if side is Side.ACCESS:
-                body = moved_access_offer(previous, str(event["address"]), str(event["fingerprint"]),
-                                          renewed_transports(record, event))
-                self.edge.store.save(record)  # the rules state names the new transport
+                offers: list[str] = []
+
+                def renew(fresh) -> None:  # the rules state names the new transport
+                    sent = last_sent_to(fresh, side)
+                    if sent is None:
+                        raise ReinviteError(f"no SDP was sent to the {side.value} side yet")
+                    offers.append(moved_access_offer(sent, str(event["address"]), str(event["fingerprint"]),
+                                                     renewed_transports(fresh, event)))
+
+                if self.edge.store.update(record.id, renew) is None:
+                    return  # released meanwhile: nothing to re-offer
+                body = offers[-1]
             else:
                 body = moved_offer(previous, str(event["address"]), [int(p) for p in event["ports"]])
             self._send(record.call_id, record.caller_tag, record.callee_tag, toward, record.id, body, 1, side)
@@ -254,13 +268,16 @@ class Reinviter:
         result = outcome(_int(_pv("$rs")), pending.attempts)
         if result is None:
             return True
-        if result is Outcome.ANSWERED and self._side(pending) is Side.ACCESS:
+        if result is Outcome.ANSWERED:
             try:
-                self._apply_answer(pending, _pv("$rb"))
+                answer = _pv("$rb")
+                check_answer(pending.body, answer)
+                if self._side(pending) is Side.ACCESS:
+                    self._apply_answer(pending, answer)
             except (ReinviteError, UnavailableError) as exc:
                 result = Outcome.FAILED
-                log.warning("Call-ID %s: the WIC's answer to the re-offer cannot be applied: %s", pending.call_id,
-                            exc)
+                log.warning("Call-ID %s: the answer to the re-INVITE (CSeq %d) cannot be applied: %s",
+                            pending.call_id, pending.cseq, exc)
         KSR.htable.sht_rm(PENDING_TABLE, key)
         try:
             self._finish(pending, result, "status %s" % _pv("$rs"))
@@ -274,15 +291,18 @@ class Reinviter:
         record = self.edge.store.get(pending.dialog)
         if record is None:
             raise ReinviteError("the dialog's record is gone")
-        renewed = {tid: state for tid, state in (record.rules.data.get("transports") or {}).items()
-                   if state.get("answered") is False}
-        specs = answer_specs(answer or "", renewed)
+        specs = answer_specs(answer or "", _awaiting_answer(record))
         node = self.edge._where(record.mediad, record.created)
         reply = self.edge._ask(IqRequest(Command.MODIFY, record.id, "reoffer-%d" % pending.cseq, transports=specs),
                                node)
         if reply.error:
             raise ReinviteError(f"mediad refused the answer: {reply.error}")
-        self.edge.store.save(record)
+
+        def answered(fresh) -> None:  # the same answer, on the record as another message left it
+            answer_specs(answer or "", _awaiting_answer(fresh))
+
+        if self.edge.store.update(record.id, answered) is None:
+            raise ReinviteError("the dialog was released meanwhile")
 
     def tick(self, now: float) -> None:
         if KSR.htable.sht_iterator_start("e2ae_ri", PENDING_TABLE) < 0:

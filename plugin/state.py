@@ -2,10 +2,10 @@
 
 Keys (nothing else is written by the plugin):
 
-* ``e2ae:alg:dialog:{T}rest``: one JSON document per dialog: the caller's and
-  callee's tags, the Call-ID, the rules' :class:`~sdp_rules.plan.DialogState`,
-  the offer/answer tracker and the last rendered bodies (the idempotency cache
-  for retransmitted and forked messages).  Its TTL is set again on every write,
+* ``e2ae:alg:dialog:{T}rest``: one JSON document per dialog, a
+  :class:`plugin.record.DialogRecord` (the record, its keys and what the
+  scripts below answer are :mod:`plugin.record`'s, pure and compiled; this
+  module is the store, which talks to Redis).  Its TTL is set again on every write,
   on every unlock, and on in-dialog requests (with or without SDP, as the dialog
   module resets its own timeout on each; see :meth:`plugin.edge.Edge.refresh`
   for the ACK and the per-worker interval), so the record lives as long as the
@@ -64,6 +64,10 @@ Round trips (each a registered Lua script, sent as EVALSHA):
   dialog (waiting for the lock) and buries it under the lock: two round trips;
 * an in-dialog request's TTL refresh is one :meth:`DialogStore.touch`,
   whichever of its tags names the record.
+* the edge's own changes outside any message of the dialog (a survivor moved
+  its media, the WIC answered the edge's re-offer) are :meth:`DialogStore.update`:
+  a read and a :meth:`DialogStore.commit_if`, read and applied again when the
+  dialog changed meanwhile, and nothing written once it is released.
 
 Deadlines: Redis runs a command it received even when the client stopped
 waiting for it (a Redis stalled past the socket timeout: the INVITE was
@@ -88,38 +92,30 @@ reservation made after it (the INVITE racing it is refused).
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import os
 import secrets
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import redis
 
 from sdp_rules.errors import UnavailableError
-from sdp_rules.plan import DialogState
 
 from mediad.redis_client import REDIS_ERRORS, RedisSettings, connect, is_cluster
-from mediad.redis_keys import ALG_DIALOG, ALG_LOCK, ALG_RELEASED, tagged
-from plugin.lifecycle import CallState
+from mediad.redis_keys import ALG_DIALOG, tagged
+from plugin.record import (ABSENT, BUSY, CACHE_SIZE, DIALOG_PREFIX, LATE, LOCK_PREFIX, TAKEN, TOMBSTONE_PREFIX,
+                           DialogRecord, Found, candidate_keys, dialog_id, dialog_key, dialog_keys, is_late,
+                           lock_key, read_claim, read_create, read_take, record_digest, tombstone_key)
 
-DIALOG_PREFIX = ALG_DIALOG
-LOCK_PREFIX = ALG_LOCK
-TOMBSTONE_PREFIX = ALG_RELEASED
 TOMBSTONE_TTL = 32
 LOCK_TTL_MS = 3000
 LOCK_WAIT_S = 2.0
-CACHE_SIZE = 16
 
 # Each script is registered once per client and sent as EVALSHA; every key it touches is in KEYS.
 # A script that writes takes its deadline (Redis TIME, in ms) as its last ARGV and does
-# nothing after it: _LATE is its first line, and its answer then is {-9} (or -9).
-LATE = -9
+# nothing after it: _LATE is its first line, and its answer then is {-9} (or -9), LATE.
 _LATE = """
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[#ARGV]) then return %s end
@@ -221,107 +217,6 @@ _SCRIPTS = {"unlock": _UNLOCK, "unlock_touch": _UNLOCK_TOUCH, "commit": _COMMIT,
             "touch": _TOUCH, "take": _TAKE, "claim": _CLAIM, "create": _CREATE, "commit_if": _COMMIT_IF}
 _DEADLINED = frozenset({"commit", "bury", "take", "claim", "create", "commit_if"})
 
-# What DialogStore.take found.
-TAKEN = "taken"  # the record was there and is now buried
-ABSENT = "absent"  # no record
-BUSY = "busy"  # the record is there but locked: nothing changed
-
-
-def dialog_keys(ident: str) -> list[str]:
-    """The Redis keys of the dialog ``ident``, in the order every script takes them:
-    record, lock, tombstone (the one place that names them)."""
-    return [dialog_key(ident), lock_key(ident), tombstone_key(ident)]
-
-
-def _candidate_keys(candidates: list[str]) -> list[str]:
-    return [key for ident in candidates for key in dialog_keys(ident)]
-
-
-def record_digest(raw: str) -> str:
-    """The digest the conditional commit compares (Lua's ``redis.sha1hex`` of the stored record)."""
-    return hashlib.sha1(raw.encode("utf-8", "surrogateescape")).hexdigest()
-
-
-@functools.lru_cache(maxsize=1024)
-def dialog_id(call_id: str, caller_tag: str) -> str:
-    """The dialog's id: stable, short, safe in a Redis key and on the Iq interface.
-
-    32 hex digits: the Call-ID's digest (the Redis hash tag every id of the Call-ID
-    shares, :mod:`mediad.redis_keys`), then the digest of the Call-ID and the tag.
-    Remembered for the last dialogs: one call's messages ask for it about ten times.
-    """
-    call = hashlib.sha256(call_id.encode("utf-8", "surrogateescape")).hexdigest()
-    digest = hashlib.sha256(f"{call_id}\0{caller_tag}".encode("utf-8", "surrogateescape"))
-    return call[:16] + digest.hexdigest()[:16]
-
-
-def dialog_key(ident: str) -> str:
-    """The dialog's record."""
-    return tagged(ALG_DIALOG, ident)
-
-
-def lock_key(ident: str) -> str:
-    """The dialog's lock."""
-    return tagged(ALG_LOCK, ident)
-
-
-def tombstone_key(ident: str) -> str:
-    """The dialog's release tombstone."""
-    return tagged(ALG_RELEASED, ident)
-
-
-@dataclass
-class DialogRecord:
-    """Everything the plugin keeps for one dialog."""
-
-    id: str
-    call_id: str
-    caller_tag: str
-    caller_side: str  # "access" or "core": where the initial INVITE came from
-    callee_tag: str = ""
-    rules: DialogState = field(default_factory=DialogState)
-    # The offer in progress: {"tx": "<cseq> <method>", "side": origin, "in_reply": bool}.
-    offer: dict[str, Any] | None = None
-    # Idempotency cache: "<tx>|<side>|<sha256 of body>" -> rendered body.
-    rendered: dict[str, str] = field(default_factory=dict)
-    applied: str = ""  # cache key of the body whose plan mediad applied last
-    created: float = 0.0
-    state: CallState = CallState.IDLE  # the call's lifecycle state (plugin.lifecycle)
-    mediad: str = ""  # in a pool: the dialog's media node, "id@host:port" (plugin.pool); else ""
-    # The JSON this record was read from or last saved as ("" for a new one): what a
-    # conditional commit (DialogStore.commit_if) compares with Redis's.
-    raw: str = field(default="", repr=False, compare=False)
-
-    def to_json(self) -> str:
-        return json.dumps({
-            "id": self.id, "call_id": self.call_id, "caller_tag": self.caller_tag,
-            "caller_side": self.caller_side, "callee_tag": self.callee_tag,
-            "rules": {"version": self.rules.version, "data": self.rules.data},
-            "offer": self.offer, "rendered": self.rendered, "applied": self.applied,
-            "created": self.created, "state": self.state.value, **({"mediad": self.mediad} if self.mediad else {}),
-        }, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> "DialogRecord":
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", "surrogateescape")
-        doc = json.loads(raw)
-        rules = doc.get("rules") or {}
-        return cls(raw=raw,
-            id=doc["id"], call_id=doc["call_id"], caller_tag=doc["caller_tag"],
-            caller_side=doc["caller_side"], callee_tag=doc.get("callee_tag", ""),
-            rules=DialogState(int(rules.get("version", 0)), dict(rules.get("data", {}))),
-            offer=doc.get("offer"), rendered=dict(doc.get("rendered", {})), applied=doc.get("applied", ""),
-            created=float(doc.get("created", 0.0)),
-            state=CallState(doc.get("state", CallState.OFFERED.value)), mediad=str(doc.get("mediad", "")),
-        )
-
-    def remember(self, key: str, body: str) -> None:
-        self.rendered[key] = body
-        while len(self.rendered) > CACHE_SIZE:
-            self.rendered.pop(next(iter(self.rendered)))
-
-
 class DialogStore:
     """Blocking Redis access for one Kamailio worker (connections opened lazily).
 
@@ -395,7 +290,7 @@ class DialogStore:
             if isinstance(exc, redis.exceptions.MovedError) and is_cluster(self.redis):
                 self.redis.nodes_manager.initialize()  # slots moved: the next call goes to the new node
             raise UnavailableError(f"redis: {exc.__class__.__name__}") from None
-        if reply == LATE or (isinstance(reply, list) and reply and reply[0] == LATE):
+        if is_late(reply):
             raise UnavailableError("redis: ran the request after its deadline")
         return reply
 
@@ -515,7 +410,7 @@ class DialogStore:
     def unbury(self, ident: str) -> None:
         self._call(self.redis.delete, tombstone_key(ident))
 
-    def take(self, call_id: str, tags: tuple[str, ...]) -> tuple[str, DialogRecord | None]:
+    def take(self, call_id: str, tags: tuple[str, ...]) -> tuple[Found, DialogRecord | None]:
         """Bury the dialog found by ``tags`` (the caller's first) unless it is locked: one round trip.
 
         ``(TAKEN, record)``: the record was deleted and the tombstone written; the
@@ -524,16 +419,13 @@ class DialogStore:
         """
         return self._take([dialog_id(call_id, tag) for tag in tags if tag])
 
-    def take_id(self, ident: str) -> tuple[str, DialogRecord | None]:
+    def take_id(self, ident: str) -> tuple[Found, DialogRecord | None]:
         """:meth:`take` for the dialog ``ident``."""
         return self._take([ident])
 
-    def _take(self, candidates: list[str]) -> tuple[str, DialogRecord | None]:
-        keys = _candidate_keys(candidates)
-        reply = self.script("take", keys, TOMBSTONE_TTL) if keys else [0]
-        if reply[0] == 1:
-            return TAKEN, DialogRecord.from_json(reply[2])
-        return (BUSY, None) if reply[0] == -1 else (ABSENT, None)
+    def _take(self, candidates: list[str]) -> tuple[Found, DialogRecord | None]:
+        keys = candidate_keys(candidates)
+        return read_take(self.script("take", keys, TOMBSTONE_TTL) if keys else [0])
 
     def create(self, record: DialogRecord) -> tuple[bool, DialogRecord | None]:
         """Save a new dialog's record, clearing its tombstone, unless the dialog exists: one round trip.
@@ -544,11 +436,10 @@ class DialogStore:
         if not record.created:
             record.created = time.time()
         raw = record.to_json()
-        reply = self.script("create", dialog_keys(record.id), raw, self.ttl)
-        if reply[0] == 1:
+        saved, found = read_create(self.script("create", dialog_keys(record.id), raw, self.ttl))
+        if saved:
             record.raw = raw
-            return True, None
-        return False, DialogRecord.from_json(reply[1]) if len(reply) > 1 and reply[1] else None
+        return saved, found
 
     def commit_if(self, record: DialogRecord, read: str) -> int:
         """Save ``record`` unless the dialog changed since its record was ``read`` (the JSON
@@ -562,6 +453,30 @@ class DialogStore:
         if saved == 1:
             record.raw = raw
         return saved
+
+    def update(self, ident: str, change: Callable[[DialogRecord], object]) -> DialogRecord | None:
+        """Read the dialog's record, ``change`` it and save it with :meth:`commit_if`, taking
+        no lock: read and changed again when another message changed the dialog meanwhile,
+        tried again while a worker holds its lock (for at most LOCK_WAIT_S).  The saved
+        record; None when the dialog has no record (released, or never was): nothing is
+        written, so a released dialog is never re-created.  A ``change`` that raises writes
+        nothing."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        delay = 0.001
+        while True:
+            record = self.get(ident)
+            if record is None:
+                return None
+            read = record.raw
+            change(record)
+            saved = self.commit_if(record, read)
+            if saved == 1:
+                return record
+            if time.monotonic() >= deadline:
+                raise UnavailableError("dialog busy: its record not saved in time")
+            if saved == -1:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
 
     def lock(self, ident: str) -> "DialogLock":
         return DialogLock(self, ident)
@@ -588,19 +503,18 @@ class DialogStore:
         delay = 0.001
         seen = False
         while True:
-            keys = _candidate_keys(candidates)
-            reply = self.script("claim", keys, token, LOCK_TTL_MS, "1" if create else "0", "1" if unbury else "0")
-            if reply[0] == 0:
+            keys = candidate_keys(candidates)
+            reply = read_claim(self.script("claim", keys, token, LOCK_TTL_MS, "1" if create else "0",
+                                           "1" if unbury else "0"))
+            if reply.status == 0:
                 return None
-            ident = candidates[int(reply[1]) - 1]
-            if reply[0] == 1:
-                raw, released, existed = reply[2], bool(reply[3]), bool(reply[4])
-                return Claim(self, ident, token, DialogRecord.from_json(raw) if raw else None, released,
-                             seen or existed)
+            ident = candidates[reply.index]
+            if reply.status == 1:
+                return Claim(self, ident, token, reply.record, reply.released, seen or reply.existed)
             if time.monotonic() >= deadline:
                 raise UnavailableError("dialog busy: lock not acquired in time")
             # Wait for this dialog; if its record goes meanwhile, that is for the caller to see.
-            seen = seen or reply[2] == 1
+            seen = seen or reply.existed
             candidates, create, unbury = [ident], True, False
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
@@ -707,6 +621,6 @@ class DialogLock:
             pass  # the lock expires by itself
 
 
-__all__ = ["Claim", "DialogLock", "DialogRecord", "DialogStore", "dialog_id", "dialog_keys", "record_digest", "ABSENT",
-           "BUSY", "DIALOG_PREFIX", "LOCK_PREFIX", "TAKEN", "TOMBSTONE_PREFIX", "TOMBSTONE_TTL", "dialog_key",
-           "lock_key", "tombstone_key"]
+__all__ = ["Claim", "DialogLock", "DialogRecord", "DialogStore", "Found", "dialog_id", "dialog_keys", "record_digest",
+           "ABSENT", "BUSY", "CACHE_SIZE", "DIALOG_PREFIX", "LOCK_PREFIX", "TAKEN", "TOMBSTONE_PREFIX",
+           "TOMBSTONE_TTL", "dialog_key", "lock_key", "tombstone_key"]

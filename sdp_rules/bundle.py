@@ -131,7 +131,10 @@ def groups(sdp: SessionDescription) -> list[list[str]]:
     out: list[list[str]] = []
     seen: set[str] = set()
     for value in sdp.session.attributes("group"):
-        semantics, *tags = (value or "").split()
+        words = (value or "").split()
+        if not words:
+            raise SdpPolicyError("a=group without semantics (RFC 5888 section 5)")
+        semantics, tags = words[0], words[1:]
         if semantics.upper() != SEMANTICS:
             continue
         for tag in tags:

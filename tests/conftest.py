@@ -74,6 +74,25 @@ def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port")
 
 
+def free_port_block(count: int, host: str = "127.0.0.1", avoid: tuple[int, ...] = ()) -> int:
+    """The first of ``count`` consecutive ports free for UDP and TCP on ``host`` right now, none
+    of them in ``avoid`` (SIPp takes its -mp port and the three above it for audio and video)."""
+    for _ in range(200):
+        base = free_port(host=host)
+        block = range(base, base + count)
+        if block[-1] > LISTEN_PORTS[1] or any(port in block for port in avoid):
+            continue
+        try:
+            for port in block[1:]:
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind((host, port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free block of ports")
+
+
 class RedisServer:
     """A real ``redis-server`` on 127.0.0.1 with a password, in a temp dir."""
 

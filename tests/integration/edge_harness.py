@@ -35,7 +35,7 @@ from typing import Iterator
 from deploy.run_edge import kamailio_command
 from deploy.sip_tls import ensure_certificate, write_tls_cfg
 from mediad.config import sip_sockets
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, free_port_block
 
 SCENARIOS = REPO / "sipp_scenarios"
 KAMAILIO_CFG = REPO / "deploy" / "kamailio.cfg"
@@ -590,7 +590,8 @@ class Sipp:
     def __post_init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="e2ae-sipp-"))
         self.port = free_port(host=self.local_ip)
-        self.media_port = free_port(host=self.local_ip)
+        # SIPp binds -mp and the three ports above it (audio and video RTP/RTCP).
+        self.media_port = free_port_block(4, host=self.local_ip, avoid=(self.port,))
         self.proc: subprocess.Popen | None = None
         self.message_file = self.dir / "messages.log"
         self.error_file = self.dir / "errors.log"

@@ -84,6 +84,11 @@ def _log_tail(edge: Edge) -> str:
     return "\n".join(lines[-30:]) + "\n"
 
 
+def _sample(metrics: str, sample: str) -> float:
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def _cseq(message) -> tuple[int, str]:
     number, method = _header(message, "CSeq").split()
     return int(number), method
@@ -146,3 +151,50 @@ def test_a_core_that_refuses_the_reinvite_gets_the_call_ended_both_ways(edge, si
     metrics = edge.plugin_metrics()
     assert re.search(r'e2ae_plugin_reinvites_total\{result="failed",side="core"\} 1\.0', metrics), metrics
     assert re.search(r'e2ae_plugin_releases_total\{reason="media_lost"\} 1\.0', metrics), metrics
+
+
+@pytest.mark.parametrize("mline, why", [
+    ("m=audio x RTP/AVPF 0", "not a usable SDP"),
+    ("a=sendrecv", "0 m-line"),
+    ("m=video 40000 RTP/AVPF 96", "m-line 0 is video"),
+], ids=["malformed", "its-m-line-dropped", "another-media"])
+def test_stray_and_unusable_replies_to_the_reinvite_end_the_call_cleanly(edge, sipps, mline, why):
+    """The core answers the edge's re-INVITE with a 200 naming another method in its CSeq (no answer
+    to the re-INVITE: the plugin leaves it alone), then a 200 whose SDP the edge cannot use: tm ACKs
+    it and the edge ends the call with a BYE each way (RFC 3261 13.2.2.4: ACK, then BYE); that 200
+    again after the call ended is ACKed again and changes nothing.  No traceback, no key in Redis,
+    no dialog in mediad (no_state_left)."""
+    before = edge.plugin_metrics()
+    uas = Sipp("core_uas_moved_hostile.xml", "127.0.0.3", keys={"mline": mline})
+    uas.port = edge.conf.next_hop_port
+    uac = Sipp("wic_call_uac_recv_bye.xml", "127.0.0.1", remote=edge.access, extra=["-s", "callee"])
+    sipps += [uas, uac]
+    uas.start()
+    time.sleep(0.2)
+    uac.start()
+    invite = _wait(lambda: next(iter(uas.received("INVITE ")), None), 10, "the core's INVITE")
+    _wait(lambda: uas.received("ACK "), 10, "the core's ACK")
+    ident = dialog_id(_header(invite, "Call-ID").strip(), _tag(_header(invite, "From")))
+    client = edge.redis()
+    try:
+        client.publish(EVENTS_CHANNEL, json.dumps({"event": EVENT_MEDIA_MOVED, "dialog": ident, "side": "core",
+                                                   "address": "127.0.0.2", "ports": [NEW_CORE_PORT]}))
+    finally:
+        client.close()
+    assert uac.wait(30) == 0, _log_tail(edge) + uac.diagnostics() + "\n" + uas.diagnostics()
+    assert uas.wait(15) == 0, _log_tail(edge) + uas.diagnostics()
+    reinvite = uas.received("INVITE ")[1]
+    acks = [_cseq(a) for a in uas.received("ACK ")]
+    # tm ACKs the unusable 200 and that 200 again after the call ended (RFC 3261 13.2.2.4).
+    assert acks == [(1, "ACK"), (_cseq(reinvite)[0], "ACK"), (_cseq(reinvite)[0], "ACK")], acks
+    bye = uas.received("BYE ")[0]
+    assert _cseq(bye)[0] > _cseq(reinvite)[0]
+    metrics = edge.plugin_metrics()  # the edge serves the module's tests: what this one added
+    for sample, added in (('e2ae_plugin_reinvites_total{result="failed",side="core"}', 1),
+                          ('e2ae_plugin_reinvites_total{result="answered",side="core"}', 0),
+                          ('e2ae_plugin_releases_total{reason="media_lost"}', 1)):
+        assert _sample(metrics, sample) - _sample(before, sample) == added, (sample, metrics)
+    log = edge.kamailio_log_text()
+    assert "Traceback" not in log, _log_tail(edge)
+    assert re.search(rf"answer to the re-INVITE \(CSeq \d+\) cannot be applied: .*{why}", log), _log_tail(edge)
+    print(f"\nACKs the core got: {acks}")

@@ -26,9 +26,10 @@ import pytest
 
 from deploy.demo_call import (PCMU, SAMPLES, PTIME, SipUac, _media_address, _Queue, _StreamQueue, _tag, _ulaw,
                               loopback_only, tone_track)
-from mediad.pool import NODES_KEY, node_key
+from mediad.pool import DRAINING_KEY, NODES_KEY, Node, node_key
 from mediad.state import dialog_key
 from mediad.takeover import MOVED_KEY, lock_key
+from plugin.pool import Standing, classify
 from tests.integration.edge_harness import Edge
 from tests.integration.test_edge_pool import HOSTS, Pool, clean_pool_keys, start_node
 
@@ -189,6 +190,22 @@ class Wic:
         self.uac.close()
 
 
+def standing(pool: Pool, name: str, wait: float = 3.0) -> Standing | None:
+    """How the plugin stands node ``name`` (its record and the drain set, ``plugin.pool.classify``),
+    once it has a record (None: none within ``wait`` s)."""
+    client = pool.edge.redis()
+    try:
+        deadline = time.monotonic() + wait
+        while (raw := client.get(node_key(name))) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if raw is None:
+            return None
+        draining = {d.decode() for d in client.smembers(DRAINING_KEY)}
+        return classify(Node.from_dict(json.loads(raw)), draining, {}, time.time())
+    finally:
+        client.close()
+
+
 def gap(times: list[float], at: float) -> tuple[float, int]:
     """(ms from the last packet before ``at`` to the first after it, packets after it)."""
     before = [t for t in times if t <= at]
@@ -288,6 +305,7 @@ async def _killed_node(pool: Pool) -> None:
             assert client.smembers(NODES_KEY) == {n.encode() for n in survivors}  # until it comes back
             assert client.get(lock_key(victim)) is None and client.get(node_key(victim)) is None
             assert client.hget(MOVED_KEY, victim) is not None
+            assert client.smembers(DRAINING_KEY) == {victim.encode()}  # the survivor drained it
             for dialog in dead_dialogs:  # rewritten: they name the survivor, on the dead node's addresses
                 document = json.loads(client.get(dialog_key(dialog)))
                 assert document["node"] == taken_by and document["home"]["access"] == victim_host
@@ -299,6 +317,8 @@ async def _killed_node(pool: Pool) -> None:
         await asyncio.to_thread(pool.nodes[victim].start)
         assert pool.nodes[victim].metric("e2ae_mediad_restored_sessions_total") == 0
         assert await asyncio.to_thread(pool.held, victim) == []
+        # ... and it is back draining, as the plugin reads its record: no new call there until undrained.
+        assert await asyncio.to_thread(standing, pool, victim) is Standing.DRAINING
         back = time.monotonic()
         await asyncio.sleep(1.0)
         for i in on_victim:

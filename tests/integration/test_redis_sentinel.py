@@ -133,8 +133,12 @@ def test_calls_survive_a_sentinel_failover_then_a_kill_of_the_new_master(edge, h
         time.sleep(0.2)
         held.start()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(admin.keys("e2ae:agw:dialog:{*")) < CALLS:
+        # mediad writes its document at the reservation, the plugin its record with the answer:
+        # wait for both of every call.
+        while time.monotonic() < deadline and (len(admin.keys("e2ae:agw:dialog:{*")) < CALLS
+                                               or len(admin.keys("e2ae:alg:dialog:{*")) < CALLS):
             time.sleep(0.05)
+        assert len(admin.keys("e2ae:agw:dialog:{*")) == CALLS
         assert len(admin.keys("e2ae:alg:dialog:{*")) == CALLS
         admin.close()
         ha.wait_replica_synced()

@@ -36,8 +36,10 @@ Cases run ``concurrency`` at a time, in batches.  Invariants checked:
   and each case's dialog has left Redis and mediad within ``settle_timeout``
   (``leftover_state``);
 * at the end: no dialog in mediad, no key of the edge's in Redis
-  (``leftover_state``), and mediad and Kamailio hold no more fds and sockets
-  than after the warm-up (``extra_fds``).
+  (``leftover_state``), mediad and Kamailio hold no more fds and sockets
+  than after the warm-up (``extra_fds``), and no exception escaped the plugin
+  into Kamailio (``plugin_exception``: app_python3 logged a traceback; the
+  message then went on as if the plugin had not seen it).
 
 Why a hand-made user agent: the fuzz must put exact bytes on the wire (NUL
 and non-UTF-8 bodies, Content-Lengths that do not frame the body, duplicated
@@ -997,6 +999,8 @@ class Fuzz:
         if keys or sessions:
             self.stats.violations.append(Violation("leftover_state", -1, f"at the end: {len(keys)} keys, "
                                                                          f"{len(sessions)} mediad dialogs"))
+        for problem in plugin_exceptions(self.edge.kamailio_log_text()):
+            self.stats.violations.append(Violation("plugin_exception", -1, problem))
         if baseline is None:
             return
         await asyncio.sleep(0.5)
@@ -1006,6 +1010,22 @@ class Fuzz:
                                     sum(sum(c.values()) for c in end[name].values()))
             for problem in fd_violations(name, baseline[name], end[name], self.fd_lazy(name)):
                 self.stats.violations.append(Violation("extra_fds", -1, problem))
+
+
+UNHANDLED = "Unhandled exception in the Python code"  # app_python3's line before a traceback
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\b.*")
+
+
+def plugin_exceptions(log: str) -> list[str]:
+    """One entry per exception that escaped the plugin into Kamailio's ``log``: the
+    traceback's last line, which names the exception."""
+    lines = log.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if UNHANDLED in line:
+            named = (m.group(0) for m in map(_EXCEPTION_LINE.match, lines[i + 1:i + 80]) if m)
+            found.append(next(named, line.strip()))
+    return found
 
 
 EPHEMERAL = range(32768, 61000)  # Linux's ip_local_port_range default

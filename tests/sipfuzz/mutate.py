@@ -155,7 +155,7 @@ def reply_draft(body: bytes, status: str = "200 OK", content_type: str = "applic
 # ---------------------------------------------------------------------------
 
 SIPP_VALUES = {"[media_ip]": "127.0.0.1", "[media_port]": "49170", "[local_ip]": "127.0.0.1",
-               "[reinvite_tls_id]": "6ba1e1b4d7c5a3f2e0d9c8b7a6f5e4d3"}
+               "[reinvite_tls_id]": "6ba1e1b4d7c5a3f2e0d9c8b7a6f5e4d3", "[mline]": "m=audio 49170 RTP/AVP 0"}
 
 
 def sipp_bodies(path: Path) -> list[tuple[str, bytes]]:

@@ -16,7 +16,7 @@ COLLAPSED = "\n".join([
     "IqClient.request (mediad/io/client.py:90);dumps (json/__init__.py:231) 6",
     f"{REPLY};_apply (plugin/kemi.py:170);{HANDLE};DialogStore.script (plugin/state.py:292);"
     "DialogStore._evalsha (plugin/state.py:318);Connection.read_response (redis/connection.py:650) 3",
-    f"{REPLY};_apply (plugin/kemi.py:170);{HANDLE};DialogRecord.to_json (plugin/state.py:215) 2",
+    f"{REPLY};_apply (plugin/kemi.py:170);{HANDLE};DialogRecord.to_json (plugin/record.py:215) 2",
     f"{ROUTE};_relay (plugin/kemi.py:206) 4",
     f"{ROUTE};_apply (plugin/kemi.py:160);_pv (plugin/kemi.py:95) 1",
     "ksr_dialog_event (plugin/kemi.py:290);Edge.release (plugin/edge.py:460);plan (sdp_rules/plan.py:10) 4",
@@ -35,7 +35,7 @@ def test_each_stack_goes_to_the_first_category_one_of_its_frames_matches():
     assert by_category == pytest.approx({
         "mediad Iq round trips (client: encode, seal, send, wait, open, decode)": 0.30,
         "Redis round trips (redis-py, the plugin's scripts)": 0.15,
-        "dialog records (JSON, in plugin/state.py)": 0.10,
+        "dialog records and their store (plugin/record.py, plugin/state.py)": 0.10,
         "Kamailio relaying (KSR.tm.t_relay and the calls around it)": 0.20,
         "message in and out of Python (KSR.pv reads, set_body)": 0.05,
         "SDP rules (parse, plan, render)": 0.20,
@@ -87,7 +87,7 @@ def test_time_goes_to_the_innermost_line_of_the_projects_own_code():
         "_relay (plugin/kemi.py:206)": 4 / 25,
         "plan (sdp_rules/plan.py:10)": 4 / 25,
         "DialogStore._evalsha (plugin/state.py:318)": 3 / 25,
-        "DialogRecord.to_json (plugin/state.py:215)": 2 / 25,
+        "DialogRecord.to_json (plugin/record.py:215)": 2 / 25,
         "_pv (plugin/kemi.py:95)": 1 / 25,
     })
     assert list(lines)[0] == "IqClient.request (mediad/io/client.py:90)"

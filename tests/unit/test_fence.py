@@ -349,3 +349,38 @@ def test_events_and_the_writers_batches_may_go_out_at_once(nodes, redis_server):
 
     nodes.run(scenario)
     redis.close()
+
+
+def test_a_paused_node_its_survivor_drained_already_still_stands_down_and_says_why(nodes, redis_server, caplog):
+    """The survivor put x in the drain set when it took x's dialogs over (mediad.takeover); x, back
+    from its pause, sees the takeover at its next beat: it writes its record as draining and logs
+    its WARNING once, as when the set did not name it yet."""
+    from mediad.pool import DRAINING_KEY, NODES_KEY, Heartbeat, NodeState, node_key
+
+    redis = redis_server.client()
+    reasons = ["node y took its dialogs over", None]
+
+    class Watch:
+        def taken_over(self, lock, moved, first):
+            return reasons.pop(0)
+
+        def beat(self, previous, first):
+            pass
+
+    async def scenario() -> None:
+        x = nodes("x")
+        heartbeat = Heartbeat(x.config, x.store.redis, lambda: 0, Watch())
+        heartbeat.beats = 1  # running before its pause
+        redis.sadd(DRAINING_KEY, "x")
+        with caplog.at_level("WARNING", logger="mediad.pool"):
+            await heartbeat.beat()
+            await heartbeat.beat()
+        assert json.loads(redis.get(node_key("x")))["state"] == NodeState.DRAINING.value
+        stood = [r for r in caplog.records if "was taken over while it ran" in r.getMessage()]
+        assert len(stood) == 1 and stood[0].levelname == "WARNING", caplog.records
+
+    try:
+        nodes.run(scenario)
+    finally:
+        redis.delete(DRAINING_KEY, node_key("x"), NODES_KEY)
+        redis.close()

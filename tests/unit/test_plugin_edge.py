@@ -744,7 +744,7 @@ def answer_200(status=200, body=CORE_ANSWER, to_tag="t1"):
 def test_commit_if_saves_only_the_record_it_read_unlocked(store):
     """The conditional commit's script against Redis: saved when the record is the one
     read and no one holds the lock; else nothing changes (0 changed or gone, -1 locked)."""
-    from plugin.state import DialogRecord, record_digest
+    from plugin.state import TAKEN, DialogRecord, record_digest
 
     record = DialogRecord(id="d1", call_id="c", caller_tag="f", caller_side="access")
     assert store.create(record) == (True, None)
@@ -762,9 +762,75 @@ def test_commit_if_saves_only_the_record_it_read_unlocked(store):
         third.callee_tag = "t3"
         assert store.commit_if(third, first.raw) == -1
     assert store.get("d1").callee_tag == "t1"
-    assert store.take_id("d1")[0] == "taken"
+    assert store.take_id("d1")[0] is TAKEN
     assert store.commit_if(third, first.raw) == 0
     assert store.redis.get(dialog_key("d1")) is None  # a released dialog is not re-created
+
+
+def test_update_keeps_a_change_made_between_its_read_and_its_write(store):
+    """Two writers: the edge's own change (update) and a message's claimed commit landing
+    between update's read and its write.  Both changes survive: update reads again."""
+    from plugin.state import DialogRecord
+
+    store.create(DialogRecord(id="u1", call_id="c", caller_tag="f", caller_side="access"))
+    calls = []
+
+    def change(record):
+        calls.append(record.callee_tag)
+        record.rules.data["moved"] = len(calls)
+        if len(calls) == 1:  # another worker commits the dialog now
+            with store.claim_id("u1") as claim:
+                claim.record.callee_tag = "t-other"
+                claim.commit(claim.record)
+
+    saved = store.update("u1", change)
+    assert calls == ["", "t-other"]
+    stored = store.get("u1")
+    assert stored.callee_tag == "t-other" and stored.rules.data["moved"] == 2 and saved.raw == stored.raw
+
+
+def test_update_never_recreates_a_dialog_released_between_its_read_and_its_write(store):
+    """A release (take: the record deleted, the tombstone written) between update's read
+    and its write: nothing is written, the record stays gone, the tombstone stays."""
+    from plugin.state import DialogRecord, tombstone_key
+
+    store.create(DialogRecord(id="u2", call_id="c", caller_tag="f", caller_side="access"))
+
+    def change(record):
+        record.callee_tag = "late"
+        assert store.take_id("u2")[0] == "taken"
+
+    assert store.update("u2", change) is None
+    assert store.redis.get(dialog_key("u2")) is None
+    assert store.redis.exists(tombstone_key("u2")) == 1
+    assert store.update("u2", change) is None  # and after it, nothing to change
+
+
+def test_update_waits_for_a_claim_and_changes_what_it_committed(store):
+    """A worker holds the dialog's lock: update writes nothing while it is held, then
+    applies its change to the record the worker committed."""
+    import threading
+
+    from plugin.state import DialogRecord
+
+    store.create(DialogRecord(id="u3", call_id="c", caller_tag="f", caller_side="access"))
+    claim = store.claim_id("u3")
+    seen = []
+
+    def change(record):
+        seen.append(record.callee_tag)
+        record.rules.data["moved"] = True
+
+    done = threading.Thread(target=lambda: seen.append(store.update("u3", change)))
+    done.start()
+    time.sleep(0.1)
+    assert "moved" not in store.get("u3").rules.data
+    claim.record.callee_tag = "t-claimed"
+    claim.commit(claim.record)
+    done.join(timeout=5)
+    stored = store.get("u3")
+    assert stored.callee_tag == "t-claimed" and stored.rules.data["moved"] is True
+    assert seen[-2] == "t-claimed" and seen[-1].raw == stored.raw
 
 
 def test_commit_if_after_its_deadline_writes_nothing(store, monkeypatch):

@@ -592,6 +592,29 @@ def test_a_reply_whose_content_length_does_not_frame_it_is_discarded(kemi):
     assert dropped == [1, 1]
 
 
+def test_a_reply_whose_cseq_number_is_no_number_is_discarded_and_raises_nothing(kemi):
+    """RFC 3261 20.16: CSeq = 1*DIGIT LWS Method.  A reply whose number is not one (the
+    SIP-level fuzz sent ``CSeq: abc INVITE``) made the reply route raise ValueError (a
+    traceback, the reply relayed unconverted): it is dropped and counted, and the
+    message the edge reads from it never raises."""
+    from iq import Side
+
+    module, ksr = kemi
+    script = module.kamailio()
+    edge = script._edge = RecordingEdge()
+    dropped = []
+    ksr.set_drop = lambda: dropped.append(1)
+    bad = counter(edge.metrics.drops.labels("bad_reply"))
+    ksr.pvs.update({"$rm": "INVITE", "$rs": "200", "$cs": "abc", "$rb": "v=0\r\n"})
+    assert script.ksr_reply_route(None) == 1
+    assert dropped == [1] and counter(edge.metrics.drops.labels("bad_reply")) == bad + 1
+    assert script._message(Side.CORE, False, "v=0\r\n").cseq == 0
+    for good in ("1", "4294967296"):
+        ksr.pvs["$cs"] = good
+        assert script.ksr_reply_route(None) == 1
+        assert dropped == [1] and script._message(Side.CORE, False, "v=0\r\n").cseq == int(good)
+
+
 def test_a_header_kamailio_refuses_does_not_stop_the_reply(kemi):
     """append_to_reply raising (text Kamailio cannot take) leaves the request answered."""
     from plugin.edge import Outcome
@@ -829,6 +852,10 @@ def test_the_plugins_log_lines_reach_kamailio_without_a_thread_process_or_source
 
     try:
         module.mod_init()
+        import sdp_rules
+
+        assert ksr.logged == [f"e2ae: INFO running the rules from {os.path.dirname(sdp_rules.__file__)}\n"]
+        ksr.logged.clear()
         loggers[0].addHandler(Keep())
         logging.getLogger("e2ae.plugin").info("Call-ID %s: dialog %s: %d stream(s) reserved on mediad", "c1", "d1", 1)
         assert ksr.logged == ["e2ae: INFO Call-ID c1: dialog d1: 1 stream(s) reserved on mediad\n"]

@@ -7,7 +7,7 @@ import pytest
 
 from plugin.reinvite import (ATTEMPTS, alias_uri, alias_value, back_to_callee, CSEQ_REFRESH_HEADER, DialogView, Leg, Outcome,
                              Party, Pending, ReinviteError, build, moved_offer, outcome, refresh_value, route_uris,
-                             toward_caller, moved_access_offer, RenewedTransport, answer_specs)
+                             toward_caller, moved_access_offer, RenewedTransport, answer_specs, check_answer)
 
 CALLER = Leg(uri="sip:wic@192.0.2.10:5062", tag="wic1", cseq=1, contact="sip:wic@192.0.2.10:5062",
              route_set="", socket="udp:127.0.0.1:5060")
@@ -241,3 +241,42 @@ def test_an_answer_that_rejects_the_transport_is_refused():
     state = {"1": {"mids": ["0"], "tag": "0"}}
     with pytest.raises(ReinviteError):
         answer_specs(_answer("active").replace("m=audio 9", "m=audio 0"), state)
+
+
+CORE_ANSWER = ("v=0\r\no=core 1 2 IN IP4 127.0.0.3\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\n"
+               "m=audio 40000 RTP/AVPF 0\r\na=rtpmap:0 PCMU/8000\r\nm=video 0 RTP/AVPF 96\r\n"
+               "m=text 40002 RTP/AVP 98\r\na=rtpmap:98 t140/1000\r\n")
+RE_OFFER = moved_access_offer(TO_WIC, "127.0.0.12", NEW_FP, [RENEWED])
+WIC_ANSWER = _answer("active") + "m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 127.0.0.1\r\n"
+
+
+def test_usable_answers_to_the_edges_reoffers_pass():
+    check_answer(moved_offer(OFFER, "127.0.0.9", [30000, 30002]), CORE_ANSWER)
+    check_answer(RE_OFFER, WIC_ANSWER)
+    # RFC 9143 7.3.1: the answerer may give the other bundled m-lines port 0 with a=bundle-only.
+    check_answer(RE_OFFER, WIC_ANSWER.replace("m=video 9 ", "m=video 0 ").replace("a=mid:1\r\n",
+                                                                                   "a=mid:1\r\na=bundle-only\r\n"))
+
+
+@pytest.mark.parametrize("answer, why", [
+    ("", "not a usable SDP"),
+    ("v=0\r\no=core 1 2 IN IP4 127.0.0.3\r\nm=audio x RTP/AVP 0\r\n", "not a usable SDP"),
+    (CORE_ANSWER.split("m=text")[0], "2 m-line"),
+    (CORE_ANSWER.replace("m=text 40002 RTP/AVP 98", "m=audio 40002 RTP/AVP 98"), "m-line 2 is audio"),
+    (CORE_ANSWER.replace("m=audio 40000", "m=audio 0"), "rejects m-line 0"),
+    (CORE_ANSWER.replace("t=0 0\r\n", "t=0 0\r\na=group:BUNDLE 0\r\n"), "BUNDLE"),
+], ids=["empty", "malformed", "an-m-line-dropped", "another-media", "a-stream-rejected", "a-bundle-added"])
+def test_an_unusable_answer_from_the_core_is_refused(answer, why):
+    with pytest.raises(ReinviteError, match=why):
+        check_answer(moved_offer(OFFER, "127.0.0.9", [30000, 30002]), answer)
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda a: a.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0"), "BUNDLE"),
+    (lambda a: a.replace("a=group:BUNDLE 0 1\r\n", ""), "BUNDLE"),
+    (lambda a: a.replace("m=video 9 ", "m=video 0 "), "rejects m-line 1"),
+    (lambda a: a.split("m=application")[0], "2 m-line"),
+], ids=["an-m-line-out-of-the-group", "no-group", "a-bundled-m-line-rejected", "an-m-line-dropped"])
+def test_an_unusable_answer_from_the_wic_is_refused(change, why):
+    with pytest.raises(ReinviteError, match=why):
+        check_answer(RE_OFFER, change(WIC_ANSWER))

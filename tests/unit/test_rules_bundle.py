@@ -303,6 +303,14 @@ def test_a_group_that_names_a_missing_mid_is_refused(group, reason):
         Call().offer(offer(audio(transport=transport_attrs(50000)), video(), group=group))
 
 
+@pytest.mark.parametrize("line", ["a=group", "a=group:", "a=group: "])
+def test_a_group_without_semantics_is_refused_as_the_peer_s_error(line):
+    # RFC 5888 section 5: a=group:<semantics> *(SP identification-tag); none at all is malformed
+    body = offer(audio(transport=transport_attrs(50000)), video()).replace("a=group:BUNDLE a v", line)
+    with pytest.raises(SdpPolicyError, match="a=group without semantics"):
+        Call().offer(body)
+
+
 def test_a_mid_in_two_groups_is_refused():
     body = offer(audio(transport=transport_attrs(50000)), video()).replace(
         "a=group:BUNDLE a v\r\n", "a=group:BUNDLE a v\r\na=group:BUNDLE v\r\n")

@@ -51,3 +51,17 @@ def test_a_protected_profile_without_the_edges_fingerprint_is_unconverted(mline)
 ])
 def test_nothing_to_protect_is_not_unconverted(mline):
     assert judged(ok(mline)) == []
+
+
+def test_an_exception_out_of_the_plugin_is_a_violation_named_by_its_last_line():
+    from tests.sipfuzz.harness import plugin_exceptions
+
+    log = (" 7(2455) ERROR: app_python3 [python_support.c:156]: python_handle_exception(): apy_exec: "
+           "ksr_onreply_edge((null)): Unhandled exception in the Python code:\n"
+           "Traceback (most recent call last):\n"
+           '  File "plugin/kemi.py", line 247, in _message\n'
+           "    cseq=int(cseq or 0),\n"
+           "ValueError: invalid literal for int() with base 10: 'abc'\n"
+           " 6(2454) INFO: <core> [core/kemi.c:106]: sr_kemi_core_info(): e2ae: INFO refused: a ValueError\n")
+    assert plugin_exceptions(log) == ["ValueError: invalid literal for int() with base 10: 'abc'"]
+    assert plugin_exceptions(log.replace("Unhandled exception", "Handled")) == []
